@@ -1,0 +1,3 @@
+from longplay.cli import app
+
+app()

@@ -1,0 +1,44 @@
+"""Job kinds and health."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from longplay import keys
+from longplay.api.deps import OwnerDep
+from longplay.api.schemas import HealthPublic, KindPublic, WorkerPublic
+from longplay.health import report as health_report
+from longplay.jobs.registry import all_kinds
+from longplay.redis_client import get_redis
+
+router = APIRouter()
+
+
+@router.get("/v1/kinds", response_model=list[KindPublic], tags=["kinds"])
+def list_kinds(owner: OwnerDep) -> list[KindPublic]:
+    """The job kinds this service runs, with their steps and parameter schemas."""
+    return [KindPublic.of(k) for k in all_kinds()]
+
+
+@router.get("/v1/workers", response_model=list[WorkerPublic], tags=["health"])
+def list_workers(owner: OwnerDep) -> list[WorkerPublic]:
+    """The worker processes, each with the engines it has loaded and its last job."""
+    client = get_redis()
+    names = sorted(client.scan_iter(match=keys.WORKER_PROCESSES, count=500))
+    reports = [r for r in client.mget(names) if r] if names else []
+    return [WorkerPublic.model_validate_json(r) for r in reports]
+
+
+@router.get("/healthz", response_model=HealthPublic, tags=["health"])
+def health(response: Response) -> HealthPublic:
+    """Whether the store, Redis and a worker answer (503 if not); never waits long."""
+    found = health_report()
+    if not found.ok:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return HealthPublic(
+        status="ok" if found.ok else "degraded",
+        store=found.store,
+        redis=found.redis,
+        workers=found.workers,
+        down=found.down,
+    )

@@ -1,0 +1,35 @@
+"""Webhooks: the owner's signing secret and the messages sent about a job."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from longplay.api.deps import OwnerDep, SessionDep
+from longplay.api.schemas import WebhookDeliveryPublic, WebhookSecretPublic
+from longplay.jobs import webhooks
+
+router = APIRouter(tags=["webhooks"])
+
+
+@router.get("/v1/webhooks/secret", response_model=WebhookSecretPublic)
+def get_secret(owner: OwnerDep) -> WebhookSecretPublic:
+    """The secret your webhooks are signed with."""
+    return WebhookSecretPublic(secret=owner.webhook_secret)
+
+
+@router.post("/v1/webhooks/secret/rotate", response_model=WebhookSecretPublic)
+def rotate_secret(session: SessionDep, owner: OwnerDep) -> WebhookSecretPublic:
+    """Replace your signing secret; every message sent from now on, retries included,
+    is signed with the new one."""
+    secret = webhooks.rotate_secret(session, owner)
+    session.commit()
+    return WebhookSecretPublic(secret=secret)
+
+
+@router.get("/v1/jobs/{job_id}/webhooks", response_model=list[WebhookDeliveryPublic])
+def job_webhooks(job_id: str, session: SessionDep, owner: OwnerDep) -> list[WebhookDeliveryPublic]:
+    """The webhook messages about a job and how sending each went."""
+    return [
+        WebhookDeliveryPublic.model_validate(d)
+        for d in webhooks.deliveries_of(session, owner=owner, job_id=job_id)
+    ]

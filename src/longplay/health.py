@@ -1,0 +1,118 @@
+"""Health: whether the store and Redis answer and how many workers are alive.
+
+Each check runs with its own short timeouts (a one-shot database connection with a
+connect and statement timeout, a Redis client that does not retry), all three at
+once, and the report waits at most :data:`DEADLINE` for them: a part that hangs is
+reported as down, never waited for.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.pool import NullPool
+
+from longplay.config import get_settings
+from longplay.queue.liveness import live_workers
+from longplay.redis_client import get_quick_redis
+from longplay.store.db import normalise_url
+
+CHECK_TIMEOUT = 1.0
+"""Seconds each check's own timeouts allow (connect, statement, lock wait, socket)."""
+DEADLINE = 2.5
+"""Seconds a report waits for all checks together."""
+
+_pool = concurrent.futures.ThreadPoolExecutor(max_workers=6, thread_name_prefix="health")
+
+
+@dataclass(frozen=True)
+class Health:
+    store: str
+    redis: str
+    workers: int
+    down: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.down
+
+
+@lru_cache(maxsize=4)
+def _probe_engine(url: str) -> Engine:
+    """An engine of one-shot connections that give up after :data:`CHECK_TIMEOUT`."""
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        args: dict[str, object] = {
+            "timeout": CHECK_TIMEOUT,
+            "check_same_thread": False,
+            "isolation_level": None,
+        }
+    else:
+        args = {"connect_timeout": max(1, round(CHECK_TIMEOUT))}
+    return create_engine(url, poolclass=NullPool, connect_args=args)
+
+
+def check_store() -> None:
+    """Read from the store; for SQLite also take (and give back) its write lock, which
+    a transaction held elsewhere keeps every writer waiting for."""
+    engine = _probe_engine(get_settings().effective_database_url)
+    if engine.dialect.name == "sqlite":
+        raw = engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            cursor.execute("SELECT count(*) FROM alembic_version")
+            cursor.execute("ROLLBACK")
+        finally:
+            raw.close()
+        return
+    with engine.connect() as connection:
+        ms = int(CHECK_TIMEOUT * 1000)
+        connection.execute(text(f"SET LOCAL statement_timeout = {ms}"))
+        connection.execute(text(f"SET LOCAL lock_timeout = {ms}"))
+        connection.execute(text("SELECT count(*) FROM alembic_version"))
+
+
+def check_redis() -> None:
+    get_quick_redis().ping()
+
+
+def count_workers() -> int:
+    return len(live_workers(get_quick_redis()))
+
+
+def _outcome(future: Future[Any]) -> str:
+    try:
+        future.result(timeout=0)
+    except concurrent.futures.TimeoutError:
+        return f"error: no answer in {DEADLINE:g} s"
+    except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        return f"error: {type(exc).__name__}" + (f": {lines[0]}" if lines else "")
+    return "ok"
+
+
+def report() -> Health:
+    """Check every part at once; returns within about :data:`DEADLINE` seconds."""
+    checks: dict[str, Callable[[], Any]] = {
+        "store": check_store,
+        "redis": check_redis,
+        "workers": count_workers,
+    }
+    futures = {name: _pool.submit(check) for name, check in checks.items()}
+    concurrent.futures.wait(futures.values(), timeout=DEADLINE)
+    store = _outcome(futures["store"])
+    redis_state = _outcome(futures["redis"])
+    workers = 0
+    if _outcome(futures["workers"]) == "ok":
+        workers = int(futures["workers"].result())
+    down = [name for name, state in (("store", store), ("redis", redis_state)) if state != "ok"]
+    if workers == 0:
+        down.append("workers")
+    return Health(store=store, redis=redis_state, workers=workers, down=down)

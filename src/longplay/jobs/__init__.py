@@ -1,0 +1,1 @@
+"""Job lifecycle, progress reporting, errors and the registry of job kinds."""

@@ -1,0 +1,352 @@
+"""Retention: delete what the settings say is old enough, and leftovers nobody owns.
+
+One run, in this order:
+
+1. **jobs** finished (completed, failed, cancelled, expired) more than
+   ``job_retention`` ago, with their outputs, the inputs uploaded with them (unless
+   another job names one), their event streams and scratch space;
+2. **results** of jobs finished more than ``result_retention`` ago: the outputs go,
+   the job stays and says ``results_expired``;
+3. **uploads** older than ``upload_retention`` that no job names;
+4. **scratch** folders under ``work_dir`` of jobs that are not queued or running;
+5. **stray files** in the files folder that no artifact row names (a process that
+   died between moving a file in and committing its row), older than
+   ``upload_retention``.
+
+Nothing of a queued or running job is touched: every delete re-checks the status in
+the statement that deletes. Rows go in batches of ``cleanup_batch``, one short
+transaction each, at most ``cleanup_max_per_run`` of each sort per run; files are
+removed after their rows are committed. A dry run counts what a run would delete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import redis
+from sqlalchemy import String, cast, delete, select, update
+from sqlalchemy.orm import Session
+
+from longplay.config import Settings, get_settings
+from longplay.jobs.service import remove_job_files
+from longplay.store import files
+from longplay.store.db import affected, session_scope
+from longplay.store.models import FINISHED, Artifact, ArtifactRole, Job, JobStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+FINISHED_VALUES = sorted(s.value for s in FINISHED)
+ACTIVE_VALUES = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
+SCRATCH_MIN_AGE = 60.0
+"""Seconds a scratch folder is left alone after its last change, whatever its job says."""
+
+
+@dataclass
+class CleanupReport:
+    """How many things a run deleted (or, dry, would delete)."""
+
+    jobs: int = 0
+    results: int = 0
+    """Jobs whose outputs expired."""
+    uploads: int = 0
+    scratch: int = 0
+    stray_files: int = 0
+    files: int = 0
+    """Artifact files removed with the jobs, results and uploads above."""
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_cleanup(*, dry_run: bool = False, settings: Settings | None = None) -> CleanupReport:
+    """Apply the retention settings once; see the module's docstring for what goes."""
+    settings = settings or get_settings()
+    report = CleanupReport(dry_run=dry_run)
+    now = utcnow()
+    if settings.job_retention > 0:
+        _sweep_jobs(now - timedelta(seconds=settings.job_retention), settings, report)
+    if settings.result_retention > 0:
+        _sweep_results(now - timedelta(seconds=settings.result_retention), settings, report)
+    if settings.upload_retention > 0:
+        _sweep_uploads(now - timedelta(seconds=settings.upload_retention), settings, report)
+    _sweep_scratch(settings, report)
+    if settings.upload_retention > 0:
+        _sweep_stray_files(settings.upload_retention, settings, report)
+    log.info("cleanup%s: %s", " (dry run)" if dry_run else "", report.as_dict())
+    return report
+
+
+def _batches(
+    settings: Settings, pick: Callable[[Session, str, int], Sequence[str]]
+) -> Iterator[tuple[Session, Sequence[str]]]:
+    """Keyset pages of candidate ids (``pick(session, after, limit)``, ordered by id),
+    one transaction each, until a short page or ``cleanup_max_per_run`` candidates."""
+    after, seen = "", 0
+    while seen < settings.cleanup_max_per_run:
+        limit = min(settings.cleanup_batch, settings.cleanup_max_per_run - seen)
+        with session_scope() as session:
+            ids = pick(session, after, limit)
+            if not ids:
+                return
+            yield session, ids
+        seen += len(ids)
+        after = ids[-1]
+        if len(ids) < limit:
+            return
+
+
+# -- 1. old jobs ---------------------------------------------------------------------
+
+
+def _sweep_jobs(cutoff: datetime, settings: Settings, report: CleanupReport) -> None:
+    def pick(session: Session, after: str, limit: int) -> list[str]:
+        return list(
+            session.scalars(
+                select(Job.id)
+                .where(_finished_before(cutoff), Job.id > after)
+                .order_by(Job.id)
+                .limit(limit)
+            )
+        )
+
+    for session, ids in _batches(settings, pick):
+        if report.dry_run:
+            report.jobs += len(ids)
+            continue
+        owned = list(session.scalars(select(Artifact).where(Artifact.job_id.in_(ids))))
+        deleted = set(
+            session.scalars(
+                delete(Job)
+                .where(Job.id.in_(ids), _finished_before(cutoff))
+                .returning(Job.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+        # Its artifact rows are unlinked now (ON DELETE SET NULL); an input another job
+        # still names stays, as an upload the upload sweep judges later.
+        doomed = [
+            a
+            for a in owned
+            if a.job_id in deleted
+            and (a.role == ArtifactRole.OUTPUT.value or not _named_by_a_job(session, a))
+        ]
+        if doomed:
+            session.execute(
+                delete(Artifact)
+                .where(Artifact.id.in_([a.id for a in doomed]))
+                .execution_options(synchronize_session=False)
+            )
+        session.commit()
+        for job_id in deleted:
+            _remove_job_files(job_id, [a for a in doomed if a.job_id == job_id], settings)
+        report.jobs += len(deleted)
+        report.files += len(doomed)
+
+
+def _finished_before(cutoff: datetime) -> Any:
+    return Job.status.in_(FINISHED_VALUES) & (Job.finished_at < cutoff)
+
+
+def _named_by_a_job(session: Session, artifact: Artifact) -> bool:
+    """Whether one of the owner's jobs lists the artifact among its inputs."""
+    return (
+        session.scalar(
+            select(Job.id)
+            .where(
+                Job.owner_id == artifact.owner_id,
+                cast(Job.inputs, String).contains(f'"{artifact.id}"', autoescape=True),
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def _remove_job_files(job_id: str, artifacts: Sequence[Artifact], settings: Settings) -> None:
+    shutil.rmtree(settings.work_dir / job_id, ignore_errors=True)
+    try:
+        remove_job_files(job_id, artifacts)
+    except redis.RedisError as exc:  # the stream expires by itself
+        log.warning("job %s: could not delete its event stream: %s", job_id, exc)
+
+
+# -- 2. expired results ----------------------------------------------------------------
+
+
+def _sweep_results(cutoff: datetime, settings: Settings, report: CleanupReport) -> None:
+    def pick(session: Session, after: str, limit: int) -> list[str]:
+        return list(
+            session.scalars(
+                select(Job.id)
+                .join(Artifact, Artifact.job_id == Job.id)
+                .where(
+                    _finished_before(cutoff),
+                    Artifact.role == ArtifactRole.OUTPUT.value,
+                    Job.id > after,
+                )
+                .group_by(Job.id)
+                .order_by(Job.id)
+                .limit(limit)
+            )
+        )
+
+    for session, ids in _batches(settings, pick):
+        if report.dry_run:
+            report.results += len(ids)
+            continue
+        removed: list[Artifact] = []
+        for job in list(session.scalars(select(Job).where(Job.id.in_(ids)))):
+            if not _expire_results(session, job, cutoff):
+                continue
+            outputs = list(
+                session.scalars(
+                    select(Artifact).where(
+                        Artifact.job_id == job.id, Artifact.role == ArtifactRole.OUTPUT.value
+                    )
+                )
+            )
+            for artifact in outputs:
+                session.delete(artifact)
+            removed += outputs
+            report.results += 1
+        session.commit()
+        for artifact in removed:
+            files.remove(artifact)
+        report.files += len(removed)
+
+
+def _expire_results(session: Session, job: Job, cutoff: datetime) -> bool:
+    """Mark the job's results expired if it is still finished before ``cutoff``.
+
+    Its checkpoint goes too: a retried failed job starts again from the first step.
+    """
+    expired_at = utcnow().isoformat()
+    result = {**(job.result or {}), "outputs": [], "results_expired": True}
+    result["results_expired_at"] = expired_at
+    details = {**(job.step_details or {}), "results_expired": True}
+    moved = session.execute(
+        update(Job)
+        .where(Job.id == job.id, _finished_before(cutoff))
+        .values(result=result, step_details=details, checkpoint={})
+        .execution_options(synchronize_session=False)
+    )
+    return bool(affected(moved))
+
+
+# -- 3. uploads no job names ------------------------------------------------------------
+
+
+def _sweep_uploads(cutoff: datetime, settings: Settings, report: CleanupReport) -> None:
+    def unattached(after: str) -> Any:
+        return (
+            (Artifact.role == ArtifactRole.INPUT.value)
+            & Artifact.job_id.is_(None)
+            & (Artifact.created_at < cutoff)
+            & (Artifact.id > after)
+        )
+
+    def pick(session: Session, after: str, limit: int) -> list[str]:
+        return list(
+            session.scalars(
+                select(Artifact.id).where(unattached(after)).order_by(Artifact.id).limit(limit)
+            )
+        )
+
+    for session, ids in _batches(settings, pick):
+        candidates = list(session.scalars(select(Artifact).where(Artifact.id.in_(ids))))
+        orphans = [a for a in candidates if not _named_by_a_job(session, a)]
+        if report.dry_run:
+            report.uploads += len(orphans)
+            continue
+        if not orphans:
+            continue
+        session.execute(
+            delete(Artifact)
+            .where(Artifact.id.in_([a.id for a in orphans]), unattached(""))
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        for artifact in orphans:
+            files.remove(artifact)
+        report.uploads += len(orphans)
+        report.files += len(orphans)
+
+
+# -- 4. scratch folders -------------------------------------------------------------------
+
+
+def _sweep_scratch(settings: Settings, report: CleanupReport) -> None:
+    if not settings.work_dir.is_dir():
+        return
+    stale = time.time() - SCRATCH_MIN_AGE
+    folders = [
+        entry.name
+        for entry in os.scandir(settings.work_dir)
+        if entry.is_dir(follow_symlinks=False) and _modified_before(entry.path, stale)
+    ]
+    for start in range(0, len(folders), settings.cleanup_batch):
+        names = folders[start : start + settings.cleanup_batch]
+        with session_scope() as session:
+            active = set(
+                session.scalars(
+                    select(Job.id).where(Job.id.in_(names), Job.status.in_(ACTIVE_VALUES))
+                )
+            )
+        for name in names:
+            if name in active:
+                continue
+            if not report.dry_run:
+                shutil.rmtree(settings.work_dir / name, ignore_errors=True)
+            report.scratch += 1
+
+
+def _modified_before(path: str, stale: float) -> bool:
+    try:
+        return os.stat(path, follow_symlinks=False).st_mtime < stale
+    except FileNotFoundError:
+        return False
+
+
+# -- 5. stray files ---------------------------------------------------------------------
+
+
+def _sweep_stray_files(min_age: float, settings: Settings, report: CleanupReport) -> None:
+    root = settings.files_dir
+    if not root.is_dir():
+        return
+    stale = time.time() - min_age
+    incoming = root / ".incoming"
+    strays: list[Path] = []
+    if incoming.is_dir():  # uploads whose request died while they streamed in
+        strays += [
+            Path(e.path)
+            for e in os.scandir(incoming)
+            if e.is_file(follow_symlinks=False) and _modified_before(e.path, stale)
+        ]
+    names = [
+        e.name
+        for e in os.scandir(root)
+        if e.is_file(follow_symlinks=False)
+        and not e.name.startswith(".")
+        and _modified_before(e.path, stale)
+    ]
+    for start in range(0, len(names), settings.cleanup_batch):
+        batch = names[start : start + settings.cleanup_batch]
+        with session_scope() as session:
+            known = set(session.scalars(select(Artifact.path).where(Artifact.path.in_(batch))))
+        strays += [root / name for name in batch if name not in known]
+    for path in strays[: settings.cleanup_max_per_run]:
+        if not report.dry_run:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        report.stray_files += 1

@@ -1,0 +1,50 @@
+"""Job events on Redis streams: every state or progress change, resumable by id.
+
+The store stays the source of truth; the stream is the live feed a client follows
+(SSE, ``longplay submit --wait``) and resumes from the last id it saw.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from longplay import keys
+from longplay.config import get_settings
+from longplay.redis_client import get_redis
+
+log = logging.getLogger(__name__)
+STREAM_MAXLEN = 2000
+
+
+def make_event(event_type: str, job_id: str, **data: Any) -> dict[str, Any]:
+    return {"type": event_type, "job_id": job_id, "at": datetime.now(UTC).isoformat(), **data}
+
+
+def publish(event_type: str, job_id: str, *, expire: bool = False, **data: Any) -> str | None:
+    """Append an event to the job's stream; returns its id, or None if Redis is away.
+
+    ``expire`` (re)sets the stream's time to live: the first and the last event of a
+    job do, the ones between need not. Losing a live event is acceptable (the store
+    has the state); failing the job because the event bus blinked is not.
+    """
+    event = make_event(event_type, job_id, **data)
+    stream = keys.events_stream(job_id)
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.xadd(stream, {"data": json.dumps(event, default=str)}, maxlen=STREAM_MAXLEN)
+        if expire:
+            pipe.expire(stream, get_settings().event_retention_seconds)
+        event_id = pipe.execute()[0]
+    except redis.RedisError as exc:
+        log.warning("could not publish %s event for %s: %s", event_type, job_id, exc)
+        return None
+    return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+
+
+def delete_stream(job_id: str) -> None:
+    get_redis().delete(keys.events_stream(job_id))

@@ -1,0 +1,243 @@
+"""Progress: from ``ctx.advance(done, total)`` inside a step to percent, step and ETA.
+
+:class:`ProgressTracker` is the arithmetic (weights, percent, ETA) and has no I/O;
+:class:`ProgressReporter` publishes every change as an event and writes the store
+at a bounded rate. Each store write is also the cancellation checkpoint: it only
+touches a job still running on this worker, so when it touches nothing the step
+is stopped with :class:`JobCancelled`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from longplay.jobs import events
+from longplay.jobs.errors import JobCancelled
+from longplay.jobs.registry import Step
+from longplay.store.db import affected, session_scope
+from longplay.store.models import Job, JobStatus, utcnow
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], float]
+
+
+class ProgressTracker:
+    """Turns per-step fractions into overall percent and an ETA."""
+
+    def __init__(self, steps: Sequence[Step], *, clock: Clock = time.monotonic) -> None:
+        self._weights = {s.name: s.weight for s in steps}
+        self._total = sum(self._weights.values())
+        self._done_weight = 0.0
+        self._clock = clock
+        self.step: str | None = None
+        self.step_fraction = 0.0
+        self._started_at: float | None = None
+        self._start_percent = 0.0
+
+    @property
+    def percent(self) -> float:
+        current = self._weights.get(self.step or "", 0.0) * self.step_fraction
+        return min(100.0, 100.0 * (self._done_weight + current) / self._total)
+
+    def start(self, step: str) -> None:
+        if self._started_at is None:
+            self._started_at = self._clock()
+            self._start_percent = self.percent
+        self.step = step
+        self.step_fraction = 0.0
+
+    def set_fraction(self, done: float, total: float) -> None:
+        fraction = done / total if total > 0 else 1.0
+        self.step_fraction = max(self.step_fraction, min(1.0, max(0.0, fraction)))
+
+    def finish(self, step: str) -> None:
+        """Count a step as done (also for a step skipped because a retry already did it)."""
+        self._done_weight += self._weights[step]
+        if self.step == step:
+            self.step_fraction = 0.0
+            self.step = None
+
+    def eta_seconds(self) -> float | None:
+        """Seconds left, from the pace since this run started; None until there is a pace."""
+        if self._started_at is None:
+            return None
+        elapsed = self._clock() - self._started_at
+        gained = self.percent - self._start_percent
+        if elapsed < 0.5 or gained < 0.5:
+            return None
+        return max(0.0, (100.0 - self.percent) * elapsed / gained)
+
+
+class ProgressReporter:
+    """Publishes progress events and writes them to the store at a bounded rate."""
+
+    def __init__(
+        self,
+        job_id: str,
+        worker: str,
+        steps: Sequence[Step],
+        *,
+        write_interval: float,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.job_id = job_id
+        self.worker = worker
+        self.tracker = ProgressTracker(steps, clock=clock)
+        self._write_interval = write_interval
+        self._clock = clock
+        self._last_write = clock()  # the claim has just written the job
+        self._last_published: dict[str, Any] | None = None
+        self.details: dict[str, Any] = {}
+        self.lost = threading.Event()
+        """Set by the heartbeat when the job stopped being ours (cancelled, lease lost)."""
+
+    def start_step(self, step: Step) -> None:
+        self.tracker.start(step.name)
+        self.details = {}
+        self._emit()
+
+    def finish_step(self, step: Step, *, skipped: bool = False) -> None:
+        self.tracker.finish(step.name)
+        if skipped:
+            events.publish("step_skipped", self.job_id, step=step.name)
+
+    def advance(self, done: float, total: float, **details: Any) -> None:
+        if self.lost.is_set():
+            raise JobCancelled(self.job_id)
+        self.tracker.set_fraction(done, total)
+        self.details = {**details, "done": done, "total": total}
+        self._emit()
+
+    def _emit(self) -> None:
+        now = self._clock()
+        snapshot = self.snapshot()
+        if snapshot != self._last_published:
+            self._last_published = snapshot
+            events.publish("progress", self.job_id, status="running", **snapshot)
+        if now - self._last_write >= self._write_interval:
+            self._last_write = now
+            self.write(snapshot)
+
+    def snapshot(self) -> dict[str, Any]:
+        eta = self.tracker.eta_seconds()
+        return {
+            "progress": round(self.tracker.percent, 2),
+            "step": self.tracker.step,
+            "step_details": self.details,
+            "eta_seconds": round(eta, 1) if eta is not None else None,
+        }
+
+    def write(self, snapshot: dict[str, Any]) -> None:
+        """Write progress if the job is still ours; otherwise stop the step.
+
+        A store that does not answer skips this write (the next one tries again; the
+        lease decides if it stays away too long), rather than failing the job."""
+        try:
+            held = touch(
+                self.job_id,
+                self.worker,
+                progress=snapshot["progress"],
+                current_step=snapshot["step"],
+                step_details=snapshot["step_details"],
+                eta_seconds=snapshot["eta_seconds"],
+                updated_at=utcnow(),
+            )
+        except OperationalError as exc:
+            log.warning(
+                "job %s: progress not written, the store did not answer: %s", self.job_id, exc
+            )
+            return
+        if not held:
+            self.lost.set()
+            raise JobCancelled(self.job_id)
+
+
+def touch(job_id: str, worker: str, **values: Any) -> bool:
+    """Renew the lease of a job still running on ``worker`` (and set ``values``).
+
+    False when the job is no longer ours: cancelled, finished, or taken over.
+    """
+    with session_scope() as session:
+        return touch_in(session, job_id, worker, **values)
+
+
+def touch_in(session: Session, job_id: str, worker: str, **values: Any) -> bool:
+    """:func:`touch` inside the caller's transaction."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value, Job.worker == worker)
+        .values(heartbeat_at=utcnow(), **values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(affected(result))
+
+
+def grace_left(job_id: str, grace: float) -> float | None:
+    """Seconds a cancelled job may still run before it is stopped by force: ``grace``
+    counted from the cancel; None when the job was not cancelled (taken over, gone)."""
+    with session_scope() as session:
+        row = session.execute(select(Job.status, Job.finished_at).where(Job.id == job_id)).first()
+    if row is None or row.status != JobStatus.CANCELLED.value:
+        return None
+    if row.finished_at is None:
+        return grace
+    elapsed = (utcnow() - row.finished_at).total_seconds()
+    return min(grace, max(0.0, grace - elapsed))
+
+
+class Heartbeat(threading.Thread):
+    """Renews the job's lease while a step runs, even one that reports no progress.
+
+    Each beat is also a cancellation check for steps that report nothing. Once the
+    job is cancelled, the step has ``cancel_grace`` seconds (from the cancel) to reach
+    a checkpoint and stop; if it has not, ``on_overdue`` runs in this thread (it
+    cleans up and ends the process).
+    """
+
+    def __init__(
+        self,
+        reporter: ProgressReporter,
+        interval: float,
+        *,
+        cancel_grace: float | None = None,
+        on_overdue: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(name=f"heartbeat-{reporter.job_id}", daemon=True)
+        self._reporter = reporter
+        self._interval = interval
+        self._cancel_grace = cancel_grace
+        self._on_overdue = on_overdue
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self._interval):
+            try:
+                held = touch(self._reporter.job_id, self._reporter.worker)
+            except Exception:  # a database blip: try again at the next beat
+                continue
+            if not held:
+                self._reporter.lost.set()
+                self._await_stop()
+                return
+
+    def _await_stop(self) -> None:
+        if self._on_overdue is None or self._cancel_grace is None:
+            return
+        try:
+            left = grace_left(self._reporter.job_id, self._cancel_grace)
+        except Exception:  # the store does not answer: count the whole grace from now
+            left = self._cancel_grace
+        if left is None or self._stop_event.wait(left):
+            return
+        self._on_overdue()
+
+    def stop(self) -> None:
+        self._stop_event.set()

@@ -1,0 +1,188 @@
+"""The registry of job kinds: a kind is a named list of weighted steps.
+
+A team adds its own kind with :func:`register`; the queue, store, progress, API and
+CLI pick it up with no other change::
+
+    class ResizeParams(BaseModel):
+        width: int = 640
+
+    def resize(ctx: StepContext) -> None:
+        for i, frame in enumerate(frames):
+            ...
+            ctx.advance(i + 1, len(frames), frames=i + 1)
+
+    register(JobKind(name="resize", params=ResizeParams, steps=[Step("resize", resize)]))
+
+Definitions are checked when :func:`register` runs, so a typo fails at import time.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+Resource = Literal["cpu", "gpu"]
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """An artifact handed to a job as input, already on local disk."""
+
+    artifact_id: str
+    name: str
+    media_type: str
+    path: Path
+    size: int
+
+
+class StepContext(ABC):
+    """What a step sees of its job while it runs."""
+
+    job_id: str
+    params: BaseModel
+    inputs: Sequence[InputFile]
+    workdir: Path
+    state: dict[str, Any]
+    """JSON-serialisable values steps hand to later steps; saved with each finished
+    step, so a retried job that skips a finished step still has what it left."""
+
+    @abstractmethod
+    def advance(self, done: float, total: float, **details: Any) -> None:
+        """Report progress inside the current step; a cancellation checkpoint.
+
+        Raises :class:`~longplay.jobs.errors.JobCancelled` once the job is cancelled.
+        """
+
+    @abstractmethod
+    def add_output(
+        self, path: Path, *, name: str | None = None, media_type: str | None = None
+    ) -> None:
+        """Keep a file the step wrote (under ``workdir``) as one of the job's results."""
+
+    @abstractmethod
+    def outputs(self, step: str | None = None) -> list[InputFile]:
+        """Files earlier steps kept (in this run or an earlier attempt), oldest first;
+        how a step reads what the one before it made, even after a retry skipped it."""
+
+    @abstractmethod
+    def note(self, message: str, **data: Any) -> None:
+        """Publish a human-readable note as a job event (e.g. a fallback taken)."""
+
+
+StepFn = Callable[[StepContext], None]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One named stage of a job; ``weight`` is its share of the job's progress bar."""
+
+    name: str
+    run: StepFn
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"step name {self.name!r} must match {_NAME.pattern}")
+        if self.weight <= 0:
+            raise ValueError(f"step {self.name!r} needs a positive weight")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a kind retries after a retryable error: exponential backoff with full jitter."""
+
+    max_attempts: int | None = None
+    """Runs in all, the first included; None: the ``max_attempts`` setting."""
+    backoff: float = 2.0
+    """Seconds; the n-th retry waits a random time up to ``backoff * 2**n``."""
+    max_backoff: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.backoff < 0 or self.max_backoff < self.backoff:
+            raise ValueError("backoff must be >= 0 and <= max_backoff")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds before the retry that follows ``attempt``."""
+        return random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
+
+
+class NoParams(BaseModel):
+    """The parameters of a kind that takes none."""
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A registered kind of job."""
+
+    name: str
+    steps: Sequence[Step]
+    params: type[BaseModel] = NoParams
+    description: str = ""
+    min_inputs: int = 0
+    max_inputs: int | None = None
+    input_types: Sequence[str] = field(default_factory=tuple)
+    """Media type prefixes the kind accepts (``("audio/", "video/")``); empty: any."""
+    resource: Resource = "cpu"
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    soft_time_limit: float | None = None
+    """Seconds after which the job fails with a message saying so."""
+    time_limit: float | None = None
+    """Seconds after which the worker process running it is killed (and replaced)."""
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"job kind name {self.name!r} must match {_NAME.pattern}")
+        if not self.steps:
+            raise ValueError(f"job kind {self.name!r} needs at least one step")
+        names = [s.name for s in self.steps]
+        if len(set(names)) != len(names):
+            raise ValueError(f"job kind {self.name!r} repeats a step name: {names}")
+        if self.max_inputs is not None and self.max_inputs < self.min_inputs:
+            raise ValueError(f"job kind {self.name!r}: max_inputs < min_inputs")
+        soft, hard = self.soft_time_limit, self.time_limit
+        if soft is not None and hard is not None and soft >= hard:
+            raise ValueError(f"job kind {self.name!r}: soft_time_limit must be below time_limit")
+
+    @property
+    def total_weight(self) -> float:
+        return sum(s.weight for s in self.steps)
+
+
+_KINDS: dict[str, JobKind] = {}
+
+
+def register(kind: JobKind) -> JobKind:
+    """Add a job kind; registering a second kind under a taken name is an error."""
+    existing = _KINDS.get(kind.name)
+    if existing is not None and existing is not kind:
+        raise ValueError(f"a job kind named {kind.name!r} is already registered")
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def get_kind(name: str) -> JobKind | None:
+    """The registered kind called ``name``, after loading the built-in kinds."""
+    load_builtin_kinds()
+    return _KINDS.get(name)
+
+
+def all_kinds() -> list[JobKind]:
+    load_builtin_kinds()
+    return sorted(_KINDS.values(), key=lambda k: k.name)
+
+
+def load_builtin_kinds() -> None:
+    """Import the modules that register longplay's own kinds and ``LONGPLAY_PLUGINS``."""
+    from longplay import pipelines
+
+    pipelines.load()

@@ -1,0 +1,49 @@
+"""Every Redis key and Celery queue name longplay uses, in one place."""
+
+from __future__ import annotations
+
+PREFIX = "longplay"
+PRIORITIES = ("high", "normal", "low")
+UPKEEP_QUEUE = f"{PREFIX}.upkeep"
+"""Beat's periodic tasks: every worker takes them first, so no backlog delays them."""
+
+
+def events_stream(job_id: str) -> str:
+    """A Redis stream of the job's events; its entry ids are the SSE event ids."""
+    return f"{PREFIX}:events:{job_id}"
+
+
+def worker_process(name: str) -> str:
+    """What one worker process reports about itself: its loaded engines, its last job."""
+    return f"{PREFIX}:workers:{name}"
+
+
+WORKER_PROCESSES = f"{PREFIX}:workers:*"
+
+ADMISSION_LOCK = f"{PREFIX}:admission:lock"
+"""Held by the one process handing held jobs to the broker."""
+ADMISSION_DIRTY = f"{PREFIX}:admission:dirty"
+"""Set by a process that wanted to hand jobs over while the lock was held: the
+holder runs once more."""
+ADMISSION_WAKE = f"{PREFIX}:admission:wake"
+"""When the next admission round is due (epoch seconds), as a delayed upkeep task."""
+
+
+def submit_rate(owner_id: str) -> str:
+    """An owner's submit rate limiter: its theoretical arrival time (GCRA), in ms."""
+    return f"{PREFIX}:rate:submit:{owner_id}"
+
+
+def queue_name(resource: str, priority: str) -> str:
+    """The Celery queue for a job: split by resource, then by priority."""
+    return f"{PREFIX}.{resource}.{priority}"
+
+
+def worker_queues(resources: list[str]) -> list[str]:
+    """A worker's queues, highest priority first (the broker polls them in this order)."""
+    return [UPKEEP_QUEUE, *(queue_name(r, p) for p in PRIORITIES for r in resources)]
+
+
+WORKERS_ALIVE = f"{PREFIX}:workers-alive"
+"""A sorted set: each worker main process (``host:pid``) and when it last said it is
+alive, as epoch seconds. ``/healthz`` counts the recent ones."""

@@ -1,0 +1,77 @@
+"""The Celery app, built from the same settings object as the API.
+
+Late acks and reject-on-worker-lost give at-least-once delivery; a prefetch of one
+keeps a long job from holding a second one hostage; the broker polls queues in
+priority order so a high job overtakes a backlog of low ones. Job state lives in
+the store, so Celery keeps no results.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from longplay import keys
+from longplay.config import Settings, get_settings
+
+RUN_JOB = "longplay.run_job"
+REAP = "longplay.reap"
+DELIVER_WEBHOOK = "longplay.deliver_webhook"
+SWEEP_WEBHOOKS = "longplay.sweep_webhooks"
+CLEANUP = "longplay.cleanup"
+ADMIT = "longplay.admit"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery(
+        "longplay",
+        broker=settings.broker_url,
+        include=["longplay.queue.tasks", "longplay.queue.webhook_tasks"],
+    )
+    all_queues = keys.worker_queues(["cpu", "gpu"])
+    upkeep = {"queue": keys.UPKEEP_QUEUE, "expires": settings.reaper_interval}
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        result_backend=None,
+        task_serializer="json",
+        accept_content=["json"],
+        task_queues=[Queue(name) for name in all_queues],
+        task_default_queue=keys.queue_name("cpu", "normal"),
+        task_create_missing_queues=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "queue_order_strategy": "priority",
+            "visibility_timeout": settings.visibility_timeout,
+        },
+        worker_soft_shutdown_timeout=settings.shutdown_grace,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        beat_schedule={
+            # Expiring: while no worker runs, reap messages do not pile up.
+            "reap": {"task": REAP, "schedule": settings.reaper_interval, "options": upkeep},
+            # Due run_at and retries, deadlines, messages lost with the broker.
+            "admit": {
+                "task": ADMIT,
+                "schedule": settings.dispatch_interval,
+                "options": {"queue": keys.UPKEEP_QUEUE, "expires": settings.dispatch_interval},
+            },
+            "sweep-webhooks": {
+                "task": SWEEP_WEBHOOKS,
+                "schedule": settings.webhook_sweep_interval,
+                "options": {"queue": keys.UPKEEP_QUEUE, "expires": settings.webhook_sweep_interval},
+            },
+            "cleanup": {
+                "task": CLEANUP,
+                "schedule": settings.cleanup_interval,
+                "options": {"queue": keys.UPKEEP_QUEUE, "expires": settings.cleanup_interval},
+            },
+        },
+    )
+    return app
+
+
+celery_app = make_celery(get_settings())

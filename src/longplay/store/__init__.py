@@ -1,0 +1,1 @@
+"""Persistence: the jobs table is what users see; nothing they need lives only in Redis."""

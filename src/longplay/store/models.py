@@ -1,0 +1,247 @@
+"""SQLAlchemy models: owners and their API keys, jobs, their attempts and webhook
+deliveries, artifacts."""
+
+from __future__ import annotations
+
+import base64
+import enum
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, String, Text, TypeDecorator
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_webhook_secret() -> str:
+    """A signing secret in the Standard Webhooks form: ``whsec_`` and base64 of 24 bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def new_id(prefix: str) -> str:
+    """A short random id with a type prefix (``job_…``, ``art_…``): readable in logs."""
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    """Its deadline passed before it started; it never ran."""
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = frozenset(
+    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED}
+)
+
+
+class Priority(enum.StrEnum):
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+PRIORITY_RANK = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
+
+
+class ArtifactRole(enum.StrEnum):
+    INPUT = "input"
+    OUTPUT = "output"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads this class attribute
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSONType,
+        list[Any]: JSONType,
+    }
+
+
+class Owner(Base):
+    __tablename__ = "owners"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    tier: Mapped[str] = mapped_column(String(32), default="standard")
+    """Names a set of limits and a default priority (settings ``tiers``)."""
+    max_running: Mapped[int | None]
+    """Jobs of this owner running (or handed to a worker) at once; null: the tier's."""
+    max_queued: Mapped[int | None]
+    """Jobs of this owner waiting at once; null: the tier's."""
+    submit_rate: Mapped[float | None]
+    """Submissions a minute; null: the tier's."""
+    webhook_secret: Mapped[str] = mapped_column(String(64), default=new_webhook_secret)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    keys: Mapped[list[ApiKey]] = relationship(back_populates="owner")
+
+
+class ApiKey(Base):
+    """An API key, stored as a SHA-256 of the secret; ``prefix`` identifies it in lists."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+    owner: Mapped[Owner] = relationship(back_populates="keys")
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_owner_created", "owner_id", "created_at"),
+        Index("ix_jobs_status_queue", "status", "resource", "priority_rank", "created_at"),
+        Index("ux_jobs_owner_idempotency_key", "owner_id", "idempotency_key", unique=True),
+        Index("ix_jobs_owner_status", "owner_id", "status"),
+        Index("ix_jobs_content_key", "owner_id", "content_key"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
+    priority: Mapped[str] = mapped_column(String(8), default=Priority.NORMAL.value)
+    priority_rank: Mapped[int] = mapped_column(default=1)
+    resource: Mapped[str] = mapped_column(String(8), default="cpu")
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    inputs: Mapped[list[Any]] = mapped_column(default=list)
+    """Artifact ids of the inputs, in the order the submitter gave them."""
+
+    progress: Mapped[float] = mapped_column(default=0.0)
+    current_step: Mapped[str | None] = mapped_column(String(40))
+    step_details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    eta_seconds: Mapped[float | None]
+    checkpoint: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """Steps finished so far and the state they left, so a retry resumes after them."""
+
+    attempts: Mapped[int] = mapped_column(default=0)
+    max_attempts: Mapped[int] = mapped_column(default=3)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    retry_at: Mapped[datetime | None]
+    """When a job waiting to be retried will run again."""
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    content_key: Mapped[str | None] = mapped_column(String(64))
+    """SHA-256 over kind, parameters and input bytes, for deduplication by content."""
+    run_at: Mapped[datetime | None]
+    """Not before this time."""
+    deadline: Mapped[datetime | None]
+    """Not started by then: ``expired``; still running then: cancelled."""
+    dispatched_at: Mapped[datetime | None]
+    """When a queued job was handed to the broker; null while longplay holds it back
+    (scheduled, waiting for a retry, or behind its owner's fair share)."""
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    callback_events: Mapped[list[Any] | None] = mapped_column(JSONType)
+    """Webhook events asked for besides the final one (``started``, ``progress``)."""
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+
+    deduplicated = False
+    """Not stored: set on the earlier job a submission with ``dedupe`` got back."""
+
+    @property
+    def status_enum(self) -> JobStatus:
+        return JobStatus(self.status)
+
+
+class JobAttempt(Base):
+    """One run of a job: who ran it, how it ended and with which error."""
+
+    __tablename__ = "job_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int]
+    worker: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    """completed, retrying, failed, cancelled or released; null while it runs."""
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
+class Artifact(Base):
+    """A file: an upload (role ``input``) or something a job produced (``output``)."""
+
+    __tablename__ = "artifacts"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), index=True
+    )
+    role: Mapped[str] = mapped_column(String(8), default=ArtifactRole.INPUT.value)
+    step: Mapped[str | None] = mapped_column(String(40))
+    name: Mapped[str] = mapped_column(String(255))
+    media_type: Mapped[str] = mapped_column(String(127))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    path: Mapped[str] = mapped_column(Text)
+    """Relative to the data folder's ``files/``."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One webhook message about a job and how sending it went; its id is the
+    ``webhook-id`` header, the same on every retry, so receivers can drop repeats."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    event: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    """pending, sending, delivered, failed (given up) or superseded (a progress message
+    not sent yet when its job ended)."""
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+    last_status_code: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]

@@ -1,0 +1,64 @@
+"""Owners and their API keys; a key is shown once and stored only as a hash."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from longplay.store.models import ApiKey, Owner, new_id, utcnow
+
+KEY_PREFIX = "lp_"
+
+
+def hash_secret(secret: str) -> str:
+    # Keys are 256-bit random tokens, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def get_or_create_owner(session: Session, name: str, *, is_admin: bool = False) -> Owner:
+    owner = session.scalar(select(Owner).where(Owner.name == name))
+    if owner is None:
+        owner = Owner(id=new_id("own"), name=name, is_admin=is_admin)
+        session.add(owner)
+        session.flush()
+    return owner
+
+
+def create_key(session: Session, owner: Owner, *, label: str = "") -> str:
+    """Make a new key for ``owner``; the returned secret is not stored anywhere."""
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    session.add(
+        ApiKey(
+            id=new_id("key"),
+            owner_id=owner.id,
+            prefix=secret[:10],
+            secret_hash=hash_secret(secret),
+            label=label,
+        )
+    )
+    session.flush()
+    return secret
+
+
+def owner_for_key(session: Session, secret: str) -> Owner | None:
+    """The owner a live key belongs to, or None for an unknown or revoked key."""
+    return session.scalar(
+        select(Owner)
+        .join(ApiKey)
+        .where(ApiKey.secret_hash == hash_secret(secret), ApiKey.revoked_at.is_(None))
+    )
+
+
+def revoke_key(session: Session, owner: Owner, prefix: str) -> bool:
+    key = session.scalar(
+        select(ApiKey).where(
+            ApiKey.owner_id == owner.id, ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None)
+        )
+    )
+    if key is None:
+        return False
+    key.revoked_at = utcnow()
+    return True

@@ -1,0 +1,98 @@
+"""Sentence splitting for speech synthesis.
+
+A TTS voice reads one sentence at a time, so a split in the wrong place is heard as a
+pause in the middle of a name ("Dr. | Smith") or a number ("3. | 5"). The rules here
+are deliberately plain — a period ends a sentence only when whitespace and a capital,
+digit or quote follow and the word before it is not a known abbreviation or an
+initial — and every piece is cut below ``max_chars`` so one run-on sentence cannot
+produce a minute of audio in one synthesis call.
+"""
+
+from __future__ import annotations
+
+import re
+
+DEFAULT_MAX_CHARS = 300
+
+# Abbreviations that are followed by a capitalised word or a number without ending the
+# sentence ("Dr. Smith", "approx. 5 km").
+_ABBREVIATIONS = frozenset(
+    {
+        "mr", "mrs", "ms", "mx", "dr", "prof", "sr", "jr", "st", "mt", "ft", "rev", "hon",
+        "gen", "col", "capt", "lt", "sgt", "gov", "pres", "sen", "vs", "cf", "approx", "ca",
+        "e.g", "i.e", "a.m", "p.m", "u.s", "u.k", "jan", "feb", "mar", "apr", "jun", "jul",
+        "aug", "sep", "sept", "oct", "nov", "dec",
+    }
+)  # fmt: skip
+# Abbreviations only before a number ("No. 5", "Fig. 3"); ordinary words before a capital
+# ("The answer is no. Then ...").
+_NUMBER_ABBREVIATIONS = frozenset({"no", "nos", "vol", "fig", "figs", "eq", "ch", "sec", "art"})
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+# A candidate end: terminal punctuation, optional closing quotes/brackets, then whitespace.
+_CANDIDATE_END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?=\s)")
+_NEXT_STARTS_SENTENCE = re.compile(r"\s+[\"'\u201c\u2018(\[]*([A-Z0-9\u00c0-\u00dd])")
+_LAST_WORD = re.compile(r"([\w.]+)\.$")
+_CLAUSE_BREAK = re.compile(r"[,;:\u2013\u2014]\s")
+
+
+def split_sentences(text: str, *, max_chars: int = DEFAULT_MAX_CHARS) -> list[str]:
+    """Split ``text`` into sentences of at most ``max_chars`` characters each.
+
+    Paragraph breaks (blank lines) always end a sentence; other whitespace is collapsed
+    to single spaces. A sentence longer than ``max_chars`` is cut at the last clause
+    break (comma, semicolon, colon, dash) that fits, else at the last space, else hard.
+    """
+    if max_chars < 1:
+        raise ValueError("max_chars must be at least 1")
+    sentences: list[str] = []
+    for paragraph in _PARAGRAPH_BREAK.split(text):
+        flat = " ".join(paragraph.split())
+        for sentence in _split_paragraph(flat):
+            sentences.extend(_cut_long(sentence, max_chars))
+    return sentences
+
+
+def _split_paragraph(paragraph: str) -> list[str]:
+    sentences: list[str] = []
+    start = 0
+    for match in _CANDIDATE_END.finditer(paragraph):
+        if _is_sentence_end(paragraph, match):
+            sentences.append(paragraph[start : match.end()].strip())
+            start = match.end()
+    rest = paragraph[start:].strip()
+    if rest:
+        sentences.append(rest)
+    return [s for s in sentences if s]
+
+
+def _is_sentence_end(paragraph: str, match: re.Match[str]) -> bool:
+    following = _NEXT_STARTS_SENTENCE.match(paragraph, match.end())
+    if following is None:
+        return False
+    if match.group().startswith(("!", "?", "\u2026", "..")):
+        return True
+    word = _LAST_WORD.search(paragraph, 0, match.start() + 1)
+    if word is None:
+        return True
+    token = word.group(1).lower()
+    is_initial = len(token) == 1 and token.isalpha()
+    before_number = token in _NUMBER_ABBREVIATIONS and following.group(1).isdigit()
+    return token not in _ABBREVIATIONS and not is_initial and not before_number
+
+
+def _cut_long(sentence: str, max_chars: int) -> list[str]:
+    pieces: list[str] = []
+    while len(sentence) > max_chars:
+        window = sentence[: max_chars + 1]
+        clause = [m.end() for m in _CLAUSE_BREAK.finditer(window) if m.end() - 1 <= max_chars]
+        if clause:
+            cut = clause[-1]
+        elif (space := window.rfind(" ")) > 0:
+            cut = space
+        else:
+            cut = max_chars
+        pieces.append(sentence[:cut].strip())
+        sentence = sentence[cut:].strip()
+    if sentence:
+        pieces.append(sentence)
+    return pieces

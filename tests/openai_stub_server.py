@@ -1,0 +1,195 @@
+"""A small OpenAI-compatible server for the HTTP engine tests, backed by real engines.
+
+It serves the three endpoints the HTTP adapters call, answering from the local Whisper,
+Piper and llama.cpp engines, so an HTTP round trip is tested against real audio and
+text. Some model names make it misbehave the way real servers do:
+
+- ``fail-500``: 500 with an OpenAI error body;
+- ``busy-429``: 429, rate limited;
+- ``bad-400``: 400, the model does not exist;
+- ``slow``: answers (with a 504) only after :data:`SLOW_S` seconds;
+- ``miscount-once``: the first chat answer keeps fewer lines than the request's last
+  message numbered (a model that drops a subtitle line); later answers are the model's.
+
+A request without the right ``Authorization: Bearer`` key gets a 401. The chat requests
+the app received are kept, in order, in ``app.state.chat_requests``.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from longplay.engines import LanguageModel, Synthesizer, Transcriber
+from longplay.engines.audio import decode_audio, resample, to_wav
+from longplay.engines.stt import SAMPLE_RATE
+from longplay.engines.tts import PCM_SAMPLE_RATE
+
+SLOW_S = 2.0
+_NUMBERED_LINE = re.compile(r"^\s*\d+[.):]", re.MULTILINE)
+_FAULTS = {
+    "fail-500": (500, "the engine crashed"),
+    "busy-429": (429, "rate limit reached, retry in 1s"),
+    "bad-400": (400, "The model 'bad-400' does not exist"),
+    "slow": (504, "too slow"),
+}
+
+
+def create_app(
+    *,
+    api_key: str,
+    transcriber: Transcriber,
+    synthesizer: Synthesizer,
+    language_model: LanguageModel,
+) -> FastAPI:
+    """The app: real engines behind the OpenAI routes."""
+    app = FastAPI()
+    app.state.chat_requests = []
+    app.state.miscounted = False
+
+    def refusal(request: Request, model: str) -> Response | None:
+        if request.headers.get("authorization") != f"Bearer {api_key}":
+            return _error(401, "Incorrect API key provided")
+        if model == "slow":
+            time.sleep(SLOW_S)
+        if model in _FAULTS:
+            return _error(*_FAULTS[model])
+        return None
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(request: Request) -> Response:
+        form = await request.form()
+        if (refused := await run_in_threadpool(refusal, request, str(form["model"]))) is not None:
+            return refused
+        upload: Any = form["file"]
+        samples, rate = decode_audio(await upload.read())
+        audio = resample(samples, round(len(samples) * SAMPLE_RATE / rate))
+        words = "word" in form.getlist("timestamp_granularities[]")
+        language = form.get("language")
+        prompt = form.get("prompt")
+
+        def transcribe() -> dict[str, Any]:
+            run = transcriber.transcribe(
+                audio,
+                language=str(language) if language else None,
+                word_timestamps=words,
+                initial_prompt=str(prompt) if prompt else None,
+            )
+            segments = list(run.segments)
+            return {
+                "task": "transcribe",
+                "language": run.language,
+                "duration": run.duration,
+                "text": " ".join(s.text for s in segments),
+                "segments": [
+                    {"id": i, "start": s.start, "end": s.end, "text": " " + s.text}
+                    for i, s in enumerate(segments)
+                ],
+                "words": [
+                    {"word": w.text, "start": w.start, "end": w.end}
+                    for s in segments
+                    for w in s.words
+                ],
+            }
+
+        return JSONResponse(await run_in_threadpool(transcribe))
+
+    @app.post("/v1/audio/speech")
+    async def speech(request: Request) -> Response:
+        body = await request.json()
+        if (refused := await run_in_threadpool(refusal, request, body["model"])) is not None:
+            return refused
+        spoken = await run_in_threadpool(
+            synthesizer.synthesize,
+            body["input"],
+            voice=body.get("voice"),
+            length_scale=1.0 / float(body.get("speed", 1.0)),
+        )
+        if body.get("response_format") == "pcm":
+            samples = resample(
+                spoken.samples, round(len(spoken.samples) * PCM_SAMPLE_RATE / spoken.sample_rate)
+            )
+            pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+            return Response(pcm, media_type="audio/pcm")
+        return Response(to_wav(spoken.samples, spoken.sample_rate), media_type="audio/wav")
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        body = await request.json()
+        app.state.chat_requests.append(body)
+        if (refused := await run_in_threadpool(refusal, request, body["model"])) is not None:
+            return refused
+        text = await run_in_threadpool(
+            language_model.chat,
+            body["messages"],
+            max_tokens=body.get("max_tokens", 256),
+            temperature=body.get("temperature", 0.0),
+            stop=body.get("stop") or (),
+        )
+        if body["model"] == "miscount-once" and not app.state.miscounted:
+            app.state.miscounted = True
+            asked = len(_NUMBERED_LINE.findall(body["messages"][-1]["content"]))
+            text = "\n".join(text.splitlines()[: max(asked - 1, 0)])
+        return JSONResponse(
+            {
+                "object": "chat.completion",
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
+                ],
+            }
+        )
+
+    return app
+
+
+class StubServer:
+    """Serves ``app`` with uvicorn in a thread on 127.0.0.1, on a port the OS picks."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+        )
+
+    def __enter__(self) -> StubServer:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the stub server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._socket.close()
+
+
+def _error(status: int, message: str) -> Response:
+    return JSONResponse({"error": {"message": message, "type": "stub_error"}}, status_code=status)

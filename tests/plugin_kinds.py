@@ -1,0 +1,165 @@
+"""Job kinds for the tests, loaded by the test workers through ``LONGPLAY_PLUGINS``.
+
+They show the framework side too: a team's own kind is a params model and a list
+of steps, registered at import.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from longplay.jobs.errors import PermanentError, RetryableError
+from longplay.jobs.registry import JobKind, Step, StepContext, register
+
+
+class SleepParams(BaseModel):
+    seconds: float = Field(1.0, ge=0, le=600)
+    ticks: int = Field(10, ge=1, le=10_000)
+    fail: Literal["permanent", "retryable"] | None = None
+    text: str = "done"
+
+
+def prepare(ctx: StepContext) -> None:
+    ctx.state["prepared_at"] = time.time()
+    ctx.advance(1, 1, prepared=True)
+
+
+def work(ctx: StepContext) -> None:
+    params = ctx.params
+    assert isinstance(params, SleepParams)
+    for tick in range(params.ticks):
+        time.sleep(params.seconds / params.ticks)
+        ctx.advance(tick + 1, params.ticks, tick=tick + 1)
+    if params.fail == "permanent":
+        raise PermanentError("the test asked this job to fail", code="asked_to_fail")
+    if params.fail == "retryable":
+        raise RetryableError("the test asked for a retryable failure", code="asked_to_retry")
+    out = ctx.workdir / "result.txt"
+    out.write_text(params.text)
+    ctx.add_output(out, media_type="text/plain")
+
+
+register(
+    JobKind(
+        name="sleep",
+        description="Sleeps, reporting progress, then writes its text parameter to a file.",
+        params=SleepParams,
+        steps=[Step("prepare", prepare, weight=1), Step("work", work, weight=9)],
+    )
+)
+
+
+register(
+    JobKind(
+        name="gpu_sleep",
+        description="The sleep job, routed to workers that take GPU work.",
+        params=SleepParams,
+        steps=[Step("work", work)],
+        resource="gpu",
+    )
+)
+
+
+class FlakyParams(BaseModel):
+    failures: int = Field(1, ge=0, le=5)
+    """How many times the second step fails (retryably) before it succeeds."""
+
+
+def _count(job_id: str, name: str) -> int:
+    """A per-job counter in Redis, for the test to see how often a step really ran."""
+    from longplay.redis_client import get_redis
+
+    return int(get_redis().incr(f"test:{job_id}:{name}"))
+
+
+def first(ctx: StepContext) -> None:
+    _count(ctx.job_id, "first")
+    out = ctx.workdir / "first.txt"
+    out.write_text("made by the first step")
+    ctx.add_output(out)
+    ctx.state["first"] = "done"
+
+
+def second(ctx: StepContext) -> None:
+    params = ctx.params
+    assert isinstance(params, FlakyParams)
+    if _count(ctx.job_id, "second") <= params.failures:
+        raise RetryableError("the engine timed out (test)", code="engine_timeout")
+    [made] = ctx.outputs("first")
+    out = ctx.workdir / "second.txt"
+    out.write_text(made.path.read_text().upper() + " / " + ctx.state["first"])
+    ctx.add_output(out)
+
+
+register(
+    JobKind(
+        name="flaky",
+        description="Its second step fails retryably a given number of times.",
+        params=FlakyParams,
+        steps=[Step("first", first), Step("second", second)],
+    )
+)
+
+
+class LimitedParams(BaseModel):
+    seconds: float = 10.0
+    stubborn: bool = False
+    """Ignore the soft limit, so that only the hard one stops the job."""
+
+
+def overrun(ctx: StepContext) -> None:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    params = ctx.params
+    assert isinstance(params, LimitedParams)
+    deadline = time.monotonic() + params.seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.05)
+        except SoftTimeLimitExceeded:
+            if not params.stubborn:
+                raise
+
+
+register(
+    JobKind(
+        name="limited",
+        description="Runs past its time limits.",
+        params=LimitedParams,
+        steps=[Step("overrun", overrun)],
+        soft_time_limit=1.0,
+        time_limit=3.0,
+    )
+)
+
+
+class StubbornParams(BaseModel):
+    seconds: float = Field(60.0, ge=0, le=600)
+
+
+def partial(ctx: StepContext) -> None:
+    out = ctx.workdir / "partial.txt"
+    out.write_text("made before the cancel")
+    ctx.add_output(out)
+
+
+def ignore_cancel(ctx: StepContext) -> None:
+    """Sleeps without ever reaching a checkpoint, with a file in its scratch space."""
+    params = ctx.params
+    assert isinstance(params, StubbornParams)
+    _count(ctx.job_id, "ignore_cancel")
+    (ctx.workdir / "scratch.bin").write_bytes(b"\0" * 1024)
+    time.sleep(params.seconds)
+
+
+register(
+    JobKind(
+        name="stubborn",
+        description="Writes a partial output, then sleeps without reporting progress.",
+        params=StubbornParams,
+        steps=[Step("partial", partial, weight=1), Step("ignore", ignore_cancel, weight=9)],
+    )
+)

@@ -1,0 +1,176 @@
+"""Retention through a real deployment: beat's cleanup task and ``longplay cleanup``
+with retention settings of a few seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import redis
+from conftest import Stack, submit, wait_for_status, wait_until
+
+from longplay import keys
+
+RETENTION = 3.0
+
+
+def upload(client: httpx.Client, name: str, data: bytes) -> dict[str, Any]:
+    response = client.post("/v1/artifacts", files={"file": (name, data, "text/plain")})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def submit_with_file(
+    client: httpx.Client, data: bytes, run_at: str | None = None, **params: Any
+) -> dict[str, Any]:
+    form = {"kind": "sleep", "params": json.dumps(params)}
+    if run_at:
+        form["run_at"] = run_at
+    response = client.post(
+        "/v1/jobs",
+        data=form,
+        files={"file": ("in.txt", data, "text/plain")},
+    )
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+def cleanup(stack: Stack, *args: str, **settings: float) -> dict[str, Any]:
+    """Run ``longplay cleanup`` once with these retention settings; its counts."""
+    env = {**stack.env, **{f"LONGPLAY_{k.upper()}": str(v) for k, v in settings.items()}}
+    done = subprocess.run(
+        [sys.executable, "-m", "longplay", "cleanup", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def file_of(stack: Stack, artifact_id: str) -> Any:
+    return stack.data_dir / "files" / artifact_id
+
+
+def test_beat_deletes_old_finished_jobs_only(make_stack) -> None:  # type: ignore[no-untyped-def]
+    deployment: Stack = make_stack()
+    deployment.env.update(
+        LONGPLAY_JOB_RETENTION=str(RETENTION),
+        LONGPLAY_RESULT_RETENTION="0",
+        LONGPLAY_UPLOAD_RETENTION="0",
+        LONGPLAY_CLEANUP_INTERVAL="1",
+    )
+    deployment.start_api()
+    deployment.start_worker(concurrency=2)  # one slot for the running job, one for upkeep
+    client = deployment.client()
+    events = redis.Redis.from_url(deployment.redis_url)
+
+    old = submit_with_file(client, b"old input", seconds=0.1)
+    done = wait_for_status(client, old["id"], {"completed"})
+    [old_input] = done["inputs"]
+    [old_output] = [o["id"] for o in done["outputs"]]
+    running = submit(client, params={"seconds": 60, "ticks": 60})
+    wait_for_status(client, running["id"], {"running"})
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    queued = submit_with_file(client, b"queued input", seconds=0.1, run_at=later)
+    [queued_input] = queued["inputs"]
+    for artifact_id in (old_input, old_output, queued_input):
+        assert file_of(deployment, artifact_id).is_file()
+    assert events.exists(keys.events_stream(old["id"]))
+
+    time.sleep(RETENTION)  # all three are old enough now; only the finished one may go
+    deployment.start_beat()
+    wait_until(lambda: client.get(f"/v1/jobs/{old['id']}").status_code == 404, timeout=30)
+    assert not file_of(deployment, old_input).exists()
+    assert not file_of(deployment, old_output).exists()
+    assert client.get(f"/v1/artifacts/{old_output}").status_code == 404
+    assert not events.exists(keys.events_stream(old["id"]))
+    assert client.get(f"/v1/jobs/{old['id']}/attempts").status_code == 404
+
+    time.sleep(2)  # more cleanup runs
+    assert client.get(f"/v1/jobs/{running['id']}").json()["status"] == "running"
+    assert (deployment.data_dir / "work" / running["id"]).is_dir()
+    assert client.get(f"/v1/jobs/{queued['id']}").json()["status"] == "queued"
+    assert file_of(deployment, queued_input).is_file()
+    assert client.get(f"/v1/artifacts/{queued_input}").status_code == 200
+    for job in (running, queued):
+        client.post(f"/v1/jobs/{job['id']}/cancel")
+
+
+def test_results_uploads_and_dry_run(make_stack) -> None:  # type: ignore[no-untyped-def]
+    deployment: Stack = make_stack()
+    deployment.start_api()
+    deployment.start_worker(concurrency=2)
+    client = deployment.client()
+    settings = {
+        "job_retention": 0,
+        "result_retention": RETENTION,
+        "upload_retention": RETENTION,
+    }
+
+    orphan = upload(client, "orphan.txt", b"never used")
+    named = upload(client, "named.txt", b"named by a job")
+    done = [
+        submit(client, params={"seconds": 0.1, "text": "kept?"}, dedupe=True),
+        submit(client, params={"seconds": 0.1}, inputs=[named["id"]]),
+    ]
+    done = [wait_for_status(client, j["id"], {"completed"}) for j in done]
+    outputs = [o["id"] for j in done for o in j["outputs"]]
+    assert len(outputs) == 2
+    young = cleanup(deployment, job_retention=0, result_retention=600, upload_retention=600)
+    assert {k: young[k] for k in ("results", "uploads", "files")} == {
+        "results": 0,
+        "uploads": 0,
+        "files": 0,
+    }, "nothing is old enough yet"
+    stray = deployment.data_dir / "files" / "art_stray_from_a_dead_process"
+    stray.write_bytes(b"no row names me")
+    scratch = deployment.data_dir / "work" / "job_long_gone"
+    scratch.mkdir(parents=True)
+    (scratch / "leftover.wav").write_bytes(b"\0")
+    past = time.time() - 3600
+    for path in (stray, scratch):
+        os.utime(path, (past, past))
+
+    time.sleep(RETENTION + 0.5)
+    expected = {"jobs": 0, "results": 2, "uploads": 1, "scratch": 1, "stray_files": 1}
+
+    dry = cleanup(deployment, "--dry-run", **settings)
+    assert dry["dry_run"] is True
+    assert {k: dry[k] for k in expected} == expected
+    for artifact_id in [*outputs, orphan["id"]]:
+        assert file_of(deployment, artifact_id).is_file()
+    assert stray.is_file() and scratch.is_dir()
+    assert client.get(f"/v1/jobs/{done[0]['id']}").json()["outputs"]
+
+    real = cleanup(deployment, **settings)
+    assert {k: real[k] for k in expected} == expected
+    assert real["files"] == 3
+    for job in done:
+        shown = client.get(f"/v1/jobs/{job['id']}").json()
+        assert shown["status"] == "completed", "the job stays"
+        assert shown["outputs"] == [] and shown["results_expired"] is True
+        assert shown["step_details"]["results_expired"] is True
+    for artifact_id in outputs:
+        assert not file_of(deployment, artifact_id).exists()
+        assert client.get(f"/v1/artifacts/{artifact_id}").status_code == 404
+    assert client.get(f"/v1/artifacts/{orphan['id']}").status_code == 404
+    assert not file_of(deployment, orphan["id"]).exists()
+    assert client.get(f"/v1/artifacts/{named['id']}").status_code == 200, "a job names it"
+    assert not stray.exists() and not scratch.exists()
+
+    # Expired results are not handed out again: the same submission runs anew.
+    again = client.post(
+        "/v1/jobs",
+        json={"kind": "sleep", "params": {"seconds": 0.1, "text": "kept?"}, "dedupe": True},
+    )
+    assert again.status_code == 202 and again.json()["id"] != done[0]["id"]
+    wait_for_status(client, again.json()["id"], {"completed"})
+    assert cleanup(deployment, **settings)["results"] == 0, "it finished just now"

@@ -1,0 +1,72 @@
+"""The ``convert`` kind through the API with a real worker, on real audio."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import Stack, wait_for_status
+
+from longplay.media import LoudnessMeter, decode, probe
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "hello.ogg"
+
+
+def test_convert_multipart_to_normalised_mp3(stack: Stack, tmp_path: Path) -> None:
+    client = stack.client()
+    with EXAMPLE.open("rb") as audio:
+        response = client.post(
+            "/v1/jobs",
+            data={"kind": "convert", "params": json.dumps({"format": "mp3", "loudness": -16})},
+            files={"file": ("hello.ogg", audio, "audio/ogg")},
+        )
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert len(job["inputs"]) == 1
+    done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=120)
+    assert done["status"] == "completed", done["error"]
+    [output] = done["outputs"]
+    assert output["name"] == "hello.mp3" and output["media_type"] == "audio/mpeg"
+    target = tmp_path / output["name"]
+    target.write_bytes(client.get(output["links"]["content"]).content)
+    info = probe(target)
+    assert info.codec.startswith("mp3")
+    assert abs(info.duration - probe(EXAMPLE).duration) < 0.2
+    meter = LoudnessMeter(info.sample_rate, info.channels)
+    for block in decode(target):
+        meter.add(block.samples)
+    assert abs(meter.result().integrated - -16.0) < 1.0
+
+
+def test_not_audio_fails_at_once_naming_the_file(stack: Stack) -> None:
+    client = stack.client()
+    response = client.post(
+        "/v1/jobs",
+        data={"kind": "convert"},
+        files={"file": ("notes.txt", b"these are meeting notes, not audio", "text/plain")},
+    )
+    assert response.status_code == 202
+    failed = wait_for_status(client, response.json()["id"], {"completed", "failed"})
+    assert failed["status"] == "failed"
+    assert failed["attempts"] == 1
+    assert failed["error"]["retryable"] is False
+    assert failed["error"]["code"] == "undecodable_audio"
+    assert "notes.txt" in failed["error"]["message"]
+
+
+def test_bad_convert_params_are_refused_at_submit(stack: Stack) -> None:
+    client = stack.client()
+    upload = client.post("/v1/artifacts", files={"file": ("hello.ogg", EXAMPLE.read_bytes())})
+    assert upload.json()["media_type"] == "audio/ogg"
+    response = client.post(
+        "/v1/jobs",
+        json={
+            "kind": "convert",
+            "inputs": [upload.json()["id"]],
+            "params": {"format": "ogg", "sample_rate": 44100},
+        },
+    )
+    assert response.status_code == 422
+    assert "ogg takes sample rates" in json.dumps(response.json())
+    missing = client.post("/v1/jobs", json={"kind": "convert"})
+    assert missing.status_code == 422 and "takes 1 input" in missing.json()["detail"]

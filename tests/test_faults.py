@@ -1,0 +1,48 @@
+"""Faults: workers that die, leases that lapse, messages handed out twice."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import redis
+from conftest import Stack, submit, wait_for_status
+
+
+def test_redelivery_after_visibility_timeout_runs_nothing_twice(
+    make_stack: Callable[[], Stack],
+) -> None:
+    deployment = make_stack()
+    deployment.env["LONGPLAY_VISIBILITY_TIMEOUT"] = "2"  # far shorter than the job
+    deployment.start_api()
+    deployment.start_worker(concurrency=2)
+    client = deployment.client()
+    job = submit(client, "flaky", params={"failures": 0})
+    long_job = submit(client, params={"seconds": 8, "ticks": 16})
+    done = wait_for_status(client, long_job["id"], {"completed", "failed"}, timeout=60)
+    assert done["status"] == "completed" and done["attempts"] == 1
+    attempts = client.get(f"/v1/jobs/{long_job['id']}/attempts").json()
+    assert [a["outcome"] for a in attempts] == ["completed"]
+    counts = redis.Redis.from_url(deployment.redis_url)
+    wait_for_status(client, job["id"], {"completed"})
+    assert int(counts.get(f"test:{job['id']}:first") or 0) == 1
+
+
+def test_reaper_requeues_the_job_of_a_dead_worker(make_stack: Callable[[], Stack]) -> None:
+    deployment = make_stack()
+    deployment.env.update(
+        LONGPLAY_LEASE_SECONDS="3", LONGPLAY_HEARTBEAT_INTERVAL="0.5", LONGPLAY_REAPER_INTERVAL="1"
+    )
+    deployment.start_api()
+    deployment.start_beat()
+    deployment.start_worker(concurrency=1)
+    client = deployment.client()
+    job = submit(client, params={"seconds": 3, "ticks": 30})
+    wait_for_status(client, job["id"], {"running"})
+    deployment.kill_worker()  # kill -9, pool included: no requeue, no release
+    deployment.start_worker(concurrency=1)
+    # Its lease lapses and the reaper sends it back to the queue, saying why.
+    done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=60)
+    assert done["status"] == "completed" and done["attempts"] == 2
+    attempts = client.get(f"/v1/jobs/{job['id']}/attempts").json()
+    assert [a["outcome"] for a in attempts] == ["retrying", "completed"]
+    assert attempts[0]["error"]["code"] == "worker_lost"

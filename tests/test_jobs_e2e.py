@@ -1,0 +1,382 @@
+"""The job service end to end: HTTP API process, Celery worker process, real Redis
+and database. Each test runs once on SQLite and once on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from typing import Any
+
+import httpx
+import redis
+from conftest import Stack, submit, wait_for_status, wait_until
+
+
+def read_events(client: httpx.Client, job_id: str, last_id: str | None = None) -> list[dict]:
+    """Read a job's SSE stream to its end; each item carries its SSE id and event name."""
+    headers = {"Last-Event-ID": last_id} if last_id else {}
+    events: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=60) as r:
+        assert r.status_code == 200, r.read()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("id:"):
+                current["id"] = line[3:].strip()
+            elif line.startswith("event:"):
+                current["event"] = line[6:].strip()
+            elif line.startswith("data:"):
+                current["data"] = json.loads(line[5:])
+            elif not line and current:
+                events.append(current)
+                current = {}
+    return events
+
+
+def test_submit_runs_to_completion_and_downloads(stack: Stack) -> None:
+    client = stack.client()
+    job = submit(client, params={"seconds": 0.5, "ticks": 5, "text": "hello longplay"})
+    assert job["status"] == "queued"
+    assert job["links"] == {
+        "self": f"/v1/jobs/{job['id']}",
+        "cancel": f"/v1/jobs/{job['id']}/cancel",
+        "events": f"/v1/jobs/{job['id']}/events",
+    }
+    done = wait_for_status(client, job["id"], {"completed", "failed"})
+    assert done["status"] == "completed", done
+    assert done["progress"] == 100.0
+    assert done["attempts"] == 1
+    assert done["started_at"] and done["finished_at"]
+    [output] = done["outputs"]
+    assert output["name"] == "result.txt" and output["media_type"] == "text/plain"
+    content = client.get(output["links"]["content"])
+    assert content.status_code == 200
+    assert content.text == "hello longplay"
+    assert output["size"] == len("hello longplay")
+
+
+def test_event_sequence_and_resume(stack: Stack) -> None:
+    client = stack.client()
+    job = submit(client, params={"seconds": 1.0, "ticks": 8})
+    events = read_events(client, job["id"])
+    names = [e["event"] for e in events]
+    assert names[0] == "queued" and names[1] == "running", names
+    assert names[-1] == "completed", names
+    progress = [e["data"]["progress"] for e in events if e["event"] == "progress"]
+    assert len(progress) >= 5
+    assert progress == sorted(progress), "progress never goes back"
+    steps = {e["data"]["step"] for e in events if e["event"] == "progress"}
+    assert steps == {"prepare", "work"}
+    assert all(e["id"] for e in events)
+    # Resuming after the third event replays exactly what came after it.
+    resumed = read_events(client, job["id"], last_id=events[2]["id"])
+    assert [e["id"] for e in resumed] == [e["id"] for e in events[3:]]
+
+
+def test_cancel_queued_job_never_runs(stack: Stack) -> None:
+    client = stack.client()
+    blockers = [submit(client, params={"seconds": 3, "ticks": 6}) for _ in range(2)]
+    for blocker in blockers:
+        wait_for_status(client, blocker["id"], {"running"})
+    queued = submit(client, params={"seconds": 0.1})
+    shown = client.get(f"/v1/jobs/{queued['id']}").json()
+    assert shown["status"] == "queued" and shown["queue_position"] == 0
+    cancelled = client.post(f"/v1/jobs/{queued['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    for blocker in blockers:
+        assert wait_for_status(client, blocker["id"], {"completed"})["status"] == "completed"
+    final = client.get(f"/v1/jobs/{queued['id']}").json()
+    assert final["status"] == "cancelled" and final["started_at"] is None
+    assert final["attempts"] == 0
+    again = client.post(f"/v1/jobs/{queued['id']}/cancel")
+    assert again.status_code == 409
+
+
+def test_cancel_running_job_stops_it(stack: Stack) -> None:
+    client = stack.client()
+    job = submit(client, params={"seconds": 30, "ticks": 300})
+    wait_until(lambda: client.get(f"/v1/jobs/{job['id']}").json()["progress"] > 15)
+    response = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    events = read_events(client, job["id"])
+    assert events[-1]["event"] == "cancelled"
+    # The worker stops at its next checkpoint and is free for the next job at once.
+    follower = submit(client, params={"seconds": 0.2})
+    wait_for_status(client, follower["id"], {"completed"}, timeout=20)
+    final = client.get(f"/v1/jobs/{job['id']}").json()
+    assert final["status"] == "cancelled"
+    assert final["outputs"] == []
+    assert final["progress"] < 60
+
+
+def test_priority_overtakes_low_backlog(make_stack) -> None:  # type: ignore[no-untyped-def]
+    deployment: Stack = make_stack()
+    deployment.start_api()
+    deployment.start_worker(concurrency=1)  # one slot: the order jobs start in is strict
+    client = deployment.client()
+    blocker = submit(client, params={"seconds": 2, "ticks": 4})
+    wait_for_status(client, blocker["id"], {"running"})
+    low = [submit(client, priority="low", params={"seconds": 0.1}) for _ in range(4)]
+    wait_until(lambda: client.get(f"/v1/jobs/{low[0]['id']}").json()["queue_position"] == 0)
+    high = submit(client, priority="high", params={"seconds": 0.1})
+    # Admission handed the first low job to the broker (dispatch_ahead 1) while the
+    # blocker ran; the high job overtakes the rest of the backlog, held in the store.
+    assert client.get(f"/v1/jobs/{high['id']}").json()["queue_position"] == 1
+    assert client.get(f"/v1/jobs/{low[1]['id']}").json()["queue_position"] == 2
+    jobs = [wait_for_status(client, j["id"], {"completed"}) for j in [high, *low]]
+    starts = [j["started_at"] for j in jobs]
+    assert starts[0] < min(starts[2:]), "the high job started before the held low ones"
+    assert starts[1:] == sorted(starts[1:]), "jobs of one priority start in submit order"
+
+
+def test_owner_isolation_on_every_route(stack: Stack) -> None:
+    alice, bob = stack.client("alice"), stack.client("bob")
+    upload = alice.post("/v1/artifacts", files={"file": ("a.txt", b"private", "text/plain")})
+    assert upload.status_code == 201
+    artifact = upload.json()
+    job = submit(alice, params={"seconds": 0.1}, inputs=[artifact["id"]])
+    wait_for_status(alice, job["id"], {"completed"})
+    jid, aid = job["id"], artifact["id"]
+    for method, path in [
+        ("GET", f"/v1/jobs/{jid}"),
+        ("GET", f"/v1/jobs/{jid}/events"),
+        ("POST", f"/v1/jobs/{jid}/cancel"),
+        ("DELETE", f"/v1/jobs/{jid}"),
+        ("GET", f"/v1/artifacts/{aid}"),
+        ("GET", f"/v1/artifacts/{aid}/content"),
+    ]:
+        response = bob.request(method, path)
+        assert response.status_code == 404, (method, path, response.status_code)
+    assert all(j["id"] != jid for j in bob.get("/v1/jobs").json()["items"])
+    stolen = bob.post("/v1/jobs", json={"kind": "sleep", "inputs": [aid]})
+    assert stolen.status_code == 422 and aid in stolen.json()["detail"]
+    # Alice still has everything.
+    assert alice.get(f"/v1/artifacts/{aid}/content").content == b"private"
+    assert alice.get(f"/v1/jobs/{jid}").json()["status"] == "completed"
+
+
+def test_keys_are_required(stack: Stack) -> None:
+    assert httpx.get(f"{stack.api_url}/v1/jobs").status_code == 401
+    wrong = httpx.get(f"{stack.api_url}/v1/jobs", headers={"Authorization": "Bearer lp_nope"})
+    assert wrong.status_code == 401
+    assert "not valid" in wrong.json()["detail"]
+
+
+def test_bad_submissions_get_clear_answers(stack: Stack) -> None:
+    client = stack.client()
+    unknown = client.post("/v1/jobs", json={"kind": "nope"})
+    assert unknown.status_code == 422 and "unknown job kind" in unknown.json()["detail"]
+    bad = client.post("/v1/jobs", json={"kind": "sleep", "params": {"seconds": -1}})
+    assert bad.status_code == 422
+    assert bad.json()["errors"][0]["loc"] == ["seconds"]
+    too_big = client.post(
+        "/v1/artifacts", files={"file": ("big.bin", b"\0" * (9 * 1024 * 1024), "audio/wav")}
+    )
+    assert too_big.status_code == 413
+    assert not list((stack.data_dir / "files" / ".incoming").glob("*"))
+
+
+def test_failures_are_typed(stack: Stack) -> None:
+    client = stack.client()
+    job = submit(client, params={"seconds": 0.1, "fail": "permanent"})
+    failed = wait_for_status(client, job["id"], {"failed"})
+    assert failed["error"]["code"] == "asked_to_fail"
+    assert failed["error"]["retryable"] is False
+    assert failed["attempts"] == 1
+
+
+def test_list_filter_and_paginate(stack: Stack) -> None:
+    client = stack.client("carol")
+    made = [submit(client, params={"seconds": 0.05})["id"] for _ in range(5)]
+    for job_id in made:
+        wait_for_status(client, job_id, {"completed"})
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 2, "status": "completed", "kind": "sleep"}
+        if cursor:
+            params["cursor"] = cursor
+        page = client.get("/v1/jobs", params=params).json()
+        seen += [j["id"] for j in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == list(reversed(made))
+    assert client.get("/v1/jobs", params={"status": "running"}).json()["items"] == []
+
+
+def test_delete_finished_job_removes_its_files(stack: Stack) -> None:
+    client = stack.client()
+    running = submit(client, params={"seconds": 2})
+    wait_for_status(client, running["id"], {"running"})
+    assert client.delete(f"/v1/jobs/{running['id']}").status_code == 409
+    done = wait_for_status(client, running["id"], {"completed"})
+    path = stack.data_dir / "files" / done["outputs"][0]["id"]
+    assert path.is_file()
+    assert client.delete(f"/v1/jobs/{running['id']}").status_code == 204
+    assert not path.exists()
+    assert client.get(f"/v1/jobs/{running['id']}").status_code == 404
+    assert client.get(done["outputs"][0]["links"]["content"]).status_code == 404
+
+
+def test_health_reports_parts(stack: Stack) -> None:
+    health = stack.health()
+    assert health == {"status": "ok", "store": "ok", "redis": "ok", "workers": 1, "down": []}
+
+
+def test_job_waits_for_a_worker(make_stack) -> None:  # type: ignore[no-untyped-def]
+    deployment: Stack = make_stack()
+    deployment.start_api()
+    client = deployment.client()
+    degraded = httpx.get(f"{deployment.api_url}/healthz", timeout=10)
+    assert degraded.status_code == 503 and degraded.json()["workers"] == 0
+    job = submit(client, params={"seconds": 0.2})
+    assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
+    deployment.start_worker(concurrency=1)
+    assert wait_for_status(client, job["id"], {"completed"})["attempts"] == 1
+
+
+def test_range_requests_let_players_seek(stack: Stack) -> None:
+    client = stack.client()
+    payload = bytes(range(256)) * 64
+    artifact = client.post("/v1/artifacts", files={"file": ("x.bin", payload, "audio/wav")})
+    url = artifact.json()["links"]["content"]
+    part = client.get(url, headers={"Range": "bytes=1000-1999"})
+    assert part.status_code == 206
+    assert part.headers["content-range"] == f"bytes 1000-1999/{len(payload)}"
+    assert part.content == payload[1000:2000]
+    assert client.get(url, headers={"Range": "bytes=99999-"}).status_code == 416
+
+
+def test_gpu_work_waits_for_a_gpu_worker(make_stack) -> None:  # type: ignore[no-untyped-def]
+    deployment: Stack = make_stack()
+    deployment.start_api()
+    deployment.start_worker(concurrency=1)  # takes cpu work only
+    client = deployment.client()
+    gpu_job = submit(client, "gpu_sleep", params={"seconds": 0.1})
+    cpu_job = submit(client, params={"seconds": 0.1})
+    wait_for_status(client, cpu_job["id"], {"completed"})
+    assert client.get(f"/v1/jobs/{gpu_job['id']}").json()["status"] == "queued"
+    deployment.stop_worker()
+    deployment.env["LONGPLAY_WORKER_QUEUES"] = "gpu"
+    deployment.start_worker(concurrency=1)
+    wait_for_status(client, gpu_job["id"], {"completed"})
+
+
+def test_retry_resumes_after_the_last_finished_step(stack: Stack) -> None:
+    client = stack.client()
+    job = submit(client, "flaky", params={"failures": 1})
+    done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=60)
+    assert done["status"] == "completed", done["error"]
+    assert done["attempts"] == 2
+    names = {o["name"]: o for o in done["outputs"]}
+    assert set(names) == {"first.txt", "second.txt"}
+    second = client.get(names["second.txt"]["links"]["content"]).text
+    assert second == "MADE BY THE FIRST STEP / done"
+    events = [e["event"] for e in read_events(client, job["id"])]
+    assert "retrying" in events and "step_skipped" in events
+    counts = redis.Redis.from_url(stack.redis_url)
+    assert int(counts.get(f"test:{job['id']}:first") or 0) == 1, "the first step ran once"
+    assert int(counts.get(f"test:{job['id']}:second") or 0) == 2
+
+
+def test_retries_stop_at_max_attempts(stack: Stack) -> None:
+    client = stack.client()
+    job = submit(client, "flaky", params={"failures": 5})
+    failed = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=90)
+    assert failed["status"] == "failed"
+    assert failed["attempts"] == failed["max_attempts"] == 3
+    assert failed["error"]["code"] == "engine_timeout" and failed["error"]["retryable"]
+
+
+def test_workers_report_themselves(stack: Stack) -> None:
+    client = stack.client()
+    job = submit(client, params={"seconds": 0.1})
+    wait_for_status(client, job["id"], {"completed"})
+
+    def reported() -> list[dict[str, Any]] | None:
+        workers = client.get("/v1/workers").json()
+        return workers if any(w["last_job"] == job["id"] for w in workers) else None
+
+    workers = wait_until(reported, timeout=10)
+    assert len(workers) == 2, "one report per pool process"
+    assert all(isinstance(w["engines"], list) for w in workers)
+    assert httpx.get(f"{stack.api_url}/v1/workers").status_code == 401
+
+
+def test_time_limits_fail_the_job_and_the_worker_goes_on(stack: Stack) -> None:
+    client = stack.client()
+    soft = submit(client, "limited")
+    hard = submit(client, "limited", params={"stubborn": True})
+    for job, limit in ((soft, "time limit of 1 s"), (hard, "hard time limit of 3 s")):
+        failed = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=30)
+        assert failed["status"] == "failed"
+        assert failed["error"]["code"] == "time_limit"
+        assert limit in failed["error"]["message"]
+        assert failed["attempts"] == 1
+    after = [submit(client, params={"seconds": 0.1}) for _ in range(2)]
+    for job in after:
+        wait_for_status(client, job["id"], {"completed"}, timeout=30)
+
+
+def test_idempotency_key_returns_the_first_job(stack: Stack) -> None:
+    client = stack.client()
+    headers = {"Idempotency-Key": "order-42"}
+    first = client.post("/v1/jobs", json={"kind": "sleep"}, headers=headers)
+    again = client.post(
+        "/v1/jobs",
+        data={"kind": "sleep"},
+        files={"file": ("x.txt", b"ignored", "text/plain")},
+        headers=headers,
+    )
+    assert first.status_code == again.status_code == 202
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["inputs"] == []
+    other_owner = stack.client("bob").post("/v1/jobs", json={"kind": "sleep"}, headers=headers)
+    assert other_owner.json()["id"] != first.json()["id"]
+    wait_for_status(client, first.json()["id"], {"completed"})
+
+
+def test_failed_jobs_can_be_listed_and_retried(stack: Stack) -> None:
+    client = stack.client("erin")
+    job = submit(client, "flaky", params={"failures": 3})
+    failed = wait_for_status(client, job["id"], {"failed"}, timeout=90)
+    assert failed["attempts"] == 3
+    listed = client.get("/v1/jobs", params={"status": "failed"}).json()["items"]
+    assert [j["id"] for j in listed] == [job["id"]]
+    attempts = client.get(f"/v1/jobs/{job['id']}/attempts").json()
+    assert [a["outcome"] for a in attempts] == ["retrying", "retrying", "failed"]
+    assert all(a["error"]["code"] == "engine_timeout" for a in attempts)
+    # The retry resumes after the finished first step and this time succeeds.
+    many = client.post("/v1/jobs/retry", json={"ids": [job["id"], "job_nope"]}).json()
+    assert many["retried"] == [job["id"]]
+    assert many["skipped"] == [{"id": "job_nope", "reason": "no job job_nope"}]
+    done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=60)
+    assert done["status"] == "completed" and done["attempts"] == 4
+    assert client.post(f"/v1/jobs/{job['id']}/retry").status_code == 409
+    counts = redis.Redis.from_url(stack.redis_url)
+    assert int(counts.get(f"test:{job['id']}:first") or 0) == 1
+
+
+def test_only_admins_list_every_owner(stack: Stack) -> None:
+    assert stack.client().get("/v1/jobs", params={"all_owners": True}).status_code == 403
+    job = submit(stack.client("frank"), params={"seconds": 0.05})
+    admin = stack.client("admin")
+    listed = admin.get("/v1/jobs", params={"all_owners": True, "limit": 200}).json()["items"]
+    assert job["id"] in [j["id"] for j in listed]
+    assert admin.get(f"/v1/jobs/{job['id']}").status_code == 404, "reads stay scoped"
+
+
+def test_killed_pool_process_job_runs_again_at_once(stack: Stack) -> None:
+    client = stack.client()
+    job = submit(client, params={"seconds": 4, "ticks": 40})
+    wait_for_status(client, job["id"], {"running"})
+    [attempt] = client.get(f"/v1/jobs/{job['id']}/attempts").json()
+    os.kill(int(attempt["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+    # Celery requeues the message; the next process sees the holder is dead and takes
+    # the job over without waiting for its lease (60 s) to lapse.
+    done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=30)
+    assert done["status"] == "completed" and done["attempts"] == 2
+    outcomes = [a["outcome"] for a in client.get(f"/v1/jobs/{job['id']}/attempts").json()]
+    assert outcomes == ["lost", "completed"]

@@ -1,0 +1,61 @@
+"""The progress arithmetic: weights, percent and ETA, on a clock the test drives."""
+
+from __future__ import annotations
+
+import pytest
+
+from longplay.jobs.progress import ProgressTracker
+from longplay.jobs.registry import Step
+
+
+def noop(_ctx: object) -> None:
+    return None
+
+
+STEPS = [Step("fetch", noop, weight=10), Step("voice", noop, weight=70), Step("mix", noop, 20)]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_percent_follows_step_weights() -> None:
+    tracker = ProgressTracker(STEPS)
+    tracker.start("fetch")
+    tracker.set_fraction(1, 2)
+    assert tracker.percent == pytest.approx(5.0)
+    tracker.finish("fetch")
+    tracker.start("voice")
+    tracker.set_fraction(35, 70)
+    assert tracker.percent == pytest.approx(45.0)
+    tracker.set_fraction(10, 70)  # a step cannot make the bar go back
+    assert tracker.percent == pytest.approx(45.0)
+    tracker.finish("voice")
+    tracker.start("mix")
+    tracker.set_fraction(5, 0)  # an empty total counts as done
+    assert tracker.percent == pytest.approx(100.0)
+
+
+def test_eta_from_pace_since_start() -> None:
+    clock = Clock()
+    tracker = ProgressTracker(STEPS, clock=clock)
+    tracker.finish("fetch")  # skipped on a retry: done before this run's clock starts
+    tracker.start("voice")
+    assert tracker.eta_seconds() is None
+    clock.now += 10
+    tracker.set_fraction(7, 70)  # 7 points of the bar in 10 s
+    assert tracker.percent == pytest.approx(17.0)
+    assert tracker.eta_seconds() == pytest.approx(83 * 10 / 7)
+
+
+def test_eta_waits_for_a_pace() -> None:
+    clock = Clock()
+    tracker = ProgressTracker(STEPS, clock=clock)
+    tracker.start("fetch")
+    clock.now += 0.2
+    tracker.set_fraction(1, 1)
+    assert tracker.eta_seconds() is None  # too early to say

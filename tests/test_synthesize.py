@@ -1,0 +1,317 @@
+"""The ``synthesize`` kind on the real Piper voices: sentences, pauses, voices, loudness.
+
+Step-level tests run the kind's step in this process with a recording context; the
+end-to-end ones go through the API to the worker of the shared SQLite stack.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydantic
+import pyloudnorm
+import pytest
+from conftest import Stack, submit, wait_for_status
+from step_context import input_file, run_kind
+
+from longplay.jobs.errors import InvalidInput, InvalidParams
+from longplay.jobs.registry import get_kind
+from longplay.media import LoudnessMeter, decode, probe
+from longplay.pipelines.synthesize import (
+    PARAGRAPH_PAUSE_FACTOR,
+    Sentence,
+    SpeechOptions,
+    SynthesizeParams,
+    markdown_to_text,
+    speakable_sentences,
+    synthesize_speech,
+)
+
+TEXT = (
+    "The library opens early in the morning. Children can borrow books every week.\n\n"
+    "The reading room stays quiet all afternoon. Everyone is welcome."
+)
+DATABASE = pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)
+
+
+def samples_of(path: Path) -> tuple[np.ndarray, int]:
+    blocks = list(decode(path))
+    return np.concatenate([b.samples for b in blocks])[:, 0], blocks[0].sample_rate
+
+
+def loudness(path: Path) -> float:
+    samples, rate = samples_of(path)
+    return float(pyloudnorm.Meter(rate).integrated_loudness(samples.astype(np.float64)))
+
+
+def true_peak(path: Path) -> float:
+    samples, rate = samples_of(path)
+    meter = LoudnessMeter(rate, 1)
+    meter.add(samples[:, None])
+    return meter.result().true_peak
+
+
+def silent_stretches(path: Path, *, at_least: float = 0.1) -> list[float]:
+    """Lengths in seconds of the runs of digital silence: the pauses put between sentences
+    (the voice's own quiet edges are never all zeros)."""
+    samples, rate = samples_of(path)
+    silent = np.concatenate([[False], np.abs(samples) < 1e-4, [False]])
+    edges = np.flatnonzero(np.diff(silent.astype(np.int8)))
+    lengths = (edges[1::2] - edges[::2]) / rate
+    return [float(length) for length in lengths if length >= at_least]
+
+
+def median_pitch(samples: np.ndarray, rate: int) -> float:
+    """Median F0 of loud, clearly periodic 40 ms frames, by autocorrelation."""
+    frame, hop = int(0.04 * rate), int(0.01 * rate)
+    low, high = rate // 400, rate // 60
+    pitches = []
+    for start in range(0, len(samples) - frame, hop):
+        chunk = samples[start : start + frame] * np.hanning(frame)
+        if np.sqrt(np.mean(chunk**2)) < 0.05:
+            continue
+        corr = np.correlate(chunk, chunk, "full")[frame - 1 :]
+        lag = low + int(np.argmax(corr[low:high]))
+        if corr[lag] > 0.4 * corr[0]:
+            pitches.append(rate / lag)
+    assert len(pitches) > 20, "too few voiced frames to measure pitch"
+    return float(np.median(pitches))
+
+
+def spectral_centroid(samples: np.ndarray, rate: int) -> float:
+    magnitude = np.abs(np.fft.rfft(samples))
+    return float((magnitude * np.fft.rfftfreq(len(samples), 1 / rate)).sum() / magnitude.sum())
+
+
+def speak(folder: Path, text: str = TEXT, **options: Any) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    speech = synthesize_speech(
+        text, folder, SpeechOptions(**options), progress=lambda *_, **__: None
+    )
+    return speech.path
+
+
+# -- the step ---------------------------------------------------------------------------
+
+
+def test_speak_step_voices_the_text_at_the_target_loudness(tmp_path: Path) -> None:
+    params = SynthesizeParams(text=TEXT, format="wav", loudness=-18.0)
+
+    ctx = run_kind("synthesize", params, [], tmp_path)
+
+    [(step, output)] = ctx.kept
+    assert (step, output.name, output.media_type) == ("speak", "speech.wav", "audio/wav")
+    assert probe(output.path).sample_rate == 22_050
+    assert loudness(output.path) == pytest.approx(-18.0, abs=1.0)
+    assert true_peak(output.path) <= -1.5 + 0.1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["speech.wav"]
+    state = ctx.state["speech"]
+    assert state["sentences"] == 4 and state["voice"] is None
+    assert state["duration"] == pytest.approx(probe(output.path).duration, abs=0.05)
+    assert state["loudness"]["target_lufs"] == -18.0
+    fractions = ctx.fractions("speak")
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    voicing = [d for d in ctx.details("speak") if "sentences" in d]
+    assert [d["sentences"] for d in voicing] == [1, 2, 3, 4]
+    assert {d["sentences_total"] for d in voicing} == {4}
+    chars = sum(len(sentence.text) for sentence in speakable_sentences(TEXT))
+    assert voicing[-1]["chars"] == voicing[-1]["chars_total"] == chars
+    seconds = [d["seconds"] for d in voicing]
+    assert seconds == sorted(seconds) and seconds[0] > 1.0
+    assert any("mastering" in d for d in ctx.details("speak"))
+
+
+def test_the_two_voices_sound_different(tmp_path: Path) -> None:
+    text = "The library opens early in the morning. Children can borrow books every week."
+    joe, rate = samples_of(speak(tmp_path / "joe", text, format="wav", voice="joe"))
+    alex, _ = samples_of(speak(tmp_path / "alex", text, format="wav", voice="alex"))
+
+    assert median_pitch(alex, rate) / median_pitch(joe, rate) > 1.15
+    assert spectral_centroid(alex, rate) / spectral_centroid(joe, rate) > 1.15
+
+
+@pytest.mark.parametrize(
+    ("fmt", "codec", "rate"), [("mp3", "mp3", 22_050), ("ogg", "opus", 48_000)]
+)
+def test_compressed_formats_decode_at_the_target_loudness(
+    tmp_path: Path, fmt: str, codec: str, rate: int
+) -> None:
+    path = speak(tmp_path, format=fmt, voice="alex")
+
+    info = probe(path)
+    assert path.name == f"speech.{fmt}"
+    assert (info.codec, info.sample_rate, info.channels) == (codec, rate, 1)
+    assert info.duration > 6.0
+    assert loudness(path) == pytest.approx(-16.0, abs=1.0)
+
+
+def test_pauses_follow_sentences_and_paragraphs(tmp_path: Path) -> None:
+    short = speak(tmp_path / "short", format="wav", pause=0.2)
+    long = speak(tmp_path / "long", format="wav", pause=0.6)
+
+    assert silent_stretches(long) == pytest.approx(
+        [0.6, 0.6 * PARAGRAPH_PAUSE_FACTOR, 0.6], abs=0.05
+    )
+    assert silent_stretches(short) == pytest.approx(
+        [0.2, 0.2 * PARAGRAPH_PAUSE_FACTOR, 0.2], abs=0.05
+    )
+    gained = probe(long).duration - probe(short).duration
+    assert gained == pytest.approx(0.4 * (2 + PARAGRAPH_PAUSE_FACTOR), abs=0.5)
+
+
+def test_a_markdown_file_is_read_as_prose(tmp_path: Path) -> None:
+    notes = tmp_path / "upload-3"
+    notes.write_text("# Opening hours\n\nThe library opens *early* on [weekdays](https://x.y/z).\n")
+    params = SynthesizeParams(format="ogg")
+
+    ctx = run_kind(
+        "synthesize", params, [input_file(notes, "text/markdown", name="notes.md")], tmp_path / "w"
+    )
+
+    [(_, output)] = ctx.kept
+    assert (output.name, output.media_type) == ("notes.ogg", "audio/ogg")
+    assert ctx.state["speech"]["sentences"] == 2
+
+
+def test_markdown_to_text() -> None:
+    markdown = (
+        "## Hours ##\nOpen *daily*, **late** on `Fridays` and my_var stays.\n\n"
+        "- [Map](https://example.org/map) and ![logo](logo.png)\n"
+        "> Quiet, please.\n\n```\ncode()\n```\n"
+    )
+    assert speakable_sentences(markdown_to_text(markdown)) == [
+        Sentence("Hours", ends_paragraph=True),
+        Sentence("Open daily, late on Fridays and my_var stays.", ends_paragraph=True),
+        Sentence("Map and Quiet, please.", ends_paragraph=True),
+    ]
+
+
+def test_lines_without_words_are_pauses_not_speech() -> None:
+    text = "First part ends here. Really.\n\n* * *\n\n---\n\nSecond part."
+
+    assert speakable_sentences(text) == [
+        Sentence("First part ends here.", ends_paragraph=False),
+        Sentence("Really.", ends_paragraph=True),
+        Sentence("Second part.", ends_paragraph=True),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "media_type", "content", "message"),
+    [
+        ("empty.txt", "text/plain", b" \n\n\t", "empty.txt has no words to speak"),
+        ("rule.md", "text/markdown", b"***\n", "rule.md has no words to speak"),
+        ("photo.png", "image/png", b"\x89PNG\r\n", "photo.png is not a text file (image/png)"),
+        ("latin.txt", "text/plain", "caf\u00e9".encode("latin-1"), "latin.txt is not UTF-8"),
+    ],
+)
+def test_unusable_text_files_are_refused_naming_them(
+    tmp_path: Path, name: str, media_type: str, content: bytes, message: str
+) -> None:
+    path = tmp_path / "upload"
+    path.write_bytes(content)
+
+    with pytest.raises(InvalidInput, match=re.escape(message)) as refused:
+        run_kind(
+            "synthesize",
+            SynthesizeParams(),
+            [input_file(path, media_type, name=name)],
+            tmp_path / "w",
+        )
+
+    assert not refused.value.retryable
+
+
+def test_text_must_come_from_exactly_one_place(tmp_path: Path) -> None:
+    story = tmp_path / "story.txt"
+    story.write_text("Once upon a time.")
+
+    with pytest.raises(InvalidParams, match="nothing to speak"):
+        run_kind("synthesize", SynthesizeParams(), [], tmp_path / "none")
+    with pytest.raises(InvalidParams, match="not both"):
+        run_kind(
+            "synthesize",
+            SynthesizeParams(text="Hello."),
+            [input_file(story, "text/plain")],
+            tmp_path / "both",
+        )
+
+
+def test_an_unknown_voice_is_refused_listing_the_voices(tmp_path: Path) -> None:
+    with pytest.raises(InvalidParams, match="the voices are joe, alex"):
+        run_kind("synthesize", SynthesizeParams(text="Hello there.", voice="morgan"), [], tmp_path)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"text": ""},
+        {"text": "  \n\t "},
+        {"text": "... -- !"},
+        {"text": "Hi.", "rate": 3.0},
+        {"text": "Hi.", "pause": -1},
+        {"text": "Hi.", "format": "flac"},
+        {"text": "Hi.", "loudness": -3},
+        {"text": "Hi.", "speed": 1.2},
+    ],
+)
+def test_params_refuse_what_cannot_be_done(params: dict[str, Any]) -> None:
+    with pytest.raises(pydantic.ValidationError):
+        SynthesizeParams.model_validate(params)
+
+
+def test_kind_is_registered() -> None:
+    kind = get_kind("synthesize")
+
+    assert kind is not None and kind.params is SynthesizeParams
+    assert [s.name for s in kind.steps] == ["speak"]
+    assert (kind.min_inputs, kind.max_inputs, tuple(kind.input_types)) == (0, 1, ("text/",))
+
+
+# -- through the API --------------------------------------------------------------------
+
+
+def finished(stack: Stack, job_id: str) -> dict[str, Any]:
+    return wait_for_status(stack.client(), job_id, {"completed", "failed"}, timeout=120)
+
+
+@DATABASE
+def test_a_text_file_upload_is_spoken_by_the_second_voice(stack: Stack, tmp_path: Path) -> None:
+    client = stack.client()
+    response = client.post(
+        "/v1/jobs",
+        data={"kind": "synthesize", "params": json.dumps({"voice": "alex", "format": "ogg"})},
+        files={"file": ("chapter.md", b"# One\n\nIt was a *bright* cold day.", "text/markdown")},
+    )
+    assert response.status_code == 202, response.text
+
+    job = finished(stack, response.json()["id"])
+
+    assert job["status"] == "completed", job["error"]
+    [output] = job["outputs"]
+    assert (output["name"], output["media_type"]) == ("chapter.ogg", "audio/ogg")
+    path = tmp_path / output["name"]
+    path.write_bytes(client.get(output["links"]["content"]).content)
+    assert probe(path).codec == "opus"
+    assert loudness(path) == pytest.approx(-16.0, abs=1.0)
+
+
+@DATABASE
+def test_empty_text_is_refused_at_submit(stack: Stack) -> None:
+    response = stack.client().post("/v1/jobs", json={"kind": "synthesize", "params": {"text": " "}})
+
+    assert response.status_code == 422
+    assert "text has no words to speak" in response.text
+
+
+@DATABASE
+def test_a_job_with_no_text_fails_at_once(stack: Stack) -> None:
+    job = finished(stack, submit(stack.client(), "synthesize", params={"voice": "joe"})["id"])
+
+    assert job["status"] == "failed" and job["attempts"] == 1
+    assert job["error"]["code"] == "invalid_params" and job["error"]["retryable"] is False
+    assert job["error"]["message"].startswith("nothing to speak: give the text parameter")

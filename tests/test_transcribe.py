@@ -1,0 +1,421 @@
+"""The ``transcribe`` kind on real models: speech that Piper says, Whisper writes down.
+
+Step-level tests run the kind's steps in this process with a recording context; the
+end-to-end ones go through the API to the worker of the shared SQLite stack.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jiwer
+import numpy as np
+import pydantic
+import pytest
+from conftest import Stack, submit, wait_for_status
+from step_context import input_file, run_kind
+
+from longplay.engines import SAMPLE_RATE, Segment, Word, get_synthesizer
+from longplay.jobs.errors import InvalidParams
+from longplay.jobs.registry import get_kind
+from longplay.media import AudioEncoder, UndecodableAudio, decode
+from longplay.pipelines.transcribe import (
+    MEDIA_TYPES,
+    TranscribeParams,
+    Transcript,
+    silence_cut,
+    split_at_silences,
+    transcribe_audio,
+    transcribe_file,
+)
+from longplay.text import parse_srt, parse_transcript_json, parse_vtt
+
+SENTENCES = (
+    "The library opens early in the morning.",
+    "Children can borrow books every week.",
+    "The reading room stays quiet all afternoon.",
+)
+GAP_S = 1.5
+PARAGRAPH = (
+    "The city library opens early every morning. Many students come to find a quiet table "
+    "near the windows, and older visitors read the newspapers in the main hall. In the "
+    "afternoon the children's room fills with families, and a volunteer tells stories to "
+    "the little ones. Before closing time the staff put every book back on the shelves, so "
+    "that everything is ready for the next day."
+)
+DATABASE = pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)
+
+
+def normalized(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    return float(jiwer.wer(normalized(reference), normalized(hypothesis)))
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
+    with AudioEncoder(path, format="wav", sample_rate=rate, channels=1) as encoder:
+        encoder.write(samples.astype(np.float32)[:, None])
+    return path
+
+
+@dataclass(frozen=True)
+class Talk:
+    """Three sentences with ``GAP_S`` of silence between them, as a WAV file."""
+
+    path: Path
+    sentence_spans: list[tuple[float, float]]
+    """Where each sentence is, in seconds."""
+
+    @property
+    def duration(self) -> float:
+        return self.sentence_spans[-1][1]
+
+
+@pytest.fixture(scope="module")
+def talk(tmp_path_factory: pytest.TempPathFactory) -> Talk:
+    synthesizer = get_synthesizer()
+    speeches = [synthesizer.synthesize(sentence) for sentence in SENTENCES]
+    rate = speeches[0].sample_rate
+    parts: list[np.ndarray] = []
+    spans = []
+    at = 0.0
+    for speech in speeches:
+        if parts:
+            parts.append(np.zeros(round(GAP_S * rate), np.float32))
+            at += GAP_S
+        parts.append(speech.samples)
+        spans.append((at, at + speech.duration))
+        at += speech.duration
+    path = tmp_path_factory.mktemp("talk") / "talk.wav"
+    return Talk(write_wav(path, np.concatenate(parts), rate), spans)
+
+
+def decoded_16k(path: Path) -> np.ndarray:
+    return np.concatenate([b.samples for b in decode(path, sample_rate=SAMPLE_RATE, channels=1)])
+
+
+# -- the steps --------------------------------------------------------------------------
+
+
+def test_steps_keep_four_transcripts_that_agree(talk: Talk, tmp_path: Path) -> None:
+    source = input_file(talk.path, "audio/wav")
+
+    ctx = run_kind("transcribe", TranscribeParams(word_timestamps=True), [source], tmp_path)
+
+    kept = [(step, out.name, out.media_type) for step, out in ctx.kept]
+    assert kept == [
+        ("transcribe", "talk.json", "application/json"),
+        ("write", "talk.txt", "text/plain"),
+        ("write", "talk.srt", "application/x-subrip"),
+        ("write", "talk.vtt", "text/vtt"),
+    ]
+    files = {out.name.rsplit(".", 1)[1]: out.path.read_text() for _, out in ctx.kept}
+    transcript = json.loads(files["json"])
+    assert transcript["language"] == "en"
+    assert transcript["duration"] == pytest.approx(talk.duration, abs=0.05)
+    assert word_error_rate(" ".join(SENTENCES), files["txt"]) < 0.15
+    assert normalized(transcript["text"]) == normalized(files["txt"])
+    cues = parse_transcript_json(files["json"])
+    assert cues and parse_srt(files["srt"]) == cues == parse_vtt(files["vtt"])
+    words = [w for s in transcript["segments"] for w in s["words"]]
+    assert [normalized(w["word"]) for w in words[:3]] == ["the", "library", "opens"]
+    assert all(a["start"] <= b["start"] for a, b in pairwise(words))
+    children = next(w for w in words if normalized(w["word"]) == "children")
+    assert children["start"] == pytest.approx(talk.sentence_spans[1][0], abs=0.5)
+    assert ctx.state["transcript"] == {
+        "language": "en",
+        "duration": transcript["duration"],
+        "segments": len(cues),
+        "words": len(words),
+    }
+    assert ctx.notes == []
+
+
+def test_progress_is_reported_per_segment(talk: Talk, tmp_path: Path) -> None:
+    ctx = run_kind("transcribe", TranscribeParams(), [input_file(talk.path, "audio/wav")], tmp_path)
+
+    details = ctx.details("transcribe")
+    segments = len(json.loads(ctx.kept[0][1].path.read_text())["segments"])
+    assert segments >= 2
+    assert [d["segments"] for d in details if d["segments"]][:segments] == list(
+        range(1, segments + 1)
+    )
+    seconds = [d["seconds"] for d in details]
+    assert seconds == sorted(seconds) and seconds[-1] == pytest.approx(talk.duration, abs=0.05)
+    assert {d["input"] for d in details} == {"talk.wav"}
+    fractions = ctx.fractions("transcribe")
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert ctx.fractions("write") == [1 / 3, 2 / 3, 1.0]
+
+
+def test_a_long_input_is_cut_in_its_silences(talk: Talk, tmp_path: Path) -> None:
+    audio = decoded_16k(talk.path)
+    silences = [(a[1], b[0]) for a, b in pairwise(talk.sentence_spans)]
+
+    def in_a_silence(seconds: float) -> bool:
+        return any(start < seconds < end for start, end in silences)
+
+    cut = silence_cut(audio[:, 0], search_s=60.0)
+    blocks = decode(talk.path, sample_rate=SAMPLE_RATE, channels=1, block_seconds=0.5)
+    pieces = list(split_at_silences(blocks, window_s=5.0))
+
+    assert in_a_silence(cut / SAMPLE_RATE)
+    assert len(pieces) >= 3 and all(len(piece) <= 5.5 * SAMPLE_RATE for _, piece in pieces)
+    assert all(in_a_silence(start) for start, _ in pieces[1:])
+    np.testing.assert_array_equal(np.concatenate([piece for _, piece in pieces]), audio[:, 0])
+    assert [start for start, _ in pieces] == pytest.approx(
+        np.cumsum([0] + [len(piece) / SAMPLE_RATE for _, piece in pieces[:-1]])
+    )
+
+    source = input_file(talk.path, "audio/wav")
+    cut_up = transcribe_audio(
+        source, TranscribeParams(), progress=lambda *_, **__: None, window_s=5
+    )
+    whole = transcribe_file(source, tmp_path, TranscribeParams(), progress=lambda *_, **__: None)
+
+    assert word_error_rate(" ".join(SENTENCES), cut_up.text) < 0.15
+    assert word_error_rate(whole.transcript.text, cut_up.text) <= 0.1
+    starts = [segment.start for segment in cut_up.segments]
+    assert starts == sorted(starts) and cut_up.segments[-1].end <= talk.duration + 0.5
+    for start, _ in talk.sentence_spans:  # each sentence found where it is said
+        assert min(abs(start - segment_start) for segment_start in starts) < 0.5
+    assert cut_up.duration == pytest.approx(whole.transcript.duration)
+    assert sorted(p.name for p in whole.files.values()) == sorted(
+        f"talk.{fmt}" for fmt in MEDIA_TYPES
+    )
+    assert all(path.parent == tmp_path for path in whole.files.values())
+
+
+def test_no_speech_gives_an_empty_transcript_and_a_note(tmp_path: Path) -> None:
+    room_tone = 0.005 * np.random.default_rng(7).standard_normal(3 * 22_050)
+    hush = write_wav(tmp_path / "hush.wav", room_tone, 22_050)
+
+    ctx = run_kind(
+        "transcribe", TranscribeParams(), [input_file(hush, "audio/wav")], tmp_path / "w"
+    )
+
+    files = {out.name: out.path.read_text() for _, out in ctx.kept}
+    assert sorted(files) == ["hush.json", "hush.srt", "hush.txt", "hush.vtt"]
+    assert json.loads(files["hush.json"])["segments"] == []
+    assert json.loads(files["hush.json"])["duration"] == pytest.approx(3.0, abs=0.01)
+    assert files["hush.txt"] == files["hush.srt"] == ""
+    assert parse_vtt(files["hush.vtt"]) == []
+    assert ctx.notes == ["no speech found in hush.wav: the transcript is empty"]
+
+
+def test_a_file_that_is_not_audio_is_refused_naming_it(tmp_path: Path) -> None:
+    notes = tmp_path / "upload-7"
+    notes.write_text("Meeting notes\n- ship it\n" * 20)
+
+    with pytest.raises(UndecodableAudio, match=r"^notes\.txt .*PyAV") as refused:
+        run_kind(
+            "transcribe",
+            TranscribeParams(),
+            [input_file(notes, "text/plain", name="notes.txt")],
+            tmp_path / "w",
+        )
+
+    assert not refused.value.retryable
+
+
+def test_the_english_model_refuses_other_languages(talk: Talk, tmp_path: Path) -> None:
+    with pytest.raises(InvalidParams, match="only English, not 'fr'"):
+        run_kind(
+            "transcribe",
+            TranscribeParams(language="fr"),
+            [input_file(talk.path, "audio/wav")],
+            tmp_path,
+        )
+
+
+def test_plain_text_starts_a_paragraph_after_a_long_pause() -> None:
+    words = (Word(5.0, 5.4, "Three.", 0.9),)
+    transcript = Transcript(
+        language="en",
+        duration=7.0,
+        segments=(
+            Segment(0.0, 1.0, "One."),
+            Segment(1.5, 2.5, "Two."),
+            Segment(3.0, 3.2, ""),
+            Segment(5.0, 5.4, "Three.", words, avg_logprob=-0.2, no_speech_prob=0.01),
+        ),
+        language_probability=0.97,
+    )
+
+    assert transcript.text == "One. Two.\n\nThree."
+    assert transcript.as_dict()["text"] == "One. Two. Three."
+    assert Transcript.from_dict(json.loads(json.dumps(transcript.as_dict()))) == transcript
+
+
+def test_params() -> None:
+    assert TranscribeParams(language=" EN ").language == "en"
+    defaults = TranscribeParams()
+    assert (defaults.language, defaults.word_timestamps, defaults.vad) == (None, False, True)
+    for bad in ({"language": "english"}, {"initial_prompt": "x" * 1001}, {"beam": 5}):
+        with pytest.raises(pydantic.ValidationError):
+            TranscribeParams.model_validate(bad)
+
+
+def test_kind_is_registered() -> None:
+    kind = get_kind("transcribe")
+
+    assert kind is not None and kind.params is TranscribeParams
+    assert [(s.name, s.weight) for s in kind.steps] == [("transcribe", 19.0), ("write", 1.0)]
+    assert (kind.min_inputs, kind.max_inputs, tuple(kind.input_types)) == (
+        1,
+        1,
+        ("audio/", "video/"),
+    )
+
+
+# -- through the API --------------------------------------------------------------------
+
+
+def read_events(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
+    """The job's SSE stream to its end: each event's name and data."""
+    events: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", timeout=60) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                current["event"] = line[6:].strip()
+            elif line.startswith("data:"):
+                current["data"] = json.loads(line[5:])
+            elif not line and current:
+                events.append(current)
+                current = {}
+    return events
+
+
+def finished(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    return wait_for_status(client, job_id, {"completed", "failed"}, timeout=120)
+
+
+def outputs_by_extension(client: httpx.Client, job: dict[str, Any]) -> dict[str, Any]:
+    return {o["name"].rsplit(".", 1)[1]: o for o in job["outputs"]}
+
+
+def transcribe_upload(client: httpx.Client, name: str, content: bytes, **params: Any) -> str:
+    response = client.post(
+        "/v1/jobs",
+        data={"kind": "transcribe", "params": json.dumps(params)},
+        files={"file": (name, content, "application/octet-stream")},
+    )
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+@dataclass(frozen=True)
+class RoundTrip:
+    speech_seconds: float
+    job: dict[str, Any]
+    events: list[dict[str, Any]]
+    texts: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def round_trip(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> RoundTrip:
+    """A paragraph spoken by a synthesize job, its mp3 transcribed by a transcribe job."""
+    client = stack.client()
+    speech = finished(client, submit(client, "synthesize", params={"text": PARAGRAPH})["id"])
+    assert speech["status"] == "completed", speech["error"]
+    [audio] = speech["outputs"]
+    assert (audio["name"], audio["media_type"]) == ("speech.mp3", "audio/mpeg")
+    mp3 = tmp_path_factory.mktemp("round-trip") / "speech.mp3"
+    mp3.write_bytes(client.get(audio["links"]["content"]).content)
+    seconds = sum(block.duration for block in decode(mp3))
+    job_id = transcribe_upload(client, "speech.mp3", mp3.read_bytes(), word_timestamps=True)
+    job = finished(client, job_id)
+    assert job["status"] == "completed", job["error"]
+    texts = {
+        fmt: client.get(o["links"]["content"]).text
+        for fmt, o in outputs_by_extension(client, job).items()
+    }
+    return RoundTrip(seconds, job, read_events(client, job_id), texts)
+
+
+@DATABASE
+def test_spoken_paragraph_comes_back_word_for_word(round_trip: RoundTrip) -> None:
+    assert 60 <= len(PARAGRAPH.split()) <= 100
+    assert word_error_rate(PARAGRAPH, round_trip.texts["txt"]) < 0.10
+
+
+@DATABASE
+def test_transcribe_job_keeps_four_artifacts(stack: Stack, round_trip: RoundTrip) -> None:
+    outputs = outputs_by_extension(stack.client(), round_trip.job)
+    assert {fmt: o["media_type"] for fmt, o in outputs.items()} == MEDIA_TYPES
+    assert {o["name"] for o in outputs.values()} == {f"speech.{fmt}" for fmt in MEDIA_TYPES}
+    transcript = json.loads(round_trip.texts["json"])
+    assert transcript["language"] == "en"
+    assert transcript["duration"] == pytest.approx(round_trip.speech_seconds, abs=0.05)
+    assert all(segment["words"] for segment in transcript["segments"])
+    cues = parse_srt(round_trip.texts["srt"])
+    assert len(cues) == len(transcript["segments"]) >= 3
+    assert parse_vtt(round_trip.texts["vtt"]) == cues
+    assert [c.text for c in cues] == [s["text"] for s in transcript["segments"]]
+
+
+@DATABASE
+def test_transcribe_job_reports_progress_per_segment(round_trip: RoundTrip) -> None:
+    progress = [e["data"] for e in round_trip.events if e["event"] == "progress"]
+    transcribing = [p["step_details"] for p in progress if p["step"] == "transcribe"]
+    segments = len(json.loads(round_trip.texts["json"])["segments"])
+    counts = [d["segments"] for d in transcribing if "segments" in d]
+    assert list(range(1, segments + 1)) == sorted(set(counts) - {0})
+    seconds = [d["seconds"] for d in transcribing if "seconds" in d]
+    assert seconds == sorted(seconds) and len(set(seconds)) > segments // 2
+    percents = [p["progress"] for p in progress]
+    assert percents == sorted(percents)
+    assert any(p["eta_seconds"] is not None for p in progress if p["step"] == "transcribe")
+    assert round_trip.events[-1]["event"] == "completed"
+
+
+@DATABASE
+def test_silence_completes_with_an_empty_transcript_and_a_note(
+    stack: Stack, tmp_path: Path
+) -> None:
+    client = stack.client()
+    hush = write_wav(tmp_path / "hush.wav", np.zeros(2 * 16_000), 16_000)
+
+    job_id = transcribe_upload(client, "hush.wav", hush.read_bytes())
+    job = finished(client, job_id)
+
+    assert job["status"] == "completed", job["error"]
+    outputs = outputs_by_extension(client, job)
+    assert client.get(outputs["txt"]["links"]["content"]).text == ""
+    assert json.loads(client.get(outputs["json"]["links"]["content"]).text)["segments"] == []
+    notes = [e["data"]["message"] for e in read_events(client, job_id) if e["event"] == "note"]
+    assert notes == ["no speech found in hush.wav: the transcript is empty"]
+
+
+@DATABASE
+def test_an_upload_that_is_not_audio_fails_at_once(stack: Stack) -> None:
+    client = stack.client()
+
+    job = finished(client, transcribe_upload(client, "minutes.txt", b"Minutes of the meeting\n"))
+
+    assert job["status"] == "failed"
+    assert job["attempts"] == 1
+    assert job["error"]["code"] == "undecodable_audio" and job["error"]["retryable"] is False
+    assert job["error"]["message"].startswith("minutes.txt ")
+    assert "PyAV" in job["error"]["message"]  # and what the decoder said
+
+
+@DATABASE
+def test_bad_params_are_refused_at_submit(stack: Stack) -> None:
+    response = stack.client().post(
+        "/v1/jobs",
+        data={"kind": "transcribe", "params": json.dumps({"language": "English"})},
+        files={"file": ("a.wav", b"RIFF", "audio/wav")},
+    )
+    assert response.status_code == 422
+    assert "language must be a code" in response.text

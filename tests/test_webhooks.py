@@ -1,0 +1,415 @@
+"""Webhooks end to end: a real receiver on a free port, the API, a worker and beat.
+
+The receiver records every request and answers from a script per URL (500, 410,
+429 with Retry-After, too slow), so each test sees exactly what a customer's
+server would. Signatures are checked with an implementation written here from the
+Standard Webhooks spec, not with longplay's.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+from conftest import Stack, submit, wait_for_status, wait_until
+
+from longplay.jobs import webhooks
+from longplay.store.db import session_scope
+from longplay.store.models import WebhookDelivery
+
+# The spec's published test vector (standard-webhooks, libraries/python/tests).
+VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+VECTOR_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
+VECTOR_TIMESTAMP = 1614265330
+VECTOR_BODY = '{"test": 2432232314}'
+VECTOR_SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+PROGRESS_INTERVAL = 1.0
+TIMEOUT = 1.0
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """A receiver's check, from the spec: any ``v1,`` signature in the header that
+    matches HMAC-SHA256(base64decode(secret after whsec_), "id.timestamp.body")."""
+    key = base64.b64decode(secret.split("_", 1)[1])
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    offered = headers["webhook-signature"].split(" ")
+    return any(
+        version == "v1" and hmac.compare_digest(sig, expected)
+        for version, _, sig in (o.partition(",") for o in offered)
+    )
+
+
+# -- the receiver ---------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+@dataclass
+class Received:
+    at: float
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> dict[str, Any]:
+        return dict(json.loads(self.body))
+
+
+class Receiver:
+    """Records POSTs to ``/hooks/<name>`` and answers each name's script in turn
+    (then 200)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._scripts: dict[str, list[Reply]] = {}
+        self._received: dict[str, list[Received]] = {}
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                name = self.path.rsplit("/", 1)[-1]
+                reply = receiver._record(
+                    name, {k.lower(): v for k, v in self.headers.items()}, body
+                )
+                time.sleep(reply.delay)
+                try:
+                    self.send_response(reply.status)
+                    for key, value in reply.headers.items():
+                        self.send_header(key, value)
+                    self.send_header("content-length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                except OSError:  # the sender gave up waiting
+                    pass
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def _record(self, name: str, headers: dict[str, str], body: bytes) -> Reply:
+        with self._lock:
+            self._received.setdefault(name, []).append(Received(time.monotonic(), headers, body))
+            script = self._scripts.get(name) or []
+            return script.pop(0) if script else Reply()
+
+    def url(self, *replies: Reply) -> tuple[str, str]:
+        """A fresh URL that answers ``replies`` first; returns it and its name."""
+        name = uuid.uuid4().hex[:12]
+        with self._lock:
+            self._scripts[name] = list(replies)
+        return f"http://127.0.0.1:{self.port}/hooks/{name}", name
+
+    def received(self, name: str) -> list[Received]:
+        with self._lock:
+            return list(self._received.get(name, []))
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    made = Receiver()
+    yield made
+    made.close()
+
+
+@pytest.fixture(scope="module")
+def hooks_stack(database_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """API, a worker of 2 processes and beat, with short webhook timings."""
+    deployment = Stack(tmp_path_factory.mktemp(f"webhooks-{database_kind}"), database_kind)
+    deployment.env.update(
+        LONGPLAY_WEBHOOK_RETRY_BASE="0.3",
+        LONGPLAY_WEBHOOK_TIMEOUT=str(TIMEOUT),
+        LONGPLAY_WEBHOOK_MAX_ATTEMPTS="5",
+        LONGPLAY_WEBHOOK_PROGRESS_INTERVAL=str(PROGRESS_INTERVAL),
+        LONGPLAY_WEBHOOK_SWEEP_INTERVAL="1",
+        LONGPLAY_SHUTDOWN_GRACE="1",
+    )
+    try:
+        deployment.start_api()
+        deployment.start_beat()
+        deployment.start_worker()
+        yield deployment
+    finally:
+        deployment.close()
+
+
+def deliveries(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
+    response = client.get(f"/v1/jobs/{job_id}/webhooks")
+    assert response.status_code == 200, response.text
+    return list(response.json())
+
+
+def settled(client: httpx.Client, job_id: str, count: int = 1) -> list[dict[str, Any]]:
+    """The job's deliveries once ``count`` of them exist and none is pending."""
+
+    def check() -> list[dict[str, Any]] | None:
+        rows = deliveries(client, job_id)
+        done = len(rows) >= count and all(r["status"] not in ("pending", "sending") for r in rows)
+        return rows if done else None
+
+    return list(wait_until(check, timeout=30, every=0.2))
+
+
+# -- tests ----------------------------------------------------------------------------
+
+
+def test_signing_matches_the_spec_test_vector() -> None:
+    body = VECTOR_BODY.encode()
+    assert webhooks.sign(VECTOR_SECRET, VECTOR_ID, VECTOR_TIMESTAMP, body) == VECTOR_SIGNATURE
+    headers = {
+        "webhook-id": VECTOR_ID,
+        "webhook-timestamp": str(VECTOR_TIMESTAMP),
+        "webhook-signature": VECTOR_SIGNATURE,
+    }
+    assert verify(VECTOR_SECRET, headers, body)
+    assert not verify(VECTOR_SECRET, headers, body + b" ")
+    made = webhooks.headers_for(VECTOR_SECRET, VECTOR_ID, body, timestamp=VECTOR_TIMESTAMP)
+    assert made["webhook-signature"] == VECTOR_SIGNATURE
+
+
+def test_retry_after_and_backoff_rules() -> None:
+    assert webhooks.parse_retry_after("7") == 7.0
+    when = datetime.now(UTC) + timedelta(seconds=30)
+    from_date = webhooks.parse_retry_after(when.strftime("%a, %d %b %Y %H:%M:%S GMT"))
+    assert from_date is not None and 25 <= from_date <= 31
+    assert webhooks.parse_retry_after("soon") is None
+    assert webhooks.Answer(status_code=410).final
+    assert webhooks.Answer(status_code=302).final
+    assert not webhooks.Answer(status_code=429).final
+    assert not webhooks.Answer(status_code=408).final
+    assert not webhooks.Answer(status_code=503).final
+    assert not webhooks.Answer(error="ConnectError").final
+
+
+def test_completed_job_posts_one_signed_webhook(hooks_stack: Stack, receiver: Receiver) -> None:
+    client = hooks_stack.client("alice")
+    secret = client.get("/v1/webhooks/secret").json()["secret"]
+    assert secret.startswith("whsec_") and len(base64.b64decode(secret[6:])) >= 24
+    url, name = receiver.url()
+    job = submit(client, params={"seconds": 0.2, "ticks": 2, "text": "hi"}, callback_url=url)
+    wait_for_status(client, job["id"], {"completed"})
+    [row] = settled(client, job["id"])
+    [request] = receiver.received(name)
+
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["webhook-id"] == row["id"]
+    assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 60
+    assert verify(secret, request.headers, request.body)
+    assert not verify(secret, request.headers, request.body.replace(b"hi", b"ho"))
+    message = request.json
+    assert message["type"] == "job.completed"
+    assert datetime.fromisoformat(message["timestamp"]).tzinfo is not None
+    data = message["data"]
+    assert data["id"] == job["id"] and data["kind"] == "sleep"
+    assert data["status"] == "completed" and data["progress"] == 100.0
+    [output] = data["outputs"]
+    assert output["name"] == "result.txt"
+    assert client.get(output["links"]["content"]).text == "hi"
+    assert row["event"] == "completed" and row["status"] == "delivered"
+    assert row["attempts"] == 1 and row["last_status_code"] == 200 and row["delivered_at"]
+    time.sleep(0.5)
+    assert len(receiver.received(name)) == 1, "no started or progress message unasked"
+
+
+def test_failing_receiver_gets_retries_with_the_same_id(
+    hooks_stack: Stack, receiver: Receiver
+) -> None:
+    client = hooks_stack.client("alice")
+    url, name = receiver.url(Reply(500), Reply(500))
+    job = submit(client, params={"seconds": 0.1, "ticks": 1}, callback_url=url)
+    [row] = settled(client, job["id"])
+    received = receiver.received(name)
+    assert len(received) == 3
+    assert {r.headers["webhook-id"] for r in received} == {row["id"]}
+    secret = client.get("/v1/webhooks/secret").json()["secret"]
+    assert all(verify(secret, r.headers, r.body) for r in received)
+    assert received[0].body == received[2].body, "a retry sends the same message"
+    assert row["status"] == "delivered" and row["attempts"] == 3
+    assert row["last_status_code"] == 200 and row["delivered_at"]
+
+
+def test_gone_receiver_is_not_retried(hooks_stack: Stack, receiver: Receiver) -> None:
+    client = hooks_stack.client("alice")
+    url, name = receiver.url(Reply(410))
+    job = submit(client, params={"seconds": 0.1, "ticks": 1}, callback_url=url)
+    [row] = settled(client, job["id"])
+    assert row["status"] == "failed" and row["attempts"] == 1
+    assert row["last_status_code"] == 410 and "410" in row["last_error"]
+    assert row["delivered_at"] is None
+    time.sleep(1.0)
+    assert len(receiver.received(name)) == 1
+
+
+def test_slow_receiver_and_retry_after(hooks_stack: Stack, receiver: Receiver) -> None:
+    client = hooks_stack.client("alice")
+    url, name = receiver.url(
+        Reply(200, delay=TIMEOUT + 1.0),  # answers too late: counts as failed
+        Reply(429, headers={"Retry-After": "2"}),
+    )
+    job = submit(client, params={"seconds": 0.1, "ticks": 1}, callback_url=url)
+    [waiting] = wait_until(
+        lambda: [r for r in deliveries(client, job["id"]) if r["last_status_code"] == 429],
+        timeout=30,
+    )
+    assert waiting["status"] == "pending" and waiting["attempts"] == 2
+    assert waiting["next_attempt_at"] and "429" in waiting["last_error"]
+    [row] = settled(client, job["id"])
+    received = receiver.received(name)
+    assert len(received) == 3 and row["status"] == "delivered" and row["attempts"] == 3
+    assert received[2].at - received[1].at >= 1.8, "Retry-After is honoured"
+
+
+def test_started_progress_and_final_in_order(hooks_stack: Stack, receiver: Receiver) -> None:
+    client = hooks_stack.client("alice")
+    url, name = receiver.url()
+    seconds = 4.0
+    job = submit(
+        client,
+        params={"seconds": seconds, "ticks": 80},
+        callback_url=url,
+        callback_events=["started", "progress"],
+    )
+    wait_for_status(client, job["id"], {"completed"}, timeout=30)
+    rows = settled(client, job["id"], count=3)
+    messages = [r.json for r in receiver.received(name)]
+    types = [m["type"] for m in messages]
+    assert types[0] == "job.started" and types[-1] == "job.completed", types
+    assert messages[0]["data"]["status"] == "running"
+    progress = [m["data"]["progress"] for m in messages[1:-1]]
+    assert set(types[1:-1]) == {"job.progress"}, types
+    # The first progress goes at once, then one per interval at most.
+    assert 1 <= len(progress) <= seconds / PROGRESS_INTERVAL + 2, progress
+    assert [int(p) for p in progress] == sorted({int(p) for p in progress}), progress
+    assert all(0 < p < 100 for p in progress)
+    assert all(m["data"]["current_step"] in ("prepare", "work") for m in messages[1:-1])
+    # A progress message not sent yet when the job ended is dropped, never sent late.
+    sent = [r for r in rows if r["status"] != "superseded"]
+    assert len(sent) == len(messages) and {r["status"] for r in sent} == {"delivered"}
+    assert all(r["event"] == "progress" for r in rows if r["status"] == "superseded")
+
+
+def test_failed_and_cancelled_jobs(hooks_stack: Stack, receiver: Receiver) -> None:
+    client = hooks_stack.client("alice")
+    fail_url, fail_name = receiver.url()
+    failing = submit(
+        client, params={"seconds": 0.1, "ticks": 1, "fail": "permanent"}, callback_url=fail_url
+    )
+    cancel_url, cancel_name = receiver.url()
+    long = submit(client, params={"seconds": 30, "ticks": 300}, callback_url=cancel_url)
+    wait_for_status(client, long["id"], {"running"})
+    assert client.post(f"/v1/jobs/{long['id']}/cancel").status_code == 200
+
+    settled(client, failing["id"])
+    [failed] = receiver.received(fail_name)
+    assert failed.json["type"] == "job.failed"
+    assert failed.json["data"]["status"] == "failed"
+    assert failed.json["data"]["error"]["code"] == "asked_to_fail"
+    assert failed.json["data"]["outputs"] == []
+
+    settled(client, long["id"])
+    [cancelled] = receiver.received(cancel_name)
+    assert cancelled.json["type"] == "job.cancelled"
+    assert cancelled.json["data"]["status"] == "cancelled"
+
+
+def test_owner_scoping_validation_and_rotation(hooks_stack: Stack, receiver: Receiver) -> None:
+    alice, bob = hooks_stack.client("alice"), hooks_stack.client("bob")
+    url, _ = receiver.url()
+    job = submit(alice, params={"seconds": 0.1, "ticks": 1}, callback_url=url)
+    assert bob.get(f"/v1/jobs/{job['id']}/webhooks").status_code == 404
+    assert bob.get("/v1/jobs/job_nope/webhooks").status_code == 404
+    bad = alice.post("/v1/jobs", json={"kind": "sleep", "callback_url": "ftp://example.com/x"})
+    assert bad.status_code == 422
+    odd = alice.post(
+        "/v1/jobs", json={"kind": "sleep", "callback_url": url, "callback_events": ["finished"]}
+    )
+    assert odd.status_code == 422
+
+    carol = hooks_stack.client("carol")
+    old = carol.get("/v1/webhooks/secret").json()["secret"]
+    assert old != bob.get("/v1/webhooks/secret").json()["secret"]
+    new = carol.post("/v1/webhooks/secret/rotate").json()["secret"]
+    assert new != old and carol.get("/v1/webhooks/secret").json()["secret"] == new
+    url, name = receiver.url()
+    later = submit(carol, params={"seconds": 0.1, "ticks": 1}, callback_url=url)
+    settled(carol, later["id"])
+    [request] = receiver.received(name)
+    assert verify(new, request.headers, request.body)
+    assert not verify(old, request.headers, request.body)
+
+
+def test_sweep_sends_a_delivery_whose_message_was_lost(
+    hooks_stack: Stack, receiver: Receiver
+) -> None:
+    client = hooks_stack.client("alice")
+    url, name = receiver.url()
+    job = submit(client, params={"seconds": 0.1, "ticks": 1}, callback_url=url)
+    settled(client, job["id"])
+    # A delivery committed, but whose task message never reached a worker.
+    lost_id = f"msg_lost{uuid.uuid4().hex[:8]}"
+    with session_scope(hooks_stack.database_url) as session:
+        session.add(
+            WebhookDelivery(
+                id=lost_id,
+                job_id=job["id"],
+                event="completed",
+                url=url,
+                payload={"type": "job.completed", "timestamp": "x", "data": {"id": job["id"]}},
+                status="pending",
+                attempts=0,
+                next_attempt_at=datetime.now(UTC) - timedelta(seconds=5),
+            )
+        )
+    wait_until(
+        lambda: any(r.headers["webhook-id"] == lost_id for r in receiver.received(name)),
+        timeout=20,
+    )
+    rows = settled(client, job["id"], count=2)
+    assert {r["id"]: r["status"] for r in rows}[lost_id] == "delivered"
+
+
+def test_expired_job(hooks_stack: Stack, receiver: Receiver) -> None:
+    client = hooks_stack.client("alice")
+    url, name = receiver.url()
+    now = datetime.now(UTC)
+    job = submit(  # no worker here takes GPU work: it waits until its deadline
+        client,
+        "gpu_sleep",
+        params={"seconds": 0.1, "ticks": 1},
+        callback_url=url,
+        callback_events=["started"],
+        deadline=(now + timedelta(seconds=1)).isoformat(),
+    )
+    wait_for_status(client, job["id"], {"expired"}, timeout=20)
+    [row] = settled(client, job["id"])
+    [request] = receiver.received(name)
+    assert request.json["type"] == "job.expired" and row["event"] == "expired"
+    assert request.json["data"]["error"]["code"] == "deadline_passed"
