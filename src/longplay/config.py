@@ -56,8 +56,6 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    public_url: str | None = None
-    """Base URL clients reach the API at, for links; unset: from each request."""
 
     max_upload_bytes: int = 2 * 1024**3
     max_inputs_per_job: int = 32

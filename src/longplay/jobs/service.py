@@ -153,6 +153,15 @@ def create_job(
     return job
 
 
+@dataclass(frozen=True)
+class Submission:
+    """What a submission got: a new job, or the earlier one it matched."""
+
+    job: Job
+    deduplicated: bool = False
+    """An earlier completed job with the same content came back (``dedupe``)."""
+
+
 def submit_job(
     session: Session,
     *,
@@ -169,7 +178,7 @@ def submit_job(
     callback_url: str | None = None,
     callback_events: Sequence[str] = (),
     admit: bool = True,
-) -> Job:
+) -> Submission:
     """Create, commit and dispatch a job; ``uploaded`` are input artifacts sent with it.
 
     ``admit=False`` leaves handing it to the broker to the caller (the API does it
@@ -184,7 +193,7 @@ def submit_job(
         existing = _by_idempotency_key(session, owner, idempotency_key)
         if existing is not None:
             _discard(session, uploaded)
-            return existing
+            return Submission(existing)
     try:
         session.flush()
         job = create_job(
@@ -201,8 +210,7 @@ def submit_job(
         )
         if dedupe and (earlier := _duplicate_of(session, job)) is not None:
             _discard(session, uploaded)
-            earlier.deduplicated = True
-            return earlier
+            return Submission(earlier, deduplicated=True)
         if (refusal := admission.refuse_submission(session, owner, new_job_id=job.id)) is not None:
             raise RateLimited(refusal.message, refusal.retry_after)
         job.idempotency_key = idempotency_key
@@ -214,20 +222,20 @@ def submit_job(
         raced = _by_idempotency_key(session, owner, idempotency_key or "")
         if raced is None:
             raise
-        return raced
+        return Submission(raced)
     except BaseException:
         _discard(session, uploaded)
         raise
     announce_queued(job)
     if not admit:
-        return job
+        return Submission(job)
     try:
         admission.pump()
     except Exception as exc:
         abandon(session, job)
         raise Unavailable(f"the queue is not reachable, nothing was submitted: {exc}") from exc
     admit_submitted(job.run_at, job.deadline, pumped=True)
-    return job
+    return Submission(job)
 
 
 def admit_submitted(

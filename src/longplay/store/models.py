@@ -180,9 +180,6 @@ class Job(Base):
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
 
-    deduplicated = False
-    """Not stored: set on the earlier job a submission with ``dedupe`` got back."""
-
     @property
     def status_enum(self) -> JobStatus:
         return JobStatus(self.status)

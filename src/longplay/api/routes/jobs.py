@@ -167,7 +167,7 @@ def _submit(
     idempotency_key: str | None,
 ) -> tuple[JobPublic, bool]:
     stored = [store_upload(session, owner, upload) for upload in uploads]
-    job = service.submit_job(
+    submitted = service.submit_job(
         session,
         owner=owner,
         kind_name=body.kind,
@@ -183,7 +183,7 @@ def _submit(
         callback_events=list(body.callback_events),
         admit=False,
     )
-    return present(session, job, with_position=False), job.deduplicated
+    return present(session, submitted.job, with_position=False), submitted.deduplicated
 
 
 @router.get("", response_model=JobList)
