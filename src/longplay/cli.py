@@ -31,6 +31,9 @@ def _logging(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    from longplay.queue.app import quiet_routine_logs
+
+    quiet_routine_logs()
 
 
 def _prepare(settings: Settings) -> None:

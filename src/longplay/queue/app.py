@@ -8,6 +8,8 @@ the store, so Celery keeps no results.
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
 from kombu import Queue
 
@@ -20,6 +22,24 @@ DELIVER_WEBHOOK = "longplay.deliver_webhook"
 SWEEP_WEBHOOKS = "longplay.sweep_webhooks"
 CLEANUP = "longplay.cleanup"
 ADMIT = "longplay.admit"
+ROUTINE = (REAP, SWEEP_WEBHOOKS, CLEANUP, ADMIT)
+"""Upkeep beat sends every few seconds; their every run is not news."""
+
+
+class QuietRoutine(logging.Filter):
+    """Drops Celery's INFO lines about routine upkeep ("received", "succeeded",
+    "Sending due task"), which would bury the lines about jobs; warnings stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        message = record.getMessage()
+        return not any(name in message for name in ROUTINE)
+
+
+def quiet_routine_logs() -> None:
+    for name in ("celery.worker.strategy", "celery.app.trace", "celery.beat"):
+        logging.getLogger(name).addFilter(QuietRoutine())
 
 
 def make_celery(settings: Settings) -> Celery:
