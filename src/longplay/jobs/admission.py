@@ -587,7 +587,10 @@ def queue_position(session: Session, job: Job) -> int | None:
             )
         )
         return int(ahead or 0)
-    with_broker = session.scalar(select(func.count()).select_from(Job).where(handed)) or 0
+    # Not this job: it may have been handed over since it was read.
+    with_broker = (
+        session.scalar(select(func.count()).select_from(Job).where(handed, Job.id != job.id)) or 0
+    )
     flying = (
         select(Job.owner_id.label("owner_id"), func.count().label("n"))
         .where(_in_flight())
@@ -609,7 +612,9 @@ def queue_position(session: Session, job: Job) -> int | None:
         .subquery()
     )
     own_flying = session.scalar(
-        select(func.count()).select_from(Job).where(Job.owner_id == job.owner_id, _in_flight())
+        select(func.count())
+        .select_from(Job)
+        .where(Job.owner_id == job.owner_id, Job.id != job.id, _in_flight())
     )
     own_before = session.scalar(
         select(func.count())
