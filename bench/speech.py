@@ -31,9 +31,12 @@ import httpx
 import numpy as np
 from dispatch import BenchError, Deployment, step
 
+from longplay.store.models import FINISHED
+
 AIM_OVERHEAD = 0.10
-FINAL_EVENTS = {"completed", "failed", "cancelled", "expired"}
 AIM_TRANSCRIBE_RTF = 8.0
+FINAL_EVENTS = frozenset(status.value for status in FINISHED)
+"""A job's stream ends with an event named after its final status."""
 PARAGRAPH = (
     "The river was quiet that morning, and the fog still sat low over the water. "
     "A small boat drifted past the old mill, where the wheel had not turned for years. "
