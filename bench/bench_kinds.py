@@ -11,7 +11,7 @@ import time
 
 from pydantic import BaseModel, Field
 
-from longplay.jobs.registry import JobKind, Step, StepContext, register
+from longplay.framework import JobKind, Step, StepContext, register
 
 
 class NoopParams(BaseModel):
@@ -19,10 +19,9 @@ class NoopParams(BaseModel):
     """Stand-in for real work, so the bench can also compare jobs that take some time."""
 
 
-def finish(ctx: StepContext) -> None:
+def finish(ctx: StepContext[NoopParams]) -> None:
     """Sleep if asked, then report the only step as done."""
     params = ctx.params
-    assert isinstance(params, NoopParams)
     if params.sleep_ms:
         time.sleep(params.sleep_ms / 1000)
     ctx.advance(1, 1)

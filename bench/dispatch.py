@@ -16,9 +16,7 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,8 +32,13 @@ import redis
 from celery import Celery
 from kombu import Queue
 
+# The process harness is shared with the tests, and lives with them.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import harness
+
 BENCH = Path(__file__).resolve().parent
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+OWNER = "bench"
+"""The owner that submits every longplay job of the bench."""
 BARE_TASK = "bench.noop"
 BARE_QUEUES = ("bench.high", "bench.normal", "bench.low")
 AIM_THROUGHPUT_RATIO = 0.8
@@ -62,7 +65,7 @@ def bare_redis(url: str) -> redis.Redis:
 
 
 def make_bare_app(broker_url: str, redis_url: str) -> Celery:
-    """A Celery app configured like ``longplay.queue.app`` with one task that does nothing
+    """A Celery app configured like ``longplay.broker.app`` with one task that does nothing
     but record that (and when) it ran."""
     app = Celery("bench_bare", broker=broker_url)
     app.conf.update(
@@ -120,26 +123,6 @@ def run_bare_worker(concurrency: int) -> None:
 # -- the deployment -------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    """Stop a process we started in its own session, and whatever it forked."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-
-
 def _proc_stats() -> dict[int, tuple[int, float]]:
     """Every process's parent and CPU seconds (its own plus its reaped children's)."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -178,133 +161,48 @@ def cpu_seconds(roots: dict[str, int]) -> dict[str, float]:
     return used
 
 
-class Deployment:
-    """Redis, a database, the longplay API and worker, and the bare Celery worker."""
+class Deployment(harness.Deployment):
+    """The harness's deployment with the ``noop`` kind, plus the bare Celery worker.
 
-    def __init__(
-        self, root: Path, database: str, concurrency: int, stack: contextlib.ExitStack
-    ) -> None:
-        from longplay.config import Settings
-        from longplay.embedded import redis_command, wait_until_ready
+    Redis is the embedded one unless ``LONGPLAY_BENCH_REDIS_URL`` names another, which
+    both sides then share. This process reads the deployment's settings too, as it
+    enqueues in-process.
+    """
 
-        self.root = root
+    def __init__(self, root: Path, database: str, concurrency: int) -> None:
+        from longplay.settings import Settings, get_settings
+
+        super().__init__(
+            root,
+            database,
+            plugin="bench_kinds",
+            plugin_dir=BENCH,
+            env={"LONGPLAY_EVENT_RETENTION_SECONDS": "3600"},
+            redis_url=os.environ.get("LONGPLAY_BENCH_REDIS_URL"),
+            postgres_admin=os.environ.get("LONGPLAY_BENCH_POSTGRES_URL", harness.POSTGRES_ADMIN),
+            database_prefix="longplay_bench",
+            logs=True,
+        )
         self.concurrency = concurrency
-        self._stack = stack
-        self.logs: list[Path] = []
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        external = os.environ.get("LONGPLAY_BENCH_REDIS_URL")
-        if external:
-            self.redis_url = external
-            self.broker_url = external
-        else:
-            settings = Settings(data_dir=root)
-            self._spawn("redis", redis_command(settings), env=dict(os.environ))
-            wait_until_ready(settings.redis_socket)
-            self.redis_url = settings.effective_redis_url
-            self.broker_url = settings.broker_url
-        self.database_url = self._make_database(database)
-        self.api_url = f"http://127.0.0.1:{free_port()}"
-        self.env = {
-            **os.environ,
-            "LONGPLAY_DATA_DIR": str(root),
-            "LONGPLAY_DATABASE_URL": self.database_url,
-            "LONGPLAY_REDIS_URL": self.redis_url,
-            "LONGPLAY_API_PORT": self.api_url.rsplit(":", 1)[1],
-            "LONGPLAY_PLUGINS": '["bench_kinds"]',
-            "LONGPLAY_EVENT_RETENTION_SECONDS": "3600",
-            "BENCH_BROKER_URL": self.broker_url,
-            "BENCH_REDIS_URL": self.redis_url,
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (str(BENCH), os.environ.get("PYTHONPATH", "")) if p
-            ),
-        }
-        # This process enqueues in-process too, so it reads the same settings.
+        self.broker_url = Settings(data_dir=root, redis_url=self.redis_url).broker_url
+        self.env.update(BENCH_BROKER_URL=self.broker_url, BENCH_REDIS_URL=self.redis_url)
         os.environ.update({k: v for k, v in self.env.items() if k.startswith("LONGPLAY_")})
-        from longplay.config import get_settings
-
         get_settings.cache_clear()
-        self.key = self._make_key()
-
-    def _spawn(self, name: str, command: Sequence[str], env: dict[str, str]) -> None:
-        log = self.root / f"{name}.log"
-        self.logs.append(log)
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                list(command), env=env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        self._stack.callback(stop_process, process)
-        self.processes[name] = process
-
-    def _make_database(self, kind: str) -> str:
-        from longplay.store.db import migrate
-
-        if kind == "sqlite":
-            url = f"sqlite:///{self.root / 'longplay.db'}"
-        else:
-            import psycopg
-
-            admin = os.environ.get("LONGPLAY_BENCH_POSTGRES_URL", PG_ADMIN)
-            name = f"longplay_bench_{uuid.uuid4().hex[:10]}"
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{name}"')
-            self._stack.callback(self._drop_database, admin, name)
-            url = admin.rsplit("/", 1)[0] + f"/{name}"
-        migrate(url)
-        return url
-
-    @staticmethod
-    def _drop_database(admin: str, name: str) -> None:
-        import psycopg
-
-        from longplay.store.db import get_engine
-
-        get_engine().dispose()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    def _make_key(self) -> str:
-        from longplay.store.db import session_scope
-        from longplay.store.owners import create_key, get_or_create_owner
-
-        with session_scope(self.database_url) as session:
-            return str(create_key(session, get_or_create_owner(session, "bench")))
 
     def start(self) -> None:
-        python = sys.executable
-        c = f"--concurrency={self.concurrency}"
-        self._spawn("api", [python, "-m", "longplay", "api"], self.env)
-        self._spawn("worker", [python, "-m", "longplay", "worker", c], self.env)
-        self._spawn("bare-worker", [python, str(Path(__file__).resolve()), "--bare-worker", c],
-                    self.env)  # fmt: skip
-        deadline = time.monotonic() + 60
-        while not self._api_answers():
-            if time.monotonic() > deadline:
-                raise BenchError("the API did not answer in 60 s")
-            time.sleep(POLL)
-
-    def _api_answers(self) -> bool:
-        try:
-            return httpx.get(f"{self.api_url}/openapi.json", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+        """Start both workers and the API, with the key that in-process enqueues use."""
+        self.key(OWNER)
+        self.start_worker(self.concurrency, wait=False)
+        bare = [sys.executable, str(Path(__file__).resolve()), "--bare-worker"]
+        self.spawn("bare-worker", [*bare, f"--concurrency={self.concurrency}"], self.env)
+        self.start_api(timeout=60)
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds so far of each part (and of this process, as ``client``)."""
         return cpu_seconds({name: p.pid for name, p in self.processes.items()})
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.api_url, headers={"Authorization": f"Bearer {self.key}"}, timeout=60
-        )
-
-    def log_tails(self, lines: int = 30) -> str:
-        parts = []
-        for log in self.logs:
-            if log.is_file():
-                tail = log.read_text(errors="replace").splitlines()[-lines:]
-                parts.append(f"--- {log.name} ---\n" + "\n".join(tail))
-        return "\n".join(parts)
+    def client(self, owner: str = OWNER, timeout: float = 60) -> httpx.Client:
+        return super().client(owner, timeout)
 
 
 # -- longplay: submit over HTTP or in-process, follow in the store ----------------------------
@@ -453,30 +351,26 @@ def longplay_http_throughput(
 
 
 def enqueue_in_process(jobs: int, work_ms: float = 0.0) -> list[str]:
-    """Enqueue noop jobs with the jobs service in this process, as the route does:
-    commit, then let admission hand over what is due."""
+    """Submit noop jobs with the jobs service in this process, as the route does: store
+    and announce each, then let admission hand over what is due."""
     from sqlalchemy import select
 
-    from longplay.jobs import admission, service
+    from longplay.jobs import submission
+    from longplay.kinds import load as load_kinds
     from longplay.store.db import session_scope
     from longplay.store.models import Owner
 
+    load_kinds()
     with session_scope() as session:
         owner = session.scalars(select(Owner).where(Owner.name == "bench")).one()
         session.expunge(owner)
     ids = []
     for _ in range(jobs):
         with session_scope() as session:
-            job = service.create_job(
-                session,
-                owner=owner,
-                kind_name="noop",
-                params={"sleep_ms": work_ms},
-                input_ids=[],
+            submitted = submission.submit_job(
+                session, owner=owner, kind_name="noop", params={"sleep_ms": work_ms}, input_ids=[]
             )
-        service.announce_queued(job)
-        admission.pump()
-        ids.append(job.id)
+            ids.append(submitted.job.id)
     return ids
 
 
@@ -693,7 +587,7 @@ def _terminate(signum: int, _frame: object) -> NoReturn:
 
 def bench(args: argparse.Namespace, root: Path, stack: contextlib.ExitStack) -> None:
     stall, jobs, work = args.stall_timeout, args.jobs, args.work_ms
-    dep = Deployment(root, args.database, args.concurrency, stack)
+    dep = stack.enter_context(Deployment(root, args.database, args.concurrency))
     try:
         dep.start()
         store = Store(dep.database_url)
@@ -737,7 +631,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lp-bench-") as tmp, contextlib.ExitStack() as stack:
         try:
             bench(args, Path(tmp), stack)
-        except BenchError as exc:
+        except (BenchError, TimeoutError) as exc:
             print(f"bench broke: {exc}", file=sys.stderr)
             return 1
     return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from longplay.jobs.registry import JobKind, Step, StepContext, register
+from longplay.framework import JobKind, Step, StepContext, register
 
 RUNS_DIR_VARIABLE = "FAULTS_RUNS_DIR"
 
@@ -24,15 +24,14 @@ class FaultSleepParams(BaseModel):
     ticks: int = Field(20, ge=1, le=10_000)
 
 
-def _note(ctx: StepContext, what: str) -> None:
+def _note(ctx: StepContext[FaultSleepParams], what: str) -> None:
     folder = Path(os.environ[RUNS_DIR_VARIABLE])
     with (folder / f"{ctx.job_id}.{what}").open("a") as out:
         out.write(f"{os.getpid()} {time.time():.3f}\n")
 
 
-def work(ctx: StepContext) -> None:
+def work(ctx: StepContext[FaultSleepParams]) -> None:
     params = ctx.params
-    assert isinstance(params, FaultSleepParams)
     _note(ctx, "start")
     for tick in range(params.ticks):
         time.sleep(params.seconds / params.ticks)

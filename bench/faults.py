@@ -29,24 +29,25 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 
+# The process harness is shared with the tests, and lives with them.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import harness
+
 BENCH = Path(__file__).resolve().parent
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+OWNER = "faults"
+"""The owner that submits and follows every job of the bench."""
 FAULTS = ("worker", "redis", "api", "database")
 POLL = 0.25
 LEASE_SECONDS = 6.0
@@ -61,169 +62,48 @@ class BenchError(Exception):
     """The deployment broke: a part did not start, or did not come back."""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def kill_group(process: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
-    """Signal a process started in its own session, and everything it forked."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(20)
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(20)
-    kill_group(process)
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float, every: float = POLL) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchError(f"{what}: not in {timeout:.0f} s")
-        time.sleep(every)
-
-
 # -- the deployment -----------------------------------------------------------------------
 
 
-class Deployment:
-    """Redis, a database, the API, a worker and beat, each a process the bench can kill."""
+class Deployment(harness.Deployment):
+    """The harness's deployment with the ``fault_sleep`` kind and short leases, none of
+    this process's ``LONGPLAY_*`` settings, and a database the bench can take away."""
 
-    def __init__(self, root: Path, database: str, concurrency: int, stack: contextlib.ExitStack):
-        from longplay.config import Settings
-
-        self.root = root
-        self.database_kind = database
+    def __init__(self, root: Path, database: str, concurrency: int) -> None:
         self.concurrency = concurrency
-        self._stack = stack
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.settings = Settings(data_dir=root)
         self.runs_dir = root / "runs"
         self.runs_dir.mkdir()
         (root / "tmp").mkdir()
-        self.start_redis()
-        self.database_url, self.database_name = self._make_database(database)
-        port = free_port()
-        self.api_url = f"http://127.0.0.1:{port}"
-        outer = {k: v for k, v in os.environ.items() if not k.startswith("LONGPLAY_")}
-        self.env = {
-            **outer,
-            "LONGPLAY_DATA_DIR": str(root),
-            "LONGPLAY_DATABASE_URL": self.database_url,
-            "LONGPLAY_REDIS_URL": self.settings.effective_redis_url,
-            "LONGPLAY_API_PORT": str(port),
-            "LONGPLAY_PLUGINS": '["fault_kinds"]',
-            "LONGPLAY_LEASE_SECONDS": str(LEASE_SECONDS),
-            "LONGPLAY_HEARTBEAT_INTERVAL": "1",
-            "LONGPLAY_REAPER_INTERVAL": "1",
-            "LONGPLAY_REDISPATCH_AFTER": str(REDISPATCH_AFTER),
-            "LONGPLAY_SHUTDOWN_GRACE": "2",
-            "LONGPLAY_LOG_LEVEL": "warning",
-            "FAULTS_RUNS_DIR": str(self.runs_dir),
-            "TMPDIR": str(self.runs_dir.parent / "tmp"),  # a killed worker leaves files there
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (str(BENCH), os.environ.get("PYTHONPATH", "")) if p
-            ),
-        }
-        self.key = self._make_key()
-
-    # -- processes ------------------------------------------------------------------------
-    def _spawn(self, name: str, command: Sequence[str], env: dict[str, str]) -> None:
-        with (self.root / f"{name}.log").open("ab") as out:
-            process = subprocess.Popen(
-                list(command), env=env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        self._stack.callback(stop_process, process)
-        self.processes[name] = process
-
-    def start_redis(self) -> None:
-        from longplay.embedded import redis_command, wait_until_ready
-
-        self._spawn("redis", redis_command(self.settings), dict(os.environ))
-        wait_until_ready(self.settings.redis_socket)
-
-    def start_api(self) -> None:
-        self._spawn("api", [sys.executable, "-m", "longplay", "api"], self.env)
-        wait_for(self._api_answers, "the API to answer", 60)
-
-    def _api_answers(self) -> bool:
-        try:
-            return httpx.get(f"{self.api_url}/openapi.json", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def start_worker(self) -> None:
-        command = [sys.executable, "-m", "longplay", "worker", f"--concurrency={self.concurrency}"]
-        self._spawn("worker", command, self.env)
-
-    def start_beat(self) -> None:
-        self._spawn("beat", [sys.executable, "-m", "longplay", "beat"], self.env)
-
-    def wait_healthy(self, timeout: float = 90) -> None:
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"{self.api_url}/healthz", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(healthy, "the deployment to be healthy", timeout)
-
-    def kill(self, name: str) -> None:
-        """``kill -9`` a part with all its processes (a worker's pool included)."""
-        kill_group(self.processes[name])
-
-    # -- the database -----------------------------------------------------------------------
-    def _make_database(self, kind: str) -> tuple[str, str]:
-        from longplay.store.db import migrate
-
-        if kind == "sqlite":
-            path = self.root / "longplay.db"
-            url = f"sqlite:///{path}"
-            name = str(path)
-        else:
-            import psycopg
-
-            name = f"longplay_faults_{uuid.uuid4().hex[:10]}"
-            with psycopg.connect(self.pg_admin, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{name}"')
-            self._stack.callback(self._drop_database, name)
-            url = self.pg_admin.rsplit("/", 1)[0] + f"/{name}"
-        migrate(url)
-        return url, name
-
-    @property
-    def pg_admin(self) -> str:
-        return os.environ.get("LONGPLAY_BENCH_POSTGRES_URL", PG_ADMIN)
-
-    def _drop_database(self, name: str) -> None:
-        import psycopg
-
-        from longplay.store.db import get_engine
-
-        get_engine(self.database_url).dispose()
-        with psycopg.connect(self.pg_admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        super().__init__(
+            root,
+            database,
+            plugin="fault_kinds",
+            plugin_dir=BENCH,
+            env={
+                "LONGPLAY_LEASE_SECONDS": str(LEASE_SECONDS),
+                "LONGPLAY_HEARTBEAT_INTERVAL": "1",
+                "LONGPLAY_REAPER_INTERVAL": "1",
+                "LONGPLAY_REDISPATCH_AFTER": str(REDISPATCH_AFTER),
+                "LONGPLAY_SHUTDOWN_GRACE": "2",
+                "LONGPLAY_LOG_LEVEL": "warning",
+                "FAULTS_RUNS_DIR": str(self.runs_dir),
+                "TMPDIR": str(root / "tmp"),  # a killed worker leaves files there
+            },
+            inherit_settings=False,
+            postgres_admin=os.environ.get("LONGPLAY_BENCH_POSTGRES_URL", harness.POSTGRES_ADMIN),
+            database_prefix="longplay_faults",
+            logs=True,
+        )
 
     def take_database_away(self, seconds: float) -> None:
         """Make the store refuse work for ``seconds``; returns when it is back."""
         if self.database_kind == "sqlite":
-            self._hold_sqlite_lock(seconds)
+            self._hold_sqlite_lock(self.database_url.removeprefix("sqlite:///"), seconds)
         else:
-            self._refuse_postgres(seconds)
+            self._refuse_postgres(self.database_url.rsplit("/", 1)[1], seconds)
 
-    def _hold_sqlite_lock(self, seconds: float) -> None:
+    @staticmethod
+    def _hold_sqlite_lock(path: str, seconds: float) -> None:
         code = (
             "import sqlite3, sys, time\n"
             "conn = sqlite3.connect(sys.argv[1], timeout=60, isolation_level=None)\n"
@@ -233,7 +113,7 @@ class Deployment:
             "conn.execute('ROLLBACK')\n"
         )
         holder = subprocess.Popen(
-            [sys.executable, "-c", code, self.database_name, str(seconds)],
+            [sys.executable, "-c", code, path, str(seconds)],
             stdout=subprocess.PIPE,
         )
         assert holder.stdout is not None
@@ -242,11 +122,10 @@ class Deployment:
         if holder.wait(seconds + 60) != 0:
             raise BenchError("the process holding the SQLite lock failed")
 
-    def _refuse_postgres(self, seconds: float) -> None:
+    def _refuse_postgres(self, name: str, seconds: float) -> None:
         import psycopg
 
-        name = self.database_name
-        with psycopg.connect(self.pg_admin, autocommit=True) as conn:
+        with psycopg.connect(self.postgres_admin, autocommit=True) as conn:
             conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
             try:
                 end = time.monotonic() + seconds
@@ -260,25 +139,8 @@ class Deployment:
             finally:
                 conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
 
-    # -- clients ----------------------------------------------------------------------------
-    def _make_key(self) -> str:
-        from longplay.store.db import session_scope
-        from longplay.store.owners import create_key, get_or_create_owner
-
-        with session_scope(self.database_url) as session:
-            return str(create_key(session, get_or_create_owner(session, "faults")))
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.api_url, headers={"Authorization": f"Bearer {self.key}"}, timeout=60
-        )
-
-    def log_tails(self, lines: int = 25) -> str:
-        parts = []
-        for log in sorted(self.root.glob("*.log")):
-            tail = log.read_text(errors="replace").splitlines()[-lines:]
-            parts.append(f"--- {log.name} ---\n" + "\n".join(tail))
-        return "\n".join(parts)
+    def client(self, owner: str = OWNER, timeout: float = 60) -> httpx.Client:
+        return super().client(owner, timeout)
 
 
 # -- watching a batch ---------------------------------------------------------------------
@@ -407,7 +269,7 @@ def run_fault(
             if response.status_code != 202:
                 raise BenchError(f"submit answered {response.status_code}: {response.text[:300]}")
             ids.append(str(response.json()["id"]))
-    followers = [Follower(dep.api_url, dep.key, job_id) for job_id in ids]
+    followers = [Follower(dep.api_url, dep.key(OWNER), job_id) for job_id in ids]
     for follower in followers:
         follower.start()
 
@@ -418,7 +280,12 @@ def run_fault(
         found = [s.status for s in states().values()]
         return found.count("running") >= 1 and found.count("completed") >= max(1, jobs // 5)
 
-    wait_for(in_the_middle, f"{fault}: a part of the batch to be done", 120 + 2 * max(durations))
+    harness.wait_until(
+        in_the_middle,
+        timeout=120 + 2 * max(durations),
+        every=POLL,
+        what=f"{fault}: a part of the batch to be done",
+    )
     watch = HealthWatch(dep.api_url)
     watch.start()
     inject(dep, fault, outage)
@@ -474,7 +341,7 @@ def inject(dep: Deployment, fault: str, outage: float) -> None:
     if fault == "worker":
         dep.kill("worker")
         time.sleep(1.0)  # as ``longplay up`` waits before its first restart
-        dep.start_worker()
+        dep.start_worker(dep.concurrency, wait=False)
     elif fault == "redis":
         dep.kill("redis")
         time.sleep(1.0)
@@ -529,16 +396,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def deployment(args: argparse.Namespace) -> Iterator[Deployment]:
     root = Path(tempfile.mkdtemp(prefix="longplay-faults-"))
     try:
-        with contextlib.ExitStack() as stack:
-            dep = Deployment(root, args.database, args.concurrency, stack)
+        with Deployment(root, args.database, args.concurrency) as dep:
             try:
-                dep.start_api()
-                dep.start_worker()
+                dep.start_api(timeout=60)
+                dep.start_worker(dep.concurrency, wait=False)
                 dep.start_beat()
                 dep.wait_healthy()
                 yield dep
-            except BenchError:
-                print(dep.log_tails(), file=sys.stderr)
+            except (BenchError, TimeoutError):
+                print(dep.log_tails(25), file=sys.stderr)
                 raise
     finally:
         if args.keep:
@@ -571,8 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for problem in outcome.problems:
                     print(f"  {problem}", flush=True)
                 if outcome.lost or outcome.duplicated:
-                    print(dep.log_tails(), file=sys.stderr)
-    except BenchError as exc:
+                    print(dep.log_tails(25), file=sys.stderr)
+    except (BenchError, TimeoutError) as exc:
         print(f"the deployment broke: {exc}", file=sys.stderr)
         return 2
     print()

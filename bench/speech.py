@@ -82,8 +82,8 @@ class Direct:
         from piper import PiperVoice
         from piper.config import PiperConfig
 
-        from longplay.config import Settings
         from longplay.engines.models import piper_voice_file, whisper_model_dir
+        from longplay.settings import Settings
 
         settings = Settings()
         voice_file = piper_voice_file(settings)
@@ -219,17 +219,11 @@ def bench(args: argparse.Namespace, root: Path, stack: contextlib.ExitStack) -> 
     step(f"{spoken.audio:.1f} s of speech from {len(text.split())} words")
 
     step("starting Redis, SQLite, the API and one worker")
-    dep = Deployment(root, "sqlite", 1, stack)
-    env = {**dep.env, "LONGPLAY_ENGINE_THREADS": str(args.threads)}
-    dep._spawn("api", [sys.executable, "-m", "longplay", "api"], env)
-    dep._spawn("worker", [sys.executable, "-m", "longplay", "worker", "--concurrency=1"], env)
-    client = stack.enter_context(dep.client())
-    deadline = time.monotonic() + 60
-    while not dep._api_answers():
-        if time.monotonic() > deadline:
-            raise BenchError("the API did not answer in 60 s")
-        time.sleep(0.1)
-    jobs = Jobs(client)
+    dep = stack.enter_context(Deployment(root, "sqlite", 1))
+    dep.env["LONGPLAY_ENGINE_THREADS"] = str(args.threads)
+    dep.start_worker(1, wait=False)
+    dep.start_api(timeout=60)
+    jobs = Jobs(stack.enter_context(dep.client()))
     step("warming the worker's engines")
     jobs.run("synthesize", params={"text": "Warming up.", "format": "wav"})
     jobs.run("transcribe", params={}, file=speech)
@@ -265,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         try:
             bench(args, Path(tmp), stack)
-        except BenchError as exc:
+        except (BenchError, TimeoutError) as exc:
             print(f"bench failed: {exc}", file=sys.stderr)
             return 1
     return 0

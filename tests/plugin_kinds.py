@@ -1,7 +1,8 @@
 """Job kinds for the tests, loaded by the test workers through ``LONGPLAY_PLUGINS``.
 
 They show the framework side too: a team's own kind is a params model and a list
-of steps, registered at import.
+of steps, registered at import. ``StepContext[SleepParams]`` types ``ctx.params``:
+``tests/test_framework_typing.py`` runs mypy --strict over this file.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from longplay.jobs.errors import PermanentError, RetryableError
-from longplay.jobs.registry import JobKind, Step, StepContext, register
+from longplay.framework import JobKind, PermanentError, RetryableError, Step, StepContext, register
 
 
 class SleepParams(BaseModel):
@@ -22,14 +22,13 @@ class SleepParams(BaseModel):
     text: str = "done"
 
 
-def prepare(ctx: StepContext) -> None:
+def prepare(ctx: StepContext[SleepParams]) -> None:
     ctx.state["prepared_at"] = time.time()
     ctx.advance(1, 1, prepared=True)
 
 
-def work(ctx: StepContext) -> None:
+def work(ctx: StepContext[SleepParams]) -> None:
     params = ctx.params
-    assert isinstance(params, SleepParams)
     for tick in range(params.ticks):
         time.sleep(params.seconds / params.ticks)
         ctx.advance(tick + 1, params.ticks, tick=tick + 1)
@@ -75,7 +74,7 @@ def _count(job_id: str, name: str) -> int:
     return int(get_redis().incr(f"test:{job_id}:{name}"))
 
 
-def first(ctx: StepContext) -> None:
+def first(ctx: StepContext[FlakyParams]) -> None:
     _count(ctx.job_id, "first")
     out = ctx.workdir / "first.txt"
     out.write_text("made by the first step")
@@ -83,9 +82,8 @@ def first(ctx: StepContext) -> None:
     ctx.state["first"] = "done"
 
 
-def second(ctx: StepContext) -> None:
+def second(ctx: StepContext[FlakyParams]) -> None:
     params = ctx.params
-    assert isinstance(params, FlakyParams)
     if _count(ctx.job_id, "second") <= params.failures:
         raise RetryableError("the engine timed out (test)", code="engine_timeout")
     [made] = ctx.outputs("first")
@@ -110,11 +108,10 @@ class LimitedParams(BaseModel):
     """Ignore the soft limit, so that only the hard one stops the job."""
 
 
-def overrun(ctx: StepContext) -> None:
+def overrun(ctx: StepContext[LimitedParams]) -> None:
     from celery.exceptions import SoftTimeLimitExceeded
 
     params = ctx.params
-    assert isinstance(params, LimitedParams)
     deadline = time.monotonic() + params.seconds
     while time.monotonic() < deadline:
         try:
@@ -140,16 +137,15 @@ class StubbornParams(BaseModel):
     seconds: float = Field(60.0, ge=0, le=600)
 
 
-def partial(ctx: StepContext) -> None:
+def partial(ctx: StepContext[StubbornParams]) -> None:
     out = ctx.workdir / "partial.txt"
     out.write_text("made before the cancel")
     ctx.add_output(out)
 
 
-def ignore_cancel(ctx: StepContext) -> None:
+def ignore_cancel(ctx: StepContext[StubbornParams]) -> None:
     """Sleeps without ever reaching a checkpoint, with a file in its scratch space."""
     params = ctx.params
-    assert isinstance(params, StubbornParams)
     _count(ctx.job_id, "ignore_cancel")
     (ctx.workdir / "scratch.bin").write_bytes(b"\0" * 1024)
     time.sleep(params.seconds)

@@ -9,7 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from longplay.jobs.registry import InputFile, StepContext, get_kind
+from longplay.framework import InputFile, StepContext, get_kind
+from longplay.kinds import load as load_kinds
 
 
 def input_file(path: Path, media_type: str, *, name: str | None = None) -> InputFile:
@@ -17,7 +18,7 @@ def input_file(path: Path, media_type: str, *, name: str | None = None) -> Input
     return InputFile("art-in", name or path.name, media_type, path, path.stat().st_size)
 
 
-class RecordingContext(StepContext):
+class RecordingContext(StepContext[Any]):
     """Keeps the progress, outputs and notes of the steps run in it."""
 
     def __init__(self, params: BaseModel, inputs: Sequence[InputFile], workdir: Path) -> None:
@@ -58,6 +59,7 @@ def run_kind(
     kind_name: str, params: BaseModel, inputs: Sequence[InputFile], workdir: Path
 ) -> RecordingContext:
     """Run every step of a kind in order, passing state through JSON as the runner does."""
+    load_kinds()
     kind = get_kind(kind_name)
     assert kind is not None
     workdir.mkdir(parents=True, exist_ok=True)

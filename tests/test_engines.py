@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from openai_stub_server import StubServer, create_app
 
-from longplay.config import Settings
 from longplay.engines import (
     SAMPLE_RATE,
     SECOND_VOICE_NAME,
@@ -42,7 +41,8 @@ from longplay.engines.cache import Loaded, cached_engine
 from longplay.engines.device import Device, choose_device
 from longplay.engines.http import EngineClient
 from longplay.engines.models import whisper_model_dir
-from longplay.jobs.errors import InvalidInput, InvalidParams, PermanentError, RetryableError
+from longplay.framework import InvalidInput, InvalidParams, PermanentError, RetryableError
+from longplay.settings import Settings
 
 PARAGRAPH = (
     "The library opens early in the morning. Children can borrow books every week, "
@@ -97,13 +97,10 @@ def spectral_centroid(samples: np.ndarray, rate: int) -> float:
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(
         data_dir=tmp_path_factory.mktemp("engines"),
-        device="auto",
-        stt_engine="local",
-        tts_engine="local",
-        llm_engine="local",
-        stt_model=None,
-        tts_voice=None,
-        llm_model=None,
+        engines={"device": "auto"},
+        stt={"engine": "local", "model": None},
+        tts={"engine": "local", "voice": None},
+        llm={"engine": "local", "model": None},
     )
 
 
@@ -143,17 +140,12 @@ def server(
 
 @pytest.fixture(scope="session")
 def http_settings(settings: Settings, server: StubServer) -> Settings:
+    http = {"engine": "http", "url": server.url, "api_key": API_KEY}
     return settings.model_copy(
         update={
-            "stt_engine": "http",
-            "stt_url": server.url,
-            "stt_api_key": API_KEY,
-            "tts_engine": "http",
-            "tts_url": server.url,
-            "tts_api_key": API_KEY,
-            "llm_engine": "http",
-            "llm_url": server.url,
-            "llm_api_key": API_KEY,
+            "stt": settings.stt.model_copy(update=http),
+            "tts": settings.tts.model_copy(update=http),
+            "llm": settings.llm.model_copy(update=http),
         }
     )
 
@@ -376,7 +368,8 @@ def test_http_client_errors_are_permanent(server: StubServer) -> None:
 
 def test_http_engine_without_url_names_the_setting(settings: Settings) -> None:
     with pytest.raises(PermanentError, match="LONGPLAY_LLM_URL"):
-        get_language_model(settings.model_copy(update={"llm_engine": "http", "llm_url": None}))
+        llm = settings.llm.model_copy(update={"engine": "http", "url": None})
+        get_language_model(settings.model_copy(update={"llm": llm}))
 
 
 # -- missing models ---------------------------------------------------------------------
@@ -385,9 +378,9 @@ def test_http_engine_without_url_names_the_setting(settings: Settings) -> None:
 @pytest.mark.parametrize(
     ("field", "setting", "getter"),
     [
-        ("stt_model", "LONGPLAY_STT_MODEL", get_transcriber),
-        ("tts_voice", "LONGPLAY_TTS_VOICE", get_synthesizer),
-        ("llm_model", "LONGPLAY_LLM_MODEL", get_language_model),
+        ("stt.model", "LONGPLAY_STT_MODEL", get_transcriber),
+        ("tts.voice", "LONGPLAY_TTS_VOICE", get_synthesizer),
+        ("llm.model", "LONGPLAY_LLM_MODEL", get_language_model),
     ],
 )
 def test_missing_model_names_path_and_setting(
@@ -395,7 +388,9 @@ def test_missing_model_names_path_and_setting(
 ) -> None:
     missing = tmp_path / "no-such-model"
     with pytest.raises(PermanentError) as caught:
-        getter(settings.model_copy(update={field: str(missing)}))  # type: ignore[operator]
+        group, name = field.split(".")
+        changed = getattr(settings, group).model_copy(update={name: str(missing)})
+        getter(settings.model_copy(update={group: changed}))  # type: ignore[operator]
     assert str(missing) in caught.value.message
     assert setting in caught.value.message
     assert caught.value.code == "model_missing"
@@ -461,7 +456,8 @@ def test_other_cuda_failures_fall_back_only_in_auto(settings: Settings) -> None:
 
 
 def test_fallback_is_reported_to_every_job_that_uses_the_engine(settings: Settings) -> None:
-    own = settings.model_copy(update={"engine_threads": 1})  # its own cache entry
+    threads = settings.engines.model_copy(update={"threads": 1})
+    own = settings.model_copy(update={"engines": threads})  # its own cache entry
     _, load = whisper_loader(own, RuntimeError("CUDA out of memory"))
     notes: list[DeviceFallback] = []
 
@@ -469,9 +465,8 @@ def test_fallback_is_reported_to_every_job_that_uses_the_engine(settings: Settin
         engine, device, fallback = load_on_device("faster-whisper", load, "cuda", strict=False)
         return Loaded(engine, "faster-whisper", engine.model, device, fallback)
 
-    fields = ("engine_threads", "data_dir")
-    first = cached_engine("stt", own, fields, load_whisper, notes.append)
-    second = cached_engine("stt", own, fields, load_whisper, notes.append)
+    first = cached_engine("stt", own, load_whisper, notes.append)
+    second = cached_engine("stt", own, load_whisper, notes.append)
 
     assert first is second
     assert [n.used for n in notes] == ["cpu", "cpu"]

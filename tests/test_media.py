@@ -17,8 +17,8 @@ import pyloudnorm
 import pytest
 from scipy import signal
 
-from longplay.jobs.errors import InvalidInput, JobCancelled
-from longplay.jobs.registry import InputFile, StepContext, get_kind
+from longplay.framework import InputFile, InvalidInput, JobCancelled, StepContext, get_kind
+from longplay.kinds.convert import ConvertParams
 from longplay.media import (
     AudioEncoder,
     LoudnessMeter,
@@ -29,7 +29,6 @@ from longplay.media import (
     probe,
 )
 from longplay.media.loudness import Oversampler
-from longplay.pipelines.convert import ConvertParams
 
 Audio = npt.NDArray[np.float32]
 RNG_SEED = 20261123
@@ -394,7 +393,7 @@ def test_encoder_leaves_no_file_when_interrupted(tmp_path: Path) -> None:
 # --- the convert kind --------------------------------------------------------------------
 
 
-class RecordingContext(StepContext):
+class RecordingContext(StepContext[ConvertParams]):
     """A StepContext that keeps what the steps report, for the tests to look at."""
 
     def __init__(self, params: ConvertParams, source: Path, workdir: Path) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from longplay.framework import Step
 from longplay.jobs.progress import ProgressTracker
-from longplay.jobs.registry import Step
 
 
 def noop(_ctx: object) -> None:

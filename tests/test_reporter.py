@@ -13,11 +13,11 @@ import redis
 from conftest import Stack
 from sqlalchemy import event
 
-from longplay import config, keys, redis_client
+from longplay import keys, redis_client
+from longplay import settings as config
+from longplay.framework import JobCancelled, Step
 from longplay.jobs import lifecycle
-from longplay.jobs.errors import JobCancelled
 from longplay.jobs.progress import ProgressReporter
-from longplay.jobs.registry import Step
 from longplay.store.db import get_engine, session_scope
 from longplay.store.models import Job, JobStatus, utcnow
 from longplay.store.owners import get_or_create_owner

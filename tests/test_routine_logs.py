@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from longplay.queue.app import ADMIT, REAP, RUN_JOB, QuietRoutine
+from longplay.broker.app import ADMIT, REAP, RUN_JOB, QuietRoutine
 
 
 def record(level: int, message: str, *args: object) -> logging.LogRecord:

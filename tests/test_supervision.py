@@ -19,7 +19,7 @@ from conftest import free_port, submit, wait_for_status, wait_until
 from test_up import api_client, nothing_listens, start_up
 
 from longplay import supervisor
-from longplay.config import Settings
+from longplay.settings import Settings
 from longplay.supervisor import Child, Supervisor, backoff, describe_exit
 
 

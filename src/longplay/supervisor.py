@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from longplay.config import Settings
 from longplay.embedded import redis_command, wait_until_ready
+from longplay.settings import Settings
 
 log = logging.getLogger("longplay.up")
 STOP_TIMEOUT = 30.0

@@ -7,8 +7,9 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl
 
-from longplay.jobs.registry import JobKind
-from longplay.store.models import Artifact, Job, JobStatus, Priority
+from longplay.framework import JobKind
+from longplay.store.models import Priority
+from longplay.store.views import ErrorPublic, JobPublic
 
 CallbackEvent = Literal["started", "progress"]
 
@@ -37,125 +38,6 @@ class JobCreate(BaseModel):
         default_factory=list,
         description="Webhooks besides the final one: `started`, `progress` (at a bounded rate).",
     )
-
-
-class ErrorPublic(BaseModel):
-    code: str
-    message: str
-    retryable: bool
-    attempt: int | None = None
-    retry_in_seconds: float | None = None
-
-
-class ArtifactLinks(BaseModel):
-    self: str
-    content: str
-
-
-class ArtifactPublic(BaseModel):
-    id: str
-    name: str
-    media_type: str
-    size: int
-    sha256: str
-    role: str
-    job_id: str | None
-    step: str | None
-    created_at: datetime
-    links: ArtifactLinks
-
-    @classmethod
-    def of(cls, artifact: Artifact) -> ArtifactPublic:
-        base = f"/v1/artifacts/{artifact.id}"
-        return cls(
-            id=artifact.id,
-            name=artifact.name,
-            media_type=artifact.media_type,
-            size=artifact.size,
-            sha256=artifact.sha256,
-            role=artifact.role,
-            job_id=artifact.job_id,
-            step=artifact.step,
-            created_at=artifact.created_at,
-            links=ArtifactLinks(self=base, content=f"{base}/content"),
-        )
-
-
-class JobLinks(BaseModel):
-    self: str
-    cancel: str
-    events: str
-
-
-class JobPublic(BaseModel):
-    id: str
-    kind: str
-    status: JobStatus
-    priority: Priority
-    params: dict[str, Any]
-    inputs: list[str]
-    progress: float = Field(description="Percent done, 0 to 100.")
-    current_step: str | None
-    step_details: dict[str, Any]
-    eta_seconds: float | None
-    queue_position: int | None = Field(
-        None, description="While queued: how many jobs start before this one."
-    )
-    attempts: int
-    max_attempts: int
-    retry_at: datetime | None = Field(None, description="When a job waiting to retry runs again.")
-    run_at: datetime | None = Field(None, description="Not started before this time.")
-    deadline: datetime | None
-    callback_url: str | None
-    error: ErrorPublic | None
-    outputs: list[ArtifactPublic] = Field(
-        default_factory=list, description="Once completed: the results."
-    )
-    results_expired: bool = Field(
-        False, description="The outputs were deleted after `result_retention`; the job stays."
-    )
-    created_at: datetime
-    started_at: datetime | None
-    updated_at: datetime
-    finished_at: datetime | None
-    links: JobLinks
-
-    @classmethod
-    def of(
-        cls,
-        job: Job,
-        *,
-        queue_position: int | None = None,
-        outputs: list[Artifact] | None = None,
-    ) -> JobPublic:
-        base = f"/v1/jobs/{job.id}"
-        return cls(
-            id=job.id,
-            kind=job.kind,
-            status=JobStatus(job.status),
-            priority=Priority(job.priority),
-            params=job.params,
-            inputs=job.inputs,
-            progress=job.progress,
-            current_step=job.current_step,
-            step_details=job.step_details,
-            eta_seconds=job.eta_seconds,
-            queue_position=queue_position,
-            attempts=job.attempts,
-            max_attempts=job.max_attempts,
-            retry_at=job.retry_at if job.status == JobStatus.QUEUED.value else None,
-            run_at=job.run_at,
-            deadline=job.deadline,
-            callback_url=job.callback_url,
-            error=ErrorPublic.model_validate(job.error) if job.error else None,
-            outputs=[ArtifactPublic.of(a) for a in outputs or []],
-            results_expired=bool((job.result or {}).get("results_expired")),
-            created_at=job.created_at,
-            started_at=job.started_at,
-            updated_at=job.updated_at,
-            finished_at=job.finished_at,
-            links=JobLinks(self=base, cancel=f"{base}/cancel", events=f"{base}/events"),
-        )
 
 
 class JobList(BaseModel):
@@ -204,7 +86,7 @@ class KindPublic(BaseModel):
     resource: str
 
     @classmethod
-    def of(cls, kind: JobKind) -> KindPublic:
+    def of(cls, kind: JobKind[Any]) -> KindPublic:
         return cls(
             name=kind.name,
             description=kind.description,

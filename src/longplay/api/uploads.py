@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
-from longplay.config import get_settings
+from longplay.settings import get_settings
 from longplay.store import files
 from longplay.store.models import Artifact, ArtifactRole, Owner
 
@@ -14,7 +14,7 @@ def store_upload(
     session: Session, owner: Owner, upload: UploadFile, *, job_id: str | None = None
 ) -> Artifact:
     """Copy an upload into the store, hashing it and enforcing the size limit."""
-    stager = files.Stager(get_settings().max_upload_bytes)
+    stager = files.Stager(get_settings().api.max_upload_bytes)
     try:
         upload.file.seek(0)
         while chunk := upload.file.read(files.CHUNK):

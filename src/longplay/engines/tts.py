@@ -15,7 +15,6 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from longplay.config import Settings, get_settings
 from longplay.engines.audio import Samples, decode_audio, from_pcm16, resample
 from longplay.engines.cache import Loaded, cached_engine
 from longplay.engines.device import (
@@ -28,7 +27,8 @@ from longplay.engines.device import (
 )
 from longplay.engines.http import EngineClient
 from longplay.engines.models import DEFAULT_VOICE_NAME, piper_voice_file, piper_voice_name
-from longplay.jobs.errors import InvalidInput, InvalidParams, RetryableError
+from longplay.framework.errors import InvalidInput, InvalidParams, RetryableError
+from longplay.settings import Settings, get_settings
 
 HTTP_DEFAULT_VOICE = "alloy"
 PCM_SAMPLE_RATE = 24_000
@@ -215,36 +215,24 @@ def get_synthesizer(
     settings: Settings | None = None, *, on_fallback: FallbackCallback | None = None
 ) -> Synthesizer:
     """This process's text-to-speech engine for ``settings``, loaded on first use."""
-    fields = (
-        "tts_engine",
-        "tts_voice",
-        "tts_url",
-        "tts_api_key",
-        "tts_http_model",
-        "tts_http_voice",
-        "tts_http_format",
-        "tts_timeout",
-        "device",
-        "engine_threads",
-    )
-    return cached_engine("tts", settings or get_settings(), fields, _load, on_fallback)
+    return cached_engine("tts", settings or get_settings(), _load, on_fallback)
 
 
 def _load(settings: Settings) -> Loaded[Synthesizer]:
-    if settings.tts_engine == "http":
+    if settings.tts.engine == "http":
         client = EngineClient(
             engine="text-to-speech",
-            base_url=settings.tts_url,
-            api_key=settings.tts_api_key,
+            base_url=settings.tts.url,
+            api_key=settings.tts.api_key,
             settings_prefix="LONGPLAY_TTS",
-            timeout_s=settings.tts_timeout,
+            timeout_s=settings.tts.timeout,
         )
-        model = settings.tts_http_model
+        model = settings.tts.http_model
         synthesizer = HttpSynthesizer(
             client,
             model=model,
-            response_format=settings.tts_http_format,
-            default_voice=settings.tts_http_voice,
+            response_format=settings.tts.http_format,
+            default_voice=settings.tts.http_voice,
         )
         return Loaded(synthesizer, "http", model, "remote")
     import onnxruntime
@@ -253,7 +241,7 @@ def _load(settings: Settings) -> Loaded[Synthesizer]:
     name = piper_voice_name(settings, voice_file)
     threads = cpu_threads(settings)
     device = choose_device(
-        settings.device,
+        settings.engines.device,
         engine="piper",
         cuda_available="CUDAExecutionProvider" in onnxruntime.get_available_providers(),
     )
@@ -261,7 +249,7 @@ def _load(settings: Settings) -> Loaded[Synthesizer]:
         "piper",
         lambda d: PiperSynthesizer.load(voice_file, name=name, device=d, threads=threads),
         device,
-        strict=settings.device == "cuda",
+        strict=settings.engines.device == "cuda",
     )
     return Loaded(engine, "piper", str(voice_file), used, fallback)
 

@@ -36,8 +36,8 @@ import redis
 from sqlalchemy import String, cast, delete, select, update
 from sqlalchemy.orm import Session
 
-from longplay.config import Settings, get_settings
 from longplay.jobs.service import remove_job_files
+from longplay.settings import Settings, get_settings
 from longplay.store import files
 from longplay.store.db import affected, session_scope
 from longplay.store.models import FINISHED, Artifact, ArtifactRole, Job, JobStatus, utcnow
@@ -73,15 +73,19 @@ def run_cleanup(*, dry_run: bool = False, settings: Settings | None = None) -> C
     settings = settings or get_settings()
     report = CleanupReport(dry_run=dry_run)
     now = utcnow()
-    if settings.job_retention > 0:
-        _sweep_jobs(now - timedelta(seconds=settings.job_retention), settings, report)
-    if settings.result_retention > 0:
-        _sweep_results(now - timedelta(seconds=settings.result_retention), settings, report)
-    if settings.upload_retention > 0:
-        _sweep_uploads(now - timedelta(seconds=settings.upload_retention), settings, report)
+    if settings.retention.job_retention > 0:
+        _sweep_jobs(now - timedelta(seconds=settings.retention.job_retention), settings, report)
+    if settings.retention.result_retention > 0:
+        _sweep_results(
+            now - timedelta(seconds=settings.retention.result_retention), settings, report
+        )
+    if settings.retention.upload_retention > 0:
+        _sweep_uploads(
+            now - timedelta(seconds=settings.retention.upload_retention), settings, report
+        )
     _sweep_scratch(settings, report)
-    if settings.upload_retention > 0:
-        _sweep_stray_files(settings.upload_retention, settings, report)
+    if settings.retention.upload_retention > 0:
+        _sweep_stray_files(settings.retention.upload_retention, settings, report)
     log.info("cleanup%s: %s", " (dry run)" if dry_run else "", report.as_dict())
     return report
 
@@ -92,8 +96,8 @@ def _batches(
     """Keyset pages of candidate ids (``pick(session, after, limit)``, ordered by id),
     one transaction each, until a short page or ``cleanup_max_per_run`` candidates."""
     after, seen = "", 0
-    while seen < settings.cleanup_max_per_run:
-        limit = min(settings.cleanup_batch, settings.cleanup_max_per_run - seen)
+    while seen < settings.retention.cleanup_max_per_run:
+        limit = min(settings.retention.cleanup_batch, settings.retention.cleanup_max_per_run - seen)
         with session_scope() as session:
             ids = pick(session, after, limit)
             if not ids:
@@ -294,8 +298,8 @@ def _sweep_scratch(settings: Settings, report: CleanupReport) -> None:
         for entry in os.scandir(settings.work_dir)
         if entry.is_dir(follow_symlinks=False) and _modified_before(entry.path, stale)
     ]
-    for start in range(0, len(folders), settings.cleanup_batch):
-        names = folders[start : start + settings.cleanup_batch]
+    for start in range(0, len(folders), settings.retention.cleanup_batch):
+        names = folders[start : start + settings.retention.cleanup_batch]
         with session_scope() as session:
             active = set(
                 session.scalars(
@@ -340,12 +344,12 @@ def _sweep_stray_files(min_age: float, settings: Settings, report: CleanupReport
         and not e.name.startswith(".")
         and _modified_before(e.path, stale)
     ]
-    for start in range(0, len(names), settings.cleanup_batch):
-        batch = names[start : start + settings.cleanup_batch]
+    for start in range(0, len(names), settings.retention.cleanup_batch):
+        batch = names[start : start + settings.retention.cleanup_batch]
         with session_scope() as session:
             known = set(session.scalars(select(Artifact.path).where(Artifact.path.in_(batch))))
         strays += [root / name for name in batch if name not in known]
-    for path in strays[: settings.cleanup_max_per_run]:
+    for path in strays[: settings.retention.cleanup_max_per_run]:
         if not report.dry_run:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

@@ -14,11 +14,14 @@ from typing import Any
 import redis
 
 from longplay import keys
-from longplay.config import get_settings
+from longplay.jobs.hooks import Announcement
 from longplay.redis_client import get_redis
+from longplay.settings import get_settings
 
 log = logging.getLogger(__name__)
 STREAM_MAXLEN = 2000
+RENEWING = frozenset({"queued", "completed", "failed", "cancelled", "expired"})
+"""Events that (re)set the stream's time to live: a job's first and its last."""
 
 
 def make_event(event_type: str, job_id: str, **data: Any) -> dict[str, Any]:
@@ -38,12 +41,22 @@ def publish(event_type: str, job_id: str, *, expire: bool = False, **data: Any) 
         pipe = get_redis().pipeline(transaction=False)
         pipe.xadd(stream, {"data": json.dumps(event, default=str)}, maxlen=STREAM_MAXLEN)
         if expire:
-            pipe.expire(stream, get_settings().event_retention_seconds)
+            pipe.expire(stream, get_settings().retention.event_retention_seconds)
         event_id = pipe.execute()[0]
     except redis.RedisError as exc:
         log.warning("could not publish %s event for %s: %s", event_type, job_id, exc)
         return None
     return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+
+
+def tell(announcement: Announcement) -> None:
+    """The hooks' subscriber: every announcement goes on the job's stream."""
+    publish(
+        announcement.event,
+        announcement.job_id,
+        expire=announcement.event in RENEWING,
+        **announcement.data,
+    )
 
 
 def delete_stream(job_id: str) -> None:

@@ -19,9 +19,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from longplay.jobs import events
-from longplay.jobs.errors import JobCancelled
-from longplay.jobs.registry import Step
+from longplay.framework import JobCancelled, Step
+from longplay.jobs.unit import tell
 from longplay.store.db import affected, session_scope
 from longplay.store.models import Job, JobStatus, utcnow
 
@@ -32,7 +31,7 @@ Clock = Callable[[], float]
 class ProgressTracker:
     """Turns per-step fractions into overall percent and an ETA."""
 
-    def __init__(self, steps: Sequence[Step], *, clock: Clock = time.monotonic) -> None:
+    def __init__(self, steps: Sequence[Step[Any]], *, clock: Clock = time.monotonic) -> None:
         self._weights = {s.name: s.weight for s in steps}
         self._total = sum(self._weights.values())
         self._done_weight = 0.0
@@ -83,7 +82,7 @@ class ProgressReporter:
         self,
         job_id: str,
         worker: str,
-        steps: Sequence[Step],
+        steps: Sequence[Step[Any]],
         *,
         write_interval: float,
         clock: Clock = time.monotonic,
@@ -99,15 +98,15 @@ class ProgressReporter:
         self.lost = threading.Event()
         """Set by the heartbeat when the job stopped being ours (cancelled, lease lost)."""
 
-    def start_step(self, step: Step) -> None:
+    def start_step(self, step: Step[Any]) -> None:
         self.tracker.start(step.name)
         self.details = {}
         self._emit()
 
-    def finish_step(self, step: Step, *, skipped: bool = False) -> None:
+    def finish_step(self, step: Step[Any], *, skipped: bool = False) -> None:
         self.tracker.finish(step.name)
         if skipped:
-            events.publish("step_skipped", self.job_id, step=step.name)
+            tell("step_skipped", self.job_id, step=step.name)
 
     def advance(self, done: float, total: float, **details: Any) -> None:
         if self.lost.is_set():
@@ -121,7 +120,7 @@ class ProgressReporter:
         snapshot = self.snapshot()
         if snapshot != self._last_published:
             self._last_published = snapshot
-            events.publish("progress", self.job_id, status="running", **snapshot)
+            tell("progress", self.job_id, status="running", **snapshot)
         if now - self._last_write >= self._write_interval:
             self._last_write = now
             self.write(snapshot)

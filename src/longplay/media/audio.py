@@ -13,7 +13,7 @@ import av.container
 import numpy as np
 import numpy.typing as npt
 
-from longplay.jobs.errors import InvalidInput
+from longplay.framework.errors import InvalidInput
 
 
 @dataclass

@@ -57,14 +57,15 @@ class Loudness:
     def as_dict(self) -> dict[str, float | None]:
         """JSON-safe values: ``None`` stands for ``-inf``."""
         return {
-            "integrated_lufs": _finite_or_none(self.integrated),
-            "true_peak_dbtp": _finite_or_none(self.true_peak),
-            "sample_peak_dbfs": _finite_or_none(self.sample_peak),
+            "integrated_lufs": finite_or_none(self.integrated),
+            "true_peak_dbtp": finite_or_none(self.true_peak),
+            "sample_peak_dbfs": finite_or_none(self.sample_peak),
             "duration": self.duration,
         }
 
 
-def _finite_or_none(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
+    """``value`` rounded to 0.01, or None for the -inf of silence (JSON has no infinity)."""
     return round(value, 2) if math.isfinite(value) else None
 
 

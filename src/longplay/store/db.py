@@ -60,7 +60,7 @@ def _sessionmaker_for(url: str) -> sessionmaker[Session]:
 
 
 def get_engine(url: str | None = None) -> Engine:
-    from longplay.config import get_settings
+    from longplay.settings import get_settings
 
     return _engine_for(url or get_settings().effective_database_url)
 
@@ -68,7 +68,7 @@ def get_engine(url: str | None = None) -> Engine:
 @contextmanager
 def session_scope(url: str | None = None) -> Iterator[Session]:
     """A session that commits on success and rolls back on error."""
-    from longplay.config import get_settings
+    from longplay.settings import get_settings
 
     session = _sessionmaker_for(url or get_settings().effective_database_url)()
     try:

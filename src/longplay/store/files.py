@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-from longplay.config import get_settings
+from longplay.settings import get_settings
 from longplay.store.models import Artifact, ArtifactRole, new_id
 
 CHUNK = 1024 * 1024

@@ -1,4 +1,7 @@
-"""Text handling for the media pipelines: sentences for TTS, chunks for LLMs, subtitles."""
+"""Text handling for the kinds: sentences for TTS, chunks for LLMs, subtitles; and in
+their own modules the language catalogue (:mod:`~longplay.text.languages`), documents
+(:mod:`~longplay.text.documents`) and checks of a model's answers
+(:mod:`~longplay.text.answers`)."""
 
 from longplay.text.chunks import chunk_text, estimate_tokens
 from longplay.text.sentences import split_sentences

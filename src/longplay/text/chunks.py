@@ -8,12 +8,10 @@ exactly (``LanguageModel.count_tokens``) can check a prompt before it is sent.
 from __future__ import annotations
 
 import math
-import re
 
-from longplay.text.sentences import split_sentences
+from longplay.text.sentences import PARAGRAPH_BREAK, split_sentences
 
 CHARS_PER_TOKEN = 4
-_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
 
 def estimate_tokens(text: str) -> int:
@@ -32,7 +30,7 @@ def chunk_text(text: str, *, max_tokens: int) -> list[str]:
     if max_tokens < 1:
         raise ValueError("max_tokens must be at least 1")
     pieces: list[tuple[str, str]] = []  # (text, separator before it)
-    for paragraph in _PARAGRAPH_BREAK.split(text):
+    for paragraph in PARAGRAPH_BREAK.split(text):
         paragraph = paragraph.strip()
         if not paragraph:
             continue

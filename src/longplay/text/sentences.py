@@ -11,6 +11,7 @@ produce a minute of audio in one synthesis call.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 DEFAULT_MAX_CHARS = 300
 
@@ -27,12 +28,35 @@ _ABBREVIATIONS = frozenset(
 # Abbreviations only before a number ("No. 5", "Fig. 3"); ordinary words before a capital
 # ("The answer is no. Then ...").
 _NUMBER_ABBREVIATIONS = frozenset({"no", "nos", "vol", "fig", "figs", "eq", "ch", "sec", "art"})
-_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+"""A blank line: where one paragraph ends and the next begins."""
 # A candidate end: terminal punctuation, optional closing quotes/brackets, then whitespace.
 _CANDIDATE_END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?=\s)")
 _NEXT_STARTS_SENTENCE = re.compile(r"\s+[\"'\u201c\u2018(\[]*([A-Z0-9\u00c0-\u00dd])")
 _LAST_WORD = re.compile(r"([\w.]+)\.$")
 _CLAUSE_BREAK = re.compile(r"[,;:\u2013\u2014]\s")
+
+
+SPEAKABLE = re.compile(r"[^\W_]")
+"""A letter or a digit: what a text needs for there to be anything to say."""
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """A piece of text voiced in one call, and whether a paragraph ends with it."""
+
+    text: str
+    ends_paragraph: bool
+
+
+def speakable_sentences(text: str) -> list[Sentence]:
+    """The sentences of ``text`` that have a letter or a digit in them, paragraph by
+    paragraph (a lone ``* * *`` is a pause, not something to read out)."""
+    sentences: list[Sentence] = []
+    for paragraph in PARAGRAPH_BREAK.split(text):
+        spoken = [s for s in split_sentences(paragraph) if SPEAKABLE.search(s)]
+        sentences.extend(Sentence(s, i == len(spoken) - 1) for i, s in enumerate(spoken))
+    return sentences
 
 
 def split_sentences(text: str, *, max_chars: int = DEFAULT_MAX_CHARS) -> list[str]:
@@ -45,7 +69,7 @@ def split_sentences(text: str, *, max_chars: int = DEFAULT_MAX_CHARS) -> list[st
     if max_chars < 1:
         raise ValueError("max_chars must be at least 1")
     sentences: list[str] = []
-    for paragraph in _PARAGRAPH_BREAK.split(text):
+    for paragraph in PARAGRAPH_BREAK.split(text):
         flat = " ".join(paragraph.split())
         for sentence in _split_paragraph(flat):
             sentences.extend(_cut_long(sentence, max_chars))

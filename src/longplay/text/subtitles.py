@@ -4,7 +4,7 @@ Translation keeps the timings of the cues it reads, so parsing is lenient about 
 real files contain (a byte-order mark, CRLF line ends, missing or repeated cue numbers,
 ``.`` instead of ``,`` in SRT times, cue settings after VTT times, NOTE/STYLE/REGION
 blocks) and strict only where a guess would move a cue: an unreadable timing line is an
-:class:`~longplay.jobs.errors.InvalidInput`.
+:class:`~longplay.framework.errors.InvalidInput`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from longplay.jobs.errors import InvalidInput
+from longplay.framework.errors import InvalidInput
 
 SubtitleFormat = Literal["srt", "vtt", "json"]
 

@@ -6,11 +6,11 @@ from fastapi import APIRouter, UploadFile, status
 from fastapi.responses import FileResponse
 
 from longplay.api.deps import OwnerDep, SessionDep
-from longplay.api.schemas import ArtifactPublic
 from longplay.api.uploads import store_upload
-from longplay.config import get_settings
-from longplay.jobs import service
+from longplay.jobs import refusals, service
+from longplay.settings import get_settings
 from longplay.store import files
+from longplay.store.views import ArtifactPublic
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
 
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ArtifactPublic,
-    max_body_size=get_settings().max_upload_bytes + 1024 * 1024,
+    max_body_size=get_settings().api.max_upload_bytes + 1024 * 1024,
 )
 def upload(file: UploadFile, session: SessionDep, owner: OwnerDep) -> ArtifactPublic:
     """Upload a file to use as a job's input; the reply's ``id`` goes in ``inputs``."""
@@ -44,7 +44,7 @@ def download(artifact_id: str, session: SessionDep, owner: OwnerDep) -> FileResp
     artifact = service.get_artifact(session, owner=owner, artifact_id=artifact_id)
     path = files.path_of(artifact)
     if not path.is_file():
-        raise service.NotFound(f"the file of artifact {artifact_id} is gone")
+        raise refusals.NotFound(f"the file of artifact {artifact_id} is gone")
     return FileResponse(
         path,
         media_type=artifact.media_type,

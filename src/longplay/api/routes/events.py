@@ -15,9 +15,9 @@ from starlette.concurrency import run_in_threadpool
 
 from longplay import keys
 from longplay.api.deps import OwnerDep, SessionDep
-from longplay.config import get_settings
 from longplay.jobs import service
 from longplay.jobs.events import make_event
+from longplay.settings import get_settings
 from longplay.store.db import session_scope
 from longplay.store.models import Job, JobStatus
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Request, Response, status
@@ -16,15 +17,15 @@ from longplay.api.schemas import (
     AttemptPublic,
     JobCreate,
     JobList,
-    JobPublic,
     RetryMany,
     RetryManyResult,
     RetrySkipped,
 )
 from longplay.api.uploads import store_upload
-from longplay.config import get_settings
-from longplay.jobs import service
+from longplay.jobs import refusals, service, submission
+from longplay.settings import get_settings
 from longplay.store.models import Job, JobStatus, Owner, Priority
+from longplay.store.views import JobPublic
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 DEDUPLICATED_HEADER = "Longplay-Deduplicated"
@@ -58,27 +59,39 @@ SUBMIT_BODY: dict[str, Any] = {
 
 
 def present(session: Session, job: Job, *, with_position: bool = True) -> JobPublic:
-    """A job as clients see it; its queue position costs a count, so a fresh submission
-    (whose position is its place at the end of the queue) leaves it out."""
-    return JobPublic.of(
-        job,
-        queue_position=service.queue_position(session, job) if with_position else None,
-        outputs=service.outputs_of(session, job)
-        if job.status == JobStatus.COMPLETED.value
-        else None,
+    """A job as clients see it; its queue position costs a few queries, so a fresh
+    submission (whose position is its place at the end of the queue) leaves it out."""
+    return present_page(session, [job], with_position=with_position)[0]
+
+
+def present_page(
+    session: Session, jobs: Sequence[Job], *, with_position: bool = True
+) -> list[JobPublic]:
+    """Jobs as clients see them, with a bounded number of queries for the whole page."""
+    positions = service.queue_positions(session, jobs) if with_position else {}
+    outputs = service.outputs_of_many(
+        session, [j for j in jobs if j.status == JobStatus.COMPLETED.value]
     )
+    return [
+        JobPublic.of(
+            job,
+            queue_position=positions.get(job.id),
+            outputs=outputs.get(job.id) if job.status == JobStatus.COMPLETED.value else None,
+        )
+        for job in jobs
+    ]
 
 
 async def _read_submission(request: Request) -> tuple[JobCreate, list[UploadFile]]:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        form = await request.form(max_files=get_settings().max_inputs_per_job)
+        form = await request.form(max_files=get_settings().api.max_inputs_per_job)
         uploads = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
         raw_params = form.get("params") or "{}"
         try:
             params = json.loads(str(raw_params))
         except json.JSONDecodeError as exc:
-            raise service.Invalid(f"params is not valid JSON: {exc}") from exc
+            raise refusals.Invalid(f"params is not valid JSON: {exc}") from exc
         fields: dict[str, Any] = {
             "kind": form.get("kind"),
             "params": params,
@@ -93,14 +106,14 @@ async def _read_submission(request: Request) -> tuple[JobCreate, list[UploadFile
         try:
             fields = json.loads(await request.body())
         except json.JSONDecodeError as exc:
-            raise service.Invalid(f"body is not valid JSON: {exc}") from exc
+            raise refusals.Invalid(f"body is not valid JSON: {exc}") from exc
         uploads = []
     else:
-        raise service.Invalid("send application/json or multipart/form-data")
+        raise refusals.Invalid("send application/json or multipart/form-data")
     try:
         return JobCreate.model_validate(fields), uploads
     except ValidationError as exc:
-        raise service.Invalid(
+        raise refusals.Invalid(
             "bad job submission",
             exc.errors(include_url=False, include_input=False, include_context=False),
         ) from exc
@@ -133,7 +146,7 @@ async def _read_submission(request: Request) -> tuple[JobCreate, list[UploadFile
         },
     },
     openapi_extra=SUBMIT_BODY,
-    max_body_size=get_settings().max_upload_bytes + 1024 * 1024,
+    max_body_size=get_settings().api.max_upload_bytes + 1024 * 1024,
 )
 async def submit_job(
     request: Request,
@@ -155,7 +168,7 @@ async def submit_job(
         response.status_code = status.HTTP_200_OK
         response.headers[DEDUPLICATED_HEADER] = "true"
     else:  # after the answer went out: the submit's latency does not wait for the broker
-        background.add_task(service.admit_submitted, job.run_at, job.deadline)
+        background.add_task(submission.admit_submitted, job.run_at, job.deadline)
     return job
 
 
@@ -167,7 +180,7 @@ def _submit(
     idempotency_key: str | None,
 ) -> tuple[JobPublic, bool]:
     stored = [store_upload(session, owner, upload) for upload in uploads]
-    submitted = service.submit_job(
+    submitted = submission.submit_job(
         session,
         owner=owner,
         kind_name=body.kind,
@@ -206,7 +219,7 @@ def list_jobs(
         cursor=cursor,
         all_owners=all_owners,
     )
-    return JobList(items=[present(session, j) for j in page.jobs], next_cursor=page.next_cursor)
+    return JobList(items=present_page(session, page.jobs), next_cursor=page.next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobPublic)
@@ -218,37 +231,23 @@ def get_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobPublic:
 @router.post("/{job_id}/cancel", response_model=JobPublic)
 def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobPublic:
     """Cancel a queued job, or stop a running one at its next progress checkpoint."""
-    job = service.cancel_job(session, owner=owner, job_id=job_id)
-    session.commit()
-    service.announce_cancel(job)
-    return present(session, job)
+    return present(session, service.cancel_job(session, owner=owner, job_id=job_id))
 
 
 @router.post("/retry", response_model=RetryManyResult)
 def retry_jobs(body: RetryMany, session: SessionDep, owner: OwnerDep) -> RetryManyResult:
     """Retry many failed jobs at once; the others are listed with the reason."""
-    retried: list[Job] = []
-    skipped: list[RetrySkipped] = []
-    for job_id in dict.fromkeys(body.ids):
-        try:
-            retried.append(service.retry_job(session, owner=owner, job_id=job_id))
-        except service.ServiceError as exc:
-            skipped.append(RetrySkipped(id=job_id, reason=str(exc)))
-    session.commit()
-    for job in retried:
-        service.announce_queued(job)
-    service.admit_held()
-    return RetryManyResult(retried=[j.id for j in retried], skipped=skipped)
+    outcome = service.retry_jobs(session, owner=owner, job_ids=body.ids)
+    return RetryManyResult(
+        retried=outcome.retried,
+        skipped=[RetrySkipped(id=job_id, reason=reason) for job_id, reason in outcome.skipped],
+    )
 
 
 @router.post("/{job_id}/retry", response_model=JobPublic)
 def retry_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobPublic:
     """Run a failed job again; it resumes after the last step it finished."""
-    job = service.retry_job(session, owner=owner, job_id=job_id)
-    session.commit()
-    service.announce_queued(job)
-    service.admit_held()
-    return present(session, job)
+    return present(session, service.retry_job(session, owner=owner, job_id=job_id))
 
 
 @router.get("/{job_id}/attempts", response_model=list[AttemptPublic])
@@ -263,7 +262,5 @@ def job_attempts(job_id: str, session: SessionDep, owner: OwnerDep) -> list[Atte
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Response:
     """Delete a finished job with its results and the files uploaded with it."""
-    removed = service.delete_job(session, owner=owner, job_id=job_id)
-    session.commit()
-    service.remove_job_files(job_id, removed)
+    service.delete_job(session, owner=owner, job_id=job_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

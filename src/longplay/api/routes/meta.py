@@ -7,8 +7,8 @@ from fastapi import APIRouter, Response, status
 from longplay import keys
 from longplay.api.deps import OwnerDep
 from longplay.api.schemas import HealthPublic, KindPublic, WorkerPublic
+from longplay.framework.kinds import all_kinds
 from longplay.health import report as health_report
-from longplay.jobs.registry import all_kinds
 from longplay.redis_client import get_redis
 
 router = APIRouter()

@@ -6,7 +6,8 @@ from fastapi import APIRouter
 
 from longplay.api.deps import OwnerDep, SessionDep
 from longplay.api.schemas import WebhookDeliveryPublic, WebhookSecretPublic
-from longplay.jobs import webhooks
+from longplay.jobs import service
+from longplay.jobs.webhooks import signing
 
 router = APIRouter(tags=["webhooks"])
 
@@ -21,9 +22,7 @@ def get_secret(owner: OwnerDep) -> WebhookSecretPublic:
 def rotate_secret(session: SessionDep, owner: OwnerDep) -> WebhookSecretPublic:
     """Replace your signing secret; every message sent from now on, retries included,
     is signed with the new one."""
-    secret = webhooks.rotate_secret(session, owner)
-    session.commit()
-    return WebhookSecretPublic(secret=secret)
+    return WebhookSecretPublic(secret=signing.rotate_secret(session, owner))
 
 
 @router.get("/v1/jobs/{job_id}/webhooks", response_model=list[WebhookDeliveryPublic])
@@ -31,5 +30,5 @@ def job_webhooks(job_id: str, session: SessionDep, owner: OwnerDep) -> list[Webh
     """The webhook messages about a job and how sending each went."""
     return [
         WebhookDeliveryPublic.model_validate(d)
-        for d in webhooks.deliveries_of(session, owner=owner, job_id=job_id)
+        for d in service.deliveries_of(session, owner=owner, job_id=job_id)
     ]

@@ -1,0 +1,106 @@
+"""The Celery app, built from the same settings object as the API.
+
+Late acks and reject-on-worker-lost give at-least-once delivery; a prefetch of one
+keeps a long job from holding a second one hostage; the broker polls queues in
+priority order so a high job overtakes a backlog of low ones. Job state lives in
+the store, so Celery keeps no results.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+from kombu import Queue
+
+from longplay import keys
+from longplay.settings import Settings, get_settings
+
+RUN_JOB = "longplay.run_job"
+REAP = "longplay.reap"
+DELIVER_WEBHOOK = "longplay.deliver_webhook"
+SWEEP_WEBHOOKS = "longplay.sweep_webhooks"
+CLEANUP = "longplay.cleanup"
+ADMIT = "longplay.admit"
+ROUTINE = (REAP, SWEEP_WEBHOOKS, CLEANUP, ADMIT)
+"""Upkeep beat sends every few seconds; their every run is not news."""
+
+
+class QuietRoutine(logging.Filter):
+    """Drops Celery's INFO lines about routine upkeep ("received", "succeeded",
+    "Sending due task"), which would bury the lines about jobs; warnings stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        message = record.getMessage()
+        return not any(name in message for name in ROUTINE)
+
+
+def quiet_routine_logs() -> None:
+    for name in ("celery.worker.strategy", "celery.app.trace", "celery.beat"):
+        logging.getLogger(name).addFilter(QuietRoutine())
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery(
+        "longplay",
+        broker=settings.broker_url,
+        include=["longplay.worker.tasks", "longplay.worker.webhook_tasks"],
+    )
+    all_queues = keys.worker_queues(["cpu", "gpu"])
+    upkeep = {"queue": keys.UPKEEP_QUEUE, "expires": settings.worker.reaper_interval}
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        result_backend=None,
+        task_serializer="json",
+        accept_content=["json"],
+        task_queues=[Queue(name) for name in all_queues],
+        task_default_queue=keys.queue_name("cpu", "normal"),
+        task_create_missing_queues=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "queue_order_strategy": "priority",
+            "visibility_timeout": settings.worker.visibility_timeout,
+        },
+        worker_soft_shutdown_timeout=settings.worker.shutdown_grace,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        beat_schedule={
+            # Expiring: while no worker runs, reap messages do not pile up.
+            "reap": {"task": REAP, "schedule": settings.worker.reaper_interval, "options": upkeep},
+            # Due run_at and retries, deadlines, messages lost with the broker.
+            "admit": {
+                "task": ADMIT,
+                "schedule": settings.admission.dispatch_interval,
+                "options": {
+                    "queue": keys.UPKEEP_QUEUE,
+                    "expires": settings.admission.dispatch_interval,
+                },
+            },
+            "sweep-webhooks": {
+                "task": SWEEP_WEBHOOKS,
+                "schedule": settings.webhooks.sweep_interval,
+                "options": {
+                    "queue": keys.UPKEEP_QUEUE,
+                    "expires": settings.webhooks.sweep_interval,
+                },
+            },
+            "cleanup": {
+                "task": CLEANUP,
+                "schedule": settings.retention.cleanup_interval,
+                "options": {
+                    "queue": keys.UPKEEP_QUEUE,
+                    "expires": settings.retention.cleanup_interval,
+                },
+            },
+        },
+    )
+    return app
+
+
+celery_app = make_celery(get_settings())

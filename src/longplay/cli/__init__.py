@@ -1,0 +1,14 @@
+"""The ``longplay`` command: run the service or its parts, look after it, use it as a
+client. Each module adds its commands to the one Typer app; they are imported in the
+order ``longplay --help`` lists them."""
+
+from longplay.cli import serve
+from longplay.cli.app import app
+
+# isort: split
+from longplay.cli import admin
+
+# isort: split
+from longplay.cli import jobs
+
+__all__ = ["admin", "app", "jobs", "serve"]

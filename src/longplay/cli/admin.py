@@ -1,0 +1,168 @@
+"""Looking after a deployment: cleanup, API keys, owners and their limits."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from longplay.cli.app import app, console, err, keys_app, owners_app, prepare, setup_logging
+from longplay.settings import Settings, get_settings
+
+
+@app.command()
+def cleanup(
+    dry_run: Annotated[bool, typer.Option(help="Count what would go; delete nothing.")] = False,
+) -> None:
+    """Apply the retention settings once (beat does it every ``cleanup_interval``)."""
+    from longplay.jobs.cleanup import run_cleanup
+
+    settings = get_settings()
+    setup_logging(settings)
+    prepare(settings)
+    typer.echo(json.dumps(run_cleanup(dry_run=dry_run).as_dict()))
+
+
+@keys_app.command("create")
+def keys_create(
+    owner: Annotated[str, typer.Argument(help="Owner name; made if new.")],
+    admin: Annotated[bool, typer.Option(help="The owner may see every owner's jobs.")] = False,
+    label: str = "",
+    tier: Annotated[
+        str | None, typer.Option(help="The owner's tier (settings `tiers`); new owners: standard.")
+    ] = None,
+) -> None:
+    """Make an API key for an owner; it is shown once."""
+    from longplay.store.db import session_scope
+    from longplay.store.owners import create_key, get_or_create_owner
+
+    settings = get_settings()
+    _check_tier(settings, tier)
+    prepare(settings)
+    with session_scope() as session:
+        found = get_or_create_owner(session, owner, is_admin=admin)
+        if tier is not None:
+            found.tier = tier
+        secret = create_key(session, found, label=label)
+    console.print(secret)
+
+
+def _check_tier(settings: Settings, tier: str | None) -> None:
+    if tier is not None and tier not in settings.admission.tiers:
+        raise typer.BadParameter(
+            f"no tier {tier!r}; the tiers are {', '.join(settings.admission.tiers)}"
+        )
+
+
+@owners_app.command("set")
+def owners_set(
+    name: Annotated[str, typer.Argument(help="Owner name.")],
+    tier: Annotated[str | None, typer.Option(help="standard, priority, batch, ...")] = None,
+    max_running: Annotated[
+        int | None, typer.Option(min=0, help="Jobs running at once; 0: the tier's.")
+    ] = None,
+    max_queued: Annotated[
+        int | None, typer.Option(min=0, help="Jobs waiting at once; 0: the tier's.")
+    ] = None,
+    submit_rate: Annotated[
+        float | None, typer.Option(min=0, help="Submissions a minute; 0: the tier's.")
+    ] = None,
+) -> None:
+    """Set an owner's tier and its own limits (a limit it has none of is its tier's)."""
+    from sqlalchemy import select
+
+    from longplay.store.db import session_scope
+    from longplay.store.models import Owner
+
+    settings = get_settings()
+    _check_tier(settings, tier)
+    prepare(settings)
+    with session_scope() as session:
+        found = session.scalar(select(Owner).where(Owner.name == name))
+        if found is None:
+            err.print(f"no owner {name} (longplay keys create {name} makes one)")
+            raise typer.Exit(1)
+        if tier is not None:
+            found.tier = tier
+        if max_running is not None:
+            found.max_running = max_running or None
+        if max_queued is not None:
+            found.max_queued = max_queued or None
+        if submit_rate is not None:
+            found.submit_rate = submit_rate or None
+    _print_owners([name])
+
+
+@owners_app.command("list")
+def owners_list() -> None:
+    """Every owner with its tier and the limits that apply to it."""
+    prepare(get_settings())
+    _print_owners(None)
+
+
+def _print_owners(names: list[str] | None) -> None:
+    from sqlalchemy import select
+
+    from longplay.jobs.admission.limits import limits_of
+    from longplay.store.db import session_scope
+    from longplay.store.models import Owner
+
+    def shown(value: float | None) -> str:
+        return "-" if value is None else f"{value:g}"
+
+    query = select(Owner).order_by(Owner.name)
+    if names is not None:
+        query = query.where(Owner.name.in_(names))
+    table = Table("owner", "tier", "priority", "max running", "max queued", "submits/min")
+    with session_scope() as session:
+        for owner in session.scalars(query):
+            limits = limits_of(owner)
+            table.add_row(
+                owner.name + (" (admin)" if owner.is_admin else ""),
+                owner.tier,
+                limits.priority.value,
+                shown(limits.max_running),
+                shown(limits.max_queued),
+                shown(limits.submit_rate),
+            )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    owner: str, prefix: Annotated[str, typer.Argument(help="The key's first 10 characters.")]
+) -> None:
+    """Revoke an owner's key by its prefix."""
+    from longplay.store.db import session_scope
+    from longplay.store.models import Owner
+    from longplay.store.owners import revoke_key
+
+    prepare(get_settings())
+    with session_scope() as session:
+        found = session.query(Owner).filter_by(name=owner).one_or_none()
+        if found is None or not revoke_key(session, found, prefix):
+            err.print(f"no live key {prefix}… for owner {owner}")
+            raise typer.Exit(1)
+    console.print("revoked")
+
+
+@keys_app.command("webhook-secret")
+def keys_webhook_secret(
+    owner: str,
+    rotate: Annotated[bool, typer.Option(help="Replace it with a new one first.")] = False,
+) -> None:
+    """Print the secret an owner's webhooks are signed with."""
+    from longplay.jobs.webhooks.signing import rotate_secret
+    from longplay.store.db import session_scope
+    from longplay.store.models import Owner
+
+    prepare(get_settings())
+    with session_scope() as session:
+        found = session.query(Owner).filter_by(name=owner).one_or_none()
+        if found is None:
+            err.print(f"no owner {owner}")
+            raise typer.Exit(1)
+        secret = rotate_secret(session, found) if rotate else found.webhook_secret
+    console.print(secret)

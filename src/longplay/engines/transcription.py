@@ -1,0 +1,381 @@
+"""Transcribing one audio or video file of any length: what is said in it as plain
+text, SRT, WebVTT and JSON (segments, words, language, duration).
+
+The input is decoded to 16 kHz mono block by block and at most ``WINDOW_S`` seconds
+of it are held at a time: a longer input is cut into pieces in the middle of a
+silence that faster-whisper's Silero VAD finds (:func:`~longplay.engines.detect_speech`),
+and each piece is transcribed on its own, its times moved back onto the input's
+timeline. Memory therefore stays bounded however long the input is. Inside a piece
+the engine's own VAD skips the silences (``vad``).
+
+:func:`transcribe_audio` makes the :class:`Transcript`, :func:`write_transcript`
+writes it in each format, and :func:`transcribe_file` does both in one call, for kinds
+that transcribe as one stage of their own (``dub``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import closing
+from dataclasses import dataclass, replace
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from longplay.engines.device import FallbackCallback, gpu_slot
+from longplay.engines.stt import (
+    SAMPLE_RATE,
+    Segment,
+    Transcriber,
+    Word,
+    detect_speech,
+    get_transcriber,
+)
+from longplay.framework import InputFile, Progress
+from longplay.media import AudioBlock, decode, probe
+from longplay.settings import get_settings
+from longplay.text import format_srt, format_vtt
+
+Audio = npt.NDArray[np.float32]
+TranscriptFormat = Literal["json", "txt", "srt", "vtt"]
+
+MEDIA_TYPES: dict[TranscriptFormat, str] = {
+    "json": "application/json",
+    "txt": "text/plain",
+    "srt": "application/x-subrip",
+    "vtt": "text/vtt",
+}
+WINDOW_S = 600.0
+"""The most audio transcribed in one piece (about 38 MB as float32)."""
+CUT_SEARCH_S = 60.0
+"""How far back from the end of a full window a silence to cut at is looked for."""
+MIN_CUT_SILENCE_S = 0.3
+PARAGRAPH_PAUSE_S = 2.0
+_LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}$")
+
+
+class TranscriptionOptions(BaseModel):
+    """How to transcribe: the options of :func:`transcribe_file`, and a ``transcribe``
+    job's params."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    language: str | None = Field(
+        default=None,
+        description=(
+            "Language code of the speech (ISO 639-1, e.g. 'en'); null: detected. The bundled "
+            "model, Whisper tiny.en, knows only English: other languages need LONGPLAY_STT_MODEL "
+            "set to a multilingual Whisper model, and fail with invalid_params otherwise."
+        ),
+    )
+    word_timestamps: bool = Field(
+        default=False, description="Also time every word; the words are in the JSON transcript."
+    )
+    initial_prompt: str | None = Field(
+        default=None,
+        max_length=1000,
+        description=(
+            "Text as if said just before the audio: names, spellings and punctuation style "
+            "for the model to follow."
+        ),
+    )
+    vad: bool = Field(
+        default=True,
+        description=(
+            "Skip silence with the Silero voice activity detector before transcribing: "
+            "faster, and no words made up from noise."
+        ),
+    )
+
+    @field_validator("language")
+    @classmethod
+    def _language_code(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        code = value.strip().lower()
+        if not _LANGUAGE_CODE.match(code):
+            raise ValueError(f"language must be a code such as 'en' or 'fr', not {value!r}")
+        return code
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What was said in a file: segments on the file's timeline, in seconds."""
+
+    language: str
+    duration: float
+    """Seconds of audio decoded."""
+    segments: tuple[Segment, ...]
+    language_probability: float | None = None
+
+    @property
+    def text(self) -> str:
+        """The plain text: the segments one after another, and a new paragraph after a
+        pause of ``PARAGRAPH_PAUSE_S`` or more."""
+        spoken = [segment for segment in self.segments if segment.text]
+        parts = [spoken[0].text] if spoken else []
+        for before, segment in pairwise(spoken):
+            parts.append("\n\n" if segment.start - before.end >= PARAGRAPH_PAUSE_S else " ")
+            parts.append(segment.text)
+        return "".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON transcript: the OpenAI ``verbose_json`` shape, words in their segment."""
+        return {
+            "language": self.language,
+            "language_probability": _rounded(self.language_probability),
+            "duration": _seconds(self.duration),
+            "text": " ".join(self.text.split()),
+            "segments": [_segment_dict(i, s) for i, s in enumerate(self.segments)],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Transcript:
+        """The transcript :meth:`as_dict` wrote."""
+        segments = tuple(
+            Segment(
+                start=s["start"],
+                end=s["end"],
+                text=s["text"],
+                words=tuple(
+                    Word(w["start"], w["end"], w["word"], w.get("probability")) for w in s["words"]
+                ),
+                avg_logprob=s.get("avg_logprob"),
+                no_speech_prob=s.get("no_speech_prob"),
+            )
+            for s in data["segments"]
+        )
+        return cls(data["language"], data["duration"], segments, data["language_probability"])
+
+
+@dataclass(frozen=True)
+class TranscriptFiles:
+    """A transcript and the files written from it, by format."""
+
+    transcript: Transcript
+    files: dict[TranscriptFormat, Path]
+
+
+def transcribe_file(
+    source: InputFile,
+    folder: Path,
+    options: TranscriptionOptions,
+    *,
+    progress: Progress,
+    on_fallback: FallbackCallback | None = None,
+) -> TranscriptFiles:
+    """Transcribe ``source`` and write ``<stem>.json``, ``.txt``, ``.srt`` and ``.vtt``
+    into ``folder``; see :func:`transcribe_audio` for the progress reported."""
+    transcript = transcribe_audio(source, options, progress=progress, on_fallback=on_fallback)
+    return TranscriptFiles(transcript, write_transcript(transcript, folder, stem_of(source)))
+
+
+def transcribe_audio(
+    source: InputFile,
+    options: TranscriptionOptions,
+    *,
+    progress: Progress,
+    on_fallback: FallbackCallback | None = None,
+    window_s: float = WINDOW_S,
+) -> Transcript:
+    """Transcribe the first audio stream of ``source``, piece by piece.
+
+    ``progress`` hears of every segment: done and total in seconds of audio, with
+    ``seconds``, ``segments`` (found so far), ``duration`` and ``input`` as details.
+    Raises :class:`~longplay.media.UndecodableAudio` naming the file when it has no
+    audio that PyAV decodes, and the engine's ``InvalidParams`` for a language it
+    cannot do.
+    """
+    info = probe(source.path, name=source.name)
+    stt = get_transcriber(on_fallback=on_fallback)
+    run = _Run(stt, options, source.name, info.duration, progress)
+    blocks = decode(source.path, sample_rate=SAMPLE_RATE, channels=1, name=source.name)
+    with gpu_slot(stt.device, timeout_s=get_settings().engines.gpu_wait_timeout), closing(blocks):
+        for offset, piece in split_at_silences(blocks, window_s=window_s):
+            run.add(offset, piece)
+    return run.finish()
+
+
+def split_at_silences(
+    blocks: Iterable[AudioBlock], *, window_s: float = WINDOW_S
+) -> Iterator[tuple[float, Audio]]:
+    """Consecutive pieces of 16 kHz mono ``blocks`` as ``(start in seconds, samples)``.
+
+    Whenever ``window_s`` seconds are held, they are cut at :func:`silence_cut` and the
+    piece before the cut goes out; the rest starts the next piece.
+    """
+    window = round(window_s * SAMPLE_RATE)
+    search_s = min(CUT_SEARCH_S, window_s / 2)
+    held: list[Audio] = []
+    frames = start = 0
+    for block in blocks:
+        held.append(block.samples[:, 0])
+        frames += len(block.samples)
+        while frames >= window:
+            audio = np.concatenate(held)
+            cut = silence_cut(audio, search_s=search_s)
+            yield start / SAMPLE_RATE, audio[:cut]
+            start += cut
+            held, frames = [audio[cut:]], len(audio) - cut
+    if frames:
+        yield start / SAMPLE_RATE, np.concatenate(held)
+
+
+def silence_cut(audio: Audio, *, search_s: float) -> int:
+    """Where to cut 16 kHz ``audio``: the middle of the longest silence the VAD finds in
+    its last ``search_s`` seconds, else anywhere in it, else (speech throughout) its end.
+
+    A silence is a pause of at least ``MIN_CUT_SILENCE_S`` between two stretches of
+    speech (the VAD pads speech and may leave no gap between the two, but the pause
+    lies where they meet), or a gap before the first or after the last.
+    """
+    for offset in dict.fromkeys((max(0, len(audio) - round(search_s * SAMPLE_RATE)), 0)):
+        spans = detect_speech(audio[offset:], min_silence_s=MIN_CUT_SILENCE_S)
+        if not spans:
+            return len(audio)
+        edges = [0.0, *(t for span in spans for t in (span.start, span.end))]
+        edges.append((len(audio) - offset) / SAMPLE_RATE)
+        gaps = list(zip(edges[::2], edges[1::2], strict=True))
+        silences = [*gaps[1:-1], *(gap for gap in (gaps[0], gaps[-1]) if gap[1] > gap[0])]
+        if silences:
+            start, end = max(silences, key=lambda gap: gap[1] - gap[0])
+            return offset + round((start + end) / 2 * SAMPLE_RATE)
+    return len(audio)
+
+
+class _Run:
+    """One transcription under way: segments so far, the language, progress."""
+
+    def __init__(
+        self,
+        stt: Transcriber,
+        options: TranscriptionOptions,
+        name: str,
+        duration: float,
+        progress: Progress,
+    ) -> None:
+        self.stt, self.options, self.name, self.progress = stt, options, name, progress
+        self.header_duration = duration
+        self.segments: list[Segment] = []
+        self.language = options.language
+        self.language_probability: float | None = None
+        self.heard_language = ""
+        self.decoded = 0.0
+
+    def add(self, offset: float, audio: Audio) -> None:
+        """Transcribe the piece of ``audio`` that starts ``offset`` seconds in."""
+        self.decoded = offset + len(audio) / SAMPLE_RATE
+        run = self.stt.transcribe(
+            audio,
+            language=self.language,
+            word_timestamps=self.options.word_timestamps,
+            initial_prompt=self.options.initial_prompt,
+            vad=self.options.vad,
+        )
+        self.heard_language = run.language
+        for segment in run.segments:
+            if self.language is None:  # the first piece with speech decides for the rest
+                self.language, self.language_probability = run.language, run.language_probability
+            self.segments.append(_shifted(segment, offset))
+            self._report(offset + segment.end)
+        self._report(self.decoded)
+
+    def finish(self) -> Transcript:
+        self._report(self.decoded, total=self.decoded)
+        return Transcript(
+            language=self.language or self.heard_language,
+            duration=self.decoded,
+            segments=tuple(self.segments),
+            language_probability=self.language_probability,
+        )
+
+    def _report(self, seconds: float, *, total: float | None = None) -> None:
+        """Progress in seconds of input; the header's duration is an estimate, so the
+        total grows when decoding runs past it."""
+        total = total if total is not None else max(self.header_duration, self.decoded)
+        done = float(min(seconds, total))
+        self.progress(
+            done,
+            float(total),
+            seconds=round(done, 1),
+            segments=len(self.segments),
+            duration=round(total, 1),
+            input=self.name,
+        )
+
+
+def write_transcript(
+    transcript: Transcript,
+    folder: Path,
+    stem: str,
+    formats: Iterable[TranscriptFormat] = ("json", "txt", "srt", "vtt"),
+) -> dict[TranscriptFormat, Path]:
+    """Write ``<stem>.<format>`` files into ``folder``; an empty transcript gives empty
+    text and subtitles with no cues."""
+    written: dict[TranscriptFormat, Path] = {}
+    for fmt in formats:
+        path = folder / f"{stem}.{fmt}"
+        path.write_text(_render(transcript, fmt), encoding="utf-8")
+        written[fmt] = path
+    return written
+
+
+def read_transcript(path: Path) -> Transcript:
+    """A JSON transcript that :func:`write_transcript` wrote."""
+    return Transcript.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def stem_of(source: InputFile) -> str:
+    """The name outputs made from ``source`` take, before their extension."""
+    return Path(source.name).stem or "transcript"
+
+
+def _render(transcript: Transcript, fmt: TranscriptFormat) -> str:
+    if fmt == "json":
+        return json.dumps(transcript.as_dict(), ensure_ascii=False, indent=1) + "\n"
+    if fmt == "srt":
+        return format_srt(transcript.segments)
+    if fmt == "vtt":
+        return format_vtt(transcript.segments)
+    return f"{transcript.text}\n" if transcript.text else ""
+
+
+def _shifted(segment: Segment, offset: float) -> Segment:
+    if not offset:
+        return segment
+    words = tuple(replace(w, start=w.start + offset, end=w.end + offset) for w in segment.words)
+    return replace(segment, start=segment.start + offset, end=segment.end + offset, words=words)
+
+
+def _segment_dict(index: int, segment: Segment) -> dict[str, Any]:
+    return {
+        "id": index,
+        "start": _seconds(segment.start),
+        "end": _seconds(segment.end),
+        "text": segment.text,
+        "words": [
+            {
+                "word": w.text,
+                "start": _seconds(w.start),
+                "end": _seconds(w.end),
+                "probability": _rounded(w.probability),
+            }
+            for w in segment.words
+        ],
+        "avg_logprob": _rounded(segment.avg_logprob),
+        "no_speech_prob": _rounded(segment.no_speech_prob),
+    }
+
+
+def _seconds(value: float) -> float:
+    return round(float(value), 3)
+
+
+def _rounded(value: float | None) -> float | None:
+    return round(float(value), 4) if value is not None else None

@@ -1,0 +1,192 @@
+"""The registry of job kinds: a kind is a named list of weighted steps.
+
+A team adds its own kind with :func:`register`; the queue, store, progress, API and
+CLI pick it up with no other change::
+
+    class ResizeParams(BaseModel):
+        width: int = 640
+
+    def resize(ctx: StepContext[ResizeParams]) -> None:
+        for i, frame in enumerate(frames):
+            ...  # ctx.params.width is an int to the type checker too
+            ctx.advance(i + 1, len(frames), frames=i + 1)
+
+    register(JobKind(name="resize", params=ResizeParams, steps=[Step("resize", resize)]))
+
+:class:`StepContext`, :class:`Step` and :class:`JobKind` are generic in the params
+model: the runner validates a job's params with ``kind.params`` before the first step,
+so a step reads ``ctx.params`` as its kind's model and never validates it again.
+Definitions are checked when :class:`JobKind` is made, so a typo fails at import time.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel
+
+P = TypeVar("P", bound=BaseModel)
+"""The params model of a kind, as its steps see it in ``ctx.params``."""
+Resource = Literal["cpu", "gpu"]
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """An artifact handed to a job as input, already on local disk."""
+
+    artifact_id: str
+    name: str
+    media_type: str
+    path: Path
+    size: int
+
+
+class StepContext(ABC, Generic[P]):
+    """What a step sees of its job while it runs; ``params`` is already validated."""
+
+    job_id: str
+    params: P
+    inputs: Sequence[InputFile]
+    workdir: Path
+    state: dict[str, Any]
+    """JSON-serialisable values steps hand to later steps; saved with each finished
+    step, so a retried job that skips a finished step still has what it left."""
+
+    @abstractmethod
+    def advance(self, done: float, total: float, **details: Any) -> None:
+        """Report progress inside the current step; a cancellation checkpoint.
+
+        Raises :class:`~longplay.framework.errors.JobCancelled` once the job is cancelled.
+        """
+
+    @abstractmethod
+    def add_output(
+        self, path: Path, *, name: str | None = None, media_type: str | None = None
+    ) -> None:
+        """Keep a file the step wrote (under ``workdir``) as one of the job's results."""
+
+    @abstractmethod
+    def outputs(self, step: str | None = None) -> list[InputFile]:
+        """Files earlier steps kept (in this run or an earlier attempt), oldest first;
+        how a step reads what the one before it made, even after a retry skipped it."""
+
+    @abstractmethod
+    def note(self, message: str, **data: Any) -> None:
+        """Publish a human-readable note as a job event (e.g. a fallback taken)."""
+
+
+StepFn = Callable[[StepContext[P]], None]
+"""A step's work: ``StepFn[MyParams]`` is a function of a ``StepContext[MyParams]``."""
+
+
+@dataclass(frozen=True)
+class Step(Generic[P]):
+    """One named stage of a job; ``weight`` is its share of the job's progress bar."""
+
+    name: str
+    run: StepFn[P]
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"step name {self.name!r} must match {_NAME.pattern}")
+        if self.weight <= 0:
+            raise ValueError(f"step {self.name!r} needs a positive weight")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a kind retries after a retryable error: exponential backoff with full jitter."""
+
+    max_attempts: int | None = None
+    """Runs in all, the first included; None: the ``max_attempts`` setting."""
+    backoff: float = 2.0
+    """Seconds; the n-th retry waits a random time up to ``backoff * 2**n``."""
+    max_backoff: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.backoff < 0 or self.max_backoff < self.backoff:
+            raise ValueError("backoff must be >= 0 and <= max_backoff")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds before the retry that follows ``attempt``."""
+        return random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
+
+
+class NoParams(BaseModel):
+    """The parameters of a kind that takes none."""
+
+
+@dataclass(frozen=True)
+class JobKind(Generic[P]):
+    """A registered kind of job: ``JobKind[MyParams]`` runs steps of ``StepContext[MyParams]``."""
+
+    name: str
+    steps: Sequence[Step[P]]
+    # A kind without params takes NoParams; the checker cannot see that the default
+    # fits whatever P the steps ask for, which is why it is told to look away.
+    params: type[P] = NoParams  # type: ignore[assignment]
+    description: str = ""
+    min_inputs: int = 0
+    max_inputs: int | None = None
+    input_types: Sequence[str] = field(default_factory=tuple)
+    """Media type prefixes the kind accepts (``("audio/", "video/")``); empty: any."""
+    resource: Resource = "cpu"
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    soft_time_limit: float | None = None
+    """Seconds after which the job fails with a message saying so."""
+    time_limit: float | None = None
+    """Seconds after which the worker process running it is killed (and replaced)."""
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"job kind name {self.name!r} must match {_NAME.pattern}")
+        if not self.steps:
+            raise ValueError(f"job kind {self.name!r} needs at least one step")
+        names = [s.name for s in self.steps]
+        if len(set(names)) != len(names):
+            raise ValueError(f"job kind {self.name!r} repeats a step name: {names}")
+        if self.max_inputs is not None and self.max_inputs < self.min_inputs:
+            raise ValueError(f"job kind {self.name!r}: max_inputs < min_inputs")
+        soft, hard = self.soft_time_limit, self.time_limit
+        if soft is not None and hard is not None and soft >= hard:
+            raise ValueError(f"job kind {self.name!r}: soft_time_limit must be below time_limit")
+
+    @property
+    def total_weight(self) -> float:
+        """The sum of the steps' weights: the whole progress bar."""
+        return sum(s.weight for s in self.steps)
+
+
+_KINDS: dict[str, JobKind[Any]] = {}
+
+
+def register(kind: JobKind[P]) -> JobKind[P]:
+    """Add a job kind; registering a second kind under a taken name is an error."""
+    existing = _KINDS.get(kind.name)
+    if existing is not None and existing is not kind:
+        raise ValueError(f"a job kind named {kind.name!r} is already registered")
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def get_kind(name: str) -> JobKind[Any] | None:
+    """The registered kind called ``name``; None when no module registered one.
+
+    A pure lookup: the processes that accept or run jobs import the kinds once, at
+    start (:func:`longplay.kinds.load`)."""
+    return _KINDS.get(name)
+
+
+def all_kinds() -> list[JobKind[Any]]:
+    """Every registered kind, by name."""
+    return sorted(_KINDS.values(), key=lambda k: k.name)

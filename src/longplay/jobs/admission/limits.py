@@ -1,0 +1,125 @@
+"""An owner's limits, and the checks a submission passes before it is stored."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import TypeVar
+
+import redis
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from longplay import keys
+from longplay.redis_client import get_redis
+from longplay.settings import Settings, get_settings
+from longplay.store.models import Job, JobStatus, Owner, Priority
+
+log = logging.getLogger(__name__)
+
+FULL_QUEUE_RETRY_AFTER = 10
+"""Seconds an owner at its queued cap is told to wait before submitting again."""
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What applies to one owner: its own values, else its tier's, else the settings'."""
+
+    tier: str
+    priority: Priority
+    max_running: int | None
+    max_queued: int | None
+    submit_rate: float | None
+
+
+def _first(*values: T | None) -> T | None:
+    return next((v for v in values if v is not None), None)
+
+
+def limits_of(owner: Owner, settings: Settings | None = None) -> Limits:
+    settings = settings or get_settings()
+    tier = settings.admission.tiers.get(owner.tier) or settings.admission.tiers["standard"]
+    return Limits(
+        tier=owner.tier,
+        priority=Priority(tier.priority),
+        max_running=_first(
+            owner.max_running, tier.max_running, settings.admission.owner_max_running
+        ),
+        max_queued=_first(owner.max_queued, tier.max_queued, settings.admission.owner_max_queued),
+        submit_rate=_first(
+            owner.submit_rate, tier.submit_rate, settings.admission.owner_submit_rate
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a submission is not taken now, and in how many seconds to try again."""
+
+    message: str
+    retry_after: int
+
+
+# GCRA: the limiter keeps a "theoretical arrival time"; a submit is allowed while that
+# time is at most a burst's worth of intervals ahead of now. Redis' clock, so every API
+# process agrees.
+_GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local tolerance = interval * (tonumber(ARGV[2]) - 1)
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local wait = tat - tolerance - now
+if wait > 0 then return math.ceil(wait) end
+local next_tat = tat + interval
+redis.call('SET', KEYS[1], tostring(next_tat), 'PX', math.ceil(next_tat - now) + 1000)
+return 0
+"""
+
+
+def take_submit(owner_id: str, per_minute: float) -> float:
+    """Count one submission against ``per_minute`` (a burst of a minute's worth); the
+    seconds to wait when it is over the limit, else 0."""
+    burst = max(1, math.floor(per_minute))
+    script = get_redis().register_script(_GCRA)
+    wait_ms = script(keys=[keys.submit_rate(owner_id)], args=[60_000.0 / per_minute, burst])
+    return int(wait_ms) / 1000
+
+
+def refuse_submission(
+    session: Session, owner: Owner, *, new_job_id: str | None = None
+) -> Refusal | None:
+    """Check the owner's queued cap and submit rate before a job (``new_job_id``, not
+    yet committed) is stored; a submission that passes is counted against the rate."""
+    limits = limits_of(owner)
+    if limits.max_queued is not None:
+        queued = session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(
+                Job.owner_id == owner.id, Job.status == JobStatus.QUEUED.value, Job.id != new_job_id
+            )
+        )
+        if (queued or 0) >= limits.max_queued:
+            return Refusal(
+                f"you have {queued} jobs queued, the most allowed "
+                f"(tier {limits.tier!r}: {limits.max_queued}); submit more once some start",
+                FULL_QUEUE_RETRY_AFTER,
+            )
+    if limits.submit_rate is not None:
+        try:
+            wait = take_submit(owner.id, limits.submit_rate)
+        except redis.RedisError as exc:  # the limiter is away: let the submission in
+            log.warning("submit rate limiter unavailable: %s", exc)
+            wait = 0.0
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            return Refusal(
+                f"too many submissions: at most {limits.submit_rate:g} a minute "
+                f"(tier {limits.tier!r}); try again in {seconds} s",
+                seconds,
+            )
+    return None

@@ -1,0 +1,175 @@
+"""How a run ends when it does not complete: a retry, a failure, a cancel, a kill.
+
+Each ending is one unit of work: the job's new status, the attempt's outcome and the
+announcement commit together, so whoever hears ``failed`` finds the attempt closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sys
+from datetime import timedelta
+from typing import Any
+
+import redis
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from longplay import keys
+from longplay.framework import JobError, PermanentError, RetryPolicy, get_kind
+from longplay.jobs import lifecycle
+from longplay.jobs.admission import pump
+from longplay.jobs.unit import tell, unit_of_work
+from longplay.redis_client import get_redis
+from longplay.settings import get_settings
+from longplay.store import files
+from longplay.store.db import session_scope
+from longplay.store.models import Artifact, ArtifactRole, Job, JobAttempt, JobStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+EXIT_CANCEL_OVERDUE = 75
+"""Exit status of a pool process ended because its cancelled job would not stop."""
+
+
+def settle_error(job: Job, error: JobError, *, worker: str, redeliver: bool = True) -> None:
+    """Retry the job later if the error allows and attempts remain, else fail it.
+
+    ``redeliver=False`` when Celery itself requeues the message (a lost worker).
+    A retry waits in the store until its ``retry_at``; admission then hands it over.
+    """
+    kind = get_kind(job.kind)
+    policy = kind.retry if kind is not None else RetryPolicy(max_attempts=1)
+    with unit_of_work() as unit:
+        session = unit.session
+        row = session.get(Job, job.id)
+        attempts = row.attempts if row is not None else job.attempts
+        max_attempts = row.max_attempts if row is not None else job.max_attempts
+        retry = error.retryable and attempts < max_attempts
+        details = {**error.as_dict(), "attempt": attempts}
+        if retry:
+            delay = policy.delay(attempts) if redeliver else 0.0
+            details["retry_in_seconds"] = round(delay, 1)
+            retry_at = utcnow() + timedelta(seconds=delay)
+            moved = lifecycle.transition(
+                session,
+                job.id,
+                JobStatus.QUEUED,
+                worker=worker,
+                error=details,
+                eta_seconds=None,
+                retry_at=retry_at,
+                dispatched_at=None if redeliver else utcnow(),
+            )
+        else:
+            moved = lifecycle.transition(
+                session, job.id, JobStatus.FAILED, worker=worker, error=details, eta_seconds=None
+            )
+        if moved:
+            close_attempt(session, job.id, worker, "retrying" if retry else "failed", details)
+            if retry:
+                unit.announce("retrying", job.id, status="queued", error=details)
+            else:
+                unit.announce("failed", job.id, status="failed", error=details)
+    if not moved:
+        after_cancel(job, worker=worker)
+        return
+    if retry:
+        log.warning("job %s: %s; retrying in %.1fs", job.id, error.message, delay)
+        pump.wake_quietly(retry_at)
+    else:
+        log.warning("job %s failed: %s", job.id, error.message)
+
+
+def close_attempt(
+    session: Session,
+    job_id: str,
+    worker: str,
+    outcome: str,
+    error: dict[str, Any] | None = None,
+) -> None:
+    """Close this worker's open attempt at the job with how it ended."""
+    session.execute(
+        update(JobAttempt)
+        .where(
+            JobAttempt.job_id == job_id,
+            JobAttempt.worker == worker,
+            JobAttempt.finished_at.is_(None),
+        )
+        .values(finished_at=utcnow(), outcome=outcome, error=error)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def after_cancel(job: Job, *, worker: str) -> None:
+    """The job was cancelled (or taken over) under us: drop what this run produced."""
+    with session_scope() as session:
+        row = session.get(Job, job.id)
+        cancelled = row is not None and row.status == JobStatus.CANCELLED.value
+        close_attempt(session, job.id, worker, "cancelled" if cancelled else "lost")
+    if not cancelled:
+        log.info("job %s: stopped, no longer held by this worker", job.id)
+        return
+    with session_scope() as session:
+        outputs = list(
+            session.scalars(
+                select(Artifact).where(
+                    Artifact.job_id == job.id, Artifact.role == ArtifactRole.OUTPUT.value
+                )
+            )
+        )
+        for artifact in outputs:
+            session.delete(artifact)
+    for artifact in outputs:
+        files.remove(artifact)
+    log.info("job %s cancelled; %d partial output(s) removed", job.id, len(outputs))
+    tell("stopped", job.id, status="cancelled", removed_outputs=len(outputs))
+
+
+def fail_killed(job_id: str, *, holder_prefix: str) -> None:
+    """The process running the job was killed at its kind's hard time limit: fail it."""
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status != JobStatus.RUNNING.value:
+            return
+        holder = job.worker or ""
+        session.expunge(job)
+    if not holder.startswith(holder_prefix):
+        return
+    kind = get_kind(job.kind)
+    limit = kind.time_limit if kind is not None and kind.time_limit is not None else 0.0
+    error = PermanentError(
+        f"{job.kind} ran past its hard time limit of {limit:g} s; its process was stopped",
+        code="time_limit",
+    )
+    settle_error(job, error, worker=holder)
+    shutil.rmtree(get_settings().work_dir / job.id, ignore_errors=True)
+    pump.pump_quietly()
+
+
+def end_stuck_process(job: Job, *, worker: str) -> None:
+    """A cancelled job's step ran past ``cancel_grace`` without reaching a checkpoint:
+    drop its partial outputs and scratch space, then end this pool process (Celery
+    starts a new one). Runs in the job's heartbeat thread, beside the stuck step.
+
+    Celery requeues the message of a lost process; that delivery finds the job
+    cancelled and does nothing.
+    """
+    log.warning(
+        "job %s: still running %g s after it was cancelled; stopping its process",
+        job.id,
+        get_settings().worker.cancel_grace,
+    )
+    try:
+        after_cancel(job, worker=worker)
+        shutil.rmtree(get_settings().work_dir / job.id, ignore_errors=True)
+        with contextlib.suppress(redis.RedisError):  # this process's report goes with it
+            get_redis().delete(keys.worker_process(worker))
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(EXIT_CANCEL_OVERDUE)

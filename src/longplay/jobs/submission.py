@@ -1,0 +1,274 @@
+"""Submitting a job: check it, store it with its uploads, announce it, hand it over.
+
+A submission is refused before anything is stored when it names an unknown kind,
+bad parameters, the wrong number of inputs or another owner's artifact, or when the
+owner is over a limit; with an ``Idempotency-Key`` seen before, or ``dedupe`` and a
+twin already completed, the earlier job comes back and nothing new is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from longplay.framework import JobKind, get_kind
+from longplay.jobs.admission import pump
+from longplay.jobs.admission.limits import limits_of, refuse_submission
+from longplay.jobs.refusals import Invalid, RateLimited, Unavailable
+from longplay.jobs.service import outputs_of, remove_job_files
+from longplay.jobs.unit import UnitOfWork
+from longplay.settings import get_settings
+from longplay.store import files
+from longplay.store.models import (
+    PRIORITY_RANK,
+    Artifact,
+    Job,
+    JobStatus,
+    Owner,
+    Priority,
+    new_id,
+)
+
+
+def _kind_or_invalid(name: str) -> JobKind[Any]:
+    kind = get_kind(name)
+    if kind is None:
+        raise Invalid(f"unknown job kind {name!r}; GET /v1/kinds lists the kinds")
+    return kind
+
+
+def create_job(
+    session: Session,
+    *,
+    owner: Owner,
+    kind_name: str,
+    params: dict[str, Any],
+    input_ids: Sequence[str],
+    priority: Priority | None = None,
+    run_at: datetime | None = None,
+    deadline: datetime | None = None,
+    callback_url: str | None = None,
+    callback_events: Sequence[str] = (),
+) -> Job:
+    """Check a submission and add its job (queued) to the session; dispatch after commit."""
+    kind = _kind_or_invalid(kind_name)
+    try:
+        checked = kind.params.model_validate(params)
+    except ValidationError as exc:
+        raise Invalid(
+            f"bad parameters for {kind.name}",
+            exc.errors(include_url=False, include_input=False, include_context=False),
+        ) from exc
+    count = len(input_ids)
+    if count < kind.min_inputs or (kind.max_inputs is not None and count > kind.max_inputs):
+        wanted = (
+            f"{kind.min_inputs}"
+            if kind.max_inputs == kind.min_inputs
+            else f"{kind.min_inputs} to {kind.max_inputs if kind.max_inputs is not None else 'any'}"
+        )
+        raise Invalid(f"{kind.name} takes {wanted} input file(s), got {count}")
+    if count > get_settings().api.max_inputs_per_job:
+        raise Invalid(f"at most {get_settings().api.max_inputs_per_job} inputs per job")
+    found: dict[str, str] = (
+        {
+            artifact_id: sha256
+            for artifact_id, sha256 in session.execute(
+                select(Artifact.id, Artifact.sha256).where(
+                    Artifact.id.in_(input_ids), Artifact.owner_id == owner.id
+                )
+            )
+        }
+        if input_ids
+        else {}
+    )
+    missing = [i for i in input_ids if i not in found]
+    if missing:
+        raise Invalid(f"no such artifact: {', '.join(missing)}")
+    if deadline is not None and run_at is not None and deadline <= run_at:
+        raise Invalid("deadline must come after run_at")
+    priority = priority or limits_of(owner).priority
+    params_json = checked.model_dump(mode="json")
+    job = Job(
+        id=new_id("job"),
+        owner_id=owner.id,
+        kind=kind.name,
+        priority=priority.value,
+        priority_rank=PRIORITY_RANK[priority],
+        resource=kind.resource,
+        params=params_json,
+        inputs=list(input_ids),
+        content_key=content_key(kind.name, params_json, [found[i] for i in input_ids]),
+        max_attempts=kind.retry.max_attempts or get_settings().worker.max_attempts,
+        run_at=run_at,
+        deadline=deadline,
+        callback_url=callback_url,
+        callback_events=list(callback_events) or None,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What a submission got: a new job, or the earlier one it matched."""
+
+    job: Job
+    deduplicated: bool = False
+    """An earlier completed job with the same content came back (``dedupe``)."""
+
+
+def submit_job(
+    session: Session,
+    *,
+    owner: Owner,
+    kind_name: str,
+    params: dict[str, Any],
+    input_ids: Sequence[str],
+    priority: Priority | None = None,
+    uploaded: Sequence[Artifact] = (),
+    idempotency_key: str | None = None,
+    run_at: datetime | None = None,
+    deadline: datetime | None = None,
+    dedupe: bool = False,
+    callback_url: str | None = None,
+    callback_events: Sequence[str] = (),
+    admit: bool = True,
+) -> Submission:
+    """Create, commit and dispatch a job; ``uploaded`` are input artifacts sent with it.
+
+    ``admit=False`` leaves handing it to the broker to the caller (the API does it
+    after its answer went out, with :func:`admit_submitted`).
+
+    With an ``idempotency_key`` the owner already used, the first job comes back and
+    nothing new is stored, not even this request's uploads. So it is with ``dedupe``
+    and a completed job of the owner's with the same kind, parameters and input bytes
+    whose outputs are still there; that job comes back marked ``deduplicated``.
+    """
+    unit = UnitOfWork(session)
+    if idempotency_key is not None:
+        existing = _by_idempotency_key(session, owner, idempotency_key)
+        if existing is not None:
+            _discard(unit, uploaded)
+            return Submission(existing)
+    try:
+        session.flush()
+        job = create_job(
+            session,
+            owner=owner,
+            kind_name=kind_name,
+            params=params,
+            input_ids=[*input_ids, *(a.id for a in uploaded)],
+            priority=priority,
+            run_at=run_at,
+            deadline=deadline,
+            callback_url=callback_url,
+            callback_events=callback_events,
+        )
+        if dedupe and (earlier := _duplicate_of(session, job)) is not None:
+            _discard(unit, uploaded)
+            return Submission(earlier, deduplicated=True)
+        if (refusal := refuse_submission(session, owner, new_job_id=job.id)) is not None:
+            raise RateLimited(refusal.message, refusal.retry_after)
+        job.idempotency_key = idempotency_key
+        for artifact in uploaded:
+            artifact.job_id = job.id
+        unit.announce("queued", job.id, status="queued", kind=job.kind, priority=job.priority)
+        unit.commit()
+    except IntegrityError:
+        _discard(unit, uploaded)
+        raced = _by_idempotency_key(session, owner, idempotency_key or "")
+        if raced is None:
+            raise
+        return Submission(raced)
+    except BaseException:
+        _discard(unit, uploaded)
+        raise
+    if not admit:
+        return Submission(job)
+    try:
+        pump.pump()
+    except Exception as exc:
+        abandon(session, job)
+        raise Unavailable(f"the queue is not reachable, nothing was submitted: {exc}") from exc
+    admit_submitted(job.run_at, job.deadline, pumped=True)
+    return Submission(job)
+
+
+def admit_submitted(
+    run_at: datetime | None, deadline: datetime | None, *, pumped: bool = False
+) -> None:
+    """After a submission committed: hand what is due to the broker, and book the
+    admission rounds its ``run_at`` and ``deadline`` need. A failure leaves the job
+    held in the store for beat's next round."""
+    if not pumped:
+        pump.pump_quietly()
+    pump.wake_quietly(run_at)
+    pump.wake_quietly(deadline)
+
+
+def content_key(kind: str, params: dict[str, Any], input_sha256s: Sequence[str]) -> str:
+    """SHA-256 over the kind, the validated parameters (canonical JSON) and the input
+    files' SHA-256s in order: two jobs with one key do the same work."""
+    canonical = json.dumps(
+        {"kind": kind, "params": params, "inputs": list(input_sha256s)},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _duplicate_of(session: Session, job: Job) -> Job | None:
+    """The owner's newest completed job with ``job``'s content key whose outputs are
+    all still there (not expired, not deleted)."""
+    candidates = session.scalars(
+        select(Job)
+        .where(
+            Job.owner_id == job.owner_id,
+            Job.content_key == job.content_key,
+            Job.status == JobStatus.COMPLETED.value,
+            Job.id != job.id,
+        )
+        .order_by(Job.finished_at.desc())
+        .limit(5)
+    )
+    for candidate in list(candidates):
+        result = candidate.result or {}
+        if result.get("results_expired"):
+            continue
+        outputs = outputs_of(session, candidate)
+        if {a.id for a in outputs} == set(result.get("outputs", [])) and all(
+            files.path_of(a).is_file() for a in outputs
+        ):
+            return candidate
+    return None
+
+
+def _by_idempotency_key(session: Session, owner: Owner, key: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.owner_id == owner.id, Job.idempotency_key == key))
+
+
+def _discard(unit: UnitOfWork, uploaded: Sequence[Artifact]) -> None:
+    unit.rollback()
+    for artifact in uploaded:
+        files.remove(artifact)
+
+
+def abandon(session: Session, job: Job) -> None:
+    """Undo a committed submission that could not be dispatched, files included."""
+    owned = list(session.scalars(select(Artifact).where(Artifact.job_id == job.id)))
+    for artifact in owned:
+        session.delete(artifact)
+    session.delete(job)
+    session.commit()
+    remove_job_files(job.id, owned)

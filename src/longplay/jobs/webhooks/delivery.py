@@ -1,0 +1,208 @@
+"""Sending webhook messages: one attempt at a time, with retries and their backoff.
+
+A receiver that does not answer 2xx is tried again with exponential backoff and
+jitter (or after its ``Retry-After`` on 429 and 503) up to ``webhook_max_attempts``;
+a 4xx other than 408 and 429, or a redirect, ends the delivery at once.
+
+Only ``http`` and ``https`` URLs are sent to; private and loopback addresses are
+not refused, so a deployment that takes callback URLs from untrusted owners should
+send its workers' outbound traffic through a filtering proxy (``HTTPS_PROXY``).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from longplay.jobs.webhooks.outbox import DELIVERED, FAILED, FINAL_EVENTS, PENDING, SENDING
+from longplay.jobs.webhooks.signing import encode, headers_for
+from longplay.settings import Settings, get_settings
+from longplay.store.db import affected, session_scope
+from longplay.store.models import Job, Owner, WebhookDelivery, utcnow
+
+log = logging.getLogger(__name__)
+
+SCHEMES = ("http", "https")
+HOLD = 0.5
+"""Seconds a final message waits while an earlier one about its job is on the wire."""
+EARLY_TOLERANCE = timedelta(seconds=0.25)
+"""A retry message may arrive this much before its time (clocks differ) and still go."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """How one attempt went: the receiver's status code, or the error that stopped it."""
+
+    status_code: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+    @property
+    def final(self) -> bool:
+        """Trying again cannot help: a client error (but 408, 429) or a redirect."""
+        code = self.status_code
+        return code is not None and (
+            300 <= code < 400 or (400 <= code < 500 and code not in (408, 429))
+        )
+
+
+def post(url: str, body: bytes, headers: Mapping[str, str], *, timeout: float) -> Answer:
+    """One POST; never raises for what the receiver or the network does."""
+    if httpx.URL(url).scheme not in SCHEMES:
+        return Answer(error="only http and https callback URLs are sent to")
+    try:
+        response = httpx.post(
+            url, content=body, headers=dict(headers), timeout=timeout, follow_redirects=False
+        )
+    except httpx.HTTPError as exc:
+        return Answer(error=f"{type(exc).__name__}: {exc}"[:500])
+    error = None
+    if not 200 <= response.status_code < 300:
+        error = f"HTTP {response.status_code}: {response.text[:200]}"
+    retry_after = (
+        parse_retry_after(response.headers.get("retry-after"))
+        if response.status_code in (429, 503)
+        else None
+    )
+    return Answer(status_code=response.status_code, error=error, retry_after=retry_after)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def backoff(attempts: int, settings: Settings) -> float:
+    """Seconds before the next attempt after ``attempts`` failed ones: four times longer
+    each time from ``webhook_retry_base``, with ±25 % jitter, capped."""
+    delay = settings.webhooks.retry_base * 4 ** (attempts - 1)
+    return min(settings.webhooks.retry_max, delay * random.uniform(0.75, 1.25))
+
+
+def deliver(delivery_id: str) -> float | None:
+    """Make one attempt at a due delivery. Returns the seconds until the next attempt,
+    or None when there is none to schedule (delivered, given up, not due, or being
+    sent by another worker)."""
+    settings = get_settings()
+    now = utcnow()
+    with session_scope() as session:
+        # Claim it (or take over one whose sender died mid-attempt): while it is being
+        # sent, next_attempt_at holds the attempt's lease, so nobody else sends it.
+        claimed = session.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.id == delivery_id,
+                or_(
+                    and_(
+                        WebhookDelivery.status == PENDING,
+                        or_(
+                            WebhookDelivery.next_attempt_at.is_(None),
+                            WebhookDelivery.next_attempt_at <= now + EARLY_TOLERANCE,
+                        ),
+                    ),
+                    and_(WebhookDelivery.status == SENDING, WebhookDelivery.next_attempt_at <= now),
+                ),
+            )
+            .values(
+                status=SENDING,
+                next_attempt_at=now + timedelta(seconds=settings.webhooks.timeout + 30),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if not affected(claimed):
+            return None
+        row = session.get(WebhookDelivery, delivery_id)
+        if row is None:
+            return None
+        if row.event in FINAL_EVENTS and _other_on_the_wire(session, row, now):
+            row.status, row.next_attempt_at = PENDING, now + timedelta(seconds=HOLD)
+            return HOLD
+        secret = session.scalar(
+            select(Owner.webhook_secret)
+            .join(Job, Job.owner_id == Owner.id)
+            .where(Job.id == row.job_id)
+        )
+        if secret is None:
+            return None
+        url, payload, attempts = row.url, row.payload, row.attempts + 1
+    body = encode(payload)
+    answer = post(
+        url, body, headers_for(secret, delivery_id, body), timeout=settings.webhooks.timeout
+    )
+    delay: float | None = None
+    values: dict[str, Any] = {
+        "attempts": attempts,
+        "last_status_code": answer.status_code,
+        "last_error": answer.error,
+        "next_attempt_at": None,
+    }
+    if answer.accepted:
+        values.update(status=DELIVERED, delivered_at=utcnow())
+    elif answer.final or attempts >= settings.webhooks.max_attempts:
+        values.update(status=FAILED)
+    else:
+        delay = (
+            min(answer.retry_after, settings.webhooks.retry_max)
+            if answer.retry_after is not None
+            else backoff(attempts, settings)
+        )
+        values.update(status=PENDING, next_attempt_at=utcnow() + timedelta(seconds=delay))
+    with session_scope() as session:
+        session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == SENDING)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+    outcome = values.get("status", f"retry in {delay:.1f}s" if delay is not None else "")
+    log.info(
+        "webhook %s (%s) attempt %d: %s -> %s",
+        delivery_id,
+        payload.get("type"),
+        attempts,
+        answer.status_code or answer.error,
+        outcome,
+    )
+    return delay
+
+
+def _other_on_the_wire(session: Session, row: WebhookDelivery, now: datetime) -> bool:
+    """Whether another message about the same job is being sent right now (so that
+    the final message arrives after it); one whose sender died holds it no longer
+    than that attempt's lease."""
+    return bool(
+        session.scalar(
+            select(WebhookDelivery.id)
+            .where(
+                WebhookDelivery.job_id == row.job_id,
+                WebhookDelivery.status == SENDING,
+                WebhookDelivery.next_attempt_at > now,
+                WebhookDelivery.id != row.id,
+            )
+            .limit(1)
+        )
+    )

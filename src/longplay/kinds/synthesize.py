@@ -1,0 +1,108 @@
+"""The ``synthesize`` kind: a text of any length in, speech out as wav, mp3 or ogg (Opus).
+
+The text is the ``text`` parameter or one ``.txt``/``.md`` file; the work is
+:func:`~longplay.engines.speech.synthesize_speech`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from longplay.engines.speech import SpeechOptions, synthesize_speech
+from longplay.framework import (
+    InputFile,
+    InvalidInput,
+    InvalidParams,
+    JobKind,
+    Step,
+    StepContext,
+    register,
+)
+from longplay.text.documents import read_prose
+from longplay.text.sentences import SPEAKABLE
+
+MAX_PARAM_CHARS = 100_000
+
+
+class SynthesizeParams(SpeechOptions):
+    """Parameters of a ``synthesize`` job: the text, or one text file as its input."""
+
+    text: str | None = Field(
+        default=None,
+        max_length=MAX_PARAM_CHARS,
+        description=(
+            "The text to speak; or leave it out and give one text file (.txt or .md) as the "
+            "job's input, which is also the way for longer texts."
+        ),
+    )
+
+    @field_validator("text")
+    @classmethod
+    def _has_words(cls, value: str | None) -> str | None:
+        if value is not None and not SPEAKABLE.search(value):
+            raise ValueError("text has no words to speak")
+        return value
+
+
+def speak(ctx: StepContext[SynthesizeParams]) -> None:
+    """Voice the text of the job and keep the audio."""
+    params = ctx.params
+    text, stem = _text_and_stem(params, ctx.inputs)
+    speech = synthesize_speech(
+        text,
+        ctx.workdir,
+        params,
+        progress=ctx.advance,
+        stem=stem,
+        on_fallback=lambda f: ctx.note(f.describe()),
+    )
+    ctx.state["speech"] = {
+        "voice": params.voice,
+        "sentences": speech.sentences,
+        "duration": speech.duration,
+        "loudness": speech.loudness,
+    }
+    ctx.add_output(speech.path, media_type=speech.media_type)
+
+
+def _read_text(source: InputFile) -> str:
+    """The text of the input file, which must have something to say."""
+    text = read_prose(source)
+    if not SPEAKABLE.search(text):
+        raise InvalidInput(f"{source.name} has no words to speak")
+    return text
+
+
+def _text_and_stem(params: SynthesizeParams, inputs: Sequence[InputFile]) -> tuple[str, str]:
+    """The text to speak and the name of the output, from the params or the input file."""
+    if params.text is not None and inputs:
+        raise InvalidParams(
+            "give the text either as the text parameter or as an input file, not both"
+        )
+    if params.text is not None:
+        return params.text, "speech"
+    if not inputs:
+        raise InvalidParams(
+            "nothing to speak: give the text parameter or one text file (.txt or .md) as input"
+        )
+    return _read_text(inputs[0]), Path(inputs[0].name).stem or "speech"
+
+
+register(
+    JobKind(
+        name="synthesize",
+        description=(
+            "Speak a text of any length, given as a parameter or a .txt/.md file: sentence "
+            "by sentence with natural pauses, normalised to a target loudness, as wav, mp3 "
+            "or ogg."
+        ),
+        params=SynthesizeParams,
+        steps=[Step("speak", speak)],
+        min_inputs=0,
+        max_inputs=1,
+        input_types=("text/",),
+    )
+)

@@ -1,1 +1,0 @@
-"""Celery: the app, the one task that runs a job by id, and beat's periodic upkeep."""

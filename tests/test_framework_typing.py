@@ -1,0 +1,56 @@
+"""A kind author's code type-checks: mypy --strict over the README's plugin example
+and over ``tests/plugin_kinds.py``, the kinds the other tests run."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MARKER = "<!-- plugin-example"
+CODE_BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+
+
+def readme_example() -> str:
+    """The first Python code block after the plugin-example marker in the README."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index(MARKER)
+    block = CODE_BLOCK.search(readme, start)
+    assert block is not None, "no ```python block after the plugin-example marker"
+    return block.group(1)
+
+
+def test_readme_example_is_the_block_after_the_marker() -> None:
+    code = readme_example()
+    assert "from longplay.framework import" in code
+    assert "ctx.params.words" in code
+    assert "register(" in code
+
+
+def test_plugin_examples_pass_mypy_strict(tmp_path: Path) -> None:
+    example = tmp_path / "readme_plugin_example.py"
+    example.write_text(readme_example(), encoding="utf-8")
+    env = {**os.environ, "MYPYPATH": str(ROOT / "src")}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            # Check the two files; what they import is read for its types, not judged.
+            "--follow-imports=silent",
+            "--cache-dir",
+            str(ROOT / ".mypy_cache"),
+            str(example),
+            str(ROOT / "tests" / "plugin_kinds.py"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, f"mypy --strict failed:\n{result.stdout}{result.stderr}"
