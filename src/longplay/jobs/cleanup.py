@@ -41,6 +41,7 @@ from longplay.settings import Settings, get_settings
 from longplay.store import files
 from longplay.store.db import affected, session_scope
 from longplay.store.models import FINISHED, Artifact, ArtifactRole, Job, JobStatus, utcnow
+from longplay.store.queries import outputs_of
 
 log = logging.getLogger(__name__)
 
@@ -212,13 +213,7 @@ def _sweep_results(cutoff: datetime, settings: Settings, report: CleanupReport) 
         for job in list(session.scalars(select(Job).where(Job.id.in_(ids)))):
             if not _expire_results(session, job, cutoff):
                 continue
-            outputs = list(
-                session.scalars(
-                    select(Artifact).where(
-                        Artifact.job_id == job.id, Artifact.role == ArtifactRole.OUTPUT.value
-                    )
-                )
-            )
+            outputs = outputs_of(session, job.id)
             for artifact in outputs:
                 session.delete(artifact)
             removed += outputs

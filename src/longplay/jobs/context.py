@@ -15,7 +15,8 @@ from longplay.jobs.unit import tell
 from longplay.jobs.webhooks.outbox import ProgressWebhooks
 from longplay.store import files
 from longplay.store.db import session_scope
-from longplay.store.models import Artifact, ArtifactRole, Job
+from longplay.store.models import Artifact, Job
+from longplay.store.queries import outputs_of
 
 
 class JobContext(StepContext[BaseModel]):
@@ -57,14 +58,8 @@ class JobContext(StepContext[BaseModel]):
         self.pending_outputs.append((path, out_name, files.guess_media_type(out_name, media_type)))
 
     def outputs(self, step: str | None = None) -> list[InputFile]:
-        query = select(Artifact).where(
-            Artifact.job_id == self.job_id, Artifact.role == ArtifactRole.OUTPUT.value
-        )
-        if step is not None:
-            query = query.where(Artifact.step == step)
         with session_scope() as session:
-            rows = session.scalars(query.order_by(Artifact.created_at, Artifact.id)).all()
-        return [input_file(a) for a in rows]
+            return [input_file(a) for a in outputs_of(session, self.job_id, step=step)]
 
     def note(self, message: str, **data: Any) -> None:
         tell("note", self.job_id, message=message, **data)

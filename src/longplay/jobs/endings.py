@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from longplay import keys
@@ -27,7 +27,8 @@ from longplay.redis_client import get_redis
 from longplay.settings import get_settings
 from longplay.store import files
 from longplay.store.db import session_scope
-from longplay.store.models import Artifact, ArtifactRole, Job, JobAttempt, JobStatus, utcnow
+from longplay.store.models import Job, JobAttempt, JobStatus, utcnow
+from longplay.store.queries import outputs_of
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +115,7 @@ def after_cancel(job: Job, *, worker: str) -> None:
         log.info("job %s: stopped, no longer held by this worker", job.id)
         return
     with session_scope() as session:
-        outputs = list(
-            session.scalars(
-                select(Artifact).where(
-                    Artifact.job_id == job.id, Artifact.role == ArtifactRole.OUTPUT.value
-                )
-            )
-        )
+        outputs = outputs_of(session, job.id)
         for artifact in outputs:
             session.delete(artifact)
     for artifact in outputs:

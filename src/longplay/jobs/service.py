@@ -22,10 +22,9 @@ from longplay.jobs.admission.position import queue_positions as queue_positions
 from longplay.jobs.refusals import Conflict, Forbidden, Invalid, NotFound, ServiceError
 from longplay.jobs.unit import UnitOfWork
 from longplay.settings import get_settings
-from longplay.store import files
+from longplay.store import files, queries
 from longplay.store.models import (
     Artifact,
-    ArtifactRole,
     Job,
     JobAttempt,
     JobStatus,
@@ -88,25 +87,9 @@ def list_jobs(
     return Page(rows[:limit], next_cursor)
 
 
-def outputs_of(session: Session, job: Job) -> list[Artifact]:
-    return outputs_of_many(session, [job]).get(job.id, [])
-
-
 def outputs_of_many(session: Session, jobs: Sequence[Job]) -> dict[str, list[Artifact]]:
     """The outputs of each of ``jobs`` (oldest first), in one query."""
-    if not jobs:
-        return {}
-    found: dict[str, list[Artifact]] = {}
-    for artifact in session.scalars(
-        select(Artifact)
-        .where(
-            Artifact.job_id.in_([j.id for j in jobs]),
-            Artifact.role == ArtifactRole.OUTPUT.value,
-        )
-        .order_by(Artifact.created_at, Artifact.id)
-    ):
-        found.setdefault(artifact.job_id or "", []).append(artifact)
-    return found
+    return queries.outputs_of_many(session, [j.id for j in jobs])
 
 
 def cancel_job(session: Session, *, owner: Owner, job_id: str) -> Job:

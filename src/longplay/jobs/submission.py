@@ -24,7 +24,7 @@ from longplay.framework import JobKind, get_kind
 from longplay.jobs.admission import pump
 from longplay.jobs.admission.limits import limits_of, refuse_submission
 from longplay.jobs.refusals import Invalid, RateLimited, Unavailable
-from longplay.jobs.service import outputs_of, remove_job_files
+from longplay.jobs.service import remove_job_files
 from longplay.jobs.unit import UnitOfWork
 from longplay.settings import get_settings
 from longplay.store import files
@@ -37,6 +37,7 @@ from longplay.store.models import (
     Priority,
     new_id,
 )
+from longplay.store.queries import outputs_of
 
 
 def _kind_or_invalid(name: str) -> JobKind[Any]:
@@ -246,7 +247,7 @@ def _duplicate_of(session: Session, job: Job) -> Job | None:
         result = candidate.result or {}
         if result.get("results_expired"):
             continue
-        outputs = outputs_of(session, candidate)
+        outputs = outputs_of(session, candidate.id)
         if {a.id for a in outputs} == set(result.get("outputs", [])) and all(
             files.path_of(a).is_file() for a in outputs
         ):

@@ -23,14 +23,13 @@ from longplay.jobs.hooks import Announcement, Transaction
 from longplay.settings import Settings, get_settings
 from longplay.store.db import session_scope
 from longplay.store.models import (
-    Artifact,
-    ArtifactRole,
     Job,
     JobStatus,
     WebhookDelivery,
     new_id,
     utcnow,
 )
+from longplay.store.queries import outputs_of
 from longplay.store.views import JobPublic
 
 log = logging.getLogger(__name__)
@@ -127,17 +126,7 @@ def add(
 
 def job_data(session: Session, job: Job) -> dict[str, Any]:
     """The job as ``GET /v1/jobs/{id}`` shows it (outputs included once completed)."""
-    outputs = (
-        list(
-            session.scalars(
-                select(Artifact)
-                .where(Artifact.job_id == job.id, Artifact.role == ArtifactRole.OUTPUT.value)
-                .order_by(Artifact.created_at, Artifact.id)
-            )
-        )
-        if job.status == JobStatus.COMPLETED.value
-        else None
-    )
+    outputs = outputs_of(session, job.id) if job.status == JobStatus.COMPLETED.value else None
     data = JobPublic.of(job, outputs=outputs).model_dump(mode="json")
     data.pop("queue_position", None)
     return data
