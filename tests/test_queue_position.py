@@ -11,7 +11,7 @@ import pytest
 from conftest import create_database, drop_database
 from sqlalchemy import event, select
 
-from longplay.jobs.admission.position import queue_position, queue_positions
+from longplay.jobs.admission.position import queue_positions
 from longplay.store.db import get_engine, session_scope
 from longplay.store.models import Job, utcnow
 from longplay.store.owners import get_or_create_owner
@@ -88,7 +88,7 @@ def test_positions_follow_the_order_of_admission(db_url: str) -> None:
     with session_scope(db_url) as session:
         one = session.get(Job, "job_b1")
         assert one is not None
-        assert queue_position(session, one) == 3
+        assert queue_positions(session, [one])[one.id] == 3
 
 
 def test_a_page_costs_the_same_few_queries_however_long(db_url: str) -> None:

@@ -74,19 +74,16 @@ def run_cleanup(*, dry_run: bool = False, settings: Settings | None = None) -> C
     settings = settings or get_settings()
     report = CleanupReport(dry_run=dry_run)
     now = utcnow()
-    if settings.retention.job_retention > 0:
-        _sweep_jobs(now - timedelta(seconds=settings.retention.job_retention), settings, report)
-    if settings.retention.result_retention > 0:
-        _sweep_results(
-            now - timedelta(seconds=settings.retention.result_retention), settings, report
-        )
-    if settings.retention.upload_retention > 0:
-        _sweep_uploads(
-            now - timedelta(seconds=settings.retention.upload_retention), settings, report
-        )
+    kept = settings.retention
+    if kept.job_retention > 0:
+        _sweep_jobs(now - timedelta(seconds=kept.job_retention), settings, report)
+    if kept.result_retention > 0:
+        _sweep_results(now - timedelta(seconds=kept.result_retention), settings, report)
+    if kept.upload_retention > 0:
+        _sweep_uploads(now - timedelta(seconds=kept.upload_retention), settings, report)
     _sweep_scratch(settings, report)
-    if settings.retention.upload_retention > 0:
-        _sweep_stray_files(settings.retention.upload_retention, settings, report)
+    if kept.upload_retention > 0:
+        _sweep_stray_files(kept.upload_retention, settings, report)
     log.info("cleanup%s: %s", " (dry run)" if dry_run else "", report.as_dict())
     return report
 
@@ -97,8 +94,9 @@ def _batches(
     """Keyset pages of candidate ids (``pick(session, after, limit)``, ordered by id),
     one transaction each, until a short page or ``cleanup_max_per_run`` candidates."""
     after, seen = "", 0
-    while seen < settings.retention.cleanup_max_per_run:
-        limit = min(settings.retention.cleanup_batch, settings.retention.cleanup_max_per_run - seen)
+    most, batch = settings.retention.cleanup_max_per_run, settings.retention.cleanup_batch
+    while seen < most:
+        limit = min(batch, most - seen)
         with session_scope() as session:
             ids = pick(session, after, limit)
             if not ids:

@@ -28,35 +28,24 @@ def make_event(event_type: str, job_id: str, **data: Any) -> dict[str, Any]:
     return {"type": event_type, "job_id": job_id, "at": datetime.now(UTC).isoformat(), **data}
 
 
-def publish(event_type: str, job_id: str, *, expire: bool = False, **data: Any) -> str | None:
-    """Append an event to the job's stream; returns its id, or None if Redis is away.
+def tell(announcement: Announcement) -> None:
+    """The hooks' subscriber: append every announcement to its job's stream.
 
-    ``expire`` (re)sets the stream's time to live: the first and the last event of a
-    job do, the ones between need not. Losing a live event is acceptable (the store
-    has the state); failing the job because the event bus blinked is not.
+    A job's first and last events (:data:`RENEWING`) (re)set the stream's time to live;
+    the ones between need not. Losing a live event is acceptable (the store has the
+    state); failing the job because the event bus blinked is not.
     """
-    event = make_event(event_type, job_id, **data)
+    event_type, job_id = announcement.event, announcement.job_id
+    event = make_event(event_type, job_id, **announcement.data)
     stream = keys.events_stream(job_id)
     try:
         pipe = get_redis().pipeline(transaction=False)
         pipe.xadd(stream, {"data": json.dumps(event, default=str)}, maxlen=STREAM_MAXLEN)
-        if expire:
+        if event_type in RENEWING:
             pipe.expire(stream, get_settings().retention.event_retention_seconds)
-        event_id = pipe.execute()[0]
+        pipe.execute()
     except redis.RedisError as exc:
         log.warning("could not publish %s event for %s: %s", event_type, job_id, exc)
-        return None
-    return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
-
-
-def tell(announcement: Announcement) -> None:
-    """The hooks' subscriber: every announcement goes on the job's stream."""
-    publish(
-        announcement.event,
-        announcement.job_id,
-        expire=announcement.event in RENEWING,
-        **announcement.data,
-    )
 
 
 def delete_stream(job_id: str) -> None:

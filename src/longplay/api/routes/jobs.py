@@ -69,14 +69,13 @@ def present_page(
 ) -> list[JobPublic]:
     """Jobs as clients see them, with a bounded number of queries for the whole page."""
     positions = service.queue_positions(session, jobs) if with_position else {}
-    outputs = service.outputs_of_many(
-        session, [j for j in jobs if j.status == JobStatus.COMPLETED.value]
-    )
+    completed = [j for j in jobs if j.status == JobStatus.COMPLETED.value]
+    outputs = service.outputs_of_many(session, completed)  # only these show outputs
     return [
         JobPublic.of(
             job,
             queue_position=positions.get(job.id),
-            outputs=outputs.get(job.id) if job.status == JobStatus.COMPLETED.value else None,
+            outputs=outputs.get(job.id),
         )
         for job in jobs
     ]

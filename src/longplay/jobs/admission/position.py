@@ -4,36 +4,31 @@ Jobs already with the broker go first (by priority, then when handed over); the 
 ones follow in the order :func:`~longplay.jobs.admission.choice.choose` takes them:
 priority, then turn (the owner's jobs in flight plus its place among its held jobs),
 then age. A page of jobs costs four queries, however long: the jobs with the broker,
-the held jobs that are due (with their turn, from a window query), the page's owners'
-jobs in flight, and which of the page's jobs went in flight since they were read (a
-job never counts itself). The counting is done here, by bisection.
+which of the page's jobs went in flight since they were read (a job never counts
+itself), the held jobs that are due, and their owners' jobs in flight. Turns and
+counts are worked out here, by sorting and bisection.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
-from longplay.jobs.admission.choice import QUEUED, due, in_flight
+from longplay.jobs.admission.choice import QUEUED, due, in_flight, in_flight_of
 from longplay.store.models import Job, utcnow
 
 Key = tuple[Any, ...]
 
 
-def queue_position(session: Session, job: Job) -> int | None:
-    """How many queued jobs will start before this one (0: it is next); None unless
-    it is queued."""
-    return queue_positions(session, [job]).get(job.id)
-
-
 def queue_positions(session: Session, jobs: Sequence[Job]) -> dict[str, int]:
-    """:func:`queue_position` of each queued job among ``jobs``, by id."""
+    """For each queued job among ``jobs``, by id: how many queued jobs will start before
+    it (0: it is next)."""
     queued = [j for j in jobs if j.status == QUEUED]
     if not queued:
         return {}
@@ -52,18 +47,17 @@ def queue_positions(session: Session, jobs: Sequence[Job]) -> dict[str, int]:
 
     held = [j for j in queued if j.dispatched_at is None]
     if held:
-        owners = sorted({j.owner_id for j in held})
-        flying = dict(
-            session.execute(
-                select(Job.owner_id, func.count())
-                .where(Job.owner_id.in_(owners), in_flight())
-                .group_by(Job.owner_id)
-            ).all()
-        )
         moved_on = set(
             session.scalars(select(Job.id).where(Job.id.in_([j.id for j in held]), in_flight()))
         )
-        ranked = _due_with_turns(session, resources)
+        due_rows = session.execute(
+            select(Job.id, Job.owner_id, Job.resource, Job.priority_rank, Job.created_at).where(
+                due(utcnow()), Job.resource.in_(resources)
+            )
+        ).all()
+        owners = {row.owner_id for row in due_rows} | {j.owner_id for j in held}
+        flying = in_flight_of(session, sorted(owners))
+        ranked = _Ranked(due_rows, flying)
     positions: dict[str, int] = {}
     for job in queued:
         if job.dispatched_at is not None:
@@ -72,7 +66,7 @@ def queue_positions(session: Session, jobs: Sequence[Job]) -> dict[str, int]:
             continue
         # Not this job: it may have been handed over since it was read.
         with_broker = len(handed[job.resource]) - (job.id in handed_ids)
-        own_flying = int(flying.get(job.owner_id, 0)) - (job.id in moved_on)
+        own_flying = flying[job.owner_id] - (job.id in moved_on)
         line = ranked.lines[(job.owner_id, job.resource, job.priority_rank)]
         own_before = bisect_left(line, (job.created_at, job.id))
         turn = own_flying + own_before + 1
@@ -82,43 +76,22 @@ def queue_positions(session: Session, jobs: Sequence[Job]) -> dict[str, int]:
 
 
 class _Ranked:
-    """The held, due jobs: per resource in admission order, and per owner line."""
+    """The held, due jobs: each owner's line (per resource and priority, oldest first)
+    and, per resource, everyone's in admission order, where the n-th job of a line has
+    turn n plus its owner's jobs in flight."""
 
-    def __init__(self) -> None:
-        self.order: dict[str, list[Key]] = defaultdict(list)
+    def __init__(
+        self, rows: Sequence[Row[str, str, str, int, datetime]], flying: Mapping[str, int]
+    ) -> None:
         self.lines: dict[tuple[str, str, int], list[tuple[datetime, str]]] = defaultdict(list)
-
-
-def _due_with_turns(session: Session, resources: Sequence[str]) -> _Ranked:
-    now = utcnow()
-    flying = (
-        select(Job.owner_id.label("owner_id"), func.count().label("n"))
-        .where(in_flight())
-        .group_by(Job.owner_id)
-        .subquery()
-    )
-    nth = func.row_number().over(
-        partition_by=(Job.owner_id, Job.resource, Job.priority_rank),
-        order_by=(Job.created_at, Job.id),
-    )
-    rows = session.execute(
-        select(
-            Job.id,
-            Job.owner_id,
-            Job.resource,
-            Job.priority_rank,
-            Job.created_at,
-            (nth + func.coalesce(flying.c.n, 0)).label("turn"),
-        )
-        .join(flying, flying.c.owner_id == Job.owner_id, isouter=True)
-        .where(and_(due(now), Job.resource.in_(resources)))
-    ).all()
-    ranked = _Ranked()
-    for row in rows:
-        ranked.order[row.resource].append((row.priority_rank, row.turn, row.created_at, row.id))
-        ranked.lines[(row.owner_id, row.resource, row.priority_rank)].append(
-            (row.created_at, row.id)
-        )
-    for keys in (*ranked.order.values(), *ranked.lines.values()):
-        keys.sort()
-    return ranked
+        for row in rows:
+            self.lines[(row.owner_id, row.resource, row.priority_rank)].append(
+                (row.created_at, row.id)
+            )
+        self.order: dict[str, list[Key]] = defaultdict(list)
+        for (owner_id, resource, rank), line in self.lines.items():
+            line.sort()
+            for nth, (created_at, job_id) in enumerate(line, start=1):
+                self.order[resource].append((rank, nth + flying[owner_id], created_at, job_id))
+        for keys in self.order.values():
+            keys.sort()
