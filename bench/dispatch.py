@@ -1,18 +1,21 @@
-"""Dispatch bench: longplay against bare Celery, on one Redis with the same worker processes.
+"""Dispatch bench: longplay against bare Celery and RQ, on one Redis with as many worker
+processes each.
 
 Run ``.venv/bin/python bench/dispatch.py [--jobs N] [--concurrency C] [--database D]``
 (D: ``sqlite`` or ``postgresql``). It starts a private deployment (embedded Redis unless
-``LONGPLAY_BENCH_REDIS_URL`` is set, a fresh database, ``longplay api``, ``longplay worker``
-and a bare Celery worker with the same settings), measures submit latency and throughput of
-trivial jobs on both, prints a table of ratios and the verdict against the aims, and removes
-everything it started. It exits non-zero only when something broke (a job failed or was
-lost), never because of the figures.
+``LONGPLAY_BENCH_REDIS_URL`` is set, a fresh database, ``longplay api``, ``longplay worker``,
+a bare Celery worker with the same settings and, when the ``bench`` extra is installed, RQ
+workers), measures submit latency, a burst of submits and throughput of trivial jobs,
+prints tables of ratios and the verdicts against the aims, and removes everything it
+started. It exits non-zero only when something broke (a job failed or was lost), never
+because of the figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import logging
 import os
 import signal
@@ -44,6 +47,27 @@ BARE_QUEUES = ("bench.high", "bench.normal", "bench.low")
 AIM_THROUGHPUT_RATIO = 0.8
 AIM_SUBMIT_P99_MS = 20.0
 POLL = 0.1
+RQ_QUEUE = "bench-rq"
+HAS_RQ = importlib.util.find_spec("rq") is not None
+"""RQ comes with the ``bench`` extra (``pip install -e '.[bench]'``); without it the RQ
+column is left out."""
+
+
+@dataclass(frozen=True)
+class Aims:
+    """Issue 8's aims for no-op jobs, all measured in one run."""
+
+    cpu_per_job_ms: float = 10.0
+    """CPU per job in every process (client, API, worker, Redis)."""
+    throughput_vs_rq: float = 2.0
+    throughput_vs_bare: float = 0.5
+    submit_p99_ms: float = 20.0
+    to_running_p50_ms: float = 15.0
+    to_running_p99_ms: float = 40.0
+    burst_submit_p99_ms: float = 50.0
+
+
+AIMS = Aims()
 
 
 class BenchError(Exception):
@@ -120,6 +144,30 @@ def run_bare_worker(concurrency: int) -> None:
     )
 
 
+# -- RQ: the simplest peer, as its README runs it ---------------------------------------------
+
+
+def rq_noop(key: str, index: int, sleep_ms: float = 0.0) -> None:
+    """The RQ job: like the bare Celery task, it records that (and when) it ran."""
+    if sleep_ms:
+        time.sleep(sleep_ms / 1000)
+    pipe = bare_redis(os.environ["BENCH_REDIS_URL"]).pipeline(transaction=False)
+    pipe.hset(f"{key}:ran", str(index), repr(time.time()))
+    pipe.incr(f"{key}:count")
+    pipe.execute()
+
+
+def run_rq_worker() -> None:
+    """One RQ worker process: it forks a work horse for each job, as RQ does."""
+    from rq import Worker
+
+    # Jobs name their function ``dispatch.rq_noop``: this very module, imported once here
+    # rather than by each forked work horse (as a task module that imports only redis).
+    sys.modules.setdefault("dispatch", sys.modules["__main__"])
+    connection = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
+    Worker([RQ_QUEUE], connection=connection).work(logging_level="WARNING")
+
+
 # -- the deployment -------------------------------------------------------------------------
 
 
@@ -190,11 +238,15 @@ class Deployment(harness.Deployment):
         get_settings.cache_clear()
 
     def start(self) -> None:
-        """Start both workers and the API, with the key that in-process enqueues use."""
+        """Start the workers and the API, with the key that in-process enqueues use."""
         self.key(OWNER)
         self.start_worker(self.concurrency, wait=False)
         bare = [sys.executable, str(Path(__file__).resolve()), "--bare-worker"]
         self.spawn("bare-worker", [*bare, f"--concurrency={self.concurrency}"], self.env)
+        if HAS_RQ:
+            for n in range(self.concurrency):
+                rq_worker = [sys.executable, str(Path(__file__).resolve()), "--rq-worker"]
+                self.spawn(f"rq-worker-{n}", rq_worker, self.env)
         self.start_api(timeout=60)
 
     def cpu(self) -> dict[str, float]:
@@ -440,6 +492,76 @@ def bare_throughput(bare: Bare, jobs: int, work_ms: float, stall: float) -> floa
     return jobs / (max(ran.values()) - first)
 
 
+class Rq:
+    """Enqueues RQ jobs and reads back when each ran."""
+
+    def __init__(self, dep: Deployment) -> None:
+        from rq import Queue
+
+        self.redis = redis.Redis.from_url(dep.redis_url)
+        self.queue = Queue(RQ_QUEUE, connection=self.redis)
+        self.keys: list[str] = []
+
+    def new_key(self) -> str:
+        key = f"bench-rq:{uuid.uuid4().hex[:12]}"
+        self.keys.append(key)
+        return key
+
+    def send(self, key: str, index: int, work_ms: float = 0.0) -> None:
+        self.queue.enqueue("dispatch.rq_noop", key, index, work_ms, result_ttl=0, failure_ttl=3600)
+
+    def wait(self, key: str, count: int, stall: float) -> dict[int, float]:
+        wait_for(lambda: int(self.redis.get(f"{key}:count") or 0), count, stall, "RQ jobs")
+        ran = self.redis.hgetall(f"{key}:ran")
+        return {int(i): float(at) for i, at in ran.items()}
+
+    def close(self) -> None:
+        for key in self.keys:
+            self.redis.delete(f"{key}:ran", f"{key}:count")
+        self.queue.empty()
+        self.redis.close()
+
+
+def rq_throughput(peer: Rq, jobs: int, work_ms: float, stall: float) -> float:
+    key = peer.new_key()
+    first = time.time()
+    for index in range(jobs):
+        peer.send(key, index, work_ms)
+    ran = peer.wait(key, jobs, stall)
+    return jobs / (max(ran.values()) - first)
+
+
+def longplay_burst(
+    dep: Deployment, store: Store, jobs: int, clients: int, stall: float
+) -> list[float]:
+    """``jobs`` submits from ``clients`` threads at once; each submit's round trip."""
+    sessions = [dep.client() for _ in range(clients)]
+    try:
+        with ThreadPoolExecutor(clients) as pool:
+            trips = list(pool.map(lambda n: http_submit(sessions[n % clients])[2], range(jobs)))
+    finally:
+        for session in sessions:
+            session.close()
+    store.expected += jobs
+    store.wait_all_completed(stall)
+    return trips
+
+
+def bare_burst(bare: Bare, jobs: int, clients: int, stall: float) -> list[float]:
+    """The same burst of ``apply_async`` calls from as many threads."""
+    key = bare.new_key()
+
+    def send(index: int) -> float:
+        started = time.perf_counter()
+        bare.send(key, index)
+        return time.perf_counter() - started
+
+    with ThreadPoolExecutor(clients) as pool:
+        trips = list(pool.map(send, range(jobs)))
+    bare.wait(key, jobs, stall)
+    return trips
+
+
 def warm_up(
     dep: Deployment, store: Store, bare: Bare, count: int, stall: float
 ) -> tuple[float, float]:
@@ -556,6 +678,84 @@ def print_report(args: argparse.Namespace, rows: list[Row], runs: dict[str, Thro
     sys.stdout.flush()
 
 
+PEERS = {
+    "http": ("longplay, HTTP submit", ("client", "api", "worker", "redis")),
+    "direct": ("longplay, in-process", ("client", "api", "worker", "redis")),
+    "bare": ("bare Celery", ("client", "bare-worker", "redis")),
+    "rq": ("RQ", ("client", "rq-workers", "redis")),
+}
+"""Each throughput run, and the parts whose CPU it spends."""
+
+
+def cpu_per_job(name: str, run: Throughput) -> float:
+    """CPU milliseconds per job in every process of this run's side."""
+    parts = dict(run.cpu_ms)
+    parts["rq-workers"] = sum(v for k, v in run.cpu_ms.items() if k.startswith("rq-worker-"))
+    return sum(parts.get(part, 0.0) for part in PEERS[name][1])
+
+
+def print_peers(args: argparse.Namespace, rows: list[Row], runs: dict[str, Throughput]) -> None:
+    """The no-op jobs against both peers, and the verdicts against issue 8's aims."""
+    bare, rq = runs["bare"], runs.get("rq")
+    width = 30
+    print()
+    print(
+        f"{'against the peers':<{width}}{'jobs/s':>10}{'CPU ms/job':>12}"
+        f"{'x bare Celery':>15}{'x RQ':>8}"
+    )
+    for name, run in runs.items():
+        vs_rq = f"{run.rate / rq.rate:>8.2f}" if rq is not None else f"{'-':>8}"
+        print(
+            f"{PEERS[name][0]:<{width}}{run.rate:>10.1f}{cpu_per_job(name, run):>12.2f}"
+            f"{run.rate / bare.rate:>15.2f}{vs_rq}"
+        )
+    if rq is None:
+        print("(RQ is not installed: pip install -e '.[bench]' for its column)")
+    print("(CPU: every process of that side, the bench's own included, per job)")
+    print()
+    found = {row.metric: row.longplay for row in rows}
+    burst = next(m for m in found if m.startswith("burst of") and m.endswith("p99 (ms)"))
+    at_most = [
+        ("submit p99 (ms)", found["submit round trip p99 (ms)"], AIMS.submit_p99_ms),
+        (
+            "submit -> running p50 (ms)",
+            found["submit sent -> running p50 (ms)"],
+            AIMS.to_running_p50_ms,
+        ),
+        (
+            "submit -> running p99 (ms)",
+            found["submit sent -> running p99 (ms)"],
+            AIMS.to_running_p99_ms,
+        ),
+        (burst, found[burst], AIMS.burst_submit_p99_ms),
+    ]
+    at_least = []
+    for name in ("http", "direct"):
+        if name in runs:
+            label, run = PEERS[name][0], runs[name]
+            at_most.append(
+                (f"CPU per job, {label} (ms)", cpu_per_job(name, run), AIMS.cpu_per_job_ms)
+            )
+            at_least.append(
+                (
+                    f"throughput, {label} (x bare Celery)",
+                    run.rate / bare.rate,
+                    AIMS.throughput_vs_bare,
+                )
+            )
+            if rq is not None:
+                at_least.append(
+                    (f"throughput, {label} (x RQ)", run.rate / rq.rate, AIMS.throughput_vs_rq)
+                )
+    for what, value, aim in at_most:
+        met = "MET" if value <= aim else "MISSED"
+        print(f"aim (issue 8): {what} = {value:.2f} (<= {aim:g}): {met}")
+    for what, value, aim in at_least:
+        met = "MET" if value >= aim else "MISSED"
+        print(f"aim (issue 8): {what} = {value:.2f} (>= {aim:g}): {met}")
+    sys.stdout.flush()
+
+
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -573,11 +773,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--work-ms", type=float, default=0.0, help="each throughput job sleeps this long")
     add("--submitters", type=int, default=4, help="HTTP client threads for throughput")
     add("--no-direct", action="store_true", help="skip the in-process enqueue run")
+    add("--burst-jobs", type=int, default=300, help="submits in the burst")
+    add("--burst-clients", type=int, default=10, help="HTTP clients submitting the burst")
     add("--stall-timeout", type=float, default=60.0, help="seconds without progress = lost")
     parser.add_argument("--bare-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rq-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if min(args.jobs, args.concurrency, args.latency_samples, args.submitters) < 1:
-        parser.error("--jobs, --concurrency, --latency-samples and --submitters must be >= 1")
+    counts = (args.jobs, args.concurrency, args.latency_samples, args.submitters)
+    if min(*counts, args.burst_jobs, args.burst_clients) < 1:
+        parser.error(
+            "--jobs, --concurrency, --latency-samples, --submitters, --burst-jobs and "
+            "--burst-clients must be >= 1"
+        )
     return args
 
 
@@ -593,11 +800,21 @@ def bench(args: argparse.Namespace, root: Path, stack: contextlib.ExitStack) -> 
         store = Store(dep.database_url)
         bare = Bare(dep)
         stack.callback(bare.close)
-        step("warming up both workers")
+        peer = Rq(dep) if HAS_RQ else None
+        if peer is not None:
+            stack.callback(peer.close)
+        step("warming up the workers")
         first = warm_up(dep, store, bare, 4 * args.concurrency, stall)
+        if peer is not None:
+            rq_throughput(peer, 4 * args.concurrency, 0.0, stall)
         step(f"latency: {args.latency_samples} sequential submits each")
         ours = longplay_latency(dep, store, args.latency_samples, args.gap, stall)
         theirs = bare_latency(bare, args.latency_samples, args.gap, stall)
+        step(f"burst: {args.burst_jobs} submits from {args.burst_clients} clients each")
+        burst = (
+            longplay_burst(dep, store, args.burst_jobs, args.burst_clients, stall),
+            bare_burst(bare, args.burst_jobs, args.burst_clients, stall),
+        )
         step(f"throughput: {jobs} jobs each")
         runs = {
             "bare": measure(dep, jobs, lambda: bare_throughput(bare, jobs, work, stall)),
@@ -611,11 +828,19 @@ def bench(args: argparse.Namespace, root: Path, stack: contextlib.ExitStack) -> 
             runs["direct"] = measure(
                 dep, jobs, lambda: longplay_direct_throughput(store, jobs, work, stall)
             )
+        if peer is not None:
+            runs["rq"] = measure(dep, jobs, lambda: rq_throughput(peer, jobs, work, stall))
     except BaseException:
         print(dep.log_tails(), file=sys.stderr)
         raise
     rows = [Row("first submit after start (ms)", 1000 * first[0], 1000 * first[1])]
-    print_report(args, [*rows, *latency_rows(ours, theirs)], runs)
+    rows += latency_rows(ours, theirs)
+    name = f"burst of {args.burst_jobs} from {args.burst_clients} clients: submit"
+    for pct in (50, 99):
+        ms = [1000 * percentile(trips, pct) for trips in burst]
+        rows.append(Row(f"{name} p{pct} (ms)", ms[0], ms[1]))
+    print_report(args, rows, runs)
+    print_peers(args, rows, runs)
 
 
 def step(message: str) -> None:
@@ -626,6 +851,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.bare_worker:
         run_bare_worker(args.concurrency)
+        return 0
+    if args.rq_worker:
+        run_rq_worker()
         return 0
     signal.signal(signal.SIGTERM, _terminate)
     with tempfile.TemporaryDirectory(prefix="lp-bench-") as tmp, contextlib.ExitStack() as stack:

@@ -1,15 +1,20 @@
 """Speech bench: longplay's ``synthesize`` and ``transcribe`` jobs against piper and
 faster-whisper called directly, on the same text and audio with the same threads.
 
-Run ``.venv/bin/python bench/speech.py [--seconds S] [--repeat N] [--threads T]``.
+Run ``.venv/bin/python bench/speech.py [--seconds S] [--repeat N] [--threads T]
+[--worker-env NAME=VALUE ...]``.
 It voices about S seconds of English with piper directly (warm, timed), transcribes
 that file with faster-whisper directly (warm, timed), then starts a private
 deployment (embedded Redis, SQLite, ``longplay api`` and one ``longplay worker``
 process with ``LONGPLAY_ENGINE_THREADS=T``), warms its engines with a short job
-of each kind, and runs the same synthesis and transcription as jobs through the
-HTTP API: upload, queue, decode, model, outputs, download. Each figure is the
-median of N runs, direct and job alternating. It prints real-time factors and
-the ratio of job time to direct time, and exits non-zero only when a job failed.
+of each kind (a ``translate`` job loads the LLM, so every engine is loaded), and
+runs the same synthesis and transcription as jobs through the HTTP API: upload,
+queue, decode, model, outputs, download. Each figure is the median of N runs,
+direct and job alternating. It prints real-time factors, the ratio of job time to
+direct time (and of CPU time: the deployment's processes against this one's, which
+a busy machine disturbs less), and the memory of the worker's pool process with
+every engine loaded (resident now and at its peak), and exits non-zero only when a
+job failed.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from longplay.store.models import FINISHED
 
 AIM_OVERHEAD = 0.10
 AIM_TRANSCRIBE_RTF = 8.0
+AIM_POOL_MEMORY = 1 << 30
+"""Bytes a worker pool process may hold with every engine loaded."""
 FINAL_EVENTS = frozenset(status.value for status in FINISHED)
 """A job's stream ends with an event named after its final status."""
 PARAGRAPH = (
@@ -50,6 +57,8 @@ PARAGRAPH = (
 class Timing:
     seconds: float
     """Wall-clock time of the work."""
+    cpu: float
+    """CPU seconds the work took, in all its threads and processes."""
     audio: float
     """Seconds of speech it made or read."""
 
@@ -67,7 +76,35 @@ def text_of(seconds: float) -> str:
 
 
 def median_timing(timings: list[Timing]) -> Timing:
-    return Timing(statistics.median(t.seconds for t in timings), timings[0].audio)
+    return Timing(
+        statistics.median(t.seconds for t in timings),
+        statistics.median(t.cpu for t in timings),
+        timings[0].audio,
+    )
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What a process holds in RAM, from ``/proc/<pid>/status``."""
+
+    resident: int
+    """Bytes resident now (``VmRSS``)."""
+    peak: int
+    """The most bytes it ever held resident (``VmHWM``)."""
+
+
+def memory_of(pid: int) -> Memory:
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    kib = {name: int(fields[name].split()[0]) for name in ("VmRSS", "VmHWM")}
+    return Memory(resident=kib["VmRSS"] * 1024, peak=kib["VmHWM"] * 1024)
+
+
+def pool_processes(worker_pid: int) -> list[int]:
+    """The pool processes of the worker whose main process is ``worker_pid`` (Linux only)."""
+    children = Path(f"/proc/{worker_pid}/task/{worker_pid}/children").read_text()
+    return [int(pid) for pid in children.split()]
 
 
 # -- direct calls ------------------------------------------------------------------------
@@ -105,9 +142,9 @@ class Direct:
         self.transcribe_array(np.zeros(16_000, dtype=np.float32))
 
     def synthesize(self, text: str, path: Path | None) -> Timing:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         chunks = [chunk.audio_int16_array for chunk in self.voice.synthesize(text)]
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         samples = np.concatenate(chunks)
         rate = self.voice.config.sample_rate
         if path is not None:
@@ -116,13 +153,14 @@ class Direct:
                 out.setsampwidth(2)
                 out.setframerate(rate)
                 out.writeframes(samples.tobytes())
-        return Timing(elapsed, len(samples) / rate)
+        return Timing(elapsed, cpu, len(samples) / rate)
 
     def transcribe(self, path: Path) -> tuple[Timing, str]:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         segments, info = self.whisper.transcribe(str(path), vad_filter=True)
         text = " ".join(segment.text.strip() for segment in segments)
-        return Timing(time.perf_counter() - started, info.duration), text
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        return Timing(elapsed, cpu, info.duration), text
 
     def transcribe_array(self, audio: np.ndarray[Any, Any]) -> None:
         segments, _ = self.whisper.transcribe(audio, vad_filter=True)
@@ -133,8 +171,10 @@ class Direct:
 
 
 class Jobs:
-    def __init__(self, client: httpx.Client) -> None:
+    def __init__(self, client: httpx.Client, cpu: Callable[[], float]) -> None:
         self.client = client
+        self.cpu = cpu
+        """CPU seconds used so far by the deployment's processes."""
 
     def run(self, kind: str, *, params: dict[str, Any], file: Path | None = None) -> dict[str, Any]:
         """Submit, wait for the end, download every output; the job as last seen."""
@@ -169,9 +209,9 @@ class Jobs:
     def timed(
         self, kind: str, audio: float, *, params: dict[str, Any], file: Path | None = None
     ) -> Timing:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), self.cpu()
         self.run(kind, params=params, file=file)
-        return Timing(time.perf_counter() - started, audio)
+        return Timing(time.perf_counter() - started, self.cpu() - cpu, audio)
 
 
 def _json(value: Any) -> str:
@@ -191,14 +231,17 @@ def alternate(
     return median_timing(directs), median_timing(jobs)
 
 
-def report(rows: dict[str, tuple[Timing, Timing]], threads: int) -> None:
+def report(rows: dict[str, tuple[Timing, Timing]], threads: int, pool: Memory) -> None:
     print(f"\nspeech bench, {threads} thread(s); median wall time, real-time factor (x)")
     print(f"{'':<12}{'audio s':>9}{'direct s':>10}{'direct x':>10}"
-          f"{'job s':>9}{'job x':>8}{'overhead':>10}")  # fmt: skip
+          f"{'job s':>9}{'job x':>8}{'overhead':>10}"
+          f"{'direct cpu':>12}{'job cpu':>9}{'cpu overhead':>14}")  # fmt: skip
     for name, (direct, job) in rows.items():
         overhead = job.seconds / direct.seconds - 1
+        cpu_overhead = job.cpu / direct.cpu - 1
         print(f"{name:<12}{direct.audio:>9.1f}{direct.seconds:>10.2f}{direct.rtf:>10.1f}"
-              f"{job.seconds:>9.2f}{job.rtf:>8.1f}{overhead:>9.1%}")  # fmt: skip
+              f"{job.seconds:>9.2f}{job.rtf:>8.1f}{overhead:>9.1%}"
+              f"{direct.cpu:>12.2f}{job.cpu:>9.2f}{cpu_overhead:>13.1%}")  # fmt: skip
     print()
     for name, (direct, job) in rows.items():
         overhead = job.seconds / direct.seconds - 1
@@ -208,6 +251,11 @@ def report(rows: dict[str, tuple[Timing, Timing]], threads: int) -> None:
     verdict = "met" if transcribe_job.rtf > AIM_TRANSCRIBE_RTF else "NOT met"
     print(f"aim transcribe: faster than {AIM_TRANSCRIBE_RTF:g}x real time as a job: "
           f"{verdict} ({transcribe_job.rtf:.1f}x)")  # fmt: skip
+    mib = 1 << 20
+    verdict = "met" if pool.peak < AIM_POOL_MEMORY else "NOT met"
+    print(f"aim memory: a worker pool process with every engine loaded under "
+          f"{AIM_POOL_MEMORY / (1 << 30):g} GiB: {verdict} (resident {pool.resident / mib:.0f} "
+          f"MiB, peak {pool.peak / mib:.0f} MiB)")  # fmt: skip
 
 
 def bench(args: argparse.Namespace, root: Path, stack: contextlib.ExitStack) -> None:
@@ -221,12 +269,17 @@ def bench(args: argparse.Namespace, root: Path, stack: contextlib.ExitStack) -> 
     step("starting Redis, SQLite, the API and one worker")
     dep = stack.enter_context(Deployment(root, "sqlite", 1))
     dep.env["LONGPLAY_ENGINE_THREADS"] = str(args.threads)
+    dep.env.update(setting.split("=", 1) for setting in args.worker_env)
     dep.start_worker(1, wait=False)
     dep.start_api(timeout=60)
-    jobs = Jobs(stack.enter_context(dep.client()))
-    step("warming the worker's engines")
+    jobs = Jobs(
+        stack.enter_context(dep.client()),
+        lambda: sum(used for part, used in dep.cpu().items() if part != "client"),
+    )
+    step("warming the worker's engines: text-to-speech, speech-to-text, the LLM")
     jobs.run("synthesize", params={"text": "Warming up.", "format": "wav"})
     jobs.run("transcribe", params={}, file=speech)
+    jobs.run("translate", params={"text": "Good morning.", "target_language": "de"})
 
     step(f"synthesize: {args.repeat} x direct and job")
     synthesis = alternate(
@@ -240,7 +293,8 @@ def bench(args: argparse.Namespace, root: Path, stack: contextlib.ExitStack) -> 
         lambda: direct.transcribe(speech)[0],
         lambda: jobs.timed("transcribe", spoken.audio, params={}, file=speech),
     )
-    report({"synthesize": synthesis, "transcribe": transcription}, args.threads)
+    [pool] = pool_processes(dep.processes["worker"].pid)  # one, for concurrency 1
+    report({"synthesize": synthesis, "transcribe": transcription}, args.threads, memory_of(pool))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -248,6 +302,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=120.0, help="speech length")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each, median kept")
     parser.add_argument("--threads", type=int, default=2, help="model threads, both sides")
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the deployment, such as LONGPLAY_LLM_CONTEXT_TOKENS=4096 (repeatable)",
+    )
     return parser.parse_args(argv)
 
 

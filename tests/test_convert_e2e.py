@@ -38,20 +38,17 @@ def test_convert_multipart_to_normalised_mp3(stack: Stack, tmp_path: Path) -> No
     assert abs(meter.result().integrated - -16.0) < 1.0
 
 
-def test_not_audio_fails_at_once_naming_the_file(stack: Stack) -> None:
+def test_not_audio_is_refused_at_submit_naming_the_file(stack: Stack) -> None:
     client = stack.client()
     response = client.post(
         "/v1/jobs",
         data={"kind": "convert"},
         files={"file": ("notes.txt", b"these are meeting notes, not audio", "text/plain")},
     )
-    assert response.status_code == 202
-    failed = wait_for_status(client, response.json()["id"], {"completed", "failed"})
-    assert failed["status"] == "failed"
-    assert failed["attempts"] == 1
-    assert failed["error"]["retryable"] is False
-    assert failed["error"]["code"] == "undecodable_audio"
-    assert "notes.txt" in failed["error"]["message"]
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input"
+    assert "notes.txt" in error["message"]
 
 
 def test_bad_convert_params_are_refused_at_submit(stack: Stack) -> None:
@@ -69,4 +66,4 @@ def test_bad_convert_params_are_refused_at_submit(stack: Stack) -> None:
     assert response.status_code == 422
     assert "ogg takes sample rates" in json.dumps(response.json())
     missing = client.post("/v1/jobs", json={"kind": "convert"})
-    assert missing.status_code == 422 and "takes 1 input" in missing.json()["detail"]
+    assert missing.status_code == 422 and "takes 1 input" in missing.json()["error"]["message"]

@@ -94,7 +94,7 @@ def test_queued_cap_rate_limit_and_tiers(make_stack: Callable[[], Stack]) -> Non
     )
     assert refused.status_code == 429, refused.text
     assert int(refused.headers["Retry-After"]) >= 1
-    assert "queued" in refused.json()["detail"]
+    assert "queued" in refused.json()["error"]["message"]
     assert len(statuses(full, "queued")) == 2, "nothing stored"
     stored = [p for p in (deployment.data_dir / "files").rglob("*") if p.is_file()]
     assert stored == [], "the upload of a refused submission is not kept"

@@ -150,7 +150,7 @@ def test_owner_isolation_on_every_route(stack: Stack) -> None:
         assert response.status_code == 404, (method, path, response.status_code)
     assert all(j["id"] != jid for j in bob.get("/v1/jobs").json()["items"])
     stolen = bob.post("/v1/jobs", json={"kind": "sleep", "inputs": [aid]})
-    assert stolen.status_code == 422 and aid in stolen.json()["detail"]
+    assert stolen.status_code == 422 and aid in stolen.json()["error"]["message"]
     # Alice still has everything.
     assert alice.get(f"/v1/artifacts/{aid}/content").content == b"private"
     assert alice.get(f"/v1/jobs/{jid}").json()["status"] == "completed"
@@ -160,16 +160,16 @@ def test_keys_are_required(stack: Stack) -> None:
     assert httpx.get(f"{stack.api_url}/v1/jobs").status_code == 401
     wrong = httpx.get(f"{stack.api_url}/v1/jobs", headers={"Authorization": "Bearer lp_nope"})
     assert wrong.status_code == 401
-    assert "not valid" in wrong.json()["detail"]
+    assert "not valid" in wrong.json()["error"]["message"]
 
 
 def test_bad_submissions_get_clear_answers(stack: Stack) -> None:
     client = stack.client()
     unknown = client.post("/v1/jobs", json={"kind": "nope"})
-    assert unknown.status_code == 422 and "unknown job kind" in unknown.json()["detail"]
+    assert unknown.status_code == 422 and "unknown job kind" in unknown.json()["error"]["message"]
     bad = client.post("/v1/jobs", json={"kind": "sleep", "params": {"seconds": -1}})
     assert bad.status_code == 422
-    assert bad.json()["errors"][0]["loc"] == ["seconds"]
+    assert bad.json()["error"]["details"][0]["loc"] == ["body", "params", "seconds"]
     too_big = client.post(
         "/v1/artifacts", files={"file": ("big.bin", b"\0" * (9 * 1024 * 1024), "audio/wav")}
     )

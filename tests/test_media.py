@@ -377,6 +377,22 @@ def test_encoder_writes_each_format(tmp_path: Path, fmt: Any, codec: str) -> Non
     assert gain_to_db(float(np.abs(decoded).max())) == pytest.approx(gain_to_db(0.25), abs=0.3)
 
 
+@pytest.mark.parametrize(("fmt", "rate"), [("ogg", 48_000), ("wav", 44_100)])
+def test_encoder_resamples_blocks_at_another_rate(tmp_path: Path, fmt: Any, rate: int) -> None:
+    path = tmp_path / f"out.{fmt}"
+
+    with AudioEncoder(path, format=fmt, sample_rate=rate, channels=1, input_rate=22_050) as encoder:
+        for block in np.array_split(tone(2.0, 22_050, freq=1000.0, amplitude=0.3), 7):
+            encoder.write(block)
+
+    decoded = decode_all(path)
+    assert probe(path).sample_rate == rate
+    assert len(decoded) / rate == pytest.approx(2.0, abs=0.03)
+    assert dominant_frequency(decoded, rate) == pytest.approx(1000.0, abs=5.0)
+    middle = decoded[rate // 2 : 3 * rate // 2]
+    assert float(np.sqrt(np.mean(np.square(middle)))) == pytest.approx(0.3 / np.sqrt(2), rel=0.03)
+
+
 def test_encoder_leaves_no_file_when_interrupted(tmp_path: Path) -> None:
     path = tmp_path / "out.mp3"
 

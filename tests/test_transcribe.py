@@ -397,15 +397,29 @@ def test_silence_completes_with_an_empty_transcript_and_a_note(
 
 
 @DATABASE
-def test_an_upload_that_is_not_audio_fails_at_once(stack: Stack) -> None:
+def test_a_text_file_is_refused_at_submit(stack: Stack) -> None:
+    response = stack.client().post(
+        "/v1/jobs",
+        data={"kind": "transcribe"},
+        files={"file": ("minutes.txt", b"Minutes of the meeting\n", "text/plain")},
+    )
+
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input"
+    assert "minutes.txt is text/plain" in error["message"]
+
+
+@DATABASE
+def test_an_upload_that_only_claims_to_be_audio_fails_at_once(stack: Stack) -> None:
     client = stack.client()
 
-    job = finished(client, transcribe_upload(client, "minutes.txt", b"Minutes of the meeting\n"))
+    job = finished(client, transcribe_upload(client, "minutes.wav", b"Minutes of the meeting\n"))
 
     assert job["status"] == "failed"
     assert job["attempts"] == 1
     assert job["error"]["code"] == "undecodable_audio" and job["error"]["retryable"] is False
-    assert job["error"]["message"].startswith("minutes.txt ")
+    assert job["error"]["message"].startswith("minutes.wav ")
     assert "PyAV" in job["error"]["message"]  # and what the decoder said
 
 

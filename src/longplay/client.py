@@ -6,7 +6,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +15,60 @@ import httpx
 from longplay.settings import Settings
 
 RETRYABLE = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout)
+"""Failures after which an event stream that was followed is resumed."""
+STREAM_READ_TIMEOUT = 45.0
+"""Seconds an event stream may be silent (the API pings every 15) before it counts as lost."""
 LAST_EVENTS = frozenset({"completed", "failed", "cancelled", "stopped", "expired"})
 """Event types after which a job's stream has nothing more to say."""
 
 
 class ApiError(Exception):
-    def __init__(self, response: httpx.Response) -> None:
+    """A request the API refused, or could not answer: :attr:`code` says which kind
+    (the API's error code, or ``unreachable`` and ``timeout``), ``str()`` says it in
+    one line."""
+
+    def __init__(self, message: str, *, code: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status_code = status_code
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> ApiError:
+        """The error a response carries: ``{"error": {"code", "message", "details"?}}``,
+        or FastAPI's ``{"detail": ...}``, or whatever text it has."""
         try:
-            detail = response.json().get("detail", response.text)
+            body = response.json()
         except ValueError:
-            detail = response.text
-        super().__init__(f"{response.status_code}: {detail}")
-        self.status_code = response.status_code
+            body = None
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            code = str(error.get("code") or "error")
+            message = str(error.get("message") or response.reason_phrase)
+            message += _details(error.get("details"))
+        else:
+            code = "error"
+            detail = body.get("detail") if isinstance(body, dict) else None
+            message = str(detail) if detail else (response.text or response.reason_phrase)
+        text = " ".join(message.split())  # one line
+        return cls(
+            f"{response.status_code} {code}: {text}", code=code, status_code=response.status_code
+        )
+
+
+def _details(details: Any) -> str:
+    """A few of an error's details, as ``(field: message; ...)``."""
+    if not isinstance(details, list) or not details:
+        return ""
+    shown = []
+    for item in details[:3]:
+        if isinstance(item, dict):
+            where = item.get("field") or ".".join(map(str, item.get("loc") or []))
+            what = item.get("message") or item.get("msg") or ""
+            shown.append(f"{where}: {what}" if where else str(what))
+        else:
+            shown.append(str(item))
+    more = f"; and {len(details) - 3} more" if len(details) > 3 else ""
+    return f" ({'; '.join(shown)}{more})"
 
 
 def key_file(settings: Settings) -> Path:
@@ -43,14 +85,36 @@ def find_key(settings: Settings) -> str | None:
 
 
 class Client:
-    def __init__(self, base_url: str, key: str | None) -> None:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=60)
+    """The API's routes as methods; every failure, the API's or the network's, is an
+    :class:`ApiError`."""
 
-    def _check(self, response: httpx.Response) -> Any:
+    def __init__(self, base_url: str, key: str | None, *, timeout: float = 60.0) -> None:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
+
+    def _request(self, method: str, url: str, **options: Any) -> Any:
+        """Send a request and return its JSON body."""
+        with self._reaching():
+            response = self.http.request(method, url, **options)
         if response.status_code >= 400:
-            raise ApiError(response)
+            raise ApiError.of(response)
         return response.json() if response.content else None
+
+    @contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """The network's failures as ApiError: no answer in time, or no API there."""
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise ApiError(
+                f"no answer from the API at {self.http.base_url} in time ({type(exc).__name__})",
+                code="timeout",
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ApiError(
+                f"cannot reach the API at {self.http.base_url}: {exc or type(exc).__name__}",
+                code="unreachable",
+            ) from exc
 
     def submit(
         self, kind: str, paths: list[Path], params: dict[str, Any], priority: str | None = None
@@ -63,35 +127,46 @@ class Client:
             data = {"kind": kind, "params": json.dumps(params)}
             if priority is not None:
                 data["priority"] = priority
-            return self._check(self.http.post("/v1/jobs", data=data, files=uploads))
+            return self._request("POST", "/v1/jobs", data=data, files=uploads)
 
     def job(self, job_id: str) -> dict[str, Any]:
-        return self._check(self.http.get(f"/v1/jobs/{job_id}"))
+        return self._request("GET", f"/v1/jobs/{job_id}")
 
     def jobs(self, **filters: Any) -> dict[str, Any]:
         params = {k: v for k, v in filters.items() if v is not None}
-        return self._check(self.http.get("/v1/jobs", params=params))
+        return self._request("GET", "/v1/jobs", params=params)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self._check(self.http.post(f"/v1/jobs/{job_id}/cancel"))
+        return self._request("POST", f"/v1/jobs/{job_id}/cancel")
 
     def events(self, job_id: str) -> Iterator[dict[str, Any]]:
         """Follow the job's SSE stream, resuming after the last event id on a dropped link."""
+        with self._reaching():
+            yield from self._events(job_id)
+
+    def _events(self, job_id: str) -> Iterator[dict[str, Any]]:
+        # The API sends a ping every 15 s, so a read that waits longer than this has
+        # lost the link.
+        timeout = httpx.Timeout(
+            self.http.timeout.connect, read=max(STREAM_READ_TIMEOUT, self.http.timeout.read or 0)
+        )
         last_id: str | None = None
+        followed = False
         failures = 0
         while True:
             headers = {"Last-Event-ID": last_id} if last_id else {}
             try:
                 with self.http.stream(
-                    "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=None
+                    "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=timeout
                 ) as response:
                     if response.status_code >= 400:
                         response.read()
-                        error = ApiError(response)
-                        if response.status_code < 500:
+                        error = ApiError.of(response)
+                        if response.status_code < 500 or not followed:
                             raise error
                         # The API or its store is restarting: try again like a dropped link.
                         raise httpx.RemoteProtocolError(str(error))
+                    followed = True
                     for event_id, data in _parse_sse(response.iter_lines()):
                         failures = 0
                         last_id = event_id or last_id
@@ -102,17 +177,20 @@ class Client:
                 raise httpx.RemoteProtocolError("the event stream ended early")
             except RETRYABLE:
                 failures += 1
-                if failures > 30:
-                    raise
+                if not followed or failures > 30:
+                    raise  # no API there at all, or not coming back
                 time.sleep(min(5.0, 0.5 * failures))
 
     def download(self, artifact: dict[str, Any], folder: Path) -> Path:
+        """Save an artifact in ``folder`` under its name (its id, if the name is no
+        plain file name)."""
         folder.mkdir(parents=True, exist_ok=True)
-        target = folder / Path(artifact["name"]).name
-        with self.http.stream("GET", artifact["links"]["content"]) as response:
+        name = Path(artifact["name"]).name
+        target = folder / (name if name not in ("", ".", "..") else artifact["id"])
+        with self._reaching(), self.http.stream("GET", artifact["links"]["content"]) as response:
             if response.status_code >= 400:
                 response.read()
-                raise ApiError(response)
+                raise ApiError.of(response)
             with target.open("wb") as out:
                 for chunk in response.iter_bytes():
                     out.write(chunk)

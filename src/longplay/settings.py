@@ -43,6 +43,10 @@ class ApiSettings(BaseSettings):
     port: int = 8000
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1, alias="LONGPLAY_MAX_UPLOAD_BYTES")
     max_inputs_per_job: int = Field(default=32, ge=1, alias="LONGPLAY_MAX_INPUTS_PER_JOB")
+    max_json_bytes: int = Field(default=4 * 1024**2, ge=1024, alias="LONGPLAY_MAX_JSON_BYTES")
+    """A JSON body (and a multipart ``params`` part) larger than this is refused with 413."""
+    workers: int = Field(default=1, ge=1)
+    """API processes sharing the port; each holds its own store pool and event reader."""
 
 
 class WorkerSettings(BaseSettings):
@@ -241,7 +245,8 @@ class LlmSettings(BaseSettings):
     url: str | None = None
     api_key: str | None = None
     http_model: str = "gpt-4o-mini"
-    context_tokens: int = Field(default=8192, ge=512)
+    context_tokens: int = Field(default=4096, ge=512)
+    """The local model's context (its cache grows with it); translation chunks need under 1,500."""
     timeout: float = Field(default=300.0, gt=0)
 
 

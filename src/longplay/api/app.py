@@ -1,52 +1,141 @@
-"""Assembles the FastAPI app; routes live in ``routes/``, logic in the jobs service."""
+"""Assembles the FastAPI app; routes live in ``routes/``, logic in the jobs service.
+
+Every error leaves in the one shape of :mod:`longplay.api.errors`, whoever raised it:
+the service (a refusal), FastAPI (a request that does not validate, a missing key, a
+body over its limit) or a bug (500, with nothing of its insides). The docs pages
+(``/docs``, ``/redoc``) load Swagger UI and ReDoc from files installed with the
+``fastapi-offline`` package, so they work on a machine with no internet.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
 from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException
+from starlette.routing import Match, Route
 
 from longplay import __version__
+from longplay.api import openapi
+from longplay.api.errors import CODES, error_body, validation_details
+from longplay.api.followers import EventHub
 from longplay.api.routes import artifacts, events, jobs, meta, webhooks
 from longplay.jobs import refusals
 from longplay.kinds import load as load_kinds
+from longplay.settings import get_settings
 from longplay.store.files import UploadTooLarge
 
-ERROR_STATUS: dict[type[Exception], int] = {
+log = logging.getLogger(__name__)
+
+ERROR_STATUS: dict[type[refusals.ServiceError], int] = {
     refusals.NotFound: status.HTTP_404_NOT_FOUND,
     refusals.Invalid: status.HTTP_422_UNPROCESSABLE_CONTENT,
     refusals.Conflict: status.HTTP_409_CONFLICT,
     refusals.Forbidden: status.HTTP_403_FORBIDDEN,
     refusals.Unavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
     refusals.RateLimited: status.HTTP_429_TOO_MANY_REQUESTS,
+    refusals.TooLarge: status.HTTP_413_CONTENT_TOO_LARGE,
 }
+
+
+def _answer(
+    status_code: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(body, status_code=status_code, headers=headers)
 
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, refusals.ServiceError)
     code = next(c for t, c in ERROR_STATUS.items() if isinstance(exc, t))
-    body: dict[str, object] = {"detail": str(exc)}
-    if isinstance(exc, refusals.Invalid) and exc.errors:
-        body["errors"] = exc.errors
+    details = validation_details(exc.errors) if isinstance(exc, refusals.Invalid) else None
     headers: dict[str, str] = {}
     if isinstance(exc, refusals.RateLimited):
-        body["retry_after"] = exc.retry_after
         headers["Retry-After"] = str(exc.retry_after)
-    return JSONResponse(body, status_code=code, headers=headers)
+    body = error_body(exc.code, str(exc), retryable=exc.retryable, details=details)
+    return _answer(code, body, headers)
 
 
 async def _too_large(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_413_CONTENT_TOO_LARGE)
+    return _answer(status.HTTP_413_CONTENT_TOO_LARGE, error_body("too_large", str(exc)))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's and Starlette's own: a missing key (401), an unknown route (404), a
+    method not allowed (405), an unreadable body (400), a body over the limit (413)."""
+    assert isinstance(exc, HTTPException)
+    code = CODES.get(exc.status_code, "error")
+    body = error_body(code, str(exc.detail), retryable=True if exc.status_code == 503 else None)
+    headers = dict(exc.headers or {})
+    if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+        headers["Allow"] = ", ".join(_methods_of(request))
+    return _answer(exc.status_code, body, headers)
+
+
+def _methods_of(request: Request) -> list[str]:
+    """Every method the request's path takes: Starlette's own ``Allow`` names only
+    those of the first route on the path, and each method is a route of its own."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if (
+            isinstance(route, Route)
+            and route.methods
+            and route.matches(request.scope)[0] != Match.NONE
+        ):
+            methods |= route.methods
+    return sorted(methods)
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = validation_details(exc.errors())
+    first = details[0] if details else None
+    where = ".".join(str(p) for p in first["loc"]) if first else "the request"
+    message = f"{where}: {first['message']}" if first else "the request is not valid"
+    return _answer(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        error_body("invalid_request", message, details=details),
+    )
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """A bug: the log has the traceback, the client a plain word that says so."""
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _answer(
+        status.HTTP_500_INTERNAL_SERVER_ERROR,
+        error_body("internal_error", "the service failed on this request; it is logged"),
+    )
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    hub = app.state.event_hub = EventHub(get_settings().effective_redis_url)
+    try:
+        yield
+    finally:
+        await hub.close()
 
 
 def create_app() -> FastAPI:
-    load_kinds()  # now, not on the first request
-    app = FastAPI(
+    load_kinds()  # now, not on the first request; the OpenAPI document lists them
+    app = FastAPIOffline(
+        lifespan=_lifespan,
         title="longplay",
         version=__version__,
-        description="Long AI media work as background jobs: submit, follow, download.",
+        description="Long AI media work as background jobs: submit, follow, download.\n\n"
+        'Every error answers `{"error": {"code", "message", "retryable"?, "details"?}}`.',
     )
     for router in (jobs.router, events.router, artifacts.router, meta.router, webhooks.router):
         app.include_router(router)
     app.add_exception_handler(refusals.ServiceError, _service_error)
     app.add_exception_handler(UploadTooLarge, _too_large)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(Exception, _internal_error)
+    app.openapi = lambda: openapi.document(app)  # type: ignore[method-assign]
     return app

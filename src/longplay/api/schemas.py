@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, create_model
 
 from longplay.framework import JobKind
 from longplay.store.models import Priority
@@ -14,12 +15,12 @@ from longplay.store.views import ErrorPublic, JobPublic
 CallbackEvent = Literal["started", "progress"]
 
 
-class JobCreate(BaseModel):
-    """A job to run: its kind, the uploaded artifacts it reads, its parameters."""
+class JobCreateFields(BaseModel):
+    """What every submission has besides its kind and its parameters."""
 
-    kind: str = Field(examples=["convert"])
+    model_config = ConfigDict(extra="forbid")
+
     inputs: list[str] = Field(default_factory=list, description="Artifact ids, in order.")
-    params: dict[str, Any] = Field(default_factory=dict)
     priority: Priority | None = Field(None, description="Default: the one your tier maps to.")
     run_at: AwareDatetime | None = Field(None, description="Do not start before this time.")
     deadline: AwareDatetime | None = Field(
@@ -38,6 +39,41 @@ class JobCreate(BaseModel):
         default_factory=list,
         description="Webhooks besides the final one: `started`, `progress` (at a bounded rate).",
     )
+
+
+class JobCreate(JobCreateFields):
+    """A job to run: its kind, the uploaded artifacts it reads, its parameters. Each kind
+    has a model of its own (:func:`job_create_model`) whose ``params`` is the kind's."""
+
+    kind: str
+    params: BaseModel
+
+
+_SUBMIT_MODELS: dict[str, tuple[JobKind[Any], type[JobCreate]]] = {}
+
+
+def job_create_model(kind: JobKind[Any]) -> type[JobCreate]:
+    """The submission model of ``kind``: ``kind`` is its name, ``params`` its params
+    model (required when the model has a required field). Made once per kind."""
+    made = _SUBMIT_MODELS.get(kind.name)
+    if made is not None and made[0] is kind:
+        return made[1]
+    required = any(f.is_required() for f in kind.params.model_fields.values())
+    params: Any = (
+        (kind.params, Field(description=f"The parameters of `{kind.name}`."))
+        if required
+        else (kind.params, Field(default_factory=dict, validate_default=True))
+    )
+    name: Any = Literal[kind.name]  # a type made at run time, one per kind
+    model = create_model(
+        "JobCreate" + "".join(part.capitalize() for part in re.split(r"[_-]", kind.name)),
+        __base__=JobCreate,
+        __doc__=f"A `{kind.name}` job. {kind.description}".strip(),
+        kind=(name, Field(description="The job kind; GET /v1/kinds lists them.")),
+        params=params,
+    )
+    _SUBMIT_MODELS[kind.name] = (kind, model)
+    return model
 
 
 class JobList(BaseModel):

@@ -1,6 +1,10 @@
-"""Turning uploaded files into input artifacts."""
+"""Turning uploaded files into input artifacts, in two halves: copying and hashing the
+bytes (slow, no store connection held) and adding the rows (quick, in a store call)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
@@ -10,9 +14,16 @@ from longplay.store import files
 from longplay.store.models import Artifact, ArtifactRole, Owner
 
 
-def store_upload(
-    session: Session, owner: Owner, upload: UploadFile, *, job_id: str | None = None
-) -> Artifact:
+@dataclass(frozen=True)
+class Received:
+    """An upload copied into the store's incoming folder, not yet an artifact."""
+
+    staged: files.StagedFile
+    name: str
+    media_type: str
+
+
+def receive(upload: UploadFile) -> Received:
     """Copy an upload into the store, hashing it and enforcing the size limit."""
     stager = files.Stager(get_settings().api.max_upload_bytes)
     try:
@@ -22,16 +33,36 @@ def store_upload(
     except BaseException:
         stager.discard()
         raise
-    staged = stager.finish()
-    name = files.safe_name(upload.filename)
+    name = files.safe_name(upload.filename, max_bytes=files.UPLOAD_NAME_BYTES)
+    return Received(stager.finish(), name, files.guess_media_type(name, upload.content_type))
+
+
+def receive_all(uploads: Sequence[UploadFile]) -> list[Received]:
+    """Every upload received, or none: a failure removes the ones copied before it."""
+    received: list[Received] = []
+    try:
+        for upload in uploads:
+            received.append(receive(upload))
+    except BaseException:
+        discard(received)
+        raise
+    return received
+
+
+def discard(received: Sequence[Received]) -> None:
+    for item in received:
+        item.staged.path.unlink(missing_ok=True)
+
+
+def adopt(session: Session, owner: Owner, received: Received) -> Artifact:
+    """The received file moved into the store as the owner's input artifact (added)."""
     artifact = files.adopt(
-        staged.path,
+        received.staged.path,
         owner_id=owner.id,
-        name=name,
-        media_type=files.guess_media_type(name, upload.content_type),
+        name=received.name,
+        media_type=received.media_type,
         role=ArtifactRole.INPUT,
-        job_id=job_id,
-        sha256=staged.sha256,
+        sha256=received.staged.sha256,
     )
     session.add(artifact)
     return artifact

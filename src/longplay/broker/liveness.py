@@ -3,11 +3,16 @@ process marks itself alive in Redis every few seconds; ``/healthz`` counts the m
 
 A mark rather than a broadcast ping: reading it is one Redis round trip with a short
 timeout, so a health check cannot hang on a worker that does not answer.
+
+Each mark also says how many jobs the worker runs at once, and for which resources:
+admission hands over as many jobs as the live workers have free slots
+(:func:`capacity`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -28,6 +33,13 @@ ALIVE_TTL = 3 * ALIVE_INTERVAL + 1
 """A worker whose last mark is older than this counts as gone."""
 FORGET_AFTER = 3600.0
 """Marks older than this are removed from the set."""
+RESOURCES = ("cpu", "gpu")
+
+
+def slots_key(name: str) -> str:
+    """How many jobs the worker ``name`` runs at once, per resource (JSON); it lapses
+    with the worker's marks. (Belongs in :mod:`longplay.keys`.)"""
+    return f"{keys.WORKERS_ALIVE}:slots:{name}"
 
 
 def this_process() -> str:
@@ -35,12 +47,35 @@ def this_process() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def mark_alive(client: redis.Redis, name: str, *, now: float | None = None) -> None:
+def mark_alive(
+    client: redis.Redis,
+    name: str,
+    *,
+    slots: dict[str, int] | None = None,
+    now: float | None = None,
+) -> None:
+    """Mark the worker ``name`` alive, running up to ``slots`` jobs per resource."""
     at = time.time() if now is None else now
     pipe = client.pipeline(transaction=False)
     pipe.zadd(keys.WORKERS_ALIVE, {name: at})
     pipe.zremrangebyscore(keys.WORKERS_ALIVE, "-inf", at - FORGET_AFTER)
+    if slots is not None:
+        pipe.set(slots_key(name), json.dumps(slots), px=int(ALIVE_TTL * 1000))
     pipe.execute()
+
+
+def capacity(client: redis.Redis, *, now: float | None = None) -> dict[str, int]:
+    """Jobs the live workers run at once, per resource (a worker that takes both
+    resources counts its slots for each)."""
+    names = live_workers(client, now=now)
+    found: dict[str, int] = dict.fromkeys(RESOURCES, 0)
+    if not names:
+        return found
+    for raw in client.mget([slots_key(name) for name in names]):
+        for resource, count in (json.loads(raw) if raw else {}).items():
+            if resource in found:
+                found[resource] += int(count)
+    return found
 
 
 def live_workers(client: redis.Redis, *, now: float | None = None) -> list[str]:
@@ -80,9 +115,11 @@ class Liveness(bootsteps.StartStopStep):
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         self.tref: Any = None
         self.name_ = this_process()
+        self.slots: dict[str, int] = {}
         super().__init__(parent, **kwargs)
 
     def start(self, parent: Any) -> None:
+        self.slots = slots_of(parent)
         self._mark()
         self.tref = parent.timer.call_repeatedly(ALIVE_INTERVAL, self._mark)
 
@@ -91,15 +128,29 @@ class Liveness(bootsteps.StartStopStep):
             parent.timer.cancel(self.tref)
             self.tref = None
         with contextlib.suppress(redis.RedisError):
-            get_quick_redis().zrem(keys.WORKERS_ALIVE, self.name_)
+            pipe = get_quick_redis().pipeline(transaction=False)
+            pipe.zrem(keys.WORKERS_ALIVE, self.name_)
+            pipe.delete(slots_key(self.name_))
+            pipe.execute()
 
     shutdown = stop
 
     def _mark(self) -> None:
         try:
-            mark_alive(get_quick_redis(), self.name_)
+            mark_alive(get_quick_redis(), self.name_, slots=self.slots)
         except redis.RedisError as exc:
             log.warning("could not mark this worker alive: %s", exc)
+
+
+def slots_of(consumer: Any) -> dict[str, int]:
+    """The worker's pool size for each resource whose queues it consumes."""
+    consumed = set(consumer.app.amqp.queues.consume_from)
+    size = int(consumer.controller.concurrency or 0)
+    return {
+        resource: size
+        for resource in RESOURCES
+        if any(keys.queue_name(resource, p) in consumed for p in keys.PRIORITIES)
+    }
 
 
 def install(app: Celery) -> None:

@@ -54,17 +54,21 @@ def up() -> None:
 
 
 @app.command()
-def api() -> None:
+def api(
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="API processes; default from settings (1).")
+    ] = None,
+) -> None:
     """Serve the HTTP API alone (for a distributed setup)."""
     import uvicorn
-
-    from longplay.api.app import create_app
 
     settings = get_settings()
     setup_logging(settings)
     prepare(settings)
     uvicorn.run(
-        create_app(),
+        "longplay.api.app:create_app",
+        factory=True,
+        workers=workers or settings.api.workers,
         host=settings.api.host,
         port=settings.api.port,
         log_level=settings.log_level,
@@ -90,8 +94,10 @@ def worker(
     from longplay import keys
     from longplay.broker import liveness
     from longplay.broker.app import celery_app
+    from longplay.worker.memory import give_memory_back
     from longplay.worker.tasks import release_jobs_of
 
+    give_memory_back()  # before the pool forks: every pool process inherits it
     liveness.install(celery_app)
     settings = get_settings()
     setup_logging(settings)

@@ -2,12 +2,13 @@
 
 The text is cut into sentences (:func:`~longplay.text.sentences.speakable_sentences`)
 and voiced one sentence at a time, with a pause after each and a longer one at a paragraph break
-(a blank line). Each sentence goes straight into a 16-bit WAV in the work folder and
-through a :class:`~longplay.media.LoudnessMeter`, so nothing but one sentence is ever
-in memory. Mastering then reads that file back through the
-:class:`~longplay.media.GainStage` the encoder uses: one gain to the target loudness
-(:mod:`longplay.media.mastering`), a limiter that keeps the true peak under
-``TRUE_PEAK_DB``.
+(a blank line). Each sentence goes straight into a :class:`~longplay.media.Spool` in
+the work folder and through a :class:`~longplay.media.LevelTrace`, so nothing but one
+sentence is ever in memory. The trace knows, once the last sentence is voiced, the
+gain that brings the speech to the target loudness through a limiter that keeps the
+true peak under ``TRUE_PEAK_DB`` (:func:`~longplay.media.mastering.gain_for_levels`
+predicts it without reading the speech again), so mastering is one pass: the spool
+read back through that gain and limiter into the encoder.
 
 :func:`synthesize_speech` is the whole of it, for kinds that voice text as one stage
 of their own (``dub``).
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,18 +32,14 @@ from longplay.framework import InvalidInput, Progress
 from longplay.media import (
     OUTPUT_FORMATS,
     AudioEncoder,
-    Loudness,
-    LoudnessMeter,
+    Levels,
+    LevelTrace,
     OutputFormatName,
+    Spool,
     codec_gain_db,
-    decode,
 )
-from longplay.media.mastering import (
-    MAX_SIMULATIONS,
-    TOLERANCE_LU,
-    gain_through_limiter,
-    limited_loudness,
-)
+from longplay.media.loudness import finite_or_none
+from longplay.media.mastering import gain_for_levels
 from longplay.settings import get_settings
 from longplay.text.sentences import Sentence, speakable_sentences
 
@@ -104,7 +100,8 @@ class SpeechFile:
     duration: float
     sentences: int
     loudness: dict[str, Any]
-    """Measured before mastering, the gain applied, and the target."""
+    """Measured before mastering, the gain applied, the deepest cut of the limiter, the
+    loudness predicted for the output, and the target."""
 
 
 def synthesize_speech(
@@ -120,8 +117,8 @@ def synthesize_speech(
 
     ``progress`` hears done and total as fractions of the work, with details: while
     voicing ``sentences``, ``sentences_total``, ``chars``, ``chars_total`` and
-    ``seconds`` of speech so far; while mastering ``mastering`` (the pass over the
-    speech, from 1), ``seconds`` and ``gain_db``. Raises
+    ``seconds`` of speech so far; while mastering ``mastering`` (true), ``seconds``
+    of speech mastered and ``gain_db``. Raises
     :class:`InvalidInput` for a text with no words and the engine's ``InvalidParams``
     for a voice it does not have (naming the ones it has).
     """
@@ -129,60 +126,68 @@ def synthesize_speech(
     if not sentences:
         raise InvalidInput("nothing to say: the text has no words")
     synthesizer = get_synthesizer(on_fallback=on_fallback)
-    voiced = folder / f".{stem}.voiced.wav"
-    try:
-        rate, measured = _voice(synthesizer, sentences, voiced, options, progress)
-        path = folder / f"{stem}.{options.format}"
-        gain = _master(voiced, rate, measured, path, options, progress)
-    finally:
-        voiced.unlink(missing_ok=True)
+    path = folder / f"{stem}.{options.format}"
+    with Spool(folder / f".{stem}.voiced.f32", channels=1) as voiced:
+        levels = _voice(synthesizer, sentences, voiced, options, progress)
+        loudness = _master(voiced, levels, path, options, progress)
     return SpeechFile(
         path=path,
         media_type=OUTPUT_FORMATS[options.format].media_type,
-        duration=round(measured.duration, 3),
+        duration=round(levels.loudness.duration, 3),
         sentences=len(sentences),
-        loudness={
-            "measured": measured.as_dict(),
-            "gain_db": round(gain, 2),
-            "target_lufs": options.loudness,
-        },
+        loudness=loudness,
     )
 
 
 def _voice(
     synthesizer: Synthesizer,
     sentences: Sequence[Sentence],
-    path: Path,
+    voiced: Spool,
     options: SpeechOptions,
     progress: Progress,
-) -> tuple[int, Loudness]:
-    """Voice every sentence into a mono WAV at ``path``; returns its rate and loudness."""
+) -> Levels:
+    """Voice every sentence into ``voiced``, mono; returns the levels of the speech.
+
+    The engine then rests, done or not: memory it keeps between sentences goes back
+    before the next job, of whatever kind, runs in this process."""
     with gpu_slot(synthesizer.device, timeout_s=get_settings().engines.gpu_wait_timeout):
-        speeches = _spoken(synthesizer, sentences, options)
-        first = next(speeches)  # its rate is the file's
-        rate = first.sample_rate
-        meter = LoudnessMeter(rate, 1)
-        chars_total = sum(len(s.text) for s in sentences)
-        chars = frames = 0
-        with AudioEncoder(path, format="wav", sample_rate=rate, channels=1) as encoder:
-            spoken = zip(sentences, itertools.chain([first], speeches), strict=True)
-            for index, (sentence, speech) in enumerate(spoken):
-                pause = np.zeros(round(_pause_after(sentences, index, options) * rate), np.float32)
-                samples = np.concatenate([_at_rate(speech, rate), pause])
-                encoder.write(samples[:, None])
-                meter.add(samples[:, None])
-                chars += len(sentence.text)
-                frames += len(samples)
-                progress(
-                    VOICE_SHARE * chars / chars_total,
-                    1.0,
-                    sentences=index + 1,
-                    sentences_total=len(sentences),
-                    chars=chars,
-                    chars_total=chars_total,
-                    seconds=round(frames / rate, 1),
-                )
-    return rate, meter.result()
+        try:
+            return _voice_each(synthesizer, sentences, voiced, options, progress)
+        finally:
+            synthesizer.rest()
+
+
+def _voice_each(
+    synthesizer: Synthesizer,
+    sentences: Sequence[Sentence],
+    voiced: Spool,
+    options: SpeechOptions,
+    progress: Progress,
+) -> Levels:
+    speeches = _spoken(synthesizer, sentences, options)
+    first = next(speeches)  # its rate is the file's
+    rate = first.sample_rate
+    trace = LevelTrace(rate, 1)
+    chars_total = sum(len(s.text) for s in sentences)
+    chars = frames = 0
+    spoken = zip(sentences, itertools.chain([first], speeches), strict=True)
+    for index, (sentence, speech) in enumerate(spoken):
+        pause = np.zeros(round(_pause_after(sentences, index, options) * rate), np.float32)
+        samples = np.concatenate([_at_rate(speech, rate), pause])[:, None]
+        voiced.write(samples)
+        trace.add(samples)
+        chars += len(sentence.text)
+        frames += len(samples)
+        progress(
+            VOICE_SHARE * chars / chars_total,
+            1.0,
+            sentences=index + 1,
+            sentences_total=len(sentences),
+            chars=chars,
+            chars_total=chars_total,
+            seconds=round(frames / rate, 1),
+        )
+    return trace.finish()
 
 
 def _spoken(
@@ -209,69 +214,40 @@ def _at_rate(speech: Speech, rate: int) -> Samples:
 
 
 def _master(
-    voiced: Path,
-    voiced_rate: int,
-    measured: Loudness,
-    path: Path,
-    options: SpeechOptions,
-    progress: Progress,
-) -> float:
-    """Encode the voiced WAV at the gain that brings it to the target; returns the gain.
+    voiced: Spool, levels: Levels, path: Path, options: SpeechOptions, progress: Progress
+) -> dict[str, Any]:
+    """Encode the voiced speech at the gain that brings it to the target, through the
+    limiter; returns what was measured, chosen and predicted.
 
-    The gain is the target minus the measured loudness (and minus the codec's own
-    gain, see :func:`~longplay.media.codec_gain_db`). Where that takes the true peak
-    over the ceiling the limiter will take some loudness away too, which
-    :func:`~longplay.media.mastering.gain_through_limiter` makes up for.
+    The aim is the target minus the codec's own gain (see
+    :func:`~longplay.media.codec_gain_db`). The limiter runs at the voice's rate; an
+    output at another rate (Opus: 48 kHz) is resampled by the encoder after it.
     """
-    rate = OUTPUT_FORMATS[options.format].rate_for(voiced_rate)
-    mastering = _Mastering(voiced, rate, measured.duration, progress)
-    aim = options.loudness - codec_gain_db(options.format, rate, 1)
-    gain = 0.0 if measured.is_silent else aim - measured.integrated
-    overshoot = measured.true_peak + gain - TRUE_PEAK_DB
-    if overshoot > TOLERANCE_LU:
-        gain = gain_through_limiter(mastering.simulate, gain, aim, overshoot).gain
-    mastering.encode(path, options.format, gain)
-    return gain
-
-
-class _Mastering:
-    """The passes over the voiced WAV, each an equal share of the rest of the bar:
-    simulations of the limiter, then the encoding, which always takes the last."""
-
-    def __init__(self, voiced: Path, rate: int, duration: float, progress: Progress) -> None:
-        self.voiced, self.rate, self.duration, self.progress = voiced, rate, duration, progress
-        self._passes = 0
-
-    def simulate(self, gain: float) -> float:
-        """Integrated loudness after the encoder's :class:`GainStage` at ``gain``."""
-        blocks = self._read(self._passes, gain)
-        return limited_loudness(blocks, self.rate, 1, gain=gain, ceiling=TRUE_PEAK_DB)
-
-    def encode(self, path: Path, format: OutputFormatName, gain: float) -> None:
-        encoder = AudioEncoder(
-            path,
-            format=format,
-            sample_rate=self.rate,
-            channels=1,
-            gain_db=gain,
-            ceiling_db=TRUE_PEAK_DB,
-        )
-        with encoder:
-            for samples in self._read(MAX_SIMULATIONS, gain):
-                encoder.write(samples)
-
-    def _read(self, index: int, gain: float) -> Iterator[Samples]:
-        self._passes += 1
-        share = (1.0 - VOICE_SHARE) / (MAX_SIMULATIONS + 1)
-        with closing(decode(self.voiced, sample_rate=self.rate)) as blocks:
-            for block in blocks:
-                yield block.samples
-                seconds = min(block.position, self.duration)
-                fraction = seconds / self.duration if self.duration else 1.0
-                self.progress(
-                    VOICE_SHARE + share * (index + fraction),
-                    1.0,
-                    mastering=self._passes,
-                    seconds=round(seconds, 1),
-                    gain_db=round(gain, 2),
-                )
+    rate = OUTPUT_FORMATS[options.format].rate_for(levels.sample_rate)
+    codec_gain = codec_gain_db(options.format, rate, 1)
+    search = gain_for_levels(levels, options.loudness - codec_gain, TRUE_PEAK_DB)
+    limiter = levels.limiter(search.gain, TRUE_PEAK_DB)
+    duration = levels.loudness.duration
+    encoder = AudioEncoder(
+        path, format=options.format, sample_rate=rate, channels=1, input_rate=levels.sample_rate
+    )
+    frames = 0
+    with encoder:
+        for samples in voiced.read(levels.sample_rate):
+            encoder.write(limiter.process(samples))
+            frames += len(samples)
+            seconds = frames / levels.sample_rate
+            progress(
+                VOICE_SHARE + (1.0 - VOICE_SHARE) * (seconds / duration if duration else 1.0),
+                1.0,
+                mastering=True,
+                seconds=round(seconds, 1),
+                gain_db=search.gain,
+            )
+    return {
+        "measured": levels.loudness.as_dict(),
+        "gain_db": search.gain,
+        "limited_db": round(limiter.limited_db, 2),
+        "predicted_lufs": finite_or_none(search.level + codec_gain),
+        "target_lufs": options.loudness,
+    }

@@ -37,7 +37,7 @@ from longplay.engines.stt import (
     detect_speech,
     get_transcriber,
 )
-from longplay.framework import InputFile, Progress
+from longplay.framework import InputFile, Note, Progress, no_note
 from longplay.media import AudioBlock, decode, probe
 from longplay.settings import get_settings
 from longplay.text import format_srt, format_vtt
@@ -169,10 +169,13 @@ def transcribe_file(
     *,
     progress: Progress,
     on_fallback: FallbackCallback | None = None,
+    note: Note = no_note,
 ) -> TranscriptFiles:
     """Transcribe ``source`` and write ``<stem>.json``, ``.txt``, ``.srt`` and ``.vtt``
     into ``folder``; see :func:`transcribe_audio` for the progress reported."""
-    transcript = transcribe_audio(source, options, progress=progress, on_fallback=on_fallback)
+    transcript = transcribe_audio(
+        source, options, progress=progress, on_fallback=on_fallback, note=note
+    )
     return TranscriptFiles(transcript, write_transcript(transcript, folder, stem_of(source)))
 
 
@@ -182,6 +185,7 @@ def transcribe_audio(
     *,
     progress: Progress,
     on_fallback: FallbackCallback | None = None,
+    note: Note = no_note,
     window_s: float = WINDOW_S,
 ) -> Transcript:
     """Transcribe the first audio stream of ``source``, piece by piece.
@@ -190,12 +194,12 @@ def transcribe_audio(
     ``seconds``, ``segments`` (found so far), ``duration`` and ``input`` as details.
     Raises :class:`~longplay.media.UndecodableAudio` naming the file when it has no
     audio that PyAV decodes, and the engine's ``InvalidParams`` for a language it
-    cannot do.
+    cannot do. ``note`` hears of an input that ends early (``truncated_input``).
     """
     info = probe(source.path, name=source.name)
     stt = get_transcriber(on_fallback=on_fallback)
     run = _Run(stt, options, source.name, info.duration, progress)
-    blocks = decode(source.path, sample_rate=SAMPLE_RATE, channels=1, name=source.name)
+    blocks = decode(source.path, sample_rate=SAMPLE_RATE, channels=1, name=source.name, note=note)
     with gpu_slot(stt.device, timeout_s=get_settings().engines.gpu_wait_timeout), closing(blocks):
         for offset, piece in split_at_silences(blocks, window_s=window_s):
             run.add(offset, piece)

@@ -16,6 +16,7 @@ from longplay.framework.errors import (
     RetryableError,
 )
 from longplay.framework.kinds import (
+    FieldError,
     InputFile,
     JobKind,
     NoParams,
@@ -24,12 +25,15 @@ from longplay.framework.kinds import (
     Step,
     StepContext,
     StepFn,
+    SubmitCheck,
+    SubmittedInput,
     all_kinds,
     get_kind,
     register,
 )
 
 __all__ = [
+    "FieldError",
     "InputFile",
     "InvalidInput",
     "InvalidParams",
@@ -46,6 +50,8 @@ __all__ = [
     "Step",
     "StepContext",
     "StepFn",
+    "SubmitCheck",
+    "SubmittedInput",
     "all_kinds",
     "get_kind",
     "no_note",

@@ -31,6 +31,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
+from longplay.framework.errors import InvalidParams
+
 P = TypeVar("P", bound=BaseModel)
 """The params model of a kind, as its steps see it in ``ctx.params``."""
 Resource = Literal["cpu", "gpu"]
@@ -122,6 +124,36 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
 
 
+@dataclass(frozen=True)
+class SubmittedInput:
+    """An input artifact as a submission names it: what a submit-time check can know
+    of it before any worker has the file."""
+
+    artifact_id: str
+    name: str
+    media_type: str
+    size: int
+
+
+SubmitCheck = Callable[[P, Sequence[SubmittedInput]], None]
+"""A kind's own check of a submission, run before anything is stored: it raises
+:class:`InvalidParams` (a :class:`FieldError` to name the parameter) or
+:class:`InvalidInput`, and the submission is refused with 422 and that message. Keep
+it to what can be known without the files' contents; what only running finds out,
+the steps still raise."""
+
+
+@dataclass
+class FieldError(InvalidParams):
+    """:class:`InvalidParams` that names the parameter at fault (``field``)."""
+
+    field: str = ""
+
+
+UNKNOWN_MEDIA_TYPE = "application/octet-stream"
+"""What an input whose type nothing names is stored as; only decoding can tell."""
+
+
 class NoParams(BaseModel):
     """The parameters of a kind that takes none."""
 
@@ -139,7 +171,10 @@ class JobKind(Generic[P]):
     min_inputs: int = 0
     max_inputs: int | None = None
     input_types: Sequence[str] = field(default_factory=tuple)
-    """Media type prefixes the kind accepts (``("audio/", "video/")``); empty: any."""
+    """Media type prefixes the kind accepts (``("audio/", "video/")``); empty: any.
+    Checked at submit: an input of another known type is refused there."""
+    check: SubmitCheck[P] | None = None
+    """The kind's own submit-time check of its params and inputs (see :data:`SubmitCheck`)."""
     resource: Resource = "cpu"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     soft_time_limit: float | None = None
@@ -160,6 +195,13 @@ class JobKind(Generic[P]):
         soft, hard = self.soft_time_limit, self.time_limit
         if soft is not None and hard is not None and soft >= hard:
             raise ValueError(f"job kind {self.name!r}: soft_time_limit must be below time_limit")
+
+    def accepts(self, media_type: str) -> bool:
+        """Whether an input of ``media_type`` may be submitted: one of :attr:`input_types`,
+        or a type nothing named (the steps find out by decoding it)."""
+        if not self.input_types or media_type in ("", UNKNOWN_MEDIA_TYPE):
+            return True
+        return any(media_type.startswith(prefix) for prefix in self.input_types)
 
     @property
     def total_weight(self) -> float:

@@ -12,23 +12,22 @@ import os
 import shutil
 import sys
 from datetime import timedelta
-from typing import Any
 
 import redis
-from sqlalchemy import update
-from sqlalchemy.orm import Session
 
 from longplay import keys
 from longplay.framework import JobError, PermanentError, RetryPolicy, get_kind
 from longplay.jobs import lifecycle
 from longplay.jobs.admission import pump
+from longplay.jobs.attempts import close_attempt
 from longplay.jobs.unit import tell, unit_of_work
 from longplay.redis_client import get_redis
 from longplay.settings import get_settings
 from longplay.store import files
 from longplay.store.db import session_scope
-from longplay.store.models import Job, JobAttempt, JobStatus, utcnow
+from longplay.store.models import Job, JobStatus, utcnow
 from longplay.store.queries import outputs_of
+from longplay.store.views import ErrorPublic
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +60,9 @@ def settle_error(job: Job, error: JobError, *, worker: str, redeliver: bool = Tr
                 JobStatus.QUEUED,
                 worker=worker,
                 error=details,
-                eta_seconds=None,
                 retry_at=retry_at,
                 dispatched_at=None if redeliver else utcnow(),
+                **lifecycle.NO_PROGRESS,
             )
         else:
             moved = lifecycle.transition(
@@ -71,10 +70,11 @@ def settle_error(job: Job, error: JobError, *, worker: str, redeliver: bool = Tr
             )
         if moved:
             close_attempt(session, job.id, worker, "retrying" if retry else "failed", details)
+            told = ErrorPublic.model_validate(details).model_dump()  # no server paths
             if retry:
-                unit.announce("retrying", job.id, status="queued", error=details)
+                unit.announce("retrying", job.id, status="queued", error=told)
             else:
-                unit.announce("failed", job.id, status="failed", error=details)
+                unit.announce("failed", job.id, status="failed", error=told)
     if not moved:
         after_cancel(job, worker=worker)
         return
@@ -83,26 +83,6 @@ def settle_error(job: Job, error: JobError, *, worker: str, redeliver: bool = Tr
         pump.wake_quietly(retry_at)
     else:
         log.warning("job %s failed: %s", job.id, error.message)
-
-
-def close_attempt(
-    session: Session,
-    job_id: str,
-    worker: str,
-    outcome: str,
-    error: dict[str, Any] | None = None,
-) -> None:
-    """Close this worker's open attempt at the job with how it ended."""
-    session.execute(
-        update(JobAttempt)
-        .where(
-            JobAttempt.job_id == job_id,
-            JobAttempt.worker == worker,
-            JobAttempt.finished_at.is_(None),
-        )
-        .values(finished_at=utcnow(), outcome=outcome, error=error)
-        .execution_options(synchronize_session=False)
-    )
 
 
 def after_cancel(job: Job, *, worker: str) -> None:
@@ -142,7 +122,6 @@ def fail_killed(job_id: str, *, holder_prefix: str) -> None:
     )
     settle_error(job, error, worker=holder)
     shutil.rmtree(get_settings().work_dir / job.id, ignore_errors=True)
-    pump.pump_quietly()
 
 
 def end_stuck_process(job: Job, *, worker: str) -> None:

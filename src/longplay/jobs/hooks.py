@@ -24,6 +24,8 @@ from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
+from longplay.store.models import Job
+
 log = logging.getLogger(__name__)
 
 
@@ -41,6 +43,11 @@ class Transaction(Protocol):
 
     @property
     def session(self) -> Session: ...
+
+    def job(self, job_id: str) -> Job | None:
+        """The job as the unit knows it: a copy its caller already holds, else read in
+        the session. Good for fields that never change (its callback); the session has
+        the job as the change left it."""
 
     def after_commit(self, work: Callable[[], None]) -> None: ...
 

@@ -8,11 +8,13 @@ is already running elsewhere does nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, update
+from sqlalchemy import ColumnElement, Update, bindparam, null, or_, update
 from sqlalchemy.orm import Session
 
 from longplay.store.db import affected
@@ -30,6 +32,12 @@ ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.CANCELLED: frozenset(),
     JobStatus.EXPIRED: frozenset(),
 }
+
+
+NO_PROGRESS: Mapping[str, Any] = MappingProxyType(
+    {"progress": 0.0, "current_step": None, "step_details": {}, "eta_seconds": None}
+)
+"""The progress of a job that goes back to the queue: none, until its next run reports."""
 
 
 def sources_of(target: JobStatus) -> list[str]:
@@ -51,6 +59,7 @@ def transition(
     ``from_`` narrows the allowed sources; ``worker`` requires that the job is held
     by that worker (so a worker that lost its lease cannot finish a job now held by
     another one); ``when`` is one more condition on the row (a deadline that passed).
+    ``values`` (plain values, not SQL expressions) are set with the status.
     """
     sources = sources_of(target)
     if from_ is not None:
@@ -59,15 +68,68 @@ def transition(
     values.setdefault("updated_at", now)
     if target.finished:
         values.setdefault("finished_at", now)
-    statement = update(Job).where(Job.id == job_id, Job.status.in_(sources))
-    if worker is not None:
-        statement = statement.where(Job.worker == worker)
+    bound = {name: value for name, value in values.items() if value is not None}
+    nulls = tuple(sorted(values.keys() - bound.keys()))
+    statement = _transition_statement(
+        target, tuple(sources), worker is not None, tuple(sorted(bound)), nulls
+    )
     if when is not None:
         statement = statement.where(when)
-    result = session.execute(
-        statement.values(status=target.value, **values).execution_options(synchronize_session=False)
+    params = {"job_id": job_id, "holder": worker, **{f"new_{k}": v for k, v in bound.items()}}
+    # On the session's connection: no ORM object changes here, and its path costs more.
+    return bool(affected(session.connection().execute(statement, params)))
+
+
+@lru_cache(maxsize=128)
+def _transition_statement(
+    target: JobStatus,
+    sources: tuple[str, ...],
+    held: bool,
+    names: tuple[str, ...],
+    nulls: tuple[str, ...],
+) -> Update:
+    """One shape of transition as a statement with parameters, built once: building a
+    statement costs more than running it. ``nulls`` are set to SQL NULL (a None bound
+    to a JSON column would store JSON ``null``)."""
+    statement = update(Job).where(Job.id == bindparam("job_id"), Job.status.in_(sources))
+    if held:
+        statement = statement.where(Job.worker == bindparam("holder"))
+    return statement.values(
+        {
+            "status": target.value,
+            **{name: bindparam(f"new_{name}") for name in names},
+            **{name: null() for name in nulls},
+        }
+    ).execution_options(synchronize_session=False)
+
+
+_running = Job.status == JobStatus.RUNNING.value
+_CLAIM = (
+    update(Job)
+    .where(
+        Job.id == bindparam("job_id"),
+        or_(
+            # Queued, handed over by admission, and its deadline not passed.
+            (Job.status == JobStatus.QUEUED.value)
+            & Job.dispatched_at.is_not(None)
+            & or_(Job.deadline.is_(None), Job.deadline > bindparam("now")),
+            # Running, but its worker stopped renewing the lease or is known to be gone.
+            _running & (Job.heartbeat_at < bindparam("stale")),
+            _running & (Job.worker == bindparam("dead_holder")),
+        ),
     )
-    return bool(affected(result))
+    .values(
+        status=JobStatus.RUNNING.value,
+        worker=bindparam("worker"),
+        attempts=Job.attempts + 1,
+        started_at=bindparam("now"),
+        updated_at=bindparam("now"),
+        heartbeat_at=bindparam("now"),
+        retry_at=None,
+    )
+    .returning(Job)
+    .execution_options(synchronize_session=False)
+)
 
 
 def claim(
@@ -86,31 +148,11 @@ def claim(
     repeated message for a job held back, waiting for its retry or its turn, does
     nothing) and while its deadline has not passed."""
     now = utcnow()
-    stale: datetime = now - lease
-    startable = (
-        (Job.status == JobStatus.QUEUED.value)
-        & Job.dispatched_at.is_not(None)
-        & or_(Job.deadline.is_(None), Job.deadline > now)
-    )
-    running = Job.status == JobStatus.RUNNING.value
-    taken_over = running & (Job.heartbeat_at < stale)
-    if dead_holder is not None:
-        taken_over = taken_over | (running & (Job.worker == dead_holder))
-    return session.scalars(
-        update(Job)
-        .where(
-            Job.id == job_id,
-            or_(startable, taken_over),
-        )
-        .values(
-            status=JobStatus.RUNNING.value,
-            worker=worker,
-            attempts=Job.attempts + 1,
-            started_at=now,
-            updated_at=now,
-            heartbeat_at=now,
-            retry_at=None,
-        )
-        .returning(Job)
-        .execution_options(synchronize_session=False)
-    ).first()
+    params = {
+        "job_id": job_id,
+        "worker": worker,
+        "now": now,
+        "stale": now - lease,
+        "dead_holder": dead_holder,
+    }
+    return session.scalars(_CLAIM, params).first()

@@ -10,12 +10,15 @@ is stopped with :class:`JobCancelled`.
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Update, bindparam, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -170,13 +173,31 @@ def touch(job_id: str, worker: str, **values: Any) -> bool:
 
 def touch_in(session: Session, job_id: str, worker: str, **values: Any) -> bool:
     """:func:`touch` inside the caller's transaction."""
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value, Job.worker == worker)
-        .values(heartbeat_at=utcnow(), **values)
-        .execution_options(synchronize_session=False)
+    params = {f"new_{name}": value for name, value in values.items()}
+    statement = _touch_statement(tuple(sorted(values)))
+    result = session.connection().execute(
+        statement, {"job_id": job_id, "holder": worker, "now": utcnow(), **params}
     )
     return bool(affected(result))
+
+
+@lru_cache(maxsize=16)
+def _touch_statement(names: tuple[str, ...]) -> Update:
+    """The UPDATE of a touch that sets ``names``, built once (building a statement costs
+    more than running it)."""
+    return (
+        update(Job)
+        .where(
+            Job.id == bindparam("job_id"),
+            Job.status == JobStatus.RUNNING.value,
+            Job.worker == bindparam("holder"),
+        )
+        .values(
+            heartbeat_at=bindparam("now"),
+            **{name: bindparam(f"new_{name}") for name in names},
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def grace_left(job_id: str, grace: float) -> float | None:
@@ -192,13 +213,17 @@ def grace_left(job_id: str, grace: float) -> float | None:
     return min(grace, max(0.0, grace - elapsed))
 
 
-class Heartbeat(threading.Thread):
+class Heartbeat:
     """Renews the job's lease while a step runs, even one that reports no progress.
 
     Each beat is also a cancellation check for steps that report nothing. Once the
     job is cancelled, the step has ``cancel_grace`` seconds (from the cancel) to reach
-    a checkpoint and stop; if it has not, ``on_overdue`` runs in this thread (it
-    cleans up and ends the process).
+    a checkpoint and stop; if it has not, ``on_overdue`` runs in the heartbeat thread
+    (it cleans up and ends the process).
+
+    A pool process runs one job at a time, so it has one heartbeat thread, started with
+    its first job and handed each next job's heartbeat: starting a thread per job costs
+    a short job more than its own work does.
     """
 
     def __init__(
@@ -209,12 +234,15 @@ class Heartbeat(threading.Thread):
         cancel_grace: float | None = None,
         on_overdue: Callable[[], None] | None = None,
     ) -> None:
-        super().__init__(name=f"heartbeat-{reporter.job_id}", daemon=True)
         self._reporter = reporter
         self._interval = interval
         self._cancel_grace = cancel_grace
         self._on_overdue = on_overdue
         self._stop_event = threading.Event()
+
+    def start(self) -> None:
+        """Beat in this process's heartbeat thread until :meth:`stop`."""
+        _heartbeat_thread().hand(self)
 
     def run(self) -> None:
         while not self._stop_event.wait(self._interval):
@@ -240,3 +268,31 @@ class Heartbeat(threading.Thread):
 
     def stop(self) -> None:
         self._stop_event.set()
+
+
+class _HeartbeatThread:
+    """A process's heartbeat thread: runs the heartbeats handed to it, one after another
+    (each returns once its job's runner stops it)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._next: queue.SimpleQueue[Heartbeat] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="heartbeat", daemon=True).start()
+
+    def hand(self, heartbeat: Heartbeat) -> None:
+        self._next.put(heartbeat)
+
+    def _serve(self) -> None:
+        while True:
+            self._next.get().run()
+
+
+_thread: _HeartbeatThread | None = None
+
+
+def _heartbeat_thread() -> _HeartbeatThread:
+    """This process's heartbeat thread (a forked child starts its own)."""
+    global _thread
+    if _thread is None or _thread.pid != os.getpid():
+        _thread = _HeartbeatThread()
+    return _thread

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from longplay.framework import RetryableError
 from longplay.jobs import lifecycle
-from longplay.jobs.admission import pump
+from longplay.jobs.attempts import close_attempt
 from longplay.jobs.endings import settle_error
 from longplay.jobs.unit import unit_of_work
 from longplay.settings import get_settings
@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 def release_jobs_of(holder_prefix: str) -> int:
     """After a worker stopped: send the jobs its processes (named ``holder_prefix…``)
     were running back to the queue now, instead of waiting for their leases to lapse.
-    A clean stop costs no attempt."""
+    A clean stop costs no attempt: the run's attempt row is closed as ``requeued``, and
+    the job shows no progress until its next run reports some."""
     with unit_of_work() as unit:
         held = list(
             unit.session.scalars(
@@ -42,17 +43,17 @@ def release_jobs_of(holder_prefix: str) -> int:
                 JobStatus.QUEUED,
                 worker=job.worker,
                 attempts=max(0, job.attempts - 1),
-                current_step=None,
-                eta_seconds=None,
                 dispatched_at=None,
+                **lifecycle.NO_PROGRESS,
             )
         ]
         for job in released:
-            unit.announce("requeued", job.id, status="queued", reason="worker stopped")
+            close_attempt(unit.session, job.id, job.worker or "", "requeued")
+            unit.announce(
+                "requeued", job.id, status="queued", reason="worker stopped", progress=0.0
+            )
     for job in released:
         log.warning("job %s: its worker stopped; back in the queue", job.id)
-    if released:
-        pump.pump_quietly()
     return len(released)
 
 
@@ -75,6 +76,4 @@ def reap() -> int:
             code="worker_lost",
         )
         settle_error(job, error, worker=job.worker or "")
-    if lapsed:
-        pump.pump_quietly()
     return len(lapsed)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from longplay.broker import SoftTimeLimitExceeded
@@ -29,15 +29,16 @@ from longplay.framework import (
     get_kind,
 )
 from longplay.jobs import lifecycle
-from longplay.jobs.admission import pump, rounds
+from longplay.jobs.admission import rounds
+from longplay.jobs.attempts import close_attempt, open_attempt
 from longplay.jobs.context import JobContext, load_inputs
-from longplay.jobs.endings import after_cancel, close_attempt, end_stuck_process, settle_error
+from longplay.jobs.endings import after_cancel, end_stuck_process, settle_error
 from longplay.jobs.progress import Heartbeat, ProgressReporter, touch_in
 from longplay.jobs.unit import unit_of_work
 from longplay.jobs.webhooks.outbox import progress_webhooks
 from longplay.settings import get_settings
 from longplay.store import files
-from longplay.store.models import Artifact, ArtifactRole, Job, JobAttempt, JobStatus, utcnow
+from longplay.store.models import Artifact, ArtifactRole, Job, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,9 @@ def run_job(job_id: str, *, worker: str, is_gone: Callable[[str], bool]) -> None
     """Run the job if this delivery may: it is queued (and handed over by admission),
     or its old worker is gone (its lease lapsed, or ``is_gone(holder)`` says the holder
     process is dead). A queued job whose deadline passed ends ``expired`` instead.
-    Afterwards the slot is free: admission hands over the next job."""
-    try:
-        if not _claim_and_run(job_id, worker=worker, is_gone=is_gone):
-            rounds.expire(job_id)
-    finally:
-        pump.pump_quietly()
+    Whichever way the job ends, its announcement asks admission for the next job."""
+    if not _claim_and_run(job_id, worker=worker, is_gone=is_gone):
+        rounds.expire(job_id)
 
 
 def _claim_and_run(job_id: str, *, worker: str, is_gone: Callable[[str], bool]) -> bool:
@@ -72,19 +70,9 @@ def _claim_and_run(job_id: str, *, worker: str, is_gone: Callable[[str], bool]) 
         if job is None:
             log.info("job %s: not claimable here (already running, finished or gone)", job_id)
             return False
-        if job.attempts > 1:  # an earlier run whose process died left its attempt open
-            session.execute(
-                update(JobAttempt)
-                .where(JobAttempt.job_id == job.id, JobAttempt.finished_at.is_(None))
-                .values(finished_at=utcnow(), outcome="lost")
-                .execution_options(synchronize_session=False)
-            )
-        session.add(JobAttempt(job_id=job.id, attempt=job.attempts, worker=worker))
-        unit.announce("running", job.id, status="running", attempt=job.attempts, worker=worker)
-        session.flush()
-        session.expunge(job)
-    log.info("job %s (%s) started, attempt %d", job.id, job.kind, job.attempts)
-    pump.pump_quietly()  # its broker slot is free
+        attempt = open_attempt(session, job.id, worker, after_lost=job.attempts > 1)
+        unit.announce("running", job.id, status="running", attempt=attempt, worker=worker)
+    log.info("job %s (%s) started, attempt %d", job.id, job.kind, attempt)
     kind = get_kind(job.kind)
     try:
         if kind is None:
@@ -204,9 +192,10 @@ def _keep_in_store(
     worker: str,
     final: bool,
 ) -> None:
-    """One unit of work: the step's outputs and checkpoint, or the job's completion."""
+    """One unit of work: the step's outputs and checkpoint, or the job's completion.
+    The unit knows the runner's copy of the job, so the webhook outbox need not read it."""
     result = {"outputs": checkpoint["outputs"], "state": ctx.state}
-    with unit_of_work() as unit:
+    with unit_of_work(known=job) as unit:
         session = unit.session
         session.add_all(kept)
         if final:

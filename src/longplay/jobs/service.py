@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from longplay.framework import get_kind
@@ -40,8 +40,8 @@ class Page:
 
 
 def get_job(session: Session, *, owner: Owner, job_id: str) -> Job:
-    job = session.scalar(select(Job).where(Job.id == job_id, Job.owner_id == owner.id))
-    if job is None:
+    job = session.get(Job, job_id)
+    if job is None or job.owner_id != owner.id:
         raise NotFound(f"no job {job_id}")
     return job
 
@@ -68,18 +68,15 @@ def list_jobs(
     if kind:
         query = query.where(Job.kind == kind)
     if cursor:
-        anchor_query = select(Job).where(Job.id == cursor)
+        anchor_query = select(Job.created_at, Job.id).where(Job.id == cursor)
         if not all_owners:
             anchor_query = anchor_query.where(Job.owner_id == owner.id)
-        anchor = session.scalar(anchor_query)
+        anchor = session.execute(anchor_query).first()
         if anchor is None:
             raise Invalid("cursor does not name one of your jobs")
-        query = query.where(
-            or_(
-                Job.created_at < anchor.created_at,
-                and_(Job.created_at == anchor.created_at, Job.id < anchor.id),
-            )
-        )
+        # A row-value comparison is one range of the (owner, created_at, id) index, so a
+        # page deep in a long history costs what the first one does.
+        query = query.where(tuple_(Job.created_at, Job.id) < tuple(anchor))
     rows = list(
         session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
     )

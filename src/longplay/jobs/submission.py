@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from longplay.framework import JobKind, get_kind
 from longplay.jobs.admission import pump
 from longplay.jobs.admission.limits import limits_of, refuse_submission
+from longplay.jobs.checks import check_submission
 from longplay.jobs.refusals import Invalid, RateLimited, Unavailable
 from longplay.jobs.service import remove_job_files
 from longplay.jobs.unit import UnitOfWork
@@ -94,6 +95,7 @@ def create_job(
     missing = [i for i in input_ids if i not in found]
     if missing:
         raise Invalid(f"no such artifact: {', '.join(missing)}")
+    check_submission(session, kind, checked, input_ids)
     if deadline is not None and run_at is not None and deadline <= run_at:
         raise Invalid("deadline must come after run_at")
     priority = priority or limits_of(owner).priority
@@ -147,7 +149,7 @@ def submit_job(
 ) -> Submission:
     """Create, commit and dispatch a job; ``uploaded`` are input artifacts sent with it.
 
-    ``admit=False`` leaves handing it to the broker to the caller (the API does it
+    ``admit=False`` leaves asking admission for a round to the caller (the API does it
     after its answer went out, with :func:`admit_submitted`).
 
     With an ``idempotency_key`` the owner already used, the first job comes back and
@@ -180,7 +182,8 @@ def submit_job(
             return Submission(earlier, deduplicated=True)
         if (refusal := refuse_submission(session, owner, new_job_id=job.id)) is not None:
             raise RateLimited(refusal.message, refusal.retry_after)
-        job.idempotency_key = idempotency_key
+        if idempotency_key is not None:  # setting None after the INSERT costs an UPDATE
+            job.idempotency_key = idempotency_key
         for artifact in uploaded:
             artifact.job_id = job.id
         unit.announce("queued", job.id, status="queued", kind=job.kind, priority=job.priority)
@@ -197,22 +200,22 @@ def submit_job(
     if not admit:
         return Submission(job)
     try:
-        pump.pump()
+        pump.notify()
     except Exception as exc:
         abandon(session, job)
         raise Unavailable(f"the queue is not reachable, nothing was submitted: {exc}") from exc
-    admit_submitted(job.run_at, job.deadline, pumped=True)
+    admit_submitted(job.run_at, job.deadline, notified=True)
     return Submission(job)
 
 
 def admit_submitted(
-    run_at: datetime | None, deadline: datetime | None, *, pumped: bool = False
+    run_at: datetime | None, deadline: datetime | None, *, notified: bool = False
 ) -> None:
-    """After a submission committed: hand what is due to the broker, and book the
-    admission rounds its ``run_at`` and ``deadline`` need. A failure leaves the job
-    held in the store for beat's next round."""
-    if not pumped:
-        pump.pump_quietly()
+    """After a submission committed: ask admission for a round (a worker's admission
+    loop hands the job over), and book the rounds its ``run_at`` and ``deadline`` need.
+    A failure leaves the job held in the store for beat's next round."""
+    if not notified:
+        pump.notify_quietly()
     pump.wake_quietly(run_at)
     pump.wake_quietly(deadline)
 

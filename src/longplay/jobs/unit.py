@@ -6,7 +6,8 @@ says what happened, and :meth:`UnitOfWork.commit` commits and only then tells th
 subscribers. Nothing is told about a change that rolled back.
 
 :data:`HOOKS` is the process's registry, with longplay's own subscribers: the webhook
-outbox (staged with the change) and the live event streams (told after it).
+outbox (staged with the change), the live event streams and admission, which hears of
+the room a change freed (both told after it).
 """
 
 from __future__ import annotations
@@ -19,15 +20,18 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from longplay.jobs import events
+from longplay.jobs.admission import pump
 from longplay.jobs.hooks import Announcement, Hooks
 from longplay.jobs.webhooks import outbox
 from longplay.store.db import session_scope
+from longplay.store.models import Job
 
 log = logging.getLogger(__name__)
 
 HOOKS = Hooks()
 HOOKS.subscribe(staged=outbox.stage)
 HOOKS.subscribe(told=events.tell)
+HOOKS.subscribe(told=pump.tell)
 
 
 class UnitOfWork:
@@ -38,10 +42,21 @@ class UnitOfWork:
         self._hooks = hooks
         self._told: list[Announcement] = []
         self._after: list[Callable[[], None]] = []
+        self._known: dict[str, Job] = {}
 
     @property
     def session(self) -> Session:
         return self._session
+
+    def knows(self, job: Job) -> None:
+        """Let subscribers read ``job`` (a copy the caller holds, say the runner's) for
+        what never changes, instead of selecting it again."""
+        self._known[job.id] = job
+
+    def job(self, job_id: str) -> Job | None:
+        """The job as this unit knows it: a copy handed to :meth:`knows`, else read in
+        the session."""
+        return self._known.get(job_id) or self._session.get(Job, job_id)
 
     def announce(self, event: str, job_id: str, **data: Any) -> None:
         """Say what happened to a job in this unit; staged now, told after the commit."""
@@ -75,11 +90,13 @@ class UnitOfWork:
 
 
 @contextmanager
-def unit_of_work() -> Iterator[UnitOfWork]:
+def unit_of_work(*, known: Job | None = None) -> Iterator[UnitOfWork]:
     """A unit in a session of its own: committed (and told) when the block ends
-    normally, rolled back when it raises."""
+    normally, rolled back when it raises. ``known``: see :meth:`UnitOfWork.knows`."""
     with session_scope() as session:
         unit = UnitOfWork(session)
+        if known is not None:
+            unit.knows(known)
         try:
             yield unit
         except BaseException:

@@ -19,7 +19,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from longplay.framework import InputFile, JobKind, Step, StepContext, register
+from longplay.framework import InputFile, JobKind, Note, Step, StepContext, no_note, register
 from longplay.media import (
     OUTPUT_FORMATS,
     AudioBlock,
@@ -217,7 +217,7 @@ def encode(ctx: StepContext[ConvertParams]) -> None:
         gain_db=loudness["gain_db"],
         ceiling_db=params.true_peak if loudness.get("limiter") else None,
     )
-    with encoder, closing(_decode(source, rate, channels)) as blocks:
+    with encoder, closing(_decode(source, rate, channels, note=ctx.note)) as blocks:
         for block in blocks:
             encoder.write(block.samples)
             _advance(ctx, block.position, total, **details)
@@ -226,8 +226,12 @@ def encode(ctx: StepContext[ConvertParams]) -> None:
     _advance(ctx, total, total, final=True, **details)
 
 
-def _decode(source: InputFile, rate: int, channels: int) -> Generator[AudioBlock, None, None]:
-    return decode(source.path, sample_rate=rate, channels=channels, name=source.name)
+def _decode(
+    source: InputFile, rate: int, channels: int, *, note: Note = no_note
+) -> Generator[AudioBlock, None, None]:
+    """The input's blocks; ``note`` hears if it turns out to be cut short (the encode
+    step passes it, as the one pass over the input every job makes)."""
+    return decode(source.path, sample_rate=rate, channels=channels, name=source.name, note=note)
 
 
 def _output_shape(params: ConvertParams, info: AudioInfo) -> tuple[int, int]:

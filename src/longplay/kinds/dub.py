@@ -13,6 +13,7 @@ is as long as the translation takes to say.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import Field
@@ -20,7 +21,16 @@ from pydantic import Field
 from longplay.engines.speech import SpeechOptions, synthesize_speech
 from longplay.engines.transcription import MEDIA_TYPES, TranscriptionOptions, transcribe_file
 from longplay.engines.translation import TranslationOptions, translate_file
-from longplay.framework import InputFile, InvalidInput, JobKind, Step, StepContext, register
+from longplay.engines.voices import check_voice
+from longplay.framework import (
+    InputFile,
+    InvalidInput,
+    JobKind,
+    Step,
+    StepContext,
+    SubmittedInput,
+    register,
+)
 
 TRANSCRIPT_TYPES = {f".{fmt}": media_type for fmt, media_type in MEDIA_TYPES.items()}
 
@@ -33,6 +43,11 @@ class DubParams(TranslationOptions, SpeechOptions):
         max_length=1000,
         description="For the transcription: names and spellings said in the audio.",
     )
+
+
+def check(params: DubParams, inputs: Sequence[SubmittedInput]) -> None:
+    """At submit: the voice is one the engine has."""
+    check_voice(params.voice)
 
 
 def transcribe(ctx: StepContext[DubParams]) -> None:
@@ -48,6 +63,7 @@ def transcribe(ctx: StepContext[DubParams]) -> None:
         options,
         progress=ctx.advance,
         on_fallback=lambda f: ctx.note(f.describe()),
+        note=ctx.note,
     )
     if not made.transcript.segments:
         raise InvalidInput(f"no speech found in {source.name}: there is nothing to dub")
@@ -117,5 +133,6 @@ register(
         min_inputs=1,
         max_inputs=1,
         input_types=("audio/", "video/"),
+        check=check,
     )
 )

@@ -12,13 +12,16 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from longplay.engines.speech import SpeechOptions, synthesize_speech
+from longplay.engines.voices import check_voice
 from longplay.framework import (
+    FieldError,
     InputFile,
     InvalidInput,
     InvalidParams,
     JobKind,
     Step,
     StepContext,
+    SubmittedInput,
     register,
 )
 from longplay.text.documents import read_prose
@@ -45,6 +48,21 @@ class SynthesizeParams(SpeechOptions):
         if value is not None and not SPEAKABLE.search(value):
             raise ValueError("text has no words to speak")
         return value
+
+
+def check(params: SynthesizeParams, inputs: Sequence[SubmittedInput]) -> None:
+    """At submit: the text or one file, not both, not none; a voice the engine has."""
+    if params.text is not None and inputs:
+        raise FieldError(
+            "give the text either as the text parameter or as an input file, not both",
+            field="text",
+        )
+    if params.text is None and not inputs:
+        raise FieldError(
+            "nothing to speak: give the text parameter or one text file (.txt or .md) as input",
+            field="text",
+        )
+    check_voice(params.voice)
 
 
 def speak(ctx: StepContext[SynthesizeParams]) -> None:
@@ -104,5 +122,6 @@ register(
         min_inputs=0,
         max_inputs=1,
         input_types=("text/",),
+        check=check,
     )
 )

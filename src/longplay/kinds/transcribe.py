@@ -30,7 +30,11 @@ def transcribe(ctx: StepContext[TranscribeParams]) -> None:
     """Transcribe the input and keep the JSON transcript."""
     params, source = ctx.params, ctx.inputs[0]
     transcript = transcribe_audio(
-        source, params, progress=ctx.advance, on_fallback=lambda f: ctx.note(f.describe())
+        source,
+        params,
+        progress=ctx.advance,
+        on_fallback=lambda f: ctx.note(f.describe()),
+        note=ctx.note,
     )
     if not transcript.segments:
         ctx.note(f"no speech found in {source.name}: the transcript is empty")

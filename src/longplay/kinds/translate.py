@@ -7,11 +7,12 @@ read and written by :mod:`longplay.text.documents`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from pydantic import Field, field_validator
 
 from longplay.engines.translation import TranslationOptions, translate_document
-from longplay.framework import InvalidParams, JobKind, Step, StepContext, register
+from longplay.framework import FieldError, JobKind, Step, StepContext, register
 from longplay.text.documents import MEDIA_TYPES, WHAT_WE_READ, Document
 
 
@@ -46,16 +47,23 @@ def translate(ctx: StepContext[TranslateParams]) -> None:
 
 def _document(ctx: StepContext[TranslateParams]) -> Document:
     params = ctx.params
-    if params.text is not None and ctx.inputs:
-        raise InvalidParams("give either text or one file to translate, not both")
+    one_source(params, ctx.inputs)
     if params.text is not None:
         return Document.from_text(params.text)
-    if not ctx.inputs:
-        raise InvalidParams(
-            f"nothing to translate: set the text parameter or upload one file ({WHAT_WE_READ})"
-        )
     source = ctx.inputs[0]
     return Document.read(source.path, name=source.name)
+
+
+def one_source(params: TranslateParams, inputs: Sequence[object]) -> None:
+    """The text to translate is the ``text`` parameter or one file, not both, not none:
+    checked at submit, and again by the step."""
+    if params.text is not None and inputs:
+        raise FieldError("give either text or one file to translate, not both", field="text")
+    if params.text is None and not inputs:
+        raise FieldError(
+            f"nothing to translate: set the text parameter or upload one file ({WHAT_WE_READ})",
+            field="text",
+        )
 
 
 register(
@@ -69,5 +77,6 @@ register(
         steps=[Step("translate", translate)],
         max_inputs=1,
         input_types=("text/", "application/json", "application/x-subrip"),
+        check=one_source,
     )
 )

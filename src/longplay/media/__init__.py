@@ -17,8 +17,10 @@ from longplay.media.encode import (
     OutputFormatName,
     codec_gain_db,
 )
-from longplay.media.limiter import GainStage, PeakLimiter
+from longplay.media.levels import Levels, LevelTrace
+from longplay.media.limiter import GainStage, PeakLimiter, PlannedLimiter
 from longplay.media.loudness import Loudness, LoudnessMeter, db_to_gain, gain_to_db
+from longplay.media.spool import Spool
 
 __all__ = [
     "OUTPUT_FORMATS",
@@ -26,11 +28,15 @@ __all__ = [
     "AudioEncoder",
     "AudioInfo",
     "GainStage",
+    "LevelTrace",
+    "Levels",
     "Loudness",
     "LoudnessMeter",
     "OutputFormat",
     "OutputFormatName",
     "PeakLimiter",
+    "PlannedLimiter",
+    "Spool",
     "UndecodableAudio",
     "codec_gain_db",
     "db_to_gain",

@@ -13,7 +13,15 @@ import av.container
 import numpy as np
 import numpy.typing as npt
 
+from longplay.framework.callbacks import Note, no_note
 from longplay.framework.errors import InvalidInput
+
+CUT_SLACK_S = 1.0
+CUT_SLACK = 0.03
+"""How far decoding may fall short of the length a file's header states, in seconds and
+as a share of that length, before the file counts as cut short: room for headers that
+estimate the length from the bit rate."""
+OGG_LONGEST_PAGE = 27 + 255 + 255 * 255
 
 
 @dataclass
@@ -85,6 +93,7 @@ def decode(
     channels: int | None = None,
     block_seconds: float = 1.0,
     name: str | None = None,
+    note: Note = no_note,
 ) -> Generator[AudioBlock, None, None]:
     """Decode the first audio stream of ``path`` in blocks of about ``block_seconds``.
 
@@ -93,6 +102,11 @@ def decode(
     :class:`UndecodableAudio` like :func:`probe`, also for a stream that turns out
     to be corrupt part way through. Close the iterator (or exhaust it) to close
     the file.
+
+    A file that turns out to be cut short (it stops well before the length its header
+    states, or see :func:`_cut_signs`) decodes as far as it goes, and ``note`` hears
+    of it once the last block is out, with ``code`` ``truncated_input``, ``seconds``
+    decoded and ``expected_seconds`` (the header's, where that is what showed it).
     """
     label = name or path.name
     layout = {1: "mono", 2: "stereo"}.get(channels) if channels else None
@@ -107,7 +121,8 @@ def decode(
         pending_frames = 0
         position = 0.0
         rate = 0
-        for frame in _frames(container, stream, label):
+        damage = _Damage()
+        for frame in _frames(container, stream, label, damage):
             position += frame.samples / frame.sample_rate
             for out in resampler.resample(frame):
                 rate = out.sample_rate
@@ -119,6 +134,17 @@ def decode(
         pending.extend(_to_array(out) for out in resampler.resample(None))
         if pending:
             yield AudioBlock(np.concatenate(pending), rate, position)
+        expected = _duration(container, stream)
+        short = expected - position > max(CUT_SLACK_S, CUT_SLACK * expected)
+        if short or _cut_signs(path, container.format.name, damage):
+            stated = f" of the {expected:.1f} s its header states" if short else ""
+            note(
+                f"{label} looks cut short: its audio stops after {position:.1f} s{stated}; "
+                "the job used what there is",
+                code="truncated_input",
+                seconds=round(position, 3),
+                expected_seconds=round(expected, 3) if short else None,
+            )
 
 
 def _to_array(frame: av.AudioFrame) -> npt.NDArray[np.float32]:
@@ -142,17 +168,82 @@ def _audio_stream(container: av.container.InputContainer, label: str) -> av.Audi
     return container.streams.audio[0]
 
 
+@dataclass
+class _Damage:
+    """What reading a stream to its end found wrong with it."""
+
+    corrupt_packets: int = 0
+    """Packets the demuxer marked corrupt, as it does one it could not read in full."""
+    last_packet_failed: bool = False
+    """The decoder refused the last packet after decoding others: a frame cut in two."""
+
+
 def _frames(
-    container: av.container.InputContainer, stream: av.AudioStream, label: str
+    container: av.container.InputContainer,
+    stream: av.AudioStream,
+    label: str,
+    damage: _Damage | None = None,
 ) -> Iterator[av.AudioFrame]:
-    """The decoded frames of ``stream``, with FFmpeg's data errors as UndecodableAudio."""
-    frames = container.decode(stream)
+    """The decoded frames of ``stream``, with FFmpeg's data errors as UndecodableAudio.
+
+    A packet the decoder refuses fails the file, unless audio came before it and no
+    data after it: then the file was cut in the middle of a frame, which ``damage``
+    records, and decoding ends there.
+    """
+    damage = damage or _Damage()
+    packets = container.demux(stream)
+    refused: UndecodableAudio | None = None
+    decoded = False
     while True:
         with _decoder_errors(label):
-            frame = next(frames, None)
-        if frame is None:
-            return
-        yield frame
+            packet = next(packets, None)
+        if packet is None:
+            break
+        if refused is not None and packet.size:
+            raise refused  # more data after the damage: corrupt, not cut
+        damage.corrupt_packets += bool(packet.is_corrupt)
+        try:
+            with _decoder_errors(label):
+                frames = packet.decode()
+        except UndecodableAudio as error:
+            if not decoded:
+                raise
+            refused = refused or error
+            continue
+        for frame in frames:
+            decoded = True
+            yield frame
+    damage.last_packet_failed = refused is not None
+
+
+def _cut_signs(path: Path, container_format: str, damage: _Damage) -> bool:
+    """Whether a file decoded to its end shows signs of having been cut, besides
+    stopping short of its header's length (MP3, FLAC): the demuxer marked a packet
+    corrupt (a short read: WAV), the last packet did not decode (FLAC cut in a frame),
+    or an Ogg file lacks its closing page (its length is read from the last page there
+    is, so only that shows it)."""
+    if damage.corrupt_packets or damage.last_packet_failed:
+        return True
+    return "ogg" in container_format.split(",") and not _ogg_closed(path)
+
+
+def _ogg_closed(path: Path) -> bool:
+    """Whether an Ogg file ends with a whole page that has the end-of-stream flag, as
+    every complete Ogg file does; a cut one ends part way through a page, or after a
+    page that is not the last."""
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        file.seek(max(0, size - OGG_LONGEST_PAGE))
+        tail = file.read()
+    start = tail.rfind(b"OggS")
+    while start >= 0:
+        page = tail[start:]
+        if len(page) >= 27 and len(page) >= 27 + page[26]:
+            segments = page[27 : 27 + page[26]]
+            if 27 + len(segments) + sum(segments) == len(page):
+                return bool(page[5] & 0x04)
+        start = tail.rfind(b"OggS", 0, start)
+    return False
 
 
 @contextmanager

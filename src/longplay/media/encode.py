@@ -103,6 +103,8 @@ class AudioEncoder:
     Each block goes through a :class:`~longplay.media.limiter.GainStage`: multiplied
     by ``gain_db``, limited to a true peak under ``ceiling_db`` if one is given, and
     clipped to the ceiling (or to full scale) so nothing wraps around in the codec.
+    Blocks come at ``sample_rate`` unless ``input_rate`` says otherwise; then the
+    codec's own resampler (FFmpeg's, in PyAV) brings them to ``sample_rate``.
     The file is written under a ``.part`` name and takes its
     real name only when :meth:`close` succeeds; used as a context manager, an
     exception removes it, so a failed or cancelled job never leaves half a file.
@@ -118,6 +120,7 @@ class AudioEncoder:
         bitrate: int | None = None,
         gain_db: float = 0.0,
         ceiling_db: float | None = None,
+        input_rate: int | None = None,
     ) -> None:
         spec = OUTPUT_FORMATS[format]
         if spec.sample_rates is not None and sample_rate not in spec.sample_rates:
@@ -126,9 +129,9 @@ class AudioEncoder:
             raise ValueError(f"can only write 1 or 2 channels, not {channels}")
         self.path = path
         self._partial = path.with_name(path.name + ".part")
-        self._rate = sample_rate
+        self._rate = input_rate or sample_rate
         self._layout = _LAYOUTS[channels]
-        self._stage = GainStage(sample_rate, gain_db=gain_db, ceiling_db=ceiling_db)
+        self._stage = GainStage(self._rate, gain_db=gain_db, ceiling_db=ceiling_db)
         self._frames = 0
         self._container: av.container.OutputContainer = av.open(
             str(self._partial), "w", format=spec.container

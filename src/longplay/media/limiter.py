@@ -1,5 +1,6 @@
 """A look-ahead peak limiter that keeps the true (4x oversampled) peak under a ceiling,
-and the gain stage that puts it between the decoder and the codec."""
+the gain stage that puts it between the decoder and the codec, and the same limiter
+planned in advance for audio whose peaks are known (:class:`PlannedLimiter`)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ class PeakLimiter:
         release_db_per_second: float = RELEASE_DB_PER_SECOND,
     ) -> None:
         self._ceiling = db_to_gain(ceiling_db)
-        self._block = max(1, round(sample_rate * block_seconds))
+        self._block = limiter_block(sample_rate, block_seconds)
         self._release_db = release_db_per_second * self._block / sample_rate
         self._oversampler = Oversampler()
         self._audio: Samples | None = None
@@ -73,32 +74,102 @@ class PeakLimiter:
         size = self._block
         known = len(self._envelope) // size
         peaks = self._envelope[: known * size].reshape(known, size).max(axis=1)
-        with np.errstate(divide="ignore"):
-            allowed = np.minimum(0.0, 20.0 * np.log10(self._ceiling / peaks))
-        gain_db = self._released(allowed)
-        boundary_db = np.minimum(np.concatenate([[self._gain_db], gain_db[:-1]]), gain_db)
-        if final:
-            boundary_db = np.append(boundary_db, gain_db[-1])
-        start = 10.0 ** (boundary_db[:blocks] / 20.0)
-        end = 10.0 ** (boundary_db[1 : blocks + 1] / 20.0)
-        ramp = np.arange(size) / size
-        gain = (start[:, None] + (end - start)[:, None] * ramp).reshape(-1, 1)
-        out: Samples = (self._audio[: blocks * size] * gain).astype(self._audio.dtype)
+        gain_db = _block_gains(peaks, self._ceiling, self._release_db, self._gain_db)
+        boundary_db = _boundary_gains(gain_db, self._gain_db, final=final)
+        gain = _ramps(_db_to_amplitude(boundary_db[: blocks + 1]), size)
+        out: Samples = (self._audio[: blocks * size] * gain[:, None]).astype(self._audio.dtype)
         self._gain_db = float(gain_db[blocks - 1])
         self.max_reduction_db = min(self.max_reduction_db, float(gain_db[:blocks].min()))
         self._audio = self._audio[blocks * size :]
         self._envelope = self._envelope[blocks * size :]
         return out
 
-    def _released(self, allowed_db: Samples) -> Samples:
-        """Per-block gain ``g[i] = min(allowed[i], g[i-1] + release)``, without a loop.
 
-        Unrolled, ``g[i] = i*r + min(g[-1] + r, min over k <= i of (allowed[k] - k*r))``.
-        """
-        steps = np.arange(len(allowed_db)) * self._release_db
-        floor = np.minimum.accumulate(allowed_db - steps)
-        released: Samples = steps + np.minimum(self._gain_db + self._release_db, floor)
-        return released
+class PlannedLimiter:
+    """The :class:`GainStage` of a gain and a :class:`PeakLimiter`, for audio whose block
+    peaks were measured in an earlier pass (:class:`~longplay.media.levels.LevelTrace`).
+
+    Every block's gain is worked out at once, from the peaks, exactly as the limiter
+    would work it out, and then applied to the audio as it streams by: no second
+    oversampling, no look-ahead, so the output keeps pace with the input. The gain
+    curve is also what :meth:`~longplay.media.levels.Levels.limited_loudness` predicts
+    the loudness from.
+    """
+
+    def __init__(
+        self,
+        block_peaks: Samples,
+        sample_rate: int,
+        *,
+        gain_db: float,
+        ceiling_db: float,
+        release_db_per_second: float = RELEASE_DB_PER_SECOND,
+    ) -> None:
+        self.block = limiter_block(sample_rate)
+        ceiling = db_to_gain(ceiling_db)
+        release = release_db_per_second * self.block / sample_rate
+        gain = db_to_gain(gain_db)
+        gains_db = _block_gains(block_peaks * gain, ceiling, release, 0.0)
+        self.limited_db = min(0.0, float(gains_db.min(initial=0.0)))
+        """The deepest gain reduction the limiter applies, in dB (0.0: none)."""
+        self.boundaries = gain * _db_to_amplitude(_boundary_gains(gains_db, 0.0, final=True))
+        """The gain (an amplitude ratio) at the start of each block and at the end of the
+        last: within a block it goes linearly from one boundary to the next."""
+        self._clip = ceiling
+        self._position = 0
+
+    def process(self, samples: Samples) -> Samples:
+        """The next ``(frames, channels)`` block with its gain, clipped to the ceiling."""
+        frames = self._position + np.arange(len(samples))
+        block, offset = np.divmod(frames, self.block)
+        start = self.boundaries[block]
+        gain = start + (self.boundaries[block + 1] - start) * (offset / self.block)
+        self._position += len(samples)
+        limited: Samples = np.clip(samples * gain[:, None], -self._clip, self._clip)
+        return limited.astype(np.float32)
+
+
+def limiter_block(sample_rate: int, block_seconds: float = 0.005) -> int:
+    """Frames in one of the limiter's blocks."""
+    return max(1, round(sample_rate * block_seconds))
+
+
+def _block_gains(peaks: Samples, ceiling: float, release_db: float, start_db: float) -> Samples:
+    """The limiter's gain in dB for each block of true ``peaks``, following a block at
+    ``start_db``: the most that keeps the block's peak under ``ceiling`` (an amplitude),
+    and never more than ``release_db`` above the block before,
+    ``g[i] = min(allowed[i], g[i-1] + release)``, worked out without a loop.
+
+    Unrolled, ``g[i] = i*r + min(g[-1] + r, min over k <= i of (allowed[k] - k*r))``.
+    """
+    with np.errstate(divide="ignore"):
+        allowed = np.minimum(0.0, 20.0 * np.log10(ceiling / peaks))
+    steps = np.arange(len(allowed)) * release_db
+    floor = np.minimum.accumulate(allowed - steps)
+    gains: Samples = steps + np.minimum(start_db + release_db, floor)
+    return gains
+
+
+def _boundary_gains(gains_db: Samples, start_db: float, *, final: bool) -> Samples:
+    """The gain in dB where each block starts: the lower of the two blocks it separates,
+    so no sample gets more than its own block allows; ``final`` adds the end of the
+    last block."""
+    boundaries: Samples = np.minimum(np.concatenate([[start_db], gains_db[:-1]]), gains_db)
+    return np.concatenate([boundaries, gains_db[-1:]]) if final else boundaries
+
+
+def _ramps(boundaries: Samples, size: int) -> Samples:
+    """Per-frame gain for whole blocks of ``size`` frames, going linearly from each
+    boundary gain (amplitude) to the next: one block fewer than ``boundaries``."""
+    start, end = boundaries[:-1], boundaries[1:]
+    ramp = np.arange(size) / size
+    gains: Samples = (start[:, None] + (end - start)[:, None] * ramp).reshape(-1)
+    return gains
+
+
+def _db_to_amplitude(db: Samples) -> Samples:
+    amplitude: Samples = 10.0 ** (db / 20.0)
+    return amplitude
 
 
 class GainStage:

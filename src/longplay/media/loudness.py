@@ -98,10 +98,11 @@ def k_weighting(sample_rate: int) -> list[tuple[Samples, Samples]]:
 class LoudnessMeter:
     """Integrated loudness, true peak and sample peak of a stream of audio blocks.
 
-    Every channel has weight 1.0, which is right for mono and stereo (BS.1770 weighs
-    surround channels 1.41 and leaves out LFE: downmix those first). Oversampling for
-    the true peak costs most of the meter's time, so ``true_peak=False`` skips it,
-    for audio whose peak is known already (the output of a limiter).
+    Every channel has weight 1.0 (:class:`KWeighting`), which is right for mono and
+    stereo (BS.1770 weighs surround channels 1.41 and leaves out LFE: downmix those
+    first). Oversampling for the true peak costs most of the meter's time, so
+    ``true_peak=False`` skips it, for audio whose peak is known already (the output
+    of a limiter).
     """
 
     def __init__(self, sample_rate: int, channels: int, *, true_peak: bool = True) -> None:
@@ -109,8 +110,7 @@ class LoudnessMeter:
             raise ValueError(f"sample rate {sample_rate} is too low to measure")
         self.sample_rate = sample_rate
         self.channels = channels
-        self._filters = k_weighting(sample_rate)
-        self._filter_states = [np.zeros((2, channels)) for _ in self._filters]
+        self._weighting = KWeighting(sample_rate, channels)
         self._frames = 0
         self._hops_done = 0
         self._unfinished_hop = np.empty(0)
@@ -122,14 +122,7 @@ class LoudnessMeter:
 
     def add(self, samples: Samples) -> None:
         """Measure the next ``(frames, channels)`` block."""
-        if samples.shape[1] != self.channels:
-            raise ValueError(f"expected {self.channels} channels, got {samples.shape[1]}")
-        weighted = samples.astype(np.float64)
-        for i, (b, a) in enumerate(self._filters):
-            weighted, self._filter_states[i] = signal.lfilter(
-                b, a, weighted, axis=0, zi=self._filter_states[i]
-            )
-        self._add_energy(np.square(weighted).sum(axis=1))
+        self._add_energy(self._weighting.energy(samples))
         if samples.size:
             self._sample_peak = max(self._sample_peak, float(np.abs(samples).max()))
         if self._oversampler is not None:
@@ -153,18 +146,15 @@ class LoudnessMeter:
             self._true_peak = max(self._true_peak, float(envelope.max()))
 
     def _add_energy(self, energy: Samples) -> None:
-        """Sum the K-weighted energy of each 100 ms hop that ``energy`` completes.
-
-        Hop ``k`` spans frames ``[k*rate//10, (k+1)*rate//10)``, which also works for
-        rates such as 11025 Hz whose hop is not a whole number of frames.
-        """
+        """Sum the K-weighted energy of each 100 ms hop (:func:`hops_in`) that
+        ``energy`` completes."""
         self._frames += energy.size
         pending = np.concatenate([self._unfinished_hop, energy])
-        hops_done = (self._frames * _HOPS_PER_SECOND + _HOPS_PER_SECOND - 1) // self.sample_rate
+        hops_done = hops_in(self._frames, self.sample_rate)
         if hops_done == self._hops_done:
             self._unfinished_hop = pending
             return
-        bounds = np.arange(self._hops_done, hops_done + 1) * self.sample_rate // _HOPS_PER_SECOND
+        bounds = hop_starts(self._hops_done, hops_done, self.sample_rate)
         bounds -= bounds[0]
         self._hop_energy.append(np.add.reduceat(pending[: bounds[-1]], bounds[:-1]))
         self._hop_length.append(np.diff(bounds).astype(np.float64))
@@ -172,13 +162,58 @@ class LoudnessMeter:
         self._hops_done = hops_done
 
     def _integrated(self) -> float:
-        """Gate the 400 ms blocks; audio shorter than one block measures as silence."""
-        if self._hops_done < _BLOCK_HOPS:
+        if not self._hop_energy:
             return -math.inf
-        window = np.ones(_BLOCK_HOPS)
-        energy = np.convolve(np.concatenate(self._hop_energy), window, mode="valid")
-        length = np.convolve(np.concatenate(self._hop_length), window, mode="valid")
-        return gated_loudness(energy / length)
+        return integrated_loudness(
+            np.concatenate(self._hop_energy), np.concatenate(self._hop_length)
+        )
+
+
+class KWeighting:
+    """The K-weighting filter of BS.1770 over a stream of ``(frames, channels)`` blocks:
+    :meth:`energy` gives each frame's weighted energy, summed over the channels.
+
+    Every channel has weight 1.0, which is right for mono and stereo.
+    """
+
+    def __init__(self, sample_rate: int, channels: int) -> None:
+        self.channels = channels
+        self._filters = k_weighting(sample_rate)
+        self._states = [np.zeros((2, channels)) for _ in self._filters]
+
+    def energy(self, samples: Samples) -> Samples:
+        """The weighted energy of each frame of the next block, as float64."""
+        if samples.shape[1] != self.channels:
+            raise ValueError(f"expected {self.channels} channels, got {samples.shape[1]}")
+        weighted = samples.astype(np.float64)
+        for i, (b, a) in enumerate(self._filters):
+            weighted, self._states[i] = signal.lfilter(b, a, weighted, axis=0, zi=self._states[i])
+        energy: Samples = np.square(weighted).sum(axis=1)
+        return energy
+
+
+def hops_in(frames: int, sample_rate: int) -> int:
+    """The 100 ms hops that ``frames`` frames complete: hop ``k`` spans frames
+    ``[k*rate//10, (k+1)*rate//10)``, which also works for rates such as 11025 Hz whose
+    hop is not a whole number of frames."""
+    return (frames * _HOPS_PER_SECOND + _HOPS_PER_SECOND - 1) // sample_rate
+
+
+def hop_starts(first: int, last: int, sample_rate: int) -> npt.NDArray[np.int64]:
+    """The first frame of each hop from ``first`` to ``last``, both included."""
+    return np.arange(first, last + 1, dtype=np.int64) * sample_rate // _HOPS_PER_SECOND
+
+
+def integrated_loudness(hop_energy: Samples, hop_length: Samples) -> float:
+    """BS.1770-4 integrated loudness from the K-weighted energy and the length in frames
+    of consecutive 100 ms hops: the 400 ms gating blocks are four hops each. Audio
+    shorter than one block measures as silence."""
+    if len(hop_energy) < _BLOCK_HOPS:
+        return -math.inf
+    window = np.ones(_BLOCK_HOPS)
+    energy = np.convolve(hop_energy, window, mode="valid")
+    length = np.convolve(hop_length, window, mode="valid")
+    return gated_loudness(energy / length)
 
 
 def gated_loudness(block_power: Samples) -> float:
@@ -237,5 +272,13 @@ class Oversampler:
         keep_from = max(0, end - _CONTEXT)
         self._pending = pending[keep_from:]
         self._history = end - keep_from
-        envelope: Samples = np.abs(ours).reshape(end - start, -1).max(axis=1)
-        return envelope
+        return _row_maxima(np.abs(ours).reshape(end - start, -1))
+
+
+def _row_maxima(rows: Samples) -> Samples:
+    """The largest value of each row of a narrow array (a few columns): a maximum
+    per column pair, which numpy does many times faster than ``max(axis=1)`` there."""
+    maxima: Samples = rows[:, 0].copy()
+    for column in range(1, rows.shape[1]):
+        np.maximum(maxima, rows[:, column], out=maxima)
+    return maxima

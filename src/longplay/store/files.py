@@ -1,7 +1,9 @@
 """Artifact files on disk: uploads streamed in with a size cap, outputs moved in.
 
 Files live under ``<data>/files/<artifact id>``; their names, types and owners are
-in the ``artifacts`` table, so no user-supplied name ever becomes a path.
+in the ``artifacts`` table, so no user-supplied name becomes a path here. Kinds do
+name their work files after their inputs, which is why an upload's name is kept
+short enough (:data:`UPLOAD_NAME_BYTES`) for what they add to it.
 """
 
 from __future__ import annotations
@@ -47,11 +49,40 @@ def path_of(artifact: Artifact) -> Path:
     return files_dir() / artifact.path
 
 
-def safe_name(name: str | None, default: str = "upload") -> str:
-    """The last component of a client-given file name, without control characters."""
+NAME_MAX_BYTES = 255
+"""The longest file name most file systems take (ext4, XFS, APFS, NTFS), in bytes."""
+UPLOAD_NAME_BYTES = 200
+"""The longest name an upload keeps, in UTF-8 bytes. Kinds name their files after their
+inputs and add to the name (``-converted.mp3.part``, ``.en.srt``, ``.voiced.f32``), and
+those names must still fit in :data:`NAME_MAX_BYTES`."""
+_LONGEST_EXTENSION = 16
+
+
+def safe_name(name: str | None, default: str = "upload", max_bytes: int = NAME_MAX_BYTES) -> str:
+    """The last component of a client-given file name, without control characters, at
+    most ``max_bytes`` long in UTF-8.
+
+    A longer name is cut on a character boundary before its extension, which it keeps
+    (``long….mp3``), so it is still recognised by its type. ``.`` and ``..`` are no names.
+    """
     base = PurePath((name or "").replace("\\", "/")).name
     cleaned = "".join(c for c in base if c.isprintable()).strip()
-    return cleaned[:255] or default
+    if cleaned in ("", ".", ".."):
+        return default
+    return shorten(cleaned, max_bytes)
+
+
+def shorten(name: str, max_bytes: int) -> str:
+    """``name`` cut to ``max_bytes`` of UTF-8 before its extension, on a character boundary."""
+    if len(name.encode()) <= max_bytes:
+        return name
+    suffix = PurePath(name).suffix
+    if len(suffix.encode()) > _LONGEST_EXTENSION:
+        suffix = ""
+    stem = name[: len(name) - len(suffix)]
+    room = max_bytes - len(suffix.encode())
+    cut = stem.encode()[:room].decode(errors="ignore").rstrip()
+    return cut + suffix if cut else name.encode()[:max_bytes].decode(errors="ignore")
 
 
 def guess_media_type(name: str, declared: str | None = None) -> str:

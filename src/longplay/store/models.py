@@ -9,7 +9,17 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    TypeDecorator,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -128,10 +138,37 @@ class ApiKey(Base):
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
-        Index("ix_jobs_owner_created", "owner_id", "created_at"),
-        Index("ix_jobs_status_queue", "status", "resource", "priority_rank", "created_at"),
+        # An owner's jobs newest first (GET /v1/jobs), all or by status; ``id`` breaks
+        # ties, so a page's cursor is one range.
+        Index("ix_jobs_owner_created", "owner_id", "created_at", "id"),
+        Index("ix_jobs_owner_status", "owner_id", "status", "created_at", "id"),
+        # Admission reads the held jobs of a resource oldest first (by priority, then
+        # age), or each owner's line from its first job.
+        Index("ix_jobs_status_queue", "status", "resource", "priority_rank", "created_at", "id"),
+        Index(
+            "ix_jobs_queue_owner",
+            "status",
+            "resource",
+            "owner_id",
+            "priority_rank",
+            "created_at",
+            "id",
+        ),
+        # Jobs in flight: running, or queued and handed to the broker.
+        Index("ix_jobs_status_dispatched", "status", "dispatched_at"),
+        # Beat's upkeep: the next scheduled start, retry or deadline, and the ones passed.
+        # Partial: only the jobs that have one.
+        *(
+            Index(
+                f"ix_jobs_{column}",
+                "status",
+                column,
+                postgresql_where=text(f"{column} IS NOT NULL"),
+                sqlite_where=text(f"{column} IS NOT NULL"),
+            )
+            for column in ("run_at", "retry_at", "deadline")
+        ),
         Index("ux_jobs_owner_idempotency_key", "owner_id", "idempotency_key", unique=True),
-        Index("ix_jobs_owner_status", "owner_id", "status"),
         Index("ix_jobs_content_key", "owner_id", "content_key"),
     )
 

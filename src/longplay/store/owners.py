@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from longplay.store.models import ApiKey, Owner, new_id, utcnow
@@ -43,13 +43,17 @@ def create_key(session: Session, owner: Owner, *, label: str = "") -> str:
     return secret
 
 
+# Built once: every request asks it, and building the expression costs more than running it.
+_OWNER_OF_KEY = (
+    select(Owner)
+    .join(ApiKey)
+    .where(ApiKey.secret_hash == bindparam("secret_hash"), ApiKey.revoked_at.is_(None))
+)
+
+
 def owner_for_key(session: Session, secret: str) -> Owner | None:
     """The owner a live key belongs to, or None for an unknown or revoked key."""
-    return session.scalar(
-        select(Owner)
-        .join(ApiKey)
-        .where(ApiKey.secret_hash == hash_secret(secret), ApiKey.revoked_at.is_(None))
-    )
+    return session.scalar(_OWNER_OF_KEY, {"secret_hash": hash_secret(secret)})
 
 
 def revoke_key(session: Session, owner: Owner, prefix: str) -> bool:

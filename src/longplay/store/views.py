@@ -4,12 +4,38 @@ the same shape from one definition."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
+from longplay.settings import get_settings
 from longplay.store.models import Artifact, Job, JobStatus, Priority
+
+_SERVER_PATH = re.compile(r"""(?<![\w.:/~-])(?:/[^\s'"`/:;,()<>\[\]{}|]+){2,}/?""")
+"""An absolute path of two or more parts, not inside a URL (``http://host/a/b``)."""
+_API_PATH = "/v1/"
+
+
+def public_message(text: str) -> str:
+    """``text`` without the server's own paths, for a message a client sees.
+
+    Each absolute path becomes its last part: ``File name too long: '/srv/longplay/
+    work/job_1/a.mp3.part'`` reads ``File name too long: 'a.mp3.part'``, which still
+    says which file, and nothing of how the server is laid out. The data folder goes
+    first, whole, in case it has a space in it. API paths (``/v1/...``) stay.
+    """
+    data_dir = str(get_settings().data_dir)
+    text = text.replace(data_dir + "/", "/").replace(data_dir, "")
+
+    def last_part(match: re.Match[str]) -> str:
+        path = match.group(0)
+        if path.startswith(_API_PATH):
+            return path
+        return path.rstrip("/").rsplit("/", 1)[-1]
+
+    return _SERVER_PATH.sub(last_part, text)
 
 
 class ErrorPublic(BaseModel):
@@ -18,6 +44,23 @@ class ErrorPublic(BaseModel):
     retryable: bool
     attempt: int | None = None
     retry_in_seconds: float | None = None
+
+    @field_validator("message")
+    @classmethod
+    def _public(cls, message: str) -> str:
+        return public_message(message)
+
+
+class WarningPublic(BaseModel):
+    """Something a person should know about a job that completed all the same."""
+
+    code: str = Field(description="What it is about, e.g. `truncated_input`.")
+    message: str
+
+    @field_validator("message")
+    @classmethod
+    def _public(cls, message: str) -> str:
+        return public_message(message)
 
 
 class ArtifactLinks(BaseModel):
@@ -84,6 +127,11 @@ class JobPublic(BaseModel):
     outputs: list[ArtifactPublic] = Field(
         default_factory=list, description="Once completed: the results."
     )
+    warnings: list[WarningPublic] = Field(
+        default_factory=list,
+        description="Once completed: what the job noted on the way, as its `note` events "
+        "said (an input cut short, say).",
+    )
     results_expired: bool = Field(
         False, description="The outputs were deleted after `result_retention`; the job stays."
     )
@@ -122,6 +170,9 @@ class JobPublic(BaseModel):
             callback_url=job.callback_url,
             error=ErrorPublic.model_validate(job.error) if job.error else None,
             outputs=[ArtifactPublic.of(a) for a in outputs or []],
+            warnings=[
+                WarningPublic.model_validate(w) for w in (job.result or {}).get("warnings", [])
+            ],
             results_expired=bool((job.result or {}).get("results_expired")),
             created_at=job.created_at,
             started_at=job.started_at,

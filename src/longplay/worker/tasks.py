@@ -21,6 +21,7 @@ from celery.signals import (
     worker_process_init,
     worker_process_shutdown,
     worker_ready,
+    worker_shutdown,
 )
 
 from longplay import keys
@@ -36,6 +37,7 @@ from longplay.kinds import load as load_kinds
 from longplay.redis_client import get_redis
 from longplay.store.db import dispose_engine
 from longplay.store.models import utcnow
+from longplay.worker import admission
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +129,18 @@ def admit() -> dict[str, int]:
 
 @worker_ready.connect
 def _admit_on_start(**_: object) -> None:
-    """A worker came up: jobs may have waited for one, or been lost with the broker."""
+    """A worker came up: jobs may have waited for one, or been lost with the broker.
+    Then its admission loop answers the asks for rounds."""
     try:
         rounds.tick()
     except Exception as exc:
         log.warning("admission round at worker start failed: %s", exc)
+    admission.LOOP.start()
+
+
+@worker_shutdown.connect
+def _stop_admission(**_: object) -> None:
+    admission.LOOP.stop()
 
 
 @celery_app.task(name=CLEANUP, ignore_result=True)

@@ -1,15 +1,20 @@
-"""Artifacts: upload inputs, read metadata, download (with Range requests)."""
+"""Artifacts: upload inputs, read metadata, download (with Range requests, HEAD, ETag)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, UploadFile, status
-from fastapi.responses import FileResponse
+from typing import Any
 
-from longplay.api.deps import OwnerDep, SessionDep
-from longplay.api.uploads import store_upload
+from fastapi import APIRouter, Request, Response, UploadFile, status
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from longplay.api import content, uploads
+from longplay.api.deps import KeyDep, as_owner
+from longplay.api.errors import errors
 from longplay.jobs import refusals, service
 from longplay.settings import get_settings
 from longplay.store import files
+from longplay.store.models import Artifact, Owner
 from longplay.store.views import ArtifactPublic
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
@@ -19,35 +24,87 @@ router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ArtifactPublic,
+    responses=errors(400, 401, 413),
     max_body_size=get_settings().api.max_upload_bytes + 1024 * 1024,
 )
-def upload(file: UploadFile, session: SessionDep, owner: OwnerDep) -> ArtifactPublic:
+async def upload(file: UploadFile, key: KeyDep) -> ArtifactPublic:
     """Upload a file to use as a job's input; the reply's ``id`` goes in ``inputs``."""
-    artifact = store_upload(session, owner, file)
+    received = await run_in_threadpool(uploads.receive, file)
+
+    def add(session: Session, owner: Owner) -> ArtifactPublic:
+        artifact = uploads.adopt(session, owner, received)
+        try:
+            session.commit()
+        except BaseException:
+            files.remove(artifact)
+            raise
+        return ArtifactPublic.of(artifact)
+
     try:
-        session.commit()
+        return await as_owner(key, add)
     except BaseException:
-        files.remove(artifact)
+        uploads.discard([received])  # gone already if it was moved into the store
         raise
-    return ArtifactPublic.of(artifact)
 
 
-@router.get("/{artifact_id}", response_model=ArtifactPublic)
-def get_artifact(artifact_id: str, session: SessionDep, owner: OwnerDep) -> ArtifactPublic:
+@router.get("/{artifact_id}", response_model=ArtifactPublic, responses=errors(401, 404))
+async def get_artifact(artifact_id: str, key: KeyDep) -> ArtifactPublic:
     """An artifact's name, type, size and checksum."""
-    return ArtifactPublic.of(service.get_artifact(session, owner=owner, artifact_id=artifact_id))
+    return await as_owner(
+        key,
+        lambda session, owner: ArtifactPublic.of(
+            service.get_artifact(session, owner=owner, artifact_id=artifact_id)
+        ),
+    )
 
 
-@router.get("/{artifact_id}/content", response_class=FileResponse)
-def download(artifact_id: str, session: SessionDep, owner: OwnerDep) -> FileResponse:
-    """The artifact's bytes; honours ``Range`` so players can seek."""
-    artifact = service.get_artifact(session, owner=owner, artifact_id=artifact_id)
+CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The whole file; its name is in `Content-Disposition`.",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    206: {
+        "description": "The byte range `Range` asked for, placed by `Content-Range`.",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    304: {"description": "`If-None-Match` names the file's `ETag`: the client's copy is current."},
+    **errors(401, 404, 416),
+}
+
+
+@router.get("/{artifact_id}/content", response_class=Response, responses=CONTENT_RESPONSES)
+async def download(artifact_id: str, key: KeyDep, request: Request) -> Response:
+    """The artifact's bytes. Honours `Range` (one range; an invalid one is ignored),
+    `If-Range` and `If-None-Match` (the `ETag` is the file's SHA-256), as RFC 9110 says."""
+    return await _content(artifact_id, key, request)
+
+
+@router.head(
+    "/{artifact_id}/content",
+    response_class=Response,
+    responses={s: CONTENT_RESPONSES[s] for s in (200, 304, 401, 404)},
+)
+async def download_headers(artifact_id: str, key: KeyDep, request: Request) -> Response:
+    """The headers a `GET` of the artifact's bytes would answer, without the bytes;
+    `Range` is for `GET` alone (RFC 9110), so it is ignored here."""
+    return await _content(artifact_id, key, request)
+
+
+async def _content(artifact_id: str, key: str, request: Request) -> Response:
+    artifact: Artifact = await as_owner(
+        key,
+        lambda session, owner: service.get_artifact(session, owner=owner, artifact_id=artifact_id),
+    )
     path = files.path_of(artifact)
-    if not path.is_file():
-        raise refusals.NotFound(f"the file of artifact {artifact_id} is gone")
-    return FileResponse(
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise refusals.NotFound(f"the file of artifact {artifact_id} is gone") from None
+    return content.file_response(
+        request,
         path,
+        size=size,
+        etag=f'"{artifact.sha256}"',
         media_type=artifact.media_type,
-        filename=artifact.name,
-        headers={"ETag": f'"{artifact.sha256}"'},
+        name=artifact.name,
     )

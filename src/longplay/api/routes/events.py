@@ -7,44 +7,62 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import redis
-import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from starlette.concurrency import run_in_threadpool
 
-from longplay import keys
-from longplay.api.deps import OwnerDep, SessionDep
+from longplay.api.deps import KeyDep, as_owner, in_store
+from longplay.api.errors import errors
+from longplay.api.followers import READ_BLOCK_MS, EventHub, Follower
 from longplay.jobs import service
 from longplay.jobs.events import make_event
-from longplay.settings import get_settings
-from longplay.store.db import session_scope
 from longplay.store.models import Job, JobStatus
+from longplay.store.views import ErrorPublic
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled", "stopped", "expired"})
-BLOCK_MS = 5000
 
 
-def _job_status(job_id: str) -> Job | None:
-    with session_scope() as session:
-        return session.get(Job, job_id)
-
-
-def _final_event(job: Job) -> dict[str, Any]:
-    return make_event(job.status, job.id, status=job.status, progress=job.progress, error=job.error)
-
-
-def owned_job_id(job_id: str, session: SessionDep, owner: OwnerDep) -> str:
+async def owned_job_id(job_id: str, key: KeyDep) -> str:
     """Checked before the stream starts, so another owner's job is a plain 404."""
-    found = service.get_job(session, owner=owner, job_id=job_id).id
-    # The request's session lives as long as the stream (hours, maybe): give its
-    # connection back to the pool now, or a few dozen followers starve the API.
-    session.commit()
-    return found
+    return await as_owner(
+        key, lambda session, owner: service.get_job(session, owner=owner, job_id=job_id).id
+    )
 
 
-@router.get("/{job_id}/events", response_class=EventSourceResponse)
+def _hub(request: Request) -> EventHub:
+    hub: EventHub = request.app.state.event_hub
+    return hub
+
+
+def _public(error: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A stored error as clients see it (no server paths in its message)."""
+    return None if error is None else ErrorPublic.model_validate(error).model_dump()
+
+
+async def _end_in_store(job_id: str) -> tuple[bool, dict[str, Any] | None]:
+    """Whether the store says the job has ended (or is gone), with its last event."""
+    job = await in_store(lambda session: session.get(Job, job_id))
+    if job is None:
+        return True, None
+    if not JobStatus(job.status).finished:
+        return False, None
+    return True, make_event(
+        job.status, job.id, status=job.status, progress=job.progress, error=_public(job.error)
+    )
+
+
+async def _next(hub: EventHub, follower: Follower) -> list[tuple[str, bytes]]:
+    """The entries to send next: the stream after the cursor when the follower fell
+    behind, else what the hub hands over within the block time (maybe nothing)."""
+    if follower.behind:
+        return await hub.backlog(follower)
+    try:
+        return [await asyncio.wait_for(follower.queue.get(), READ_BLOCK_MS / 1000)]
+    except TimeoutError:
+        return []
+
+
+@router.get("/{job_id}/events", response_class=EventSourceResponse, responses=errors(401, 404))
 async def job_events(
     job_id: Annotated[str, Depends(owned_job_id)],
     request: Request,
@@ -55,33 +73,22 @@ async def job_events(
     Each event's ``id`` resumes the stream after it (``Last-Event-ID``). The stream
     ends after the job's last event.
     """
-    # The socket must outwait the blocking read (redis-py's default timeout is 5 s).
-    client = aioredis.Redis.from_url(
-        get_settings().effective_redis_url, socket_timeout=BLOCK_MS / 1000 + 10
-    )
-    stream = keys.events_stream(job_id)
-    cursor = last_event_id or "0-0"
-    try:
+    hub = _hub(request)
+    async with hub.follow(job_id, last_event_id or "0-0") as follower:
         while not await request.is_disconnected():
-            try:
-                batch: Any = await client.xread({stream: cursor}, count=100, block=BLOCK_MS)
-            except redis.RedisError:  # Redis is restarting: the store still knows the end
-                await asyncio.sleep(1)
-                batch = None
-            entries = batch[0][1] if batch else []
-            for entry_id, fields in entries:
-                cursor = entry_id.decode()
-                event = json.loads(fields[b"data"])
-                yield ServerSentEvent(data=event, event=event["type"], id=cursor)
+            entries = await _next(hub, follower)
+            for entry_id, data in entries:
+                if not follower.is_new(entry_id):
+                    continue
+                follower.cursor = entry_id
+                event = json.loads(data)
+                yield ServerSentEvent(data=event, event=event["type"], id=entry_id)
                 if event["type"] in TERMINAL_EVENTS:
                     return
-            if not entries:
-                current = await run_in_threadpool(_job_status, job_id)
-                if current is None:
-                    return
-                if JobStatus(current.status).finished:
-                    # The stream is gone or its last event was lost: the store has the end.
-                    yield ServerSentEvent(data=_final_event(current), event=current.status)
-                    return
-    finally:
-        await client.aclose()
+            if entries:
+                continue
+            ended, final = await _end_in_store(job_id)
+            if ended:  # the stream is gone or its last event was lost: the store has the end
+                if final is not None:
+                    yield ServerSentEvent(data=final, event=final["type"])
+                return

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from longplay.api.deps import OwnerDep, SessionDep
+from longplay.api import bodies, uploads
+from longplay.api.deps import KeyDep, as_owner
+from longplay.api.errors import errors
+from longplay.api.openapi import ref_of
 from longplay.api.schemas import (
     AttemptPublic,
     JobCreate,
@@ -20,41 +22,23 @@ from longplay.api.schemas import (
     RetryMany,
     RetryManyResult,
     RetrySkipped,
+    job_create_model,
 )
-from longplay.api.uploads import store_upload
+from longplay.framework import get_kind
 from longplay.jobs import refusals, service, submission
 from longplay.settings import get_settings
-from longplay.store.models import Job, JobStatus, Owner, Priority
+from longplay.store.models import Job, JobStatus, Owner
 from longplay.store.views import JobPublic
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 DEDUPLICATED_HEADER = "Longplay-Deduplicated"
+UPLOAD_BODY_LIMIT = get_settings().api.max_upload_bytes + 1024 * 1024
+"""A multipart submission: its files, and a little for the form fields around them."""
 
 SUBMIT_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}},
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["kind"],
-                    "properties": {
-                        "kind": {"type": "string"},
-                        "params": {"type": "string", "description": "JSON object"},
-                        "priority": {"type": "string", "enum": [p.value for p in Priority]},
-                        "inputs": {"type": "array", "items": {"type": "string"}},
-                        "run_at": {"type": "string", "format": "date-time"},
-                        "deadline": {"type": "string", "format": "date-time"},
-                        "dedupe": {"type": "boolean"},
-                        "callback_url": {"type": "string", "format": "uri"},
-                        "callback_events": {"type": "array", "items": {"type": "string"}},
-                        "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                    },
-                }
-            },
-        },
-    }
+    # Read by hand (JSON or multipart); the schemas are the kinds' own, added to the
+    # document by longplay.api.openapi, which fills this in.
+    "requestBody": {"required": True, "content": {}}
 }
 
 
@@ -81,40 +65,70 @@ def present_page(
     ]
 
 
-async def _read_submission(request: Request) -> tuple[JobCreate, list[UploadFile]]:
+async def _read_submission(request: Request) -> tuple[JobCreate, dict[str, Any], list[UploadFile]]:
+    """The submission checked against its kind's model (``params`` included), the
+    parameters as sent, and the files uploaded with it."""
     content_type = request.headers.get("content-type", "")
+    raw: bytes | None = None
     if content_type.startswith("multipart/form-data"):
-        form = await request.form(max_files=get_settings().api.max_inputs_per_job)
+        limits = get_settings().api
+        within = bodies.limited(request, UPLOAD_BODY_LIMIT, "a submission with files")
+        form = await within.form(
+            max_files=limits.max_inputs_per_job, max_part_size=limits.max_json_bytes
+        )
         uploads = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
-        raw_params = form.get("params") or "{}"
-        try:
-            params = json.loads(str(raw_params))
-        except json.JSONDecodeError as exc:
-            raise refusals.Invalid(f"params is not valid JSON: {exc}") from exc
+        raw_params = form.get("params")
         fields: dict[str, Any] = {
             "kind": form.get("kind"),
-            "params": params,
             "inputs": [str(v) for v in form.getlist("inputs")],
         }
+        if isinstance(raw_params, str) and raw_params:
+            fields["params"] = bodies.parse_json(raw_params, ("body", "params"))
         for name in ("priority", "run_at", "deadline", "dedupe", "callback_url"):
             if form.get(name):
                 fields[name] = form.get(name)
         if form.getlist("callback_events"):
             fields["callback_events"] = [str(v) for v in form.getlist("callback_events")]
     elif content_type.startswith("application/json"):
-        try:
-            fields = json.loads(await request.body())
-        except json.JSONDecodeError as exc:
-            raise refusals.Invalid(f"body is not valid JSON: {exc}") from exc
+        fields, raw = await bodies.read_json_body(request)
         uploads = []
     else:
-        raise refusals.Invalid("send application/json or multipart/form-data")
-    try:
-        return JobCreate.model_validate(fields), uploads
-    except ValidationError as exc:
         raise refusals.Invalid(
-            "bad job submission",
-            exc.errors(include_url=False, include_input=False, include_context=False),
+            "send application/json or multipart/form-data",
+            [{"loc": ["header", "content-type"], "msg": "unsupported", "type": "content_type"}],
+        )
+    body = _checked(fields, raw)
+    return body, dict(fields.get("params") or {}), uploads
+
+
+def _checked(fields: Any, raw: bytes | None) -> JobCreate:
+    """``fields`` validated by the model of the kind they name: strictly from the JSON
+    body ``raw``, or from form fields (text, so converted) without one."""
+    if not isinstance(fields, dict):
+        raise refusals.Invalid(
+            "the body must be a JSON object",
+            [{"loc": ["body"], "msg": "not an object", "type": "dict_type"}],
+        )
+    name = fields.get("kind")
+    kind = get_kind(name) if isinstance(name, str) else None
+    if kind is None:
+        problem = f"unknown job kind {name!r}; GET /v1/kinds lists the kinds"
+        raise refusals.Invalid(problem, [{"loc": ["body", "kind"], "msg": problem, "type": "kind"}])
+    try:
+        model = job_create_model(kind)
+        return (
+            model.model_validate(fields)
+            if raw is None
+            else model.model_validate_json(raw, strict=True)
+        )
+    except ValidationError as exc:
+        problems = exc.errors(include_url=False, include_input=False, include_context=False)
+        code = "invalid_params" if all(p["loc"][:1] == ("params",) for p in problems) else None
+        first = problems[0]
+        raise refusals.Invalid(
+            f"{'.'.join(map(str, first['loc']))}: {first['msg']}",
+            [{**p, "loc": ["body", *p["loc"]]} for p in problems],
+            code=code,
         ) from exc
 
 
@@ -134,74 +148,63 @@ async def _read_submission(request: Request) -> tuple[JobCreate, list[UploadFile
                 }
             },
         },
-        status.HTTP_429_TOO_MANY_REQUESTS: {
-            "description": "Over your queued-jobs cap or submit rate; nothing was stored.",
-            "headers": {
-                "Retry-After": {
-                    "description": "Seconds to wait before submitting again.",
-                    "schema": {"type": "integer"},
-                }
-            },
-        },
+        **errors(400, 401, 413, 422, 429, 503),
     },
     openapi_extra=SUBMIT_BODY,
-    max_body_size=get_settings().api.max_upload_bytes + 1024 * 1024,
 )
 async def submit_job(
     request: Request,
     response: Response,
-    background: BackgroundTasks,
-    session: SessionDep,
-    owner: OwnerDep,
+    key: KeyDep,
     idempotency_key: Annotated[
         str | None,
         Header(max_length=200, description="Send the same key again to get the same job back."),
     ] = None,
 ) -> JobPublic:
     """Submit a job: JSON naming uploaded artifacts, or multipart with the files."""
-    body, uploads = await _read_submission(request)
-    job, deduplicated = await run_in_threadpool(
-        _submit, session, owner, body, uploads, idempotency_key
-    )
+    body, params, files = await _read_submission(request)
+    received = await run_in_threadpool(uploads.receive_all, files) if files else []
+
+    def submit(session: Session, owner: Owner) -> tuple[JobPublic, bool]:
+        try:
+            stored = [uploads.adopt(session, owner, r) for r in received]
+        except BaseException:
+            uploads.discard(received)
+            raise
+        submitted = submission.submit_job(
+            session,
+            owner=owner,
+            kind_name=body.kind,
+            params=params,
+            input_ids=body.inputs,
+            priority=body.priority,
+            uploaded=stored,
+            idempotency_key=idempotency_key,
+            run_at=body.run_at,
+            deadline=body.deadline,
+            dedupe=body.dedupe,
+            callback_url=str(body.callback_url) if body.callback_url else None,
+            callback_events=list(body.callback_events),
+            admit=False,
+        )
+        return present(session, submitted.job, with_position=False), submitted.deduplicated
+
+    try:
+        job, deduplicated = await as_owner(key, submit)
+    except BaseException:
+        uploads.discard(received)  # whatever was not moved into the store yet
+        raise
     if deduplicated:
         response.status_code = status.HTTP_200_OK
         response.headers[DEDUPLICATED_HEADER] = "true"
-    else:  # after the answer went out: the submit's latency does not wait for the broker
-        background.add_task(submission.admit_submitted, job.run_at, job.deadline)
+    else:  # one Redis command asks for an admission round; the job is committed already
+        await run_in_threadpool(submission.admit_submitted, job.run_at, job.deadline)
     return job
 
 
-def _submit(
-    session: Session,
-    owner: Owner,
-    body: JobCreate,
-    uploads: list[UploadFile],
-    idempotency_key: str | None,
-) -> tuple[JobPublic, bool]:
-    stored = [store_upload(session, owner, upload) for upload in uploads]
-    submitted = submission.submit_job(
-        session,
-        owner=owner,
-        kind_name=body.kind,
-        params=body.params,
-        input_ids=body.inputs,
-        priority=body.priority,
-        uploaded=stored,
-        idempotency_key=idempotency_key,
-        run_at=body.run_at,
-        deadline=body.deadline,
-        dedupe=body.dedupe,
-        callback_url=str(body.callback_url) if body.callback_url else None,
-        callback_events=list(body.callback_events),
-        admit=False,
-    )
-    return present(session, submitted.job, with_position=False), submitted.deduplicated
-
-
-@router.get("", response_model=JobList)
-def list_jobs(
-    session: SessionDep,
-    owner: OwnerDep,
+@router.get("", response_model=JobList, responses=errors(401, 403))
+async def list_jobs(
+    key: KeyDep,
     status_: Annotated[list[JobStatus] | None, Query(alias="status")] = None,
     kind: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -209,57 +212,97 @@ def list_jobs(
     all_owners: Annotated[bool, Query(description="Every owner's jobs (admin keys).")] = False,
 ) -> JobList:
     """List your jobs, newest first; filter by status and kind, page with ``cursor``."""
-    page = service.list_jobs(
-        session,
-        owner=owner,
-        status=status_ or (),
-        kind=kind,
-        limit=limit,
-        cursor=cursor,
-        all_owners=all_owners,
-    )
-    return JobList(items=present_page(session, page.jobs), next_cursor=page.next_cursor)
+
+    def page_of(session: Session, owner: Owner) -> JobList:
+        page = service.list_jobs(
+            session,
+            owner=owner,
+            status=status_ or (),
+            kind=kind,
+            limit=limit,
+            cursor=cursor,
+            all_owners=all_owners,
+        )
+        return JobList(items=present_page(session, page.jobs), next_cursor=page.next_cursor)
+
+    return await as_owner(key, page_of)
 
 
-@router.get("/{job_id}", response_model=JobPublic)
-def get_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobPublic:
+@router.get("/{job_id}", response_model=JobPublic, responses=errors(401, 404))
+async def get_job(job_id: str, key: KeyDep) -> JobPublic:
     """One job: status, progress, step, ETA; its queue position or its results."""
-    return present(session, service.get_job(session, owner=owner, job_id=job_id))
-
-
-@router.post("/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobPublic:
-    """Cancel a queued job, or stop a running one at its next progress checkpoint."""
-    return present(session, service.cancel_job(session, owner=owner, job_id=job_id))
-
-
-@router.post("/retry", response_model=RetryManyResult)
-def retry_jobs(body: RetryMany, session: SessionDep, owner: OwnerDep) -> RetryManyResult:
-    """Retry many failed jobs at once; the others are listed with the reason."""
-    outcome = service.retry_jobs(session, owner=owner, job_ids=body.ids)
-    return RetryManyResult(
-        retried=outcome.retried,
-        skipped=[RetrySkipped(id=job_id, reason=reason) for job_id, reason in outcome.skipped],
+    return await as_owner(
+        key,
+        lambda session, owner: present(
+            session, service.get_job(session, owner=owner, job_id=job_id)
+        ),
     )
 
 
-@router.post("/{job_id}/retry", response_model=JobPublic)
-def retry_job(job_id: str, session: SessionDep, owner: OwnerDep) -> JobPublic:
+@router.post("/{job_id}/cancel", response_model=JobPublic, responses=errors(401, 404, 409))
+async def cancel_job(job_id: str, key: KeyDep) -> JobPublic:
+    """Cancel a queued job, or stop a running one at its next progress checkpoint."""
+    return await as_owner(
+        key,
+        lambda session, owner: present(
+            session, service.cancel_job(session, owner=owner, job_id=job_id)
+        ),
+    )
+
+
+@router.post(
+    "/retry",
+    response_model=RetryManyResult,
+    responses=errors(401, 413, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": ref_of(RetryMany)}}},
+        }
+    },
+)
+async def retry_jobs(request: Request, key: KeyDep) -> RetryManyResult:
+    """Retry many failed jobs at once; the others are listed with the reason."""
+    _, raw = await bodies.read_json_body(request)
+    body = bodies.validated(RetryMany, raw)
+
+    def retry(session: Session, owner: Owner) -> RetryManyResult:
+        outcome = service.retry_jobs(session, owner=owner, job_ids=body.ids)
+        return RetryManyResult(
+            retried=outcome.retried,
+            skipped=[RetrySkipped(id=job_id, reason=reason) for job_id, reason in outcome.skipped],
+        )
+
+    return await as_owner(key, retry)
+
+
+@router.post("/{job_id}/retry", response_model=JobPublic, responses=errors(401, 404, 409))
+async def retry_job(job_id: str, key: KeyDep) -> JobPublic:
     """Run a failed job again; it resumes after the last step it finished."""
-    return present(session, service.retry_job(session, owner=owner, job_id=job_id))
+    return await as_owner(
+        key,
+        lambda session, owner: present(
+            session, service.retry_job(session, owner=owner, job_id=job_id)
+        ),
+    )
 
 
-@router.get("/{job_id}/attempts", response_model=list[AttemptPublic])
-def job_attempts(job_id: str, session: SessionDep, owner: OwnerDep) -> list[AttemptPublic]:
+@router.get("/{job_id}/attempts", response_model=list[AttemptPublic], responses=errors(401, 404))
+async def job_attempts(job_id: str, key: KeyDep) -> list[AttemptPublic]:
     """Each run of the job: its worker, times, outcome and error."""
-    return [
-        AttemptPublic.model_validate(a)
-        for a in service.attempts_of(session, owner=owner, job_id=job_id)
-    ]
+    return await as_owner(
+        key,
+        lambda session, owner: [
+            AttemptPublic.model_validate(a)
+            for a in service.attempts_of(session, owner=owner, job_id=job_id)
+        ],
+    )
 
 
-@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_job(job_id: str, session: SessionDep, owner: OwnerDep) -> Response:
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 404, 409))
+async def delete_job(job_id: str, key: KeyDep) -> Response:
     """Delete a finished job with its results and the files uploaded with it."""
-    service.delete_job(session, owner=owner, job_id=job_id)
+    await as_owner(
+        key, lambda session, owner: service.delete_job(session, owner=owner, job_id=job_id)
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)

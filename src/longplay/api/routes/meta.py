@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
+from starlette.concurrency import run_in_threadpool
 
 from longplay import keys
-from longplay.api.deps import OwnerDep
+from longplay.api.deps import KeyDep, as_owner
+from longplay.api.errors import errors
 from longplay.api.schemas import HealthPublic, KindPublic, WorkerPublic
 from longplay.framework.kinds import all_kinds
 from longplay.health import report as health_report
@@ -14,22 +16,40 @@ from longplay.redis_client import get_redis
 router = APIRouter()
 
 
-@router.get("/v1/kinds", response_model=list[KindPublic], tags=["kinds"])
-def list_kinds(owner: OwnerDep) -> list[KindPublic]:
+@router.get("/v1/kinds", response_model=list[KindPublic], tags=["kinds"], responses=errors(401))
+async def list_kinds(key: KeyDep) -> list[KindPublic]:
     """The job kinds this service runs, with their steps and parameter schemas."""
+    await as_owner(key, lambda _, owner: owner.id)
     return [KindPublic.of(k) for k in all_kinds()]
 
 
-@router.get("/v1/workers", response_model=list[WorkerPublic], tags=["health"])
-def list_workers(owner: OwnerDep) -> list[WorkerPublic]:
+@router.get(
+    "/v1/workers", response_model=list[WorkerPublic], tags=["health"], responses=errors(401)
+)
+async def list_workers(key: KeyDep) -> list[WorkerPublic]:
     """The worker processes, each with the engines it has loaded and its last job."""
+    await as_owner(key, lambda _, owner: owner.id)
+    return await run_in_threadpool(_workers)
+
+
+def _workers() -> list[WorkerPublic]:
     client = get_redis()
     names = sorted(client.scan_iter(match=keys.WORKER_PROCESSES, count=500))
     reports = [r for r in client.mget(names) if r] if names else []
     return [WorkerPublic.model_validate_json(r) for r in reports]
 
 
-@router.get("/healthz", response_model=HealthPublic, tags=["health"])
+@router.get(
+    "/healthz",
+    response_model=HealthPublic,
+    tags=["health"],
+    responses={
+        status.HTTP_503_SERVICE_UNAVAILABLE: {
+            "model": HealthPublic,
+            "description": "A part does not answer: `status` is `degraded`, `down` names it.",
+        }
+    },
+)
 def health(response: Response) -> HealthPublic:
     """Whether the store, Redis and a worker answer (503 if not); never waits long."""
     found = health_report()

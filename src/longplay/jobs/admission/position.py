@@ -1,97 +1,163 @@
-"""Where queued jobs stand: how many queued jobs will start before each, across owners.
+"""Where queued jobs stand: how many queued jobs will start before each, across owners,
+counted up to :data:`HORIZON`.
 
 Jobs already with the broker go first (by priority, then when handed over); the held
-ones follow in the order :func:`~longplay.jobs.admission.choice.choose` takes them:
-priority, then turn (the owner's jobs in flight plus its place among its held jobs),
-then age. A page of jobs costs four queries, however long: the jobs with the broker,
-which of the page's jobs went in flight since they were read (a job never counts
-itself), the held jobs that are due, and their owners' jobs in flight. Turns and
-counts are worked out here, by sorting and bisection.
+ones follow in the order admission takes them (:class:`~longplay.jobs.admission.choice.Order`:
+priority, then the owner with the fewest jobs in flight, then age), leaving out owners'
+``max_running`` and the other resource. A held job that is not due yet (scheduled, or
+waiting for its retry) is placed where it would stand if it were.
+
+Counting exactly how many jobs are ahead costs a read of all of them, so the count stops
+at :data:`HORIZON`: a job further back is given ``HORIZON``, "that many or more". A page
+then costs a few queries however deep the queue: the jobs in flight, a page or two of
+the held ones in admission's order, and the page's owner's own line.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from longplay.jobs.admission.choice import QUEUED, due, in_flight, in_flight_of
+from longplay.jobs.admission.choice import (
+    QUEUED,
+    Key,
+    Order,
+    Place,
+    Waiting,
+    in_flight,
+)
 from longplay.store.models import Job, utcnow
 
-Key = tuple[Any, ...]
+HORIZON = 100
+"""Positions are counted up to this; a job further back is given this."""
 
 
 def queue_positions(session: Session, jobs: Sequence[Job]) -> dict[str, int]:
     """For each queued job among ``jobs``, by id: how many queued jobs will start before
-    it (0: it is next)."""
+    it (0: it is next), at most :data:`HORIZON`."""
     queued = [j for j in jobs if j.status == QUEUED]
     if not queued:
         return {}
-    resources = sorted({j.resource for j in queued})
-    handed_rows = session.execute(
-        select(Job.id, Job.resource, Job.priority_rank, Job.dispatched_at).where(
-            Job.status == QUEUED, Job.dispatched_at.is_not(None), Job.resource.in_(resources)
-        )
+    # The jobs in flight (few: the workers' slots and what waits in the broker) give the
+    # jobs with the broker, each owner's count in flight, and which of the page's held
+    # jobs were handed over since they were read (such a job is not ahead of itself).
+    in_flight_rows = session.execute(
+        select(
+            Job.id, Job.owner_id, Job.status, Job.resource, Job.priority_rank, Job.dispatched_at
+        ).where(in_flight())
     ).all()
-    handed: dict[str, list[Key]] = defaultdict(list)
-    for row in handed_rows:
-        handed[row.resource].append((row.priority_rank, row.dispatched_at, row.id))
-    handed_ids = {row.id for row in handed_rows}
+    flying: Counter[str] = Counter(row.owner_id for row in in_flight_rows)
+    handed: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for row in in_flight_rows:
+        if row.status == QUEUED:
+            handed[row.resource].append((row.priority_rank, row.dispatched_at, row.id))
     for keys in handed.values():
         keys.sort()
+    handed_ids = {row.id for row in in_flight_rows if row.status == QUEUED}
+    flying_ids = {row.id for row in in_flight_rows}
 
-    held = [j for j in queued if j.dispatched_at is None]
-    if held:
-        moved_on = set(
-            session.scalars(select(Job.id).where(Job.id.in_([j.id for j in held]), in_flight()))
-        )
-        due_rows = session.execute(
-            select(Job.id, Job.owner_id, Job.resource, Job.priority_rank, Job.created_at).where(
-                due(utcnow()), Job.resource.in_(resources)
-            )
-        ).all()
-        owners = {row.owner_id for row in due_rows} | {j.owner_id for j in held}
-        flying = in_flight_of(session, sorted(owners))
-        ranked = _Ranked(due_rows, flying)
     positions: dict[str, int] = {}
+    held: dict[str, list[Job]] = defaultdict(list)
     for job in queued:
-        if job.dispatched_at is not None:
-            handed_key: Key = (job.priority_rank, job.dispatched_at, job.id)
-            positions[job.id] = bisect_left(handed[job.resource], handed_key)
-            continue
-        # Not this job: it may have been handed over since it was read.
-        with_broker = len(handed[job.resource]) - (job.id in handed_ids)
-        own_flying = flying[job.owner_id] - (job.id in moved_on)
-        line = ranked.lines[(job.owner_id, job.resource, job.priority_rank)]
-        own_before = bisect_left(line, (job.created_at, job.id))
-        turn = own_flying + own_before + 1
-        held_key: Key = (job.priority_rank, turn, job.created_at, job.id)
-        positions[job.id] = with_broker + bisect_left(ranked.order[job.resource], held_key)
+        if job.dispatched_at is None:
+            held[job.resource].append(job)
+        else:
+            key = (job.priority_rank, job.dispatched_at, job.id)
+            positions[job.id] = min(HORIZON, bisect_left(handed[job.resource], key))
+    now = utcnow()
+    for resource, jobs_here in held.items():
+        with_broker = len(handed[resource])
+        ahead = _held_ahead(
+            Waiting(session, resource, now),
+            jobs_here,
+            flying,
+            flying_ids,
+            most=max(0, HORIZON - with_broker + 1),
+        )
+        for job in jobs_here:
+            positions[job.id] = min(HORIZON, with_broker - (job.id in handed_ids) + ahead[job.id])
     return positions
 
 
-class _Ranked:
-    """The held, due jobs: each owner's line (per resource and priority, oldest first)
-    and, per resource, everyone's in admission order, where the n-th job of a line has
-    turn n plus its owner's jobs in flight."""
+def _held_ahead(
+    waiting: Waiting,
+    jobs: Sequence[Job],
+    flying: Mapping[str, int],
+    flying_ids: set[str],
+    *,
+    most: int,
+) -> dict[str, int]:
+    """For each of ``jobs`` (held, on ``waiting``'s resource): how many held, due jobs
+    admission takes before it, at most ``most``.
 
-    def __init__(
-        self, rows: Sequence[Row[str, str, str, int, datetime]], flying: Mapping[str, int]
-    ) -> None:
-        self.lines: dict[tuple[str, str, int], list[tuple[datetime, str]]] = defaultdict(list)
-        for row in rows:
-            self.lines[(row.owner_id, row.resource, row.priority_rank)].append(
-                (row.created_at, row.id)
-            )
-        self.order: dict[str, list[Key]] = defaultdict(list)
-        for (owner_id, resource, rank), line in self.lines.items():
-            line.sort()
-            for nth, (created_at, job_id) in enumerate(line, start=1):
-                self.order[resource].append((rank, nth + flying[owner_id], created_at, job_id))
-        for keys in self.order.values():
-            keys.sort()
+    A job's key counts its owner's due jobs ahead of it. First the jobs already read
+    settle what they can: every one read with a smaller key is ahead, and a job with
+    ``most`` of them ahead is past the horizon. When admission's first page was not the
+    whole queue, the remaining jobs' owners' lines are read (one query per owner, at most
+    ``most`` jobs each) for exact keys, and that is tried again. The rest are placed by
+    following admission's order one job at a time, each when the next one taken would
+    come after it.
+    """
+    order = Order([waiting], dict(flying))
+    head = order.peek()  # reads the first page, which may be the whole queue
+    lines: dict[str, list[Place]] = {}
+    """Owners' lines read on their own: the first ``most`` due jobs before the owner's
+    last one among ``jobs``."""
+
+    def key_of(job: Job) -> tuple[Key, int]:
+        """The job's key were it due, and how many of its owner's due jobs come before
+        it: exact once its owner's line is read, or the reading has passed it."""
+        line, place = lines.get(job.owner_id), _place(job)
+        before = waiting.before(job.owner_id, place) if line is None else bisect_left(line, place)
+        own_flying = flying.get(job.owner_id, 0) - (job.id in flying_ids)
+        return (job.priority_rank, own_flying + before, job.created_at, job.id), before
+
+    # The keys of the jobs read: each owner's read jobs are the start of its line.
+    read = sorted(
+        (rank, flying.get(owner_id, 0) + nth, created_at, job_id)
+        for owner_id, places in waiting.read.items()
+        for nth, (rank, created_at, job_id) in enumerate(places)
+    )
+    ahead: dict[str, int] = {}
+
+    def settle(todo: Sequence[Job]) -> list[Job]:
+        """Give ``most`` to the jobs that many read jobs are ahead of; the others."""
+        rest = []
+        for job in todo:
+            key, before = key_of(job)
+            if max(before, bisect_left(read, key)) >= most:
+                ahead[job.id] = most
+            else:
+                rest.append(job)
+        return rest
+
+    left = settle(jobs)
+    if left and not waiting.complete:
+        for owner_id in {job.owner_id for job in left}:
+            last = max(_place(j) for j in jobs if j.owner_id == owner_id)
+            lines[owner_id] = waiting.line_of(owner_id, before=last, most=most)
+        left = settle(left)
+    # Exact keys now: the walk read the whole queue, or the owners' lines were read.
+    todo = sorted(key_of(job)[0] for job in left)
+    placed = taken = 0
+    while placed < len(todo) and taken < most and head is not None:
+        next_key = (head.priority_rank, order.flying[head.owner_id], head.created_at, head.id)
+        if todo[placed] <= next_key:
+            ahead[todo[placed][-1]] = taken
+            placed += 1
+        else:
+            order.take(head)
+            taken += 1
+            head = order.peek()
+    for key in todo[placed:]:
+        ahead[key[-1]] = taken if taken < most else most
+    return ahead
+
+
+def _place(job: Job) -> Place:
+    return (job.priority_rank, job.created_at, job.id)

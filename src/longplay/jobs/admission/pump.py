@@ -1,23 +1,38 @@
-"""Handing held jobs to the broker, one process at a time, and booking later rounds."""
+"""Handing held jobs to the broker, one process at a time, and booking later rounds.
+
+A round hands over, per resource, as many jobs as the live workers have free slots,
+plus ``dispatch_ahead`` to wait in the broker for the next slot that frees: all of
+them in one transaction and one ``UPDATE ... RETURNING``. Whatever frees room or
+queues a job only asks for a round (:func:`notify`, one Redis command); the admission
+loop in each worker's main process (:func:`serve`) runs it. So neither a submit nor
+a job's end pays for a round, and asks that come while a round runs are answered
+together by the next one.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import secrets
+import threading
 import time
+from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import Session
 
 from longplay import keys
+from longplay.broker import liveness
 from longplay.broker import send as broker
 from longplay.framework import get_kind
-from longplay.jobs.admission.choice import QUEUED, choose, room_per_resource
+from longplay.jobs.admission.choice import QUEUED, RUNNING, choose, in_flight
+from longplay.jobs.hooks import Announcement
 from longplay.redis_client import get_redis
 from longplay.settings import Settings, get_settings
-from longplay.store.db import affected, session_scope
+from longplay.store.db import session_scope
 from longplay.store.models import Job, utcnow
 
 log = logging.getLogger(__name__)
@@ -26,9 +41,27 @@ LOCK_SECONDS = 10.0
 """A round takes milliseconds; the lock of a process that died frees itself after this."""
 WAKE_AT_MOST = 600.0
 """A delayed admission round is booked at most this far ahead; it books the next one."""
+ASKED = f"{keys.PREFIX}:admission:asked"
+"""A list of at most one item: a round is wanted. (Belongs in :mod:`longplay.keys`.)"""
+FREEING = frozenset(
+    {"completed", "failed", "cancelled", "expired", "retrying", "requeued", "stopped"}
+)
+"""Announcements after which a worker slot or a place in the broker is free."""
+CAPACITY_TTL = liveness.ALIVE_INTERVAL
+"""Seconds a process trusts the workers' capacity it last read."""
 
 
-def dispatch(job: Job) -> None:
+@dataclass(frozen=True)
+class Handed:
+    """A job marked as handed over, with what its message needs."""
+
+    id: str
+    kind: str
+    resource: str
+    priority: str
+
+
+def dispatch(job: Handed) -> None:
     """Send a job marked as handed over to a worker, with its kind's time limits."""
     kind = get_kind(job.kind)
     broker.run_job(
@@ -40,26 +73,68 @@ def dispatch(job: Job) -> None:
     )
 
 
+_capacity: tuple[float, dict[str, int]] | None = None
+
+
+def worker_capacity() -> dict[str, int]:
+    """Jobs the live workers run at once, per resource, read at most every
+    :data:`CAPACITY_TTL` seconds."""
+    global _capacity
+    now = time.monotonic()
+    if _capacity is None or now - _capacity[0] > CAPACITY_TTL:
+        _capacity = (now, liveness.capacity(get_redis()))
+    return _capacity[1]
+
+
+# Built once, like the one below: building a statement costs more than running it.
+_IN_FLIGHT = (
+    select(Job.resource, Job.status, func.count())
+    .where(in_flight())
+    .group_by(Job.resource, Job.status)
+)
+_MARK = (
+    update(Job)
+    .where(
+        Job.id.in_(bindparam("picked", expanding=True)),
+        Job.status == QUEUED,
+        Job.dispatched_at.is_(None),
+    )
+    .values(dispatched_at=bindparam("now"))
+    .returning(Job.id, Job.kind, Job.resource, Job.priority)
+)
+
+
+def room(session: Session, settings: Settings, capacity: dict[str, int]) -> dict[str, int]:
+    """Per resource: how many jobs may be handed over now. Free slots (``capacity``
+    less the jobs running) plus ``dispatch_ahead``, less the jobs already waiting in
+    the broker; while every slot is busy, ``dispatch_ahead`` wait, no more, so a
+    newcomer's job is at most that many behind another owner's backlog."""
+    running: dict[str, int] = defaultdict(int)
+    waiting: dict[str, int] = defaultdict(int)
+    for resource, status, count in session.connection().execute(_IN_FLIGHT):
+        (running if status == RUNNING else waiting)[resource] += int(count)
+    found = {}
+    for resource, slots in capacity.items():
+        free = max(0, slots - running[resource])
+        n = free + settings.admission.dispatch_ahead - waiting[resource]
+        if n > 0:
+            found[resource] = n
+    return found
+
+
 def _admit_round(settings: Settings) -> int:
     """Hand over what :func:`choose` picks: marked in the store first (a worker only
     claims a job marked so), then sent; one that could not be sent is held again."""
+    capacity = worker_capacity()
     now = utcnow()
     with session_scope() as session:
-        room = room_per_resource(session, settings)
-        picked = choose(session, settings, room) if room else []
+        free = room(session, settings, capacity)
+        picked = choose(session, settings, free) if free else []
         if not picked:
             return 0
-        jobs = {j.id: j for j in session.scalars(select(Job).where(Job.id.in_(picked)))}
-        handed = []
-        for job_id in picked:
-            marked = session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == QUEUED, Job.dispatched_at.is_(None))
-                .values(dispatched_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            if affected(marked) and job_id in jobs:
-                handed.append(jobs[job_id])
+        marked = session.connection().execute(_MARK, {"picked": picked, "now": now}).all()
+    order = {job_id: n for n, job_id in enumerate(picked)}
+    handed = sorted((Handed(*row) for row in marked), key=lambda job: order[job.id])
     sent = 0
     try:
         for job in handed:
@@ -79,14 +154,6 @@ def _admit_round(settings: Settings) -> int:
                     .execution_options(synchronize_session=False)
                 )
     return sent
-
-
-def has_room(settings: Settings | None = None) -> bool:
-    """Whether a held job is due on a resource that may take one now (a hint, read
-    without the lock: whatever makes room or queues a job later pumps after it)."""
-    settings = settings or get_settings()
-    with session_scope() as session:
-        return bool(room_per_resource(session, settings))
 
 
 # The lock and the "dirty" flag move together, so that no wake-up is lost between a
@@ -118,8 +185,6 @@ def pump() -> int:
     process goes round once more. Raises when Redis or the store is unreachable.
     """
     settings = get_settings()
-    if not has_room(settings):
-        return 0
     client = get_redis()
     lock_keys = [keys.ADMISSION_LOCK, keys.ADMISSION_DIRTY]
     token = secrets.token_hex(8)
@@ -147,6 +212,57 @@ def pump_quietly() -> int:
     except Exception as exc:
         log.warning("could not hand queued jobs to the broker: %s", exc)
         return 0
+
+
+def notify() -> None:
+    """Ask for an admission round: a job was queued or room was freed. One Redis round
+    trip; raises when Redis does not answer. Asks that come before the round starts
+    make one round."""
+    pipe = get_redis().pipeline(transaction=False)
+    pipe.lpush(ASKED, 1)
+    pipe.ltrim(ASKED, 0, 0)
+    pipe.execute()
+
+
+def notify_quietly() -> None:
+    """:func:`notify` where a failure must not end anything else: beat's next round
+    hands the jobs over."""
+    try:
+        notify()
+    except redis.RedisError as exc:
+        log.warning("could not ask for an admission round: %s", exc)
+
+
+def tell(announcement: Announcement) -> None:
+    """The hooks' subscriber: after what frees room (a job ended, was cancelled or
+    requeued), ask for a round."""
+    if announcement.event in FREEING:
+        notify_quietly()
+
+
+def serve(stopping: threading.Event, *, idle: float = 2.0) -> None:
+    """Run an admission round each time one is asked for, until ``stopping`` is set:
+    the admission loop of a worker's main process. Several loops (one per worker)
+    share the asks; the lock lets one round run at a time.
+
+    After ``idle`` seconds without an ask it looks at the lock's flag: a process that
+    died holding the lock leaves the rounds asked for meanwhile to whoever comes next.
+    An ask taken while stopping is put back for another loop (or the next start)."""
+    while not stopping.is_set():
+        try:
+            client = get_redis()
+            asked = client.blpop([ASKED], timeout=idle)
+            if asked is None and not client.exists(keys.ADMISSION_DIRTY):
+                continue
+        except redis.RedisError as exc:
+            log.warning("admission loop: Redis did not answer: %s", exc)
+            stopping.wait(1.0)
+            continue
+        if stopping.is_set():
+            if asked is not None:
+                notify_quietly()
+            return
+        pump_quietly()
 
 
 def wake_at(moment: datetime) -> None:

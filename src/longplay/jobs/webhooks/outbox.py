@@ -65,6 +65,9 @@ def stage(tx: Transaction, announcement: Announcement) -> None:
     name = WEBHOOK_EVENT.get(announcement.event, announcement.event)
     if name not in FINAL_EVENTS and name not in OPTIONAL_EVENTS:
         return
+    job = tx.job(announcement.job_id)  # the callback fields never change: any copy will do
+    if job is None or not wants(job, name):
+        return
     delivery_id = add(tx.session, announcement.job_id, name)
     if delivery_id is not None:
         tx.after_commit(lambda: send(delivery_id))

@@ -1,0 +1,77 @@
+"""A submission checked against its kind's declared rules before anything is stored:
+the media types of its inputs, then the kind's own check of its params and inputs.
+
+A refusal is :class:`~longplay.jobs.refusals.Invalid` with the code a job would fail
+with at run time (``invalid_input``, ``invalid_params``) and the field it is about,
+located in the submission as the API's body has it (``body.params.voice``,
+``body.inputs.0``). Input counts and the params' own validation are
+:func:`~longplay.jobs.submission.create_job`'s; this is the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from longplay.framework import (
+    FieldError,
+    InvalidInput,
+    InvalidParams,
+    JobKind,
+    SubmittedInput,
+)
+from longplay.jobs.refusals import Invalid
+from longplay.store.models import Artifact
+
+
+def check_submission(
+    session: Session, kind: JobKind[Any], params: BaseModel, input_ids: Sequence[str]
+) -> None:
+    """Refuse the submission (:class:`Invalid`) when an input is of a type ``kind`` does
+    not take, or when the kind's own check refuses it. ``params`` are validated and
+    ``input_ids`` are the caller's artifacts (uploaded ones included), in order."""
+    if not kind.input_types and kind.check is None:
+        return
+    inputs = _inputs(session, input_ids)
+    for index, item in enumerate(inputs):
+        if not kind.accepts(item.media_type):
+            takes = ", ".join(f"{t}*" if t.endswith("/") else t for t in kind.input_types)
+            message = f"{kind.name} takes {takes} inputs; {item.name} is {item.media_type}"
+            raise _refusal(message, ["body", "inputs", index], "invalid_input")
+    if kind.check is None:
+        return
+    try:
+        kind.check(params, inputs)
+    except FieldError as exc:
+        raise _refusal(exc.message, ["body", "params", exc.field], exc.code) from exc
+    except InvalidParams as exc:
+        raise _refusal(exc.message, ["body", "params"], exc.code) from exc
+    except InvalidInput as exc:
+        raise _refusal(exc.message, ["body", "inputs"], exc.code) from exc
+
+
+def _inputs(session: Session, input_ids: Sequence[str]) -> list[SubmittedInput]:
+    if not input_ids:
+        return []
+    rows = {
+        row.id: row
+        for row in session.execute(
+            select(Artifact.id, Artifact.name, Artifact.media_type, Artifact.size).where(
+                Artifact.id.in_(input_ids)
+            )
+        )
+    }
+    return [
+        SubmittedInput(
+            artifact_id=i, name=rows[i].name, media_type=rows[i].media_type, size=rows[i].size
+        )
+        for i in input_ids
+    ]
+
+
+def _refusal(message: str, loc: list[str | int], code: str) -> Invalid:
+    return Invalid(message, [{"loc": loc, "msg": message, "type": code}], code=code)

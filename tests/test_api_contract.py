@@ -1,0 +1,286 @@
+"""The API's contract through HTTP, against a real API and worker: the OpenAPI document
+(checked by a real validator), the one error shape on every status, submissions
+refused at the door with the field named and nothing stored, and the JSON edges (a
+depth limit, a body limit of its own). Each test runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import Stack, submit, wait_for_status
+from openapi_spec_validator import validate
+
+ERROR_REF = "#/components/schemas/ErrorBody"
+DEEP = 1000
+
+
+def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The error a response carries, after checking its status, shape and code."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = dict(body["error"])
+    assert set(error) <= {"code", "message", "retryable", "details"}, error
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str) and error["message"], error
+    return error
+
+
+def locs(error: dict[str, Any]) -> list[list[Any]]:
+    return [d["loc"] for d in error.get("details", [])]
+
+
+def nested(levels: int) -> str:
+    """JSON text of arrays ``levels`` deep (too deep for ``json.dumps`` to write)."""
+    return "[" * levels + "1" + "]" * levels
+
+
+@pytest.fixture
+def owner(stack: Stack, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
+    """A client of an owner of its own, who has submitted nothing yet."""
+    with stack.client(f"contract-{request.node.name}"[:60]) as client:
+        yield client
+
+
+def stored_files(stack: Stack) -> set[str]:
+    return {str(p) for p in (stack.data_dir / "files").rglob("*") if p.is_file()}
+
+
+# -- the document ---------------------------------------------------------------------
+
+
+def test_openapi_document_is_valid_and_complete(stack: Stack) -> None:
+    spec = httpx.get(f"{stack.api_url}/openapi.json").json()
+    validate(spec)  # openapi-spec-validator: every $ref resolves, every shape is OpenAPI's
+    schemas = spec["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas
+    union = schemas["JobCreate"]
+    mapping = union["discriminator"]["mapping"]
+    assert {"convert", "transcribe", "synthesize", "translate", "dub", "sleep"} <= set(mapping)
+    dub = schemas[mapping["dub"].rsplit("/", 1)[1]]
+    assert dub["properties"]["params"]["$ref"].endswith("/DubParams")
+    assert "params" in dub["required"], "dub needs target_language"
+    assert "target_language" in schemas["DubParams"]["required"]
+    sleep = schemas[mapping["sleep"].rsplit("/", 1)[1]]  # a plugin's kind is there too
+    assert sleep["properties"]["params"]["$ref"].endswith("/SleepParams")
+    body = spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
+    assert body["application/json"]["schema"]["$ref"].endswith("/JobCreate")
+    assert body["multipart/form-data"]["schema"]["$ref"].endswith("/JobCreateForm")
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            where = f"{method.upper()} {path}"
+            if operation.get("security"):
+                assert "401" in responses, where
+            if "{" in path:
+                assert "404" in responses, where
+            if (path.endswith(("/cancel", "/retry")) and "{" in path) or method == "delete":
+                assert "409" in responses, where
+            for status, response in responses.items():
+                if status.startswith(("4", "5")) and path != "/healthz":
+                    schema = response.get("content", {}).get("application/json", {}).get("schema")
+                    assert schema == {"$ref": ERROR_REF}, (where, status)
+    assert "503" in spec["paths"]["/healthz"]["get"]["responses"]
+
+
+def test_docs_page_needs_no_internet(stack: Stack) -> None:
+    page = httpx.get(f"{stack.api_url}/docs")
+    assert page.status_code == 200
+    assert "cdn." not in page.text and "https://" not in page.text, "every asset is served here"
+    scripts = [part.split('"')[0] for part in page.text.split('src="')[1:]]
+    assert scripts, page.text
+    for script in scripts:
+        asset = httpx.get(f"{stack.api_url}{script}")
+        assert asset.status_code == 200 and len(asset.content) > 100_000, script
+
+
+# -- one error shape ------------------------------------------------------------------
+
+
+def test_every_error_has_the_one_shape(stack: Stack, owner: httpx.Client) -> None:
+    api = stack.api_url
+    missing = error_of(httpx.get(f"{api}/v1/jobs"), 401, "unauthorized")
+    assert "Bearer" in missing["message"]
+    bad_key = httpx.get(f"{api}/v1/jobs", headers={"Authorization": "Bearer lp_nope"})
+    assert "not valid" in error_of(bad_key, 401, "unauthorized")["message"]
+    assert bad_key.headers["WWW-Authenticate"] == "Bearer"
+    error_of(owner.get("/v1/jobs/job_nope"), 404, "not_found")
+    error_of(owner.get("/v1/nothing-here"), 404, "not_found")
+    error_of(owner.put("/v1/jobs"), 405, "method_not_allowed")
+    error_of(owner.get("/v1/jobs", params={"all_owners": "true"}), 403, "forbidden")
+    limit = error_of(owner.get("/v1/jobs", params={"limit": 0}), 422, "invalid_request")
+    assert locs(limit) == [["query", "limit"]]
+    assert set(limit["details"][0]) == {"loc", "message", "type"}
+    error_of(owner.get("/v1/jobs", params={"cursor": "null"}), 422, "invalid_request")
+    done = submit(owner, params={"seconds": 0})
+    wait_for_status(owner, done["id"], {"completed"})
+    error_of(owner.post(f"/v1/jobs/{done['id']}/cancel"), 409, "conflict")
+    error_of(owner.post(f"/v1/jobs/{done['id']}/retry"), 409, "conflict")
+    too_many = owner.post("/v1/jobs/retry", json={"ids": []})
+    assert locs(error_of(too_many, 422, "invalid_request")) == [["body", "ids"]]
+    key = owner.post("/v1/jobs", json={"kind": "sleep"}, headers={"Idempotency-Key": "k" * 201})
+    assert locs(error_of(key, 422, "invalid_request")) == [["header", "idempotency-key"]]
+
+
+# -- refused at the door ---------------------------------------------------------------
+
+
+def test_bad_submissions_are_refused_naming_the_field(stack: Stack, owner: httpx.Client) -> None:
+    before = stored_files(stack)
+    unknown = error_of(owner.post("/v1/jobs", json={"kind": "nope"}), 422, "invalid_request")
+    assert locs(unknown) == [["body", "kind"]] and "unknown job kind" in unknown["message"]
+    empty_kind = owner.post("/v1/jobs", data={"kind": ""}, files={"file": ("a.txt", b"x")})
+    assert locs(error_of(empty_kind, 422, "invalid_request")) == [["body", "kind"]]
+    extra = owner.post("/v1/jobs", json={"kind": "sleep", "colour": "red"})
+    assert locs(error_of(extra, 422, "invalid_request")) == [["body", "colour"]]
+    seconds = owner.post("/v1/jobs", json={"kind": "sleep", "params": {"seconds": -1}})
+    assert locs(error_of(seconds, 422, "invalid_params")) == [["body", "params", "seconds"]]
+    no_target = owner.post("/v1/jobs", json={"kind": "translate", "params": {"text": "Hi"}})
+    assert locs(error_of(no_target, 422, "invalid_params")) == [
+        ["body", "params", "target_language"]
+    ]
+    rate = owner.post("/v1/jobs", json={"kind": "convert", "params": {"format": "flac"}})
+    assert ["body", "params", "format"] in locs(error_of(rate, 422, "invalid_params"))
+    not_audio = owner.post(
+        "/v1/jobs",
+        data={"kind": "transcribe"},
+        files={"file": ("notes.txt", b"not speech", "text/plain")},
+    )
+    refused = error_of(not_audio, 422, "invalid_input")
+    assert locs(refused) == [["body", "inputs", 0]] and "notes.txt" in refused["message"]
+    both = owner.post(
+        "/v1/jobs",
+        data={"kind": "translate", "params": json.dumps({"target_language": "de", "text": "Hi"})},
+        files={"file": ("a.txt", b"Hello", "text/plain")},
+    )
+    assert locs(error_of(both, 422, "invalid_params")) == [["body", "params", "text"]]
+    neither = owner.post(
+        "/v1/jobs", json={"kind": "translate", "params": {"target_language": "de"}}
+    )
+    assert locs(error_of(neither, 422, "invalid_params")) == [["body", "params", "text"]]
+    voice = owner.post(
+        "/v1/jobs",
+        data={"kind": "dub", "params": json.dumps({"target_language": "de", "voice": "nobody"})},
+        files={"file": ("talk.wav", b"RIFF....WAVE", "audio/wav")},
+    )
+    refused = error_of(voice, 422, "invalid_params")
+    assert locs(refused) == [["body", "params", "voice"]] and "joe" in refused["message"]
+    assert owner.get("/v1/jobs").json()["items"] == [], "nothing was stored"
+    assert stored_files(stack) == before, "no upload of a refused submission is kept"
+
+
+def test_synthesize_is_refused_at_the_door(stack: Stack, owner: httpx.Client) -> None:
+    nothing = owner.post("/v1/jobs", json={"kind": "synthesize"})
+    assert locs(error_of(nothing, 422, "invalid_params")) == [["body", "params", "text"]]
+    voice = owner.post(
+        "/v1/jobs", json={"kind": "synthesize", "params": {"text": "Hi", "voice": "x"}}
+    )
+    assert locs(error_of(voice, 422, "invalid_params")) == [["body", "params", "voice"]]
+    both = owner.post(
+        "/v1/jobs",
+        data={"kind": "synthesize", "params": json.dumps({"text": "Hello there."})},
+        files={"file": ("a.txt", b"Hello", "text/plain")},
+    )
+    assert locs(error_of(both, 422, "invalid_params")) == [["body", "params", "text"]]
+    audio = owner.post(
+        "/v1/jobs", data={"kind": "synthesize"}, files={"file": ("a.wav", b"RIFF", "audio/wav")}
+    )
+    assert locs(error_of(audio, 422, "invalid_input")) == [["body", "inputs", 0]]
+    assert owner.get("/v1/jobs").json()["items"] == []
+
+
+def test_what_only_running_finds_fails_typed(stack: Stack, owner: httpx.Client) -> None:
+    """An input of no known type passes the door; decoding it fails the job, typed."""
+    upload = owner.post("/v1/artifacts", files={"file": ("blob", b"\0" * 2048)})
+    assert upload.status_code == 201 and upload.json()["media_type"] == "application/octet-stream"
+    job = submit(owner, "convert", inputs=[upload.json()["id"]])
+    failed = wait_for_status(owner, job["id"], {"failed", "completed"})
+    assert failed["status"] == "failed"
+    assert failed["error"]["code"] == "undecodable_audio", failed["error"]
+
+
+# -- JSON edges -----------------------------------------------------------------------
+
+
+def test_json_nested_too_deep_is_refused(stack: Stack, owner: httpx.Client) -> None:
+    deep = f'{{"kind": "sleep", "params": {{"text": {nested(DEEP)}}}}}'
+    body = owner.post("/v1/jobs", content=deep, headers={"Content-Type": "application/json"})
+    too_deep = error_of(body, 422, "invalid_request")
+    assert too_deep["details"][0]["type"] == "json_too_deep" and locs(too_deep) == [["body"]]
+    just_over = f'{{"kind": "sleep", "params": {{"text": {nested(40)}}}}}'
+    over = owner.post("/v1/jobs", content=just_over, headers={"Content-Type": "application/json"})
+    error_of(over, 422, "invalid_request")
+    form = owner.post(
+        "/v1/jobs",
+        data={"kind": "sleep", "params": f'{{"text": {nested(DEEP)}}}'},
+        files={"file": ("a.txt", b"x", "text/plain")},
+    )
+    assert locs(error_of(form, 422, "invalid_request")) == [["body", "params"]]
+    broken = owner.post(
+        "/v1/jobs", data={"kind": "sleep", "params": "{"}, files={"file": ("a.txt", b"x")}
+    )
+    assert locs(error_of(broken, 422, "invalid_request")) == [["body", "params"]]
+    assert owner.get("/v1/jobs").json()["items"] == []
+
+
+def test_json_body_has_a_limit_of_its_own(stack: Stack, owner: httpx.Client) -> None:
+    limit = 4 * 1024 * 1024  # LONGPLAY_MAX_JSON_BYTES' default; uploads may be larger
+    big = json.dumps({"kind": "sleep", "params": {"text": "x" * limit}}).encode()
+    sized = owner.post("/v1/jobs", content=big, headers={"Content-Type": "application/json"})
+    assert "LONGPLAY_MAX_JSON_BYTES" in error_of(sized, 413, "too_large")["message"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: refused once it runs past
+        yield big[: len(big) // 2]
+        yield big[len(big) // 2 :]
+
+    streamed = owner.post(
+        "/v1/jobs", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    error_of(streamed, 413, "too_large")
+    ids = json.dumps({"ids": ["job_x" * 1_000_000]}).encode()
+    many = owner.post("/v1/jobs/retry", content=ids, headers={"Content-Type": "application/json"})
+    error_of(many, 413, "too_large")
+    assert owner.get("/v1/jobs").json()["items"] == []
+
+
+# -- the fuzzer -----------------------------------------------------------------------
+
+FUZZ_EXAMPLES = 12
+"""Examples per operation and phase: enough to cross every documented status, few
+enough for about a minute per database on two cores."""
+
+
+def test_schemathesis_finds_nothing(stack: Stack) -> None:
+    """Schemathesis against the live API and worker, every check on, 0 failures."""
+    owner = "fuzzer"
+    key = stack.key(owner)
+    command = [
+        str(Path(sys.executable).with_name("st")),
+        f"--config-file={Path(__file__).with_name('schemathesis.toml')}",
+        "run",
+        f"{stack.api_url}/openapi.json",
+        "--checks=all",
+        f"--max-examples={FUZZ_EXAMPLES}",
+        "--seed=1",
+        "--workers=1",
+        "--generation-deterministic",
+        "--request-timeout=30",
+        "--no-color",
+        f"--header=Authorization: Bearer {key}",
+        "--exclude-path=/v1/jobs/{job_id}/events",  # a stream until the job ends
+    ]
+    try:
+        run = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    finally:
+        with stack.client(owner) as client:  # what it submitted must not hold the worker
+            for job in client.get("/v1/jobs", params={"limit": 200}).json()["items"]:
+                client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert run.returncode == 0, run.stdout[-12_000:] + run.stderr[-4_000:]
