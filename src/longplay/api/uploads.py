@@ -33,7 +33,7 @@ def receive(upload: UploadFile) -> Received:
     except BaseException:
         stager.discard()
         raise
-    name = files.safe_name(upload.filename, max_bytes=files.UPLOAD_NAME_BYTES)
+    name = files.safe_name(upload.filename, max_bytes=files.STORED_NAME_BYTES)
     return Received(stager.finish(), name, files.guess_media_type(name, upload.content_type))
 
 

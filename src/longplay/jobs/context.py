@@ -37,6 +37,8 @@ class JobContext(StepContext[BaseModel]):
         self.inputs = inputs
         self.workdir = workdir
         self.state = dict(job.checkpoint.get("state", {}))
+        self.warnings: list[dict[str, str]] = list(job.checkpoint.get("warnings", []))
+        """What the steps noted, kept with the checkpoint and shown on the result."""
         self._reporter = reporter
         self._progress_webhooks = progress_webhooks
         self.pending_outputs: list[tuple[Path, str, str]] = []
@@ -63,11 +65,17 @@ class JobContext(StepContext[BaseModel]):
 
     def note(self, message: str, **data: Any) -> None:
         tell("note", self.job_id, message=message, **data)
+        self.warnings.append({"code": str(data.get("code", "note")), "message": message})
 
 
 def input_file(artifact: Artifact) -> InputFile:
+    """An artifact as a step sees it: its name short enough to name work files after."""
     return InputFile(
-        artifact.id, artifact.name, artifact.media_type, files.path_of(artifact), artifact.size
+        artifact.id,
+        files.shorten(artifact.name, files.UPLOAD_NAME_BYTES),
+        artifact.media_type,
+        files.path_of(artifact),
+        artifact.size,
     )
 
 

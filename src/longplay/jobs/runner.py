@@ -162,7 +162,12 @@ def _keep_step(
     ]
     ctx.pending_outputs.clear()
     outputs = [*job.checkpoint.get("outputs", []), *(a.id for a in kept)]
-    checkpoint = {"done": list(done), "state": ctx.state, "outputs": outputs}
+    checkpoint = {
+        "done": list(done),
+        "state": ctx.state,
+        "outputs": outputs,
+        "warnings": ctx.warnings,
+    }
     # A store that does not answer is waited for (up to a lease), not taken as a
     # reason to run the finished step again.
     patience = time.monotonic() + get_settings().worker.lease_seconds
@@ -194,7 +199,7 @@ def _keep_in_store(
 ) -> None:
     """One unit of work: the step's outputs and checkpoint, or the job's completion.
     The unit knows the runner's copy of the job, so the webhook outbox need not read it."""
-    result = {"outputs": checkpoint["outputs"], "state": ctx.state}
+    result = {"outputs": checkpoint["outputs"], "state": ctx.state, "warnings": ctx.warnings}
     with unit_of_work(known=job) as unit:
         session = unit.session
         session.add_all(kept)

@@ -1,9 +1,9 @@
 """Artifact files on disk: uploads streamed in with a size cap, outputs moved in.
 
 Files live under ``<data>/files/<artifact id>``; their names, types and owners are
-in the ``artifacts`` table, so no user-supplied name becomes a path here. Kinds do
-name their work files after their inputs, which is why an upload's name is kept
-short enough (:data:`UPLOAD_NAME_BYTES`) for what they add to it.
+in the ``artifacts`` table, so no user-supplied name becomes a path here. An upload
+keeps its name as given (up to :data:`STORED_NAME_BYTES`); kinds, which name their
+work files after their inputs, see it shortened to :data:`UPLOAD_NAME_BYTES`.
 """
 
 from __future__ import annotations
@@ -51,8 +51,10 @@ def path_of(artifact: Artifact) -> Path:
 
 NAME_MAX_BYTES = 255
 """The longest file name most file systems take (ext4, XFS, APFS, NTFS), in bytes."""
+STORED_NAME_BYTES = 1024
+"""The longest name an artifact keeps, in UTF-8 bytes (its download carries it)."""
 UPLOAD_NAME_BYTES = 200
-"""The longest name an upload keeps, in UTF-8 bytes. Kinds name their files after their
+"""The longest input name a kind sees, in UTF-8 bytes. Kinds name their files after their
 inputs and add to the name (``-converted.mp3.part``, ``.en.srt``, ``.voiced.f32``), and
 those names must still fit in :data:`NAME_MAX_BYTES`."""
 _LONGEST_EXTENSION = 16

@@ -250,7 +250,7 @@ class Artifact(Base):
     )
     role: Mapped[str] = mapped_column(String(8), default=ArtifactRole.INPUT.value)
     step: Mapped[str | None] = mapped_column(String(40))
-    name: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(1024))
     media_type: Mapped[str] = mapped_column(String(127))
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
