@@ -338,6 +338,19 @@ def test_idempotency_key_returns_the_first_job(stack: Stack) -> None:
     wait_for_status(client, first.json()["id"], {"completed"})
 
 
+def test_an_idempotency_key_reused_for_another_request_is_refused(stack: Stack) -> None:
+    client = stack.client()
+    headers = {"Idempotency-Key": "order-43"}
+    first = client.post("/v1/jobs", json={"kind": "sleep"}, headers=headers)
+    assert first.status_code == 202
+    for other in ({"kind": "sleep", "params": {"seconds": 2}}, {"kind": "flaky"}):
+        again = client.post("/v1/jobs", json=other, headers=headers)
+        assert again.status_code == 422, again.text
+        assert again.json()["error"]["code"] == "idempotency_key_reused"
+        assert first.json()["id"] in again.json()["error"]["message"]
+    wait_for_status(client, first.json()["id"], {"completed"})
+
+
 def test_failed_jobs_can_be_listed_and_retried(stack: Stack) -> None:
     client = stack.client("erin")
     job = submit(client, "flaky", params={"failures": 3})

@@ -162,7 +162,7 @@ def submit_job(
         existing = _by_idempotency_key(session, owner, idempotency_key)
         if existing is not None:
             _discard(unit, uploaded)
-            return Submission(existing)
+            return Submission(_same_request(existing, kind_name, params))
     try:
         session.flush()
         job = create_job(
@@ -193,7 +193,7 @@ def submit_job(
         raced = _by_idempotency_key(session, owner, idempotency_key or "")
         if raced is None:
             raise
-        return Submission(raced)
+        return Submission(_same_request(raced, kind_name, params))
     except BaseException:
         _discard(unit, uploaded)
         raise
@@ -256,6 +256,28 @@ def _duplicate_of(session: Session, job: Job) -> Job | None:
         ):
             return candidate
     return None
+
+
+def _same_request(job: Job, kind_name: str, params: dict[str, Any]) -> Job:
+    """The job an idempotency key names, when this request asks for the same kind with
+    the same parameters; a key reused for another request is refused (the IETF
+    Idempotency-Key draft's 422), so a client's mistake does not pass for a retry."""
+    kind = get_kind(kind_name)
+    try:
+        same = (
+            kind is not None
+            and job.kind == kind.name
+            and kind.params.model_validate(params).model_dump(mode="json") == job.params
+        )
+    except ValidationError:
+        same = False
+    if not same:
+        raise Invalid(
+            f"this Idempotency-Key was first used for another request (job {job.id}, "
+            f"kind {job.kind}, other parameters); send a new key for a new job",
+            code="idempotency_key_reused",
+        )
+    return job
 
 
 def _by_idempotency_key(session: Session, owner: Owner, key: str) -> Job | None:
