@@ -115,7 +115,9 @@ class JobPublic(BaseModel):
     step_details: dict[str, Any]
     eta_seconds: float | None
     queue_position: int | None = Field(
-        None, description="While queued: how many jobs start before this one."
+        None,
+        description="While queued: how many jobs start before this one, counted up to "
+        "100 (100 means 100 or more: counting further would read the whole queue).",
     )
     attempts: int
     max_attempts: int
