@@ -21,7 +21,7 @@ def alive(pid: int) -> bool:
     """Whether the process runs (a zombie waiting to be reaped does not)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before or while it was read
         return False
     return state != "Z"
 
