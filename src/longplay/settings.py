@@ -119,8 +119,8 @@ class AdmissionSettings(BaseSettings):
     model_config = _group()
 
     dispatch_ahead: int = Field(default=1, ge=1)
-    """Jobs per resource (cpu, gpu) handed to the broker but not yet running. A worker
-    slot that frees takes one at once; the rest wait in the store, where their order
+    """Jobs per resource (cpu, gpu) handed to the broker beyond the free worker slots.
+    A slot that frees takes one at once; the rest wait in the store, where their order
     (priority, then the owner with the fewest jobs in flight) can still change."""
     dispatch_interval: float = Field(default=5.0, gt=0)
     """Seconds between beat's admission rounds: due ``run_at`` and retries, deadlines,
