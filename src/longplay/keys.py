@@ -27,6 +27,8 @@ ADMISSION_DIRTY = f"{PREFIX}:admission:dirty"
 holder runs once more."""
 ADMISSION_WAKE = f"{PREFIX}:admission:wake"
 """When the next admission round is due (epoch seconds), as a delayed upkeep task."""
+ADMISSION_ASKED = f"{PREFIX}:admission:asked"
+"""A list of at most one item: a round is wanted (the workers' admission loops wait on it)."""
 
 
 def submit_rate(owner_id: str) -> str:
@@ -47,3 +49,9 @@ def worker_queues(resources: list[str]) -> list[str]:
 WORKERS_ALIVE = f"{PREFIX}:workers-alive"
 """A sorted set: each worker main process (``host:pid``) and when it last said it is
 alive, as epoch seconds. ``/healthz`` counts the recent ones."""
+
+
+def worker_slots(name: str) -> str:
+    """How many jobs the worker ``name`` runs at once, per resource (JSON); it lapses
+    with the worker's liveness marks."""
+    return f"{WORKERS_ALIVE}:slots:{name}"

@@ -36,12 +36,6 @@ FORGET_AFTER = 3600.0
 RESOURCES = ("cpu", "gpu")
 
 
-def slots_key(name: str) -> str:
-    """How many jobs the worker ``name`` runs at once, per resource (JSON); it lapses
-    with the worker's marks. (Belongs in :mod:`longplay.keys`.)"""
-    return f"{keys.WORKERS_ALIVE}:slots:{name}"
-
-
 def this_process() -> str:
     """The name a worker's main process marks itself alive under: ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -60,7 +54,7 @@ def mark_alive(
     pipe.zadd(keys.WORKERS_ALIVE, {name: at})
     pipe.zremrangebyscore(keys.WORKERS_ALIVE, "-inf", at - FORGET_AFTER)
     if slots is not None:
-        pipe.set(slots_key(name), json.dumps(slots), px=int(ALIVE_TTL * 1000))
+        pipe.set(keys.worker_slots(name), json.dumps(slots), px=int(ALIVE_TTL * 1000))
     pipe.execute()
 
 
@@ -71,7 +65,7 @@ def capacity(client: redis.Redis, *, now: float | None = None) -> dict[str, int]
     found: dict[str, int] = dict.fromkeys(RESOURCES, 0)
     if not names:
         return found
-    for raw in client.mget([slots_key(name) for name in names]):
+    for raw in client.mget([keys.worker_slots(name) for name in names]):
         for resource, count in (json.loads(raw) if raw else {}).items():
             if resource in found:
                 found[resource] += int(count)
@@ -130,7 +124,7 @@ class Liveness(bootsteps.StartStopStep):
         with contextlib.suppress(redis.RedisError):
             pipe = get_quick_redis().pipeline(transaction=False)
             pipe.zrem(keys.WORKERS_ALIVE, self.name_)
-            pipe.delete(slots_key(self.name_))
+            pipe.delete(keys.worker_slots(self.name_))
             pipe.execute()
 
     shutdown = stop

@@ -41,8 +41,6 @@ LOCK_SECONDS = 10.0
 """A round takes milliseconds; the lock of a process that died frees itself after this."""
 WAKE_AT_MOST = 600.0
 """A delayed admission round is booked at most this far ahead; it books the next one."""
-ASKED = f"{keys.PREFIX}:admission:asked"
-"""A list of at most one item: a round is wanted. (Belongs in :mod:`longplay.keys`.)"""
 FREEING = frozenset(
     {"completed", "failed", "cancelled", "expired", "retrying", "requeued", "stopped"}
 )
@@ -219,8 +217,8 @@ def notify() -> None:
     trip; raises when Redis does not answer. Asks that come before the round starts
     make one round."""
     pipe = get_redis().pipeline(transaction=False)
-    pipe.lpush(ASKED, 1)
-    pipe.ltrim(ASKED, 0, 0)
+    pipe.lpush(keys.ADMISSION_ASKED, 1)
+    pipe.ltrim(keys.ADMISSION_ASKED, 0, 0)
     pipe.execute()
 
 
@@ -251,7 +249,7 @@ def serve(stopping: threading.Event, *, idle: float = 2.0) -> None:
     while not stopping.is_set():
         try:
             client = get_redis()
-            asked = client.blpop([ASKED], timeout=idle)
+            asked = client.blpop([keys.ADMISSION_ASKED], timeout=idle)
             if asked is None and not client.exists(keys.ADMISSION_DIRTY):
                 continue
         except redis.RedisError as exc:
