@@ -226,15 +226,18 @@ def admission_round(clock: Clock) -> list[str]:
     ``UPDATE`` that marks the chosen jobs as handed over (undone afterwards)."""
     from sqlalchemy import update
 
-    from longplay.jobs.admission.choice import QUEUED, choose, room_per_resource
+    from longplay.jobs.admission.choice import QUEUED, RESOURCES, choose
+    from longplay.jobs.admission.pump import room
     from longplay.settings import get_settings
     from longplay.store.models import Job, utcnow
 
     settings = get_settings()
+    # As if one worker of two processes served every resource.
+    capacity = dict.fromkeys(RESOURCES, 2)
     with rolled_back() as session:
-        room = room_per_resource(session, settings)
-        clock.lap("room_per_resource")
-        picked = choose(session, settings, room) if room else []
+        free = room(session, settings, capacity)
+        clock.lap("room")
+        picked = choose(session, settings, free) if free else []
         clock.lap("choose")
         session.execute(
             update(Job)

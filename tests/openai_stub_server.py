@@ -10,13 +10,21 @@ text. Some model names make it misbehave the way real servers do:
 - ``slow``: answers (with a 504) only after :data:`SLOW_S` seconds;
 - ``miscount-once``: the first chat answer keeps fewer lines than the request's last
   message numbered (a model that drops a subtitle line); later answers are the model's.
+- ``thinks-aloud``: answers a ``response_format`` JSON-schema request with a
+  ``<think>`` block before the JSON, and the first such request with reasoning alone.
 
-A request without the right ``Authorization: Bearer`` key gets a 401. The chat requests
+A ``response_format: {"type": "json_schema"}`` request is answered by the local model
+held to that schema (:meth:`LanguageModel.complete_json`).
+
+A chat request with ``"stream": true`` is answered as OpenAI streams one (server-sent
+``chat.completion.chunk`` events, then ``data: [DONE]``). A request without the right
+``Authorization: Bearer`` key gets a 401. The chat requests
 the app received are kept, in order, in ``app.state.chat_requests``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import threading
@@ -27,7 +35,7 @@ from typing import Any
 import numpy as np
 import uvicorn
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from longplay.engines import LanguageModel, Synthesizer, Transcriber
@@ -56,6 +64,7 @@ def create_app(
     app = FastAPI()
     app.state.chat_requests = []
     app.state.miscounted = False
+    app.state.thought_aloud = False
 
     def refusal(request: Request, model: str) -> Response | None:
         if request.headers.get("authorization") != f"Bearer {api_key}":
@@ -129,6 +138,11 @@ def create_app(
         app.state.chat_requests.append(body)
         if (refused := await run_in_threadpool(refusal, request, body["model"])) is not None:
             return refused
+        if body.get("stream"):
+            return await _streamed_chat(language_model, body)
+        if (schema := _json_schema(body)) is not None:
+            answer = await _json_answer(app, language_model, body, schema)
+            return JSONResponse(_completion(body, answer))
         text = await run_in_threadpool(
             language_model.chat,
             body["messages"],
@@ -155,6 +169,78 @@ def create_app(
         )
 
     return app
+
+
+def _json_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON Schema of a ``response_format: {"type": "json_schema"}`` request."""
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") != "json_schema":
+        return None
+    return dict(response_format["json_schema"]["schema"])
+
+
+async def _json_answer(
+    app: FastAPI, language_model: LanguageModel, body: dict[str, Any], schema: dict[str, Any]
+) -> str:
+    """The model's JSON for the last message, held to ``schema``; ``thinks-aloud`` puts
+    its reasoning before it, and answers its first such request with reasoning alone."""
+    text = await run_in_threadpool(
+        language_model.complete_json,
+        body["messages"][-1]["content"],
+        schema,
+        max_tokens=body.get("max_tokens", 512),
+        temperature=body.get("temperature", 0.0),
+    )
+    if body["model"] != "thinks-aloud":
+        return text
+    thinking = "<think>The user wants JSON. Let me think it through first.</think>\n"
+    if not app.state.thought_aloud:
+        app.state.thought_aloud = True
+        return thinking + "I am still thinking about it."
+    return thinking + text
+
+
+def _completion(body: dict[str, Any], text: str) -> dict[str, Any]:
+    return {
+        "object": "chat.completion",
+        "model": body["model"],
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+    }
+
+
+async def _streamed_chat(language_model: LanguageModel, body: dict[str, Any]) -> Response:
+    """A chat answer as OpenAI streams it: a ``chat.completion.chunk`` event a piece,
+    then ``data: [DONE]``."""
+
+    def pieces() -> list[str]:
+        return list(
+            language_model.stream_chat(
+                body["messages"],
+                max_tokens=body.get("max_tokens", 256),
+                temperature=body.get("temperature", 0.0),
+                stop=body.get("stop") or (),
+            )
+        )
+
+    chunks = [
+        {"role": "assistant"},
+        *({"content": piece} for piece in await run_in_threadpool(pieces)),
+    ]
+    events = [
+        "data: "
+        + json.dumps(
+            {
+                "object": "chat.completion.chunk",
+                "model": body["model"],
+                "choices": [{"index": 0, "delta": delta}],
+            }
+        )
+        + "\n\n"
+        for delta in chunks
+    ]
+    return StreamingResponse(iter([*events, "data: [DONE]\n\n"]), media_type="text/event-stream")
 
 
 class StubServer:

@@ -24,6 +24,8 @@ class SleepParams(BaseModel):
 
 def prepare(ctx: StepContext[SleepParams]) -> None:
     ctx.state["prepared_at"] = time.time()
+    # Scratch space from the start, like a media job's (the work folder is made on use).
+    (ctx.workdir / "prepared.txt").write_text("prepared")
     ctx.advance(1, 1, prepared=True)
 
 

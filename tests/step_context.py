@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from longplay.framework import InputFile, StepContext, get_kind
+from longplay.framework import InputFile, JobError, StepContext, get_kind
+from longplay.framework.library import CollectionNotFound, NewPassage, Passage
 from longplay.kinds import load as load_kinds
 
 
@@ -31,6 +33,8 @@ class RecordingContext(StepContext[Any]):
         self.progress: list[tuple[str, float, float, dict[str, Any]]] = []
         self.kept: list[tuple[str, InputFile]] = []
         self.notes: list[str] = []
+        self.streamed: list[str] = []
+        self.shelf = MemoryLibrary()
 
     def advance(self, done: float, total: float, **details: Any) -> None:
         self.progress.append((self.step, done, total, details))
@@ -48,11 +52,48 @@ class RecordingContext(StepContext[Any]):
     def note(self, message: str, **data: Any) -> None:
         self.notes.append(message)
 
+    def stream(self, text: str) -> None:
+        self.streamed.append(text)
+
+    @property
+    def library(self) -> MemoryLibrary:
+        return self.shelf
+
     def details(self, step: str) -> list[dict[str, Any]]:
         return [details for name, _, _, details in self.progress if name == step]
 
     def fractions(self, step: str) -> list[float]:
         return [done / total for name, done, total, _ in self.progress if name == step]
+
+
+class MemoryLibrary:
+    """Collections held in memory (``collections``: id -> passages, in order); search
+    ranks by the query words a passage shares. The ``index`` kind's writes land in
+    ``documents``: id -> passages, or the error it failed with."""
+
+    def __init__(self) -> None:
+        self.collections: dict[str, list[Passage]] = {}
+        self.documents: dict[str, list[NewPassage] | JobError] = {}
+
+    def search(self, collection_id: str, query: str, limit: int = 10) -> list[Passage]:
+        words = set(query.lower().split())
+        scored = [
+            replace(p, score=float(len(words & set(p.text.lower().split()))))
+            for p in self.passages(collection_id)
+        ]
+        return sorted((p for p in scored if p.score), key=lambda p: -p.score)[:limit]
+
+    def passages(self, collection_id: str) -> list[Passage]:
+        if collection_id not in self.collections:
+            raise CollectionNotFound(f"no collection {collection_id}")
+        return list(self.collections[collection_id])
+
+    def keep_passages(self, document_id: str, passages: Sequence[NewPassage]) -> int:
+        self.documents[document_id] = list(passages)
+        return len(passages)
+
+    def document_failed(self, document_id: str, error: JobError) -> None:
+        self.documents[document_id] = error
 
 
 def run_kind(

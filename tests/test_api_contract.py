@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,10 @@ def test_openapi_document_is_valid_and_complete(stack: Stack) -> None:
                 assert "401" in responses, where
             if "{" in path:
                 assert "404" in responses, where
-            if (path.endswith(("/cancel", "/retry")) and "{" in path) or method == "delete":
+            # Deleting a job (or a thing work runs on) can conflict; a template cannot:
+            # the jobs that used it keep their own copy.
+            deletes = method == "delete" and not path.startswith("/v1/templates")
+            if (path.endswith(("/cancel", "/retry")) and "{" in path) or deletes:
                 assert "409" in responses, where
             for status, response in responses.items():
                 if status.startswith(("4", "5")) and path != "/healthz":
@@ -258,8 +261,14 @@ FUZZ_EXAMPLES = 12
 enough for about a minute per database on two cores."""
 
 
-def test_schemathesis_finds_nothing(stack: Stack) -> None:
-    """Schemathesis against the live API and worker, every check on, 0 failures."""
+def test_schemathesis_finds_nothing(make_stack: Callable[[], Stack]) -> None:
+    """Schemathesis against the live API, every check on, 0 failures.
+
+    The API of a deployment of its own, with no worker: the contract is the API's, and
+    the fuzzer's jobs would otherwise run real models for minutes on the shared stack's
+    worker, holding up every test after this one."""
+    stack = make_stack()
+    stack.start_api()
     owner = "fuzzer"
     key = stack.key(owner)
     command = [
@@ -276,11 +285,8 @@ def test_schemathesis_finds_nothing(stack: Stack) -> None:
         "--no-color",
         f"--header=Authorization: Bearer {key}",
         "--exclude-path=/v1/jobs/{job_id}/events",  # a stream until the job ends
+        "--exclude-path=/v1/flows/{flow_id}/events",  # a stream until the flow ends
+        "--exclude-path=/healthz",  # 503 by design with no worker: test_health_* cover it
     ]
-    try:
-        run = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-    finally:
-        with stack.client(owner) as client:  # what it submitted must not hold the worker
-            for job in client.get("/v1/jobs", params={"limit": 200}).json()["items"]:
-                client.post(f"/v1/jobs/{job['id']}/cancel")
+    run = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
     assert run.returncode == 0, run.stdout[-12_000:] + run.stderr[-4_000:]

@@ -8,7 +8,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,8 +18,12 @@ import redis
 from conftest import Stack, submit, wait_for_status, wait_until
 
 from longplay import keys
+from longplay.engines.tts import get_synthesizer
+from longplay.engines.turns import TurnVoicer, turn_cache
+from longplay.settings import Settings, TtsSettings
 
 RETENTION = 3.0
+DAY = 24 * 3600.0
 
 
 def upload(client: httpx.Client, name: str, data: bytes) -> dict[str, Any]:
@@ -174,3 +180,48 @@ def test_results_uploads_and_dry_run(make_stack) -> None:  # type: ignore[no-unt
     assert again.status_code == 202 and again.json()["id"] != done[0]["id"]
     wait_for_status(client, again.json()["id"], {"completed"})
     assert cleanup(deployment, **settings)["results"] == 0, "it finished just now"
+
+
+def test_turns_no_job_used_for_a_while_go_and_so_do_abandoned_partial_files(
+    make_stack: Callable[[], Stack],
+) -> None:
+    deployment = make_stack()
+    folder = turn_cache(deployment.data_dir)
+    settings = Settings(data_dir=deployment.data_dir, tts=TtsSettings(engine="local"))
+    voicer = TurnVoicer(get_synthesizer(settings), folder, engine="local")
+    said = "The keeper trimmed the wicks at dusk."
+    assert voicer.voice(said, voice=None).synthesized
+    [used] = folder.glob("*.wav")
+    now = time.time()
+
+    def aged(path: Path, seconds: float, data: bytes = b"RIFF") -> Path:
+        if not path.exists():
+            path.write_bytes(data)
+        os.utime(path, (now - seconds, now - seconds))
+        return path
+
+    aged(used, 8 * DAY)
+    assert not voicer.voice(said, voice=None).synthesized, "kept: read back, not synthesized"
+    assert used.stat().st_mtime >= now - 1, "reading a kept turn counts as using it"
+    old = aged(folder / f"{'a' * 64}.wav", 8 * DAY)
+    recent = aged(folder / f"{'b' * 64}.wav", 6 * DAY)
+    abandoned = aged(folder / f"{'c' * 64}.wav.4242.part", 2 * 3600)
+    being_written = aged(folder / f"{'d' * 64}.wav.4243.part", 600)
+    kept = {"job_retention": 0, "result_retention": 0, "upload_retention": 0}
+
+    dry = cleanup(deployment, "--dry-run", turn_cache_retention=7 * DAY, **kept)
+    assert dry["dry_run"] is True and dry["turns"] == 2
+    assert all(p.is_file() for p in (used, old, recent, abandoned, being_written))
+
+    real = cleanup(deployment, turn_cache_retention=7 * DAY, **kept)
+    assert real["turns"] == 2
+    assert not old.exists() and not abandoned.exists()
+    assert used.is_file() and recent.is_file() and being_written.is_file()
+    assert not voicer.voice(said, voice=None).synthesized, "the used turn is still kept"
+
+    # 0 keeps turns forever; leftovers of killed writes still go after an hour.
+    aged(recent, 365 * DAY)
+    aged(being_written, 2 * 3600)
+    forever = cleanup(deployment, turn_cache_retention=0, **kept)
+    assert forever["turns"] == 1
+    assert recent.is_file() and not being_written.exists()

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
-from conftest import Stack, free_port
+from conftest import Stack, free_port, wait_until
+from harness import stop_process
 
 
 def longplay(stack: Stack, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -125,3 +129,150 @@ def test_an_api_that_does_not_answer_is_one_line(
 ) -> None:
     done = longplay(stack, *args, LONGPLAY_API_URL=silent_api, LONGPLAY_API_TIMEOUT="1")
     assert_one_clean_line(done, "no answer from the API at", "in time")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (("api", "--workers", "0"), {}, "--workers"),
+        (("api",), {"LONGPLAY_API_WORKERS": "0"}, "invalid setting LONGPLAY_API_WORKERS='0'"),
+    ],
+)
+def test_an_api_of_no_processes_is_refused(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str], named: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "longplay", *args],
+        env={"PATH": "/usr/bin:/bin", "LONGPLAY_DATA_DIR": str(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert named in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_submit_with_inputs_and_no_files_shows_a_live_bar(stack: Stack, tmp_path: Path) -> None:
+    from longplay.client import Client
+
+    (tmp_path / "in.txt").write_text("an input")
+    with Client(stack.api_url, stack.key("dave")) as api:
+        artifact = api.upload(tmp_path / "in.txt")
+    out = tmp_path / "out"
+    done = longplay(
+        stack,
+        "submit", "sleep", "--input", artifact.id, "--seconds", "0.5", "--text", "bar",
+        "--wait", "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "100%" in done.stdout, done.stdout  # the bar's last state
+    assert (out / "result.txt").read_text() == "bar"
+    job = json.loads(longplay(stack, "status", done.stdout.split()[1]).stdout)
+    assert job["inputs"] == [artifact.id]
+    bad = longplay(stack, "submit", "sleep", "--input", "job_1:")
+    assert bad.returncode == 2 and "--input" in bad.stderr
+
+
+def _children(pid: int) -> list[str]:
+    """The command lines of a process's children."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/openapi.json", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _own_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """This process's environment with no LONGPLAY_* setting but a data folder of its
+    own (SQLite and the embedded Redis' socket in it) and ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LONGPLAY_")}
+    return {**env, "LONGPLAY_DATA_DIR": str(data_dir), **settings}
+
+
+def test_api_flags_set_host_port_and_processes(tmp_path: Path) -> None:
+    port = free_port()  # not LONGPLAY_API_PORT's: the flag wins
+    process = subprocess.Popen(
+        [sys.executable, "-m", "longplay", "api", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "2"],
+        env=_own_env(tmp_path, LONGPLAY_API_PORT=str(free_port())),
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}"), timeout=60, every=0.25)
+        spawned = [c for c in _children(process.pid) if "multiprocessing.spawn" in c]
+        assert len(spawned) == 2, spawned
+    finally:
+        stop_process(process)
+
+
+def test_worker_flags_set_queues_and_concurrency(stack: Stack) -> None:
+    from longplay.client import Client
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "longplay", "worker", "--queues", "gpu", "--concurrency", "1"],
+        env=stack.env,
+        start_new_session=True,
+    )
+    try:
+        with Client(stack.api_url, stack.key("dave")) as api:
+            # Only this worker takes GPU work: the stack's own takes cpu.
+            job = api.submit("gpu_sleep", params={"seconds": 0.1})
+            assert api.wait(job, timeout=90).status.value == "completed"
+            response = httpx.get(
+                f"{stack.api_url}/v1/workers",
+                headers={"Authorization": f"Bearer {stack.key('dave')}"},
+            )
+            mine = [w for w in response.json() if w["name"].split(":")[1] == str(process.pid)]
+            assert len(mine) == 1, response.json()
+    finally:
+        stop_process(process, timeout=60)
+
+
+def test_up_flags_set_host_port_and_processes(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "longplay", "up", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        env=_own_env(tmp_path, LONGPLAY_WORKER_CONCURRENCY="1"),
+    )  # fmt: skip
+    try:
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}"), timeout=90, every=0.5)
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("worker", "--queues", "tpu"), "--queues"),
+        (("worker", "--concurrency", "0"), "--concurrency"),
+        (("api", "--port", "70000"), "--port"),
+        (("up", "--workers", "0"), "--workers"),
+    ],
+)
+def test_bad_flags_are_usage_errors(tmp_path: Path, args: tuple[str, ...], named: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "longplay", *args],
+        env={"PATH": "/usr/bin:/bin", "LONGPLAY_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert named in done.stderr
+    assert "Traceback" not in done.stderr

@@ -49,6 +49,7 @@ def test_each_group_reads_its_variables(monkeypatch: pytest.MonkeyPatch, tmp_pat
         ({"LONGPLAY_WORKER_QUEUES": "tpu"}, "LONGPLAY_WORKER_QUEUES"),
         ({"LONGPLAY_WEBHOOK_RETRY_BASE": "10", "LONGPLAY_WEBHOOK_RETRY_MAX": "5"}, "RETRY_MAX"),
         ({"LONGPLAY_WORKER_CONCURRENCY": "0"}, "LONGPLAY_WORKER_CONCURRENCY"),
+        ({"LONGPLAY_API_WORKERS": "0"}, "LONGPLAY_API_WORKERS"),
         ({"LONGPLAY_DISPATCH_AHEAD": "0"}, "dispatch_ahead"),
     ],
 )

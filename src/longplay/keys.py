@@ -55,3 +55,9 @@ def worker_slots(name: str) -> str:
     """How many jobs the worker ``name`` runs at once, per resource (JSON); it lapses
     with the worker's liveness marks."""
     return f"{WORKERS_ALIVE}:slots:{name}"
+
+
+def metric(name: str) -> str:
+    """A Prometheus metric family's counts, kept for every process: a hash of label
+    values (and, for a histogram, bucket) to a number."""
+    return f"{PREFIX}:metrics:{name}"

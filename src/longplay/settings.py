@@ -45,7 +45,7 @@ class ApiSettings(BaseSettings):
     max_inputs_per_job: int = Field(default=32, ge=1, alias="LONGPLAY_MAX_INPUTS_PER_JOB")
     max_json_bytes: int = Field(default=4 * 1024**2, ge=1024, alias="LONGPLAY_MAX_JSON_BYTES")
     """A JSON body (and a multipart ``params`` part) larger than this is refused with 413."""
-    workers: int = Field(default=1, ge=1)
+    workers: int = Field(default=1, ge=1, alias="LONGPLAY_API_WORKERS")
     """API processes sharing the port; each holds its own store pool and event reader."""
 
 
@@ -100,7 +100,8 @@ class Tier(BaseModel):
     max_running: int | None = Field(default=None, ge=1)
     """Jobs of one owner running, or handed to a worker, at once."""
     max_queued: int | None = Field(default=None, ge=1)
-    """Jobs of one owner waiting at once; a submission beyond it gets 429."""
+    """Jobs of one owner queued or ``waiting`` (for other jobs) at once; a submission
+    beyond it gets 429."""
     submit_rate: float | None = Field(default=None, gt=0)
     """Submissions a minute (a burst of one minute's worth, then evenly spread)."""
 
@@ -183,6 +184,9 @@ class RetentionSettings(BaseSettings):
     """Seconds a finished job's outputs are kept (the job stays); 0: as long as the job."""
     upload_retention: float = Field(default=24 * 3600, ge=0)
     """Seconds an upload no job names is kept; 0: forever."""
+    turn_cache_retention: float = Field(default=7 * 24 * 3600, ge=0)
+    """Seconds a voiced podcast turn is kept in ``<data dir>/cache/turns/`` after a job
+    last used it; 0: forever."""
     cleanup_batch: int = Field(default=500, ge=1)
     """Rows deleted per transaction."""
     cleanup_max_per_run: int = Field(default=10_000, ge=1)
@@ -216,6 +220,11 @@ class SttSettings(BaseSettings):
     api_key: str | None = None
     http_model: str = "whisper-1"
     timeout: float = Field(default=600.0, gt=0)
+    fan_out_above: float = Field(default=1200.0, gt=0)
+    """Seconds: a longer recording is cut at silences into pieces that the worker pool
+    transcribes side by side (the local engine only); a shorter one takes one pass."""
+    fan_out_piece: float = Field(default=120.0, ge=10)
+    """Seconds: the longest piece of a recording transcribed side by side."""
 
 
 class TtsSettings(BaseSettings):
@@ -250,6 +259,20 @@ class LlmSettings(BaseSettings):
     timeout: float = Field(default=300.0, gt=0)
 
 
+class MusicSettings(BaseSettings):
+    """Music transcription (engines/notes.py, kinds/transcribe_music.py)."""
+
+    model_config = _group("MUSIC_")
+
+    model: str | None = None
+    """Basic Pitch's ``nmp.onnx``; unset: the one the ``basic-pitch`` package ships."""
+    resource: Literal["cpu", "gpu"] = "cpu"
+    """The queue music jobs wait in: ``gpu`` sends them to workers started with
+    ``LONGPLAY_WORKER_QUEUES`` naming ``gpu``, which run the model on their GPU."""
+    batch_windows: int = Field(default=4, ge=1, le=64)
+    """Two-second windows of audio the model takes in one call."""
+
+
 class Settings(BaseSettings):
     """Everything longplay can be told, in groups; each field is ``LONGPLAY_<NAME>``."""
 
@@ -263,6 +286,11 @@ class Settings(BaseSettings):
     plugins: list[str] = Field(default_factory=list)
     """Extra modules to import at start-up; each registers its own job kinds."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per line, with the job's fields while a job runs."""
+    metrics_token: str | None = None
+    """Set: ``/metrics`` wants ``Authorization: Bearer <token>``; unset, it is open (scrape
+    it on an internal network)."""
 
     api: ApiSettings = Field(default_factory=ApiSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
@@ -273,6 +301,7 @@ class Settings(BaseSettings):
     stt: SttSettings = Field(default_factory=SttSettings)
     tts: TtsSettings = Field(default_factory=TtsSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
+    music: MusicSettings = Field(default_factory=MusicSettings)
 
     @field_validator("data_dir")
     @classmethod

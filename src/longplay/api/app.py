@@ -25,7 +25,18 @@ from longplay import __version__
 from longplay.api import openapi
 from longplay.api.errors import CODES, error_body, validation_details
 from longplay.api.followers import EventHub
-from longplay.api.routes import artifacts, events, jobs, meta, webhooks
+from longplay.api.routes import (
+    artifacts,
+    collections,
+    events,
+    flows,
+    jobs,
+    meta,
+    metrics,
+    templates,
+    webhooks,
+)
+from longplay.dashboard import app as dashboard
 from longplay.jobs import refusals
 from longplay.kinds import load as load_kinds
 from longplay.settings import get_settings
@@ -132,6 +143,11 @@ def create_app() -> FastAPI:
     )
     for router in (jobs.router, events.router, artifacts.router, meta.router, webhooks.router):
         app.include_router(router)
+    app.include_router(flows.router)
+    app.include_router(templates.router)
+    app.include_router(collections.router)
+    dashboard.mount(app)
+    metrics.install(app)
     app.add_exception_handler(refusals.ServiceError, _service_error)
     app.add_exception_handler(UploadTooLarge, _too_large)
     app.add_exception_handler(HTTPException, _http_error)

@@ -10,7 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, creat
 
 from longplay.framework import JobKind
 from longplay.store.models import Priority
-from longplay.store.views import ErrorPublic, JobPublic
+from longplay.store.views import ErrorPublic, JobPublic, OutputRef
 
 CallbackEvent = Literal["started", "progress"]
 
@@ -20,7 +20,19 @@ class JobCreateFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    inputs: list[str] = Field(default_factory=list, description="Artifact ids, in order.")
+    inputs: list[str | OutputRef] = Field(
+        default_factory=list,
+        description='Artifact ids, or another job\'s output (`{"job": "job_…", '
+        '"output": "talk.json"}` or `{"job": …, "suffix": ".json"}`, found when '
+        "this job starts), in order.",
+    )
+    after: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Ids of your jobs to wait for: this job is `waiting` until they all "
+        "complete, then queued; cancelled with `upstream_failed` if one does not. A job "
+        "whose outputs are among the inputs is waited for too.",
+    )
     priority: Priority | None = Field(None, description="Default: the one your tier maps to.")
     run_at: AwareDatetime | None = Field(None, description="Do not start before this time.")
     deadline: AwareDatetime | None = Field(

@@ -22,7 +22,8 @@ DELIVER_WEBHOOK = "longplay.deliver_webhook"
 SWEEP_WEBHOOKS = "longplay.sweep_webhooks"
 CLEANUP = "longplay.cleanup"
 ADMIT = "longplay.admit"
-ROUTINE = (REAP, SWEEP_WEBHOOKS, CLEANUP, ADMIT)
+SETTLE_WAITING = "longplay.settle_waiting"
+ROUTINE = (REAP, SWEEP_WEBHOOKS, CLEANUP, ADMIT, SETTLE_WAITING)
 """Upkeep beat sends every few seconds; their every run is not news."""
 
 
@@ -46,7 +47,11 @@ def make_celery(settings: Settings) -> Celery:
     app = Celery(
         "longplay",
         broker=settings.broker_url,
-        include=["longplay.worker.tasks", "longplay.worker.webhook_tasks"],
+        include=[
+            "longplay.worker.tasks",
+            "longplay.worker.webhook_tasks",
+            "longplay.worker.flow_tasks",
+        ],
     )
     all_queues = keys.worker_queues(["cpu", "gpu"])
     upkeep = {"queue": keys.UPKEEP_QUEUE, "expires": settings.worker.reaper_interval}
@@ -73,6 +78,12 @@ def make_celery(settings: Settings) -> Celery:
         beat_schedule={
             # Expiring: while no worker runs, reap messages do not pile up.
             "reap": {"task": REAP, "schedule": settings.worker.reaper_interval, "options": upkeep},
+            # Waiting jobs and flows whose wake-up was lost with a dying process.
+            "settle-waiting": {
+                "task": SETTLE_WAITING,
+                "schedule": settings.worker.reaper_interval,
+                "options": upkeep,
+            },
             # Due run_at and retries, deadlines, messages lost with the broker.
             "admit": {
                 "task": ADMIT,

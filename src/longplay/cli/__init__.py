@@ -6,9 +6,18 @@ from longplay.cli import serve
 from longplay.cli.app import app
 
 # isort: split
+from longplay.cli import flower
+
+# isort: split
 from longplay.cli import admin
 
 # isort: split
 from longplay.cli import jobs
 
-__all__ = ["admin", "app", "jobs", "serve"]
+# isort: split
+from longplay.cli import flows
+
+# isort: split
+from longplay.cli import collections
+
+__all__ = ["admin", "app", "collections", "flower", "flows", "jobs", "serve"]

@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec
 
 import typer
 from rich.markup import escape
@@ -21,21 +21,23 @@ from rich.table import Column, Table
 from longplay.cli.app import app, console, err
 from longplay.settings import get_settings
 
+if TYPE_CHECKING:
+    from longplay.client import Client, Event
+
 P = ParamSpec("P")
 
 
-def _client() -> Any:
+def _client() -> Client:
     """A client for ``LONGPLAY_API_URL`` (else this machine's API), waiting up to
     ``LONGPLAY_API_TIMEOUT`` seconds (60) for each answer."""
-    from longplay.client import Client, find_key
+    from longplay.client import Client, find_key, find_url
 
     settings = get_settings()
-    url = os.environ.get("LONGPLAY_API_URL") or f"http://{settings.api.host}:{settings.api.port}"
     try:
         timeout = float(os.environ.get("LONGPLAY_API_TIMEOUT") or 60)
     except ValueError:
         raise typer.BadParameter("LONGPLAY_API_TIMEOUT must be a number of seconds") from None
-    return Client(url, find_key(settings), timeout=timeout)
+    return Client(find_url(settings), find_key(settings) or "", timeout=timeout)
 
 
 def _one_line_errors(command: Callable[P, None]) -> Callable[P, None]:
@@ -72,28 +74,94 @@ def _parse_params(pairs: list[str], raw: str | None) -> dict[str, Any]:
     return params
 
 
-@app.command()
+def _files_and_options(words: list[str]) -> tuple[list[Path], list[str]]:
+    """The input files among ``words``, and ``--NAME VALUE`` pairs as ``NAME=VALUE``
+    (``--minutes 5``: any parameter a kind takes, as an option of its own)."""
+    paths: list[Path] = []
+    pairs: list[str] = []
+    rest = iter(words)
+    for word in rest:
+        if word.startswith("--") and len(word) > 2:
+            name, sep, value = word[2:].partition("=")
+            pairs.append(f"{name.replace('-', '_')}={value if sep else next(rest, 'true')}")
+            continue
+        path = Path(word)
+        if not path.is_file():
+            raise typer.BadParameter(f"{word}: no such file", param_hint="FILES")
+        paths.append(path)
+    return paths, pairs
+
+
+def _input(text: str) -> str | dict[str, str]:
+    """``art_…`` (an uploaded artifact), ``JOB:NAME`` (that job's output named NAME) or
+    ``JOB:*SUFFIX`` (its first output whose name ends with SUFFIX)."""
+    job, sep, name = text.partition(":")
+    if not sep:
+        return text
+    if not job or not name:
+        raise typer.BadParameter(
+            f"{text!r}: write ART_ID, JOB:NAME or JOB:*SUFFIX", param_hint="--input"
+        )
+    return (
+        {"job": job, "suffix": name[1:]} if name.startswith("*") else {"job": job, "output": name}
+    )
+
+
+@app.command(context_settings={"ignore_unknown_options": True})
 @_one_line_errors
 def submit(
     kind: str,
-    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False)],
+    files: Annotated[
+        list[str] | None,
+        typer.Argument(help="Input files, and any parameter as --NAME VALUE."),
+    ] = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE")] = None,
     params: Annotated[str | None, typer.Option(help="All parameters as a JSON object.")] = None,
+    input_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="An input besides FILES: ART_ID, JOB:NAME or JOB:*SUFFIX (another job's "
+            "output); before the files.",
+        ),
+    ] = None,
+    after: Annotated[
+        list[str] | None, typer.Option(help="A job to wait for before this one starts.")
+    ] = None,
     priority: Annotated[
         str | None, typer.Option(help="high, normal or low; default: your tier's.")
+    ] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Send the same key again to get the same job back.")
     ] = None,
     wait: Annotated[bool, typer.Option(help="Follow it live and save the results.")] = False,
     out: Annotated[Path, typer.Option(help="Where --wait saves results.")] = Path("."),
 ) -> None:
-    """Submit a job with its input files; with --wait, follow it and save its results."""
+    """Submit a job of any kind with its input files; with --wait, follow it with a
+    live progress bar and save its results.
+
+    Parameters go as ``-p NAME=VALUE``, ``--params JSON`` or ``--NAME VALUE``
+    (``longplay submit podcast --collection col_1 --minutes 5 --wait``)."""
+    paths, pairs = _files_and_options(files or [])
     client = _client()
-    job = client.submit(kind, list(files), _parse_params(param or [], params), priority)
-    console.print(f"submitted [bold]{job['id']}[/] ({job['status']})")
+    job = client.submit(
+        kind,
+        files=paths,
+        params=_parse_params([*pairs, *(param or [])], params),
+        inputs=[_input(i) for i in input_ or []],
+        after=after or [],
+        priority=priority,
+        idempotency_key=idempotency_key,
+    )
+    console.print(f"submitted [bold]{job.id}[/] ({job.status.value})")
     if wait:
-        _follow(client, job["id"], out)
+        _follow(client, job.id, out)
 
 
-def _follow(client: Any, job_id: str, out: Path) -> None:
+def _follow(client: Client, job_id: str, out: Path) -> None:
+    """A live bar (step, percent, ETA) until the job ends; then its results saved in
+    ``out``, or its error on stderr and exit status 1."""
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -102,29 +170,30 @@ def _follow(client: Any, job_id: str, out: Path) -> None:
     )
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("queued", total=100, eta="")
-        for event in client.events(job_id):
-            kind = event["type"]
-            if kind == "progress":
-                eta = event.get("eta_seconds")
+
+        def show(event: Event) -> None:
+            if event.type == "progress":
+                eta = event.eta_seconds
                 bar.update(
                     task,
-                    completed=event.get("progress", 0),
-                    description=event.get("step") or "running",
+                    completed=event.progress or 0,
+                    description=event.step or "running",
                     eta=f"ETA {eta:.0f}s" if eta is not None else "",
                 )
-            elif kind == "note":
-                bar.console.print(f"note: {escape(str(event.get('message')))}")
-            elif kind in ("running", "retrying"):
-                bar.update(task, description=kind)
-    job = client.job(job_id)
-    if job["status"] != "completed":
-        error = job.get("error") or {}
-        err.print(
-            f"[red]{job_id} {job['status']}[/]: {escape(error.get('message', ''))}", soft_wrap=True
-        )
+            elif event.type == "note":
+                bar.console.print(f"note: {escape(str(event.get('message', '')))}")
+            elif event.type == "completed":
+                bar.update(task, completed=100, description="completed", eta="")
+            elif event.type != "token":
+                bar.update(task, description=event.type)
+
+        job = client.wait(job_id, on_event=show)
+    if job.status.value != "completed":
+        message = job.error.message if job.error else ""
+        err.print(f"[red]{job_id} {job.status.value}[/]: {escape(message)}", soft_wrap=True)
         raise typer.Exit(1)
-    for artifact in job["outputs"]:
-        console.print(f"saved {client.download(artifact, out)}")
+    for saved in client.download(job, out):
+        console.print(f"saved {saved}")
 
 
 @app.command()
@@ -132,7 +201,7 @@ def _follow(client: Any, job_id: str, out: Path) -> None:
 def watch(job_id: str, out: Path = Path(".")) -> None:
     """Follow a job live and save its results when it completes."""
     client = _client()
-    client.job(job_id)  # there to follow, before a progress bar shows
+    client.get(job_id)  # there to follow, before a progress bar shows
     _follow(client, job_id, out)
 
 
@@ -140,7 +209,7 @@ def watch(job_id: str, out: Path = Path(".")) -> None:
 @_one_line_errors
 def status(job_id: str) -> None:
     """Show one job as JSON."""
-    console.print_json(data=_client().job(job_id))
+    console.print_json(data=_client().get(job_id).model_dump(mode="json"))
 
 
 @app.command()
@@ -148,7 +217,7 @@ def status(job_id: str) -> None:
 def cancel(job_id: str) -> None:
     """Cancel a job."""
     job = _client().cancel(job_id)
-    console.print(f"{job['id']} {job['status']}")
+    console.print(f"{job.id} {job.status.value}")
 
 
 @app.command()
@@ -161,17 +230,17 @@ def jobs(
     limit: int = 20,
 ) -> None:
     """List your newest jobs."""
-    page = _client().jobs(status=status, kind=kind, limit=limit)
+    page = _client().list(status=status, kind=kind, limit=limit)
     table = Table(
         Column("id", no_wrap=True, min_width=24), "kind", "status", "progress", "step", "created"
     )
-    for job in page["items"]:
+    for job in page.items:
         table.add_row(
-            job["id"],
-            job["kind"],
-            job["status"],
-            f"{job['progress']:.0f}%",
-            job["current_step"] or "",
-            job["created_at"][:16].replace("T", " "),
+            job.id,
+            job.kind,
+            job.status.value,
+            f"{job.progress:.0f}%",
+            job.current_step or "",
+            job.created_at.isoformat()[:16].replace("T", " "),
         )
     console.print(table)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from longplay.cli.app import app, console, prepare, setup_logging
+from longplay.cli.app import app, console, prepare, setup_logging, uvicorn_logging
 from longplay.settings import Settings, get_settings
 
 
@@ -31,12 +31,43 @@ def _ensure_local_key(settings: Settings) -> str | None:
     return secret
 
 
+Host = Annotated[
+    str | None,
+    typer.Option(help="Address the API listens on (env LONGPLAY_API_HOST, default 127.0.0.1)."),
+]
+Port = Annotated[
+    int | None,
+    typer.Option(
+        min=1, max=65535, help="Port the API listens on (env LONGPLAY_API_PORT, default 8000)."
+    ),
+]
+ApiWorkers = Annotated[
+    int | None,
+    typer.Option(
+        min=1, help="API processes sharing the port (env LONGPLAY_API_WORKERS, default 1)."
+    ),
+]
+
+
+def _with_flags(**variables: object) -> Settings:
+    """The settings, with the flags given on the command line in place of their
+    variables; set in this process's environment too, so the parts it starts (``up``'s
+    children, uvicorn's workers) read the same."""
+    given = {name: str(value) for name, value in variables.items() if value is not None}
+    if given:
+        os.environ.update(given)
+        get_settings.cache_clear()
+    return get_settings()
+
+
 @app.command()
-def up() -> None:
+def up(host: Host = None, port: Port = None, workers: ApiWorkers = None) -> None:
     """Start everything on this machine: embedded Redis, a worker, beat and the API."""
     from longplay.supervisor import Supervisor
 
-    settings = get_settings()
+    settings = _with_flags(
+        LONGPLAY_API_HOST=host, LONGPLAY_API_PORT=port, LONGPLAY_API_WORKERS=workers
+    )
     setup_logging(settings)
     supervisor = Supervisor(settings)
     supervisor.start_redis()
@@ -54,24 +85,23 @@ def up() -> None:
 
 
 @app.command()
-def api(
-    workers: Annotated[
-        int | None, typer.Option(min=1, help="API processes; default from settings (1).")
-    ] = None,
-) -> None:
+def api(host: Host = None, port: Port = None, workers: ApiWorkers = None) -> None:
     """Serve the HTTP API alone (for a distributed setup)."""
     import uvicorn
 
-    settings = get_settings()
+    settings = _with_flags(
+        LONGPLAY_API_HOST=host, LONGPLAY_API_PORT=port, LONGPLAY_API_WORKERS=workers
+    )
     setup_logging(settings)
     prepare(settings)
     uvicorn.run(
         "longplay.api.app:create_app",
         factory=True,
-        workers=workers or settings.api.workers,
+        workers=settings.api.workers,
         host=settings.api.host,
         port=settings.api.port,
         log_level=settings.log_level,
+        log_config=uvicorn_logging(settings),
         timeout_graceful_shutdown=5,
     )
 
@@ -79,9 +109,16 @@ def api(
 @app.command()
 def worker(
     concurrency: Annotated[
-        int | None, typer.Option(help="Processes; default from settings.")
+        int | None,
+        typer.Option(min=1, help="Pool processes (env LONGPLAY_WORKER_CONCURRENCY, default 2)."),
     ] = None,
-    queues: Annotated[str | None, typer.Option(help="Resources: cpu, gpu or cpu,gpu.")] = None,
+    queues: Annotated[
+        str | None,
+        typer.Option(
+            help="Resources it takes work for: cpu, gpu or cpu,gpu "
+            "(env LONGPLAY_WORKER_QUEUES, default cpu)."
+        ),
+    ] = None,
 ) -> None:
     """Run a Celery worker that takes jobs (for a distributed setup).
 
@@ -97,18 +134,21 @@ def worker(
     from longplay.worker.memory import give_memory_back
     from longplay.worker.tasks import release_jobs_of
 
+    if queues is not None and not _known_resources(queues):
+        raise typer.BadParameter(f"name cpu, gpu or both, not {queues!r}", param_hint="--queues")
+    settings = _with_flags(LONGPLAY_WORKER_CONCURRENCY=concurrency, LONGPLAY_WORKER_QUEUES=queues)
     give_memory_back()  # before the pool forks: every pool process inherits it
     liveness.install(celery_app)
-    settings = get_settings()
     setup_logging(settings)
     prepare(settings)
-    resources = [q.strip() for q in (queues or settings.worker.queues).split(",") if q.strip()]
+    resources = [q.strip() for q in settings.worker.queues.split(",") if q.strip()]
     try:
         celery_app.worker_main(
             [
+                *(["--quiet"] if settings.log_format == "json" else []),  # no banner
                 "worker",
                 f"--loglevel={settings.log_level.upper()}",
-                f"--concurrency={concurrency or settings.worker.concurrency}",
+                f"--concurrency={settings.worker.concurrency}",
                 f"--queues={','.join(keys.worker_queues(resources))}",
                 f"--hostname=longplay-{socket.gethostname()}-{os.getpid()}@%h",
                 "--without-gossip",
@@ -117,6 +157,11 @@ def worker(
         )
     finally:
         release_jobs_of(os.getpid())
+
+
+def _known_resources(queues: str) -> bool:
+    names = {q.strip() for q in queues.split(",") if q.strip()}
+    return bool(names) and names <= {"cpu", "gpu"}
 
 
 @app.command()

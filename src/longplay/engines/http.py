@@ -8,6 +8,7 @@ what the server said (:class:`PermanentError`).
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import Any
 
 import httpx
@@ -62,18 +63,40 @@ class EngineClient:
         url = f"{self.base_url}{path}"
         try:
             response = self._client.post(path, json=json, data=data, files=files)
-        except httpx.TimeoutException as exc:
-            raise RetryableError(
+        except httpx.TransportError as exc:
+            raise self._unreachable(url, exc) from exc
+        self._check(url, response)
+        return response
+
+    def stream_lines(self, path: str, *, json: dict[str, Any]) -> Generator[str, None, None]:
+        """POST and yield the lines of a 2xx answer as they arrive (a server-sent event
+        stream), or raise the classified :class:`JobError`; closing the iterator closes
+        the connection."""
+        url = f"{self.base_url}{path}"
+        try:
+            with self._client.stream("POST", path, json=json) as response:
+                if not response.is_success:
+                    response.read()
+                    self._check(url, response)
+                yield from response.iter_lines()
+        except httpx.TransportError as exc:
+            raise self._unreachable(url, exc) from exc
+
+    def _unreachable(self, url: str, exc: httpx.TransportError) -> RetryableError:
+        if isinstance(exc, httpx.TimeoutException):
+            return RetryableError(
                 f"{self.engine} server {url} did not answer within {self.timeout_s:g} s",
                 code="engine_timeout",
-            ) from exc
-        except httpx.TransportError as exc:
-            raise RetryableError(
-                f"could not reach the {self.engine} server {url}: {exc}",
-                code="engine_unreachable",
-            ) from exc
+            )
+        return RetryableError(
+            f"could not reach the {self.engine} server {url}: {exc}",
+            code="engine_unreachable",
+        )
+
+    def _check(self, url: str, response: httpx.Response) -> None:
+        """Raise the classified :class:`JobError` for an answer that is not a 2xx."""
         if response.is_success:
-            return response
+            return
         said = _server_message(response)
         status = response.status_code
         if status == 429:

@@ -13,8 +13,9 @@ batches and can change a near-tie), so the same prompt gives the same text.
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,6 +28,7 @@ from longplay.engines.device import (
     is_out_of_memory,
     load_on_device,
 )
+from longplay.engines.grammar import generate_held
 from longplay.engines.http import EngineClient
 from longplay.engines.models import gguf_model_file
 from longplay.framework.errors import InvalidParams, PermanentError, RetryableError
@@ -38,6 +40,10 @@ CONTEXT_TOKENS = 8192
 Gemma 3 270M was trained on 32k)."""
 SEED = 0
 CHAT_ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
+TURN_ENDS = ("\nUser:", "\nSystem:")
+"""Where a base model writing the assistant's turn has started the next one."""
+MESSAGE_TOKENS = 4
+"""What a chat message costs a server beyond its text (role, separators), estimated."""
 
 Message = Mapping[str, str]
 """An OpenAI chat message: ``{"role": "system" | "user" | "assistant", "content": ...}``."""
@@ -73,6 +79,40 @@ class LanguageModel(Protocol):
 
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes: exact for a local model, estimated for a server."""
+        ...
+
+    def stream_chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: Sequence[str] = (),
+    ) -> Generator[str, None, None]:
+        """:meth:`chat`'s message piece by piece (about a token each) as it is written;
+        stopping the iteration stops the generation."""
+        ...
+
+    def chat_tokens(self, messages: Sequence[Message]) -> int:
+        """Tokens the prompt for ``messages`` takes (see :meth:`count_tokens`)."""
+        ...
+
+    def complete_json(
+        self,
+        prompt: str,
+        schema: Mapping[str, Any],
+        *,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+    ) -> str:
+        """The text the model writes after ``prompt``, held to JSON that fits ``schema``
+        (a JSON Schema): a grammar on a local model, ``response_format`` to a server. A
+        server may not honour it, so check what comes back."""
+        ...
+
+    @property
+    def context_tokens(self) -> int | None:
+        """Tokens the model's context holds, prompt and answer; None: the server knows."""
         ...
 
 
@@ -120,13 +160,7 @@ class LlamaCppModel:
         stop: Sequence[str] = (),
     ) -> str:
         """See :meth:`LanguageModel.complete`."""
-        needed = self.count_tokens(prompt) + max_tokens
-        if needed > self.context_tokens:
-            raise InvalidParams(
-                f"the prompt and answer need {needed} tokens, more than the "
-                f"{self.context_tokens} the model's context holds; send shorter chunks",
-                code="prompt_too_long",
-            )
+        self._check_fits(prompt, max_tokens)
         with self._lock:
             self._llama.reset()
             try:
@@ -154,30 +188,113 @@ class LlamaCppModel:
         stop: Sequence[str] = (),
     ) -> str:
         """See :meth:`LanguageModel.chat`; a turn ends at the next ``User:`` line."""
-        lines = []
-        for message in messages:
-            role = CHAT_ROLES.get(message["role"])
-            if role is None:
-                raise InvalidParams(f"unknown chat role {message['role']!r}")
-            lines.append(f"{role}: {message['content'].strip()}")
-        prompt = "\n\n".join([*lines, "Assistant:"])
         text = self.complete(
-            prompt,
+            chat_prompt(messages),
             max_tokens=max_tokens,
             temperature=temperature,
-            stop=[*stop, "\nUser:", "\nSystem:"],
+            stop=[*stop, *TURN_ENDS],
         )
         return text.strip()
+
+    def stream_chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: Sequence[str] = (),
+    ) -> Generator[str, None, None]:
+        """See :meth:`LanguageModel.stream_chat`; the pieces join to :meth:`chat`'s text
+        less its leading blank (the trailing one is the caller's to strip)."""
+        prompt = chat_prompt(messages)
+        self._check_fits(prompt, max_tokens)
+        with self._lock:
+            self._llama.reset()
+            chunks = self._llama.create_completion(
+                prompt,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                stop=[*stop, *TURN_ENDS],
+                seed=SEED,
+                stream=True,
+            )
+            started = False
+            try:
+                for chunk in chunks:
+                    piece = str(chunk["choices"][0]["text"])
+                    if not started:
+                        piece = piece.lstrip()
+                        started = bool(piece)
+                    if piece:
+                        yield piece
+            except RuntimeError as exc:
+                if is_out_of_memory(exc):
+                    raise RetryableError(
+                        f"llama.cpp ran out of memory: {exc}", code="out_of_memory"
+                    ) from exc
+                raise
+            finally:
+                chunks.close()
+
+    def chat_tokens(self, messages: Sequence[Message]) -> int:
+        """See :meth:`LanguageModel.chat_tokens`."""
+        return self.count_tokens(chat_prompt(messages))
+
+    def complete_json(
+        self,
+        prompt: str,
+        schema: Mapping[str, Any],
+        *,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+    ) -> str:
+        """See :meth:`LanguageModel.complete_json`: only tokens the grammar made from
+        ``schema`` allows are written (:func:`~longplay.engines.grammar.generate_held`)."""
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+        self._check_fits(prompt, max_tokens)
+        grammar = json_schema_to_gbnf(json.dumps(schema))
+        with self._lock:
+            return generate_held(
+                self._llama,
+                prompt,
+                grammar,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                seed=SEED,
+            )
 
     def count_tokens(self, text: str) -> int:
         """See :meth:`LanguageModel.count_tokens`."""
         return len(self._llama.tokenize(text.encode(), add_bos=True, special=False))
+
+    def _check_fits(self, prompt: str, max_tokens: int) -> None:
+        needed = self.count_tokens(prompt) + max_tokens
+        if needed > self.context_tokens:
+            raise InvalidParams(
+                f"the prompt and answer need {needed} tokens, more than the "
+                f"{self.context_tokens} the model's context holds; send shorter chunks",
+                code="prompt_too_long",
+            )
+
+
+def chat_prompt(messages: Sequence[Message]) -> str:
+    """Messages as the plain ``Role: text`` transcript a base model continues, ending
+    with the assistant's turn to speak."""
+    lines = []
+    for message in messages:
+        role = CHAT_ROLES.get(message["role"])
+        if role is None:
+            raise InvalidParams(f"unknown chat role {message['role']!r}")
+        lines.append(f"{role}: {message['content'].strip()}")
+    return "\n\n".join([*lines, "Assistant:"])
 
 
 class HttpLanguageModel:
     """An OpenAI-compatible ``POST /v1/chat/completions`` server."""
 
     device = "remote"
+    context_tokens: int | None = None
 
     def __init__(self, client: EngineClient, *, model: str) -> None:
         self._client = client
@@ -208,15 +325,7 @@ class HttpLanguageModel:
         stop: Sequence[str] = (),
     ) -> str:
         """See :meth:`LanguageModel.chat`."""
-        request: dict[str, Any] = {
-            "model": self.model,
-            "messages": [dict(m) for m in messages],
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "seed": SEED,
-        }
-        if stop:
-            request["stop"] = list(stop)
+        request = self._request(messages, max_tokens, temperature, stop)
         body = self._client.post_json("/v1/chat/completions", json=request)
         try:
             return str(body["choices"][0]["message"]["content"] or "")
@@ -226,9 +335,87 @@ class HttpLanguageModel:
                 code="engine_bad_response",
             ) from exc
 
+    def stream_chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: Sequence[str] = (),
+    ) -> Generator[str, None, None]:
+        """See :meth:`LanguageModel.stream_chat`: OpenAI's ``stream: true``, whose
+        server-sent events carry ``choices[0].delta.content`` until ``data: [DONE]``."""
+        request = {**self._request(messages, max_tokens, temperature, stop), "stream": True}
+        lines = self._client.stream_lines("/v1/chat/completions", json=request)
+        try:
+            for line in lines:
+                if not line.startswith("data:"):
+                    continue
+                data = line.removeprefix("data:").strip()
+                if data == "[DONE]":
+                    return
+                if piece := _delta(data):
+                    yield piece
+        finally:
+            lines.close()
+
     def count_tokens(self, text: str) -> int:
         """See :meth:`LanguageModel.count_tokens`."""
         return estimate_tokens(text)
+
+    def chat_tokens(self, messages: Sequence[Message]) -> int:
+        """See :meth:`LanguageModel.chat_tokens`: estimated."""
+        return sum(estimate_tokens(m["content"]) + MESSAGE_TOKENS for m in messages)
+
+    def complete_json(
+        self,
+        prompt: str,
+        schema: Mapping[str, Any],
+        *,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+    ) -> str:
+        """See :meth:`LanguageModel.complete_json`: one user message, with the schema as
+        OpenAI's ``response_format``."""
+        request = self._request([{"role": "user", "content": prompt}], max_tokens, temperature, ())
+        request["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": dict(schema)},
+        }
+        body = self._client.post_json("/v1/chat/completions", json=request)
+        try:
+            return str(body["choices"][0]["message"]["content"] or "")
+        except (KeyError, IndexError, TypeError) as exc:
+            raise PermanentError(
+                f"the LLM server answered without choices[0].message.content: {exc!r}",
+                code="engine_bad_response",
+            ) from exc
+
+    def _request(
+        self, messages: Sequence[Message], max_tokens: int, temperature: float, stop: Sequence[str]
+    ) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": [dict(m) for m in messages],
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "seed": SEED,
+        }
+        if stop:
+            request["stop"] = list(stop)
+        return request
+
+
+def _delta(data: str) -> str:
+    """The text a streamed chat chunk adds (empty for a chunk with none)."""
+    try:
+        chunk = json.loads(data)
+        return str(chunk["choices"][0]["delta"].get("content") or "") if chunk["choices"] else ""
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise PermanentError(
+            f"the LLM server streamed a chunk without choices[0].delta: {exc!r}",
+            code="engine_bad_response",
+        ) from exc
 
 
 def get_language_model(

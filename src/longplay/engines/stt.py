@@ -163,7 +163,7 @@ class WhisperTranscriber:
             language_probability=info.language_probability,
             duration=info.duration,
             speech_duration=info.duration_after_vad,
-            segments=_whisper_segments(segments),
+            segments=_whisper_segments(segments, info.duration),
         )
 
 
@@ -291,16 +291,23 @@ def _runtime_error(exc: RuntimeError) -> Exception:
     return exc
 
 
-def _whisper_segments(segments: Iterable[Any]) -> Iterator[Segment]:
+def _whisper_segments(segments: Iterable[Any], duration: float) -> Iterator[Segment]:
+    """Whisper's segments as ours, their times held inside the audio: with the VAD on,
+    Whisper now and then puts the end of the last segment past the end of the input."""
     try:
         for segment in segments:
             words = tuple(
-                Word(start=w.start, end=w.end, text=w.word.strip(), probability=w.probability)
+                Word(
+                    start=min(w.start, duration),
+                    end=min(w.end, duration),
+                    text=w.word.strip(),
+                    probability=w.probability,
+                )
                 for w in segment.words or ()
             )
             yield Segment(
-                start=segment.start,
-                end=segment.end,
+                start=min(segment.start, duration),
+                end=min(segment.end, duration),
                 text=segment.text.strip(),
                 words=words,
                 avg_logprob=segment.avg_logprob,

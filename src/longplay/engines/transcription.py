@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, replace
 from itertools import pairwise
@@ -204,6 +204,82 @@ def transcribe_audio(
         for offset, piece in split_at_silences(blocks, window_s=window_s):
             run.add(offset, piece)
     return run.finish()
+
+
+def cut_into_pieces(
+    source: InputFile, folder: Path, *, piece_s: float, note: Note = no_note
+) -> list[dict[str, Any]]:
+    """Cut ``source`` at silences into pieces of at most ``piece_s`` seconds, each kept
+    in ``folder`` as 16 kHz mono float32 samples (``.npy``), for
+    :func:`transcribe_piece` to take up in any process that sees ``folder``.
+
+    Returns the pieces as JSON items, in order: ``{"file", "offset", "seconds"}``.
+    Raises :class:`~longplay.media.UndecodableAudio` like :func:`transcribe_audio`.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    blocks = decode(source.path, sample_rate=SAMPLE_RATE, channels=1, name=source.name, note=note)
+    pieces: list[dict[str, Any]] = []
+    with closing(blocks):
+        for offset, audio in split_at_silences(blocks, window_s=piece_s):
+            name = f"piece-{len(pieces):05d}.npy"
+            np.save(folder / name, audio, allow_pickle=False)
+            pieces.append(
+                {"file": name, "offset": offset, "seconds": round(len(audio) / SAMPLE_RATE, 3)}
+            )
+    return pieces
+
+
+def transcribe_piece(
+    piece: dict[str, Any],
+    folder: Path,
+    options: TranscriptionOptions,
+    *,
+    progress: Progress,
+    on_fallback: FallbackCallback | None = None,
+) -> dict[str, Any]:
+    """Transcribe one piece :func:`cut_into_pieces` kept: its language and segments, on
+    the whole input's timeline, as JSON (:func:`join_pieces` puts them together).
+    ``progress`` hears of every segment, in seconds of the piece."""
+    audio = np.load(folder / piece["file"], allow_pickle=False)
+    stt = get_transcriber(on_fallback=on_fallback)
+    seconds = float(piece["seconds"])
+    with gpu_slot(stt.device, timeout_s=get_settings().engines.gpu_wait_timeout):
+        run = stt.transcribe(
+            audio,
+            language=options.language,
+            word_timestamps=options.word_timestamps,
+            initial_prompt=options.initial_prompt,
+            vad=options.vad,
+        )
+        segments = []
+        for segment in run.segments:
+            segments.append(_segment_dict(0, _shifted(segment, float(piece["offset"]))))
+            progress(min(segment.end, seconds), seconds, seconds=round(segment.end, 1))
+    progress(seconds, seconds)
+    return {
+        "language": run.language,
+        "language_probability": _rounded(run.language_probability),
+        "segments": segments,
+    }
+
+
+def join_pieces(
+    pieces: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]], language: str | None
+) -> Transcript:
+    """The transcript of the whole input from its pieces' (in order): segments one after
+    another, the language the one asked for, else the first piece with speech heard."""
+    heard = [r for r in results if r["segments"]] or list(results)
+    first = heard[0] if heard else {"language": language or "", "language_probability": None}
+    duration = sum(float(p["seconds"]) for p in pieces)
+    segments = [s for r in results for s in r["segments"]]
+    return Transcript.from_dict(
+        {
+            "language": language or first["language"],
+            "language_probability": None if language else first["language_probability"],
+            "duration": round(duration, 3),
+            "segments": segments,
+        }
+    )
 
 
 def split_at_silences(

@@ -18,6 +18,8 @@ from longplay.framework.errors import (
 from longplay.framework.kinds import (
     FieldError,
     InputFile,
+    ItemContext,
+    ItemFn,
     JobKind,
     NoParams,
     Resource,
@@ -37,6 +39,8 @@ __all__ = [
     "InputFile",
     "InvalidInput",
     "InvalidParams",
+    "ItemContext",
+    "ItemFn",
     "JobCancelled",
     "JobError",
     "JobKind",

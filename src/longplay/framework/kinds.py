@@ -32,10 +32,15 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel
 
 from longplay.framework.errors import InvalidParams
+from longplay.framework.library import Catalog
+from longplay.framework.records import JobRecords
 
 P = TypeVar("P", bound=BaseModel)
 """The params model of a kind, as its steps see it in ``ctx.params``."""
+T = TypeVar("T")
+R = TypeVar("R")
 Resource = Literal["cpu", "gpu"]
+KindPriority = Literal["high", "normal", "low"]
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 
 
@@ -82,6 +87,67 @@ class StepContext(ABC, Generic[P]):
     @abstractmethod
     def note(self, message: str, **data: Any) -> None:
         """Publish a human-readable note as a job event (e.g. a fallback taken)."""
+
+    def stream(self, text: str) -> None:
+        """Publish the next piece of a text the step is writing (an LLM's reply) as a
+        ``token`` event, so a follower shows it as it is written. Call it at a bounded
+        rate, with batches. A context nobody follows live drops it: the step's outputs
+        still carry the whole text."""
+
+    def records(self) -> JobRecords:
+        """The job records of the owner this job acts for (its own, or the one an admin
+        named in a :class:`~longplay.framework.records.ForOwner` parameter); a context
+        made outside a running job has none."""
+        raise NotImplementedError(f"{type(self).__name__} has no job records")
+
+    def map(self, fn: ItemFn[P, T, R], items: Sequence[T]) -> list[R]:
+        """``fn`` over ``items``, the results in the items' order: on a running job,
+        spread over the worker pool, up to the kind's ``fan_out`` processes at once.
+
+        ``fn`` must be a module-level function (every worker process imports it by
+        name); items and results must be JSON values, and an item may read what the
+        step wrote in ``workdir`` (its path is the same in every process). Progress
+        is the sum of the items'; a lost item runs again on its own; cancelling the
+        job stops them all; an item's :class:`JobError` fails the step with it.
+        This base version runs the items here, one after another.
+        """
+        results: list[R] = []
+        for index, item in enumerate(items):
+
+            def progress(done: float, total: float, _i: int = index, **details: Any) -> None:
+                self.advance(_i + (done / total if total else 0.0), len(items), **details)
+
+            item_ctx = ItemContext(self.job_id, self.params, self.inputs, self.workdir, progress)
+            results.append(fn(item_ctx, item))
+        return results
+
+    @property
+    def library(self) -> Catalog:
+        """The collections of the job's owner: passages to search and cite (another
+        owner's collection is not found). A context made outside a running job has none."""
+        raise NotImplementedError(f"{type(self).__name__} has no library of collections")
+
+
+@dataclass(frozen=True)
+class ItemContext(Generic[P]):
+    """What one item of :meth:`StepContext.map` sees, in whichever process runs it."""
+
+    job_id: str
+    params: P
+    inputs: Sequence[InputFile]
+    workdir: Path
+    """The job's work folder: what the step wrote there before mapping."""
+    progress: Callable[..., None]
+    """``progress(done, total, **details)``, as :meth:`advance` takes it."""
+
+    def advance(self, done: float, total: float, **details: Any) -> None:
+        """Report how far this item got; a cancellation checkpoint (raises
+        :class:`~longplay.framework.errors.JobCancelled`)."""
+        self.progress(done, total, **details)
+
+
+ItemFn = Callable[[ItemContext[P], T], R]
+"""The work of one item: ``fn(item_ctx, item) -> result``, item and result JSON values."""
 
 
 StepFn = Callable[[StepContext[P]], None]
@@ -176,11 +242,18 @@ class JobKind(Generic[P]):
     check: SubmitCheck[P] | None = None
     """The kind's own submit-time check of its params and inputs (see :data:`SubmitCheck`)."""
     resource: Resource = "cpu"
+    priority: KindPriority = "normal"
+    """Where the kind's jobs stand against the owner's tier when a submission names no
+    priority: ``normal`` takes the tier's, ``low`` one step below it (bulk work, an
+    export), ``high`` one step above."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     soft_time_limit: float | None = None
     """Seconds after which the job fails with a message saying so."""
     time_limit: float | None = None
     """Seconds after which the worker process running it is killed (and replaced)."""
+    fan_out: int = 1
+    """Worker processes a step's :meth:`StepContext.map` may keep busy at once, the
+    job's own included; 1 runs the items in the job's process."""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -192,6 +265,8 @@ class JobKind(Generic[P]):
             raise ValueError(f"job kind {self.name!r} repeats a step name: {names}")
         if self.max_inputs is not None and self.max_inputs < self.min_inputs:
             raise ValueError(f"job kind {self.name!r}: max_inputs < min_inputs")
+        if self.fan_out < 1:
+            raise ValueError(f"job kind {self.name!r}: fan_out must be at least 1")
         soft, hard = self.soft_time_limit, self.time_limit
         if soft is not None and hard is not None and soft >= hard:
             raise ValueError(f"job kind {self.name!r}: soft_time_limit must be below time_limit")

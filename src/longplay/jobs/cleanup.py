@@ -11,7 +11,10 @@ One run, in this order:
 4. **scratch** folders under ``work_dir`` of jobs that are not queued or running;
 5. **stray files** in the files folder that no artifact row names (a process that
    died between moving a file in and committing its row), older than
-   ``upload_retention``.
+   ``upload_retention``;
+6. **kept turns** of podcasts (``<data dir>/cache/turns/``) no job has used for
+   ``turn_cache_retention`` (using one touches its file), and the temporary files of
+   turns whose job was killed mid-write, an hour after it.
 
 Nothing of a queued or running job is touched: every delete re-checks the status in
 the statement that deletes. Rows go in batches of ``cleanup_batch``, one short
@@ -36,6 +39,7 @@ import redis
 from sqlalchemy import String, cast, delete, select, update
 from sqlalchemy.orm import Session
 
+from longplay.engines.turns import PARTIAL_SUFFIX, turn_cache
 from longplay.jobs.service import remove_job_files
 from longplay.settings import Settings, get_settings
 from longplay.store import files
@@ -49,6 +53,8 @@ FINISHED_VALUES = sorted(s.value for s in FINISHED)
 ACTIVE_VALUES = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
 SCRATCH_MIN_AGE = 60.0
 """Seconds a scratch folder is left alone after its last change, whatever its job says."""
+PARTIAL_TURN_MAX_AGE = 3600.0
+"""Seconds after which a turn's temporary file is a leftover of a killed job."""
 
 
 @dataclass
@@ -61,6 +67,8 @@ class CleanupReport:
     uploads: int = 0
     scratch: int = 0
     stray_files: int = 0
+    turns: int = 0
+    """Kept podcast turns and their leftover temporary files."""
     files: int = 0
     """Artifact files removed with the jobs, results and uploads above."""
     dry_run: bool = False
@@ -84,6 +92,7 @@ def run_cleanup(*, dry_run: bool = False, settings: Settings | None = None) -> C
     _sweep_scratch(settings, report)
     if kept.upload_retention > 0:
         _sweep_stray_files(kept.upload_retention, settings, report)
+    _sweep_turns(settings, report)
     log.info("cleanup%s: %s", " (dry run)" if dry_run else "", report.as_dict())
     return report
 
@@ -347,3 +356,36 @@ def _sweep_stray_files(min_age: float, settings: Settings, report: CleanupReport
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         report.stray_files += 1
+
+
+# -- 6. kept turns -----------------------------------------------------------------------
+
+
+def _sweep_turns(settings: Settings, report: CleanupReport) -> None:
+    folder = turn_cache(settings.data_dir)
+    if not folder.is_dir():
+        return
+    now = time.time()
+    unused = now - settings.retention.turn_cache_retention
+    abandoned = now - PARTIAL_TURN_MAX_AGE
+    keep_forever = settings.retention.turn_cache_retention == 0
+    doomed: list[str] = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if entry.name.endswith(PARTIAL_SUFFIX):
+                stale = abandoned
+            elif keep_forever:
+                continue
+            else:
+                stale = unused
+            if _modified_before(entry.path, stale):
+                doomed.append(entry.path)
+            if len(doomed) >= settings.retention.cleanup_max_per_run:
+                break
+    for path in doomed:
+        if not report.dry_run:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        report.turns += 1

@@ -4,19 +4,33 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from longplay.framework import InputFile, PermanentError, StepContext
+from longplay.framework import InputFile, ItemFn, PermanentError, StepContext
+from longplay.jobs.library import StoreLibrary
 from longplay.jobs.progress import ProgressReporter
+from longplay.jobs.records import StoreRecords, records_for
 from longplay.jobs.unit import tell
 from longplay.jobs.webhooks.outbox import ProgressWebhooks
 from longplay.store import files
 from longplay.store.db import session_scope
 from longplay.store.models import Artifact, Job
 from longplay.store.queries import outputs_of
+
+
+class ItemPool(Protocol):
+    """Where :meth:`JobContext.map` spreads items (:class:`longplay.jobs.fanout.Pool`)."""
+
+    @property
+    def width(self) -> int: ...
+
+    def map(
+        self, ctx: StepContext[Any], step: str, fn: ItemFn[Any, Any, Any], items: Sequence[Any]
+    ) -> list[Any]: ...
 
 
 class JobContext(StepContext[BaseModel]):
@@ -31,17 +45,33 @@ class JobContext(StepContext[BaseModel]):
         workdir: Path,
         reporter: ProgressReporter,
         progress_webhooks: ProgressWebhooks | None = None,
+        pool: ItemPool | None = None,
     ) -> None:
         self.job_id = job.id
+        self._job = job
         self.params = params
         self.inputs = inputs
-        self.workdir = workdir
+        self._workdir = workdir
+        self._workdir_made = False
         self.state = dict(job.checkpoint.get("state", {}))
         self.warnings: list[dict[str, str]] = list(job.checkpoint.get("warnings", []))
         """What the steps noted, kept with the checkpoint and shown on the result."""
         self._reporter = reporter
         self._progress_webhooks = progress_webhooks
         self.pending_outputs: list[tuple[Path, str, str]] = []
+        self._owner_id = job.owner_id
+        self._streamed = 0
+        self._pool = pool
+        self._library = StoreLibrary(job.owner_id)
+
+    @property
+    def workdir(self) -> Path:  # type: ignore[override]  # read-only: the runner owns it
+        """The job's scratch folder, made when a step first asks for it: a job whose
+        steps write no file costs no folder to make and remove."""
+        if not self._workdir_made:
+            self._workdir.mkdir(parents=True, exist_ok=True)
+            self._workdir_made = True
+        return self._workdir
 
     def advance(self, done: float, total: float, **details: Any) -> None:
         self._reporter.advance(done, total, **details)
@@ -64,8 +94,26 @@ class JobContext(StepContext[BaseModel]):
             return [input_file(a) for a in outputs_of(session, self.job_id, step=step)]
 
     def note(self, message: str, **data: Any) -> None:
-        tell("note", self.job_id, message=message, **data)
+        tell("note", self.job_id, known=self._job, message=message, **data)
         self.warnings.append({"code": str(data.get("code", "note")), "message": message})
+
+    def stream(self, text: str) -> None:
+        """A ``token`` event: the text and its ``offset``, the characters streamed
+        before it (a follower can tell it missed none)."""
+        tell("token", self.job_id, known=self._job, text=text, offset=self._streamed)
+        self._streamed += len(text)
+
+    def records(self) -> StoreRecords:
+        return records_for(self.job_id, self._owner_id, self.params)
+
+    def map(self, fn: ItemFn[Any, Any, Any], items: Sequence[Any]) -> list[Any]:
+        if self._pool is None or self._pool.width == 1 or len(items) < 2:
+            return super().map(fn, items)
+        return self._pool.map(self, self._reporter.tracker.step or "", fn, items)
+
+    @property
+    def library(self) -> StoreLibrary:
+        return self._library
 
 
 def input_file(artifact: Artifact) -> InputFile:
@@ -80,15 +128,19 @@ def input_file(artifact: Artifact) -> InputFile:
 
 
 def load_inputs(job: Job) -> list[InputFile]:
-    """The job's input files, in order; one that is gone fails the job for good."""
+    """The job's input files, in order, another job's outputs found now; one that is
+    gone (or an output that job did not make) fails the job for good."""
     if not job.inputs:
         return []
     with session_scope() as session:
+        artifact_ids = [
+            i if isinstance(i, str) else _output_named(session, job, i) for i in job.inputs
+        ]
         rows = {
-            a.id: a for a in session.scalars(select(Artifact).where(Artifact.id.in_(job.inputs)))
+            a.id: a for a in session.scalars(select(Artifact).where(Artifact.id.in_(artifact_ids)))
         }
     inputs = []
-    for artifact_id in job.inputs:
+    for artifact_id in artifact_ids:
         artifact = rows.get(artifact_id)
         path = files.path_of(artifact) if artifact is not None else None
         if artifact is None or path is None or not path.is_file():
@@ -97,3 +149,16 @@ def load_inputs(job: Job) -> list[InputFile]:
             )
         inputs.append(input_file(artifact))
     return inputs
+
+
+def _output_named(session: Session, job: Job, ref: dict[str, str]) -> str:
+    """The id of the output of another job of the owner's that ``ref`` names: by
+    ``output`` (its name) or by ``suffix`` (the first, oldest, whose name ends so)."""
+    upstream, name, suffix = ref["job"], ref.get("output"), ref.get("suffix")
+    for artifact in outputs_of(session, upstream):
+        if artifact.owner_id != job.owner_id:
+            break
+        if artifact.name == name or (suffix is not None and artifact.name.endswith(suffix)):
+            return artifact.id
+    wanted = f"named {name}" if name is not None else f"ending with {suffix}"
+    raise PermanentError(f"job {upstream} has no output {wanted}", code="input_missing")

@@ -43,7 +43,7 @@ def settle_error(job: Job, error: JobError, *, worker: str, redeliver: bool = Tr
     """
     kind = get_kind(job.kind)
     policy = kind.retry if kind is not None else RetryPolicy(max_attempts=1)
-    with unit_of_work() as unit:
+    with unit_of_work(known=job) as unit:
         session = unit.session
         row = session.get(Job, job.id)
         attempts = row.attempts if row is not None else job.attempts

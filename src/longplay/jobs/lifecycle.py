@@ -21,6 +21,9 @@ from longplay.store.db import affected
 from longplay.store.models import Job, JobStatus, utcnow
 
 ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
+    # A waiting job is queued when the jobs it waits for completed, cancelled when one
+    # of them did not; one cancelled that way waits again when its owner retries it.
+    JobStatus.WAITING: frozenset({JobStatus.QUEUED, JobStatus.CANCELLED}),
     JobStatus.QUEUED: frozenset(
         {JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.EXPIRED}
     ),
@@ -29,7 +32,7 @@ ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     ),
     JobStatus.COMPLETED: frozenset(),
     JobStatus.FAILED: frozenset({JobStatus.QUEUED}),
-    JobStatus.CANCELLED: frozenset(),
+    JobStatus.CANCELLED: frozenset({JobStatus.WAITING}),
     JobStatus.EXPIRED: frozenset(),
 }
 

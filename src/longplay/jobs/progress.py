@@ -89,8 +89,11 @@ class ProgressReporter:
         *,
         write_interval: float,
         clock: Clock = time.monotonic,
+        known: Job | None = None,
     ) -> None:
         self.job_id = job_id
+        self._known = known
+        """The runner's copy of the job, carried by the announcements."""
         self.worker = worker
         self.tracker = ProgressTracker(steps, clock=clock)
         self._write_interval = write_interval
@@ -109,7 +112,7 @@ class ProgressReporter:
     def finish_step(self, step: Step[Any], *, skipped: bool = False) -> None:
         self.tracker.finish(step.name)
         if skipped:
-            tell("step_skipped", self.job_id, step=step.name)
+            tell("step_skipped", self.job_id, known=self._known, step=step.name)
 
     def advance(self, done: float, total: float, **details: Any) -> None:
         if self.lost.is_set():
@@ -123,7 +126,7 @@ class ProgressReporter:
         snapshot = self.snapshot()
         if snapshot != self._last_published:
             self._last_published = snapshot
-            tell("progress", self.job_id, status="running", **snapshot)
+            tell("progress", self.job_id, known=self._known, status="running", **snapshot)
         if now - self._last_write >= self._write_interval:
             self._last_write = now
             self.write(snapshot)

@@ -28,17 +28,18 @@ from longplay.framework import (
     Step,
     get_kind,
 )
-from longplay.jobs import lifecycle
+from longplay.jobs import lifecycle, logs
 from longplay.jobs.admission import rounds
 from longplay.jobs.attempts import close_attempt, open_attempt
 from longplay.jobs.context import JobContext, load_inputs
 from longplay.jobs.endings import after_cancel, end_stuck_process, settle_error
+from longplay.jobs.fanout import Pool
 from longplay.jobs.progress import Heartbeat, ProgressReporter, touch_in
 from longplay.jobs.unit import unit_of_work
 from longplay.jobs.webhooks.outbox import progress_webhooks
 from longplay.settings import get_settings
 from longplay.store import files
-from longplay.store.models import Artifact, ArtifactRole, Job, JobStatus
+from longplay.store.models import Artifact, ArtifactRole, Job, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +72,22 @@ def _claim_and_run(job_id: str, *, worker: str, is_gone: Callable[[str], bool]) 
             log.info("job %s: not claimable here (already running, finished or gone)", job_id)
             return False
         attempt = open_attempt(session, job.id, worker, after_lost=job.attempts > 1)
+        unit.knows(job)
         unit.announce("running", job.id, status="running", attempt=attempt, worker=worker)
+    with logs.job_context(job_id=job.id, kind=job.kind, owner=job.owner_id, attempt=attempt):
+        _run(job, attempt, worker=worker, is_gone=is_gone)
+    return True
+
+
+def _run(job: Job, attempt: int, *, worker: str, is_gone: Callable[[str], bool]) -> None:
+    """Run the claimed job's steps and settle how the run ended."""
+    settings = get_settings()
     log.info("job %s (%s) started, attempt %d", job.id, job.kind, attempt)
     kind = get_kind(job.kind)
     try:
         if kind is None:
             raise PermanentError(f"this worker has no job kind {job.kind!r}", code="unknown_kind")
-        _run_steps(job, kind, worker=worker)
+        _run_steps(job, kind, worker=worker, is_gone=is_gone)
     except JobCancelled:
         after_cancel(job, worker=worker)
     except JobError as exc:
@@ -104,20 +114,27 @@ def _claim_and_run(job_id: str, *, worker: str, is_gone: Callable[[str], bool]) 
         settle_error(job, error, worker=worker)
     finally:
         shutil.rmtree(settings.work_dir / job.id, ignore_errors=True)
-    return True
 
 
-def _run_steps(job: Job, kind: JobKind[Any], *, worker: str) -> None:
+def _run_steps(
+    job: Job, kind: JobKind[Any], *, worker: str, is_gone: Callable[[str], bool]
+) -> None:
     settings = get_settings()
     params = kind.params.model_validate(job.params)
     inputs = load_inputs(job)
     workdir = settings.work_dir / job.id
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
+    shutil.rmtree(workdir, ignore_errors=True)  # what an earlier, lost run left
     reporter = ProgressReporter(
-        job.id, worker, kind.steps, write_interval=settings.worker.progress_write_interval
+        job.id,
+        worker,
+        kind.steps,
+        write_interval=settings.worker.progress_write_interval,
+        known=job,
     )
-    ctx = JobContext(job, params, inputs, workdir, reporter, progress_webhooks(job, settings))
+    pool = Pool(job.id, job.resource, job.priority, kind.fan_out, worker, is_gone)
+    ctx = JobContext(
+        job, params, inputs, workdir, reporter, progress_webhooks(job, settings), pool=pool
+    )
     done: list[str] = list(job.checkpoint.get("done", []))
     heartbeat = Heartbeat(
         reporter,
@@ -131,6 +148,7 @@ def _run_steps(job: Job, kind: JobKind[Any], *, worker: str) -> None:
             if step.name in done:
                 reporter.finish_step(step, skipped=True)
                 continue
+            logs.at_step(step.name)
             reporter.start_step(step)
             step.run(ctx)
             reporter.advance(1, 1)
@@ -160,6 +178,11 @@ def _keep_step(
         )
         for path, name, media_type in ctx.pending_outputs
     ]
+    # Outputs are listed by time: one step's, made within a microsecond of each other,
+    # keep the order the step added them in.
+    now = utcnow()
+    for n, artifact in enumerate(kept):
+        artifact.created_at = now + timedelta(microseconds=n)
     ctx.pending_outputs.clear()
     outputs = [*job.checkpoint.get("outputs", []), *(a.id for a in kept)]
     checkpoint = {

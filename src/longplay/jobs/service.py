@@ -16,11 +16,11 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from longplay.framework import get_kind
-from longplay.jobs import events, lifecycle
-from longplay.jobs.admission import pump
+from longplay.jobs import dependencies, events, lifecycle
 from longplay.jobs.admission.position import queue_positions as queue_positions
+from longplay.jobs.dependencies import waiting_for as waiting_for
 from longplay.jobs.refusals import Conflict, Forbidden, Invalid, NotFound, ServiceError
-from longplay.jobs.unit import UnitOfWork
+from longplay.jobs.unit import UnitOfWork, unit_of_work
 from longplay.settings import get_settings
 from longplay.store import files, queries
 from longplay.store.models import (
@@ -109,7 +109,6 @@ def retry_job(session: Session, *, owner: Owner, job_id: str) -> Job:
     unit = UnitOfWork(session)
     job = _requeue(unit, owner=owner, job_id=job_id)
     unit.commit()
-    pump.pump_quietly()
     return job
 
 
@@ -132,13 +131,14 @@ def retry_jobs(session: Session, *, owner: Owner, job_ids: Sequence[str]) -> Ret
         except ServiceError as exc:
             skipped.append((job_id, str(exc)))
     unit.commit()
-    pump.pump_quietly()
     return RetryOutcome(retried, skipped)
 
 
 def _requeue(unit: UnitOfWork, *, owner: Owner, job_id: str) -> Job:
     session = unit.session
     job = get_job(session, owner=owner, job_id=job_id)
+    if (job.error or {}).get("code") == dependencies.UPSTREAM_FAILED:
+        return _wait_again(unit, job)
     kind = get_kind(job.kind)
     if kind is None:
         raise Conflict(f"job {job.id} is of kind {job.kind!r}, which this service no longer has")
@@ -158,6 +158,30 @@ def _requeue(unit: UnitOfWork, *, owner: Owner, job_id: str) -> Job:
         raise Conflict(f"job {job.id} is {job.status}; only a failed job can be retried")
     session.refresh(job)
     unit.announce("queued", job.id, status="queued", kind=job.kind, priority=job.priority)
+    return job
+
+
+def _wait_again(unit: UnitOfWork, job: Job) -> Job:
+    """A job cancelled because a job it waits for did not complete waits again, once
+    that job was retried; it is queued when they all complete."""
+    session = unit.session
+    failure = dependencies.upstream_failure(session, job.id)
+    if failure is not None:
+        upstream, how = failure
+        raise Conflict(f"job {upstream}, which job {job.id} waits for, is {how}; retry it first")
+    if not lifecycle.transition(
+        session,
+        job.id,
+        JobStatus.WAITING,
+        from_=[JobStatus.CANCELLED],
+        error=None,
+        finished_at=None,
+    ):
+        session.refresh(job)
+        raise Conflict(f"job {job.id} is {job.status}; only a failed job can be retried")
+    session.refresh(job)
+    unit.announce("waiting", job.id, status="waiting", kind=job.kind, priority=job.priority)
+    unit.after_commit(lambda: dependencies.settle(job.id, unit_of_work))
     return job
 
 

@@ -21,12 +21,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from longplay.framework import JobKind, get_kind
+from longplay.jobs import dependencies
 from longplay.jobs.admission import pump
 from longplay.jobs.admission.limits import limits_of, refuse_submission
 from longplay.jobs.checks import check_submission
-from longplay.jobs.refusals import Invalid, RateLimited, Unavailable
+from longplay.jobs.collection_checks import check_named_collection
+from longplay.jobs.records import check_for_owner
+from longplay.jobs.refusals import Conflict, Invalid, NotFound, RateLimited, Unavailable
 from longplay.jobs.service import remove_job_files
-from longplay.jobs.unit import UnitOfWork
+from longplay.jobs.templates import with_own_template
+from longplay.jobs.unit import UnitOfWork, unit_of_work
 from longplay.settings import get_settings
 from longplay.store import files
 from longplay.store.models import (
@@ -39,6 +43,10 @@ from longplay.store.models import (
     new_id,
 )
 from longplay.store.queries import outputs_of
+from longplay.store.views import OutputRef
+
+Input = str | OutputRef
+"""An input as submitted: an artifact id, or another job's output."""
 
 
 def _kind_or_invalid(name: str) -> JobKind[Any]:
@@ -48,20 +56,32 @@ def _kind_or_invalid(name: str) -> JobKind[Any]:
     return kind
 
 
+def kind_priority(tier: Priority, kind: JobKind[Any]) -> Priority:
+    """The priority of a job that names none: its owner's tier's, moved a step down for
+    a kind declared ``low`` (or up for ``high``), within high to low."""
+    ranks = sorted(PRIORITY_RANK, key=PRIORITY_RANK.__getitem__)
+    shift = PRIORITY_RANK[Priority(kind.priority)] - PRIORITY_RANK[Priority.NORMAL]
+    return ranks[min(max(PRIORITY_RANK[tier] + shift, 0), len(ranks) - 1)]
+
+
 def create_job(
     session: Session,
     *,
     owner: Owner,
     kind_name: str,
     params: dict[str, Any],
-    input_ids: Sequence[str],
+    input_ids: Sequence[Input],
     priority: Priority | None = None,
     run_at: datetime | None = None,
     deadline: datetime | None = None,
     callback_url: str | None = None,
     callback_events: Sequence[str] = (),
+    after: Sequence[str] = (),
+    flow_id: str | None = None,
+    stage: str | None = None,
 ) -> Job:
-    """Check a submission and add its job (queued) to the session; dispatch after commit."""
+    """Check a submission and add its job to the session (queued, or waiting for the
+    jobs in ``after`` and those whose outputs it reads); dispatch after commit."""
     kind = _kind_or_invalid(kind_name)
     try:
         checked = kind.params.model_validate(params)
@@ -80,25 +100,34 @@ def create_job(
         raise Invalid(f"{kind.name} takes {wanted} input file(s), got {count}")
     if count > get_settings().api.max_inputs_per_job:
         raise Invalid(f"at most {get_settings().api.max_inputs_per_job} inputs per job")
+    artifact_ids = [i for i in input_ids if isinstance(i, str)]
     found: dict[str, str] = (
         {
             artifact_id: sha256
             for artifact_id, sha256 in session.execute(
                 select(Artifact.id, Artifact.sha256).where(
-                    Artifact.id.in_(input_ids), Artifact.owner_id == owner.id
+                    Artifact.id.in_(artifact_ids), Artifact.owner_id == owner.id
                 )
             )
         }
-        if input_ids
+        if artifact_ids
         else {}
     )
-    missing = [i for i in input_ids if i not in found]
+    missing = [i for i in artifact_ids if i not in found]
     if missing:
         raise Invalid(f"no such artifact: {', '.join(missing)}")
-    check_submission(session, kind, checked, input_ids)
+    if len(artifact_ids) == len(input_ids):  # another job's outputs are not known yet
+        check_submission(session, kind, checked, artifact_ids)
+    check_for_owner(session, owner, checked)
+    checked = with_own_template(session, owner, checked)
+    upstream = list(
+        dict.fromkeys([*after, *(i.job for i in input_ids if isinstance(i, OutputRef))])
+    )
+    _check_upstream(session, owner, upstream)
+    check_named_collection(session, owner.id, checked, waits=bool(upstream))
     if deadline is not None and run_at is not None and deadline <= run_at:
         raise Invalid("deadline must come after run_at")
-    priority = priority or limits_of(owner).priority
+    priority = priority or kind_priority(limits_of(owner).priority, kind)
     params_json = checked.model_dump(mode="json")
     job = Job(
         id=new_id("job"),
@@ -107,18 +136,48 @@ def create_job(
         priority=priority.value,
         priority_rank=PRIORITY_RANK[priority],
         resource=kind.resource,
+        status=(JobStatus.WAITING if upstream else JobStatus.QUEUED).value,
         params=params_json,
-        inputs=list(input_ids),
-        content_key=content_key(kind.name, params_json, [found[i] for i in input_ids]),
+        inputs=[i if isinstance(i, str) else i.model_dump(exclude_none=True) for i in input_ids],
+        content_key=content_key(kind.name, params_json, [_input_key(i, found) for i in input_ids]),
         max_attempts=kind.retry.max_attempts or get_settings().worker.max_attempts,
         run_at=run_at,
         deadline=deadline,
         callback_url=callback_url,
         callback_events=list(callback_events) or None,
+        flow_id=flow_id,
+        stage=stage,
     )
     session.add(job)
     session.flush()
+    dependencies.add(session, job.id, upstream)
     return job
+
+
+def _check_upstream(session: Session, owner: Owner, job_ids: Sequence[str]) -> None:
+    """Refuse waiting for a job that is not the owner's (a 404, as if it did not exist)
+    or that has already ended without completing (it never will)."""
+    if not job_ids:
+        return
+    statuses = dict(
+        session.execute(
+            select(Job.id, Job.status).where(Job.id.in_(job_ids), Job.owner_id == owner.id)
+        ).all()
+    )
+    missing = [i for i in job_ids if i not in statuses]
+    if missing:
+        raise NotFound(f"no job {', '.join(missing)}")
+    ended = [f"{i} is {statuses[i]}" for i in job_ids if statuses[i] in dependencies.UNSUCCESSFUL]
+    if ended:
+        raise Conflict(f"job {', '.join(ended)}; it will not complete, so nothing can wait for it")
+
+
+def _input_key(item: Input, found: dict[str, str]) -> str:
+    """What stands for an input in the content key: its bytes' SHA-256, or the output
+    it names (not known before that job completes)."""
+    if isinstance(item, str):
+        return found[item]
+    return f"{item.job}:{item.output if item.output is not None else '*' + (item.suffix or '')}"
 
 
 @dataclass(frozen=True)
@@ -136,7 +195,7 @@ def submit_job(
     owner: Owner,
     kind_name: str,
     params: dict[str, Any],
-    input_ids: Sequence[str],
+    input_ids: Sequence[Input],
     priority: Priority | None = None,
     uploaded: Sequence[Artifact] = (),
     idempotency_key: str | None = None,
@@ -146,11 +205,14 @@ def submit_job(
     callback_url: str | None = None,
     callback_events: Sequence[str] = (),
     admit: bool = True,
+    after: Sequence[str] = (),
 ) -> Submission:
     """Create, commit and dispatch a job; ``uploaded`` are input artifacts sent with it.
 
-    ``admit=False`` leaves asking admission for a round to the caller (the API does it
-    after its answer went out, with :func:`admit_submitted`).
+    The job's announcement asks admission for a round. ``admit=True`` also makes sure
+    the queue answers (else nothing is submitted) and books the rounds the job's
+    ``run_at`` and ``deadline`` need; ``admit=False`` leaves those rounds to the caller
+    (:func:`book_rounds`).
 
     With an ``idempotency_key`` the owner already used, the first job comes back and
     nothing new is stored, not even this request's uploads. So it is with ``dedupe``
@@ -176,6 +238,7 @@ def submit_job(
             deadline=deadline,
             callback_url=callback_url,
             callback_events=callback_events,
+            after=after,
         )
         if dedupe and (earlier := _duplicate_of(session, job)) is not None:
             _discard(unit, uploaded)
@@ -186,7 +249,15 @@ def submit_job(
             job.idempotency_key = idempotency_key
         for artifact in uploaded:
             artifact.job_id = job.id
-        unit.announce("queued", job.id, status="queued", kind=job.kind, priority=job.priority)
+        unit.knows(job)
+        unit.announce(
+            job.status,
+            job.id,
+            status=job.status,
+            kind=job.kind,
+            priority=job.priority,
+            submitted=True,
+        )
         unit.commit()
     except IntegrityError:
         _discard(unit, uploaded)
@@ -197,6 +268,9 @@ def submit_job(
     except BaseException:
         _discard(unit, uploaded)
         raise
+    if job.status == JobStatus.WAITING.value:
+        dependencies.settle(job.id, unit_of_work)  # what it waits for may have ended meanwhile
+        session.refresh(job)
     if not admit:
         return Submission(job)
     try:
@@ -204,18 +278,14 @@ def submit_job(
     except Exception as exc:
         abandon(session, job)
         raise Unavailable(f"the queue is not reachable, nothing was submitted: {exc}") from exc
-    admit_submitted(job.run_at, job.deadline, notified=True)
+    book_rounds(job.run_at, job.deadline)
     return Submission(job)
 
 
-def admit_submitted(
-    run_at: datetime | None, deadline: datetime | None, *, notified: bool = False
-) -> None:
-    """After a submission committed: ask admission for a round (a worker's admission
-    loop hands the job over), and book the rounds its ``run_at`` and ``deadline`` need.
-    A failure leaves the job held in the store for beat's next round."""
-    if not notified:
-        pump.notify_quietly()
+def book_rounds(run_at: datetime | None, deadline: datetime | None) -> None:
+    """After a submission committed: book the admission rounds its ``run_at`` and
+    ``deadline`` need (none for a job due now; its announcement asked for the round that
+    hands it over). A failure leaves the job held in the store for beat's rounds."""
     pump.wake_quietly(run_at)
     pump.wake_quietly(deadline)
 

@@ -6,8 +6,9 @@ says what happened, and :meth:`UnitOfWork.commit` commits and only then tells th
 subscribers. Nothing is told about a change that rolled back.
 
 :data:`HOOKS` is the process's registry, with longplay's own subscribers: the webhook
-outbox (staged with the change), the live event streams and admission, which hears of
-the room a change freed (both told after it).
+outbox and the end of a run's fan-out items (staged with the change); the live event
+streams, the metrics and admission, which hears of the room a change freed (sent to
+Redis in one round trip after it); flows and dependents (told after that).
 """
 
 from __future__ import annotations
@@ -15,23 +16,27 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from longplay.jobs import events
+from longplay.jobs import dependencies, events, fanout_items, flow_events, metrics
 from longplay.jobs.admission import pump
 from longplay.jobs.hooks import Announcement, Hooks
 from longplay.jobs.webhooks import outbox
+from longplay.redis_client import get_redis
 from longplay.store.db import session_scope
 from longplay.store.models import Job
 
 log = logging.getLogger(__name__)
 
-HOOKS = Hooks()
+HOOKS = Hooks(pipeline=lambda: get_redis().pipeline(transaction=False))
 HOOKS.subscribe(staged=outbox.stage)
-HOOKS.subscribe(told=events.tell)
-HOOKS.subscribe(told=pump.tell)
+HOOKS.subscribe(staged=fanout_items.stop_with_job)
+HOOKS.subscribe(sent=events.send)
+HOOKS.subscribe(sent=pump.send)
+HOOKS.subscribe(sent=metrics.send)
 
 
 class UnitOfWork:
@@ -50,7 +55,8 @@ class UnitOfWork:
 
     def knows(self, job: Job) -> None:
         """Let subscribers read ``job`` (a copy the caller holds, say the runner's) for
-        what never changes, instead of selecting it again."""
+        what never changes, instead of selecting it again: :meth:`job` returns it, and
+        the announcements about it carry it."""
         self._known[job.id] = job
 
     def job(self, job_id: str) -> Job | None:
@@ -60,7 +66,7 @@ class UnitOfWork:
 
     def announce(self, event: str, job_id: str, **data: Any) -> None:
         """Say what happened to a job in this unit; staged now, told after the commit."""
-        announcement = Announcement(event, job_id, data)
+        announcement = Announcement(event, job_id, data, self._known.get(job_id))
         self._hooks.stage(self, announcement)
         self._told.append(announcement)
 
@@ -79,8 +85,7 @@ class UnitOfWork:
                 work()
             except Exception:
                 log.exception("work after a commit failed")
-        for announcement in told:
-            self._hooks.tell(announcement)
+        self._hooks.tell(*told)
 
     def rollback(self) -> None:
         """Undo the changes; their announcements are dropped."""
@@ -105,6 +110,13 @@ def unit_of_work(*, known: Job | None = None) -> Iterator[UnitOfWork]:
         unit.commit()
 
 
-def tell(event: str, job_id: str, **data: Any) -> None:
-    """Announce something that changed no row (progress, a note): told at once."""
-    HOOKS.tell(Announcement(event, job_id, data))
+# After the commit, in this order: a flow's stream and end hear of a job's ending
+# before its dependents are settled (whose cancellations are announced in turn).
+HOOKS.subscribe(told=partial(flow_events.tell, open_unit=unit_of_work))
+HOOKS.subscribe(told=partial(dependencies.tell, open_unit=unit_of_work))
+
+
+def tell(event: str, job_id: str, *, known: Job | None = None, **data: Any) -> None:
+    """Announce something that changed no row (progress, a note): told at once.
+    ``known``: the caller's copy of the job (see :attr:`Announcement.job`)."""
+    HOOKS.tell(Announcement(event, job_id, data, known))

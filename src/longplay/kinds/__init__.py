@@ -16,6 +16,12 @@ BUILTIN = (
     "longplay.kinds.synthesize",
     "longplay.kinds.translate",
     "longplay.kinds.dub",
+    "longplay.kinds.transcribe_music",
+    "longplay.kinds.summarize",
+    "longplay.kinds.index",
+    "longplay.kinds.reply",
+    "longplay.kinds.export",
+    "longplay.kinds.podcast",
 )
 
 

@@ -4,22 +4,38 @@ out as plain text, SRT, WebVTT and JSON (segments, words, language, duration).
 The ``transcribe`` step keeps the JSON transcript, the full record; ``write`` renders
 the text, SRT and WebVTT from it, so a retry after the first step does not pay for
 the transcription again. The work is :mod:`longplay.engines.transcription`.
+
+A recording longer than the ``stt.fan_out_above`` setting is cut at silences into
+pieces of at most ``stt.fan_out_piece`` seconds, which free worker processes
+transcribe side by side (``ctx.map``, up to ``FAN_OUT`` at once); the pieces'
+transcripts are joined on the recording's timeline. A shorter one takes one pass.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from longplay.engines.transcription import (
     MEDIA_TYPES,
+    Transcript,
     TranscriptFormat,
     TranscriptionOptions,
+    cut_into_pieces,
+    join_pieces,
     read_transcript,
     stem_of,
     transcribe_audio,
+    transcribe_piece,
     write_transcript,
 )
-from longplay.framework import JobKind, Step, StepContext, register
+from longplay.framework import InputFile, ItemContext, JobKind, Step, StepContext, register
+from longplay.media import probe
+from longplay.settings import get_settings
+
+FAN_OUT = 8
+"""Worker processes one long recording may keep busy at once."""
+PIECES = "pieces"
 
 
 class TranscribeParams(TranscriptionOptions):
@@ -29,13 +45,17 @@ class TranscribeParams(TranscriptionOptions):
 def transcribe(ctx: StepContext[TranscribeParams]) -> None:
     """Transcribe the input and keep the JSON transcript."""
     params, source = ctx.params, ctx.inputs[0]
-    transcript = transcribe_audio(
-        source,
-        params,
-        progress=ctx.advance,
-        on_fallback=lambda f: ctx.note(f.describe()),
-        note=ctx.note,
-    )
+    stt = get_settings().stt
+    if stt.engine == "local" and probe(source.path, name=source.name).duration > stt.fan_out_above:
+        transcript = _side_by_side(ctx, source, stt.fan_out_piece)
+    else:
+        transcript = transcribe_audio(
+            source,
+            params,
+            progress=ctx.advance,
+            on_fallback=lambda f: ctx.note(f.describe()),
+            note=ctx.note,
+        )
     if not transcript.segments:
         ctx.note(f"no speech found in {source.name}: the transcript is empty")
     words = sum(len(s.words) for s in transcript.segments)
@@ -47,6 +67,22 @@ def transcribe(ctx: StepContext[TranscribeParams]) -> None:
     }
     path = write_transcript(transcript, ctx.workdir, stem_of(source), ("json",))["json"]
     ctx.add_output(path, media_type=MEDIA_TYPES["json"])
+
+
+def _side_by_side(
+    ctx: StepContext[TranscribeParams], source: InputFile, piece_s: float
+) -> Transcript:
+    """A long recording cut into pieces that the pool transcribes side by side."""
+    pieces = cut_into_pieces(source, ctx.workdir / PIECES, piece_s=piece_s, note=ctx.note)
+    results = ctx.map(transcribe_one_piece, pieces)
+    return join_pieces(pieces, results, ctx.params.language)
+
+
+def transcribe_one_piece(
+    ctx: ItemContext[TranscribeParams], piece: dict[str, Any]
+) -> dict[str, Any]:
+    """One piece of a long recording, in whichever worker process takes it."""
+    return transcribe_piece(piece, ctx.workdir / PIECES, ctx.params, progress=ctx.advance)
 
 
 def write(ctx: StepContext[TranscribeParams]) -> None:
@@ -72,5 +108,6 @@ register(
         min_inputs=1,
         max_inputs=1,
         input_types=("audio/", "video/"),
+        fan_out=FAN_OUT,
     )
 )

@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     String,
     Text,
     TypeDecorator,
@@ -59,6 +60,8 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
 class JobStatus(enum.StrEnum):
+    WAITING = "waiting"
+    """Waits for the jobs it names in ``after`` to complete; admission does not see it."""
     QUEUED = "queued"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -216,6 +219,12 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
+    flow_id: Mapped[str | None] = mapped_column(
+        ForeignKey("flows.id", ondelete="CASCADE"), index=True
+    )
+    """The flow this job is a stage of, if any (issue 12)."""
+    stage: Mapped[str | None] = mapped_column(String(64))
+    """Its stage's name in that flow."""
 
     @property
     def status_enum(self) -> JobStatus:
@@ -279,3 +288,143 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None]
+
+
+class DocumentStatus(enum.StrEnum):
+    """Where a document of a collection stands; only ``indexed`` ones have passages."""
+
+    QUEUED = "queued"
+    INDEXED = "indexed"
+    FAILED = "failed"
+
+
+class Collection(Base):
+    """A named set of an owner's documents that jobs search and cite (issue 10)."""
+
+    __tablename__ = "collections"
+    __table_args__ = (Index("ix_collections_owner_created", "owner_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Document(Base):
+    """One file of a collection, read and cut into passages by an ``index`` job."""
+
+    __tablename__ = "documents"
+    __table_args__ = (Index("ix_documents_collection_seq", "collection_id", "seq"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    collection_id: Mapped[str] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    """Its order in the collection: documents in the order they were added."""
+    artifact_id: Mapped[str | None] = mapped_column(ForeignKey("artifacts.id", ondelete="SET NULL"))
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    """The ``index`` job that reads it."""
+    name: Mapped[str] = mapped_column(String(1024))
+    media_type: Mapped[str] = mapped_column(String(127))
+    status: Mapped[str] = mapped_column(String(16), default=DocumentStatus.QUEUED.value)
+    passage_count: Mapped[int] = mapped_column(default=0)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    """Why it could not be read (``code``, ``message``), when it failed."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    indexed_at: Mapped[datetime | None]
+
+
+class Passage(Base):
+    """A piece of a document that search finds and a script cites.
+
+    ``seq`` is the row number the full-text index refers to (SQLite's FTS5 table
+    ``passages_fts``; PostgreSQL's generated ``search_vector`` column, both made by
+    migration 0006); ``id`` is the name the API and the steps know it by.
+    """
+
+    __tablename__ = "passages"
+    __table_args__ = (Index("ix_passages_document_position", "document_id", "position"),)
+
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    collection_id: Mapped[str] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), index=True
+    )
+    document_id: Mapped[str] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    position: Mapped[int]
+    heading: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    start: Mapped[float | None]
+    end: Mapped[float | None]
+
+
+class Flow(Base):
+    """Jobs submitted together as named stages (``POST /v1/flows``). Its status is its
+    jobs'; ``finished_at`` is set once, by whoever ended its last job, so its webhook
+    goes out once."""
+
+    __tablename__ = "flows"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class JobDependency(Base):
+    """A job waits for another (``after``, or an input naming its outputs)."""
+
+    __tablename__ = "job_dependencies"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    after_id: Mapped[str] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class FanOutItem(Base):
+    """One item of a step that maps a function over the worker pool (``ctx.map``): what
+    it is, who runs it under which lease, how far it got and what it gave back."""
+
+    __tablename__ = "fanout_items"
+    __table_args__ = (
+        Index("ux_fanout_items_position", "job_id", "step", "position", unique=True),
+        Index("ix_fanout_items_status", "job_id", "step", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    step: Mapped[str] = mapped_column(String(40))
+    position: Mapped[int]
+    function: Mapped[str] = mapped_column(String(300))
+    """``module:qualname`` of the function every process imports to run the item."""
+    item: Mapped[Any] = mapped_column(JSONType)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    """pending, running, done, failed or cancelled."""
+    worker: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None]
+    fraction: Mapped[float] = mapped_column(default=0.0)
+    """How much of the item is done, 0 to 1: the job's progress sums these."""
+    tries: Mapped[int] = mapped_column(default=0)
+    result: Mapped[Any | None] = mapped_column(JSONType)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class Template(Base):
+    """An owner's own summary template: sections, each an instruction and a form (issue 11)."""
+
+    __tablename__ = "templates"
+    __table_args__ = (Index("ux_templates_owner_name", "owner_id", "name", unique=True),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(40))
+    description: Mapped[str] = mapped_column(Text, default="")
+    sections: Mapped[list[Any]] = mapped_column(JSONType)
+    """``[{"name", "instruction", "form"}]``, in order."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -4,14 +4,15 @@ the same shape from one definition."""
 
 from __future__ import annotations
 
+import enum
 import re
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from longplay.settings import get_settings
-from longplay.store.models import Artifact, Job, JobStatus, Priority
+from longplay.store.models import Artifact, Flow, Job, JobStatus, Priority
 
 _SERVER_PATH = re.compile(r"""(?<![\w.:/~-])(?:/[^\s'"`/:;,()<>\[\]{}|]+){2,}/?""")
 """An absolute path of two or more parts, not inside a URL (``http://host/a/b``)."""
@@ -97,6 +98,23 @@ class ArtifactPublic(BaseModel):
         )
 
 
+class OutputRef(BaseModel):
+    """An input taken from another job's outputs, found when this job starts: the one
+    named ``output``, or the first whose name ends with ``suffix``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job: str = Field(description="One of your jobs; this job waits for it to complete.")
+    output: str | None = Field(None, description="The output's name, e.g. `talk.json`.")
+    suffix: str | None = Field(None, description="The end of its name, e.g. `.json`.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> OutputRef:
+        if (self.output is None) == (self.suffix is None):
+            raise ValueError("name the output by `output` or by `suffix`, one of the two")
+        return self
+
+
 class JobLinks(BaseModel):
     self: str
     cancel: str
@@ -109,7 +127,17 @@ class JobPublic(BaseModel):
     status: JobStatus
     priority: Priority
     params: dict[str, Any]
-    inputs: list[str]
+    inputs: list[str | OutputRef] = Field(
+        description="Artifact ids, or outputs of other jobs (resolved when this job starts)."
+    )
+    waiting_for: list[str] = Field(
+        default_factory=list,
+        description="While `waiting`: the jobs (from `after` or its inputs) that have not "
+        "completed yet. It is queued once they all have; cancelled with `upstream_failed` "
+        "if one fails, is cancelled or expires.",
+    )
+    flow_id: str | None = Field(None, description="The flow this job is a stage of.")
+    stage: str | None = Field(None, description="Its stage's name in that flow.")
     progress: float = Field(description="Percent done, 0 to 100.")
     current_step: str | None
     step_details: dict[str, Any]
@@ -150,6 +178,7 @@ class JobPublic(BaseModel):
         *,
         queue_position: int | None = None,
         outputs: list[Artifact] | None = None,
+        waiting_for: list[str] | None = None,
     ) -> JobPublic:
         base = f"/v1/jobs/{job.id}"
         return cls(
@@ -158,7 +187,10 @@ class JobPublic(BaseModel):
             status=JobStatus(job.status),
             priority=Priority(job.priority),
             params=job.params,
-            inputs=job.inputs,
+            inputs=[i if isinstance(i, str) else OutputRef.model_validate(i) for i in job.inputs],
+            waiting_for=waiting_for or [],
+            flow_id=job.flow_id,
+            stage=job.stage,
             progress=job.progress,
             current_step=job.current_step,
             step_details=job.step_details,
@@ -181,4 +213,69 @@ class JobPublic(BaseModel):
             updated_at=job.updated_at,
             finished_at=job.finished_at,
             links=JobLinks(self=base, cancel=f"{base}/cancel", events=f"{base}/events"),
+        )
+
+
+class FlowStatus(enum.StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+def flow_status(statuses: list[str]) -> FlowStatus:
+    """Running until every stage ended; then failed if one failed or expired, cancelled
+    if one was cancelled, else completed."""
+    if not all(JobStatus(s).finished for s in statuses):
+        return FlowStatus.RUNNING
+    if any(s in (JobStatus.FAILED.value, JobStatus.EXPIRED.value) for s in statuses):
+        return FlowStatus.FAILED
+    if any(s == JobStatus.CANCELLED.value for s in statuses):
+        return FlowStatus.CANCELLED
+    return FlowStatus.COMPLETED
+
+
+class FlowLinks(BaseModel):
+    self: str
+    cancel: str
+    events: str
+
+
+class FlowPublic(BaseModel):
+    """A flow: its stages' jobs, its status and progress across them."""
+
+    id: str
+    status: FlowStatus
+    progress: float = Field(
+        description="Percent done across the stages, each weighted by its kind's steps."
+    )
+    stages: dict[str, JobPublic] = Field(description="Each stage's job, by stage name.")
+    callback_url: str | None
+    created_at: datetime
+    finished_at: datetime | None = Field(description="When its last stage ended.")
+    links: FlowLinks
+
+    @classmethod
+    def of(cls, flow: Flow, jobs: list[JobPublic], steps: dict[str, int]) -> FlowPublic:
+        """``jobs``: the flow's jobs as shown; ``steps``: each kind's number of steps."""
+        weights = {j.id: max(1, steps.get(j.kind, 1)) for j in jobs}
+        done = sum(
+            (100.0 if j.status == JobStatus.COMPLETED else j.progress) * weights[j.id] for j in jobs
+        )
+        base = f"/v1/flows/{flow.id}"
+        status = flow_status([j.status.value for j in jobs])
+        ended = [j.finished_at for j in jobs if j.finished_at is not None]
+        if flow.finished_at is None and status != FlowStatus.RUNNING and ended:
+            finished_at: datetime | None = max(ended)  # its ending is being recorded
+        else:
+            finished_at = flow.finished_at
+        return cls(
+            id=flow.id,
+            status=status,
+            progress=round(done / max(1, sum(weights.values())), 2),
+            stages={j.stage or j.id: j for j in jobs},
+            callback_url=flow.callback_url,
+            created_at=flow.created_at,
+            finished_at=finished_at,
+            links=FlowLinks(self=base, cancel=f"{base}/cancel", events=f"{base}/events"),
         )

@@ -27,8 +27,9 @@ from celery.signals import (
 from longplay import keys
 from longplay.broker.app import ADMIT, CLEANUP, REAP, RUN_JOB, celery_app
 from longplay.broker.liveness import process_is_gone
+from longplay.broker.send import HELP_JOB
 from longplay.engines import loaded_engines
-from longplay.jobs import reaper
+from longplay.jobs import fanout, reaper
 from longplay.jobs.admission import rounds
 from longplay.jobs.cleanup import run_cleanup
 from longplay.jobs.endings import fail_killed
@@ -99,6 +100,12 @@ def holder_is_gone(holder: str) -> bool:
 def run_job_task(job_id: str) -> None:
     run_job(job_id, worker=worker_name(), is_gone=holder_is_gone)
     report(last_job=job_id)
+
+
+@celery_app.task(name=HELP_JOB, ignore_result=True)
+def help_job_task(job_id: str, step: str) -> None:
+    """Run items of a running job's step that maps over the pool (``ctx.map``)."""
+    fanout.help_job(job_id, step, worker=worker_name(), is_gone=holder_is_gone)
 
 
 @task_failure.connect(sender=run_job_task)

@@ -60,12 +60,13 @@ async def get_artifact(artifact_id: str, key: KeyDep) -> ArtifactPublic:
 
 CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "The whole file; its name is in `Content-Disposition`.",
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "The whole file, as its own media type (`Content-Type`); its name is in "
+        "`Content-Disposition`.",
+        "content": {"*/*": {}},
     },
     206: {
         "description": "The byte range `Range` asked for, placed by `Content-Range`.",
-        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "content": {"*/*": {}},
     },
     304: {"description": "`If-None-Match` names the file's `ETag`: the client's copy is current."},
     **errors(401, 404, 416),

@@ -51,7 +51,7 @@ async def _end_in_store(job_id: str) -> tuple[bool, dict[str, Any] | None]:
     )
 
 
-async def _next(hub: EventHub, follower: Follower) -> list[tuple[str, bytes]]:
+async def next_entries(hub: EventHub, follower: Follower) -> list[tuple[str, bytes]]:
     """The entries to send next: the stream after the cursor when the follower fell
     behind, else what the hub hands over within the block time (maybe nothing)."""
     if follower.behind:
@@ -76,7 +76,7 @@ async def job_events(
     hub = _hub(request)
     async with hub.follow(job_id, last_event_id or "0-0") as follower:
         while not await request.is_disconnected():
-            entries = await _next(hub, follower)
+            entries = await next_entries(hub, follower)
             for entry_id, data in entries:
                 if not follower.is_new(entry_id):
                     continue

@@ -55,11 +55,15 @@ def present_page(
     positions = service.queue_positions(session, jobs) if with_position else {}
     completed = [j for j in jobs if j.status == JobStatus.COMPLETED.value]
     outputs = service.outputs_of_many(session, completed)  # only these show outputs
+    waiting = service.waiting_for(
+        session, [j.id for j in jobs if j.status == JobStatus.WAITING.value]
+    )
     return [
         JobPublic.of(
             job,
             queue_position=positions.get(job.id),
             outputs=outputs.get(job.id),
+            waiting_for=waiting.get(job.id),
         )
         for job in jobs
     ]
@@ -81,6 +85,7 @@ async def _read_submission(request: Request) -> tuple[JobCreate, dict[str, Any],
         fields: dict[str, Any] = {
             "kind": form.get("kind"),
             "inputs": [str(v) for v in form.getlist("inputs")],
+            "after": [str(v) for v in form.getlist("after")],
         }
         if isinstance(raw_params, str) and raw_params:
             fields["params"] = bodies.parse_json(raw_params, ("body", "params"))
@@ -148,7 +153,7 @@ def _checked(fields: Any, raw: bytes | None) -> JobCreate:
                 }
             },
         },
-        **errors(400, 401, 413, 422, 429, 503),
+        **errors(400, 401, 404, 409, 413, 422, 429, 503),
     },
     openapi_extra=SUBMIT_BODY,
 )
@@ -186,7 +191,10 @@ async def submit_job(
             callback_url=str(body.callback_url) if body.callback_url else None,
             callback_events=list(body.callback_events),
             admit=False,
+            after=body.after,
         )
+        if not submitted.deduplicated:  # committed and announced: a round is asked for
+            submission.book_rounds(submitted.job.run_at, submitted.job.deadline)
         return present(session, submitted.job, with_position=False), submitted.deduplicated
 
     try:
@@ -197,8 +205,6 @@ async def submit_job(
     if deduplicated:
         response.status_code = status.HTTP_200_OK
         response.headers[DEDUPLICATED_HEADER] = "true"
-    else:  # one Redis command asks for an admission round; the job is committed already
-        await run_in_threadpool(submission.admit_submitted, job.run_at, job.deadline)
     return job
 
 

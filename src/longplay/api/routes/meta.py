@@ -29,10 +29,11 @@ async def list_kinds(key: KeyDep) -> list[KindPublic]:
 async def list_workers(key: KeyDep) -> list[WorkerPublic]:
     """The worker processes, each with the engines it has loaded and its last job."""
     await as_owner(key, lambda _, owner: owner.id)
-    return await run_in_threadpool(_workers)
+    return await run_in_threadpool(read_workers)
 
 
-def _workers() -> list[WorkerPublic]:
+def read_workers() -> list[WorkerPublic]:
+    """Every worker process's last report (engines loaded, the job it last ran)."""
     client = get_redis()
     names = sorted(client.scan_iter(match=keys.WORKER_PROCESSES, count=500))
     reports = [r for r in client.mget(names) if r] if names else []

@@ -30,9 +30,18 @@ RESOURCES = ("cpu", "gpu")
 QUEUED = JobStatus.QUEUED.value
 RUNNING = JobStatus.RUNNING.value
 PAGE = 256
-"""Held jobs one read of the walk fetches."""
+"""Held jobs one read of the walk fetches (queue positions: a page of jobs to place)."""
 WALK_AT_MOST = 2 * PAGE
 """Held jobs read oldest first before reading by owner instead."""
+ROUND_PAGE = 8
+"""The walk's page in an admission round, which hands over a few jobs (free slots plus
+``dispatch_ahead``): a page of 256 read for those cost more than all else in a round,
+and on a busy worker a round hands over one or two."""
+ROUND_WALK_AT_MOST = ROUND_PAGE
+""":data:`WALK_AT_MOST` in an admission round. Low, so that an owner's backlog with
+jobs in flight (no row of the walk decides: an unread job of an owner with none in
+flight could come first) turns soon to one probe per waiting owner instead of reading
+the whole queue each round."""
 LINE_PAGE = 32
 """Jobs one read of one owner's line fetches."""
 
@@ -62,51 +71,57 @@ def in_flight() -> ColumnElement[bool]:
     return or_(Job.status == RUNNING, and_(Job.status == QUEUED, Job.dispatched_at.is_not(None)))
 
 
-def room_per_resource(session: Session, settings: Settings) -> dict[str, int]:
-    """Per resource with held jobs that are due: how many may be handed over now."""
-    waiting = dict(
-        session.execute(
-            select(Job.resource, func.count())
-            .where(Job.status == QUEUED, Job.dispatched_at.is_not(None))
-            .group_by(Job.resource)
-        ).all()
-    )
-    room = {r: settings.admission.dispatch_ahead - int(waiting.get(r, 0)) for r in RESOURCES}
-    now = utcnow()
-    # In the walk's order, so that the planner takes the queue's index: an unordered
-    # LIMIT 1 may scan the table from its start, where the finished jobs are.
-    first_due = select(Job.id).order_by(*_PLACE).limit(1)
-    return {
-        r: n
-        for r, n in room.items()
-        if n > 0 and session.scalar(first_due.where(due(now), Job.resource == r))
-    }
+# Built once: building a statement costs more than running it, and a round runs for
+# every job that is queued or ends.
+_FLYING = select(Job.owner_id, func.count()).where(in_flight()).group_by(Job.owner_id)
+_OWNER_LIMITS = select(Owner.tier, Owner.max_running, Owner.max_queued, Owner.submit_rate).where(
+    Owner.id == bindparam("owner_id")
+)
 
 
 def flying_per_owner(session: Session) -> dict[str, int]:
     """Jobs in flight per owner, for every owner with any (few: at most the workers'
     slots and what waits in the broker)."""
-    counts = session.execute(
-        select(Job.owner_id, func.count()).where(in_flight()).group_by(Job.owner_id)
-    ).all()
+    counts = session.connection().execute(_FLYING)
     return {owner_id: int(n) for owner_id, n in counts}
 
 
-def choose(session: Session, settings: Settings, room: dict[str, int]) -> list[str]:
+def max_running(session: Session, settings: Settings, owner_id: str) -> int | None:
+    """An owner's ``max_running`` (its own, its tier's or the settings'), from one
+    indexed read of its row; None when there is no such owner."""
+    row = session.connection().execute(_OWNER_LIMITS, {"owner_id": owner_id}).first()
+    if row is None:
+        return None
+    tier, most, queued, rate = row
+    owner = Owner(tier=tier, max_running=most, max_queued=queued, submit_rate=rate)
+    return limits_of(owner, settings).max_running
+
+
+def choose(
+    session: Session,
+    settings: Settings,
+    room: dict[str, int],
+    flying: dict[str, int] | None = None,
+) -> list[str]:
     """The held, due jobs to hand over now, in order: priority, then the owner with the
     fewest jobs in flight, then age; at most ``room`` per resource, within each owner's
-    ``max_running``."""
+    ``max_running``. ``flying`` is the jobs in flight per owner when the caller has
+    counted them already (the pump does, in the same read as its room)."""
     now = utcnow()
     left = {r: n for r, n in room.items() if n > 0}
     caps: dict[str, int | None] = {}
 
     def cap(owner_id: str) -> int | None:
         if owner_id not in caps:
-            owner = session.get(Owner, owner_id)
-            caps[owner_id] = limits_of(owner, settings).max_running if owner else None
+            caps[owner_id] = max_running(session, settings, owner_id)
         return caps[owner_id]
 
-    order = Order([Waiting(session, r, now) for r in left], flying_per_owner(session), cap=cap)
+    if flying is None:
+        flying = flying_per_owner(session)
+    # The lower of the two, so that tests that shrink PAGE shrink a round's reads too.
+    page, walk = min(PAGE, ROUND_PAGE), min(WALK_AT_MOST, ROUND_WALK_AT_MOST)
+    waiting = [Waiting(session, r, now, page=page, walk_at_most=walk) for r in left]
+    order = Order(waiting, flying, cap=cap)
     picked: list[str] = []
     while (job := order.peek()) is not None:
         order.take(job)
@@ -201,8 +216,20 @@ class Waiting:
     more of a line when an :class:`Order` finds it ran out.
     """
 
-    def __init__(self, session: Session, resource: str, now: datetime) -> None:
+    def __init__(
+        self,
+        session: Session,
+        resource: str,
+        now: datetime,
+        *,
+        page: int | None = None,
+        walk_at_most: int | None = None,
+    ) -> None:
         self.session = session
+        self.page = PAGE if page is None else page
+        """Jobs one read of the walk fetches."""
+        self.walk_at_most = WALK_AT_MOST if walk_at_most is None else walk_at_most
+        """Jobs the walk reads before reading by owner."""
         self.resource = resource
         self.now = now
         self.lines: dict[str, deque[Held]] = defaultdict(deque)
@@ -251,14 +278,14 @@ class Waiting:
         waiting owner's first job; the owners whose line had been empty."""
         if self.complete or self.by_owner:
             return []
-        if self._walked >= WALK_AT_MOST:
+        if self._walked >= self.walk_at_most:
             return self._read_by_owner()
         if self.frontier is None:
-            rows = self._fetch(_WALK, most=PAGE)
+            rows = self._fetch(_WALK, most=self.page)
         else:
-            rows = self._fetch(_WALK_ON, most=PAGE, **_place_values("after", self.frontier))
+            rows = self._fetch(_WALK_ON, most=self.page, **_place_values("after", self.frontier))
         self._walked += len(rows)
-        self.complete = len(rows) < PAGE
+        self.complete = len(rows) < self.page
         if rows:
             self.frontier = rows[-1].place
         return self._add(rows)

@@ -93,19 +93,23 @@ def refuse_submission(
     session: Session, owner: Owner, *, new_job_id: str | None = None
 ) -> Refusal | None:
     """Check the owner's queued cap and submit rate before a job (``new_job_id``, not
-    yet committed) is stored; a submission that passes is counted against the rate."""
+    yet committed) is stored; a submission that passes is counted against the rate.
+    Waiting jobs count toward the cap, so no owner parks an unbounded pile of them; a
+    waiting job released later is not checked again (it was counted when submitted)."""
     limits = limits_of(owner)
     if limits.max_queued is not None:
         queued = session.scalar(
             select(func.count())
             .select_from(Job)
             .where(
-                Job.owner_id == owner.id, Job.status == JobStatus.QUEUED.value, Job.id != new_job_id
+                Job.owner_id == owner.id,
+                Job.status.in_([JobStatus.QUEUED.value, JobStatus.WAITING.value]),
+                Job.id != new_job_id,
             )
         )
         if (queued or 0) >= limits.max_queued:
             return Refusal(
-                f"you have {queued} jobs queued, the most allowed "
+                f"you have {queued} jobs queued or waiting, the most allowed "
                 f"(tier {limits.tier!r}: {limits.max_queued}); submit more once some start",
                 FULL_QUEUE_RETRY_AFTER,
             )

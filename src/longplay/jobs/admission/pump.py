@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import redis
+from redis.client import Pipeline
+from redis.commands.core import Script
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
@@ -41,10 +43,11 @@ LOCK_SECONDS = 10.0
 """A round takes milliseconds; the lock of a process that died frees itself after this."""
 WAKE_AT_MOST = 600.0
 """A delayed admission round is booked at most this far ahead; it books the next one."""
-FREEING = frozenset(
-    {"completed", "failed", "cancelled", "expired", "retrying", "requeued", "stopped"}
+ASKING = frozenset(
+    {"queued", "completed", "failed", "cancelled", "expired", "retrying", "requeued", "stopped"}
 )
-"""Announcements after which a worker slot or a place in the broker is free."""
+"""Announcements that ask for a round: a job to hand over, or a worker slot or a place
+in the broker freed."""
 CAPACITY_TTL = liveness.ALIVE_INTERVAL
 """Seconds a process trusts the workers' capacity it last read."""
 
@@ -59,7 +62,7 @@ class Handed:
     priority: str
 
 
-def dispatch(job: Handed) -> None:
+def dispatch(job: Handed, producer: broker.Sender | None = None) -> None:
     """Send a job marked as handed over to a worker, with its kind's time limits."""
     kind = get_kind(job.kind)
     broker.run_job(
@@ -68,6 +71,7 @@ def dispatch(job: Handed) -> None:
         priority=job.priority,
         soft_time_limit=kind.soft_time_limit if kind else None,
         time_limit=kind.time_limit if kind else None,
+        producer=producer,
     )
 
 
@@ -86,9 +90,9 @@ def worker_capacity() -> dict[str, int]:
 
 # Built once, like the one below: building a statement costs more than running it.
 _IN_FLIGHT = (
-    select(Job.resource, Job.status, func.count())
+    select(Job.owner_id, Job.resource, Job.status, func.count())
     .where(in_flight())
-    .group_by(Job.resource, Job.status)
+    .group_by(Job.owner_id, Job.resource, Job.status)
 )
 _MARK = (
     update(Job)
@@ -107,17 +111,28 @@ def room(session: Session, settings: Settings, capacity: dict[str, int]) -> dict
     less the jobs running) plus ``dispatch_ahead``, less the jobs already waiting in
     the broker; while every slot is busy, ``dispatch_ahead`` wait, no more, so a
     newcomer's job is at most that many behind another owner's backlog."""
+    return room_and_flying(session, settings, capacity)[0]
+
+
+def room_and_flying(
+    session: Session, settings: Settings, capacity: dict[str, int]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """:func:`room`, and the jobs in flight per owner that :func:`choose` orders by,
+    from one read of the jobs in flight (few: the workers' slots and what waits in the
+    broker)."""
     running: dict[str, int] = defaultdict(int)
     waiting: dict[str, int] = defaultdict(int)
-    for resource, status, count in session.connection().execute(_IN_FLIGHT):
+    flying: dict[str, int] = defaultdict(int)
+    for owner_id, resource, status, count in session.connection().execute(_IN_FLIGHT):
         (running if status == RUNNING else waiting)[resource] += int(count)
+        flying[owner_id] += int(count)
     found = {}
     for resource, slots in capacity.items():
         free = max(0, slots - running[resource])
         n = free + settings.admission.dispatch_ahead - waiting[resource]
         if n > 0:
             found[resource] = n
-    return found
+    return found, dict(flying)
 
 
 def _admit_round(settings: Settings) -> int:
@@ -126,8 +141,8 @@ def _admit_round(settings: Settings) -> int:
     capacity = worker_capacity()
     now = utcnow()
     with session_scope() as session:
-        free = room(session, settings, capacity)
-        picked = choose(session, settings, free) if free else []
+        free, flying = room_and_flying(session, settings, capacity)
+        picked = choose(session, settings, free, flying) if free else []
         if not picked:
             return 0
         marked = session.connection().execute(_MARK, {"picked": picked, "now": now}).all()
@@ -135,9 +150,10 @@ def _admit_round(settings: Settings) -> int:
     handed = sorted((Handed(*row) for row in marked), key=lambda job: order[job.id])
     sent = 0
     try:
-        for job in handed:
-            dispatch(job)
-            sent += 1
+        with broker.job_sender() as producer:
+            for job in handed:
+                dispatch(job, producer)
+                sent += 1
     finally:
         if sent < len(handed):
             with session_scope() as session:
@@ -176,6 +192,22 @@ return 0
 """
 
 
+_scripts: tuple[redis.Redis, Script, Script] | None = None
+
+
+def _lock_scripts(client: redis.Redis) -> tuple[Script, Script]:
+    """The lock's two scripts for ``client``, registered once (each registration
+    hashes its source), not once a round."""
+    global _scripts
+    if _scripts is None or _scripts[0] is not client:
+        _scripts = (
+            client,
+            client.register_script(_ACQUIRE),
+            client.register_script(_AGAIN_OR_RELEASE),
+        )
+    return _scripts[1], _scripts[2]
+
+
 def pump() -> int:
     """Hand held, due jobs to the broker; how many this call handed over.
 
@@ -183,13 +215,12 @@ def pump() -> int:
     process goes round once more. Raises when Redis or the store is unreachable.
     """
     settings = get_settings()
-    client = get_redis()
+    acquire, again_or_release = _lock_scripts(get_redis())
     lock_keys = [keys.ADMISSION_LOCK, keys.ADMISSION_DIRTY]
     token = secrets.token_hex(8)
     ttl_ms = int(LOCK_SECONDS * 1000)
-    if not client.register_script(_ACQUIRE)(keys=lock_keys, args=[token, ttl_ms]):
+    if not acquire(keys=lock_keys, args=[token, ttl_ms]):
         return 0
-    again_or_release = client.register_script(_AGAIN_OR_RELEASE)
     handed = 0
     while True:
         try:
@@ -217,9 +248,14 @@ def notify() -> None:
     trip; raises when Redis does not answer. Asks that come before the round starts
     make one round."""
     pipe = get_redis().pipeline(transaction=False)
+    ask(pipe)
+    pipe.execute()
+
+
+def ask(pipe: Pipeline) -> None:
+    """Add the ask for a round to ``pipe`` (the list keeps one ask, however many come)."""
     pipe.lpush(keys.ADMISSION_ASKED, 1)
     pipe.ltrim(keys.ADMISSION_ASKED, 0, 0)
-    pipe.execute()
 
 
 def notify_quietly() -> None:
@@ -231,11 +267,11 @@ def notify_quietly() -> None:
         log.warning("could not ask for an admission round: %s", exc)
 
 
-def tell(announcement: Announcement) -> None:
-    """The hooks' subscriber: after what frees room (a job ended, was cancelled or
-    requeued), ask for a round."""
-    if announcement.event in FREEING:
-        notify_quietly()
+def send(pipe: Pipeline, announcement: Announcement) -> None:
+    """The hooks' ``sent`` subscriber: once a job is queued, or something freed room (a
+    job ended, was cancelled or requeued), ask for a round."""
+    if announcement.event in ASKING:
+        ask(pipe)
 
 
 def serve(stopping: threading.Event, *, idle: float = 2.0) -> None:

@@ -23,6 +23,7 @@ import httpx
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from longplay.jobs.unit import tell
 from longplay.jobs.webhooks.outbox import DELIVERED, FAILED, FINAL_EVENTS, PENDING, SENDING
 from longplay.jobs.webhooks.signing import encode, headers_for
 from longplay.settings import Settings, get_settings
@@ -148,7 +149,7 @@ def deliver(delivery_id: str) -> float | None:
         )
         if secret is None:
             return None
-        url, payload, attempts = row.url, row.payload, row.attempts + 1
+        url, payload, attempts, job_id = row.url, row.payload, row.attempts + 1, row.job_id
     body = encode(payload)
     answer = post(
         url, body, headers_for(secret, delivery_id, body), timeout=settings.webhooks.timeout
@@ -178,6 +179,16 @@ def deliver(delivery_id: str) -> float | None:
             .values(**values)
             .execution_options(synchronize_session=False)
         )
+    # Told (not stored): the job's event stream and the metrics hear how the attempt went.
+    tell(
+        "webhook",
+        job_id,
+        delivery_id=delivery_id,
+        webhook_event=payload.get("type"),
+        delivery_attempt=attempts,
+        outcome="retrying" if delay is not None else values["status"],
+        status_code=answer.status_code,
+    )
     outcome = values.get("status", f"retry in {delay:.1f}s" if delay is not None else "")
     log.info(
         "webhook %s (%s) attempt %d: %s -> %s",

@@ -1,0 +1,177 @@
+"""Flows: submit named stages at once, follow them as one, cancel them together."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request, status
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from sqlalchemy.orm import Session
+
+from longplay.api import bodies
+from longplay.api.deps import KeyDep, as_owner, in_store
+from longplay.api.errors import errors
+from longplay.api.followers import EventHub
+from longplay.api.openapi import ref_of
+from longplay.api.routes.events import next_entries
+from longplay.api.routes.jobs import present_page
+from longplay.jobs import flows
+from longplay.jobs.flow_events import FLOW_ENDED
+from longplay.store.models import Flow, Owner, Priority
+from longplay.store.views import FlowPublic, OutputRef
+
+router = APIRouter(prefix="/v1/flows", tags=["flows"])
+
+STAGE_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class StageOutputRef(BaseModel):
+    """An input taken from another stage's outputs, by name or by the end of its name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str = Field(description="The stage; this one waits for it to complete.")
+    output: str | None = Field(None, description="The output's name, e.g. `talk.json`.")
+    suffix: str | None = Field(None, description="The end of its name, e.g. `.json`.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> StageOutputRef:
+        if (self.output is None) == (self.suffix is None):
+            raise ValueError("name the output by `output` or by `suffix`, one of the two")
+        return self
+
+
+class StageCreate(BaseModel):
+    """One stage: a job as ``POST /v1/jobs`` takes it, waiting for other stages."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(description="The job kind; GET /v1/kinds lists them.")
+    params: dict[str, Any] = Field(default_factory=dict, description="The kind's parameters.")
+    inputs: list[str | OutputRef | StageOutputRef] = Field(
+        default_factory=list,
+        description="Artifact ids, another job's outputs, or another stage's "
+        '(`{"stage": "t", "suffix": ".json"}`), in order.',
+    )
+    after: list[str] = Field(
+        default_factory=list, description="Stages to wait for (besides those it reads)."
+    )
+    priority: Priority | None = None
+    run_at: AwareDatetime | None = None
+    deadline: AwareDatetime | None = None
+
+
+class FlowCreate(BaseModel):
+    """Jobs to run as named stages: each starts once the stages it waits for completed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stages: dict[Annotated[str, Field(pattern=STAGE_NAME)], StageCreate] = Field(
+        min_length=1, max_length=flows.MAX_STAGES
+    )
+    callback_url: HttpUrl | None = Field(
+        None, description="Where to POST one signed webhook, `flow.<status>`, when it ends."
+    )
+
+
+def _stage(body: StageCreate) -> flows.Stage:
+    return flows.Stage(
+        kind=body.kind,
+        params=body.params,
+        inputs=[
+            flows.FromStage(i.stage, i.output, i.suffix) if isinstance(i, StageOutputRef) else i
+            for i in body.inputs
+        ],
+        after=body.after,
+        priority=body.priority,
+        run_at=body.run_at,
+        deadline=body.deadline,
+    )
+
+
+def present(session: Session, found: flows.FlowJobs) -> FlowPublic:
+    return FlowPublic.of(found.flow, present_page(session, found.jobs), found.steps)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=FlowPublic,
+    responses=errors(400, 401, 404, 409, 413, 422, 429),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": ref_of(FlowCreate)}}},
+        }
+    },
+)
+async def create_flow(request: Request, key: KeyDep) -> FlowPublic:
+    """Submit a flow: every stage's job at once (all stored, or none)."""
+    _, raw = await bodies.read_json_body(request)
+    body = bodies.validated(FlowCreate, raw)
+    stages = {name: _stage(stage) for name, stage in body.stages.items()}
+    callback = str(body.callback_url) if body.callback_url else None
+    return await as_owner(
+        key,
+        lambda session, owner: present(
+            session, flows.create_flow(session, owner=owner, stages=stages, callback_url=callback)
+        ),
+    )
+
+
+@router.get("/{flow_id}", response_model=FlowPublic, responses=errors(401, 404))
+async def get_flow(flow_id: str, key: KeyDep) -> FlowPublic:
+    """A flow: its status, its progress across stages, each stage's job."""
+    return await as_owner(
+        key,
+        lambda session, owner: present(
+            session, flows.flow_jobs(session, owner=owner, flow_id=flow_id)
+        ),
+    )
+
+
+@router.post("/{flow_id}/cancel", response_model=FlowPublic, responses=errors(401, 404, 409))
+async def cancel_flow(flow_id: str, key: KeyDep) -> FlowPublic:
+    """Cancel every stage that has not ended (running ones stop at a checkpoint)."""
+
+    def cancel(session: Session, owner: Owner) -> FlowPublic:
+        return present(session, flows.cancel_flow(session, owner=owner, flow_id=flow_id))
+
+    return await as_owner(key, cancel)
+
+
+async def owned_flow_id(flow_id: str, key: KeyDep) -> str:
+    """Checked before the stream starts, so another owner's flow is a plain 404."""
+    return await as_owner(
+        key, lambda session, owner: flows.flow_jobs(session, owner=owner, flow_id=flow_id).flow.id
+    )
+
+
+@router.get("/{flow_id}/events", response_class=EventSourceResponse, responses=errors(401, 404))
+async def flow_events(
+    flow_id: Annotated[str, Depends(owned_flow_id)],
+    request: Request,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> AsyncIterator[ServerSentEvent]:
+    """Follow every stage's events in one stream, each with its `stage`; it ends with
+    `flow_ended` (with the flow's `status`). Resumable with ``Last-Event-ID``."""
+    hub: EventHub = request.app.state.event_hub
+    async with hub.follow(flow_id, last_event_id or "0-0") as follower:
+        while not await request.is_disconnected():
+            entries = await next_entries(hub, follower)
+            for entry_id, data in entries:
+                if not follower.is_new(entry_id):
+                    continue
+                follower.cursor = entry_id
+                event = json.loads(data)
+                yield ServerSentEvent(data=event, event=event["type"], id=entry_id)
+                if event["type"] == FLOW_ENDED:
+                    return
+            if entries:
+                continue
+            flow = await in_store(lambda session: session.get(Flow, flow_id))
+            if flow is None or flow.finished_at is not None:  # its last event was lost
+                return

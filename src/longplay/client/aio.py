@@ -1,0 +1,428 @@
+""":class:`AsyncClient`: :class:`~longplay.client.Client`'s methods for asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import hashlib
+import inspect
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, overload
+
+import httpx
+from pydantic import BaseModel
+
+from longplay.client import core
+from longplay.client.core import (
+    Cursor,
+    Expired,
+    InputRef,
+    JobRef,
+    PathLike,
+    StreamBroken,
+    checked,
+    id_of,
+)
+from longplay.client.errors import ApiError, WaitTimeout
+from longplay.client.models import (
+    FINAL_EVENTS,
+    ArtifactPublic,
+    Event,
+    FlowPublic,
+    JobList,
+    JobPublic,
+    KindPublic,
+)
+
+EventCallback = Callable[[Event], object]
+"""Called with an event; it may be a coroutine function (it is awaited)."""
+FLOW_END = frozenset({"flow_ended"})
+
+
+class AsyncClient:
+    """The asyncio twin of :class:`~longplay.client.Client`: the same methods, awaited
+    (``events`` is an async iterator), the same errors and defaults."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        key: str | None = None,
+        *,
+        timeout: float = core.DEFAULT_TIMEOUT,
+        retry_budget: float = core.RETRY_BUDGET,
+        stream_retries: int = core.STREAM_RETRIES,
+        poll_interval: float = core.POLL_INTERVAL,
+    ) -> None:
+        self.url = (url or core.find_url()).rstrip("/")
+        self.retry_budget = retry_budget
+        self.stream_retries = stream_retries
+        self.poll_interval = poll_interval
+        self.http = httpx.AsyncClient(
+            base_url=self.url,
+            headers=core.headers_for(key if key is not None else core.find_key()),
+            timeout=timeout,
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    # -- requests ---------------------------------------------------------------------------
+    @contextmanager
+    def _reaching(self) -> Iterator[None]:
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise ApiError(
+                f"no answer from the API at {self.url} in time ({type(exc).__name__})",
+                code="timeout",
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ApiError(
+                f"cannot reach the API at {self.url}: {exc or type(exc).__name__}",
+                code="unreachable",
+            ) from exc
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        files: Callable[[ExitStack], builtins.list[Any]] | None = None,
+        **options: Any,
+    ) -> httpx.Response:
+        patience = core.Patience(self.retry_budget)
+        while True:
+            with self._reaching(), ExitStack() as stack:
+                sent: dict[str, Any] = {"files": files(stack)} if files is not None else {}
+                response = await self.http.request(method, path, **sent, **options)
+            wait = patience.delay(response)
+            if wait is None:
+                return response
+            await asyncio.sleep(wait)
+
+    async def _json(self, method: str, path: str, **options: Any) -> Any:
+        return checked(await self._send(method, path, **options))
+
+    # -- jobs -------------------------------------------------------------------------------
+    async def upload(self, path: PathLike, *, name: str | None = None) -> ArtifactPublic:
+        """Upload a file to use as an input."""
+        file = Path(path)
+
+        def opened(stack: ExitStack) -> builtins.list[Any]:
+            return [("file", (name or file.name, stack.enter_context(file.open("rb"))))]
+
+        body = await self._json("POST", "/v1/artifacts", files=opened)
+        return ArtifactPublic.model_validate(body)
+
+    async def submit(
+        self,
+        kind: str,
+        files: Iterable[PathLike] = (),
+        params: Mapping[str, Any] | BaseModel | None = None,
+        inputs: Iterable[InputRef] = (),
+        *,
+        priority: str | None = None,
+        after: Iterable[JobRef] = (),
+        run_at: datetime | None = None,
+        deadline: datetime | None = None,
+        dedupe: bool = False,
+        callback_url: str | None = None,
+        callback_events: Iterable[str] = (),
+        idempotency_key: str | None = None,
+    ) -> JobPublic:
+        """Submit a job (see :meth:`Client.submit`), with an ``Idempotency-Key``."""
+        paths = [Path(f) for f in files]
+        sent = core.submission(
+            kind,
+            params,
+            inputs,
+            priority=priority,
+            after=after,
+            run_at=run_at,
+            deadline=deadline,
+            dedupe=dedupe,
+            callback_url=callback_url,
+            callback_events=callback_events,
+        )
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        if paths and sent.plain_inputs:
+            body = await self._json(
+                "POST", "/v1/jobs", data=sent.form(), files=core.file_fields(paths), headers=headers
+            )
+        else:
+            uploaded = [(await self.upload(p)).id for p in paths]
+            body = await self._json("POST", "/v1/jobs", json=sent.json(uploaded), headers=headers)
+        return JobPublic.model_validate(body)
+
+    async def get(self, job: JobRef) -> JobPublic:
+        return JobPublic.model_validate(await self._json("GET", f"/v1/jobs/{id_of(job)}"))
+
+    async def cancel(self, job: JobRef) -> JobPublic:
+        body = await self._json("POST", f"/v1/jobs/{id_of(job)}/cancel")
+        return JobPublic.model_validate(body)
+
+    async def retry(self, job: JobRef) -> JobPublic:
+        body = await self._json("POST", f"/v1/jobs/{id_of(job)}/retry")
+        return JobPublic.model_validate(body)
+
+    async def kinds(self) -> builtins.list[KindPublic]:
+        return [KindPublic.model_validate(k) for k in await self._json("GET", "/v1/kinds")]
+
+    async def list(
+        self,
+        *,
+        status: str | Iterable[str] | None = None,
+        kind: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobList:
+        query: dict[str, Any] = {"limit": limit}
+        if status is not None:
+            query["status"] = [status] if isinstance(status, str) else builtins.list(status)
+        if kind is not None:
+            query["kind"] = kind
+        if cursor is not None:
+            query["cursor"] = cursor
+        return JobList.model_validate(await self._json("GET", "/v1/jobs", params=query))
+
+    # -- following --------------------------------------------------------------------------
+    def events(self, job: JobRef, *, last_event_id: str | None = None) -> AsyncIterator[Event]:
+        """A job's events as they happen, resumed with ``Last-Event-ID`` on a break."""
+        cursor = Cursor(last_id=last_event_id, retries=self.stream_retries)
+        job_id = id_of(job)
+        return self._follow(
+            f"/v1/jobs/{job_id}/events", cursor, FINAL_EVENTS, None, self._ended(job_id)
+        )
+
+    async def wait(
+        self,
+        job: JobRef,
+        *,
+        on_progress: EventCallback | None = None,
+        on_event: EventCallback | None = None,
+        timeout: float | None = None,
+    ) -> JobPublic:
+        """Follow a job to its end and return it (see :meth:`Client.wait`); callbacks
+        may be plain functions or coroutine functions."""
+        job_id = id_of(job)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cursor = Cursor(retries=self.stream_retries)
+        try:
+            path = f"/v1/jobs/{job_id}/events"
+            async for event in self._follow(
+                path, cursor, FINAL_EVENTS, deadline, self._ended(job_id)
+            ):
+                await _tell(event, on_progress, on_event)
+        except Expired:
+            raise WaitTimeout(job_id, timeout or 0) from None
+        except ApiError as exc:
+            if not core.lost_link(exc):
+                raise
+            return await self._poll(job_id, deadline, timeout, on_progress, on_event)
+        return await self.get(job_id)
+
+    async def _poll(
+        self,
+        job_id: str,
+        deadline: float | None,
+        timeout: float | None,
+        on_progress: EventCallback | None,
+        on_event: EventCallback | None,
+    ) -> JobPublic:
+        seen: tuple[Any, ...] = ()
+        status = ""
+        misses = 0
+        while True:
+            try:
+                job = await self.get(job_id)
+                misses = 0
+            except ApiError as exc:
+                misses += 1
+                if not core.lost_link(exc) or misses > self.stream_retries:
+                    raise
+            else:
+                if job.status.value != status:
+                    status = job.status.value
+                    await _tell(core.status_event(job), None, on_event)
+                if (job.progress, job.current_step) != seen and job.status.value == "running":
+                    seen = (job.progress, job.current_step)
+                    await _tell(core.progress_of(job), on_progress, on_event)
+                if job.status.finished:
+                    return job
+            pause = self.poll_interval
+            if deadline is not None:
+                if time.monotonic() >= deadline:
+                    raise WaitTimeout(job_id, timeout or 0)
+                pause = min(pause, max(0.0, deadline - time.monotonic()))
+            await asyncio.sleep(pause)
+
+    async def _follow(
+        self,
+        path: str,
+        cursor: Cursor,
+        last: frozenset[str],
+        deadline: float | None,
+        ended: Callable[[], Awaitable[bool]] | None = None,
+    ) -> AsyncIterator[Event]:
+        """The stream's events to one of ``last`` (that ``ended`` confirms), resumed
+        after each break; see :meth:`Client._follow`."""
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise Expired
+            timeout = core.stream_timeout(self.http.timeout, remaining)
+            try:
+                if cursor.ending and ended is not None and await ended():
+                    return
+                cursor.ending = False
+                async with self.http.stream(
+                    "GET", path, headers=cursor.headers(), timeout=timeout
+                ) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise core.stream_error(response, cursor)
+                    cursor.followed = True
+                    reader = core.SseReader()
+                    read_on = False
+                    async for line in response.aiter_lines():
+                        event = reader.feed(line)
+                        if event is None:
+                            continue
+                        cursor.saw(event)
+                        yield event
+                        if event.type in last:
+                            if ended is None:
+                                return
+                            cursor.ending = True
+                            if await ended():
+                                return
+                            cursor.ending = False
+                            read_on = True  # an earlier run's end: the API ends the stream
+                            break
+                        if deadline is not None and time.monotonic() >= deadline:
+                            raise Expired
+                if not read_on:
+                    raise StreamBroken("the event stream ended before the job did")
+            except (httpx.TransportError, StreamBroken, ApiError) as exc:
+                if not core.broke_while_ending(exc, cursor):
+                    raise
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Expired from None
+                pause = cursor.broke()
+                if pause is None:
+                    raise core.gave_up(self.url, exc) from exc
+                await asyncio.sleep(pause)
+
+    def _ended(self, job_id: str) -> Callable[[], Awaitable[bool]]:
+        async def ended() -> bool:
+            return (await self.get(job_id)).status.finished
+
+        return ended
+
+    # -- results ----------------------------------------------------------------------------
+    @overload
+    async def download(self, thing: ArtifactPublic, dest: PathLike = ...) -> Path: ...
+    @overload
+    async def download(self, thing: JobPublic, dest: PathLike = ...) -> builtins.list[Path]: ...
+    @overload
+    async def download(self, thing: str, dest: PathLike = ...) -> Path | builtins.list[Path]: ...
+
+    async def download(
+        self, thing: ArtifactPublic | JobPublic | str, dest: PathLike = "."
+    ) -> Path | builtins.list[Path]:
+        """Save an artifact at ``dest``, or a job's outputs in the folder ``dest`` (see
+        :meth:`Client.download`)."""
+        if isinstance(thing, JobPublic) or (
+            isinstance(thing, str) and not core.is_artifact_id(thing)
+        ):
+            job = await self.get(thing)
+            return [
+                await self._save(a, core.target_path(a, Path(dest), folder=True))
+                for a in job.outputs
+            ]
+        artifact = (
+            thing
+            if isinstance(thing, ArtifactPublic)
+            else ArtifactPublic.model_validate(await self._json("GET", f"/v1/artifacts/{thing}"))
+        )
+        return await self._save(
+            artifact, core.target_path(artifact, Path(dest), folder=core.is_folder(dest))
+        )
+
+    async def _save(self, artifact: ArtifactPublic, target: Path) -> Path:
+        part = target.with_name(target.name + ".part")
+        digest = hashlib.sha256()
+        try:
+            with self._reaching():
+                async with self.http.stream("GET", artifact.links.content) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise ApiError.of(response)
+                    with part.open("wb") as out:
+                        async for chunk in response.aiter_bytes():
+                            digest.update(chunk)
+                            out.write(chunk)
+            core.check_digest(artifact, digest.hexdigest())
+            part.replace(target)
+        finally:
+            part.unlink(missing_ok=True)
+        return target
+
+    # -- flows ------------------------------------------------------------------------------
+    async def submit_flow(self, body: Mapping[str, Any]) -> FlowPublic:
+        return FlowPublic.model_validate(await self._json("POST", "/v1/flows", json=dict(body)))
+
+    async def flow(self, flow_id: str) -> FlowPublic:
+        return FlowPublic.model_validate(await self._json("GET", f"/v1/flows/{flow_id}"))
+
+    def flow_events(
+        self, flow_id: str, *, last_event_id: str | None = None
+    ) -> AsyncIterator[Event]:
+        cursor = Cursor(last_id=last_event_id, retries=self.stream_retries)
+        return self._follow(f"/v1/flows/{flow_id}/events", cursor, FLOW_END, None)
+
+    # -- collections (JSON as the API answers it) --------------------------------------------
+    async def create_collection(self, name: str) -> dict[str, Any]:
+        return dict(await self._json("POST", "/v1/collections", json={"name": name}))
+
+    async def collections(self) -> dict[str, Any]:
+        return dict(await self._json("GET", "/v1/collections"))
+
+    async def collection(self, collection_id: str) -> dict[str, Any]:
+        return dict(await self._json("GET", f"/v1/collections/{collection_id}"))
+
+    async def add_documents(self, collection_id: str, paths: Iterable[PathLike]) -> dict[str, Any]:
+        """Upload documents to a collection: the documents and the ``index`` job reading them."""
+        opened = core.file_fields([Path(p) for p in paths])
+        path = f"/v1/collections/{collection_id}/documents"
+        return dict(await self._json("POST", path, files=opened))
+
+    async def search(self, collection_id: str, query: str, limit: int = 10) -> dict[str, Any]:
+        return dict(
+            await self._json(
+                "GET",
+                f"/v1/collections/{collection_id}/search",
+                params={"q": query, "limit": limit},
+            )
+        )
+
+
+async def _tell(
+    event: Event, on_progress: EventCallback | None, on_event: EventCallback | None
+) -> None:
+    for callback in (on_event, on_progress if event.type == "progress" else None):
+        if callback is not None:
+            result = callback(event)
+            if inspect.isawaitable(result):
+                await result

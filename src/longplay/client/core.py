@@ -1,0 +1,376 @@
+"""What :class:`~longplay.client.Client` and :class:`~longplay.client.AsyncClient` share
+and that does no I/O: where the API is, what a submission sends, how long a 429 or
+503 is waited out, how an event stream is read and resumed, where a download goes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+
+from longplay.client.errors import ApiError, retry_after
+from longplay.client.models import ArtifactPublic, Event, JobPublic
+from longplay.settings import Settings, get_settings
+from longplay.store.views import OutputRef
+
+log = logging.getLogger("longplay.client")
+
+DEFAULT_TIMEOUT = 60.0
+"""Seconds to wait for each answer (``LONGPLAY_API_TIMEOUT`` in the CLI)."""
+STREAM_READ_TIMEOUT = 45.0
+"""Seconds an event stream may be silent (the API pings every 15) before it counts as lost."""
+RETRY_BUDGET = 120.0
+"""Seconds one call may spend waiting out 429 and 503 answers, by their Retry-After."""
+RETRY_AFTER_DEFAULT = 1.0
+"""Seconds to wait after a 429 or 503 that names no Retry-After."""
+STREAM_RETRIES = 30
+"""Broken event streams in a row, with no event between, before a follower gives up
+(``wait`` then polls): with the pauses of :meth:`Cursor.broke`, about two minutes, long
+enough for an API to be restarted under its followers."""
+POLL_INTERVAL = 1.0
+"""Seconds between two looks at a job when ``wait`` polls."""
+
+PathLike = str | os.PathLike[str]
+JobRef = str | JobPublic
+"""A job, or its id."""
+InputRef = str | ArtifactPublic | OutputRef | Mapping[str, Any]
+"""An input: an artifact (or its id), or another job's output (``{"job", "output"}``)."""
+
+
+def key_file(settings: Settings) -> Path:
+    """Where ``longplay up`` saves the key it made for this data folder."""
+    return settings.data_dir / "api-key"
+
+
+def find_key(settings: Settings | None = None) -> str | None:
+    """``LONGPLAY_API_KEY``, else the key ``longplay up`` wrote for this data folder."""
+    key = os.environ.get("LONGPLAY_API_KEY")
+    if key:
+        return key
+    path = key_file(settings or get_settings())
+    return path.read_text().strip() if path.is_file() else None
+
+
+def find_url(settings: Settings | None = None) -> str:
+    """``LONGPLAY_API_URL``, else this machine's API (``LONGPLAY_API_HOST``/``_PORT``)."""
+    url = os.environ.get("LONGPLAY_API_URL")
+    if url:
+        return url.rstrip("/")
+    api = (settings or get_settings()).api
+    host = "127.0.0.1" if api.host in ("", "0.0.0.0", "::") else api.host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{api.port}"
+
+
+def headers_for(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def id_of(thing: str | BaseModel) -> str:
+    """The id of a job or artifact given as itself or as its id."""
+    if isinstance(thing, str):
+        return thing
+    value = getattr(thing, "id", None)
+    if not isinstance(value, str):
+        raise TypeError(f"expected a job, an artifact or an id, not {type(thing).__name__}")
+    return value
+
+
+# -- answers ------------------------------------------------------------------------------
+
+
+def checked(response: httpx.Response) -> Any:
+    """The JSON body of a successful answer; an error's as :class:`ApiError`."""
+    if response.status_code >= 400:
+        raise ApiError.of(response)
+    return response.json() if response.content else None
+
+
+@dataclass
+class Patience:
+    """How long one call waits out 429 and 503 answers: each by its ``Retry-After``,
+    all together at most ``budget`` seconds. A wait that would pass the budget is not
+    begun: the caller gets the error at once."""
+
+    budget: float
+    spent: float = 0.0
+
+    def delay(self, response: httpx.Response) -> float | None:
+        """Seconds to wait before sending again, or None to give up."""
+        if response.status_code not in (429, 503):
+            return None
+        wait = retry_after(response)
+        wait = RETRY_AFTER_DEFAULT if wait is None else wait
+        if self.spent + wait > self.budget:
+            return None
+        self.spent += wait
+        log.info(
+            "%s %s answered %d; trying again in %g s (Retry-After)",
+            response.request.method,
+            response.request.url.path,
+            response.status_code,
+            wait,
+        )
+        return wait
+
+
+# -- uploads ------------------------------------------------------------------------------
+
+
+def file_fields(paths: Sequence[Path]) -> Callable[[ExitStack], list[Any]]:
+    """The multipart ``file`` fields that upload ``paths``, each under its own name:
+    called with an :class:`ExitStack`, it opens the files in it, afresh for each try."""
+
+    def opened(stack: ExitStack) -> list[Any]:
+        return [("file", (p.name, stack.enter_context(p.open("rb")))) for p in paths]
+
+    return opened
+
+
+# -- submissions --------------------------------------------------------------------------
+
+
+@dataclass
+class Submission:
+    """What ``POST /v1/jobs`` is sent: a JSON body, or (with files) a multipart form."""
+
+    kind: str
+    params: dict[str, Any]
+    inputs: list[str | dict[str, Any]]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def plain_inputs(self) -> bool:
+        """Whether every input is an artifact id (a form field can say only those)."""
+        return all(isinstance(i, str) for i in self.inputs)
+
+    def json(self, uploaded: Sequence[str] = ()) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "params": self.params,
+            "inputs": [*self.inputs, *uploaded],
+            **self.options,
+        }
+
+    def form(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"kind": self.kind, "params": json.dumps(self.params)}
+        if self.inputs:
+            data["inputs"] = [str(i) for i in self.inputs]
+        for name, value in self.options.items():
+            data[name] = (
+                [str(v) for v in value]
+                if isinstance(value, list)
+                else ("true" if value is True else str(value))
+            )
+        return data
+
+
+def submission(
+    kind: str,
+    params: Mapping[str, Any] | BaseModel | None,
+    inputs: Iterable[InputRef],
+    *,
+    priority: str | None = None,
+    after: Iterable[JobRef] = (),
+    run_at: datetime | None = None,
+    deadline: datetime | None = None,
+    dedupe: bool = False,
+    callback_url: str | None = None,
+    callback_events: Iterable[str] = (),
+) -> Submission:
+    """A submission's parts, every value in the API's JSON spelling."""
+    if isinstance(params, BaseModel):
+        values = params.model_dump(mode="json", exclude_unset=True)
+    else:
+        values = dict(params or {})
+    options: dict[str, Any] = {}
+    if priority is not None:
+        options["priority"] = priority
+    if waits := [id_of(j) for j in after]:
+        options["after"] = waits
+    if run_at is not None:
+        options["run_at"] = run_at.isoformat()
+    if deadline is not None:
+        options["deadline"] = deadline.isoformat()
+    if dedupe:
+        options["dedupe"] = True
+    if callback_url is not None:
+        options["callback_url"] = callback_url
+    if events := list(callback_events):
+        options["callback_events"] = events
+    return Submission(kind, values, [_input(i) for i in inputs], options)
+
+
+def _input(value: InputRef) -> str | dict[str, Any]:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, ArtifactPublic):
+        return value.id
+    if isinstance(value, OutputRef):
+        return value.model_dump(exclude_none=True)
+    return dict(value)
+
+
+# -- event streams ------------------------------------------------------------------------
+
+
+class SseReader:
+    """Server-Sent Events, line by line: :meth:`feed` gives an event when one ends."""
+
+    def __init__(self) -> None:
+        self._id: str | None = None
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> Event | None:
+        if line.endswith("\r"):
+            line = line[:-1]
+        if not line:
+            data, event_id = self._data, self._id
+            self._data, self._id = [], None
+            if not data:
+                return None
+            return Event.model_validate({**json.loads("\n".join(data)), "id": event_id})
+        if line.startswith("id:"):
+            self._id = line[3:].strip() or None
+        elif line.startswith("data:"):
+            self._data.append(line[5:].removeprefix(" "))
+        return None
+
+
+@dataclass
+class Cursor:
+    """Where a follower is in a stream, and how its link has fared: it resumes after
+    :attr:`last_id`, and gives up after ``retries`` breaks with no event between."""
+
+    last_id: str | None = None
+    retries: int = STREAM_RETRIES
+    breaks: int = 0
+    followed: bool = False
+    """Whether the stream was ever reached (an API that is not there at all is an error
+    at once, not a break to resume from)."""
+    ending: bool = False
+    """A last event was read but the API could not yet say whether the job has ended
+    (it went away in between): ask again before reading on."""
+
+    def headers(self) -> dict[str, str]:
+        return {"Last-Event-ID": self.last_id} if self.last_id else {}
+
+    def saw(self, event: Event) -> None:
+        self.breaks = 0
+        if event.id:
+            self.last_id = event.id
+
+    def broke(self) -> float | None:
+        """A break: the seconds to wait before resuming, or None to give up."""
+        self.breaks += 1
+        if not self.followed or self.breaks > self.retries:
+            return None
+        return float(min(5.0, 0.1 * 2 ** (self.breaks - 1)))
+
+
+class StreamBroken(Exception):
+    """The stream ended or broke before its last event (resumed after a pause)."""
+
+
+def stream_error(response: httpx.Response, cursor: Cursor) -> Exception:
+    """What an error answer to a stream request means: a 4xx (and any error before
+    the stream was followed) is the caller's error; a 5xx later is a break."""
+    error = ApiError.of(response)
+    if response.status_code < 500 or not cursor.followed:
+        return error
+    return StreamBroken(str(error))
+
+
+def stream_timeout(client_timeout: httpx.Timeout, remaining: float | None) -> httpx.Timeout:
+    """A stream's timeouts: reads wait for the API's pings, not past a wait's end."""
+    read = max(STREAM_READ_TIMEOUT, client_timeout.read or 0)
+    if remaining is not None:
+        read = max(0.05, min(read, remaining))
+    return httpx.Timeout(client_timeout.connect, read=read)
+
+
+def progress_of(job: JobPublic) -> Event:
+    """A progress event made from a job looked at by polling."""
+    return Event(
+        type="progress",
+        job_id=job.id,
+        status=job.status.value,
+        progress=job.progress,
+        step=job.current_step,
+        step_details=job.step_details,
+        eta_seconds=job.eta_seconds,
+        at=job.updated_at,
+    )
+
+
+def status_event(job: JobPublic) -> Event:
+    """The event a status seen by polling stands for (``running``, ``completed``...)."""
+    return Event(type=job.status.value, job_id=job.id, status=job.status.value, at=job.updated_at)
+
+
+# -- downloads ----------------------------------------------------------------------------
+
+
+def target_path(artifact: ArtifactPublic, dest: Path, *, folder: bool) -> Path:
+    """Where an artifact is saved: ``dest`` itself, or (``folder``) a file in it named
+    as the artifact (its id, if the name is no plain file name)."""
+    if not folder:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    name = Path(artifact.name).name
+    return dest / (name if name not in ("", ".", "..") else artifact.id)
+
+
+def is_folder(dest: PathLike) -> bool:
+    """A destination is a folder when it is one, or is written ending in a slash."""
+    text = os.fspath(dest)
+    return Path(text).is_dir() or text.endswith(("/", os.sep))
+
+
+def check_digest(artifact: ArtifactPublic, sha256: str) -> None:
+    """A download whose bytes are not the artifact's is an error, never a file."""
+    if sha256 != artifact.sha256:
+        raise ApiError(
+            f"{artifact.id} ({artifact.name}) arrived damaged: its SHA-256 is not the API's",
+            code="corrupt_download",
+        )
+
+
+def is_artifact_id(thing: str) -> bool:
+    return thing.startswith("art_")
+
+
+def broke_while_ending(exc: Exception, cursor: Cursor) -> bool:
+    """Whether an error while following is a break to resume from: the link's, or the
+    API gone while it was asked whether the job has ended."""
+    if isinstance(exc, ApiError):
+        return cursor.ending and lost_link(exc)
+    return True
+
+
+def lost_link(exc: ApiError) -> bool:
+    """Whether an error is the link's (worth polling through), not the request's."""
+    return exc.code in ("unreachable", "timeout", "stream_lost") or (exc.status_code or 0) >= 500
+
+
+class Expired(Exception):
+    """A wait's time ran out while following (becomes WaitTimeout with the job's id)."""
+
+
+def gave_up(url: str, exc: Exception) -> ApiError:
+    """The error a follower raises once it stops resuming a stream."""
+    if isinstance(exc, httpx.TimeoutException):
+        return ApiError(f"no answer from the API at {url} in time", code="timeout")
+    if isinstance(exc, httpx.TransportError):
+        return ApiError(f"cannot reach the API at {url}: {exc}", code="unreachable")
+    return ApiError(f"the event stream kept breaking: {exc}", code="stream_lost")

@@ -1,0 +1,111 @@
+"""What the SDK raises: :class:`ApiError` for anything the API refused or could not
+answer, :class:`WaitTimeout` for a wait that ran out of time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+class ApiError(Exception):
+    """A request the API refused, or could not answer.
+
+    :attr:`code` is the API's error code (``not_found``, ``unauthorized``,
+    ``invalid_request``, ``rate_limited``, ...) or, when no answer came,
+    ``unreachable`` or ``timeout``; :attr:`status_code` the HTTP status (None without
+    an answer); :attr:`retry_after` the seconds a 429 or 503 asked to wait;
+    :attr:`details` the per-field problems of a 422. ``str()`` says it in one line.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        details: list[Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status_code = status_code
+        self.retry_after = retry_after
+        self.details = details or []
+
+    @property
+    def status(self) -> int | None:
+        """The HTTP status, as :attr:`status_code`."""
+        return self.status_code
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> ApiError:
+        """The error a response carries: ``{"error": {"code", "message", "details"?}}``,
+        or FastAPI's ``{"detail": ...}``, or whatever text it has."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        error = body.get("error") if isinstance(body, dict) else None
+        details: Any = None
+        if isinstance(error, dict):
+            code = str(error.get("code") or "error")
+            details = error.get("details")
+            message = str(error.get("message") or response.reason_phrase)
+            message += _details(details)
+        else:
+            code = "error"
+            detail = body.get("detail") if isinstance(body, dict) else None
+            message = str(detail) if detail else (response.text or response.reason_phrase)
+        text = " ".join(message.split())  # one line
+        return cls(
+            f"{response.status_code} {code}: {text}",
+            code=code,
+            status_code=response.status_code,
+            retry_after=retry_after(response),
+            details=details if isinstance(details, list) else None,
+        )
+
+
+class WaitTimeout(TimeoutError):
+    """:meth:`Client.wait` gave up before the job ended; the job goes on."""
+
+    def __init__(self, job_id: str, timeout: float) -> None:
+        super().__init__(f"{job_id} did not end within {timeout:g} s")
+        self.job_id = job_id
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date)."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    from datetime import UTC, datetime
+
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _details(details: Any) -> str:
+    """A few of an error's details, as ``(field: message; ...)``."""
+    if not isinstance(details, list) or not details:
+        return ""
+    shown = []
+    for item in details[:3]:
+        if isinstance(item, dict):
+            where = item.get("field") or ".".join(map(str, item.get("loc") or []))
+            what = item.get("message") or item.get("msg") or ""
+            shown.append(f"{where}: {what}" if where else str(what))
+        else:
+            shown.append(str(item))
+    more = f"; and {len(details) - 3} more" if len(details) > 3 else ""
+    return f" ({'; '.join(shown)}{more})"

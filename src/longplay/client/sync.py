@@ -1,0 +1,442 @@
+""":class:`Client`: the API's routes as blocking methods with typed results."""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, overload
+
+import httpx
+from pydantic import BaseModel
+
+from longplay.client import core
+from longplay.client.core import (
+    Cursor,
+    Expired,
+    InputRef,
+    JobRef,
+    PathLike,
+    StreamBroken,
+    checked,
+    id_of,
+)
+from longplay.client.errors import ApiError, WaitTimeout
+from longplay.client.models import (
+    FINAL_EVENTS,
+    ArtifactPublic,
+    Event,
+    FlowPublic,
+    JobList,
+    JobPublic,
+    KindPublic,
+)
+
+EventCallback = Callable[[Event], object]
+FLOW_END = frozenset({"flow_ended"})
+
+
+class Client:
+    """A blocking client of the longplay API.
+
+    ``url`` and ``key`` default to ``LONGPLAY_API_URL`` and ``LONGPLAY_API_KEY``, else
+    this machine's API and the key ``longplay up`` saved in the data folder. Every
+    failure, the API's or the network's, is an :class:`ApiError` with the API's
+    ``code``; a 429 or 503 is first waited out by its ``Retry-After``, up to
+    ``retry_budget`` seconds a call. Use it as a context manager, or :meth:`close` it.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        key: str | None = None,
+        *,
+        timeout: float = core.DEFAULT_TIMEOUT,
+        retry_budget: float = core.RETRY_BUDGET,
+        stream_retries: int = core.STREAM_RETRIES,
+        poll_interval: float = core.POLL_INTERVAL,
+    ) -> None:
+        self.url = (url or core.find_url()).rstrip("/")
+        self.retry_budget = retry_budget
+        self.stream_retries = stream_retries
+        self.poll_interval = poll_interval
+        self.http = httpx.Client(
+            base_url=self.url,
+            headers=core.headers_for(key if key is not None else core.find_key()),
+            timeout=timeout,
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- requests ---------------------------------------------------------------------------
+    @contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """The network's failures as ApiError: no answer in time, or no API there."""
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise ApiError(
+                f"no answer from the API at {self.url} in time ({type(exc).__name__})",
+                code="timeout",
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ApiError(
+                f"cannot reach the API at {self.url}: {exc or type(exc).__name__}",
+                code="unreachable",
+            ) from exc
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        files: Callable[[ExitStack], list[Any]] | None = None,
+        **options: Any,
+    ) -> httpx.Response:
+        """Send a request, again after each 429 or 503 while the budget lasts; ``files``
+        opens the files to upload afresh for each try."""
+        patience = core.Patience(self.retry_budget)
+        while True:
+            with self._reaching(), ExitStack() as stack:
+                sent: dict[str, Any] = {"files": files(stack)} if files is not None else {}
+                response = self.http.request(method, path, **sent, **options)
+            wait = patience.delay(response)
+            if wait is None:
+                return response
+            time.sleep(wait)
+
+    def _json(self, method: str, path: str, **options: Any) -> Any:
+        return checked(self._send(method, path, **options))
+
+    # -- jobs -------------------------------------------------------------------------------
+    def upload(self, path: PathLike, *, name: str | None = None) -> ArtifactPublic:
+        """Upload a file to use as an input (``submit(..., inputs=[artifact])``)."""
+        file = Path(path)
+
+        def opened(stack: ExitStack) -> list[Any]:
+            return [("file", (name or file.name, stack.enter_context(file.open("rb"))))]
+
+        return ArtifactPublic.model_validate(self._json("POST", "/v1/artifacts", files=opened))
+
+    def submit(
+        self,
+        kind: str,
+        files: Iterable[PathLike] = (),
+        params: Mapping[str, Any] | BaseModel | None = None,
+        inputs: Iterable[InputRef] = (),
+        *,
+        priority: str | None = None,
+        after: Iterable[JobRef] = (),
+        run_at: datetime | None = None,
+        deadline: datetime | None = None,
+        dedupe: bool = False,
+        callback_url: str | None = None,
+        callback_events: Iterable[str] = (),
+        idempotency_key: str | None = None,
+    ) -> JobPublic:
+        """Submit a job of ``kind`` reading ``inputs`` (artifacts, or other jobs'
+        outputs) and then ``files`` (uploaded with it).
+
+        Every submission carries an ``Idempotency-Key`` (a new UUID unless given), so a
+        submission sent again, after a 429, a 503 or a lost answer, gives back the same
+        job instead of a second one.
+        """
+        paths = [Path(f) for f in files]
+        sent = core.submission(
+            kind,
+            params,
+            inputs,
+            priority=priority,
+            after=after,
+            run_at=run_at,
+            deadline=deadline,
+            dedupe=dedupe,
+            callback_url=callback_url,
+            callback_events=callback_events,
+        )
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        if paths and sent.plain_inputs:
+            fields = core.file_fields(paths)
+            body = self._json("POST", "/v1/jobs", data=sent.form(), files=fields, headers=headers)
+        else:  # a form cannot name another job's output: upload the files first
+            uploaded = [self.upload(p).id for p in paths]
+            body = self._json("POST", "/v1/jobs", json=sent.json(uploaded), headers=headers)
+        return JobPublic.model_validate(body)
+
+    def get(self, job: JobRef) -> JobPublic:
+        """A job as it is now."""
+        return JobPublic.model_validate(self._json("GET", f"/v1/jobs/{id_of(job)}"))
+
+    def cancel(self, job: JobRef) -> JobPublic:
+        """Cancel a job: a queued one at once, a running one at its next checkpoint."""
+        return JobPublic.model_validate(self._json("POST", f"/v1/jobs/{id_of(job)}/cancel"))
+
+    def retry(self, job: JobRef) -> JobPublic:
+        """Run a failed (or cancelled, or expired) job again."""
+        return JobPublic.model_validate(self._json("POST", f"/v1/jobs/{id_of(job)}/retry"))
+
+    def kinds(self) -> builtins.list[KindPublic]:
+        """The job kinds the service runs, with their parameters' JSON Schemas."""
+        return [KindPublic.model_validate(k) for k in self._json("GET", "/v1/kinds")]
+
+    def list(
+        self,
+        *,
+        status: str | Iterable[str] | None = None,
+        kind: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobList:
+        """Your jobs, newest first; the next page with ``cursor=page.next_cursor``."""
+        query: dict[str, Any] = {"limit": limit}
+        if status is not None:
+            query["status"] = [status] if isinstance(status, str) else builtins.list(status)
+        if kind is not None:
+            query["kind"] = kind
+        if cursor is not None:
+            query["cursor"] = cursor
+        return JobList.model_validate(self._json("GET", "/v1/jobs", params=query))
+
+    # -- following --------------------------------------------------------------------------
+    def events(self, job: JobRef, *, last_event_id: str | None = None) -> Iterator[Event]:
+        """A job's events as they happen, from its first (or after ``last_event_id``)
+        to its last. A broken link is resumed after the last event seen
+        (``Last-Event-ID``), so none is lost or repeated."""
+        cursor = Cursor(last_id=last_event_id, retries=self.stream_retries)
+        job_id = id_of(job)
+        return self._follow(
+            f"/v1/jobs/{job_id}/events", cursor, FINAL_EVENTS, None, self._ended(job_id)
+        )
+
+    def wait(
+        self,
+        job: JobRef,
+        *,
+        on_progress: EventCallback | None = None,
+        on_event: EventCallback | None = None,
+        timeout: float | None = None,
+    ) -> JobPublic:
+        """Follow a job to its end and return it (completed, failed, cancelled...).
+
+        ``on_progress`` is called with each progress event (``progress``, ``step``,
+        ``eta_seconds``), ``on_event`` with every event. The job's event stream is
+        followed and resumed; if it cannot be (a proxy that breaks streams), the job is
+        polled instead. After ``timeout`` seconds, :class:`WaitTimeout`.
+        """
+        job_id = id_of(job)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cursor = Cursor(retries=self.stream_retries)
+        try:
+            path = f"/v1/jobs/{job_id}/events"
+            for event in self._follow(path, cursor, FINAL_EVENTS, deadline, self._ended(job_id)):
+                _tell(event, on_progress, on_event)
+        except Expired:
+            raise WaitTimeout(job_id, timeout or 0) from None
+        except ApiError as exc:
+            if not core.lost_link(exc):
+                raise
+            return self._poll(job_id, deadline, timeout, on_progress, on_event)
+        return self.get(job_id)
+
+    def _poll(
+        self,
+        job_id: str,
+        deadline: float | None,
+        timeout: float | None,
+        on_progress: EventCallback | None,
+        on_event: EventCallback | None,
+    ) -> JobPublic:
+        """Look at the job every ``poll_interval`` seconds until it ends."""
+        seen: tuple[Any, ...] = ()
+        status = ""
+        misses = 0
+        while True:
+            try:
+                job = self.get(job_id)
+                misses = 0
+            except ApiError as exc:
+                misses += 1
+                if not core.lost_link(exc) or misses > self.stream_retries:
+                    raise
+            else:
+                if job.status.value != status:
+                    status = job.status.value
+                    _tell(core.status_event(job), None, on_event)
+                if (job.progress, job.current_step) != seen and job.status.value == "running":
+                    seen = (job.progress, job.current_step)
+                    _tell(core.progress_of(job), on_progress, on_event)
+                if job.status.finished:
+                    return job
+            pause = self.poll_interval
+            if deadline is not None:
+                if time.monotonic() >= deadline:
+                    raise WaitTimeout(job_id, timeout or 0)
+                pause = min(pause, max(0.0, deadline - time.monotonic()))
+            time.sleep(pause)
+
+    def _follow(
+        self,
+        path: str,
+        cursor: Cursor,
+        last: frozenset[str],
+        deadline: float | None,
+        ended: Callable[[], bool] | None = None,
+    ) -> Iterator[Event]:
+        """The stream's events to one of ``last``, resumed after each break.
+
+        A job retried after it failed has its first ending in its stream too: with
+        ``ended``, a last event counts only once ``ended()`` says the job has ended,
+        and the stream is read on after it otherwise."""
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise Expired
+            timeout = core.stream_timeout(self.http.timeout, remaining)
+            try:
+                if cursor.ending and ended is not None and ended():
+                    return
+                cursor.ending = False
+                with self.http.stream(
+                    "GET", path, headers=cursor.headers(), timeout=timeout
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        raise core.stream_error(response, cursor)
+                    cursor.followed = True
+                    reader = core.SseReader()
+                    read_on = False
+                    for line in response.iter_lines():
+                        event = reader.feed(line)
+                        if event is None:
+                            continue
+                        cursor.saw(event)
+                        yield event
+                        if event.type in last:
+                            if ended is None:
+                                return
+                            cursor.ending = True
+                            if ended():
+                                return
+                            cursor.ending = False
+                            read_on = True  # an earlier run's end: the API ends the stream
+                            break
+                        if deadline is not None and time.monotonic() >= deadline:
+                            raise Expired
+                if not read_on:
+                    raise StreamBroken("the event stream ended before the job did")
+            except (httpx.TransportError, StreamBroken, ApiError) as exc:
+                if not core.broke_while_ending(exc, cursor):
+                    raise
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Expired from None
+                pause = cursor.broke()
+                if pause is None:
+                    raise core.gave_up(self.url, exc) from exc
+                time.sleep(pause)
+
+    def _ended(self, job_id: str) -> Callable[[], bool]:
+        return lambda: self.get(job_id).status.finished
+
+    # -- results ----------------------------------------------------------------------------
+    @overload
+    def download(self, thing: ArtifactPublic, dest: PathLike = ...) -> Path: ...
+    @overload
+    def download(self, thing: JobPublic, dest: PathLike = ...) -> builtins.list[Path]: ...
+    @overload
+    def download(self, thing: str, dest: PathLike = ...) -> Path | builtins.list[Path]: ...
+
+    def download(
+        self, thing: ArtifactPublic | JobPublic | str, dest: PathLike = "."
+    ) -> Path | builtins.list[Path]:
+        """Save an artifact (or an ``art_…`` id) at ``dest``, a file or a folder; or every
+        output of a job (or a ``job_…`` id) in the folder ``dest``. Each file is checked
+        against its SHA-256 and appears whole or not at all."""
+        if isinstance(thing, JobPublic) or (
+            isinstance(thing, str) and not core.is_artifact_id(thing)
+        ):
+            job = self.get(thing)
+            return [
+                self._save(a, core.target_path(a, Path(dest), folder=True)) for a in job.outputs
+            ]
+        artifact = (
+            thing
+            if isinstance(thing, ArtifactPublic)
+            else ArtifactPublic.model_validate(self._json("GET", f"/v1/artifacts/{thing}"))
+        )
+        return self._save(
+            artifact, core.target_path(artifact, Path(dest), folder=core.is_folder(dest))
+        )
+
+    def _save(self, artifact: ArtifactPublic, target: Path) -> Path:
+        part = target.with_name(target.name + ".part")
+        digest = hashlib.sha256()
+        try:
+            with self._reaching(), self.http.stream("GET", artifact.links.content) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise ApiError.of(response)
+                with part.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        digest.update(chunk)
+                        out.write(chunk)
+            core.check_digest(artifact, digest.hexdigest())
+            part.replace(target)
+        finally:
+            part.unlink(missing_ok=True)
+        return target
+
+    # -- flows ------------------------------------------------------------------------------
+    def submit_flow(self, body: Mapping[str, Any]) -> FlowPublic:
+        """Submit a flow: ``{"stages": {...}, "callback_url": ...}`` as ``POST /v1/flows``."""
+        return FlowPublic.model_validate(self._json("POST", "/v1/flows", json=dict(body)))
+
+    def flow(self, flow_id: str) -> FlowPublic:
+        return FlowPublic.model_validate(self._json("GET", f"/v1/flows/{flow_id}"))
+
+    def flow_events(self, flow_id: str, *, last_event_id: str | None = None) -> Iterator[Event]:
+        """Every stage's events of a flow (each with its ``stage``), to ``flow_ended``."""
+        cursor = Cursor(last_id=last_event_id, retries=self.stream_retries)
+        return self._follow(f"/v1/flows/{flow_id}/events", cursor, FLOW_END, None)
+
+    # -- collections (JSON as the API answers it) --------------------------------------------
+    def create_collection(self, name: str) -> dict[str, Any]:
+        return dict(self._json("POST", "/v1/collections", json={"name": name}))
+
+    def collections(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/v1/collections"))
+
+    def collection(self, collection_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/collections/{collection_id}"))
+
+    def add_documents(self, collection_id: str, paths: Iterable[PathLike]) -> dict[str, Any]:
+        """Upload documents to a collection: the documents and the ``index`` job reading them."""
+        files = core.file_fields([Path(p) for p in paths])
+        return dict(self._json("POST", f"/v1/collections/{collection_id}/documents", files=files))
+
+    def search(self, collection_id: str, query: str, limit: int = 10) -> dict[str, Any]:
+        return dict(
+            self._json(
+                "GET",
+                f"/v1/collections/{collection_id}/search",
+                params={"q": query, "limit": limit},
+            )
+        )
+
+
+def _tell(event: Event, on_progress: EventCallback | None, on_event: EventCallback | None) -> None:
+    if on_event is not None:
+        on_event(event)
+    if on_progress is not None and event.type == "progress":
+        on_progress(event)

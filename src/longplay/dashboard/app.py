@@ -1,0 +1,24 @@
+"""The dashboard's routes and assets, added to the API's app by :func:`mount`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
+
+from longplay.dashboard import admin, auth, jobs, live, sessions, submit
+from longplay.dashboard.web import HERE, see_other
+
+home = APIRouter(include_in_schema=False)
+
+
+@home.get("/")
+async def index(request: Request) -> Response:
+    """The jobs list when signed in, else the sign-in form (it comes back here)."""
+    return see_other("/jobs" if request.cookies.get(sessions.COOKIE) else "/login")
+
+
+def mount(app: FastAPI) -> None:
+    """Serve the dashboard from ``app``: pages at ``/``, assets under ``/static``."""
+    for router in (home, auth.router, jobs.router, submit.router, live.router, admin.router):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="dashboard-static")

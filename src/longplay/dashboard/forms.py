@@ -1,0 +1,169 @@
+"""A kind's parameters as HTML form fields, made from its JSON Schema, and back.
+
+The schema is the one ``GET /v1/kinds`` publishes (the params model's own). Each
+property becomes one field: a select for an enum, a checkbox for a boolean, a number
+box with the schema's bounds, a text box (or a text area for long text), a text area
+of lines for a list of strings, and a text area of JSON for anything else. The
+values come back as text; :func:`params_from_form` turns them into the types the
+schema names and leaves validation to the service, which checks the params model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from longplay.jobs import refusals
+
+LONG_TEXT = frozenset({"text", "prompt", "question", "instructions", "message", "query"})
+"""Parameter names that get a text area even without a long ``maxLength``."""
+
+
+@dataclass
+class Field:
+    """One form field for one parameter."""
+
+    name: str
+    widget: str
+    """select, checkbox, number, text, textarea, lines or json."""
+    label: str
+    description: str = ""
+    required: bool = False
+    value: str = ""
+    checked: bool = False
+    options: list[str] = field(default_factory=list)
+    multiple: bool = False
+    selected: list[str] = field(default_factory=list)
+    minimum: float | None = None
+    maximum: float | None = None
+    step: str = "any"
+    type: str = "string"
+    """The JSON type the value is sent back as."""
+
+
+def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """``node`` with a local ``$ref`` followed and an optional (``X | None``) unwrapped."""
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        target = schema.get("$defs", {}).get(ref.rsplit("/", 1)[-1], {})
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+    for combiner in ("anyOf", "oneOf"):
+        options = node.get(combiner)
+        if isinstance(options, list):
+            real = [o for o in options if o.get("type") != "null"]
+            if len(real) == 1:
+                rest = {k: v for k, v in node.items() if k != combiner}
+                return {**_resolve(schema, real[0]), **rest}
+    return node
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def fields_of(schema: dict[str, Any], values: dict[str, str] | None = None) -> list[Field]:
+    """The form fields for a params schema; ``values`` (as sent) fill them again."""
+    required = set(schema.get("required", []))
+    made = []
+    for name, raw in schema.get("properties", {}).items():
+        node = _resolve(schema, raw)
+        made.append(_field(name, node, name in required, values))
+    return made
+
+
+def _field(name: str, node: dict[str, Any], required: bool, values: dict[str, str] | None) -> Field:
+    kind = node.get("type")
+    default = node.get("default")
+    sent = None if values is None else values.get(name)
+    made = Field(
+        name=name,
+        widget="text",
+        label=str(node.get("title") or name.replace("_", " ")),
+        description=str(node.get("description", "")),
+        required=required,
+        type=kind if isinstance(kind, str) else "json",
+    )
+    if "enum" in node or "const" in node:
+        made.widget = "select"
+        made.options = [_text(o) for o in node.get("enum", [node.get("const")])]
+        made.value = sent if sent is not None else _text(default)
+        made.type = "enum"
+        made.selected = [made.value]
+    elif kind == "boolean" and default is None and not required:
+        # Yes, no, or left to the kind: an unticked box would say "no".
+        made.widget = "select"
+        made.options = ["true", "false"]
+        made.value = sent if sent is not None else ""
+        made.type = "enum"
+        made.selected = [made.value]
+    elif kind == "boolean":
+        made.widget = "checkbox"
+        made.checked = (sent == "on") if values is not None else bool(default)
+    elif kind in ("integer", "number"):
+        made.widget = "number"
+        made.minimum = node.get("minimum", node.get("exclusiveMinimum"))
+        made.maximum = node.get("maximum", node.get("exclusiveMaximum"))
+        made.step = "1" if kind == "integer" else "any"
+        made.value = sent if sent is not None else _text(default)
+    elif kind == "string":
+        long = name in LONG_TEXT or int(node.get("maxLength", 0)) > 500
+        made.widget = "textarea" if long else "text"
+        made.value = sent if sent is not None else _text(default)
+    elif kind == "array" and _resolve({}, node.get("items", {})).get("type") == "string":
+        made.widget = "lines"
+        made.type = "lines"
+        made.value = sent if sent is not None else "\n".join(map(str, default or []))
+    else:
+        made.widget = "json"
+        made.type = "json"
+        made.value = sent if sent is not None else ("" if default is None else _text(default))
+    return made
+
+
+def params_from_form(schema: dict[str, Any], form: dict[str, str]) -> dict[str, Any]:
+    """The parameters a submitted form gives: an empty field is left out (the model's
+    default applies); a value that is not of its field's type is refused with a 422."""
+    params: dict[str, Any] = {}
+    for made in fields_of(schema, form):
+        raw = form.get(made.name, "")
+        if made.widget == "checkbox":
+            params[made.name] = raw == "on"
+            continue
+        if raw.strip() == "":
+            continue
+        params[made.name] = _typed(made, raw)
+    return params
+
+
+def _typed(made: Field, raw: str) -> Any:
+    try:
+        if made.type == "integer":
+            return int(raw)
+        if made.type == "number":
+            return float(raw)
+        if made.type == "lines":
+            return [line.strip() for line in raw.splitlines() if line.strip()]
+        if made.type in ("json", "enum") and made.widget != "select":
+            return json.loads(raw)
+    except ValueError:
+        problem = f"{made.label}: {raw!r} is not a valid {made.type}"
+        raise refusals.Invalid(
+            problem, [{"loc": ["params", made.name], "msg": problem, "type": made.type}]
+        ) from None
+    if made.widget == "select":
+        return _option(raw)
+    return raw
+
+
+def _option(raw: str) -> Any:
+    """A select's value: the enum's JSON value where it is one (a number, ``null``)."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return raw
+    return value if not isinstance(value, str) else raw

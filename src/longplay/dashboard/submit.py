@@ -1,0 +1,130 @@
+"""Submitting a job from a form made from its kind's parameter schema, with files.
+
+The submission goes through the same steps as ``POST /v1/jobs`` with multipart: the
+uploads are copied and hashed outside the store call (:mod:`longplay.api.uploads`),
+then one store call adopts them and calls :func:`longplay.jobs.submission.submit_job`,
+which validates the parameters against the kind's model; after the commit, admission
+is asked for a round. The form carries a one-time id sent as the ``Idempotency-Key``,
+so a double click makes one job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response, status
+from fastapi.responses import HTMLResponse
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from longplay.api import bodies, uploads
+from longplay.api.routes.jobs import UPLOAD_BODY_LIMIT
+from longplay.api.schemas import KindPublic
+from longplay.dashboard import forms, sessions
+from longplay.dashboard.sessions import Viewer
+from longplay.dashboard.web import PageRoute, as_viewer, changing, render, see_other
+from longplay.framework import JobKind, get_kind
+from longplay.framework.kinds import all_kinds
+from longplay.jobs import refusals, submission
+from longplay.settings import get_settings
+
+router = APIRouter(route_class=PageRoute, include_in_schema=False)
+FORM_ID = "form_id"
+
+
+def _kind(name: str) -> JobKind[Any]:
+    kind = get_kind(name)
+    if kind is None:
+        raise refusals.NotFound(f"no job kind {name!r}")
+    return kind
+
+
+@router.get("/submit", response_class=HTMLResponse)
+async def kinds_page(request: Request) -> Response:
+    """The kinds to choose from."""
+    viewer = await as_viewer(request, lambda session, viewer: viewer)
+    kinds = sorted((KindPublic.of(k) for k in all_kinds()), key=lambda k: k.name)
+    return render(request, "kinds.html", {"kinds": kinds}, viewer=viewer)
+
+
+def _form_page(
+    request: Request,
+    viewer: Viewer,
+    kind: JobKind[Any],
+    *,
+    values: dict[str, str] | None = None,
+    problem: str | None = None,
+    status_code: int = status.HTTP_200_OK,
+) -> HTMLResponse:
+    shown = KindPublic.of(kind)
+    return render(
+        request,
+        "submit.html",
+        {
+            "kind": shown,
+            "fields": forms.fields_of(shown.params_schema, values),
+            "form_id": sessions.new_token(),
+            "problem": problem,
+        },
+        viewer=viewer,
+        status_code=status_code,
+    )
+
+
+@router.get("/submit/{kind_name}", response_class=HTMLResponse)
+async def submit_page(request: Request, kind_name: str) -> Response:
+    """The form for one kind: its parameters, and files when it takes any."""
+    kind = _kind(kind_name)
+    viewer = await as_viewer(request, lambda session, viewer: viewer)
+    return _form_page(request, viewer, kind)
+
+
+@router.post("/submit/{kind_name}", response_class=HTMLResponse)
+async def submit(request: Request, kind_name: str) -> Response:
+    """Submit the form; on success the new job's page, else the form again with why."""
+    kind = _kind(kind_name)
+    limits = get_settings().api
+    within = bodies.limited(request, UPLOAD_BODY_LIMIT, "a submission with files")
+    form = await within.form(
+        max_files=limits.max_inputs_per_job, max_part_size=limits.max_json_bytes
+    )
+    files = [f for f in form.getlist("file") if isinstance(f, UploadFile) and f.filename]
+    values = {k: v for k, v in form.items() if isinstance(v, str)}
+    schema = KindPublic.of(kind).params_schema
+    try:
+        params = forms.params_from_form(schema, values)
+    except refusals.Invalid as exc:
+        viewer = await as_viewer(request, lambda session, viewer: viewer)
+        return _form_page(request, viewer, kind, values=values, problem=str(exc), status_code=422)
+    received = await run_in_threadpool(uploads.receive_all, files) if files else []
+
+    def submit_in_store(session: Session, viewer: Viewer) -> tuple[str, Any, Any]:
+        try:
+            stored = [uploads.adopt(session, viewer.owner, r) for r in received]
+        except BaseException:
+            uploads.discard(received)
+            raise
+        made = submission.submit_job(
+            session,
+            owner=viewer.owner,
+            kind_name=kind.name,
+            params=params,
+            input_ids=[],
+            uploaded=stored,
+            idempotency_key=f"dashboard:{values.get(FORM_ID, '')}" if values.get(FORM_ID) else None,
+            admit=False,
+        )
+        return made.job.id, made.job.run_at, made.job.deadline
+
+    try:
+        job_id, run_at, deadline = await changing(request, submit_in_store, csrf=values.get("csrf"))
+    except refusals.Invalid as exc:
+        uploads.discard(received)
+        viewer = await as_viewer(request, lambda session, viewer: viewer)
+        return _form_page(request, viewer, kind, values=values, problem=str(exc), status_code=422)
+    except BaseException:
+        uploads.discard(received)
+        raise
+    await run_in_threadpool(submission.book_rounds, run_at, deadline)
+    return see_other(f"/jobs/{job_id}")

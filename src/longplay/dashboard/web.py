@@ -1,0 +1,212 @@
+"""What every dashboard page shares: templates, the signed-in viewer, errors as pages.
+
+Templates autoescape everything; nothing a user or a model wrote is ever marked
+safe (the one HTML built in Python is Markdown rendered with raw HTML disabled, see
+:mod:`longplay.dashboard.results`). Each page also says so to the browser: a
+Content-Security-Policy allows scripts, styles and media from this origin only, so an
+injected ``<script>`` or ``onerror=`` would not run even if it got through.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+from fastapi import Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.orm import Session
+
+from longplay.api.deps import in_store
+from longplay.dashboard import sessions
+from longplay.dashboard.sessions import Viewer
+from longplay.jobs import refusals
+
+T = TypeVar("T")
+HERE = Path(__file__).parent
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "img-src 'self'; media-src 'self'; connect-src 'self'; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+_STATUS_OF: list[tuple[type[refusals.ServiceError], int]] = [
+    (refusals.NotFound, status.HTTP_404_NOT_FOUND),
+    (refusals.Invalid, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    (refusals.Conflict, status.HTTP_409_CONFLICT),
+    (refusals.Forbidden, status.HTTP_403_FORBIDDEN),
+    (refusals.RateLimited, status.HTTP_429_TOO_MANY_REQUESTS),
+    (refusals.TooLarge, status.HTTP_413_CONTENT_TOO_LARGE),
+    (refusals.Unavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
+]
+
+
+def _until(moment: datetime | None) -> str:
+    """How long until ``moment`` ("in 5 min"), or "" when it is not to come."""
+    if moment is None:
+        return ""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    seconds = (moment - datetime.now(UTC)).total_seconds()
+    return f"in {duration(seconds)}" if seconds >= 1 else ""
+
+
+def _ago(moment: datetime | None) -> str:
+    if moment is None:
+        return "—"
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    seconds = (datetime.now(UTC) - moment).total_seconds()
+    return f"{duration(seconds)} ago" if seconds >= 1 else "just now"
+
+
+def duration(seconds: float | None) -> str:
+    """``75`` → ``1 min 15 s``: how long, the way a person says it."""
+    if seconds is None:
+        return "—"
+    seconds = max(0.0, seconds)
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
+
+
+def _size(count: int) -> str:
+    amount = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if amount < 1024 or unit == "GB":
+            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return f"{amount:.1f} GB"
+
+
+templates = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+templates.filters["duration"] = duration
+templates.filters["ago"] = _ago
+templates.filters["until"] = _until
+templates.filters["size"] = _size
+templates.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def render(
+    request: Request,
+    template: str,
+    context: dict[str, Any],
+    *,
+    viewer: Viewer | None = None,
+    status_code: int = status.HTTP_200_OK,
+) -> HTMLResponse:
+    """A page: ``template`` with ``context``, the viewer (for the menu and CSRF token)."""
+    page = templates.get_template(template).render(
+        request=request, viewer=viewer, path=request.url.path, **context
+    )
+    return HTMLResponse(page, status_code=status_code, headers=SECURITY_HEADERS)
+
+
+def see_other(url: str) -> RedirectResponse:
+    """After a form: the page to show (303, so the browser GETs it)."""
+    return RedirectResponse(url, status_code=status.HTTP_303_SEE_OTHER)
+
+
+def local_url(url: str | None, default: str = "/jobs") -> str:
+    """``url`` if it is a path on this site, else ``default``: no open redirects."""
+    if not url or not url.startswith("/") or url.startswith("//") or "\\" in url:
+        return default
+    parts = urlsplit(url)
+    return url if not parts.scheme and not parts.netloc else default
+
+
+def session_token(request: Request) -> str | None:
+    return request.cookies.get(sessions.COOKIE)
+
+
+async def as_viewer(request: Request, work: Callable[[Session, Viewer], T]) -> T:
+    """Find the signed-in viewer and run ``work(session, viewer)`` in one store call."""
+    token = session_token(request)
+    return await in_store(lambda session: work(session, sessions.viewer(session, token)))
+
+
+async def changing(request: Request, work: Callable[[Session, Viewer], T], *, csrf: object) -> T:
+    """Like :func:`as_viewer`, for a form that changes something: the form's ``csrf``
+    must be the session's, and a browser saying it comes from elsewhere is refused."""
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != request.url.netloc:
+        raise sessions.BadCsrf
+
+    def checked(session: Session, viewer: Viewer) -> T:
+        sessions.check_csrf(viewer.csrf, csrf)
+        return work(session, viewer)
+
+    return await as_viewer(request, checked)
+
+
+def _sign_in_again(request: Request) -> Response:
+    if request.method == "GET":
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        response: Response = see_other(f"/login?next={quote(target, safe='')}")
+    else:
+        response = see_other("/login")
+    response.delete_cookie(sessions.COOKIE, path="/")
+    return response
+
+
+def error_page(request: Request, status_code: int, code: str, message: str) -> HTMLResponse:
+    return render(
+        request,
+        "error.html",
+        {"status_code": status_code, "code": code, "message": message},
+        status_code=status_code,
+    )
+
+
+def status_of(exc: refusals.ServiceError) -> int:
+    return next((s for t, s in _STATUS_OF if isinstance(exc, t)), status.HTTP_400_BAD_REQUEST)
+
+
+class PageRoute(APIRoute):
+    """A dashboard route: what the service refuses becomes a page, not JSON; a missing
+    session sends the browser to sign in; a forged form gets a plain 403."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle: Callable[[Request], Awaitable[Response]] = super().get_route_handler()
+
+        async def page(request: Request) -> Response:
+            try:
+                return await handle(request)
+            except sessions.SignInNeeded:
+                return _sign_in_again(request)
+            except sessions.BadCsrf:
+                return error_page(
+                    request,
+                    status.HTTP_403_FORBIDDEN,
+                    "bad_csrf",
+                    "this form is stale or came from another site; open the page again",
+                )
+            except refusals.ServiceError as exc:
+                return error_page(request, status_of(exc), exc.code, str(exc))
+            except RequestValidationError as exc:
+                problems = exc.errors()
+                where = ".".join(str(p) for p in problems[0]["loc"]) if problems else "request"
+                message = f"{where}: {problems[0]['msg']}" if problems else "not valid"
+                return error_page(
+                    request, status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid_request", message
+                )
+
+        return page

@@ -1,0 +1,344 @@
+"""Writing a podcast script that is grounded by construction.
+
+The facts of an episode come from the passages retrieved for it, never from the model:
+
+- the outline is the passages themselves, in the order of their documents, one
+  section each, a chapter per document heading;
+- what the expert (or, in a debate, both sides) says is the passage's own sentences,
+  a few at a time, with a short lead-in ("Right.");
+- the model writes only the host's opening question of each section the episode will
+  use (:meth:`ScriptWriter.ask`), and each is checked:
+  the first line of what it wrote, cut at its question mark, 3 to 25 words, and every
+  content word found in the section's passage, the topic or the speakers' and
+  documents' names (:func:`~longplay.text.script.ungrounded_words`). A question that
+  fails is replaced by one made from the passage's heading and document, so nothing the
+  model writes can break the format or add a fact.
+
+Intro and outro name the topic, the speakers and the documents, and cite the passage of
+every section. Every turn carries the ids of the passages it draws on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel
+
+from longplay.engines.llm import LanguageModel
+from longplay.framework.library import Passage
+from longplay.text.script import Chapter, CitedPassage, Script, Turn, ungrounded_words, words
+from longplay.text.sentences import split_sentences
+
+Style = Literal["deep-dive", "brief", "debate", "interview"]
+WORDS_PER_SECOND = 2.6
+"""About how fast the bundled voices speak, pauses between turns included: what a script
+is fitted by before it is voiced (the fit by voiced lengths corrects it afterwards)."""
+CHUNK_WORDS: dict[str, int] = {"deep-dive": 40, "brief": 28, "debate": 32, "interview": 32}
+"""About how many of a passage's words one content turn speaks, by style."""
+MIN_QUESTION_WORDS, MAX_QUESTION_WORDS = 3, 25
+QUESTION_TOKENS = 32
+LEAD_INS = ("", "Right.", "Sure.", "Well,", "Good question.", "Here's what the source says.")
+FOLLOW_UPS = ("Go on.", "And what else?", "Tell us more.", "What follows from that?")
+DOCUMENTS = "{documents}"
+"""Where the intro names the documents; a script fills in those of its sections."""
+_EXAMPLE = (
+    "Passage: The Eiffel Tower was finished in 1889 for the World's Fair in Paris. It was "
+    "the tallest structure in the world for 41 years.\n"
+    "Question: When was the Eiffel Tower finished, and how long was it the tallest?\n\n"
+)
+
+
+@dataclass(frozen=True)
+class Voice:
+    """A speaker as the writer needs them: a name and a role (``host`` leads)."""
+
+    name: str
+    role: str
+
+
+class Section(BaseModel):
+    """The turns made from one passage, in beats: a beat is a question or a lead and
+    the content that answers it, the unit an episode is lengthened or shortened by."""
+
+    passage: Passage
+    title: str
+    beats: list[list[Turn]]
+    rank: int
+    """Where its passage came in the retrieval, 0 the best."""
+    asked: bool = False
+    """Whether the model was asked for its opening question (:meth:`ScriptWriter.ask`)."""
+
+
+class Draft(BaseModel):
+    """What the writer made: a section for every passage retrieved, in episode order;
+    a script is a choice of their beats (:meth:`script`)."""
+
+    title: str
+    intro: list[Turn]
+    sections: list[Section]
+    outro: list[Turn]
+    questions_written: int = 0
+    """Host questions the model wrote that passed the check."""
+    questions_replaced: int = 0
+    """Those that failed it and were made from the passage instead."""
+
+    def script(self, plan: Mapping[int, int]) -> Script:
+        """The script of the first ``plan[i]`` beats of each section ``i`` planned."""
+        sections = [(self.sections[i], plan[i]) for i in sorted(plan) if plan[i] > 0]
+        firsts = [section.passage.id for section, _ in sections]
+        listed = _listing(list(dict.fromkeys(s.passage.document_name for s, _ in sections)))
+        turns = [
+            t.model_copy(update={"sources": firsts, "text": t.text.replace(DOCUMENTS, listed)})
+            for t in self.intro
+        ]
+        chapters: list[Chapter] = []
+        for section, beats in sections:
+            if not chapters or chapters[-1].title != section.title:
+                chapters.append(Chapter(title=section.title, first_turn=len(turns)))
+            turns.extend(turn for beat in section.beats[:beats] for turn in beat)
+        turns += [t.model_copy(update={"sources": firsts}) for t in self.outro]
+        return Script(
+            title=self.title,
+            turns=turns,
+            chapters=chapters,
+            passages=[
+                CitedPassage(
+                    id=p.id,
+                    document_id=p.document_id,
+                    document=p.document_name,
+                    text=p.text,
+                    heading=p.heading,
+                )
+                for p in (section.passage for section, _ in sections)
+            ],
+        )
+
+
+def _listing(names: Sequence[str]) -> str:
+    """``a, b and c``; the first four names and "more" for a longer list."""
+    named = [*names[:4], "more"] if len(names) > 4 else list(names) or ["our sources"]
+    return ", ".join(named[:-1]) + (" and " if len(named) > 1 else "") + named[-1]
+
+
+def estimated_seconds(turn: Turn) -> float:
+    """How long ``turn`` takes to speak, by :data:`WORDS_PER_SECOND`."""
+    return len(words(turn.text)) / WORDS_PER_SECOND
+
+
+def fit(
+    draft: Draft, seconds: float, duration: Callable[[Turn], float] = estimated_seconds
+) -> dict[int, int]:
+    """The beats to voice for an episode of about ``seconds``: the best-ranked sections
+    first, each beat in order, as long as adding one brings the episode closer to
+    ``seconds``; ``duration`` tells a turn's length (estimated, or as voiced)."""
+    spent = sum(duration(t) for t in [*draft.intro, *draft.outro])
+    plan: dict[int, int] = {}
+    for index in sorted(range(len(draft.sections)), key=lambda i: draft.sections[i].rank):
+        for beat in draft.sections[index].beats:
+            longer = spent + sum(duration(t) for t in beat)
+            if abs(longer - seconds) >= abs(spent - seconds):
+                return plan
+            spent = longer
+            plan[index] = plan.get(index, 0) + 1
+    return plan
+
+
+class ScriptWriter:
+    """Writes a :class:`Draft` from retrieved passages with ``model`` asking the questions."""
+
+    def __init__(
+        self,
+        model: LanguageModel,
+        *,
+        voices: Sequence[Voice],
+        style: Style,
+        topic: str | None,
+        instructions: str | None,
+        language: str,
+        chat: bool,
+    ) -> None:
+        self.model = model
+        self.host = voices[0]
+        self.others = list(voices[1:])
+        self.style = style
+        self.topic = topic
+        self.instructions = instructions
+        self.language = language
+        self.chat = chat
+        """Ask as a chat (an instruction-following server) instead of a completion."""
+
+    def outline(self, passages: Sequence[Passage]) -> Draft:
+        """One section per passage, each host question made from its passage's heading
+        and document; ``passages`` come best first, the sections are put in document
+        order, each remembering its rank. No model runs: :meth:`ask` does that for the
+        sections an episode will use."""
+        documents = list(dict.fromkeys(p.document_name for p in passages))
+        ordered = sorted(
+            range(len(passages)),
+            key=lambda i: (documents.index(passages[i].document_name), passages[i].position),
+        )
+        return Draft(
+            title=self._title(documents),
+            intro=self._intro(),
+            sections=[
+                self._section(passages[index], rank=index, speaker_turn=n)
+                for n, index in enumerate(ordered, start=1)
+            ],
+            outro=self._outro(),
+        )
+
+    def ask(
+        self, draft: Draft, sections: Sequence[int], *, progress: Callable[[int, int], None]
+    ) -> None:
+        """Have the model write the host's opening question of each of ``sections``
+        (indexes into ``draft.sections``); one that fails the check keeps the question
+        made from the passage."""
+        documents = [s.passage.document_name for s in draft.sections]
+        allowed = self._allowed(documents)
+        for done, index in enumerate(sections, start=1):
+            section = draft.sections[index]
+            opening = section.beats[0][0]
+            if self.others and not section.asked:
+                question = self._question(section.passage)
+                written = question is not None and not ungrounded_words(
+                    question, [section.passage.text], allowed
+                )
+                if written:
+                    section.beats[0][0] = opening.model_copy(update={"text": question})
+                draft.questions_written += written
+                draft.questions_replaced += not written
+                section.asked = True
+            progress(done, len(sections))
+
+    def _allowed(self, documents: Sequence[str]) -> list[str]:
+        names = [self.host.name, *(v.name for v in self.others)]
+        return [*(self.topic or "",), *(self.instructions or "",), *documents, *names]
+
+    def _title(self, documents: Sequence[str]) -> str:
+        return self.topic or (documents[0] if len(documents) == 1 else "Podcast")
+
+    def _intro(self) -> list[Turn]:
+        about = self.topic or "what our sources say"
+        text = f"Welcome to the show. Today we're talking about {about}, from {DOCUMENTS}."
+        if self.others:
+            guests = " and ".join(v.name for v in self.others)
+            text += f" With me is {guests}."
+            reply = f"Thanks. Let's get into {about}."
+            return [
+                Turn(speaker=self.host.name, text=text),
+                Turn(speaker=self.others[0].name, text=reply),
+            ]
+        return [Turn(speaker=self.host.name, text=text)]
+
+    def _outro(self) -> list[Turn]:
+        text = "That's all for today. Thanks for listening."
+        if self.others:
+            return [
+                Turn(speaker=self.host.name, text=f"Thanks, {self.others[0].name}. {text}"),
+            ]
+        return [Turn(speaker=self.host.name, text=text)]
+
+    def _section(self, passage: Passage, *, rank: int, speaker_turn: int) -> Section:
+        title = passage.heading or passage.document_name
+        chunks = _chunks(passage.text, CHUNK_WORDS[self.style])
+        ids = [passage.id]
+        host = self.host.name
+        beats: list[list[Turn]] = []
+        if not self.others:  # a single host reads the brief
+            for n, chunk in enumerate(chunks):
+                lead = f"From {passage.document_name}:" if n == 0 else ""
+                beats.append([Turn(speaker=host, text=_join(lead, chunk), sources=ids)])
+            return Section(passage=passage, title=title, beats=beats, rank=rank)
+        expert = self.others[(speaker_turn - 1) % len(self.others)].name
+        question = _made_question(passage)
+        for n, chunk in enumerate(chunks):
+            if n == 0:
+                lead = LEAD_INS[speaker_turn % len(LEAD_INS)]
+                beats.append(
+                    [
+                        Turn(speaker=host, text=question, sources=ids),
+                        Turn(speaker=expert, text=_join(lead, chunk), sources=ids),
+                    ]
+                )
+            elif self.style == "debate":  # the two sides take the passage's points in turn
+                speaker, lead = (host, "But the source also says:") if n % 2 else (expert, "")
+                beats.append([Turn(speaker=speaker, text=_join(lead, chunk), sources=ids)])
+            else:
+                follow = FOLLOW_UPS[(speaker_turn + n) % len(FOLLOW_UPS)]
+                beats.append(
+                    [
+                        Turn(speaker=host, text=follow, sources=ids),
+                        Turn(speaker=expert, text=chunk, sources=ids),
+                    ]
+                )
+        return Section(passage=passage, title=title, beats=beats, rank=rank)
+
+    def _question(self, passage: Passage) -> str | None:
+        """The model's question about the start of ``passage``, parsed; None when what
+        it wrote is not one."""
+        return _parse_question(self._ask(_chunks(passage.text, CHUNK_WORDS[self.style])[0]))
+
+    def _ask(self, chunk: str) -> str:
+        focus = f" The episode is about {self.topic}." if self.topic else ""
+        if self.instructions:
+            focus += f" {self.instructions}"
+        if self.chat:
+            language = "" if self.language == "en" else f" Write it in {self.language}."
+            return (
+                self.model.chat(
+                    [
+                        {
+                            "role": "system",
+                            "content": (
+                                "You are a podcast host. Write one short question, on one line, "
+                                "that the passage answers. Use only words from the passage."
+                                f"{focus}{language}"
+                            ),
+                        },
+                        {"role": "user", "content": chunk},
+                    ],
+                    max_tokens=QUESTION_TOKENS,
+                    stop=["\n", "?"],
+                )
+                + "?"
+            )
+        prompt = f"{_EXAMPLE}Passage: {chunk}\nQuestion:"
+        return self.model.complete(prompt, max_tokens=QUESTION_TOKENS, stop=["\n", "?"]) + "?"
+
+
+def _made_question(passage: Passage) -> str:
+    """The host's question when the model's is not there or not good enough."""
+    if passage.heading:
+        return f"What does {passage.document_name} tell us about {passage.heading}?"
+    return f"What else does {passage.document_name} tell us?"
+
+
+def _parse_question(written: str) -> str | None:
+    """The first line of what the model wrote, up to its first question mark, without
+    a speaker label or quotes; None unless it is a question of a sensible length."""
+    line = next((ln.strip() for ln in written.splitlines() if ln.strip()), "")
+    line = re.sub(r"^(?:\*\*)?[\w .'-]{1,30}:(?:\*\*)?\s*", "", line).strip(" \"'“”*")
+    if "?" not in line:
+        return None
+    question = line[: line.index("?") + 1].strip(" \"'“”*")
+    count = len(words(question))
+    if not MIN_QUESTION_WORDS <= count <= MAX_QUESTION_WORDS:
+        return None
+    return question[0].upper() + question[1:]
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    """The passage's sentences in groups of about ``size`` words."""
+    groups: list[list[str]] = [[]]
+    for sentence in split_sentences(" ".join(text.split())):
+        if groups[-1] and sum(len(s.split()) for s in groups[-1]) >= size:
+            groups.append([])
+        groups[-1].append(sentence)
+    return [" ".join(group) for group in groups if group]
+
+
+def _join(lead: str, text: str) -> str:
+    return f"{lead} {text}".strip()

@@ -1,0 +1,452 @@
+"""Summarizing a document with a template: the whole ``summarize`` job without the job.
+
+An input that fits the model's context with room for the answer is read in one pass;
+a longer one is cut at segment or paragraph boundaries into chunks, each summarized
+with the running summary of the ones before, and the chunks' summaries are combined
+(in rounds, if even they do not fit at once). Every answer is held to the template's
+JSON Schema (:func:`~longplay.text.summary.answer_schema`) — a grammar on the local
+model, ``response_format`` to a server — then checked, and asked for once more when it
+does not pass. Nothing of the input is left out unless ``max_characters`` says so, and
+:class:`Coverage` says what was read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from longplay.engines.llm import LanguageModel
+from longplay.framework import InvalidParams, Note, PermanentError, Progress, no_note, no_progress
+from longplay.text.chunks import chunk_text, estimate_tokens
+from longplay.text.documents import Document
+from longplay.text.languages import Language
+from longplay.text.summary import (
+    BUILTIN_TEMPLATES,
+    TEMPLATE_NAME,
+    Chapter,
+    Length,
+    SummarySection,
+    Template,
+    TemplateSection,
+    UnusableAnswer,
+    action_text,
+    answer_schema,
+    answer_tokens,
+    builtin_template,
+    chapter_times,
+    own_template,
+    parse_json_answer,
+    read_answer,
+)
+
+RUNNING_SUMMARY_TOKENS = 300
+"""The most of the running summary a chunk's prompt carries."""
+PROMPT_MARGIN_TOKENS = 64
+"""Room kept free in the context besides the prompt and the answer: the token
+estimate for a chunk is not exact."""
+RETRY_TEMPERATURE = 0.4
+
+
+class SummaryOptions(BaseModel):
+    """How to summarize: what ``summarize`` takes besides its input."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    template: str = Field(
+        "brief",
+        pattern=TEMPLATE_NAME,
+        description="brief, key-points, meeting-notes, chapters, or the name of one of "
+        "your own templates (/v1/templates).",
+    )
+    sections: list[TemplateSection] | None = Field(
+        None,
+        min_length=1,
+        max_length=12,
+        description="Filled in at submit from your template that `template` names, so "
+        "the job keeps the template it was given. Sent directly: a one-off template.",
+    )
+    language: str | None = Field(
+        None, description="Language of the summary; null: the input's language."
+    )
+    length: Length = Field("medium", description="short, medium or long.")
+    max_characters: int | None = Field(
+        None,
+        ge=1000,
+        description="Read at most this many characters of the input and leave the rest "
+        "out (the result says so); null: read everything.",
+    )
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value: str | None) -> str | None:
+        return None if value is None else Language.find(value).name
+
+    @model_validator(mode="after")
+    def _sections_only_for_own_templates(self) -> SummaryOptions:
+        if self.sections is not None and self.template in BUILTIN_TEMPLATES:
+            raise ValueError(
+                f"{self.template} is a built-in template with fixed sections; give your "
+                "own sections another template name"
+            )
+        return self
+
+    def chosen_template(self) -> Template:
+        """The template to use; an own one whose sections were not filled in is an
+        :class:`InvalidParams` (the service fills them in at submit)."""
+        builtin = builtin_template(self.template)
+        if builtin is not None:
+            return builtin
+        if self.sections is None:
+            raise InvalidParams(
+                f"unknown template {self.template!r}: use brief, key-points, meeting-notes, "
+                "chapters or one of yours (GET /v1/templates)",
+                code="unknown_template",
+            )
+        return own_template(self.template, self.sections)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A piece of the input read whole: a segment of a transcript or a paragraph."""
+
+    text: str
+    start: float | None = None
+    end: float | None = None
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How much of the input was read: all of it unless a setting allowed less."""
+
+    characters_total: int
+    characters_read: int
+    left_out: bool
+    chunks: int
+    passes: str
+    """``one`` (the whole input at once) or ``map-reduce``."""
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What :func:`summarize_document` made."""
+
+    sections: list[SummarySection]
+    template: str
+    language: str | None
+    coverage: Coverage
+    retries: int
+
+
+def units_of(document: Document) -> list[Unit]:
+    """The document's segments (with their times) or paragraphs, in order."""
+    if document.format == "txt":
+        texts = [p.join(p.lines) for p in document.paragraphs]
+        return [Unit(text.strip()) for text in texts if text.strip()]
+    return [
+        Unit(" ".join(cue.text.split()), cue.start, cue.end)
+        for cue in document.cues
+        if cue.text.strip()
+    ]
+
+
+@dataclass
+class _Run:
+    """One summary in the making: the model, the template and what it reports to."""
+
+    llm: LanguageModel
+    template: Template
+    options: SummaryOptions
+    language: str | None
+    note: Note
+    retries: int = 0
+
+    def ask(self, prompt: str, segments: tuple[int, int]) -> list[SummarySection]:
+        """The model's answer to ``prompt`` as checked sections; asked twice at most."""
+        schema = answer_schema(self.template, self.options.length, segments)
+        max_tokens = answer_tokens(self.template, self.options.length)
+        problem = ""
+        for temperature in (0.0, RETRY_TEMPERATURE):
+            answer = self.llm.complete_json(
+                prompt, schema, max_tokens=max_tokens, temperature=temperature
+            )
+            try:
+                return read_answer(parse_json_answer(answer), self.template, segments=segments)
+            except UnusableAnswer as exc:
+                problem = str(exc)
+                if temperature == 0.0:
+                    self.retries += 1
+                    self.note(f"the model's summary was not usable ({problem}); asked again")
+        raise PermanentError(
+            f"the model gave no usable summary in two tries ({problem}); a stronger model "
+            "does better (see the README)",
+            code="summary_unusable",
+        )
+
+
+def summarize_document(
+    document: Document,
+    options: SummaryOptions,
+    *,
+    llm: LanguageModel,
+    context_tokens: int,
+    progress: Progress = no_progress,
+    note: Note = no_note,
+) -> Summary:
+    """Summarize ``document`` with the template ``options`` choose.
+
+    ``progress(done, total, chunks_done=, chunks_total=, characters_read=)`` hears of
+    each chunk read and of the combining; it is where a cancelled job stops.
+    """
+    template = options.chosen_template()
+    units = units_of(document)
+    total_chars = sum(len(u.text) for u in units)
+    units = _within(units, options.max_characters)
+    read_chars = sum(len(u.text) for u in units)
+    left_out = read_chars < total_chars
+    if left_out:
+        note(
+            f"read {read_chars} of {total_chars} characters, as max_characters allows; "
+            "the rest is left out of the summary",
+            code="input_left_out",
+        )
+    language = options.language or _language_of(document)
+    run = _Run(llm, template, options, language, note)
+    answer = answer_tokens(template, options.length)
+    room = context_tokens - answer - PROMPT_MARGIN_TOKENS
+    whole = _prompt(run, units, 1, running="")
+    if llm.count_tokens(whole) <= room:
+        progress(0, 1, chunks_done=0, chunks_total=1, characters_read=0)
+        sections = run.ask(whole, (1, len(units)))
+        progress(1, 1, chunks_done=1, chunks_total=1, characters_read=read_chars)
+        chunks = 1
+    else:
+        sections, pieces = _map_reduce(run, units, room, progress)
+        chunks = len(pieces)
+        units = [piece for chunk in pieces for piece in chunk]  # as the chapters number them
+    if template.chapters:
+        sections = _with_chapter_times(sections, units)
+    coverage = Coverage(
+        characters_total=total_chars,
+        characters_read=read_chars,
+        left_out=left_out,
+        chunks=chunks,
+        passes="one" if chunks == 1 else "map-reduce",
+    )
+    return Summary(sections, template.name, language, coverage, run.retries)
+
+
+def _within(units: list[Unit], max_characters: int | None) -> list[Unit]:
+    """The units up to ``max_characters`` in all (whole units; at least the first)."""
+    if max_characters is None:
+        return units
+    kept: list[Unit] = []
+    used = 0
+    for unit in units:
+        if kept and used + len(unit.text) > max_characters:
+            break
+        kept.append(unit)
+        used += len(unit.text)
+    return kept
+
+
+def _language_of(document: Document) -> str | None:
+    """The language a transcript says it is in, as prompts name it."""
+    code = document.transcript.get("language") if isinstance(document.transcript, dict) else None
+    try:
+        return Language.find(code).name if isinstance(code, str) and code else None
+    except ValueError:
+        return None
+
+
+def _map_reduce(
+    run: _Run, units: list[Unit], room: int, progress: Progress
+) -> tuple[list[SummarySection], list[list[Unit]]]:
+    """Summaries of consecutive chunks, each with the running summary before it,
+    combined; and the chunks (a unit too long for one is cut into pieces)."""
+    overhead = run.llm.count_tokens(_prompt(run, [], 1, running="x" * 4 * RUNNING_SUMMARY_TOKENS))
+    budget = room - overhead
+    if budget < 200:
+        raise InvalidParams(
+            f"the model's context ({room + overhead} tokens free) is too small for this "
+            "template's answer and a chunk of input; raise LONGPLAY_LLM_CONTEXT_TOKENS or "
+            "choose a shorter length",
+            code="context_too_small",
+        )
+    chunks = chunk_units(units, budget)
+    total = len(chunks) + 1  # and the combining
+    parts: list[list[SummarySection]] = []
+    running, read, first = "", 0, 1
+    progress(0, total, chunks_done=0, chunks_total=len(chunks), characters_read=0)
+    for number, chunk in enumerate(chunks, 1):
+        last = first + len(chunk) - 1
+        sections = run.ask(_prompt(run, chunk, first, running=running), (first, last))
+        parts.append(sections)
+        running = _clip(_plain(sections), RUNNING_SUMMARY_TOKENS)
+        read += sum(len(u.text) for u in chunk)
+        first = last + 1
+        progress(number, total, chunks_done=number, chunks_total=len(chunks), characters_read=read)
+    combined = _combine(run, parts, room)
+    progress(total, total, chunks_done=len(chunks), chunks_total=len(chunks), characters_read=read)
+    return combined, chunks
+
+
+def chunk_units(units: list[Unit], budget: int) -> list[list[Unit]]:
+    """Consecutive units packed into chunks of about ``budget`` tokens; a unit longer
+    than that is cut at sentence boundaries, each piece keeping its unit's times."""
+    pieces: list[Unit] = []
+    for unit in units:
+        if estimate_tokens(unit.text) + 8 <= budget:
+            pieces.append(unit)
+        else:
+            pieces += [replace(unit, text=t) for t in chunk_text(unit.text, max_tokens=budget - 8)]
+    chunks: list[list[Unit]] = []
+    current: list[Unit] = []
+    used = 0
+    for piece in pieces:
+        cost = estimate_tokens(piece.text) + 8  # its number and time
+        if current and used + cost > budget:
+            chunks.append(current)
+            current, used = [], 0
+        current.append(piece)
+        used += cost
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _combine(run: _Run, parts: list[list[SummarySection]], room: int) -> list[SummarySection]:
+    """One summary from the parts' summaries. Chapters are the parts' chapters in order
+    (their starts are segments already); the rest is asked of the model, in rounds of
+    parts that fit the context when all of them do not."""
+    if run.template.chapters:
+        return _joined_chapters(parts)
+    while len(parts) > 1:
+        groups: list[list[list[SummarySection]]] = [[]]
+        for part in parts:
+            trial = [*groups[-1], part]
+            if groups[-1] and run.llm.count_tokens(_combine_prompt(run, trial)) > room:
+                groups.append([part])
+            else:
+                groups[-1] = trial
+        if len(groups) == len(parts):  # no two parts fit together: all of them, clipped
+            groups = [[[_clipped(s, room // (2 * len(parts))) for s in part] for part in parts]]
+        parts = [run.ask(_combine_prompt(run, group), (1, 1)) for group in groups]
+    return parts[0]
+
+
+def _joined_chapters(parts: list[list[SummarySection]]) -> list[SummarySection]:
+    merged = []
+    for index, section in enumerate(parts[0]):
+        if section.form == "chapters":
+            items = [item for part in parts for item in part[index].items]
+            merged.append(replace(section, items=items))
+        else:
+            merged.append(section)
+    return merged
+
+
+def _with_chapter_times(
+    sections: list[SummarySection], units: Sequence[Unit]
+) -> list[SummarySection]:
+    spans = [(u.start, u.end) if u.start is not None and u.end is not None else None for u in units]
+    return [
+        replace(s, items=chapter_times(s.items, spans)) if s.form == "chapters" else s
+        for s in sections
+    ]
+
+
+# -- prompts ------------------------------------------------------------------------------
+
+
+def _form_text(form: str, length: str) -> str:
+    """How the prompt asks for a section of ``form``."""
+    if form == "prose":
+        return {"short": "two or three sentences", "medium": "a paragraph"}.get(
+            length, "a long paragraph"
+        )
+    if form == "list":
+        return "a list of short items"
+    if form == "actions":
+        return (
+            'a list of objects with "task", "owner" (the person named in the text who will '
+            'do it) and "due" (when it is due, as said; "" when not said)'
+        )
+    return (
+        'a list of objects with "start_segment" (the number in brackets of the segment '
+        'where the topic starts), "title" (a few words) and "gist" (one sentence)'
+    )
+
+
+def _instructions(run: _Run) -> str:
+    language = f" in {run.language}" if run.language else ""
+    lines = [f"The text below is followed by its summary{language}, as JSON with these keys:"]
+    for spec in sorted(run.template.sections, key=lambda s: s.form == "prose"):
+        form = _form_text(spec.form, run.options.length)
+        lines.append(f'- "{spec.key}" ({spec.name}): {spec.instruction} As {form}.')
+    lines.append("The summary uses only what the text says.")
+    return "\n".join(lines)
+
+
+def _text_block(text: str) -> str:
+    return f'Text:\n"""\n{text}\n"""\nJSON: '
+
+
+def _numbered(units: Sequence[Unit], first: int, timed: bool) -> str:
+    if not timed:
+        return "\n\n".join(u.text for u in units)
+    return "\n".join(f"[{first + i}] {u.text}" for i, u in enumerate(units))
+
+
+def _prompt(run: _Run, units: Sequence[Unit], first: int, *, running: str) -> str:
+    """The prompt for ``units`` (numbered from ``first`` for chapters), after the
+    summary of what came before when there is one."""
+    text = _numbered(units, first, run.template.chapters)
+    earlier = f"(Summary of the part of the text before this one: {running})\n" if running else ""
+    return f"{_instructions(run)}\n\n{earlier}{_text_block(text)}"
+
+
+def _combine_prompt(run: _Run, parts: Sequence[list[SummarySection]]) -> str:
+    shown = "\n\n".join(f"Part {i}:\n{_plain(part)}" for i, part in enumerate(parts, 1))
+    return (
+        f"{_instructions(run)}\n\n"
+        "(The text is the summaries of the consecutive parts of one long text; its summary "
+        "keeps every decision, task and name they give.)\n"
+        f"{_text_block(shown)}"
+    )
+
+
+def _plain(sections: Sequence[SummarySection]) -> str:
+    """Sections as plain text, to hand on to the next prompt."""
+    lines = []
+    for section in sections:
+        if section.form == "prose":
+            lines.append(f"{section.name}: {section.text}")
+            continue
+        lines.append(f"{section.name}:")
+        for item in section.items:
+            lines.append(f"- {_item_text(item)}")
+    return "\n".join(lines)
+
+
+def _item_text(item: Any) -> str:
+    if isinstance(item, tuple):  # a chapter's (first segment, title, gist)
+        return f"{item[1]}: {item[2]}"
+    if isinstance(item, Chapter):
+        return f"{item.title}: {item.gist}"
+    if isinstance(item, str):
+        return item
+    return action_text(item)
+
+
+def _clip(text: str, tokens: int) -> str:
+    limit = tokens * 4
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
+
+
+def _clipped(section: SummarySection, tokens: int) -> SummarySection:
+    if section.form == "prose":
+        return replace(section, text=_clip(section.text, tokens))
+    return section

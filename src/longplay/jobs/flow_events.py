@@ -1,0 +1,187 @@
+"""A flow's side of its jobs' announcements: one event stream, and its end.
+
+Every announcement about a job of a flow is appended, with its stage's name, to the
+flow's own Redis stream (the API follows it as it follows a job's, resumable by
+``Last-Event-ID``). When a job of a flow ends, the flow ends if it was the last one:
+``finished_at`` is set once, under a lock on the flow's row, so two jobs ending at once
+cannot both end it, and the flow's webhook is stored with that change (the outbox).
+Should that end be lost (the process died after the last job's change committed), beat's
+:func:`sweep` ends the flows whose jobs have all ended, the same way and so only once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import redis
+from sqlalchemy import exists, select, update
+from sqlalchemy.orm import Session
+
+from longplay import keys
+from longplay.framework import get_kind
+from longplay.jobs.dependencies import ENDINGS, SWEEP_AT_MOST, UNENDED, OpenUnit
+from longplay.jobs.events import STREAM_MAXLEN
+from longplay.jobs.hooks import Announcement
+from longplay.jobs.webhooks import outbox
+from longplay.redis_client import get_redis
+from longplay.settings import get_settings
+from longplay.store.db import affected, session_scope
+from longplay.store.models import Flow, Job, WebhookDelivery, new_id, utcnow
+from longplay.store.queries import outputs_of_many
+from longplay.store.views import FlowPublic, FlowStatus, JobPublic
+
+log = logging.getLogger(__name__)
+
+FLOW_ENDED = "flow_ended"
+"""The last event of a flow's stream; its ``status`` says how it ended."""
+
+
+def kind_steps(kinds: Iterable[str]) -> dict[str, int]:
+    """Each kind's number of steps (a stage's weight in its flow's progress)."""
+    found: dict[str, int] = {}
+    for name in kinds:
+        kind = get_kind(name)
+        found[name] = len(kind.steps) if kind is not None else 1
+    return found
+
+
+@lru_cache(maxsize=4096)
+def flow_of(job_id: str) -> tuple[str, str] | None:
+    """The flow and stage of a job, or None; both never change, so they are kept."""
+    with session_scope() as session:
+        row = session.execute(select(Job.flow_id, Job.stage).where(Job.id == job_id)).first()
+    if row is None or row.flow_id is None:
+        return None
+    return row.flow_id, row.stage or ""
+
+
+def flow_view(session: Session, flow: Flow) -> FlowPublic:
+    """The flow as ``GET /v1/flows/{id}`` shows it, read in ``session``."""
+    jobs = list(
+        session.scalars(select(Job).where(Job.flow_id == flow.id).order_by(Job.created_at, Job.id))
+    )
+    outputs = outputs_of_many(session, [j.id for j in jobs if j.status == "completed"])
+    shown = [JobPublic.of(j, outputs=outputs.get(j.id)) for j in jobs]
+    return FlowPublic.of(flow, shown, kind_steps(j.kind for j in jobs))
+
+
+def tell(announcement: Announcement, *, open_unit: OpenUnit) -> None:
+    """The hooks' subscriber: copy a flow job's announcement to the flow's stream and,
+    when the job ended, end the flow if it was its last."""
+    job = announcement.job
+    if job is None:
+        found = flow_of(announcement.job_id)
+    else:  # the announcer's copy says, without a query
+        found = None if job.flow_id is None else (job.flow_id, job.stage or "")
+    if found is None:
+        return
+    flow_id, stage = found
+    _append(
+        flow_id,
+        {**_event(announcement.event, announcement.job_id), "stage": stage, **announcement.data},
+    )
+    if announcement.event in ENDINGS:
+        ended = _end_if_last(flow_id, announcement.job_id, open_unit)
+        if ended is not None:
+            _append(flow_id, {**_event(FLOW_ENDED, None), "flow_id": flow_id, **ended})
+
+
+def sweep(open_unit: OpenUnit, *, limit: int = SWEEP_AT_MOST) -> int:
+    """Beat's safety net: end the flows still running whose jobs have all ended; how
+    many this call ended."""
+    with open_unit() as unit:
+        session = unit.session
+        open_flows = (
+            select(Flow.id)
+            .where(
+                Flow.finished_at.is_(None),
+                exists().where(Job.flow_id == Flow.id),
+                ~exists().where(Job.flow_id == Flow.id, Job.status.in_(UNENDED)),
+            )
+            .order_by(Flow.created_at, Flow.id)
+            .limit(limit)
+        )
+        found = list(session.scalars(open_flows))
+    ended = 0
+    for flow_id in found:
+        with open_unit() as unit:
+            last = unit.session.scalar(
+                select(Job.id)
+                .where(Job.flow_id == flow_id)
+                .order_by(Job.finished_at.desc().nulls_last(), Job.id.desc())
+                .limit(1)
+            )
+        if last is None:
+            continue
+        end = _end_if_last(flow_id, last, open_unit)
+        if end is not None:
+            _append(flow_id, {**_event(FLOW_ENDED, None), "flow_id": flow_id, **end})
+            ended += 1
+    return ended
+
+
+def _event(event_type: str, job_id: str | None) -> dict[str, Any]:
+    return {"type": event_type, "job_id": job_id, "at": datetime.now(UTC).isoformat()}
+
+
+def _end_if_last(flow_id: str, job_id: str, open_unit: OpenUnit) -> dict[str, Any] | None:
+    """End the flow if every job of it ended; its status and progress if this call did."""
+    with open_unit() as unit:
+        session = unit.session
+        # Locks the row: a second job ending at once waits here, then sees this one ended.
+        locked = session.execute(
+            update(Flow)
+            .where(Flow.id == flow_id, Flow.finished_at.is_(None))
+            .values(callback_url=Flow.callback_url)
+            .execution_options(synchronize_session=False)
+        )
+        if not affected(locked):
+            return None
+        flow = session.get(Flow, flow_id, populate_existing=True)
+        if flow is None:
+            return None
+        view = flow_view(session, flow)
+        if view.status == FlowStatus.RUNNING:
+            return None
+        flow.finished_at = view.finished_at = utcnow()
+        if flow.callback_url:
+            delivery_id = _add_webhook(session, flow, job_id, view)
+            unit.after_commit(lambda: outbox.send(delivery_id))
+    return {"status": view.status.value, "progress": view.progress}
+
+
+def _add_webhook(session: Session, flow: Flow, job_id: str, view: FlowPublic) -> str:
+    """The flow's one webhook, ``flow.<status>``, stored with the change that ended it
+    (as a message about the job that ended last, whose owner's secret signs it)."""
+    now = utcnow()
+    event = f"flow.{view.status.value}"
+    delivery = WebhookDelivery(
+        id=new_id("msg"),
+        job_id=job_id,
+        event=event,
+        url=flow.callback_url,
+        payload={"type": event, "timestamp": now.isoformat(), "data": view.model_dump(mode="json")},
+        status=outbox.PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(delivery)
+    return delivery.id
+
+
+def _append(flow_id: str, event: dict[str, Any]) -> None:
+    """Append to the flow's stream; a lost live event is acceptable (the store has it)."""
+    stream = keys.events_stream(flow_id)
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.xadd(stream, {"data": json.dumps(event, default=str)}, maxlen=STREAM_MAXLEN)
+        pipe.expire(stream, get_settings().retention.event_retention_seconds)
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("could not publish %s event for flow %s: %s", event["type"], flow_id, exc)

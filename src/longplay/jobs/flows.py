@@ -1,0 +1,196 @@
+"""Flows: jobs submitted together as named stages, some waiting for others.
+
+``POST /v1/flows`` names its stages; a stage waits for the stages in its ``after`` and
+for those whose outputs it reads (:class:`FromStage`). All its jobs are stored in one
+transaction, or none is. A flow's status and progress are its jobs'; its events are
+one stream (:mod:`longplay.jobs.flow_events`); its webhook goes out once, when its
+last job ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from longplay.jobs import dependencies, lifecycle
+from longplay.jobs.admission import pump
+from longplay.jobs.admission.limits import refuse_submission
+from longplay.jobs.flow_events import kind_steps
+from longplay.jobs.refusals import Conflict, Invalid, NotFound, RateLimited
+from longplay.jobs.submission import Input, create_job
+from longplay.jobs.unit import UnitOfWork, unit_of_work
+from longplay.store.models import Flow, Job, JobStatus, Owner, Priority, new_id
+from longplay.store.views import OutputRef
+
+MAX_STAGES = 50
+
+
+@dataclass(frozen=True)
+class FromStage:
+    """An input taken from another stage's outputs: by ``output`` name or ``suffix``."""
+
+    stage: str
+    output: str | None = None
+    suffix: str | None = None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage as submitted: a job and the stages it waits for."""
+
+    kind: str
+    params: dict[str, Any] = field(default_factory=dict)
+    inputs: Sequence[Input | FromStage] = ()
+    after: Sequence[str] = ()
+    priority: Priority | None = None
+    run_at: datetime | None = None
+    deadline: datetime | None = None
+
+
+@dataclass(frozen=True)
+class FlowJobs:
+    """A flow with its jobs (oldest first) and each kind's number of steps."""
+
+    flow: Flow
+    jobs: list[Job]
+    steps: dict[str, int]
+
+
+def _waits_for(stage: Stage) -> list[str]:
+    return list(
+        dict.fromkeys([*stage.after, *(i.stage for i in stage.inputs if isinstance(i, FromStage))])
+    )
+
+
+def _in_order(stages: Mapping[str, Stage]) -> list[str]:
+    """The stage names, each after the stages it waits for; refuses unknown names and
+    cycles."""
+    ordered: list[str] = []
+    placed: set[str] = set()
+    visiting: list[str] = []
+
+    def place(name: str) -> None:
+        if name in placed:
+            return
+        if name in visiting:
+            cycle = " → ".join([*visiting[visiting.index(name) :], name])
+            raise Invalid(f"stages wait for each other in a circle: {cycle}", code="flow_cycle")
+        visiting.append(name)
+        for upstream in _waits_for(stages[name]):
+            if upstream not in stages:
+                raise Invalid(f"stage {name!r} waits for {upstream!r}, which is not a stage")
+            place(upstream)
+        visiting.pop()
+        placed.add(name)
+        ordered.append(name)
+
+    for name in stages:
+        place(name)
+    return ordered
+
+
+def create_flow(
+    session: Session,
+    *,
+    owner: Owner,
+    stages: Mapping[str, Stage],
+    callback_url: str | None = None,
+) -> FlowJobs:
+    """Store a flow and every stage's job in one transaction, then announce them; a
+    stage refused (bad parameters, another owner's job, a limit) refuses the whole flow."""
+    if not stages:
+        raise Invalid("a flow needs at least one stage")
+    if len(stages) > MAX_STAGES:
+        raise Invalid(f"at most {MAX_STAGES} stages in a flow")
+    unit = UnitOfWork(session)
+    try:
+        flow = Flow(id=new_id("flow"), owner_id=owner.id, callback_url=callback_url)
+        session.add(flow)
+        session.flush()
+        job_of: dict[str, Job] = {}
+        for name in _in_order(stages):
+            stage = stages[name]
+            try:
+                job_of[name] = create_job(
+                    session,
+                    owner=owner,
+                    kind_name=stage.kind,
+                    params=stage.params,
+                    input_ids=[_resolved(i, job_of) for i in stage.inputs],
+                    priority=stage.priority,
+                    run_at=stage.run_at,
+                    deadline=stage.deadline,
+                    after=[job_of[a].id for a in stage.after],
+                    flow_id=flow.id,
+                    stage=name,
+                )
+            except Invalid as exc:
+                raise Invalid(f"stage {name!r}: {exc}", exc.errors, code=exc.code) from exc
+            if (
+                refusal := refuse_submission(session, owner, new_job_id=job_of[name].id)
+            ) is not None:
+                raise RateLimited(refusal.message, refusal.retry_after)
+        for job in job_of.values():
+            unit.announce(
+                job.status,
+                job.id,
+                status=job.status,
+                kind=job.kind,
+                priority=job.priority,
+                submitted=True,
+            )
+        unit.commit()
+    except BaseException:
+        unit.rollback()
+        raise
+    for job in job_of.values():
+        if job.status == JobStatus.WAITING.value:
+            dependencies.settle(job.id, unit_of_work)  # it may read an ended job's outputs
+    for job in job_of.values():
+        pump.wake_quietly(job.run_at)
+        pump.wake_quietly(job.deadline)
+    return flow_jobs(session, owner=owner, flow_id=flow.id)
+
+
+def _resolved(item: Input | FromStage, job_of: Mapping[str, Job]) -> Input:
+    if not isinstance(item, FromStage):
+        return item
+    return OutputRef(job=job_of[item.stage].id, output=item.output, suffix=item.suffix)
+
+
+def flow_jobs(session: Session, *, owner: Owner, flow_id: str) -> FlowJobs:
+    """One of the owner's flows with its jobs; another owner's is not found."""
+    flow = session.get(Flow, flow_id)
+    if flow is None or flow.owner_id != owner.id:
+        raise NotFound(f"no flow {flow_id}")
+    session.refresh(flow)
+    jobs = list(
+        session.scalars(
+            select(Job)
+            .where(Job.flow_id == flow.id)
+            .order_by(Job.created_at, Job.id)
+            .execution_options(populate_existing=True)
+        )
+    )
+    return FlowJobs(flow, jobs, kind_steps(j.kind for j in jobs))
+
+
+def cancel_flow(session: Session, *, owner: Owner, flow_id: str) -> FlowJobs:
+    """Cancel every job of the flow that has not ended, in one unit of work (running
+    ones stop at their next progress checkpoint); a flow that has ended is a conflict."""
+    found = flow_jobs(session, owner=owner, flow_id=flow_id)
+    if all(job.status_enum.finished for job in found.jobs):
+        raise Conflict(f"flow {flow_id} has already ended")
+    unit = UnitOfWork(session)
+    for job in found.jobs:
+        if job.status_enum.finished:
+            continue
+        if lifecycle.transition(session, job.id, JobStatus.CANCELLED, eta_seconds=None):
+            unit.announce("cancelled", job.id, status="cancelled", progress=job.progress)
+    unit.commit()
+    return flow_jobs(session, owner=owner, flow_id=flow_id)

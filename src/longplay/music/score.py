@@ -1,0 +1,387 @@
+"""The MusicXML score, written with music21 from quantized notes and read back to check.
+
+music21 is not a converter from performed MIDI to notation (its maintainers say so),
+and unquantized input gives malformed scores; so only :class:`QuantizedNote` s, whose
+lengths are whole ticks of a :data:`~longplay.music.quantize.TICKS` grid, go in.
+The part is one voice a notation program opens as it is: it is cut wherever a note
+starts or ends and at every bar line, and what sounds in each stretch is a note or a
+chord, tied on where a note goes on (as music21's ``chordify`` would, at a fraction
+of its cost). Measures, rests, accidentals, beams and tuplet brackets are made here
+in one pass and music21 only writes them out (``makeNotation=False``). The file is
+then parsed again, with the standard library's XML parser, and its notes, tied notes
+joined, must be the quantized notes: a score that does not say what was heard is an
+error, not an output.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import cache
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, Literal
+
+from longplay.music.beat import Meter
+from longplay.music.quantize import TICKS, QuantizedNote
+
+KEY_NAME = re.compile(r"^([A-Ga-g])([#b-]?)(?:\s*(major|minor))?$", re.IGNORECASE)
+
+
+class ScoreMismatch(Exception):
+    """The MusicXML read back does not hold the notes written into it."""
+
+
+@dataclass(frozen=True)
+class ScoreSummary:
+    """What the MusicXML holds, as read back."""
+
+    key: str
+    key_estimated: bool
+    measures: int
+    notes: int
+
+
+def music21_key_name(text: str) -> str:
+    """``"F# minor"``, ``"Eb"``, ``"a"`` → music21's spelling (``"f#"``, ``"E-"``, ``"a"``:
+    lower case is minor). Raises ValueError for anything else."""
+    match = KEY_NAME.match(text.strip())
+    if match is None:
+        raise ValueError(f"a key is written like 'C', 'F# minor' or 'Eb major', not {text!r}")
+    letter, accidental, mode = match.groups()
+    accidental = {"b": "-", "B": "-"}.get(accidental, accidental)
+    minor = mode.lower() == "minor" if mode else letter.islower()
+    return (letter.lower() if minor else letter.upper()) + accidental
+
+
+def write_musicxml(
+    notes: list[QuantizedNote],
+    path: Path,
+    *,
+    title: str,
+    bpm: float,
+    meter: Meter,
+    program: int,
+    key: str | None,
+) -> ScoreSummary:
+    """Write ``notes`` as a one-part MusicXML score at ``path`` and check it by reading
+    it back; ``key`` (music21's spelling) or, with None, the key music21 estimates.
+    In a key with flats, black keys are spelled as flats.
+
+    The measures, rests, ties and accidentals are made here, in one pass over
+    :func:`segments`, and the file is written with music21's ``makeNotation=False``:
+    music21's own ``makeNotation`` (run once by us and again on a deep copy by its
+    exporter) redoes accidentals for every note against every earlier note of its bar,
+    and took most of a job's time after the model.
+    """
+    from music21 import clef, metadata, stream, tempo
+    from music21 import key as m21key
+    from music21 import meter as m21meter
+
+    estimated = key is None
+    found = _estimated_key(notes) if key is None else m21key.Key(key)
+    signature = m21key.KeySignature(found.sharps)
+    bar = int(meter.bar_quarters * TICKS)
+    length = max((q.start + q.length for q in notes), default=0)
+    measures = [stream.Measure(number=index + 1) for index in range(max(1, -(-length // bar)))]
+    first = measures[0]
+    first.insert(0, _clef_for(notes, clef))
+    first.insert(0, signature)
+    first.insert(0, m21meter.TimeSignature(str(meter)))
+    first.insert(0, tempo.MetronomeMark(number=round(bpm, 1), referent=1.0))
+    filled = [0] * len(measures)
+    """Ticks of each measure written so far."""
+    spelling = _Spelling(signature, flats=found.sharps < 0)
+    for start, ticks, sounding in segments(notes, bar):
+        index, at = divmod(start, bar)
+        measure = measures[index]
+        if at > filled[index]:
+            _rests(measure, filled[index], at)
+        element = _element(sounding, spelling.begin_measure(index))
+        element.quarterLength = Fraction(ticks, TICKS)
+        measure.insert(Fraction(at, TICKS), element)
+        filled[index] = at + ticks
+    for measure, done in zip(measures, filled, strict=True):
+        if done < bar:
+            _rests(measure, done, bar)
+        stream.makeNotation.makeBeams(measure, inPlace=True, failOnNoTimeSignature=False)
+    part = stream.Part()
+    part.insert(0, _instrument(program))
+    for index, measure in enumerate(measures):
+        part.insert(Fraction(index * bar, TICKS), measure)
+    stream.makeNotation.makeTupletBrackets(part.flatten(), inPlace=True)
+    score = stream.Score()
+    score.metadata = metadata.Metadata(title=title)
+    score.insert(0, part)
+    score.write("musicxml", fp=str(path), makeNotation=False)
+    return _check(path, notes, found.tonicPitchNameWithCase, estimated)
+
+
+Tie = Literal["start", "continue", "stop"] | None
+
+NOTATABLE = (144, 96, 72, 48, 36, 24, 18, 16, 12, 9, 8, 6, 4, 3, 2, 1)
+"""Lengths in ticks a single note can have (whole, dotted half, ..., triplets),
+longest first: a stretch of another length is written as several, tied."""
+
+
+def segments(
+    notes: list[QuantizedNote], bar: int
+) -> list[tuple[int, int, list[tuple[QuantizedNote, Tie]]]]:
+    """The part as one voice: ``(start, length, [(note, tie)])`` for every stretch
+    (in ticks) in which the same notes sound, cut at every onset, every end and every
+    bar line, and again where a stretch is not one of the :data:`NOTATABLE` lengths; a
+    note that spans several stretches is tied across them. Stretches where nothing
+    sounds are left out (they are rests)."""
+    if not notes:
+        return []
+    ends = [q.start + q.length for q in notes]
+    edges = {q.start for q in notes} | set(ends)
+    edges |= set(range(0, max(ends), bar))
+    cuts = sorted(edges)
+    by_start = sorted(notes, key=lambda q: q.start)
+    found = []
+    held: list[QuantizedNote] = []
+    next_note = 0
+    for a, b in pairwise(cuts):
+        while next_note < len(by_start) and by_start[next_note].start == a:
+            held.append(by_start[next_note])
+            next_note += 1
+        held = [q for q in held if q.start + q.length > a]
+        if held:
+            for x, y in _pieces(a, b):
+                found.append((x, y - x, [(q, _tie(q, x, y)) for q in held]))
+    return found
+
+
+def _pieces(a: int, b: int) -> list[tuple[int, int]]:
+    """``a`` to ``b`` cut into :data:`NOTATABLE` lengths, longest first."""
+    found = []
+    while a < b:
+        length = next(n for n in NOTATABLE if n <= b - a)
+        found.append((a, a + length))
+        a += length
+    return found
+
+
+def _tie(note: QuantizedNote, a: int, b: int) -> Tie:
+    first, last = note.start == a, note.start + note.length == b
+    if first and last:
+        return None
+    return "start" if first else "stop" if last else "continue"
+
+
+class _Spelling:
+    """Pitches spelled for the key, with accidentals shown as an engraver would: where a
+    note's alteration differs from the key's or from an earlier note of the same line
+    or space in the bar; not on a note tied over from before (which does not carry its
+    accidental to the notes after it)."""
+
+    def __init__(self, signature: Any, *, flats: bool) -> None:
+        self.signature, self.flats = signature, flats
+        self.measure = -1
+        self.current: dict[tuple[str, int | None], float] = {}
+
+    def begin_measure(self, index: int) -> _Spelling:
+        if index != self.measure:
+            self.measure, self.current = index, {}
+        return self
+
+    def pitch(self, midi: int, tie: Tie) -> Any:
+        from music21 import pitch
+
+        spelled = pitch.Pitch(midi=midi)
+        if self.flats and spelled.accidental is not None and spelled.accidental.name == "sharp":
+            spelled = spelled.getEnharmonic() or spelled
+        line = (spelled.step, spelled.octave)
+        alter = spelled.accidental.alter if spelled.accidental is not None else 0.0
+        in_key = self.signature.accidentalByStep(spelled.step)
+        was = self.current.get(line, in_key.alter if in_key is not None else 0.0)
+        tied_over = tie in ("stop", "continue")
+        show = alter != was and not tied_over
+        if not tied_over:  # a tie carries its note's accidental, not the line's
+            self.current[line] = alter
+        if show and spelled.accidental is None:
+            spelled.accidental = pitch.Accidental("natural")
+        if spelled.accidental is not None:
+            spelled.accidental.displayStatus = show
+        return spelled
+
+
+def _element(sounding: list[tuple[QuantizedNote, Tie]], spelling: _Spelling) -> Any:
+    """A note, or a chord of notes, each with its tie."""
+    from music21 import note as m21note
+    from music21 import tie
+
+    notes = []
+    for q, tie_type in sorted(sounding, key=lambda held: held[0].pitch):
+        written = m21note.Note(spelling.pitch(q.pitch, tie_type))
+        if tie_type is not None:
+            written.tie = tie.Tie(tie_type)
+        notes.append(written)
+    element = notes[0] if len(notes) == 1 else _chord_class()(notes)
+    element.volume.velocity = max(q.velocity for q, _ in sounding)
+    return element
+
+
+@cache
+def _chord_class() -> Any:
+    """music21's Chord, less a wasted copy: its MusicXML writer calls
+    ``sortAscending()`` on every chord and drops the sorted deep copy it returns (a
+    third of the writing time). Our chords are built sorted, so the copy is skipped.
+    Made on first use, as music21 is imported late."""
+    from music21 import chord
+
+    class SortedChord(chord.Chord):
+        def sortAscending(self, *, inPlace: bool = False) -> Any:
+            return super().sortAscending(inPlace=True) if inPlace else self
+
+    return SortedChord
+
+
+def _rests(measure: Any, start: int, end: int) -> None:
+    """Rests from ``start`` to ``end`` ticks into ``measure``."""
+    from music21 import note as m21note
+
+    for a, b in _pieces(start, end):
+        measure.insert(Fraction(a, TICKS), m21note.Rest(quarterLength=Fraction(b - a, TICKS)))
+
+
+def _clef_for(notes: list[QuantizedNote], clef: Any) -> Any:
+    """Treble, or bass where the notes lie mostly below middle C."""
+    pitches = [q.pitch for q in notes]
+    low = pitches and sum(pitches) / len(pitches) < 60
+    return clef.BassClef() if low else clef.TrebleClef()
+
+
+def _estimated_key(notes: list[QuantizedNote]) -> Any:
+    """The key music21's Krumhansl-Schmuckler analysis hears in the notes' pitches,
+    weighted by their lengths. The analysis reads only how long each pitch class
+    sounds in all, so it is given one note per pitch class that long, not every note."""
+    from music21 import note as m21note
+    from music21 import pitch, stream
+
+    lengths: dict[int, int] = {}
+    for q in notes:
+        lengths[q.pitch % 12] = lengths.get(q.pitch % 12, 0) + q.length
+    line: stream.Stream[m21note.Note] = stream.Stream()
+    at = 0
+    for pitch_class, ticks in sorted(lengths.items()):
+        line.insert(
+            Fraction(at, TICKS),
+            m21note.Note(pitch.Pitch(midi=60 + pitch_class), quarterLength=Fraction(ticks, TICKS)),
+        )
+        at += ticks
+    return line.analyze("key")
+
+
+def _instrument(program: int) -> object:
+    """The instrument General MIDI ``program`` names; a piano where music21 knows none."""
+    from music21 import instrument
+
+    try:
+        return instrument.instrumentFromMidiProgram(program)
+    except instrument.InstrumentException:
+        return instrument.Piano()
+
+
+def _check(path: Path, notes: list[QuantizedNote], key: str, estimated: bool) -> ScoreSummary:
+    try:
+        measures, sounding = read_musicxml(path)
+    except (ET.ParseError, ValueError, KeyError) as exc:
+        raise ScoreMismatch(f"the MusicXML does not parse: {exc}") from exc
+    heard = sorted(_tied_notes(sounding))
+    written = sorted((q.offset, q.pitch, q.quarter_length) for q in notes)
+    if heard != written:
+        missing = sorted(set(written) - set(heard))[:3]
+        extra = sorted(set(heard) - set(written))[:3]
+        raise ScoreMismatch(
+            f"the MusicXML read back differs from the quantized notes: missing {missing}, "
+            f"unexpected {extra}"
+        )
+    return ScoreSummary(key=key, key_estimated=estimated, measures=measures, notes=len(heard))
+
+
+STEPS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+
+Sounding = tuple[Fraction, Fraction, int, Tie]
+"""A written note as read: start and end in quarter notes, MIDI pitch, tie."""
+
+
+def read_musicxml(path: Path) -> tuple[int, list[Sounding]]:
+    """The measures and the notes of a one-part MusicXML file (score-partwise).
+
+    Read with the standard library's parser, not music21's (which builds a whole
+    music21 score, several times slower than writing it): only what the check needs,
+    the ``<divisions>``, every ``<note>``'s pitch, duration, chord and ties, and
+    ``<backup>``/``<forward>``.
+    """
+    root = ET.parse(path).getroot()
+    part = root.find("part")
+    if part is None:
+        raise ValueError("it has no <part>")
+    divisions, bar_start = 1, Fraction(0)
+    sounding: list[Sounding] = []
+    measures = part.findall("measure")
+    for measure in measures:
+        at = longest = Fraction(0)
+        onset = at
+        for element in measure:
+            if element.tag == "attributes" and element.find("divisions") is not None:
+                divisions = int(element.findtext("divisions", "1"))
+            elif element.tag in ("backup", "forward"):
+                moved = Fraction(int(element.findtext("duration", "0")), divisions)
+                at += moved if element.tag == "forward" else -moved
+            elif element.tag == "note" and element.find("grace") is None:
+                length = Fraction(int(element.findtext("duration", "0")), divisions)
+                if element.find("chord") is None:
+                    onset, at = at, at + length
+                pitch = element.find("pitch")
+                if pitch is not None:
+                    sounding.append(
+                        (
+                            bar_start + onset,
+                            bar_start + onset + length,
+                            _midi(pitch),
+                            _tie_of(element),
+                        )
+                    )
+            longest = max(longest, at)
+        bar_start += longest
+    return len(measures), sounding
+
+
+def _midi(pitch: ET.Element) -> int:
+    alter = float(pitch.findtext("alter", "0"))
+    return (
+        STEPS[pitch.findtext("step", "")]
+        + round(alter)
+        + 12 * (int(pitch.findtext("octave", "")) + 1)
+    )
+
+
+def _tie_of(note: ET.Element) -> Tie:
+    types = {tie.get("type") for tie in note.findall("tie")}
+    if types == {"start", "stop"}:
+        return "continue"
+    return "start" if "start" in types else "stop" if "stop" in types else None
+
+
+def _tied_notes(sounding: list[Sounding]) -> list[tuple[Fraction, int, Fraction]]:
+    """``(offset, MIDI pitch, length)`` of every note, in quarter notes, with each run
+    of tied notes of one pitch joined. Joined per pitch, not per chord (as music21's
+    ``stripTies`` does): a chord ties some of its notes onwards and not others."""
+    held: dict[int, tuple[Fraction, Fraction]] = {}
+    """Pitch → start and end of a tied run not yet stopped."""
+    found = []
+    for offset, end, pitch, tie in sorted(sounding, key=lambda s: s[0]):
+        start = offset
+        if tie in ("stop", "continue") and pitch in held and held[pitch][1] == offset:
+            start = held.pop(pitch)[0]
+        if tie in ("start", "continue"):
+            held[pitch] = (start, end)
+        else:
+            found.append((start, pitch, end - start))
+    found.extend((start, pitch, end - start) for pitch, (start, end) in held.items())
+    return found

@@ -1,0 +1,154 @@
+"""Queries over collections, documents and passages, full-text search among them.
+
+Search is one function on both databases; only the match and rank expressions differ:
+BM25 over SQLite's FTS5 table ``passages_fts``, ``ts_rank_cd`` over PostgreSQL's
+``search_vector`` column (both made by migration 0006). A query is cut into words and
+any of them may match; a passage that has more of them comes first (a coordination
+factor, as Lucene's classic scoring had), then the better ranked. So a question in
+plain language finds the passages that share most of its words.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Float, Integer, column, delete, func, select, text
+from sqlalchemy.orm import Session
+
+from longplay.store.models import Collection, Document, Passage
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+MAX_QUERY_WORDS = 32
+"""Words of a query searched for; the rest are ignored."""
+STOPWORDS = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "can", "could", "did", "do",
+    "does", "for", "from", "had", "has", "have", "how", "i", "if", "in", "into", "is",
+    "it", "its", "me", "my", "no", "not", "of", "on", "or", "our", "so", "than", "that",
+    "the", "their", "them", "then", "there", "these", "they", "this", "those", "to", "was",
+    "we", "were", "what", "when", "where", "which", "who", "whom", "why", "will", "with",
+    "would", "you", "your",
+})  # fmt: skip
+"""Words nearly every English passage has: they would match them all and rank none."""
+
+
+def collection_of(session: Session, owner_id: str, collection_id: str) -> Collection | None:
+    """The owner's collection, or None for an unknown one or another owner's."""
+    return session.scalar(
+        select(Collection).where(Collection.id == collection_id, Collection.owner_id == owner_id)
+    )
+
+
+def documents_of(session: Session, collection_id: str) -> list[Document]:
+    """The collection's documents in the order they were added."""
+    return list(
+        session.scalars(
+            select(Document)
+            .where(Document.collection_id == collection_id)
+            .order_by(Document.seq, Document.id)
+        )
+    )
+
+
+def next_document_seq(session: Session, collection_id: str) -> int:
+    """The ``seq`` the next document added to the collection takes."""
+    last = session.scalar(
+        select(func.max(Document.seq)).where(Document.collection_id == collection_id)
+    )
+    return (last or 0) + 1
+
+
+def passage_count(session: Session, collection_id: str) -> int:
+    """Passages of the collection's indexed documents."""
+    return int(
+        session.scalar(
+            select(func.count()).select_from(Passage).where(Passage.collection_id == collection_id)
+        )
+        or 0
+    )
+
+
+@dataclass(frozen=True)
+class Found:
+    """A passage a search found, with its document's name and its score (higher: better)."""
+
+    passage: Passage
+    document_name: str
+    score: float
+
+
+def passages_of(session: Session, collection_id: str) -> list[tuple[Passage, str]]:
+    """Every passage of the collection with its document's name: documents in the order
+    they were added, passages in document order."""
+    rows = session.execute(
+        select(Passage, Document.name)
+        .join(Document, Document.id == Passage.document_id)
+        .where(Passage.collection_id == collection_id)
+        .order_by(Document.seq, Document.id, Passage.position)
+    )
+    return [(row[0], row[1]) for row in rows]
+
+
+def query_words(query: str) -> list[str]:
+    """The words of a query, lower-cased, each once, in order, without the common words
+    that every passage has (unless it has no others); nothing else of the query is
+    passed to the database's query language."""
+    seen: dict[str, None] = {}
+    for word in _WORD.findall(query.lower()):
+        seen.setdefault(word, None)
+    words = [w for w in seen if w not in STOPWORDS] or list(seen)
+    return words[:MAX_QUERY_WORDS]
+
+
+def search(session: Session, collection_id: str, query: str, limit: int) -> list[Found]:
+    """The collection's passages that best match ``query``, best first: those with more
+    of its words first, then by BM25 (SQLite) or ``ts_rank_cd`` (PostgreSQL). The score
+    is the number of its words a passage has plus that rank squeezed into [0, 1)."""
+    words = query_words(query)
+    if not words or limit < 1:
+        return []
+    each = {f"w{i}": word for i, word in enumerate(words)}
+    if session.get_bind().dialect.name == "sqlite":
+        # FTS5: each word a quoted string (no operators); bm25() is lower for a better
+        # match, and the heading column counts twice the text.
+        matches = {name: f'"{word}"' for name, word in each.items()}
+        has = " + ".join(
+            f"(passages.seq IN (SELECT rowid FROM passages_fts WHERE passages_fts MATCH :{name}))"
+            for name in matches
+        )
+        ranked = text(
+            "SELECT passages.seq AS seq, -bm25(passages_fts, 2.0, 1.0) AS rank, "
+            f"{has} AS matched "
+            "FROM passages_fts JOIN passages ON passages.seq = passages_fts.rowid "
+            "WHERE passages_fts MATCH :any AND passages.collection_id = :collection"
+        ).bindparams(any=" OR ".join(matches.values()), collection=collection_id, **matches)
+    else:
+        # PostgreSQL: each word through the english configuration.
+        matches = {name: f"'{word}'" for name, word in each.items()}
+        has = " + ".join(
+            f"(search_vector @@ to_tsquery('english', :{name}))::int" for name in matches
+        )
+        ranked = text(
+            f"SELECT seq, ts_rank_cd(search_vector, q) AS rank, {has} AS matched "
+            "FROM passages, to_tsquery('english', :any) AS q "
+            "WHERE search_vector @@ q AND collection_id = :collection"
+        ).bindparams(any=" | ".join(matches.values()), collection=collection_id, **matches)
+    hits = ranked.columns(
+        column("seq", Integer), column("rank", Float), column("matched", Integer)
+    ).subquery("hits")
+    rows = session.execute(
+        select(Passage, Document.name, hits.c.matched, hits.c.rank)
+        .join(hits, hits.c.seq == Passage.seq)
+        .join(Document, Document.id == Passage.document_id)
+        .where(Passage.collection_id == collection_id)
+        .order_by(hits.c.matched.desc(), hits.c.rank.desc(), Passage.seq)
+        .limit(limit)
+    ).all()
+    return [Found(row[0], row[1], row[2] + row[3] / (1.0 + row[3])) for row in rows]
+
+
+def replace_passages(session: Session, document_id: str, passages: Sequence[Passage]) -> None:
+    """The document's passages are these from now on (the full-text index follows)."""
+    session.execute(delete(Passage).where(Passage.document_id == document_id))
+    session.add_all(passages)

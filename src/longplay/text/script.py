@@ -1,0 +1,171 @@
+"""A podcast script: who says what, from which passages, and how it reads.
+
+The script is data, not prose a model wrote in some format: :class:`Script` holds the
+turns (speaker, text, the ids of the passages each draws on), the chapters and the
+passages cited. A person edits the JSON and hands it back (``script``); the Markdown
+and WebVTT forms are views of the same data.
+
+:func:`ungrounded_words` is the grounding check: the content words of a turn that are
+in none of its sources (nor in the words the episode may always use: the topic, the
+speakers' names, the documents' names and a list of ordinary words).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from longplay.text.subtitles import format_timestamp
+
+MAX_TURN_CHARS = 2_000
+MAX_TURNS = 2_000
+
+_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*", re.UNICODE)
+_HOSTS_WORDS = """
+    a about above after again against all also am an and any are as at be because been
+    before being below between both but by can could did do does doing down during each
+    few for from further had has have having he her here hers him his how i if in into is
+    it its itself just let me more most my no nor not now of off on once only or other our
+    ours out over own same she should so some such than that the their theirs them then
+    there these they this those through to too under until up very was we were what when
+    where which while who whom why will with would you your yours yes okay well right so
+    really interesting great good thanks thank welcome today episode show talk talking
+    tell us say says said sources source document documents passage text part next first
+    last then let's that's it's what's there's here's we're you're i'm don't doesn't isn't
+    back start end go going get give know mean means think see look new one two three
+    question questions answer ask listen listening listeners joining join with me all
+    that's wrap up wraps covered cover covers taken take takes point points more detail
+    details another also explain explains something anything everyone dive deep brief
+    debate interview side argue argues case true really agree disagree though however
+    fair make makes made way ways kind lot bit much many little thing things time else
+    follows follow following sure
+"""
+COMMON_WORDS = frozenset(_HOSTS_WORDS.split())
+"""Words any turn may use without a source: function words and the host's own."""
+
+
+class Turn(BaseModel):
+    """One speaker's turn: what is said and the passages it draws on."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    speaker: str = Field(min_length=1, max_length=60)
+    text: str = Field(min_length=1, max_length=MAX_TURN_CHARS)
+    sources: list[str] = Field(default_factory=list)
+    """Ids of the passages the turn draws on."""
+    start: float | None = None
+    """Seconds into the episode; set once it is voiced."""
+    end: float | None = None
+
+
+class Chapter(BaseModel):
+    """A section of the episode: its title and its first turn."""
+
+    title: str = Field(min_length=1, max_length=200)
+    first_turn: int = Field(ge=0)
+    start: float | None = None
+    end: float | None = None
+
+
+class CitedPassage(BaseModel):
+    """A passage a turn cites, with its document, as the script's reader needs it."""
+
+    id: str
+    document_id: str
+    document: str
+    text: str
+    heading: str | None = None
+
+
+class Script(BaseModel):
+    """A podcast script as ``NAME.script.json`` holds it and ``script`` takes it back."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    title: str = Field(default="Podcast", max_length=200)
+    turns: list[Turn] = Field(min_length=1, max_length=MAX_TURNS)
+    chapters: list[Chapter] = Field(default_factory=list)
+    passages: list[CitedPassage] = Field(default_factory=list)
+
+    @property
+    def speakers(self) -> list[str]:
+        """The speakers in the order they first speak."""
+        return list(dict.fromkeys(turn.speaker for turn in self.turns))
+
+    @property
+    def text(self) -> str:
+        """Every turn's text, in order: what the episode says."""
+        return "\n".join(turn.text for turn in self.turns)
+
+
+def words(text: str) -> list[str]:
+    """The words of ``text``, lower case."""
+    return [w.lower().replace("\u2019", "'") for w in _WORD.findall(text)]
+
+
+def ungrounded_words(text: str, sources: Iterable[str], allowed: Iterable[str] = ()) -> set[str]:
+    """The content words of ``text`` that none of ``sources`` (texts) has and that are
+    neither ``allowed`` nor :data:`COMMON_WORDS`; numbers count as content words.
+
+    A word counts as found when a source has it or it differs from one the source has
+    only by a plural or possessive ending, which is the light rewording a host does.
+    """
+    known = set(COMMON_WORDS)
+    for source in [*sources, *allowed]:
+        for word in words(source):
+            known.update(_forms(word))
+    return {word for word in words(text) if not (_forms(word) & known)}
+
+
+def _forms(word: str) -> set[str]:
+    base = word.removesuffix("'s")
+    forms = {word, base}
+    for ending in ("es", "s"):
+        if base.endswith(ending) and len(base) > len(ending) + 2:
+            forms.add(base[: -len(ending)])
+    return forms
+
+
+def to_markdown(script: Script) -> str:
+    """The script as a readable Markdown page: chapters, turns, and the sources cited."""
+    numbers = {p.id: n for n, p in enumerate(script.passages, start=1)}
+    chapter_at = {c.first_turn: c for c in script.chapters}
+    lines = [f"# {script.title}", ""]
+    for index, turn in enumerate(script.turns):
+        if index in chapter_at:
+            chapter = chapter_at[index]
+            when = f" ({_clock(chapter.start)})" if chapter.start is not None else ""
+            lines += [f"## {chapter.title}{when}", ""]
+        cited = "".join(f"[{numbers[s]}]" for s in turn.sources if s in numbers)
+        lines += [f"**{turn.speaker}:** {turn.text} {cited}".rstrip(), ""]
+    if script.passages:
+        lines += ["## Sources", ""]
+        for number, passage in enumerate(script.passages, start=1):
+            where = f", {passage.heading}" if passage.heading else ""
+            lines.append(f"{number}. *{passage.document}{where}* ({passage.id}): {passage.text}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def to_vtt(turns: Sequence[Turn]) -> str:
+    """WebVTT with one ``<v Speaker>`` cue per voiced turn, timed as voiced."""
+    blocks = ["WEBVTT\n"]
+    for turn in turns:
+        if turn.start is None or turn.end is None:
+            continue
+        timing = (
+            f"{format_timestamp(turn.start, decimal_marker='.')} --> "
+            f"{format_timestamp(turn.end, decimal_marker='.')}"
+        )
+        speaker = html.escape(turn.speaker.replace(">", ""), quote=False)
+        text = html.escape(" ".join(turn.text.split()), quote=False)
+        blocks.append(f"{timing}\n<v {speaker}>{text}\n")
+    return "\n".join(blocks)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}:{secs:02d}"

@@ -1,0 +1,491 @@
+"""Summary templates, the JSON a model's summary must be, and that JSON read and written.
+
+A template is a list of sections. Each section has a ``form``: ``prose`` (a paragraph),
+``list`` (short items), and for the built-in templates ``actions`` (action items with
+an owner and a due date) and ``chapters`` (titled spans of a transcript). From a
+template and a ``length`` comes a JSON Schema (:func:`answer_schema`) that the model
+is held to, and from the model's JSON the checked :class:`SummarySection` values
+(:func:`read_answer`), which :func:`write_summary` writes as Markdown and as JSON.
+
+Chapters name the segment they start at by its number, never a time: the times come
+from the transcript (:func:`chapter_times`), so they always fall inside it, in order.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from longplay.text.sentences import split_sentences
+
+Form = Literal["prose", "list", "actions", "chapters"]
+OwnForm = Literal["prose", "list"]
+Length = Literal["short", "medium", "long"]
+
+_KEY = re.compile(r"[^a-z0-9]+")
+TEMPLATE_NAME = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+"""What an own template may be called: a short lower-case slug, like a job kind."""
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """How much a ``length`` allows: characters of a paragraph and of an item, items
+    in a list, chapters, and the tokens an answer may take."""
+
+    prose_chars: int
+    item_chars: int
+    items: int
+    chapters: int
+
+
+LENGTHS: dict[str, Bounds] = {
+    "short": Bounds(prose_chars=400, item_chars=140, items=3, chapters=4),
+    "medium": Bounds(prose_chars=900, item_chars=180, items=5, chapters=8),
+    "long": Bounds(prose_chars=1800, item_chars=240, items=8, chapters=12),
+}
+
+
+class TemplateSection(BaseModel):
+    """One section of an owner's own template."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=60, description="Its heading, e.g. Risks.")
+    instruction: str = Field(
+        min_length=1,
+        max_length=1000,
+        description="What the model writes there, e.g. 'Risks named, each with who raised it'.",
+    )
+    form: OwnForm = Field("prose", description="`prose` (a paragraph) or `list` (items).")
+
+    @field_validator("name", "instruction")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
+
+
+class TemplateBody(BaseModel):
+    """What an own template is: its sections, in order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field("", max_length=500)
+    sections: list[TemplateSection] = Field(min_length=1, max_length=12)
+
+    @field_validator("sections")
+    @classmethod
+    def _distinct_names(cls, sections: list[TemplateSection]) -> list[TemplateSection]:
+        keys = [section_key(s.name) for s in sections]
+        if "" in keys:
+            raise ValueError("a section name needs a letter or a digit")
+        if len(set(keys)) != len(keys):
+            raise ValueError("two sections have the same name")
+        return sections
+
+
+@dataclass(frozen=True)
+class SectionSpec:
+    """A section as the summarizer uses it: its JSON key, heading, instruction and form."""
+
+    key: str
+    name: str
+    instruction: str
+    form: Form
+
+
+@dataclass(frozen=True)
+class Template:
+    """A template ready to use: built-in or an owner's own."""
+
+    name: str
+    sections: tuple[SectionSpec, ...]
+
+    @property
+    def chapters(self) -> bool:
+        return any(s.form == "chapters" for s in self.sections)
+
+
+def section_key(name: str) -> str:
+    """The JSON key of a section called ``name``: ``Open questions`` → ``open_questions``."""
+    return _KEY.sub("_", name.lower()).strip("_")[:60]
+
+
+def own_template(name: str, sections: Sequence[TemplateSection]) -> Template:
+    """An owner's template as the summarizer uses it."""
+    specs = tuple(SectionSpec(section_key(s.name), s.name, s.instruction, s.form) for s in sections)
+    return Template(name, specs)
+
+
+BUILTIN_TEMPLATES: dict[str, Template] = {
+    "brief": Template(
+        "brief",
+        (SectionSpec("summary", "Summary", "One paragraph: what the text is about.", "prose"),),
+    ),
+    "key-points": Template(
+        "key-points",
+        (SectionSpec("key_points", "Key points", "The main points, one per item.", "list"),),
+    ),
+    "meeting-notes": Template(
+        "meeting-notes",
+        (
+            SectionSpec("summary", "Summary", "What the meeting was about.", "prose"),
+            SectionSpec("decisions", "Decisions", "What was decided.", "list"),
+            SectionSpec(
+                "action_items",
+                "Action items",
+                "Tasks someone agreed to do: the task, the person who will do it as "
+                "named in the text, and the due date when one was said.",
+                "actions",
+            ),
+            SectionSpec("open_questions", "Open questions", "Questions left open.", "list"),
+        ),
+    ),
+    "chapters": Template(
+        "chapters",
+        (
+            SectionSpec(
+                "chapters",
+                "Chapters",
+                "Where each topic starts: the number of its first segment, a title and "
+                "a one-line gist.",
+                "chapters",
+            ),
+        ),
+    ),
+}
+
+
+def builtin_template(name: str) -> Template | None:
+    return BUILTIN_TEMPLATES.get(name)
+
+
+# -- the JSON the model is held to -------------------------------------------------------
+
+
+def _text(max_chars: int) -> dict[str, Any]:
+    return {"type": "string", "maxLength": max_chars}
+
+
+def section_schema(
+    spec: SectionSpec, bounds: Bounds, segments: tuple[int, int] = (1, 1)
+) -> dict[str, Any]:
+    """The JSON Schema of one section's value; chapters start at a segment numbered
+    within ``segments`` (first, last)."""
+    if spec.form == "prose":
+        return _text(bounds.prose_chars)
+    if spec.form == "list":
+        return {"type": "array", "items": _text(bounds.item_chars), "maxItems": bounds.items}
+    if spec.form == "actions":
+        item = {
+            "type": "object",
+            "properties": {
+                "task": _text(bounds.item_chars),
+                "owner": _text(40),
+                "due": _text(30),
+            },
+            "required": ["task", "owner", "due"],
+            "additionalProperties": False,
+        }
+        return {"type": "array", "items": item, "maxItems": bounds.items}
+    chapter = {
+        "type": "object",
+        "properties": {
+            "start_segment": {"type": "integer", "minimum": segments[0], "maximum": segments[1]},
+            "title": _text(80),
+            "gist": _text(bounds.item_chars),
+        },
+        "required": ["start_segment", "title", "gist"],
+        "additionalProperties": False,
+    }
+    return {"type": "array", "items": chapter, "minItems": 1, "maxItems": bounds.chapters}
+
+
+def answer_schema(
+    template: Template, length: str, segments: tuple[int, int] = (1, 1)
+) -> dict[str, Any]:
+    """The JSON Schema of a whole answer: one key per section, all required.
+    ``segments`` are the numbers (first, last) of the segments a chapter may start at.
+
+    Lists come before prose: a grammar makes a model write the keys in this order, and
+    a small model asked for a paragraph first copies the text into it and then has
+    nothing left to list. The sections are read back in the template's order."""
+    bounds = LENGTHS[length]
+    ordered = sorted(template.sections, key=lambda s: s.form == "prose")
+    return {
+        "type": "object",
+        "properties": {s.key: section_schema(s, bounds, segments) for s in ordered},
+        "required": [s.key for s in ordered],
+        "additionalProperties": False,
+    }
+
+
+def answer_tokens(template: Template, length: str) -> int:
+    """Tokens enough for the longest answer the schema allows, JSON's quotes and keys
+    included (about four characters a token, as :mod:`longplay.text.chunks` counts)."""
+    bounds = LENGTHS[length]
+    chars = 0
+    for spec in template.sections:
+        if spec.form == "prose":
+            chars += bounds.prose_chars
+        elif spec.form == "list":
+            chars += bounds.items * (bounds.item_chars + 4)
+        elif spec.form == "actions":
+            chars += bounds.items * (bounds.item_chars + 110)
+        else:
+            chars += bounds.chapters * (bounds.item_chars + 130)
+    return chars // 4 + 16 * len(template.sections) + 16
+
+
+# -- the answer read back -----------------------------------------------------------------
+
+_THINKING = re.compile(r"<(think|thinking|reasoning)>.*?</\1>", re.S | re.I)
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
+
+
+class UnusableAnswer(ValueError):
+    """The model's answer is not the JSON the template asks for."""
+
+
+@dataclass(frozen=True)
+class ActionItem:
+    task: str
+    owner: str | None
+    due: str | None
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """A span of the input: its segments (numbered from 1) and, for timed input, times."""
+
+    title: str
+    gist: str
+    first_segment: int
+    last_segment: int
+    start: float | None = None
+    end: float | None = None
+
+
+@dataclass(frozen=True)
+class SummarySection:
+    """A section as written: ``text`` for prose, ``items`` for the other forms."""
+
+    key: str
+    name: str
+    form: Form
+    text: str = ""
+    items: list[Any] = field(default_factory=list)
+
+
+def strip_thinking(answer: str) -> str:
+    """The answer without a model's reasoning blocks or a Markdown code fence."""
+    answer = _THINKING.sub("", answer)
+    answer = re.sub(r"^.*?</(think|thinking|reasoning)>", "", answer, flags=re.S | re.I)
+    return _FENCE.sub("", answer.strip()).strip()
+
+
+def parse_json_answer(answer: str) -> dict[str, Any]:
+    """The JSON object in ``answer``, past any reasoning the model wrote around it."""
+    text = strip_thinking(answer)
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end <= start:
+        raise UnusableAnswer("the answer holds no JSON object")
+    try:
+        # A grammar's strings may hold raw line breaks, which strict JSON refuses.
+        value = json.loads(text[start : end + 1], strict=False)
+    except json.JSONDecodeError as exc:
+        raise UnusableAnswer(f"the answer is not valid JSON ({exc.msg})") from exc
+    if not isinstance(value, dict):
+        raise UnusableAnswer("the answer is not a JSON object")
+    return value
+
+
+def _clean(value: Any) -> str:
+    return " ".join(str(value).split()) if isinstance(value, str | int | float) else ""
+
+
+def read_answer(
+    answer: Mapping[str, Any], template: Template, *, segments: tuple[int, int] = (1, 1)
+) -> list[SummarySection]:
+    """The sections of ``answer``, checked: every section there and of its form, no
+    empty text where prose was asked for, chapter starts among the ``segments`` (first,
+    last). Chapters come back as ``(first segment, title, gist)``; :func:`chapter_times`
+    makes them :class:`Chapter` once every part of the input has been read."""
+    sections = []
+    for spec in template.sections:
+        if spec.key not in answer:
+            raise UnusableAnswer(f"the answer has no {spec.key!r}")
+        value = answer[spec.key]
+        if spec.form == "prose":
+            text = _once_each(_clean(value))
+            if not text:
+                raise UnusableAnswer(f"{spec.key!r} is empty")
+            sections.append(SummarySection(spec.key, spec.name, spec.form, text=text))
+            continue
+        if not isinstance(value, list):
+            raise UnusableAnswer(f"{spec.key!r} is not a list")
+        items: list[Any]
+        if spec.form == "list":
+            items = _distinct(t for t in map(_clean, value) if t)
+        elif spec.form == "actions":
+            items = _actions(value)
+        else:
+            items = _chapter_starts(value, segments)
+        sections.append(SummarySection(spec.key, spec.name, spec.form, items=items))
+    return sections
+
+
+def _once_each(text: str) -> str:
+    """Prose with each sentence once, and without a last sentence the length bound cut
+    off: a small model loops on a sentence until the grammar stops it."""
+    sentences = split_sentences(text)
+    if len(sentences) > 1 and sentences[-1].rstrip()[-1:] not in ".!?…\"')":
+        sentences = sentences[:-1]
+    return " ".join(_distinct(sentences))
+
+
+def _distinct(texts: Any) -> list[str]:
+    """Items in order, each once: a small model repeats itself."""
+    seen: set[str] = set()
+    kept = []
+    for text in texts:
+        if text.lower() not in seen:
+            seen.add(text.lower())
+            kept.append(text)
+    return kept
+
+
+def _actions(value: list[Any]) -> list[ActionItem]:
+    items, seen = [], set()
+    for entry in value:
+        if not isinstance(entry, Mapping):
+            raise UnusableAnswer("an action item is not an object")
+        task = _clean(entry.get("task"))
+        if task and task.lower() not in seen:
+            seen.add(task.lower())
+            owner, due = _clean(entry.get("owner")), _clean(entry.get("due"))
+            items.append(ActionItem(task, owner or None, due or None))
+    return items
+
+
+def _chapter_starts(value: list[Any], segments: tuple[int, int]) -> list[tuple[int, str, str]]:
+    """(first segment, title, gist) of each chapter, ordered, one per start; the first
+    chapter starts at the first segment whatever the model said."""
+    starts: dict[int, tuple[str, str]] = {}
+    for entry in value:
+        if not isinstance(entry, Mapping):
+            raise UnusableAnswer("a chapter is not an object")
+        try:
+            first = int(entry.get("start_segment", 0))
+        except (TypeError, ValueError) as exc:
+            raise UnusableAnswer("a chapter's start_segment is not a number") from exc
+        title = _clean(entry.get("title"))
+        if segments[0] <= first <= segments[1] and title and first not in starts:
+            starts[first] = (title, _clean(entry.get("gist")))
+    if not starts:
+        raise UnusableAnswer("no chapter starts at a segment of the input")
+    ordered = sorted(starts.items())
+    ordered[0] = (segments[0], ordered[0][1])
+    return [(first, title, gist) for first, (title, gist) in ordered]
+
+
+def chapter_times(
+    starts: Sequence[tuple[int, str, str]], spans: Sequence[tuple[float, float] | None]
+) -> list[Chapter]:
+    """Chapters from their first segments (numbered from 1 among ``spans``): each runs
+    to the segment before the next one's start, the last to the end; times are the
+    segments' own, or None for untimed input."""
+    chapters = []
+    for index, (first, title, gist) in enumerate(starts):
+        last = starts[index + 1][0] - 1 if index + 1 < len(starts) else len(spans)
+        head, tail = spans[first - 1], spans[last - 1]
+        chapters.append(
+            Chapter(
+                title,
+                gist,
+                first,
+                last,
+                head[0] if head else None,
+                tail[1] if tail else None,
+            )
+        )
+    return chapters
+
+
+# -- written out --------------------------------------------------------------------------
+
+
+def _clock(seconds: float) -> str:
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def action_text(item: ActionItem) -> str:
+    """``task (owner: Ana; due Friday)``, with what was said of the two."""
+    said = [f"owner: {item.owner}" if item.owner else "", f"due {item.due}" if item.due else ""]
+    extra = "; ".join(s for s in said if s)
+    return f"{item.task} ({extra})" if extra else item.task
+
+
+def render_markdown(title: str, sections: Sequence[SummarySection]) -> str:
+    """The summary as Markdown: a heading per section, prose as a paragraph, the rest
+    as bullets (action items with owner and due date, chapters with their times)."""
+    lines = [f"# {title}", ""]
+    for section in sections:
+        lines += [f"## {section.name}", ""]
+        if section.form == "prose":
+            lines.append(section.text)
+        elif not section.items:
+            lines.append("_None._")
+        for item in section.items:
+            if isinstance(item, ActionItem):
+                lines.append(f"- {action_text(item)}")
+            elif isinstance(item, Chapter):
+                when = (
+                    f"{_clock(item.start)}-{_clock(item.end)} "
+                    if item.start is not None and item.end is not None
+                    else ""
+                )
+                lines.append(f"- {when}**{item.title}**: {item.gist}".rstrip(": "))
+            else:
+                lines.append(f"- {item}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def summary_as_data(sections: Sequence[SummarySection]) -> list[dict[str, Any]]:
+    """The sections as JSON values: prose as ``text``, the others as ``items``; chapter
+    times in seconds."""
+    data = []
+    for section in sections:
+        entry: dict[str, Any] = {"key": section.key, "name": section.name, "form": section.form}
+        if section.form == "prose":
+            entry["text"] = section.text
+        else:
+            entry["items"] = [
+                asdict(item) if isinstance(item, ActionItem | Chapter) else item
+                for item in section.items
+            ]
+        data.append(entry)
+    return data
+
+
+def write_summary(
+    out_dir: Path, stem: str, sections: Sequence[SummarySection], meta: Mapping[str, Any]
+) -> tuple[Path, Path]:
+    """Write ``STEM.summary.md`` and ``STEM.summary.json`` (``meta`` and the sections)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    markdown = out_dir / f"{stem}.summary.md"
+    markdown.write_text(render_markdown(f"Summary of {stem}", sections), encoding="utf-8")
+    body = {**meta, "sections": summary_as_data(sections)}
+    data = out_dir / f"{stem}.summary.json"
+    data.write_text(json.dumps(body, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return markdown, data

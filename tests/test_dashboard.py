@@ -1,0 +1,494 @@
+"""The web dashboard in a real headless Chromium against the shared SQLite stack (a live
+API, a Celery worker of 2 processes, Redis): sign in and out, submit a ``synthesize``
+job from its form and watch its bar reach 100 % by SSE, play the result, follow a
+list, cancel a running job, retry a failed one, and markup from users and jobs shown
+as text. Each test leaves a screenshot in its pytest tmp folder.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import wave
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from browser import chromium
+from conftest import Stack, submit, wait_for_status, wait_until
+from playwright.sync_api import Browser, Dialog, Page, expect
+
+from longplay.dashboard.forms import fields_of, params_from_form
+from longplay.dashboard.web import local_url
+from longplay.jobs.refusals import Invalid
+
+DATABASE = pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)
+SESSION = "longplay_session"
+TEXT = (
+    "The library opens early in the morning. Children can borrow books every week. "
+    "The reading room stays quiet all afternoon. Everyone is welcome to stay and read. "
+    "On Fridays the garden behind the library hosts a small market with fresh bread."
+)
+SCRIPT = "<script>alert('script')</script>"
+IMG = '"><img src=x onerror=alert("img")>'
+SAMPLER = """() => {
+    window.__samples = [];
+    window.__samePage = true;
+    const sample = () => {
+        document.querySelectorAll('[data-bar]').forEach((bar, i) => {
+            (window.__samples[i] = window.__samples[i] || []).push(bar.value);
+        });
+    };
+    sample();
+    window.__sampler = setInterval(sample, 50);
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as launched:
+        yield launched
+
+
+class Visit:
+    """A signed-in browser context for one owner, with the dialogs its pages opened."""
+
+    def __init__(self, stack: Stack, browser: Browser, owner: str, shots: Path) -> None:
+        self.stack = stack
+        self.key = stack.key(owner)
+        self.context = browser.new_context(base_url=stack.api_url)
+        self.dialogs: list[str] = []
+        self.page = self.context.new_page()
+        self.page.on("dialog", self._dialog)
+        self.shots = shots
+
+    def _dialog(self, dialog: Dialog) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def sign_in(self) -> Page:
+        page = self.page
+        page.goto("/")
+        expect(page).to_have_url(re.compile(r"/login"))
+        page.fill("#api_key", self.key)
+        page.click("button[type=submit]")
+        expect(page).to_have_url(re.compile(r"/jobs$"))
+        return page
+
+    def cookie(self) -> dict[str, Any] | None:
+        found = [c for c in self.context.cookies() if c["name"] == SESSION]
+        return dict(found[0]) if found else None
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.stack.api_url,
+            headers={"Authorization": f"Bearer {self.key}"},
+            timeout=30,
+        )
+
+    def screenshot(self, name: str) -> Path:
+        path = self.shots / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+
+@pytest.fixture
+def visit(stack: Stack, browser: Browser, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    made: list[Visit] = []
+
+    def make(owner: str) -> Visit:
+        made.append(Visit(stack, browser, owner, tmp_path))
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.screenshot(f"end-{request.node.name}-{len(made)}")
+        one.context.close()
+
+
+@DATABASE
+def test_sign_in_sets_an_opaque_strict_cookie_forms_need_csrf_and_sign_out_forgets_it(
+    stack: Stack, visit: Any
+) -> None:
+    you = visit("dash-signin")
+    page = you.page
+    page.goto("/jobs")
+    expect(page).to_have_url(re.compile(r"/login\?next=%2Fjobs"))
+    page.fill("#api_key", "lp_not-a-real-key")
+    page.click("button[type=submit]")
+    expect(page.locator("[role=alert]")).to_contain_text("not valid")
+
+    page.fill("#api_key", you.key)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/jobs$"))
+    expect(page.locator(".who")).to_have_text("dash-signin")
+    cookie = you.cookie()
+    assert cookie is not None
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert you.key not in cookie["value"] and len(cookie["value"]) >= 40
+    assert SESSION not in page.evaluate("document.cookie")  # scripts cannot read it
+    you.screenshot("signed-in")
+
+    cookies = {SESSION: cookie["value"]}
+    with httpx.Client(base_url=stack.api_url, cookies=cookies, timeout=30) as forged:
+        # A form posted without this session's token (another site's form) changes nothing.
+        assert forged.post("/logout").status_code == 403
+        refused = forged.post("/submit/sleep", data={"csrf": "guess", "seconds": "0"})
+        assert refused.status_code == 403
+        assert forged.get("/jobs").status_code == 200  # still signed in
+        with you.api() as api:
+            kinds = [k["name"] for k in api.get("/v1/kinds").json()]
+        for kind in kinds:  # every kind's schema makes a form
+            form = forged.get(f"/submit/{kind}")
+            assert form.status_code == 200 and f'action="/submit/{kind}"' in form.text, kind
+        assert forged.get("/submit/no-such-kind").status_code == 404
+        assert forged.get("/jobs?status=bogus").status_code == 422
+    with you.api() as api:
+        assert api.get("/v1/jobs").json()["items"] == []  # nothing was submitted
+
+    page.click("text=Sign out")
+    expect(page).to_have_url(re.compile(r"/login"))
+    assert you.cookie() is None
+    with httpx.Client(base_url=stack.api_url, cookies=cookies, timeout=30) as old:
+        answer = old.get("/jobs")  # the session is gone from the server too
+        assert answer.status_code == 303 and answer.headers["location"].startswith("/login")
+
+
+@DATABASE
+def test_submit_synthesize_from_its_form_bar_reaches_100_live_and_result_plays(
+    visit: Any,
+) -> None:
+    you = visit("dash-synth")
+    page = you.sign_in()
+    page.click("text=Submit")
+    page.click("a[href='/submit/synthesize']")
+    page.click("button.primary")  # neither text nor a file: the service says why
+    expect(page.locator("[data-problem]")).to_contain_text("text")
+    page.fill("#p-text", TEXT)
+    page.click("button.primary")
+    expect(page).to_have_url(re.compile(r"/jobs/job_"))
+    job_id = page.url.rsplit("/", 1)[-1]
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.evaluate(SAMPLER)
+
+    bar = page.locator(".headline [data-bar]")
+    expect(page.locator(".headline [data-status]")).to_have_text("completed", timeout=60_000)
+    assert bar.evaluate("b => b.value") == 100
+    samples = page.evaluate("window.__samples[0]")
+    assert page.evaluate("window.__samePage") is True  # no reload: the script's state lives
+    assert samples[0] < 100 and samples[-1] == 100, samples
+    # Moved by the event stream: the page asked for itself once (the results), no polling.
+    assert sum(f"/jobs/{job_id}" in u for u in requests) <= 1, requests
+    assert not any("/v1/jobs" in u for u in requests), requests
+    expect(page.locator("[data-step-name=speak] [data-duration]")).not_to_have_text("")
+    expect(page.locator("ol.log li[data-type=completed]")).to_have_count(1)
+
+    audio = page.locator("article.output-audio audio")
+    expect(audio).to_have_count(1)
+    page.evaluate("() => { const a = document.querySelector('audio'); a.muted = true; a.play(); }")
+    # Polled from here: the page's CSP forbids the eval wait_for_function needs.
+    wait_until(lambda: audio.evaluate("a => a.currentTime") > 0.5, timeout=20)
+    source = audio.get_attribute("src")
+    assert source is not None
+    ranged = page.request.get(source, headers={"Range": "bytes=100-199"})
+    assert ranged.status == 206 and len(ranged.body()) == 100
+    assert ranged.headers["content-range"].startswith("bytes 100-199/")
+    you.screenshot("synthesized")
+
+
+@DATABASE
+def test_jobs_list_filters_pages_and_moves_bars_by_sse(visit: Any) -> None:
+    you = visit("dash-list")
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    with you.api() as api:
+        held = [submit(api, run_at=later, params={"seconds": 0})["id"] for _ in range(21)]
+        running = [submit(api, params={"seconds": 3, "ticks": 30})["id"] for _ in range(2)]
+    page = you.sign_in()
+    page.evaluate(SAMPLER)
+    for job_id in running:
+        row = page.locator(f"tr[data-job={job_id}]")
+        expect(row.locator("[data-status]")).to_have_text("completed", timeout=60_000)
+        expect(row.locator("[data-percent]")).to_have_text("100 %")
+    assert page.evaluate("window.__samePage") is True
+    moving = page.evaluate("window.__samples").__getitem__
+    for index in (0, 1):  # the two running jobs are the newest rows
+        assert any(0 < v < 100 for v in moving(index)), moving(index)
+    you.screenshot("list")
+
+    expect(page.locator(f"tr[data-job={held[-1]}] [data-scheduled]")).to_contain_text("in ")
+    page.select_option("select[name=status]", "queued")
+    page.select_option("select[name=kind]", "sleep")
+    page.click("text=Filter")
+    expect(page.locator("tr[data-job]")).to_have_count(20)
+    page.click("text=Older →")
+    expect(page.locator("tr[data-job]")).to_have_count(1)
+    expect(page.locator(f"tr[data-job={held[0]}]")).to_have_count(1)  # the oldest, last
+    page.click("text=← Newest")
+    expect(page.locator(f"tr[data-job={held[-1]}]")).to_have_count(1)
+    page.goto("/jobs?status=failed&kind=sleep")
+    expect(page.locator(".empty")).to_contain_text("No jobs match")
+    with you.api() as api:
+        for job_id in held:
+            api.post(f"/v1/jobs/{job_id}/cancel")
+
+
+def melody_wav() -> bytes:
+    """A scale of plucked tones (five harmonics, a fast attack, a decay), half a second
+    each, as a 16-bit WAV."""
+    rate = 22_050
+    t = np.arange(int(rate * 0.5)) / rate
+    envelope = np.minimum(1, t / 0.01) * np.exp(-2 * t) * np.minimum(1, (0.5 - t) / 0.02)
+    tones = []
+    for pitch in (60, 62, 64, 65, 67, 69, 71, 72):
+        f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+        harmonics = sum(0.6**k * np.sin(2 * np.pi * f0 * (k + 1) * t) for k in range(5))
+        tones.append(0.2 * harmonics * envelope)
+    samples = (np.concatenate(tones) * 32_767).astype("<i2")
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.tobytes())
+    return out.getvalue()
+
+
+@DATABASE
+def test_results_show_a_transcript_and_a_piano_roll(visit: Any) -> None:
+    you = visit("dash-results")
+    with you.api() as api:
+        spoken = submit(api, "synthesize", params={"text": "The library opens early today."})
+        heard = submit(
+            api,
+            "transcribe",
+            inputs=[{"job": spoken["id"], "suffix": ".mp3"}],
+            after=[spoken["id"]],
+        )
+        music = api.post(
+            "/v1/jobs",
+            data={"kind": "transcribe-music", "params": "{}"},
+            files={"file": ("melody.wav", melody_wav(), "audio/wav")},
+        )
+        assert music.status_code == 202, music.text
+        for job_id in (heard["id"], music.json()["id"]):
+            done = wait_for_status(api, job_id, {"completed", "failed"}, timeout=180)
+            assert done["status"] == "completed", done.get("error")
+    page = you.sign_in()
+    page.goto(f"/jobs/{heard['id']}")
+    lines = page.locator("ol.transcript li .text")
+    expect(lines.first).to_contain_text(re.compile("library", re.IGNORECASE))
+    you.screenshot("transcript")
+    page.goto(f"/jobs/{music.json()['id']}")
+    roll = page.locator("article.output-image img")
+    expect(roll).to_be_visible()
+    assert page.wait_for_function("img => img.naturalWidth > 0", arg=roll.element_handle())
+    expect(page.locator("a[download]", has_text="melody.mid")).to_have_count(1)
+    expect(page.locator("a[download]", has_text="melody.musicxml")).to_have_count(1)
+    expect(page.locator("article.output-data details:not([open])")).to_have_count(1)  # notes
+    you.screenshot("piano-roll")
+
+
+@DATABASE
+def test_cancel_a_running_job_from_its_page(visit: Any) -> None:
+    you = visit("dash-cancel")
+    with you.api() as api:
+        job = submit(api, params={"seconds": 60, "ticks": 600})
+        wait_for_status(api, job["id"], {"running"})
+        page = you.sign_in()
+        page.goto(f"/jobs/{job['id']}")
+        step = page.locator("[data-step-name=work]")
+        expect(step).to_have_attribute("data-state", "current")
+        expect(step.locator("[data-details]")).to_contain_text('"tick"')
+        page.click("button:has-text('Cancel')")
+        expect(page.locator(".headline [data-status]")).to_have_text("cancelled")
+        assert wait_for_status(api, job["id"], {"cancelled"})["status"] == "cancelled"
+        expect(page.locator("button:has-text('Cancel')")).to_have_count(0)
+        expect(page.locator("button:has-text('Delete')")).to_have_count(1)
+        you.screenshot("cancelled")
+        # The worker stops at its next checkpoint; delete once it has let go of the job.
+        attempts = f"/v1/jobs/{job['id']}/attempts"
+        wait_until(lambda: api.get(attempts).json()[-1]["finished_at"] is not None)
+        page.click("button:has-text('Delete')")
+        expect(page).to_have_url(re.compile(r"/jobs$"))
+        assert api.get(f"/v1/jobs/{job['id']}").status_code == 404
+
+
+@DATABASE
+def test_retry_failed_jobs_from_the_failed_page(visit: Any) -> None:
+    you = visit("dash-retry")
+    with you.api() as api:
+        failed = [
+            submit(api, params={"seconds": 0.1, "ticks": 1, "fail": "permanent"})["id"]
+            for _ in range(2)
+        ]
+        for job_id in failed:
+            wait_for_status(api, job_id, {"failed"})
+        page = you.sign_in()
+        page.click("text=Failed")
+        rows = page.locator("tr[data-job]")
+        expect(rows).to_have_count(2)
+        expect(rows.first.locator(".error .code")).to_have_text("asked_to_fail")
+        expect(rows.first.locator(".error .message")).to_have_text(
+            "the test asked this job to fail"
+        )
+        expect(rows.first.locator(".error .retryable")).to_contain_text("permanent")
+        you.screenshot("failed")
+        page.check(f"input[name=ids][value={failed[0]}]")
+        page.click("text=Retry selected")
+        expect(page.locator("[data-notice]")).to_have_text("Retried 1.")
+
+        def attempted_again() -> bool:
+            job = api.get(f"/v1/jobs/{failed[0]}").json()
+            return job["status"] == "failed" and job["attempts"] == 2
+
+        wait_until(attempted_again)
+        assert api.get(f"/v1/jobs/{failed[1]}").json()["attempts"] == 1  # not ticked
+        page.goto(f"/jobs/{failed[1]}")
+        page.click("button:has-text('Retry')")
+        expect(page).to_have_url(re.compile(f"/jobs/{failed[1]}$"))
+        wait_until(lambda: api.get(f"/v1/jobs/{failed[1]}").json()["attempts"] == 2)
+
+
+@DATABASE
+def test_markup_from_users_and_jobs_shows_as_text(visit: Any) -> None:
+    you = visit("dash-xss")
+    # A stored file name keeps no slash, and a multipart one no double quote (httpx
+    # writes it %22), so the file's payload breaks out of single-quoted attributes.
+    name = f"'><img src=x onerror=alert('file')>{SCRIPT.replace('/', '')}.txt"
+    with you.api() as api:
+        said = submit(api, params={"seconds": 0, "ticks": 1, "text": SCRIPT + IMG})["id"]
+        page = you.sign_in()
+        page.goto("/submit/synthesize")  # a file with no words to speak: it fails, naming it
+        page.set_input_files(
+            "#file", files=[{"name": name, "mimeType": "text/plain", "buffer": b"... !!! ---"}]
+        )
+        page.click("button.primary")
+        expect(page).to_have_url(re.compile(r"/jobs/job_"))
+        wordless = page.url.rsplit("/", 1)[-1]
+        wait_for_status(api, said, {"completed"})
+        failed = wait_for_status(api, wordless, {"failed"})
+        assert name in failed["error"]["message"]
+
+    page.click("text=Submit")
+    page.click("a[href='/submit/synthesize']")
+    typed = f"Hello {SCRIPT} and {IMG} world"
+    page.fill("#p-text", typed)
+    page.click("button.primary")
+    expect(page).to_have_url(re.compile(r"/jobs/job_"))
+    expect(page.locator("pre.params")).to_contain_text(json.dumps(typed))  # as JSON shows it
+    with you.api() as api:  # its speech is not needed: spare the worker
+        api.post(f"/v1/jobs/{page.url.rsplit('/', 1)[-1]}/cancel")
+
+    page.goto(f"/jobs/{said}")
+    expect(page.locator("pre.text")).to_have_text(SCRIPT + IMG)  # the job's output
+    page.goto(f"/jobs/{wordless}")
+    expect(page.locator("ul.files")).to_contain_text(name)  # the upload's name
+    expect(page.locator("[data-refresh=error] .message")).to_contain_text(name)
+    expect(page.locator("ol.log li[data-type=failed]")).to_contain_text(name)  # live log
+    page.goto("/failed")
+    expect(page.locator(f"tr[data-job={wordless}] .message")).to_contain_text(name)
+    you.screenshot("escaped")
+
+    assert you.dialogs == []
+    assert page.locator("img[src=x]").count() == 0
+    for url in (f"/jobs/{said}", f"/jobs/{wordless}"):
+        page.goto(url)
+        page.wait_for_load_state("networkidle")
+        assert page.locator("img[src=x]").count() == 0
+        assert page.locator("main script").count() == 0
+    assert you.dialogs == []
+
+
+@DATABASE
+def test_admin_pages_show_workers_and_owners_to_admins_only(stack: Stack, visit: Any) -> None:
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    with stack.client("dash-counted") as other:
+        held = submit(other, run_at=later, params={"seconds": 0})["id"]
+        # No worker here takes GPU jobs: admission hands one to the broker ahead of a
+        # worker, holds the others, due, and names them next.
+        on_gpu = [submit(other, kind="gpu_sleep", params={"seconds": 0})["id"] for _ in range(3)]
+    admin = visit("admin-dash")
+    page = admin.sign_in()
+    page.click("text=Workers")
+    rows = page.locator("tr[data-worker]")
+    expect(rows.first).to_be_visible()
+    with admin.api() as api:
+        names = {w["name"] for w in api.get("/v1/workers").json()}
+    shown = {rows.nth(i).get_attribute("data-worker") for i in range(rows.count())}
+    assert names and shown <= names | shown and names & shown
+    admin.screenshot("workers")
+    page.click("text=Owners")
+    counted = page.locator("tr[data-owner=dash-counted]")
+    expect(counted.locator("[data-queued]")).to_contain_text("4")
+    expect(counted.locator("[data-running]")).to_contain_text("0")
+    admin.screenshot("owners")
+    page.click("text=Queues")
+    expect(page.locator("tr[data-queue]").first).to_be_visible()
+    expect(page.locator("tr[data-queue='longplay.gpu.normal'] [data-depth]")).to_have_text("1")
+    expect(page.locator("tr[data-resource=gpu] [data-held]")).not_to_have_text("0")
+    expect(page.locator("tr[data-held-owner=dash-counted]")).to_have_count(2)  # cpu and gpu
+    expect(page.locator(f"[data-upcoming=gpu] li[data-job={on_gpu[-1]}]")).to_have_count(1)
+    expect(page.locator(f"li[data-job={held}]")).to_have_count(0)  # not due: not next
+    admin.screenshot("queues")
+    with stack.client("dash-counted") as other:
+        other.post(f"/v1/jobs/{held}/cancel")
+        for job_id in on_gpu:
+            other.post(f"/v1/jobs/{job_id}/cancel")
+
+    owner = visit("dash-not-admin")
+    page = owner.sign_in()
+    expect(page.locator("text=Workers")).to_have_count(0)
+    for url in ("/admin/workers", "/admin/queues", "/admin/owners"):
+        response = page.goto(url)
+        assert response is not None and response.status == 404
+
+
+SCHEMA: dict[str, Any] = {
+    "properties": {
+        "auto": {"anyOf": [{"type": "boolean"}, {"type": "null"}], "default": None},
+        "flag": {"type": "boolean", "default": True},
+        "channels": {"anyOf": [{"enum": [1, 2], "type": "integer"}, {"type": "null"}]},
+        "count": {"type": "integer", "minimum": 1},
+        "names": {"type": "array", "items": {"type": "string"}},
+        "extra": {"type": "object"},
+    },
+    "required": ["count"],
+}
+
+
+def test_a_schema_makes_fields_and_a_form_gives_typed_params() -> None:
+    fields = {f.name: f for f in fields_of(SCHEMA)}
+    assert {n: f.widget for n, f in fields.items()} == {
+        "auto": "select",  # yes, no, or the kind's own choice: not a checkbox
+        "flag": "checkbox",
+        "channels": "select",
+        "count": "number",
+        "names": "lines",
+        "extra": "json",
+    }
+    assert fields["flag"].checked and fields["count"].required and fields["count"].minimum == 1
+    form = {"auto": "true", "channels": "2", "count": "5", "names": "a\n\nb\n", "extra": "{}"}
+    assert params_from_form(SCHEMA, form) == {
+        "auto": True,
+        "flag": False,  # an unticked box
+        "channels": 2,
+        "count": 5,
+        "names": ["a", "b"],
+        "extra": {},
+    }
+    assert params_from_form(SCHEMA, {"auto": "", "channels": ""}) == {"flag": False}
+    for name, bad in (("count", "five"), ("extra", "{not json")):
+        with pytest.raises(Invalid, match=name):
+            params_from_form(SCHEMA, {name: bad})
+
+
+def test_sign_in_goes_back_only_to_pages_of_this_site() -> None:
+    assert local_url("/jobs?status=failed") == "/jobs?status=failed"
+    for elsewhere in ("https://evil.example/", "//evil.example/x", "/\\evil.example", "", None):
+        assert local_url(elsewhere) == "/jobs"

@@ -1,0 +1,241 @@
+"""Fan-out: one ``transcribe`` job spreads the pieces of a long recording over the
+worker pool (``ctx.map``), end to end through HTTP with a real worker of 2 processes.
+
+The stack here takes recordings over 20 s as long and cuts them into pieces of at most
+15 s, so a 50-second recording that Piper says makes several pieces.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from conftest import Stack, wait_for_status, wait_until
+from sqlalchemy import create_engine, select
+from sqlalchemy.engine import Engine
+from step_context import RecordingContext
+
+from longplay.engines import get_synthesizer
+from longplay.framework import ItemContext, NoParams
+from longplay.framework.fanout import function_ref, resolve
+from longplay.media import AudioEncoder
+from longplay.store.models import FanOutItem
+
+SENTENCES = (
+    "The museum opens its doors early in the morning.",
+    "A guide walks the first visitors through the painting hall.",
+    "Large paintings of the sea hang along the western wall.",
+    "Children draw the ships they see in the glass cases.",
+    "At noon the cafe serves soup and fresh bread.",
+    "A quiet garden lies behind the main building.",
+    "Students sketch the statues near the fountain.",
+    "The library upstairs keeps letters from the founders.",
+    "In the afternoon a musician plays the old piano.",
+    "Volunteers answer questions at the front desk.",
+    "The shop sells postcards and small wooden boats.",
+    "The doors close again in the evening.",
+)
+GAPS_S = (0.9, 1.4, 1.1)
+
+
+def normalized(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+
+
+def sentences_heard(text: str) -> list[float]:
+    """For each sentence said, the share of its words found, in order, in ``text``."""
+    said = [normalized(sentence).split() for sentence in SENTENCES]
+    flat = [word for sentence in said for word in sentence]
+    matcher = difflib.SequenceMatcher(a=flat, b=normalized(text).split(), autojunk=False)
+    found = [False] * len(flat)
+    for block in matcher.get_matching_blocks():
+        found[block.a : block.a + block.size] = [True] * block.size
+    shares, at = [], 0
+    for sentence in said:
+        shares.append(sum(found[at : at + len(sentence)]) / len(sentence))
+        at += len(sentence)
+    return shares
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """About 50 s of speech: the sentences with pauses of about a second between them."""
+    synthesizer = get_synthesizer()
+    speeches = [synthesizer.synthesize(sentence) for sentence in SENTENCES]
+    rate = speeches[0].sample_rate
+    parts: list[np.ndarray] = []
+    for n, speech in enumerate(speeches):
+        if parts:
+            parts.append(np.zeros(round(GAPS_S[n % len(GAPS_S)] * rate), np.float32))
+        parts.append(speech.samples)
+    path = tmp_path_factory.mktemp("fanout") / "museum.wav"
+    with AudioEncoder(path, format="wav", sample_rate=rate, channels=1) as encoder:
+        encoder.write(np.concatenate(parts).astype(np.float32)[:, None])
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_pass(stack: Stack, recording: Path) -> str:
+    """The recording's text from one pass: a ``transcribe`` job on the shared stack,
+    whose worker does not fan out and runs the model with the same threads."""
+    client = stack.client()
+    job = wait_for_status(
+        client, transcribe(client, recording), {"completed", "failed"}, timeout=120
+    )
+    assert job["status"] == "completed", job["error"]
+    return text_of(client, job)
+
+
+@pytest.fixture(scope="module")
+def fanout_stack(database_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    deployment = Stack(tmp_path_factory.mktemp(f"fanout-{database_kind}"), database_kind)
+    deployment.env["LONGPLAY_STT_FAN_OUT_ABOVE"] = "20"
+    deployment.env["LONGPLAY_STT_FAN_OUT_PIECE"] = "15"
+    deployment.env["LONGPLAY_SHUTDOWN_GRACE"] = "1"
+    try:
+        deployment.start_api()
+        deployment.start_worker(concurrency=2)
+        yield deployment
+    finally:
+        deployment.close()
+
+
+@pytest.fixture(scope="module")
+def store(fanout_stack: Stack) -> Iterator[Engine]:
+    engine = create_engine(fanout_stack.database_url)
+    yield engine
+    engine.dispose()
+
+
+def items_of(store: Engine, job_id: str) -> list[FanOutItem]:
+    with store.connect() as connection:
+        rows = connection.execute(
+            select(FanOutItem).where(FanOutItem.job_id == job_id).order_by(FanOutItem.position)
+        ).all()
+    return [FanOutItem(**row._mapping) for row in rows]
+
+
+def transcribe(client: httpx.Client, recording: Path) -> str:
+    response = client.post(
+        "/v1/jobs",
+        data={"kind": "transcribe", "params": "{}"},
+        files={"file": (recording.name, recording.read_bytes(), "audio/wav")},
+    )
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+def helper_item(store: Engine, job_id: str, parent: str) -> FanOutItem | None:
+    """An item running in a process other than the job's own."""
+    running = [i for i in items_of(store, job_id) if i.status == "running"]
+    return next((i for i in running if i.worker and i.worker != parent), None)
+
+
+def worker_of(client: httpx.Client, job_id: str) -> str:
+    """The pool process running the job."""
+    wait_for_status(client, job_id, {"running"})
+    [attempt] = client.get(f"/v1/jobs/{job_id}/attempts").json()
+    return str(attempt["worker"])
+
+
+def text_of(client: httpx.Client, job: dict[str, Any]) -> str:
+    [txt] = [o for o in job["outputs"] if o["name"].endswith(".txt")]
+    return client.get(txt["links"]["content"]).text
+
+
+def test_a_long_recording_spreads_over_the_pool_and_survives_a_killed_helper(
+    fanout_stack: Stack, store: Engine, recording: Path, one_pass: str
+) -> None:
+    client = fanout_stack.client()
+    job_id = transcribe(client, recording)
+    parent = worker_of(client, job_id)
+    # kill -9 the pool process that helps, while it runs a piece.
+    victim = wait_until(lambda: helper_item(store, job_id, parent), timeout=60, every=0.02)
+    os.kill(int(str(victim.worker).rsplit(":", 1)[1]), signal.SIGKILL)
+    seen: list[dict[str, Any]] = []
+
+    def ended() -> dict[str, Any] | None:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        seen.append(job["step_details"])
+        return job if job["status"] in {"completed", "failed", "cancelled"} else None
+
+    job = wait_until(ended, timeout=120, every=0.1)
+
+    assert job["status"] == "completed", job["error"]
+    assert job["attempts"] == 1, "only the lost piece ran again, not the job"
+    items = items_of(store, job_id)
+    assert len(items) >= 3 and all(i.status == "done" for i in items)
+    [redone] = [i for i in items if i.tries > 1]  # the piece the killed process held
+    assert redone.tries == 2 and redone.worker != victim.worker
+    assert sum(i.tries for i in items) == len(items) + 1, "nothing but the lost piece ran twice"
+    assert any(d.get("items") == len(items) and "items_done" in d for d in seen)
+    text = text_of(client, job)
+    # Nothing lost, nothing duplicated at the joins: every sentence heard (Whisper hears
+    # less context in a piece, so a word or two of one may differ from one pass; a
+    # sentence lost at a join has none of its words), no more words than were said, and
+    # (every sentence being different) no four words in a row heard twice.
+    assert min(sentences_heard(text)) >= 0.5, text
+    assert min(sentences_heard(one_pass)) >= 0.5, one_pass
+    words = normalized(text).split()
+    assert len(words) <= sum(len(s.split()) for s in SENTENCES) + 3
+    runs = list(zip(words, words[1:], words[2:], words[3:], strict=False))
+    assert len(set(runs)) == len(runs)
+    transcript = json.loads(
+        client.get(
+            next(o for o in job["outputs"] if o["name"].endswith(".json"))["links"]["content"]
+        ).text
+    )
+    segments = transcript["segments"]
+    assert all(a["start"] < b["start"] for a, b in pairwise(segments)), "times in order"
+    assert transcript["duration"] == pytest.approx(sum(i.item["seconds"] for i in items), abs=0.01)
+
+
+def test_cancelling_the_job_cancels_its_items(
+    fanout_stack: Stack, store: Engine, recording: Path
+) -> None:
+    client = fanout_stack.client()
+    job_id = transcribe(client, recording)
+    parent = worker_of(client, job_id)
+    wait_until(lambda: helper_item(store, job_id, parent), timeout=60, every=0.02)
+
+    assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+    wait_for_status(client, job_id, {"cancelled"})
+
+    def settled() -> list[FanOutItem] | None:
+        items = items_of(store, job_id)
+        return items if all(i.status in {"done", "cancelled"} for i in items) else None
+
+    items = wait_until(settled, timeout=15)
+    assert any(i.status == "cancelled" for i in items)
+    time.sleep(2.0)  # a helper that went on would finish a piece in this time
+    assert [(i.status, i.finished_at) for i in items_of(store, job_id)] == [
+        (i.status, i.finished_at) for i in items
+    ]
+
+
+def squared(ctx: ItemContext[Any], item: int) -> int:
+    ctx.advance(1, 1)
+    return item * item
+
+
+def test_map_outside_the_pool_runs_here_in_order(tmp_path: Path) -> None:
+    ctx = RecordingContext(NoParams(), [], tmp_path)
+    assert ctx.map(squared, [3, 1, 2]) == [9, 1, 4]
+    assert [(done, total) for _, done, total, _ in ctx.progress] == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_map_takes_only_functions_other_processes_can_import() -> None:
+    assert resolve(function_ref(squared)) is squared
+    with pytest.raises(ValueError, match="module-level function"):
+        function_ref(lambda ctx, item: item)

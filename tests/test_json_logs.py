@@ -1,0 +1,81 @@
+"""``LONGPLAY_LOG_FORMAT=json``: a real worker process writes its log to a file, one JSON
+object per line, and every line written while a job runs names the job, its kind, owner,
+attempt and step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from conftest import PG_ADMIN, TESTS, submit, wait_for_status, wait_until
+from harness import Deployment
+from sqlalchemy import select
+
+from longplay.store.db import session_scope
+from longplay.store.models import Job
+
+
+def records(log: Path) -> list[dict[str, Any]]:
+    """Every line of the log that is a logging record; a line that is not JSON fails."""
+    found = []
+    for line in log.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            found.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise AssertionError(f"not a JSON line: {line!r}") from exc
+    return found
+
+
+def test_worker_lines_are_json_with_the_job_fields(tmp_path: Path) -> None:
+    with Deployment(
+        tmp_path,
+        "sqlite",
+        plugin="plugin_kinds",
+        plugin_dir=TESTS,
+        env={"LONGPLAY_LOG_FORMAT": "json", "LONGPLAY_PROGRESS_WRITE_INTERVAL": "0.2"},
+        postgres_admin=PG_ADMIN,
+        logs=True,
+    ) as stack:
+        stack.start_api()
+        stack.start_worker(concurrency=1)
+        client = stack.client("alice")
+        done = submit(client, params={"seconds": 0.3, "ticks": 3})
+        failed = submit(client, params={"seconds": 0.2, "ticks": 2, "fail": "permanent"})
+        wait_for_status(client, done["id"], {"completed"})
+        wait_for_status(client, failed["id"], {"failed"})
+        with session_scope(stack.database_url) as session:
+            owner = session.scalar(select(Job.owner_id).where(Job.id == done["id"]))
+        # Read while the worker runs: Celery prints its shutdown notices raw, not logged.
+        ended = (f"job {done['id']} completed", f"job {failed['id']} failed")
+        wait_until(lambda: all(text in (tmp_path / "worker.log").read_text() for text in ended))
+        lines = records(tmp_path / "worker.log")
+        api_lines = records(tmp_path / "api.log")
+    assert any(r["logger"] == "uvicorn.access" for r in api_lines)
+    for required in ("time", "level", "logger", "message", "process"):
+        assert all(required in line for line in lines), required
+
+    by_job = {
+        job["id"]: [r for r in lines if r.get("job_id") == job["id"]] for job in (done, failed)
+    }
+    for job_id, mine in by_job.items():
+        # The runner's own lines from the start of the run to its end all carry the fields.
+        started = [r for r in mine if r["message"].startswith(f"job {job_id} (sleep) started")]
+        assert len(started) == 1, mine
+        for record in mine:
+            assert record["kind"] == "sleep"
+            assert record["owner"] == owner
+            assert record["attempt"] == 1
+        # Every line that names the job while it runs is one of its lines.
+        naming = [
+            r for r in lines if job_id in r["message"] and r["logger"].startswith("longplay.jobs")
+        ]
+        assert naming and all(r.get("job_id") == job_id for r in naming), naming
+    ending = [r for r in by_job[failed["id"]] if "failed" in r["message"]]
+    assert ending and ending[-1]["level"] == "WARNING" and ending[-1]["step"] == "work"
+    completed = [r for r in by_job[done["id"]] if r["message"] == f"job {done['id']} completed"]
+    assert len(completed) == 1 and completed[0]["step"] == "work"
+    # Lines outside a job carry no job fields.
+    assert any("job_id" not in r for r in lines)

@@ -1,0 +1,541 @@
+"""The ``podcast`` kind on the real models: a grounded two-voice episode from passages.
+
+Step-level tests run the kind's steps in this process, on a recording context whose
+library holds passages the tests write; the end-to-end ones go through the API to the
+worker of the shared SQLite stack. Episodes are a minute long; the turn cache makes
+every voicing after the first one cheap.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import re
+import signal
+import string
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jiwer
+import numpy as np
+import pyloudnorm
+import pytest
+from conftest import Stack, wait_for_status, wait_until
+from fastapi import FastAPI
+from mutagen.id3 import ID3
+from openai_stub_server import StubServer, create_app
+from step_context import RecordingContext
+
+from longplay.engines.llm import get_language_model
+from longplay.engines.scripts import _parse_question
+from longplay.engines.stt import get_transcriber
+from longplay.engines.tts import get_synthesizer
+from longplay.engines.turns import turn_cache
+from longplay.framework import InvalidParams, get_kind
+from longplay.framework.library import Passage
+from longplay.kinds import load as load_kinds
+from longplay.kinds.podcast import PodcastParams, retrieve_content
+from longplay.media import LoudnessMeter, decode
+from longplay.media.episode import EpisodeCheckFailed, EpisodeWriter, check_episode
+from longplay.settings import Settings, get_settings
+from longplay.text.script import Script, ungrounded_words
+
+DATABASE = pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)
+API_KEY = "test-key"
+FACTS = [
+    ("Lighthouses", "History", "The first lighthouse on Skerry Point was lit in 1821. Its lamp "
+     "burned whale oil and could be seen eleven miles out to sea. Keepers climbed one hundred "
+     "and twelve steps to trim the wicks every four hours through the night."),
+    ("Lighthouses", "History", "In 1874 the whale oil lamp was replaced with a paraffin burner "
+     "and a Fresnel lens made in Paris. The lens weighed nearly two tons and floated on a bath "
+     "of mercury so that a single keeper could turn it by hand."),
+    ("Lighthouses", "Keepers", "Three families lived at the station in the 1890s. The children "
+     "rowed to the mainland school on calm days and studied at home when storms closed the "
+     "channel, sometimes for weeks at a time."),
+    ("Lighthouses", "Keepers", "The last keeper, Margaret Oduya, left the tower in 1987 when "
+     "the light was automated. She kept a logbook for twenty two years that recorded every "
+     "ship, every storm and every visit by seals to the rocks below."),
+    ("Tides", None, "Spring tides at Skerry Point rise more than six metres, twice a month, "
+     "when the sun and moon pull in a line. Neap tides rise barely two metres. Fishing boats "
+     "plan their trips around these tides because the channel is shallow."),
+    ("Tides", None, "A tide gauge was fixed to the old pier in 1952. Its records show the "
+     "average sea level at the point has risen by about nineteen centimetres since then, "
+     "faster in the last twenty years than before."),
+]  # fmt: skip
+PASSAGES = [
+    Passage(
+        id=f"pas-{n}",
+        collection_id="col-1",
+        document_id=f"doc-{document}",
+        document_name=document,
+        position=n,
+        text=text,
+        heading=heading,
+    )
+    for n, (document, heading, text) in enumerate(FACTS)
+]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("podcast-data")
+
+
+@pytest.fixture
+def local(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> Iterator[None]:
+    """The bundled models, and a turn cache of this module's own."""
+    for name in [n for n in os.environ if n.startswith(("LONGPLAY_LLM_", "LONGPLAY_TTS_"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("LONGPLAY_DATA_DIR", str(data_dir))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def run_podcast(folder: Path, **params: Any) -> RecordingContext:
+    """Every step of a podcast job over :data:`PASSAGES`, state through JSON as the runner
+    passes it."""
+    load_kinds()
+    kind = get_kind("podcast")
+    assert kind is not None
+    folder.mkdir(parents=True, exist_ok=True)
+    ctx = RecordingContext(PodcastParams(**params), [], folder)
+    ctx.shelf.collections["col-1"] = PASSAGES
+    for step in kind.steps:
+        ctx.step = step.name
+        step.run(ctx)
+        ctx.state = json.loads(json.dumps(ctx.state, allow_nan=False))
+    return ctx
+
+
+def samples_of(path: Path) -> tuple[np.ndarray, int]:
+    blocks = list(decode(path))
+    return np.concatenate([b.samples for b in blocks])[:, 0], blocks[0].sample_rate
+
+
+def output(ctx: RecordingContext, suffix: str) -> Path:
+    [path] = [kept.path for _, kept in ctx.kept if kept.name.endswith(suffix)]
+    return path
+
+
+# -- the steps ---------------------------------------------------------------------------
+
+
+def test_script_only_then_an_edited_script_voices_only_the_changed_turn(
+    local: None, tmp_path: Path
+) -> None:
+    written = run_podcast(tmp_path / "write", collection="col-1", minutes=1, script_only=True)
+
+    assert sorted(kept.name for _, kept in written.kept) == ["podcast.md", "podcast.script.json"]
+    questions = written.details("generating_script")[-1]
+    assert questions["questions_written"] >= 1  # the model's, where they passed the check
+    script = Script.model_validate_json(output(written, ".script.json").read_text())
+    first = run_podcast(tmp_path / "voice", script=script.model_dump(), format="wav")
+    script.turns[2].text = f"Let me put that another way, take {uuid.uuid4().hex[:6]}."
+    edited = run_podcast(tmp_path / "edited", script=script.model_dump(), format="wav")
+
+    assert first.state["voicing"]["synthesized"] + first.state["voicing"]["kept"] == len(
+        script.turns
+    )
+    assert edited.state["voicing"]["synthesized"] == 1
+    assert edited.state["voicing"]["kept"] == len(script.turns) - 1
+    # Progress: the issue's steps; turn by turn while voicing.
+    kind = get_kind("podcast")
+    assert kind is not None
+    assert [s.name for s in kind.steps] == [
+        "loading_models", "retrieving_content", "generating_script", "parsing_turns",
+        "generating_audio", "combining_audio", "storing_audio",
+    ]  # fmt: skip
+    voicing = first.details("generating_audio")
+    assert {"total_turns", "completed_turns", "current_speaker"} <= set(voicing[0])
+    assert [d["completed_turns"] for d in voicing] == list(range(len(script.turns) + 1))
+    assert voicing[-1]["total_turns"] == len(script.turns)
+
+
+def test_one_speaker_makes_a_single_host_brief(local: None, tmp_path: Path) -> None:
+    ctx = run_podcast(
+        tmp_path,
+        collection="col-1",
+        minutes=1,
+        style="brief",
+        speakers=[{"name": "Ada", "role": "host", "voice": "alex"}],
+        script_only=True,
+    )
+
+    script = Script.model_validate_json(output(ctx, ".script.json").read_text())
+    assert {turn.speaker for turn in script.turns} == {"Ada"}
+
+
+@pytest.fixture
+def http_llm(monkeypatch: pytest.MonkeyPatch, local: None, data_dir: Path) -> Iterator[FastAPI]:
+    """The LLM engine set to http, pointed at the stub server (answering from Gemma)."""
+    settings = Settings(data_dir=data_dir)  # the local engines: ``local`` cleared the rest
+    app = create_app(
+        api_key=API_KEY,
+        transcriber=get_transcriber(settings),
+        synthesizer=get_synthesizer(settings),
+        language_model=get_language_model(settings),
+    )
+    with StubServer(app) as server:
+        for name, value in {
+            "ENGINE": "http",
+            "URL": server.url,
+            "API_KEY": API_KEY,
+            "HTTP_MODEL": "stub",
+        }.items():
+            monkeypatch.setenv(f"LONGPLAY_LLM_{name}", value)
+        get_settings.cache_clear()
+        yield app
+    get_settings.cache_clear()
+
+
+def test_an_openai_compatible_server_writes_the_questions(
+    http_llm: FastAPI, tmp_path: Path
+) -> None:
+    ctx = run_podcast(tmp_path, collection="col-1", topic="tides", minutes=1, script_only=True)
+
+    requests = http_llm.state.chat_requests
+    assert requests and all(r["messages"][0]["role"] == "system" for r in requests)
+    assert any("Spring tides" in r["messages"][-1]["content"] for r in requests)
+    assert Script.model_validate_json(output(ctx, ".script.json").read_text()).turns
+
+
+# -- the parts ---------------------------------------------------------------------------
+
+
+def test_a_collection_with_too_little_to_say_fails_saying_how_much_it_has(
+    tmp_path: Path,
+) -> None:
+    ctx = RecordingContext(PodcastParams(collection="col-1", minutes=10), [], tmp_path)
+    ctx.shelf.collections["col-1"] = PASSAGES
+
+    with pytest.raises(InvalidParams) as failed:
+        retrieve_content(ctx)
+
+    assert failed.value.code == "not_enough_content"
+    assert "enough for about 1 min;" in failed.value.message
+
+
+def test_the_question_parser_cannot_be_broken() -> None:
+    rng = random.Random(7)
+    alphabet = string.printable + "?\u201c\u201d\u2019\u2026\u2014\u00e9\u6f22"
+    for _ in range(2000):
+        written = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 120)))
+        question = _parse_question(written)
+        assert question is None or (question.endswith("?") and "\n" not in question)
+    assert _parse_question(' Host: "When was the lamp lit?" Expert: In 1821.') == (
+        "When was the lamp lit?"
+    )
+    assert _parse_question("The lamp was lit in 1821.") is None
+    assert _parse_question("Why?") is None
+
+
+def test_ungrounded_words_catch_a_fact_not_in_the_sources() -> None:
+    source = "The lens weighed nearly two tons and floated on mercury."
+
+    assert not ungrounded_words("So the lens floated on mercury?", [source])
+    assert ungrounded_words("The lens weighed five tons and was made of glass.", [source]) == {
+        "five",
+        "glass",
+    }
+
+
+def test_an_episode_that_fails_a_check_names_it(tmp_path: Path) -> None:
+    rate = 22_050
+    tone = (0.3 * np.sin(np.arange(rate) * 2 * np.pi * 220 / rate)).astype(np.float32)
+    with EpisodeWriter(tmp_path, "one-voice", rate) as writer:
+        writer.add("Joe", tone)
+        writer.add("Alex", np.zeros(rate, np.float32))
+        one_voice = writer.finish("wav", -16.0, progress=lambda *_, **__: None)
+    with EpisodeWriter(tmp_path, "silent", rate) as writer:
+        writer.add("Joe", np.zeros(rate, np.float32))
+        silent = writer.finish("wav", -16.0, progress=lambda *_, **__: None)
+
+    with pytest.raises(EpisodeCheckFailed) as failed:
+        check_episode(one_voice, speakers_asked=2)
+    assert failed.value.check == "speakers"
+    with pytest.raises(EpisodeCheckFailed) as failed:
+        check_episode(silent, speakers_asked=1)
+    assert failed.value.check == "not_silent"
+    one_voice.duration += 3.0
+    with pytest.raises(EpisodeCheckFailed) as failed:
+        check_episode(one_voice, speakers_asked=1)
+    assert failed.value.check == "duration"
+
+
+# -- through the API ---------------------------------------------------------------------
+
+
+def finished(client: httpx.Client, job_id: str, timeout: float = 180) -> dict[str, Any]:
+    return wait_for_status(client, job_id, {"completed", "failed"}, timeout=timeout)
+
+
+def normalized(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+
+
+@dataclass(frozen=True)
+class Collection:
+    client: httpx.Client
+    id: str
+
+
+@pytest.fixture(scope="module")
+def collection(stack: Stack) -> Collection:
+    """:data:`FACTS` as a Markdown file (with headings) and a text file, indexed."""
+    client = stack.client("podcaster")
+    made = client.post("/v1/collections", json={"name": "Skerry Point"})
+    assert made.status_code == 201, made.text
+    markdown = "# Lighthouses\n\n" + "\n\n".join(
+        f"## {heading}\n\n{text}" for document, heading, text in FACTS if document == "Lighthouses"
+    )
+    tides = "\n\n".join(text for document, _, text in FACTS if document == "Tides")
+    files = [
+        ("file", ("lighthouses.md", markdown.encode(), "text/markdown")),
+        ("file", ("tides.txt", tides.encode(), "text/plain")),
+    ]
+    added = client.post(f"/v1/collections/{made.json()['id']}/documents", files=files)
+    assert added.status_code == 202, added.text
+    job = finished(client, added.json()["job"]["id"])
+    assert job["status"] == "completed", job["error"]
+    return Collection(client, made.json()["id"])
+
+
+def content(client: httpx.Client, item: dict[str, Any]) -> bytes:
+    return client.get(item["links"]["content"]).content
+
+
+def named(job: dict[str, Any], suffix: str) -> dict[str, Any]:
+    [item] = [o for o in job["outputs"] if o["name"].endswith(suffix)]
+    return item
+
+
+@DATABASE
+def test_a_podcast_from_a_collection_is_heard_back_and_an_edit_voices_one_turn(
+    stack: Stack, collection: Collection, tmp_path: Path
+) -> None:
+    client = collection.client
+    submitted = client.post(
+        "/v1/jobs",
+        json={"kind": "podcast", "params": {"collection": collection.id, "minutes": 1}},
+    )
+    assert submitted.status_code == 202, submitted.text
+    job = finished(client, submitted.json()["id"])
+
+    assert job["status"] == "completed", job["error"]
+    episode = tmp_path / "episode.mp3"
+    episode.write_bytes(content(client, named(job, ".mp3")))
+    samples, rate = samples_of(episode)
+    assert len(samples) / rate == pytest.approx(60.0, rel=0.15)
+    assert pyloudnorm.Meter(rate).integrated_loudness(samples.astype(np.float64)) == (
+        pytest.approx(-16.0, abs=1.0)
+    )
+    meter = LoudnessMeter(rate, 1)
+    meter.add(samples[:, None])
+    assert meter.result().true_peak <= -1.0
+    script = Script.model_validate_json(content(client, named(job, ".script.json")))
+    speakers = [turn.speaker for turn in script.turns]
+    assert all(a != b for a, b in itertools.pairwise(speakers))
+    assert set(speakers) == {"Joe", "Alex"}
+    # Grounded: every turn's content words are in the passages it cites.
+    cited = {p.id: p for p in script.passages}
+    allowed = ["Joe", "Alex", *(f"{p.document} {p.heading or ''}" for p in cited.values())]
+    for turn in script.turns:
+        assert turn.sources and set(turn.sources) <= set(cited)
+        texts = [cited[s].text for s in turn.sources]
+        assert not ungrounded_words(turn.text, texts, allowed), turn.text
+    # Timed from the audio; chapters on turn starts, in the JSON and the mp3's ID3 frames.
+    starts = [turn.start or 0.0 for turn in script.turns]
+    assert starts == sorted(starts) and (script.turns[-1].end or 0) <= len(samples) / rate
+    assert [c.start for c in script.chapters] == [
+        script.turns[c.first_turn].start for c in script.chapters
+    ]
+    tags = ID3(episode)
+    chapters = sorted(tags.getall("CHAP"), key=lambda c: c.start_time)
+    assert [c.sub_frames["TIT2"].text[0] for c in chapters] == [c.title for c in script.chapters]
+    assert [c.start_time for c in chapters] == [
+        int((c.start or 0.0) * 1000) for c in script.chapters
+    ]
+    assert tags.getall("CTOC")[0].child_element_ids == [c.element_id for c in chapters]
+    vtt = content(client, named(job, ".vtt")).decode()
+    assert vtt.startswith("WEBVTT") and vtt.count("<v Joe>") == speakers.count("Joe")
+    assert "## Sources" in content(client, named(job, ".md")).decode()
+    for passage in script.passages:  # every cited passage is one the collection has
+        found = client.get(
+            f"/v1/collections/{collection.id}/search", params={"q": passage.text[:60]}
+        ).json()["items"]
+        assert passage.id in [item["id"] for item in found]
+    assert {s for turn in script.turns for s in turn.sources} <= {p.id for p in script.passages}
+
+    # Heard back by the transcribe kind: the words of the script.
+    heard = client.post(
+        "/v1/jobs", json={"kind": "transcribe", "inputs": [named(job, ".mp3")["id"]]}
+    )
+    assert heard.status_code == 202, heard.text
+    transcript = finished(client, heard.json()["id"])
+    assert transcript["status"] == "completed", transcript["error"]
+    said = content(client, named(transcript, ".txt")).decode()
+    assert jiwer.wer(normalized(script.text), normalized(said)) <= 0.25
+
+    # script_only, one turn edited, voiced: only what no job voiced before is synthesized.
+    only = client.post(
+        "/v1/jobs",
+        json={
+            "kind": "podcast",
+            "params": {"collection": collection.id, "minutes": 1, "script_only": True},
+        },
+    )
+    written = finished(client, only.json()["id"])
+    assert written["status"] == "completed", written["error"]
+    assert sorted(o["name"] for o in written["outputs"]) == ["podcast.md", "podcast.script.json"]
+    edited = Script.model_validate_json(content(client, named(written, ".script.json")))
+    edited.turns[2].text = f"Let me put that another way, take {uuid.uuid4().hex[:6]}."
+    upload = client.post(
+        "/v1/artifacts",
+        files={"file": ("edited.json", edited.model_dump_json().encode(), "application/json")},
+    )
+    assert upload.status_code == 201, upload.text
+    voiced = client.post("/v1/jobs", json={"kind": "podcast", "inputs": [upload.json()["id"]]})
+    assert voiced.status_code == 202, voiced.text
+    again = finished(client, voiced.json()["id"])
+    assert again["status"] == "completed", again["error"]
+    before = {(t.speaker, t.text) for t in script.turns}
+    new = {(t.speaker, t.text) for t in edited.turns} - before
+    [reused] = [w["message"] for w in again["warnings"] if w["code"] == "turns_reused"]
+    assert reused.startswith(f"synthesized {len(new)} turns; {len(edited.turns) - len(new)} were")
+    assert 1 <= len(new) <= 3
+
+
+@DATABASE
+@pytest.mark.parametrize(
+    ("params", "field", "says"),
+    [
+        ({"minutes": 0.5}, "minutes", "greater than or equal to 1"),
+        ({"minutes": 61}, "minutes", "less than or equal to 60"),
+        ({"speakers": [{"name": "A", "voice": "nobody"}]}, "voice", "no voice 'nobody'"),
+        ({"collection": None}, "collection", "name a collection"),
+        ({"collection": None, "script": {"turns": [{"speaker": "Zed", "text": "Hi."}]}},
+         "script", "speaker 'Zed' is not one of"),
+        ({"language": "de"}, "language", "English only"),
+    ],
+)  # fmt: skip
+def test_bad_params_are_refused_at_submit_naming_the_field(
+    collection: Collection, params: dict[str, Any], field: str, says: str
+) -> None:
+    body = {"kind": "podcast", "params": {"collection": collection.id, **params}}
+    response = collection.client.post("/v1/jobs", json=body)
+
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert says in error["message"] or says in json.dumps(error)
+    assert field in json.dumps(error)
+    assert "Traceback" not in response.text and "/src/" not in response.text
+
+
+@DATABASE
+def test_an_empty_or_another_owners_collection_is_refused_at_submit(
+    stack: Stack, collection: Collection
+) -> None:
+    stranger = stack.client("stranger-podcaster")
+    theirs = stranger.post(
+        "/v1/jobs", json={"kind": "podcast", "params": {"collection": collection.id}}
+    )
+    empty = stranger.post("/v1/collections", json={"name": "Empty"}).json()["id"]
+    nothing = stranger.post("/v1/jobs", json={"kind": "podcast", "params": {"collection": empty}})
+
+    assert theirs.status_code == 404 and collection.id in theirs.json()["error"]["message"]
+    assert (
+        nothing.status_code == 422 and "no indexed passages" in nothing.json()["error"]["message"]
+    )
+
+
+@DATABASE
+def test_the_cli_submits_a_podcast_with_its_params_as_options(
+    stack: Stack, collection: Collection, tmp_path: Path
+) -> None:
+    env = {
+        **stack.env,
+        "LONGPLAY_API_URL": stack.api_url,
+        "LONGPLAY_API_KEY": stack.key("podcaster"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "longplay", "submit", "podcast", "--collection", collection.id,
+         "--minutes", "1", "--script-only", "--wait", "--out", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    script = Script.model_validate_json((tmp_path / "podcast.script.json").read_text())
+    assert {turn.speaker for turn in script.turns} == {"Joe", "Alex"}
+
+
+def process_ended(pid: int) -> bool:
+    """Whether ``pid`` is gone or a zombie (dead, its parent not told yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in {"Z", "X"}
+
+
+def test_a_voicing_killed_mid_script_resumes_at_the_turn_it_reached(stack: Stack) -> None:
+    client = stack.client("resumer")
+    take = uuid.uuid4().hex[:6]  # turns no other job on this machine has voiced
+    total = 10
+    script = Script.model_validate(
+        {
+            "turns": [
+                {
+                    "speaker": ("Joe", "Alex")[n % 2],
+                    "text": f"Point {n + 1} of take {take}. The lamp burned whale oil, and "
+                    "the keepers climbed the steps every four hours to trim the wicks.",
+                }
+                for n in range(total)
+            ],  # and no chapters, as a script written by hand may have
+        }
+    )
+    cache = turn_cache(stack.data_dir)
+    before = set(cache.glob("*.wav"))
+    body = {"kind": "podcast", "params": {"script": script.model_dump(), "format": "wav"}}
+    submitted = client.post("/v1/jobs", json=body)
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["id"]
+
+    def voiced_some() -> dict[str, Any] | None:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        assert job["status"] in {"queued", "running"}, job
+        details = job["step_details"]
+        if job["current_step"] == "generating_audio" and details.get("completed_turns", 0) >= 3:
+            return dict(details)
+        return None
+
+    seen = wait_until(voiced_some, timeout=120, every=0.02)
+    [attempt] = client.get(f"/v1/jobs/{job_id}/attempts").json()
+    pid = int(attempt["worker"].rsplit(":", 1)[1])
+    os.kill(pid, signal.SIGKILL)  # mid-voicing: no step ends, nothing is saved
+    wait_until(lambda: process_ended(pid), timeout=10, every=0.005)
+    # The turns the killed run finished, before the run that takes the job over writes.
+    finished_before_kill = set(cache.glob("*.wav")) - before
+    assert seen["total_turns"] == total
+    assert seen["completed_turns"] <= len(finished_before_kill) < total, (
+        "the kill came after the last turn: nothing was left to resume"
+    )
+
+    job = finished(client, job_id)
+
+    assert job["status"] == "completed", job["error"]
+    outcomes = [a["outcome"] for a in client.get(f"/v1/jobs/{job_id}/attempts").json()]
+    assert outcomes == ["lost", "completed"]
+    kept = len(finished_before_kill)
+    reused = [w["message"] for w in job["warnings"] if w["code"] == "turns_reused"]
+    assert len(reused) == 1, f"the second run says nothing of kept turns: {job['warnings']}"
+    assert reused[0].startswith(f"synthesized {total - kept} turns; {kept} were kept"), reused
+    assert len(set(cache.glob("*.wav")) - before) == total, "every turn is kept now"

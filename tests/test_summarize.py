@@ -1,0 +1,504 @@
+"""The ``summarize`` kind and own templates: through the API to the worker of the shared
+stack with the bundled Gemma 3 270M, the same step through the OpenAI-compatible HTTP
+engine against a real server, and the parts that need no model.
+
+The meeting the tests summarize is a transcript JSON the test writes (segments with
+times, as ``transcribe`` writes them), not one synthesized and transcribed: those two
+jobs would cost most of this file's time budget and are tested in their own files.
+The model jobs are submitted together, once, so the two worker processes run them side
+by side; each test then checks its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import Stack, wait_for_status
+from openai_stub_server import StubServer, create_app
+from sqlalchemy import select
+from step_context import input_file, run_kind
+
+from longplay.engines import get_language_model, get_synthesizer, get_transcriber
+from longplay.engines.summaries import Unit, chunk_units, units_of
+from longplay.framework import PermanentError
+from longplay.framework.library import CollectionNotFound
+from longplay.jobs.library import StoreLibrary
+from longplay.kinds.summarize import SummarizeParams, collection_document
+from longplay.settings import Settings, get_settings
+from longplay.store.db import session_scope
+from longplay.store.models import Owner
+from longplay.text.documents import Document
+from longplay.text.summary import (
+    BUILTIN_TEMPLATES,
+    UnusableAnswer,
+    chapter_times,
+    parse_json_answer,
+    read_answer,
+)
+
+MODEL_JOBS = pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)
+API_KEY = "summarize-test-key"
+PEOPLE = ("Alice", "Bob", "Carol")
+MEETING = [
+    (0.0, 4.2, "Good morning everyone, this is the weekly planning meeting for the website."),
+    (4.2, 9.0, "Alice: The design is finished and the pages are ready for review."),
+    (9.0, 13.8, "Bob: We decided to launch the new website on March the first."),
+    (13.8, 18.5, "Alice: Action item: Bob will write the press release by Friday."),
+    (18.5, 23.1, "Bob: Action item: Carol will test the checkout page next week."),
+    (23.1, 29.4, "Alice: We still do not know who pays for the new servers."),
+    (29.4, 34.0, "Bob: Now let us talk about the budget for the next quarter."),
+    (34.0, 40.6, "Alice: The marketing budget stays at ten thousand dollars."),
+    (40.6, 45.5, "Carol: I will hire two new support people in April."),
+    (45.5, 50.0, "Bob: Thank you all, see you next week."),
+]
+TOPICS = [
+    "The harbour town rebuilt its old stone bridge after the spring floods. Engineers "
+    "checked every arch, the council paid for new railings, and the fishermen asked for "
+    "wider steps down to the water.",
+    "The school library opened a reading room for children. Volunteers read stories every "
+    "Saturday, parents donated shelves, and the librarian ordered books in three languages.",
+    "Farmers in the valley planted apple trees on the southern slopes. They tested the soil, "
+    "dug new wells, and agreed to share one tractor between four farms.",
+    "The football club moved its training to the new field by the river. The coach planned "
+    "longer sessions, the players repaired the fence, and the club sold tickets online.",
+]
+
+
+def transcript(lines: list[tuple[float, float, str]]) -> bytes:
+    segments = [{"id": i, "start": a, "end": b, "text": t} for i, (a, b, t) in enumerate(lines)]
+    body = {"language": "en", "duration": lines[-1][1], "segments": segments}
+    return json.dumps(body).encode()
+
+
+def long_text(characters: int) -> str:
+    """Paragraphs about several topics, numbered so that none repeats, to ``characters``."""
+    paragraphs, number = [], 0
+    while sum(len(p) + 2 for p in paragraphs) < characters:
+        paragraphs.append(f"Report {number + 1}. {TOPICS[number % len(TOPICS)]}")
+        number += 1
+    return "\n\n".join(paragraphs)
+
+
+def upload(client: httpx.Client, name: str, content: bytes, **params: Any) -> str:
+    response = client.post(
+        "/v1/jobs",
+        data={"kind": "summarize", "params": json.dumps(params)},
+        files={"file": (name, content, "application/octet-stream")},
+    )
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+def submit(client: httpx.Client, **params: Any) -> dict[str, Any]:
+    response = client.post("/v1/jobs", json={"kind": "summarize", "params": params})
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+def finished(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    done = wait_for_status(client, job_id, {"completed", "failed"}, timeout=300)
+    assert done["status"] == "completed", done["error"]
+    return done
+
+
+def summary_json(client: httpx.Client, job: dict[str, Any]) -> dict[str, Any]:
+    [output] = [o for o in job["outputs"] if o["name"].endswith(".summary.json")]
+    return dict(client.get(output["links"]["content"]).json())
+
+
+def summary_md(client: httpx.Client, job: dict[str, Any]) -> str:
+    [output] = [o for o in job["outputs"] if o["name"].endswith(".summary.md")]
+    return client.get(output["links"]["content"]).text
+
+
+def sections(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["key"]: s for s in summary["sections"]}
+
+
+def read_events(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
+    """The job's SSE stream to its end: each event's name and data."""
+    events: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", timeout=60) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                current["event"] = line[6:].strip()
+            elif line.startswith("data:"):
+                current["data"] = json.loads(line[5:])
+            elif not line and current:
+                events.append(current)
+                current = {}
+    return events
+
+
+RISKS = {
+    "description": "What could go wrong, and what happens next.",
+    "sections": [
+        {"name": "Risks", "instruction": "Each risk the text names.", "form": "list"},
+        {"name": "Next steps", "instruction": "What happens next, in one sentence."},
+    ],
+}
+
+
+GUIDE_SECTIONS = {
+    "The harbour": TOPICS,
+    "The valley": [f"Note {n}. {topic}" for n, topic in enumerate(reversed(TOPICS))],
+}
+GUIDE = "\n\n".join(
+    f"## {heading}\n\n" + "\n\n".join(body * 2 for body in paragraphs)
+    for heading, paragraphs in GUIDE_SECTIONS.items()
+)
+"""Two sections of some 300 words each: the index cuts each into overlapping passages."""
+
+
+@dataclass(frozen=True)
+class Shelf:
+    """Sam's collection with the guide and a short note, indexed, and their ids."""
+
+    collection: str
+    guide: str
+    note: str
+
+
+@pytest.fixture(scope="module")
+def shelf(stack: Stack) -> Shelf:
+    client = stack.client("sam")
+    made = client.post("/v1/collections", json={"name": "Guides"})
+    assert made.status_code == 201, made.text
+    collection = made.json()["id"]
+    files = [
+        ("file", ("guide.md", GUIDE.encode(), "text/markdown")),
+        ("file", ("note.txt", TOPICS[1].encode(), "text/plain")),
+    ]
+    added = client.post(f"/v1/collections/{collection}/documents", files=files)
+    assert added.status_code == 202, added.text
+    guide, note = (d["id"] for d in added.json()["documents"])
+    job = wait_for_status(client, added.json()["job"]["id"], {"completed", "failed"}, timeout=120)
+    assert job["status"] == "completed", job["error"]
+    return Shelf(collection, guide, note)
+
+
+@pytest.fixture(scope="module")
+def model_jobs(stack: Stack, shelf: Shelf) -> dict[str, str]:
+    """The jobs that need the model, submitted at once: their ids by name."""
+    client = stack.client("sam")
+    assert client.post("/v1/templates", json={"name": "risks", **RISKS}).status_code == 201
+    meeting = transcript(MEETING)
+    return {
+        "meeting": upload(
+            client, "standup.json", meeting, template="meeting-notes", length="short"
+        ),
+        "chapters": upload(client, "standup.json", meeting, template="chapters", length="short"),
+        "long": submit(client, text=long_text(20_000), template="brief", length="short")["id"],
+        "own": submit(
+            client, text=TOPICS[0] + "\n\n" + TOPICS[2], template="risks", length="short"
+        )["id"],
+        "document": submit(
+            client,
+            collection=shelf.collection,
+            document=shelf.guide,
+            template="key-points",
+            length="short",
+        )["id"],
+    }
+
+
+# -- through the API, to the worker, with the bundled model -------------------------------
+
+
+@MODEL_JOBS
+def test_meeting_notes_have_their_sections_and_an_owner_who_was_said(
+    stack: Stack, model_jobs: dict[str, str]
+) -> None:
+    client = stack.client("sam")
+    job = finished(client, model_jobs["meeting"])
+    assert {o["name"] for o in job["outputs"]} == {"standup.summary.md", "standup.summary.json"}
+    summary = summary_json(client, job)
+    assert summary["template"] == "meeting-notes" and summary["language"] == "English"
+    parts = sections(summary)
+    assert list(parts) == ["summary", "decisions", "action_items", "open_questions"]
+    assert parts["summary"]["text"]
+    owners = [item["owner"] or "" for item in parts["action_items"]["items"]]
+    assert any(person in owner for owner in owners for person in PEOPLE), parts["action_items"]
+    markdown = summary_md(client, job)
+    for heading in ("## Summary", "## Decisions", "## Action items", "## Open questions"):
+        assert heading in markdown
+    [coverage] = [w["message"] for w in job["warnings"] if w["code"] == "coverage"]
+    assert "(all) in 1 chunk (one)" in coverage
+
+
+@MODEL_JOBS
+def test_chapters_fall_inside_the_transcript_in_order(
+    stack: Stack, model_jobs: dict[str, str]
+) -> None:
+    client = stack.client("sam")
+    job = finished(client, model_jobs["chapters"])
+    chapters = sections(summary_json(client, job))["chapters"]["items"]
+    assert chapters and all(c["title"] for c in chapters)
+    starts, ends = [c["start"] for c in chapters], [c["end"] for c in chapters]
+    assert starts[0] == MEETING[0][0] and ends[-1] == MEETING[-1][1]
+    assert all(MEETING[0][0] <= s < e <= MEETING[-1][1] for s, e in zip(starts, ends, strict=True))
+    assert starts == sorted(starts) and all(e <= s for e, s in zip(ends, starts[1:], strict=False))
+    segment_times = {a for a, _, _ in MEETING}
+    assert set(starts) <= segment_times  # taken from the segments, not made up
+
+
+@MODEL_JOBS
+def test_a_long_input_is_read_whole_in_chunks(stack: Stack, model_jobs: dict[str, str]) -> None:
+    client = stack.client("sam")
+    job = finished(client, model_jobs["long"])
+    coverage = summary_json(client, job)["coverage"]
+    assert coverage["passes"] == "map-reduce" and coverage["chunks"] >= 2
+    assert coverage["characters_read"] == coverage["characters_total"] >= 19_000
+    assert coverage["left_out"] is False
+    codes = [w["code"] for w in job["warnings"]]
+    assert "coverage" in codes and "input_left_out" not in codes
+    [said] = [w["message"] for w in job["warnings"] if w["code"] == "coverage"]
+    assert said.startswith(f"read {coverage['characters_total']} of {coverage['characters_total']}")
+
+    progress = [e["data"] for e in read_events(client, job["id"]) if e["event"] == "progress"]
+    details = [p["step_details"] for p in progress if "chunks_done" in p["step_details"]]
+    total = coverage["chunks"]
+    assert {d["chunks_total"] for d in details} == {total}
+    done = [d["chunks_done"] for d in details]
+    assert done == sorted(done) and set(range(total + 1)) <= set(done)
+    assert details[-1]["characters_read"] == coverage["characters_total"]
+
+
+@MODEL_JOBS
+def test_an_own_template_is_honoured(stack: Stack, model_jobs: dict[str, str]) -> None:
+    client = stack.client("sam")
+    job = finished(client, model_jobs["own"])
+    assert [s["name"] for s in job["params"]["sections"]] == ["Risks", "Next steps"]
+    summary = summary_json(client, job)
+    assert summary["template"] == "risks"
+    assert [(s["name"], s["form"]) for s in summary["sections"]] == [
+        ("Risks", "list"),
+        ("Next steps", "prose"),
+    ]
+    assert "## Risks" in summary_md(client, job) and "## Next steps" in summary_md(client, job)
+
+
+# -- templates: owned, checked, used by name ----------------------------------------------
+
+
+@MODEL_JOBS
+def test_a_document_of_a_collection_is_summarized_whole_once(
+    stack: Stack, model_jobs: dict[str, str], shelf: Shelf, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guide is read back from its indexed passages in order, each overlap taken
+    out: the text the job summarizes is the guide's own, every paragraph once."""
+    client = stack.client("sam")
+    job = finished(client, model_jobs["document"])
+    assert {o["name"] for o in job["outputs"]} == {"guide.summary.md", "guide.summary.json"}
+    summary = summary_json(client, job)
+    assert summary["input"] == "guide.md" and sections(summary)["key_points"]["items"]
+    original = units_of(Document.from_text(GUIDE, name="guide.md"))
+    assert summary["coverage"]["characters_total"] == sum(len(u.text) for u in original)
+
+    monkeypatch.setenv("LONGPLAY_DATABASE_URL", stack.database_url)
+    get_settings.cache_clear()
+    try:
+        with session_scope() as session:
+            owners = {o.name: o.id for o in session.scalars(select(Owner))}
+        library = StoreLibrary(owners["sam"])
+        passages = [p for p in library.passages(shelf.collection) if p.document_id == shelf.guide]
+        assert len(passages) >= 4, "the guide should be cut into overlapping passages"
+        read = collection_document(library, shelf.collection, shelf.guide)
+        assert units_of(read) == original
+        with pytest.raises(PermanentError, match=f"no indexed document {shelf.note}x"):
+            collection_document(library, shelf.collection, shelf.note + "x")
+        stack.key("stranger")
+        with session_scope() as session:
+            owners = {o.name: o.id for o in session.scalars(select(Owner))}
+        with pytest.raises(CollectionNotFound):
+            collection_document(StoreLibrary(owners["stranger"]), shelf.collection, shelf.guide)
+    finally:
+        get_settings.cache_clear()
+
+
+@MODEL_JOBS
+def test_a_collection_document_is_its_owners_and_named_whole(stack: Stack, shelf: Shelf) -> None:
+    """Another owner's collection is a 404; a document not in the collection fails the
+    job naming it; collection and document go together, and with no other text."""
+    mine, theirs = stack.client("sam"), stack.client("mallory")
+    params = {"collection": shelf.collection, "document": shelf.guide}
+    answer = theirs.post("/v1/jobs", json={"kind": "summarize", "params": params})
+    assert answer.status_code == 404, answer.text
+    for wrong, field in (
+        ({"collection": shelf.collection}, "document"),
+        ({"document": shelf.guide}, "collection"),
+        ({**params, "text": "Hi."}, "collection"),
+    ):
+        answer = mine.post("/v1/jobs", json={"kind": "summarize", "params": wrong})
+        assert answer.status_code == 422, wrong
+        assert answer.json()["error"]["details"][0]["loc"][-1] == field, answer.text
+    other = mine.post("/v1/collections", json={"name": "Other"}).json()["id"]
+    stray = submit(mine, collection=shelf.collection, document=other)
+    failed = wait_for_status(mine, stray["id"], {"completed", "failed"}, timeout=120)
+    assert failed["status"] == "failed"
+    assert failed["error"]["code"] == "document_not_found"
+    assert other in failed["error"]["message"]
+
+
+def test_templates_belong_to_their_owner(stack: Stack) -> None:
+    mine, theirs = stack.client("tess"), stack.client("mallory")
+    created = mine.post("/v1/templates", json={"name": "standup", **RISKS})
+    assert created.status_code == 201, created.text
+    assert created.json()["sections"][1]["form"] == "prose"
+    assert mine.post("/v1/templates", json={"name": "standup", **RISKS}).status_code == 409
+    assert [t["name"] for t in mine.get("/v1/templates").json()["items"]] == ["standup"]
+
+    for method, body in (("GET", None), ("PUT", RISKS), ("DELETE", None)):
+        answer = theirs.request(method, "/v1/templates/standup", json=body)
+        assert answer.status_code == 404, (method, answer.text)
+        assert answer.json()["error"]["code"] == "not_found"
+    assert theirs.get("/v1/templates").json()["items"] == []
+    refused = theirs.post(
+        "/v1/jobs",
+        json={"kind": "summarize", "params": {"text": "Hi there.", "template": "standup"}},
+    )
+    assert refused.status_code == 422
+    assert refused.json()["error"]["code"] == "unknown_template"
+    assert refused.json()["error"]["details"][0]["loc"] == ["body", "params", "template"]
+
+    changed = {
+        "sections": [{"name": "Blockers", "instruction": "What blocks work.", "form": "list"}]
+    }
+    assert (
+        mine.put("/v1/templates/standup", json=changed).json()["sections"][0]["name"] == "Blockers"
+    )
+    assert mine.delete("/v1/templates/standup").status_code == 204
+    assert mine.get("/v1/templates/standup").status_code == 404
+
+
+def test_bad_templates_and_submissions_are_refused_with_the_error_shape(stack: Stack) -> None:
+    client = stack.client("tess")
+    for body, where in (
+        ({"name": "brief", **RISKS}, ["body", "name"]),
+        ({"name": "Bad Name", **RISKS}, ["body", "name"]),
+        ({"name": "empty", "sections": []}, ["body", "sections"]),
+        (
+            {"name": "twice", "sections": [RISKS["sections"][0], RISKS["sections"][0]]},
+            ["body", "sections"],
+        ),
+        (
+            {"name": "odd", "sections": [{"name": "A", "instruction": "b", "form": "table"}]},
+            ["body", "sections", 0, "form"],
+        ),
+    ):
+        answer = client.post("/v1/templates", json=body)
+        assert answer.status_code == 422, body
+        error = answer.json()["error"]
+        assert error["message"] and error["details"][0]["loc"] == where, error
+    for params, text in (
+        ({"text": "Hi.", "template": "nope"}, "unknown template 'nope'"),
+        ({"text": "Hi.", "length": "huge"}, "length"),
+        ({"text": "Hi.", "language": "Klingon"}, "unknown language"),
+        ({"text": "Hi.", "template": "brief", "sections": RISKS["sections"]}, "built-in"),
+        ({}, "nothing to summarize"),
+    ):
+        answer = client.post("/v1/jobs", json={"kind": "summarize", "params": params})
+        assert answer.status_code == 422, params
+        assert text in answer.text
+
+
+# -- the HTTP engine, in this process -----------------------------------------------------
+
+
+@pytest.fixture
+def http_llm(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
+    """The HTTP engine pointed at an OpenAI-compatible server that answers from the
+    local Gemma, as the model ``thinks-aloud``. Yields the server's app."""
+    for name in [n for n in os.environ if n.startswith("LONGPLAY_LLM_")]:
+        monkeypatch.delenv(name)
+    settings = Settings(data_dir=tmp_path, llm={"engine": "local"}, stt={"engine": "local"})
+    app = create_app(
+        api_key=API_KEY,
+        transcriber=get_transcriber(settings),
+        synthesizer=get_synthesizer(settings),
+        language_model=get_language_model(settings),
+    )
+    with StubServer(app) as server:
+        for name, value in (
+            ("DATA_DIR", str(tmp_path)),
+            ("LLM_ENGINE", "http"),
+            ("LLM_URL", server.url),
+            ("LLM_API_KEY", API_KEY),
+            ("LLM_HTTP_MODEL", "thinks-aloud"),
+        ):
+            monkeypatch.setenv(f"LONGPLAY_{name}", value)
+        get_settings.cache_clear()
+        yield app
+    get_settings.cache_clear()
+
+
+def test_an_http_model_gets_the_schema_and_its_thinking_is_left_out(
+    http_llm: Any, tmp_path: Path
+) -> None:
+    source = tmp_path / "notes.txt"
+    source.write_text(TOPICS[1], encoding="utf-8")
+    params = SummarizeParams(template="key-points", length="short")
+    ctx = run_kind("summarize", params, [input_file(source, "text/plain")], tmp_path / "work")
+
+    requests = http_llm.state.chat_requests
+    assert len(requests) == 2  # reasoning alone, then the JSON after reasoning
+    schema = requests[0]["response_format"]["json_schema"]["schema"]
+    assert schema["required"] == ["key_points"]
+    assert any("asked again" in n for n in ctx.notes)
+    written = {f.name: f.path for _, f in ctx.kept}
+    markdown = written["notes.summary.md"].read_text()
+    data = json.loads(written["notes.summary.json"].read_text())
+    for written_text in (markdown, json.dumps(data)):
+        assert "<think>" not in written_text and "Let me think" not in written_text
+    assert data["sections"][0]["items"] and ctx.state["summary"]["retries"] == 1
+
+
+# -- without a model ----------------------------------------------------------------------
+
+
+def test_answers_are_checked_and_thinking_is_stripped() -> None:
+    notes = BUILTIN_TEMPLATES["meeting-notes"]
+    answer = parse_json_answer(
+        '<think>hmm</think>```json\n{"summary": "A plan.", "decisions": ["Go", "go"], '
+        '"action_items": [{"task": "Write", "owner": "Bob", "due": ""}], "open_questions": []}\n```'
+    )
+    summary, decisions, actions, _ = read_answer(answer, notes)
+    assert summary.text == "A plan." and decisions.items == ["Go"]
+    assert actions.items[0].owner == "Bob" and actions.items[0].due is None
+    for bad in ('{"summary": ""}', "no json here", '{"summary": "x", "decisions": "y"}'):
+        with pytest.raises(UnusableAnswer):
+            read_answer(parse_json_answer(bad), notes)
+
+
+def test_chapters_take_their_times_from_the_segments() -> None:
+    chapters = BUILTIN_TEMPLATES["chapters"]
+    answer = {
+        "chapters": [
+            {"start_segment": 4, "title": "Later", "gist": "b"},
+            {"start_segment": 2, "title": "First", "gist": "a"},
+            {"start_segment": 99, "title": "Outside", "gist": "c"},
+        ]
+    }
+    [section] = read_answer(answer, chapters, segments=(1, 5))
+    spans = [(0.0, 1.0), (1.0, 2.5), (2.5, 4.0), (4.0, 6.0), (6.0, 9.0)]
+    made = chapter_times(section.items, spans)
+    assert [(c.title, c.start, c.end) for c in made] == [("First", 0.0, 4.0), ("Later", 4.0, 9.0)]
+
+
+def test_chunks_keep_every_unit_in_order() -> None:
+    units = units_of(Document.from_text(long_text(12_000)))
+    chunks = chunk_units(units, 600)
+    assert len(chunks) > 3
+    assert [u.text for chunk in chunks for u in chunk] == [u.text for u in units]
+    cut = chunk_units([Unit("word " * 2000, 1.0, 2.0)], 300)
+    assert len(cut) > 3 and all(u.start == 1.0 for chunk in cut for u in chunk)
+    assert " ".join(u.text for chunk in cut for u in chunk).split() == ["word"] * 2000
