@@ -78,6 +78,8 @@ class Stack(Deployment):
             env={
                 "LONGPLAY_PROGRESS_WRITE_INTERVAL": "0.2",
                 "LONGPLAY_MAX_UPLOAD_BYTES": str(8 * 1024 * 1024),
+                # Hybrid search is off by default; the tests run it.
+                "LONGPLAY_EMBED_ENGINE": "local",
             },
             redis_url=_test_redis(),
             postgres_admin=PG_ADMIN,

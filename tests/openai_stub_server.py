@@ -1,8 +1,8 @@
 """A small OpenAI-compatible server for the HTTP engine tests, backed by real engines.
 
-It serves the three endpoints the HTTP adapters call, answering from the local Whisper,
-Piper and llama.cpp engines, so an HTTP round trip is tested against real audio and
-text. Some model names make it misbehave the way real servers do:
+It serves the endpoints the HTTP adapters call, answering from the local Whisper,
+Piper, llama.cpp and (when given one) embedding engines, so an HTTP round trip is
+tested against real audio and text. Some model names make it misbehave the way real servers do:
 
 - ``fail-500``: 500 with an OpenAI error body;
 - ``busy-429``: 429, rate limited;
@@ -40,6 +40,7 @@ from starlette.concurrency import run_in_threadpool
 
 from longplay.engines import LanguageModel, Synthesizer, Transcriber
 from longplay.engines.audio import decode_audio, resample, to_wav
+from longplay.engines.embeddings import Embedder
 from longplay.engines.stt import SAMPLE_RATE
 from longplay.engines.tts import PCM_SAMPLE_RATE
 
@@ -59,6 +60,7 @@ def create_app(
     transcriber: Transcriber,
     synthesizer: Synthesizer,
     language_model: LanguageModel,
+    embedder: Embedder | None = None,
 ) -> FastAPI:
     """The app: real engines behind the OpenAI routes."""
     app = FastAPI()
@@ -131,6 +133,22 @@ def create_app(
             pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
             return Response(pcm, media_type="audio/pcm")
         return Response(to_wav(spoken.samples, spoken.sample_rate), media_type="audio/wav")
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Response:
+        body = await request.json()
+        if (refused := await run_in_threadpool(refusal, request, body["model"])) is not None:
+            return refused
+        if embedder is None:
+            return _error(404, "no embedding model on this server")
+        texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
+        vectors = await run_in_threadpool(embedder.embed, texts)
+        # Newest first, as a server may: each vector names the text it is for.
+        data = [
+            {"object": "embedding", "index": i, "embedding": vector.tolist()}
+            for i, vector in reversed(list(enumerate(vectors)))
+        ]
+        return JSONResponse({"object": "list", "model": body["model"], "data": data})
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:

@@ -19,20 +19,25 @@ from typing import Any
 
 import docx
 import httpx
+import numpy as np
 import pytest
 from conftest import Stack, wait_for_status
 from pypdf import PdfWriter
 from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
-from sqlalchemy import select
+from sqlalchemy import func, select
 from step_context import input_file, run_kind
 
+from longplay.engines.embeddings import DIMENSIONS, MODEL_ID
 from longplay.framework import InvalidInput, JobError
 from longplay.framework.library import CollectionNotFound, NewPassage
+from longplay.jobs import retrieval
 from longplay.jobs.library import StoreLibrary
 from longplay.kinds.index import IndexParams
 from longplay.settings import get_settings
+from longplay.store import library as queries
 from longplay.store.db import session_scope
 from longplay.store.models import Owner
+from longplay.store.models import Passage as PassageRow
 from longplay.text.passages import cut_passages
 from longplay.text.reading import Block, StructuredDocument, read_document
 
@@ -327,6 +332,53 @@ def test_search_finds_each_planted_fact(indexed: Indexed) -> None:
     assert search(indexed.client, indexed.collection, "'\" OR * NEAR( -- ;") == []
 
 
+def test_rankings_fuse_by_reciprocal_rank() -> None:
+    # 7 is second in both rankings: it beats 1 and 9, each first in one only.
+    fused = retrieval.fuse([[1, 7, 3], [9, 7]])
+    assert [seq for seq, _ in fused] == [7, 1, 9, 3]
+    assert fused[0][1] == pytest.approx(2 / (retrieval.RRF_K + 2))
+    near, far = np.eye(DIMENSIONS, dtype=np.float32)[:2]
+    stored = [(5, far.tobytes()), (6, (0.6 * near + 0.8 * far).tobytes()), (8, near.tobytes())]
+    assert retrieval.nearest(stored, near) == [8, 6], "cosine 0 is no candidate"
+
+
+PARAPHRASES = {
+    # Questions that share no word (but the common ones) with the passage that answers.
+    "which insects produce purple syrup": "bees.html",
+    "who constructed the coastal beacon tower": "town.md",
+    "tiny reading room with few volumes": "library.txt",
+}
+
+
+def test_search_finds_what_is_said_in_other_words(
+    stack: Stack, indexed: Indexed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hybrid search: full text alone finds nothing for these questions (asked of the
+    stack's database in this process); fused with the embeddings, the passage that
+    answers comes first."""
+    monkeypatch.setenv("LONGPLAY_DATABASE_URL", stack.database_url)
+    get_settings.cache_clear()
+    try:
+        with session_scope() as session:
+            embedded = session.execute(
+                select(PassageRow.embedded_with, func.length(PassageRow.embedding)).where(
+                    PassageRow.collection_id == indexed.collection
+                )
+            ).all()
+            assert embedded and set(embedded) == {(MODEL_ID, 4 * DIMENSIONS)}, embedded
+            for question in PARAPHRASES:
+                assert queries.full_text(session, indexed.collection, question, 10) == []
+    finally:
+        get_settings.cache_clear()
+    for question, name in PARAPHRASES.items():
+        answer = indexed.client.get(
+            f"/v1/collections/{indexed.collection}/search", params={"q": question}
+        ).json()
+        found = answer["items"]
+        assert answer["ranking"] == "hybrid"
+        assert found and found[0]["document_name"] == name, (question, found[:2])
+
+
 def test_a_transcript_made_by_a_job_is_added_by_id_with_its_timings(indexed: Indexed) -> None:
     upload = indexed.client.post(
         "/v1/artifacts",
@@ -393,6 +445,42 @@ def test_a_job_naming_an_empty_or_unknown_collection_is_refused(stack: Stack) ->
         "/v1/jobs", json={"kind": "podcast", "params": {"collection": "col_nope", "minutes": 1}}
     )
     assert unknown.status_code == 404 and "col_nope" in unknown.json()["error"]["message"]
+
+
+@DATABASE
+def test_search_answers_by_words_when_the_embedding_engine_fails(make_stack: Any) -> None:
+    """Indexed with embeddings, then searched by an API whose embedding server is not
+    there: the search still answers (by words) and says so; so does one with embeddings
+    off, and the vectors stay for when they are back."""
+    stack: Stack = make_stack()
+    stack.start_api()
+    stack.start_worker(concurrency=1)
+    client = stack.client("hybrid")
+    collection = client.post("/v1/collections", json={"name": "Bees"}).json()["id"]
+    added = client.post(
+        f"/v1/collections/{collection}/documents", files=[("file", ("bees.html", HTML))]
+    ).json()
+    assert wait_for_status(client, added["job"]["id"], {"completed", "failed"})["status"] == (
+        "completed"
+    )
+    question, words = next(iter(PARAPHRASES)), "Zorbian honey"
+
+    def ask(q: str) -> tuple[str, list[str]]:
+        answer = client.get(f"/v1/collections/{collection}/search", params={"q": q}).json()
+        return answer["ranking"], [item["document_name"] for item in answer["items"]]
+
+    assert ask(question) == ("hybrid", ["bees.html"])
+    server_gone = {"LONGPLAY_EMBED_ENGINE": "http", "LONGPLAY_EMBED_URL": "http://127.0.0.1:9"}
+    for engine in (server_gone, {"LONGPLAY_EMBED_ENGINE": "off"}):
+        stack.stop("api")
+        stack.env.update(engine)
+        stack.start_api()
+        assert ask(question) == ("full_text", [])
+        assert ask(words) == ("full_text", ["bees.html"])
+    stack.stop("api")
+    stack.env["LONGPLAY_EMBED_ENGINE"] = "local"
+    stack.start_api()
+    assert ask(question) == ("hybrid", ["bees.html"])
 
 
 @DATABASE

@@ -39,6 +39,7 @@ from longplay.engines import (
 from longplay.engines.audio import resample
 from longplay.engines.cache import Loaded, cached_engine
 from longplay.engines.device import Device, choose_device
+from longplay.engines.embeddings import DIMENSIONS, MODEL_ID, Embedder, HttpEmbedder, get_embedder
 from longplay.engines.http import EngineClient
 from longplay.engines.models import whisper_model_dir
 from longplay.framework import InvalidInput, InvalidParams, PermanentError, RetryableError
@@ -101,6 +102,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         stt={"engine": "local", "model": None},
         tts={"engine": "local", "voice": None},
         llm={"engine": "local", "model": None},
+        embed={"engine": "local"},
     )
 
 
@@ -125,14 +127,25 @@ def joe(synthesizer: Synthesizer) -> Speech:
 
 
 @pytest.fixture(scope="session")
+def embedder(settings: Settings) -> Embedder:
+    local = get_embedder(settings)
+    assert local is not None, "the embedding model's packages are installed for the tests"
+    return local
+
+
+@pytest.fixture(scope="session")
 def server(
-    transcriber: Transcriber, synthesizer: Synthesizer, language_model: LanguageModel
+    transcriber: Transcriber,
+    synthesizer: Synthesizer,
+    language_model: LanguageModel,
+    embedder: Embedder,
 ) -> Iterator[StubServer]:
     app = create_app(
         api_key=API_KEY,
         transcriber=transcriber,
         synthesizer=synthesizer,
         language_model=language_model,
+        embedder=embedder,
     )
     with StubServer(app) as running:
         yield running
@@ -146,6 +159,7 @@ def http_settings(settings: Settings, server: StubServer) -> Settings:
             "stt": settings.stt.model_copy(update=http),
             "tts": settings.tts.model_copy(update=http),
             "llm": settings.llm.model_copy(update=http),
+            "embed": settings.embed.model_copy(update=http),
         }
     )
 
@@ -312,6 +326,31 @@ def test_http_engines_round_trip(http_settings: Settings, language_model: Langua
     http = [r for r in loaded_engines() if r.backend == "http"]
     assert {r.kind for r in http} == {"stt", "tts", "llm"}
     assert {r.device for r in http} == {"remote"}
+
+
+def test_http_embeddings_are_the_models_own(http_settings: Settings, embedder: Embedder) -> None:
+    """The HTTP twin gets the same unit vectors the local model makes (the server runs
+    it), in the order of the texts though the server answers them in another, and they
+    are stored under the HTTP model's name, never compared with the local model's."""
+    remote = get_embedder(http_settings)
+    assert isinstance(remote, HttpEmbedder)
+    texts = ["Zorbian bees make violet honey.", "The ferry leaves twice a day."] * 40
+    got, local = remote.embed(texts), embedder.embed(texts)
+    assert got.shape == local.shape == (80, DIMENSIONS)
+    assert np.allclose(got, local, atol=1e-5)
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert (remote.model_id, embedder.model_id) == ("http:text-embedding-3-small", MODEL_ID)
+    refused = http_settings.model_copy(
+        update={"embed": http_settings.embed.model_copy(update={"http_model": "bad-400"})}
+    )
+    with pytest.raises(PermanentError, match="does not exist"):
+        embedder_of(refused).embed(["anything"])
+
+
+def embedder_of(settings: Settings) -> Embedder:
+    made = get_embedder(settings)
+    assert made is not None
+    return made
 
 
 def test_http_speech_as_raw_pcm(server: StubServer, joe: Speech) -> None:

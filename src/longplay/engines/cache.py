@@ -17,7 +17,7 @@ from typing import Generic, Literal, TypeVar, cast
 from longplay.engines.device import DeviceFallback, FallbackCallback
 from longplay.settings import Settings
 
-EngineKind = Literal["stt", "tts", "llm", "music"]
+EngineKind = Literal["stt", "tts", "llm", "music", "embed"]
 T = TypeVar("T")
 
 

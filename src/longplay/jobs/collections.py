@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from longplay.framework.library import Passage
+from longplay.jobs import retrieval
 from longplay.jobs.collection_checks import COLLECTION_FIELD
 from longplay.jobs.library import as_passage
 from longplay.jobs.refusals import Conflict, Invalid, NotFound
@@ -246,9 +247,16 @@ def _not_being_indexed(session: Session, documents: Sequence[Document]) -> None:
 
 
 def search(
-    session: Session, *, owner: Owner, collection_id: str, query: str, limit: int = 10
+    session: Session,
+    *,
+    owner: Owner,
+    collection_id: str,
+    query: str,
+    limit: int = 10,
+    probe: retrieval.Probe | None = None,
 ) -> list[Passage]:
-    """The collection's passages that best match ``query``, best first."""
+    """The collection's passages that best match ``query``, best first; hybrid with
+    the query's embedding (:func:`longplay.jobs.retrieval.query_vector`)."""
     collection = get_collection(session, owner=owner, collection_id=collection_id)
-    found = queries.search(session, collection.id, query, min(limit, MAX_SEARCH_RESULTS))
+    found = retrieval.search(session, collection.id, query, min(limit, MAX_SEARCH_RESULTS), probe)
     return [as_passage(f.passage, f.document_name, f.score) for f in found]

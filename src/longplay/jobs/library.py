@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from longplay.framework.errors import JobError
 from longplay.framework.library import CollectionNotFound, NewPassage, Passage
+from longplay.jobs import retrieval
 from longplay.store import library as queries
 from longplay.store.db import session_scope
 from longplay.store.models import Collection, Document, DocumentStatus, new_id, utcnow
@@ -22,11 +23,12 @@ class StoreLibrary:
         self.owner_id = owner_id
 
     def search(self, collection_id: str, query: str, limit: int = 10) -> list[Passage]:
+        probe = retrieval.query_vector(query)
         with session_scope() as session:
             self._collection(session, collection_id)
             return [
                 as_passage(found.passage, found.document_name, found.score)
-                for found in queries.search(session, collection_id, query, limit)
+                for found in retrieval.search(session, collection_id, query, limit, probe)
             ]
 
     def passages(self, collection_id: str) -> list[Passage]:
@@ -37,6 +39,7 @@ class StoreLibrary:
             ]
 
     def keep_passages(self, document_id: str, passages: Sequence[NewPassage]) -> int:
+        embedded = retrieval.passage_vectors(passages)
         with session_scope() as session:
             document = self._document(session, document_id)
             if document is None:
@@ -54,6 +57,8 @@ class StoreLibrary:
                         text=p.text,
                         start=p.start,
                         end=p.end,
+                        embedding=None if embedded is None else embedded.vectors[position],
+                        embedded_with=None if embedded is None else embedded.model,
                     )
                     for position, p in enumerate(passages)
                 ],

@@ -6,6 +6,9 @@ BM25 over SQLite's FTS5 table ``passages_fts``, ``ts_rank_cd`` over PostgreSQL's
 any of them may match; a passage that has more of them comes first (a coordination
 factor, as Lucene's classic scoring had), then the better ranked. So a question in
 plain language finds the passages that share most of its words.
+
+Each passage may also keep its embedding (:func:`vectors_of`); fusing the two rankings
+is the jobs layer's (:mod:`longplay.jobs.retrieval`).
 """
 
 from __future__ import annotations
@@ -101,10 +104,26 @@ def query_words(query: str) -> list[str]:
     return words[:MAX_QUERY_WORDS]
 
 
+@dataclass(frozen=True)
+class Hit:
+    """A passage that full-text search found, before it is read."""
+
+    seq: int
+    matched: int
+    """How many of the query's words it has."""
+    score: float
+    """:attr:`matched` plus the BM25 or ``ts_rank_cd`` rank squeezed into [0, 1)."""
+
+
 def search(session: Session, collection_id: str, query: str, limit: int) -> list[Found]:
-    """The collection's passages that best match ``query``, best first: those with more
-    of its words first, then by BM25 (SQLite) or ``ts_rank_cd`` (PostgreSQL). The score
-    is the number of its words a passage has plus that rank squeezed into [0, 1)."""
+    """The collection's passages that best match ``query`` in full text, best first."""
+    hits = full_text(session, collection_id, query, limit)
+    return found(session, [(hit.seq, hit.score) for hit in hits])
+
+
+def full_text(session: Session, collection_id: str, query: str, limit: int) -> list[Hit]:
+    """The passages that best match ``query``, best first: those with more of its words
+    first, then by BM25 (SQLite) or ``ts_rank_cd`` (PostgreSQL)."""
     words = query_words(query)
     if not words or limit < 1:
         return []
@@ -138,14 +157,36 @@ def search(session: Session, collection_id: str, query: str, limit: int) -> list
         column("seq", Integer), column("rank", Float), column("matched", Integer)
     ).subquery("hits")
     rows = session.execute(
-        select(Passage, Document.name, hits.c.matched, hits.c.rank)
-        .join(hits, hits.c.seq == Passage.seq)
-        .join(Document, Document.id == Passage.document_id)
-        .where(Passage.collection_id == collection_id)
-        .order_by(hits.c.matched.desc(), hits.c.rank.desc(), Passage.seq)
+        select(hits.c.seq, hits.c.matched, hits.c.rank)
+        .order_by(hits.c.matched.desc(), hits.c.rank.desc(), hits.c.seq)
         .limit(limit)
     ).all()
-    return [Found(row[0], row[1], row[2] + row[3] / (1.0 + row[3])) for row in rows]
+    return [Hit(row[0], row[1], row[1] + row[2] / (1.0 + row[2])) for row in rows]
+
+
+def vectors_of(session: Session, collection_id: str, model: str) -> list[tuple[int, bytes]]:
+    """The ``seq`` and embedding of each passage of the collection that ``model`` embedded."""
+    rows = session.execute(
+        select(Passage.seq, Passage.embedding).where(
+            Passage.collection_id == collection_id,
+            Passage.embedded_with == model,
+            Passage.embedding.is_not(None),
+        )
+    )
+    return [(row[0], row[1]) for row in rows if row[1] is not None]
+
+
+def found(session: Session, scored: Sequence[tuple[int, float]]) -> list[Found]:
+    """The passages ``scored`` names by ``seq``, in its order, with their scores."""
+    if not scored:
+        return []
+    rows = session.execute(
+        select(Passage, Document.name)
+        .join(Document, Document.id == Passage.document_id)
+        .where(Passage.seq.in_([seq for seq, _ in scored]))
+    ).all()
+    by_seq = {row[0].seq: (row[0], row[1]) for row in rows}
+    return [Found(by_seq[seq][0], by_seq[seq][1], score) for seq, score in scored if seq in by_seq]
 
 
 def replace_passages(session: Session, document_id: str, passages: Sequence[Passage]) -> None:

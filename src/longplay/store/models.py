@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -357,6 +358,11 @@ class Passage(Base):
     text: Mapped[str] = mapped_column(Text)
     start: Mapped[float | None]
     end: Mapped[float | None]
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """Its text's embedding, ``float32`` values (migration 0010); None where embeddings
+    were off when it was indexed."""
+    embedded_with: Mapped[str | None] = mapped_column(String(80))
+    """The model that made :attr:`embedding`: only vectors of one model are compared."""
 
 
 class Flow(Base):

@@ -3,6 +3,7 @@ search, delete. Another owner's collection is a 404."""
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -25,12 +26,14 @@ from longplay.api.collection_schemas import (
 from longplay.api.deps import KeyDep, as_owner
 from longplay.api.errors import errors
 from longplay.api.openapi import ref_of
-from longplay.jobs import collections, refusals, submission
+from longplay.framework.errors import JobError
+from longplay.jobs import collections, refusals, retrieval, submission
 from longplay.jobs.collections import CollectionSummary
 from longplay.settings import get_settings
 from longplay.store.models import Owner
 from longplay.store.views import JobPublic
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 UPLOAD_BODY_LIMIT = get_settings().api.max_upload_bytes + 1024 * 1024
 
@@ -208,16 +211,38 @@ async def search(
     q: Annotated[str, Query(min_length=1, max_length=1000, description="Words to find.")],
     limit: Annotated[int, Query(ge=1, le=collections.MAX_SEARCH_RESULTS)] = 10,
 ) -> SearchResults:
-    """The passages that best match ``q`` (full-text, ranked by BM25 on SQLite and
-    ``ts_rank_cd`` on PostgreSQL), best first."""
+    """The passages that best match ``q``, best first: full text (BM25 on SQLite,
+    ``ts_rank_cd`` on PostgreSQL), fused with embeddings where they are on
+    (``LONGPLAY_EMBED_ENGINE``); ``ranking`` says which was done."""
+    # The key and the collection are checked before the model runs, and the model runs
+    # outside any store call, so no connection waits on it.
+    await as_owner(
+        key,
+        lambda session, owner: collections.get_collection(
+            session, owner=owner, collection_id=collection_id
+        ),
+    )
+    try:
+        probe = await run_in_threadpool(retrieval.query_vector, q)
+    except JobError as exc:
+        # The embedding server is down or refused, or the model is not installed: the
+        # words still find passages.
+        log.warning("searching by words only, the embedding engine failed: %s", exc.message)
+        probe = None
     return await as_owner(
         key,
         lambda session, owner: SearchResults(
             query=q,
+            ranking="full_text" if probe is None else "hybrid",
             items=[
                 PassagePublic.of(p)
                 for p in collections.search(
-                    session, owner=owner, collection_id=collection_id, query=q, limit=limit
+                    session,
+                    owner=owner,
+                    collection_id=collection_id,
+                    query=q,
+                    limit=limit,
+                    probe=probe,
                 )
             ],
         ),
