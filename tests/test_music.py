@@ -28,6 +28,7 @@ from conftest import Stack, wait_for_status
 from music21 import converter
 from PIL import Image
 from step_context import input_file, run_kind
+from test_jobs_e2e import read_events
 
 from longplay.engines.device import gpu_slot, load_on_device
 from longplay.engines.notes import (
@@ -453,23 +454,6 @@ def melody_job(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Done:
     assert job["status"] == "completed", job["error"]
     files = {o["name"]: client.get(o["links"]["content"]).content for o in job["outputs"]}
     return Done(job, files, read_events(client, job["id"]))
-
-
-def read_events(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
-    """The job's SSE stream to its end: each event's name and data."""
-    found: list[dict[str, Any]] = []
-    current: dict[str, Any] = {}
-    with client.stream("GET", f"/v1/jobs/{job_id}/events", timeout=60) as response:
-        assert response.status_code == 200
-        for line in response.iter_lines():
-            if line.startswith("event:"):
-                current["event"] = line[6:].strip()
-            elif line.startswith("data:"):
-                current["data"] = json.loads(line[5:])
-            elif not line and current:
-                found.append(current)
-                current = {}
-    return found
 
 
 @DATABASE

@@ -24,6 +24,7 @@ from conftest import Stack, wait_for_status
 from openai_stub_server import StubServer, create_app
 from sqlalchemy import select
 from step_context import input_file, run_kind
+from test_jobs_e2e import read_events
 
 from longplay.engines import get_language_model, get_synthesizer, get_transcriber
 from longplay.engines.summaries import Unit, chunk_units, units_of
@@ -120,23 +121,6 @@ def summary_md(client: httpx.Client, job: dict[str, Any]) -> str:
 
 def sections(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {s["key"]: s for s in summary["sections"]}
-
-
-def read_events(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
-    """The job's SSE stream to its end: each event's name and data."""
-    events: list[dict[str, Any]] = []
-    current: dict[str, Any] = {}
-    with client.stream("GET", f"/v1/jobs/{job_id}/events", timeout=60) as response:
-        assert response.status_code == 200
-        for line in response.iter_lines():
-            if line.startswith("event:"):
-                current["event"] = line[6:].strip()
-            elif line.startswith("data:"):
-                current["data"] = json.loads(line[5:])
-            elif not line and current:
-                events.append(current)
-                current = {}
-    return events
 
 
 RISKS = {

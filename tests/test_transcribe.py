@@ -20,6 +20,7 @@ import pydantic
 import pytest
 from conftest import Stack, submit, wait_for_status
 from step_context import input_file, run_kind
+from test_jobs_e2e import read_events
 
 from longplay.engines import SAMPLE_RATE, Segment, Word, get_synthesizer
 from longplay.engines.transcription import (
@@ -276,23 +277,6 @@ def test_kind_is_registered() -> None:
 
 
 # -- through the API --------------------------------------------------------------------
-
-
-def read_events(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
-    """The job's SSE stream to its end: each event's name and data."""
-    events: list[dict[str, Any]] = []
-    current: dict[str, Any] = {}
-    with client.stream("GET", f"/v1/jobs/{job_id}/events", timeout=60) as response:
-        assert response.status_code == 200
-        for line in response.iter_lines():
-            if line.startswith("event:"):
-                current["event"] = line[6:].strip()
-            elif line.startswith("data:"):
-                current["data"] = json.loads(line[5:])
-            elif not line and current:
-                events.append(current)
-                current = {}
-    return events
 
 
 def finished(client: httpx.Client, job_id: str) -> dict[str, Any]:

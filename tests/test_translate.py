@@ -20,6 +20,7 @@ from conftest import Stack, wait_for_status
 from fastapi import FastAPI
 from openai_stub_server import StubServer, create_app
 from step_context import RecordingContext, input_file, run_kind
+from test_jobs_e2e import read_events
 
 from longplay.engines import get_language_model, get_synthesizer, get_transcriber
 from longplay.framework import InvalidInput, InvalidParams, RetryableError
@@ -352,23 +353,6 @@ def test_the_context_setting_reaches_the_local_engine(data_dir: Path) -> None:
 
 
 # -- through the API, on the worker ------------------------------------------------------
-
-
-def read_events(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
-    """The job's SSE stream to its end: each event's name and data."""
-    events: list[dict[str, Any]] = []
-    current: dict[str, Any] = {}
-    with client.stream("GET", f"/v1/jobs/{job_id}/events", timeout=60) as response:
-        assert response.status_code == 200
-        for line in response.iter_lines():
-            if line.startswith("event:"):
-                current["event"] = line[6:].strip()
-            elif line.startswith("data:"):
-                current["data"] = json.loads(line[5:])
-            elif not line and current:
-                events.append(current)
-                current = {}
-    return events
 
 
 def upload(client: httpx.Client, name: str, content: bytes, **params: Any) -> str:

@@ -326,14 +326,7 @@ class HttpLanguageModel:
     ) -> str:
         """See :meth:`LanguageModel.chat`."""
         request = self._request(messages, max_tokens, temperature, stop)
-        body = self._client.post_json("/v1/chat/completions", json=request)
-        try:
-            return str(body["choices"][0]["message"]["content"] or "")
-        except (KeyError, IndexError, TypeError) as exc:
-            raise PermanentError(
-                f"the LLM server answered without choices[0].message.content: {exc!r}",
-                code="engine_bad_response",
-            ) from exc
+        return self._answer(request)
 
     def stream_chat(
         self,
@@ -382,6 +375,10 @@ class HttpLanguageModel:
             "type": "json_schema",
             "json_schema": {"name": "answer", "schema": dict(schema)},
         }
+        return self._answer(request)
+
+    def _answer(self, request: dict[str, Any]) -> str:
+        """The text of the server's one answer to a chat completion ``request``."""
         body = self._client.post_json("/v1/chat/completions", json=request)
         try:
             return str(body["choices"][0]["message"]["content"] or "")

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from longplay.engines.embeddings import get_embedder
 from longplay.framework.library import NewPassage
-from longplay.settings import Settings
+from longplay.settings import Settings, get_settings
 from longplay.store import library as queries
 
 CANDIDATES = 50
@@ -52,6 +52,11 @@ class Embedded:
 
     model: str
     vectors: list[bytes]
+
+
+def embedding(settings: Settings | None = None) -> bool:
+    """Whether searches are hybrid here (``LONGPLAY_EMBED_ENGINE`` is not ``off``)."""
+    return (settings or get_settings()).embed.engine != "off"
 
 
 def query_vector(query: str, settings: Settings | None = None) -> Probe | None:

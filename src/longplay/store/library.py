@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Float, Integer, column, delete, func, select, text
+from sqlalchemy import Float, Integer, Subquery, column, delete, func, select, text
 from sqlalchemy.orm import Session
 
 from longplay.store.models import Collection, Document, Passage
@@ -116,17 +116,46 @@ class Hit:
 
 
 def search(session: Session, collection_id: str, query: str, limit: int) -> list[Found]:
-    """The collection's passages that best match ``query`` in full text, best first."""
-    hits = full_text(session, collection_id, query, limit)
-    return found(session, [(hit.seq, hit.score) for hit in hits])
+    """The collection's passages that best match ``query`` in full text, best first
+    (as :func:`full_text` ranks them), read in the same query."""
+    hits = _matching(session, collection_id, query)
+    if hits is None or limit < 1:
+        return []
+    rows = session.execute(
+        select(Passage, Document.name, hits.c.matched, hits.c.rank)
+        .join(hits, hits.c.seq == Passage.seq)
+        .join(Document, Document.id == Passage.document_id)
+        .order_by(hits.c.matched.desc(), hits.c.rank.desc(), Passage.seq)
+        .limit(limit)
+    ).all()
+    return [Found(row[0], row[1], _score(row[2], row[3])) for row in rows]
 
 
 def full_text(session: Session, collection_id: str, query: str, limit: int) -> list[Hit]:
     """The passages that best match ``query``, best first: those with more of its words
     first, then by BM25 (SQLite) or ``ts_rank_cd`` (PostgreSQL)."""
-    words = query_words(query)
-    if not words or limit < 1:
+    hits = _matching(session, collection_id, query)
+    if hits is None or limit < 1:
         return []
+    rows = session.execute(
+        select(hits.c.seq, hits.c.matched, hits.c.rank)
+        .order_by(hits.c.matched.desc(), hits.c.rank.desc(), hits.c.seq)
+        .limit(limit)
+    ).all()
+    return [Hit(row[0], row[1], _score(row[1], row[2])) for row in rows]
+
+
+def _score(matched: int, rank: float) -> float:
+    """The words matched, plus the rank squeezed into [0, 1)."""
+    return matched + rank / (1.0 + rank)
+
+
+def _matching(session: Session, collection_id: str, query: str) -> Subquery | None:
+    """The collection's passages that have any of the query's words, each with its
+    ``seq``, ``rank`` and how many words it ``matched``; None for a query with no words."""
+    words = query_words(query)
+    if not words:
+        return None
     each = {f"w{i}": word for i, word in enumerate(words)}
     if session.get_bind().dialect.name == "sqlite":
         # FTS5: each word a quoted string (no operators); bm25() is lower for a better
@@ -153,15 +182,9 @@ def full_text(session: Session, collection_id: str, query: str, limit: int) -> l
             "FROM passages, to_tsquery('english', :any) AS q "
             "WHERE search_vector @@ q AND collection_id = :collection"
         ).bindparams(any=" | ".join(matches.values()), collection=collection_id, **matches)
-    hits = ranked.columns(
+    return ranked.columns(
         column("seq", Integer), column("rank", Float), column("matched", Integer)
     ).subquery("hits")
-    rows = session.execute(
-        select(hits.c.seq, hits.c.matched, hits.c.rank)
-        .order_by(hits.c.matched.desc(), hits.c.rank.desc(), hits.c.seq)
-        .limit(limit)
-    ).all()
-    return [Hit(row[0], row[1], row[1] + row[2] / (1.0 + row[2])) for row in rows]
 
 
 def vectors_of(session: Session, collection_id: str, model: str) -> list[tuple[int, bytes]]:

@@ -214,21 +214,22 @@ async def search(
     """The passages that best match ``q``, best first: full text (BM25 on SQLite,
     ``ts_rank_cd`` on PostgreSQL), fused with embeddings where they are on
     (``LONGPLAY_EMBED_ENGINE``); ``ranking`` says which was done."""
-    # The key and the collection are checked before the model runs, and the model runs
-    # outside any store call, so no connection waits on it.
-    await as_owner(
-        key,
-        lambda session, owner: collections.get_collection(
-            session, owner=owner, collection_id=collection_id
-        ),
-    )
-    try:
-        probe = await run_in_threadpool(retrieval.query_vector, q)
-    except JobError as exc:
-        # The embedding server is down or refused, or the model is not installed: the
-        # words still find passages.
-        log.warning("searching by words only, the embedding engine failed: %s", exc.message)
-        probe = None
+    probe = None
+    if retrieval.embedding():
+        # The key and the collection are checked before the model runs, and the model
+        # runs outside any store call, so no connection waits on it.
+        await as_owner(
+            key,
+            lambda session, owner: collections.get_collection(
+                session, owner=owner, collection_id=collection_id
+            ),
+        )
+        try:
+            probe = await run_in_threadpool(retrieval.query_vector, q)
+        except JobError as exc:
+            # The embedding server is down or refused, or the model is not installed:
+            # the words still find passages.
+            log.warning("searching by words only, the embedding engine failed: %s", exc.message)
     return await as_owner(
         key,
         lambda session, owner: SearchResults(
