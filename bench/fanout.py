@@ -1,17 +1,18 @@
-"""Fan-out bench: one long transcription on 1 and on 2 worker processes, and what the
+"""Fan-out bench: one long transcription on 1 and on more worker processes, and what the
 fan-out machinery costs against one pass.
 
-Run ``.venv/bin/python bench/fanout.py [--seconds S] [--piece P] [--repeat N]``.
-It has Piper say about S seconds of English with pauses, then for each of three
-set-ups starts a private deployment (embedded Redis, SQLite, ``longplay api`` and one
+Run ``.venv/bin/python bench/fanout.py [--seconds S] [--piece P] [--repeat N]
+[--processes 2,4] [--recording FILE]``. It has Piper say about S seconds of English
+with pauses (or reads FILE, saying it there first if it does not exist), then for each
+set-up starts a private deployment (embedded Redis, SQLite, ``longplay api`` and one
 ``longplay worker``) and submits the recording as a ``transcribe`` job over HTTP,
 N + 1 times, the first one only to warm the models:
 
 - **one pass, 1 process**: fan-out off (``LONGPLAY_STT_FAN_OUT_ABOVE`` above S);
 - **fan-out, 1 process**: pieces of at most P seconds, all run by the job's own
   process: the machinery's overhead against one pass;
-- **fan-out, 2 processes**: the same pieces over a pool of two (expect close to 2x
-  on 2 free cores).
+- **fan-out, K processes** for each K of ``--processes``: the same pieces over a pool
+  of K (expect close to Kx on K free cores).
 
 Engine threads are the default (the cores shared out among the pool's processes).
 It prints the median wall time of each, the CPU seconds the worker used for it (its
@@ -43,7 +44,7 @@ import harness
 from dispatch import cpu_seconds
 
 from longplay.engines import get_synthesizer
-from longplay.media import AudioEncoder
+from longplay.media import AudioEncoder, probe
 
 BENCH = Path(__file__).resolve().parent
 SENTENCES = (
@@ -69,11 +70,10 @@ class Setup:
     fan_out: bool
 
 
-SETUPS = (
-    Setup("one pass, 1 process", 1, False),
-    Setup("fan-out, 1 process", 1, True),
-    Setup("fan-out, 2 processes", 2, True),
-)
+def setups(processes: list[int]) -> list[Setup]:
+    """One pass and fan-out on one process, then fan-out on each pool size asked for."""
+    wider = [Setup(f"fan-out, {k} processes", k, True) for k in processes if k > 1]
+    return [Setup("one pass, 1 process", 1, False), Setup("fan-out, 1 process", 1, True), *wider]
 
 
 def step(message: str) -> None:
@@ -85,7 +85,8 @@ def normalized(text: str) -> str:
 
 
 def make_recording(path: Path, seconds: float) -> float:
-    """The sentences over and over with pauses, until ``seconds`` are said; its length."""
+    """The sentences over and over with pauses, until ``seconds`` are said, in a WAV file
+    (or an MP3 where ``path`` ends in ``.mp3``); its length."""
     synthesizer = get_synthesizer()
     speeches = [synthesizer.synthesize(s) for s in SENTENCES]
     rate = speeches[0].sample_rate
@@ -98,7 +99,8 @@ def make_recording(path: Path, seconds: float) -> float:
         parts += [speech, pause]
         length += len(speech) + len(pause)
         n += 1
-    with AudioEncoder(path, format="wav", sample_rate=rate, channels=1) as encoder:
+    kind = "mp3" if path.suffix == ".mp3" else "wav"  # an mp3 is small enough to carry
+    with AudioEncoder(path, format=kind, sample_rate=rate, channels=1) as encoder:
         encoder.write(np.concatenate(parts).astype(np.float32)[:, None])
     return length / rate
 
@@ -154,16 +156,28 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=180.0, help="length of the recording")
     parser.add_argument("--piece", type=float, default=30.0, help="longest piece, in seconds")
     parser.add_argument("--repeat", type=int, default=1, help="timed runs of each set-up")
+    parser.add_argument(
+        "--processes", default="2", help="pool sizes to fan out over, beside 1 (e.g. 2,4)"
+    )
+    parser.add_argument(
+        "--recording",
+        type=Path,
+        help="a recording to transcribe; said there first (.wav or .mp3) if it does not exist",
+    )
     args = parser.parse_args()
+    runs_of = setups(sorted({int(k) for k in args.processes.split(",")}))
     with tempfile.TemporaryDirectory(prefix="lp-fanout-") as tmp:
         root = Path(tmp)
-        recording = root / "long.wav"
-        step(f"saying about {args.seconds:g} s of speech with Piper")
-        length = make_recording(recording, args.seconds)
+        recording = args.recording or root / "long.wav"
+        if recording.exists():
+            length = probe(recording).duration
+        else:
+            step(f"saying about {args.seconds:g} s of speech with Piper")
+            length = make_recording(recording, args.seconds)
         times: dict[str, float] = {}
         cpus: dict[str, float] = {}
         texts: dict[str, str] = {}
-        for n, setup in enumerate(SETUPS):
+        for n, setup in enumerate(runs_of):
             step(f"{setup.name}: starting a deployment")
             try:
                 with deployment(root / f"dep-{n}", setup, length, args.piece) as (client, pid):
@@ -175,22 +189,25 @@ def main() -> int:
             times[setup.name] = statistics.median(r.wall for r in runs)
             cpus[setup.name] = statistics.median(r.cpu for r in runs)
             texts[setup.name] = runs[-1].text
-    one, alone, pair = (times[s.name] for s in SETUPS)
+    one, alone = times[runs_of[0].name], times[runs_of[1].name]
     print(
         f"\nfan-out bench: one transcription of {length:.0f} s, pieces of at most {args.piece:g} s"
     )
     print(
         f"{'set-up':<24}{'wall (s)':>10}{'x real time':>13}{'CPU (s)':>10}{'WER vs one pass':>17}"
     )
-    for setup in SETUPS:
-        wer = jiwer.wer(normalized(texts[SETUPS[0].name]), normalized(texts[setup.name]))
+    for setup in runs_of:
+        wer = jiwer.wer(normalized(texts[runs_of[0].name]), normalized(texts[setup.name]))
         took = times[setup.name]
         cpu = cpus[setup.name]
         print(f"{setup.name:<24}{took:>10.2f}{length / took:>13.1f}{cpu:>10.1f}{wer:>17.2%}")
-    print(f"\n2 processes against 1 (fan-out both): {alone / pair:.2f}x faster")
-    print(f"2 processes fanned out against one pass on 1: {one / pair:.2f}x faster")
+    print()
+    for setup in runs_of[2:]:
+        k, took = setup.concurrency, times[setup.name]
+        print(f"{k} processes against 1 (fan-out both): {alone / took:.2f}x faster")
+        print(f"{k} processes fanned out against one pass on 1: {one / took:.2f}x faster")
     print(f"fan-out machinery on 1 process against one pass: {alone / one - 1:+.1%} time")
-    extra_cpu = cpus[SETUPS[1].name] / cpus[SETUPS[0].name] - 1
+    extra_cpu = cpus[runs_of[1].name] / cpus[runs_of[0].name] - 1
     print(f"fan-out machinery on 1 process against one pass: {extra_cpu:+.1%} CPU")
     return 0
 

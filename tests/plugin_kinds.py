@@ -7,12 +7,23 @@ of steps, registered at import. ``StepContext[SleepParams]`` types ``ctx.params`
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from collections.abc import Iterator
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from longplay.framework import JobKind, PermanentError, RetryableError, Step, StepContext, register
+from longplay.framework import (
+    ItemContext,
+    JobKind,
+    PermanentError,
+    RetryableError,
+    Step,
+    StepContext,
+    register,
+)
 
 
 class SleepParams(BaseModel):
@@ -159,5 +170,50 @@ register(
         description="Writes a partial output, then sleeps without reporting progress.",
         params=StubbornParams,
         steps=[Step("partial", partial, weight=1), Step("ignore", ignore_cancel, weight=9)],
+    )
+)
+
+
+class TrickleParams(BaseModel):
+    items: int = Field(6, ge=1, le=100)
+    gap: float = Field(0.5, ge=0, le=10)
+    """Seconds the step takes to make each item after the first."""
+    work: float = Field(0.1, ge=0, le=10)
+    """Seconds each item takes to run."""
+
+
+def run_item(ctx: ItemContext[TrickleParams], item: int) -> dict[str, float]:
+    """Which process ran the item, and when it was done."""
+    time.sleep(ctx.params.work)
+    ctx.advance(1, 1)
+    return {"item": item, "pid": os.getpid(), "done_at": time.time()}
+
+
+def trickle(ctx: StepContext[TrickleParams]) -> None:
+    """Maps over items it makes one at a time, ``gap`` seconds apart; writes the results,
+    its own process and when the map asked past the last item (that is, had it)."""
+    made: dict[str, float] = {}
+
+    def items() -> Iterator[int]:
+        for n in range(ctx.params.items):
+            if n:
+                time.sleep(ctx.params.gap)
+            yield n
+        made["last_at"] = time.time()
+
+    results = ctx.map(run_item, items())
+    out = ctx.workdir / "trickle.json"
+    body = {"pid": os.getpid(), "made_last_at": made["last_at"], "results": results}
+    out.write_text(json.dumps(body))
+    ctx.add_output(out, media_type="application/json")
+
+
+register(
+    JobKind(
+        name="trickle",
+        description="Spreads items over 2 processes while it still makes them, slowly.",
+        params=TrickleParams,
+        steps=[Step("trickle", trickle)],
+        fan_out=2,
     )
 )

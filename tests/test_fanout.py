@@ -21,15 +21,17 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import Stack, wait_for_status, wait_until
-from sqlalchemy import create_engine, select
+from conftest import Stack, submit, wait_for_status, wait_until
+from sqlalchemy import create_engine, select, update
 from sqlalchemy.engine import Engine
 from step_context import RecordingContext
 
 from longplay.engines import get_synthesizer
 from longplay.framework import ItemContext, NoParams
 from longplay.framework.fanout import function_ref, resolve
+from longplay.jobs.fanout_items import Planner
 from longplay.media import AudioEncoder
+from longplay.settings import get_settings
 from longplay.store.models import FanOutItem
 
 SENTENCES = (
@@ -222,6 +224,55 @@ def test_cancelling_the_job_cancels_its_items(
     assert [(i.status, i.finished_at) for i in items_of(store, job_id)] == [
         (i.status, i.finished_at) for i in items
     ]
+
+
+def test_items_go_out_while_the_step_still_makes_them(fanout_stack: Stack) -> None:
+    """A step that makes an item every 0.6 s: a helper runs the first ones long before
+    the last is made, and keeps taking them as they come."""
+    client = fanout_stack.client()
+    job = submit(client, "trickle", params={"items": 6, "gap": 0.6, "work": 0.1})
+    done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=60)
+    assert done["status"] == "completed", done["error"]
+    [output] = done["outputs"]
+    body = client.get(output["links"]["content"]).json()
+    assert [r["item"] for r in body["results"]] == list(range(6))
+    helped = [r for r in body["results"] if r["pid"] != body["pid"]]
+    assert len(helped) >= 4, body
+    assert min(r["done_at"] for r in helped) < body["made_last_at"] - 1.0, body
+
+
+def test_a_step_made_again_keeps_the_same_items_and_drops_the_rest(
+    fanout_stack: Stack, store: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a retried step's items keep: those it makes again, in the same places,
+    keep what they got done (a failed one runs again); from the first that differs,
+    the earlier run's are gone."""
+    client = fanout_stack.client()
+    job_id = submit(client, "sleep", params={"seconds": 0})["id"]
+    wait_for_status(client, job_id, {"completed"})
+    monkeypatch.setenv("LONGPLAY_DATABASE_URL", fanout_stack.database_url)
+    get_settings.cache_clear()
+
+    def make(*items: str) -> list[tuple[str, str]]:
+        planner = Planner(job_id, "cut", "plugin_kinds:run_item")
+        for item in items:
+            planner.add(item)
+        planner.finish()
+        return [(i.item, i.status) for i in items_of(store, job_id)]
+
+    try:
+        assert make("a", "b", "c", "d") == [(x, "pending") for x in "abcd"]
+        with store.begin() as connection:
+            for position, status in ((0, "done"), (1, "failed"), (2, "done")):
+                connection.execute(
+                    update(FanOutItem)
+                    .where(FanOutItem.job_id == job_id, FanOutItem.position == position)
+                    .values(status=status)
+                )
+        assert make("a", "b", "x") == [("a", "done"), ("b", "pending"), ("x", "pending")]
+        assert make("a", "b") == [("a", "done"), ("b", "pending")]
+    finally:
+        get_settings.cache_clear()
 
 
 def squared(ctx: ItemContext[Any], item: int) -> int:

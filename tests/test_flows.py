@@ -107,9 +107,8 @@ def outputs(job: dict[str, Any]) -> list[str]:
 
 
 def test_a_transcript_flows_into_two_translations(stack: Stack, speech: Path) -> None:
-    """transcribe → (translate its JSON, translate its subtitles); ``summarize`` would
-    read the transcript the same way, but the small offline model is too slow and
-    unsure on a few seconds of speech for a test of flows."""
+    """transcribe → (translate its JSON, translate its subtitles). The flow
+    transcribe → (summarize, translate) of a said meeting is in ``test_summarize``."""
     client = stack.client()
     upload = client.post("/v1/artifacts", files={"file": ("talk.wav", speech.read_bytes())})
     assert upload.status_code == 201, upload.text

@@ -2,36 +2,42 @@
 stack with the bundled Gemma 3 270M, the same step through the OpenAI-compatible HTTP
 engine against a real server, and the parts that need no model.
 
-The meeting the tests summarize is a transcript JSON the test writes (segments with
-times, as ``transcribe`` writes them), not one synthesized and transcribed: those two
-jobs would cost most of this file's time budget and are tested in their own files.
-The model jobs are submitted together, once, so the two worker processes run them side
-by side; each test then checks its own.
+The meeting for ``meeting-notes`` is said by two Piper voices, then goes through a flow:
+``transcribe``, then ``summarize`` of its JSON beside ``translate`` of its subtitles.
+The ``chapters`` test and the test of owners read a transcript JSON the test writes,
+with times known exactly and the speakers named. The model jobs are submitted together,
+once, so the two worker processes run them side by side; each test then checks its own.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from conftest import Stack, wait_for_status
 from openai_stub_server import StubServer, create_app
 from sqlalchemy import select
 from step_context import input_file, run_kind
+from test_flows import post_flow, wait_for_flow
 from test_jobs_e2e import read_events
 
 from longplay.engines import get_language_model, get_synthesizer, get_transcriber
+from longplay.engines.models import DEFAULT_VOICE_NAME
 from longplay.engines.summaries import Unit, chunk_units, units_of
+from longplay.engines.tts import SECOND_VOICE_NAME
 from longplay.framework import PermanentError
 from longplay.framework.library import CollectionNotFound
 from longplay.jobs.library import StoreLibrary
 from longplay.kinds.summarize import SummarizeParams, collection_document
+from longplay.media import AudioEncoder
 from longplay.settings import Settings, get_settings
 from longplay.store.db import session_scope
 from longplay.store.models import Owner
@@ -42,6 +48,7 @@ from longplay.text.summary import (
     chapter_times,
     parse_json_answer,
     read_answer,
+    without_echoes,
 )
 
 MODEL_JOBS = pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)
@@ -59,6 +66,17 @@ MEETING = [
     (40.6, 45.5, "Carol: I will hire two new support people in April."),
     (45.5, 50.0, "Bob: Thank you all, see you next week."),
 ]
+SPOKEN = [
+    "Good morning everyone, this is the weekly planning meeting for the website.",
+    "The design is finished and the pages are ready for review.",
+    "We decided to launch the new website on March the first.",
+    "Action item: Bob will write the press release by Friday.",
+    "Action item: Carol will test the checkout page next week.",
+    "We still do not know who pays for the new servers.",
+    "The marketing budget stays at ten thousand dollars.",
+    "Thank you all, see you next week.",
+]
+"""The meeting as it is said, the two voices taking turns: names only where said."""
 TOPICS = [
     "The harbour town rebuilt its old stone bridge after the spring floods. Engineers "
     "checked every arch, the council paid for new railings, and the fishermen asked for "
@@ -85,6 +103,21 @@ def long_text(characters: int) -> str:
         paragraphs.append(f"Report {number + 1}. {TOPICS[number % len(TOPICS)]}")
         number += 1
     return "\n\n".join(paragraphs)
+
+
+def said_meeting() -> bytes:
+    """:data:`SPOKEN`, the two voices taking turns with a pause between, as WAV bytes."""
+    synthesizer = get_synthesizer()
+    voices = (DEFAULT_VOICE_NAME, SECOND_VOICE_NAME)
+    speeches = [synthesizer.synthesize(t, voice=voices[n % 2]) for n, t in enumerate(SPOKEN)]
+    rate = speeches[0].sample_rate
+    pause = np.zeros(rate // 2, np.float32)
+    samples = np.concatenate([part for s in speeches for part in (s.samples, pause)])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "standup.wav"
+        with AudioEncoder(path, format="wav", sample_rate=rate, channels=1) as encoder:
+            encoder.write(samples.astype(np.float32)[:, None])
+        return path.read_bytes()
 
 
 def upload(client: httpx.Client, name: str, content: bytes, **params: Any) -> str:
@@ -175,12 +208,32 @@ def model_jobs(stack: Stack, shelf: Shelf) -> dict[str, str]:
     """The jobs that need the model, submitted at once: their ids by name."""
     client = stack.client("sam")
     assert client.post("/v1/templates", json={"name": "risks", **RISKS}).status_code == 201
-    meeting = transcript(MEETING)
+    recording = client.post("/v1/artifacts", files={"file": ("standup.wav", said_meeting())})
+    assert recording.status_code == 201, recording.text
+    meeting = post_flow(
+        client,
+        {
+            "heard": {"kind": "transcribe", "inputs": [recording.json()["id"]]},
+            "notes": {
+                "kind": "summarize",
+                "inputs": [{"stage": "heard", "suffix": ".json"}],
+                "params": {"template": "meeting-notes", "length": "short"},
+            },
+            "french": {
+                "kind": "translate",
+                "inputs": [{"stage": "heard", "suffix": ".srt"}],
+                "params": {"target_language": "fr"},
+            },
+        },
+    )
     return {
-        "meeting": upload(
-            client, "standup.json", meeting, template="meeting-notes", length="short"
+        "meeting": meeting["id"],
+        "written": upload(
+            client, "notes.json", transcript(MEETING), template="meeting-notes", length="short"
         ),
-        "chapters": upload(client, "standup.json", meeting, template="chapters", length="short"),
+        "chapters": upload(
+            client, "standup.json", transcript(MEETING), template="chapters", length="short"
+        ),
         "long": submit(client, text=long_text(20_000), template="brief", length="short")["id"],
         "own": submit(
             client, text=TOPICS[0] + "\n\n" + TOPICS[2], template="risks", length="short"
@@ -199,24 +252,47 @@ def model_jobs(stack: Stack, shelf: Shelf) -> dict[str, str]:
 
 
 @MODEL_JOBS
-def test_meeting_notes_have_their_sections_and_an_owner_who_was_said(
+def test_meeting_notes_of_a_said_meeting_have_their_sections_and_only_owners_said(
     stack: Stack, model_jobs: dict[str, str]
 ) -> None:
+    """Said by two voices, transcribed, then summarized and translated side by side, in
+    one flow: each of the two read the file its stage named. The bundled model does not
+    always find who will do what in a transcript without speaker names (the README
+    says so); an owner it gives is one who was said, never words of the prompt."""
     client = stack.client("sam")
-    job = finished(client, model_jobs["meeting"])
+    flow = wait_for_flow(client, model_jobs["meeting"], timeout=300)
+    assert flow["status"] == "completed", flow
+    heard, job, french = (flow["stages"][name] for name in ("heard", "notes", "french"))
+    assert job["inputs"] == [{"job": heard["id"], "suffix": ".json", "output": None}]
     assert {o["name"] for o in job["outputs"]} == {"standup.summary.md", "standup.summary.json"}
+    assert {o["name"] for o in french["outputs"]} == {"standup.fr.srt", "standup.fr.txt"}
+    [json_transcript] = [o for o in heard["outputs"] if o["name"] == "standup.json"]
+    said = client.get(json_transcript["links"]["content"]).json()
+    assert any(person in said["text"] for person in PEOPLE), said["text"]
     summary = summary_json(client, job)
+    assert summary["input"] == "standup.json"
     assert summary["template"] == "meeting-notes" and summary["language"] == "English"
     parts = sections(summary)
     assert list(parts) == ["summary", "decisions", "action_items", "open_questions"]
     assert parts["summary"]["text"]
-    owners = [item["owner"] or "" for item in parts["action_items"]["items"]]
-    assert any(person in owner for owner in owners for person in PEOPLE), parts["action_items"]
+    owners = [item["owner"] for item in parts["action_items"]["items"] if item["owner"]]
+    assert all(owner in said["text"] for owner in owners), parts["action_items"]
     markdown = summary_md(client, job)
     for heading in ("## Summary", "## Decisions", "## Action items", "## Open questions"):
         assert heading in markdown
     [coverage] = [w["message"] for w in job["warnings"] if w["code"] == "coverage"]
     assert "(all) in 1 chunk (one)" in coverage
+
+
+@MODEL_JOBS
+def test_meeting_notes_name_an_owner_who_was_said(stack: Stack, model_jobs: dict[str, str]) -> None:
+    """A transcript with the speakers' names, as a diarizing engine would give it."""
+    client = stack.client("sam")
+    job = finished(client, model_jobs["written"])
+    parts = sections(summary_json(client, job))
+    assert list(parts) == ["summary", "decisions", "action_items", "open_questions"]
+    owners = [item["owner"] or "" for item in parts["action_items"]["items"]]
+    assert any(person in owner for owner in owners for person in PEOPLE), parts["action_items"]
 
 
 @MODEL_JOBS
@@ -284,7 +360,9 @@ def test_a_document_of_a_collection_is_summarized_whole_once(
     job = finished(client, model_jobs["document"])
     assert {o["name"] for o in job["outputs"]} == {"guide.summary.md", "guide.summary.json"}
     summary = summary_json(client, job)
-    assert summary["input"] == "guide.md" and sections(summary)["key_points"]["items"]
+    assert summary["input"] == "guide.md"
+    # The bundled model often writes the key's name as its only point: taken out.
+    assert "key_points" not in sections(summary)["key_points"]["items"]
     original = units_of(Document.from_text(GUIDE, name="guide.md"))
     assert summary["coverage"]["characters_total"] == sum(len(u.text) for u in original)
 
@@ -443,7 +521,7 @@ def test_an_http_model_gets_the_schema_and_its_thinking_is_left_out(
     data = json.loads(written["notes.summary.json"].read_text())
     for written_text in (markdown, json.dumps(data)):
         assert "<think>" not in written_text and "Let me think" not in written_text
-    assert data["sections"][0]["items"] and ctx.state["summary"]["retries"] == 1
+    assert data["sections"][0]["key"] == "key_points" and ctx.state["summary"]["retries"] == 1
 
 
 # -- without a model ----------------------------------------------------------------------
@@ -461,6 +539,41 @@ def test_answers_are_checked_and_thinking_is_stripped() -> None:
     for bad in ('{"summary": ""}', "no json here", '{"summary": "x", "decisions": "y"}'):
         with pytest.raises(UnusableAnswer):
             read_answer(parse_json_answer(bad), notes)
+
+
+def test_what_only_repeats_the_instructions_is_taken_out() -> None:
+    """What a small model copies from the prompt instead of the text: the echoing
+    sentences and items go, an owner not named in the text is unsaid."""
+    source = "Action item, Bob will write the press release by Friday. We decided on March."
+    instructions = (
+        'Decisions: what was decided. Action items: "task", "owner" (the person who will do '
+        'it as named in the text) and "due" (when it is due). Open questions: questions left '
+        "open."
+    )
+    answer = {
+        "summary": "What was decided. Bob writes the press release.",
+        "decisions": ["Decisions: what was decided", "Launch in March"],
+        "action_items": [
+            {"task": "owner", "owner": "Bob", "due": ""},
+            {"task": "write the press release", "owner": "who will do it", "due": "when due"},
+            {"task": "press release copy", "owner": "Bob", "due": "Friday"},
+        ],
+        "open_questions": ["Questions left open"],
+    }
+    read = read_answer(answer, BUILTIN_TEMPLATES["meeting-notes"])
+    cleaned, taken = without_echoes(read, source=source, instructions=instructions)
+    summary, decisions, actions, questions = cleaned
+    assert summary.text == "Bob writes the press release."
+    assert decisions.items == ["Launch in March"] and questions.items == []
+    assert [(a.task, a.owner, a.due) for a in actions.items] == [
+        ("write the press release", None, None),
+        ("press release copy", "Bob", "Friday"),
+    ]
+    assert "owner who will do it" in taken and "Questions left open" in taken
+    notes = BUILTIN_TEMPLATES["meeting-notes"]
+    echoing = read_answer({**answer, "summary": "What was decided."}, notes)
+    [prose, *_] = without_echoes(echoing, source=source, instructions=instructions)[0]
+    assert prose.text == "What was decided.", "all of it echoes: kept, there is nothing better"
 
 
 def test_chapters_take_their_times_from_the_segments() -> None:

@@ -40,6 +40,7 @@ from longplay.text.summary import (
     own_template,
     parse_json_answer,
     read_answer,
+    without_echoes,
 )
 
 RUNNING_SUMMARY_TOKENS = 300
@@ -163,8 +164,10 @@ class _Run:
     note: Note
     retries: int = 0
 
-    def ask(self, prompt: str, segments: tuple[int, int]) -> list[SummarySection]:
-        """The model's answer to ``prompt`` as checked sections; asked twice at most."""
+    def ask(self, source: str, segments: tuple[int, int], prompt: str) -> list[SummarySection]:
+        """The model's answer to ``prompt`` about ``source`` as checked sections; asked
+        twice at most, the second time also when the first repeats the instructions
+        (the second answer's echoes are taken out)."""
         schema = answer_schema(self.template, self.options.length, segments)
         max_tokens = answer_tokens(self.template, self.options.length)
         problem = ""
@@ -173,7 +176,13 @@ class _Run:
                 prompt, schema, max_tokens=max_tokens, temperature=temperature
             )
             try:
-                return read_answer(parse_json_answer(answer), self.template, segments=segments)
+                read = read_answer(parse_json_answer(answer), self.template, segments=segments)
+                sections, echoes = without_echoes(
+                    read, source=source, instructions=_instructions(self)
+                )
+                if echoes and temperature == 0.0:
+                    raise UnusableAnswer(f"it repeats the instructions: {echoes[0]!r}")
+                return sections
             except UnusableAnswer as exc:
                 problem = str(exc)
                 if temperature == 0.0:
@@ -219,7 +228,7 @@ def summarize_document(
     whole = _prompt(run, units, 1, running="")
     if llm.count_tokens(whole) <= room:
         progress(0, 1, chunks_done=0, chunks_total=1, characters_read=0)
-        sections = run.ask(whole, (1, len(units)))
+        sections = run.ask(_source(units), (1, len(units)), whole)
         progress(1, 1, chunks_done=1, chunks_total=1, characters_read=read_chars)
         chunks = 1
     else:
@@ -282,7 +291,8 @@ def _map_reduce(
     progress(0, total, chunks_done=0, chunks_total=len(chunks), characters_read=0)
     for number, chunk in enumerate(chunks, 1):
         last = first + len(chunk) - 1
-        sections = run.ask(_prompt(run, chunk, first, running=running), (first, last))
+        prompt = _prompt(run, chunk, first, running=running)
+        sections = run.ask(f"{running}\n{_source(chunk)}", (first, last), prompt)
         parts.append(sections)
         running = _clip(_plain(sections), RUNNING_SUMMARY_TOKENS)
         read += sum(len(u.text) for u in chunk)
@@ -333,7 +343,9 @@ def _combine(run: _Run, parts: list[list[SummarySection]], room: int) -> list[Su
                 groups[-1] = trial
         if len(groups) == len(parts):  # no two parts fit together: all of them, clipped
             groups = [[[_clipped(s, room // (2 * len(parts))) for s in part] for part in parts]]
-        parts = [run.ask(_combine_prompt(run, group), (1, 1)) for group in groups]
+        parts = [
+            run.ask(_plain_parts(group), (1, 1), _combine_prompt(run, group)) for group in groups
+        ]
     return parts[0]
 
 
@@ -408,13 +420,21 @@ def _prompt(run: _Run, units: Sequence[Unit], first: int, *, running: str) -> st
     return f"{_instructions(run)}\n\n{earlier}{_text_block(text)}"
 
 
+def _source(units: Sequence[Unit]) -> str:
+    """The text of ``units``, as a summary of them may draw on it."""
+    return "\n".join(u.text for u in units)
+
+
+def _plain_parts(parts: Sequence[list[SummarySection]]) -> str:
+    return "\n\n".join(f"Part {i}:\n{_plain(part)}" for i, part in enumerate(parts, 1))
+
+
 def _combine_prompt(run: _Run, parts: Sequence[list[SummarySection]]) -> str:
-    shown = "\n\n".join(f"Part {i}:\n{_plain(part)}" for i, part in enumerate(parts, 1))
     return (
         f"{_instructions(run)}\n\n"
         "(The text is the summaries of the consecutive parts of one long text; its summary "
         "keeps every decision, task and name they give.)\n"
-        f"{_text_block(shown)}"
+        f"{_text_block(_plain_parts(parts))}"
     )
 
 

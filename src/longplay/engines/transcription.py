@@ -208,25 +208,22 @@ def transcribe_audio(
 
 def cut_into_pieces(
     source: InputFile, folder: Path, *, piece_s: float, note: Note = no_note
-) -> list[dict[str, Any]]:
+) -> Iterator[dict[str, Any]]:
     """Cut ``source`` at silences into pieces of at most ``piece_s`` seconds, each kept
     in ``folder`` as 16 kHz mono float32 samples (``.npy``), for
     :func:`transcribe_piece` to take up in any process that sees ``folder``.
 
-    Returns the pieces as JSON items, in order: ``{"file", "offset", "seconds"}``.
-    Raises :class:`~longplay.media.UndecodableAudio` like :func:`transcribe_audio`.
+    Yields the pieces as JSON items, in order, each once its file is written:
+    ``{"file", "offset", "seconds"}``. Raises
+    :class:`~longplay.media.UndecodableAudio` like :func:`transcribe_audio`.
     """
     folder.mkdir(parents=True, exist_ok=True)
     blocks = decode(source.path, sample_rate=SAMPLE_RATE, channels=1, name=source.name, note=note)
-    pieces: list[dict[str, Any]] = []
     with closing(blocks):
-        for offset, audio in split_at_silences(blocks, window_s=piece_s):
-            name = f"piece-{len(pieces):05d}.npy"
+        for n, (offset, audio) in enumerate(split_at_silences(blocks, window_s=piece_s)):
+            name = f"piece-{n:05d}.npy"
             np.save(folder / name, audio, allow_pickle=False)
-            pieces.append(
-                {"file": name, "offset": offset, "seconds": round(len(audio) / SAMPLE_RATE, 3)}
-            )
-    return pieces
+            yield {"file": name, "offset": offset, "seconds": round(len(audio) / SAMPLE_RATE, 3)}
 
 
 def transcribe_piece(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
@@ -100,17 +100,20 @@ class StepContext(ABC, Generic[P]):
         made outside a running job has none."""
         raise NotImplementedError(f"{type(self).__name__} has no job records")
 
-    def map(self, fn: ItemFn[P, T, R], items: Sequence[T]) -> list[R]:
+    def map(self, fn: ItemFn[P, T, R], items: Iterable[T]) -> list[R]:
         """``fn`` over ``items``, the results in the items' order: on a running job,
         spread over the worker pool, up to the kind's ``fan_out`` processes at once.
 
         ``fn`` must be a module-level function (every worker process imports it by
         name); items and results must be JSON values, and an item may read what the
-        step wrote in ``workdir`` (its path is the same in every process). Progress
-        is the sum of the items'; a lost item runs again on its own; cancelling the
-        job stops them all; an item's :class:`JobError` fails the step with it.
-        This base version runs the items here, one after another.
+        step wrote in ``workdir`` (its path is the same in every process). ``items``
+        may be a generator: each item is handed out as soon as it is made, so other
+        processes start on the first while this one makes the rest. Progress is the
+        sum of the items'; a lost item runs again on its own; cancelling the job stops
+        them all; an item's :class:`JobError` fails the step with it. This base
+        version runs the items here, one after another.
         """
+        items = list(items)
         results: list[R] = []
         for index, item in enumerate(items):
 

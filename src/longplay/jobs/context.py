@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence, Sized
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,7 +30,7 @@ class ItemPool(Protocol):
     def width(self) -> int: ...
 
     def map(
-        self, ctx: StepContext[Any], step: str, fn: ItemFn[Any, Any, Any], items: Sequence[Any]
+        self, ctx: StepContext[Any], step: str, fn: ItemFn[Any, Any, Any], items: Iterable[Any]
     ) -> list[Any]: ...
 
 
@@ -106,8 +107,14 @@ class JobContext(StepContext[BaseModel]):
     def records(self) -> StoreRecords:
         return records_for(self.job_id, self._owner_id, self.params)
 
-    def map(self, fn: ItemFn[Any, Any, Any], items: Sequence[Any]) -> list[Any]:
-        if self._pool is None or self._pool.width == 1 or len(items) < 2:
+    def map(self, fn: ItemFn[Any, Any, Any], items: Iterable[Any]) -> list[Any]:
+        if self._pool is None or self._pool.width == 1:
+            return super().map(fn, items)
+        if not isinstance(items, Sized):  # a generator: does it make two items at least?
+            rest = iter(items)
+            first = list(itertools.islice(rest, 2))
+            items = first if len(first) < 2 else itertools.chain(first, rest)
+        if isinstance(items, Sized) and len(items) < 2:  # nothing to share: no rows to write
             return super().map(fn, items)
         return self._pool.map(self, self._reporter.tracker.step or "", fn, items)
 

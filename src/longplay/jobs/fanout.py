@@ -1,12 +1,14 @@
 """A step's items spread over the worker pool (``ctx.map`` on a running job).
 
 The store keeps every item (``fanout_items``): what it is, which process runs it under
-which lease, how far it got and what it gave back. The job's own process plans the
-items, asks for up to ``fan_out - 1`` helpers (a message each, on the job's queue) and
-then runs items itself until none is left, so a step never waits for a slot the pool
-may not have. A helper (:func:`help_job`) takes items one at a time until none is
-left, the job stops running, or another job waits for a worker slot: helpers only
-use slots nobody else asked for, and give them back between items.
+which lease, how far it got and what it gave back. The job's own process stores the
+items as the step makes them, asks for up to ``fan_out - 1`` helpers (a message each,
+on the job's queue) as soon as there are two, so they start while it makes the rest,
+and then runs items itself until none is left, so a step never waits for a slot the
+pool may not have. A helper (:func:`help_job`) takes items one at a time until none is
+left for a while (:data:`LINGER`: the step may still be making them), the job stops
+running, or another job waits for a worker slot: helpers only use slots nobody else
+asked for, and give them back between items.
 
 A process that dies leaves its item ``running``: whoever looks next (the job's
 process while it waits, a helper, Celery's redelivery of the helper's message) takes
@@ -20,7 +22,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -45,7 +47,7 @@ from longplay.framework import (
 from longplay.framework.fanout import function_ref, resolve
 from longplay.jobs.admission.pump import room, worker_capacity
 from longplay.jobs.context import load_inputs
-from longplay.jobs.fanout_items import DONE, FAILED, PENDING, RUNNING, cancel, plan
+from longplay.jobs.fanout_items import DONE, FAILED, PENDING, RUNNING, Planner, cancel
 from longplay.settings import get_settings
 from longplay.store.db import affected, session_scope
 from longplay.store.models import FanOutItem, Job, JobStatus, utcnow
@@ -54,6 +56,9 @@ log = logging.getLogger(__name__)
 
 LOOK_EVERY = 0.2
 """Seconds between the job's looks at the items others run, once none is left to take."""
+LINGER = 1.0
+"""Seconds a helper that finds no item left waits for the step to make more before it
+gives its slot back (while no other job waits for one)."""
 ASK_AGAIN = 5.0
 """Seconds after which the job's process, between two items, asks again for the
 helpers it lacks (the pool was full, or a helper gave its slot to another job)."""
@@ -72,17 +77,30 @@ class Pool:
     is_gone: Callable[[str], bool]
 
     def map(
-        self, ctx: StepContext[Any], step: str, fn: ItemFn[Any, Any, Any], items: Sequence[Any]
+        self, ctx: StepContext[Any], step: str, fn: ItemFn[Any, Any, Any], items: Iterable[Any]
     ) -> list[Any]:
         """``fn`` over ``items`` on the pool; the results in order (see the module)."""
         workdir = ctx.workdir  # made (if no step did) before a helper runs an item in it
-        planned = _as_json(items)
-        plan(self.job_id, step, function_ref(fn), planned)
-        _call_helpers(self, step, min(self.width, len(planned)) - 1)
-        asked = time.monotonic()
+        planner = Planner(self.job_id, step, function_ref(fn))
         runner = _ItemRunner(self.job_id, step, self.worker, self.is_gone)
         report = _Report(ctx, self.job_id, step)
+        expected = len(items) if isinstance(items, Sized) else self.width
+        asked = None
         try:
+            for item in items:
+                planner.add(_as_json(item))
+                if not _still_running(self.job_id):  # cancelled while making the items
+                    raise JobCancelled(self.job_id)
+                if asked is None and planner.count == 2:
+                    _call_helpers(self, step, min(self.width, expected) - 1)
+                    asked = time.monotonic()
+                elif asked is not None and time.monotonic() - asked >= ASK_AGAIN:
+                    asked = time.monotonic()
+                    _call_helpers(self, step, self._helpers_missing(step))
+            planner.finish()
+            if asked is None:
+                _call_helpers(self, step, min(self.width, planner.count) - 1)
+                asked = time.monotonic()
             while True:
                 claimed = runner.claim()
                 if claimed is not None:
@@ -151,10 +169,16 @@ def help_job(job_id: str, step: str, *, worker: str, is_gone: Callable[[str], bo
     workdir = get_settings().work_dir / job.id
     runner = _ItemRunner(job.id, step, worker, is_gone)
     finished = 0
+    idle_since = None
     while _still_running(job.id) and not _others_waiting(job):
         claimed = runner.claim()
         if claimed is None:
-            break
+            idle_since = idle_since or time.monotonic()
+            if time.monotonic() - idle_since >= LINGER:
+                break
+            time.sleep(LOOK_EVERY)
+            continue
+        idle_since = None
         try:
             fn = resolve(claimed.function)
             runner.run(claimed, fn, params, inputs, workdir, lambda: False)

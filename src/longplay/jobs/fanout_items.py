@@ -22,27 +22,67 @@ RUN_ENDS = frozenset({"failed", "cancelled", "expired", "retrying", "requeued"})
 every item done, or stopped by the step that gave up on them."""
 
 
-def plan(job_id: str, step: str, function: str, items: list[Any]) -> None:
-    """Store the step's items. The same items an earlier run of the job stored keep
-    what they got done; those it left unfinished are taken up again."""
-    where = (FanOutItem.job_id == job_id, FanOutItem.step == step)
-    with session_scope() as session:
-        stored = session.execute(
-            select(FanOutItem.function, FanOutItem.item).where(*where).order_by(FanOutItem.position)
-        ).all()
-        if [(f, i) for f, i in stored] == [(function, item) for item in items]:
-            session.execute(
-                update(FanOutItem)
-                .where(*where, FanOutItem.status.in_([FAILED, CANCELLED]))
-                .values(status=PENDING, worker=None, lease_until=None, fraction=0.0, error=None)
-                .execution_options(synchronize_session=False)
+class Planner:
+    """Stores a step's items one by one as the step makes them, each at once, so other
+    processes can take it while the step makes the next.
+
+    Items an earlier run of the job stored keep what they got done for as long as the
+    new run makes the same ones in the same order (those it left unfinished are taken
+    up again); from the first that differs, the earlier run's are dropped."""
+
+    def __init__(self, job_id: str, step: str, function: str) -> None:
+        self.where = (FanOutItem.job_id == job_id, FanOutItem.step == step)
+        self.job_id, self.step, self.function = job_id, step, function
+        with session_scope() as session:
+            stored = session.execute(
+                select(FanOutItem.function, FanOutItem.item)
+                .where(*self.where)
+                .order_by(FanOutItem.position)
+            ).all()
+        self.stored: list[tuple[str, Any]] = [(f, i) for f, i in stored]
+        self.count = 0
+        """Items stored so far."""
+        self._same = True
+        """Whether every item so far is the one the earlier run stored at its place."""
+
+    def add(self, item: Any) -> None:
+        """Store the next item (a JSON value)."""
+        position, self.count = self.count, self.count + 1
+        with session_scope() as session:
+            if self._same and self.stored[position : position + 1] == [(self.function, item)]:
+                session.execute(
+                    update(FanOutItem)
+                    .where(
+                        *self.where,
+                        FanOutItem.position == position,
+                        FanOutItem.status.in_([FAILED, CANCELLED]),
+                    )
+                    .values(status=PENDING, worker=None, lease_until=None, fraction=0.0, error=None)
+                    .execution_options(synchronize_session=False)
+                )
+                return
+            if self._same:
+                self._same = False
+                session.execute(
+                    delete(FanOutItem).where(*self.where, FanOutItem.position >= position)
+                )
+            session.add(
+                FanOutItem(
+                    job_id=self.job_id,
+                    step=self.step,
+                    position=position,
+                    function=self.function,
+                    item=item,
+                )
             )
-            return
-        session.execute(delete(FanOutItem).where(*where))
-        session.add_all(
-            FanOutItem(job_id=job_id, step=step, position=n, function=function, item=item)
-            for n, item in enumerate(items)
-        )
+
+    def finish(self) -> None:
+        """The step made its last item: drop any the earlier run stored beyond it."""
+        if self._same and len(self.stored) > self.count:
+            with session_scope() as session:
+                session.execute(
+                    delete(FanOutItem).where(*self.where, FanOutItem.position >= self.count)
+                )
 
 
 def cancel(session: Session, job_id: str, step: str | None = None) -> None:

@@ -13,6 +13,7 @@ transcripts are joined on the recording's timeline. A shorter one takes one pass
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +73,16 @@ def transcribe(ctx: StepContext[TranscribeParams]) -> None:
 def _side_by_side(
     ctx: StepContext[TranscribeParams], source: InputFile, piece_s: float
 ) -> Transcript:
-    """A long recording cut into pieces that the pool transcribes side by side."""
-    pieces = cut_into_pieces(source, ctx.workdir / PIECES, piece_s=piece_s, note=ctx.note)
-    results = ctx.map(transcribe_one_piece, pieces)
+    """A long recording cut into pieces that the pool transcribes side by side, each
+    handed out as soon as it is cut."""
+    pieces: list[dict[str, Any]] = []
+
+    def cut() -> Iterator[dict[str, Any]]:
+        for piece in cut_into_pieces(source, ctx.workdir / PIECES, piece_s=piece_s, note=ctx.note):
+            pieces.append(piece)
+            yield piece
+
+    results = ctx.map(transcribe_one_piece, cut())
     return join_pieces(pieces, results, ctx.params.language)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -340,6 +340,62 @@ def read_answer(
             items = _chapter_starts(value, segments)
         sections.append(SummarySection(spec.key, spec.name, spec.form, items=items))
     return sections
+
+
+_WORD = re.compile(r"[^\W\d_]{3,}")
+
+
+def _words(text: str) -> set[str]:
+    return {w.lower() for w in _WORD.findall(text)}
+
+
+def without_echoes(
+    sections: list[SummarySection], *, source: str, instructions: str
+) -> tuple[list[SummarySection], list[str]]:
+    """``sections`` without what only repeats the prompt's instructions (a small model
+    given "Questions left open." as the instruction writes it back as an open
+    question), and the texts taken out.
+
+    A text echoes when every word of it that is not in ``source`` (the text summarized)
+    is in ``instructions``. Echoing sentences leave the prose, unless all of it echoes
+    (then it stays as written: there is nothing better to give); echoing items leave
+    their list; an action item's owner not named in ``source`` becomes unsaid (the
+    instruction asks for a person named in the text), and so does an echoing due date."""
+    said, asked = _words(source), _words(instructions)
+
+    def echoes(text: str) -> bool:
+        unsaid = _words(text) - said
+        return bool(unsaid) and unsaid <= asked
+
+    taken: list[str] = []
+
+    def keep(text: str) -> bool:
+        if echoes(text):
+            taken.append(text)
+            return False
+        return True
+
+    cleaned = []
+    for section in sections:
+        if section.form == "prose":
+            text = " ".join(t for t in split_sentences(section.text) if keep(t))
+            cleaned.append(replace(section, text=text or section.text))
+        elif section.form == "list":
+            cleaned.append(replace(section, items=[t for t in section.items if keep(t)]))
+        elif section.form == "actions":
+            items = []
+            for item in section.items:
+                if not keep(item.task):
+                    continue
+                owner = item.owner if item.owner and not (_words(item.owner) - said) else None
+                if owner != item.owner:
+                    taken.append(f"owner {item.owner}")
+                due = item.due if item.due and keep(item.due) else None
+                items.append(ActionItem(item.task, owner, due))
+            cleaned.append(replace(section, items=items))
+        else:
+            cleaned.append(section)
+    return cleaned, taken
 
 
 def _once_each(text: str) -> str:
