@@ -15,13 +15,14 @@ from alembic import command
 from conftest import create_database, drop_database
 from sqlalchemy import event, insert, inspect, select, text
 
-from longplay.jobs import service
+from longplay.jobs import flow_events, service
 from longplay.jobs.admission import choice, rounds
 from longplay.jobs.admission.choice import choose
 from longplay.jobs.admission.position import queue_positions
+from longplay.jobs.unit import unit_of_work
 from longplay.settings import get_settings
 from longplay.store.db import alembic_config, get_engine, session_scope
-from longplay.store.models import Job, JobStatus, Owner, utcnow
+from longplay.store.models import Base, Flow, Job, JobStatus, Owner, utcnow
 
 Shape = dict[str, tuple[tuple[str, ...], bool, str | None]]
 """Indexes by name: columns, unique, the partial index's condition."""
@@ -34,9 +35,9 @@ def db_url(database_kind: str, tmp_path: Path) -> Iterator[str]:
     drop_database(url)
 
 
-def declared() -> Shape:
+def declared(model: type[Base] = Job) -> Shape:
     shape: Shape = {}
-    for index in Job.__table__.indexes:
+    for index in model.__table__.indexes:
         where = index.dialect_options["postgresql"]["where"]
         shape[str(index.name)] = (
             tuple(c.name for c in index.columns),
@@ -46,10 +47,10 @@ def declared() -> Shape:
     return shape
 
 
-def built(url: str) -> Shape:
+def built(url: str, table: str = "jobs") -> Shape:
     engine = get_engine(url)
     shape: Shape = {}
-    for index in inspect(engine).get_indexes("jobs"):
+    for index in inspect(engine).get_indexes(table):
         options: dict[str, Any] = index.get("dialect_options", {})
         where = options.get("postgresql_where", options.get("sqlite_where"))
         shape[str(index["name"])] = (
@@ -76,6 +77,8 @@ def statistics(url: str) -> list[str]:
 def test_migrations_build_the_declared_indexes_down_and_up(db_url: str) -> None:
     expected = ["jobs_status_resource"] if db_url.startswith("postgresql") else []
     assert built(db_url) == declared()
+    assert built(db_url, "flows") == declared(Flow)
+    assert declared(Flow)["ix_flows_open"] == (("created_at", "id"), False, "finished_at IS NULL")
     assert statistics(db_url) == expected
     config = alembic_config(db_url)
     command.downgrade(config, "0003")
@@ -85,6 +88,7 @@ def test_migrations_build_the_declared_indexes_down_and_up(db_url: str) -> None:
     assert statistics(db_url) == []
     command.upgrade(config, "head")
     assert built(db_url) == declared()
+    assert built(db_url, "flows") == declared(Flow)
     assert statistics(db_url) == expected
 
 
@@ -166,3 +170,46 @@ def test_the_queries_that_must_scale_use_the_indexes(
     wanted = {str(i.name) for i in Job.__table__.indexes if str(i.name).startswith("ix_jobs_")}
     # Deduplication's and a flow's (its jobs, by flow) serve other queries.
     assert wanted - {"ix_jobs_content_key", "ix_jobs_flow_id"} <= used, sorted(wanted - used)
+
+
+@pytest.mark.parametrize("database_kind", ["postgresql"], indirect=True)
+def test_beats_flow_sweep_reads_the_open_flows_from_their_index(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Of 3000 flows, the 6 not ended yet: beat's sweep finds them through the partial
+    index that holds only those, not by reading every flow ever made."""
+    now = utcnow()
+    flows = [
+        {
+            "id": f"flow_{n:04d}",
+            "owner_id": "own_0",
+            "created_at": now - timedelta(minutes=n),
+            "finished_at": None if n % 500 == 0 else now,
+        }
+        for n in range(3000)
+    ]
+    with session_scope(db_url) as session:
+        session.execute(insert(Owner), [{"id": "own_0", "name": "o", "webhook_secret": "x"}])
+        session.execute(insert(Flow), flows)
+    monkeypatch.setenv("LONGPLAY_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    statements: list[tuple[str, Any]] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "FROM flows" in statement and statement.lstrip().startswith("SELECT"):
+            statements.append((statement, parameters))
+
+    engine = get_engine(db_url)
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        assert flow_events.sweep(unit_of_work) == 0  # none has a job, so none can end
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+        get_settings.cache_clear()
+    assert statements
+    with engine.connect() as conn:
+        conn.execute(text("ANALYZE flows"))
+        conn.execute(text("SET enable_seqscan = off"))
+        for statement, parameters in statements:
+            plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + statement, parameters).scalars())
+            assert "Seq Scan on flows" not in plan and "ix_flows_open" in plan, plan

@@ -229,7 +229,12 @@ def _master(
     limiter = levels.limiter(search.gain, TRUE_PEAK_DB)
     duration = levels.loudness.duration
     encoder = AudioEncoder(
-        path, format=options.format, sample_rate=rate, channels=1, input_rate=levels.sample_rate
+        path,
+        format=options.format,
+        sample_rate=rate,
+        channels=1,
+        input_rate=levels.sample_rate,
+        speech=True,
     )
     frames = 0
     with encoder:

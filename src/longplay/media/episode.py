@@ -110,7 +110,12 @@ class EpisodeWriter:
         path = self.folder / f"{self.stem}.{format}"
         duration = self._frames / self.sample_rate
         encoder = AudioEncoder(
-            path, format=format, sample_rate=rate, channels=1, input_rate=self.sample_rate
+            path,
+            format=format,
+            sample_rate=rate,
+            channels=1,
+            input_rate=self.sample_rate,
+            speech=True,
         )
         done = 0
         with encoder:
