@@ -552,7 +552,7 @@ def test_what_only_repeats_the_instructions_is_taken_out() -> None:
     )
     answer = {
         "summary": "What was decided. Bob writes the press release.",
-        "decisions": ["Decisions: what was decided", "Launch in March"],
+        "decisions": ["Decisions: what was decided", "Launch in March", "Decisions: March"],
         "action_items": [
             {"task": "owner", "owner": "Bob", "due": ""},
             {"task": "write the press release", "owner": "who will do it", "due": "when due"},
@@ -564,7 +564,7 @@ def test_what_only_repeats_the_instructions_is_taken_out() -> None:
     cleaned, taken = without_echoes(read, source=source, instructions=instructions)
     summary, decisions, actions, questions = cleaned
     assert summary.text == "Bob writes the press release."
-    assert decisions.items == ["Launch in March"] and questions.items == []
+    assert decisions.items == ["Launch in March", "Decisions: March"] and questions.items == []
     assert [(a.task, a.owner, a.due) for a in actions.items] == [
         ("write the press release", None, None),
         ("press release copy", "Bob", "Friday"),

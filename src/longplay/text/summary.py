@@ -356,16 +356,17 @@ def without_echoes(
     given "Questions left open." as the instruction writes it back as an open
     question), and the texts taken out.
 
-    A text echoes when every word of it that is not in ``source`` (the text summarized)
-    is in ``instructions``. Echoing sentences leave the prose, unless all of it echoes
+    A text echoes when every word of it is in ``instructions`` and some are not in
+    ``source`` (the text summarized): "Risk: flooding" draws on a text about floods and
+    stays. Echoing sentences leave the prose, unless all of it echoes
     (then it stays as written: there is nothing better to give); echoing items leave
     their list; an action item's owner not named in ``source`` becomes unsaid (the
     instruction asks for a person named in the text), and so does an echoing due date."""
     said, asked = _words(source), _words(instructions)
 
     def echoes(text: str) -> bool:
-        unsaid = _words(text) - said
-        return bool(unsaid) and unsaid <= asked
+        words = _words(text)
+        return bool(words - said) and words <= asked
 
     taken: list[str] = []
 
