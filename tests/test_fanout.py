@@ -246,17 +246,16 @@ def test_a_step_made_again_keeps_the_same_items_and_drops_the_rest(
 ) -> None:
     """What a retried step's items keep: those it makes again, in the same places,
     keep what they got done (a failed one runs again); from the first that differs,
-    the earlier run's are gone."""
+    the earlier run's are gone. Nothing is stored once the job stopped running."""
     client = fanout_stack.client()
-    job_id = submit(client, "sleep", params={"seconds": 0})["id"]
-    wait_for_status(client, job_id, {"completed"})
+    job_id = submit(client, "sleep", params={"seconds": 60})["id"]
+    wait_for_status(client, job_id, {"running"})
     monkeypatch.setenv("LONGPLAY_DATABASE_URL", fanout_stack.database_url)
     get_settings.cache_clear()
 
     def make(*items: str) -> list[tuple[str, str]]:
         planner = Planner(job_id, "cut", "plugin_kinds:run_item")
-        for item in items:
-            planner.add(item)
+        assert all([planner.add(item) for item in items])
         planner.finish()
         return [(i.item, i.status) for i in items_of(store, job_id)]
 
@@ -271,6 +270,14 @@ def test_a_step_made_again_keeps_the_same_items_and_drops_the_rest(
                 )
         assert make("a", "b", "x") == [("a", "done"), ("b", "pending"), ("x", "pending")]
         assert make("a", "b") == [("a", "done"), ("b", "pending")]
+        assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+        wait_for_status(client, job_id, {"cancelled"})
+        late = Planner(job_id, "cut", "plugin_kinds:run_item")
+        assert late.add("a") is False and late.add("z") is False
+        assert [(i.item, i.status) for i in items_of(store, job_id)] == [
+            ("a", "done"),
+            ("b", "cancelled"),
+        ]
     finally:
         get_settings.cache_clear()
 

@@ -88,8 +88,7 @@ class Pool:
         asked = None
         try:
             for item in items:
-                planner.add(_as_json(item))
-                if not _still_running(self.job_id):  # cancelled while making the items
+                if not planner.add(_as_json(item)):  # cancelled while making the items
                     raise JobCancelled(self.job_id)
                 if asked is None and planner.count == 2:
                     _call_helpers(self, step, min(self.width, expected) - 1)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, exists, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from longplay.jobs.hooks import Announcement, Transaction
-from longplay.store.db import session_scope
-from longplay.store.models import FanOutItem, utcnow
+from longplay.store.db import affected, session_scope
+from longplay.store.models import FanOutItem, Job, JobStatus, utcnow
 
 PENDING, RUNNING, DONE, FAILED, CANCELLED = "pending", "running", "done", "failed", "cancelled"
 RUN_ENDS = frozenset({"failed", "cancelled", "expired", "retrying", "requeued"})
@@ -45,10 +45,16 @@ class Planner:
         self._same = True
         """Whether every item so far is the one the earlier run stored at its place."""
 
-    def add(self, item: Any) -> None:
-        """Store the next item (a JSON value)."""
+    def add(self, item: Any) -> bool:
+        """Store the next item (a JSON value), if the job still runs; whether it does.
+
+        A new item's check and insert are one statement, so an item made after the job
+        was cancelled is never stored (the cancel stopped every item there was)."""
         position, self.count = self.count, self.count + 1
+        running = exists().where(Job.id == self.job_id, Job.status == JobStatus.RUNNING.value)
         with session_scope() as session:
+            if not session.scalar(select(running)):
+                return False
             if self._same and self.stored[position : position + 1] == [(self.function, item)]:
                 session.execute(
                     update(FanOutItem)
@@ -60,21 +66,26 @@ class Planner:
                     .values(status=PENDING, worker=None, lease_until=None, fraction=0.0, error=None)
                     .execution_options(synchronize_session=False)
                 )
-                return
+                return True
             if self._same:
                 self._same = False
                 session.execute(
                     delete(FanOutItem).where(*self.where, FanOutItem.position >= position)
                 )
-            session.add(
-                FanOutItem(
-                    job_id=self.job_id,
-                    step=self.step,
-                    position=position,
-                    function=self.function,
-                    item=item,
+            columns = FanOutItem.__table__.c
+            values = select(
+                literal(self.job_id, columns.job_id.type),
+                literal(self.step, columns.step.type),
+                literal(position, columns.position.type),
+                literal(self.function, columns.function.type),
+                literal(item, columns.item.type),
+            ).where(running)
+            stored = session.execute(
+                insert(FanOutItem).from_select(
+                    ["job_id", "step", "position", "function", "item"], values
                 )
             )
+            return bool(affected(stored))
 
     def finish(self) -> None:
         """The step made its last item: drop any the earlier run stored beyond it."""
