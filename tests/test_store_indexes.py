@@ -4,6 +4,7 @@ depth (admission, positions, a page of jobs, beat's upkeep) have an index to use
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,6 +15,7 @@ import pytest
 from alembic import command
 from conftest import create_database, drop_database
 from sqlalchemy import event, insert, inspect, select, text
+from sqlalchemy.engine import Engine
 
 from longplay.jobs import flow_events, service
 from longplay.jobs.admission import choice, rounds
@@ -92,6 +94,35 @@ def test_migrations_build_the_declared_indexes_down_and_up(db_url: str) -> None:
     assert statistics(db_url) == expected
 
 
+@contextlib.contextmanager
+def selects(engine: Engine, naming: str) -> Iterator[list[tuple[str, Any]]]:
+    """The SELECT statements containing ``naming`` that ``engine`` sends in the block,
+    with their parameters."""
+    sent: list[tuple[str, Any]] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if naming in statement and statement.lstrip().startswith("SELECT"):
+            sent.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+
+
+def plans(engine: Engine, table: str, statements: list[tuple[str, Any]]) -> list[str]:
+    """PostgreSQL's plan of each statement, ``table`` analysed and sequential scans
+    priced out."""
+    with engine.connect() as conn:
+        conn.execute(text(f"ANALYZE {table}"))
+        conn.execute(text("SET enable_seqscan = off"))
+        return [
+            "\n".join(conn.exec_driver_sql("EXPLAIN " + statement, parameters).scalars())
+            for statement, parameters in statements
+        ]
+
+
 def fill(url: str) -> str:
     """A few owners with queued, running, handed-over, scheduled and finished jobs; the
     name of the owner to list."""
@@ -136,37 +167,26 @@ def test_the_queries_that_must_scale_use_the_indexes(
     monkeypatch.setattr(choice, "WALK_AT_MOST", 8)
     monkeypatch.setenv("LONGPLAY_DATABASE_URL", db_url)  # beat's upkeep uses the settings'
     get_settings.cache_clear()
-    statements: list[tuple[str, Any]] = []
-
-    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "jobs" in statement and statement.lstrip().startswith("SELECT"):
-            statements.append((statement, parameters))
-
     engine = get_engine(db_url)
-    event.listen(engine, "before_cursor_execute", seen)
     try:
-        with session_scope(db_url) as session:
-            owner = session.scalars(select(Owner).where(Owner.name == name)).one()
-            choose(session, get_settings(), {"cpu": 8, "gpu": 2})
-            first = service.list_jobs(session, owner=owner, limit=20)
-            service.list_jobs(session, owner=owner, limit=20, cursor=first.next_cursor)
-            queued = service.list_jobs(session, owner=owner, status=[JobStatus.QUEUED])
-            queue_positions(session, queued.jobs)
-            rounds.next_due(session)
-        rounds.sweep_deadlines()
-        rounds.recover_lost()
+        with selects(engine, "jobs") as statements:
+            with session_scope(db_url) as session:
+                owner = session.scalars(select(Owner).where(Owner.name == name)).one()
+                choose(session, get_settings(), {"cpu": 8, "gpu": 2})
+                first = service.list_jobs(session, owner=owner, limit=20)
+                service.list_jobs(session, owner=owner, limit=20, cursor=first.next_cursor)
+                queued = service.list_jobs(session, owner=owner, status=[JobStatus.QUEUED])
+                queue_positions(session, queued.jobs)
+                rounds.next_due(session)
+            rounds.sweep_deadlines()
+            rounds.recover_lost()
     finally:
-        event.remove(engine, "before_cursor_execute", seen)
         get_settings.cache_clear()
     assert len(statements) >= 10
     used = set()
-    with engine.connect() as conn:
-        conn.execute(text("ANALYZE jobs"))
-        conn.execute(text("SET enable_seqscan = off"))
-        for statement, parameters in statements:
-            plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + statement, parameters).scalars())
-            assert "Seq Scan on jobs" not in plan, f"{statement}\n{plan}"
-            used.update(re.findall(r"(?:using|on) (ix_jobs_\w+)", plan))
+    for (statement, _), plan in zip(statements, plans(engine, "jobs", statements), strict=True):
+        assert "Seq Scan on jobs" not in plan, f"{statement}\n{plan}"
+        used.update(re.findall(r"(?:using|on) (ix_jobs_\w+)", plan))
     wanted = {str(i.name) for i in Job.__table__.indexes if str(i.name).startswith("ix_jobs_")}
     # Deduplication's and a flow's (its jobs, by flow) serve other queries.
     assert wanted - {"ix_jobs_content_key", "ix_jobs_flow_id"} <= used, sorted(wanted - used)
@@ -193,23 +213,12 @@ def test_beats_flow_sweep_reads_the_open_flows_from_their_index(
         session.execute(insert(Flow), flows)
     monkeypatch.setenv("LONGPLAY_DATABASE_URL", db_url)
     get_settings.cache_clear()
-    statements: list[tuple[str, Any]] = []
-
-    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "FROM flows" in statement and statement.lstrip().startswith("SELECT"):
-            statements.append((statement, parameters))
-
     engine = get_engine(db_url)
-    event.listen(engine, "before_cursor_execute", seen)
     try:
-        assert flow_events.sweep(unit_of_work) == 0  # none has a job, so none can end
+        with selects(engine, "FROM flows") as statements:
+            assert flow_events.sweep(unit_of_work) == 0  # none has a job, so none can end
     finally:
-        event.remove(engine, "before_cursor_execute", seen)
         get_settings.cache_clear()
     assert statements
-    with engine.connect() as conn:
-        conn.execute(text("ANALYZE flows"))
-        conn.execute(text("SET enable_seqscan = off"))
-        for statement, parameters in statements:
-            plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + statement, parameters).scalars())
-            assert "Seq Scan on flows" not in plan and "ix_flows_open" in plan, plan
+    for plan in plans(engine, "flows", statements):
+        assert "Seq Scan on flows" not in plan and "ix_flows_open" in plan, plan

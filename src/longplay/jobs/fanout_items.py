@@ -49,25 +49,29 @@ class Planner:
         """Store the next item (a JSON value), if the job still runs; whether it does.
 
         A new item's check and insert are one statement, so an item made after the job
-        was cancelled is never stored (the cancel stopped every item there was)."""
+        was cancelled is never stored (the cancel stopped every item there was); while
+        the earlier run's items are still being matched, the check comes first, so a
+        cancelled job's items are neither taken up again nor dropped."""
         position, self.count = self.count, self.count + 1
         running = exists().where(Job.id == self.job_id, Job.status == JobStatus.RUNNING.value)
         with session_scope() as session:
-            if not session.scalar(select(running)):
-                return False
-            if self._same and self.stored[position : position + 1] == [(self.function, item)]:
-                session.execute(
-                    update(FanOutItem)
-                    .where(
-                        *self.where,
-                        FanOutItem.position == position,
-                        FanOutItem.status.in_([FAILED, CANCELLED]),
-                    )
-                    .values(status=PENDING, worker=None, lease_until=None, fraction=0.0, error=None)
-                    .execution_options(synchronize_session=False)
-                )
-                return True
             if self._same:
+                if not session.scalar(select(running)):
+                    return False
+                if self.stored[position : position + 1] == [(self.function, item)]:
+                    session.execute(
+                        update(FanOutItem)
+                        .where(
+                            *self.where,
+                            FanOutItem.position == position,
+                            FanOutItem.status.in_([FAILED, CANCELLED]),
+                        )
+                        .values(
+                            status=PENDING, worker=None, lease_until=None, fraction=0.0, error=None
+                        )
+                        .execution_options(synchronize_session=False)
+                    )
+                    return True
                 self._same = False
                 session.execute(
                     delete(FanOutItem).where(*self.where, FanOutItem.position >= position)
