@@ -177,6 +177,28 @@ def test_decode_resamples_and_remixes(
     assert max(b.duration for b in blocks) < 0.75
 
 
+@pytest.mark.parametrize("fmt", ["mp3", "ogg"])
+def test_decode_reads_mono_float_frames_as_the_resampler_would(tmp_path: Path, fmt: Any) -> None:
+    # MP3 and Opus decode mono speech to float frames, which decode reads directly.
+    rate = 22_050 if fmt == "mp3" else 48_000
+    path = tmp_path / f"speech.{fmt}"
+    with AudioEncoder(path, format=fmt, sample_rate=rate, channels=1) as encoder:
+        encoder.write(speechy_noise(3.0, rate, channels=1))
+    with av.open(str(path)) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        frames = [*container.decode(audio=0), None]
+        through_it = np.concatenate(
+            [out.to_ndarray().reshape(-1) for f in frames for out in resampler.resample(f)]
+        )
+
+    blocks = list(decode(path, block_seconds=0.5))
+
+    np.testing.assert_array_equal(np.concatenate([b.samples for b in blocks])[:, 0], through_it)
+    assert {b.samples.shape[1] for b in blocks} == {1}
+    assert {b.sample_rate for b in blocks} == {rate}
+    assert len(blocks) >= 6  # still in blocks, not one array
+
+
 def test_decode_keeps_memory_bounded_on_a_long_input(tmp_path: Path) -> None:
     """Ten minutes at 8 kHz: holding it whole would take 19 MB as float32."""
     rate, minutes = 8000, 10
@@ -391,6 +413,55 @@ def test_encoder_resamples_blocks_at_another_rate(tmp_path: Path, fmt: Any, rate
     assert dominant_frequency(decoded, rate) == pytest.approx(1000.0, abs=5.0)
     middle = decoded[rate // 2 : 3 * rate // 2]
     assert float(np.sqrt(np.mean(np.square(middle)))) == pytest.approx(0.3 / np.sqrt(2), rel=0.03)
+
+
+@pytest.mark.parametrize(("fmt", "rate"), [("mp3", 22_050), ("ogg", 48_000), ("wav", 22_050)])
+def test_encoder_playback_hears_what_the_file_holds(tmp_path: Path, fmt: Any, rate: int) -> None:
+    path = tmp_path / f"out.{fmt}"
+    source = speechy_noise(3.0, 22_050, channels=1)
+    heard = []
+
+    with AudioEncoder(
+        path, format=fmt, sample_rate=rate, channels=1, input_rate=22_050, playback=True
+    ) as encoder:
+        assert encoder.playback is not None
+        for block in np.array_split(source, 9):
+            encoder.write(block)
+            heard.append(encoder.playback.take())
+    heard.append(encoder.playback.take(wait=True))
+
+    played = np.concatenate(heard)[:, 0]
+    written = decode_all(path)[:, 0]
+    assert encoder.playback.done
+    assert len(written) / rate == pytest.approx(3.0, abs=0.03)
+    # The same samples, the packets' ahead by the codec's delay (that the file's header
+    # tells its decoder to skip): 1105 frames for LAME, none for the others.
+    delay = 1105 if fmt == "mp3" else 0
+    np.testing.assert_array_equal(played[delay : delay + len(written)], written)
+
+
+def test_encoder_gives_its_codecs_failure_and_leaves_no_file(tmp_path: Path) -> None:
+    path = tmp_path / "out.mp3"
+
+    class FailingCodec:
+        def __init__(self, stream: Any) -> None:
+            self.stream, self.calls = stream, 0
+
+        def encode(self, frame: Any) -> Any:
+            self.calls += 1
+            if self.calls == 3:
+                raise av.error.InvalidDataError(22, "the codec refused a frame")
+            return self.stream.encode(frame)
+
+    with (
+        pytest.raises(av.error.InvalidDataError, match="refused"),
+        AudioEncoder(path, format="mp3", sample_rate=44_100, channels=1) as encoder,
+    ):
+        encoder._stream = FailingCodec(encoder._stream)  # FFmpeg failing, in its thread
+        for _ in range(20):
+            encoder.write(tone(0.5, 44_100, channels=1))
+
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_encoder_leaves_no_file_when_interrupted(tmp_path: Path) -> None:

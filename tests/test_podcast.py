@@ -38,7 +38,7 @@ from longplay.engines.llm import get_language_model
 from longplay.engines.scripts import _parse_question
 from longplay.engines.stt import get_transcriber
 from longplay.engines.tts import get_synthesizer
-from longplay.engines.turns import turn_cache
+from longplay.engines.turns import TurnVoicer, turn_cache
 from longplay.framework import InvalidParams, get_kind
 from longplay.framework.library import Passage
 from longplay.kinds import load as load_kinds
@@ -246,6 +246,28 @@ def test_ungrounded_words_catch_a_fact_not_in_the_sources() -> None:
         "five",
         "glass",
     }
+
+
+def test_a_kept_turn_is_read_back_as_voiced_and_a_damaged_one_voiced_again(
+    tmp_path: Path,
+) -> None:
+    voicer = TurnVoicer(get_synthesizer(), tmp_path, engine="local")
+    text = "The lens floated on a bath of mercury."
+
+    made = voicer.voice(text, voice=None)
+    kept = voicer.voice(text, voice=None)
+    [path] = tmp_path.glob("*.wav")
+    path.write_bytes(path.read_bytes()[:-1000])  # a file cut short, as a full disk leaves it
+    again = voicer.voice(text, voice=None)
+
+    assert made.synthesized and not kept.synthesized and again.synthesized
+    assert kept.sample_rate == made.sample_rate
+    # Kept as 16-bit samples (written as x 32767, read as / 32768, as FFmpeg reads them).
+    np.testing.assert_allclose(kept.samples, made.samples, atol=2 / 32_768)
+    assert again.duration == pytest.approx(made.duration, rel=0.15)  # Piper varies a little
+    replaced = voicer.voice(text, voice=None)
+    assert not replaced.synthesized
+    np.testing.assert_allclose(replaced.samples, again.samples, atol=2 / 32_768)
 
 
 def test_an_episode_that_fails_a_check_names_it(tmp_path: Path) -> None:

@@ -26,6 +26,20 @@ def to_wav(samples: Samples, sample_rate: int) -> bytes:
     return buffer.getvalue()
 
 
+def from_wav(data: bytes) -> tuple[Samples, int]:
+    """Float samples and their rate from the 16-bit PCM mono WAV bytes :func:`to_wav`
+    writes, read directly: much quicker than through FFmpeg. Raises ``wave.Error`` for
+    another kind of file and ``EOFError`` for one cut short."""
+    with wave.open(io.BytesIO(data), "rb") as wav:
+        if wav.getnchannels() != 1 or wav.getsampwidth() != 2:
+            raise wave.Error("not a 16-bit mono WAV")
+        frames = wav.getnframes()
+        pcm = wav.readframes(frames)
+        if len(pcm) != 2 * frames:
+            raise EOFError(f"the WAV holds {len(pcm) // 2} of its {frames} frames")
+        return from_pcm16(pcm), wav.getframerate()
+
+
 def from_pcm16(data: bytes) -> Samples:
     """Float samples from raw little-endian 16-bit mono PCM."""
     usable = len(data) - len(data) % 2

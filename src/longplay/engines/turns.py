@@ -17,12 +17,13 @@ import contextlib
 import hashlib
 import json
 import os
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from longplay.engines.audio import Samples, decode_audio, resample, to_wav
+from longplay.engines.audio import Samples, from_wav, resample, to_wav
 from longplay.engines.tts import Synthesizer
 from longplay.framework.errors import InvalidInput
 from longplay.text.sentences import speakable_sentences
@@ -68,13 +69,14 @@ class TurnVoicer:
         """The turn's audio: kept from before, or synthesized now and kept."""
         path = self.folder / f"{self.key(text, voice, rate)}.wav"
         try:
-            data = path.read_bytes()
+            samples, sample_rate = from_wav(path.read_bytes())
         except FileNotFoundError:
             pass
+        except (wave.Error, EOFError):
+            pass  # damaged (a disk error, say): voiced again below, and replaced
         else:
             with contextlib.suppress(OSError):  # used now: the cleanup leaves it
                 os.utime(path)
-            samples, sample_rate = decode_audio(data)
             return VoicedTurn(samples, sample_rate, synthesized=False)
         samples, sample_rate = self._synthesize(text, voice, rate)
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -112,28 +112,24 @@ def decode(
     layout = {1: "mono", 2: "stereo"}.get(channels) if channels else None
     if channels and layout is None:
         raise ValueError(f"can only decode to 1 or 2 channels, not {channels}")
-    resampler = av.AudioResampler(
-        format="flt", layout=layout, rate=sample_rate, options=_NO_CLIPPING_DOWNMIX
-    )
+    floats = FloatFrames(sample_rate, layout)
     with _open(path, label) as container:
         stream = _audio_stream(container, label)
         pending: list[npt.NDArray[np.float32]] = []
         pending_frames = 0
         position = 0.0
-        rate = 0
         damage = _Damage()
         for frame in _frames(container, stream, label, damage):
             position += frame.samples / frame.sample_rate
-            for out in resampler.resample(frame):
-                rate = out.sample_rate
-                pending.append(_to_array(out))
-                pending_frames += out.samples
-            if pending and pending_frames >= block_seconds * rate:
-                yield AudioBlock(np.concatenate(pending), rate, position)
+            for samples in floats.convert(frame):
+                pending.append(samples)
+                pending_frames += len(samples)
+            if pending and pending_frames >= block_seconds * floats.rate:
+                yield AudioBlock(np.concatenate(pending), floats.rate, position)
                 pending, pending_frames = [], 0
-        pending.extend(_to_array(out) for out in resampler.resample(None))
+        pending.extend(floats.flush())
         if pending:
-            yield AudioBlock(np.concatenate(pending), rate, position)
+            yield AudioBlock(np.concatenate(pending), floats.rate, position)
         expected = _duration(container, stream)
         short = expected - position > max(CUT_SLACK_S, CUT_SLACK * expected)
         if short or _cut_signs(path, container.format.name, damage):
@@ -145,6 +141,54 @@ def decode(
                 seconds=round(position, 3),
                 expected_seconds=round(expected, 3) if short else None,
             )
+
+
+class FloatFrames:
+    """Decoded frames as float32 ``(frames, channels)`` arrays at ``sample_rate`` and in
+    ``layout`` (``None`` keeps the first frame's).
+
+    A frame that is already mono float audio at that rate, as MP3 and Opus decoders
+    give speech, is read straight from its plane; the rest go through FFmpeg's
+    resampler, whose call per frame costs more than decoding the frame (an MP3 frame at
+    22 kHz holds 26 ms). Once one frame has needed it, the rest follow it in order.
+    """
+
+    def __init__(self, sample_rate: int | None = None, layout: str | None = None) -> None:
+        self.rate = sample_rate or 0
+        """The rate of every array, once the first frame is in."""
+        self._layout = layout
+        self._started = False
+        self._resampler: av.AudioResampler | None = None
+
+    def convert(self, frame: av.AudioFrame) -> list[npt.NDArray[np.float32]]:
+        """The next frame's samples (none, one array or more)."""
+        if not self._started:
+            self._started = True
+            self.rate = self.rate or frame.sample_rate
+            if self._layout is None and frame.layout.nb_channels == 1:
+                self._layout = "mono"
+        if self._resampler is None and self._is_mono_float(frame):
+            plane = memoryview(frame.planes[0])
+            return [np.frombuffer(plane, np.float32, count=frame.samples)[:, None]]
+        if self._resampler is None:
+            self._resampler = av.AudioResampler(
+                format="flt", layout=self._layout, rate=self.rate, options=_NO_CLIPPING_DOWNMIX
+            )
+        return [_to_array(out) for out in self._resampler.resample(frame)]
+
+    def flush(self) -> list[npt.NDArray[np.float32]]:
+        """What the resampler still holds, after the last frame."""
+        if self._resampler is None:
+            return []
+        return [_to_array(out) for out in self._resampler.resample(None)]
+
+    def _is_mono_float(self, frame: av.AudioFrame) -> bool:
+        return (
+            self._layout == "mono"
+            and frame.sample_rate == self.rate
+            and frame.layout.nb_channels == 1
+            and frame.format.name in ("flt", "fltp")
+        )
 
 
 def _to_array(frame: av.AudioFrame) -> npt.NDArray[np.float32]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import queue
 import tempfile
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -14,7 +16,7 @@ import av
 import av.container
 import numpy as np
 
-from longplay.media.audio import decode
+from longplay.media.audio import FloatFrames, decode
 from longplay.media.limiter import GainStage
 from longplay.media.loudness import Samples, gain_to_db
 
@@ -27,6 +29,8 @@ class OutputFormat:
 
     name: OutputFormatName
     codec: str
+    decoder: str
+    """FFmpeg's decoder of what ``codec`` writes, for :class:`Playback`."""
     container: str
     media_type: str
     sample_rates: tuple[int, ...] | None
@@ -50,10 +54,11 @@ class OutputFormat:
 
 
 OUTPUT_FORMATS: dict[OutputFormatName, OutputFormat] = {
-    "wav": OutputFormat("wav", "pcm_s16le", "wav", "audio/wav", None, None),
+    "wav": OutputFormat("wav", "pcm_s16le", "pcm_s16le", "wav", "audio/wav", None, None),
     "mp3": OutputFormat(
         "mp3",
         "libmp3lame",
+        "mp3float",
         "mp3",
         "audio/mpeg",
         (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000),
@@ -65,11 +70,13 @@ OUTPUT_FORMATS: dict[OutputFormatName, OutputFormat] = {
         # against 39), measured on Piper's voice.
         speech_options=(("compression_level", "7"),),
     ),
-    "ogg": OutputFormat("ogg", "libopus", "ogg", "audio/ogg", (48000,), (6, 510), 96),
+    "ogg": OutputFormat("ogg", "libopus", "opus", "ogg", "audio/ogg", (48000,), (6, 510), 96),
 }
 """Opus is always written at 48 kHz: it codes at 48 kHz inside whatever it is given."""
 
 _LAYOUTS = {1: "mono", 2: "stereo"}
+QUEUED_BLOCKS = 4
+"""How many blocks :class:`AudioEncoder` holds for its codec thread before ``write`` waits."""
 
 
 @functools.cache
@@ -112,6 +119,13 @@ class AudioEncoder:
     Blocks come at ``sample_rate`` unless ``input_rate`` says otherwise; then the
     codec's own resampler (FFmpeg's, in PyAV) brings them to ``sample_rate``.
     ``speech`` tells a codec that has quicker settings for speech to use them.
+    ``playback`` decodes what is written as it is written: see :class:`Playback`.
+
+    The codec runs in a thread of its own, a few blocks behind :meth:`write`: FFmpeg
+    lets go of the GIL while it encodes, so the caller's next block (decoding,
+    mastering, reading a spool) is made on another core meanwhile. An error of the
+    codec comes out of the next :meth:`write` or of :meth:`close`.
+
     The file is written under a ``.part`` name and takes its
     real name only when :meth:`close` succeeds; used as a context manager, an
     exception removes it, so a failed or cancelled job never leaves half a file.
@@ -129,6 +143,7 @@ class AudioEncoder:
         ceiling_db: float | None = None,
         input_rate: int | None = None,
         speech: bool = False,
+        playback: bool = False,
     ) -> None:
         spec = OUTPUT_FORMATS[format]
         if spec.sample_rates is not None and sample_rate not in spec.sample_rates:
@@ -136,20 +151,31 @@ class AudioEncoder:
         if channels not in _LAYOUTS:
             raise ValueError(f"can only write 1 or 2 channels, not {channels}")
         self.path = path
+        self.format = spec
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.layout = _LAYOUTS[channels]
         self._partial = path.with_name(path.name + ".part")
         self._rate = input_rate or sample_rate
-        self._layout = _LAYOUTS[channels]
         self._stage = GainStage(self._rate, gain_db=gain_db, ceiling_db=ceiling_db)
         self._frames = 0
         self._container: av.container.OutputContainer = av.open(
             str(self._partial), "w", format=spec.container
         )
         self._stream = cast(av.AudioStream, self._container.add_stream(spec.codec, sample_rate))
-        self._stream.layout = self._layout
+        self._stream.layout = self.layout
         if spec.default_bitrate is not None:
             self._stream.bit_rate = 1000 * (bitrate or spec.default_bitrate)
         if speech and spec.speech_options:
             self._stream.codec_context.options = dict(spec.speech_options)
+        self.extradata: bytes | None = None
+        """The codec's header data, once its first packet is written."""
+        self.playback = Playback(self) if playback else None
+        self._queue: queue.Queue[av.AudioFrame | None] = queue.Queue(maxsize=QUEUED_BLOCKS)
+        self._failure: BaseException | None = None
+        self._dropping = False
+        self._codec = threading.Thread(target=self._run_codec, name="encode", daemon=True)
+        self._codec.start()
 
     @property
     def limited_db(self) -> float:
@@ -163,12 +189,17 @@ class AudioEncoder:
     def close(self) -> None:
         """Flush the limiter and the codec, finish the file and give it its name."""
         self._encode(self._stage.flush())
-        self._container.mux(self._stream.encode(None))
+        self._stop_codec()
+        if self._failure is not None:
+            self.abort()
+            raise self._failure
         self._container.close()
         self._partial.replace(self.path)
 
     def abort(self) -> None:
         """Stop and remove the unfinished file."""
+        self._dropping = True
+        self._stop_codec()
         self._container.close()
         self._partial.unlink(missing_ok=True)
 
@@ -187,12 +218,106 @@ class AudioEncoder:
             self.abort()
 
     def _encode(self, samples: Samples) -> None:
+        if self._failure is not None:
+            raise self._failure
         if not len(samples):
             return
         packed = np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(packed, format="flt", layout=self._layout)
+        frame = av.AudioFrame.from_ndarray(packed, format="flt", layout=self.layout)
         frame.sample_rate = self._rate
         frame.time_base = Fraction(1, self._rate)
         frame.pts = self._frames
         self._frames += len(samples)
-        self._container.mux(self._stream.encode(frame))
+        self._queue.put(frame)
+
+    def _run_codec(self) -> None:
+        """Encode and write the queued frames until ``None``, then flush the codec.
+
+        After a failure, or once :meth:`abort` is called, it takes the rest of the
+        queue without encoding it, so that no ``put`` waits for it forever.
+        """
+        while (frame := self._queue.get()) is not None:
+            if self._failure is not None or self._dropping:
+                continue
+            try:
+                self._write(self._stream.encode(frame))
+            except BaseException as exc:  # given to the caller by write or close
+                self._failure = exc
+        if self._failure is None and not self._dropping:
+            try:
+                self._write(self._stream.encode(None))
+            except BaseException as exc:
+                self._failure = exc
+        if self.playback is not None:
+            self.playback.packets.put(b"")  # the end
+
+    def _write(self, packets: list[av.Packet]) -> None:
+        if self.playback is not None:
+            if self.extradata is None and packets:
+                self.extradata = self._stream.codec_context.extradata or b""
+            for packet in packets:
+                self.playback.packets.put(bytes(packet))
+        self._container.mux(packets)
+
+    def _stop_codec(self) -> None:
+        if self._codec.is_alive():
+            self._queue.put(None)
+            self._codec.join()
+
+
+class Playback:
+    """Decodes what an :class:`AudioEncoder` made with ``playback=True`` writes, while
+    it is still encoding (``encoder.playback``): the audio as a listener will hear it,
+    measured on the caller's core while the codec's thread encodes, instead of by
+    decoding the file after.
+
+    The packets are decoded as they are, without the container's note of the codec's
+    delay and padding: an MP3 plays about 70 ms longer here than from its file, in
+    silence at its ends.
+    """
+
+    def __init__(self, encoder: AudioEncoder) -> None:
+        self._encoder = encoder
+        self.packets: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        """Each packet written, then ``b""`` once the codec is done."""
+        self._decoder: av.AudioCodecContext | None = None
+        self._floats = FloatFrames(encoder.sample_rate, encoder.layout)
+        self._nothing = np.zeros((0, encoder.channels), np.float32)
+        self.done = False
+        """Whether the encoder's last packet has been decoded."""
+
+    def take(self, *, wait: bool = False) -> Samples:
+        """The audio of the packets written since the last call, as one ``(frames,
+        channels)`` block; ``wait``: of all of them, once the encoder is closed (or
+        aborted)."""
+        blocks: list[Samples] = []
+        while not self.done:
+            try:
+                packet = self.packets.get(block=wait)
+            except queue.Empty:
+                break
+            if not packet:
+                self.done = True
+                blocks.extend(self._decode(None))
+                blocks.extend(self._floats.flush())
+            else:
+                blocks.extend(self._decode(av.Packet(packet)))
+        return np.concatenate([self._nothing, *blocks])
+
+    def _decode(self, packet: av.Packet | None) -> list[Samples]:
+        if self._decoder is None:
+            if packet is None:
+                return []
+            decoder = cast(
+                av.AudioCodecContext, av.CodecContext.create(self._encoder.format.decoder, "r")
+            )
+            decoder.sample_rate = self._encoder.sample_rate
+            decoder.layout = self._encoder.layout
+            if self._encoder.extradata:
+                decoder.extradata = self._encoder.extradata
+            self._decoder = decoder
+        return [
+            samples
+            for frame in self._decoder.decode(packet)
+            for samples in self._floats.convert(frame)
+        ]

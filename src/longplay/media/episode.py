@@ -5,8 +5,10 @@ rate) and puts them, with a pause after each, in a :class:`~longplay.media.Spool
 through a :class:`~longplay.media.LevelTrace`, noting where each turn starts and ends and how loud
 it is. :meth:`EpisodeWriter.finish` masters the whole to the target loudness through
 the limiter (:func:`~longplay.media.mastering.gain_for_levels`, as ``synthesize``
-does) into the encoder. :func:`check_episode` then decodes what was written and says
-which check failed, if one did; :func:`tag_chapters` writes ID3 chapter frames.
+does) into the encoder, and measures what the encoder writes as it writes it (a
+:class:`~longplay.media.encode.Playback`: on this core, while the codec works on
+another). :func:`check_episode` then says which check failed, if one did: of that
+measure, and of the file's own header; :func:`tag_chapters` writes ID3 chapter frames.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from longplay.framework import PermanentError, Progress
-from longplay.media.audio import decode
+from longplay.media.audio import probe
 from longplay.media.encode import OUTPUT_FORMATS, AudioEncoder, OutputFormatName, codec_gain_db
 from longplay.media.levels import LevelTrace
-from longplay.media.loudness import LoudnessMeter, Samples, finite_or_none
+from longplay.media.loudness import Loudness, LoudnessMeter, Samples, finite_or_none
 from longplay.media.mastering import gain_for_levels
 from longplay.media.spool import Spool
 
@@ -34,7 +36,8 @@ TURN_PAUSE_S = 0.45
 SILENT_LUFS = -60.0
 """A turn quieter than this, as voiced, counts as silent."""
 DURATION_SLACK_S = 0.25
-"""How far the decoded episode may differ from the voiced turns (codec padding)."""
+"""How far the episode, as decoded and as its file's header states, may differ from the
+voiced turns (codec delay and padding)."""
 
 
 @dataclass
@@ -66,6 +69,8 @@ class Episode:
     media_type: str
     duration: float
     turns: list[Placed]
+    heard: Loudness
+    """What the encoded audio measures, decoded as it was written."""
     loudness: dict[str, Any] = field(default_factory=dict)
 
 
@@ -116,18 +121,24 @@ class EpisodeWriter:
             channels=1,
             input_rate=self.sample_rate,
             speech=True,
+            playback=True,
         )
+        assert encoder.playback is not None
+        heard = LoudnessMeter(rate, 1, true_peak=False)  # the limiter saw to the peaks
         done = 0
         with encoder:
             for samples in self._spool.read(self.sample_rate):
                 encoder.write(limiter.process(samples))
+                heard.add(encoder.playback.take())
                 done += len(samples)
                 progress(done / max(self._frames, 1), 1.0, seconds=round(done / rate, 1))
+        heard.add(encoder.playback.take(wait=True))
         return Episode(
             path=path,
             media_type=OUTPUT_FORMATS[format].media_type,
             duration=round(duration, 3),
             turns=self.turns,
+            heard=heard.result(),
             loudness={
                 "measured": levels.loudness.as_dict(),
                 "gain_db": search.gain,
@@ -150,29 +161,27 @@ class EpisodeWriter:
 
 
 def check_episode(episode: Episode, *, speakers_asked: int) -> dict[str, Any]:
-    """Decode the episode and check it is what its turns promise: it decodes, lasts as
-    long as they do, is not silent, and has at least two audible speakers where more
-    than one was asked for. Returns what was measured; raises
-    :class:`EpisodeCheckFailed` naming the check that failed."""
+    """Check the episode is what its turns promise: its file opens and decodes, it
+    lasts as long as they do (as heard, and as the file's header states), is not
+    silent, and has at least two audible speakers where more than one was asked for.
+    Returns what was measured; raises :class:`EpisodeCheckFailed` naming the check
+    that failed."""
     try:
-        blocks = list(decode(episode.path))
+        stated = probe(episode.path).duration
     except PermanentError as exc:
         raise EpisodeCheckFailed(
             f"the episode does not decode: {exc.message}", check="decodes"
         ) from exc
-    if not blocks:
+    heard = episode.heard
+    if heard.duration == 0:
         raise EpisodeCheckFailed("the episode has no audio in it", check="decodes")
-    rate = blocks[0].sample_rate
-    meter = LoudnessMeter(rate, blocks[0].samples.shape[1], true_peak=False)  # the limiter's
-    for block in blocks:
-        meter.add(block.samples)
-    measured = meter.result()
-    if abs(measured.duration - episode.duration) > DURATION_SLACK_S:
-        raise EpisodeCheckFailed(
-            f"the episode lasts {measured.duration:.2f} s but its turns {episode.duration:.2f} s",
-            check="duration",
-        )
-    if measured.is_silent:
+    for what, seconds in (("lasts", heard.duration), ("states in its header", stated)):
+        if abs(seconds - episode.duration) > DURATION_SLACK_S:
+            raise EpisodeCheckFailed(
+                f"the episode {what} {seconds:.2f} s but its turns {episode.duration:.2f} s",
+                check="duration",
+            )
+    if heard.is_silent:
         raise EpisodeCheckFailed("the episode is silent", check="not_silent")
     audible = {t.speaker for t in episode.turns if t.loudness > SILENT_LUFS}
     if speakers_asked > 1 and len(audible) < 2:
@@ -181,8 +190,8 @@ def check_episode(episode: Episode, *, speakers_asked: int) -> dict[str, Any]:
             check="speakers",
         )
     return {
-        "duration": round(measured.duration, 3),
-        "integrated_lufs": finite_or_none(measured.integrated),
+        "duration": round(heard.duration, 3),
+        "integrated_lufs": finite_or_none(heard.integrated),
         "speakers_heard": sorted(audible),
     }
 
