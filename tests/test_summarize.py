@@ -45,7 +45,9 @@ from longplay.text.documents import Document
 from longplay.text.summary import (
     BUILTIN_TEMPLATES,
     UnusableAnswer,
+    answer_schema,
     chapter_times,
+    names_in,
     parse_json_answer,
     read_answer,
     without_echoes,
@@ -252,13 +254,13 @@ def model_jobs(stack: Stack, shelf: Shelf) -> dict[str, str]:
 
 
 @MODEL_JOBS
-def test_meeting_notes_of_a_said_meeting_have_their_sections_and_only_owners_said(
+def test_meeting_notes_of_a_said_meeting_name_owners_who_were_said(
     stack: Stack, model_jobs: dict[str, str]
 ) -> None:
     """Said by two voices, transcribed, then summarized and translated side by side, in
-    one flow: each of the two read the file its stage named. The bundled model does not
-    always find who will do what in a transcript without speaker names (the README
-    says so); an owner it gives is one who was said, never words of the prompt."""
+    one flow: each of the two read the file its stage named. Without speaker names,
+    the owners come from the names the transcript says (the model chooses among them),
+    so even the bundled model ties a task to someone who was said."""
     client = stack.client("sam")
     flow = wait_for_flow(client, model_jobs["meeting"], timeout=300)
     assert flow["status"] == "completed", flow
@@ -277,6 +279,7 @@ def test_meeting_notes_of_a_said_meeting_have_their_sections_and_only_owners_sai
     assert parts["summary"]["text"]
     owners = [item["owner"] for item in parts["action_items"]["items"] if item["owner"]]
     assert all(owner in said["text"] for owner in owners), parts["action_items"]
+    assert set(owners) & set(PEOPLE), parts["action_items"]
     markdown = summary_md(client, job)
     for heading in ("## Summary", "## Decisions", "## Action items", "## Open questions"):
         assert heading in markdown
@@ -574,6 +577,20 @@ def test_what_only_repeats_the_instructions_is_taken_out() -> None:
     echoing = read_answer({**answer, "summary": "What was decided."}, notes)
     [prose, *_] = without_echoes(echoing, source=source, instructions=instructions)[0]
     assert prose.text == "What was decided.", "all of it echoes: kept, there is nothing better"
+
+
+def test_an_action_items_owner_is_one_of_the_names_the_text_says() -> None:
+    said = "\n".join(SPOKEN[:5])  # as Whisper heard it: "Action item, Bob will ..."
+    labelled = "\n".join(text for _, _, text in MEETING)
+    written = "Then Dave from Skerry Point said: the lamp is lit. I think so, OK.\nEve: Fine."
+
+    assert names_in(said) == ("Bob", "Carol")  # not "Good", "Action", "March", "Friday"
+    assert names_in(labelled) == ("Alice", "Bob", "Carol")  # not "The", "We", "Action"
+    assert names_in(written) == ("Dave", "Skerry Point", "Eve")
+    schema = answer_schema(BUILTIN_TEMPLATES["meeting-notes"], "short", names=("Bob", "Carol"))
+    item = schema["properties"]["action_items"]["items"]
+    assert item["properties"]["owner"] == {"enum": ["", "Bob", "Carol"]}
+    assert list(item["properties"]) == ["owner", "task", "due"]  # who, then what they do
 
 
 def test_chapters_take_their_times_from_the_segments() -> None:

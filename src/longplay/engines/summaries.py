@@ -37,6 +37,7 @@ from longplay.text.summary import (
     answer_tokens,
     builtin_template,
     chapter_times,
+    names_in,
     own_template,
     parse_json_answer,
     read_answer,
@@ -166,11 +167,13 @@ class _Run:
 
     def ask(self, source: str, segments: tuple[int, int], prompt: str) -> list[SummarySection]:
         """The model's answer to ``prompt`` about ``source`` as checked sections; asked
-        twice at most, the second time also when the first repeats the instructions
-        (the second answer's echoes are taken out)."""
-        schema = answer_schema(self.template, self.options.length, segments)
+        twice at most, the second time also when the first repeats the instructions.
+        Both answers' echoes are taken out, and of two usable answers the one that
+        keeps more is given: a second answer is not always a better one."""
+        schema = answer_schema(self.template, self.options.length, segments, names_in(source))
         max_tokens = answer_tokens(self.template, self.options.length)
         problem = ""
+        echoing: list[SummarySection] | None = None
         for temperature in (0.0, RETRY_TEMPERATURE):
             answer = self.llm.complete_json(
                 prompt, schema, max_tokens=max_tokens, temperature=temperature
@@ -181,13 +184,18 @@ class _Run:
                     read, source=source, instructions=_instructions(self)
                 )
                 if echoes and temperature == 0.0:
+                    echoing = sections
                     raise UnusableAnswer(f"it repeats the instructions: {echoes[0]!r}")
+                if echoing is not None and len(_plain(echoing)) > len(_plain(sections)):
+                    return echoing
                 return sections
             except UnusableAnswer as exc:
                 problem = str(exc)
                 if temperature == 0.0:
                     self.retries += 1
                     self.note(f"the model's summary was not usable ({problem}); asked again")
+        if echoing is not None:
+            return echoing
         raise PermanentError(
             f"the model gave no usable summary in two tries ({problem}); a stronger model "
             "does better (see the README)",

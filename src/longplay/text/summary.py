@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -170,15 +170,74 @@ def builtin_template(name: str) -> Template | None:
 # -- the JSON the model is held to -------------------------------------------------------
 
 
+_TOKEN = re.compile(r"[^\W\d_][\w'\u2019]*")
+NOT_NAMES = frozenset(
+    {
+        *("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"),
+        *("january", "february", "march", "april", "may", "june", "july", "august"),
+        *("september", "october", "november", "december"),
+        *("i", "i'm", "i'll", "i've", "i'd", "ok", "okay"),
+    }
+)
+"""Words written with a capital that name no one."""
+MAX_NAMES = 24
+
+
+def names_in(text: str, limit: int = MAX_NAMES) -> tuple[str, ...]:
+    """The names ``text`` says, in order of first use (``limit`` at most): runs of
+    capitalised words that do not start a sentence ("Action item: Bob will..."), less
+    the first word where they do ("Then Bob will..."), and speakers' labels ("Carol: I
+    will..."); days, months and "I" left out.
+
+    An action item's owner is chosen from these (:func:`section_schema`), so that even
+    a small model can only name someone the text names."""
+    found: dict[str, None] = {}
+    for line in text.splitlines():
+        label_end = -1
+        for start, end, words in _capitalised_runs(line):
+            before = line[:start].rstrip()
+            if not before and line[end:].startswith(":"):
+                found[" ".join(words)] = None
+                label_end = end
+            elif before and before[-1] not in ".!?" and before != line[: label_end + 1]:
+                found[" ".join(words)] = None
+            elif len(words) > 1:  # it starts a sentence, or what a speaker says
+                found[" ".join(words[1:])] = None
+    return tuple(found)[:limit]
+
+
+def _capitalised_runs(line: str) -> Iterator[tuple[int, int, list[str]]]:
+    """Where each run of capitalised words (one space apart) starts and ends, and its
+    words."""
+    run: list[str] = []
+    start = end = 0
+    for match in _TOKEN.finditer(line):
+        word = match.group()
+        name_like = word[0].isupper() and word.lower() not in NOT_NAMES
+        if run and (not name_like or line[end : match.start()] != " "):
+            yield start, end, run
+            run = []
+        if name_like:
+            start = start if run else match.start()
+            run.append(word)
+            end = match.end()
+    if run:
+        yield start, end, run
+
+
 def _text(max_chars: int) -> dict[str, Any]:
     return {"type": "string", "maxLength": max_chars}
 
 
 def section_schema(
-    spec: SectionSpec, bounds: Bounds, segments: tuple[int, int] = (1, 1)
+    spec: SectionSpec,
+    bounds: Bounds,
+    segments: tuple[int, int] = (1, 1),
+    names: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The JSON Schema of one section's value; chapters start at a segment numbered
-    within ``segments`` (first, last)."""
+    within ``segments`` (first, last); an action item's owner is one of ``names`` (the
+    people the text names: :func:`names_in`) or ``""``."""
     if spec.form == "prose":
         return _text(bounds.prose_chars)
     if spec.form == "list":
@@ -187,11 +246,11 @@ def section_schema(
         item = {
             "type": "object",
             "properties": {
+                "owner": {"enum": ["", *names]},
                 "task": _text(bounds.item_chars),
-                "owner": _text(40),
                 "due": _text(30),
             },
-            "required": ["task", "owner", "due"],
+            "required": ["owner", "task", "due"],
             "additionalProperties": False,
         }
         return {"type": "array", "items": item, "maxItems": bounds.items}
@@ -209,10 +268,14 @@ def section_schema(
 
 
 def answer_schema(
-    template: Template, length: str, segments: tuple[int, int] = (1, 1)
+    template: Template,
+    length: str,
+    segments: tuple[int, int] = (1, 1),
+    names: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The JSON Schema of a whole answer: one key per section, all required.
-    ``segments`` are the numbers (first, last) of the segments a chapter may start at.
+    ``segments`` are the numbers (first, last) of the segments a chapter may start at,
+    ``names`` the people an action item's owner may be.
 
     Lists come before prose: a grammar makes a model write the keys in this order, and
     a small model asked for a paragraph first copies the text into it and then has
@@ -221,7 +284,7 @@ def answer_schema(
     ordered = sorted(template.sections, key=lambda s: s.form == "prose")
     return {
         "type": "object",
-        "properties": {s.key: section_schema(s, bounds, segments) for s in ordered},
+        "properties": {s.key: section_schema(s, bounds, segments, names) for s in ordered},
         "required": [s.key for s in ordered],
         "additionalProperties": False,
     }
