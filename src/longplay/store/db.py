@@ -82,7 +82,8 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
 
 
 def affected(result: Result[Any]) -> int:
-    """Rows an UPDATE or DELETE touched (SQLAlchemy types ``execute`` as a plain Result)."""
+    """Rows an UPDATE, DELETE or INSERT ... SELECT touched (SQLAlchemy types ``execute``
+    as a plain Result)."""
     return cast(CursorResult[Any], result).rowcount
 
 

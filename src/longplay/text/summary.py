@@ -193,13 +193,14 @@ def names_in(text: str, limit: int = MAX_NAMES) -> tuple[str, ...]:
     a small model can only name someone the text names."""
     found: dict[str, None] = {}
     for line in text.splitlines():
-        label_end = -1
+        label_end = None
         for start, end, words in _capitalised_runs(line):
             before = line[:start].rstrip()
+            after_label = label_end is not None and line[label_end:start].strip() == ":"
             if not before and line[end:].startswith(":"):
                 found[" ".join(words)] = None
                 label_end = end
-            elif before and before[-1] not in ".!?" and before != line[: label_end + 1]:
+            elif before and before[-1] not in ".!?" and not after_label:
                 found[" ".join(words)] = None
             elif len(words) > 1:  # it starts a sentence, or what a speaker says
                 found[" ".join(words[1:])] = None
