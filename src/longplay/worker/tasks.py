@@ -39,6 +39,7 @@ from longplay.redis_client import get_redis
 from longplay.store.db import dispose_engine
 from longplay.store.models import utcnow
 from longplay.worker import admission
+from longplay.worker.memory import give_memory_back
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +99,20 @@ def holder_is_gone(holder: str) -> bool:
 
 @celery_app.task(name=RUN_JOB, ignore_result=True)
 def run_job_task(job_id: str) -> None:
-    run_job(job_id, worker=worker_name(), is_gone=holder_is_gone)
+    try:
+        run_job(job_id, worker=worker_name(), is_gone=holder_is_gone)
+    finally:
+        give_memory_back()
     report(last_job=job_id)
 
 
 @celery_app.task(name=HELP_JOB, ignore_result=True)
 def help_job_task(job_id: str, step: str) -> None:
     """Run items of a running job's step that maps over the pool (``ctx.map``)."""
-    fanout.help_job(job_id, step, worker=worker_name(), is_gone=holder_is_gone)
+    try:
+        fanout.help_job(job_id, step, worker=worker_name(), is_gone=holder_is_gone)
+    finally:
+        give_memory_back()
 
 
 @task_failure.connect(sender=run_job_task)
