@@ -16,12 +16,14 @@ FRAGMENTED_HEAP = textwrap.dedent(
     """
     import ctypes, re
     from pathlib import Path
-    from longplay.worker.memory import give_memory_back
+    from longplay.worker.memory import give_memory_back, tune_malloc
 
     def resident_mib():
         status = Path("/proc/self/status").read_text()
         return int(re.search(r"^VmRSS:\\s+(\\d+) kB", status, re.MULTILINE)[1]) // 1024
 
+    if TUNED:
+        assert tune_malloc()
     libc = ctypes.CDLL(None)
     libc.malloc.restype = ctypes.c_void_p
     libc.free.argtypes = [ctypes.c_void_p]
@@ -38,9 +40,12 @@ FRAGMENTED_HEAP = textwrap.dedent(
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and /proc are Linux's")
-def test_memory_freed_in_the_middle_of_the_heap_is_given_back() -> None:
+@pytest.mark.parametrize("tuned", [False, True], ids=["defaults", "tuned"])
+def test_memory_freed_in_the_middle_of_the_heap_is_given_back(tuned: bool) -> None:
+    """With glibc's defaults, and with the worker's thresholds (:func:`tune_malloc`)."""
+    code = f"TUNED = {tuned}\n{FRAGMENTED_HEAP}"
     out = subprocess.run(
-        [sys.executable, "-c", FRAGMENTED_HEAP], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     held, after, given = out.split()
 

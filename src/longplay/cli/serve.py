@@ -131,11 +131,13 @@ def worker(
     from longplay import keys
     from longplay.broker import liveness
     from longplay.broker.app import celery_app
+    from longplay.worker.memory import tune_malloc
     from longplay.worker.tasks import release_jobs_of
 
     if queues is not None and not _known_resources(queues):
         raise typer.BadParameter(f"name cpu, gpu or both, not {queues!r}", param_hint="--queues")
     settings = _with_flags(LONGPLAY_WORKER_CONCURRENCY=concurrency, LONGPLAY_WORKER_QUEUES=queues)
+    tune_malloc()  # before the pool forks: every pool process inherits it
     liveness.install(celery_app)
     setup_logging(settings)
     prepare(settings)
