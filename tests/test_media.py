@@ -23,6 +23,7 @@ from longplay.media import (
     AudioEncoder,
     LoudnessMeter,
     PeakLimiter,
+    Spool,
     UndecodableAudio,
     decode,
     gain_to_db,
@@ -314,6 +315,11 @@ def test_loudness_does_not_depend_on_block_sizes() -> None:
         streamed = measure(samples, 11_025, block=block)
         assert streamed.integrated == pytest.approx(whole.integrated, abs=1e-9)
         assert streamed.true_peak == pytest.approx(whole.true_peak, abs=1e-9)
+    meter = LoudnessMeter(11_025, 2)
+    for block in np.array_split(samples, 7):
+        meter.add(block)
+        meter.add(block[:0])  # nothing ready yet, as a Playback often says
+    assert meter.result().integrated == pytest.approx(whole.integrated, abs=1e-9)
 
 
 def test_true_peak_sees_peaks_between_samples() -> None:
@@ -475,6 +481,104 @@ def test_encoder_leaves_no_file_when_interrupted(tmp_path: Path) -> None:
         raise RuntimeError("cancelled")
 
     assert list(tmp_path.iterdir()) == []
+
+
+def bursts_between_pauses(rate: int) -> tuple[Audio, list[int]]:
+    """Speech-like bursts with 0.45 s of silence after each, as an episode's turns
+    are; and where each pause starts."""
+    parts: list[Audio] = []
+    pauses, frames = [], 0
+    for seconds in (3.1, 2.2, 4.0, 2.7, 3.3):
+        burst = speechy_noise(seconds, rate, channels=1, level=0.2)
+        parts += [burst, np.zeros((round(0.45 * rate), 1), np.float32)]
+        pauses.append(frames + len(burst))
+        frames += len(burst) + len(parts[-1])
+    return np.concatenate(parts), pauses
+
+
+def blocks_of(audio: Audio, frames: int = 20_000) -> list[Audio]:
+    return [audio[i : i + frames] for i in range(0, len(audio), frames)]
+
+
+def snr_db(decoded: Audio, source: Audio) -> float:
+    return float(10 * np.log10(np.sum(source**2) / np.sum((decoded - source) ** 2)))
+
+
+@pytest.mark.parametrize("rate", [22_050, 44_100])  # MPEG-2 packets of 576, MPEG-1 of 1152
+@pytest.mark.parametrize("after_pause", [0.1, 0.12, 0.2])
+def test_an_mp3_encoded_in_two_parts_side_by_side_is_as_if_encoded_whole(
+    tmp_path: Path, rate: int, after_pause: float
+) -> None:
+    """``encode_tail``: the start and the end meet in a pause, unheard, and each frame
+    keeps its time (some stops make LAME flush a packet more, which the join leaves
+    out). At 22,050 Hz, an episode's rate, the file decodes to the same samples as
+    one encoded whole; at 44,100 the end's codec, started afresh, codes it a little
+    differently, as well as the whole's does."""
+    audio, pauses = bursts_between_pauses(rate)
+    pause = slice(pauses[2], pauses[2] + round(0.45 * rate))
+    stop = pauses[2] + round(after_pause * rate)
+    with AudioEncoder(tmp_path / "whole.mp3", format="mp3", sample_rate=rate, channels=1) as whole:
+        for block in blocks_of(audio):
+            whole.write(block)
+    with AudioEncoder(tmp_path / "parts.mp3", format="mp3", sample_rate=rate, channels=1) as parts:
+        start = parts.encode_tail(stop, lambda start: blocks_of(audio[start:]))
+        for block in blocks_of(audio[:stop]):
+            parts.write(block)
+
+    expected, joined = decode_all(tmp_path / "whole.mp3"), decode_all(tmp_path / "parts.mp3")
+    assert stop < start < pause.stop - 0.05 * rate  # skips the end codec's delay, in the pause
+    assert len(joined) == len(expected) == len(audio)
+    end = slice(pause.stop, None)
+    assert snr_db(joined, audio) > snr_db(expected, audio) - 0.3  # a misplaced frame: ~0 dB
+    assert snr_db(joined[end], audio[end]) > snr_db(expected[end], audio[end]) - 0.3
+    assert np.abs(joined[pause]).max() < np.abs(expected[pause]).max() + 1e-3
+    if rate == 22_050:
+        np.testing.assert_allclose(joined, expected, atol=1e-3)
+    assert probe(tmp_path / "parts.mp3").duration == probe(tmp_path / "whole.mp3").duration
+
+
+def test_a_tail_is_refused_where_the_parts_could_not_meet_and_its_failure_is_given(
+    tmp_path: Path,
+) -> None:
+    def fails(start: int) -> Any:
+        yield tone(1.0, 22_050)
+        raise OSError("the spool could not be read")
+
+    for refused in (
+        {"format": "wav"},
+        {"format": "mp3", "ceiling_db": -1.0},  # its limiter holds a state
+        {"format": "mp3", "input_rate": 44_100},
+    ):
+        with AudioEncoder(tmp_path / "x", sample_rate=22_050, channels=1, **refused) as encoder:
+            with pytest.raises(ValueError, match="only an MP3"):
+                encoder.encode_tail(22_050, lambda start: [])
+            encoder.write(tone(0.1, refused.get("input_rate", 22_050)))
+    (tmp_path / "x").unlink()
+
+    with (
+        pytest.raises(OSError, match="spool"),
+        AudioEncoder(tmp_path / "out.mp3", format="mp3", sample_rate=22_050, channels=1) as encoder,
+    ):
+        encoder.encode_tail(22_050, fails)
+        encoder.write(tone(1.0, 22_050))
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_spool_reads_back_any_stretch(tmp_path: Path) -> None:
+    audio = np.arange(2 * 1000, dtype=np.float32).reshape(-1, 2)
+    with Spool(tmp_path / "spool.f32", channels=2) as spool:
+        spool.write(audio[:300])
+        spool.write(audio[300:])
+        whole = np.concatenate(list(spool.read(128)))
+        middle = list(spool.read(128, start=250, stop=700))
+        end = np.concatenate(list(spool.read(128, start=990)))
+
+    np.testing.assert_array_equal(whole, audio)
+    assert [len(block) for block in middle] == [128, 128, 128, 66]
+    np.testing.assert_array_equal(np.concatenate(middle), audio[250:700])
+    np.testing.assert_array_equal(end, audio[990:])
+    assert not (tmp_path / "spool.f32").exists()
 
 
 # --- the convert kind --------------------------------------------------------------------

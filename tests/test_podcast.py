@@ -43,8 +43,9 @@ from longplay.framework import InvalidParams, get_kind
 from longplay.framework.library import Passage
 from longplay.kinds import load as load_kinds
 from longplay.kinds.podcast import PodcastParams, retrieve_content
-from longplay.media import LoudnessMeter, decode
-from longplay.media.episode import EpisodeCheckFailed, EpisodeWriter, check_episode
+from longplay.media import AudioEncoder, LoudnessMeter, decode
+from longplay.media import episode as episode_module
+from longplay.media.episode import Episode, EpisodeCheckFailed, EpisodeWriter, check_episode
 from longplay.settings import Settings, get_settings
 from longplay.text.script import Script, ungrounded_words
 
@@ -268,6 +269,50 @@ def test_a_kept_turn_is_read_back_as_voiced_and_a_damaged_one_voiced_again(
     replaced = voicer.voice(text, voice=None)
     assert not replaced.synthesized
     np.testing.assert_allclose(replaced.samples, again.samples, atol=2 / 32_768)
+
+
+def test_a_long_episode_is_encoded_in_two_halves_and_sounds_as_if_encoded_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An MP3 episode over a minute has its second half encoded side by side with the
+    first (``AudioEncoder.encode_tail``), in the pause nearest its middle: the same
+    file as one encoded whole, sample for sample as decoded, turns at the same times."""
+    rate = 22_050
+    rng = np.random.default_rng(7)
+    turns = [
+        (0.2 * np.sin(np.arange(round(s * rate)) * 2 * np.pi * f / rate)
+         * rng.uniform(0.5, 1.0, round(s * rate))).astype(np.float32)
+        for s, f in zip(rng.uniform(2.0, 5.0, 24), rng.uniform(120.0, 400.0, 24), strict=True)
+    ]  # fmt: skip
+    tails: list[int] = []
+    encode_tail = AudioEncoder.encode_tail
+
+    def noting_tail(encoder: AudioEncoder, stop: int, blocks: Any) -> int:
+        tails.append(stop)
+        return encode_tail(encoder, stop, blocks)
+
+    monkeypatch.setattr(AudioEncoder, "encode_tail", noting_tail)
+
+    def write(stem: str) -> Episode:
+        with EpisodeWriter(tmp_path, stem, rate) as writer:
+            for n, samples in enumerate(turns):
+                writer.add("Joe" if n % 2 else "Alex", samples)
+            return writer.finish("mp3", -16.0, progress=lambda *_, **__: None)
+
+    split = write("split")
+    assert len(tails) == 1 and split.duration > episode_module.SPLIT_ABOVE_S
+    monkeypatch.setattr(episode_module, "SPLIT_ABOVE_S", 3600.0)
+    whole = write("whole")
+
+    assert len(tails) == 1
+    assert abs(tails[0] / rate - split.duration / 2) < 5.0  # in a pause near the middle
+    assert split.turns == whole.turns
+    assert check_episode(split, speakers_asked=2) == check_episode(whole, speakers_asked=2)
+    np.testing.assert_allclose(decoded(split.path), decoded(whole.path), atol=1e-3)
+
+
+def decoded(path: Path) -> Any:
+    return np.concatenate([block.samples for block in decode(path)])
 
 
 def test_an_episode_that_fails_a_check_names_it(tmp_path: Path) -> None:

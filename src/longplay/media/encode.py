@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import logging
 import queue
 import tempfile
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -19,6 +21,8 @@ import numpy as np
 from longplay.media.audio import FloatFrames, decode
 from longplay.media.limiter import GainStage
 from longplay.media.loudness import Samples, gain_to_db
+
+log = logging.getLogger(__name__)
 
 OutputFormatName = Literal["wav", "mp3", "ogg"]
 
@@ -77,6 +81,9 @@ OUTPUT_FORMATS: dict[OutputFormatName, OutputFormat] = {
 _LAYOUTS = {1: "mono", 2: "stereo"}
 QUEUED_BLOCKS = 4
 """How many blocks :class:`AudioEncoder` holds for its codec thread before ``write`` waits."""
+MP3_DELAY = 1105
+"""Frames an MP3 from LAME is late by when its packets are decoded one after another:
+the encoder's 576 and the decoder's 529 (the file's LAME tag tells players to skip them)."""
 
 
 @functools.cache
@@ -157,6 +164,7 @@ class AudioEncoder:
         self.layout = _LAYOUTS[channels]
         self._partial = path.with_name(path.name + ".part")
         self._rate = input_rate or sample_rate
+        self._gain_db, self._ceiling_db = gain_db, ceiling_db
         self._stage = GainStage(self._rate, gain_db=gain_db, ceiling_db=ceiling_db)
         self._frames = 0
         self._container: av.container.OutputContainer = av.open(
@@ -174,6 +182,11 @@ class AudioEncoder:
         self._queue: queue.Queue[av.AudioFrame | None] = queue.Queue(maxsize=QUEUED_BLOCKS)
         self._failure: BaseException | None = None
         self._dropping = False
+        self._packets = 0
+        self._playback_ended = False
+        self._tail: _Tail | None = None
+        self._last: list[av.Packet] = []
+        """The packets of the codec's flush, when a tail is to follow them."""
         self._codec = threading.Thread(target=self._run_codec, name="encode", daemon=True)
         self._codec.start()
 
@@ -186,13 +199,51 @@ class AudioEncoder:
         """Encode the next block."""
         self._encode(self._stage.process(samples))
 
+    def encode_tail(self, stop: int, blocks: Callable[[int], Iterable[Samples]]) -> int:
+        """Encode the end of an MP3 on a thread of its own, side by side with the
+        start, which :meth:`write` is then given only up to frame ``stop``; :meth:`close`
+        puts the end after the start in the file. LAME is a single thread, and for a
+        long file it is most of the time taken.
+
+        ``blocks(start)`` gives the end's audio from frame ``start`` on, where
+        ``start`` (returned) lies a little past ``stop``: the second codec starts
+        late by :data:`MP3_DELAY` frames, and the first pads its last packet out,
+        so the frames in between are left out and every later frame keeps its time.
+        They, and some frames around them, must be silence, for the two codecs to
+        meet there unheard: the file then decodes as if it had been encoded whole
+        (``tests/test_media.py``). Only for an MP3 written at its input's rate
+        without a ceiling (so that its gain stage holds no state).
+        """
+        stateless = self._ceiling_db is None
+        if self.format.name != "mp3" or self._rate != self.sample_rate or not stateless:
+            raise ValueError("only an MP3 at its input's rate, without a ceiling, has a tail")
+        codec = cast(av.AudioCodecContext, av.CodecContext.create(self.format.codec, "w"))
+        codec.sample_rate = self.sample_rate
+        codec.layout = self.layout
+        codec.format = "flt"
+        codec.time_base = Fraction(1, self.sample_rate)
+        codec.bit_rate = self._stream.bit_rate
+        codec.options = dict(self._stream.codec_context.options)
+        codec.open()
+        start = ((stop + MP3_DELAY) // codec.frame_size + 1) * codec.frame_size
+        stage = GainStage(self._rate, gain_db=self._gain_db)  # no ceiling: no state to share
+        self._tail = _Tail(codec, stage, blocks(start), self.layout, start)
+        return start
+
     def close(self) -> None:
-        """Flush the limiter and the codec, finish the file and give it its name."""
+        """Flush the limiter and the codec, put the tail after it if there is one,
+        finish the file and give it its name."""
         self._encode(self._stage.flush())
         self._stop_codec()
+        if self._tail is not None and self._failure is None:
+            try:
+                self._append(self._tail)
+            except BaseException as exc:
+                self._failure = exc
         if self._failure is not None:
             self.abort()
             raise self._failure
+        self._end_playback()
         self._container.close()
         self._partial.replace(self.path)
 
@@ -200,6 +251,9 @@ class AudioEncoder:
         """Stop and remove the unfinished file."""
         self._dropping = True
         self._stop_codec()
+        if self._tail is not None:
+            self._tail.stop()
+        self._end_playback()
         self._container.close()
         self._partial.unlink(missing_ok=True)
 
@@ -245,11 +299,13 @@ class AudioEncoder:
                 self._failure = exc
         if self._failure is None and not self._dropping:
             try:
-                self._write(self._stream.encode(None))
+                last = self._stream.encode(None)
+                if self._tail is None:
+                    self._write(last)
+                else:  # the tail decides how many of them are needed
+                    self._last = last
             except BaseException as exc:
                 self._failure = exc
-        if self.playback is not None:
-            self.playback.packets.put(b"")  # the end
 
     def _write(self, packets: list[av.Packet]) -> None:
         if self.playback is not None:
@@ -257,12 +313,92 @@ class AudioEncoder:
                 self.extradata = self._stream.codec_context.extradata or b""
             for packet in packets:
                 self.playback.packets.put(bytes(packet))
+        self._packets += len(packets)
         self._container.mux(packets)
+
+    def _append(self, tail: _Tail) -> None:
+        """Mux the start's last packets and the tail's after them, on the file's
+        timeline. Depending on the audio before it, LAME's flush now and then ends in
+        one packet more than the start's length needs; that packet holds only the
+        silence after the start, and is left out."""
+        packets = tail.packets()
+        past = self._packets + len(self._last) - tail.start // tail.frame_size
+        self._write(self._last[: len(self._last) - min(max(0, past), len(self._last))])
+        offset = self._packets * tail.frame_size
+        if offset != tail.start:
+            log.warning("an MP3's end is %d frames off its time", offset - tail.start)
+        for packet in packets:
+            assert packet.pts is not None
+            packet.pts += offset
+            packet.dts = packet.pts
+            packet.stream = self._stream
+        self._write(packets)
+
+    def _end_playback(self) -> None:
+        if self.playback is not None and not self._playback_ended:
+            self._playback_ended = True
+            self.playback.packets.put(b"")  # the end
 
     def _stop_codec(self) -> None:
         if self._codec.is_alive():
             self._queue.put(None)
             self._codec.join()
+
+
+class _Tail:
+    """The end of an MP3, encoded on a thread of its own (:meth:`AudioEncoder.encode_tail`)."""
+
+    def __init__(
+        self,
+        codec: av.AudioCodecContext,
+        stage: GainStage,
+        blocks: Iterable[Samples],
+        layout: str,
+        start: int,
+    ) -> None:
+        self.frame_size = codec.frame_size
+        self.start = start
+        """The frame of the whole its first block is."""
+        self._codec = codec
+        self._stage = stage
+        self._layout = layout
+        self._packets: list[av.Packet] = []
+        self._failure: BaseException | None = None
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=self._run, args=(blocks,), name="encode-tail", daemon=True
+        )
+        self._thread.start()
+
+    def packets(self) -> list[av.Packet]:
+        """Every packet of the tail, once it is all encoded; its error, if it had one."""
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+        return self._packets
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._thread.join()
+
+    def _run(self, blocks: Iterable[Samples]) -> None:
+        frames = 0
+        try:
+            for samples in blocks:
+                if self._stopping:
+                    return
+                packed = np.ascontiguousarray(self._stage.process(samples), dtype=np.float32)
+                frame = av.AudioFrame.from_ndarray(
+                    packed.reshape(1, -1), format="flt", layout=self._layout
+                )
+                frame.sample_rate = self._codec.sample_rate
+                frame.time_base = self._codec.time_base
+                frame.pts = frames
+                frames += len(samples)
+                self._packets.extend(self._codec.encode(frame))
+            self._packets.extend(self._codec.encode(None))
+        except BaseException as exc:  # given to the caller by packets()
+            self._failure = exc
 
 
 class Playback:

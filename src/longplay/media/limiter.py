@@ -4,6 +4,8 @@ planned in advance for audio whose peaks are known (:class:`PlannedLimiter`)."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from longplay.media.loudness import Oversampler, Samples, db_to_gain
@@ -117,6 +119,13 @@ class PlannedLimiter:
         last: within a block it goes linearly from one boundary to the next."""
         self._clip = ceiling
         self._position = 0
+
+    def at(self, position: int) -> PlannedLimiter:
+        """The same limiter, for the audio from frame ``position`` on: a part of the
+        audio can go through it apart from the rest, on another thread."""
+        part = copy.copy(self)
+        part._position = position
+        return part
 
     def process(self, samples: Samples) -> Samples:
         """The next ``(frames, channels)`` block with its gain, clipped to the ceiling."""

@@ -185,6 +185,8 @@ class KWeighting:
         """The weighted energy of each frame of the next block, as float64."""
         if samples.shape[1] != self.channels:
             raise ValueError(f"expected {self.channels} channels, got {samples.shape[1]}")
+        if not len(samples):  # scipy's lfilter gives back a zeroed state for no input
+            return np.zeros(0)
         weighted = samples.astype(np.float64)
         for i, (b, a) in enumerate(self._filters):
             weighted, self._states[i] = signal.lfilter(b, a, weighted, axis=0, zi=self._states[i])

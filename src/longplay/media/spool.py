@@ -28,14 +28,24 @@ class Spool:
         """Append a ``(frames, channels)`` block."""
         self._writer.write(np.ascontiguousarray(samples, dtype=np.float32).tobytes())
 
-    def read(self, block_frames: int) -> Iterator[Samples]:
-        """Everything written, in ``(frames, channels)`` blocks of ``block_frames``."""
+    def read(
+        self, block_frames: int, *, start: int = 0, stop: int | None = None
+    ) -> Iterator[Samples]:
+        """What was written from frame ``start`` up to ``stop`` (default: all of it),
+        in ``(frames, channels)`` blocks of ``block_frames``. Two reads may go on at
+        once, from two threads."""
         self._writer.close()
+        frame_bytes = 4 * self.channels
         with self.path.open("rb") as reader:
-            while True:
-                block = np.fromfile(reader, np.float32, count=block_frames * self.channels)
+            reader.seek(start * frame_bytes)
+            left = None if stop is None else max(0, stop - start)
+            while left is None or left > 0:
+                count = block_frames if left is None else min(block_frames, left)
+                block = np.fromfile(reader, np.float32, count=count * self.channels)
                 if not len(block):
                     return
+                if left is not None:
+                    left -= len(block) // self.channels
                 yield block.reshape(-1, self.channels)
 
     def __enter__(self) -> Spool:
