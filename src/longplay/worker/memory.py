@@ -14,8 +14,9 @@ before), every mid-sized temporary of a model became fresh pages for the kernel 
 fault in and zero, and the heap's top was given back and taken again over and over:
 a Whisper transcription took 55 % longer, with 2.2 million page faults against 0.25
 million, and ``bench/speech.py`` had the transcribe job 43 % over Whisper alone. At
-4 MiB and 32 MiB it runs as fast as with glibc's defaults, and the pool process's peak
-is 20-45 MiB lower than with those defaults and ``malloc_trim`` alone.
+4 MiB and 32 MiB it runs as fast as with glibc's defaults, and the pool process in
+that bench peaked at 953-968 MiB, against 1016-1024 with the defaults and
+``malloc_trim`` alone.
 """
 
 from __future__ import annotations
