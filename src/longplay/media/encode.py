@@ -199,6 +199,13 @@ class AudioEncoder:
         """Encode the next block."""
         self._encode(self._stage.process(samples))
 
+    @property
+    def can_encode_tail(self) -> bool:
+        """Whether :meth:`encode_tail` can be used: an MP3 written at its input's rate,
+        without a ceiling (whose limiter holds a state the two parts cannot share)."""
+        same_rate = self._rate == self.sample_rate
+        return self.format.name == "mp3" and same_rate and self._ceiling_db is None
+
     def encode_tail(self, stop: int, blocks: Callable[[int], Iterable[Samples]]) -> int:
         """Encode the end of an MP3 on a thread of its own, side by side with the
         start, which :meth:`write` is then given only up to frame ``stop``; :meth:`close`
@@ -211,11 +218,9 @@ class AudioEncoder:
         so the frames in between are left out and every later frame keeps its time.
         They, and some frames around them, must be silence, for the two codecs to
         meet there unheard: the file then decodes as if it had been encoded whole
-        (``tests/test_media.py``). Only for an MP3 written at its input's rate
-        without a ceiling (so that its gain stage holds no state).
+        (``tests/test_media.py``). Only where :attr:`can_encode_tail`.
         """
-        stateless = self._ceiling_db is None
-        if self.format.name != "mp3" or self._rate != self.sample_rate or not stateless:
+        if not self.can_encode_tail:
             raise ValueError("only an MP3 at its input's rate, without a ceiling, has a tail")
         codec = cast(av.AudioCodecContext, av.CodecContext.create(self.format.codec, "w"))
         codec.sample_rate = self.sample_rate
@@ -276,11 +281,7 @@ class AudioEncoder:
             raise self._failure
         if not len(samples):
             return
-        packed = np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(packed, format="flt", layout=self.layout)
-        frame.sample_rate = self._rate
-        frame.time_base = Fraction(1, self._rate)
-        frame.pts = self._frames
+        frame = _frame(samples, self.layout, self._rate, self._frames)
         self._frames += len(samples)
         self._queue.put(frame)
 
@@ -345,6 +346,17 @@ class AudioEncoder:
             self._codec.join()
 
 
+def _frame(samples: Samples, layout: str, rate: int, pts: int) -> av.AudioFrame:
+    """``(frames, channels)`` float samples as a packed frame that starts ``pts``
+    frames in."""
+    packed = np.ascontiguousarray(samples, dtype=np.float32).reshape(1, -1)
+    frame = av.AudioFrame.from_ndarray(packed, format="flt", layout=layout)
+    frame.sample_rate = rate
+    frame.time_base = Fraction(1, rate)
+    frame.pts = pts
+    return frame
+
+
 class _Tail:
     """The end of an MP3, encoded on a thread of its own (:meth:`AudioEncoder.encode_tail`)."""
 
@@ -387,13 +399,9 @@ class _Tail:
             for samples in blocks:
                 if self._stopping:
                     return
-                packed = np.ascontiguousarray(self._stage.process(samples), dtype=np.float32)
-                frame = av.AudioFrame.from_ndarray(
-                    packed.reshape(1, -1), format="flt", layout=self._layout
+                frame = _frame(
+                    self._stage.process(samples), self._layout, self._codec.sample_rate, frames
                 )
-                frame.sample_rate = self._codec.sample_rate
-                frame.time_base = self._codec.time_base
-                frame.pts = frames
                 frames += len(samples)
                 self._packets.extend(self._codec.encode(frame))
             self._packets.extend(self._codec.encode(None))

@@ -145,7 +145,7 @@ class EpisodeWriter:
         heard = LoudnessMeter(rate, 1, true_peak=False)  # the limiter saw to the peaks
         done = 0
         with encoder:
-            stop = self._split_at() if format == "mp3" and rate == self.sample_rate else None
+            stop = self._split_at() if encoder.can_encode_tail else None
             if stop is not None:  # the second half side by side, on a codec of its own
                 encoder.encode_tail(
                     stop,
