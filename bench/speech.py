@@ -38,7 +38,8 @@ from dispatch import BenchError, Deployment, step
 
 from longplay.store.models import FINISHED
 
-AIM_OVERHEAD = 0.10
+AIM_OVERHEAD = {"synthesize": 0.10, "transcribe": 0.05}
+"""The capacity issue's aims: what each job may cost over its model called directly."""
 AIM_TRANSCRIBE_RTF = 8.0
 AIM_POOL_MEMORY = 1 << 30
 """Bytes a worker pool process may hold with every engine loaded."""
@@ -245,8 +246,8 @@ def report(rows: dict[str, tuple[Timing, Timing]], threads: int, pool: Memory) -
     print()
     for name, (direct, job) in rows.items():
         overhead = job.seconds / direct.seconds - 1
-        verdict = "met" if overhead < AIM_OVERHEAD else "NOT met"
-        print(f"aim {name}: overhead under {AIM_OVERHEAD:.0%}: {verdict} ({overhead:.1%})")
+        verdict = "met" if overhead < AIM_OVERHEAD[name] else "NOT met"
+        print(f"aim {name}: overhead under {AIM_OVERHEAD[name]:.0%}: {verdict} ({overhead:.1%})")
     _, transcribe_job = rows["transcribe"]
     verdict = "met" if transcribe_job.rtf > AIM_TRANSCRIBE_RTF else "NOT met"
     print(f"aim transcribe: faster than {AIM_TRANSCRIBE_RTF:g}x real time as a job: "

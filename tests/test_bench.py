@@ -60,13 +60,13 @@ def test_speech_bench_runs_and_reports_ratios(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
     out = run.stdout
-    for kind in ("synthesize", "transcribe"):
+    for kind, aim in (("synthesize", 10), ("transcribe", 5)):
         row = rf"^{kind}\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+({NUMBER})\s+-?\d"
         match = re.search(row, out, re.MULTILINE)
         assert match is not None, f"no row for {kind} in:\n{out}"
         audio, direct_s, _, job_s, _ = map(float, match.groups())
         assert audio > 3 and direct_s > 0 and job_s > 0
-        assert re.search(rf"^aim {kind}: overhead under 10%: (met|NOT met)", out, re.M), out
+        assert re.search(rf"^aim {kind}: overhead under {aim}%: (met|NOT met)", out, re.M), out
     speed = r"^aim transcribe: faster than 8x real time as a job: (met|NOT met)"
     assert re.search(speed, out, re.MULTILINE), out
     # onnxruntime (under piper) leaves a session file in the temporary folder by design.

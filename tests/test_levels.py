@@ -4,6 +4,7 @@ encoder would otherwise run again; :class:`Spool` keeps the audio between the pa
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from test_media import speechy_noise, tone
 
 from longplay.media import GainStage, Levels, LevelTrace, LoudnessMeter, Spool
-from longplay.media.loudness import Loudness
+from longplay.media.loudness import KWeighting, Loudness
 from longplay.media.mastering import MAX_BOOST_DB, gain_for_levels
 
 Audio = npt.NDArray[np.float32]
@@ -71,6 +72,19 @@ def test_a_trace_does_not_depend_on_how_the_audio_is_split() -> None:
         np.testing.assert_array_equal(split.cuts, whole.cuts)
         np.testing.assert_allclose(split.cut_energy, whole.cut_energy, rtol=1e-9, atol=1e-12)
         np.testing.assert_array_equal(split.block_peaks, whole.block_peaks)
+
+
+def test_a_trace_gives_each_blocks_weighted_energy_and_ends_its_thread() -> None:
+    """What ``add`` returns is what the K-weighting filter makes of the stream, block by
+    block; the thread that measures the peaks ends with ``finish``."""
+    samples = peaky(2.0, 22_050, 2)
+    tracer = LevelTrace(22_050, 2)
+    energy = np.concatenate([tracer.add(part) for part in in_blocks(samples, 3001)])
+    tracer.finish()
+
+    expected = KWeighting(22_050, 2).energy(samples)
+    np.testing.assert_allclose(energy, expected, rtol=1e-9, atol=1e-15)
+    assert not [t for t in threading.enumerate() if t.name.startswith("level-trace")]
 
 
 @CASES

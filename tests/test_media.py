@@ -21,12 +21,14 @@ from longplay.framework import InputFile, InvalidInput, JobCancelled, StepContex
 from longplay.kinds.convert import ConvertParams
 from longplay.media import (
     AudioEncoder,
+    LevelTrace,
     LoudnessMeter,
     PeakLimiter,
     Spool,
     UndecodableAudio,
     decode,
     gain_to_db,
+    halves,
     probe,
 )
 from longplay.media.loudness import Oversampler
@@ -563,6 +565,69 @@ def test_a_tail_is_refused_where_the_parts_could_not_meet_and_its_failure_is_giv
         encoder.write(tone(1.0, 22_050))
 
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_long_mp3_splits_in_the_pause_nearest_its_middle_that_has_room() -> None:
+    rate = 22_050
+    minute = 60 * rate
+    sentence = round(0.3 * rate)  # synthesize's pause after a sentence: room enough
+    tight = round(0.2 * rate)  # too short for the second codec's late start
+
+    assert halves.split_point([(minute // 2, minute // 2 + sentence)], minute - 1, rate) is None
+    assert halves.split_point([(1000, 1000 + tight)], 2 * minute, rate) is None
+    margin = round(halves.SPLIT_MARGIN_S * rate)
+    pauses = [(10_000, 10_000 + sentence), (minute - 50_000, minute - 50_000 + sentence)]
+    assert halves.split_point(pauses, 2 * minute, rate) == minute - 50_000 + margin
+    # Never in the pause that ends the audio: there is no second half after it.
+    ends = [(10_000, 10_000 + sentence), (2 * minute - sentence, 2 * minute)]
+    assert halves.split_point(ends, 2 * minute, rate) == 10_000 + margin
+
+
+def test_mastering_in_two_halves_that_meet_in_a_sentence_pause_is_as_if_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``encode_limited`` through the planned limiter, the halves meeting in a pause as
+    short as synthesize's 0.3 s between sentences: the file decodes to the samples of
+    the whole, and the shares it yields rise to 1."""
+    rate = 22_050
+    parts: list[Audio] = []
+    pauses: list[tuple[int, int]] = []
+    frames = 0
+    for n, seconds in enumerate((2.1, 3.2, 2.6, 3.0, 2.4, 2.9)):
+        burst = speechy_noise(seconds, rate, channels=1, level=0.05 + 0.05 * n)
+        parts += [burst, np.zeros((round(0.3 * rate), 1), np.float32)]
+        frames += len(burst) + len(parts[-1])
+        pauses.append((frames - len(parts[-1]), frames))
+    audio = np.concatenate(parts)
+    tracer = LevelTrace(rate, 1)
+    for block in blocks_of(audio):
+        tracer.add(block)
+    levels = tracer.finish()
+
+    def master(name: str, split_above_s: float) -> list[float]:
+        monkeypatch.setattr(halves, "SPLIT_ABOVE_S", split_above_s)
+        limiter = levels.limiter(6.0, -1.5)
+        assert limiter.limited_db < -1.0  # the loudest bursts meet the ceiling
+        with (
+            Spool(tmp_path / f"{name}.f32", channels=1) as spool,
+            AudioEncoder(tmp_path / name, format="mp3", sample_rate=rate, channels=1) as out,
+        ):
+            spool.write(audio)
+            return list(
+                halves.encode_limited(
+                    out, spool, limiter, frames=frames, sample_rate=rate, pauses=pauses
+                )
+            )
+
+    split_shares = master("split.mp3", 5.0)
+    whole_shares = master("whole.mp3", 3600.0)
+
+    assert len(split_shares) < len(whole_shares)  # the second half went side by side
+    for shares in (split_shares, whole_shares):
+        assert shares == sorted(shares) and shares[-1] == pytest.approx(1.0)
+    whole, split = decode_all(tmp_path / "whole.mp3"), decode_all(tmp_path / "split.mp3")
+    np.testing.assert_allclose(split, whole, atol=1e-3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["split.mp3", "whole.mp3"]
 
 
 def test_a_spool_reads_back_any_stretch(tmp_path: Path) -> None:

@@ -43,8 +43,7 @@ from longplay.framework import InvalidParams, get_kind
 from longplay.framework.library import Passage
 from longplay.kinds import load as load_kinds
 from longplay.kinds.podcast import PodcastParams, retrieve_content
-from longplay.media import AudioEncoder, LoudnessMeter, decode
-from longplay.media import episode as episode_module
+from longplay.media import AudioEncoder, LoudnessMeter, decode, halves
 from longplay.media.episode import Episode, EpisodeCheckFailed, EpisodeWriter, check_episode
 from longplay.settings import Settings, get_settings
 from longplay.text.script import Script, ungrounded_words
@@ -300,8 +299,8 @@ def test_a_long_episode_is_encoded_in_two_halves_and_sounds_as_if_encoded_whole(
             return writer.finish("mp3", -16.0, progress=lambda *_, **__: None)
 
     split = write("split")
-    assert len(tails) == 1 and split.duration > episode_module.SPLIT_ABOVE_S
-    monkeypatch.setattr(episode_module, "SPLIT_ABOVE_S", 3600.0)
+    assert len(tails) == 1 and split.duration > halves.SPLIT_ABOVE_S
+    monkeypatch.setattr(halves, "SPLIT_ABOVE_S", 3600.0)
     whole = write("whole")
 
     assert len(tails) == 1
@@ -309,6 +308,30 @@ def test_a_long_episode_is_encoded_in_two_halves_and_sounds_as_if_encoded_whole(
     assert split.turns == whole.turns
     assert check_episode(split, speakers_asked=2) == check_episode(whole, speakers_asked=2)
     np.testing.assert_allclose(decoded(split.path), decoded(whole.path), atol=1e-3)
+
+
+def test_each_turn_is_as_loud_as_it_measures_alone(tmp_path: Path) -> None:
+    """A turn's loudness comes from the episode's own filter, not a second one: the
+    pause before it lets that filter settle, so it reads what a fresh meter reads."""
+    rate = 22_050
+    rng = np.random.default_rng(3)
+    turns = [
+        (level * rng.standard_normal(round(seconds * rate))).astype(np.float32)
+        for level, seconds in ((0.2, 2.3), (0.02, 1.7), (0.1, 0.3), (0.05, 3.1))
+    ]
+    with EpisodeWriter(tmp_path, "levels", rate) as writer:
+        placed = [writer.add(f"S{n}", samples) for n, samples in enumerate(turns)]
+        writer.finish("wav", -16.0, progress=lambda *_, **__: None)
+
+    for turn, samples in zip(placed, turns, strict=True):
+        meter = LoudnessMeter(rate, 1, true_peak=False)
+        meter.add(samples[:, None])
+        alone = meter.result().integrated
+        if np.isinf(alone):  # the 0.3 s turn is shorter than a gating block
+            assert turn.loudness == alone
+        else:
+            assert turn.loudness == pytest.approx(alone, abs=1e-6)
+    assert len({round(t.loudness, 1) for t in placed if np.isfinite(t.loudness)}) == 3
 
 
 def decoded(path: Path) -> Any:

@@ -22,7 +22,7 @@ from longplay.engines.speech import PARAGRAPH_PAUSE_FACTOR, SpeechOptions, synth
 from longplay.framework import InvalidInput, InvalidParams, JobCancelled, get_kind
 from longplay.kinds.convert import ConvertParams
 from longplay.kinds.synthesize import SynthesizeParams
-from longplay.media import LoudnessMeter, decode, probe
+from longplay.media import AudioEncoder, LoudnessMeter, decode, halves, probe
 from longplay.text.documents import markdown_to_text
 from longplay.text.sentences import Sentence, speakable_sentences
 
@@ -235,6 +235,39 @@ def test_pauses_follow_sentences_and_paragraphs(tmp_path: Path) -> None:
     )
     gained = probe(long).duration - probe(short).duration
     assert gained == pytest.approx(0.4 * (2 + PARAGRAPH_PAUSE_FACTOR), abs=0.5)
+
+
+def test_a_long_mp3_is_encoded_in_two_halves_meeting_in_a_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Speech over a minute (here over 3 s) as MP3 has its second half encoded side by
+    side with the first (``longplay.media.halves``), from a pause between sentences:
+    the pauses, the length and the loudness are what the whole would have."""
+    monkeypatch.setattr(halves, "SPLIT_ABOVE_S", 3.0)
+    stops: list[int] = []
+    encode_tail = AudioEncoder.encode_tail
+
+    def noting_tail(encoder: AudioEncoder, stop: int, blocks: Any) -> int:
+        stops.append(stop)
+        return encode_tail(encoder, stop, blocks)
+
+    monkeypatch.setattr(AudioEncoder, "encode_tail", noting_tail)
+    shares: list[float] = []
+    speech = synthesize_speech(
+        TEXT, tmp_path, SpeechOptions(), progress=lambda done, total, **_: shares.append(done)
+    )
+
+    [stop] = stops
+    samples, rate = samples_of(speech.path)
+    assert np.abs(samples[stop - rate // 20 : stop + rate // 20]).max() < 1e-3  # in a pause
+    assert silent_stretches(speech.path) == pytest.approx(
+        [0.3, 0.3 * PARAGRAPH_PAUSE_FACTOR, 0.3], abs=0.05
+    )
+    assert len(samples) / rate == pytest.approx(speech.duration, abs=0.01)
+    assert probe(speech.path).duration == pytest.approx(speech.duration, abs=0.05)
+    assert loudness(speech.path) == pytest.approx(-16.0, abs=0.5)
+    assert shares == sorted(shares) and shares[-1] == pytest.approx(1.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["speech.mp3"]
 
 
 def test_a_markdown_file_is_read_as_prose(tmp_path: Path) -> None:

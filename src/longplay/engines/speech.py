@@ -38,6 +38,7 @@ from longplay.media import (
     Spool,
     codec_gain_db,
 )
+from longplay.media.halves import Pause, encode_limited
 from longplay.media.loudness import finite_or_none
 from longplay.media.mastering import gain_for_levels
 from longplay.settings import get_settings
@@ -128,8 +129,8 @@ def synthesize_speech(
     synthesizer = get_synthesizer(on_fallback=on_fallback)
     path = folder / f"{stem}.{options.format}"
     with Spool(folder / f".{stem}.voiced.f32", channels=1) as voiced:
-        levels = _voice(synthesizer, sentences, voiced, options, progress)
-        loudness = _master(voiced, levels, path, options, progress)
+        levels, pauses = _voice(synthesizer, sentences, voiced, options, progress)
+        loudness = _master(voiced, levels, pauses, path, options, progress)
     return SpeechFile(
         path=path,
         media_type=OUTPUT_FORMATS[options.format].media_type,
@@ -145,8 +146,9 @@ def _voice(
     voiced: Spool,
     options: SpeechOptions,
     progress: Progress,
-) -> Levels:
-    """Voice every sentence into ``voiced``, mono; returns the levels of the speech.
+) -> tuple[Levels, list[Pause]]:
+    """Voice every sentence into ``voiced``, mono; returns the levels of the speech and
+    where its pauses are.
 
     The engine then rests, done or not: memory it keeps between sentences goes back
     before the next job, of whatever kind, runs in this process."""
@@ -163,13 +165,14 @@ def _voice_each(
     voiced: Spool,
     options: SpeechOptions,
     progress: Progress,
-) -> Levels:
+) -> tuple[Levels, list[Pause]]:
     speeches = _spoken(synthesizer, sentences, options)
     first = next(speeches)  # its rate is the file's
     rate = first.sample_rate
     trace = LevelTrace(rate, 1)
     chars_total = sum(len(s.text) for s in sentences)
     chars = frames = 0
+    pauses: list[Pause] = []
     spoken = zip(sentences, itertools.chain([first], speeches), strict=True)
     for index, (sentence, speech) in enumerate(spoken):
         pause = np.zeros(round(_pause_after(sentences, index, options) * rate), np.float32)
@@ -178,6 +181,7 @@ def _voice_each(
         trace.add(samples)
         chars += len(sentence.text)
         frames += len(samples)
+        pauses.append((frames - len(pause), frames))
         progress(
             VOICE_SHARE * chars / chars_total,
             1.0,
@@ -187,7 +191,7 @@ def _voice_each(
             chars_total=chars_total,
             seconds=round(frames / rate, 1),
         )
-    return trace.finish()
+    return trace.finish(), pauses
 
 
 def _spoken(
@@ -214,10 +218,17 @@ def _at_rate(speech: Speech, rate: int) -> Samples:
 
 
 def _master(
-    voiced: Spool, levels: Levels, path: Path, options: SpeechOptions, progress: Progress
+    voiced: Spool,
+    levels: Levels,
+    pauses: Sequence[Pause],
+    path: Path,
+    options: SpeechOptions,
+    progress: Progress,
 ) -> dict[str, Any]:
     """Encode the voiced speech at the gain that brings it to the target, through the
-    limiter; returns what was measured, chosen and predicted.
+    limiter, a long MP3 in two halves that meet in a pause
+    (:func:`~longplay.media.halves.encode_limited`); returns what was measured, chosen
+    and predicted.
 
     The aim is the target minus the codec's own gain (see
     :func:`~longplay.media.codec_gain_db`). The limiter runs at the voice's rate; an
@@ -236,17 +247,20 @@ def _master(
         input_rate=levels.sample_rate,
         speech=True,
     )
-    frames = 0
     with encoder:
-        for samples in voiced.read(levels.sample_rate):
-            encoder.write(limiter.process(samples))
-            frames += len(samples)
-            seconds = frames / levels.sample_rate
+        for done in encode_limited(
+            encoder,
+            voiced,
+            limiter,
+            frames=levels.frames,
+            sample_rate=levels.sample_rate,
+            pauses=pauses,
+        ):
             progress(
-                VOICE_SHARE + (1.0 - VOICE_SHARE) * (seconds / duration if duration else 1.0),
+                VOICE_SHARE + (1.0 - VOICE_SHARE) * done,
                 1.0,
                 mastering=True,
-                seconds=round(seconds, 1),
+                seconds=round(done * duration, 1),
                 gain_db=search.gain,
             )
     return {

@@ -5,12 +5,9 @@ rate) and puts them, with a pause after each, in a :class:`~longplay.media.Spool
 through a :class:`~longplay.media.LevelTrace`, noting where each turn starts and ends and how loud
 it is. :meth:`EpisodeWriter.finish` masters the whole to the target loudness through
 the limiter (:func:`~longplay.media.mastering.gain_for_levels`, as ``synthesize``
-does) into the encoder, and measures what the encoder writes as it writes it (a
-:class:`~longplay.media.encode.Playback`: on this core, while the codec works on
-another). An MP3 episode of more than a minute has its second half encoded by a
-second codec side by side with the first, the two meeting in the pause nearest the
-middle (:meth:`~longplay.media.encode.AudioEncoder.encode_tail`): LAME is most of the
-time a long episode takes to master, and it is a single thread.
+does) into the encoder, a long MP3 in two halves side by side
+(:mod:`~longplay.media.halves`), and measures what the encoder writes as it writes it
+(a :class:`~longplay.media.encode.Playback`: on this core, while the codecs work).
 
 :func:`check_episode` then says which check failed, if one did: of that measure, and of
 the file's own header; :func:`tag_chapters` writes ID3 chapter frames.
@@ -30,12 +27,12 @@ import numpy as np
 from longplay.framework import PermanentError, Progress
 from longplay.media.audio import probe
 from longplay.media.encode import (
-    MP3_DELAY,
     OUTPUT_FORMATS,
     AudioEncoder,
     OutputFormatName,
     codec_gain_db,
 )
+from longplay.media.halves import Pause, encode_limited
 from longplay.media.levels import LevelTrace
 from longplay.media.loudness import Loudness, LoudnessMeter, Samples, finite_or_none
 from longplay.media.mastering import gain_for_levels
@@ -49,10 +46,6 @@ SILENT_LUFS = -60.0
 DURATION_SLACK_S = 0.25
 """How far the episode, as decoded and as its file's header states, may differ from the
 voiced turns (codec delay and padding)."""
-SPLIT_ABOVE_S = 60.0
-"""An MP3 episode longer than this is encoded in two halves side by side."""
-SPLIT_MARGIN_S = 0.1
-"""Silence kept on each side of where the two halves' codecs meet."""
 
 
 @dataclass
@@ -99,19 +92,20 @@ class EpisodeWriter:
         self._spool = Spool(folder / f".{stem}.episode.f32", channels=1)
         self._trace = LevelTrace(sample_rate, 1)
         self._frames = 0
-        self._pauses: list[tuple[int, int]] = []
-        """Where each pause after a turn starts and ends, in frames."""
+        self._pauses: list[Pause] = []
+        """Where each pause after a turn starts and ends."""
         self.turns: list[Placed] = []
 
     def add(self, speaker: str, samples: Samples) -> Placed:
         """Append a turn (mono, at the episode's rate) and the pause after it."""
-        meter = LoudnessMeter(self.sample_rate, 1, true_peak=False)
-        meter.add(samples[:, None])
         pause = np.zeros(round(TURN_PAUSE_S * self.sample_rate), np.float32)
         block = np.concatenate([samples.astype(np.float32), pause])[:, None]
         start = self._frames / self.sample_rate
         self._spool.write(block)
-        self._trace.add(block)
+        # The turn's loudness from the trace's filter, which the pause before it has
+        # let settle to silence: no second K-weighting of the same audio.
+        meter = LoudnessMeter(self.sample_rate, 1, true_peak=False)
+        meter.add_energy(self._trace.add(block)[: len(samples)])
         self._pauses.append((self._frames + len(samples), self._frames + len(block)))
         self._frames += len(block)
         placed = Placed(
@@ -143,22 +137,17 @@ class EpisodeWriter:
         )
         assert encoder.playback is not None
         heard = LoudnessMeter(rate, 1, true_peak=False)  # the limiter saw to the peaks
-        done = 0
         with encoder:
-            stop = self._split_at() if encoder.can_encode_tail else None
-            if stop is not None:  # the second half side by side, on a codec of its own
-                encoder.encode_tail(
-                    stop,
-                    lambda start: map(
-                        limiter.at(start).process, self._spool.read(self.sample_rate, start=start)
-                    ),
-                )
-            first = max(stop or self._frames, 1)
-            for samples in self._spool.read(self.sample_rate, stop=stop):
-                encoder.write(limiter.process(samples))
+            for done in encode_limited(
+                encoder,
+                self._spool,
+                limiter,
+                frames=self._frames,
+                sample_rate=self.sample_rate,
+                pauses=self._pauses,
+            ):
                 heard.add(encoder.playback.take())
-                done += len(samples)  # the halves go at about the same pace
-                progress(done / first, 1.0, seconds=round(done / first * duration, 1))
+                progress(done, 1.0, seconds=round(done * duration, 1))
         heard.add(encoder.playback.take(wait=True))
         return Episode(
             path=path,
@@ -174,22 +163,6 @@ class EpisodeWriter:
                 "target_lufs": loudness,
             },
         )
-
-    def _split_at(self) -> int | None:
-        """Where the first half of a long episode ends: in the pause nearest its middle
-        that leaves room for the second half's codec to start late (see
-        :meth:`AudioEncoder.encode_tail`) with silence on both sides. ``None``: a short
-        episode, or no such pause."""
-        if self._frames < SPLIT_ABOVE_S * self.sample_rate:
-            return None
-        margin = round(SPLIT_MARGIN_S * self.sample_rate)
-        late = MP3_DELAY + 1152  # the most the second half starts after the first ends
-        room = [
-            start + margin for start, end in self._pauses[:-1] if end - start >= 2 * margin + late
-        ]
-        if not room:
-            return None
-        return min(room, key=lambda stop: abs(stop - self._frames // 2))
 
     def __enter__(self) -> EpisodeWriter:
         return self

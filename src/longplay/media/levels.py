@@ -10,6 +10,11 @@ milliseconds what the audio will measure after any gain through the limiter, so 
 search for the gain that reaches a target makes no pass over the audio, and
 :meth:`Levels.limiter` applies that limiter without measuring the peaks again.
 
+A trace measures the peaks on a thread of its own, side by side with the energy and
+with whatever its caller does between blocks (voicing the next sentence, reading the next
+turn): oversampling is most of its work, and numpy and scipy let go of the interpreter
+while they filter.
+
 The prediction applies the limiter's gain after the K-weighting filter instead of
 before it, and takes the energy within a few milliseconds to be even. The gain moves
 over milliseconds and the filter's memory is about as short, so over the 400 ms gating
@@ -19,6 +24,7 @@ blocks the two orders measure within a few hundredths of a LU
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +61,11 @@ class Levels:
     hop_bounds: Frames
     """Where each whole hop starts, and where the last one ends."""
 
+    @property
+    def frames(self) -> int:
+        """How many frames the trace followed."""
+        return int(self.cuts[-1])
+
     def limiter(self, gain_db: float, ceiling_db: float) -> PlannedLimiter:
         """The gain and the limiter that keeps this audio's true peak under
         ``ceiling_db``, ready to apply to the same audio in a second pass."""
@@ -84,7 +95,8 @@ class Levels:
 
 class LevelTrace:
     """Measures ``(frames, channels)`` blocks as they come for :class:`Levels`: call
-    :meth:`finish` once, after the last."""
+    :meth:`finish` once, after the last. A trace left unfinished (the work failed)
+    lets its thread go when it is collected."""
 
     def __init__(self, sample_rate: int, channels: int) -> None:
         self.sample_rate = sample_rate
@@ -100,9 +112,17 @@ class LevelTrace:
         """Oversampled peaks of the frames after the last whole block."""
         self._peaks: list[Samples] = []
         self._sample_peak = 0.0
+        self._peaker = ThreadPoolExecutor(1, thread_name_prefix="level-trace")
+        self._peaking: Future[None] | None = None
+        """The peaks of the last block added, being measured."""
 
-    def add(self, samples: Samples) -> None:
-        """Measure the next block."""
+    def add(self, samples: Samples) -> Samples:
+        """Measure the next block; returns the K-weighted energy of each of its frames.
+
+        The block's peaks are still being measured when this returns: it must not
+        change until the next call or :meth:`finish`."""
+        self._wait_for_peaks()
+        self._peaking = self._peaker.submit(self._add_peaks, samples)
         energy = self._weighting.energy(samples)
         start, end = self._frames, self._frames + len(energy)
         cuts = self._cuts_after(start, end)
@@ -111,12 +131,15 @@ class LevelTrace:
         self._energy_before.append(before[cuts - start - 1])
         if len(energy):
             self._energy = float(before[-1])
-            self._sample_peak = max(self._sample_peak, float(np.abs(samples).max()))
         self._frames = end
-        self._add_envelope(self._oversampler.push(samples), final=False)
+        return energy
 
     def finish(self) -> Levels:
         """What the trace learned about everything added."""
+        try:
+            self._wait_for_peaks()
+        finally:
+            self._peaker.shutdown()
         self._add_envelope(self._oversampler.flush(), final=True)
         cuts = np.concatenate(self._cuts)
         before = np.concatenate(self._energy_before)
@@ -133,6 +156,18 @@ class LevelTrace:
             duration=self._frames / self.sample_rate,
         )
         return Levels(loudness, self.sample_rate, peaks, cuts, np.diff(before), hop_bounds)
+
+    def _wait_for_peaks(self) -> None:
+        """Until the peaks of the last block are measured (raising what that raised)."""
+        if self._peaking is not None:
+            peaking, self._peaking = self._peaking, None
+            peaking.result()
+
+    def _add_peaks(self, samples: Samples) -> None:
+        """On the trace's thread: the sample peak, and the true peak of each block."""
+        if samples.size:
+            self._sample_peak = max(self._sample_peak, float(np.abs(samples).max()))
+        self._add_envelope(self._oversampler.push(samples), final=False)
 
     def _cuts_after(self, start: int, end: int) -> Frames:
         """The block and hop starts in frames ``(start, end]``, in order."""
