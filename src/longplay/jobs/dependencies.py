@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, exists, or_, select
+from sqlalchemy import ColumnElement, bindparam, exists, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from longplay.jobs import lifecycle
@@ -136,16 +136,20 @@ def _admit(job: Job) -> Callable[[], None]:
     return admit
 
 
+# Built once and run on the connection: it runs after every job's end, and building a
+# statement, or going through the ORM, costs more than running it.
+_DEPENDENTS_WAITING = (
+    select(JobDependency.job_id)
+    .join(Job, Job.id == JobDependency.job_id)
+    .where(JobDependency.after_id == bindparam("job_id"), Job.status == JobStatus.WAITING.value)
+    .order_by(JobDependency.job_id)
+)
+
+
 def dependents_waiting(session: Session, job_id: str) -> list[str]:
     """The waiting jobs that wait for ``job_id`` (indexed by ``after_id``)."""
-    return list(
-        session.scalars(
-            select(JobDependency.job_id)
-            .join(Job, Job.id == JobDependency.job_id)
-            .where(JobDependency.after_id == job_id, Job.status == JobStatus.WAITING.value)
-            .order_by(JobDependency.job_id)
-        )
-    )
+    found = session.connection().execute(_DEPENDENTS_WAITING, {"job_id": job_id})
+    return list(found.scalars())
 
 
 def tell(announcement: Announcement, *, open_unit: OpenUnit) -> None:
