@@ -135,6 +135,12 @@ def test_parse_timestamp() -> None:
     assert parse_timestamp("01:02:03,456") == pytest.approx(3723.456)
     assert parse_timestamp("01:02:03.456") == pytest.approx(3723.456)
     assert parse_timestamp("02:03.4") == pytest.approx(123.4)
+    # Exactly the float the time is written as (what a transcript's JSON holds).
+    assert [parse_timestamp(f"00:00:{t}") for t in ("02,780", "04.010", "09,540")] == [
+        2.78,
+        4.01,
+        9.54,
+    ]
     with pytest.raises(InvalidInput):
         parse_timestamp("1:2")
 

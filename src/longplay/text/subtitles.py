@@ -62,8 +62,10 @@ def parse_timestamp(value: str) -> float:
     if match is None:
         raise InvalidInput(f"not a subtitle timestamp: {value!r}")
     hours, minutes, secs, fraction = match.groups()
-    millis = int(fraction.ljust(3, "0"))
-    return int(hours or 0) * 3600 + int(minutes) * 60 + int(secs) + millis / 1000
+    whole = int(hours or 0) * 3600 + int(minutes) * 60 + int(secs)
+    # One division of whole milliseconds gives the float nearest the written time, as
+    # a transcript's JSON holds it: 2 + 780 / 1000 would be 2.7800000000000002.
+    return (whole * 1000 + int(fraction.ljust(3, "0"))) / 1000
 
 
 def format_srt(cues: Iterable[TimedText]) -> str:
