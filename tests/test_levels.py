@@ -77,14 +77,20 @@ def test_a_trace_does_not_depend_on_how_the_audio_is_split() -> None:
 def test_a_trace_gives_each_blocks_weighted_energy_and_ends_its_thread() -> None:
     """What ``add`` returns is what the K-weighting filter makes of the stream, block by
     block; the thread that measures the peaks ends with ``finish``."""
+
+    def trace_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("level-trace")}
+
     samples = peaky(2.0, 22_050, 2)
+    before = trace_threads()  # an earlier test's unfinished trace may still hold one
     tracer = LevelTrace(22_050, 2)
     energy = np.concatenate([tracer.add(part) for part in in_blocks(samples, 3001)])
+    assert trace_threads() - before
     tracer.finish()
 
     expected = KWeighting(22_050, 2).energy(samples)
     np.testing.assert_allclose(energy, expected, rtol=1e-9, atol=1e-15)
-    assert not [t for t in threading.enumerate() if t.name.startswith("level-trace")]
+    assert trace_threads() <= before
 
 
 @CASES
