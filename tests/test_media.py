@@ -498,6 +498,20 @@ def bursts_between_pauses(rate: int) -> tuple[Audio, list[int]]:
     return np.concatenate(parts), pauses
 
 
+def note_tail_stops(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """While the test runs, each MP3 encoded in two halves (``encode_tail``) adds the
+    frame where its first half ends to the list returned."""
+    stops: list[int] = []
+    encode_tail = AudioEncoder.encode_tail
+
+    def noting_tail(encoder: AudioEncoder, stop: int, blocks: Any) -> int:
+        stops.append(stop)
+        return encode_tail(encoder, stop, blocks)
+
+    monkeypatch.setattr(AudioEncoder, "encode_tail", noting_tail)
+    return stops
+
+
 def blocks_of(audio: Audio, frames: int = 20_000) -> list[Audio]:
     return [audio[i : i + frames] for i in range(0, len(audio), frames)]
 

@@ -33,6 +33,7 @@ from fastapi import FastAPI
 from mutagen.id3 import ID3
 from openai_stub_server import StubServer, create_app
 from step_context import RecordingContext
+from test_media import note_tail_stops
 
 from longplay.engines.llm import get_language_model
 from longplay.engines.scripts import _parse_question
@@ -43,7 +44,7 @@ from longplay.framework import InvalidParams, get_kind
 from longplay.framework.library import Passage
 from longplay.kinds import load as load_kinds
 from longplay.kinds.podcast import PodcastParams, retrieve_content
-from longplay.media import AudioEncoder, LoudnessMeter, decode, halves
+from longplay.media import LoudnessMeter, decode, halves
 from longplay.media.episode import Episode, EpisodeCheckFailed, EpisodeWriter, check_episode
 from longplay.settings import Settings, get_settings
 from longplay.text.script import Script, ungrounded_words
@@ -283,14 +284,7 @@ def test_a_long_episode_is_encoded_in_two_halves_and_sounds_as_if_encoded_whole(
          * rng.uniform(0.5, 1.0, round(s * rate))).astype(np.float32)
         for s, f in zip(rng.uniform(2.0, 5.0, 24), rng.uniform(120.0, 400.0, 24), strict=True)
     ]  # fmt: skip
-    tails: list[int] = []
-    encode_tail = AudioEncoder.encode_tail
-
-    def noting_tail(encoder: AudioEncoder, stop: int, blocks: Any) -> int:
-        tails.append(stop)
-        return encode_tail(encoder, stop, blocks)
-
-    monkeypatch.setattr(AudioEncoder, "encode_tail", noting_tail)
+    tails = note_tail_stops(monkeypatch)
 
     def write(stem: str) -> Episode:
         with EpisodeWriter(tmp_path, stem, rate) as writer:

@@ -17,12 +17,13 @@ import pyloudnorm
 import pytest
 from conftest import Stack, wait_for_status
 from step_context import input_file, run_kind
+from test_media import note_tail_stops
 
 from longplay.engines.speech import PARAGRAPH_PAUSE_FACTOR, SpeechOptions, synthesize_speech
 from longplay.framework import InvalidInput, InvalidParams, JobCancelled, get_kind
 from longplay.kinds.convert import ConvertParams
 from longplay.kinds.synthesize import SynthesizeParams
-from longplay.media import AudioEncoder, LoudnessMeter, decode, halves, probe
+from longplay.media import LoudnessMeter, decode, halves, probe
 from longplay.text.documents import markdown_to_text
 from longplay.text.sentences import Sentence, speakable_sentences
 
@@ -244,14 +245,7 @@ def test_a_long_mp3_is_encoded_in_two_halves_meeting_in_a_pause(
     side with the first (``longplay.media.halves``), from a pause between sentences:
     the pauses, the length and the loudness are what the whole would have."""
     monkeypatch.setattr(halves, "SPLIT_ABOVE_S", 3.0)
-    stops: list[int] = []
-    encode_tail = AudioEncoder.encode_tail
-
-    def noting_tail(encoder: AudioEncoder, stop: int, blocks: Any) -> int:
-        stops.append(stop)
-        return encode_tail(encoder, stop, blocks)
-
-    monkeypatch.setattr(AudioEncoder, "encode_tail", noting_tail)
+    stops = note_tail_stops(monkeypatch)
     shares: list[float] = []
     speech = synthesize_speech(
         TEXT, tmp_path, SpeechOptions(), progress=lambda done, total, **_: shares.append(done)
