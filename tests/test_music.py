@@ -307,6 +307,58 @@ def test_a_held_chord_under_a_moving_melody_reads_back_as_written(tmp_path: Path
     assert chords and any(n.tie is not None for c in chords for n in c.notes)
 
 
+def test_a_keyboard_reaching_both_clefs_is_written_on_a_grand_staff(tmp_path: Path) -> None:
+    """Piano notes from C3 to G5 go on two staves of one part, treble over bass, split at
+    middle C; the same notes for a violin stay on one staff, and a piano melody that
+    fits the treble staff stays on it."""
+    q = QuantizedNote
+    written = [
+        *(q(0, 24, pitch, 80) for pitch in (48, 64)),
+        *(q(24, 24, pitch, 80) for pitch in (55, 79)),
+        *(q(48, 48, pitch, 80) for pitch in (59, 60)),
+    ]
+
+    def staves(program: int, notes: list[QuantizedNote]) -> list[tuple[str, list[int]]]:
+        path = tmp_path / f"{program}.musicxml"
+        summary = write_musicxml(
+            notes, path, title="t", bpm=100, meter=Meter(4, 4), program=program, key="C"
+        )
+        assert summary.notes == len(notes)
+        xml = path.read_text()
+        assert xml.count("<part ") == 1
+        parsed = converter.parse(str(path), forceSource=True, storePickle=False)
+        return [
+            (
+                part.recurse().getElementsByClass("Clef")[0].sign,
+                [p.midi for n in part.flatten().notes for p in n.pitches],
+            )
+            for part in parsed.parts
+        ]
+
+    assert staves(0, written) == [("G", [64, 79, 60]), ("F", [48, 55, 59])]
+    assert "<staves>2</staves>" in (tmp_path / "0.musicxml").read_text()
+    assert staves(40, written) == [("G", [48, 64, 55, 79, 59, 60])]
+    melody = [q(24 * i, 24, pitch, 80) for i, pitch in enumerate((60, 64, 67, 72))]
+    assert staves(0, melody) == [("G", [60, 64, 67, 72])]
+
+
+def test_a_piano_recording_reaching_both_clefs_comes_out_on_a_grand_staff(
+    tmp_path: Path,
+) -> None:
+    ctx = run_steps(tmp_path, play(MELODY_OVER_CHORDS, 8.5), "piano.wav")
+
+    files = {out.name.split(".", 1)[1]: out.path for _, out in ctx.kept}
+    xml = files["musicxml"].read_text()
+    assert "<staves>2</staves>" in xml
+    parsed = converter.parse(xml, format="musicxml", forceSource=True)
+    treble, bass = (
+        [p.midi for n in part.flatten().notes for p in n.pitches] for part in parsed.parts
+    )
+    assert min(treble) >= 60 > max(bass)  # treble from middle C up, bass below it
+    assert {48, 43} <= set(bass) and {64, 79} <= set(treble)
+    assert ctx.state["score"]["notes"] == ctx.state["detection"]["notes"]
+
+
 def test_the_beat_is_found_from_the_notes() -> None:
     # 3/4 at 150 a minute, starting on the third beat: bars start at 1.5 s, 2.7 s, ...
     # where a strong, long note falls; the first bar starts before the first note.

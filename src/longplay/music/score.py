@@ -3,14 +3,15 @@
 music21 is not a converter from performed MIDI to notation (its maintainers say so),
 and unquantized input gives malformed scores; so only :class:`QuantizedNote` s, whose
 lengths are whole ticks of a :data:`~longplay.music.quantize.TICKS` grid, go in.
-The part is one voice a notation program opens as it is: it is cut wherever a note
-starts or ends and at every bar line, and what sounds in each stretch is a note or a
-chord, tied on where a note goes on (as music21's ``chordify`` would, at a fraction
-of its cost). Measures, rests, accidentals, beams and tuplet brackets are made here
-in one pass and music21 only writes them out (``makeNotation=False``). The file is
-then parsed again, with the standard library's XML parser, and its notes, tied notes
-joined, must be the quantized notes: a score that does not say what was heard is an
-error, not an output.
+The score is one part, on one staff or, for a keyboard whose notes reach both clefs, on
+a grand staff split at middle C (:func:`_staves`). Each staff is one voice a notation
+program opens as it is: it is cut wherever a note starts or ends and at every bar line,
+and what sounds in each stretch is a note or a chord, tied on where a note goes on (as
+music21's ``chordify`` would, at a fraction of its cost). Measures, rests, accidentals,
+beams and tuplet brackets are made here in one pass and music21 only writes them out
+(``makeNotation=False``). The file is then parsed again, with the standard library's
+XML parser, and its notes, tied notes joined, must be the quantized notes: a score that
+does not say what was heard is an error, not an output.
 """
 
 from __future__ import annotations
@@ -66,9 +67,10 @@ def write_musicxml(
     program: int,
     key: str | None,
 ) -> ScoreSummary:
-    """Write ``notes`` as a one-part MusicXML score at ``path`` and check it by reading
-    it back; ``key`` (music21's spelling) or, with None, the key music21 estimates.
-    In a key with flats, black keys are spelled as flats.
+    """Write ``notes`` as a one-part MusicXML score at ``path`` (on one staff or two,
+    see :func:`_staves`) and check it by reading it back; ``key`` (music21's spelling)
+    or, with None, the key music21 estimates. In a key with flats, black keys are
+    spelled as flats.
 
     The measures, rests, ties and accidentals are made here, in one pass over
     :func:`segments`, and the file is written with music21's ``makeNotation=False``:
@@ -76,50 +78,44 @@ def write_musicxml(
     exporter) redoes accidentals for every note against every earlier note of its bar,
     and took most of a job's time after the model.
     """
-    from music21 import clef, metadata, stream, tempo
     from music21 import key as m21key
+    from music21 import layout, metadata, stream, tempo
     from music21 import meter as m21meter
 
     estimated = key is None
     found = _estimated_key(notes) if key is None else m21key.Key(key)
-    signature = m21key.KeySignature(found.sharps)
     bar = int(meter.bar_quarters * TICKS)
     length = max((q.start + q.length for q in notes), default=0)
-    measures = [stream.Measure(number=index + 1) for index in range(max(1, -(-length // bar)))]
-    first = measures[0]
-    first.insert(0, _clef_for(notes, clef))
-    first.insert(0, signature)
-    first.insert(0, m21meter.TimeSignature(str(meter)))
-    first.insert(0, tempo.MetronomeMark(number=round(bpm, 1), referent=1.0))
-    filled = [0] * len(measures)
-    """Ticks of each measure written so far."""
-    spelling = _Spelling(signature, flats=found.sharps < 0)
-    for start, ticks, sounding in segments(notes, bar):
-        index, at = divmod(start, bar)
-        measure = measures[index]
-        if at > filled[index]:
-            _rests(measure, filled[index], at)
-        element = _element(sounding, spelling.begin_measure(index))
-        element.quarterLength = Fraction(ticks, TICKS)
-        measure.insert(Fraction(at, TICKS), element)
-        filled[index] = at + ticks
-    for measure, done in zip(measures, filled, strict=True):
-        if done < bar:
-            _rests(measure, done, bar)
-        stream.makeNotation.makeBeams(measure, inPlace=True, failOnNoTimeSignature=False)
-    part = stream.Part()
-    part.insert(0, _instrument(program))
-    for index, measure in enumerate(measures):
-        part.insert(Fraction(index * bar, TICKS), measure)
-    stream.makeNotation.makeTupletBrackets(part.flatten(), inPlace=True)
+    count = max(1, -(-length // bar))
+    staves = []
+    for clef_sign, staff_notes in _staves(notes, program):
+        measures = _measures(staff_notes, bar, count, clef_sign, found)
+        measures[0].insert(0, m21meter.TimeSignature(str(meter)))
+        staves.append(measures)
+    staves[0][0].insert(0, tempo.MetronomeMark(number=round(bpm, 1), referent=1.0))
     score = stream.Score()
     score.metadata = metadata.Metadata(title=title)
-    score.insert(0, part)
+    parts = [stream.Part() if len(staves) == 1 else stream.PartStaff() for _ in staves]
+    parts[0].insert(0, _instrument(program))
+    for part, measures in zip(parts, staves, strict=True):
+        for index, measure in enumerate(measures):
+            part.insert(Fraction(index * bar, TICKS), measure)
+        stream.makeNotation.makeTupletBrackets(part.flatten(), inPlace=True)
+        score.insert(0, part)
+    if len(parts) > 1:  # music21 writes staves it finds grouped as one part of two staves
+        score.insert(0, layout.StaffGroup(parts, symbol="brace", barTogether=True))
     score.write("musicxml", fp=str(path), makeNotation=False)
     return _check(path, notes, found.tonicPitchNameWithCase, estimated)
 
 
 Tie = Literal["start", "continue", "stop"] | None
+
+MIDDLE_C = 60
+REACH = {"treble": (55, 86), "bass": (35, 65)}
+"""MIDI pitches a clef's staff holds with at most two ledger lines (treble: G3 to D6,
+bass: B1 to F4)."""
+GRAND_STAFF_PROGRAMS = frozenset([*range(0, 8), *range(16, 24), 46])
+"""General MIDI programs printed on a grand staff: pianos, organs and the harp."""
 
 NOTATABLE = (144, 96, 72, 48, 36, 24, 18, 16, 12, 9, 8, 6, 4, 3, 2, 1)
 """Lengths in ticks a single note can have (whole, dotted half, ..., triplets),
@@ -248,11 +244,53 @@ def _rests(measure: Any, start: int, end: int) -> None:
         measure.insert(Fraction(a, TICKS), m21note.Rest(quarterLength=Fraction(b - a, TICKS)))
 
 
-def _clef_for(notes: list[QuantizedNote], clef: Any) -> Any:
-    """Treble, or bass where the notes lie mostly below middle C."""
+def _staves(notes: list[QuantizedNote], program: int) -> list[tuple[str, list[QuantizedNote]]]:
+    """The staves to write ``notes`` on, each a clef (``"treble"`` or ``"bass"``) and
+    its notes: one staff where every note lies within a clef's :data:`REACH`; for a
+    keyboard or a harp (:data:`GRAND_STAFF_PROGRAMS`) whose notes reach further, a
+    grand staff, split at middle C, as such music is printed; for another instrument,
+    the clef of most of its notes."""
     pitches = [q.pitch for q in notes]
-    low = pitches and sum(pitches) / len(pitches) < 60
-    return clef.BassClef() if low else clef.TrebleClef()
+    for sign, (low, high) in REACH.items():
+        if all(low <= p <= high for p in pitches):
+            return [(sign, notes)]
+    upper = [q for q in notes if q.pitch >= MIDDLE_C]
+    lower = [q for q in notes if q.pitch < MIDDLE_C]
+    if program in GRAND_STAFF_PROGRAMS and upper and lower:
+        return [("treble", upper), ("bass", lower)]
+    low = sum(pitches) / len(pitches) < MIDDLE_C
+    return [("bass" if low else "treble", notes)]
+
+
+def _measures(
+    notes: list[QuantizedNote], bar: int, count: int, clef_sign: str, key: Any
+) -> list[Any]:
+    """One staff's ``count`` measures of ``bar`` ticks: its clef and key signature in
+    the first, then the notes as :func:`segments` cuts them, rests between, beams."""
+    from music21 import clef, stream
+    from music21 import key as m21key
+
+    signature = m21key.KeySignature(key.sharps)
+    measures = [stream.Measure(number=index + 1) for index in range(count)]
+    measures[0].insert(0, clef.TrebleClef() if clef_sign == "treble" else clef.BassClef())
+    measures[0].insert(0, signature)
+    filled = [0] * count
+    """Ticks of each measure written so far."""
+    spelling = _Spelling(signature, flats=key.sharps < 0)
+    for start, ticks, sounding in segments(notes, bar):
+        index, at = divmod(start, bar)
+        measure = measures[index]
+        if at > filled[index]:
+            _rests(measure, filled[index], at)
+        element = _element(sounding, spelling.begin_measure(index))
+        element.quarterLength = Fraction(ticks, TICKS)
+        measure.insert(Fraction(at, TICKS), element)
+        filled[index] = at + ticks
+    for measure, done in zip(measures, filled, strict=True):
+        if done < bar:
+            _rests(measure, done, bar)
+        stream.makeNotation.makeBeams(measure, inPlace=True, failOnNoTimeSignature=False)
+    return measures
 
 
 def _estimated_key(notes: list[QuantizedNote]) -> Any:
@@ -310,7 +348,9 @@ Sounding = tuple[Fraction, Fraction, int, Tie]
 
 
 def read_musicxml(path: Path) -> tuple[int, list[Sounding]]:
-    """The measures and the notes of a one-part MusicXML file (score-partwise).
+    """The measures and the notes of a one-part MusicXML file (score-partwise), on
+    one staff or several (their notes follow each other in a measure, a ``<backup>``
+    between).
 
     Read with the standard library's parser, not music21's (which builds a whole
     music21 score, several times slower than writing it): only what the check needs,
