@@ -42,7 +42,7 @@ from longplay.engines.notes import (
 from longplay.framework import InvalidInput, PermanentError, get_kind
 from longplay.kinds.transcribe_music import TranscribeMusicParams
 from longplay.media import AudioEncoder
-from longplay.music import Note, TrackerOptions
+from longplay.music import Note, NoteTracker, TrackerOptions
 from longplay.music.beat import Beat, Meter, find_beat
 from longplay.music.quantize import QuantizedNote, quantize
 from longplay.music.score import write_musicxml
@@ -263,6 +263,41 @@ def test_given_tempo_key_and_instrument_are_used(tmp_path: Path) -> None:
     messages = list(mido.MidiFile(files["mid"]).tracks[0])
     assert [m.program for m in messages if m.type == "program_change"] == [40]
     assert [m.key for m in messages if m.type == "key_signature"] == ["G"]
+
+
+def test_the_tracker_hears_the_same_notes_however_the_frames_come() -> None:
+    """Activations fed in one chunk or in chunks of seven frames give the same notes:
+    a note with a short dip that is forgiven, one struck again while it sounds, one that
+    fades out; each note's velocity is how strongly it sounded over its frames."""
+    frames, onsets = np.zeros((400, 88), np.float32), np.zeros((400, 88), np.float32)
+    c4, e4, g4 = 60 - 21, 64 - 21, 67 - 21
+    onsets[10, c4], frames[10:60, c4], frames[30:35, c4] = 0.9, 0.6, 0.1  # a 5-frame dip
+    onsets[100, e4], frames[100:200, e4] = 0.8, 0.7
+    onsets[150, e4] = 0.95  # struck again while it sounds
+    onsets[250, g4], frames[250:300, g4] = 0.9, np.linspace(0.9, 0.3, 50)
+    times = np.arange(400) * 256 / 22_050
+
+    def heard(chunk: int) -> list[Note]:
+        tracker = NoteTracker(TrackerOptions())
+        notes = []
+        for at in range(0, 400, chunk):
+            part = slice(at, at + chunk)
+            notes.extend(tracker.add(onsets[part], frames[part], times[part]))
+        return notes + tracker.finish()
+
+    whole = heard(400)
+    assert whole == heard(7)
+    assert [(n.pitch, round(n.onset / times[1])) for n in whole] == [
+        (60, 10),
+        (64, 100),
+        (64, 150),
+        (67, 250),
+    ]
+    # The second E sounds at 0.7 for 50 frames from its strike, then is silent for the
+    # 11 frames the tracker waits out before it ends the note at the end of the sound.
+    second = whole[2]
+    assert second.offset == pytest.approx(times[200])
+    assert second.velocity == round(127 * 0.7 * 50 / (50 + 11))
 
 
 def test_triplets_where_they_fit_and_sixteenths_elsewhere() -> None:

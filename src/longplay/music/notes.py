@@ -110,8 +110,13 @@ class NoteTracker:
         self._last_on = np.zeros(KEYS)
         """Time of the end of the last frame at or above the threshold, per key."""
         self._dip = np.zeros(KEYS, int)
-        self._sum = np.zeros(KEYS)
-        self._count = np.zeros(KEYS, int)
+        self._heard = np.zeros(KEYS)
+        """Each key's frame activations summed over every frame stepped through so far;
+        a note's strength is the growth of its key's sum while it sounds."""
+        self._frames = 0
+        """Frames stepped through so far."""
+        self._heard_at_start = np.zeros(KEYS)
+        self._frame_at_start = np.zeros(KEYS, int)
         self._peak = np.zeros(KEYS)
         self._frame_s = 0.0
         self.found = 0
@@ -147,7 +152,9 @@ class NoteTracker:
             notes.extend(self._steps(onset[None], frame[None], np.array([time]), following=last))
             self._held = None
         for key in np.flatnonzero(self._active):
-            notes.extend(self._close(int(key), float(self._last_on[key])))
+            notes.extend(
+                self._close(int(key), float(self._last_on[key]), self._heard, self._frames)
+            )
         return notes
 
     def _steps(
@@ -171,40 +178,49 @@ class NoteTracker:
         peaks = (onsets >= options.onset_threshold) & (onsets >= before) & (onsets > following)
         strikes = _stronger_than_neighbours(peaks, onsets)
         clear = onsets >= _clear(options.onset_threshold)
-        active, dip = self._active, self._dip
+        struck = np.asarray(strikes.any(axis=1), dtype=bool)
+        # heard[i]: the sums through the frame before frame i, as a note closed at
+        # frame i (before it is added) or one started there counts from.
+        heard = np.vstack([self._heard, self._heard + np.cumsum(frames, axis=0, dtype=np.float64)])
+        active, last_on = self._active, self._last_on
         for index in range(count):
             time = float(times[index])
             end = time + self._frame_s
+            frame = self._frames + index
             # Keys whose note has faded for longer than the gap end where it was last heard.
-            fading = active & ~sounding[index]
-            dip += 1
-            dip[~fading] = 0
-            for key in np.flatnonzero(dip > GAP_FRAMES):
-                notes.extend(self._close(int(key), float(self._last_on[key])))
+            dip = self._dip = np.where(active & ~sounding[index], self._dip + 1, 0)
+            if dip.max() > GAP_FRAMES:
+                for key in np.flatnonzero(dip > GAP_FRAMES):
+                    notes.extend(self._close(int(key), float(last_on[key]), heard[index], frame))
             # A key already sounding is struck again only by a clear onset: the model
             # also stirs a held note's onset when other notes start over it.
-            starting = strikes[index] & (~active | clear[index])
-            if starting.any():
+            if struck[index]:
+                starting = strikes[index] & (~active | clear[index])
                 for key in np.flatnonzero(starting & active):
-                    notes.extend(self._close(int(key), time))
+                    notes.extend(self._close(int(key), time, heard[index], frame))
                 active |= starting
                 self._start[starting] = time
                 self._peak[starting] = onsets[index][starting]
-                self._sum[starting] = 0.0
-                self._count[starting] = 0
-            self._last_on[active & sounding[index]] = end
-            self._last_on[starting] = end
-            self._sum[active] += frames[index][active]
-            self._count[active] += 1
+                self._heard_at_start[starting] = heard[index][starting]
+                self._frame_at_start[starting] = frame
+                last_on[starting] = end
+            np.copyto(last_on, end, where=active & sounding[index])
+        self._heard = heard[-1]
+        self._frames += count
         self._before = onsets[-1]
         return notes
 
-    def _close(self, key: int, offset: float) -> list[Note]:
+    def _close(
+        self, key: int, offset: float, heard: npt.NDArray[np.float64], frame: int
+    ) -> list[Note]:
+        """End ``key``'s note at ``offset``; ``heard`` and ``frame``: the sums and the
+        count of frames up to (not including) the frame it ends in."""
         self._active[key] = False
         onset = float(self._start[key])
         if offset - onset < self.options.min_note_s:
             return []
-        strength = float(self._sum[key] / max(1, self._count[key]))
+        frames = max(1, frame - int(self._frame_at_start[key]))
+        strength = float((heard[key] - self._heard_at_start[key]) / frames)
         if strength < self.options.frame_threshold:
             return []  # a flicker: on average it never sounded above the threshold
         if self._peak[key] < _clear(self.options.onset_threshold) and strength < _clear(
