@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import redis
@@ -46,3 +47,31 @@ def test_reaper_requeues_the_job_of_a_dead_worker(make_stack: Callable[[], Stack
     attempts = client.get(f"/v1/jobs/{job['id']}/attempts").json()
     assert [a["outcome"] for a in attempts] == ["retrying", "completed"]
     assert attempts[0]["error"]["code"] == "worker_lost"
+
+
+def test_a_job_whose_process_dies_each_run_fails_after_its_attempts(
+    make_stack: Callable[[], Stack],
+) -> None:
+    """A job that takes its process down each time (a crash in a native library) fails
+    with a code that says so once its attempts are spent, instead of being run again for
+    ever; one that dies once completes on its second run, and the jobs after them run."""
+    deployment = make_stack()
+    deployment.env["LONGPLAY_PLUGINS"] = json.dumps(["plugin_kinds", "crash_kinds"])
+    deployment.start_api()
+    deployment.start_worker(concurrency=1)
+    client = deployment.client()
+    doomed = submit(client, "crash", params={"crashes": 100})
+    once = submit(client, "crash", params={"crashes": 1})
+    after = submit(client, params={"seconds": 0.1})
+
+    failed = wait_for_status(client, doomed["id"], {"failed", "completed"}, timeout=120)
+    assert failed["status"] == "failed" and failed["attempts"] == 3, failed
+    assert failed["error"]["code"] == "worker_died"
+    assert "died during each of its 3 attempts" in failed["error"]["message"]
+    runs = redis.Redis.from_url(deployment.redis_url)
+    assert int(runs.get(f"test:{doomed['id']}:crash") or 0) == 3
+    attempts = client.get(f"/v1/jobs/{doomed['id']}/attempts").json()
+    assert [a["outcome"] for a in attempts] == ["lost", "lost", "failed"]
+    survived = wait_for_status(client, once["id"], {"completed", "failed"}, timeout=60)
+    assert survived["status"] == "completed" and survived["attempts"] == 2
+    assert wait_for_status(client, after["id"], {"completed", "failed"})["status"] == "completed"

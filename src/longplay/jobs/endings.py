@@ -124,6 +124,26 @@ def fail_killed(job_id: str, *, holder_prefix: str) -> None:
     shutil.rmtree(get_settings().work_dir / job.id, ignore_errors=True)
 
 
+def fail_dead_runs(job_id: str, *, holder: str) -> None:
+    """The process running the job died in each of its attempts, the last as ``holder``
+    (a crash in a model or a native library, the machine's memory running out): fail it
+    rather than run it again, which would end the same way and take a worker's process
+    with it each time."""
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status != JobStatus.RUNNING.value or job.worker != holder:
+            return
+        session.expunge(job)
+    error = PermanentError(
+        f"the worker process running it died during each of its {job.attempts} attempts "
+        "(a crash in a model or a native library, or the machine out of memory); "
+        "it is not run again",
+        code="worker_died",
+    )
+    settle_error(job, error, worker=holder)
+    shutil.rmtree(get_settings().work_dir / job.id, ignore_errors=True)
+
+
 def end_stuck_process(job: Job, *, worker: str) -> None:
     """A cancelled job's step ran past ``cancel_grace`` without reaching a checkpoint:
     drop its partial outputs and scratch space, then end this pool process (Celery

@@ -116,9 +116,11 @@ _CLAIM = (
             (Job.status == JobStatus.QUEUED.value)
             & Job.dispatched_at.is_not(None)
             & or_(Job.deadline.is_(None), Job.deadline > bindparam("now")),
-            # Running, but its worker stopped renewing the lease or is known to be gone.
-            _running & (Job.heartbeat_at < bindparam("stale")),
-            _running & (Job.worker == bindparam("dead_holder")),
+            # Running, but its worker stopped renewing the lease or is known to be gone,
+            # and attempts are left (one whose process died in every attempt is failed).
+            _running
+            & (Job.attempts < Job.max_attempts)
+            & or_(Job.heartbeat_at < bindparam("stale"), Job.worker == bindparam("dead_holder")),
         ),
     )
     .values(

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from longplay.broker import SoftTimeLimitExceeded
 from longplay.framework import (
@@ -32,7 +33,7 @@ from longplay.jobs import lifecycle, logs
 from longplay.jobs.admission import rounds
 from longplay.jobs.attempts import close_attempt, open_attempt
 from longplay.jobs.context import JobContext, load_inputs
-from longplay.jobs.endings import after_cancel, end_stuck_process, settle_error
+from longplay.jobs.endings import after_cancel, end_stuck_process, fail_dead_runs, settle_error
 from longplay.jobs.fanout import Pool
 from longplay.jobs.progress import Heartbeat, ProgressReporter, touch_in
 from longplay.jobs.unit import unit_of_work
@@ -55,28 +56,49 @@ def run_job(job_id: str, *, worker: str, is_gone: Callable[[str], bool]) -> None
 
 def _claim_and_run(job_id: str, *, worker: str, is_gone: Callable[[str], bool]) -> bool:
     """Run the job if this delivery may claim it; False when it may not."""
-    settings = get_settings()
-    lease = timedelta(seconds=settings.worker.lease_seconds)
+    lease = timedelta(seconds=get_settings().worker.lease_seconds)
     with unit_of_work() as unit:
-        session = unit.session
-        job = lifecycle.claim(session, job_id, worker=worker, lease=lease)
-        if job is None:
-            holder = session.scalar(
-                select(Job.worker).where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
-            )
-            if holder and is_gone(holder):
-                job = lifecycle.claim(
-                    session, job_id, worker=worker, lease=lease, dead_holder=holder
-                )
-        if job is None:
+        job, died_as = _claim(unit.session, job_id, worker=worker, lease=lease, is_gone=is_gone)
+        if job is not None:
+            attempt = open_attempt(unit.session, job.id, worker, after_lost=job.attempts > 1)
+            unit.knows(job)
+            unit.announce("running", job.id, status="running", attempt=attempt, worker=worker)
+    if job is None:
+        if died_as is None:
             log.info("job %s: not claimable here (already running, finished or gone)", job_id)
             return False
-        attempt = open_attempt(session, job.id, worker, after_lost=job.attempts > 1)
-        unit.knows(job)
-        unit.announce("running", job.id, status="running", attempt=attempt, worker=worker)
+        fail_dead_runs(job_id, holder=died_as)  # as each run did, the next would end
+        return True
     with logs.job_context(job_id=job.id, kind=job.kind, owner=job.owner_id, attempt=attempt):
         _run(job, attempt, worker=worker, is_gone=is_gone)
     return True
+
+
+def _claim(
+    session: Session,
+    job_id: str,
+    *,
+    worker: str,
+    lease: timedelta,
+    is_gone: Callable[[str], bool],
+) -> tuple[Job | None, str | None]:
+    """The job, when this delivery may claim it: queued and handed over, or running where
+    its worker's lease lapsed or its process is gone and attempts are left. Else None,
+    with the holder whose process died in the job's last attempt, if that is why."""
+    job = lifecycle.claim(session, job_id, worker=worker, lease=lease)
+    if job is not None:
+        return job, None
+    held = session.execute(
+        select(Job.worker, Job.attempts, Job.max_attempts).where(
+            Job.id == job_id, Job.status == JobStatus.RUNNING.value
+        )
+    ).first()
+    if held is None or not held.worker or not is_gone(held.worker):
+        return None, None
+    if held.attempts >= held.max_attempts:
+        return None, held.worker
+    claimed = lifecycle.claim(session, job_id, worker=worker, lease=lease, dead_holder=held.worker)
+    return claimed, None
 
 
 def _run(job: Job, attempt: int, *, worker: str, is_gone: Callable[[str], bool]) -> None:
