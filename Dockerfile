@@ -16,12 +16,12 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
-# Every dependency as a wheel, so that the final image needs no compiler. basic-pitch
-# without its dependencies, as the README installs it: longplay reads only its ONNX
-# file, and its dependencies would pull TensorFlow in.
 # llama.cpp for any x86-64 processor with AVX2, not only the one that builds the image
 # (see the README's two commands).
 ENV CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+# Every dependency as a wheel, so that the final image needs no compiler. basic-pitch
+# without its dependencies, as the README installs it: longplay reads only its ONNX
+# file, and its dependencies would pull TensorFlow in.
 RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
  && pip wheel --no-cache-dir --no-deps --wheel-dir /wheels basic-pitch==0.4.0
 
