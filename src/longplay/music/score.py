@@ -80,18 +80,16 @@ def write_musicxml(
     """
     from music21 import key as m21key
     from music21 import layout, metadata, stream, tempo
-    from music21 import meter as m21meter
 
     estimated = key is None
     found = _estimated_key(notes) if key is None else m21key.Key(key)
     bar = int(meter.bar_quarters * TICKS)
     length = max((q.start + q.length for q in notes), default=0)
     count = max(1, -(-length // bar))
-    staves = []
-    for clef_sign, staff_notes in _staves(notes, program):
-        measures = _measures(staff_notes, bar, count, clef_sign, found)
-        measures[0].insert(0, m21meter.TimeSignature(str(meter)))
-        staves.append(measures)
+    staves = [
+        _measures(staff_notes, bar, count, clef_sign, found, meter)
+        for clef_sign, staff_notes in _staves(notes, program)
+    ]
     staves[0][0].insert(0, tempo.MetronomeMark(number=round(bpm, 1), referent=1.0))
     score = stream.Score()
     score.metadata = metadata.Metadata(title=title)
@@ -263,17 +261,19 @@ def _staves(notes: list[QuantizedNote], program: int) -> list[tuple[str, list[Qu
 
 
 def _measures(
-    notes: list[QuantizedNote], bar: int, count: int, clef_sign: str, key: Any
+    notes: list[QuantizedNote], bar: int, count: int, clef_sign: str, key: Any, meter: Meter
 ) -> list[Any]:
-    """One staff's ``count`` measures of ``bar`` ticks: its clef and key signature in
-    the first, then the notes as :func:`segments` cuts them, rests between, beams."""
+    """One staff's ``count`` measures of ``bar`` ticks: its clef, key and time signature
+    in the first, then the notes as :func:`segments` cuts them, rests between, beams."""
     from music21 import clef, stream
     from music21 import key as m21key
+    from music21 import meter as m21meter
 
     signature = m21key.KeySignature(key.sharps)
     measures = [stream.Measure(number=index + 1) for index in range(count)]
     measures[0].insert(0, clef.TrebleClef() if clef_sign == "treble" else clef.BassClef())
     measures[0].insert(0, signature)
+    measures[0].insert(0, m21meter.TimeSignature(str(meter)))
     filled = [0] * count
     """Ticks of each measure written so far."""
     spelling = _Spelling(signature, flats=key.sharps < 0)
