@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -340,6 +341,24 @@ def test_a_held_chord_under_a_moving_melody_reads_back_as_written(tmp_path: Path
     parsed = converter.parse(str(path), forceSource=True, storePickle=False)
     chords = [c for c in parsed.flatten().notes if c.isChord]
     assert chords and any(n.tie is not None for c in chords for n in c.notes)
+
+
+@pytest.mark.parametrize("meter", [Meter(4, 4), Meter(6, 8)], ids=str)
+def test_eighths_are_beamed_in_every_bar(tmp_path: Path, meter: Meter) -> None:
+    """Every eighth of three bars of eighths carries a beam, grouped by the meter's
+    beats: in twos in 4/4, in threes in 6/8."""
+    bar = int(meter.bar_quarters * 24)
+    written = [QuantizedNote(start, 12, 72 + start % 5, 80) for start in range(0, 3 * bar, 12)]
+    path = tmp_path / "eighths.musicxml"
+
+    write_musicxml(written, path, title="e", bpm=100, meter=meter, program=0, key="C")
+
+    measures = ET.parse(path).getroot().findall("part/measure")
+    group = ["begin", "end"] if meter.unit == 4 else ["begin", "continue", "end"]
+    for measure in measures:
+        beams = [note.findtext("beam[@number='1']") for note in measure.findall("note")]
+        assert beams == group * (bar // 12 // len(group)), f"measure {measure.get('number')}"
+    assert len(measures) == 3
 
 
 def test_a_keyboard_reaching_both_clefs_is_written_on_a_grand_staff(tmp_path: Path) -> None:

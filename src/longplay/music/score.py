@@ -98,6 +98,9 @@ def write_musicxml(
     for part, measures in zip(parts, staves, strict=True):
         for index, measure in enumerate(measures):
             part.insert(Fraction(index * bar, TICKS), measure)
+        # In the part, where each measure finds the time signature of the first: a
+        # measure beamed on its own, before, found none and its eighths kept flags.
+        stream.makeNotation.makeBeams(part, inPlace=True, failOnNoTimeSignature=True)
         stream.makeNotation.makeTupletBrackets(part.flatten(), inPlace=True)
         score.insert(0, part)
     if len(parts) > 1:  # music21 writes staves it finds grouped as one part of two staves
@@ -234,12 +237,16 @@ def _chord_class() -> Any:
     return SortedChord
 
 
-def _rests(measure: Any, start: int, end: int) -> None:
-    """Rests from ``start`` to ``end`` ticks into ``measure``."""
+def _rests(measure: Any, start: int, end: int, bar: int) -> None:
+    """Rests from ``start`` to ``end`` ticks into ``measure`` of ``bar`` ticks. Whether a
+    rest fills its measure is said here: left to music21, its exporter looks up each
+    rest's time signature through the score (a tenth of the writing time)."""
     from music21 import note as m21note
 
     for a, b in _pieces(start, end):
-        measure.insert(Fraction(a, TICKS), m21note.Rest(quarterLength=Fraction(b - a, TICKS)))
+        rest = m21note.Rest(quarterLength=Fraction(b - a, TICKS))
+        rest.fullMeasure = b - a == bar
+        measure.insert(Fraction(a, TICKS), rest)
 
 
 def _staves(notes: list[QuantizedNote], program: int) -> list[tuple[str, list[QuantizedNote]]]:
@@ -264,7 +271,7 @@ def _measures(
     notes: list[QuantizedNote], bar: int, count: int, clef_sign: str, key: Any, meter: Meter
 ) -> list[Any]:
     """One staff's ``count`` measures of ``bar`` ticks: its clef, key and time signature
-    in the first, then the notes as :func:`segments` cuts them, rests between, beams."""
+    in the first, then the notes as :func:`segments` cuts them, rests between."""
     from music21 import clef, stream
     from music21 import key as m21key
     from music21 import meter as m21meter
@@ -281,24 +288,28 @@ def _measures(
         index, at = divmod(start, bar)
         measure = measures[index]
         if at > filled[index]:
-            _rests(measure, filled[index], at)
+            _rests(measure, filled[index], at, bar)
         element = _element(sounding, spelling.begin_measure(index))
         element.quarterLength = Fraction(ticks, TICKS)
         measure.insert(Fraction(at, TICKS), element)
         filled[index] = at + ticks
     for measure, done in zip(measures, filled, strict=True):
         if done < bar:
-            _rests(measure, done, bar)
-        stream.makeNotation.makeBeams(measure, inPlace=True, failOnNoTimeSignature=False)
+            _rests(measure, done, bar, bar)
     return measures
 
 
 def _estimated_key(notes: list[QuantizedNote]) -> Any:
-    """The key music21's Krumhansl-Schmuckler analysis hears in the notes' pitches,
-    weighted by their lengths. The analysis reads only how long each pitch class
-    sounds in all, so it is given one note per pitch class that long, not every note."""
+    """The key music21's default analysis (Krumhansl-Schmuckler's method with
+    Aarden-Essen's weights) hears in the notes' pitches, weighted by their lengths. The
+    analysis reads only how long each pitch class sounds in all, so it is given one note
+    per pitch class that long, not every note. Its ``process`` gives the best key alone;
+    ``Stream.analyze`` would also build the 23 others as ``Key`` objects (a third of the
+    time the score's own measures take)."""
+    from music21 import key as m21key
     from music21 import note as m21note
     from music21 import pitch, stream
+    from music21.analysis.discrete import AardenEssen
 
     lengths: dict[int, int] = {}
     for q in notes:
@@ -311,7 +322,8 @@ def _estimated_key(notes: list[QuantizedNote]) -> Any:
             m21note.Note(pitch.Pitch(midi=60 + pitch_class), quarterLength=Fraction(ticks, TICKS)),
         )
         at += ticks
-    return line.analyze("key")
+    (tonic, mode, _), _ = AardenEssen().process(line)
+    return m21key.Key(tonic, mode)
 
 
 def _instrument(program: int) -> object:
