@@ -345,8 +345,8 @@ def test_a_held_chord_under_a_moving_melody_reads_back_as_written(tmp_path: Path
 
 @pytest.mark.parametrize("meter", [Meter(4, 4), Meter(6, 8)], ids=str)
 def test_eighths_are_beamed_in_every_bar(tmp_path: Path, meter: Meter) -> None:
-    """Every eighth of three bars of eighths carries a beam, grouped by the meter's
-    beats: in twos in 4/4, in threes in 6/8."""
+    """Every eighth of three bars of eighths carries a beam and a stem, grouped by the
+    meter's beats: in twos in 4/4, in threes in 6/8."""
     bar = int(meter.bar_quarters * 24)
     written = [QuantizedNote(start, 12, 72 + start % 5, 80) for start in range(0, 3 * bar, 12)]
     path = tmp_path / "eighths.musicxml"
@@ -358,6 +358,8 @@ def test_eighths_are_beamed_in_every_bar(tmp_path: Path, meter: Meter) -> None:
     for measure in measures:
         beams = [note.findtext("beam[@number='1']") for note in measure.findall("note")]
         assert beams == group * (bar // 12 // len(group)), f"measure {measure.get('number')}"
+        stems = {note.findtext("stem") for note in measure.findall("note")}
+        assert stems <= {"up", "down"}, f"measure {measure.get('number')}: stems {stems}"
     assert len(measures) == 3
 
 

@@ -98,9 +98,6 @@ def write_musicxml(
     for part, measures in zip(parts, staves, strict=True):
         for index, measure in enumerate(measures):
             part.insert(Fraction(index * bar, TICKS), measure)
-        # In the part, where each measure finds the time signature of the first: a
-        # measure beamed on its own, before, found none and its eighths kept flags.
-        stream.makeNotation.makeBeams(part, inPlace=True, failOnNoTimeSignature=True)
         stream.makeNotation.makeTupletBrackets(part.flatten(), inPlace=True)
         score.insert(0, part)
     if len(parts) > 1:  # music21 writes staves it finds grouped as one part of two staves
@@ -278,9 +275,10 @@ def _measures(
 
     signature = m21key.KeySignature(key.sharps)
     measures = [stream.Measure(number=index + 1) for index in range(count)]
-    measures[0].insert(0, clef.TrebleClef() if clef_sign == "treble" else clef.BassClef())
-    measures[0].insert(0, signature)
-    measures[0].insert(0, m21meter.TimeSignature(str(meter)))
+    staff_clef = clef.TrebleClef() if clef_sign == "treble" else clef.BassClef()
+    time_signature = m21meter.TimeSignature(str(meter))
+    for element in (staff_clef, signature, time_signature):
+        measures[0].insert(0, element)
     filled = [0] * count
     """Ticks of each measure written so far."""
     spelling = _Spelling(signature, flats=key.sharps < 0)
@@ -296,7 +294,24 @@ def _measures(
     for measure, done in zip(measures, filled, strict=True):
         if done < bar:
             _rests(measure, done, bar, bar)
+        _beam(measure, lent=[] if measure is measures[0] else [staff_clef, time_signature])
     return measures
+
+
+def _beam(measure: Any, lent: list[Any]) -> None:
+    """Beam ``measure``'s notes and turn their stems, lending it the first measure's
+    clef and time signature (``lent``) for the while: music21 beams by the time
+    signature and turns stems by the clef, and looks up a measure's in the score when
+    it has none. In a measure not yet in a score none is found (its eighths kept their
+    flags), and in a part each look-up walks the part (a third of the score's writing
+    time, for a few hundred measures)."""
+    from music21 import stream
+
+    for element in lent:
+        measure.insert(0, element)
+    stream.makeNotation.makeBeams(measure, inPlace=True, failOnNoTimeSignature=True)
+    for element in lent:
+        measure.remove(element)
 
 
 def _estimated_key(notes: list[QuantizedNote]) -> Any:
