@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from fractions import Fraction
@@ -161,9 +162,58 @@ class GpuWithoutMemory:
         self.model = model.model
         self.calls = 0
 
-    def activations(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def activations(
+        self, windows: np.ndarray, *, last: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         self.calls += 1
         raise RuntimeError("CUDA failure 2: out of memory; GPU=0 BFCArena::AllocateRawInternal")
+
+
+# In a process of its own, set up as a worker pool process is (see test_synthesize's
+# twin): the most resident memory while the windows run, and after the recording.
+TWENTY_SECONDS = textwrap.dedent(
+    """
+    import re
+    from pathlib import Path
+    import numpy as np
+    from longplay.engines.notes import SAMPLE_RATE, detect_notes
+    from longplay.music import TrackerOptions
+    from longplay.worker.memory import give_memory_back, tune_malloc
+
+    def resident_mib():
+        status = Path("/proc/self/status").read_text()
+        return int(re.search(r"^VmRSS:\\s+(\\d+) kB", status, re.MULTILINE)[1]) // 1024
+
+    assert tune_malloc()
+    t = np.arange(20 * SAMPLE_RATE) / SAMPLE_RATE
+    audio = (0.2 * np.sin(2 * np.pi * 440 * t) * (t % 0.5 < 0.4)).astype(np.float32)
+    while_running = []
+
+    def progress(done, total, **details):
+        while_running.append(resident_mib())
+
+    assert detect_notes(audio, TrackerOptions(), progress=progress).notes
+    assert give_memory_back()
+    print(max(while_running), resident_mib())
+    """
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and /proc are Linux's")
+def test_the_model_gives_back_the_memory_of_its_windows(tmp_path: Path) -> None:
+    """ONNX Runtime keeps the buffers of its batches of windows (50-90 MB) for the life
+    of the process, through every job of every kind after it; the recording's last
+    batch tells it to give them back (here about 55 MB, and 3 without)."""
+    out = subprocess.run(
+        [sys.executable, "-c", TWENTY_SECONDS],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "LONGPLAY_DATA_DIR": str(tmp_path)},
+    ).stdout
+    while_running, after = (int(figure) for figure in out.split())
+
+    assert while_running - after > 30, f"resident {while_running} MiB, then {after} MiB"
 
 
 def test_out_of_gpu_memory_finishes_on_the_cpu_with_a_note(tmp_path: Path) -> None:

@@ -23,11 +23,12 @@ import math
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from longplay.engines.arena import ShrinkableSession
 from longplay.engines.cache import Loaded, cached_engine
 from longplay.engines.device import (
     Device,
@@ -69,16 +70,17 @@ class NoteModel(Protocol):
     model: str
     device: str
 
-    def activations(self, windows: Audio) -> tuple[Audio, Audio]:
+    def activations(self, windows: Audio, *, last: bool = False) -> tuple[Audio, Audio]:
         """``(n, WINDOW_SAMPLES)`` audio → onset and frame activations, each
-        ``(n, WINDOW_FRAMES, 88)``."""
+        ``(n, WINDOW_FRAMES, 88)``. ``last``: a recording's last windows, after which
+        the model gives back the memory it kept for the next call."""
         ...
 
 
 class BasicPitchModel:
     """Basic Pitch's ``nmp.onnx`` in an ONNX Runtime session."""
 
-    def __init__(self, session: Any, *, model: str, device: Device) -> None:
+    def __init__(self, session: ShrinkableSession, *, model: str, device: Device) -> None:
         self._session = session
         self.model = model
         self.device: str = device
@@ -105,10 +107,12 @@ class BasicPitchModel:
             if cuda not in session.get_providers():  # it falls back on its own, quietly
                 raise RuntimeError("ONNX Runtime could not start its CUDA provider")
             session.run([_ONSETS], {_INPUT: np.zeros((1, WINDOW_SAMPLES, 1), np.float32)})
-        return cls(session, model=str(path), device=device)
+        return cls(ShrinkableSession(session, device), model=str(path), device=device)
 
-    def activations(self, windows: Audio) -> tuple[Audio, Audio]:
+    def activations(self, windows: Audio, *, last: bool = False) -> tuple[Audio, Audio]:
         """See :meth:`NoteModel.activations`."""
+        if last:
+            self._session.shrink_after_next_run()
         onsets, frames = self._session.run([_ONSETS, _FRAMES], {_INPUT: windows[:, :, None]})
         return onsets, frames
 
@@ -152,11 +156,12 @@ def detect_notes(
         for first in range(0, count, batch):
             indexes = range(first, min(count, first + batch))
             windows = np.stack([window_of(audio, index) for index in indexes])
+            last = indexes.stop == count
             try:
-                onsets, frames = model.activations(windows)
+                onsets, frames = model.activations(windows, last=last)
             except Exception as exc:
                 model = _after_failure(model, exc, settings, note)
-                onsets, frames = model.activations(windows)
+                onsets, frames = model.activations(windows, last=last)
             for index, onset, frame in zip(indexes, onsets, frames, strict=True):
                 times = (
                     index * STRIDE_SAMPLES + np.arange(KEPT_FRAMES) * FRAME_SAMPLES

@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from longplay.engines.arena import ShrinkableSession
 from longplay.engines.audio import Samples, decode_audio, from_pcm16, resample
 from longplay.engines.cache import Loaded, cached_engine
 from longplay.engines.device import (
@@ -191,36 +192,6 @@ class PiperSynthesizer:
         if name not in self._styles:
             raise InvalidParams(f"no voice {name!r}; the voices are {', '.join(self.voices)}")
         return self._styles[name]
-
-
-class ShrinkableSession:
-    """Piper's onnxruntime session, whose memory arena can be told to give back its
-    buffers after a run.
-
-    The arena keeps the buffers of the longest sentence so far for the life of the
-    process: 100-200 MB after ordinary prose, 500 MB after a 300-character sentence
-    spoken slowly by the second voice. Giving them back after every run costs about a
-    fifth more CPU (each sentence allocates them again), so it is done once a job has
-    no more to say (:meth:`PiperSynthesizer.rest`).
-    """
-
-    def __init__(self, session: Any, device: Device) -> None:
-        import onnxruntime
-
-        self._session = session
-        self._shrink = onnxruntime.RunOptions()
-        arena = "cpu:0;gpu:0" if device == "cuda" else "cpu:0"
-        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", arena)
-        self._shrink_next = False
-
-    def shrink_after_next_run(self) -> None:
-        self._shrink_next = True
-
-    def run(self, output_names: Any, input_feed: Any, run_options: Any = None) -> Any:
-        """``InferenceSession.run``, which is all Piper calls."""
-        if self._shrink_next:
-            run_options, self._shrink_next = self._shrink, False
-        return self._session.run(output_names, input_feed, run_options)
 
 
 class HttpSynthesizer:
