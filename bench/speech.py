@@ -7,7 +7,8 @@ It voices about S seconds of English with piper directly (warm, timed), transcri
 that file with faster-whisper directly (warm, timed), then starts a private
 deployment (embedded Redis, SQLite, ``longplay api`` and one ``longplay worker``
 process with ``LONGPLAY_ENGINE_THREADS=T``), warms its engines with a short job
-of each kind (a ``translate`` job loads the LLM, so every engine is loaded), and
+of each kind (``translate`` loads the LLM, ``transcribe-music`` the note model and
+music21, so every engine of the default settings is loaded), and
 runs the same synthesis and transcription as jobs through the HTTP API: upload,
 queue, decode, model, outputs, download. Each figure is the median of N runs,
 direct and job alternating. It prints real-time factors, the ratio of job time to
@@ -67,6 +68,18 @@ class Timing:
     def rtf(self) -> float:
         """Real-time factor: seconds of audio per second of work."""
         return self.audio / self.seconds
+
+
+def tune(path: Path) -> Path:
+    """Four seconds of bench/music.py's music, for the music model's warm-up job."""
+    from music import music  # here, not above: music.py imports this module
+
+    from longplay.engines.notes import SAMPLE_RATE
+    from longplay.media import AudioEncoder
+
+    with AudioEncoder(path, format="wav", sample_rate=SAMPLE_RATE, channels=1) as out:
+        out.write(music(4.0)[:, None])
+    return path
 
 
 def text_of(seconds: float) -> str:
@@ -277,10 +290,11 @@ def bench(args: argparse.Namespace, root: Path, stack: contextlib.ExitStack) -> 
         stack.enter_context(dep.client()),
         lambda: sum(used for part, used in dep.cpu().items() if part != "client"),
     )
-    step("warming the worker's engines: text-to-speech, speech-to-text, the LLM")
+    step("warming the worker's engines: text-to-speech, speech-to-text, the LLM, music")
     jobs.run("synthesize", params={"text": "Warming up.", "format": "wav"})
     jobs.run("transcribe", params={}, file=speech)
     jobs.run("translate", params={"text": "Good morning.", "target_language": "de"})
+    jobs.run("transcribe-music", params={}, file=tune(root / "tune.wav"))
 
     step(f"synthesize: {args.repeat} x direct and job")
     synthesis = alternate(

@@ -69,6 +69,10 @@ def test_speech_bench_runs_and_reports_ratios(tmp_path: Path) -> None:
         assert re.search(rf"^aim {kind}: overhead under {aim}%: (met|NOT met)", out, re.M), out
     speed = r"^aim transcribe: faster than 8x real time as a job: (met|NOT met)"
     assert re.search(speed, out, re.MULTILINE), out
+    memory = r"^aim memory: .*: (met|NOT met) \(resident \d+ MiB, peak (\d+) MiB\)$"
+    found = re.search(memory, out, re.MULTILINE)
+    assert found is not None, out
+    assert int(found[2]) > 300, "that is not the memory of a process with the engines loaded"
     # onnxruntime (under piper) leaves a session file in the temporary folder by design.
     left = [p for p in tmp_path.iterdir() if p.name != ".ses"]
     assert left == [], "the bench left files behind"
