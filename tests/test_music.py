@@ -498,6 +498,35 @@ def test_chords_every_other_beat_do_not_halve_the_tempo() -> None:
     assert found.bpm == pytest.approx(120, abs=2)
 
 
+@pytest.mark.parametrize(
+    ("program", "key", "written", "fifths"),
+    [
+        (56, "F", ["D4", "E4", "F#4", "G4", "A4", "C5"], 1),  # B-flat trumpet: a step up
+        (66, "C", ["D5", "E5", "F#5", "G5", "A5", "C6"], 2),  # tenor sax: a ninth up
+        (0, "C", ["C4", "D4", "E4", "F4", "G4", "B-4"], 0),  # piano: as it sounds
+    ],
+    ids=["trumpet", "tenor-sax", "piano"],
+)
+def test_a_transposing_instrument_is_written_as_its_players_read_it(
+    tmp_path: Path, program: int, key: str, written: list[str], fifths: int
+) -> None:
+    """Its part at its written pitch and in its written key, with the <transpose> that
+    tells a notation program what sounds: read back, the notes sound as played."""
+    played = [60, 62, 64, 65, 67, 70]
+    notes = [QuantizedNote(24 * k, 24, pitch, 80) for k, pitch in enumerate(played)]
+    path = tmp_path / "part.musicxml"
+
+    summary = write_musicxml(
+        notes, path, title="t", bpm=100, meter=Meter(4, 4), program=program, key=key
+    )
+
+    assert summary.key == key and summary.notes == len(played)
+    parsed = converter.parse(str(path), forceSource=True, storePickle=False)
+    assert [n.pitch.nameWithOctave for n in parsed.flatten().notes] == written
+    assert [n.pitch.midi for n in parsed.toSoundingPitch().flatten().notes] == played
+    assert re.findall(r"<fifths>(-?\d+)</fifths>", path.read_text()) == [str(fifths)]
+
+
 def test_accidentals_are_shown_once_a_bar_and_not_on_tied_notes(tmp_path: Path) -> None:
     """In C: F#, then F (a natural), then F# again in one bar; in the next bar the F#
     tied over shows no sharp and the next F# does. In E flat, a black key is a flat."""

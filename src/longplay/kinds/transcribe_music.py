@@ -60,9 +60,21 @@ class TranscribeMusicParams(BaseModel):
     )
     time_signature: str = Field("4/4", description="The metre, such as 4/4, 3/4 or 6/8.")
     key: str | None = Field(
-        None, description="The key, such as 'C', 'F# minor' or 'Eb major'; null: estimated."
+        None,
+        description=(
+            "The key as it sounds (concert pitch), such as 'C', 'F# minor' or 'Eb major'; "
+            "null: estimated. A transposing instrument's part is written in its own key."
+        ),
     )
-    program: int = Field(0, ge=0, le=127, description="General MIDI instrument (0: piano).")
+    program: int = Field(
+        0,
+        ge=0,
+        le=127,
+        description=(
+            "General MIDI instrument (0: piano). The score's part is written for it: a "
+            "grand staff for a keyboard, a transposing instrument at its written pitch."
+        ),
+    )
     quantize: Grid = Field(
         "sixteenth", description="The grid: quarter, eighth, sixteenth or thirty-second."
     )

@@ -9,16 +9,19 @@ program opens as it is: it is cut wherever a note starts or ends and at every ba
 and what sounds in each stretch is a note or a chord, tied on where a note goes on (as
 music21's ``chordify`` would, at a fraction of its cost). Measures, rests, accidentals,
 beams and tuplet brackets are made here in one pass and music21 only writes them out
-(``makeNotation=False``). The file is then parsed again, with the standard library's
-XML parser, and its notes, tied notes joined, must be the quantized notes: a score that
-does not say what was heard is an error, not an output.
+(``makeNotation=False``). A transposing instrument's part (a B-flat trumpet, a
+saxophone, a horn) is written as its players read it, at its written pitch, in its
+written key, with the ``<transpose>`` that tells a notation program what sounds. The
+file is then parsed again, with the standard library's XML parser, and its notes,
+tied notes joined and at the pitch they sound, must be the quantized notes: a score
+that does not say what was heard is an error, not an output.
 """
 
 from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from functools import cache
 from itertools import pairwise
@@ -83,18 +86,20 @@ def write_musicxml(
 
     estimated = key is None
     found = _estimated_key(notes) if key is None else m21key.Key(key)
+    instrument = _instrument(program)
+    written, written_key = _as_written(notes, found, instrument)
     bar = int(meter.bar_quarters * TICKS)
     length = max((q.start + q.length for q in notes), default=0)
     count = max(1, -(-length // bar))
     staves = [
-        _measures(staff_notes, bar, count, clef_sign, found, meter)
-        for clef_sign, staff_notes in _staves(notes, program)
+        _measures(staff_notes, bar, count, clef_sign, written_key, meter)
+        for clef_sign, staff_notes in _staves(written, program)
     ]
     staves[0][0].insert(0, tempo.MetronomeMark(number=round(bpm, 1), referent=1.0))
     score = stream.Score()
     score.metadata = metadata.Metadata(title=title)
     parts = [stream.Part() if len(staves) == 1 else stream.PartStaff() for _ in staves]
-    parts[0].insert(0, _instrument(program))
+    parts[0].insert(0, instrument)
     for part, measures in zip(parts, staves, strict=True):
         for index, measure in enumerate(measures):
             part.insert(Fraction(index * bar, TICKS), measure)
@@ -341,7 +346,7 @@ def _estimated_key(notes: list[QuantizedNote]) -> Any:
     return m21key.Key(tonic, mode)
 
 
-def _instrument(program: int) -> object:
+def _instrument(program: int) -> Any:
     """The instrument General MIDI ``program`` names; a piano where music21 knows none."""
     from music21 import instrument
 
@@ -349,6 +354,19 @@ def _instrument(program: int) -> object:
         return instrument.instrumentFromMidiProgram(program)
     except instrument.InstrumentException:
         return instrument.Piano()
+
+
+def _as_written(
+    notes: list[QuantizedNote], key: Any, instrument: Any
+) -> tuple[list[QuantizedNote], Any]:
+    """``notes`` (as they sound) and ``key`` as ``instrument``'s part is written: for a
+    transposing instrument, shifted by its transposition (a B-flat trumpet's a major
+    second up: a C that sounds is a D on its part, in a key a step higher). music21
+    writes the instrument's ``<transpose>`` but leaves the pitches as they are given."""
+    if instrument.transposition is None:
+        return notes, key
+    up = instrument.transposition.reverse()
+    return [replace(q, pitch=q.pitch + up.semitones) for q in notes], key.transpose(up)
 
 
 def _check(path: Path, notes: list[QuantizedNote], key: str, estimated: bool) -> ScoreSummary:
@@ -371,7 +389,8 @@ def _check(path: Path, notes: list[QuantizedNote], key: str, estimated: bool) ->
 STEPS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 
 Sounding = tuple[Fraction, Fraction, int, Tie]
-"""A written note as read: start and end in quarter notes, MIDI pitch, tie."""
+"""A written note as read: start and end in quarter notes, the MIDI pitch it sounds,
+tie."""
 
 
 def read_musicxml(path: Path) -> tuple[int, list[Sounding]]:
@@ -381,22 +400,28 @@ def read_musicxml(path: Path) -> tuple[int, list[Sounding]]:
 
     Read with the standard library's parser, not music21's (which builds a whole
     music21 score, several times slower than writing it): only what the check needs,
-    the ``<divisions>``, every ``<note>``'s pitch, duration, chord and ties, and
+    the ``<divisions>`` and ``<transpose>`` (what to add to a written pitch for the
+    pitch that sounds), every ``<note>``'s pitch, duration, chord and ties, and
     ``<backup>``/``<forward>``.
     """
     root = ET.parse(path).getroot()
     part = root.find("part")
     if part is None:
         raise ValueError("it has no <part>")
-    divisions, bar_start = 1, Fraction(0)
+    divisions, transposed, bar_start = 1, 0, Fraction(0)
     sounding: list[Sounding] = []
     measures = part.findall("measure")
     for measure in measures:
         at = longest = Fraction(0)
         onset = at
         for element in measure:
-            if element.tag == "attributes" and element.find("divisions") is not None:
-                divisions = int(element.findtext("divisions", "1"))
+            if element.tag == "attributes":
+                divisions = int(element.findtext("divisions", str(divisions)))
+                transpose = element.find("transpose")
+                if transpose is not None:
+                    transposed = int(transpose.findtext("chromatic", "0")) + 12 * int(
+                        transpose.findtext("octave-change", "0")
+                    )
             elif element.tag in ("backup", "forward"):
                 moved = Fraction(int(element.findtext("duration", "0")), divisions)
                 at += moved if element.tag == "forward" else -moved
@@ -410,7 +435,7 @@ def read_musicxml(path: Path) -> tuple[int, list[Sounding]]:
                         (
                             bar_start + onset,
                             bar_start + onset + length,
-                            _midi(pitch),
+                            _midi(pitch) + transposed,
                             _tie_of(element),
                         )
                     )
