@@ -527,6 +527,27 @@ def test_a_transposing_instrument_is_written_as_its_players_read_it(
     assert re.findall(r"<fifths>(-?\d+)</fifths>", path.read_text()) == [str(fifths)]
 
 
+@pytest.mark.parametrize(
+    ("program", "clef"), [(24, ("G", "2")), (33, ("F", "4"))], ids=["guitar", "bass"]
+)
+def test_a_guitar_or_a_bass_is_written_on_an_octave_clef(
+    tmp_path: Path, program: int, clef: tuple[str, str]
+) -> None:
+    """One staff an octave above the sound, marked 8vb, however low or high the notes:
+    the file's pitches are the pitches that sound."""
+    played = [40, 45, 52, 57, 64, 76]  # a guitar's open strings, and its twelfth fret
+    notes = [QuantizedNote(24 * k, 24, pitch, 80) for k, pitch in enumerate(played)]
+    path = tmp_path / "part.musicxml"
+
+    write_musicxml(notes, path, title="t", bpm=100, meter=Meter(4, 4), program=program, key="E")
+
+    clefs = ET.parse(path).getroot().findall("part/measure/attributes/clef")
+    assert [(c.findtext("sign"), c.findtext("line")) for c in clefs] == [clef]
+    assert clefs[0].findtext("clef-octave-change") == "-1"
+    parsed = converter.parse(str(path), forceSource=True, storePickle=False)
+    assert [n.pitch.midi for n in parsed.flatten().notes] == played
+
+
 def test_accidentals_are_shown_once_a_bar_and_not_on_tied_notes(tmp_path: Path) -> None:
     """In C: F#, then F (a natural), then F# again in one bar; in the next bar the F#
     tied over shows no sharp and the next F# does. In E flat, a black key is a flat."""

@@ -72,7 +72,8 @@ class TranscribeMusicParams(BaseModel):
         le=127,
         description=(
             "General MIDI instrument (0: piano). The score's part is written for it: a "
-            "grand staff for a keyboard, a transposing instrument at its written pitch."
+            "grand staff for a keyboard, an octave clef for a guitar or a bass, a "
+            "transposing instrument at its written pitch."
         ),
     )
     quantize: Grid = Field(

@@ -119,6 +119,20 @@ REACH = {"treble": (55, 86), "bass": (35, 65)}
 bass: B1 to F4)."""
 GRAND_STAFF_PROGRAMS = frozenset([*range(0, 8), *range(16, 24), 46])
 """General MIDI programs printed on a grand staff: pianos, organs and the harp."""
+OCTAVE_CLEFS = {
+    **dict.fromkeys(range(24, 32), "treble8vb"),
+    **dict.fromkeys(range(32, 40), "bass8vb"),
+}
+"""General MIDI programs whose staff is an octave above their sound, as their players
+read it: guitars on a treble clef, basses on a bass clef, each marked 8vb. The notes'
+pitches in the file stay the pitches that sound; the clef moves them on the page."""
+CLEFS = {
+    "treble": "TrebleClef",
+    "bass": "BassClef",
+    "treble8vb": "Treble8vbClef",
+    "bass8vb": "Bass8vbClef",
+}
+"""music21's class for each clef."""
 
 NOTATABLE = (144, 96, 72, 48, 36, 24, 18, 16, 12, 9, 8, 6, 4, 3, 2, 1)
 """Lengths in ticks a single note can have (whole, dotted half, ..., triplets),
@@ -252,11 +266,14 @@ def _rests(measure: Any, start: int, end: int, bar: int) -> None:
 
 
 def _staves(notes: list[QuantizedNote], program: int) -> list[tuple[str, list[QuantizedNote]]]:
-    """The staves to write ``notes`` on, each a clef (``"treble"`` or ``"bass"``) and
-    its notes: one staff where every note lies within a clef's :data:`REACH`; for a
-    keyboard or a harp (:data:`GRAND_STAFF_PROGRAMS`) whose notes reach further, a
-    grand staff, split at middle C, as such music is printed; for another instrument,
-    the clef of most of its notes."""
+    """The staves to write ``notes`` on, each a clef (of :data:`CLEFS`) and its notes:
+    a guitar's or a bass's one octave clef (:data:`OCTAVE_CLEFS`); else one staff where
+    every note lies within a clef's :data:`REACH`; for a keyboard or a harp
+    (:data:`GRAND_STAFF_PROGRAMS`) whose notes reach further, a grand staff, split at
+    middle C, as such music is printed; for another instrument, the clef of most of its
+    notes."""
+    if program in OCTAVE_CLEFS:
+        return [(OCTAVE_CLEFS[program], notes)]
     pitches = [q.pitch for q in notes]
     for sign, (low, high) in REACH.items():
         if all(low <= p <= high for p in pitches):
@@ -280,7 +297,7 @@ def _measures(
 
     signature = m21key.KeySignature(key.sharps)
     measures = [stream.Measure(number=index + 1) for index in range(count)]
-    staff_clef = clef.TrebleClef() if clef_sign == "treble" else clef.BassClef()
+    staff_clef = getattr(clef, CLEFS[clef_sign])()
     time_signature = m21meter.TimeSignature(str(meter))
     for element in (staff_clef, signature, time_signature):
         measures[0].insert(0, element)
