@@ -535,7 +535,7 @@ def test_a_guitar_or_a_bass_is_written_on_an_octave_clef(
 ) -> None:
     """One staff an octave above the sound, marked 8vb, however low or high the notes:
     the file's pitches are the pitches that sound."""
-    played = [40, 45, 52, 57, 64, 76]  # a guitar's open strings, and its twelfth fret
+    played = [40, 45, 52, 57, 64, 76]  # E2 to E5: a guitar from its low E to the 12th fret
     notes = [QuantizedNote(24 * k, 24, pitch, 80) for k, pitch in enumerate(played)]
     path = tmp_path / "part.musicxml"
 
