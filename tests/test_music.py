@@ -203,7 +203,7 @@ TWENTY_SECONDS = textwrap.dedent(
 def test_the_model_gives_back_the_memory_of_its_windows(tmp_path: Path) -> None:
     """ONNX Runtime keeps the buffers of its batches of windows (50-90 MB) for the life
     of the process, through every job of every kind after it; the recording's last
-    batch tells it to give them back (here about 55 MB, and 3 without)."""
+    batch tells it to give them back (here 55-78 MB, and 3 without)."""
     out = subprocess.run(
         [sys.executable, "-c", TWENTY_SECONDS],
         capture_output=True,
