@@ -19,6 +19,7 @@ memory part way hands the rest of the recording to a CPU copy of the model, with
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from importlib import metadata
@@ -43,6 +44,8 @@ from longplay.framework import Note as NoteCallback
 from longplay.framework import PermanentError, Progress, RetryableError, no_note
 from longplay.music import Note, NoteTracker, TrackerOptions, drop_overtones
 from longplay.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 22_050
 """The rate the model hears at: audio goes in mono float32 at this rate."""
@@ -74,6 +77,11 @@ class NoteModel(Protocol):
         """``(n, WINDOW_SAMPLES)`` audio → onset and frame activations, each
         ``(n, WINDOW_FRAMES, 88)``. ``last``: a recording's last windows, after which
         the model gives back the memory it kept for the next call."""
+        ...
+
+    def rest(self) -> None:
+        """Give back the memory kept for the next call, where a recording stopped
+        before its last windows (cancelled, or failed)."""
         ...
 
 
@@ -116,6 +124,10 @@ class BasicPitchModel:
         onsets, frames = self._session.run([_ONSETS, _FRAMES], {_INPUT: windows[:, :, None]})
         return onsets, frames
 
+    def rest(self) -> None:
+        """See :meth:`NoteModel.rest`: one window of silence, as a last one."""
+        self.activations(np.zeros((1, WINDOW_SAMPLES), np.float32), last=True)
+
 
 @dataclass(frozen=True)
 class Detection:
@@ -152,31 +164,39 @@ def detect_notes(
     batch = settings.music.batch_windows
     tracker = NoteTracker(options)
     notes: list[Note] = []
+    rested = False
+    """Whether the model has run the last windows, and so given its memory back."""
     with gpu_slot(model.device, timeout_s=settings.engines.gpu_wait_timeout):
-        for first in range(0, count, batch):
-            indexes = range(first, min(count, first + batch))
-            windows = np.stack([window_of(audio, index) for index in indexes])
-            last = indexes.stop == count
-            try:
-                onsets, frames = model.activations(windows, last=last)
-            except Exception as exc:
-                model = _after_failure(model, exc, settings, note)
-                onsets, frames = model.activations(windows, last=last)
-            for index, onset, frame in zip(indexes, onsets, frames, strict=True):
-                times = (
-                    index * STRIDE_SAMPLES + np.arange(KEPT_FRAMES) * FRAME_SAMPLES
-                ) / SAMPLE_RATE
-                inside = times < duration
-                kept = slice(EDGE_FRAMES, EDGE_FRAMES + KEPT_FRAMES)
-                notes.extend(tracker.add(onset[kept][inside], frame[kept][inside], times[inside]))
-                done = min(duration, (index + 1) * STRIDE_SAMPLES / SAMPLE_RATE)
-                progress(
-                    done,
-                    duration,
-                    seconds_done=round(done, 1),
-                    notes_found=tracker.found,
-                    windows=index + 1,
-                )
+        try:
+            for first in range(0, count, batch):
+                indexes = range(first, min(count, first + batch))
+                windows = np.stack([window_of(audio, index) for index in indexes])
+                last = indexes.stop == count
+                try:
+                    onsets, frames = model.activations(windows, last=last)
+                except Exception as exc:
+                    model = _after_failure(model, exc, settings, note)
+                    onsets, frames = model.activations(windows, last=last)
+                rested = last
+                for index, onset, frame in zip(indexes, onsets, frames, strict=True):
+                    times = (
+                        index * STRIDE_SAMPLES + np.arange(KEPT_FRAMES) * FRAME_SAMPLES
+                    ) / SAMPLE_RATE
+                    inside = times < duration
+                    kept = slice(EDGE_FRAMES, EDGE_FRAMES + KEPT_FRAMES)
+                    found = tracker.add(onset[kept][inside], frame[kept][inside], times[inside])
+                    notes.extend(found)
+                    done = min(duration, (index + 1) * STRIDE_SAMPLES / SAMPLE_RATE)
+                    progress(
+                        done,
+                        duration,
+                        seconds_done=round(done, 1),
+                        notes_found=tracker.found,
+                        windows=index + 1,
+                    )
+        finally:
+            if not rested:
+                _rest(model)
     notes.extend(tracker.finish())
     notes.sort(key=lambda n: (n.onset, n.pitch))
     return Detection(drop_overtones(notes), model.device, count)
@@ -228,6 +248,15 @@ def window_of(audio: Audio, index: int) -> Audio:
     if hi > lo:
         window[lo - start : hi - start] = audio[lo:hi]
     return window
+
+
+def _rest(model: NoteModel) -> None:
+    """:meth:`NoteModel.rest` where a recording stopped part way, for whatever reason:
+    a model that fails again here must not hide why it stopped."""
+    try:
+        model.rest()
+    except Exception as exc:
+        log.warning("the music model could not give back its memory: %s", exc)
 
 
 def _after_failure(
