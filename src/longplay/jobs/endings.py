@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 
 import redis
@@ -106,22 +107,16 @@ def after_cancel(job: Job, *, worker: str) -> None:
 
 def fail_killed(job_id: str, *, holder_prefix: str) -> None:
     """The process running the job was killed at its kind's hard time limit: fail it."""
-    with session_scope() as session:
-        job = session.get(Job, job_id)
-        if job is None or job.status != JobStatus.RUNNING.value:
-            return
-        holder = job.worker or ""
-        session.expunge(job)
-    if not holder.startswith(holder_prefix):
-        return
-    kind = get_kind(job.kind)
-    limit = kind.time_limit if kind is not None and kind.time_limit is not None else 0.0
-    error = PermanentError(
-        f"{job.kind} ran past its hard time limit of {limit:g} s; its process was stopped",
-        code="time_limit",
-    )
-    settle_error(job, error, worker=holder)
-    shutil.rmtree(get_settings().work_dir / job.id, ignore_errors=True)
+
+    def error(job: Job) -> PermanentError:
+        kind = get_kind(job.kind)
+        limit = kind.time_limit if kind is not None and kind.time_limit is not None else 0.0
+        return PermanentError(
+            f"{job.kind} ran past its hard time limit of {limit:g} s; its process was stopped",
+            code="time_limit",
+        )
+
+    _fail_running(job_id, lambda holder: holder.startswith(holder_prefix), error)
 
 
 def fail_dead_runs(job_id: str, *, holder: str) -> None:
@@ -129,18 +124,30 @@ def fail_dead_runs(job_id: str, *, holder: str) -> None:
     (a crash in a model or a native library, the machine's memory running out): fail it
     rather than run it again, which would end the same way and take a worker's process
     with it each time."""
+    _fail_running(
+        job_id,
+        lambda held_by: held_by == holder,
+        lambda job: PermanentError(
+            f"the worker process running it died during each of its {job.attempts} "
+            "attempts (a crash in a model or a native library, or the machine out of "
+            "memory); it is not run again",
+            code="worker_died",
+        ),
+    )
+
+
+def _fail_running(
+    job_id: str, held: Callable[[str], bool], error: Callable[[Job], PermanentError]
+) -> None:
+    """Fail the job with ``error(job)`` if it is still running and ``held`` by the
+    worker whose process is gone, and remove its scratch space, which that process
+    would have."""
     with session_scope() as session:
         job = session.get(Job, job_id)
-        if job is None or job.status != JobStatus.RUNNING.value or job.worker != holder:
+        if job is None or job.status != JobStatus.RUNNING.value or not held(job.worker or ""):
             return
         session.expunge(job)
-    error = PermanentError(
-        f"the worker process running it died during each of its {job.attempts} attempts "
-        "(a crash in a model or a native library, or the machine out of memory); "
-        "it is not run again",
-        code="worker_died",
-    )
-    settle_error(job, error, worker=holder)
+    settle_error(job, error(job), worker=job.worker or "")
     shutil.rmtree(get_settings().work_dir / job.id, ignore_errors=True)
 
 
