@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from fractions import Fraction
@@ -31,6 +30,7 @@ from music21 import converter
 from PIL import Image
 from step_context import input_file, run_kind
 from test_jobs_e2e import read_events
+from test_worker_memory import in_a_pool_process
 
 from longplay.engines.device import gpu_slot, load_on_device
 from longplay.engines.notes import (
@@ -172,43 +172,33 @@ class GpuWithoutMemory:
         """Nothing kept."""
 
 
-# In a process of its own, set up as a worker pool process is (see test_synthesize's
-# twin): the most resident memory while the windows run, and after the recording, heard
-# to its end or stopped (as a cancelled job is) after STOP_AT windows.
-TWENTY_SECONDS = textwrap.dedent(
-    """
-    import re
-    from pathlib import Path
-    import numpy as np
-    from longplay.engines.notes import SAMPLE_RATE, detect_notes
-    from longplay.music import TrackerOptions
-    from longplay.worker.memory import give_memory_back, tune_malloc
+# Run by ``in_a_pool_process``: the most resident memory while the windows run, and
+# after the recording, heard to its end or stopped (as a cancelled job is) after STOP_AT
+# windows, and the heap trimmed.
+TWENTY_SECONDS = """
+import numpy as np
+from longplay.engines.notes import SAMPLE_RATE, detect_notes
+from longplay.music import TrackerOptions
 
-    def resident_mib():
-        status = Path("/proc/self/status").read_text()
-        return int(re.search(r"^VmRSS:\\s+(\\d+) kB", status, re.MULTILINE)[1]) // 1024
+t = np.arange(20 * SAMPLE_RATE) / SAMPLE_RATE
+audio = (0.2 * np.sin(2 * np.pi * 440 * t) * (t % 0.5 < 0.4)).astype(np.float32)
+while_running = []
 
-    assert tune_malloc()
-    t = np.arange(20 * SAMPLE_RATE) / SAMPLE_RATE
-    audio = (0.2 * np.sin(2 * np.pi * 440 * t) * (t % 0.5 < 0.4)).astype(np.float32)
-    while_running = []
+class Stop(Exception):
+    pass
 
-    class Stop(Exception):
-        pass
+def progress(done, total, **details):
+    while_running.append(resident_mib())
+    if len(while_running) == STOP_AT:
+        raise Stop
 
-    def progress(done, total, **details):
-        while_running.append(resident_mib())
-        if len(while_running) == STOP_AT:
-            raise Stop
-
-    try:
-        assert detect_notes(audio, TrackerOptions(), progress=progress).notes
-    except Stop:
-        pass
-    assert give_memory_back()
-    print(max(while_running), resident_mib())
-    """
-)
+try:
+    assert detect_notes(audio, TrackerOptions(), progress=progress).notes
+except Stop:
+    pass
+assert give_memory_back()
+print(max(while_running), resident_mib())
+"""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and /proc are Linux's")
@@ -220,14 +210,10 @@ def test_the_model_gives_back_the_memory_of_its_windows(
     of the process, through every job of every kind after it; the recording's last
     batch tells it to give them back (here 55-78 MB, and 3 without), and a recording
     stopped part way does so all the same."""
-    out = subprocess.run(
-        [sys.executable, "-c", f"STOP_AT = {stop_at}\n{TWENTY_SECONDS}"],
-        capture_output=True,
-        text=True,
-        check=True,
+    while_running, after = in_a_pool_process(
+        f"STOP_AT = {stop_at}\n{TWENTY_SECONDS}",
         env={**os.environ, "LONGPLAY_DATA_DIR": str(tmp_path)},
-    ).stdout
-    while_running, after = (int(figure) for figure in out.split())
+    )
 
     assert while_running - after > 30, f"resident {while_running} MiB, then {after} MiB"
 

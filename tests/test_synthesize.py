@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import pytest
 from conftest import Stack, wait_for_status
 from step_context import input_file, run_kind
 from test_media import note_tail_stops
+from test_worker_memory import in_a_pool_process
 
 from longplay.engines.speech import PARAGRAPH_PAUSE_FACTOR, SpeechOptions, synthesize_speech
 from longplay.framework import InvalidInput, InvalidParams, JobCancelled, get_kind
@@ -178,37 +177,26 @@ def test_a_job_stopped_while_speaking_leaves_no_files(tmp_path: Path, stage: str
     assert list(tmp_path.iterdir()) == []
 
 
-# In a process of its own, set up as a worker pool process is (its malloc thresholds,
-# and the heap trimmed after the job): in this one, what earlier tests left in the
-# heap decides whether freed buffers reach the system, and the figures drift with it.
-LONG_SENTENCE = textwrap.dedent(
-    """
-    import re, sys, tempfile
-    from pathlib import Path
-    from longplay.engines.speech import SpeechOptions, synthesize_speech
-    from longplay.worker.memory import give_memory_back, tune_malloc
+# The last line of a pool process's job (``in_a_pool_process``): the heap trimmed.
+LONG_SENTENCE = """
+import tempfile
+from longplay.engines.speech import SpeechOptions, synthesize_speech
 
-    def resident_mib():
-        status = Path("/proc/self/status").read_text()
-        return int(re.search(r"^VmRSS:\\s+(\\d+) kB", status, re.MULTILINE)[1]) // 1024
+sentence = ", ".join(["the river was quiet that morning and the fog sat low"] * 5) + "."
+while_voicing = []
 
-    assert tune_malloc()
-    sentence = ", ".join(["the river was quiet that morning and the fog sat low"] * 5) + "."
-    while_voicing = []
+def progress(done, total, **details):
+    if "sentences" in details:
+        while_voicing.append(resident_mib())
 
-    def progress(done, total, **details):
-        if "sentences" in details:
-            while_voicing.append(resident_mib())
-
-    with tempfile.TemporaryDirectory() as folder:
-        synthesize_speech(
-            sentence, Path(folder), SpeechOptions(voice="alex", rate=0.5, format="wav"),
-            progress=progress,
-        )
-    assert give_memory_back()
-    print(*while_voicing, resident_mib())
-    """
-)
+with tempfile.TemporaryDirectory() as folder:
+    synthesize_speech(
+        sentence, Path(folder), SpeechOptions(voice="alex", rate=0.5, format="wav"),
+        progress=progress,
+    )
+assert give_memory_back()
+print(*while_voicing, resident_mib())
+"""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and /proc are Linux's")
@@ -216,10 +204,7 @@ def test_the_voice_gives_back_the_memory_its_longest_sentence_took() -> None:
     """Piper's arena grows to what the longest sentence needs (hundreds of MB for a long
     one spoken slowly) and would keep it for the life of the worker process, through
     every job of every kind after it; the engine rests when the speech is voiced."""
-    out = subprocess.run(
-        [sys.executable, "-c", LONG_SENTENCE], capture_output=True, text=True, check=True
-    ).stdout
-    while_voicing, after = (int(figure) for figure in out.split())
+    while_voicing, after = in_a_pool_process(LONG_SENTENCE)
 
     assert while_voicing - after > 150, f"resident {while_voicing} MiB, then {after} MiB"
 

@@ -9,18 +9,45 @@ import textwrap
 
 import pytest
 
-# Run in a process of its own, so that this one's heap does not blur the figures:
-# 3,200 blocks of 64 KiB (200 MiB, below glibc's mmap threshold, so in the heap) are
-# written to and freed, all but the last, which holds the heap's top where it is.
-FRAGMENTED_HEAP = textwrap.dedent(
+RESIDENT_MIB = textwrap.dedent(
     """
-    import ctypes, re
+    import re
     from pathlib import Path
-    from longplay.worker.memory import give_memory_back, tune_malloc
 
     def resident_mib():
         status = Path("/proc/self/status").read_text()
         return int(re.search(r"^VmRSS:\\s+(\\d+) kB", status, re.MULTILINE)[1]) // 1024
+    """
+)
+"""Source that defines ``resident_mib()``, this process's resident memory in whole MiB,
+for the scripts the memory tests run in processes of their own."""
+
+
+def in_a_pool_process(code: str, env: dict[str, str] | None = None) -> list[int]:
+    """The whole numbers ``code`` prints, run in a process of its own set up as a worker
+    pool process is (the worker's malloc thresholds), with ``resident_mib()`` and
+    ``give_memory_back()`` at hand. In the suite's own process, what
+    earlier tests left in the heap decides whether freed buffers reach the system, and
+    the figures drift with it."""
+    source = (
+        RESIDENT_MIB
+        + "from longplay.worker.memory import give_memory_back, tune_malloc\n"
+        + "assert tune_malloc()\n"
+        + textwrap.dedent(code)
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", source], capture_output=True, text=True, check=True, env=env
+    ).stdout
+    return [int(figure) for figure in out.split()]
+
+
+# Run in a process of its own, so that this one's heap does not blur the figures:
+# 3,200 blocks of 64 KiB (200 MiB, below glibc's mmap threshold, so in the heap) are
+# written to and freed, all but the last, which holds the heap's top where it is.
+FRAGMENTED_HEAP = RESIDENT_MIB + textwrap.dedent(
+    """
+    import ctypes
+    from longplay.worker.memory import give_memory_back, tune_malloc
 
     if TUNED:
         assert tune_malloc()
