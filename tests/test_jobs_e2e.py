@@ -46,6 +46,7 @@ def test_submit_runs_to_completion_and_downloads(stack: Stack) -> None:
     done = wait_for_status(client, job["id"], {"completed", "failed"})
     assert done["status"] == "completed", done
     assert done["progress"] == 100.0
+    assert done["current_step"] is None and done["step_details"] == {}  # no step left
     assert done["attempts"] == 1
     assert done["started_at"] and done["finished_at"]
     [output] = done["outputs"]
@@ -68,6 +69,14 @@ def test_event_sequence_and_resume(stack: Stack) -> None:
     assert progress == sorted(progress), "progress never goes back"
     steps = {e["data"]["step"] for e in events if e["event"] == "progress"}
     assert steps == {"prepare", "work"}
+    # Each step's last event keeps what the step itself last reported.
+    last = {
+        e["data"]["step"]: e["data"]["step_details"] for e in events if e["event"] == "progress"
+    }
+    assert last == {
+        "prepare": {"prepared": True, "done": 1, "total": 1},
+        "work": {"tick": 8, "done": 8, "total": 8},
+    }
     assert all(e["id"] for e in events)
     # Resuming after the third event replays exactly what came after it.
     resumed = read_events(client, job["id"], last_id=events[2]["id"])
@@ -184,6 +193,10 @@ def test_failures_are_typed(stack: Stack) -> None:
     assert failed["error"]["code"] == "asked_to_fail"
     assert failed["error"]["retryable"] is False
     assert failed["attempts"] == 1
+    # Where it stopped, though the run was shorter than one progress write interval.
+    assert failed["current_step"] == "work"
+    assert failed["step_details"] == {"tick": 10, "done": 10, "total": 10}
+    assert failed["progress"] > 0
 
 
 def test_list_filter_and_paginate(stack: Stack) -> None:

@@ -11,8 +11,9 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
+from typing import Any
 
 import redis
 
@@ -36,11 +37,20 @@ EXIT_CANCEL_OVERDUE = 75
 """Exit status of a pool process ended because its cancelled job would not stop."""
 
 
-def settle_error(job: Job, error: JobError, *, worker: str, redeliver: bool = True) -> None:
+def settle_error(
+    job: Job,
+    error: JobError,
+    *,
+    worker: str,
+    redeliver: bool = True,
+    stopped: Mapping[str, Any] | None = None,
+) -> None:
     """Retry the job later if the error allows and attempts remain, else fail it.
 
     ``redeliver=False`` when Celery itself requeues the message (a lost worker).
     A retry waits in the store until its ``retry_at``; admission then hands it over.
+    ``stopped``: the run's last progress (``ProgressReporter.snapshot``), which a failed
+    job keeps, so that it shows the step it failed in and how far that step got.
     """
     kind = get_kind(job.kind)
     policy = kind.retry if kind is not None else RetryPolicy(max_attempts=1)
@@ -66,8 +76,21 @@ def settle_error(job: Job, error: JobError, *, worker: str, redeliver: bool = Tr
                 **lifecycle.NO_PROGRESS,
             )
         else:
+            where = {}
+            if stopped is not None:
+                where = {
+                    "progress": stopped["progress"],
+                    "current_step": stopped["step"],
+                    "step_details": stopped["step_details"],
+                }
             moved = lifecycle.transition(
-                session, job.id, JobStatus.FAILED, worker=worker, error=details, eta_seconds=None
+                session,
+                job.id,
+                JobStatus.FAILED,
+                worker=worker,
+                error=details,
+                eta_seconds=None,
+                **where,
             )
         if moved:
             close_attempt(session, job.id, worker, "retrying" if retry else "failed", details)

@@ -121,6 +121,14 @@ class ProgressReporter:
         self.details = {**details, "done": done, "total": total}
         self._emit()
 
+    def end_step(self) -> None:
+        """The running step returned: its whole share counts, and the details it last
+        reported stay (a step that reported itself done publishes nothing more)."""
+        if self.lost.is_set():
+            raise JobCancelled(self.job_id)
+        self.tracker.set_fraction(1, 1)
+        self._emit()
+
     def _emit(self) -> None:
         now = self._clock()
         snapshot = self.snapshot()

@@ -106,53 +106,58 @@ def _run(job: Job, attempt: int, *, worker: str, is_gone: Callable[[str], bool])
     settings = get_settings()
     log.info("job %s (%s) started, attempt %d", job.id, job.kind, attempt)
     kind = get_kind(job.kind)
+    reporter = ProgressReporter(
+        job.id,
+        worker,
+        kind.steps if kind is not None else [],
+        write_interval=settings.worker.progress_write_interval,
+        known=job,
+    )
     try:
         if kind is None:
             raise PermanentError(f"this worker has no job kind {job.kind!r}", code="unknown_kind")
-        _run_steps(job, kind, worker=worker, is_gone=is_gone)
+        _run_steps(job, kind, reporter, worker=worker, is_gone=is_gone)
     except JobCancelled:
         after_cancel(job, worker=worker)
-    except JobError as exc:
-        settle_error(job, exc, worker=worker)
-    except MemoryError:
-        settle_error(
-            job, RetryableError("the worker ran out of memory", code="out_of_memory"), worker=worker
-        )
-    except SoftTimeLimitExceeded:
-        limit = kind.soft_time_limit if kind is not None else None
-        error = PermanentError(
-            f"{job.kind} ran past its time limit of {limit:g} s and was stopped",
-            code="time_limit",
-        )
-        settle_error(job, error, worker=worker)
-    except OperationalError as exc:
-        lost = RetryableError(f"the database did not answer: {exc}", code="store_unavailable")
-        settle_error(job, lost, worker=worker)
     except Exception as exc:
-        log.exception("job %s: unexpected error", job.id)
-        error = PermanentError(
-            f"internal error: {type(exc).__name__}: {exc}", code="internal_error"
-        )
-        settle_error(job, error, worker=worker)
+        # Progress is written at most every write_interval: the failure writes where
+        # the run stopped, so a failed job shows the step it failed in.
+        settle_error(job, _job_error(job, kind, exc), worker=worker, stopped=reporter.snapshot())
     finally:
         shutil.rmtree(settings.work_dir / job.id, ignore_errors=True)
 
 
+def _job_error(job: Job, kind: JobKind[Any] | None, exc: Exception) -> JobError:
+    """What ended a run, as the error its job is settled with."""
+    if isinstance(exc, JobError):
+        return exc
+    if isinstance(exc, MemoryError):
+        return RetryableError("the worker ran out of memory", code="out_of_memory")
+    if isinstance(exc, SoftTimeLimitExceeded):
+        limit = kind.soft_time_limit if kind is not None else None
+        return PermanentError(
+            f"{job.kind} ran past its time limit of {limit:g} s and was stopped",
+            code="time_limit",
+        )
+    if isinstance(exc, OperationalError):
+        return RetryableError(f"the database did not answer: {exc}", code="store_unavailable")
+    log.exception("job %s: unexpected error", job.id)
+    return PermanentError(f"internal error: {type(exc).__name__}: {exc}", code="internal_error")
+
+
 def _run_steps(
-    job: Job, kind: JobKind[Any], *, worker: str, is_gone: Callable[[str], bool]
+    job: Job,
+    kind: JobKind[Any],
+    reporter: ProgressReporter,
+    *,
+    worker: str,
+    is_gone: Callable[[str], bool],
 ) -> None:
     settings = get_settings()
     params = kind.params.model_validate(job.params)
     inputs = load_inputs(job)
     workdir = settings.work_dir / job.id
     shutil.rmtree(workdir, ignore_errors=True)  # what an earlier, lost run left
-    reporter = ProgressReporter(
-        job.id,
-        worker,
-        kind.steps,
-        write_interval=settings.worker.progress_write_interval,
-        known=job,
-    )
     pool = Pool(job.id, job.resource, job.priority, kind.fan_out, worker, is_gone)
     ctx = JobContext(
         job, params, inputs, workdir, reporter, progress_webhooks(job, settings), pool=pool
@@ -173,7 +178,7 @@ def _run_steps(
             logs.at_step(step.name)
             reporter.start_step(step)
             step.run(ctx)
-            reporter.advance(1, 1)
+            reporter.end_step()
             done.append(step.name)
             _keep_step(job, step, ctx, done, worker=worker, final=index == len(kind.steps) - 1)
             reporter.finish_step(step)
@@ -258,6 +263,7 @@ def _keep_in_store(
                 progress=100.0,
                 eta_seconds=0.0,
                 current_step=None,
+                step_details={},
                 result=result,
             )
         else:
