@@ -356,6 +356,27 @@ def test_retry_failed_jobs_from_the_failed_page(visit: Any) -> None:
 
 
 @DATABASE
+def test_a_failed_job_shows_the_step_it_failed_in(visit: Any) -> None:
+    you = visit("dash-failed-step")
+    with you.api() as api:
+        job = submit(api, params={"seconds": 2, "ticks": 4, "fail": "permanent"})
+        wait_for_status(api, job["id"], {"running"})
+        page = you.sign_in()
+        page.goto(f"/jobs/{job['id']}")
+        step = page.locator("[data-step-name=work]")
+        # Live: the failed event marks the step it stopped in, with how far it got.
+        expect(step).to_have_attribute("data-state", "failed")
+        expect(step.locator("[data-details]")).to_contain_text('"tick": 4')
+        expect(page.locator("[data-step-name=prepare]")).to_have_attribute("data-state", "done")
+        assert wait_for_status(api, job["id"], {"failed"})["current_step"] == "work"
+        # And as the page is drawn from the store.
+        page.reload()
+        expect(step).to_have_attribute("data-state", "failed")
+        expect(step.locator("[data-details]")).to_contain_text('"tick": 4')
+        you.screenshot("failed-step")
+
+
+@DATABASE
 def test_markup_from_users_and_jobs_shows_as_text(visit: Any) -> None:
     you = visit("dash-xss")
     # A stored file name keeps no slash, and a multipart one no double quote (httpx

@@ -120,19 +120,20 @@
         details.textContent = shown ? JSON.stringify(event.step_details, null, 2) : "";
       }
       if (ENDED.has(event.type) && current) {
-        finish(current, at, event.type === "completed");
+        finish(current, at, event.type === "completed" ? "done" : event.type === "failed" ? "failed" : null);
         current = null;
       }
       if (event.type === "retrying" || event.type === "queued") current = null;
     };
 
-    function finish(name, at, done = true) {
+    // A failed step keeps its last details: they say how far it got.
+    function finish(name, at, state = "done") {
       const li = items[name];
       if (started[name] !== undefined && !isNaN(at)) {
         li.querySelector("[data-duration]").textContent = duration((at - started[name]) / 1000);
       }
-      li.querySelector("[data-details]").textContent = "";
-      if (done) li.dataset.state = "done";
+      if (state !== "failed") li.querySelector("[data-details]").textContent = "";
+      if (state) li.dataset.state = state;
     }
   }
 
