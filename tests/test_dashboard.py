@@ -215,6 +215,7 @@ def test_jobs_list_filters_pages_and_moves_bars_by_sse(visit: Any) -> None:
         row = page.locator(f"tr[data-job={job_id}]")
         expect(row.locator("[data-status]")).to_have_text("completed", timeout=60_000)
         expect(row.locator("[data-percent]")).to_have_text("100 %")
+        expect(row.locator("[data-step]")).to_have_text("")  # as the page draws a done job
     assert page.evaluate("window.__samePage") is True
     moving = page.evaluate("window.__samples").__getitem__
     for index in (0, 1):  # the two running jobs are the newest rows

@@ -78,6 +78,7 @@
       eta.textContent = running ? "about " + duration(event.eta_seconds) + " left" : "";
     }
     if (step && event.step) step.textContent = event.step;
+    if (step && event.type === "completed") step.textContent = ""; // no step left, as drawn
   }
 
   function jobsList(table) {
