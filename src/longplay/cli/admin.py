@@ -16,7 +16,7 @@ from longplay.settings import Settings, get_settings
 def cleanup(
     dry_run: Annotated[bool, typer.Option(help="Count what would go; delete nothing.")] = False,
 ) -> None:
-    """Apply the retention settings once (beat does it every ``cleanup_interval``)."""
+    """Apply the retention settings once (beat does it every LONGPLAY_CLEANUP_INTERVAL s)."""
     from longplay.jobs.cleanup import run_cleanup
 
     settings = get_settings()

@@ -81,7 +81,7 @@ def flower(
 ) -> None:
     """Run Flower on longplay's workers and broker: Celery workers, tasks, queues.
 
-    Any further option is Flower's own (``--url_prefix=flower``, ``--persistent=True``).
+    Any further option is Flower's own (--url_prefix=flower, --persistent=True).
     """
     settings = get_settings()
     setup_logging(settings)

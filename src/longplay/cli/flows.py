@@ -35,8 +35,9 @@ def flow(
     wait: Annotated[bool, typer.Option(help="Follow it live and save the results.")] = False,
     out: Annotated[Path, typer.Option(help="Where --wait saves results, by stage.")] = Path("."),
 ) -> None:
-    """Submit a flow of named stages (the body of POST /v1/flows); with --wait, follow
-    every stage and save its results in OUT/STAGE/."""
+    """Submit a flow of named stages (the body of POST /v1/flows).
+
+    With --wait, follow every stage and save its results in OUT/STAGE/."""
     client = _client()
     made = client.submit_flow(_read_flow(file))
     console.print(f"submitted flow [bold]{made.id}[/] ({len(made.stages)} stages)")

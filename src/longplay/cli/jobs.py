@@ -138,11 +138,12 @@ def submit(
     wait: Annotated[bool, typer.Option(help="Follow it live and save the results.")] = False,
     out: Annotated[Path, typer.Option(help="Where --wait saves results.")] = Path("."),
 ) -> None:
-    """Submit a job of any kind with its input files; with --wait, follow it with a
-    live progress bar and save its results.
+    """Submit a job of any kind with its input files.
 
-    Parameters go as ``-p NAME=VALUE``, ``--params JSON`` or ``--NAME VALUE``
-    (``longplay submit podcast --collection col_1 --minutes 5 --wait``)."""
+    With --wait, follow it with a live progress bar and save its results.
+
+    Parameters go as -p NAME=VALUE, --params JSON or --NAME VALUE:
+    longplay submit podcast --collection col_1 --minutes 5 --wait"""
     paths, pairs = _files_and_options(files or [])
     client = _client()
     job = client.submit(

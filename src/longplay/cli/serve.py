@@ -122,8 +122,8 @@ def worker(
 ) -> None:
     """Run a Celery worker that takes jobs (for a distributed setup).
 
-    SIGTERM gives running jobs ``shutdown_grace`` seconds to finish; then they are
-    stopped and go back to the queue at once, without losing an attempt.
+    SIGTERM gives running jobs LONGPLAY_SHUTDOWN_GRACE seconds (10) to finish; then
+    they are stopped and go back to the queue at once, without losing an attempt.
     """
     # Celery reads this when it is imported: SIGTERM means a (soft) cold shutdown,
     # so a long job does not hold up a stop for as long as it runs.
