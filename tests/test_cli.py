@@ -49,8 +49,11 @@ def test_submit_wait_saves_results(stack: Stack, tmp_path: Path) -> None:
     job_id = done.stdout.split()[1]
     status = longplay(stack, "status", job_id)
     assert json.loads(status.stdout)["status"] == "completed"
-    listed = longplay(stack, "jobs", "--status", "completed")
-    assert job_id in listed.stdout
+    listed = longplay(stack, "jobs", "--status", "completed", COLUMNS="80")
+    # One line a job in an 80-column terminal, with nothing but the step cut short.
+    [row] = [line for line in listed.stdout.splitlines() if job_id in line]
+    assert row.split()[1:4] == ["sleep", "completed", "100"], row
+    assert len(row) <= 80
 
 
 def test_failed_job_exits_non_zero_with_its_message(stack: Stack, tmp_path: Path) -> None:

@@ -10,10 +10,12 @@ import functools
 import json
 import os
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Column, Table
@@ -232,16 +234,27 @@ def jobs(
 ) -> None:
     """List your newest jobs."""
     page = _client().list(status=status, kind=kind, limit=limit)
+    # One line a job in an 80-column terminal: the step gives way, nothing else is cut.
     table = Table(
-        Column("id", no_wrap=True, min_width=24), "kind", "status", "progress", "step", "created"
+        Column("id", no_wrap=True),
+        Column("kind", no_wrap=True),
+        Column("status", no_wrap=True),
+        Column("%", justify="right", no_wrap=True),
+        Column("step", no_wrap=True, overflow="ellipsis", min_width=4),
+        Column("created", no_wrap=True),
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
     )
+    today = datetime.now().astimezone().date()
     for job in page.items:
+        created = job.created_at.astimezone()
         table.add_row(
             job.id,
             job.kind,
             job.status.value,
-            f"{job.progress:.0f}%",
+            f"{job.progress:.0f}",
             job.current_step or "",
-            job.created_at.isoformat()[:16].replace("T", " "),
+            created.strftime("%H:%M" if created.date() == today else "%Y-%m-%d %H:%M"),
         )
     console.print(table)
