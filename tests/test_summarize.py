@@ -31,7 +31,13 @@ from test_jobs_e2e import read_events
 
 from longplay.engines import get_language_model, get_synthesizer, get_transcriber
 from longplay.engines.models import DEFAULT_VOICE_NAME
-from longplay.engines.summaries import Unit, chunk_units, units_of
+from longplay.engines.summaries import (
+    SummaryOptions,
+    Unit,
+    chunk_units,
+    summarize_document,
+    units_of,
+)
 from longplay.engines.tts import SECOND_VOICE_NAME
 from longplay.framework import PermanentError
 from longplay.framework.library import CollectionNotFound
@@ -364,8 +370,11 @@ def test_a_document_of_a_collection_is_summarized_whole_once(
     assert {o["name"] for o in job["outputs"]} == {"guide.summary.md", "guide.summary.json"}
     summary = summary_json(client, job)
     assert summary["input"] == "guide.md"
-    # The bundled model often writes the key's name as its only point: taken out.
-    assert "key_points" not in sections(summary)["key_points"]["items"]
+    # Without the worked example the bundled model wrote the key's name as its only
+    # point, or nothing; with it, points from the guide.
+    points = sections(summary)["key_points"]["items"]
+    assert points and "key_points" not in points
+    assert all(set(point.lower().split()) & set(GUIDE.lower().split()) for point in points)
     original = units_of(Document.from_text(GUIDE, name="guide.md"))
     assert summary["coverage"]["characters_total"] == sum(len(u.text) for u in original)
 
@@ -576,7 +585,81 @@ def test_what_only_repeats_the_instructions_is_taken_out() -> None:
     notes = BUILTIN_TEMPLATES["meeting-notes"]
     echoing = read_answer({**answer, "summary": "What was decided."}, notes)
     [prose, *_] = without_echoes(echoing, source=source, instructions=instructions)[0]
-    assert prose.text == "What was decided.", "all of it echoes: kept, there is nothing better"
+    assert prose.text == "", "all of it echoes: left for the summarizer to fill"
+
+
+def test_what_is_copied_from_the_worked_example_is_taken_out() -> None:
+    """Three words in a row from the example that the text does not say: the model
+    wrote about the example, not about the text."""
+    source = TOPICS[3]  # the football club
+    example = "The council approved six electric buses for the north district."
+    answer = {
+        "key_points": [
+            "The club moved its training to the new field.",
+            "The coach ordered six electric buses.",  # the example's, not the text's
+            "The council approved longer sessions.",
+        ]
+    }
+    read = read_answer(answer, BUILTIN_TEMPLATES["key-points"])
+    [points], taken = without_echoes(read, source=source, instructions="", example=example)
+    assert points.items == ["The club moved its training to the new field."]
+    assert taken == answer["key_points"][1:]
+
+
+class EchoingModel:
+    """A language model that answers every prompt with its instructions (a paragraph)
+    and its keys (a list), as the bundled model did for a short meeting note and for
+    key points: a stand-in for the engine, not for longplay."""
+
+    model, device = "echo", "cpu"
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+
+    def complete_json(self, prompt: str, schema: Any, **_: Any) -> str:
+        self.prompts.append(prompt)
+        forms = {key: spec["type"] for key, spec in schema["properties"].items()}
+        return json.dumps(
+            {
+                key: "One paragraph: what the text is about." if form == "string" else [key]
+                for key, form in forms.items()
+            }
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 4
+
+
+def test_a_summary_that_only_repeats_its_prompt_gets_sentences_of_the_text() -> None:
+    text = (
+        "# Team sync\n\nAna opened with the release plan. The beta ships on December 10. "
+        "Ben reported that the queue backed up twice.\n\nChloe asked about the holidays."
+    )
+    notes: list[tuple[str, dict[str, Any]]] = []
+    model = EchoingModel()
+    summary = summarize_document(
+        Document.from_text(text, name="sync.md"),
+        SummaryOptions(template="brief", length="short"),
+        llm=model,  # type: ignore[arg-type]
+        context_tokens=4096,
+        note=lambda message, **data: notes.append((message, data)),
+    )
+    [prose] = summary.sections
+    assert len(model.prompts) == 2  # asked again, once
+    assert prose.text.startswith("Ana opened with the release plan. The beta ships on")
+    assert "#" not in prose.text and len(prose.text) <= 400  # the short length's bound
+    assert any(data.get("code") == "summary_from_text" for _, data in notes)
+
+    points = summarize_document(
+        Document.from_text(text, name="sync.md"),
+        SummaryOptions(template="key-points", length="short"),
+        llm=model,  # type: ignore[arg-type]
+        context_tokens=4096,
+    )
+    assert points.sections[0].items == [  # the first sentence of each paragraph
+        "Ana opened with the release plan.",
+        "Chloe asked about the holidays.",
+    ]
 
 
 def test_an_action_items_owner_is_one_of_the_names_the_text_says() -> None:

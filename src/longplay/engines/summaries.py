@@ -12,6 +12,7 @@ does not pass. Nothing of the input is left out unless ``max_characters`` says s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,11 +24,14 @@ from longplay.framework import InvalidParams, Note, PermanentError, Progress, no
 from longplay.text.chunks import chunk_text, estimate_tokens
 from longplay.text.documents import Document
 from longplay.text.languages import Language
+from longplay.text.sentences import split_sentences
 from longplay.text.summary import (
     BUILTIN_TEMPLATES,
+    LENGTHS,
     TEMPLATE_NAME,
     Chapter,
     Length,
+    SectionSpec,
     SummarySection,
     Template,
     TemplateSection,
@@ -181,26 +185,52 @@ class _Run:
             try:
                 read = read_answer(parse_json_answer(answer), self.template, segments=segments)
                 sections, echoes = without_echoes(
-                    read, source=source, instructions=_instructions(self)
+                    read, source=source, instructions=_instructions(self), example=_example(self)
                 )
                 if echoes and temperature == 0.0:
                     echoing = sections
                     raise UnusableAnswer(f"it repeats the instructions: {echoes[0]!r}")
                 if echoing is not None and len(_plain(echoing)) > len(_plain(sections)):
-                    return echoing
-                return sections
+                    return self._filled(echoing, source)
+                return self._filled(sections, source)
             except UnusableAnswer as exc:
                 problem = str(exc)
                 if temperature == 0.0:
                     self.retries += 1
                     self.note(f"the model's summary was not usable ({problem}); asked again")
         if echoing is not None:
-            return echoing
+            return self._filled(echoing, source)
         raise PermanentError(
             f"the model gave no usable summary in two tries ({problem}); a stronger model "
             "does better (see the README)",
             code="summary_unusable",
         )
+
+    def _filled(self, sections: list[SummarySection], source: str) -> list[SummarySection]:
+        """Sections the model left empty, or filled only with its prompt's words, where
+        the summary cannot go without them, taken from the text itself, with a note: a
+        prose section holds the text's opening sentences; a list that is the whole
+        summary (key points) holds the first sentence of each paragraph. A small model
+        does this with some texts, and what it wrote was not about the text at all."""
+        bounds = LENGTHS[self.options.length]
+        lists_only = all(s.form != "prose" for s in sections)
+        filled, names = [], []
+        for section in sections:
+            if section.form == "prose" and not section.text.strip():
+                section = replace(section, text=_opening(source, bounds.prose_chars))
+                names.append(section.name)
+            elif section.form == "list" and lists_only and not section.items:
+                points = _first_sentences(source)[: bounds.items]
+                section = replace(section, items=[_cut(p, bounds.item_chars) for p in points])
+                names.append(section.name)
+            filled.append(section)
+        if names:
+            self.note(
+                f"the model wrote nothing of the text's own in {', '.join(names)}: sentences "
+                "of the text stand in (a stronger model does better, see the README)",
+                code="summary_from_text",
+            )
+        return filled
 
 
 def summarize_document(
@@ -401,13 +431,103 @@ def _form_text(form: str, length: str) -> str:
 
 
 def _instructions(run: _Run) -> str:
-    language = f" in {run.language}" if run.language else ""
-    lines = [f"The text below is followed by its summary{language}, as JSON with these keys:"]
-    for spec in sorted(run.template.sections, key=lambda s: s.form == "prose"):
-        form = _form_text(spec.form, run.options.length)
+    return _instructions_for(run.template.sections, run.options.length, run.language)
+
+
+def _instructions_for(sections: Sequence[SectionSpec], length: str, language: str | None) -> str:
+    said_in = f" in {language}" if language else ""
+    lines = [f"The text below is followed by its summary{said_in}, as JSON with these keys:"]
+    for spec in sorted(sections, key=lambda s: s.form == "prose"):
+        form = _form_text(spec.form, length)
         lines.append(f'- "{spec.key}" ({spec.name}): {spec.instruction} As {form}.')
     lines.append("The summary uses only what the text says.")
     return "\n".join(lines)
+
+
+EXAMPLE_TEXT = (
+    "The town council met on Tuesday to talk about a new bus line. People in the north "
+    "district have waited years for a direct bus to the hospital. The council approved "
+    "the route and set aside money for six electric buses. Nora Lind will order the "
+    "buses by the end of March, and the line opens in May."
+)
+EXAMPLE_SECTIONS: dict[str, tuple[SectionSpec, Any]] = {
+    "list": (
+        SectionSpec("points", "Points", "The main points, one per item.", "list"),
+        [
+            "The council approved a bus line from the north district to the hospital.",
+            "It set aside money for six electric buses.",
+            "The line opens in May.",
+        ],
+    ),
+    "actions": (
+        SectionSpec("tasks", "Tasks", "Tasks someone agreed to do.", "actions"),
+        [{"task": "Order the six electric buses", "owner": "Nora Lind", "due": "end of March"}],
+    ),
+    "prose": (
+        SectionSpec("summary", "Summary", "What the text is about.", "prose"),
+        "The council approved a bus line from the north district to the hospital, with six "
+        "electric buses, from May.",
+    ),
+}
+"""A worked example for templates with a list: its sections, one of each form the
+template has, and their answers."""
+
+
+def _example(run: _Run) -> str:
+    """A text and its summary as JSON, before the prompt's own, where the template asks
+    for a list or for action items. Given the instructions alone, the bundled model
+    (a small base model) wrote a list's key as its one item, or nothing: key-points
+    summaries of seven short texts came back empty, all seven. With the example, six
+    had points from their own text. Prose-only templates go without: there the model
+    copied the example's summary instead. What it copies of the example is taken out
+    as an echo (:func:`~longplay.text.summary.without_echoes`)."""
+    forms = {spec.form for spec in run.template.sections}
+    if not forms & {"list", "actions"}:
+        return ""
+    shown = [EXAMPLE_SECTIONS[form] for form in EXAMPLE_SECTIONS if form in forms]
+    specs = [spec for spec, _ in shown]
+    answer = json.dumps({spec.key: value for spec, value in shown})
+    text = _text_block(EXAMPLE_TEXT)
+    return f"{_instructions_for(specs, 'short', None)}\n\n{text}{answer}\n\n"
+
+
+def _asked(run: _Run) -> str:
+    """What a prompt says before the text: the example, if any, and the instructions."""
+    return _example(run) + _instructions(run)
+
+
+def _opening(source: str, limit: int) -> str:
+    """The first sentences of ``source`` up to ``limit`` characters (at least one),
+    Markdown headings left out."""
+    prose = " ".join(line for line in source.splitlines() if not line.lstrip().startswith("#"))
+    kept: list[str] = []
+    for sentence in split_sentences(" ".join(prose.split())):
+        if kept and sum(len(k) + 1 for k in kept) + len(sentence) > limit:
+            break
+        kept.append(sentence)
+    return _cut(" ".join(kept), limit)
+
+
+def _first_sentences(source: str) -> list[str]:
+    """The first sentence of each line of ``source`` (a paragraph, a segment, a point of
+    a part's summary) that says something (four words or more: not "Note 3."), once
+    each; headings and labels ("Key points:") left out."""
+    found: list[str] = []
+    for line in source.splitlines():
+        text = line.strip().removeprefix("- ").strip()
+        if not text or text.startswith("#") or text.endswith(":"):
+            continue
+        said = [t for t in split_sentences(text) if len(t.split()) >= 4]
+        if said and said[0] not in found:
+            found.append(said[0])
+    return found
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` cut at a word to at most ``limit`` characters, marked with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:") + "…"
 
 
 def _text_block(text: str) -> str:
@@ -425,7 +545,7 @@ def _prompt(run: _Run, units: Sequence[Unit], first: int, *, running: str) -> st
     summary of what came before when there is one."""
     text = _numbered(units, first, run.template.chapters)
     earlier = f"(Summary of the part of the text before this one: {running})\n" if running else ""
-    return f"{_instructions(run)}\n\n{earlier}{_text_block(text)}"
+    return f"{_asked(run)}\n\n{earlier}{_text_block(text)}"
 
 
 def _source(units: Sequence[Unit]) -> str:
@@ -439,7 +559,7 @@ def _plain_parts(parts: Sequence[list[SummarySection]]) -> str:
 
 def _combine_prompt(run: _Run, parts: Sequence[list[SummarySection]]) -> str:
     return (
-        f"{_instructions(run)}\n\n"
+        f"{_asked(run)}\n\n"
         "(The text is the summaries of the consecutive parts of one long text; its summary "
         "keeps every decision, task and name they give.)\n"
         f"{_text_block(_plain_parts(parts))}"

@@ -413,8 +413,14 @@ def _words(text: str) -> set[str]:
     return {w.lower() for w in _WORD.findall(text)}
 
 
+def _runs(text: str, length: int = 3) -> set[tuple[str, ...]]:
+    """Every ``length`` words in a row in ``text``, lower case."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    return {tuple(words[i : i + length]) for i in range(len(words) - length + 1)}
+
+
 def without_echoes(
-    sections: list[SummarySection], *, source: str, instructions: str
+    sections: list[SummarySection], *, source: str, instructions: str, example: str = ""
 ) -> tuple[list[SummarySection], list[str]]:
     """``sections`` without what only repeats the prompt's instructions (a small model
     given "Questions left open." as the instruction writes it back as an open
@@ -422,15 +428,20 @@ def without_echoes(
 
     A text echoes when every word of it is in ``instructions`` and some are not in
     ``source`` (the text summarized): "Risk: flooding" draws on a text about floods and
-    stays. Echoing sentences leave the prose, unless all of it echoes
-    (then it stays as written: there is nothing better to give); echoing items leave
-    their list; an action item's owner not named in ``source`` becomes unsaid (the
-    instruction asks for a person named in the text), and so does an echoing due date."""
-    said, asked = _words(source), _words(instructions)
+    stays. Echoing sentences leave the prose (all of them where all echo: the caller
+    puts something in its place); echoing items leave their list; an action item's
+    owner not named in ``source`` becomes unsaid (the instruction asks for a person
+    named in the text), and so does an echoing due date.
+
+    ``example`` is a worked example the prompt showed: its words count as the
+    instructions' do, and a text that takes three words in a row from it which
+    ``source`` does not have ("Maria ordered the six electric buses") echoes too."""
+    said, asked = _words(source), _words(instructions) | _words(example)
+    borrowed = _runs(example) - _runs(source)
 
     def echoes(text: str) -> bool:
         words = _words(text)
-        return bool(words - said) and words <= asked
+        return (bool(words - said) and words <= asked) or bool(_runs(text) & borrowed)
 
     taken: list[str] = []
 
@@ -444,7 +455,7 @@ def without_echoes(
     for section in sections:
         if section.form == "prose":
             text = " ".join(t for t in split_sentences(section.text) if keep(t))
-            cleaned.append(replace(section, text=text or section.text))
+            cleaned.append(replace(section, text=text))
         elif section.form == "list":
             cleaned.append(replace(section, items=[t for t in section.items if keep(t)]))
         elif section.form == "actions":
