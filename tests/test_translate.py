@@ -27,7 +27,7 @@ from longplay.framework import InvalidInput, InvalidParams, RetryableError
 from longplay.kinds.translate import TranslateParams
 from longplay.settings import Settings, get_settings
 from longplay.text import Cue, parse_srt, parse_transcript_json
-from longplay.text.answers import parse_numbered
+from longplay.text.answers import parse_numbered, without_loop
 from longplay.text.documents import Document
 
 API_KEY = "translate-test-key"
@@ -56,6 +56,14 @@ PROSE = (
     "The library opens at nine in the morning.\n\n"
     "Please close the door when you leave.\n\n"
     "My brother bought a new car last week."
+)
+SYNC_NOTE = (
+    "# Team sync, December 3\n\n"
+    "Ana opened with the release plan. The beta ships on December 10 to forty customers; "
+    "the public release follows in January if the crash rate stays under one percent.\n\n"
+    "Ben reported that the transcription queue backed up twice last week. Both times a "
+    "single customer uploaded several hours of audio at once. He proposed per-customer "
+    "limits on running jobs.\n"
 )
 DATABASE = pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)
 
@@ -363,6 +371,24 @@ def upload(client: httpx.Client, name: str, content: bytes, **params: Any) -> st
     )
     assert response.status_code == 202, response.text
     return str(response.json()["id"])
+
+
+def test_a_translation_that_goes_round_in_a_loop_is_cut_where_it_began() -> None:
+    assert without_loop("mit dem Plan mit dem Plan mit dem Plan mit dem") == "mit dem Plan"
+    assert without_loop("nein nein nein nein nein nein") == "nein"
+    assert without_loop("der Prozess-Prozess-Prozess-Prozess-Prozess-Pro") == "der Prozess"
+    for kept in ("ha ha ha, very very good", "Guten Morgen, wie geht es dir?"):
+        assert without_loop(kept) == kept
+
+
+@pytest.mark.usefixtures("local_llm")
+def test_the_bundled_model_never_hands_back_a_loop(tmp_path: Path) -> None:
+    """A meeting note the bundled model translated into German as "Ana hat die
+    Releaseplan ... mit dem Launchplan mit dem Launchplan ..." for 600 characters."""
+    ctx = translate_upload(tmp_path, "sync.md", SYNC_NOTE, target_language="de")
+    [output] = [o for o in ctx.outputs() if o.name.endswith(".de.md")]
+    lines = [line for line in output.path.read_text(encoding="utf-8").splitlines() if line]
+    assert lines and all(without_loop(line) == line for line in lines), lines
 
 
 @DATABASE

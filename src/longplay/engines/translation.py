@@ -77,6 +77,11 @@ def translate_lines(
             translated[index] = text
         tally.chunk_done(chunk)
         position += size
+    if stats.looping_lines:
+        note(
+            f"{stats.looping_lines} of {stats.lines} lines went round in a loop and were cut "
+            "where it began; a stronger model does better (see the README)"
+        )
     if stats.untranslated_lines:
         note(
             f"{stats.untranslated_lines} of {stats.lines} lines came back empty or untranslated "

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from longplay.engines.llm import LanguageModel, LlamaCppModel, Message
 from longplay.framework import Note, Progress
-from longplay.text.answers import is_copy, normal, parse_numbered
+from longplay.text.answers import is_copy, normal, parse_numbered, without_loop
 from longplay.text.chunks import estimate_tokens
 from longplay.text.languages import Language
 
@@ -97,6 +97,8 @@ class TranslationStats:
     """Lines translated once more on their own after the answer for them failed the checks."""
     untranslated_lines: int = 0
     """Lines the model gave back empty (kept in the source language) or untranslated."""
+    looping_lines: int = 0
+    """Lines whose translation went round in a loop and was cut where the loop began."""
 
 
 class Tally:
@@ -344,9 +346,11 @@ class CompletionTranslator:
         return text
 
     def _usable(self, line: str, text: str) -> bool:
-        """Not empty, not the line itself, not one of the examples' translations."""
+        """Not empty, not the line itself, not one of the examples' translations, not
+        going round in a loop."""
         copied = any(normal(text) == normal(example) for _, example in self.examples)
-        return bool(normal(text)) and not is_copy(line, text) and not copied
+        looping = without_loop(text) != text and without_loop(line) == line
+        return bool(normal(text)) and not is_copy(line, text) and not copied and not looping
 
     def _ask(self, line: str, run: Run, *, with_history: bool) -> str:
         prompt = self._prompt(line, with_history=with_history)
@@ -381,6 +385,9 @@ class Run:
         """The translation kept for ``source``: the source itself where the model gave
         nothing back, so that no line goes missing."""
         text = " ".join(text.split())
+        if (cut := without_loop(text)) != text and without_loop(source) == source:
+            self.stats.looping_lines += 1
+            text = cut
         if not normal(text) or is_copy(source, text):
             self.stats.untranslated_lines += 1
         return text if normal(text) else source

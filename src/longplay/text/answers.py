@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 _NUMBERED = re.compile(r"^\s*(\d+)\s*[.):]\s*(.*?)\s*$")
 _NOT_WORD = re.compile(r"[\W_]+")
+_WORD = re.compile(r"\w+")
 
 
 def normal(text: str) -> str:
@@ -19,6 +20,26 @@ def is_copy(source: str, text: str) -> bool:
     """Left in the source language: the same words, and enough of them to tell (a name
     or "OK" may well stay as it is)."""
     return len(source.split()) >= 3 and normal(source) == normal(text)
+
+
+def without_loop(text: str) -> str:
+    """``text`` up to where it starts going round in a loop, as a small model does: a
+    run of two to eight words said three times in a row, or one word five times, is
+    kept once and what follows is dropped ("mit dem Plan mit dem Plan mit dem Plan …"
+    → "mit dem Plan"; "Prozess-Prozess-Prozess-Prozess-Prozess" → "Prozess"). Text
+    without such a loop comes back as it is. (A translation is cut only where its
+    source does not repeat itself so.)"""
+    words = list(_WORD.finditer(text))
+    said = [w.group().lower() for w in words]
+    for start in range(len(said)):
+        for size in range(1, 9):
+            times = 5 if size == 1 else 3
+            if start + size * times > len(said):
+                break
+            run = said[start : start + size]
+            if all(said[start + k * size : start + (k + 1) * size] == run for k in range(times)):
+                return text[: words[start + size - 1].end()]
+    return text
 
 
 def parse_numbered(answer: str, sources: Sequence[str]) -> tuple[list[str] | None, str]:
