@@ -670,6 +670,8 @@ def test_an_action_items_owner_is_one_of_the_names_the_text_says() -> None:
     assert names_in(said) == ("Bob", "Carol")  # not "Good", "Action", "March", "Friday"
     assert names_in(labelled) == ("Alice", "Bob", "Carol")  # not "The", "We", "Action"
     assert names_in(written) == ("Dave", "Skerry Point", "Eve")
+    notes = "Decisions: we ship in May.\nNext steps: Carol tests it.\nDave: I will write it."
+    assert names_in(notes) == ("Carol", "Dave")  # not "Decisions" or "Next", labels
     schema = answer_schema(BUILTIN_TEMPLATES["meeting-notes"], "short", names=("Bob", "Carol"))
     item = schema["properties"]["action_items"]["items"]
     assert item["properties"]["owner"] == {"enum": ["", "Bob", "Carol"]}

@@ -180,6 +180,16 @@ NOT_NAMES = frozenset(
     }
 )
 """Words written with a capital that name no one."""
+LABELS = frozenset(
+    {
+        *("agenda", "attendees", "present", "absent", "summary", "notes", "note", "minutes"),
+        *("decision", "decisions", "action", "actions", "items", "task", "tasks", "todo"),
+        *("question", "questions", "topic", "topics", "update", "updates", "next", "steps"),
+        *("risk", "risks", "blockers", "outcome", "outcomes", "date", "time", "subject"),
+    }
+)
+"""Words of the labels that head a part of some notes ("Decisions:", "Next steps:"): at
+a line's start before a colon they name no speaker."""
 MAX_NAMES = 24
 
 
@@ -187,7 +197,7 @@ def names_in(text: str, limit: int = MAX_NAMES) -> tuple[str, ...]:
     """The names ``text`` says, in order of first use (``limit`` at most): runs of
     capitalised words that do not start a sentence ("Action item: Bob will..."), less
     the first word where they do ("Then Bob will..."), and speakers' labels ("Carol: I
-    will..."); days, months and "I" left out.
+    will..."); days, months, "I" and the labels of notes ("Decisions:") left out.
 
     An action item's owner is chosen from these (:func:`section_schema`), so that even
     a small model can only name someone the text names."""
@@ -198,7 +208,8 @@ def names_in(text: str, limit: int = MAX_NAMES) -> tuple[str, ...]:
             before = line[:start].rstrip()
             after_label = label_end is not None and line[label_end:start].strip() == ":"
             if not before and line[end:].startswith(":"):
-                found[" ".join(words)] = None
+                if not {w.lower() for w in words} <= LABELS:
+                    found[" ".join(words)] = None
                 label_end = end
             elif before and before[-1] not in ".!?" and not after_label:
                 found[" ".join(words)] = None
