@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from longplay.engines.llm import LanguageModel
 from longplay.framework import InvalidParams, Note, PermanentError, Progress, no_note, no_progress
-from longplay.text.chunks import chunk_text, estimate_tokens
+from longplay.text.chunks import CHARS_PER_TOKEN, chunk_text, estimate_tokens
 from longplay.text.documents import Document
 from longplay.text.languages import Language
 from longplay.text.sentences import split_sentences
@@ -332,7 +332,7 @@ def _map_reduce(
         prompt = _prompt(run, chunk, first, running=running)
         sections = run.ask(f"{running}\n{_source(chunk)}", (first, last), prompt)
         parts.append(sections)
-        running = _clip(_plain(sections), RUNNING_SUMMARY_TOKENS)
+        running = _cut(_plain(sections), RUNNING_SUMMARY_TOKENS * CHARS_PER_TOKEN)
         read += sum(len(u.text) for u in chunk)
         first = last + 1
         progress(number, total, chunks_done=number, chunks_total=len(chunks), characters_read=read)
@@ -589,12 +589,7 @@ def _item_text(item: Any) -> str:
     return action_text(item)
 
 
-def _clip(text: str, tokens: int) -> str:
-    limit = tokens * 4
-    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
-
-
 def _clipped(section: SummarySection, tokens: int) -> SummarySection:
     if section.form == "prose":
-        return replace(section, text=_clip(section.text, tokens))
+        return replace(section, text=_cut(section.text, tokens * CHARS_PER_TOKEN))
     return section
