@@ -5,9 +5,11 @@ depth limit, a body limit of its own). Each test runs on SQLite and on PostgreSQ
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,17 @@ def owner(stack: Stack, request: pytest.FixtureRequest) -> Iterator[httpx.Client
     """A client of an owner of its own, who has submitted nothing yet."""
     with stack.client(f"contract-{request.node.name}"[:60]) as client:
         yield client
+
+
+def short_wav() -> bytes:
+    """A fifth of a second of silence as a WAV file: audio that decodes."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(b"\0\0" * 3200)
+    return out.getvalue()
 
 
 def stored_files(stack: Stack) -> set[str]:
@@ -172,10 +185,23 @@ def test_bad_submissions_are_refused_naming_the_field(stack: Stack, owner: httpx
     voice = owner.post(
         "/v1/jobs",
         data={"kind": "dub", "params": json.dumps({"target_language": "de", "voice": "nobody"})},
-        files={"file": ("talk.wav", b"RIFF....WAVE", "audio/wav")},
+        files={"file": ("talk.wav", short_wav(), "audio/wav")},
     )
     refused = error_of(voice, 422, "invalid_params")
     assert locs(refused) == [["body", "params", "voice"]] and "joe" in refused["message"]
+    for kind in ("convert", "transcribe", "dub", "transcribe-music"):
+        claims_audio = owner.post(
+            "/v1/jobs",
+            data={
+                "kind": kind,
+                "params": json.dumps({"target_language": "de"} if kind == "dub" else {}),
+            },
+            files={"file": ("minutes.wav", b"Minutes of the meeting\n" * 9)},
+        )
+        refused = error_of(claims_audio, 422, "undecodable_audio")
+        assert locs(refused) == [["body", "file", 0]], kind
+        assert refused["message"].startswith("minutes.wav "), refused
+        assert str(stack.data_dir) not in refused["message"]
     assert owner.get("/v1/jobs").json()["items"] == [], "nothing was stored"
     assert stored_files(stack) == before, "no upload of a refused submission is kept"
 

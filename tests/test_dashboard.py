@@ -203,6 +203,25 @@ def test_submit_synthesize_from_its_form_bar_reaches_100_live_and_result_plays(
 
 
 @DATABASE
+def test_a_file_the_kind_cannot_read_is_refused_on_its_form(visit: Any) -> None:
+    you = visit("dash-not-audio")
+    page = you.sign_in()
+    page.goto("/submit/convert")
+    text = b"Minutes of the meeting\n"
+    page.set_input_files(
+        "#file", files=[{"name": "minutes.wav", "mimeType": "audio/wav", "buffer": text}]
+    )
+    page.click("button.primary")
+
+    expect(page.locator("[data-problem]")).to_contain_text(
+        "minutes.wav is not an audio or video file"
+    )
+    expect(page).to_have_url(re.compile(r"/submit/convert$"))
+    with you.api() as api:
+        assert api.get("/v1/jobs").json()["items"] == []
+
+
+@DATABASE
 def test_jobs_list_filters_pages_and_moves_bars_by_sse(visit: Any) -> None:
     you = visit("dash-list")
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()

@@ -395,16 +395,32 @@ def test_a_text_file_is_refused_at_submit(stack: Stack) -> None:
 
 
 @DATABASE
-def test_an_upload_that_only_claims_to_be_audio_fails_at_once(stack: Stack) -> None:
-    client = stack.client()
+def test_an_upload_that_only_claims_to_be_audio_is_refused(stack: Stack) -> None:
+    """Sent with the submission, it is refused there and nothing is kept; uploaded
+    before and named by id, the job finds out at once, without retries."""
+    client = stack.client("transcribe-claims-audio")
+    text = b"Minutes of the meeting\n"
 
-    job = finished(client, transcribe_upload(client, "minutes.wav", b"Minutes of the meeting\n"))
+    response = client.post(
+        "/v1/jobs",
+        data={"kind": "transcribe"},
+        files={"file": ("minutes.wav", text, "application/octet-stream")},
+    )
+
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "undecodable_audio"
+    assert error["message"].startswith("minutes.wav ")
+    assert "PyAV" in error["message"]  # and what the decoder said
+    assert client.get("/v1/jobs").json()["items"] == []
+
+    stored = client.post("/v1/artifacts", files={"file": ("minutes.wav", text)}).json()
+    job = finished(client, submit(client, "transcribe", inputs=[stored["id"]])["id"])
 
     assert job["status"] == "failed"
     assert job["attempts"] == 1
     assert job["error"]["code"] == "undecodable_audio" and job["error"]["retryable"] is False
     assert job["error"]["message"].startswith("minutes.wav ")
-    assert "PyAV" in job["error"]["message"]  # and what the decoder said
 
 
 @DATABASE

@@ -1,14 +1,18 @@
-"""Turning uploaded files into input artifacts, in two halves: copying and hashing the
-bytes (slow, no store connection held) and adding the rows (quick, in a store call)."""
+"""Turning uploaded files into input artifacts, in two halves: copying, hashing and
+checking the bytes (slow, no store connection held) and adding the rows (quick, in a
+store call)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
+from longplay.framework import InvalidInput, JobKind
+from longplay.jobs.refusals import Invalid
 from longplay.settings import get_settings
 from longplay.store import files
 from longplay.store.models import Artifact, ArtifactRole, Owner
@@ -37,16 +41,32 @@ def receive(upload: UploadFile) -> Received:
     return Received(stager.finish(), name, files.guess_media_type(name, upload.content_type))
 
 
-def receive_all(uploads: Sequence[UploadFile]) -> list[Received]:
-    """Every upload received, or none: a failure removes the ones copied before it."""
+def receive_all(uploads: Sequence[UploadFile], kind: JobKind[Any] | None = None) -> list[Received]:
+    """Every upload received, or none: a failure removes the ones copied before it.
+    Each file of a type ``kind`` takes gets the kind's look into it (its
+    ``check_upload``); a file that fails it refuses the submission (:class:`Invalid`,
+    with the code the job would have failed with)."""
     received: list[Received] = []
     try:
-        for upload in uploads:
-            received.append(receive(upload))
+        for index, upload in enumerate(uploads):
+            item = receive(upload)
+            received.append(item)
+            if kind is not None:
+                _check(kind, item, index)
     except BaseException:
         discard(received)
         raise
     return received
+
+
+def _check(kind: JobKind[Any], item: Received, index: int) -> None:
+    if kind.check_upload is None or not kind.accepts(item.media_type):
+        return  # a type the kind does not take is refused with the submission's check
+    try:
+        kind.check_upload(item.staged.path, item.name)
+    except InvalidInput as exc:
+        problem = {"loc": ["body", "file", index], "msg": exc.message, "type": exc.code}
+        raise Invalid(exc.message, [problem], code=exc.code) from exc
 
 
 def discard(received: Sequence[Received]) -> None:

@@ -97,7 +97,11 @@ async def submit(request: Request, kind_name: str) -> Response:
     except refusals.Invalid as exc:
         viewer = await as_viewer(request, lambda session, viewer: viewer)
         return _form_page(request, viewer, kind, values=values, problem=str(exc), status_code=422)
-    received = await run_in_threadpool(uploads.receive_all, files) if files else []
+    try:
+        received = await run_in_threadpool(uploads.receive_all, files, kind) if files else []
+    except refusals.Invalid as exc:
+        viewer = await as_viewer(request, lambda session, viewer: viewer)
+        return _form_page(request, viewer, kind, values=values, problem=str(exc), status_code=422)
 
     def submit_in_store(session: Session, viewer: Viewer) -> tuple[str, Any, Any]:
         try:

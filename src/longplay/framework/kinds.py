@@ -211,6 +211,14 @@ SubmitCheck = Callable[[P, Sequence[SubmittedInput]], None]
 it to what can be known without the files' contents; what only running finds out,
 the steps still raise."""
 
+UploadCheck = Callable[[Path, str], None]
+"""A kind's quick look into a file uploaded with a submission, given its path and the
+name it was sent under, before anything is stored: it raises :class:`InvalidInput`
+(with the code the job would fail with) when the file cannot be an input of the kind,
+as audio that does not decode, and the submission is refused with 422 and that
+message. Inputs named by id were uploaded without a kind; only the job's steps see
+into those."""
+
 
 @dataclass
 class FieldError(InvalidParams):
@@ -244,6 +252,9 @@ class JobKind(Generic[P]):
     Checked at submit: an input of another known type is refused there."""
     check: SubmitCheck[P] | None = None
     """The kind's own submit-time check of its params and inputs (see :data:`SubmitCheck`)."""
+    check_upload: UploadCheck | None = None
+    """A look into each file uploaded with a submission (see :data:`UploadCheck`), for
+    the files of a type the kind takes."""
     resource: Resource = "cpu"
     priority: KindPriority = "normal"
     """Where the kind's jobs stand against the owner's tier when a submission names no

@@ -27,6 +27,7 @@ from longplay.media import (
     AudioInfo,
     LoudnessMeter,
     OutputFormatName,
+    check_decodable,
     codec_gain_db,
     decode,
     probe,
@@ -289,5 +290,6 @@ register(
         min_inputs=1,
         max_inputs=1,
         input_types=("audio/", "video/"),
+        check_upload=check_decodable,
     )
 )

@@ -31,6 +31,7 @@ from longplay.framework import (
     SubmittedInput,
     register,
 )
+from longplay.media import check_decodable
 
 TRANSCRIPT_TYPES = {f".{fmt}": media_type for fmt, media_type in MEDIA_TYPES.items()}
 
@@ -133,6 +134,7 @@ register(
         min_inputs=1,
         max_inputs=1,
         input_types=("audio/", "video/"),
+        check_upload=check_decodable,
         check=check,
     )
 )

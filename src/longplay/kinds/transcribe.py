@@ -31,7 +31,7 @@ from longplay.engines.transcription import (
     write_transcript,
 )
 from longplay.framework import InputFile, ItemContext, JobKind, Step, StepContext, register
-from longplay.media import probe
+from longplay.media import check_decodable, probe
 from longplay.settings import get_settings
 
 FAN_OUT = 8
@@ -116,6 +116,7 @@ register(
         min_inputs=1,
         max_inputs=1,
         input_types=("audio/", "video/"),
+        check_upload=check_decodable,
         fan_out=FAN_OUT,
     )
 )

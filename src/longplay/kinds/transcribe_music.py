@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from longplay.engines.notes import SAMPLE_RATE, detect_notes
 from longplay.framework import InvalidInput, JobKind, PermanentError, Step, StepContext, register
-from longplay.media import decode, probe
+from longplay.media import check_decodable, decode, probe
 from longplay.music import Note, TrackerOptions
 from longplay.music.beat import Beat, Meter, find_beat
 from longplay.music.midi import write_midi
@@ -296,6 +296,7 @@ register(
         min_inputs=1,
         max_inputs=1,
         input_types=("audio/", "video/"),
+        check_upload=check_decodable,
         resource=get_settings().music.resource,
     )
 )

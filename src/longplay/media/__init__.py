@@ -9,7 +9,14 @@ Everything streams in blocks, so an hour-long input never sits in memory whole::
     loudness = meter.result()
 """
 
-from longplay.media.audio import AudioBlock, AudioInfo, UndecodableAudio, decode, probe
+from longplay.media.audio import (
+    AudioBlock,
+    AudioInfo,
+    UndecodableAudio,
+    check_decodable,
+    decode,
+    probe,
+)
 from longplay.media.encode import (
     OUTPUT_FORMATS,
     AudioEncoder,
@@ -38,6 +45,7 @@ __all__ = [
     "PlannedLimiter",
     "Spool",
     "UndecodableAudio",
+    "check_decodable",
     "codec_gain_db",
     "db_to_gain",
     "decode",

@@ -86,6 +86,13 @@ def probe(path: Path, *, name: str | None = None) -> AudioInfo:
         )
 
 
+def check_decodable(path: Path, name: str) -> None:
+    """Raise :class:`UndecodableAudio` unless ``path`` holds audio that decodes, as
+    :func:`probe` finds out from its first frame: the submit-time look (a
+    :data:`~longplay.framework.UploadCheck`) of the kinds that read audio."""
+    probe(path, name=name)
+
+
 def decode(
     path: Path,
     *,

@@ -168,7 +168,8 @@ async def submit_job(
 ) -> JobPublic:
     """Submit a job: JSON naming uploaded artifacts, or multipart with the files."""
     body, params, files = await _read_submission(request)
-    received = await run_in_threadpool(uploads.receive_all, files) if files else []
+    kind = get_kind(body.kind)
+    received = await run_in_threadpool(uploads.receive_all, files, kind) if files else []
 
     def submit(session: Session, owner: Owner) -> tuple[JobPublic, bool]:
         try:
