@@ -382,6 +382,8 @@ def test_errors_carry_the_api_code(stack: Stack, api: Client) -> None:
     with pytest.raises(ApiError) as caught:
         api.submit("sleep", params={"seconds": "soon"})
     assert caught.value.code == "invalid_params" and caught.value.details
+    said = str(caught.value)  # the problem once, then where it is
+    assert said.count("valid number") == 1 and said.endswith("(body.params.seconds)"), said
     with pytest.raises(ApiError) as caught:
         api.get("job_nope")
     assert (caught.value.code, caught.value.status_code) == ("not_found", 404)

@@ -52,7 +52,7 @@ class ApiError(Exception):
             code = str(error.get("code") or "error")
             details = error.get("details")
             message = str(error.get("message") or response.reason_phrase)
-            message += _details(details)
+            message += _details(details, message)
         else:
             code = "error"
             detail = body.get("detail") if isinstance(body, dict) else None
@@ -95,16 +95,19 @@ def retry_after(response: httpx.Response) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _details(details: Any) -> str:
-    """A few of an error's details, as ``(field: message; ...)``."""
+def _details(details: Any, message: str) -> str:
+    """A few of an error's details, as ``(field: message; ...)``; a detail that only
+    repeats ``message`` (the error's first, as a rule) is given by its field alone."""
     if not isinstance(details, list) or not details:
         return ""
     shown = []
     for item in details[:3]:
         if isinstance(item, dict):
             where = item.get("field") or ".".join(map(str, item.get("loc") or []))
-            what = item.get("message") or item.get("msg") or ""
-            shown.append(f"{where}: {what}" if where else str(what))
+            what = str(item.get("message") or item.get("msg") or "")
+            if where and what in message:
+                what = ""
+            shown.append(f"{where}: {what}" if where and what else where or what)
         else:
             shown.append(str(item))
     more = f"; and {len(details) - 3} more" if len(details) > 3 else ""
