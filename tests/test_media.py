@@ -269,6 +269,14 @@ def test_non_audio_reports_what_the_decoder_said(tmp_path: Path) -> None:
         probe(path)
 
 
+def test_an_empty_file_is_said_to_be_empty(tmp_path: Path) -> None:
+    path = tmp_path / "empty.wav"
+    NOT_AUDIO["empty.wav"](path)
+
+    with pytest.raises(UndecodableAudio, match=r"^empty\.wav is empty: 0 bytes$"):
+        probe(path)
+
+
 def test_a_missing_file_is_not_blamed_on_the_input(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         probe(tmp_path / "gone.wav")

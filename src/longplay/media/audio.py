@@ -205,6 +205,8 @@ def _to_array(frame: av.AudioFrame) -> npt.NDArray[np.float32]:
 
 
 def _open(path: Path, label: str) -> av.container.InputContainer:
+    if path.stat().st_size == 0:  # else FFmpeg's "Invalid data found", which hides why
+        raise UndecodableAudio(f"{label} is empty: 0 bytes")
     with _decoder_errors(label):
         return av.open(str(path), "r")
 
