@@ -202,6 +202,15 @@ def test_bad_submissions_are_refused_naming_the_field(stack: Stack, owner: httpx
         assert locs(refused) == [["body", "file", 0]], kind
         assert refused["message"].startswith("minutes.wav "), refused
         assert str(stack.data_dir) not in refused["message"]
+    for kind, code, said in (
+        ("summarize", "empty", "blank.txt is empty: there is no text to summarize"),
+        ("synthesize", "invalid_input", "blank.txt has no words to speak"),
+    ):
+        blank = owner.post(
+            "/v1/jobs", data={"kind": kind}, files={"file": ("blank.txt", b" \n\n", "text/plain")}
+        )
+        refused = error_of(blank, 422, code)
+        assert locs(refused) == [["body", "file", 0]] and refused["message"] == said
     assert owner.get("/v1/jobs").json()["items"] == [], "nothing was stored"
     assert stored_files(stack) == before, "no upload of a refused submission is kept"
 

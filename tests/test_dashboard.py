@@ -405,13 +405,16 @@ def test_markup_from_users_and_jobs_shows_as_text(visit: Any) -> None:
     with you.api() as api:
         said = submit(api, params={"seconds": 0, "ticks": 1, "text": SCRIPT + IMG})["id"]
         page = you.sign_in()
-        page.goto("/submit/synthesize")  # a file with no words to speak: it fails, naming it
+        page.goto("/submit/synthesize")  # a file with no words to speak: refused, naming it
         page.set_input_files(
             "#file", files=[{"name": name, "mimeType": "text/plain", "buffer": b"... !!! ---"}]
         )
         page.click("button.primary")
-        expect(page).to_have_url(re.compile(r"/jobs/job_"))
-        wordless = page.url.rsplit("/", 1)[-1]
+        expect(page.locator("[data-problem]")).to_contain_text(f"{name} has no words to speak")
+        assert page.locator("img[src=x]").count() == 0
+        # Stored before and named by id, it reaches a job, which fails naming it.
+        stored = api.post("/v1/artifacts", files={"file": (name, b"... !!! ---", "text/plain")})
+        wordless = submit(api, kind="synthesize", inputs=[stored.json()["id"]])["id"]
         wait_for_status(api, said, {"completed"})
         failed = wait_for_status(api, wordless, {"failed"})
         assert name in failed["error"]["message"]

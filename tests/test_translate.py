@@ -415,15 +415,34 @@ def test_srt_upload_is_translated_by_the_worker(stack: Stack, tmp_path: Path) ->
 
 
 @DATABASE
-def test_bad_documents_fail_at_once_with_a_clear_message(stack: Stack) -> None:
-    client = stack.client()
-    empty = upload(client, "empty.txt", b"  \n\n ", target_language="de")
-    binary = upload(client, "x.bin", random.Random(0).randbytes(2048), target_language="de")
-    for job_id, code, message in (
-        (empty, "empty", "empty.txt is empty: there is no text to translate"),
-        (binary, "unsupported_input", "x.bin is not text"),
+def test_bad_documents_are_refused_at_submit_or_fail_at_once(stack: Stack) -> None:
+    """Sent with the submission, a file with no text is refused there; uploaded before
+    and named by id, the job fails at once, with the same code and message."""
+    client = stack.client("translate-bad-documents")
+    for name, content, code, message in (
+        ("empty.txt", b"  \n\n ", "empty", "empty.txt is empty: there is no text to translate"),
+        ("x.bin", random.Random(0).randbytes(2048), "unsupported_input", "x.bin is not text"),
     ):
-        failed = wait_for_status(client, job_id, {"completed", "failed"}, timeout=60)
+        response = client.post(
+            "/v1/jobs",
+            data={"kind": "translate", "params": json.dumps({"target_language": "de"})},
+            files={"file": (name, content, "application/octet-stream")},
+        )
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["code"] == code and message in error["message"]
+        assert error["details"][0]["loc"] == ["body", "file", 0]
+
+        stored = client.post("/v1/artifacts", files={"file": (name, content)}).json()
+        job = client.post(
+            "/v1/jobs",
+            json={
+                "kind": "translate",
+                "params": {"target_language": "de"},
+                "inputs": [stored["id"]],
+            },
+        ).json()
+        failed = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=60)
         assert failed["status"] == "failed"
         assert failed["attempts"] == 1
         assert failed["error"]["retryable"] is False

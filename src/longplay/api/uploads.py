@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
-from longplay.framework import InvalidInput, JobKind
+from longplay.framework import InputFile, InvalidInput, JobKind
 from longplay.jobs.refusals import Invalid
 from longplay.settings import get_settings
 from longplay.store import files
@@ -63,7 +63,9 @@ def _check(kind: JobKind[Any], item: Received, index: int) -> None:
     if kind.check_upload is None or not kind.accepts(item.media_type):
         return  # a type the kind does not take is refused with the submission's check
     try:
-        kind.check_upload(item.staged.path, item.name)
+        kind.check_upload(
+            InputFile("", item.name, item.media_type, item.staged.path, item.staged.size)
+        )
     except InvalidInput as exc:
         problem = {"loc": ["body", "file", index], "msg": exc.message, "type": exc.code}
         raise Invalid(exc.message, [problem], code=exc.code) from exc

@@ -16,6 +16,7 @@ from longplay.framework.errors import (
     RetryableError,
 )
 from longplay.framework.kinds import (
+    UPLOAD_READ_BYTES,
     FieldError,
     InputFile,
     ItemContext,
@@ -36,6 +37,7 @@ from longplay.framework.kinds import (
 )
 
 __all__ = [
+    "UPLOAD_READ_BYTES",
     "FieldError",
     "InputFile",
     "InvalidInput",

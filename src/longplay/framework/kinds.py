@@ -211,13 +211,16 @@ SubmitCheck = Callable[[P, Sequence[SubmittedInput]], None]
 it to what can be known without the files' contents; what only running finds out,
 the steps still raise."""
 
-UploadCheck = Callable[[Path, str], None]
-"""A kind's quick look into a file uploaded with a submission, given its path and the
-name it was sent under, before anything is stored: it raises :class:`InvalidInput`
-(with the code the job would fail with) when the file cannot be an input of the kind,
-as audio that does not decode, and the submission is refused with 422 and that
-message. Inputs named by id were uploaded without a kind; only the job's steps see
-into those."""
+UploadCheck = Callable[[InputFile], None]
+"""A kind's quick look into a file uploaded with a submission, before anything is
+stored: given the file as its steps would get it (its ``artifact_id`` empty, as it has
+none yet), it raises :class:`InvalidInput` (with the code the job would fail with) when
+the file cannot be an input of the kind, as audio that does not decode, and the
+submission is refused with 422 and that message. A look that reads the whole file
+reads one of at most :data:`UPLOAD_READ_BYTES` and leaves a larger one to the job.
+Inputs named by id were uploaded without a kind; only the job's steps see into those."""
+UPLOAD_READ_BYTES = 1 << 20
+"""The largest file an :data:`UploadCheck` reads in full, to keep a submission quick."""
 
 
 @dataclass

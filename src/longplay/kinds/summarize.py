@@ -18,7 +18,7 @@ part of the collection fails the job with ``document_not_found``, naming it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 from pathlib import Path
 
@@ -27,7 +27,9 @@ from pydantic import Field, field_validator
 from longplay.engines.llm import get_language_model
 from longplay.engines.summaries import SummaryOptions, summarize_document
 from longplay.framework import (
+    UPLOAD_READ_BYTES,
     FieldError,
+    InputFile,
     InvalidInput,
     JobKind,
     PermanentError,
@@ -113,20 +115,34 @@ def _document(ctx: StepContext[SummarizeParams]) -> Document:
     one_source(params, ctx.inputs)
     if params.collection is not None and params.document is not None:
         return collection_document(ctx.library, params.collection, params.document)
+    if params.text is not None:
+        return _said_of_summarizing(lambda: Document.from_text(params.text or ""), "text")
+    return _read(ctx.inputs[0])
+
+
+def _read(source: InputFile) -> Document:
+    return _said_of_summarizing(lambda: Document.read(source.path, name=source.name), source.name)
+
+
+def _said_of_summarizing(read: Callable[[], Document], name: str) -> Document:
+    """``read()``, its errors told of summarizing: the reader's speak of translating."""
     try:
-        if params.text is not None:
-            return Document.from_text(params.text)
-        source = ctx.inputs[0]
-        return Document.read(source.path, name=source.name)
+        return read()
     except InvalidInput as exc:
-        if exc.code == "unsupported_input":  # the reader's message names translate
+        if exc.code == "unsupported_input":
             raise InvalidInput(
-                f"{ctx.inputs[0].name} is not text; summarize takes {WHAT_WE_READ}",
-                code=exc.code,
+                f"{name} is not text; summarize takes {WHAT_WE_READ}", code=exc.code
             ) from exc
         raise InvalidInput(
             exc.message.replace("to translate", "to summarize"), code=exc.code
         ) from exc
+
+
+def check_file(source: InputFile) -> None:
+    """At submit: the file reads as something to summarize, with text in it (one of at
+    most :data:`~longplay.framework.UPLOAD_READ_BYTES`; the step reads a larger one)."""
+    if source.size <= UPLOAD_READ_BYTES:
+        _read(source)
 
 
 def one_source(params: SummarizeParams, inputs: Sequence[object]) -> None:
@@ -223,6 +239,7 @@ register(
         max_inputs=1,
         input_types=("text/", "application/json", "application/x-subrip"),
         check=one_source,
+        check_upload=check_file,
         resource="cpu",
         priority="normal",
     )

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 from longplay.engines.speech import SpeechOptions, synthesize_speech
 from longplay.engines.voices import check_voice
 from longplay.framework import (
+    UPLOAD_READ_BYTES,
     FieldError,
     InputFile,
     InvalidInput,
@@ -94,6 +95,13 @@ def _read_text(source: InputFile) -> str:
     return text
 
 
+def check_file(source: InputFile) -> None:
+    """At submit: the file is text with words to speak (one of at most
+    :data:`~longplay.framework.UPLOAD_READ_BYTES`; the step reads a larger one)."""
+    if source.size <= UPLOAD_READ_BYTES:
+        _read_text(source)
+
+
 def _text_and_stem(params: SynthesizeParams, inputs: Sequence[InputFile]) -> tuple[str, str]:
     """The text to speak and the name of the output, from the params or the input file."""
     if params.text is not None and inputs:
@@ -123,5 +131,6 @@ register(
         max_inputs=1,
         input_types=("text/",),
         check=check,
+        check_upload=check_file,
     )
 )

@@ -12,7 +12,15 @@ from collections.abc import Sequence
 from pydantic import Field, field_validator
 
 from longplay.engines.translation import TranslationOptions, translate_document
-from longplay.framework import FieldError, JobKind, Step, StepContext, register
+from longplay.framework import (
+    UPLOAD_READ_BYTES,
+    FieldError,
+    InputFile,
+    JobKind,
+    Step,
+    StepContext,
+    register,
+)
 from longplay.text.documents import MEDIA_TYPES, WHAT_WE_READ, Document
 
 
@@ -54,6 +62,13 @@ def _document(ctx: StepContext[TranslateParams]) -> Document:
     return Document.read(source.path, name=source.name)
 
 
+def check_file(source: InputFile) -> None:
+    """At submit: the file reads as a document to translate, with text in it (one of at
+    most :data:`~longplay.framework.UPLOAD_READ_BYTES`; the step reads a larger one)."""
+    if source.size <= UPLOAD_READ_BYTES:
+        Document.read(source.path, name=source.name)
+
+
 def one_source(params: TranslateParams, inputs: Sequence[object]) -> None:
     """The text to translate is the ``text`` parameter or one file, not both, not none:
     checked at submit, and again by the step."""
@@ -78,5 +93,6 @@ register(
         max_inputs=1,
         input_types=("text/", "application/json", "application/x-subrip"),
         check=one_source,
+        check_upload=check_file,
     )
 )

@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 from longplay.framework.callbacks import Note, no_note
 from longplay.framework.errors import InvalidInput
+from longplay.framework.kinds import InputFile
 
 CUT_SLACK_S = 1.0
 CUT_SLACK = 0.03
@@ -86,11 +87,11 @@ def probe(path: Path, *, name: str | None = None) -> AudioInfo:
         )
 
 
-def check_decodable(path: Path, name: str) -> None:
-    """Raise :class:`UndecodableAudio` unless ``path`` holds audio that decodes, as
+def check_decodable(source: InputFile) -> None:
+    """Raise :class:`UndecodableAudio` unless ``source`` holds audio that decodes, as
     :func:`probe` finds out from its first frame: the submit-time look (a
     :data:`~longplay.framework.UploadCheck`) of the kinds that read audio."""
-    probe(path, name=name)
+    probe(source.path, name=source.name)
 
 
 def decode(
