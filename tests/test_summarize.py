@@ -39,10 +39,10 @@ from longplay.engines.summaries import (
     units_of,
 )
 from longplay.engines.tts import SECOND_VOICE_NAME
-from longplay.framework import PermanentError
+from longplay.framework import InvalidInput, PermanentError
 from longplay.framework.library import CollectionNotFound
 from longplay.jobs.library import StoreLibrary
-from longplay.kinds.summarize import SummarizeParams, collection_document
+from longplay.kinds.summarize import SummarizeParams, check_file, collection_document
 from longplay.media import AudioEncoder
 from longplay.settings import Settings, get_settings
 from longplay.store.db import session_scope
@@ -701,3 +701,17 @@ def test_chunks_keep_every_unit_in_order() -> None:
     cut = chunk_units([Unit("word " * 2000, 1.0, 2.0)], 300)
     assert len(cut) > 3 and all(u.start == 1.0 for chunk in cut for u in chunk)
     assert " ".join(u.text for chunk in cut for u in chunk).split() == ["word"] * 2000
+
+
+def test_a_file_without_text_is_refused_in_the_words_of_summarize(tmp_path: Path) -> None:
+    pdf = tmp_path / "upload"
+    pdf.write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+    blank = tmp_path / "blank"
+    blank.write_bytes(b" \n\n")
+
+    with pytest.raises(
+        InvalidInput, match=r"^report\.txt is a PDF file, not text; summarize takes"
+    ):
+        check_file(input_file(pdf, "text/plain", name="report.txt"))
+    with pytest.raises(InvalidInput, match=r"^notes\.md is empty: there is no text to summarize$"):
+        check_file(input_file(blank, "text/markdown", name="notes.md"))

@@ -199,6 +199,13 @@ def test_subtitles_without_cues_and_binary_files_fail_naming_the_file(tmp_path: 
             [input_file(source, "application/octet-stream")],
             tmp_path / "w",
         )
+    pdf = tmp_path / "report.txt"  # bytes that also read as Windows-1252 text
+    pdf.write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Length 9 >>\nstream\n\xe4\xf6\n")
+    with pytest.raises(
+        InvalidInput, match=r"^report\.txt is a PDF file, not text; translate"
+    ) as read:
+        Document.read(pdf)
+    assert read.value.code == "unsupported_input"
 
 
 def test_documents_become_lines_and_come_back_whole(tmp_path: Path) -> None:

@@ -116,25 +116,22 @@ def _document(ctx: StepContext[SummarizeParams]) -> Document:
     if params.collection is not None and params.document is not None:
         return collection_document(ctx.library, params.collection, params.document)
     if params.text is not None:
-        return _said_of_summarizing(lambda: Document.from_text(params.text or ""), "text")
+        return _said_of_summarizing(lambda: Document.from_text(params.text or ""))
     return _read(ctx.inputs[0])
 
 
 def _read(source: InputFile) -> Document:
-    return _said_of_summarizing(lambda: Document.read(source.path, name=source.name), source.name)
+    return _said_of_summarizing(lambda: Document.read(source.path, name=source.name))
 
 
-def _said_of_summarizing(read: Callable[[], Document], name: str) -> Document:
+def _said_of_summarizing(read: Callable[[], Document]) -> Document:
     """``read()``, its errors told of summarizing: the reader's speak of translating."""
     try:
         return read()
     except InvalidInput as exc:
-        if exc.code == "unsupported_input":
-            raise InvalidInput(
-                f"{name} is not text; summarize takes {WHAT_WE_READ}", code=exc.code
-            ) from exc
+        message = exc.message.replace("to translate", "to summarize")
         raise InvalidInput(
-            exc.message.replace("to translate", "to summarize"), code=exc.code
+            message.replace("; translate takes", "; summarize takes"), code=exc.code
         ) from exc
 
 
