@@ -64,7 +64,13 @@ def _check(kind: JobKind[Any], item: Received, index: int) -> None:
         return  # a type the kind does not take is refused with the submission's check
     try:
         kind.check_upload(
-            InputFile("", item.name, item.media_type, item.staged.path, item.staged.size)
+            InputFile(
+                artifact_id="",  # none yet: nothing is stored before the look
+                name=item.name,
+                media_type=item.media_type,
+                path=item.staged.path,
+                size=item.staged.size,
+            )
         )
     except InvalidInput as exc:
         problem = {"loc": ["body", "file", index], "msg": exc.message, "type": exc.code}

@@ -116,7 +116,8 @@ def _document(ctx: StepContext[SummarizeParams]) -> Document:
     if params.collection is not None and params.document is not None:
         return collection_document(ctx.library, params.collection, params.document)
     if params.text is not None:
-        return _said_of_summarizing(lambda: Document.from_text(params.text or ""))
+        text = params.text
+        return _said_of_summarizing(lambda: Document.from_text(text))
     return _read(ctx.inputs[0])
 
 
