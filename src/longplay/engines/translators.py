@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from longplay.engines.llm import LanguageModel, LlamaCppModel, Message
 from longplay.framework import Note, Progress
-from longplay.text.answers import is_copy, normal, parse_numbered, without_loop
+from longplay.text.answers import is_copy, loop_cut, normal, parse_numbered
 from longplay.text.chunks import estimate_tokens
 from longplay.text.languages import Language
 
@@ -349,7 +349,7 @@ class CompletionTranslator:
         """Not empty, not the line itself, not one of the examples' translations, not
         going round in a loop."""
         copied = any(normal(text) == normal(example) for _, example in self.examples)
-        looping = without_loop(text) != text and without_loop(line) == line
+        looping = loop_cut(line, text) is not None
         return bool(normal(text)) and not is_copy(line, text) and not copied and not looping
 
     def _ask(self, line: str, run: Run, *, with_history: bool) -> str:
@@ -385,7 +385,7 @@ class Run:
         """The translation kept for ``source``: the source itself where the model gave
         nothing back, so that no line goes missing."""
         text = " ".join(text.split())
-        if (cut := without_loop(text)) != text and without_loop(source) == source:
+        if (cut := loop_cut(source, text)) is not None:
             self.stats.looping_lines += 1
             text = cut
         if not normal(text) or is_copy(source, text):

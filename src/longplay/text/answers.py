@@ -42,6 +42,13 @@ def without_loop(text: str) -> str:
     return text
 
 
+def loop_cut(source: str, text: str) -> str | None:
+    """``text`` cut where it starts going round in a loop (:func:`without_loop`), when it
+    does and ``source``, the line it translates, does not; else None."""
+    cut = without_loop(text)
+    return cut if cut != text and without_loop(source) == source else None
+
+
 def parse_numbered(answer: str, sources: Sequence[str]) -> tuple[list[str] | None, str]:
     """The translations in a numbered answer, one per source line, or None and what is
     wrong with it: a count other than ``len(sources)``, numbers out of order, an empty or
