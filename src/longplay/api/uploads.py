@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
-from longplay.framework import InputFile, InvalidInput, JobKind
-from longplay.jobs.refusals import Invalid
+from longplay.framework import InputFile, JobKind
+from longplay.jobs.checks import check_upload
 from longplay.settings import get_settings
 from longplay.store import files
 from longplay.store.models import Artifact, ArtifactRole, Owner
@@ -43,38 +43,31 @@ def receive(upload: UploadFile) -> Received:
 
 def receive_all(uploads: Sequence[UploadFile], kind: JobKind[Any] | None = None) -> list[Received]:
     """Every upload received, or none: a failure removes the ones copied before it.
-    Each file of a type ``kind`` takes gets the kind's look into it (its
-    ``check_upload``); a file that fails it refuses the submission (:class:`Invalid`,
-    with the code the job would have failed with)."""
+    Each file gets ``kind``'s look into it (:func:`~longplay.jobs.checks.check_upload`);
+    a file that fails it refuses the submission, with the code the job would have
+    failed with."""
     received: list[Received] = []
     try:
         for index, upload in enumerate(uploads):
             item = receive(upload)
             received.append(item)
             if kind is not None:
-                _check(kind, item, index)
+                check_upload(kind, _as_input(item), index)
     except BaseException:
         discard(received)
         raise
     return received
 
 
-def _check(kind: JobKind[Any], item: Received, index: int) -> None:
-    if kind.check_upload is None or not kind.accepts(item.media_type):
-        return  # a type the kind does not take is refused with the submission's check
-    try:
-        kind.check_upload(
-            InputFile(
-                artifact_id="",  # none yet: nothing is stored before the look
-                name=item.name,
-                media_type=item.media_type,
-                path=item.staged.path,
-                size=item.staged.size,
-            )
-        )
-    except InvalidInput as exc:
-        problem = {"loc": ["body", "file", index], "msg": exc.message, "type": exc.code}
-        raise Invalid(exc.message, [problem], code=exc.code) from exc
+def _as_input(item: Received) -> InputFile:
+    """The upload as a job's steps would get it, with no artifact id yet."""
+    return InputFile(
+        artifact_id="",
+        name=item.name,
+        media_type=item.media_type,
+        path=item.staged.path,
+        size=item.staged.size,
+    )
 
 
 def discard(received: Sequence[Received]) -> None:

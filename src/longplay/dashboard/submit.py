@@ -94,10 +94,6 @@ async def submit(request: Request, kind_name: str) -> Response:
     schema = KindPublic.of(kind).params_schema
     try:
         params = forms.params_from_form(schema, values)
-    except refusals.Invalid as exc:
-        viewer = await as_viewer(request, lambda session, viewer: viewer)
-        return _form_page(request, viewer, kind, values=values, problem=str(exc), status_code=422)
-    try:
         received = await run_in_threadpool(uploads.receive_all, files, kind) if files else []
     except refusals.Invalid as exc:
         viewer = await as_viewer(request, lambda session, viewer: viewer)

@@ -1,5 +1,6 @@
 """A submission checked against its kind's declared rules before anything is stored:
-the media types of its inputs, then the kind's own check of its params and inputs.
+the media types of its inputs, then the kind's own check of its params and inputs;
+and each file uploaded with it, by the kind's look into its bytes.
 
 A refusal is :class:`~longplay.jobs.refusals.Invalid` with the code a job would fail
 with at run time (``invalid_input``, ``invalid_params``) and the field it is about,
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from longplay.framework import (
     FieldError,
+    InputFile,
     InvalidInput,
     InvalidParams,
     JobKind,
@@ -52,6 +54,18 @@ def check_submission(
         raise _refusal(exc.message, ["body", "params"], exc.code) from exc
     except InvalidInput as exc:
         raise _refusal(exc.message, ["body", "inputs"], exc.code) from exc
+
+
+def check_upload(kind: JobKind[Any], upload: InputFile, index: int) -> None:
+    """Refuse the submission (:class:`Invalid`, at ``body.file.<index>``) when the kind's
+    ``check_upload`` finds ``upload`` unusable; a file of a type the kind does not take
+    is left to :func:`check_submission`, whose message says so."""
+    if kind.check_upload is None or not kind.accepts(upload.media_type):
+        return
+    try:
+        kind.check_upload(upload)
+    except InvalidInput as exc:
+        raise _refusal(exc.message, ["body", "file", index], exc.code) from exc
 
 
 def _inputs(session: Session, input_ids: Sequence[str]) -> list[SubmittedInput]:

@@ -45,9 +45,9 @@ MEDIA_TYPES = {
 }
 WHAT_WE_READ = "UTF-8 text (.txt, .md), subtitles (.srt, .vtt) or a transcript (.json)"
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
-_BINARY_STARTS = {b"%PDF-": "a PDF file", b"PK\x03\x04": "a zip file (as a Word document is)"}
-"""How binary documents start that can pass for Windows-1252 text without a control
-character (a PDF with its streams compressed)."""
+BINARY_DOCUMENTS: dict[bytes, Literal["pdf", "docx"]] = {b"%PDF-": "pdf", b"PK\x03\x04": "docx"}
+"""How the binary document formats start (a .docx is a zip file): such a file can pass
+for Windows-1252 text without a control character (a PDF with its streams compressed)."""
 _BLOCK_MARKER = re.compile(r"^(#{1,6}\s+|[-*+]\s+|>\s*|\d{1,3}[.)]\s+)")
 """Markdown that starts a line and is kept out of what the model sees: headings, list
 items, quotes."""
@@ -170,10 +170,10 @@ def _cues(text: str, format: DocumentFormat) -> tuple[list[Cue], Any]:
 def _decode(data: bytes, name: str) -> str:
     """UTF-8 (or UTF-16 with its byte-order mark), else Windows-1252 as many subtitle
     files are; anything with control characters, or a PDF or a zip, is not text."""
-    binary = next((what for start, what in _BINARY_STARTS.items() if data.startswith(start)), None)
+    binary = next((f for start, f in BINARY_DOCUMENTS.items() if data.startswith(start)), None)
     if binary is not None:
         raise InvalidInput(
-            f"{name} is {binary}, not text; translate takes {WHAT_WE_READ}",
+            f"{name} is a {binary.upper()} file, not text; translate takes {WHAT_WE_READ}",
             code="unsupported_input",
         )
     text: str | None = None

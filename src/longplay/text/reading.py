@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from longplay.framework import InputFile, InvalidInput
-from longplay.text.documents import markdown_to_text
+from longplay.text.documents import BINARY_DOCUMENTS, markdown_to_text
 from longplay.text.sentences import PARAGRAPH_BREAK
 from longplay.text.subtitles import Cue, parse_srt, parse_transcript_json, parse_vtt
 
@@ -53,8 +53,6 @@ _FORMAT_OF_MEDIA_TYPE: dict[str, DocumentFormat] = {
     "text/vtt": "vtt",
     "application/json": "transcript",
 }
-_BINARY: dict[bytes, DocumentFormat] = {b"%PDF-": "pdf", b"PK\x03\x04": "docx"}
-"""How the binary formats start (a .docx is a zip file)."""
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 _SPACES = re.compile(r"\s+")
 
@@ -112,7 +110,7 @@ def _format_of(source: InputFile, data: bytes) -> DocumentFormat:
     named = _FORMAT_OF_SUFFIX.get(Path(source.name).suffix.lower()) or _FORMAT_OF_MEDIA_TYPE.get(
         source.media_type.split(";")[0].strip().lower()
     )
-    sniffed = next((f for magic, f in _BINARY.items() if data.startswith(magic)), None)
+    sniffed = next((f for magic, f in BINARY_DOCUMENTS.items() if data.startswith(magic)), None)
     if named in ("pdf", "docx") and sniffed != named:
         raise InvalidInput(
             f"{source.name} is not a {named.upper()} file: its content does not start as "
