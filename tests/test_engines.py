@@ -14,6 +14,7 @@ import jiwer
 import numpy as np
 import pytest
 from openai_stub_server import StubServer, create_app
+from voice_measures import median_pitch, spectral_centroid
 
 from longplay.engines import (
     SAMPLE_RATE,
@@ -66,29 +67,6 @@ def at_16k(speech: Speech) -> np.ndarray:
 
 def heard(transcriber: Transcriber, audio: np.ndarray) -> str:
     return " ".join(segment.text for segment in transcriber.transcribe(audio).segments)
-
-
-def median_pitch(samples: np.ndarray, rate: int) -> float:
-    """Median F0 over loud, clearly periodic 40 ms frames, by autocorrelation."""
-    frame, hop = int(0.04 * rate), int(0.01 * rate)
-    low, high = rate // 400, rate // 60
-    window = np.hanning(frame)
-    pitches = []
-    for start in range(0, len(samples) - frame, hop):
-        chunk = samples[start : start + frame] * window
-        if np.sqrt(np.mean(chunk**2)) < 0.05:
-            continue
-        corr = np.correlate(chunk, chunk, "full")[frame - 1 :]
-        lag = low + int(np.argmax(corr[low:high]))
-        if corr[lag] > 0.4 * corr[0]:
-            pitches.append(rate / lag)
-    assert len(pitches) > 20, "too few voiced frames to measure pitch"
-    return float(np.median(pitches))
-
-
-def spectral_centroid(samples: np.ndarray, rate: int) -> float:
-    magnitude = np.abs(np.fft.rfft(samples))
-    return float((magnitude * np.fft.rfftfreq(len(samples), 1 / rate)).sum() / magnitude.sum())
 
 
 # -- fixtures: each model loaded once per session ------------------------------------

@@ -20,6 +20,7 @@ from conftest import Stack, wait_for_status
 from step_context import input_file, run_kind
 from test_media import note_tail_stops
 from test_worker_memory import in_a_pool_process
+from voice_measures import median_pitch, spectral_centroid
 
 from longplay.engines.speech import PARAGRAPH_PAUSE_FACTOR, SpeechOptions, synthesize_speech
 from longplay.framework import InvalidInput, InvalidParams, JobCancelled, get_kind
@@ -61,28 +62,6 @@ def silent_stretches(path: Path, *, at_least: float = 0.1) -> list[float]:
     edges = np.flatnonzero(np.diff(silent.astype(np.int8)))
     lengths = (edges[1::2] - edges[::2]) / rate
     return [float(length) for length in lengths if length >= at_least]
-
-
-def median_pitch(samples: np.ndarray, rate: int) -> float:
-    """Median F0 of loud, clearly periodic 40 ms frames, by autocorrelation."""
-    frame, hop = int(0.04 * rate), int(0.01 * rate)
-    low, high = rate // 400, rate // 60
-    pitches = []
-    for start in range(0, len(samples) - frame, hop):
-        chunk = samples[start : start + frame] * np.hanning(frame)
-        if np.sqrt(np.mean(chunk**2)) < 0.05:
-            continue
-        corr = np.correlate(chunk, chunk, "full")[frame - 1 :]
-        lag = low + int(np.argmax(corr[low:high]))
-        if corr[lag] > 0.4 * corr[0]:
-            pitches.append(rate / lag)
-    assert len(pitches) > 20, "too few voiced frames to measure pitch"
-    return float(np.median(pitches))
-
-
-def spectral_centroid(samples: np.ndarray, rate: int) -> float:
-    magnitude = np.abs(np.fft.rfft(samples))
-    return float((magnitude * np.fft.rfftfreq(len(samples), 1 / rate)).sum() / magnitude.sum())
 
 
 def speak(folder: Path, text: str = TEXT, **options: Any) -> Path:
