@@ -132,6 +132,10 @@ def test_a_conversation_too_long_for_the_context(stack: Stack) -> None:
     refused = client.post("/v1/jobs", json={"kind": "reply", "params": no_room})
     assert refused.status_code == 422, refused.text
     assert refused.json()["error"]["details"][0]["loc"] == ["body", "params", "max_tokens"]
+    truncated = {**huge, "truncate": "oldest"}
+    refused = client.post("/v1/jobs", json={"kind": "reply", "params": truncated})
+    assert refused.status_code == 422, "truncation never drops the last message"
+    assert "the last message takes about" in refused.json()["error"]["message"]
 
     long = [{"role": "user", "content": words(5_000)}]
     over = client.post("/v1/jobs", json={"kind": "reply", "params": {"messages": long}})
@@ -205,6 +209,11 @@ def test_truncation_drops_the_fewest_oldest_messages_and_keeps_the_system() -> N
         fit_conversation(
             [system, *turns], count=count, context_tokens=6, max_tokens=2, truncate=True
         )
+    # One message too long is refused, with or without a system message: dropping it
+    # would leave the model nothing to answer.
+    for alone in ([system, turns[0]], [turns[0]]):
+        with pytest.raises(ContextTooLong, match="does not fit even alone"):
+            fit_conversation(alone, count=count, context_tokens=40, max_tokens=10, truncate=True)
 
 
 def test_batches_come_at_a_bounded_rate_and_hold_back_trailing_blanks() -> None:

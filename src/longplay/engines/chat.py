@@ -126,7 +126,8 @@ def fit_conversation(
     leading = next((i for i, m in enumerate(whole) if m["role"] != "system"), len(whole))
     system, turns = whole[:leading], whole[leading:]
     # Dropping more never makes it longer: find the fewest drops that fit by bisection.
-    low, high = 1, max(len(turns) - 1, 1)
+    # The last turn is never dropped, so with one turn there is nothing to try.
+    low, high = 1, len(turns) - 1
     fits: tuple[int, int] | None = None
     while low <= high:
         middle = (low + high) // 2
@@ -148,8 +149,9 @@ def fit_conversation(
 def refuse_surely_too_long(options: ReplyOptions, context_tokens: int) -> None:
     """Refuse (:class:`FieldError`, ``context_too_long``) what cannot fit a context of
     ``context_tokens`` whatever the count: a ``max_tokens`` that fills it, or, unless
-    truncation is allowed, a conversation whose estimate is far too long. The rest only
-    the model's own count can tell, at run time."""
+    truncation is allowed, a conversation whose estimate is far too long (with it, the
+    system text and the last message, which are never dropped). The rest only the
+    model's own count can tell, at run time."""
     room = context_tokens - options.max_tokens
     if room <= 0:
         raise FieldError(
@@ -158,9 +160,22 @@ def refuse_surely_too_long(options: ReplyOptions, context_tokens: int) -> None:
             code="context_too_long",
             field="max_tokens",
         )
+    kept = options.conversation()
     if options.truncate is not None:
+        leading = next((i for i, m in enumerate(kept) if m["role"] != "system"), len(kept))
+        kept = kept[:leading] + kept[leading:][-1:]
+        estimate = sum(estimate_tokens(m["content"]) for m in kept)
+        if estimate > SURELY_TOO_LONG * room:
+            raise FieldError(
+                f"the last message takes about {estimate} tokens with the system text, far "
+                f"more than the {room} the model's context of {context_tokens} leaves beside "
+                f"a reply of {options.max_tokens}, and it is never dropped; send a shorter "
+                "one or lower max_tokens",
+                code="context_too_long",
+                field="messages",
+            )
         return
-    estimate = sum(estimate_tokens(m["content"]) for m in options.conversation())
+    estimate = sum(estimate_tokens(m["content"]) for m in kept)
     if estimate > SURELY_TOO_LONG * room:
         raise FieldError(
             f"the conversation takes about {estimate} tokens, far more than the {room} the "
