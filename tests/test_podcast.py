@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import jiwer
 import numpy as np
+import pydantic
 import pyloudnorm
 import pytest
 from conftest import Stack, wait_for_status, wait_until
@@ -34,6 +35,7 @@ from mutagen.id3 import ID3
 from openai_stub_server import StubServer, create_app
 from step_context import RecordingContext
 from test_media import note_tail_stops
+from voice_measures import median_pitch
 
 from longplay.engines.llm import get_language_model
 from longplay.engines.scripts import _parse_question
@@ -47,7 +49,7 @@ from longplay.kinds.podcast import PodcastParams, retrieve_content
 from longplay.media import LoudnessMeter, decode, halves
 from longplay.media.episode import Episode, EpisodeCheckFailed, EpisodeWriter, check_episode
 from longplay.settings import Settings, get_settings
-from longplay.text.script import Script, ungrounded_words
+from longplay.text.script import Script, Turn, ungrounded_words
 
 DATABASE = pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)
 API_KEY = "test-key"
@@ -173,6 +175,41 @@ def test_one_speaker_makes_a_single_host_brief(local: None, tmp_path: Path) -> N
 
     script = Script.model_validate_json(output(ctx, ".script.json").read_text())
     assert {turn.speaker for turn in script.turns} == {"Ada"}
+
+
+def test_speakers_named_without_a_voice_each_get_one_of_their_own(
+    local: None, tmp_path: Path
+) -> None:
+    script = Script(
+        turns=[
+            Turn(speaker="Ann", text="Welcome aboard. Today we talk about the harbour ferry."),
+            Turn(speaker="Ben", text="The first boat leaves at six, every day of the week."),
+        ]
+    )
+    ctx = run_podcast(
+        tmp_path,
+        script=script.model_dump(),
+        speakers=[{"name": "Ann", "role": "host"}, {"name": "Ben"}],
+        format="wav",
+    )
+
+    samples, rate = samples_of(output(ctx, ".wav"))
+    voiced = Script.model_validate(ctx.state["script"]).turns
+    pitch = {}
+    for turn in voiced:
+        start, end = int((turn.start or 0) * rate), int((turn.end or 0) * rate)
+        pitch[turn.speaker] = median_pitch(samples[start:end], rate)
+    assert pitch["Ben"] / pitch["Ann"] > 1.15, "Ben speaks in alex, Ann in joe"
+
+
+def test_a_script_whose_chapters_do_not_fit_its_turns_is_refused() -> None:
+    turns = [{"speaker": "Ann", "text": "Hello."}, {"speaker": "Ben", "text": "Hi."}]
+    backwards = [{"title": "Two", "first_turn": 1}, {"title": "One", "first_turn": 0}]
+    with pytest.raises(pydantic.ValidationError, match=r"2 \('One'\) starts at turn 0, not after"):
+        Script.model_validate({"turns": turns, "chapters": backwards})
+    past_the_end = [{"title": "Intro", "first_turn": 0}, {"title": "Outro", "first_turn": 2}]
+    with pytest.raises(pydantic.ValidationError, match="script has 2 turns, counted from 0"):
+        Script.model_validate({"turns": turns, "chapters": past_the_end})
 
 
 @pytest.fixture
@@ -509,6 +546,10 @@ def test_a_podcast_from_a_collection_is_heard_back_and_an_edit_voices_one_turn(
         ({"collection": None, "script": {"turns": [{"speaker": "Zed", "text": "Hi."}]}},
          "script", "speaker 'Zed' is not one of"),
         ({"language": "de"}, "language", "English only"),
+        ({"collection": None, "script": {"turns": [{"speaker": "Joe", "text": "Hi."}],
+                                         "chapters": [{"title": "Intro", "first_turn": 0},
+                                                      {"title": "Outro", "first_turn": 3}]}},
+         "script", "chapter 2 ('Outro') starts at turn 3, but the script has 1 turns"),
     ],
 )  # fmt: skip
 def test_bad_params_are_refused_at_submit_naming_the_field(

@@ -408,12 +408,16 @@ def _given_script(ctx: StepContext[PodcastParams]) -> Script:
 
 
 def _speakers(params: PodcastParams) -> list[Speaker]:
-    """The speakers, host first: the one whose role is host, else the first."""
+    """The speakers, host first: the one whose role is host, else the first. A speaker
+    given without a voice gets the first known voice no other speaker has, while one
+    is left (an HTTP engine names none: its server's default speaks)."""
+    voices = known_voices() or ()
     if params.speakers:
         speakers = list(params.speakers)
         host = next((s for s in speakers if s.role.lower() == "host"), speakers[0])
-        return [host, *(s for s in speakers if s is not host)]
-    voices = known_voices() or ()
+        ordered = [host, *(s for s in speakers if s is not host)]
+        free = iter([v for v in voices if v not in {s.voice for s in speakers}])
+        return [s if s.voice else s.model_copy(update={"voice": next(free, None)}) for s in ordered]
     return [
         Speaker(name=name, role=role, voice=voices[i] if i < len(voices) else None)
         for i, (name, role) in enumerate(DEFAULT_CAST)

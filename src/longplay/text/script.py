@@ -16,7 +16,7 @@ import html
 import re
 from collections.abc import Iterable, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from longplay.text.subtitles import format_timestamp
 
@@ -89,6 +89,27 @@ class Script(BaseModel):
     turns: list[Turn] = Field(min_length=1, max_length=MAX_TURNS)
     chapters: list[Chapter] = Field(default_factory=list)
     passages: list[CitedPassage] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _chapters_in_order(self) -> Script:
+        """Each chapter starts at a turn the script has, after the chapter before it: an
+        edited script that lost turns would otherwise fail only once it is all voiced."""
+        previous = -1
+        for number, chapter in enumerate(self.chapters, start=1):
+            if chapter.first_turn >= len(self.turns):
+                raise ValueError(
+                    f"chapter {number} ({chapter.title!r}) starts at turn "
+                    f"{chapter.first_turn}, but the script has {len(self.turns)} turns, "
+                    "counted from 0; remove the chapter or change its first_turn"
+                )
+            if chapter.first_turn <= previous:
+                raise ValueError(
+                    f"chapter {number} ({chapter.title!r}) starts at turn "
+                    f"{chapter.first_turn}, not after the chapter before it (turn "
+                    f"{previous}); list the chapters in the order they are heard"
+                )
+            previous = chapter.first_turn
+        return self
 
     @property
     def speakers(self) -> list[str]:
