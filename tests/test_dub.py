@@ -52,7 +52,8 @@ def outputs_by_name(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
 @DATABASE
 def test_dub_keeps_every_stage_and_one_progress_bar(stack: Stack, talk: Path) -> None:
     client = stack.client("dubber")
-    job = submit_dub(client, talk, target_language="de", format="wav")
+    # A regional source code is heard as its language: Whisper knows "en", not "en-US".
+    job = submit_dub(client, talk, target_language="de", source_language="en-US", format="wav")
     done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=300)
     assert done["status"] == "completed", done["error"]
 
@@ -66,6 +67,7 @@ def test_dub_keeps_every_stage_and_one_progress_bar(stack: Stack, talk: Path) ->
     english = client.get(outputs["talk.txt"]["links"]["content"]).text
     german = client.get(outputs["talk.de.txt"]["links"]["content"]).text
     assert "weather" in english.lower()
+    assert client.get(outputs["talk.json"]["links"]["content"]).json()["language"] == "en"
     assert german.strip() and german.strip().lower() != english.strip().lower()
     audio = talk.parent / "dubbed.wav"
     audio.write_bytes(client.get(outputs["talk.de.wav"]["links"]["content"]).content)

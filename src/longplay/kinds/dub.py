@@ -55,7 +55,7 @@ def transcribe(ctx: StepContext[DubParams]) -> None:
     """Transcribe the input in its language (``source_language``, else detected)."""
     params, source = ctx.params, ctx.inputs[0]
     options = TranscriptionOptions(
-        language=params.source.code if params.source else None,
+        language=params.source.base if params.source else None,
         initial_prompt=params.initial_prompt,
     )
     made = transcribe_file(

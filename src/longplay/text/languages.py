@@ -37,6 +37,12 @@ class Language:
     code: str
     name: str
 
+    @property
+    def base(self) -> str:
+        """The code without its region or script (``pt-BR`` → ``pt``), as speech
+        recognition names languages."""
+        return self.code.split("-")[0]
+
     @classmethod
     def find(cls, value: str) -> Language:
         """``de``, ``DE``, ``de_DE``'s base, ``German`` or ``german`` → German (``de``)."""
