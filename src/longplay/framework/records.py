@@ -36,6 +36,8 @@ class RecordQuery:
     """Which of the owner's jobs to read; empty ``kinds`` or ``statuses``: all."""
 
     kinds: Sequence[str] = ()
+    except_kinds: Sequence[str] = ()
+    """Leave out jobs of these kinds."""
     statuses: Sequence[str] = ()
     since: datetime | None = None
     """Jobs created at or after this time."""

@@ -120,6 +120,8 @@ class StoreRecords:
         statement = select(Job).where(Job.owner_id == self._owner_id, Job.id != self._reader)
         if query.kinds:
             statement = statement.where(Job.kind.in_(list(query.kinds)))
+        if query.except_kinds:
+            statement = statement.where(Job.kind.not_in(list(query.except_kinds)))
         if query.statuses:
             statement = statement.where(Job.status.in_(list(query.statuses)))
         if query.since is not None:

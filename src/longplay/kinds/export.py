@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import Any, Literal, TextIO
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from longplay.framework import JobKind, Step, StepContext, register
 from longplay.framework.records import (
@@ -43,11 +43,26 @@ Status = Literal["waiting", "queued", "running", "completed", "failed", "cancell
 class ExportParams(ForOwner):
     """Which jobs to export; by default every one of the owner's."""
 
-    kinds: list[str] = Field(default_factory=list, description="Only jobs of these kinds.")
+    kinds: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Only jobs of these kinds. Empty: every kind but earlier exports, whose zips "
+            "hold the same files again."
+        ),
+    )
     statuses: list[Status] = Field(default_factory=list, description="Only jobs in these states.")
-    since: datetime | None = Field(None, description="Only jobs created at or after this time.")
-    until: datetime | None = Field(None, description="Only jobs created before this time.")
+    since: datetime | None = Field(
+        None, description="Only jobs created at or after this time (no offset: UTC)."
+    )
+    until: datetime | None = Field(
+        None, description="Only jobs created before this time (no offset: UTC)."
+    )
     include_inputs: bool = Field(False, description="Add each job's input files too.")
+
+    @field_validator("since", "until")
+    @classmethod
+    def _in_utc_unless_said(cls, value: datetime | None) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value and value.tzinfo is None else value
 
     @model_validator(mode="after")
     def _since_before_until(self) -> ExportParams:
@@ -58,6 +73,7 @@ class ExportParams(ForOwner):
     def query(self) -> RecordQuery:
         return RecordQuery(
             kinds=self.kinds,
+            except_kinds=() if self.kinds else ("export",),
             statuses=self.statuses,
             since=self.since,
             until=self.until,
