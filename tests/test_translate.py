@@ -429,6 +429,18 @@ def test_bad_documents_are_refused_at_submit_or_fail_at_once(stack: Stack) -> No
     for name, content, code, message in (
         ("empty.txt", b"  \n\n ", "empty", "empty.txt is empty: there is no text to translate"),
         ("x.bin", random.Random(0).randbytes(2048), "unsupported_input", "x.bin is not text"),
+        (
+            "deep.json",
+            b"[" * 5000 + b"]" * 5000,
+            "invalid_input",
+            "deep.json: the transcript is JSON nested too deeply to read",
+        ),
+        (
+            "huge.json",
+            b'{"segments": [{"start": ' + b"1" * 5000 + b', "end": 2, "text": "Hi"}]}',
+            "invalid_input",
+            "huge.json: the transcript has a number of over 4,300 digits",
+        ),
     ):
         response = client.post(
             "/v1/jobs",

@@ -25,6 +25,7 @@ from longplay.text.subtitles import (
     Cue,
     format_srt,
     format_vtt,
+    load_json,
     parse_srt,
     parse_transcript_json,
     parse_vtt,
@@ -160,10 +161,7 @@ def _cues(text: str, format: DocumentFormat) -> tuple[list[Cue], Any]:
         return parse_vtt(text), None
     if format == "srt":
         return parse_srt(text), None
-    try:
-        transcript = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"not valid JSON: {exc}") from exc
+    transcript = load_json(text, "the transcript")
     return parse_transcript_json(transcript), transcript
 
 

@@ -116,6 +116,20 @@ def parse_vtt(text: str) -> list[Cue]:
     return cues
 
 
+def load_json(text: str | bytes, what: str) -> Any:
+    """``text`` parsed, or :class:`InvalidInput` saying why ``what`` cannot be: Python's
+    parser also fails on nesting deeper than its recursion limit and on integers of
+    more than 4,300 digits, neither of them a ``JSONDecodeError``."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise InvalidInput(f"{what} is JSON nested too deeply to read") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{what} is not valid JSON: {exc}") from exc
+    except ValueError:
+        raise InvalidInput(f"{what} has a number of over 4,300 digits") from None
+
+
 def parse_transcript_json(data: str | bytes | Mapping[str, Any] | list[Any]) -> list[Cue]:
     """Cues from a transcript: ``{"segments": [{"start", "end", "text"}, ...]}`` or the list.
 
@@ -123,10 +137,7 @@ def parse_transcript_json(data: str | bytes | Mapping[str, Any] | list[Any]) -> 
     (words, language, ...) are ignored.
     """
     if isinstance(data, str | bytes):
-        try:
-            data = json.loads(data)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"transcript is not valid JSON: {exc}") from exc
+        data = load_json(data, "transcript")
     segments = data.get("segments") if isinstance(data, Mapping) else data
     if not isinstance(segments, list):
         raise InvalidInput("transcript JSON has no list of segments")

@@ -377,6 +377,8 @@ def parse_json_answer(answer: str) -> dict[str, Any]:
         value = json.loads(text[start : end + 1], strict=False)
     except json.JSONDecodeError as exc:
         raise UnusableAnswer(f"the answer is not valid JSON ({exc.msg})") from exc
+    except (ValueError, RecursionError) as exc:  # a huge number, or too deeply nested
+        raise UnusableAnswer(f"the answer is JSON that cannot be read ({exc})") from exc
     if not isinstance(value, dict):
         raise UnusableAnswer("the answer is not a JSON object")
     return value
