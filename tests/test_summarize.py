@@ -11,10 +11,13 @@ once, so the two worker processes run them side by side; each test then checks i
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,7 @@ from longplay.engines.summaries import (
 )
 from longplay.engines.tts import SECOND_VOICE_NAME
 from longplay.framework import InvalidInput, PermanentError
-from longplay.framework.library import CollectionNotFound
+from longplay.framework.library import CollectionNotFound, Library
 from longplay.jobs.library import StoreLibrary
 from longplay.kinds.summarize import SummarizeParams, check_file, collection_document
 from longplay.media import AudioEncoder
@@ -48,6 +51,7 @@ from longplay.settings import Settings, get_settings
 from longplay.store.db import session_scope
 from longplay.store.models import Owner
 from longplay.text.documents import Document
+from longplay.text.subtitles import Cue, format_srt
 from longplay.text.summary import (
     BUILTIN_TEMPLATES,
     UnusableAnswer,
@@ -182,6 +186,23 @@ GUIDE = "\n\n".join(
     for heading, paragraphs in GUIDE_SECTIONS.items()
 )
 """Two sections of some 300 words each: the index cuts each into overlapping passages."""
+
+
+@contextmanager
+def libraries(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], Library]]:
+    """Owners' libraries as a job of theirs reads them, from the stack's store."""
+    monkeypatch.setenv("LONGPLAY_DATABASE_URL", stack.database_url)
+    get_settings.cache_clear()
+
+    def library_of(name: str) -> Library:
+        with session_scope() as session:
+            owner = session.scalars(select(Owner.id).where(Owner.name == name)).one()
+        return StoreLibrary(owner)
+
+    try:
+        yield library_of
+    finally:
+        get_settings.cache_clear()
 
 
 @dataclass(frozen=True)
@@ -378,25 +399,51 @@ def test_a_document_of_a_collection_is_summarized_whole_once(
     original = units_of(Document.from_text(GUIDE, name="guide.md"))
     assert summary["coverage"]["characters_total"] == sum(len(u.text) for u in original)
 
-    monkeypatch.setenv("LONGPLAY_DATABASE_URL", stack.database_url)
-    get_settings.cache_clear()
-    try:
-        with session_scope() as session:
-            owners = {o.name: o.id for o in session.scalars(select(Owner))}
-        library = StoreLibrary(owners["sam"])
+    stack.key("stranger")
+    with libraries(stack, monkeypatch) as library_of:
+        library = library_of("sam")
         passages = [p for p in library.passages(shelf.collection) if p.document_id == shelf.guide]
         assert len(passages) >= 4, "the guide should be cut into overlapping passages"
         read = collection_document(library, shelf.collection, shelf.guide)
         assert units_of(read) == original
         with pytest.raises(PermanentError, match=f"no indexed document {shelf.note}x"):
             collection_document(library, shelf.collection, shelf.note + "x")
-        stack.key("stranger")
-        with session_scope() as session:
-            owners = {o.name: o.id for o in session.scalars(select(Owner))}
         with pytest.raises(CollectionNotFound):
-            collection_document(StoreLibrary(owners["stranger"]), shelf.collection, shelf.guide)
-    finally:
-        get_settings.cache_clear()
+            collection_document(library_of("stranger"), shelf.collection, shelf.guide)
+
+
+@MODEL_JOBS
+def test_a_timed_document_of_a_collection_keeps_each_cue_at_its_time(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read back from overlapping passages, each cue starts where its own words start,
+    not where its passage did (a few cues earlier, in the overlap taken out)."""
+    said = [
+        Cue(4.0 * n, 4.0 * n + 3.5, f"Sentence number {n} is about the harbour ferry.")
+        for n in range(60)
+    ]
+    client = stack.client("timekeeper")
+    collection = client.post("/v1/collections", json={"name": "Talks"}).json()["id"]
+    added = client.post(
+        f"/v1/collections/{collection}/documents",
+        files={"file": ("talk.srt", format_srt(said).encode(), "application/x-subrip")},
+    )
+    assert added.status_code == 202, added.text
+    [document] = added.json()["documents"]
+    job = wait_for_status(client, added.json()["job"]["id"], {"completed", "failed"}, timeout=120)
+    assert job["status"] == "completed", job["error"]
+
+    with libraries(stack, monkeypatch) as library_of:
+        library = library_of("timekeeper")
+        assert len(library.passages(collection)) >= 3, "overlapping passages are the point"
+        read = collection_document(library, collection, document["id"])
+    assert read.cues
+    for before, cue in itertools.pairwise(read.cues):
+        assert cue.start >= before.end, "cues follow one another"
+    for cue in read.cues:
+        first = re.search(r"Sentence number (\d+)", cue.text)
+        assert first is not None, cue
+        assert said[int(first[1])].start - 4.0 < cue.start <= said[int(first[1])].start, cue
 
 
 @MODEL_JOBS

@@ -184,11 +184,14 @@ def collection_document(library: Library, collection: str, document: str) -> Doc
     name = passages[0].document_name
     texts = _without_overlaps(passages)
     if all(p.start is not None and p.end is not None for p in passages):
-        cues = [
-            Cue(float(p.start or 0), float(p.end or 0), text)
-            for p, text in zip(passages, texts, strict=True)
-            if text
-        ]
+        cues: list[Cue] = []
+        for before, passage, text in zip([None, *passages], passages, texts, strict=False):
+            start = float(passage.start or 0)
+            if before is not None and len(text.strip()) < len(passage.text.strip()):
+                # What was cut from its head was said before the passage before it ended.
+                start = max(start, float(before.end or 0))
+            if text:
+                cues.append(Cue(start, float(passage.end or 0), text))
         return Document(name, "srt", "srt", cues=cues)
     parts: list[str] = []
     heading = None
