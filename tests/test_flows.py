@@ -206,6 +206,48 @@ def test_a_failing_stage_cancels_its_dependents_not_its_siblings(
     assert client.get(f"/v1/jobs/{stages['next']['id']}").json()["status"] == "cancelled"
 
 
+def test_retrying_a_stage_reopens_an_ended_flow(stack: Stack, receiver: Receiver) -> None:
+    client = stack.client("rita")
+    flow = post_flow(
+        client,
+        {
+            # Fails its three attempts; a fourth, retried by hand, completes.
+            "flaky": {"kind": "flaky", "params": {"failures": 3}},
+            "next": {"kind": "sleep", "after": ["flaky"], "params": {"seconds": 0.2}},
+        },
+        callback_url=receiver.url,
+    )
+    failed = wait_for_flow(client, flow["id"], timeout=90)
+    assert failed["status"] == "failed" and failed["finished_at"]
+    first_end = read_events(client, flow["id"])[-1]
+    assert first_end["data"]["type"] == "flow_ended"
+    assert first_end["data"]["status"] == "failed"
+    wait_until(lambda: [b for b in receiver.bodies if b["data"]["id"] == flow["id"]], timeout=30)
+
+    stages = failed["stages"]
+    assert client.post(f"/v1/jobs/{stages['flaky']['id']}/retry").status_code == 200
+    assert client.post(f"/v1/jobs/{stages['next']['id']}/retry").status_code == 200
+    reopened = client.get(f"/v1/flows/{flow['id']}").json()
+    assert reopened["status"] == "running" and reopened["finished_at"] is None
+
+    # Followed from its start, or on from the old end, the stream goes on to the new end.
+    events = read_events(client, flow["id"])
+    ends = [e["data"] for e in events if e["data"]["type"] == "flow_ended"]
+    assert [e["status"] for e in ends] == ["completed"]
+    resumed = read_events(client, flow["id"], first_end["id"])
+    assert resumed[-1] == events[-1]
+    done = client.get(f"/v1/flows/{flow['id']}").json()
+    assert done["status"] == "completed"
+    assert at(done["finished_at"]) > at(failed["finished_at"])
+    wait_until(
+        lambda: len([b for b in receiver.bodies if b["data"]["id"] == flow["id"]]) > 1, timeout=30
+    )
+    time.sleep(1.0)  # a third webhook would come now
+    sent = [b for b in receiver.bodies if b["data"]["id"] == flow["id"]]
+    assert [b["type"] for b in sent] == ["flow.failed", "flow.completed"]
+    assert sent[1]["data"]["status"] == "completed"
+
+
 def test_after_waits_then_reads_the_outputs(stack: Stack) -> None:
     client = stack.client()
     first = submit(client, params={"seconds": 1.0, "ticks": 4, "text": "first"})

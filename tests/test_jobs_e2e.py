@@ -219,6 +219,33 @@ def test_list_filter_and_paginate(stack: Stack) -> None:
     assert client.get("/v1/jobs", params={"status": "running"}).json()["items"] == []
 
 
+def test_pages_go_on_after_their_last_job_is_deleted(stack: Stack) -> None:
+    client = stack.client("pruner")  # an owner no other test uses
+    made = [submit(client, params={"seconds": 0.05, "fail": "permanent"})["id"] for _ in range(5)]
+    for job_id in made:
+        wait_for_status(client, job_id, {"failed"})
+    # A cursor of the old form, a job's id, still works while that job exists.
+    old_form = client.get("/v1/jobs", params={"limit": 2, "cursor": made[-1]}).json()
+    assert [j["id"] for j in old_form["items"]] == [made[3], made[2]]
+    refused = client.get("/v1/jobs", params={"cursor": "job_nope"})
+    assert refused.status_code == 422, refused.text
+    # Walk the failed jobs, deleting each page's jobs (the cursor's last one too) before
+    # asking for the next page.
+    seen: list[str] = []
+    params: dict[str, Any] = {"limit": 2, "status": "failed"}
+    while True:
+        response = client.get("/v1/jobs", params=params)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        for job in page["items"]:
+            seen.append(job["id"])
+            assert client.delete(f"/v1/jobs/{job['id']}").status_code == 204
+        if not page["next_cursor"]:
+            break
+        params["cursor"] = page["next_cursor"]
+    assert seen == list(reversed(made))
+
+
 def test_delete_finished_job_removes_its_files(stack: Stack) -> None:
     client = stack.client()
     running = submit(client, params={"seconds": 2})
@@ -231,6 +258,33 @@ def test_delete_finished_job_removes_its_files(stack: Stack) -> None:
     assert not path.exists()
     assert client.get(f"/v1/jobs/{running['id']}").status_code == 404
     assert client.get(done["outputs"][0]["links"]["content"]).status_code == 404
+
+
+def test_delete_keeps_an_upload_another_job_names(stack: Stack) -> None:
+    client = stack.client("gina")
+    made = client.post(
+        "/v1/jobs",
+        data={"kind": "sleep", "params": json.dumps({"seconds": 0.05})},
+        files={"file": ("shared.txt", b"shared bytes", "text/plain")},
+    )
+    assert made.status_code == 202, made.text
+    first = made.json()
+    [upload] = first["inputs"]
+    done = wait_for_status(client, first["id"], {"completed"})
+    output = stack.data_dir / "files" / done["outputs"][0]["id"]
+    # The second job reads the first one's upload, once a slow job it waits for ends,
+    # so it reads it after the first job is deleted.
+    gate = submit(client, params={"seconds": 3, "ticks": 6})
+    second = submit(client, params={"seconds": 0.05}, inputs=[upload], after=[gate["id"]])
+    assert second["status"] == "waiting"
+    assert client.delete(f"/v1/jobs/{first['id']}").status_code == 204
+    assert not output.exists(), "the deleted job's output goes with it"
+    assert client.get(f"/v1/jobs/{second['id']}").json()["status"] == "waiting"
+    shown = client.get(f"/v1/artifacts/{upload}")
+    assert shown.status_code == 200 and shown.json()["name"] == "shared.txt"
+    assert client.get(f"/v1/artifacts/{upload}/content").content == b"shared bytes"
+    ended = wait_for_status(client, second["id"], {"completed", "failed", "cancelled"})
+    assert ended["status"] == "completed", ended["error"]
 
 
 def test_health_reports_parts(stack: Stack) -> None:

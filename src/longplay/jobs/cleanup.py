@@ -36,11 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from sqlalchemy import String, cast, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from longplay.engines.turns import PARTIAL_SUFFIX, turn_cache
-from longplay.jobs.service import remove_job_files
+from longplay.jobs.service import doomed_with_job, named_by_a_job, remove_job_files
 from longplay.settings import Settings, get_settings
 from longplay.store import files
 from longplay.store.db import affected, session_scope
@@ -144,14 +144,7 @@ def _sweep_jobs(cutoff: datetime, settings: Settings, report: CleanupReport) -> 
                 .execution_options(synchronize_session=False)
             )
         )
-        # Its artifact rows are unlinked now (ON DELETE SET NULL); an input another job
-        # still names stays, as an upload the upload sweep judges later.
-        doomed = [
-            a
-            for a in owned
-            if a.job_id in deleted
-            and (a.role == ArtifactRole.OUTPUT.value or not _named_by_a_job(session, a))
-        ]
+        doomed = doomed_with_job(session, [a for a in owned if a.job_id in deleted])
         if doomed:
             session.execute(
                 delete(Artifact)
@@ -167,21 +160,6 @@ def _sweep_jobs(cutoff: datetime, settings: Settings, report: CleanupReport) -> 
 
 def _finished_before(cutoff: datetime) -> Any:
     return Job.status.in_(FINISHED_VALUES) & (Job.finished_at < cutoff)
-
-
-def _named_by_a_job(session: Session, artifact: Artifact) -> bool:
-    """Whether one of the owner's jobs lists the artifact among its inputs."""
-    return (
-        session.scalar(
-            select(Job.id)
-            .where(
-                Job.owner_id == artifact.owner_id,
-                cast(Job.inputs, String).contains(f'"{artifact.id}"', autoescape=True),
-            )
-            .limit(1)
-        )
-        is not None
-    )
 
 
 def _remove_job_files(job_id: str, artifacts: Sequence[Artifact], settings: Settings) -> None:
@@ -270,7 +248,7 @@ def _sweep_uploads(cutoff: datetime, settings: Settings, report: CleanupReport) 
 
     for session, ids in _batches(settings, pick):
         candidates = list(session.scalars(select(Artifact).where(Artifact.id.in_(ids))))
-        orphans = [a for a in candidates if not _named_by_a_job(session, a)]
+        orphans = [a for a in candidates if not named_by_a_job(session, a)]
         if report.dry_run:
             report.uploads += len(orphans)
             continue

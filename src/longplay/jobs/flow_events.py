@@ -3,10 +3,12 @@
 Every announcement about a job of a flow is appended, with its stage's name, to the
 flow's own Redis stream (the API follows it as it follows a job's, resumable by
 ``Last-Event-ID``). When a job of a flow ends, the flow ends if it was the last one:
-``finished_at`` is set once, under a lock on the flow's row, so two jobs ending at once
+``finished_at`` is set under a lock on the flow's row, so two jobs ending at once
 cannot both end it, and the flow's webhook is stored with that change (the outbox).
 Should that end be lost (the process died after the last job's change committed), beat's
 :func:`sweep` ends the flows whose jobs have all ended, the same way and so only once.
+A stage of an ended flow that is retried opens it again (:func:`reopen`): it then ends
+anew, with a new ``flow_ended`` event and webhook, once its stages have all ended again.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from longplay import keys
 from longplay.framework import get_kind
 from longplay.jobs.dependencies import ENDINGS, SWEEP_AT_MOST, UNENDED, OpenUnit
 from longplay.jobs.events import STREAM_MAXLEN
-from longplay.jobs.hooks import Announcement
+from longplay.jobs.hooks import Announcement, Transaction
 from longplay.jobs.webhooks import outbox
 from longplay.redis_client import get_redis
 from longplay.settings import get_settings
@@ -123,6 +125,45 @@ def sweep(open_unit: OpenUnit, *, limit: int = SWEEP_AT_MOST) -> int:
             _append(flow_id, {**_event(FLOW_ENDED, None), "flow_id": flow_id, **end})
             ended += 1
     return ended
+
+
+def reopen(tx: Transaction, flow_id: str) -> None:
+    """A stage of the flow is queued or waiting again (a retry), in ``tx``: if the flow
+    had ended, it is running again, so that it ends again when its stages have.
+
+    Its ``finished_at`` clears with the retry's change. The ``flow_ended`` events its
+    stream holds now are read before the commit (so only the old ones) and deleted
+    after it: a client that follows the stream from its start reads on to the new end
+    instead of stopping at the old one.
+    """
+    reopened = tx.session.execute(
+        update(Flow)
+        .where(Flow.id == flow_id, Flow.finished_at.is_not(None))
+        .values(finished_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    if not affected(reopened):
+        return
+    stream = keys.events_stream(flow_id)
+    try:
+        entries: Any = get_redis().xrange(stream)  # at most STREAM_MAXLEN
+        old_ends = [
+            entry_id
+            for entry_id, fields in entries
+            if json.loads(fields[b"data"]).get("type") == FLOW_ENDED
+        ]
+    except redis.RedisError as exc:
+        log.warning("could not read the stream of flow %s: %s", flow_id, exc)
+        return
+    if old_ends:
+        tx.after_commit(lambda: _delete_entries(stream, old_ends))
+
+
+def _delete_entries(stream: str, entry_ids: list[bytes]) -> None:
+    try:
+        get_redis().xdel(stream, *entry_ids)
+    except redis.RedisError as exc:
+        log.warning("could not delete the old end of %s: %s", stream, exc)
 
 
 def _event(event_type: str, job_id: str | None) -> dict[str, Any]:

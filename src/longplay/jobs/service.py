@@ -11,12 +11,13 @@ from __future__ import annotations
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import String, cast, select, tuple_
 from sqlalchemy.orm import Session
 
 from longplay.framework import get_kind
-from longplay.jobs import dependencies, events, lifecycle
+from longplay.jobs import dependencies, events, flow_events, lifecycle, paging
 from longplay.jobs.admission.position import queue_positions as queue_positions
 from longplay.jobs.dependencies import waiting_for as waiting_for
 from longplay.jobs.refusals import Conflict, Forbidden, Invalid, NotFound, ServiceError
@@ -25,6 +26,7 @@ from longplay.settings import get_settings
 from longplay.store import files, queries
 from longplay.store.models import (
     Artifact,
+    ArtifactRole,
     Job,
     JobAttempt,
     JobStatus,
@@ -68,20 +70,33 @@ def list_jobs(
     if kind:
         query = query.where(Job.kind == kind)
     if cursor:
-        anchor_query = select(Job.created_at, Job.id).where(Job.id == cursor)
-        if not all_owners:
-            anchor_query = anchor_query.where(Job.owner_id == owner.id)
-        anchor = session.execute(anchor_query).first()
-        if anchor is None:
-            raise Invalid("cursor does not name one of your jobs")
+        after = paging.position(cursor) or _position_of_job(
+            session, owner=owner, job_id=cursor, all_owners=all_owners
+        )
         # A row-value comparison is one range of the (owner, created_at, id) index, so a
         # page deep in a long history costs what the first one does.
-        query = query.where(tuple_(Job.created_at, Job.id) < tuple(anchor))
+        query = query.where(tuple_(Job.created_at, Job.id) < after)
     rows = list(
         session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1))
     )
-    next_cursor = rows[limit - 1].id if len(rows) > limit else None
-    return Page(rows[:limit], next_cursor)
+    if len(rows) <= limit:
+        return Page(rows, None)
+    last = rows[limit - 1]
+    return Page(rows[:limit], paging.cursor_of(last.created_at, last.id))
+
+
+def _position_of_job(
+    session: Session, *, owner: Owner, job_id: str, all_owners: bool
+) -> tuple[datetime, str]:
+    """Where a cursor of the old form, the last job's id, stands: it works while that
+    job exists."""
+    query = select(Job.created_at, Job.id).where(Job.id == job_id)
+    if not all_owners:
+        query = query.where(Job.owner_id == owner.id)
+    found = session.execute(query).first()
+    if found is None:
+        raise Invalid("cursor is not one a page of jobs gave")
+    return found.created_at, found.id
 
 
 def outputs_of_many(session: Session, jobs: Sequence[Job]) -> dict[str, list[Artifact]]:
@@ -157,6 +172,8 @@ def _requeue(unit: UnitOfWork, *, owner: Owner, job_id: str) -> Job:
         session.refresh(job)
         raise Conflict(f"job {job.id} is {job.status}; only a failed job can be retried")
     session.refresh(job)
+    if job.flow_id is not None:
+        flow_events.reopen(unit, job.flow_id)
     unit.announce("queued", job.id, status="queued", kind=job.kind, priority=job.priority)
     return job
 
@@ -180,6 +197,8 @@ def _wait_again(unit: UnitOfWork, job: Job) -> Job:
         session.refresh(job)
         raise Conflict(f"job {job.id} is {job.status}; only a failed job can be retried")
     session.refresh(job)
+    if job.flow_id is not None:  # before settling it, which may end the flow again
+        flow_events.reopen(unit, job.flow_id)
     unit.announce("waiting", job.id, status="waiting", kind=job.kind, priority=job.priority)
     unit.after_commit(lambda: dependencies.settle(job.id, unit_of_work))
     return job
@@ -195,16 +214,47 @@ def attempts_of(session: Session, *, owner: Owner, job_id: str) -> list[JobAttem
 
 
 def delete_job(session: Session, *, owner: Owner, job_id: str) -> None:
-    """Delete a finished job and its files (outputs and inputs uploaded with it)."""
+    """Delete a finished job and its files: its outputs and the inputs uploaded with it,
+    except an input another job names (see :func:`doomed_with_job`)."""
     job = get_job(session, owner=owner, job_id=job_id)
     if not job.status_enum.finished:
         raise Conflict(f"job {job.id} is {job.status}; cancel it before deleting it")
     owned = list(session.scalars(select(Artifact).where(Artifact.job_id == job.id)))
-    for artifact in owned:
-        session.delete(artifact)
     session.delete(job)
+    session.flush()  # gone, the job's own list of inputs no longer counts as naming them
+    doomed = doomed_with_job(session, owned)
+    for artifact in doomed:
+        session.delete(artifact)
     session.commit()
-    remove_job_files(job_id, owned)
+    remove_job_files(job_id, doomed)
+
+
+def doomed_with_job(session: Session, owned: Sequence[Artifact]) -> list[Artifact]:
+    """Of the artifacts of a job deleted in this transaction, those that go with it: its
+    outputs, and the inputs uploaded with it that no other job names.
+
+    An input another job still names stays, unlinked from the deleted job (the store's
+    ON DELETE SET NULL), as an upload of no job: retention removes it once no job
+    names it, as it does any upload.
+    """
+    return [
+        a for a in owned if a.role == ArtifactRole.OUTPUT.value or not named_by_a_job(session, a)
+    ]
+
+
+def named_by_a_job(session: Session, artifact: Artifact) -> bool:
+    """Whether one of the owner's jobs lists the artifact among its inputs."""
+    return (
+        session.scalar(
+            select(Job.id)
+            .where(
+                Job.owner_id == artifact.owner_id,
+                cast(Job.inputs, String).contains(f'"{artifact.id}"', autoescape=True),
+            )
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def remove_job_files(job_id: str, artifacts: Sequence[Artifact]) -> None:

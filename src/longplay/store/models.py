@@ -367,8 +367,8 @@ class Passage(Base):
 
 class Flow(Base):
     """Jobs submitted together as named stages (``POST /v1/flows``). Its status is its
-    jobs'; ``finished_at`` is set once, by whoever ended its last job, so its webhook
-    goes out once."""
+    jobs'; ``finished_at`` is set by whoever ended its last job, so its webhook goes out
+    once per end, and cleared when a stage of it is retried (it then ends again)."""
 
     __tablename__ = "flows"
     __table_args__ = (
