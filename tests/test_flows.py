@@ -313,6 +313,46 @@ def test_only_your_own_existing_jobs_can_be_waited_for(stack: Stack) -> None:
     assert len(after) == len(before), "a refused flow stores none of its jobs"
 
 
+def test_a_stage_that_reads_another_stages_output_is_checked_at_submit(stack: Stack) -> None:
+    """Its params by its kind's own check, and its input's type as far as the name asked
+    for tells it, though the file is made only later."""
+    client = stack.client("stage-checker")
+    before = client.get("/v1/jobs").json()["items"]
+    first = {"kind": "sleep", "params": {"seconds": 0}}
+    for stage, says, field in (
+        (
+            {
+                "kind": "dub",
+                "inputs": [{"stage": "a", "suffix": ".mp3"}],
+                "params": {"target_language": "de", "voice": "nobody"},
+            },
+            "no voice 'nobody'",
+            ["body", "params", "voice"],
+        ),
+        (
+            {
+                "kind": "translate",
+                "inputs": [{"stage": "a", "suffix": ".txt"}],
+                "params": {"target_language": "de", "text": "Hello."},
+            },
+            "give either text or one file to translate, not both",
+            ["body", "params", "text"],
+        ),
+        (
+            {"kind": "transcribe", "inputs": [{"stage": "a", "suffix": ".json"}]},
+            "transcribe takes audio/*, video/* inputs; job_",
+            ["body", "inputs", 0],
+        ),
+    ):
+        refused = client.post("/v1/flows", json={"stages": {"a": first, "b": stage}})
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["error"]
+        assert error["message"].startswith("stage 'b': ") and says in error["message"]
+        assert error["details"][0]["loc"] == field
+    assert "'s *.json is application/json" in error["message"]
+    assert client.get("/v1/jobs").json()["items"] == before, "nothing is stored"
+
+
 def test_cancelling_a_flow_cancels_what_has_not_ended(stack: Stack) -> None:
     client = stack.client()
     flow = post_flow(

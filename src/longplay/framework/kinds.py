@@ -195,13 +195,19 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class SubmittedInput:
-    """An input artifact as a submission names it: what a submit-time check can know
-    of it before any worker has the file."""
+    """An input as a submission names it: what a submit-time check can know of it
+    before any worker has the file.
 
-    artifact_id: str
+    An input taken from another job's outputs (a later stage of a flow) is not made
+    yet: it has no ``artifact_id``, its ``name`` is the output's name or ``*`` and the
+    suffix asked for, its ``media_type`` is guessed from that name ("" where nothing
+    can be), its ``size`` is 0 and ``from_job`` names the job that will make it."""
+
+    artifact_id: str | None
     name: str
     media_type: str
     size: int
+    from_job: str | None = None
 
 
 SubmitCheck = Callable[[P, Sequence[SubmittedInput]], None]

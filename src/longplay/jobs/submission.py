@@ -116,8 +116,7 @@ def create_job(
     missing = [i for i in artifact_ids if i not in found]
     if missing:
         raise Invalid(f"no such artifact: {', '.join(missing)}")
-    if len(artifact_ids) == len(input_ids):  # another job's outputs are not known yet
-        check_submission(session, kind, checked, artifact_ids)
+    check_submission(session, kind, checked, input_ids)
     check_for_owner(session, owner, checked)
     checked = with_own_template(session, owner, checked)
     upstream = list(
