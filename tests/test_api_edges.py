@@ -3,6 +3,7 @@ in what a client sees, a cut input noted, and the download per RFC 9110."""
 
 from __future__ import annotations
 
+import http.client
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -282,3 +283,185 @@ def test_run_at_answers_a_null_queue_position(stack: Stack) -> None:
     assert datetime.fromisoformat(job["run_at"]) == run_at
     assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
     wait_until(lambda: client.get(f"/v1/jobs/{job['id']}").json()["status"] == "cancelled")
+
+
+# -- requests refused cleanly ------------------------------------------------------------
+
+JSON_LIMIT = 4 * 1024 * 1024  # LONGPLAY_MAX_JSON_BYTES' default
+UPLOAD_LIMIT = 9 * 1024 * 1024  # the stack's LONGPLAY_MAX_UPLOAD_BYTES, and 1 MiB of form
+
+
+def _refusal(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The error a response carries, in the API's one shape, after checking its status."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    error = dict(response.json()["error"])
+    assert error["code"] == code, error
+    return error
+
+
+def _headers_only(
+    stack: Stack, method: str, path: str, length: int, headers: dict[str, str]
+) -> httpx.Response:
+    """What the API answers a request that declares a body of ``length`` bytes and
+    sends none of it: only an answer given before reading the body comes back (in
+    15 s). A client that sent the body could see the connection reset under it."""
+    url = httpx.URL(stack.api_url)
+    connection = http.client.HTTPConnection(url.host, url.port, timeout=15)
+    try:
+        connection.putrequest(method, path)
+        for name, value in {**headers, "Content-Length": str(length)}.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        answer = connection.getresponse()
+        return httpx.Response(answer.status, headers=answer.getheaders(), content=answer.read())
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/v1/collections"), ("POST", "/v1/templates"), ("PUT", "/v1/templates/notes")],
+)
+def test_every_json_body_has_the_json_limit(stack: Stack, method: str, path: str) -> None:
+    """Bodies FastAPI parsed were read whole, whatever their size (this request
+    waited for its body), then refused for a field too long (422)."""
+    headers = {"Authorization": f"Bearer {stack.key('alice')}", "Content-Type": "application/json"}
+    response = _headers_only(stack, method, path, JSON_LIMIT + 1, headers)
+    assert "LONGPLAY_MAX_JSON_BYTES" in _refusal(response, 413, "too_large")["message"]
+
+
+def test_an_upload_over_the_limit_is_413_in_the_error_shape(stack: Stack) -> None:
+    """Starlette's limiter answered a plain-text 413 of its own."""
+    headers = {
+        "Authorization": f"Bearer {stack.key('alice')}",
+        "Content-Type": "multipart/form-data; boundary=b",
+    }
+    too_big = _headers_only(stack, "POST", "/v1/artifacts", UPLOAD_LIMIT + 1, headers)
+    assert "an upload may have at most" in _refusal(too_big, 413, "too_large")["message"]
+    no_file = stack.client().post("/v1/artifacts", files={"other": ("a.bin", b"x")})
+    assert _refusal(no_file, 422, "invalid_request")["details"][0]["loc"] == ["body", "file"]
+
+
+def test_a_number_too_long_to_read_is_invalid_json(stack: Stack) -> None:
+    """Python reads integers of at most 4300 digits: a longer one was a 500."""
+    client = stack.client()
+    number = "1" * 5000
+    body = f'{{"kind": "sleep", "params": {{"seconds": {number}}}}}'
+    sent = client.post("/v1/jobs", content=body, headers={"Content-Type": "application/json"})
+    error = _refusal(sent, 422, "invalid_request")
+    assert "more than 4300 digits" in error["message"]
+    assert [(d["loc"], d["type"]) for d in error["details"]] == [(["body"], "json_invalid")]
+    form = client.post(
+        "/v1/jobs",
+        data={"kind": "sleep", "params": f'{{"seconds": {number}}}'},
+        files={"file": ("a.txt", b"x", "text/plain")},
+    )
+    assert _refusal(form, 422, "invalid_request")["details"][0]["loc"] == ["body", "params"]
+
+
+@pytest.mark.parametrize(
+    "value", ["bytes=" + "1" * 5000 + "-", "bytes=0-" + "9" * 5000, "bytes=-" + "9" * 20]
+)
+def test_a_range_with_a_position_too_long_is_ignored(
+    stack: Stack, artifact: dict[str, Any], value: str
+) -> None:
+    """More than 4300 digits was a 500."""
+    response = _get(stack, artifact, Range=value)
+    assert response.status_code == 200
+    assert response.content == BODY
+
+
+def test_last_event_id_must_be_an_event_id(stack: Stack) -> None:
+    """Redis refused these mid-stream: an empty 200 whose stream broke, and a stall
+    of the process's shared read of every followed stream."""
+    client = stack.client()
+    job = client.post("/v1/jobs", json={"kind": "sleep", "params": {"seconds": 0}}).json()
+    stage = {"kind": "sleep", "params": {"seconds": 0}}
+    flow = client.post("/v1/flows", json={"stages": {"only": stage}}).json()
+    largest = 2**64 - 1
+    for value in ("abc", "1-", "-1", "1-2-3", "9" * 21, f"{largest + 1}-0", f"{largest}-{largest}"):
+        for path in (f"/v1/jobs/{job['id']}/events", f"/v1/flows/{flow['id']}/events"):
+            response = client.get(path, headers={"Last-Event-ID": value})
+            error = _refusal(response, 422, "invalid_request")
+            assert "Last-Event-ID" in error["message"], value
+            assert error["details"][0]["loc"] == ["header", "last-event-id"]
+    wait_for_status(client, job["id"], {"completed"})
+    # An entry id, a bare millisecond time, or none: the events after it.
+    for resume in ("0-0", "0", f"{largest}-0", ""):
+        path = f"/v1/jobs/{job['id']}/events"
+        with client.stream("GET", path, headers={"Last-Event-ID": resume}) as response:
+            assert response.status_code == 200
+            lines = [line for line in response.iter_lines() if line.startswith("data:")]
+        assert json.loads(lines[-1][5:])["type"] == "completed", resume
+
+
+def test_media_types_are_case_insensitive(stack: Stack) -> None:
+    client = stack.client()
+    body = json.dumps({"kind": "sleep", "params": {"seconds": 0}})
+    for content_type in ("Application/JSON", "APPLICATION/json; Charset=UTF-8"):
+        sent = client.post("/v1/jobs", content=body, headers={"Content-Type": content_type})
+        assert sent.status_code == 202, (content_type, sent.text)
+
+
+def test_a_nul_character_is_refused_not_a_crash(stack: Stack) -> None:
+    """PostgreSQL stores no NUL in a text: psycopg's DataError was a 500 there, while
+    SQLite stored it. A JSON body is refused at the door, naming where; a path, a
+    query or a form field by the database's refusal (PostgreSQL), or by not naming
+    anything that exists (SQLite)."""
+    client = stack.client("nul")
+    for path, body, loc in (
+        ("/v1/collections", {"name": "a\0b"}, ["body", "name"]),
+        ("/v1/jobs", {"kind": "sleep", "inputs": ["x", "a\0"]}, ["body", "inputs", 1]),
+        ("/v1/jobs", {"kind": "sleep", "params": {"text": "\0"}}, ["body", "params", "text"]),
+        ("/v1/templates", {"name": "t", "sections": [{"a\0": 1}]}, ["body", "sections", 0, "a\0"]),
+    ):
+        error = _refusal(client.post(path, json=body), 422, "invalid_request")
+        assert [(d["loc"], d["type"]) for d in error["details"]] == [(loc, "nul_character")]
+        assert "NUL" in error["message"]
+    form = client.post(
+        "/v1/jobs",
+        data={"kind": "sleep", "params": '{"text": "a\\u0000"}'},
+        files={"file": ("a.txt", b"x", "text/plain")},
+    )
+    error = _refusal(form, 422, "invalid_request")
+    assert error["details"][0]["loc"] == ["body", "params", "text"]
+    assert client.get("/v1/collections").json()["items"] == []
+    assert client.get("/v1/jobs").json()["items"] == []
+
+    on_postgres = stack.database_kind == "postgresql"
+    for response in (
+        client.get("/v1/jobs/job_%00x"),
+        client.get("/v1/artifacts/art_%00x/content"),
+        client.get("/v1/jobs", params={"cursor": "a\0b"}),
+        client.post(
+            "/v1/jobs",
+            data={"kind": "sleep", "params": "{}", "inputs": "art_\0x"},
+            files={"file": ("a.txt", b"x", "text/plain")},
+        ),
+    ):
+        if on_postgres or response.status_code == 422:
+            error = _refusal(response, 422, "invalid_request")
+        else:
+            error = _refusal(response, 404, "not_found")
+        assert "SELECT" not in error["message"], error
+        if on_postgres:
+            assert "NUL" in error["message"], error
+
+
+def test_a_wrong_key_is_refused_before_its_files_are_read(stack: Stack) -> None:
+    """Files were read, staged and probed first: a wrong key got their answer (422
+    undecodable_audio, 413) instead of a 401."""
+    wrong = httpx.Client(base_url=stack.api_url, headers={"Authorization": "Bearer lp_wrong"})
+    upload = {"Authorization": "Bearer lp_wrong", "Content-Type": "multipart/form-data; boundary=b"}
+    for response in (
+        wrong.post(
+            "/v1/jobs",
+            data={"kind": "convert", "params": '{"format": "mp3"}'},
+            files={"file": ("a.wav", b"not audio", "audio/wav")},
+        ),
+        _headers_only(stack, "POST", "/v1/artifacts", UPLOAD_LIMIT + 1, upload),
+        wrong.post("/v1/collections/col_x/documents", files={"file": ("a.txt", b"x")}),
+    ):
+        assert "not valid" in _refusal(response, 401, "unauthorized")["message"]
+    assert not list((stack.data_dir / "files" / ".incoming").glob("*"))

@@ -188,6 +188,27 @@ def test_counts_from_two_pool_processes_add_up(
     assert asked and not unknown, unknown
 
 
+def test_a_token_with_characters_past_ascii_is_compared_not_a_crash(
+    make_stack: Callable[[], Stack],
+) -> None:
+    """compare_digest refuses str holding other than ASCII: such a token, or such a
+    header, was a 500. Compared as bytes, the wrong one is a 401, the right one
+    (sent as UTF-8) passes."""
+    stack = make_stack()
+    token = "schlüssel-öffnet-7f3a"
+    stack.env["LONGPLAY_METRICS_TOKEN"] = token
+    stack.start_api()
+    for given in ("schlüssel-öffnet-0000", TOKEN, "clé"):
+        header = f"Bearer {given}".encode()
+        refused = httpx.get(f"{stack.api_url}/metrics", headers={"Authorization": header})
+        assert refused.status_code == 401, (given, refused.text)
+        assert refused.json()["error"]["code"] == "unauthorized"
+    sent = f"Bearer {token}".encode()
+    page = httpx.get(f"{stack.api_url}/metrics", headers={"Authorization": sent}, timeout=10)
+    assert page.status_code == 200, page.text
+    assert "longplay_" in page.text
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[redis.Redis]:
     """A Redis server of this test's own (the embedded one's binary), no deployment."""

@@ -2,9 +2,10 @@
 
 Every error leaves in the one shape of :mod:`longplay.api.errors`, whoever raised it:
 the service (a refusal), FastAPI (a request that does not validate, a missing key, a
-body over its limit) or a bug (500, with nothing of its insides). The docs pages
-(``/docs``, ``/redoc``) load Swagger UI and ReDoc from files installed with the
-``fastapi-offline`` package, so they work on a machine with no internet.
+body over its limit), the database (a value it cannot store, 422) or a bug (500, with
+nothing of its insides). The docs pages (``/docs``, ``/redoc``) load Swagger UI and
+ReDoc from files installed with the ``fastapi-offline`` package, so they work on a
+machine with no internet.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, Route
 
@@ -114,6 +116,22 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _unstorable(request: Request, exc: Exception) -> JSONResponse:
+    """A value the database refused to take or compare (PostgreSQL: a NUL character in
+    a text, a number out of range) that no check caught before: the request's fault,
+    told without the SQL or the value."""
+    assert isinstance(exc, DataError)
+    log.info("refused %s %s: %s", request.method, request.url.path, type(exc.orig).__name__)
+    return _answer(
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+        error_body(
+            "invalid_request",
+            "the request has a value the database cannot take: a text with a NUL "
+            "character (\\u0000), or a number out of range",
+        ),
+    )
+
+
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     """A bug: the log has the traceback, the client a plain word that says so."""
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -152,6 +170,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(UploadTooLarge, _too_large)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(DataError, _unstorable)
     app.add_exception_handler(Exception, _internal_error)
     app.openapi = lambda: openapi.document(app)  # type: ignore[method-assign]
     return app

@@ -1,10 +1,13 @@
 """Reading a JSON request body within its limits: a size of its own, far below the
 upload limit, refused before the rest is read; and a nesting depth, refused before
-anything walks the value (Python's parser would run out of stack at about a thousand)."""
+anything walks the value (Python's parser would run out of stack at about a thousand).
+A text with a NUL character (``\u0000``) is refused too, naming where: PostgreSQL
+stores none, and the same request must not pass on SQLite and fail on PostgreSQL."""
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -67,21 +70,34 @@ def validated(model: type[M], body: bytes) -> M:
         ) from exc
 
 
+def media_type(request: Request) -> str:
+    """The request's ``Content-Type`` without its parameters, in lower case: media
+    types are case-insensitive (RFC 9110 8.3.1), ``Application/JSON`` is JSON."""
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
 def parse_json(text: str | bytes, loc: Sequence[str]) -> Any:
-    """``text`` parsed, no deeper than :data:`MAX_DEPTH`; ``loc`` says where it came
-    from in a refusal (``("body",)``, ``("body", "params")``)."""
-    where = ".".join(loc)
+    """``text`` parsed, no deeper than :data:`MAX_DEPTH` and with no NUL character in
+    its texts; ``loc`` says where it came from in a refusal (``("body",)``,
+    ``("body", "params")``)."""
     try:
         value = json.loads(text)
     except RecursionError:
         raise _too_deep(loc) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        problem = f"not valid JSON: {exc}"
-        raise Invalid(
-            f"{where} is {problem}", [{"loc": list(loc), "msg": problem, "type": "json_invalid"}]
-        ) from exc
+        raise _not_json(loc, str(exc)) from exc
+    except ValueError as exc:  # an integer longer than Python converts
+        digits = sys.get_int_max_str_digits()
+        raise _not_json(loc, f"a number has more than {digits} digits") from exc
     if depth(value) > MAX_DEPTH:
         raise _too_deep(loc)
+    nul = _nul_at(value, loc) if _may_hold_nul(text) else None
+    if nul is not None:
+        problem = "must not contain a NUL character (\\u0000)"
+        raise Invalid(
+            f"{'.'.join(map(str, nul))} {problem}",
+            [{"loc": nul, "msg": problem, "type": "nul_character"}],
+        )
     return value
 
 
@@ -100,6 +116,42 @@ def depth(value: Any) -> int:
         if d <= MAX_DEPTH:  # past the limit the answer is known
             level.extend((child, d + 1) for child in children)
     return deepest
+
+
+def _may_hold_nul(text: str | bytes) -> bool:
+    """Whether parsed ``text`` may hold a NUL, without walking it: JSON writes one only
+    as ``\\u0000``, and a body in UTF-16 or UTF-32 (``json.loads`` reads those too) has
+    NUL bytes anyway, so it is walked."""
+    if isinstance(text, str):
+        return "\\u0000" in text
+    return b"\\u0000" in text or b"\x00" in text
+
+
+def _nul_at(value: Any, loc: Sequence[str]) -> list[str | int] | None:
+    """Where a text (a string, or an object's key) holding a NUL is in ``value``,
+    which came from ``loc``; None if there is none."""
+    level: list[tuple[Any, list[str | int]]] = [(value, list(loc))]
+    while level:
+        item, at = level.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return at
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if "\x00" in key:
+                    return [*at, key]
+                level.append((child, [*at, key]))
+        elif isinstance(item, list):
+            level.extend((child, [*at, index]) for index, child in enumerate(item))
+    return None
+
+
+def _not_json(loc: Sequence[str], reason: str) -> Invalid:
+    problem = f"not valid JSON: {reason}"
+    return Invalid(
+        f"{'.'.join(loc)} is {problem}",
+        [{"loc": list(loc), "msg": problem, "type": "json_invalid"}],
+    )
 
 
 def _too_deep(loc: Sequence[str]) -> Invalid:

@@ -5,7 +5,8 @@
 Starlette's ``FileResponse`` answers an invalid ``Range`` with 400 and knows no
 ``If-None-Match``, hence this module. What it does with ``Range``:
 
-- An invalid header (``bytes=5-2``, ``abc``, ``items=0-5``) is ignored: 200, whole file.
+- An invalid header (``bytes=5-2``, ``abc``, ``items=0-5``, a position of more than
+  :data:`MAX_DIGITS` digits) is ignored: 200, whole file.
 - Ranges none of which start inside the file: 416 with ``Content-Range: bytes */size``.
 - Several ranges are merged where they overlap or touch; if more than one span is
   left, the header is ignored (RFC 9110 lets a server do so) rather than answered with
@@ -30,7 +31,10 @@ from longplay.api.errors import error_body
 CHUNK = 256 * 1024
 MAX_RANGES = 100
 """More range specs than this in one header are a waste of effort: the header is ignored."""
-_RANGE_SPEC = re.compile(r"(\d*)-(\d*)")
+MAX_DIGITS = 19
+"""Digits a byte position may have: enough for any file (2**63 has 19); a longer one
+is not a position but a header to ignore (Python refuses to read past 4300)."""
+_RANGE_SPEC = re.compile(rf"([0-9]{{0,{MAX_DIGITS}}})-([0-9]{{0,{MAX_DIGITS}}})")
 _RFC5987_SAFE = "!#$&+-.^_`|~"
 """The ``attr-char`` of RFC 5987 that are not letters or digits: left as they are."""
 

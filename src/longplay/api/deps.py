@@ -2,7 +2,9 @@
 
 Every route that reads or writes the store does it in one call of :func:`as_owner`
 (or :func:`in_store`): a worker thread opens a session, checks the key, does the
-work, commits and gives the connection back before the answer goes out. No request
+work, commits and gives the connection back before the answer goes out. A request
+that uploads files has its key checked in a call of its own first
+(:func:`check_key`), so that no file of a wrong key is copied and probed. No request
 holds a pooled connection while it waits for anything else (a thread, the body, the
 client), and at most :func:`store_slots` calls run at once per process, fewer than
 the pool has connections, so a crowd of requests waits in the event loop, cheaply,
@@ -73,6 +75,23 @@ def authenticate(session: Session, key: str) -> Owner:
     if owner is None:
         raise _unauthorized("this API key is not valid (unknown or revoked)")
     return owner
+
+
+async def check_key(key: str) -> None:
+    """Refuse a wrong key before the request's files are read: it gets a 401, not an
+    answer about the files (413, 422), and costs no upload's copying and probing. The
+    route's own store call checks it again, as every one does; a JSON body, at most
+    ``LONGPLAY_MAX_JSON_BYTES``, is not worth the second call."""
+    await in_store(lambda session: authenticate(session, key))
+
+
+async def _checked_key(key: KeyDep) -> str:
+    await check_key(key)
+    return key
+
+
+UploaderKeyDep = Annotated[str, Depends(_checked_key)]
+"""The API key of a route whose body is always files: checked before they are read."""
 
 
 async def as_owner(key: str, work: Callable[[Session, Owner], T]) -> T:

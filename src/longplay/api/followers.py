@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -35,6 +36,20 @@ READER_POOL = 16
 
 Entry = tuple[str, bytes]
 """A stream entry: its id (``"<ms>-<seq>"``) and its ``data`` field."""
+_STREAM_ID = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
+_LARGEST = 2**64 - 1
+"""Either half of a stream id is at most this (an unsigned 64-bit number)."""
+
+
+def is_stream_id(text: str) -> bool:
+    """Whether a stream may be read after ``text``: an entry id, ``<ms>-<seq>`` or
+    ``<ms>``, below the very last one there can be. Redis refuses anything else, which
+    would break the follower's stream and stall the shared read of every stream."""
+    match = _STREAM_ID.fullmatch(text)
+    if match is None:
+        return False
+    ms, seq = int(match[1]), int(match[2] or 0)
+    return max(ms, seq) <= _LARGEST and (ms, seq) != (_LARGEST, _LARGEST)
 
 
 def entry_key(entry_id: str) -> tuple[int, int]:
@@ -97,7 +112,8 @@ class EventHub:
 
     @contextlib.asynccontextmanager
     async def follow(self, job_id: str, after: str) -> AsyncIterator[Follower]:
-        """Follow a job's events after the entry id ``after`` (``"0-0"``: from the start)."""
+        """Follow a job's events after the entry id ``after`` (``"0-0"``: from the start),
+        which must pass :func:`is_stream_id`."""
         stream = keys.events_stream(job_id)
         follower = Follower(stream, after)
         watched = self._watched.get(stream)

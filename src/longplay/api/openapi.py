@@ -38,6 +38,17 @@ def ref_of(model: type[BaseModel]) -> str:
     return REF.format(model=model.__name__)
 
 
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """A route's ``openapi_extra`` for a JSON body of ``model`` read by hand
+    (:func:`longplay.api.bodies.read_json_body`), so that the document shows it."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": ref_of(model)}}},
+        }
+    }
+
+
 def document(app: FastAPI) -> dict[str, Any]:
     """The app's OpenAPI document, made on first use and kept."""
     if app.openapi_schema is None:

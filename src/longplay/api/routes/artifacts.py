@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response, UploadFile, status
+from fastapi import APIRouter, Request, Response, status
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 
-from longplay.api import content, uploads
-from longplay.api.deps import KeyDep, as_owner
+from longplay.api import bodies, content, uploads
+from longplay.api.deps import KeyDep, UploaderKeyDep, as_owner
 from longplay.api.errors import errors
 from longplay.jobs import refusals, service
 from longplay.settings import get_settings
@@ -18,18 +19,50 @@ from longplay.store.models import Artifact, Owner
 from longplay.store.views import ArtifactPublic
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
+UPLOAD_BODY_LIMIT = get_settings().api.max_upload_bytes + 1024 * 1024
+"""An upload: its file, and a little for the multipart around it."""
+
+UPLOAD_BODY: dict[str, Any] = {
+    # Read by hand, after the key is checked and within the limit above.
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "contentMediaType": "application/octet-stream",
+                            "description": "The file; its name is kept.",
+                        }
+                    },
+                    "required": ["file"],
+                }
+            }
+        },
+    }
+}
 
 
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ArtifactPublic,
-    responses=errors(400, 401, 413),
-    max_body_size=get_settings().api.max_upload_bytes + 1024 * 1024,
+    responses=errors(400, 401, 413, 422),
+    openapi_extra=UPLOAD_BODY,
 )
-async def upload(file: UploadFile, key: KeyDep) -> ArtifactPublic:
+async def upload(request: Request, key: UploaderKeyDep) -> ArtifactPublic:
     """Upload a file to use as a job's input; the reply's ``id`` goes in ``inputs``."""
-    received = await run_in_threadpool(uploads.receive, file)
+    within = bodies.limited(request, UPLOAD_BODY_LIMIT, "an upload")
+    async with within.form() as form:
+        file = form.get("file")
+        if not isinstance(file, UploadFile):
+            raise refusals.Invalid(
+                "send the file as a multipart part named 'file'",
+                [{"loc": ["body", "file"], "msg": "no file", "type": "missing"}],
+            )
+        received = await run_in_threadpool(uploads.receive, file)
 
     def add(session: Session, owner: Owner) -> ArtifactPublic:
         artifact = uploads.adopt(session, owner, received)

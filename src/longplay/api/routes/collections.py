@@ -23,9 +23,9 @@ from longplay.api.collection_schemas import (
     PassagePublic,
     SearchResults,
 )
-from longplay.api.deps import KeyDep, as_owner
+from longplay.api.deps import KeyDep, as_owner, check_key
 from longplay.api.errors import errors
-from longplay.api.openapi import ref_of
+from longplay.api.openapi import json_body, ref_of
 from longplay.framework.errors import JobError
 from longplay.jobs import collections, refusals, retrieval, submission
 from longplay.jobs.collections import CollectionSummary
@@ -67,10 +67,13 @@ ADD_BODY: dict[str, Any] = {
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=CollectionPublic,
-    responses=errors(400, 401),
+    responses=errors(400, 401, 413, 422),
+    openapi_extra=json_body(CollectionCreate),
 )
-async def create_collection(body: CollectionCreate, key: KeyDep) -> CollectionPublic:
+async def create_collection(request: Request, key: KeyDep) -> CollectionPublic:
     """Create an empty collection; add documents to it next."""
+    _, raw = await bodies.read_json_body(request)
+    body = bodies.validated(CollectionCreate, raw)
 
     def create(session: Session, owner: Owner) -> CollectionPublic:
         collection = collections.create_collection(session, owner=owner, name=body.name)
@@ -132,6 +135,8 @@ async def delete_collection(collection_id: str, key: KeyDep) -> Response:
 async def add_documents(collection_id: str, request: Request, key: KeyDep) -> DocumentsAdded:
     """Add documents, uploaded (multipart ``file``, one or more) or already stored
     (JSON ``{"artifacts": [ids]}``); an ``index`` job reads them, at low priority."""
+    if bodies.media_type(request) == "multipart/form-data":
+        await check_key(key)
     artifact_ids, files = await _read_documents(request)
     received = await run_in_threadpool(uploads.receive_all, files) if files else []
 
@@ -164,8 +169,8 @@ async def add_documents(collection_id: str, request: Request, key: KeyDep) -> Do
 
 async def _read_documents(request: Request) -> tuple[list[str], list[UploadFile]]:
     """Artifact ids from a JSON body, or the files of a multipart one."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
+    media_type = bodies.media_type(request)
+    if media_type == "multipart/form-data":
         limits = get_settings().api
         within = bodies.limited(request, UPLOAD_BODY_LIMIT, "documents")
         form = await within.form(
@@ -178,7 +183,7 @@ async def _read_documents(request: Request) -> tuple[list[str], list[UploadFile]
                 [{"loc": ["body", "file"], "msg": "no files", "type": "missing"}],
             )
         return [], files
-    if content_type.startswith("application/json"):
+    if media_type == "application/json":
         _, raw = await bodies.read_json_body(request)
         return bodies.validated(DocumentsAdd, raw).artifacts, []
     raise refusals.Invalid(

@@ -12,8 +12,8 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from longplay.api.deps import KeyDep, as_owner, in_store
 from longplay.api.errors import errors
-from longplay.api.followers import READ_BLOCK_MS, EventHub, Follower
-from longplay.jobs import service
+from longplay.api.followers import READ_BLOCK_MS, EventHub, Follower, is_stream_id
+from longplay.jobs import refusals, service
 from longplay.jobs.events import make_event
 from longplay.store.models import Job, JobStatus
 from longplay.store.views import ErrorPublic
@@ -27,6 +27,29 @@ async def owned_job_id(job_id: str, key: KeyDep) -> str:
     return await as_owner(
         key, lambda session, owner: service.get_job(session, owner=owner, job_id=job_id).id
     )
+
+
+async def resume_after(
+    last_event_id: Annotated[
+        str | None,
+        Header(description="An event's `id`: the stream resumes after that event."),
+    ] = None,
+) -> str:
+    """Where the stream starts: after the ``Last-Event-ID`` a reconnecting client
+    sends, or at the beginning. Anything but an event's id is refused, before the
+    stream starts (Redis would refuse it mid-stream)."""
+    if not last_event_id:
+        return "0-0"
+    if not is_stream_id(last_event_id):
+        problem = "must be an event's id, such as 1718000000000-0"
+        raise refusals.Invalid(
+            f"the Last-Event-ID header {problem}",
+            [{"loc": ["header", "last-event-id"], "msg": problem, "type": "last_event_id"}],
+        )
+    return last_event_id
+
+
+ResumeAfter = Annotated[str, Depends(resume_after)]
 
 
 def _hub(request: Request) -> EventHub:
@@ -65,8 +88,8 @@ async def next_entries(hub: EventHub, follower: Follower) -> list[tuple[str, byt
 @router.get("/{job_id}/events", response_class=EventSourceResponse, responses=errors(401, 404))
 async def job_events(
     job_id: Annotated[str, Depends(owned_job_id)],
+    after: ResumeAfter,
     request: Request,
-    last_event_id: Annotated[str | None, Header()] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Follow a job live: queued, running, progress…, then completed, failed or cancelled.
 
@@ -74,7 +97,7 @@ async def job_events(
     ends after the job's last event.
     """
     hub = _hub(request)
-    async with hub.follow(job_id, last_event_id or "0-0") as follower:
+    async with hub.follow(job_id, after) as follower:
         while not await request.is_disconnected():
             entries = await next_entries(hub, follower)
             for entry_id, data in entries:

@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, status
+from fastapi import APIRouter, Depends, Request, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, model_validator
 from sqlalchemy.orm import Session
@@ -15,8 +15,8 @@ from longplay.api import bodies
 from longplay.api.deps import KeyDep, as_owner, in_store
 from longplay.api.errors import errors
 from longplay.api.followers import EventHub
-from longplay.api.openapi import ref_of
-from longplay.api.routes.events import next_entries
+from longplay.api.openapi import json_body
+from longplay.api.routes.events import ResumeAfter, next_entries
 from longplay.api.routes.jobs import present_page
 from longplay.jobs import flows
 from longplay.jobs.flow_events import FLOW_ENDED
@@ -101,12 +101,7 @@ def present(session: Session, found: flows.FlowJobs) -> FlowPublic:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=FlowPublic,
     responses=errors(400, 401, 404, 409, 413, 422, 429),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": ref_of(FlowCreate)}}},
-        }
-    },
+    openapi_extra=json_body(FlowCreate),
 )
 async def create_flow(request: Request, key: KeyDep) -> FlowPublic:
     """Submit a flow: every stage's job at once (all stored, or none)."""
@@ -153,13 +148,13 @@ async def owned_flow_id(flow_id: str, key: KeyDep) -> str:
 @router.get("/{flow_id}/events", response_class=EventSourceResponse, responses=errors(401, 404))
 async def flow_events(
     flow_id: Annotated[str, Depends(owned_flow_id)],
+    after: ResumeAfter,
     request: Request,
-    last_event_id: Annotated[str | None, Header()] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Follow every stage's events in one stream, each with its `stage`; it ends with
     `flow_ended` (with the flow's `status`). Resumable with ``Last-Event-ID``."""
     hub: EventHub = request.app.state.event_hub
-    async with hub.follow(flow_id, last_event_id or "0-0") as follower:
+    async with hub.follow(flow_id, after) as follower:
         while not await request.is_disconnected():
             entries = await next_entries(hub, follower)
             for entry_id, data in entries:

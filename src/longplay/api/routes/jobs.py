@@ -12,9 +12,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from longplay.api import bodies, uploads
-from longplay.api.deps import KeyDep, as_owner
+from longplay.api.deps import KeyDep, as_owner, check_key
 from longplay.api.errors import errors
-from longplay.api.openapi import ref_of
+from longplay.api.openapi import json_body
 from longplay.api.schemas import (
     AttemptPublic,
     JobCreate,
@@ -72,9 +72,9 @@ def present_page(
 async def _read_submission(request: Request) -> tuple[JobCreate, dict[str, Any], list[UploadFile]]:
     """The submission checked against its kind's model (``params`` included), the
     parameters as sent, and the files uploaded with it."""
-    content_type = request.headers.get("content-type", "")
+    media_type = bodies.media_type(request)
     raw: bytes | None = None
-    if content_type.startswith("multipart/form-data"):
+    if media_type == "multipart/form-data":
         limits = get_settings().api
         within = bodies.limited(request, UPLOAD_BODY_LIMIT, "a submission with files")
         form = await within.form(
@@ -94,7 +94,7 @@ async def _read_submission(request: Request) -> tuple[JobCreate, dict[str, Any],
                 fields[name] = form.get(name)
         if form.getlist("callback_events"):
             fields["callback_events"] = [str(v) for v in form.getlist("callback_events")]
-    elif content_type.startswith("application/json"):
+    elif media_type == "application/json":
         fields, raw = await bodies.read_json_body(request)
         uploads = []
     else:
@@ -167,6 +167,8 @@ async def submit_job(
     ] = None,
 ) -> JobPublic:
     """Submit a job: JSON naming uploaded artifacts, or multipart with the files."""
+    if bodies.media_type(request) == "multipart/form-data":
+        await check_key(key)
     body, params, files = await _read_submission(request)
     kind = get_kind(body.kind)
     received = await run_in_threadpool(uploads.receive_all, files, kind) if files else []
@@ -261,12 +263,7 @@ async def cancel_job(job_id: str, key: KeyDep) -> JobPublic:
     "/retry",
     response_model=RetryManyResult,
     responses=errors(401, 413, 422),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": ref_of(RetryMany)}}},
-        }
-    },
+    openapi_extra=json_body(RetryMany),
 )
 async def retry_jobs(request: Request, key: KeyDep) -> RetryManyResult:
     """Retry many failed jobs at once; the others are listed with the reason."""

@@ -43,7 +43,11 @@ async def scrape(request: Request) -> Response:
 
 def _bearer_is(request: Request, token: str) -> bool:
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters. The
+    # header's bytes are what was sent (Starlette decoded them as Latin-1); the token's
+    # are its UTF-8, as a client sends a non-ASCII one.
+    sent = given.strip().encode("latin-1")
+    return scheme.lower() == "bearer" and hmac.compare_digest(sent, token.encode())
 
 
 class RequestMetrics:

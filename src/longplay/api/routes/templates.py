@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from longplay.api import bodies
 from longplay.api.deps import KeyDep, as_owner
 from longplay.api.errors import errors
+from longplay.api.openapi import json_body
 from longplay.jobs import templates
 from longplay.store.models import Template
 from longplay.text.summary import TEMPLATE_NAME, TemplateBody, TemplateSection
@@ -52,10 +54,13 @@ def _public(template: Template) -> TemplatePublic:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=TemplatePublic,
-    responses=errors(400, 401, 409),
+    responses=errors(400, 401, 409, 413, 422),
+    openapi_extra=json_body(TemplateCreate),
 )
-async def create_template(body: TemplateCreate, key: KeyDep) -> TemplatePublic:
+async def create_template(request: Request, key: KeyDep) -> TemplatePublic:
     """Save a template of your own for ``summarize`` jobs."""
+    _, raw = await bodies.read_json_body(request)
+    body = bodies.validated(TemplateCreate, raw)
     template_body = TemplateBody(description=body.description, sections=body.sections)
     return await as_owner(
         key,
@@ -84,9 +89,16 @@ async def get_template(name: str, key: KeyDep) -> TemplatePublic:
     )
 
 
-@router.put("/{name}", response_model=TemplatePublic, responses=errors(400, 401, 404))
-async def replace_template(name: str, body: TemplateUpdate, key: KeyDep) -> TemplatePublic:
+@router.put(
+    "/{name}",
+    response_model=TemplatePublic,
+    responses=errors(400, 401, 404, 413, 422),
+    openapi_extra=json_body(TemplateUpdate),
+)
+async def replace_template(name: str, request: Request, key: KeyDep) -> TemplatePublic:
     """Replace one of your templates' sections; jobs already submitted keep the old ones."""
+    _, raw = await bodies.read_json_body(request)
+    body = bodies.validated(TemplateUpdate, raw)
     return await as_owner(
         key,
         lambda session, owner: _public(
