@@ -526,6 +526,22 @@ def test_bad_templates_and_submissions_are_refused_with_the_error_shape(stack: S
         ({"text": "Hi.", "language": "Klingon"}, "unknown language"),
         ({"text": "Hi.", "template": "brief", "sections": RISKS["sections"]}, "built-in"),
         ({}, "nothing to summarize"),
+        # One-off sections are held to a saved template's rules: a key each, all different.
+        (
+            {
+                "text": "Hi.",
+                "template": "once",
+                "sections": [
+                    {"name": "Risks", "instruction": "Risks named."},
+                    {"name": "risks!", "instruction": "Risks again."},
+                ],
+            },
+            "two sections have the same name",
+        ),
+        (
+            {"text": "Hi.", "template": "once", "sections": [{"name": "???", "instruction": "x"}]},
+            "a section name needs a letter or a digit",
+        ),
     ):
         answer = client.post("/v1/jobs", json={"kind": "summarize", "params": params})
         assert answer.status_code == 422, params

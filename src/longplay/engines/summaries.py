@@ -41,6 +41,7 @@ from longplay.text.summary import (
     answer_tokens,
     builtin_template,
     chapter_times,
+    distinct_sections,
     names_in,
     own_template,
     parse_json_answer,
@@ -89,6 +90,11 @@ class SummaryOptions(BaseModel):
     @classmethod
     def _known_language(cls, value: str | None) -> str | None:
         return None if value is None else Language.find(value).name
+
+    @field_validator("sections")
+    @classmethod
+    def _distinct_names(cls, value: list[TemplateSection] | None) -> list[TemplateSection] | None:
+        return None if value is None else distinct_sections(value)
 
     @model_validator(mode="after")
     def _sections_only_for_own_templates(self) -> SummaryOptions:

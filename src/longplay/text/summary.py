@@ -83,12 +83,18 @@ class TemplateBody(BaseModel):
     @field_validator("sections")
     @classmethod
     def _distinct_names(cls, sections: list[TemplateSection]) -> list[TemplateSection]:
-        keys = [section_key(s.name) for s in sections]
-        if "" in keys:
-            raise ValueError("a section name needs a letter or a digit")
-        if len(set(keys)) != len(keys):
-            raise ValueError("two sections have the same name")
-        return sections
+        return distinct_sections(sections)
+
+
+def distinct_sections(sections: list[TemplateSection]) -> list[TemplateSection]:
+    """``sections``, if each has a JSON key of its own (``Risks`` and ``risks!`` share
+    one, ``???`` has none); else :class:`ValueError`."""
+    keys = [section_key(s.name) for s in sections]
+    if "" in keys:
+        raise ValueError("a section name needs a letter or a digit")
+    if len(set(keys)) != len(keys):
+        raise ValueError("two sections have the same name")
+    return sections
 
 
 @dataclass(frozen=True)
