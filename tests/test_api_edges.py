@@ -404,6 +404,27 @@ def test_media_types_are_case_insensitive(stack: Stack) -> None:
         assert sent.status_code == 202, (content_type, sent.text)
 
 
+def test_a_form_takes_params_as_a_file_and_refuses_a_field_it_does_not_have(
+    stack: Stack,
+) -> None:
+    """``curl -F params=@options.json`` sends params as a file part, which was ignored:
+    the job ran on its defaults. A misspelt field was ignored too, where JSON refuses it."""
+    client = stack.client()
+    options = ("options.json", b'{"seconds": 0.1, "text": "from a file"}', "application/json")
+    sent = client.post("/v1/jobs", data={"kind": "sleep"}, files={"params": options})
+    assert sent.status_code == 202, sent.text
+    assert sent.json()["params"]["text"] == "from a file"
+
+    misspelt = client.post(
+        "/v1/jobs",
+        data={"kind": "sleep", "param": '{"seconds": 0}'},
+        files={"params": options},
+    )
+    error = _refusal(misspelt, 422, "invalid_request")
+    assert error["message"].startswith("param: unknown field; a submission's fields are ")
+    assert error["details"][0]["loc"] == ["body", "param"]
+
+
 def test_a_nul_character_is_refused_not_a_crash(stack: Stack) -> None:
     """PostgreSQL stores no NUL in a text: psycopg's DataError was a 500 there, while
     SQLite stored it. A JSON body is refused at the door, naming where; a path, a

@@ -33,6 +33,11 @@ from longplay.store.views import JobPublic
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 DEDUPLICATED_HEADER = "Longplay-Deduplicated"
 UPLOAD_BODY_LIMIT = get_settings().api.max_upload_bytes + 1024 * 1024
+FORM_FIELDS = frozenset(
+    {"kind", "params", "file", "inputs", "after", "priority", "run_at", "deadline", "dedupe"}
+    | {"callback_url", "callback_events"}
+)
+"""The fields of a multipart submission; another is refused, as in a JSON one."""
 """A multipart submission: its files, and a little for the form fields around them."""
 
 SUBMIT_BODY: dict[str, Any] = {
@@ -75,25 +80,7 @@ async def _read_submission(request: Request) -> tuple[JobCreate, dict[str, Any],
     media_type = bodies.media_type(request)
     raw: bytes | None = None
     if media_type == "multipart/form-data":
-        limits = get_settings().api
-        within = bodies.limited(request, UPLOAD_BODY_LIMIT, "a submission with files")
-        form = await within.form(
-            max_files=limits.max_inputs_per_job, max_part_size=limits.max_json_bytes
-        )
-        uploads = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
-        raw_params = form.get("params")
-        fields: dict[str, Any] = {
-            "kind": form.get("kind"),
-            "inputs": [str(v) for v in form.getlist("inputs")],
-            "after": [str(v) for v in form.getlist("after")],
-        }
-        if isinstance(raw_params, str) and raw_params:
-            fields["params"] = bodies.parse_json(raw_params, ("body", "params"))
-        for name in ("priority", "run_at", "deadline", "dedupe", "callback_url"):
-            if form.get(name):
-                fields[name] = form.get(name)
-        if form.getlist("callback_events"):
-            fields["callback_events"] = [str(v) for v in form.getlist("callback_events")]
+        fields, uploads = await _read_form(request)
     elif media_type == "application/json":
         fields, raw = await bodies.read_json_body(request)
         uploads = []
@@ -104,6 +91,41 @@ async def _read_submission(request: Request) -> tuple[JobCreate, dict[str, Any],
         )
     body = _checked(fields, raw)
     return body, dict(fields.get("params") or {}), uploads
+
+
+async def _read_form(request: Request) -> tuple[dict[str, Any], list[UploadFile]]:
+    """A multipart submission's fields, as a JSON one has them, and its files. A field
+    it does not have is refused, as a JSON one's is; ``params`` may come as a file part
+    (``curl -F params=@options.json``) as well as a text one."""
+    limits = get_settings().api
+    within = bodies.limited(request, UPLOAD_BODY_LIMIT, "a submission with files")
+    form = await within.form(
+        max_files=limits.max_inputs_per_job, max_part_size=limits.max_json_bytes
+    )
+    strangers = sorted(set(form.keys()) - FORM_FIELDS)
+    if strangers:
+        problem = f"unknown field; a submission's fields are {', '.join(sorted(FORM_FIELDS))}"
+        raise refusals.Invalid(
+            f"{strangers[0]}: {problem}",
+            [{"loc": ["body", n], "msg": problem, "type": "extra_forbidden"} for n in strangers],
+        )
+    fields: dict[str, Any] = {
+        "kind": form.get("kind"),
+        "inputs": [str(v) for v in form.getlist("inputs")],
+        "after": [str(v) for v in form.getlist("after")],
+    }
+    part = form.get("params")
+    params = await part.read(limits.max_json_bytes + 1) if isinstance(part, UploadFile) else part
+    if params and len(params) > limits.max_json_bytes:  # a text part is bounded by the form
+        raise refusals.TooLarge(f"params may have at most {limits.max_json_bytes} bytes")
+    if params:
+        fields["params"] = bodies.parse_json(params, ("body", "params"))
+    for name in ("priority", "run_at", "deadline", "dedupe", "callback_url"):
+        if form.get(name):
+            fields[name] = form.get(name)
+    if form.getlist("callback_events"):
+        fields["callback_events"] = [str(v) for v in form.getlist("callback_events")]
+    return fields, [f for f in form.getlist("file") if isinstance(f, UploadFile)]
 
 
 def _checked(fields: Any, raw: bytes | None) -> JobCreate:
