@@ -17,6 +17,10 @@ from longplay.settings import get_settings
 from longplay.store import files
 from longplay.store.models import Artifact, ArtifactRole, Owner
 
+BODY_LIMIT = get_settings().api.max_upload_bytes + 1024 * 1024
+"""A request that carries files: the largest upload, and a little for the multipart
+around it and its other fields."""
+
 
 @dataclass(frozen=True)
 class Received:

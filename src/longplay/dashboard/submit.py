@@ -19,8 +19,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from longplay.api import bodies, uploads
-from longplay.api.routes.jobs import UPLOAD_BODY_LIMIT
 from longplay.api.schemas import KindPublic
+from longplay.api.uploads import BODY_LIMIT
 from longplay.dashboard import forms, sessions
 from longplay.dashboard.sessions import Viewer
 from longplay.dashboard.web import PageRoute, as_viewer, changing, render, see_other
@@ -85,7 +85,7 @@ async def submit(request: Request, kind_name: str) -> Response:
     """Submit the form; on success the new job's page, else the form again with why."""
     kind = _kind(kind_name)
     limits = get_settings().api
-    within = bodies.limited(request, UPLOAD_BODY_LIMIT, "a submission with files")
+    within = bodies.limited(request, BODY_LIMIT, "a submission with files")
     form = await within.form(
         max_files=limits.max_inputs_per_job, max_part_size=limits.max_json_bytes
     )

@@ -13,14 +13,11 @@ from longplay.api import bodies, content, uploads
 from longplay.api.deps import KeyDep, UploaderKeyDep, as_owner
 from longplay.api.errors import errors
 from longplay.jobs import refusals, service
-from longplay.settings import get_settings
 from longplay.store import files
 from longplay.store.models import Artifact, Owner
 from longplay.store.views import ArtifactPublic
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
-UPLOAD_BODY_LIMIT = get_settings().api.max_upload_bytes + 1024 * 1024
-"""An upload: its file, and a little for the multipart around it."""
 
 UPLOAD_BODY: dict[str, Any] = {
     # Read by hand, after the key is checked and within the limit above.
@@ -54,7 +51,7 @@ UPLOAD_BODY: dict[str, Any] = {
 )
 async def upload(request: Request, key: UploaderKeyDep) -> ArtifactPublic:
     """Upload a file to use as a job's input; the reply's ``id`` goes in ``inputs``."""
-    within = bodies.limited(request, UPLOAD_BODY_LIMIT, "an upload")
+    within = bodies.limited(request, uploads.BODY_LIMIT, "an upload")
     async with within.form() as form:
         file = form.get("file")
         if not isinstance(file, UploadFile):

@@ -35,7 +35,6 @@ from longplay.store.views import JobPublic
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
-UPLOAD_BODY_LIMIT = get_settings().api.max_upload_bytes + 1024 * 1024
 
 ADD_BODY: dict[str, Any] = {
     "requestBody": {
@@ -172,7 +171,7 @@ async def _read_documents(request: Request) -> tuple[list[str], list[UploadFile]
     media_type = bodies.media_type(request)
     if media_type == "multipart/form-data":
         limits = get_settings().api
-        within = bodies.limited(request, UPLOAD_BODY_LIMIT, "documents")
+        within = bodies.limited(request, uploads.BODY_LIMIT, "documents")
         form = await within.form(
             max_files=limits.max_inputs_per_job, max_part_size=limits.max_json_bytes
         )

@@ -32,7 +32,6 @@ from longplay.store.views import JobPublic
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 DEDUPLICATED_HEADER = "Longplay-Deduplicated"
-UPLOAD_BODY_LIMIT = get_settings().api.max_upload_bytes + 1024 * 1024
 FORM_FIELDS = frozenset(
     {"kind", "params", "file", "inputs", "after", "priority", "run_at", "deadline", "dedupe"}
     | {"callback_url", "callback_events"}
@@ -98,7 +97,7 @@ async def _read_form(request: Request) -> tuple[dict[str, Any], list[UploadFile]
     it does not have is refused, as a JSON one's is; ``params`` may come as a file part
     (``curl -F params=@options.json``) as well as a text one."""
     limits = get_settings().api
-    within = bodies.limited(request, UPLOAD_BODY_LIMIT, "a submission with files")
+    within = bodies.limited(request, uploads.BODY_LIMIT, "a submission with files")
     form = await within.form(
         max_files=limits.max_inputs_per_job, max_part_size=limits.max_json_bytes
     )
