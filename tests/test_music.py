@@ -530,6 +530,31 @@ def test_a_transposing_instrument_is_written_as_its_players_read_it(
 
 
 @pytest.mark.parametrize(
+    ("program", "key", "named", "fifths"),
+    [
+        (0, None, "D-", -5),  # heard from MIDI numbers as C-sharp major, seven sharps
+        (56, None, "D-", -3),  # on a B-flat trumpet: E-flat major, not D-sharp's nine
+        (0, "C#", "C#", 7),  # asked for, and a key signature has seven
+        (0, "E#", "F", -1),  # no key signature has eleven sharps
+        (56, "F#", "F#", -4),  # on the trumpet G-sharp major's eight sharps: A-flat
+    ],
+)
+def test_a_key_signature_is_spelled_with_the_fewest_accidentals_it_can_be(
+    tmp_path: Path, program: int, key: str | None, named: str, fifths: int
+) -> None:
+    tune = [61, 65, 68, 73, 68, 65, 61, 63, 66, 70, 68, 65, 61]  # D-flat major's tones
+    notes = [QuantizedNote(24 * k, 24, pitch, 80) for k, pitch in enumerate(tune)]
+    path = tmp_path / "tune.musicxml"
+
+    summary = write_musicxml(
+        notes, path, title="t", bpm=100, meter=Meter(4, 4), program=program, key=key
+    )
+
+    assert summary.key == named
+    assert re.findall(r"<fifths>(-?\d+)</fifths>", path.read_text()) == [str(fifths)]
+
+
+@pytest.mark.parametrize(
     ("program", "clef"), [(24, ("G", "2")), (33, ("F", "4"))], ids=["guitar", "bass"]
 )
 def test_a_guitar_or_a_bass_is_written_on_an_octave_clef(

@@ -85,9 +85,13 @@ def write_musicxml(
     from music21 import layout, metadata, stream, tempo
 
     estimated = key is None
-    found = _estimated_key(notes) if key is None else m21key.Key(key)
+    # An estimated key is spelled as simply as it can be; one asked for, as asked,
+    # unless no key signature has that many sharps or flats.
+    most = MOST_ESTIMATED_ACCIDENTALS if estimated else MOST_ACCIDENTALS
+    found = _plainest(_estimated_key(notes) if key is None else m21key.Key(key), most)
     instrument = _instrument(program)
     written, written_key = _as_written(notes, found, instrument)
+    written_key = _plainest(written_key, most)
     bar = int(meter.bar_quarters * TICKS)
     length = max((q.start + q.length for q in notes), default=0)
     count = max(1, -(-length // bar))
@@ -112,6 +116,12 @@ def write_musicxml(
 
 
 Tie = Literal["start", "continue", "stop"] | None
+
+MOST_ESTIMATED_ACCIDENTALS = 6
+"""The most sharps or flats an estimated key is written with: F-sharp major keeps six,
+C-sharp major's seven are D-flat major's five."""
+MOST_ACCIDENTALS = 7
+"""The most sharps or flats a key signature has (C-sharp and C-flat major)."""
 
 MIDDLE_C = 60
 REACH = {"treble": (55, 86), "bass": (35, 65)}
@@ -360,6 +370,19 @@ def _estimated_key(notes: list[QuantizedNote]) -> Any:
         at += ticks
     (tonic, mode, _), _ = AardenEssen().process(line)
     return m21key.Key(tonic, mode)
+
+
+def _plainest(key: Any, most: int) -> Any:
+    """``key``, or the same key spelled the other way (C-sharp major as D-flat major)
+    when it has more than ``most`` sharps or flats: the key's name and the notes' spelling
+    come from MIDI numbers (C-sharp, not D-flat) and a transposing instrument's
+    transposition, neither of which minds how many there are."""
+    from music21 import key as m21key
+
+    if abs(key.sharps) <= most:
+        return key
+    other = key.tonic.getEnharmonic()
+    return m21key.Key(other.name, key.mode) if other is not None else key
 
 
 def _instrument(program: int) -> Any:
