@@ -92,12 +92,13 @@ def _layout(samples: Audio) -> str:
     return "mono" if samples.shape[1] == 1 else "stereo"
 
 
-def _mux_audio(container: Any, stream: Any, samples: Audio, rate: int) -> None:
+def _mux_audio(container: Any, stream: Any, samples: Audio, rate: int, *, at: int = 0) -> None:
+    """Encode and mux ``samples``, the first at ``at`` samples on the file's clock."""
     layout = _layout(samples)
     for start in range(0, len(samples), rate):
         block = np.ascontiguousarray(samples[start : start + rate])
         frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="flt", layout=layout)
-        frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
+        frame.sample_rate, frame.pts, frame.time_base = rate, at + start, Fraction(1, rate)
         container.mux(stream.encode(frame))
     container.mux(stream.encode(None))
 
@@ -200,6 +201,75 @@ def test_decode_reads_mono_float_frames_as_the_resampler_would(tmp_path: Path, f
     assert {b.samples.shape[1] for b in blocks} == {1}
     assert {b.sample_rate for b in blocks} == {rate}
     assert len(blocks) >= 6  # still in blocks, not one array
+
+
+@pytest.mark.parametrize(
+    ("parts", "rate", "channels"),
+    [
+        ([(44_100, 1), (22_050, 1)], 16_000, 1),  # the rate changes
+        ([(44_100, 2), (44_100, 1)], None, None),  # stereo, then mono
+    ],
+)
+def test_decode_goes_on_where_the_rate_or_layout_changes(
+    tmp_path: Path, parts: list[tuple[int, int]], rate: int | None, channels: int | None
+) -> None:
+    # MP3s put end to end with `cat`, bare (no ID3 tag, no Xing frame) as streams are.
+    path = tmp_path / "joined.mp3"
+    for n, (part_rate, part_channels) in enumerate(parts):
+        part = tmp_path / f"part{n}.mp3"
+        with av.open(str(part), "w", options={"id3v2_version": "0", "write_xing": "0"}) as out:
+            samples = tone(2.0 + n, part_rate, freq=1000.0, channels=part_channels)
+            stream = out.add_stream("libmp3lame", part_rate, layout=_layout(samples))
+            _mux_audio(out, stream, samples, part_rate)
+        with path.open("ab") as joined:
+            joined.write(part.read_bytes())
+
+    blocks = list(decode(path, sample_rate=rate, channels=channels))
+
+    out_rate, out_channels = rate or parts[0][0], channels or parts[0][1]
+    audio = np.concatenate([b.samples for b in blocks])
+    assert {b.sample_rate for b in blocks} == {out_rate} and audio.shape[1] == out_channels
+    assert len(audio) / out_rate == pytest.approx(5.0, abs=0.1)
+    assert blocks[-1].position == pytest.approx(5.0, abs=0.1)
+    assert dominant_frequency(audio, out_rate) == pytest.approx(1000.0, abs=2)
+
+
+def test_probe_reads_the_length_of_a_stream_whose_header_does_not_state_it(
+    tmp_path: Path,
+) -> None:
+    # WebM as a browser's MediaRecorder writes it: "live", with no Duration element.
+    path = tmp_path / "recording.webm"
+    with av.open(str(path), "w", format="webm", options={"live": "1"}) as out:
+        stream = out.add_stream("libopus", 48_000, layout="mono")
+        _mux_audio(out, stream, speechy_noise(7.0, 48_000, channels=1), 48_000)
+    with av.open(str(path)) as written:
+        assert written.duration is None and written.streams.audio[0].duration is None
+
+    assert probe(path).duration == pytest.approx(7.0, abs=0.05)
+
+
+def test_decode_from_container_start_puts_late_audio_on_the_files_clock(tmp_path: Path) -> None:
+    # A video from 0 s whose AAC sound starts at 2 s, with a tone at 3-4 s of the file.
+    path, rate = tmp_path / "late.mkv", 48_000
+    sound = np.zeros((4 * rate, 1), np.float32)
+    sound[rate : 2 * rate] = tone(1.0, rate, freq=1000.0)
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("mpeg4", 10)
+        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        audio = out.add_stream("aac", rate, layout="mono")
+        for i in range(60):
+            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 10)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        _mux_audio(out, audio, sound, rate, at=2 * rate)
+
+    def tone_seconds(**options: Any) -> tuple[float, float]:
+        loud = np.flatnonzero(np.abs(decode_all(path, sample_rate=16_000, **options)) > 0.1)
+        return loud[0] / 16_000, loud[-1] / 16_000
+
+    assert tone_seconds(from_container_start=True) == pytest.approx((3.0, 4.0), abs=0.01)
+    assert tone_seconds() == pytest.approx((1.0, 2.0), abs=0.01)  # convert: the sound alone
 
 
 def test_decode_keeps_memory_bounded_on_a_long_input(tmp_path: Path) -> None:

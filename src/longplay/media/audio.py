@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import cast
 
@@ -23,6 +24,10 @@ CUT_SLACK = 0.03
 as a share of that length, before the file counts as cut short: room for headers that
 estimate the length from the bit rate."""
 OGG_LONGEST_PAGE = 27 + 255 + 255 * 255
+LONGEST_GAP_S = 600.0
+"""The longest gap in an audio stream's timestamps that :func:`decode` fills with
+silence; a longer jump is taken for a clock that was reset or broken (an MPEG-TS
+discontinuity), not for a pause, and the audio goes on straight after what came before."""
 
 
 @dataclass
@@ -37,8 +42,8 @@ class AudioInfo:
     """What :func:`probe` found out about a file's first audio stream."""
 
     duration: float
-    """Seconds, from the file's header: an estimate for some formats, 0.0 where the
-    header does not say."""
+    """Seconds, from the file's header (an estimate for some formats) or, where the
+    header does not say, from the timestamp of the stream's last packet."""
     sample_rate: int
     channels: int
     codec: str
@@ -68,18 +73,21 @@ a full-scale mix to +3 dBFS. Mono to stereo stays 3 dB down on each side."""
 def probe(path: Path, *, name: str | None = None) -> AudioInfo:
     """Describe the first audio stream of ``path`` after decoding its first frame.
 
+    Where the header states no length (WebM or Matroska written as a stream, as a
+    browser's MediaRecorder does), the audio stream's packets are read to the end,
+    without decoding them, for the last one's timestamp: a pass over the whole file,
+    about a second for an hour of Opus, where decoding it takes half a minute or more
+    (see :func:`_length_from_packets`).
+
     Raises :class:`UndecodableAudio` (naming the file as ``name``, by default the
     file's own name) when FFmpeg cannot open the file, finds no audio stream in it,
     or fails on its first audio frame.
     """
     label = name or path.name
     with _open(path, label) as container:
-        stream = _audio_stream(container, label)
-        first = next(_frames(container, stream, label), None)
-        if first is None:
-            raise UndecodableAudio(f"{label} has an audio stream but no audio in it")
+        stream, first = _first_frame(container, label)
         return AudioInfo(
-            duration=_duration(container, stream),
+            duration=_duration(container, stream) or _length_from_packets(path, label),
             sample_rate=first.sample_rate,
             channels=first.layout.nb_channels,
             codec=stream.codec_context.codec.canonical_name,
@@ -90,8 +98,11 @@ def probe(path: Path, *, name: str | None = None) -> AudioInfo:
 def check_decodable(source: InputFile) -> None:
     """Raise :class:`UndecodableAudio` unless ``source`` holds audio that decodes, as
     :func:`probe` finds out from its first frame: the submit-time look (a
-    :data:`~longplay.framework.UploadCheck`) of the kinds that read audio."""
-    probe(source.path, name=source.name)
+    :data:`~longplay.framework.UploadCheck`) of the kinds that read audio. It skips
+    probe's pass over a file whose header states no length, which a submit need not
+    wait for."""
+    with _open(source.path, source.name) as container:
+        _first_frame(container, source.name)
 
 
 def decode(
@@ -102,6 +113,7 @@ def decode(
     block_seconds: float = 1.0,
     name: str | None = None,
     note: Note = no_note,
+    from_container_start: bool = False,
 ) -> Generator[AudioBlock, None, None]:
     """Decode the first audio stream of ``path`` in blocks of about ``block_seconds``.
 
@@ -110,6 +122,13 @@ def decode(
     :class:`UndecodableAudio` like :func:`probe`, also for a stream that turns out
     to be corrupt part way through. Close the iterator (or exhaust it) to close
     the file.
+
+    By default the samples follow one another as decoded, from the audio's first one.
+    ``from_container_start`` puts them on the file's clock instead, as a transcript's
+    times need: silence for the time between the file's start and the audio's (a
+    video whose sound starts 2 s in) and for a gap in the audio's timestamps longer
+    than a frame (up to :data:`LONGEST_GAP_S`). Playback would keep that time too, but
+    a converted file is audio alone, so by default it starts with the sound.
 
     A file that turns out to be cut short (it stops well before the length its header
     states, or see :func:`_cut_signs`) decodes as far as it goes, and ``note`` hears
@@ -127,15 +146,21 @@ def decode(
         pending_frames = 0
         position = 0.0
         damage = _Damage()
+        clock = _Clock(container, stream) if from_container_start else None
         for frame in _frames(container, stream, label, damage):
+            gap = clock.gap_before(frame) if clock else 0.0
             position += frame.samples / frame.sample_rate
-            for samples in floats.convert(frame):
+            with _decoder_errors(label):
+                arrays = floats.silence(gap, block_seconds, before=frame) if gap else []
+                arrays.extend(floats.convert(frame))
+            for samples in arrays:
                 pending.append(samples)
                 pending_frames += len(samples)
-            if pending and pending_frames >= block_seconds * floats.rate:
-                yield AudioBlock(np.concatenate(pending), floats.rate, position)
-                pending, pending_frames = [], 0
-        pending.extend(floats.flush())
+                if pending_frames >= block_seconds * floats.rate:
+                    yield AudioBlock(np.concatenate(pending), floats.rate, position)
+                    pending, pending_frames = [], 0
+        with _decoder_errors(label):
+            pending.extend(floats.flush())
         if pending:
             yield AudioBlock(np.concatenate(pending), floats.rate, position)
         expected = _duration(container, stream)
@@ -158,37 +183,74 @@ class FloatFrames:
     A frame that is already mono float audio at that rate, as MP3 and Opus decoders
     give speech, is read straight from its plane; the rest go through FFmpeg's
     resampler, whose call per frame costs more than decoding the frame (an MP3 frame at
-    22 kHz holds 26 ms). Once one frame has needed it, the rest follow it in order.
+    22 kHz holds 26 ms). Once one frame has needed it, the rest follow it in order,
+    until a frame comes in another rate, sample format or channel layout (two MP3s put
+    end to end, a broadcast switching from stereo to 5.1): FFmpeg's resampler takes one
+    kind of input only, so it is flushed and the next frame starts another.
     """
 
     def __init__(self, sample_rate: int | None = None, layout: str | None = None) -> None:
         self.rate = sample_rate or 0
         """The rate of every array, once the first frame is in."""
-        self._layout = layout
+        self._layout: str | av.AudioLayout | None = layout
         self._started = False
         self._resampler: av.AudioResampler | None = None
+        self._resampling: tuple[str, str, int] = ("", "", 0)
+        """The format, layout and rate of the frames the resampler takes."""
+
+    @property
+    def channels(self) -> int:
+        """The channels of every array, once the first frame is in."""
+        return av.AudioLayout(self._layout or "mono").nb_channels
 
     def convert(self, frame: av.AudioFrame) -> list[npt.NDArray[np.float32]]:
         """The next frame's samples (none, one array or more)."""
-        if not self._started:
-            self._started = True
-            self.rate = self.rate or frame.sample_rate
-            if self._layout is None and frame.layout.nb_channels == 1:
-                self._layout = "mono"
+        self._start(frame)
+        arrays = []
+        if self._resampler is not None and _kind(frame) != self._resampling:
+            arrays = self.flush()
         if self._resampler is None and self._is_mono_float(frame):
             plane = memoryview(frame.planes[0])
-            return [np.frombuffer(plane, np.float32, count=frame.samples)[:, None]]
+            arrays.append(np.frombuffer(plane, np.float32, count=frame.samples)[:, None])
+            return arrays
         if self._resampler is None:
             self._resampler = av.AudioResampler(
                 format="flt", layout=self._layout, rate=self.rate, options=_NO_CLIPPING_DOWNMIX
             )
-        return [_to_array(out) for out in self._resampler.resample(frame)]
+            self._resampling = _kind(frame)
+        arrays.extend(_to_array(out) for out in self._resampler.resample(frame))
+        return arrays
+
+    def silence(
+        self, seconds: float, piece_seconds: float, *, before: av.AudioFrame
+    ) -> list[npt.NDArray[np.float32]]:
+        """What the resampler still holds, then ``seconds`` of silence to come before
+        the frame ``before``, in pieces of at most ``piece_seconds`` that are views of
+        one row of zeros: minutes of it take no memory until they are copied."""
+        self._start(before)
+        arrays = self.flush()
+        zeros = np.zeros((1, self.channels), np.float32)
+        left, piece = round(seconds * self.rate), max(1, round(piece_seconds * self.rate))
+        for start in range(0, left, piece):
+            arrays.append(np.broadcast_to(zeros, (min(piece, left - start), self.channels)))
+        return arrays
 
     def flush(self) -> list[npt.NDArray[np.float32]]:
-        """What the resampler still holds, after the last frame."""
+        """What the resampler still holds, after the last frame (or before a frame it
+        cannot take); the next frame that needs one starts another."""
         if self._resampler is None:
             return []
-        return [_to_array(out) for out in self._resampler.resample(None)]
+        resampler, self._resampler = self._resampler, None
+        return [_to_array(out) for out in resampler.resample(None)]
+
+    def _start(self, frame: av.AudioFrame) -> None:
+        """Settle the rate and layout of the output on the first frame."""
+        if self._started:
+            return
+        self._started = True
+        self.rate = self.rate or frame.sample_rate
+        if self._layout is None:
+            self._layout = "mono" if frame.layout.nb_channels == 1 else frame.layout
 
     def _is_mono_float(self, frame: av.AudioFrame) -> bool:
         return (
@@ -197,6 +259,37 @@ class FloatFrames:
             and frame.layout.nb_channels == 1
             and frame.format.name in ("flt", "fltp")
         )
+
+
+def _kind(frame: av.AudioFrame) -> tuple[str, str, int]:
+    """What FFmpeg's resampler needs to be the same in every frame it takes."""
+    return frame.format.name, frame.layout.name, frame.sample_rate
+
+
+class _Clock:
+    """Where each frame of an audio stream falls on its file's clock, in seconds from
+    the earliest start of any stream in the file, to find what :func:`decode` should
+    fill with silence."""
+
+    def __init__(self, container: av.container.InputContainer, stream: av.AudioStream) -> None:
+        self._time_base = stream.time_base or Fraction(1, stream.sample_rate or 1)
+        start = container.start_time
+        self._origin = start / av.time_base if start is not None else None
+        self._next = 0.0
+        """Where the last frame ended."""
+
+    def gap_before(self, frame: av.AudioFrame) -> float:
+        """Seconds of silence to put before ``frame``: none for a frame without a
+        timestamp, one that comes sooner than the last ended or within a frame of it."""
+        if frame.pts is None:
+            return 0.0
+        at = float(frame.pts * self._time_base)
+        if self._origin is None:
+            self._origin = at
+        seconds = frame.samples / frame.sample_rate
+        gap = at - self._origin - self._next
+        self._next = at - self._origin + seconds
+        return gap if seconds < gap <= LONGEST_GAP_S else 0.0
 
 
 def _to_array(frame: av.AudioFrame) -> npt.NDArray[np.float32]:
@@ -220,6 +313,17 @@ def _audio_stream(container: av.container.InputContainer, label: str) -> av.Audi
             f"(streams: {found})"
         )
     return container.streams.audio[0]
+
+
+def _first_frame(
+    container: av.container.InputContainer, label: str
+) -> tuple[av.AudioStream, av.AudioFrame]:
+    """The first audio stream and its first decoded frame."""
+    stream = _audio_stream(container, label)
+    first = next(_frames(container, stream, label), None)
+    if first is None:
+        raise UndecodableAudio(f"{label} has an audio stream but no audio in it")
+    return stream, first
 
 
 @dataclass
@@ -316,6 +420,8 @@ def _decoder_errors(label: str) -> Iterator[None]:
         raise UndecodableAudio(
             f"{label} is not an audio or video file PyAV can decode: {reason}"
         ) from error
+    except ValueError as error:  # PyAV's own checks on what FFmpeg gave it
+        raise UndecodableAudio(f"{label} has audio PyAV cannot convert: {error}") from error
 
 
 def _duration(container: av.container.InputContainer, stream: av.AudioStream) -> float:
@@ -324,3 +430,24 @@ def _duration(container: av.container.InputContainer, stream: av.AudioStream) ->
     if container.duration is not None:
         return container.duration / av.time_base
     return 0.0
+
+
+def _length_from_packets(path: Path, label: str) -> float:
+    """Seconds from the first audio packet's timestamp to the end of the last, for a
+    file whose header states no length; 0.0 where the packets have no timestamps.
+
+    Only the demuxer runs, no decoder: an hour of Opus (180,000 packets) reads in
+    about a second.
+    """
+    with _open(path, label) as container:
+        stream = _audio_stream(container, label)
+        first = end = None
+        with _decoder_errors(label):
+            for packet in container.demux(stream):
+                if packet.pts is None:
+                    continue
+                first = packet.pts if first is None else first
+                end = max(end or first, packet.pts + (packet.duration or 0))
+        if first is None or end is None or stream.time_base is None:
+            return 0.0
+        return float((end - first) * stream.time_base)
