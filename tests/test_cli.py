@@ -279,3 +279,37 @@ def test_bad_flags_are_usage_errors(tmp_path: Path, args: tuple[str, ...], named
     assert done.returncode == 2, done.stderr
     assert named in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_saving_keeps_a_file_of_the_same_name(stack: Stack, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "result.txt").write_text("mine")
+    args = ("submit", "sleep", "--seconds", "0", "--text", "new", "--wait", "--out", str(out))
+    done = longplay(stack, *args)
+    assert done.returncode == 0, done.stderr
+    assert (out / "result.txt").read_text() == "mine"
+    assert (out / "result (1).txt").read_text() == "new"
+    assert "result (1).txt (result.txt was there already)" in done.stdout, done.stdout
+    done = longplay(stack, *args, "--overwrite")
+    assert done.returncode == 0, done.stderr
+    assert (out / "result.txt").read_text() == "new"
+    assert sorted(p.name for p in out.iterdir()) == ["result (1).txt", "result.txt"]
+
+
+def test_an_out_that_is_a_file_is_one_line(stack: Stack, tmp_path: Path) -> None:
+    taken = tmp_path / "taken.txt"
+    taken.write_text("mine")
+    done = longplay(stack, "submit", "sleep", "--seconds", "0", "--wait", "--out", str(taken))
+    assert_one_clean_line(done, str(taken), "not a folder")
+    assert taken.read_text() == "mine"
+
+
+def test_a_bare_flag_is_true() -> None:
+    from longplay.cli.jobs import _files_and_options
+
+    words = ["--script-only", "--text", "hi", "--dry-run", "--note=--raw", "--last"]
+    assert _files_and_options(words) == (
+        [],
+        ["script_only=true", "text=hi", "dry_run=true", "note=--raw", "last=true"],
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import logging
 import os
 import re
@@ -20,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import redis
 from conftest import Stack, free_port
 from sqlalchemy import select
 
@@ -444,3 +446,106 @@ def test_a_429_is_waited_out_by_its_retry_after(
         finally:
             for job in made:
                 impatient.cancel(job)
+
+
+def test_downloads_never_replace_a_file_unless_asked(api: Client, tmp_path: Path) -> None:
+    job = api.wait(api.submit("sleep", params={"seconds": 0, "text": "new"}), timeout=60)
+    out = tmp_path / "out"
+    first = api.download(job, out)
+    second = api.download(job, out)
+    assert [p.name for p in first + second] == ["result.txt", "result (1).txt"]
+    assert [p.read_text() for p in first + second] == ["new", "new"]
+    (out / "result.txt").write_text("mine")
+    assert api.download(job, out, overwrite=True) == first
+    assert (out / "result.txt").read_text() == "new"
+    assert sorted(p.name for p in out.iterdir()) == ["result (1).txt", "result.txt"]
+
+    async def twice() -> list[Path]:
+        async with AsyncClient(api.url, api.http.headers["Authorization"][7:]) as client:
+            return [await client.download(job, out) for _ in range(2)][1]
+
+    assert [p.name for p in asyncio.run(twice())] == ["result (3).txt"]
+
+
+class _NotTheApi(http.server.BaseHTTPRequestHandler):
+    """What a misconfigured proxy answers: a redirect with no body, or an HTML page."""
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/moved"):
+            self.send_response(301)
+            self.send_header("Location", "https://example.invalid/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = b"<html><body>Sign in to the proxy</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("prefix", ["/moved", "/page"])
+def test_an_answer_that_is_not_the_apis_is_an_api_error(prefix: str) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotTheApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}{prefix}"
+    try:
+        with Client(url, "lp_key") as client:
+            for call in (lambda: client.get("job_1"), lambda: client.wait("job_1", timeout=10)):
+                with pytest.raises(ApiError) as caught:
+                    call()
+                assert caught.value.code == "bad_answer", caught.value
+                assert ("301" if prefix == "/moved" else "text/html") in str(caught.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_wait_on_no_api_fails_at_once() -> None:
+    nobody = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with Client(nobody, "lp_key") as client, pytest.raises(ApiError) as caught:
+        client.wait("job_1")
+    assert caught.value.code == "unreachable"
+
+    async def wait_async() -> None:
+        async with AsyncClient(nobody, "lp_key") as client:
+            await client.wait("job_1")
+
+    with pytest.raises(ApiError):
+        asyncio.run(wait_async())
+    assert time.monotonic() - started < 3
+
+
+def test_following_a_flow_whose_stream_is_gone_ends_with_its_status(
+    stack: Stack, api: Client
+) -> None:
+    """A flow's stream expires (its ``flow_ended`` with it); the API then ends the
+    stream with no last event, and the SDK ends with the flow's end as it shows it."""
+    made = api.submit_flow({"stages": {"only": {"kind": "sleep", "params": {"seconds": 0}}}})
+    stream = redis.Redis.from_url(stack.redis_url)
+    key = f"longplay:events:{made.id}"
+
+    def ended() -> bool:
+        return any(b'"flow_ended"' in f[b"data"] for _, f in stream.xrange(key))
+
+    deadline = time.monotonic() + 60
+    while not ended():
+        assert time.monotonic() < deadline, "the flow ended"
+        time.sleep(0.1)
+    stream.delete(key)
+
+    started = time.monotonic()
+    [event] = list(api.flow_events(made.id))
+    assert (event.type, event.status, event.get("flow_id")) == ("flow_ended", "completed", made.id)
+
+    async def follow_async() -> list[Event]:
+        async with AsyncClient(api.url, api.http.headers["Authorization"][7:]) as client:
+            return [e async for e in client.flow_events(made.id)]
+
+    assert [e.type for e in asyncio.run(follow_async())] == ["flow_ended"]
+    assert time.monotonic() - started < 5

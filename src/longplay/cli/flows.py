@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 
 from longplay.cli.app import app, console, err
-from longplay.cli.jobs import _client, _one_line_errors
+from longplay.cli.jobs import Overwrite, _check_out, _client, _one_line_errors, save_results
 
 if TYPE_CHECKING:
     from longplay.client import Client, FlowPublic
@@ -34,10 +34,13 @@ def flow(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The flow as JSON.")],
     wait: Annotated[bool, typer.Option(help="Follow it live and save the results.")] = False,
     out: Annotated[Path, typer.Option(help="Where --wait saves results, by stage.")] = Path("."),
+    overwrite: Overwrite = False,
 ) -> None:
     """Submit a flow of named stages (the body of POST /v1/flows).
 
     With --wait, follow every stage and save its results in OUT/STAGE/."""
+    if wait:
+        _check_out(out)
     client = _client()
     made = client.submit_flow(_read_flow(file))
     console.print(f"submitted flow [bold]{made.id}[/] ({len(made.stages)} stages)")
@@ -53,8 +56,7 @@ def flow(
             err.print(
                 f"[red]{escape(name)} {job.status.value}[/]: {escape(message)}", soft_wrap=True
             )
-        for saved in client.download(job, out / name):
-            console.print(f"saved {saved}")
+        save_results(client, job, out / name, overwrite=overwrite)
     if ended.status.value != "completed":
         raise typer.Exit(1)
 

@@ -1,14 +1,17 @@
 """Using the service as a client: submit, follow, list and cancel jobs.
 
-Every command here prints an API error, or an API it cannot reach, as one line on
-stderr and exits with 1 (:func:`_one_line_errors`); never a traceback.
+Every command here prints an API error, an API it cannot reach, or a file it cannot
+read or write, as one line on stderr and exits with 1 (:func:`_one_line_errors`);
+never a traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -24,9 +27,14 @@ from longplay.cli.app import app, console, err
 from longplay.settings import get_settings
 
 if TYPE_CHECKING:
-    from longplay.client import Client, Event
+    from longplay.client import Client, Event, JobPublic
 
 P = ParamSpec("P")
+
+Overwrite = Annotated[
+    bool, typer.Option(help="Replace files of the results' names in --out (else: NAME (1).EXT).")
+]
+"""``--overwrite`` of the commands that save results."""
 
 
 def _client() -> Client:
@@ -43,19 +51,42 @@ def _client() -> Client:
 
 
 def _one_line_errors(command: Callable[P, None]) -> Callable[P, None]:
-    """Run ``command``; an ApiError becomes one red line on stderr and exit status 1."""
+    """Run ``command``; an ApiError, a wait that ran out of time or a file that could
+    not be read or written (OSError) becomes one red line on stderr and exit status 1."""
 
     @functools.wraps(command)
     def run(*args: P.args, **kwargs: P.kwargs) -> None:
-        from longplay.client import ApiError
+        from longplay.client import ApiError, WaitTimeout
 
         try:
             command(*args, **kwargs)
-        except ApiError as exc:
-            err.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
-            raise typer.Exit(1) from None
+        except (ApiError, WaitTimeout) as exc:
+            _fail(str(exc))
+        except OSError as exc:
+            _fail(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc))
 
     return run
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]{escape(message)}[/]", soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _check_out(out: Path) -> None:
+    """``--out`` must be a folder (or not yet be): said before any job is submitted."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "--out is a file, not a folder", str(out))
+
+
+def save_results(client: Client, job: JobPublic, out: Path, *, overwrite: bool) -> None:
+    """Save a job's outputs in ``out``, one line each; a name already taken there is
+    kept, and the line says which free name the output got instead."""
+    saved = client.download(job, out, overwrite=overwrite)
+    for artifact, path in zip(job.outputs, saved, strict=True):
+        wanted = Path(artifact.name).name
+        taken = f" ({wanted} was there already)" if path.name != wanted else ""
+        console.print(f"saved {escape(str(path))}{escape(taken)}", soft_wrap=True)
 
 
 def _parse_params(pairs: list[str], raw: str | None) -> dict[str, Any]:
@@ -76,16 +107,25 @@ def _parse_params(pairs: list[str], raw: str | None) -> dict[str, Any]:
     return params
 
 
+def _is_flag(word: str) -> bool:
+    return word.startswith("--") and len(word) > 2
+
+
 def _files_and_options(words: list[str]) -> tuple[list[Path], list[str]]:
     """The input files among ``words``, and ``--NAME VALUE`` pairs as ``NAME=VALUE``
-    (``--minutes 5``: any parameter a kind takes, as an option of its own)."""
+    (``--minutes 5``: any parameter a kind takes, as an option of its own). A
+    ``--NAME`` last or before another ``--NAME`` is ``true``; ``--NAME=VALUE`` gives
+    a value that itself starts with ``--``."""
     paths: list[Path] = []
     pairs: list[str] = []
-    rest = iter(words)
-    for word in rest:
-        if word.startswith("--") and len(word) > 2:
+    rest = deque(words)
+    while rest:
+        word = rest.popleft()
+        if _is_flag(word):
             name, sep, value = word[2:].partition("=")
-            pairs.append(f"{name.replace('-', '_')}={value if sep else next(rest, 'true')}")
+            if not sep:
+                value = "true" if not rest or _is_flag(rest[0]) else rest.popleft()
+            pairs.append(f"{name.replace('-', '_')}={value}")
             continue
         path = Path(word)
         if not path.is_file():
@@ -115,7 +155,10 @@ def submit(
     kind: str,
     files: Annotated[
         list[str] | None,
-        typer.Argument(help="Input files, and any parameter as --NAME VALUE."),
+        typer.Argument(
+            help="Input files, and any parameter as --NAME VALUE (--NAME alone, or before "
+            "another --NAME, is true; --NAME=VALUE for a value starting with --)."
+        ),
     ] = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE")] = None,
     params: Annotated[str | None, typer.Option(help="All parameters as a JSON object.")] = None,
@@ -139,14 +182,17 @@ def submit(
     ] = None,
     wait: Annotated[bool, typer.Option(help="Follow it live and save the results.")] = False,
     out: Annotated[Path, typer.Option(help="Where --wait saves results.")] = Path("."),
+    overwrite: Overwrite = False,
 ) -> None:
     """Submit a job of any kind with its input files.
 
     With --wait, follow it with a live progress bar and save its results.
 
-    Parameters go as -p NAME=VALUE, --params JSON or --NAME VALUE:
-    longplay submit podcast --collection col_1 --minutes 5 --wait"""
+    Parameters go as -p NAME=VALUE, --params JSON or --NAME VALUE (a bare --NAME is
+    true): longplay submit podcast --collection col_1 --minutes 5 --wait"""
     paths, pairs = _files_and_options(files or [])
+    if wait:
+        _check_out(out)
     client = _client()
     job = client.submit(
         kind,
@@ -159,10 +205,10 @@ def submit(
     )
     console.print(f"submitted [bold]{job.id}[/] ({job.status.value})")
     if wait:
-        _follow(client, job.id, out)
+        _follow(client, job.id, out, overwrite=overwrite)
 
 
-def _follow(client: Client, job_id: str, out: Path) -> None:
+def _follow(client: Client, job_id: str, out: Path, *, overwrite: bool = False) -> None:
     """A live bar (step, percent, ETA) until the job ends; then its results saved in
     ``out``, or its error on stderr and exit status 1."""
     columns = (
@@ -195,17 +241,21 @@ def _follow(client: Client, job_id: str, out: Path) -> None:
         message = job.error.message if job.error else ""
         err.print(f"[red]{job_id} {job.status.value}[/]: {escape(message)}", soft_wrap=True)
         raise typer.Exit(1)
-    for saved in client.download(job, out):
-        console.print(f"saved {saved}")
+    save_results(client, job, out, overwrite=overwrite)
 
 
 @app.command()
 @_one_line_errors
-def watch(job_id: str, out: Path = Path(".")) -> None:
+def watch(
+    job_id: str,
+    out: Path = Path("."),
+    overwrite: Overwrite = False,
+) -> None:
     """Follow a job live and save its results when it completes."""
+    _check_out(out)
     client = _client()
     client.get(job_id)  # there to follow, before a progress bar shows
-    _follow(client, job_id, out)
+    _follow(client, job_id, out, overwrite=overwrite)
 
 
 @app.command()

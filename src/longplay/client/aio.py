@@ -229,7 +229,8 @@ class AsyncClient:
         except ApiError as exc:
             if not core.lost_link(exc):
                 raise
-            return await self._poll(job_id, deadline, timeout, on_progress, on_event)
+            answered = cursor.followed or exc.status_code is not None
+            return await self._poll(job_id, deadline, timeout, on_progress, on_event, answered)
         return await self.get(job_id)
 
     async def _poll(
@@ -239,7 +240,9 @@ class AsyncClient:
         timeout: float | None,
         on_progress: EventCallback | None,
         on_event: EventCallback | None,
+        answered: bool,
     ) -> JobPublic:
+        """See :meth:`Client._poll`."""
         seen: tuple[Any, ...] = ()
         status = ""
         misses = 0
@@ -247,9 +250,10 @@ class AsyncClient:
             try:
                 job = await self.get(job_id)
                 misses = 0
+                answered = True
             except ApiError as exc:
                 misses += 1
-                if not core.lost_link(exc) or misses > self.stream_retries:
+                if not core.lost_link(exc) or not answered or misses > self.stream_retries:
                     raise
             else:
                 if job.status.value != status:
@@ -273,7 +277,7 @@ class AsyncClient:
         cursor: Cursor,
         last: frozenset[str],
         deadline: float | None,
-        ended: Callable[[], Awaitable[bool]] | None = None,
+        ended: Callable[[], Awaitable[Event | None]] | None = None,
     ) -> AsyncIterator[Event]:
         """The stream's events to one of ``last`` (that ``ended`` confirms), resumed
         after each break; see :meth:`Client._follow`."""
@@ -283,13 +287,15 @@ class AsyncClient:
                 raise Expired
             timeout = core.stream_timeout(self.http.timeout, remaining)
             try:
-                if cursor.ending and ended is not None and await ended():
+                if cursor.ending and ended is not None and (end := await ended()) is not None:
+                    if cursor.lost_end:
+                        yield end
                     return
-                cursor.ending = False
+                cursor.ending = cursor.lost_end = False
                 async with self.http.stream(
                     "GET", path, headers=cursor.headers(), timeout=timeout
                 ) as response:
-                    if response.status_code >= 400:
+                    if not core.is_stream(response):
                         await response.aread()
                         raise core.stream_error(response, cursor)
                     cursor.followed = True
@@ -305,14 +311,15 @@ class AsyncClient:
                             if ended is None:
                                 return
                             cursor.ending = True
-                            if await ended():
+                            if await ended() is not None:
                                 return
                             cursor.ending = False
                             read_on = True  # an earlier run's end: the API ends the stream
                             break
                         if deadline is not None and time.monotonic() >= deadline:
                             raise Expired
-                if not read_on:
+                if not read_on:  # the API's end, with no last event: see Client._follow
+                    cursor.ending = cursor.lost_end = ended is not None
                     raise StreamBroken("the event stream ended before the job did")
             except (httpx.TransportError, StreamBroken, ApiError) as exc:
                 if not core.broke_while_ending(exc, cursor):
@@ -324,31 +331,41 @@ class AsyncClient:
                     raise core.gave_up(self.url, exc) from exc
                 await asyncio.sleep(pause)
 
-    def _ended(self, job_id: str) -> Callable[[], Awaitable[bool]]:
-        async def ended() -> bool:
-            return (await self.get(job_id)).status.finished
+    def _ended(self, job_id: str) -> Callable[[], Awaitable[Event | None]]:
+        async def ended() -> Event | None:
+            return core.job_end(await self.get(job_id))
 
         return ended
 
     # -- results ----------------------------------------------------------------------------
     @overload
-    async def download(self, thing: ArtifactPublic, dest: PathLike = ...) -> Path: ...
+    async def download(
+        self, thing: ArtifactPublic, dest: PathLike = ..., *, overwrite: bool = ...
+    ) -> Path: ...
     @overload
-    async def download(self, thing: JobPublic, dest: PathLike = ...) -> builtins.list[Path]: ...
+    async def download(
+        self, thing: JobPublic, dest: PathLike = ..., *, overwrite: bool = ...
+    ) -> builtins.list[Path]: ...
     @overload
-    async def download(self, thing: str, dest: PathLike = ...) -> Path | builtins.list[Path]: ...
+    async def download(
+        self, thing: str, dest: PathLike = ..., *, overwrite: bool = ...
+    ) -> Path | builtins.list[Path]: ...
 
     async def download(
-        self, thing: ArtifactPublic | JobPublic | str, dest: PathLike = "."
+        self,
+        thing: ArtifactPublic | JobPublic | str,
+        dest: PathLike = ".",
+        *,
+        overwrite: bool = False,
     ) -> Path | builtins.list[Path]:
-        """Save an artifact at ``dest``, or a job's outputs in the folder ``dest`` (see
-        :meth:`Client.download`)."""
+        """Save an artifact at ``dest``, or a job's outputs in the folder ``dest``, never
+        over an existing file unless ``overwrite`` (see :meth:`Client.download`)."""
         if isinstance(thing, JobPublic) or (
             isinstance(thing, str) and not core.is_artifact_id(thing)
         ):
             job = await self.get(thing)
             return [
-                await self._save(a, core.target_path(a, Path(dest), folder=True))
+                await self._save(a, core.target_path(a, Path(dest), folder=True), overwrite)
                 for a in job.outputs
             ]
         artifact = (
@@ -357,11 +374,11 @@ class AsyncClient:
             else ArtifactPublic.model_validate(await self._json("GET", f"/v1/artifacts/{thing}"))
         )
         return await self._save(
-            artifact, core.target_path(artifact, Path(dest), folder=core.is_folder(dest))
+            artifact, core.target_path(artifact, Path(dest), folder=core.is_folder(dest)), overwrite
         )
 
-    async def _save(self, artifact: ArtifactPublic, target: Path) -> Path:
-        part = target.with_name(target.name + ".part")
+    async def _save(self, artifact: ArtifactPublic, target: Path, overwrite: bool) -> Path:
+        part = core.part_file(target)
         digest = hashlib.sha256()
         try:
             with self._reaching():
@@ -374,10 +391,9 @@ class AsyncClient:
                             digest.update(chunk)
                             out.write(chunk)
             core.check_digest(artifact, digest.hexdigest())
-            part.replace(target)
+            return core.place(part, target, overwrite=overwrite)
         finally:
             part.unlink(missing_ok=True)
-        return target
 
     # -- flows ------------------------------------------------------------------------------
     async def submit_flow(self, body: Mapping[str, Any]) -> FlowPublic:
@@ -389,8 +405,13 @@ class AsyncClient:
     def flow_events(
         self, flow_id: str, *, last_event_id: str | None = None
     ) -> AsyncIterator[Event]:
+        """See :meth:`Client.flow_events`."""
         cursor = Cursor(last_id=last_event_id, retries=self.stream_retries)
-        return self._follow(f"/v1/flows/{flow_id}/events", cursor, FLOW_END, None)
+
+        async def ended() -> Event | None:
+            return core.flow_end(await self.flow(flow_id))
+
+        return self._follow(f"/v1/flows/{flow_id}/events", cursor, FLOW_END, None, ended)
 
     # -- collections (JSON as the API answers it) --------------------------------------------
     async def create_collection(self, name: str) -> dict[str, Any]:

@@ -4,9 +4,11 @@ and that does no I/O: where the API is, what a submission sends, how long a 429 
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ import httpx
 from pydantic import BaseModel
 
 from longplay.client.errors import ApiError, retry_after
-from longplay.client.models import ArtifactPublic, Event, JobPublic
+from longplay.client.models import ArtifactPublic, Event, FlowPublic, JobPublic
 from longplay.settings import Settings, get_settings
 from longplay.store.views import OutputRef
 
@@ -89,10 +91,32 @@ def id_of(thing: str | BaseModel) -> str:
 
 
 def checked(response: httpx.Response) -> Any:
-    """The JSON body of a successful answer; an error's as :class:`ApiError`."""
+    """The JSON body of a successful answer; an error's as :class:`ApiError`, and so
+    is an answer that is not the API's (a proxy's redirect or HTML page)."""
     if response.status_code >= 400:
         raise ApiError.of(response)
-    return response.json() if response.content else None
+    if response.status_code >= 300:
+        raise bad_answer(response, "not JSON")
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        raise bad_answer(response, "not JSON") from None
+
+
+def bad_answer(response: httpx.Response, wanted: str) -> ApiError:
+    """The error for an answer that is not one the API gives (``bad_answer``): say its
+    status, content type and any redirect, so a wrong URL or a proxy shows."""
+    kind = response.headers.get("content-type") or "no content type"
+    moved = response.headers.get("location")
+    where = f", to {moved}" if moved else ""
+    return ApiError(
+        f"{response.status_code} bad_answer: {response.request.url} answered "
+        f"{response.status_code} ({kind}{where}), {wanted}; is LONGPLAY_API_URL the API's?",
+        code="bad_answer",
+        status_code=response.status_code,
+    )
 
 
 @dataclass
@@ -258,8 +282,12 @@ class Cursor:
     """Whether the stream was ever reached (an API that is not there at all is an error
     at once, not a break to resume from)."""
     ending: bool = False
-    """A last event was read but the API could not yet say whether the job has ended
-    (it went away in between): ask again before reading on."""
+    """The stream stopped at a last event, or (:attr:`lost_end`) the API ended it
+    before one, and whether the job (or flow) has ended is still to be asked (or the
+    API went away while it was asked): ask before reading on."""
+    lost_end: bool = False
+    """The API ended the stream with no last event (its stream expired, or lost it):
+    if the job has ended, its end as the API now shows it is the last event."""
 
     def headers(self) -> dict[str, str]:
         return {"Last-Event-ID": self.last_id} if self.last_id else {}
@@ -281,9 +309,18 @@ class StreamBroken(Exception):
     """The stream ended or broke before its last event (resumed after a pause)."""
 
 
+def is_stream(response: httpx.Response) -> bool:
+    return response.status_code < 300 and response.headers.get("content-type", "").startswith(
+        "text/event-stream"
+    )
+
+
 def stream_error(response: httpx.Response, cursor: Cursor) -> Exception:
-    """What an error answer to a stream request means: a 4xx (and any error before
-    the stream was followed) is the caller's error; a 5xx later is a break."""
+    """What an answer to a stream request that is no stream means: a 4xx (and any
+    error before the stream was followed) is the caller's error; a 5xx later is a
+    break; a redirect or a page (a proxy's) is ``bad_answer``."""
+    if response.status_code < 400:
+        return bad_answer(response, "not an event stream")
     error = ApiError.of(response)
     if response.status_code < 500 or not cursor.followed:
         return error
@@ -317,6 +354,25 @@ def status_event(job: JobPublic) -> Event:
     return Event(type=job.status.value, job_id=job.id, status=job.status.value, at=job.updated_at)
 
 
+def job_end(job: JobPublic) -> Event | None:
+    """A job's last event as its state shows it, or None while it goes on."""
+    return status_event(job) if job.status.finished else None
+
+
+def flow_end(flow: FlowPublic) -> Event | None:
+    """A flow's ``flow_ended`` event as its state shows it, or None while it goes on."""
+    if flow.finished_at is None:
+        return None
+    return Event.model_validate(
+        {
+            "type": "flow_ended",
+            "flow_id": flow.id,
+            "status": flow.status.value,
+            "at": flow.finished_at,
+        }
+    )
+
+
 # -- downloads ----------------------------------------------------------------------------
 
 
@@ -329,6 +385,38 @@ def target_path(artifact: ArtifactPublic, dest: Path, *, folder: bool) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     name = Path(artifact.name).name
     return dest / (name if name not in ("", ".", "..") else artifact.id)
+
+
+def part_file(target: Path) -> Path:
+    """A new, empty file beside ``target`` to download into (never a user's file)."""
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(handle)
+    return Path(name)
+
+
+def place(part: Path, target: Path, *, overwrite: bool) -> Path:
+    """Move a whole download from ``part`` to ``target`` and say where it went. Unless
+    ``overwrite``, an existing file is never replaced: the first free ``name (1).ext``,
+    ``name (2).ext``... is taken instead, as browsers do. A hard link claims a name at
+    once, so a file that appears meanwhile is not replaced either."""
+    if overwrite:
+        part.replace(target)
+        return target
+    tries = itertools.count(1)
+    name = target
+    while True:
+        try:
+            os.link(part, name)
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links on this file system (FAT, some shares)
+            if not name.exists():
+                part.replace(name)
+                return name
+        else:
+            part.unlink()
+            return name
+        name = target.with_name(f"{target.stem} ({next(tries)}){target.suffix}")
 
 
 def is_folder(dest: PathLike) -> bool:

@@ -233,7 +233,8 @@ class Client:
         ``on_progress`` is called with each progress event (``progress``, ``step``,
         ``eta_seconds``), ``on_event`` with every event. The job's event stream is
         followed and resumed; if it cannot be (a proxy that breaks streams), the job is
-        polled instead. After ``timeout`` seconds, :class:`WaitTimeout`.
+        polled instead. After ``timeout`` seconds, :class:`WaitTimeout`. An API that
+        does not answer at all is an :class:`ApiError` at once.
         """
         job_id = id_of(job)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -247,7 +248,8 @@ class Client:
         except ApiError as exc:
             if not core.lost_link(exc):
                 raise
-            return self._poll(job_id, deadline, timeout, on_progress, on_event)
+            answered = cursor.followed or exc.status_code is not None
+            return self._poll(job_id, deadline, timeout, on_progress, on_event, answered)
         return self.get(job_id)
 
     def _poll(
@@ -257,8 +259,11 @@ class Client:
         timeout: float | None,
         on_progress: EventCallback | None,
         on_event: EventCallback | None,
+        answered: bool,
     ) -> JobPublic:
-        """Look at the job every ``poll_interval`` seconds until it ends."""
+        """Look at the job every ``poll_interval`` seconds until it ends. Lost links are
+        polled through only once the API has ``answered``: one that never did is not
+        there (a wrong URL, a stopped API), and waiting on it would only hide that."""
         seen: tuple[Any, ...] = ()
         status = ""
         misses = 0
@@ -266,9 +271,10 @@ class Client:
             try:
                 job = self.get(job_id)
                 misses = 0
+                answered = True
             except ApiError as exc:
                 misses += 1
-                if not core.lost_link(exc) or misses > self.stream_retries:
+                if not core.lost_link(exc) or not answered or misses > self.stream_retries:
                     raise
             else:
                 if job.status.value != status:
@@ -292,26 +298,30 @@ class Client:
         cursor: Cursor,
         last: frozenset[str],
         deadline: float | None,
-        ended: Callable[[], bool] | None = None,
+        ended: Callable[[], Event | None] | None = None,
     ) -> Iterator[Event]:
         """The stream's events to one of ``last``, resumed after each break.
 
-        A job retried after it failed has its first ending in its stream too: with
-        ``ended``, a last event counts only once ``ended()`` says the job has ended,
-        and the stream is read on after it otherwise."""
+        ``ended()`` gives the job's (or flow's) last event as its state shows it, or
+        None while it goes on. A job retried after it failed has its first ending in its
+        stream too: a last event counts only once ``ended()`` says the job has ended,
+        and the stream is read on after it otherwise. A stream the API ends with no last
+        event (expired, or its last event lost) ends with ``ended()``'s once it says so."""
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise Expired
             timeout = core.stream_timeout(self.http.timeout, remaining)
             try:
-                if cursor.ending and ended is not None and ended():
+                if cursor.ending and ended is not None and (end := ended()) is not None:
+                    if cursor.lost_end:
+                        yield end
                     return
-                cursor.ending = False
+                cursor.ending = cursor.lost_end = False
                 with self.http.stream(
                     "GET", path, headers=cursor.headers(), timeout=timeout
                 ) as response:
-                    if response.status_code >= 400:
+                    if not core.is_stream(response):
                         response.read()
                         raise core.stream_error(response, cursor)
                     cursor.followed = True
@@ -327,7 +337,7 @@ class Client:
                             if ended is None:
                                 return
                             cursor.ending = True
-                            if ended():
+                            if ended() is not None:
                                 return
                             cursor.ending = False
                             read_on = True  # an earlier run's end: the API ends the stream
@@ -335,6 +345,9 @@ class Client:
                         if deadline is not None and time.monotonic() >= deadline:
                             raise Expired
                 if not read_on:
+                    # The API's end, with no last event: ask (after a pause) whether the
+                    # job has ended, and read on only if it has not.
+                    cursor.ending = cursor.lost_end = ended is not None
                     raise StreamBroken("the event stream ended before the job did")
             except (httpx.TransportError, StreamBroken, ApiError) as exc:
                 if not core.broke_while_ending(exc, cursor):
@@ -346,29 +359,43 @@ class Client:
                     raise core.gave_up(self.url, exc) from exc
                 time.sleep(pause)
 
-    def _ended(self, job_id: str) -> Callable[[], bool]:
-        return lambda: self.get(job_id).status.finished
+    def _ended(self, job_id: str) -> Callable[[], Event | None]:
+        return lambda: core.job_end(self.get(job_id))
 
     # -- results ----------------------------------------------------------------------------
     @overload
-    def download(self, thing: ArtifactPublic, dest: PathLike = ...) -> Path: ...
+    def download(
+        self, thing: ArtifactPublic, dest: PathLike = ..., *, overwrite: bool = ...
+    ) -> Path: ...
     @overload
-    def download(self, thing: JobPublic, dest: PathLike = ...) -> builtins.list[Path]: ...
+    def download(
+        self, thing: JobPublic, dest: PathLike = ..., *, overwrite: bool = ...
+    ) -> builtins.list[Path]: ...
     @overload
-    def download(self, thing: str, dest: PathLike = ...) -> Path | builtins.list[Path]: ...
+    def download(
+        self, thing: str, dest: PathLike = ..., *, overwrite: bool = ...
+    ) -> Path | builtins.list[Path]: ...
 
     def download(
-        self, thing: ArtifactPublic | JobPublic | str, dest: PathLike = "."
+        self,
+        thing: ArtifactPublic | JobPublic | str,
+        dest: PathLike = ".",
+        *,
+        overwrite: bool = False,
     ) -> Path | builtins.list[Path]:
         """Save an artifact (or an ``art_…`` id) at ``dest``, a file or a folder; or every
-        output of a job (or a ``job_…`` id) in the folder ``dest``. Each file is checked
-        against its SHA-256 and appears whole or not at all."""
+        output of a job (or a ``job_…`` id) in the folder ``dest``, in the order of its
+        outputs. Each file is checked against its SHA-256 and appears whole or not at all.
+
+        An existing file is kept unless ``overwrite``: the download then takes the first
+        free ``name (1).ext``, ``name (2).ext``...; the paths returned are those written."""
         if isinstance(thing, JobPublic) or (
             isinstance(thing, str) and not core.is_artifact_id(thing)
         ):
             job = self.get(thing)
             return [
-                self._save(a, core.target_path(a, Path(dest), folder=True)) for a in job.outputs
+                self._save(a, core.target_path(a, Path(dest), folder=True), overwrite)
+                for a in job.outputs
             ]
         artifact = (
             thing
@@ -376,11 +403,11 @@ class Client:
             else ArtifactPublic.model_validate(self._json("GET", f"/v1/artifacts/{thing}"))
         )
         return self._save(
-            artifact, core.target_path(artifact, Path(dest), folder=core.is_folder(dest))
+            artifact, core.target_path(artifact, Path(dest), folder=core.is_folder(dest)), overwrite
         )
 
-    def _save(self, artifact: ArtifactPublic, target: Path) -> Path:
-        part = target.with_name(target.name + ".part")
+    def _save(self, artifact: ArtifactPublic, target: Path, overwrite: bool) -> Path:
+        part = core.part_file(target)
         digest = hashlib.sha256()
         try:
             with self._reaching(), self.http.stream("GET", artifact.links.content) as response:
@@ -392,10 +419,9 @@ class Client:
                         digest.update(chunk)
                         out.write(chunk)
             core.check_digest(artifact, digest.hexdigest())
-            part.replace(target)
+            return core.place(part, target, overwrite=overwrite)
         finally:
             part.unlink(missing_ok=True)
-        return target
 
     # -- flows ------------------------------------------------------------------------------
     def submit_flow(self, body: Mapping[str, Any]) -> FlowPublic:
@@ -406,9 +432,11 @@ class Client:
         return FlowPublic.model_validate(self._json("GET", f"/v1/flows/{flow_id}"))
 
     def flow_events(self, flow_id: str, *, last_event_id: str | None = None) -> Iterator[Event]:
-        """Every stage's events of a flow (each with its ``stage``), to ``flow_ended``."""
+        """Every stage's events of a flow (each with its ``stage``), to ``flow_ended``
+        (made from the flow's state if its stream no longer has it)."""
         cursor = Cursor(last_id=last_event_id, retries=self.stream_retries)
-        return self._follow(f"/v1/flows/{flow_id}/events", cursor, FLOW_END, None)
+        path = f"/v1/flows/{flow_id}/events"
+        return self._follow(path, cursor, FLOW_END, None, lambda: core.flow_end(self.flow(flow_id)))
 
     # -- collections (JSON as the API answers it) --------------------------------------------
     def create_collection(self, name: str) -> dict[str, Any]:
