@@ -67,3 +67,45 @@ def test_bad_convert_params_are_refused_at_submit(stack: Stack) -> None:
     assert "ogg takes sample rates" in json.dumps(response.json())
     missing = client.post("/v1/jobs", json={"kind": "convert"})
     assert missing.status_code == 422 and "takes 1 input" in missing.json()["error"]["message"]
+
+
+def test_an_opus_bitrate_over_what_mono_takes_is_refused_at_submit(stack: Stack) -> None:
+    """libopus takes at most 256 kbit/s a channel: a mono output asks too much at 320."""
+    client = stack.client()
+    upload = client.post("/v1/artifacts", files={"file": ("hello.ogg", EXAMPLE.read_bytes())})
+    response = client.post(
+        "/v1/jobs",
+        json={
+            "kind": "convert",
+            "inputs": [upload.json()["id"]],
+            "params": {"format": "ogg", "channels": 1, "bitrate": 320},
+        },
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_params"
+    assert error["details"][0]["loc"] == ["body", "params", "bitrate"]
+    assert "256" in error["message"] and "320" in error["message"]
+
+
+def test_an_opus_bitrate_over_what_a_mono_input_takes_fails_before_measuring(
+    stack: Stack,
+) -> None:
+    """With ``channels`` null the output is mono like the input (hello.ogg): the job fails
+    at once, naming the limit, instead of in the encoder after the measuring pass."""
+    client = stack.client()
+    upload = client.post("/v1/artifacts", files={"file": ("hello.ogg", EXAMPLE.read_bytes())})
+    response = client.post(
+        "/v1/jobs",
+        json={
+            "kind": "convert",
+            "inputs": [upload.json()["id"]],
+            "params": {"format": "ogg", "bitrate": 320},
+        },
+    )
+    assert response.status_code == 202, response.text
+    done = wait_for_status(client, response.json()["id"], {"completed", "failed"}, timeout=120)
+    assert done["status"] == "failed"
+    assert done["error"]["code"] == "invalid_params" and not done["error"]["retryable"]
+    assert "256 kbit/s per channel" in done["error"]["message"]
+    assert done["step_details"].get("pass") is None, "no measuring pass was made"

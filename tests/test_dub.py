@@ -5,6 +5,7 @@ On SQLite only: the models are slow enough once; the store is tested on both."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,18 @@ def test_dub_params_are_checked_at_submit(stack: Stack, talk: Path) -> None:
         )
     assert response.status_code == 422
     assert "unknown language 'Klingonese'" in response.text
+
+    irish = {"target_language": "de", "source_language": "ga"}  # translatable, not heard
+    with talk.open("rb") as body:
+        response = client.post(
+            "/v1/jobs",
+            data={"kind": "dub", "params": json.dumps(irish)},
+            files={"file": (talk.name, body, "audio/wav")},
+        )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["details"][0]["loc"] == ["body", "params", "source_language"]
+    assert error["message"].startswith("speech recognition does not know Irish ('ga')")
 
 
 @pytest.fixture(scope="module")

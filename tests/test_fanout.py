@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import tempfile
 import time
 from collections.abc import Iterator
 from itertools import pairwise
@@ -20,6 +21,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import plugin_kinds  # noqa: F401  (registers `sleep` here too, for help_job)
 import pytest
 from conftest import Stack, submit, wait_for_status, wait_until
 from sqlalchemy import create_engine, select, update
@@ -29,6 +31,7 @@ from step_context import RecordingContext
 from longplay.engines import get_synthesizer
 from longplay.framework import ItemContext, NoParams
 from longplay.framework.fanout import function_ref, resolve
+from longplay.jobs.fanout import help_job
 from longplay.jobs.fanout_items import Planner
 from longplay.media import AudioEncoder
 from longplay.settings import get_settings
@@ -297,3 +300,50 @@ def test_map_takes_only_functions_other_processes_can_import() -> None:
     assert resolve(function_ref(squared)) is squared
     with pytest.raises(ValueError, match="module-level function"):
         function_ref(lambda ctx, item: item)
+
+
+def failing_item(ctx: ItemContext[Any], item: str) -> None:
+    """An item that fails as one may in a helper: its database locked, memory short, a bug."""
+    if item == "locked":
+        with tempfile.TemporaryDirectory() as folder:
+            engine = create_engine(f"sqlite:///{folder}/db", connect_args={"timeout": 0})
+            try:
+                with engine.connect() as holder, engine.connect() as other:
+                    holder.exec_driver_sql("BEGIN EXCLUSIVE")
+                    other.exec_driver_sql("CREATE TABLE t (x)")  # database is locked
+            finally:
+                engine.dispose()
+    if item == "memory":
+        np.empty(2**62, np.uint8)  # more than any machine has: numpy raises a MemoryError
+    raise ValueError("a bug in the item")
+
+
+def test_a_helper_judges_a_failed_item_as_the_job_process_would(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An item failing in a helper is kept with the error the job's own process would
+    settle it with: a locked database and a lack of memory may pass (retryable), a bug
+    is an internal error."""
+    client = stack.client()
+    job_id = submit(client, "sleep", params={"seconds": 60})["id"]
+    wait_for_status(client, job_id, {"running"})
+    monkeypatch.setenv("LONGPLAY_DATABASE_URL", stack.database_url)
+    get_settings.cache_clear()
+    engine = create_engine(stack.database_url)
+    try:
+        planner = Planner(job_id, "cut", function_ref(failing_item))
+        assert all([planner.add(item) for item in ("locked", "memory", "bug")])
+        planner.finish()
+        for _ in range(3):  # a helper stops at the item that fails
+            assert help_job(job_id, "cut", worker="helper:1", is_gone=lambda _: False) == 0
+        errors = [(i.status, i.error or {}) for i in items_of(engine, job_id)]
+        assert [(status, e.get("code"), e.get("retryable")) for status, e in errors] == [
+            ("failed", "store_unavailable", True),
+            ("failed", "out_of_memory", True),
+            ("failed", "internal_error", False),
+        ]
+        assert "database is locked" in str(errors[0][1]["message"])
+    finally:
+        client.post(f"/v1/jobs/{job_id}/cancel")
+        engine.dispose()
+        get_settings.cache_clear()

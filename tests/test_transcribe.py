@@ -26,12 +26,15 @@ from longplay.engines import SAMPLE_RATE, Segment, Word, get_synthesizer
 from longplay.engines.transcription import (
     MEDIA_TYPES,
     Transcript,
+    cut_into_pieces,
+    join_pieces,
     silence_cut,
     split_at_silences,
     transcribe_audio,
     transcribe_file,
+    transcribe_piece,
 )
-from longplay.framework import InvalidParams, get_kind
+from longplay.framework import InvalidParams, get_kind, no_progress
 from longplay.kinds.transcribe import TranscribeParams
 from longplay.media import AudioEncoder, UndecodableAudio, decode
 from longplay.text import parse_srt, parse_transcript_json, parse_vtt
@@ -192,6 +195,41 @@ def test_a_long_input_is_cut_in_its_silences(talk: Talk, tmp_path: Path) -> None
         f"talk.{fmt}" for fmt in MEDIA_TYPES
     )
     assert all(path.parent == tmp_path for path in whole.files.values())
+
+
+def test_pieces_go_out_with_the_language_detected_once(talk: Talk, tmp_path: Path) -> None:
+    """Fan-out's pieces: the language is detected on the first piece with speech before
+    any piece goes out, and every piece is transcribed in it. (The bundled model knows
+    only English, so a piece that would hear another language cannot be shown here;
+    that each piece is given the language, and uses it, can.)"""
+    quiet_start = np.concatenate([np.zeros(6 * SAMPLE_RATE), decoded_16k(talk.path)[:, 0]])
+    late = input_file(write_wav(tmp_path / "late.wav", quiet_start, SAMPLE_RATE), "audio/wav")
+    folder = tmp_path / "pieces"
+
+    cut = cut_into_pieces(late, folder, piece_s=5)
+    first = next(cut)
+    assert (folder / "piece-00001.npy").is_file(), "the silent first piece waits for speech"
+    pieces = [first, *cut]
+
+    assert len(pieces) >= 3
+    assert {(p["language"], p["language_probability"]) for p in pieces} == {("en", 1.0)}
+    with pytest.raises(InvalidParams, match="only English, not 'fr'"):  # the piece's language
+        transcribe_piece(
+            {**pieces[1], "language": "fr"}, folder, TranscribeParams(), progress=no_progress
+        )
+    asked = transcribe_piece(  # ... unless the job asks for one
+        {**pieces[1], "language": "fr"},
+        folder,
+        TranscribeParams(language="en"),
+        progress=no_progress,
+    )
+    assert asked["segments"]
+    results = [
+        transcribe_piece(p, folder, TranscribeParams(), progress=no_progress) for p in pieces
+    ]
+    transcript = join_pieces(pieces, results, None)
+    assert (transcript.language, transcript.language_probability) == ("en", 1.0)
+    assert word_error_rate(" ".join(SENTENCES), transcript.text) < 0.15
 
 
 def test_no_speech_gives_an_empty_transcript_and_a_note(tmp_path: Path) -> None:
@@ -432,3 +470,20 @@ def test_bad_params_are_refused_at_submit(stack: Stack) -> None:
     )
     assert response.status_code == 422
     assert "language must be a code" in response.text
+
+
+@DATABASE
+def test_a_language_whisper_does_not_know_is_refused_at_submit(stack: Stack) -> None:
+    """Two or three letters are not enough: 'eng' (ISO 639-2) and 'xx' would otherwise
+    run, and fail in the model (a multilingual one raises, an internal error)."""
+    client = stack.client()
+    for code in ("xx", "eng"):
+        response = client.post(
+            "/v1/jobs",
+            data={"kind": "transcribe", "params": json.dumps({"language": code})},
+            files={"file": ("a.wav", b"RIFF", "audio/wav")},
+        )
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["details"][0]["loc"] == ["body", "params", "language"], error
+        assert f"not '{code}'" in error["message"] and "'en'" in error["message"], error

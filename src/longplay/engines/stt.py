@@ -10,6 +10,7 @@ file into pieces at silences.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,11 +143,18 @@ class WhisperTranscriber:
     ) -> Transcription:
         """See :meth:`Transcriber.transcribe`."""
         audio = _checked_audio(audio)
-        if language and language != "en" and not self._whisper.model.is_multilingual:
+        # Checked here as well as in the params, so that a language the model lacks is
+        # never the ValueError faster-whisper's tokenizer raises (an internal error).
+        if language and language not in self._whisper.supported_languages:
+            if not self._whisper.model.is_multilingual:
+                raise InvalidParams(
+                    f"the speech-to-text model {self.model} knows only English, not "
+                    f"{language!r}; leave the language unset or 'en', or set "
+                    "LONGPLAY_STT_MODEL to a multilingual Whisper model",
+                )
             raise InvalidParams(
-                f"the speech-to-text model {self.model} knows only English, not {language!r}; "
-                "leave the language unset or 'en', or set LONGPLAY_STT_MODEL to a "
-                "multilingual Whisper model",
+                f"the speech-to-text model {self.model} does not know the language "
+                f"{language!r}; give a code such as 'en' or 'fr', or leave it unset",
             )
         try:
             segments, info = self._whisper.transcribe(
@@ -165,6 +173,20 @@ class WhisperTranscriber:
             speech_duration=info.duration_after_vad,
             segments=_whisper_segments(segments, info.duration),
         )
+
+
+@functools.cache
+def whisper_languages() -> frozenset[str]:
+    """The language codes Whisper knows (``en``, ``fr``, ...; ISO 639-1, and ``haw``,
+    ``yue``).
+
+    faster-whisper lists them only as its tokenizer's private ``_LANGUAGE_CODES``: the
+    public ``WhisperModel.supported_languages`` needs a loaded model, which the API
+    checking a submission's params does not have (and should not load).
+    """
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    return frozenset(_LANGUAGE_CODES)
 
 
 def detect_speech(

@@ -16,7 +16,6 @@ that transcribe as one stage of their own (``dub``).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, replace
@@ -36,6 +35,7 @@ from longplay.engines.stt import (
     Word,
     detect_speech,
     get_transcriber,
+    whisper_languages,
 )
 from longplay.framework import InputFile, Note, Progress, no_note
 from longplay.media import AudioBlock, decode, probe
@@ -57,7 +57,6 @@ CUT_SEARCH_S = 60.0
 """How far back from the end of a full window a silence to cut at is looked for."""
 MIN_CUT_SILENCE_S = 0.3
 PARAGRAPH_PAUSE_S = 2.0
-_LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}$")
 
 
 class TranscriptionOptions(BaseModel):
@@ -99,8 +98,10 @@ class TranscriptionOptions(BaseModel):
         if value is None:
             return None
         code = value.strip().lower()
-        if not _LANGUAGE_CODE.match(code):
-            raise ValueError(f"language must be a code such as 'en' or 'fr', not {value!r}")
+        if code not in whisper_languages():
+            raise ValueError(
+                f"language must be a code Whisper knows, such as 'en' or 'fr', not {value!r}"
+            )
         return code
 
 
@@ -199,7 +200,14 @@ def transcribe_audio(
     info = probe(source.path, name=source.name)
     stt = get_transcriber(on_fallback=on_fallback)
     run = _Run(stt, options, source.name, info.duration, progress)
-    blocks = decode(source.path, sample_rate=SAMPLE_RATE, channels=1, name=source.name, note=note)
+    blocks = decode(
+        source.path,
+        sample_rate=SAMPLE_RATE,
+        channels=1,
+        name=source.name,
+        note=note,
+        from_container_start=True,  # cue times on the file's clock, as a player shows it
+    )
     with gpu_slot(stt.device, timeout_s=get_settings().engines.gpu_wait_timeout), closing(blocks):
         for offset, piece in split_at_silences(blocks, window_s=window_s):
             run.add(offset, piece)
@@ -207,23 +215,49 @@ def transcribe_audio(
 
 
 def cut_into_pieces(
-    source: InputFile, folder: Path, *, piece_s: float, note: Note = no_note
+    source: InputFile,
+    folder: Path,
+    *,
+    piece_s: float,
+    language: str | None = None,
+    note: Note = no_note,
 ) -> Iterator[dict[str, Any]]:
     """Cut ``source`` at silences into pieces of at most ``piece_s`` seconds, each kept
     in ``folder`` as 16 kHz mono float32 samples (``.npy``), for
     :func:`transcribe_piece` to take up in any process that sees ``folder``.
 
     Yields the pieces as JSON items, in order, each once its file is written:
-    ``{"file", "offset", "seconds"}``. Raises
+    ``{"file", "offset", "seconds", "language", "language_probability"}``. The language
+    is detected once, on the first piece with speech, before that piece or any before
+    it goes out, so that every piece is transcribed in it, as one pass would do: each
+    piece detecting its own, a music intro or a noisy stretch could be heard as another
+    language. Where no piece has speech the language is None; a ``language`` given is
+    every piece's, with nothing detected. Raises
     :class:`~longplay.media.UndecodableAudio` like :func:`transcribe_audio`.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    blocks = decode(source.path, sample_rate=SAMPLE_RATE, channels=1, name=source.name, note=note)
+    blocks = decode(
+        source.path,
+        sample_rate=SAMPLE_RATE,
+        channels=1,
+        name=source.name,
+        note=note,
+        from_container_start=True,  # cue times on the file's clock, as a player shows it
+    )
+    held: list[dict[str, Any]] = []  # the pieces before the first one with speech
+    heard = None if language is None else {"language": language, "language_probability": None}
     with closing(blocks):
         for n, (offset, audio) in enumerate(split_at_silences(blocks, window_s=piece_s)):
             name = f"piece-{n:05d}.npy"
             np.save(folder / name, audio, allow_pickle=False)
-            yield {"file": name, "offset": offset, "seconds": round(len(audio) / SAMPLE_RATE, 3)}
+            seconds = round(len(audio) / SAMPLE_RATE, 3)
+            held.append({"file": name, "offset": offset, "seconds": seconds})
+            if heard is None:
+                heard = _language_heard(audio)
+            if heard is not None:
+                yield from ({**piece, **heard} for piece in held)
+                held = []
+    yield from ({**piece, "language": None, "language_probability": None} for piece in held)
 
 
 def transcribe_piece(
@@ -234,16 +268,17 @@ def transcribe_piece(
     progress: Progress,
     on_fallback: FallbackCallback | None = None,
 ) -> dict[str, Any]:
-    """Transcribe one piece :func:`cut_into_pieces` kept: its language and segments, on
-    the whole input's timeline, as JSON (:func:`join_pieces` puts them together).
-    ``progress`` hears of every segment, in seconds of the piece."""
+    """Transcribe one piece :func:`cut_into_pieces` kept, in the language asked for, else
+    the one it detected: its language and segments, on the whole input's timeline, as
+    JSON (:func:`join_pieces` puts them together). ``progress`` hears of every segment,
+    in seconds of the piece."""
     audio = np.load(folder / piece["file"], allow_pickle=False)
     stt = get_transcriber(on_fallback=on_fallback)
     seconds = float(piece["seconds"])
     with gpu_slot(stt.device, timeout_s=get_settings().engines.gpu_wait_timeout):
         run = stt.transcribe(
             audio,
-            language=options.language,
+            language=options.language or piece.get("language"),
             word_timestamps=options.word_timestamps,
             initial_prompt=options.initial_prompt,
             vad=options.vad,
@@ -264,9 +299,12 @@ def join_pieces(
     pieces: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]], language: str | None
 ) -> Transcript:
     """The transcript of the whole input from its pieces' (in order): segments one after
-    another, the language the one asked for, else the first piece with speech heard."""
+    another, the language the one asked for, else the one :func:`cut_into_pieces`
+    detected, else (no speech) the one the first piece heard."""
     heard = [r for r in results if r["segments"]] or list(results)
     first = heard[0] if heard else {"language": language or "", "language_probability": None}
+    if pieces and pieces[0].get("language"):
+        first = pieces[0]
     duration = sum(float(p["seconds"]) for p in pieces)
     segments = [s for r in results for s in r["segments"]]
     return Transcript.from_dict(
@@ -277,6 +315,22 @@ def join_pieces(
             "segments": segments,
         }
     )
+
+
+def _language_heard(audio: Audio) -> dict[str, Any] | None:
+    """The language of the speech in 16 kHz ``audio`` as a piece's ``language`` and
+    ``language_probability``; None when the VAD hears no speech in it.
+
+    Only what :meth:`~longplay.engines.stt.Transcriber.transcribe` knows at once is
+    read: the segments, decoded only as they are iterated, are left alone, so this
+    costs faster-whisper the VAD and one look at the first 30 s of speech.
+    """
+    if not detect_speech(audio):
+        return None
+    stt = get_transcriber()
+    with gpu_slot(stt.device, timeout_s=get_settings().engines.gpu_wait_timeout):
+        run = stt.transcribe(audio, vad=True)
+    return {"language": run.language, "language_probability": _rounded(run.language_probability)}
 
 
 def split_at_silences(

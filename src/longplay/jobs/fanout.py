@@ -47,6 +47,7 @@ from longplay.framework import (
 from longplay.framework.fanout import function_ref, resolve
 from longplay.jobs.admission.pump import room, worker_capacity
 from longplay.jobs.context import load_inputs
+from longplay.jobs.failures import job_error
 from longplay.jobs.fanout_items import DONE, FAILED, PENDING, RUNNING, Planner, cancel
 from longplay.settings import get_settings
 from longplay.store.db import affected, session_scope
@@ -150,8 +151,9 @@ def help_job(job_id: str, step: str, *, worker: str, is_gone: Callable[[str], bo
     """Run items of ``job_id``'s step in this process while there are any, the job runs
     and no other job waits for a slot; how many this process finished.
 
-    An item that fails is kept ``failed`` with its error, and the job's process fails
-    the step with it."""
+    An item that fails is kept ``failed`` with its error, judged as in the job's own
+    process (:func:`~longplay.jobs.failures.job_error`), and the job's process fails
+    the step with it: for another try where that error is retryable."""
     with session_scope() as session:
         job = session.get(Job, job_id)
         if job is None or job.status != JobStatus.RUNNING.value:
@@ -183,17 +185,9 @@ def help_job(job_id: str, step: str, *, worker: str, is_gone: Callable[[str], bo
             runner.run(claimed, fn, params, inputs, workdir, lambda: False)
         except JobCancelled:
             break
-        except JobError as exc:
-            runner.fail(claimed, exc.as_dict())
-            break
         except Exception as exc:
-            log.exception("job %s: item %d of %s failed", job.id, claimed.position, step)
-            error = PermanentError(
-                f"internal error in item {claimed.position} of {step} "
-                f"({type(exc).__name__}); the worker's log has the details",
-                code="internal_error",
-            )
-            runner.fail(claimed, error.as_dict())
+            log.warning("job %s: item %d of %s failed: %r", job.id, claimed.position, step, exc)
+            runner.fail(claimed, job_error(job, kind, exc).as_dict())
             break
         finished += 1
     return finished

@@ -19,13 +19,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from longplay.broker import SoftTimeLimitExceeded
 from longplay.framework import (
     JobCancelled,
-    JobError,
     JobKind,
     PermanentError,
-    RetryableError,
     Step,
     get_kind,
 )
@@ -34,6 +31,7 @@ from longplay.jobs.admission import rounds
 from longplay.jobs.attempts import close_attempt, open_attempt
 from longplay.jobs.context import JobContext, load_inputs
 from longplay.jobs.endings import after_cancel, end_stuck_process, fail_dead_runs, settle_error
+from longplay.jobs.failures import job_error
 from longplay.jobs.fanout import Pool
 from longplay.jobs.progress import Heartbeat, ProgressReporter, touch_in
 from longplay.jobs.unit import unit_of_work
@@ -122,27 +120,9 @@ def _run(job: Job, attempt: int, *, worker: str, is_gone: Callable[[str], bool])
     except Exception as exc:
         # Progress is written at most every write_interval: the failure writes where
         # the run stopped, so a failed job shows the step it failed in.
-        settle_error(job, _job_error(job, kind, exc), worker=worker, stopped=reporter.snapshot())
+        settle_error(job, job_error(job, kind, exc), worker=worker, stopped=reporter.snapshot())
     finally:
         shutil.rmtree(settings.work_dir / job.id, ignore_errors=True)
-
-
-def _job_error(job: Job, kind: JobKind[Any] | None, exc: Exception) -> JobError:
-    """What ended a run, as the error its job is settled with."""
-    if isinstance(exc, JobError):
-        return exc
-    if isinstance(exc, MemoryError):
-        return RetryableError("the worker ran out of memory", code="out_of_memory")
-    if isinstance(exc, SoftTimeLimitExceeded):
-        limit = kind.soft_time_limit if kind is not None else None
-        return PermanentError(
-            f"{job.kind} ran past its time limit of {limit:g} s and was stopped",
-            code="time_limit",
-        )
-    if isinstance(exc, OperationalError):
-        return RetryableError(f"the database did not answer: {exc}", code="store_unavailable")
-    log.exception("job %s: unexpected error", job.id)
-    return PermanentError(f"internal error: {type(exc).__name__}: {exc}", code="internal_error")
 
 
 def _run_steps(

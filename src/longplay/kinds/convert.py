@@ -12,14 +12,24 @@ the job.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from longplay.framework import InputFile, JobKind, Note, Step, StepContext, no_note, register
+from longplay.framework import (
+    FieldError,
+    InputFile,
+    JobKind,
+    Note,
+    Step,
+    StepContext,
+    SubmittedInput,
+    no_note,
+    register,
+)
 from longplay.media import (
     OUTPUT_FORMATS,
     AudioBlock,
@@ -87,6 +97,16 @@ class ConvertParams(BaseModel):
 
 MEASURE_PASSES = 1 + MAX_SIMULATIONS
 """Passes over the input the measure step may make: one to measure, then the simulations."""
+OPUS_MAX_KBPS_PER_CHANNEL = 256
+"""libopus refuses more than this (so 256 kbit/s mono, 512 stereo): the format's range
+of 6 to 510 kbit/s is a stereo one."""
+
+
+def check(params: ConvertParams, inputs: Sequence[SubmittedInput]) -> None:
+    """At submit: an Opus bitrate that a mono output (``channels: 1``) can take. With
+    ``channels`` null the output has the input's channels, which only the steps know."""
+    if params.channels is not None:
+        _check_opus_bitrate(params, params.channels)
 
 
 def measure(ctx: StepContext[ConvertParams]) -> None:
@@ -98,12 +118,12 @@ def measure(ctx: StepContext[ConvertParams]) -> None:
     """
     params, source = ctx.params, ctx.inputs[0]
     info = probe(source.path, name=source.name)
+    rate, channels = _output_shape(params, info)  # refuses a bitrate the codec cannot take
     if params.loudness is None:
         ctx.state["loudness"] = {"input": source.name, "target_lufs": None, "gain_db": 0.0}
         _advance(ctx, info.duration, info.duration, final=True, input=source.name, skipped=True)
         return
     target, ceiling = params.loudness, params.true_peak
-    rate, channels = _output_shape(params, info)
     meter = LoudnessMeter(rate, channels)
     details: dict[str, Any] = {"input": source.name, "pass": 1}
     with closing(_decode(source, rate, channels)) as blocks:
@@ -236,9 +256,25 @@ def _decode(
 
 
 def _output_shape(params: ConvertParams, info: AudioInfo) -> tuple[int, int]:
-    """The output's sample rate and channel count."""
+    """The output's sample rate and channel count; a :class:`FieldError` when the Opus
+    bitrate asked for is more than that many channels take."""
     rate = params.sample_rate or OUTPUT_FORMATS[params.format].rate_for(info.sample_rate)
-    return rate, params.channels or min(info.channels, 2)
+    channels = params.channels or min(info.channels, 2)
+    _check_opus_bitrate(params, channels)
+    return rate, channels
+
+
+def _check_opus_bitrate(params: ConvertParams, channels: int) -> None:
+    """Refuse an Opus ``bitrate`` over :data:`OPUS_MAX_KBPS_PER_CHANNEL` per channel,
+    which the encoder would refuse only after the measuring passes."""
+    most = OPUS_MAX_KBPS_PER_CHANNEL * channels
+    if params.format == "ogg" and params.bitrate is not None and params.bitrate > most:
+        shape = "mono" if channels == 1 else f"{channels}-channel"
+        raise FieldError(
+            f"ogg (Opus) takes at most {OPUS_MAX_KBPS_PER_CHANNEL} kbit/s per channel: "
+            f"bitrate must be {most} or less for {shape} output, not {params.bitrate}",
+            field="bitrate",
+        )
 
 
 def _output_path(workdir: Path, source: InputFile, extension: str) -> Path:
@@ -290,6 +326,7 @@ register(
         min_inputs=1,
         max_inputs=1,
         input_types=("audio/", "video/"),
+        check=check,
         check_upload=check_decodable,
     )
 )

@@ -19,10 +19,12 @@ from pathlib import Path
 from pydantic import Field
 
 from longplay.engines.speech import SpeechOptions, synthesize_speech
+from longplay.engines.stt import whisper_languages
 from longplay.engines.transcription import MEDIA_TYPES, TranscriptionOptions, transcribe_file
 from longplay.engines.translation import TranslationOptions, translate_file
 from longplay.engines.voices import check_voice
 from longplay.framework import (
+    FieldError,
     InputFile,
     InvalidInput,
     JobKind,
@@ -47,8 +49,16 @@ class DubParams(TranslationOptions, SpeechOptions):
 
 
 def check(params: DubParams, inputs: Sequence[SubmittedInput]) -> None:
-    """At submit: the voice is one the engine has."""
+    """At submit: the voice is one the engine has, and speech recognition knows the
+    language the input is said to be in."""
     check_voice(params.voice)
+    if params.source is not None and params.source.base not in whisper_languages():
+        raise FieldError(
+            f"speech recognition does not know {params.source.name} "
+            f"({params.source.code!r}), so it cannot be dubbed from; leave "
+            "source_language out to have the language detected",
+            field="source_language",
+        )
 
 
 def transcribe(ctx: StepContext[DubParams]) -> None:

@@ -78,7 +78,13 @@ def _side_by_side(
     pieces: list[dict[str, Any]] = []
 
     def cut() -> Iterator[dict[str, Any]]:
-        for piece in cut_into_pieces(source, ctx.workdir / PIECES, piece_s=piece_s, note=ctx.note):
+        for piece in cut_into_pieces(
+            source,
+            ctx.workdir / PIECES,
+            piece_s=piece_s,
+            language=ctx.params.language,
+            note=ctx.note,
+        ):
             pieces.append(piece)
             yield piece
 

@@ -1,0 +1,37 @@
+"""What an exception that ended a job's work means for the job: one rule for the job's
+own process (:mod:`longplay.jobs.runner`) and for a process that helps with its items
+(:mod:`longplay.jobs.fanout`), so that the same failure is retried, or not, wherever
+it happens."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
+
+from longplay.broker import SoftTimeLimitExceeded
+from longplay.framework import JobError, JobKind, PermanentError, RetryableError
+from longplay.store.models import Job
+
+log = logging.getLogger(__name__)
+
+
+def job_error(job: Job, kind: JobKind[Any] | None, exc: Exception) -> JobError:
+    """What ended a run (or one of its items), as the error its job is settled with:
+    a database that did not answer and a process out of memory may pass (retryable),
+    anything unforeseen is an ``internal_error`` (logged with its traceback)."""
+    if isinstance(exc, JobError):
+        return exc
+    if isinstance(exc, MemoryError):
+        return RetryableError("the worker ran out of memory", code="out_of_memory")
+    if isinstance(exc, SoftTimeLimitExceeded):
+        limit = kind.soft_time_limit if kind is not None else None
+        return PermanentError(
+            f"{job.kind} ran past its time limit of {limit:g} s and was stopped",
+            code="time_limit",
+        )
+    if isinstance(exc, OperationalError):
+        return RetryableError(f"the database did not answer: {exc}", code="store_unavailable")
+    log.exception("job %s: unexpected error", job.id)
+    return PermanentError(f"internal error: {type(exc).__name__}: {exc}", code="internal_error")
