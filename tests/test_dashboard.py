@@ -1,8 +1,9 @@
 """The web dashboard in a real headless Chromium against the shared SQLite stack (a live
 API, a Celery worker of 2 processes, Redis): sign in and out, submit a ``synthesize``
 job from its form and watch its bar reach 100 % by SSE, play the result, follow a
-list, cancel a running job, retry a failed one, and markup from users and jobs shown
-as text. Each test leaves a screenshot in its pytest tmp folder.
+list, cancel a running job, retry a failed one (and every failed one, on every page, and
+one cancelled for the job it waits for), and markup from users and jobs shown as text.
+Each test leaves a screenshot in its pytest tmp folder.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from conftest import Stack, submit, wait_for_status, wait_until
 from playwright.sync_api import Browser, Dialog, Page, expect
 
 from longplay.dashboard.forms import fields_of, params_from_form
+from longplay.dashboard.jobs import FAILED_PAGE_SIZE
 from longplay.dashboard.web import local_url
 from longplay.jobs.refusals import Invalid
 
@@ -321,6 +323,9 @@ def test_cancel_a_running_job_from_its_page(visit: Any) -> None:
         job = submit(api, params={"seconds": 60, "ticks": 600})
         wait_for_status(api, job["id"], {"running"})
         page = you.sign_in()
+        watching = you.context.new_page()  # a second tab, left open: it sees the cancel live
+        watching.goto(f"/jobs/{job['id']}")
+        watching.evaluate("() => { window.__samePage = true; }")
         page.goto(f"/jobs/{job['id']}")
         step = page.locator("[data-step-name=work]")
         expect(step).to_have_attribute("data-state", "current")
@@ -328,6 +333,19 @@ def test_cancel_a_running_job_from_its_page(visit: Any) -> None:
         page.click("button:has-text('Cancel')")
         expect(page.locator(".headline [data-status]")).to_have_text("cancelled")
         assert wait_for_status(api, job["id"], {"cancelled"})["status"] == "cancelled"
+        # The step it was in is marked stopped, with how far it got: live in the open
+        # tab, and as the page is drawn from the store.
+        for shown in (watching, page):
+            stopped = shown.locator("[data-step-name=work]")
+            expect(stopped).to_have_attribute("data-state", "stopped")
+            expect(stopped.locator("[data-details]")).to_contain_text('"tick"')
+            expect(shown.locator("[data-step-name=prepare]")).to_have_attribute(
+                "data-state", "done"
+            )
+        assert watching.evaluate("window.__samePage") is True
+        watching.reload()
+        expect(watching.locator("[data-step-name=work]")).to_have_attribute("data-state", "stopped")
+        watching.close()
         expect(page.locator("button:has-text('Cancel')")).to_have_count(0)
         expect(page.locator("button:has-text('Delete')")).to_have_count(1)
         you.screenshot("cancelled")
@@ -373,6 +391,69 @@ def test_retry_failed_jobs_from_the_failed_page(visit: Any) -> None:
         page.click("button:has-text('Retry')")
         expect(page).to_have_url(re.compile(f"/jobs/{failed[1]}$"))
         wait_until(lambda: api.get(f"/v1/jobs/{failed[1]}").json()["attempts"] == 2)
+
+
+@DATABASE
+def test_failed_page_pages_and_retry_all_retries_every_page(visit: Any) -> None:
+    you = visit("dash-retry-all")
+    with you.api() as api:
+        failed = [
+            submit(api, params={"seconds": 0, "ticks": 1, "fail": "permanent"})["id"]
+            for _ in range(FAILED_PAGE_SIZE + 1)
+        ]
+
+        def attempts() -> dict[str, int]:
+            found = api.get("/v1/jobs", params={"status": "failed", "limit": 200}).json()
+            return {job["id"]: job["attempts"] for job in found["items"]}
+
+        wait_until(lambda: set(attempts()) == set(failed))
+        page = you.sign_in()
+        page.goto("/failed")
+        page.select_option("select[name=kind]", "sleep")
+        page.click("text=Filter")
+        rows = page.locator("tr[data-job]")
+        expect(rows).to_have_count(FAILED_PAGE_SIZE)
+        page.click("text=Older →")
+        expect(rows).to_have_count(1)
+        expect(page.locator(f"tr[data-job={failed[0]}]")).to_have_count(1)  # the oldest, last
+        page.click("text=← Newest")
+        expect(rows).to_have_count(FAILED_PAGE_SIZE)
+        # "All" is every failed job of the filter, not only the fifty drawn.
+        page.click("button[name=every]")
+        expect(page.locator("[data-notice]")).to_have_text(f"Retried {len(failed)}.")
+        expect(page).to_have_url(re.compile(r"/failed\?kind=sleep&"))
+        wait_until(lambda: attempts() == dict.fromkeys(failed, 2))
+
+
+@DATABASE
+def test_a_job_cancelled_for_its_upstream_can_be_retried_from_its_page(visit: Any) -> None:
+    you = visit("dash-upstream")
+    with you.api() as api:
+        made = api.post(
+            "/v1/flows",
+            json={
+                "stages": {
+                    "bad": {"kind": "sleep", "params": {"seconds": 2, "fail": "permanent"}},
+                    "next": {"kind": "sleep", "after": ["bad"], "params": {"seconds": 0}},
+                }
+            },
+        )
+        assert made.status_code == 202, made.text
+        bad, after = (made.json()["stages"][name]["id"] for name in ("bad", "next"))
+        wait_for_status(api, after, {"cancelled"})
+        page = you.sign_in()
+        page.goto(f"/jobs/{after}")
+        expect(page.locator("[data-refresh=error] .code")).to_have_text("upstream_failed")
+        retry = page.locator("button:has-text('Retry')")
+        expect(retry).to_have_count(1)
+        retry.click()  # the job it waits for is still failed: the service says so
+        expect(page.locator("main")).to_contain_text(f"{bad}, which job {after} waits for")
+        assert api.post(f"/v1/jobs/{bad}/retry").status_code == 200
+        page.goto(f"/jobs/{after}")
+        page.click("button:has-text('Retry')")
+        expect(page).to_have_url(re.compile(f"/jobs/{after}$"))
+        expect(page.locator(".headline [data-status]")).to_have_text("waiting")
+        expect(page.locator("button:has-text('Retry')")).to_have_count(0)
 
 
 @DATABASE

@@ -7,6 +7,7 @@ own presenters (:func:`longplay.api.routes.jobs.present_page`): the page shows w
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -166,10 +167,12 @@ async def delete(
 async def failed_page(
     request: Request,
     kind: Annotated[str | None, Query(max_length=40)] = None,
+    cursor: Annotated[str | None, Query(max_length=40)] = None,
     retried: Annotated[int | None, Query(ge=0)] = None,
     skipped: Annotated[int | None, Query(ge=0)] = None,
 ) -> Response:
-    """The failed jobs with their errors; retry a selection or all of them."""
+    """The failed jobs with their errors, a page at a time; retry a selection, or every
+    failed job of the filter (on every page)."""
     kind = kind or None
 
     def page(session: Session, viewer: Viewer) -> dict[str, Any]:
@@ -179,10 +182,21 @@ async def failed_page(
             status=[JobStatus.FAILED],
             kind=kind,
             limit=FAILED_PAGE_SIZE,
+            cursor=cursor or None,
         )
-        return {"viewer": viewer, "jobs": present_page(session, found.jobs, with_position=False)}
+        return {
+            "viewer": viewer,
+            "jobs": present_page(session, found.jobs, with_position=False),
+            "next_cursor": found.next_cursor,
+        }
 
     found = await as_viewer(request, page)
+    filters = {"kind": kind} if kind else {}
+    older = (
+        "/failed?" + urlencode({**filters, "cursor": found["next_cursor"]})
+        if found["next_cursor"]
+        else None
+    )
     return render(
         request,
         "failed.html",
@@ -192,9 +206,45 @@ async def failed_page(
             "kind_filter": kind or "",
             "retried": retried,
             "skipped": skipped,
+            "newest_url": "/failed?" + urlencode(filters) if cursor else None,
+            "older_url": older,
         },
         viewer=found["viewer"],
     )
+
+
+def _retry_failed_page(
+    session: Session, viewer: Viewer, kind: str | None, cursor: str | None
+) -> tuple[service.RetryOutcome, str | None]:
+    """Retry one page of the viewer's failed jobs (of ``kind``, if given); the cursor of
+    the next page."""
+    found = service.list_jobs(
+        session,
+        owner=viewer.owner,
+        status=[JobStatus.FAILED],
+        kind=kind,
+        limit=FAILED_PAGE_SIZE,
+        cursor=cursor,
+    )
+    job_ids = [job.id for job in found.jobs]
+    return service.retry_jobs(session, owner=viewer.owner, job_ids=job_ids), found.next_cursor
+
+
+async def _retry_every_failed(request: Request, kind: str | None) -> tuple[int, int]:
+    """Retry every failed job of ``kind`` (any, if None), on every page: what a button
+    that says "all" promises. A page a transaction, so a long history of failures never
+    holds the store in one long write; the cursor walks back from the newest, so a job
+    that fails again meanwhile is not retried twice."""
+    retried = skipped = 0
+    cursor: str | None = None
+    while True:
+        outcome, cursor = await as_viewer(
+            request, partial(_retry_failed_page, kind=kind, cursor=cursor)
+        )
+        retried += len(outcome.retried)
+        skipped += len(outcome.skipped)
+        if cursor is None:
+            return retried, skipped
 
 
 @router.post("/failed/retry")
@@ -202,18 +252,23 @@ async def retry_failed(
     request: Request,
     csrf: Annotated[str, Form(max_length=200)] = "",
     ids: Annotated[list[str] | None, Form(max_length=FAILED_PAGE_SIZE)] = None,
-    shown: Annotated[list[str] | None, Form(max_length=FAILED_PAGE_SIZE)] = None,
     every: Annotated[str, Form(max_length=10)] = "",
+    kind: Annotated[str, Form(max_length=40)] = "",
 ) -> Response:
-    """Retry the ticked jobs, or with ``every`` all the jobs the page showed."""
-    chosen = list(shown or []) if every else list(ids or [])
-    if not chosen:
+    """Retry the ticked jobs, or with ``every`` every failed job of the page's filter."""
+    if every:
+        await changing(request, lambda session, viewer: None, csrf=csrf)  # the form is ours
+        retried, skipped = await _retry_every_failed(request, kind or None)
+    elif ids:
+        chosen = list(ids)
+        outcome = await changing(
+            request,
+            lambda session, viewer: service.retry_jobs(session, owner=viewer.owner, job_ids=chosen),
+            csrf=csrf,
+        )
+        retried, skipped = len(outcome.retried), len(outcome.skipped)
+    else:
         raise refusals.Invalid("tick at least one job to retry")
-
-    def retry_many(session: Session, viewer: Viewer) -> service.RetryOutcome:
-        return service.retry_jobs(session, owner=viewer.owner, job_ids=chosen)
-
-    outcome = await changing(request, retry_many, csrf=csrf)
-    return see_other(
-        "/failed?" + urlencode({"retried": len(outcome.retried), "skipped": len(outcome.skipped)})
-    )
+    filters = {"kind": kind} if kind else {}
+    counts = {"retried": retried, "skipped": skipped}
+    return see_other("/failed?" + urlencode({**filters, **counts}))

@@ -121,20 +121,21 @@
         details.textContent = shown ? JSON.stringify(event.step_details, null, 2) : "";
       }
       if (ENDED.has(event.type) && current) {
-        finish(current, at, event.type === "completed" ? "done" : event.type === "failed" ? "failed" : null);
+        finish(current, at, event.type === "completed" ? "done" : event.type === "failed" ? "failed" : "stopped");
         current = null;
       }
       if (event.type === "retrying" || event.type === "queued") current = null;
     };
 
-    // A failed step keeps its last details: they say how far it got.
+    // A step the job ended in (failed, or stopped: cancelled, expired) keeps its last
+    // details, as the page draws it: they say how far it got.
     function finish(name, at, state = "done") {
       const li = items[name];
       if (started[name] !== undefined && !isNaN(at)) {
         li.querySelector("[data-duration]").textContent = duration((at - started[name]) / 1000);
       }
-      if (state !== "failed") li.querySelector("[data-details]").textContent = "";
-      if (state) li.dataset.state = state;
+      if (state === "done") li.querySelector("[data-details]").textContent = "";
+      li.dataset.state = state;
     }
   }
 
@@ -185,18 +186,23 @@
     document.dispatchEvent(new CustomEvent("longplay:refreshed"));
   }
 
+  // Progress told after the job ended (a worker reports until its next checkpoint
+  // finds the job cancelled) is logged but moves nothing: the job no longer runs.
   function jobPage(root) {
     const log = root.querySelector("[data-log]");
     const timeline = steps(root.querySelector("[data-steps]"));
     const live = root.dataset.finished !== "true";
     let ended = false;
     follow([root.dataset.liveJob], (event) => {
-      if (live) show(root.querySelector(".headline"), event);
-      timeline(event);
+      if (event.type === "queued" || event.type === "retrying") ended = false;
+      if (!(ended && event.type === "progress")) {
+        if (live) show(root.querySelector(".headline"), event);
+        timeline(event);
+      }
       logLine(log, event);
-      if (live) ended = ENDED.has(event.type);
+      if (ENDED.has(event.type)) ended = true;
     }, () => {
-      if (ended) refresh(root);
+      if (live && ended) refresh(root);
     });
   }
 
