@@ -455,6 +455,10 @@ def test_downloads_never_replace_a_file_unless_asked(api: Client, tmp_path: Path
     second = api.download(job, out)
     assert [p.name for p in first + second] == ["result.txt", "result (1).txt"]
     assert [p.read_text() for p in first + second] == ["new", "new"]
+    made = out / "made-here"
+    made.touch()
+    assert {p.stat().st_mode & 0o777 for p in first + second} == {made.stat().st_mode & 0o777}
+    made.unlink()
     (out / "result.txt").write_text("mine")
     assert api.download(job, out, overwrite=True) == first
     assert (out / "result.txt").read_text() == "new"

@@ -8,7 +8,7 @@ import itertools
 import json
 import logging
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -388,10 +388,16 @@ def target_path(artifact: ArtifactPublic, dest: Path, *, folder: bool) -> Path:
 
 
 def part_file(target: Path) -> Path:
-    """A new, empty file beside ``target`` to download into (never a user's file)."""
-    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    os.close(handle)
-    return Path(name)
+    """A new, empty file beside ``target`` to download into (never a user's file). It
+    is made with the permissions any new file gets (``tempfile.mkstemp``'s are the
+    owner's alone, and the download keeps them)."""
+    while True:
+        part = target.parent / f".{target.name}.{secrets.token_hex(4)}.part"
+        try:
+            part.open("xb").close()
+        except FileExistsError:
+            continue
+        return part
 
 
 def place(part: Path, target: Path, *, overwrite: bool) -> Path:
