@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import httpx
 from conftest import Stack, wait_for_status
 
 from longplay.media import LoudnessMeter, decode, probe
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "hello.ogg"
+
+
+def convert_example(client: httpx.Client, **params: Any) -> httpx.Response:
+    """Submit ``examples/hello.ogg``, uploaded first, to ``convert`` with ``params``."""
+    upload = client.post("/v1/artifacts", files={"file": ("hello.ogg", EXAMPLE.read_bytes())})
+    assert upload.json()["media_type"] == "audio/ogg"
+    return client.post(
+        "/v1/jobs", json={"kind": "convert", "inputs": [upload.json()["id"]], "params": params}
+    )
 
 
 def test_convert_multipart_to_normalised_mp3(stack: Stack, tmp_path: Path) -> None:
@@ -53,16 +64,7 @@ def test_not_audio_is_refused_at_submit_naming_the_file(stack: Stack) -> None:
 
 def test_bad_convert_params_are_refused_at_submit(stack: Stack) -> None:
     client = stack.client()
-    upload = client.post("/v1/artifacts", files={"file": ("hello.ogg", EXAMPLE.read_bytes())})
-    assert upload.json()["media_type"] == "audio/ogg"
-    response = client.post(
-        "/v1/jobs",
-        json={
-            "kind": "convert",
-            "inputs": [upload.json()["id"]],
-            "params": {"format": "ogg", "sample_rate": 44100},
-        },
-    )
+    response = convert_example(client, format="ogg", sample_rate=44100)
     assert response.status_code == 422
     assert "ogg takes sample rates" in json.dumps(response.json())
     missing = client.post("/v1/jobs", json={"kind": "convert"})
@@ -72,15 +74,7 @@ def test_bad_convert_params_are_refused_at_submit(stack: Stack) -> None:
 def test_an_opus_bitrate_over_what_mono_takes_is_refused_at_submit(stack: Stack) -> None:
     """libopus takes at most 256 kbit/s a channel: a mono output asks too much at 320."""
     client = stack.client()
-    upload = client.post("/v1/artifacts", files={"file": ("hello.ogg", EXAMPLE.read_bytes())})
-    response = client.post(
-        "/v1/jobs",
-        json={
-            "kind": "convert",
-            "inputs": [upload.json()["id"]],
-            "params": {"format": "ogg", "channels": 1, "bitrate": 320},
-        },
-    )
+    response = convert_example(client, format="ogg", channels=1, bitrate=320)
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error["code"] == "invalid_params"
@@ -94,15 +88,7 @@ def test_an_opus_bitrate_over_what_a_mono_input_takes_fails_before_measuring(
     """With ``channels`` null the output is mono like the input (hello.ogg): the job fails
     at once, naming the limit, instead of in the encoder after the measuring pass."""
     client = stack.client()
-    upload = client.post("/v1/artifacts", files={"file": ("hello.ogg", EXAMPLE.read_bytes())})
-    response = client.post(
-        "/v1/jobs",
-        json={
-            "kind": "convert",
-            "inputs": [upload.json()["id"]],
-            "params": {"format": "ogg", "bitrate": 320},
-        },
-    )
+    response = convert_example(client, format="ogg", bitrate=320)
     assert response.status_code == 202, response.text
     done = wait_for_status(client, response.json()["id"], {"completed", "failed"}, timeout=120)
     assert done["status"] == "failed"

@@ -176,14 +176,7 @@ async def failed_page(
     kind = kind or None
 
     def page(session: Session, viewer: Viewer) -> dict[str, Any]:
-        found = service.list_jobs(
-            session,
-            owner=viewer.owner,
-            status=[JobStatus.FAILED],
-            kind=kind,
-            limit=FAILED_PAGE_SIZE,
-            cursor=cursor or None,
-        )
+        found = _failed_jobs(session, viewer, kind, cursor or None)
         return {
             "viewer": viewer,
             "jobs": present_page(session, found.jobs, with_position=False),
@@ -213,12 +206,11 @@ async def failed_page(
     )
 
 
-def _retry_failed_page(
+def _failed_jobs(
     session: Session, viewer: Viewer, kind: str | None, cursor: str | None
-) -> tuple[service.RetryOutcome, str | None]:
-    """Retry one page of the viewer's failed jobs (of ``kind``, if given); the cursor of
-    the next page."""
-    found = service.list_jobs(
+) -> service.Page:
+    """A page of the viewer's failed jobs (of ``kind``, if given), newest first."""
+    return service.list_jobs(
         session,
         owner=viewer.owner,
         status=[JobStatus.FAILED],
@@ -226,20 +218,29 @@ def _retry_failed_page(
         limit=FAILED_PAGE_SIZE,
         cursor=cursor,
     )
+
+
+def _retry_failed_page(
+    session: Session, viewer: Viewer, kind: str | None, cursor: str | None
+) -> tuple[service.RetryOutcome, str | None]:
+    """Retry one page of the viewer's failed jobs (of ``kind``, if given); the cursor of
+    the next page."""
+    found = _failed_jobs(session, viewer, kind, cursor)
     job_ids = [job.id for job in found.jobs]
     return service.retry_jobs(session, owner=viewer.owner, job_ids=job_ids), found.next_cursor
 
 
-async def _retry_every_failed(request: Request, kind: str | None) -> tuple[int, int]:
+async def _retry_every_failed(request: Request, kind: str | None, csrf: str) -> tuple[int, int]:
     """Retry every failed job of ``kind`` (any, if None), on every page: what a button
-    that says "all" promises. A page a transaction, so a long history of failures never
-    holds the store in one long write; the cursor walks back from the newest, so a job
-    that fails again meanwhile is not retried twice."""
+    that says "all" promises. A page a transaction (each checking the form's ``csrf``),
+    so a long history of failures never holds the store in one long write; the cursor
+    walks back from the newest, so a job that fails again meanwhile is not retried
+    twice."""
     retried = skipped = 0
     cursor: str | None = None
     while True:
-        outcome, cursor = await as_viewer(
-            request, partial(_retry_failed_page, kind=kind, cursor=cursor)
+        outcome, cursor = await changing(
+            request, partial(_retry_failed_page, kind=kind, cursor=cursor), csrf=csrf
         )
         retried += len(outcome.retried)
         skipped += len(outcome.skipped)
@@ -257,8 +258,7 @@ async def retry_failed(
 ) -> Response:
     """Retry the ticked jobs, or with ``every`` every failed job of the page's filter."""
     if every:
-        await changing(request, lambda session, viewer: None, csrf=csrf)  # the form is ours
-        retried, skipped = await _retry_every_failed(request, kind or None)
+        retried, skipped = await _retry_every_failed(request, kind or None, csrf)
     elif ids:
         chosen = list(ids)
         outcome = await changing(

@@ -123,8 +123,7 @@ def fit_conversation(
             "context holds; send fewer or shorter messages, lower max_tokens, or set "
             'truncate: "oldest"'
         )
-    leading = next((i for i, m in enumerate(whole) if m["role"] != "system"), len(whole))
-    system, turns = whole[:leading], whole[leading:]
+    system, turns = _system_and_turns(whole)
     # Dropping more never makes it longer: find the fewest drops that fit by bisection.
     # The last turn is never dropped, so with one turn there is nothing to try.
     low, high = 1, len(turns) - 1
@@ -146,6 +145,12 @@ def fit_conversation(
     return Fitted([*system, *turns[dropped:]], needed, dropped, tokens)
 
 
+def _system_and_turns(messages: list[Message]) -> tuple[list[Message], list[Message]]:
+    """The leading system messages, which truncation never drops, and the rest."""
+    leading = next((i for i, m in enumerate(messages) if m["role"] != "system"), len(messages))
+    return messages[:leading], messages[leading:]
+
+
 def refuse_surely_too_long(options: ReplyOptions, context_tokens: int) -> None:
     """Refuse (:class:`FieldError`, ``context_too_long``) what cannot fit a context of
     ``context_tokens`` whatever the count: a ``max_tokens`` that fills it, or, unless
@@ -162,8 +167,8 @@ def refuse_surely_too_long(options: ReplyOptions, context_tokens: int) -> None:
         )
     kept = options.conversation()
     if options.truncate is not None:
-        leading = next((i for i, m in enumerate(kept) if m["role"] != "system"), len(kept))
-        kept = kept[:leading] + kept[leading:][-1:]
+        system, turns = _system_and_turns(kept)
+        kept = system + turns[-1:]
         estimate = sum(estimate_tokens(m["content"]) for m in kept)
         if estimate > SURELY_TOO_LONG * room:
             raise FieldError(

@@ -16,7 +16,7 @@ that transcribe as one stage of their own (``dub``).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, replace
 from itertools import pairwise
@@ -200,18 +200,24 @@ def transcribe_audio(
     info = probe(source.path, name=source.name)
     stt = get_transcriber(on_fallback=on_fallback)
     run = _Run(stt, options, source.name, info.duration, progress)
-    blocks = decode(
+    blocks = _heard_blocks(source, note)
+    with gpu_slot(stt.device, timeout_s=get_settings().engines.gpu_wait_timeout), closing(blocks):
+        for offset, piece in split_at_silences(blocks, window_s=window_s):
+            run.add(offset, piece)
+    return run.finish()
+
+
+def _heard_blocks(source: InputFile, note: Note) -> Generator[AudioBlock, None, None]:
+    """``source`` as speech recognition hears it: 16 kHz mono, on the file's clock (a
+    late start and gaps kept as silence), so that cue times are what a player shows."""
+    return decode(
         source.path,
         sample_rate=SAMPLE_RATE,
         channels=1,
         name=source.name,
         note=note,
-        from_container_start=True,  # cue times on the file's clock, as a player shows it
+        from_container_start=True,
     )
-    with gpu_slot(stt.device, timeout_s=get_settings().engines.gpu_wait_timeout), closing(blocks):
-        for offset, piece in split_at_silences(blocks, window_s=window_s):
-            run.add(offset, piece)
-    return run.finish()
 
 
 def cut_into_pieces(
@@ -236,14 +242,7 @@ def cut_into_pieces(
     :class:`~longplay.media.UndecodableAudio` like :func:`transcribe_audio`.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    blocks = decode(
-        source.path,
-        sample_rate=SAMPLE_RATE,
-        channels=1,
-        name=source.name,
-        note=note,
-        from_container_start=True,  # cue times on the file's clock, as a player shows it
-    )
+    blocks = _heard_blocks(source, note)
     held: list[dict[str, Any]] = []  # the pieces before the first one with speech
     heard = None if language is None else {"language": language, "language_probability": None}
     with closing(blocks):

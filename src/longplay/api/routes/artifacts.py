@@ -20,7 +20,7 @@ from longplay.store.views import ArtifactPublic
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
 
 UPLOAD_BODY: dict[str, Any] = {
-    # Read by hand, after the key is checked and within the limit above.
+    # Read by hand, after the key is checked and within uploads.BODY_LIMIT.
     "requestBody": {
         "required": True,
         "content": {
