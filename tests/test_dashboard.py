@@ -260,6 +260,39 @@ def test_jobs_list_filters_pages_and_moves_bars_by_sse(visit: Any) -> None:
             api.post(f"/v1/jobs/{job_id}/cancel")
 
 
+@DATABASE
+def test_live_tells_a_job_that_is_gone_as_deleted_and_follows_the_rest(visit: Any) -> None:
+    """A list whose stream reconnects after one of its jobs was deleted keeps following
+    the others: the gone job (and another owner's, which must look the same) ends with
+    ``deleted`` instead of the whole stream being a 404, which EventSource never retries."""
+    you, other = visit("dash-live-gone"), visit("dash-live-other")
+    with you.api() as api:
+        gone = submit(api, params={"seconds": 0})["id"]
+        wait_for_status(api, gone, {"completed"})
+        assert api.delete(f"/v1/jobs/{gone}").status_code == 204
+        running = submit(api, params={"seconds": 1, "ticks": 5})["id"]
+    with other.api() as api:
+        theirs = submit(api, params={"seconds": 0})["id"]
+    you.sign_in()
+    cookie = you.cookie()
+    assert cookie is not None
+    query = "&".join(f"job={j}" for j in (gone, running, theirs))
+    events: list[dict[str, Any]] = []
+    with (
+        httpx.Client(base_url=you.stack.api_url, cookies={SESSION: cookie["value"]}) as client,
+        client.stream("GET", f"/live?{query}", timeout=60) as stream,
+    ):
+        assert stream.status_code == 200
+        for line in stream.iter_lines():
+            if line == "event: end":
+                break
+            if line.startswith("data: "):
+                events.append(json.loads(line.removeprefix("data: ")))
+    ends = {e["job_id"]: e["type"] for e in events if e["type"] in {"deleted", "completed"}}
+    assert ends == {gone: "deleted", theirs: "deleted", running: "completed"}
+    assert not any(e["job_id"] == theirs and e["type"] != "deleted" for e in events)
+
+
 def melody_wav() -> bytes:
     """A scale of plucked tones (five harmonics, a fast attack, a decay), half a second
     each, as a 16-bit WAV."""

@@ -8,6 +8,11 @@ host). Each job is followed by the API's own event hub, from the start of its st
 a page that opens late or reconnects gets the whole history again, and the script
 drops entries it has seen by their ids. When every job has ended the stream says
 ``end`` and the script closes it, so the browser does not reconnect.
+
+A job the viewer cannot see (deleted since the page was drawn, or never theirs) is
+ended at once with a ``deleted`` event, and the others are followed as usual: a
+browser reconnecting after one job of a list was deleted must not lose the whole
+list to a 404 (``EventSource`` does not retry one).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from longplay.api import content
@@ -74,25 +80,31 @@ async def _follow(hub: EventHub, job_id: str, out: asyncio.Queue[dict[str, Any]]
 
 async def followed(
     request: Request, job: Annotated[list[str], Query(max_length=MAX_FOLLOWED)]
-) -> list[str]:
-    """The jobs to follow, checked before the stream starts: another owner's is a 404."""
+) -> dict[str, bool]:
+    """The jobs named, each with whether the viewer may follow it (checked before the
+    stream starts, in one store call); the others are told as deleted, so another
+    owner's job looks the same as one that is gone."""
 
-    def owned(session: Session, viewer: Viewer) -> list[str]:
-        return [
-            service.get_job(session, owner=viewer.owner, job_id=j).id for j in dict.fromkeys(job)
-        ]
+    def visible(session: Session, viewer: Viewer) -> dict[str, bool]:
+        found = session.execute(
+            select(Job.id).where(Job.id.in_(set(job)), Job.owner_id == viewer.owner.id)
+        )
+        mine = set(found.scalars())
+        return {j: j in mine for j in dict.fromkeys(job)}
 
-    return await as_viewer(request, owned)
+    return await as_viewer(request, visible)
 
 
 @router.get("/live", response_class=EventSourceResponse)
 async def live(
-    request: Request, job_ids: Annotated[list[str], Depends(followed)]
+    request: Request, job_ids: Annotated[dict[str, bool], Depends(followed)]
 ) -> AsyncIterator[ServerSentEvent]:
     """Events of your jobs named by ``job``; ``end`` once every one has ended."""
     hub: EventHub = request.app.state.event_hub
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    tasks = [asyncio.create_task(_follow(hub, j, queue)) for j in job_ids]
+    for gone in (j for j, mine in job_ids.items() if not mine):
+        queue.put_nowait(make_event("deleted", gone))
+    tasks = [asyncio.create_task(_follow(hub, j, queue)) for j, mine in job_ids.items() if mine]
     try:
         while not all(t.done() for t in tasks) or not queue.empty():
             if await request.is_disconnected():
