@@ -32,6 +32,16 @@ def job_error(job: Job, kind: JobKind[Any] | None, exc: Exception) -> JobError:
             code="time_limit",
         )
     if isinstance(exc, OperationalError):
-        return RetryableError(f"the database did not answer: {exc}", code="store_unavailable")
+        return RetryableError(
+            f"the database did not answer: {_driver_message(exc)}", code="store_unavailable"
+        )
     log.exception("job %s: unexpected error", job.id)
     return PermanentError(f"internal error: {type(exc).__name__}: {exc}", code="internal_error")
+
+
+def _driver_message(exc: OperationalError) -> str:
+    """What the database driver said, on one line: SQLAlchemy's own text of the error
+    adds the statement, its parameters (a job's values) and a link, none of them for
+    the job's owner to read."""
+    said = str(exc.orig if exc.orig is not None else exc).strip()
+    return said.splitlines()[0] if said else type(exc.orig or exc).__name__
