@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,6 +55,23 @@ def test_submit_wait_saves_results(stack: Stack, tmp_path: Path) -> None:
     [row] = [line for line in listed.stdout.splitlines() if job_id in line]
     assert row.split()[1:4] == ["sleep", "completed", "100"], row
     assert len(row) <= 80
+
+
+def test_submit_dedupe_says_on_stderr_that_the_job_was_reused(stack: Stack, tmp_path: Path) -> None:
+    note = tmp_path / "note.txt"
+    note.write_text(f"the same bytes {uuid.uuid4()}")
+    args = ("submit", "sleep", str(note), "--seconds", "0", "--dedupe")
+    first = longplay(stack, *args, "--wait", "--out", str(tmp_path / "out"))
+    assert first.returncode == 0, first.stderr
+    job_id = first.stdout.split()[1]
+    assert "reused" not in first.stderr, first.stderr
+    again = longplay(stack, *args)
+    assert again.returncode == 0, again.stderr
+    # stdout is as for a new job (scripts read the id from it); the notice is on stderr.
+    assert again.stdout.split()[:3] == ["submitted", job_id, "(completed)"], again.stdout
+    assert "reused" not in again.stdout
+    [notice] = again.stderr.strip().splitlines()
+    assert job_id in notice and "reused" in notice, again.stderr
 
 
 def test_failed_job_exits_non_zero_with_its_message(stack: Stack, tmp_path: Path) -> None:

@@ -373,6 +373,39 @@ def test_the_same_idempotency_key_gives_the_same_job(api: Client, tmp_path: Path
     )
 
 
+def test_dedupe_says_when_the_job_is_an_earlier_one(api: Client, tmp_path: Path) -> None:
+    """With ``dedupe``, a submit that gets back an earlier completed job says so; the
+    flag is the SDK's, not the job's JSON, and the job reads as any other."""
+    note = tmp_path / "note.txt"
+    note.write_text(f"the same bytes {uuid.uuid4()}")
+    params = {"seconds": 0, "text": "reused"}
+    first = api.submit("sleep", files=[note], params=params, dedupe=True)
+    assert first.deduplicated is False
+    assert api.wait(first, timeout=60).status == JobStatus.COMPLETED
+    again = api.submit("sleep", files=[note], params=params, dedupe=True)
+    assert again.deduplicated is True
+    assert isinstance(again, JobPublic)
+    assert (again.id, again.status) == (first.id, JobStatus.COMPLETED)
+    assert "deduplicated" not in again.model_dump(mode="json")
+    assert api.submit("sleep", files=[note], params=params).deduplicated is False
+
+
+def test_async_dedupe_says_when_the_job_is_an_earlier_one(stack: Stack) -> None:
+    params = {"seconds": 0, "text": f"reused {uuid.uuid4()}"}
+
+    async def run() -> tuple[JobPublic, JobPublic]:
+        async with AsyncClient(stack.api_url, stack.key(OWNER)) as client:
+            first = await client.submit("sleep", params=params, dedupe=True)
+            assert first.deduplicated is False
+            assert (await client.wait(first, timeout=60)).status == JobStatus.COMPLETED
+            again = await client.submit("sleep", params=params, dedupe=True)
+            assert again.deduplicated is True
+            return first, again
+
+    first, again = asyncio.run(run())
+    assert (again.id, again.status) == (first.id, JobStatus.COMPLETED)
+
+
 def test_errors_carry_the_api_code(stack: Stack, api: Client) -> None:
     with Client(stack.api_url, "lp_not_a_key") as wrong, pytest.raises(ApiError) as caught:
         wrong.list()

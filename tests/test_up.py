@@ -14,9 +14,14 @@ import httpx
 import pytest
 from conftest import TESTS, free_port, submit, wait_for_status, wait_until
 
+from longplay.client.core import local_url
 
-def start_up(data_dir: Path, port: int, **settings: str) -> subprocess.Popen[bytes]:
-    """``longplay up`` on embedded defaults; ``settings`` are more ``LONGPLAY_*`` variables."""
+
+def start_up(
+    data_dir: Path, port: int, out: Path | None = None, **settings: str
+) -> subprocess.Popen[bytes]:
+    """``longplay up`` on embedded defaults, what it prints written to ``out`` when
+    given; ``settings`` are more ``LONGPLAY_*`` variables."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -31,7 +36,12 @@ def start_up(data_dir: Path, port: int, **settings: str) -> subprocess.Popen[byt
         PYTHONPATH=str(TESTS),
         **settings,
     )
-    return subprocess.Popen([sys.executable, "-m", "longplay", "up"], env=env)
+    stdout = out.open("wb") if out is not None else None
+    try:
+        return subprocess.Popen([sys.executable, "-m", "longplay", "up"], env=env, stdout=stdout)
+    finally:
+        if stdout is not None:
+            stdout.close()  # the child holds its own copy
 
 
 def api_client(data_dir: Path, port: int) -> httpx.Client:
@@ -80,8 +90,11 @@ def test_up_keeps_queued_jobs_across_restart(tmp_path: Path) -> None:
         assert stop(process, signal.SIGINT) == 0  # Ctrl-C
         assert nothing_listens(data_dir, port)
 
-        process = start_up(data_dir, port)
+        # Listening on every interface, it prints where this machine reaches it.
+        printed = tmp_path / "up.txt"
+        process = start_up(data_dir, port, printed, LONGPLAY_API_HOST="0.0.0.0")
         client = api_client(data_dir, port)
+        assert f"longplay on http://127.0.0.1:{port} " in " ".join(printed.read_text().split())
         for job_id in [blocker["id"], *queued]:
             job = wait_for_status(client, job_id, {"completed", "failed"}, timeout=60)
             assert job["status"] == "completed"
@@ -91,3 +104,17 @@ def test_up_keeps_queued_jobs_across_restart(tmp_path: Path) -> None:
     finally:
         if process.poll() is None:
             process.kill()
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8000"),
+        ("0.0.0.0", "http://127.0.0.1:8000"),  # printed as is, a browser could not open it
+        ("::", "http://127.0.0.1:8000"),
+        ("::1", "http://[::1]:8000"),
+        ("media.example.org", "http://media.example.org:8000"),
+    ],
+)
+def test_up_prints_an_address_a_browser_on_this_machine_can_open(host: str, url: str) -> None:
+    assert local_url(host, 8000) == url

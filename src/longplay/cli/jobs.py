@@ -180,13 +180,22 @@ def submit(
     idempotency_key: Annotated[
         str | None, typer.Option(help="Send the same key again to get the same job back.")
     ] = None,
+    dedupe: Annotated[
+        bool,
+        typer.Option(
+            help="Get back an earlier completed job of yours with the same kind, parameters "
+            "and input files, if there is one, instead of running it again."
+        ),
+    ] = False,
     wait: Annotated[bool, typer.Option(help="Follow it live and save the results.")] = False,
     out: Annotated[Path, typer.Option(help="Where --wait saves results.")] = Path("."),
     overwrite: Overwrite = False,
 ) -> None:
     """Submit a job of any kind with its input files.
 
-    With --wait, follow it with a live progress bar and save its results.
+    With --wait, follow it with a live progress bar and save its results. With
+    --dedupe, an earlier completed job of the same content may come back instead of a
+    new one: a line on stderr says so.
 
     Parameters go as -p NAME=VALUE, --params JSON or --NAME VALUE (a bare --NAME is
     true): longplay submit podcast --collection col_1 --minutes 5 --wait"""
@@ -202,8 +211,16 @@ def submit(
         after=after or [],
         priority=priority,
         idempotency_key=idempotency_key,
+        dedupe=dedupe,
     )
     console.print(f"submitted [bold]{job.id}[/] ({job.status.value})")
+    if job.deduplicated:
+        err.print(
+            f"{job.id} reused (--dedupe): an earlier completed job with the same kind, "
+            "parameters and inputs; nothing new was run",
+            markup=False,
+            soft_wrap=True,
+        )
     if wait:
         _follow(client, job.id, out, overwrite=overwrite)
 

@@ -63,6 +63,7 @@ def _with_flags(**variables: object) -> Settings:
 @app.command()
 def up(host: Host = None, port: Port = None, workers: ApiWorkers = None) -> None:
     """Start everything on this machine: embedded Redis, a worker, beat and the API."""
+    from longplay.client.core import ALL_INTERFACES, local_url
     from longplay.supervisor import Supervisor
 
     settings = _with_flags(
@@ -77,8 +78,10 @@ def up(host: Host = None, port: Port = None, workers: ApiWorkers = None) -> None
     except BaseException:
         supervisor.stop()
         raise
-    url = f"http://{settings.api.host}:{settings.api.port}"
+    url = local_url(settings.api.host, settings.api.port)
     console.print(f"[bold]longplay[/] on {url}  (docs: {url}/docs, data: {settings.data_dir})")
+    if settings.api.host in ALL_INTERFACES:
+        console.print(f"listening on every interface of this machine, port {settings.api.port}")
     if new_key:
         console.print(f"API key for owner 'local': [bold]{new_key}[/] (saved in the data folder)")
     supervisor.run()

@@ -10,6 +10,8 @@ with Client() as api:  # LONGPLAY_API_URL / LONGPLAY_API_KEY, or this machine's
 ```
 
 Results are the API's own Pydantic models (``JobPublic``, ``ArtifactPublic``...);
+``submit`` returns a ``SubmittedJob``, a ``JobPublic`` that also says whether
+``dedupe`` gave back an earlier job (``deduplicated``);
 failures are :class:`ApiError` carrying the API's error ``code``. The CLI's client
 commands use this package, and no other HTTP client.
 """
@@ -25,6 +27,7 @@ from longplay.client.models import (
     JobPublic,
     JobStatus,
     KindPublic,
+    SubmittedJob,
 )
 from longplay.client.sync import Client
 
@@ -39,6 +42,7 @@ __all__ = [
     "JobPublic",
     "JobStatus",
     "KindPublic",
+    "SubmittedJob",
     "WaitTimeout",
     "find_key",
     "find_url",

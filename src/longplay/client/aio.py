@@ -37,6 +37,7 @@ from longplay.client.models import (
     JobList,
     JobPublic,
     KindPublic,
+    SubmittedJob,
 )
 
 EventCallback = Callable[[Event], object]
@@ -140,8 +141,9 @@ class AsyncClient:
         callback_url: str | None = None,
         callback_events: Iterable[str] = (),
         idempotency_key: str | None = None,
-    ) -> JobPublic:
-        """Submit a job (see :meth:`Client.submit`), with an ``Idempotency-Key``."""
+    ) -> SubmittedJob:
+        """Submit a job (see :meth:`Client.submit`), with an ``Idempotency-Key``; with
+        ``dedupe``, the job returned says whether it is an earlier one (``deduplicated``)."""
         paths = [Path(f) for f in files]
         sent = core.submission(
             kind,
@@ -157,13 +159,13 @@ class AsyncClient:
         )
         headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
         if paths and sent.plain_inputs:
-            body = await self._json(
+            answer = await self._send(
                 "POST", "/v1/jobs", data=sent.form(), files=core.file_fields(paths), headers=headers
             )
         else:
             uploaded = [(await self.upload(p)).id for p in paths]
-            body = await self._json("POST", "/v1/jobs", json=sent.json(uploaded), headers=headers)
-        return JobPublic.model_validate(body)
+            answer = await self._send("POST", "/v1/jobs", json=sent.json(uploaded), headers=headers)
+        return core.submitted(answer)
 
     async def get(self, job: JobRef) -> JobPublic:
         return JobPublic.model_validate(await self._json("GET", f"/v1/jobs/{id_of(job)}"))

@@ -20,7 +20,7 @@ import httpx
 from pydantic import BaseModel
 
 from longplay.client.errors import ApiError, retry_after
-from longplay.client.models import ArtifactPublic, Event, FlowPublic, JobPublic
+from longplay.client.models import ArtifactPublic, Event, FlowPublic, JobPublic, SubmittedJob
 from longplay.settings import Settings, get_settings
 from longplay.store.views import OutputRef
 
@@ -40,6 +40,9 @@ STREAM_RETRIES = 30
 enough for an API to be restarted under its followers."""
 POLL_INTERVAL = 1.0
 """Seconds between two looks at a job when ``wait`` polls."""
+DEDUPLICATED_HEADER = "Longplay-Deduplicated"
+"""The header of a submission's answer that says the job is an earlier one (``dedupe``):
+the API's own (``api/routes/jobs.py``), written again here to keep FastAPI out."""
 
 PathLike = str | os.PathLike[str]
 JobRef = str | JobPublic
@@ -68,9 +71,19 @@ def find_url(settings: Settings | None = None) -> str:
     if url:
         return url.rstrip("/")
     api = (settings or get_settings()).api
-    host = "127.0.0.1" if api.host in ("", "0.0.0.0", "::") else api.host
+    return local_url(api.host, api.port)
+
+
+ALL_INTERFACES = frozenset({"", "0.0.0.0", "::"})
+"""Hosts a server listens on to be reached on every interface; no client can ask for them."""
+
+
+def local_url(host: str, port: int) -> str:
+    """Where a client on this machine reaches a server listening on ``host`` and
+    ``port``: this machine itself for an every-interface host, IPv6 in brackets."""
+    host = "127.0.0.1" if host in ALL_INTERFACES else host
     host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{api.port}"
+    return f"http://{host}:{port}"
 
 
 def headers_for(key: str | None) -> dict[str, str]:
@@ -232,6 +245,14 @@ def submission(
     if events := list(callback_events):
         options["callback_events"] = events
     return Submission(kind, values, [_input(i) for i in inputs], options)
+
+
+def submitted(response: httpx.Response) -> SubmittedJob:
+    """The job a submission's answer gives, marked ``deduplicated`` when the API says
+    it is an earlier one (``dedupe``)."""
+    job = SubmittedJob.model_validate(checked(response))
+    job.deduplicated = response.headers.get(DEDUPLICATED_HEADER) == "true"
+    return job
 
 
 def _input(value: InputRef) -> str | dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The shapes the SDK returns: the API's own Pydantic models, and :class:`Event`.
+"""The shapes the SDK returns: the API's own Pydantic models, :class:`SubmittedJob`
+(a job as ``submit`` got it) and :class:`Event`.
 
 ``JobPublic``, ``ArtifactPublic`` and ``FlowPublic`` are defined in ``store/views.py``
 (the API answers them from there); ``JobList``, ``KindPublic`` and ``RetryManyResult``
@@ -12,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from longplay.api.schemas import JobList, KindPublic, RetryManyResult
 from longplay.store.models import JobStatus
@@ -28,7 +29,23 @@ __all__ = [
     "JobStatus",
     "KindPublic",
     "RetryManyResult",
+    "SubmittedJob",
 ]
+
+
+class SubmittedJob(JobPublic):
+    """What ``submit`` returns: the job, as a :class:`JobPublic` like any other, and
+    whether it is an earlier one (:attr:`deduplicated`).
+
+    ``deduplicated`` is the SDK's, taken from the answer's ``Longplay-Deduplicated``
+    header: it is no field of the API's JSON, and ``model_dump`` leaves it out.
+    """
+
+    deduplicated: bool = Field(default=False, exclude=True)
+    """With ``dedupe``: this is an earlier completed job of yours with the same kind,
+    parameters and input bytes, given back instead of a new one; nothing new was stored
+    or run."""
+
 
 FINAL_EVENTS = frozenset({"completed", "failed", "cancelled", "stopped", "expired"})
 """Event types after which a job's stream has nothing more to say."""

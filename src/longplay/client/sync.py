@@ -35,6 +35,7 @@ from longplay.client.models import (
     JobList,
     JobPublic,
     KindPublic,
+    SubmittedJob,
 )
 
 EventCallback = Callable[[Event], object]
@@ -145,13 +146,17 @@ class Client:
         callback_url: str | None = None,
         callback_events: Iterable[str] = (),
         idempotency_key: str | None = None,
-    ) -> JobPublic:
+    ) -> SubmittedJob:
         """Submit a job of ``kind`` reading ``inputs`` (artifacts, or other jobs'
         outputs) and then ``files`` (uploaded with it).
 
         Every submission carries an ``Idempotency-Key`` (a new UUID unless given), so a
         submission sent again, after a 429, a 503 or a lost answer, gives back the same
         job instead of a second one.
+
+        With ``dedupe``, an earlier completed job of yours with the same kind, parameters
+        and input bytes may come back instead of a new one; the job returned then has
+        ``deduplicated`` true (it is false for a new job).
         """
         paths = [Path(f) for f in files]
         sent = core.submission(
@@ -169,11 +174,11 @@ class Client:
         headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
         if paths and sent.plain_inputs:
             fields = core.file_fields(paths)
-            body = self._json("POST", "/v1/jobs", data=sent.form(), files=fields, headers=headers)
+            answer = self._send("POST", "/v1/jobs", data=sent.form(), files=fields, headers=headers)
         else:  # a form cannot name another job's output: upload the files first
             uploaded = [self.upload(p).id for p in paths]
-            body = self._json("POST", "/v1/jobs", json=sent.json(uploaded), headers=headers)
-        return JobPublic.model_validate(body)
+            answer = self._send("POST", "/v1/jobs", json=sent.json(uploaded), headers=headers)
+        return core.submitted(answer)
 
     def get(self, job: JobRef) -> JobPublic:
         """A job as it is now."""
