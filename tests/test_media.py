@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from fractions import Fraction
@@ -350,6 +351,126 @@ def test_an_empty_file_is_said_to_be_empty(tmp_path: Path) -> None:
 def test_a_missing_file_is_not_blamed_on_the_input(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         probe(tmp_path / "gone.wav")
+
+
+# --- damaged and joined MP3s -------------------------------------------------------------
+
+
+def id3v2_tag(title: str, *, picture: bytes = b"") -> bytes:
+    """An ID3v2.4 tag as podcast tools write one: the title (TIT2) and, given
+    ``picture``, a front cover (APIC) holding those bytes as a JPEG."""
+    frames = _id3_frame(b"TIT2", b"\x03" + title.encode() + b"\x00")
+    if picture:
+        frames += _id3_frame(b"APIC", b"\x03image/jpeg\x00\x03\x00" + picture)
+    return b"ID3\x04\x00\x00" + _synchsafe(len(frames)) + frames
+
+
+def _id3_frame(frame_id: bytes, body: bytes) -> bytes:
+    return frame_id + _synchsafe(len(body)) + b"\x00\x00" + body
+
+
+def _synchsafe(size: int) -> bytes:
+    """ID3v2's sizes: four bytes of seven bits each, so no byte looks like MPEG sync."""
+    return bytes((size >> shift) & 0x7F for shift in (21, 14, 7, 0))
+
+
+def write_tagged_mp3(path: Path, samples: Audio, rate: int, tag: bytes) -> Path:
+    """An MP3 with a Xing header, as encoders write one, that starts with ``tag``."""
+    with av.open(str(path), "w", options={"id3v2_version": "0"}) as out:
+        stream = out.add_stream("libmp3lame", rate, layout=_layout(samples))
+        _mux_audio(out, stream, samples, rate)
+    path.write_bytes(tag + path.read_bytes())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("picture_bytes", "slack_frames"),
+    [
+        (0, 2),  # the second part's codec delay, no longer trimmed
+        (200_000, 3),  # FFmpeg's parser keeps a few frames after the cover with it
+    ],
+    ids=["title", "cover"],
+)
+def test_tagged_mp3s_put_end_to_end_decode_to_both_parts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, picture_bytes: int, slack_frames: int
+) -> None:
+    # Podcast segments joined with `cat`: the second one's ID3 tag sits in the middle
+    # of the stream, and with a cover it is over 30 packets the decoder refuses.
+    rate = 44_100
+    picture = np.random.default_rng(RNG_SEED).bytes(picture_bytes)
+    parts = [
+        write_tagged_mp3(
+            tmp_path / f"part{n}.mp3",
+            tone(seconds, rate, freq=1000.0),
+            rate,
+            id3v2_tag(f"Part {n}", picture=picture),
+        )
+        for n, seconds in enumerate((2.0, 3.0))
+    ]
+    joined = tmp_path / "joined.mp3"
+    joined.write_bytes(b"".join(part.read_bytes() for part in parts))
+    assert all(part.read_bytes().startswith(b"ID3\x04") for part in parts)
+    notes: list[str] = []
+
+    with caplog.at_level(logging.INFO, logger="longplay.media.audio"):
+        audio = decode_all(joined, note=lambda message, **data: notes.append(message))
+
+    expected = sum(len(decode_all(part)) for part in parts)
+    assert abs(len(audio) - expected) <= slack_frames * 1152
+    assert np.abs(audio).max() < 0.6  # the tone, at most a click where the second part starts
+    assert dominant_frequency(audio, rate) == pytest.approx(1000.0, abs=2)
+    assert notes == []  # a tag in the middle is no sign of a cut
+    [skipped] = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert skipped.startswith("joined.mp3: skipped ")
+
+
+@pytest.mark.parametrize(
+    ("seed", "said"),
+    [
+        (0, "is not an audio or video file PyAV can decode: Invalid data found"),
+        (1, "is mostly not audio PyAV can decode"),  # a few bytes pass for a frame
+    ],
+    ids=["refused-at-open", "mostly-refused"],
+)
+def test_random_bytes_named_mp3_are_undecodable(tmp_path: Path, seed: int, said: str) -> None:
+    path = tmp_path / "episode.mp3"
+    path.write_bytes(np.random.default_rng(seed).bytes(1_000_000))
+
+    with pytest.raises(UndecodableAudio) as failed:
+        decode_all(path)
+
+    assert failed.value.code == "undecodable_audio" and not failed.value.retryable
+    assert str(failed.value).startswith(f"episode.mp3 {said}")
+    assert str(tmp_path) not in str(failed.value)
+
+
+def test_an_mp3_followed_by_more_junk_than_audio_is_undecodable(tmp_path: Path) -> None:
+    """More packets refused than decoded: whatever the file is, it is not mainly the
+    audio of its first two seconds, so the job fails rather than pass those off as it."""
+    rate = 22_050
+    path = write_audio(tmp_path / "talk.mp3", tone(2.0, rate), rate)
+    with path.open("ab") as file:
+        file.write(np.random.default_rng(RNG_SEED).bytes(1_000_000))
+
+    with pytest.raises(UndecodableAudio, match=r"^talk\.mp3 is mostly not audio") as failed:
+        decode_all(path)
+
+    assert "after 2.0 s of audio" in str(failed.value)
+    assert str(tmp_path) not in str(failed.value)
+
+
+def test_an_mp3_with_some_junk_after_it_decodes_with_a_note(tmp_path: Path) -> None:
+    rate = 22_050
+    path = write_audio(tmp_path / "talk.mp3", tone(2.0, rate), rate)
+    with path.open("ab") as file:
+        file.write(np.random.default_rng(RNG_SEED).bytes(20_000))
+    codes: list[str | None] = []
+
+    audio = decode_all(path, note=lambda message, **data: codes.append(data.get("code")))
+
+    assert len(audio) / rate == pytest.approx(2.0, abs=0.1)
+    assert np.abs(audio).max() < 0.55
+    assert codes == ["truncated_input"]  # its audio stops before the file does
 
 
 # --- loudness ----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ import numpy.typing as npt
 from longplay.framework.callbacks import Note, no_note
 from longplay.framework.errors import InvalidInput
 from longplay.framework.kinds import InputFile
+
+log = logging.getLogger(__name__)
 
 CUT_SLACK_S = 1.0
 CUT_SLACK = 0.03
@@ -120,8 +123,9 @@ def decode(
     Audio is converted to float32 and resampled to ``sample_rate`` and ``channels``
     (``None`` keeps the input's); only one block is in memory at a time. Raises
     :class:`UndecodableAudio` like :func:`probe`, also for a stream that turns out
-    to be corrupt part way through. Close the iterator (or exhaust it) to close
-    the file.
+    to be mostly broken once read to its end; a packet the decoder refuses part way
+    through (an ID3 tag where MP3s were put end to end) is skipped, by the rule that
+    :func:`_frames` states. Close the iterator (or exhaust it) to close the file.
 
     By default the samples follow one another as decoded, from the audio's first one.
     ``from_container_start`` puts them on the file's clock instead, as a transcript's
@@ -131,9 +135,10 @@ def decode(
     a converted file is audio alone, so by default it starts with the sound.
 
     A file that turns out to be cut short (it stops well before the length its header
-    states, or see :func:`_cut_signs`) decodes as far as it goes, and ``note`` hears
-    of it once the last block is out, with ``code`` ``truncated_input``, ``seconds``
-    decoded and ``expected_seconds`` (the header's, where that is what showed it).
+    states, where no packet was skipped, or see :func:`_cut_signs`) decodes as far as
+    it goes, and ``note`` hears of it once the last block is out, with ``code``
+    ``truncated_input``, ``seconds`` decoded and ``expected_seconds`` (the header's,
+    where that is what showed it).
     """
     label = name or path.name
     layout = {1: "mono", 2: "stereo"}.get(channels) if channels else None
@@ -164,7 +169,11 @@ def decode(
         if pending:
             yield AudioBlock(np.concatenate(pending), floats.rate, position)
         expected = _duration(container, stream)
-        short = expected - position > max(CUT_SLACK_S, CUT_SLACK * expected)
+        # Skipped packets (a tag's cover art) are bytes that FFmpeg's length estimate
+        # from the bit rate counts as audio, as it does for MP3s put end to end.
+        short = not damage.refused_packets and (
+            expected - position > max(CUT_SLACK_S, CUT_SLACK * expected)
+        )
         if short or _cut_signs(path, container.format.name, damage):
             stated = f" of the {expected:.1f} s its header states" if short else ""
             note(
@@ -332,8 +341,13 @@ class _Damage:
 
     corrupt_packets: int = 0
     """Packets the demuxer marked corrupt, as it does one it could not read in full."""
+    decoded_packets: int = 0
+    """Packets the decoder took, besides the empty one that drains it at the end."""
+    refused_packets: int = 0
+    """Packets the decoder refused after audio had decoded, and that were skipped."""
     last_packet_failed: bool = False
-    """The decoder refused the last packet after decoding others: a frame cut in two."""
+    """The decoder refused the last packet after decoding others: a frame cut in two,
+    or junk after the audio."""
 
 
 def _frames(
@@ -344,34 +358,64 @@ def _frames(
 ) -> Iterator[av.AudioFrame]:
     """The decoded frames of ``stream``, with FFmpeg's data errors as UndecodableAudio.
 
-    A packet the decoder refuses fails the file, unless audio came before it and no
-    data after it: then the file was cut in the middle of a frame, which ``damage``
-    records, and decoding ends there.
+    A packet the decoder refuses after audio has decoded is skipped, and decoding goes
+    on, as the ``ffmpeg`` tool does: an ID3 tag in the middle of the stream (tagged
+    MP3s put end to end with ``cat``), a damaged frame, junk after the end. ``damage``
+    counts the skipped packets and records whether the last one was refused (the file
+    was cut in the middle of a frame, or ends in junk).
+
+    The file fails as UndecodableAudio where
+
+    - the decoder refuses a packet before any audio has decoded: the file is not
+      audio, or its audio is broken from the start;
+    - at the end of the stream, the decoder has refused more packets than it took: the
+      file is more broken than audio, as random bytes are where a few of them pass for
+      a frame. The blocks decoded before are out by then.
+
+    It is a share of all the packets rather than a limit on refusals in a row, as a
+    tag's cover art is a long run of them: FFmpeg's parser cuts what it cannot read
+    into a packet per few kB, so 200 kB of it are as many packets as 1 s of audio.
     """
     damage = damage or _Damage()
     packets = container.demux(stream)
-    refused: UndecodableAudio | None = None
-    decoded = False
+    seconds = 0.0
     while True:
         with _decoder_errors(label):
             packet = next(packets, None)
         if packet is None:
             break
-        if refused is not None and packet.size:
-            raise refused  # more data after the damage: corrupt, not cut
         damage.corrupt_packets += bool(packet.is_corrupt)
         try:
             with _decoder_errors(label):
                 frames = packet.decode()
         except UndecodableAudio as error:
-            if not decoded:
+            if not seconds:  # no audio yet
                 raise
-            refused = refused or error
+            damage.refused_packets += 1
+            damage.last_packet_failed = True
+            log.debug("%s: skipped the packet at byte %s: %s", label, packet.pos, error.__cause__)
             continue
+        if packet.size:  # not the empty packet that drains the decoder at the end
+            damage.decoded_packets += 1
+            damage.last_packet_failed = False
         for frame in frames:
-            decoded = True
+            seconds += frame.samples / frame.sample_rate
             yield frame
-    damage.last_packet_failed = refused is not None
+    if damage.refused_packets > damage.decoded_packets:
+        total = damage.refused_packets + damage.decoded_packets
+        raise UndecodableAudio(
+            f"{label} is mostly not audio PyAV can decode: the decoder refused "
+            f"{damage.refused_packets} of the {total} packets of its audio stream, after "
+            f"{seconds:.1f} s of audio; check that it is the file you meant, or export it "
+            "again"
+        )
+    if damage.refused_packets:
+        log.info(
+            "%s: skipped %d of %d audio packets the decoder refused",
+            label,
+            damage.refused_packets,
+            damage.refused_packets + damage.decoded_packets,
+        )
 
 
 def _cut_signs(path: Path, container_format: str, damage: _Damage) -> bool:
