@@ -18,7 +18,7 @@ import string
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,15 +37,16 @@ from step_context import RecordingContext
 from test_media import note_tail_stops
 from voice_measures import median_pitch
 
-from longplay.engines.llm import get_language_model
-from longplay.engines.scripts import _parse_question
+from longplay.engines.llm import LanguageModel, Message, get_language_model
+from longplay.engines.scripts import FOLLOW_UPS, LEAD_INS, Draft, _made_question, _parse_question
 from longplay.engines.stt import get_transcriber
 from longplay.engines.tts import get_synthesizer
 from longplay.engines.turns import TurnVoicer, turn_cache
-from longplay.framework import InvalidParams, get_kind
+from longplay.framework import FieldError, InvalidParams, get_kind
 from longplay.framework.library import Passage
 from longplay.kinds import load as load_kinds
-from longplay.kinds.podcast import PodcastParams, retrieve_content
+from longplay.kinds import podcast
+from longplay.kinds.podcast import PodcastParams, check, retrieve_content
 from longplay.media import LoudnessMeter, decode, halves
 from longplay.media.episode import Episode, EpisodeCheckFailed, EpisodeWriter, check_episode
 from longplay.settings import Settings, get_settings
@@ -73,18 +74,101 @@ FACTS = [
      "average sea level at the point has risen by about nineteen centimetres since then, "
      "faster in the last twenty years than before."),
 ]  # fmt: skip
-PASSAGES = [
-    Passage(
-        id=f"pas-{n}",
-        collection_id="col-1",
-        document_id=f"doc-{document}",
-        document_name=document,
-        position=n,
-        text=text,
-        heading=heading,
-    )
-    for n, (document, heading, text) in enumerate(FACTS)
-]
+GERMAN_FACTS = [
+    ("Leuchtturm", "Geschichte", "Der Leuchtturm auf der Insel wurde im Jahr 1821 zum ersten "
+     "Mal entzündet. Seine Lampe brannte mit Walöl und war elf Meilen weit auf See zu sehen. "
+     "Die Wärter stiegen alle vier Stunden die Treppe hinauf, um die Dochte zu schneiden. Im "
+     "Jahr 1874 bekam der Turm eine Linse aus Paris, die fast zwei Tonnen wog."),
+    ("Leuchtturm", "Wärter", "Drei Familien lebten damals auf der Station. Die Kinder ruderten "
+     "an ruhigen Tagen zur Schule auf dem Festland und lernten zu Hause, wenn Stürme den Kanal "
+     "schlossen."),
+    ("Gezeiten", None, "Die Springfluten steigen an der Küste mehr als sechs Meter, zweimal im "
+     "Monat, wenn Sonne und Mond in einer Linie stehen. Nippfluten steigen kaum zwei Meter. Die "
+     "Fischer planen ihre Fahrten genau nach den Gezeiten, weil der Kanal flach ist. Bei Sturm "
+     "bleiben die Boote im Hafen."),
+    ("Gezeiten", None, "Ein Pegel wurde 1952 am alten Pier befestigt. Seine Aufzeichnungen "
+     "zeigen, dass der Meeresspiegel an der Küste seitdem um etwa neunzehn Zentimeter gestiegen "
+     "ist."),
+]  # fmt: skip
+"""A small German document: the content of a German episode."""
+
+
+def passages_of(facts: Sequence[tuple[str, str | None, str]]) -> list[Passage]:
+    return [
+        Passage(
+            id=f"pas-{n}",
+            collection_id="col-1",
+            document_id=f"doc-{document}",
+            document_name=document,
+            position=n,
+            text=text,
+            heading=heading,
+        )
+        for n, (document, heading, text) in enumerate(facts)
+    ]
+
+
+PASSAGES = passages_of(FACTS)
+GERMAN_PASSAGES = passages_of(GERMAN_FACTS)
+GERMAN = [
+    (r"Welcome to the show\. Today we're talking about (.+), from \{documents\}\. "
+     r"With me is (.+)\.", r"Willkommen zur Sendung. Heute geht es um \1, aus {documents}. "
+     r"Bei mir ist \2."),
+    (r"Thanks\. Let's get into (.+)\.", r"Danke. Steigen wir ein in \1."),
+    (r"Thanks, (.+)\. That's all for today\. Thanks for listening\.",
+     r"Danke, \1. Das war's für heute. Danke fürs Zuhören."),
+    (r"What does (.+) tell us about (.+)\?", r"Was erzählt uns \1 über \2?"),
+    (r"What else does (.+) tell us\?", r"Was erzählt uns \1 noch?"),
+    (r"Right\.", "Genau."), (r"Sure\.", "Sicher."), (r"Well,", "Nun,"),
+    (r"Good question\.", "Gute Frage."), (r"Here's what the source says\.", "Die Quelle sagt:"),
+    (r"Go on\.", "Weiter."), (r"And what else\?", "Und was noch?"),
+    (r"Tell us more\.", "Erzähl uns mehr."), (r"What follows from that\?", "Was folgt daraus?"),
+    (r"\{first\} and \{last\}", "{first} und {last}"), (r"our sources", "unsere Quellen"),
+]  # fmt: skip
+"""The script writer's phrases in German, as a model that translates well gives them."""
+
+
+def german(phrase: str) -> str:
+    """``phrase`` in German by :data:`GERMAN`; one it does not know, as it is."""
+    for pattern, translation in GERMAN:
+        if found := re.fullmatch(pattern, phrase):
+            return found.expand(translation)
+    return phrase
+
+
+class GermanPhrases:
+    """A stand-in for a server's model that translates well: it answers a translation
+    request (numbered lines, or one line) from :func:`german`, but with ``wrong``'s
+    answer for a phrase there; any other chat goes to ``model`` (the bundled Gemma,
+    which asked as a chat to translate answers "I'm sorry, I don't have time to
+    translate"), and a completion, with ``model`` None, gets nothing."""
+
+    model, device = "german-phrases", "cpu"
+
+    def __init__(self, model: LanguageModel | None, wrong: Mapping[str, str] | None = None) -> None:
+        self.questions, self.wrong = model, wrong or {}
+
+    def chat(self, messages: Sequence[Message], **options: Any) -> str:
+        if "professional translator" not in messages[0]["content"]:
+            assert self.questions is not None
+            return self.questions.chat(messages, **options)
+        asked = messages[-1]["content"]
+        if "numbered lines" not in messages[0]["content"]:
+            return self._say(asked)
+        lines = [line.split(". ", 1) for line in asked.splitlines()]
+        return "\n".join(f"{number}. {self._say(line)}" for number, line in lines)
+
+    def _say(self, phrase: str) -> str:
+        return self.wrong.get(phrase) or german(phrase)
+
+    def complete(self, prompt: str, **options: Any) -> str:
+        return self.questions.complete(prompt, **options) if self.questions else ""
+
+    def count_tokens(self, text: str) -> int:
+        return self.questions.count_tokens(text) if self.questions else len(text) // 4
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.questions, name)
 
 
 @pytest.fixture(scope="module")
@@ -103,15 +187,17 @@ def local(monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> Iterator[None]:
     get_settings.cache_clear()
 
 
-def run_podcast(folder: Path, **params: Any) -> RecordingContext:
-    """Every step of a podcast job over :data:`PASSAGES`, state through JSON as the runner
+def run_podcast(
+    folder: Path, *, passages: Sequence[Passage] = PASSAGES, **params: Any
+) -> RecordingContext:
+    """Every step of a podcast job over ``passages``, state through JSON as the runner
     passes it."""
     load_kinds()
     kind = get_kind("podcast")
     assert kind is not None
     folder.mkdir(parents=True, exist_ok=True)
     ctx = RecordingContext(PodcastParams(**params), [], folder)
-    ctx.shelf.collections["col-1"] = PASSAGES
+    ctx.shelf.collections["col-1"] = list(passages)
     for step in kind.steps:
         ctx.step = step.name
         step.run(ctx)
@@ -212,27 +298,46 @@ def test_a_script_whose_chapters_do_not_fit_its_turns_is_refused() -> None:
         Script.model_validate({"turns": turns, "chapters": past_the_end})
 
 
-@pytest.fixture
-def http_llm(monkeypatch: pytest.MonkeyPatch, local: None, data_dir: Path) -> Iterator[FastAPI]:
-    """The LLM engine set to http, pointed at the stub server (answering from Gemma)."""
+def serve(
+    monkeypatch: pytest.MonkeyPatch,
+    data_dir: Path,
+    engines: Sequence[str],
+    model: Callable[[LanguageModel], LanguageModel] = lambda gemma: gemma,
+) -> Iterator[FastAPI]:
+    """The ``engines`` (LLM, TTS) set to http, pointed at the stub server, which answers
+    chat from ``model`` made of the bundled Gemma."""
     settings = Settings(data_dir=data_dir)  # the local engines: ``local`` cleared the rest
     app = create_app(
         api_key=API_KEY,
         transcriber=get_transcriber(settings),
         synthesizer=get_synthesizer(settings),
-        language_model=get_language_model(settings),
+        language_model=model(get_language_model(settings)),
     )
     with StubServer(app) as server:
-        for name, value in {
-            "ENGINE": "http",
-            "URL": server.url,
-            "API_KEY": API_KEY,
-            "HTTP_MODEL": "stub",
-        }.items():
-            monkeypatch.setenv(f"LONGPLAY_LLM_{name}", value)
+        for engine in engines:
+            for name, value in {
+                "ENGINE": "http",
+                "URL": server.url,
+                "API_KEY": API_KEY,
+                "HTTP_MODEL": "stub",
+            }.items():
+                monkeypatch.setenv(f"LONGPLAY_{engine}_{name}", value)
         get_settings.cache_clear()
         yield app
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def http_llm(monkeypatch: pytest.MonkeyPatch, local: None, data_dir: Path) -> Iterator[FastAPI]:
+    """The LLM engine set to http, pointed at the stub server (answering from Gemma)."""
+    yield from serve(monkeypatch, data_dir, ["LLM"])
+
+
+@pytest.fixture
+def http_german(monkeypatch: pytest.MonkeyPatch, local: None, data_dir: Path) -> Iterator[FastAPI]:
+    """The LLM and TTS engines set to http, pointed at the stub server, whose model
+    translates as :class:`GermanPhrases` does and writes questions with Gemma."""
+    yield from serve(monkeypatch, data_dir, ["LLM", "TTS"], GermanPhrases)  # type: ignore[arg-type]
 
 
 def test_an_openai_compatible_server_writes_the_questions(
@@ -243,7 +348,108 @@ def test_an_openai_compatible_server_writes_the_questions(
     requests = http_llm.state.chat_requests
     assert requests and all(r["messages"][0]["role"] == "system" for r in requests)
     assert any("Spring tides" in r["messages"][-1]["content"] for r in requests)
-    assert Script.model_validate_json(output(ctx, ".script.json").read_text()).turns
+    script = Script.model_validate_json(output(ctx, ".script.json").read_text())
+    # English: the writer's own phrases as they are, no model asked to translate them.
+    assert script.turns[0].text.startswith("Welcome to the show. Today we're talking about tides")
+    assert script.turns[-1].text == "Thanks, Alex. That's all for today. Thanks for listening."
+    assert not any("translator" in r["messages"][0]["content"] for r in requests)
+    assert "phrases_translated" not in ctx.details("generating_script")[-1]
+
+
+GERMAN_EPISODE = {
+    "collection": "col-1",
+    "topic": "die Küste",
+    "minutes": 1,
+    "language": "de",
+    "script_only": True,
+}
+
+
+def test_a_german_episode_has_the_writers_own_phrases_in_german(
+    http_german: FastAPI, tmp_path: Path
+) -> None:
+    check(PodcastParams(**GERMAN_EPISODE), [])  # an HTTP voice may speak German
+    with pytest.raises(FieldError, match="unknown language 'xx'"):
+        check(PodcastParams(**{**GERMAN_EPISODE, "language": "xx"}), [])  # nothing to say it in
+    ctx = run_podcast(tmp_path, passages=GERMAN_PASSAGES, **GERMAN_EPISODE)
+
+    script = Script.model_validate_json(output(ctx, ".script.json").read_text())
+    listed = " und ".join(dict.fromkeys(p.document for p in script.passages))
+    intro, outro, body = script.turns[:2], script.turns[-1], script.turns[2:-1]
+    assert [(t.speaker, t.text) for t in intro] == [
+        ("Joe", f"Willkommen zur Sendung. Heute geht es um die Küste, aus {listed}. Bei mir ist "
+                "Alex."),
+        ("Alex", "Danke. Steigen wir ein in die Küste."),
+    ]  # fmt: skip
+    assert (outro.speaker, outro.text) == (
+        "Joe",
+        "Danke, Alex. Das war's für heute. Danke fürs Zuhören.",
+    )
+    assert {t.speaker for t in script.turns} == {"Joe", "Alex"}
+    # The expert says a German lead-in (or none), then the document's own sentences; the
+    # host a German follow-up or a question (the model's, or made from the heading).
+    leads = [f"{german(lead)} " for lead in LEAD_INS if lead]
+    texts = {p.id: " ".join(p.text.split()) for p in script.passages}
+    for turn in body:
+        [source] = turn.sources
+        if turn.speaker == "Alex":
+            lead = next((lead for lead in leads if turn.text.startswith(lead)), "")
+            assert turn.text.removeprefix(lead) in texts[source], turn.text
+        else:
+            assert turn.text in {german(f) for f in FOLLOW_UPS} or turn.text.endswith("?")
+    english = [
+        *LEAD_INS[1:], *FOLLOW_UPS, "Welcome to the show.", "Thanks. Let's", "That's all",
+        *(_made_question(p) for p in GERMAN_PASSAGES),
+    ]  # fmt: skip
+    assert not [t.text for t in script.turns if any(t.text.startswith(e) for e in english)]
+    assert len(body) >= 4 and any(t.text.startswith(tuple(leads)) for t in body)
+    # Each phrase translated once, in one request, the names kept by the glossary; none
+    # fails the check, and no turn fails the grounding check for its German words.
+    requests = http_german.state.chat_requests
+    [asked] = [r for r in requests if "translator" in r["messages"][0]["content"]]
+    system, lines = asked["messages"][0]["content"], asked["messages"][1]["content"]
+    phrases = [line.split(". ", 1)[1] for line in lines.splitlines()]
+    assert len(phrases) == len(set(phrases)) and "into German" in system
+    names = ["Alex", "die Küste", "Leuchtturm", "Gezeiten", "Wärter", "{documents}"]
+    assert all(f"{name} → {name}" in system for name in names)
+    details = ctx.details("generating_script")[-1]
+    assert (details["phrases_translated"], details["phrases_in_english"]) == (len(phrases), 0)
+    assert not [note for note in ctx.notes if "stay in English" in note]
+    assert ctx.state["grounding"]["turns_dropped"] == 0
+    # The translation is the first half of the step's progress, the questions the rest.
+    fractions = ctx.fractions("generating_script")
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any(0.0 < f <= 0.5 for f in fractions) and any(0.5 < f < 1.0 for f in fractions)
+
+
+def test_a_phrase_whose_translation_fails_the_check_stays_english_with_a_note(
+    local: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    intro = "Welcome to the show. Today we're talking about die Küste, from {documents}."
+    outro = "Thanks, Alex. That's all for today. Thanks for listening."
+    wrong = {
+        f"{intro} With me is Alex.": "Willkommen. Heute geht es um die Küste. Bei mir ist Alex.",
+        outro: "Danke. Das war's für heute.",  # the name left out
+        "Right.": "Genau, seit 1821.",  # a number the phrase has not
+        "Tell us more.": "Erzähl uns bitte ganz genau und ausführlich, was die Quelle noch sagt.",
+    }
+    model = GermanPhrases(None, wrong)  # no questions: those made from the headings
+    monkeypatch.setattr(podcast, "get_language_model", lambda *_, **__: model)
+
+    ctx = run_podcast(tmp_path, passages=GERMAN_PASSAGES, **GERMAN_EPISODE)
+
+    draft = Draft.model_validate(ctx.state["draft"])
+    assert draft.intro[0].text == f"{intro} With me is Alex."
+    assert draft.intro[1].text == "Danke. Steigen wir ein in die Küste."
+    assert draft.outro[0].text == outro
+    questions = {s.passage.heading: s.beats[0][0].text for s in draft.sections}
+    assert questions["Geschichte"] == "Was erzählt uns Leuchtturm über Geschichte?"
+    assert draft.sections[0].beats[0][1].text.startswith("Right. Die Springfluten")
+    follow_ups = {beat[0].text for section in draft.sections for beat in section.beats[1:]}
+    assert "Tell us more." in follow_ups <= {"Tell us more.", *(german(f) for f in FOLLOW_UPS)}
+    [note] = [note for note in ctx.notes if "stay in English" in note]
+    assert note.startswith("4 of the 17 phrases the script writer adds itself")
+    assert ctx.details("generating_script")[-1]["phrases_in_english"] == 4
 
 
 # -- the parts ---------------------------------------------------------------------------

@@ -16,6 +16,14 @@ The facts of an episode come from the passages retrieved for it, never from the 
 
 Intro and outro name the topic, the speakers and the documents, and cite the passage of
 every section. Every turn carries the ids of the passages it draws on.
+
+In another language than English the phrases the writer adds itself (the intro, the
+outro, lead-ins, follow-ups, "From <document>:", the questions made from headings) are
+translated by the same model once per job, before the outline, with the names in them
+kept as they are (:meth:`ScriptWriter.translate`). A translation is used only where it
+passes a check (:func:`_usable`): words in it, every name and placeholder of the English
+phrase in it, no number the English lacks, not absurdly longer. Any other phrase stays
+English. The content is the documents' own sentences, in their own language.
 """
 
 from __future__ import annotations
@@ -28,7 +36,11 @@ from typing import Literal
 from pydantic import BaseModel
 
 from longplay.engines.llm import LanguageModel
+from longplay.engines.translation import TranslationOptions, translate_lines
+from longplay.framework import Progress
 from longplay.framework.library import Passage
+from longplay.text.answers import normal
+from longplay.text.languages import Language
 from longplay.text.script import Chapter, CitedPassage, Script, Turn, ungrounded_words, words
 from longplay.text.sentences import split_sentences
 
@@ -42,8 +54,25 @@ MIN_QUESTION_WORDS, MAX_QUESTION_WORDS = 3, 25
 QUESTION_TOKENS = 32
 LEAD_INS = ("", "Right.", "Sure.", "Well,", "Good question.", "Here's what the source says.")
 FOLLOW_UPS = ("Go on.", "And what else?", "Tell us more.", "What follows from that?")
+BUT_ALSO = "But the source also says:"
 DOCUMENTS = "{documents}"
 """Where the intro names the documents; a script fills in those of its sections."""
+FIRST, LAST = "{first}", "{last}"
+TWO_OR_MORE = f"{FIRST} and {LAST}"
+MORE_THAN_FOUR = f"{FIRST} and more"
+NO_DOCUMENTS = "our sources"
+"""How the intro lists the documents (:func:`_listing`): phrases translated like the rest."""
+PHRASE_NOTES = (
+    "These are a podcast host's own short phrases, one per line. Keep {documents}, {first} "
+    "and {last} exactly as they are: names are put in their place later."
+)
+"""What the translator is told about the phrases, besides the names to keep."""
+MAX_PHRASE_GROWTH, PHRASE_SLACK = 3, 20
+"""A translated phrase longer than this many times the English one's characters, plus
+the slack, is not a translation of it (a small model apologising or rambling on)."""
+GLOSSARY_LIMIT = 500
+"""Most names the translator's glossary takes; the check looks at every name."""
+_NUMBER = re.compile(r"\d+")
 _EXAMPLE = (
     "Passage: The Eiffel Tower was finished in 1889 for the World's Fair in Paris. It was "
     "the tallest structure in the world for 41 years.\n"
@@ -84,12 +113,17 @@ class Draft(BaseModel):
     """Host questions the model wrote that passed the check."""
     questions_replaced: int = 0
     """Those that failed it and were made from the passage instead."""
+    phrases: dict[str, str] = {}
+    """The writer's own phrases in the episode's language, by their English: those
+    whose translation passed the check (none in English). The grounding check allows
+    their words as it allows the host's English ones."""
 
     def script(self, plan: Mapping[int, int]) -> Script:
         """The script of the first ``plan[i]`` beats of each section ``i`` planned."""
         sections = [(self.sections[i], plan[i]) for i in sorted(plan) if plan[i] > 0]
         firsts = [section.passage.id for section, _ in sections]
-        listed = _listing(list(dict.fromkeys(s.passage.document_name for s, _ in sections)))
+        documents = list(dict.fromkeys(s.passage.document_name for s, _ in sections))
+        listed = _listing(documents, self.phrases)
         turns = [
             t.model_copy(update={"sources": firsts, "text": t.text.replace(DOCUMENTS, listed)})
             for t in self.intro
@@ -117,10 +151,19 @@ class Draft(BaseModel):
         )
 
 
-def _listing(names: Sequence[str]) -> str:
-    """``a, b and c``; the first four names and "more" for a longer list."""
-    named = [*names[:4], "more"] if len(names) > 4 else list(names) or ["our sources"]
-    return ", ".join(named[:-1]) + (" and " if len(named) > 1 else "") + named[-1]
+def _listing(names: Sequence[str], phrases: Mapping[str, str]) -> str:
+    """``a, b and c``; the first four names and "more" for a longer list; each phrase
+    as ``phrases`` translate it."""
+    if not names:
+        return phrases.get(NO_DOCUMENTS, NO_DOCUMENTS)
+    if len(names) == 1:
+        return names[0]
+    if len(names) > 4:
+        first, last, template = ", ".join(names[:4]), "", MORE_THAN_FOUR
+    else:
+        first, last, template = ", ".join(names[:-1]), names[-1], TWO_OR_MORE
+    filled = {FIRST: first, LAST: last}
+    return re.sub(r"\{first\}|\{last\}", lambda m: filled[m[0]], phrases.get(template, template))
 
 
 def estimated_seconds(turn: Turn) -> float:
@@ -146,6 +189,16 @@ def fit(
     return plan
 
 
+@dataclass(frozen=True)
+class Translated:
+    """How the translation of the writer's own phrases went (:meth:`ScriptWriter.translate`)."""
+
+    phrases: int
+    """Distinct phrases, each translated once."""
+    english: int
+    """Those that stay English: their translation failed the check or came back the same."""
+
+
 class ScriptWriter:
     """Writes a :class:`Draft` from retrieved passages with ``model`` asking the questions."""
 
@@ -169,12 +222,83 @@ class ScriptWriter:
         self.language = language
         self.chat = chat
         """Ask as a chat (an instruction-following server) instead of a completion."""
+        self.phrases: dict[str, str] = {}
+        """The writer's own phrases in the episode's language, by their English
+        (:meth:`translate`); a phrase not in it is said in English."""
+
+    def translate(
+        self, passages: Sequence[Passage], *, context_tokens: int, progress: Progress
+    ) -> Translated | None:
+        """Translate the phrases the writer will add itself to an outline of
+        ``passages`` into the episode's language, each once, keeping those that pass
+        the check (:func:`_usable`) for :meth:`outline`; None for an English episode,
+        which needs no model for this. ``progress`` hears of the translation's
+        characters done; the translator's own notes (retries) are not passed on, the
+        caller tells how many phrases stay English."""
+        if Language.find(self.language).base == "en":
+            return None
+        english = self._phrases(passages)
+        names = self._names(passages)
+        options = TranslationOptions(
+            target_language=self.language,
+            source_language="en",
+            formality="default",
+            glossary={name: name for name in names[:GLOSSARY_LIMIT]},
+            instructions=PHRASE_NOTES,
+        )
+        translated, _ = translate_lines(
+            english, options, llm=self.model, context_tokens=context_tokens, progress=progress
+        )
+        self.phrases = {
+            phrase: text
+            for phrase, text in zip(english, translated, strict=True)
+            if normal(text) != normal(phrase) and _usable(phrase, text, names)
+        }
+        return Translated(phrases=len(english), english=len(english) - len(self.phrases))
+
+    def _phrases(self, passages: Sequence[Passage]) -> list[str]:
+        """Every phrase the writer may add itself to an outline of ``passages``, in
+        English with the names put in, once each."""
+        documents = list(dict.fromkeys(p.document_name for p in passages))
+        phrases = [turn.text for turn in [*self._intro(), *self._outro()]]
+        if self.others:
+            phrases += [_made_question(p) for p in passages]
+            phrases += [lead for lead in LEAD_INS if lead]
+            phrases += [BUT_ALSO] if self.style == "debate" else list(FOLLOW_UPS)
+        else:
+            phrases += [_from(document) for document in documents]
+        phrases.append(NO_DOCUMENTS)
+        if len(documents) > 1:
+            phrases.append(TWO_OR_MORE)
+        if len(documents) > 4:
+            phrases.append(MORE_THAN_FOUR)
+        return list(dict.fromkeys(phrases))
+
+    def _names(self, passages: Sequence[Passage]) -> list[str]:
+        """What a translated phrase must keep as it is: the placeholders, the speakers'
+        names, the topic, the documents' names and the passages' headings."""
+        names = [
+            DOCUMENTS,
+            FIRST,
+            LAST,
+            self.host.name,
+            *(v.name for v in self.others),
+            self.topic or "",
+            *(p.document_name for p in passages),
+            *(p.heading or "" for p in passages),
+        ]
+        return [name for name in dict.fromkeys(names) if name.strip()]
+
+    def _say(self, phrase: str) -> str:
+        """``phrase`` in the episode's language where it was translated, else as it is."""
+        return self.phrases.get(phrase, phrase)
 
     def outline(self, passages: Sequence[Passage]) -> Draft:
         """One section per passage, each host question made from its passage's heading
         and document; ``passages`` come best first, the sections are put in document
-        order, each remembering its rank. No model runs: :meth:`ask` does that for the
-        sections an episode will use."""
+        order, each remembering its rank. The writer's own phrases are in the episode's
+        language where :meth:`translate` made them so. No model runs: :meth:`ask` does
+        that for the sections an episode will use."""
         documents = list(dict.fromkeys(p.document_name for p in passages))
         ordered = sorted(
             range(len(passages)),
@@ -182,12 +306,13 @@ class ScriptWriter:
         )
         return Draft(
             title=self._title(documents),
-            intro=self._intro(),
+            intro=[t.model_copy(update={"text": self._say(t.text)}) for t in self._intro()],
             sections=[
                 self._section(passages[index], rank=index, speaker_turn=n)
                 for n, index in enumerate(ordered, start=1)
             ],
-            outro=self._outro(),
+            outro=[t.model_copy(update={"text": self._say(t.text)}) for t in self._outro()],
+            phrases=self.phrases,
         )
 
     def ask(
@@ -221,6 +346,7 @@ class ScriptWriter:
         return self.topic or (documents[0] if len(documents) == 1 else "Podcast")
 
     def _intro(self) -> list[Turn]:
+        """The intro in English."""
         about = self.topic or "what our sources say"
         text = f"Welcome to the show. Today we're talking about {about}, from {DOCUMENTS}."
         if self.others:
@@ -234,6 +360,7 @@ class ScriptWriter:
         return [Turn(speaker=self.host.name, text=text)]
 
     def _outro(self) -> list[Turn]:
+        """The outro in English."""
         text = "That's all for today. Thanks for listening."
         if self.others:
             return [
@@ -249,14 +376,14 @@ class ScriptWriter:
         beats: list[list[Turn]] = []
         if not self.others:  # a single host reads the brief
             for n, chunk in enumerate(chunks):
-                lead = f"From {passage.document_name}:" if n == 0 else ""
+                lead = self._say(_from(passage.document_name)) if n == 0 else ""
                 beats.append([Turn(speaker=host, text=_join(lead, chunk), sources=ids)])
             return Section(passage=passage, title=title, beats=beats, rank=rank)
         expert = self.others[(speaker_turn - 1) % len(self.others)].name
-        question = _made_question(passage)
+        question = self._say(_made_question(passage))
         for n, chunk in enumerate(chunks):
             if n == 0:
-                lead = LEAD_INS[speaker_turn % len(LEAD_INS)]
+                lead = self._say(LEAD_INS[speaker_turn % len(LEAD_INS)])
                 beats.append(
                     [
                         Turn(speaker=host, text=question, sources=ids),
@@ -264,10 +391,10 @@ class ScriptWriter:
                     ]
                 )
             elif self.style == "debate":  # the two sides take the passage's points in turn
-                speaker, lead = (host, "But the source also says:") if n % 2 else (expert, "")
+                speaker, lead = (host, self._say(BUT_ALSO)) if n % 2 else (expert, "")
                 beats.append([Turn(speaker=speaker, text=_join(lead, chunk), sources=ids)])
             else:
-                follow = FOLLOW_UPS[(speaker_turn + n) % len(FOLLOW_UPS)]
+                follow = self._say(FOLLOW_UPS[(speaker_turn + n) % len(FOLLOW_UPS)])
                 beats.append(
                     [
                         Turn(speaker=host, text=follow, sources=ids),
@@ -307,6 +434,29 @@ class ScriptWriter:
             )
         prompt = f"{_EXAMPLE}Passage: {chunk}\nQuestion:"
         return self.model.complete(prompt, max_tokens=QUESTION_TOKENS, stop=["\n", "?"]) + "?"
+
+
+def _from(document: str) -> str:
+    """What a single host says before reading from ``document``."""
+    return f"From {document}:"
+
+
+def _usable(english: str, text: str, names: Sequence[str]) -> bool:
+    """Whether ``text`` will do as the phrase ``english`` in another language: it has
+    words, it has every one of ``names`` (speakers, documents, topic, placeholders) that
+    ``english`` has, it has no number outside them that ``english`` lacks, and it is at
+    most :data:`MAX_PHRASE_GROWTH` times as long, plus :data:`PHRASE_SLACK` characters."""
+    if not normal(text) or len(text) > MAX_PHRASE_GROWTH * len(english) + PHRASE_SLACK:
+        return False
+    if any(name in english and name not in text for name in names):
+        return False
+
+    def numbers(phrase: str) -> set[str]:
+        for name in names:
+            phrase = phrase.replace(name, " ")
+        return set(_NUMBER.findall(phrase))
+
+    return numbers(text) <= numbers(english)
 
 
 def _made_question(passage: Passage) -> str:

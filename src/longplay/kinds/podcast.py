@@ -8,11 +8,16 @@ Steps and their share of the progress bar, as clients of such services expect th
 ``storing_audio`` 95-100.
 
 The script is grounded by construction (:mod:`longplay.engines.scripts`): passages
-give the content, the model only asks. Its length is fitted twice: by an estimate of
-the speaking rate when it is written, then by the real length of the voiced turns,
-adding or trimming beats until the episode is as close to ``minutes`` as they allow.
-Turns are voiced through a cache (:mod:`longplay.engines.turns`), so an edited script
-or a retry synthesizes only what is new.
+give the content, the model only asks. In another language than English the model also
+translates the phrases the writer adds itself, once per job, at the start of
+``generating_script`` (the first half of that step's progress); a phrase whose
+translation fails the check stays English, and a note says how many did.
+
+Its length is fitted twice: by an estimate of the speaking rate when it is written,
+then by the real length of the voiced turns, adding or trimming beats until the episode
+is as close to ``minutes`` as they allow. Turns are voiced through a cache
+(:mod:`longplay.engines.turns`), so an edited script or a retry synthesizes only what
+is new.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ from longplay.media.episode import (
     tag_chapters,
 )
 from longplay.settings import get_settings
+from longplay.text.languages import Language
 from longplay.text.script import (
     Chapter,
     Script,
@@ -82,6 +88,9 @@ SEARCH_LIMIT = 200
 SPARE_QUESTIONS = 2
 """Sections beyond the estimated fit whose questions the model writes too, for the fit
 by voiced length to draw on (others keep the question made from their passage)."""
+PHRASES_SHARE = 0.5
+"""The share of ``generating_script`` the translation of the writer's own phrases takes
+in another language than English: about as much model work as the questions."""
 DEFAULT_CAST = (("Joe", "host"), ("Alex", "expert"))
 
 
@@ -123,7 +132,15 @@ class PodcastParams(BaseModel):
             "voices. One speaker makes a single-host brief."
         ),
     )
-    language: str = Field(default="en", min_length=2, max_length=10)
+    language: str = Field(
+        default="en",
+        min_length=2,
+        max_length=10,
+        description=(
+            "The episode's language, a code (de) or an English name; the phrases the "
+            "script writer adds itself are translated into it."
+        ),
+    )
     format: OutputFormatName = "mp3"
     loudness: float = Field(default=-16.0, ge=-35.0, le=-10.0)
     script_only: bool = Field(
@@ -162,6 +179,10 @@ def check(params: PodcastParams, inputs: Sequence[SubmittedInput]) -> None:
             "LONGPLAY_TTS_ENGINE=http for a server that speaks it",
             field="language",
         )
+    try:
+        Language.find(params.language)
+    except ValueError as exc:
+        raise FieldError(str(exc), field="language") from exc
     if params.script is not None:
         _voices_of(params, params.script)
 
@@ -203,7 +224,8 @@ def retrieve_content(ctx: StepContext[PodcastParams]) -> None:
 
 def generate_script(ctx: StepContext[PodcastParams]) -> None:
     """A section for every passage; the model writes the questions of those the
-    episode is likely to use."""
+    episode is likely to use, after translating the writer's own phrases where the
+    episode is not in English."""
     if _given(ctx):
         ctx.advance(1.0, 1.0)
         return
@@ -219,6 +241,25 @@ def generate_script(ctx: StepContext[PodcastParams]) -> None:
         language=params.language,
         chat=settings.llm.engine == "http",
     )
+    translated = writer.translate(
+        passages,
+        context_tokens=settings.llm.context_tokens,
+        progress=lambda done, total, **_: ctx.advance(PHRASES_SHARE * done / total, 1.0),
+    )
+    phrases: dict[str, int] = {}
+    if translated is not None:
+        phrases = {
+            "phrases_translated": translated.phrases - translated.english,
+            "phrases_in_english": translated.english,
+        }
+        if translated.english:
+            ctx.note(
+                f"{translated.english} of the {translated.phrases} phrases the script writer "
+                "adds itself (intro, outro, lead-ins, questions made from headings) stay in "
+                f"English: their translation into {params.language} failed the check",
+                code="phrases_in_english",
+                **phrases,
+            )
     draft = writer.outline(passages)
     plan = fit(draft, params.minutes * 60, _estimate)
     spare = [
@@ -226,15 +267,21 @@ def generate_script(ctx: StepContext[PodcastParams]) -> None:
         for i in sorted(range(len(draft.sections)), key=lambda i: draft.sections[i].rank)
         if i not in plan
     ][:SPARE_QUESTIONS]
-    writer.ask(
-        draft, [*sorted(plan), *spare], progress=lambda done, total: ctx.advance(done, total)
-    )
+
+    def asked(done: int, total: int) -> None:
+        if translated is None:
+            ctx.advance(done, total)
+        else:  # the second half of the step, after the translation
+            ctx.advance(PHRASES_SHARE + (1 - PHRASES_SHARE) * done / total, 1.0)
+
+    writer.ask(draft, [*sorted(plan), *spare], progress=asked)
     ctx.state["draft"] = draft.model_dump(mode="json")
     ctx.advance(
         1.0,
         1.0,
         questions_written=draft.questions_written,
         questions_replaced=draft.questions_replaced,
+        **phrases,
     )
 
 
@@ -479,11 +526,13 @@ def _estimate(turn: Turn) -> float:
 
 
 def _drop_ungrounded(draft: Draft, params: PodcastParams) -> int:
-    """Drop each beat with a turn whose content words are in none of its sources."""
+    """Drop each beat with a turn whose content words are in none of its sources (nor
+    in the writer's own phrases, as translated)."""
     names = [s.name for s in _speakers(params)]
     documents = [s.passage.document_name for s in draft.sections]
     headings = [s.passage.heading or "" for s in draft.sections]
     allowed = [params.topic or "", params.instructions or "", *names, *documents, *headings]
+    allowed += draft.phrases.values()
     dropped = 0
     for section in draft.sections:
         kept = [
