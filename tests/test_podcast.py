@@ -410,6 +410,11 @@ def test_a_german_episode_has_the_writers_own_phrases_in_german(
     system, lines = asked["messages"][0]["content"], asked["messages"][1]["content"]
     phrases = [line.split(". ", 1)[1] for line in lines.splitlines()]
     assert len(phrases) == len(set(phrases)) and "into German" in system
+    # The host's questions are asked for in German, by the language's name.
+    questions = [r for r in requests if r["messages"][0]["content"].startswith("You are a podcast")]
+    assert questions and all(
+        "Write it in German." in r["messages"][0]["content"] for r in questions
+    )
     names = ["Alex", "die Küste", "Leuchtturm", "Gezeiten", "Wärter", "{documents}"]
     assert all(f"{name} → {name}" in system for name in names)
     details = ctx.details("generating_script")[-1]

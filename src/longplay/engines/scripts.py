@@ -413,7 +413,8 @@ class ScriptWriter:
         if self.instructions:
             focus += f" {self.instructions}"
         if self.chat:
-            language = "" if self.language == "en" else f" Write it in {self.language}."
+            spoken = Language.find(self.language)
+            language = "" if spoken.base == "en" else f" Write it in {spoken.name}."
             return (
                 self.model.chat(
                     [
