@@ -6,11 +6,20 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import plugin_kinds  # noqa: F401  (registers `sleep` here too, for create_job)
+import pytest
 import redis
 from conftest import Stack, submit, wait_for_status, wait_until
+
+from longplay.jobs.submission import create_job
+from longplay.settings import get_settings
+from longplay.store.db import session_scope
+from longplay.store.owners import get_or_create_owner
 
 
 def read_events(client: httpx.Client, job_id: str, last_id: str | None = None) -> list[dict]:
@@ -284,6 +293,50 @@ def test_delete_keeps_an_upload_another_job_names(stack: Stack) -> None:
     assert shown.status_code == 200 and shown.json()["name"] == "shared.txt"
     assert client.get(f"/v1/artifacts/{upload}/content").content == b"shared bytes"
     ended = wait_for_status(client, second["id"], {"completed", "failed", "cancelled"})
+    assert ended["status"] == "completed", ended["error"]
+
+
+def test_a_delete_meeting_a_submission_that_names_its_upload_loses_nothing(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job is deleted while a submission naming its upload is part way through: the
+    delete waits for the submission (PostgreSQL) or is refused as busy (SQLite), and
+    then keeps the upload, which the new job reads. Before, the delete did not see the
+    job still being submitted and removed the upload, and the job failed without it."""
+    client = stack.client("hana")
+    made = client.post(
+        "/v1/jobs",
+        data={"kind": "sleep", "params": json.dumps({"seconds": 0})},
+        files={"file": ("shared.txt", b"shared bytes", "text/plain")},
+    )
+    assert made.status_code == 202, made.text
+    first = made.json()
+    [upload] = first["inputs"]
+    wait_for_status(client, first["id"], {"completed"})
+    monkeypatch.setenv("LONGPLAY_DATABASE_URL", stack.database_url)
+    get_settings.cache_clear()
+    deleting = ThreadPoolExecutor(1)
+    try:
+        with session_scope(stack.database_url) as session:  # the submission, held open
+            owner = get_or_create_owner(session, "hana")
+            second = create_job(
+                session, owner=owner, kind_name="sleep", params={"seconds": 0}, input_ids=[upload]
+            )
+            session.flush()
+            answer = deleting.submit(client.delete, f"/v1/jobs/{first['id']}")
+            time.sleep(1.0)
+            if stack.database_kind == "postgresql":
+                assert not answer.done(), "the delete waits for the submission"
+        deleted = answer.result(timeout=60)
+    finally:
+        deleting.shutdown()
+        get_settings.cache_clear()
+    if deleted.status_code == 503:  # SQLite: the store was busy; the client tries again
+        deleted = client.delete(f"/v1/jobs/{first['id']}")
+    assert deleted.status_code == 204, deleted.text
+    assert client.get(f"/v1/artifacts/{upload}/content").content == b"shared bytes"
+    submit(client, params={"seconds": 0})  # asks for the admission round that hands it over
+    ended = wait_for_status(client, second.id, {"completed", "failed"})
     assert ended["status"] == "completed", ended["error"]
 
 

@@ -135,7 +135,10 @@ def _sweep_jobs(cutoff: datetime, settings: Settings, report: CleanupReport) -> 
         if report.dry_run:
             report.jobs += len(ids)
             continue
-        owned = list(session.scalars(select(Artifact).where(Artifact.job_id.in_(ids))))
+        # Locked before the check of which jobs name them, as service.delete_job does.
+        owned = list(
+            session.scalars(select(Artifact).where(Artifact.job_id.in_(ids)).with_for_update())
+        )
         deleted = set(
             session.scalars(
                 delete(Job)
@@ -247,7 +250,12 @@ def _sweep_uploads(cutoff: datetime, settings: Settings, report: CleanupReport) 
         )
 
     for session, ids in _batches(settings, pick):
-        candidates = list(session.scalars(select(Artifact).where(Artifact.id.in_(ids))))
+        # An upload a submission is naming right now is locked by it: left for next time.
+        candidates = list(
+            session.scalars(
+                select(Artifact).where(Artifact.id.in_(ids)).with_for_update(skip_locked=True)
+            )
+        )
         orphans = [a for a in candidates if not named_by_a_job(session, a)]
         if report.dry_run:
             report.uploads += len(orphans)

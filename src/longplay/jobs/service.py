@@ -219,7 +219,11 @@ def delete_job(session: Session, *, owner: Owner, job_id: str) -> None:
     job = get_job(session, owner=owner, job_id=job_id)
     if not job.status_enum.finished:
         raise Conflict(f"job {job.id} is {job.status}; cancel it before deleting it")
-    owned = list(session.scalars(select(Artifact).where(Artifact.job_id == job.id)))
+    # Locked first, so that a submission naming one of them either commits before the
+    # check below (which then sees it) or waits, and finds the artifact gone (a 422).
+    owned = list(
+        session.scalars(select(Artifact).where(Artifact.job_id == job.id).with_for_update())
+    )
     session.delete(job)
     session.flush()  # gone, the job's own list of inputs no longer counts as naming them
     doomed = doomed_with_job(session, owned)

@@ -105,9 +105,11 @@ def create_job(
         {
             artifact_id: sha256
             for artifact_id, sha256 in session.execute(
-                select(Artifact.id, Artifact.sha256).where(
-                    Artifact.id.in_(artifact_ids), Artifact.owner_id == owner.id
-                )
+                select(Artifact.id, Artifact.sha256)
+                .where(Artifact.id.in_(artifact_ids), Artifact.owner_id == owner.id)
+                # Held until the job is committed: a delete of the job they were uploaded
+                # with waits, then finds this job naming them (see service.delete_job).
+                .with_for_update(read=True, key_share=True)
             )
         }
         if artifact_ids
