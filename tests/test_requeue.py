@@ -1,14 +1,31 @@
 """A worker stopped with SIGTERM sends the job it runs back to the queue: the run's
 attempt is closed as ``requeued``, the job shows no progress until it runs again, and
-the rerun's attempt has a number of its own. Real API and worker processes."""
+the rerun's attempt has a number of its own. Real API and worker processes, and the
+runner in this process for the job another worker finds first."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import plugin_kinds  # noqa: F401  (registers `sleep` here too, for run_job)
+import pytest
 from conftest import Stack, submit, wait_for_status, wait_until
+from sqlalchemy import update
+
+from longplay import redis_client
+from longplay.jobs import lifecycle, reaper
+from longplay.jobs.attempts import open_attempt
+from longplay.jobs.runner import run_job
+from longplay.settings import get_settings
+from longplay.store.db import session_scope
+from longplay.store.models import Job, utcnow
+from longplay.worker.tasks import holder_is_gone
 
 
 def attempts(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
@@ -50,3 +67,46 @@ def test_a_stopped_worker_requeues_its_job_with_the_attempt_closed(
     assert [(run["attempt"], run["outcome"]) for run in runs] == [(1, "requeued"), (2, "completed")]
     assert runs[0] == stopped, "the closed attempt is left as it was"
     assert runs[1]["finished_at"] is not None and runs[1]["worker"] != stopped["worker"]
+
+
+@pytest.mark.parametrize("clean_stop", [True, False], ids=["stopped", "died"])
+def test_a_job_another_worker_finds_after_a_clean_stop_costs_no_attempt(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, clean_stop: bool
+) -> None:
+    """Celery gives a stopping worker's message back before that worker releases its
+    job, so another worker on the host may find the job first, its process gone. After
+    a clean stop (the worker marked itself stopping) it sends the job back as the
+    release would and runs it, costing no attempt; where the process died, it takes the
+    job over and the attempt counts. Before, a clean stop counted too, and at the last
+    attempt failed the job as ``worker_died``."""
+    client = stack.client("ivo")
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    job_id = submit(client, params={"seconds": 0.2, "ticks": 2}, run_at=later)["id"]
+    for name, value in stack.env.items():
+        if name.startswith("LONGPLAY_"):
+            monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    monkeypatch.setattr(redis_client, "_client", None)  # this stack's Redis, not the last one's
+    gone = subprocess.Popen(["true"])  # a pool process of this host that has ended
+    gone.wait()
+    host = socket.gethostname()
+    holder = f"{host}:{gone.pid}:{gone.pid}"
+    try:
+        with session_scope() as session:  # the stopped worker's run of the job
+            session.execute(
+                update(Job).where(Job.id == job_id).values(run_at=None, dispatched_at=utcnow())
+            )
+            assert lifecycle.claim(session, job_id, worker=holder, lease=timedelta(minutes=1))
+            open_attempt(session, job_id, holder, after_lost=False)
+        if clean_stop:
+            reaper.mark_stopping(f"{host}:{gone.pid}:")
+        run_job(job_id, worker=f"{host}:{os.getpid()}:{os.getpid()}", is_gone=holder_is_gone)
+    finally:
+        get_settings.cache_clear()
+    done = client.get(f"/v1/jobs/{job_id}").json()
+    assert done["status"] == "completed", done["error"]
+    outcomes = [run["outcome"] for run in attempts(client, job_id)]
+    if clean_stop:
+        assert done["attempts"] == 1 and outcomes == ["requeued", "completed"]
+    else:
+        assert done["attempts"] == 2 and outcomes[0] != "requeued"

@@ -20,6 +20,13 @@ def worker_process(name: str) -> str:
 
 WORKER_PROCESSES = f"{PREFIX}:workers:*"
 
+
+def worker_stopping(holder_prefix: str) -> str:
+    """Set while the worker whose processes are named ``holder_prefix…`` stops cleanly:
+    its jobs go back to the queue without costing an attempt, whoever finds them."""
+    return f"{PREFIX}:stopping:{holder_prefix}"
+
+
 ADMISSION_LOCK = f"{PREFIX}:admission:lock"
 """Held by the one process handing held jobs to the broker."""
 ADMISSION_DIRTY = f"{PREFIX}:admission:dirty"

@@ -17,7 +17,6 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
 from longplay.framework import (
     JobCancelled,
@@ -26,7 +25,7 @@ from longplay.framework import (
     Step,
     get_kind,
 )
-from longplay.jobs import lifecycle, logs
+from longplay.jobs import lifecycle, logs, reaper
 from longplay.jobs.admission import rounds
 from longplay.jobs.attempts import close_attempt, open_attempt
 from longplay.jobs.context import JobContext, load_inputs
@@ -34,7 +33,7 @@ from longplay.jobs.endings import after_cancel, end_stuck_process, fail_dead_run
 from longplay.jobs.failures import job_error
 from longplay.jobs.fanout import Pool
 from longplay.jobs.progress import Heartbeat, ProgressReporter, touch_in
-from longplay.jobs.unit import unit_of_work
+from longplay.jobs.unit import UnitOfWork, unit_of_work
 from longplay.jobs.webhooks.outbox import progress_webhooks
 from longplay.settings import get_settings
 from longplay.store import files
@@ -56,7 +55,7 @@ def _claim_and_run(job_id: str, *, worker: str, is_gone: Callable[[str], bool]) 
     """Run the job if this delivery may claim it; False when it may not."""
     lease = timedelta(seconds=get_settings().worker.lease_seconds)
     with unit_of_work() as unit:
-        job, died_as = _claim(unit.session, job_id, worker=worker, lease=lease, is_gone=is_gone)
+        job, died_as = _claim(unit, job_id, worker=worker, lease=lease, is_gone=is_gone)
         if job is not None:
             attempt = open_attempt(unit.session, job.id, worker, after_lost=job.attempts > 1)
             unit.knows(job)
@@ -73,7 +72,7 @@ def _claim_and_run(job_id: str, *, worker: str, is_gone: Callable[[str], bool]) 
 
 
 def _claim(
-    session: Session,
+    unit: UnitOfWork,
     job_id: str,
     *,
     worker: str,
@@ -83,6 +82,7 @@ def _claim(
     """The job, when this delivery may claim it: queued and handed over, or running where
     its worker's lease lapsed or its process is gone and attempts are left. Else None,
     with the holder whose process died in the job's last attempt, if that is why."""
+    session = unit.session
     job = lifecycle.claim(session, job_id, worker=worker, lease=lease)
     if job is not None:
         return job, None
@@ -93,6 +93,11 @@ def _claim(
     ).first()
     if held is None or not held.worker or not is_gone(held.worker):
         return None, None
+    if reaper.stopped_cleanly(held.worker):
+        # Its worker was stopped (SIGTERM), and Celery gave the message back before that
+        # worker sent the job back itself: this delivery does it, costing no attempt.
+        reaper.release(unit, job_id, holder=held.worker, attempts=held.attempts, handed=True)
+        return lifecycle.claim(session, job_id, worker=worker, lease=lease), None
     if held.attempts >= held.max_attempts:
         return None, held.worker
     claimed = lifecycle.claim(session, job_id, worker=worker, lease=lease, dead_holder=held.worker)

@@ -22,6 +22,7 @@ from celery.signals import (
     worker_process_shutdown,
     worker_ready,
     worker_shutdown,
+    worker_shutting_down,
 )
 
 from longplay import keys
@@ -127,6 +128,16 @@ def _hard_time_limit(exception: BaseException | None = None, args: Any = (), **_
 def release_jobs_of(main_pid: int) -> int:
     """After the worker with this main process stopped: its jobs go back to the queue."""
     return reaper.release_jobs_of(worker_prefix(main_pid))
+
+
+@worker_shutting_down.connect
+def _stopping(**_: object) -> None:
+    """In the worker's main process, as a clean stop begins (SIGTERM, Ctrl-C). Celery
+    gives a job's message back to the broker before :func:`release_jobs_of` can run,
+    and another worker on this host, finding the job's process gone, would take the job
+    as one whose process died (an attempt counted, or ``worker_died`` at the last):
+    the mark tells it the stop was clean."""
+    reaper.mark_stopping(worker_prefix(os.getpid()))
 
 
 @celery_app.task(name=REAP, ignore_result=True)
