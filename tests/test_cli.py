@@ -331,3 +331,29 @@ def test_a_bare_flag_is_true() -> None:
         [],
         ["script_only=true", "text=hi", "dry_run=true", "note=--raw", "last=true"],
     )
+
+
+def test_keys_are_listed_by_their_start_and_revoked_whole_or_by_it(stack: Stack) -> None:
+    """An operator has the whole key (shown once) or what ``keys list`` shows: either
+    revokes it; fewer than ten characters could name another key and are refused."""
+    made = [longplay(stack, "keys", "create", "kai", "--label", label) for label in "ab"]
+    assert all(done.returncode == 0 for done in made)
+    first, second = (done.stdout.strip() for done in made)
+    listed = longplay(stack, "keys", "list", "kai")
+    assert listed.returncode == 0
+    assert first[:10] in listed.stdout and second[:10] in listed.stdout
+    assert first not in listed.stdout, "only the start of a key is kept in the clear"
+
+    short = longplay(stack, "keys", "revoke", "kai", first[:9])
+    assert short.returncode == 2 and "first 10 characters" in short.stderr
+    whole = longplay(stack, "keys", "revoke", "kai", first)
+    assert whole.returncode == 0 and first not in whole.stdout + whole.stderr
+    again = longplay(stack, "keys", "revoke", "kai", first)
+    assert again.returncode == 1 and "keys list kai" in again.stderr
+    assert longplay(stack, "keys", "revoke", "kai", second[:12]).returncode == 0
+    for key in (first, second):
+        answer = httpx.get(
+            f"{stack.api_url}/v1/jobs", headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
+        assert answer.status_code == 401
+    assert first[:10] not in longplay(stack, "keys", "list", "kai").stdout

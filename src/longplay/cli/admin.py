@@ -130,22 +130,60 @@ def _print_owners(names: list[str] | None) -> None:
     console.print(table)
 
 
-@keys_app.command("revoke")
-def keys_revoke(
-    owner: str, prefix: Annotated[str, typer.Argument(help="The key's first 10 characters.")]
-) -> None:
-    """Revoke an owner's key by its prefix."""
+@keys_app.command("list")
+def keys_list(owner: str) -> None:
+    """An owner's live keys: the first characters of each (all that is kept of it in
+    the clear), its label and when it was made."""
     from longplay.store.db import session_scope
     from longplay.store.models import Owner
-    from longplay.store.owners import revoke_key
+    from longplay.store.owners import live_keys
 
     prepare(get_settings())
+    table = Table("key", "label", "created")
     with session_scope() as session:
         found = session.query(Owner).filter_by(name=owner).one_or_none()
-        if found is None or not revoke_key(session, found, prefix):
-            err.print(f"no live key {prefix}… for owner {owner}")
+        if found is None:
+            err.print(f"no owner {owner}")
             raise typer.Exit(1)
-    console.print("revoked")
+        for key in live_keys(session, found):
+            table.add_row(f"{key.prefix}…", key.label, f"{key.created_at:%Y-%m-%d %H:%M} UTC")
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    owner: str,
+    key: Annotated[
+        str,
+        typer.Argument(
+            help="The key, or its first 10 characters or more (`longplay keys list` shows them)."
+        ),
+    ],
+) -> None:
+    """Revoke an owner's key; requests with it get 401 from then on."""
+    from longplay.store.db import session_scope
+    from longplay.store.models import Owner
+    from longplay.store.owners import PREFIX_LENGTH, revoke_key
+
+    prepare(get_settings())
+    shown = f"{key[:PREFIX_LENGTH]}…"
+    with session_scope() as session:
+        found = session.query(Owner).filter_by(name=owner).one_or_none()
+        if found is None:
+            err.print(f"no owner {owner}")
+            raise typer.Exit(1)
+        try:
+            revoked = revoke_key(session, found, key)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="KEY") from None
+        if not revoked:
+            err.print(
+                f"{owner} has no live key {shown} (revoked already, or not theirs): "
+                f"`longplay keys list {owner}` shows their keys",
+                soft_wrap=True,
+            )
+            raise typer.Exit(1)
+    console.print(f"revoked {shown}")
 
 
 @keys_app.command("webhook-secret")

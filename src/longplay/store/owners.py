@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session
 from longplay.store.models import ApiKey, Owner, new_id, utcnow
 
 KEY_PREFIX = "lp_"
+PREFIX_LENGTH = 10
+"""A key's first characters, kept in the clear to name it in lists and to revoke it."""
 
 
 def hash_secret(secret: str) -> str:
@@ -34,7 +36,7 @@ def create_key(session: Session, owner: Owner, *, label: str = "") -> str:
         ApiKey(
             id=new_id("key"),
             owner_id=owner.id,
-            prefix=secret[:10],
+            prefix=secret[:PREFIX_LENGTH],
             secret_hash=hash_secret(secret),
             label=label,
         )
@@ -56,13 +58,29 @@ def owner_for_key(session: Session, secret: str) -> Owner | None:
     return session.scalar(_OWNER_OF_KEY, {"secret_hash": hash_secret(secret)})
 
 
-def revoke_key(session: Session, owner: Owner, prefix: str) -> bool:
-    key = session.scalar(
-        select(ApiKey).where(
-            ApiKey.owner_id == owner.id, ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None)
+def live_keys(session: Session, owner: Owner) -> list[ApiKey]:
+    """The owner's keys not revoked, oldest first (their prefixes name them)."""
+    return list(
+        session.scalars(
+            select(ApiKey)
+            .where(ApiKey.owner_id == owner.id, ApiKey.revoked_at.is_(None))
+            .order_by(ApiKey.created_at, ApiKey.id)
         )
     )
-    if key is None:
+
+
+def revoke_key(session: Session, owner: Owner, key: str) -> bool:
+    """Revoke the owner's live key given whole, or by its first :data:`PREFIX_LENGTH`
+    characters or more (as much of it as was copied); False when no live key of the
+    owner's is that one. Raises ValueError for fewer characters, which could name
+    another key."""
+    if len(key) < PREFIX_LENGTH:
+        raise ValueError(f"give the key, or at least its first {PREFIX_LENGTH} characters")
+    live = select(ApiKey).where(ApiKey.owner_id == owner.id, ApiKey.revoked_at.is_(None))
+    found = session.scalar(live.where(ApiKey.secret_hash == hash_secret(key))) or session.scalar(
+        live.where(ApiKey.prefix == key[:PREFIX_LENGTH])
+    )
+    if found is None:
         return False
-    key.revoked_at = utcnow()
+    found.revoked_at = utcnow()
     return True
