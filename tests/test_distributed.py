@@ -179,6 +179,10 @@ def test_a_job_survives_kill_9_of_the_worker_running_it(cluster: Cluster) -> Non
         [first] = wait_until(lambda: client.get(f"/v1/jobs/{job_id}/attempts").json(), timeout=10)
         victim = cluster.worker_of(_main_pid(first["worker"]))
         cluster.deployment.kill(victim)  # kill -9, pool included: no requeue, no release
+        # Its processes leave GET /v1/workers (their reports stay in Redis for a day).
+        killed = f"{first['worker'].rsplit(':', 1)[0]}:"
+        listed = [w["name"] for w in client.get("/v1/workers").json()]
+        assert listed and not [name for name in listed if name.startswith(killed)]
 
         # Its lease lapses, beat's reaper sends it back, and the other worker runs it.
         done = wait_for_status(client, job_id, {"completed", "failed"}, timeout=60)

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -423,6 +424,29 @@ def test_workers_report_themselves(stack: Stack) -> None:
     assert len(workers) == 2, "one report per pool process"
     assert all(isinstance(w["engines"], list) for w in workers)
     assert httpx.get(f"{stack.api_url}/v1/workers").status_code == 401
+
+
+@pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)
+def test_a_worker_lists_an_engine_once_it_is_loaded_not_once_the_job_ends(
+    make_stack: Callable[[], Stack],
+) -> None:
+    """A fresh pool process loads the voice for a long synthesis: ``GET /v1/workers``
+    shows it while that first job still runs (it showed none until the job ended)."""
+    deployment = make_stack()
+    deployment.start_api()
+    deployment.start_worker(concurrency=1)
+    client = deployment.client()
+    assert [w["engines"] for w in client.get("/v1/workers").json()] == [[]]
+    text = "The library opens early and stays open late on every weekday. " * 120
+    job = submit(client, "synthesize", params={"text": text})
+
+    def voice_listed() -> bool:
+        workers = client.get("/v1/workers").json()
+        return any(e["kind"] == "tts" for w in workers for e in w["engines"])
+
+    wait_until(voice_listed, timeout=60, every=0.2)
+    assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "running"
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
 
 
 def test_time_limits_fail_the_job_and_the_worker_goes_on(stack: Stack) -> None:

@@ -86,6 +86,24 @@ def _gone_here(name: str) -> bool:
     return host == socket.gethostname() and process_is_gone(pid)
 
 
+def live_reports(client: redis.Redis) -> list[bytes | str]:
+    """What the pool processes of live workers report about themselves (engines loaded,
+    last job), by process name: a stopped or killed worker's processes are left out, and
+    so is a process of this host that is gone (a pool process killed and replaced)."""
+    live = tuple(f"{name}:" for name in live_workers(client))
+    names = sorted(client.scan_iter(match=keys.WORKER_PROCESSES, count=500))
+    here = f"{socket.gethostname()}:"
+    found: list[bytes | str] = []
+    for key, raw in zip(names, client.mget(names) if names else [], strict=True):
+        process = key.decode().removeprefix(keys.worker_process(""))
+        if not raw or not process.startswith(live):
+            continue
+        if process.startswith(here) and process_is_gone(process.rpartition(":")[2]):
+            continue
+        found.append(raw)
+    return found
+
+
 def process_is_gone(pid: str) -> bool:
     """Whether the process ``pid`` (digits) of this host is dead; False when it lives,
     belongs to someone else, or ``pid`` is not a process id."""

@@ -17,7 +17,7 @@ out-of-memory is a ``RetryableError``; a refused request, a missing model or bad
 is a ``PermanentError``.
 """
 
-from longplay.engines.cache import LoadedEngine, loaded_engines
+from longplay.engines.cache import LoadedEngine, loaded_engines, on_engine_loaded
 from longplay.engines.device import (
     Device,
     DeviceFallback,
@@ -88,4 +88,5 @@ __all__ = [
     "is_out_of_memory",
     "load_on_device",
     "loaded_engines",
+    "on_engine_loaded",
 ]

@@ -7,6 +7,7 @@ with other settings gets its own engine and the worker's stays as it is.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -16,6 +17,8 @@ from typing import Generic, Literal, TypeVar, cast
 
 from longplay.engines.device import DeviceFallback, FallbackCallback
 from longplay.settings import Settings
+
+log = logging.getLogger(__name__)
 
 EngineKind = Literal["stt", "tts", "llm", "music", "embed"]
 T = TypeVar("T")
@@ -52,6 +55,14 @@ class Loaded(Generic[T]):
 _entries: dict[Hashable, tuple[object, LoadedEngine]] = {}
 _key_locks: dict[Hashable, threading.Lock] = {}
 _guard = threading.Lock()
+_listeners: list[Callable[[LoadedEngine], None]] = []
+
+
+def on_engine_loaded(listener: Callable[[LoadedEngine], None]) -> None:
+    """Have ``listener`` hear of each engine this process loads from now on, once it is
+    loaded (the worker tells the API at once, not when the job that loaded it ends).
+    A listener that raises is logged and does not fail the load."""
+    _listeners.append(listener)
 
 
 def cached_engine(
@@ -86,6 +97,11 @@ def cached_engine(
             )
             with _guard:
                 _entries[key] = (loaded.engine, record)
+            for listener in _listeners:
+                try:
+                    listener(record)
+                except Exception:
+                    log.exception("a listener of engine loads failed")
         engine, record = _entries[key]
     if record.fallback is not None and on_fallback is not None:
         on_fallback(record.fallback)

@@ -42,13 +42,16 @@ from longplay.store.models import Artifact, ArtifactRole, Job, JobStatus, utcnow
 log = logging.getLogger(__name__)
 
 
-def run_job(job_id: str, *, worker: str, is_gone: Callable[[str], bool]) -> None:
+def run_job(job_id: str, *, worker: str, is_gone: Callable[[str], bool]) -> bool:
     """Run the job if this delivery may: it is queued (and handed over by admission),
     or its old worker is gone (its lease lapsed, or ``is_gone(holder)`` says the holder
     process is dead). A queued job whose deadline passed ends ``expired`` instead.
-    Whichever way the job ends, its announcement asks admission for the next job."""
-    if not _claim_and_run(job_id, worker=worker, is_gone=is_gone):
-        rounds.expire(job_id)
+    Whichever way the job ends, its announcement asks admission for the next job.
+    Whether this delivery took the job (False: nothing to do, a late or repeated one)."""
+    if _claim_and_run(job_id, worker=worker, is_gone=is_gone):
+        return True
+    rounds.expire(job_id)
+    return False
 
 
 def _claim_and_run(job_id: str, *, worker: str, is_gone: Callable[[str], bool]) -> bool:

@@ -29,7 +29,7 @@ from longplay import keys
 from longplay.broker.app import ADMIT, CLEANUP, REAP, RUN_JOB, celery_app
 from longplay.broker.liveness import process_is_gone
 from longplay.broker.send import HELP_JOB
-from longplay.engines import loaded_engines
+from longplay.engines import loaded_engines, on_engine_loaded
 from longplay.jobs import fanout, reaper
 from longplay.jobs.admission import rounds
 from longplay.jobs.cleanup import run_cleanup
@@ -60,16 +60,19 @@ def worker_name() -> str:
 
 
 REPORT_TTL = 24 * 3600
+_last_job: str | None = None
+"""The job this pool process last took (a late or repeated delivery is not one)."""
 
 
-def report(*, last_job: str | None = None) -> None:
-    """Tell the API what this pool process has loaded (``GET /v1/workers``)."""
+def report(*_: object) -> None:
+    """Tell the API what this pool process has loaded and the job it last took
+    (``GET /v1/workers``): at its start, when it loads an engine, after each job."""
     name = worker_name()
     engines = [
         {**asdict(e), "fallback": e.fallback.describe() if e.fallback else None}
         for e in loaded_engines()
     ]
-    body = {"name": name, "engines": engines, "last_job": last_job, "at": utcnow()}
+    body = {"name": name, "engines": engines, "last_job": _last_job, "at": utcnow()}
     try:
         get_redis().set(keys.worker_process(name), json.dumps(body, default=str), ex=REPORT_TTL)
     except redis.RedisError as exc:
@@ -80,6 +83,7 @@ def report(*, last_job: str | None = None) -> None:
 def _fresh_process(**_: object) -> None:
     """A forked pool process must not reuse its parent's database connections."""
     dispose_engine()
+    on_engine_loaded(report)
     report()
 
 
@@ -100,11 +104,14 @@ def holder_is_gone(holder: str) -> bool:
 
 @celery_app.task(name=RUN_JOB, ignore_result=True)
 def run_job_task(job_id: str) -> None:
+    global _last_job
     try:
-        run_job(job_id, worker=worker_name(), is_gone=holder_is_gone)
+        took = run_job(job_id, worker=worker_name(), is_gone=holder_is_gone)
     finally:
         give_memory_back()
-    report(last_job=job_id)
+    if took:
+        _last_job = job_id
+        report()
 
 
 @celery_app.task(name=HELP_JOB, ignore_result=True)

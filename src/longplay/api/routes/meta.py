@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from longplay import keys
 from longplay.api.deps import KeyDep, as_owner
 from longplay.api.errors import errors
 from longplay.api.schemas import HealthPublic, KindPublic, WorkerPublic
+from longplay.broker.liveness import live_reports
 from longplay.framework.kinds import all_kinds
 from longplay.health import report as health_report
 from longplay.redis_client import get_redis
@@ -33,11 +33,9 @@ async def list_workers(key: KeyDep) -> list[WorkerPublic]:
 
 
 def read_workers() -> list[WorkerPublic]:
-    """Every worker process's last report (engines loaded, the job it last ran)."""
-    client = get_redis()
-    names = sorted(client.scan_iter(match=keys.WORKER_PROCESSES, count=500))
-    reports = [r for r in client.mget(names) if r] if names else []
-    return [WorkerPublic.model_validate_json(r) for r in reports]
+    """The last report of every live worker's pool processes (engines loaded, the job
+    it last took)."""
+    return [WorkerPublic.model_validate_json(r) for r in live_reports(get_redis())]
 
 
 @router.get(

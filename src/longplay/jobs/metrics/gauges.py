@@ -17,8 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from longplay import keys
-from longplay.broker.liveness import capacity, live_workers
+from longplay.broker.liveness import capacity, live_reports, live_workers
 from longplay.jobs.admission.choice import RESOURCES
 from longplay.jobs.admission.overview import broker_depths
 from longplay.store.db import session_scope
@@ -115,16 +114,9 @@ def engines(client: redis.Redis) -> Metric:
         "Worker pool processes with an engine loaded, by engine kind, backend and device.",
         labels=("engine", "backend", "device"),
     )
-    live = {f"{name}:" for name in live_workers(client)}
-    names = sorted(client.scan_iter(match=keys.WORKER_PROCESSES, count=500))
     tally: Tally[tuple[str, str, str]] = Tally()
-    for raw in client.mget(names) if names else []:
-        if not raw:
-            continue
-        report = json.loads(raw)
-        if not any(str(report.get("name", "")).startswith(prefix) for prefix in live):
-            continue
-        for engine in report.get("engines", []):
+    for raw in live_reports(client):
+        for engine in json.loads(raw).get("engines", []):
             tally[(str(engine["kind"]), str(engine["backend"]), str(engine["device"]))] += 1
     for labels, count in sorted(tally.items()):
         family.add_metric(list(labels), count)
