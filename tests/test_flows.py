@@ -20,8 +20,12 @@ import pytest
 from conftest import Stack, submit, wait_for_status, wait_until
 from sqlalchemy import select
 
+from longplay import redis_client
 from longplay.engines import get_synthesizer
+from longplay.jobs import flow_events
+from longplay.jobs.unit import unit_of_work
 from longplay.media import AudioEncoder
+from longplay.settings import get_settings
 from longplay.store.db import session_scope
 from longplay.store.models import Flow, Job, Owner, utcnow
 
@@ -246,6 +250,41 @@ def test_retrying_a_stage_reopens_an_ended_flow(stack: Stack, receiver: Receiver
     sent = [b for b in receiver.bodies if b["data"]["id"] == flow["id"]]
     assert [b["type"] for b in sent] == ["flow.failed", "flow.completed"]
     assert sent[1]["data"]["status"] == "completed"
+
+
+def test_an_end_written_after_a_retry_reopened_the_flow_is_taken_back(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process that ends a flow writes its ``flow_ended`` after the end commits. A
+    retry that reopens the flow in between finds no end in the stream to remove, so the
+    late one must remove itself, or a follower stops at it while the flow runs again."""
+    client = stack.client("remy")
+    failing = {"seconds": 0.1, "fail": "permanent"}
+    flow = post_flow(client, {"only": {"kind": "sleep", "params": failing}})
+    ended = wait_for_flow(client, flow["id"])
+    assert ended["status"] == "failed"
+    for name, value in stack.env.items():
+        if name.startswith("LONGPLAY_"):
+            monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    monkeypatch.setattr(redis_client, "_client", None)  # this stack's Redis
+    try:
+        late = flow_events.Ending("failed", 100.0, at(ended["finished_at"]))
+        stage = ended["stages"]["only"]["id"]
+        # The stage's rerun is long enough for the late end to come while it runs.
+        with session_scope(stack.database_url) as session:
+            session.get_one(Job, stage).params = {"seconds": 3.0, "ticks": 6}
+        assert client.post(f"/v1/jobs/{stage}/retry").status_code == 200
+        assert client.get(f"/v1/flows/{flow['id']}").json()["status"] == "running"
+        flow_events._announce_end(flow["id"], late, unit_of_work)  # the end, late
+    finally:
+        get_settings.cache_clear()
+    events = read_events(client, flow["id"])
+    ends = [e["data"] for e in events if e["data"]["type"] == "flow_ended"]
+    assert len(ends) == 1 and events[-1]["data"] == ends[0], "the late end was taken back"
+    again = client.get(f"/v1/flows/{flow['id']}").json()
+    assert again["status"] == "completed"
+    assert at(again["finished_at"]) > at(ended["finished_at"])
 
 
 def test_after_waits_then_reads_the_outputs(stack: Stack) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -90,7 +91,7 @@ def tell(announcement: Announcement, *, open_unit: OpenUnit) -> None:
     if announcement.event in ENDINGS:
         ended = _end_if_last(flow_id, announcement.job_id, open_unit)
         if ended is not None:
-            _append(flow_id, {**_event(FLOW_ENDED, None), "flow_id": flow_id, **ended})
+            _announce_end(flow_id, ended, open_unit)
 
 
 def sweep(open_unit: OpenUnit, *, limit: int = SWEEP_AT_MOST) -> int:
@@ -122,7 +123,7 @@ def sweep(open_unit: OpenUnit, *, limit: int = SWEEP_AT_MOST) -> int:
             continue
         end = _end_if_last(flow_id, last, open_unit)
         if end is not None:
-            _append(flow_id, {**_event(FLOW_ENDED, None), "flow_id": flow_id, **end})
+            _announce_end(flow_id, end, open_unit)
             ended += 1
     return ended
 
@@ -170,8 +171,34 @@ def _event(event_type: str, job_id: str | None) -> dict[str, Any]:
     return {"type": event_type, "job_id": job_id, "at": datetime.now(UTC).isoformat()}
 
 
-def _end_if_last(flow_id: str, job_id: str, open_unit: OpenUnit) -> dict[str, Any] | None:
-    """End the flow if every job of it ended; its status and progress if this call did."""
+@dataclass(frozen=True)
+class Ending:
+    """How a flow ended, as this process ended it."""
+
+    status: str
+    progress: float
+    finished_at: datetime
+    """The flow's ``finished_at`` as this end set it: a retry clears it, another end
+    sets another."""
+
+
+def _announce_end(flow_id: str, end: Ending, open_unit: OpenUnit) -> None:
+    """Append the flow's ``flow_ended``, and take it back if the flow is no longer the
+    one this end ended: a retry reopened it between the end's commit and this append.
+    The retry removes the ends it finds in the stream (:func:`reopen`), but it looked
+    before this one was there; followers must not stop at it."""
+    event = {**_event(FLOW_ENDED, None), "flow_id": flow_id, "status": end.status}
+    entry = _append(flow_id, {**event, "progress": end.progress})
+    if entry is None:
+        return
+    with open_unit() as unit:
+        now = unit.session.scalar(select(Flow.finished_at).where(Flow.id == flow_id))
+    if now != end.finished_at:  # both aware (UTCDateTime): cleared, or ended anew
+        _delete_entries(keys.events_stream(flow_id), [entry])
+
+
+def _end_if_last(flow_id: str, job_id: str, open_unit: OpenUnit) -> Ending | None:
+    """End the flow if every job of it ended; how it ended, if this call ended it."""
     with open_unit() as unit:
         session = unit.session
         # Locks the row: a second job ending at once waits here, then sees this one ended.
@@ -189,11 +216,11 @@ def _end_if_last(flow_id: str, job_id: str, open_unit: OpenUnit) -> dict[str, An
         view = flow_view(session, flow)
         if view.status == FlowStatus.RUNNING:
             return None
-        flow.finished_at = view.finished_at = utcnow()
+        finished = flow.finished_at = view.finished_at = utcnow()
         if flow.callback_url:
             delivery_id = _add_webhook(session, flow, job_id, view)
             unit.after_commit(lambda: outbox.send(delivery_id))
-    return {"status": view.status.value, "progress": view.progress}
+    return Ending(view.status.value, view.progress, finished)
 
 
 def _add_webhook(session: Session, flow: Flow, job_id: str, view: FlowPublic) -> str:
@@ -216,13 +243,16 @@ def _add_webhook(session: Session, flow: Flow, job_id: str, view: FlowPublic) ->
     return delivery.id
 
 
-def _append(flow_id: str, event: dict[str, Any]) -> None:
-    """Append to the flow's stream; a lost live event is acceptable (the store has it)."""
+def _append(flow_id: str, event: dict[str, Any]) -> bytes | None:
+    """Append to the flow's stream; the entry's id, or None where Redis did not take it
+    (a lost live event is acceptable: the store has it)."""
     stream = keys.events_stream(flow_id)
     try:
         pipe = get_redis().pipeline(transaction=False)
         pipe.xadd(stream, {"data": json.dumps(event, default=str)}, maxlen=STREAM_MAXLEN)
         pipe.expire(stream, get_settings().retention.event_retention_seconds)
-        pipe.execute()
+        entry, _ = pipe.execute()
     except redis.RedisError as exc:
         log.warning("could not publish %s event for flow %s: %s", event["type"], flow_id, exc)
+        return None
+    return entry if isinstance(entry, bytes) else str(entry).encode()
