@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,19 @@ class Stack(Deployment):
             redis_url=_test_redis(),
             postgres_admin=PG_ADMIN,
         )
+
+
+def run_longplay(*args: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """``longplay ARGS`` as a person runs it, with ``env`` as its whole environment: its
+    exit code and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "longplay", *args],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def submit(client: httpx.Client, kind: str = "sleep", **body: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Stack, free_port, wait_until
+from conftest import Stack, free_port, run_longplay, wait_until
 from harness import stop_process
 
 
@@ -25,14 +25,7 @@ def longplay(stack: Stack, *args: str, **env: str) -> subprocess.CompletedProces
         "LONGPLAY_API_KEY": stack.key("dave"),
         **env,
     }
-    return subprocess.run(
-        [sys.executable, "-m", "longplay", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_longplay(*args, env=env)
 
 
 def test_submit_wait_saves_results(stack: Stack, tmp_path: Path) -> None:

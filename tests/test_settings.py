@@ -3,12 +3,15 @@ unsafe values refused with the variable's name."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from longplay.settings import Settings
+from longplay.settings import Settings, SettingWarning
+
+DAY = 24 * 3600
 
 
 def test_each_group_reads_its_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -52,7 +55,10 @@ def test_each_group_reads_its_variables(monkeypatch: pytest.MonkeyPatch, tmp_pat
         ({"LONGPLAY_WEBHOOK_RETRY_BASE": "10", "LONGPLAY_WEBHOOK_RETRY_MAX": "5"}, "RETRY_MAX"),
         ({"LONGPLAY_WORKER_CONCURRENCY": "0"}, "LONGPLAY_WORKER_CONCURRENCY"),
         ({"LONGPLAY_API_WORKERS": "0"}, "LONGPLAY_API_WORKERS"),
-        ({"LONGPLAY_DISPATCH_AHEAD": "0"}, "dispatch_ahead"),
+        ({"LONGPLAY_DISPATCH_AHEAD": "0"}, "LONGPLAY_DISPATCH_AHEAD"),
+        ({"LONGPLAY_STT_TIMEOUT": "0"}, "LONGPLAY_STT_TIMEOUT"),
+        ({"LONGPLAY_TIERS": '{"gold": {"max_running": 4,}}'}, "LONGPLAY_TIERS"),
+        ({"LONGPLAY_PLUGINS": "notjson"}, "LONGPLAY_PLUGINS"),
     ],
 )
 def test_unsafe_values_are_refused(
@@ -61,4 +67,95 @@ def test_unsafe_values_are_refused(
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match=named):
+        Settings(data_dir=tmp_path)
+
+
+RETENTIONS = ("JOB", "RESULT", "UPLOAD", "TURN_CACHE")
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("30d", 30 * DAY),
+        ("12h", 12 * 3600),
+        ("90m", 90 * 60),
+        ("45s", 45),
+        ("1.5h", 5400),
+        ("1d12h", 36 * 3600),
+        (" 7d ", 7 * DAY),
+        ("3600", 3600),  # a plain number is seconds, as it always was
+        ("2.5", 2.5),
+        ("0", 0),
+    ],
+)
+def test_retention_takes_a_unit_and_a_plain_number_is_seconds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str, seconds: float
+) -> None:
+    for name in RETENTIONS:
+        monkeypatch.setenv(f"LONGPLAY_{name}_RETENTION", value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SettingWarning)  # 2.5 is doubtful, and still read
+        kept = Settings(data_dir=tmp_path).retention
+    assert kept.job_retention == kept.result_retention == seconds
+    assert kept.upload_retention == kept.turn_cache_retention == seconds
+
+
+def test_other_long_durations_take_a_unit(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name, value in {
+        "LONGPLAY_CLEANUP_INTERVAL": "30m",
+        "LONGPLAY_EVENT_RETENTION_SECONDS": "2d",
+        "LONGPLAY_VISIBILITY_TIMEOUT": "1d12h",
+        "LONGPLAY_WEBHOOK_RETRY_MAX": "2h",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(data_dir=tmp_path)
+    assert settings.retention.cleanup_interval == 1800
+    assert settings.retention.event_retention_seconds == 2 * DAY
+    assert settings.worker.visibility_timeout == 36 * 3600
+    assert isinstance(settings.worker.visibility_timeout, int)
+    assert settings.webhooks.retry_max == 7200
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("LONGPLAY_JOB_RETENTION", "30x"),
+        ("LONGPLAY_RESULT_RETENTION", "-3d"),
+        ("LONGPLAY_UPLOAD_RETENTION", "-3"),
+        ("LONGPLAY_TURN_CACHE_RETENTION", "d"),
+        ("LONGPLAY_JOB_RETENTION", "1d-2h"),
+        ("LONGPLAY_JOB_RETENTION", ""),
+        ("LONGPLAY_CLEANUP_INTERVAL", "0s"),
+        ("LONGPLAY_EVENT_RETENTION_SECONDS", "1.5s"),
+        ("LONGPLAY_VISIBILITY_TIMEOUT", "7 days"),
+    ],
+)
+def test_bad_durations_are_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValidationError, match=variable):
+        Settings(data_dir=tmp_path)
+
+
+def test_a_short_retention_without_a_unit_is_warned_about(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("LONGPLAY_JOB_RETENTION", "30")
+    with pytest.warns(SettingWarning) as doubts:
+        kept = Settings(data_dir=tmp_path).retention
+    assert kept.job_retention == 30  # warned, not changed: a trial may want 30 seconds
+    assert [str(doubt.message) for doubt in doubts] == [
+        "LONGPLAY_JOB_RETENTION=30 is 30 seconds; write 30d for days (or 30s to mean seconds)"
+    ]
+
+
+@pytest.mark.parametrize("value", ["30s", "30d", "0", "3600", "86400"])
+def test_a_retention_with_a_unit_or_of_an_hour_is_not_doubted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str
+) -> None:
+    for name in RETENTIONS:
+        monkeypatch.setenv(f"LONGPLAY_{name}_RETENTION", value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SettingWarning)
         Settings(data_dir=tmp_path)

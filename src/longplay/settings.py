@@ -8,17 +8,31 @@ With nothing set, everything lives in the data folder: SQLite, an embedded Redis
 on a unix socket (append-only, so queued jobs survive a restart), uploads and
 results. Setting ``LONGPLAY_REDIS_URL`` and ``LONGPLAY_DATABASE_URL`` points the same
 code at real servers.
+
+A duration an operator sets in hours or days (the retention settings, for one) takes a
+unit: ``30d``, ``12h``, ``90m``, ``45s`` or several (``1h30m``); a plain number is
+seconds.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import warnings
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_data_dir() -> Path:
@@ -28,10 +42,60 @@ def _default_data_dir() -> Path:
 
 def _group(prefix: str = "") -> SettingsConfigDict:
     """A group reads ``LONGPLAY_<prefix><FIELD>``; a field named otherwise says its
-    variable as its alias."""
+    variable as its alias. Every field's alias is its variable, so that an error names
+    the variable an operator set rather than the field; code still passes fields by name."""
     return SettingsConfigDict(
-        env_prefix=f"LONGPLAY_{prefix}", extra="ignore", populate_by_name=True
+        alias_generator=lambda name: f"LONGPLAY_{prefix}{name}".upper(),
+        extra="ignore",
+        populate_by_name=True,
     )
+
+
+class SettingWarning(UserWarning):
+    """A setting that is valid but most likely not what its operator meant."""
+
+
+_UNITS = {"d": 24 * 3600, "h": 3600, "m": 60, "s": 1}
+_WITH_UNITS = re.compile(r"(?:\d+(?:\.\d+)?[dhms])+")
+_PART = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
+
+
+def _plain_number(text: str) -> float | None:
+    """The number ``text`` is (as a field would read it), or None."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _seconds(value: Any) -> Any:
+    """Seconds from a duration with units (``30d``, ``12h``, ``90m``, ``45s``, ``1h30m``);
+    a plain number, text or not, is left to the field, which reads it as seconds."""
+    if not isinstance(value, str) or _plain_number(value) is not None:
+        return value
+    text = value.strip()
+    if not _WITH_UNITS.fullmatch(text):
+        raise ValueError(
+            "not a duration: write seconds (3600) or a number with a unit (30d, 12h, 90m, 45s)"
+        )
+    return sum(float(number) * _UNITS[unit] for number, unit in _PART.findall(text))
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds)]
+"""A duration in seconds that its variable may also give with units (``7d``)."""
+WholeSeconds = Annotated[int, BeforeValidator(_seconds)]
+"""The same, for a setting that must be a whole number of seconds."""
+
+
+def _from_json(value: Any) -> Any:
+    """A JSON setting decoded from its variable's text. The settings source leaves it to
+    this (``NoDecode``), so that bad JSON is a validation error naming the variable."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from None
 
 
 class ApiSettings(BaseSettings):
@@ -64,7 +128,7 @@ class WorkerSettings(BaseSettings):
     heartbeat_interval: float = Field(default=10.0, gt=0)
     lease_seconds: float = Field(default=60.0, gt=0)
     """A running job whose heartbeat is older than this is taken to have lost its worker."""
-    visibility_timeout: int = Field(default=7 * 24 * 3600, ge=1)
+    visibility_timeout: WholeSeconds = Field(default=7 * 24 * 3600, ge=1)
     """Seconds before Redis hands an unacknowledged job message out again. Leases decide
     when a worker is gone; a redelivery of a job still running does nothing, so this
     only backs them up and can be short or long without running a job twice."""
@@ -130,7 +194,9 @@ class AdmissionSettings(BaseSettings):
     """A job handed to the broker that is still queued this long after, while its broker
     queue is empty, was lost with the broker (a Redis restarted without its data): it is
     handed over again."""
-    tiers: dict[str, Tier] = Field(default_factory=_default_tiers)
+    tiers: Annotated[dict[str, Tier], NoDecode, BeforeValidator(_from_json)] = Field(
+        default_factory=_default_tiers
+    )
     """Owner tiers by name (JSON); new owners are ``standard``."""
     owner_max_running: int | None = Field(default=None, ge=1)
     """Default of every tier's ``max_running``; unset: unlimited."""
@@ -154,7 +220,7 @@ class WebhookSettings(BaseSettings):
     """Attempts at one webhook before it is given up (status ``failed``)."""
     retry_base: float = Field(default=5.0, gt=0)
     """Seconds before the first retry of a webhook; each next wait is four times longer."""
-    retry_max: float = Field(default=3600.0, gt=0)
+    retry_max: Seconds = Field(default=3600.0, gt=0)
     """The longest wait between two attempts; it also caps a receiver's ``Retry-After``."""
     progress_interval: float = Field(default=5.0, gt=0)
     """Seconds between two progress webhooks of one job (and one per whole percent at most)."""
@@ -176,23 +242,47 @@ class RetentionSettings(BaseSettings):
 
     model_config = _group()
 
-    cleanup_interval: float = Field(default=3600.0, gt=0)
+    cleanup_interval: Seconds = Field(default=3600.0, gt=0)
     """Seconds between runs of the cleanup beat task."""
-    job_retention: float = Field(default=30 * 24 * 3600, ge=0)
+    job_retention: Seconds = Field(default=30 * 24 * 3600, ge=0)
     """Seconds a finished job is kept, with its files; 0: forever."""
-    result_retention: float = Field(default=7 * 24 * 3600, ge=0)
+    result_retention: Seconds = Field(default=7 * 24 * 3600, ge=0)
     """Seconds a finished job's outputs are kept (the job stays); 0: as long as the job."""
-    upload_retention: float = Field(default=24 * 3600, ge=0)
+    upload_retention: Seconds = Field(default=24 * 3600, ge=0)
     """Seconds an upload no job names is kept; 0: forever."""
-    turn_cache_retention: float = Field(default=7 * 24 * 3600, ge=0)
+    turn_cache_retention: Seconds = Field(default=7 * 24 * 3600, ge=0)
     """Seconds a voiced podcast turn is kept in ``<data dir>/cache/turns/`` after a job
     last used it; 0: forever."""
     cleanup_batch: int = Field(default=500, ge=1)
     """Rows deleted per transaction."""
     cleanup_max_per_run: int = Field(default=10_000, ge=1)
     """Most rows of each sort one cleanup run deletes; the next run goes on."""
-    event_retention_seconds: int = Field(default=7 * 24 * 3600, ge=1)
+    event_retention_seconds: WholeSeconds = Field(default=7 * 24 * 3600, ge=1)
     """Seconds a job's live event stream is kept after its first and last event."""
+
+    @field_validator(
+        "job_retention",
+        "result_retention",
+        "upload_retention",
+        "turn_cache_retention",
+        mode="before",
+    )
+    @classmethod
+    def _unit_forgotten(cls, value: Any, info: ValidationInfo) -> Any:
+        """Warn of a retention under an hour written as a plain number: an operator who
+        wrote ``30`` most likely meant days, and cleanup would delete nearly everything.
+        It stays seconds (short ones are fine for a trial); ``30s`` says so and is quiet."""
+        seconds = _plain_number(value) if isinstance(value, str) else None
+        if seconds is not None and 0 < seconds < 3600:
+            text = value.strip()
+            variable = cls.model_fields[str(info.field_name)].alias
+            warnings.warn(
+                f"{variable}={text} is {seconds:g} seconds; write {text}d for days "
+                f"(or {text}s to mean seconds)",
+                SettingWarning,
+                stacklevel=2,
+            )
+        return value
 
 
 class EngineSettings(BaseSettings):
@@ -294,14 +384,16 @@ class EmbedSettings(BaseSettings):
 class Settings(BaseSettings):
     """Everything longplay can be told, in groups; each field is ``LONGPLAY_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="LONGPLAY_", extra="ignore")
+    model_config = _group()
 
     data_dir: Path = Field(default_factory=_default_data_dir)
     database_url: str | None = None
     """SQLAlchemy URL; unset: SQLite in the data folder."""
     redis_url: str | None = None
     """Redis URL for the broker and events; unset: an embedded Redis in the data folder."""
-    plugins: list[str] = Field(default_factory=list)
+    plugins: Annotated[list[str], NoDecode, BeforeValidator(_from_json)] = Field(
+        default_factory=list
+    )
     """Extra modules to import at start-up; each registers its own job kinds."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"

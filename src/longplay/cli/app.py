@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import re
+import warnings
 from typing import Any
 
 import typer
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+from pydantic_settings import SettingsError
 from rich.console import Console
 
-from longplay.settings import Settings, get_settings
+from longplay.settings import Settings, SettingWarning, get_settings
 
 app = typer.Typer(help="Long AI media work as background jobs.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -24,17 +28,36 @@ err = Console(stderr=True)
 @app.callback()
 def _read_settings() -> None:
     """Read the settings before any command runs, so that a bad value is a clear
-    message naming its variable, not a traceback from deep inside a command."""
+    message naming its variable, not a traceback from deep inside a command; a doubtful
+    one (``SettingWarning``) is one line too, and the command goes on."""
     try:
-        get_settings()
+        with warnings.catch_warnings(record=True) as doubts:
+            warnings.simplefilter("always", SettingWarning)
+            get_settings()
     except ValidationError as exc:
         for error in exc.errors():
-            message = error["msg"].removeprefix("Value error, ")
-            if error["loc"]:  # a field's own check; else one across fields names them
-                name = ".".join(str(part) for part in error["loc"])
-                message = f"{name}={error['input']!r}: {message}"
-            err.print(f"invalid setting {message}", markup=False, soft_wrap=True)
+            err.print(f"invalid setting {_described(error)}", markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    except SettingsError as exc:  # a variable the settings sources cannot parse at all
+        why = f"{exc}: {exc.__cause__}" if exc.__cause__ else str(exc)
+        err.print(f"invalid setting: {why}", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    for doubt in doubts:
+        err.print(f"warning: {doubt.message}", markup=False, soft_wrap=True)
+    warnings.simplefilter("ignore", SettingWarning)  # said once: a re-read (flags) is quiet
+
+
+def _described(error: ErrorDetails) -> str:
+    """``LONGPLAY_X='value': why``, with the place inside a JSON value in brackets; a
+    check across fields (no place) names its variables itself. Fields' aliases are
+    their variables, so an error's place starts with the variable."""
+    message = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:
+        return message
+    variable, *inside = (str(part) for part in error["loc"])
+    if inside:
+        return f"{variable} ({'.'.join(inside)}={error['input']!r}): {message}"
+    return f"{variable}={error['input']!r}: {message}"
 
 
 def setup_logging(settings: Settings) -> None:
@@ -64,8 +87,27 @@ def uvicorn_logging(settings: Settings) -> dict[str, Any]:
 
 
 def prepare(settings: Settings) -> None:
-    """Data folder and schema: every part calls this before it serves anything."""
+    """Data folder and schema: every part calls this before it serves anything. A
+    database that cannot be opened (not there, unreachable, refused, an unknown URL)
+    ends the command with one line saying why."""
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
     from longplay.store.db import migrate
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    migrate(settings.effective_database_url)
+    url = settings.effective_database_url
+    try:
+        migrate(url)
+    except (ArgumentError, OperationalError, OSError) as exc:
+        where = re.sub(r"(://[^:/@]*):.*@", r"\1:***@", url)  # the password hidden
+        why = _one_line(getattr(exc, "orig", None) or exc)  # the driver's own words
+        err.print(f"cannot open the database at {where}: {why}", markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    """A driver's message on one line, without libpq's preamble (``connection failed:
+    connection to server at "host", port 5432 failed: FATAL:``) before the reason."""
+    lines = (" ".join(line.split()) for line in str(exc).splitlines())
+    text = "; ".join(line for line in lines if line)
+    return text.rpartition(" failed: ")[2].removeprefix("FATAL: ")

@@ -1,0 +1,101 @@
+"""Setup mistakes an operator makes end in one short line on stderr that names the
+variable or the database, never in a traceback: the real ``longplay`` command is run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import PG_ADMIN, free_port, postgres_reachable, run_longplay
+from sqlalchemy.engine import make_url
+
+
+def longplay(tmp_path: Path, *args: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    """Run ``longplay`` with a data folder in ``tmp_path`` and only these ``LONGPLAY_*``
+    variables set."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("LONGPLAY_")}
+    env.update(LONGPLAY_DATA_DIR=str(tmp_path / "data"), **variables)
+    return run_longplay(*args, env=env)
+
+
+def assert_short(done: subprocess.CompletedProcess[str], *named: str) -> None:
+    """Failed, with a few lines on stderr naming each of ``named`` and no traceback."""
+    assert done.returncode != 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) <= 3, done.stderr
+    for text in named:
+        assert text in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("LONGPLAY_TIERS", '{"gold": {"max_running": 4,}}'),
+        ("LONGPLAY_PLUGINS", "notjson"),
+        ("LONGPLAY_API_PORT", "abc"),
+        ("LONGPLAY_DISPATCH_AHEAD", "0"),
+        ("LONGPLAY_JOB_RETENTION", "30x"),
+        ("LONGPLAY_STT_TIMEOUT", "-1"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_its_variable(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    done = longplay(tmp_path, "keys", "create", "alice", **{variable: value})
+    assert done.returncode == 2, done.stderr
+    assert_short(done, f"invalid setting {variable}")
+
+
+def test_a_group_variable_that_is_not_json_is_one_line(tmp_path: Path) -> None:
+    """``LONGPLAY_API`` would be the whole ``api`` group as JSON: the settings source
+    itself cannot read it."""
+    done = longplay(tmp_path, "keys", "list", LONGPLAY_API="notjson")
+    assert done.returncode == 2, done.stderr
+    assert_short(done, 'invalid setting: error parsing value for field "api"', "Expecting value")
+
+
+def test_bad_json_inside_a_setting_says_where(tmp_path: Path) -> None:
+    done = longplay(tmp_path, "keys", "list", LONGPLAY_TIERS='{"gold": {"max_running": 0}}')
+    assert done.returncode == 2, done.stderr
+    assert_short(done, "LONGPLAY_TIERS", "gold.max_running=0")
+
+
+def test_a_short_retention_without_a_unit_is_warned_about_and_kept(tmp_path: Path) -> None:
+    done = longplay(tmp_path, "cleanup", "--dry-run", LONGPLAY_JOB_RETENTION="30")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["dry_run"] is True
+    assert "LONGPLAY_JOB_RETENTION=30 is 30 seconds; write 30d for days" in done.stderr
+    quiet = longplay(tmp_path, "cleanup", "--dry-run", LONGPLAY_JOB_RETENTION="30s")
+    assert quiet.returncode == 0 and "LONGPLAY_JOB_RETENTION" not in quiet.stderr
+
+
+def test_a_missing_postgresql_database_is_one_line(tmp_path: Path) -> None:
+    if not postgres_reachable():
+        pytest.skip(f"no PostgreSQL at {PG_ADMIN}")
+    name = f"longplay_missing_{uuid.uuid4().hex[:8]}"
+    url = make_url(PG_ADMIN).set(database=name)
+    shown = url.render_as_string(hide_password=True)
+    for command in (["keys", "create", "alice"], ["api", "--port", str(free_port())]):
+        done = longplay(tmp_path, *command, LONGPLAY_DATABASE_URL=url.render_as_string(False))
+        assert done.returncode == 1, done.stderr
+        assert_short(done, f'cannot open the database at {shown}: database "{name}" does not exist')
+
+
+def test_an_unreachable_database_hides_its_password(tmp_path: Path) -> None:
+    url = f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/longplay"
+    done = longplay(tmp_path, "keys", "create", "alice", LONGPLAY_DATABASE_URL=url)
+    assert done.returncode == 1, done.stderr
+    assert "hunter2" not in done.stderr
+    assert_short(done, "cannot open the database at postgresql://postgres:***@127.0.0.1")
+
+
+def test_a_sqlite_database_in_no_folder_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    url = f"sqlite:///{tmp_path / 'a-file' / 'longplay.db'}"
+    done = longplay(tmp_path, "keys", "create", "alice", LONGPLAY_DATABASE_URL=url)
+    assert done.returncode == 1, done.stderr
+    assert_short(done, f"cannot open the database at {url}")
