@@ -293,6 +293,45 @@ def test_live_tells_a_job_that_is_gone_as_deleted_and_follows_the_rest(visit: An
     assert not any(e["job_id"] == theirs and e["type"] != "deleted" for e in events)
 
 
+@DATABASE
+def test_a_form_through_a_reverse_proxy_is_taken_and_one_from_elsewhere_is_not(
+    visit: Any,
+) -> None:
+    """Behind a proxy that passes the API another Host (nginx's default), a form's
+    Origin is the public site's, which the proxy says in X-Forwarded-Host or Forwarded;
+    a form from another site, whatever its token, is refused."""
+    you = visit("dash-proxy")
+    you.sign_in()
+    cookie = you.cookie()
+    assert cookie is not None
+    with httpx.Client(
+        base_url=you.stack.api_url, cookies={SESSION: cookie["value"]}, timeout=30
+    ) as browser:
+        page = browser.get("/jobs")
+        token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert token is not None
+        form = {"csrf": token[1]}
+        public = {"Origin": "https://media.example.org"}
+        assert browser.post("/logout", data=form, headers=public).status_code == 403
+        elsewhere = {"Origin": "https://evil.example", "X-Forwarded-Host": "media.example.org"}
+        assert browser.post("/logout", data=form, headers=elsewhere).status_code == 403
+        assert browser.get("/jobs").status_code == 200, "still signed in"
+        proxied = {**public, "Forwarded": 'for=10.0.0.1;host="media.example.org";proto=https'}
+        signed_out = browser.post("/logout", data=form, headers=proxied)
+        assert signed_out.status_code == 303 and signed_out.headers["location"] == "/login"
+    you.sign_in()
+    cookie = you.cookie()
+    assert cookie is not None
+    with httpx.Client(
+        base_url=you.stack.api_url, cookies={SESSION: cookie["value"]}, timeout=30
+    ) as browser:
+        token = re.search(r'name="csrf" value="([^"]+)"', browser.get("/jobs").text)
+        assert token is not None
+        via_nginx = {"Origin": "https://media.example.org", "X-Forwarded-Host": "media.example.org"}
+        signed_out = browser.post("/logout", data={"csrf": token[1]}, headers=via_nginx)
+        assert signed_out.status_code == 303
+
+
 def melody_wav() -> bytes:
     """A scale of plucked tones (five harmonics, a fast attack, a decay), half a second
     each, as a 16-bit WAV."""

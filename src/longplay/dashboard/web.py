@@ -147,7 +147,7 @@ async def changing(request: Request, work: Callable[[Session, Viewer], T], *, cs
     """Like :func:`as_viewer`, for a form that changes something: the form's ``csrf``
     must be the session's, and a browser saying it comes from elsewhere is refused."""
     origin = request.headers.get("origin")
-    if origin is not None and urlsplit(origin).netloc != request.url.netloc:
+    if origin is not None and urlsplit(origin).netloc not in _hosts_asked(request):
         raise sessions.BadCsrf
 
     def checked(session: Session, viewer: Viewer) -> T:
@@ -155,6 +155,23 @@ async def changing(request: Request, work: Callable[[Session, Viewer], T], *, cs
         return work(session, viewer)
 
     return await as_viewer(request, checked)
+
+
+def _hosts_asked(request: Request) -> set[str]:
+    """The hosts (with port) the browser may have asked for this page by: the request's
+    ``Host`` and, behind a reverse proxy that passes on another one, the host it says
+    the browser asked for (``X-Forwarded-Host``, or ``host=`` in ``Forwarded``). A page
+    of another site can set neither these headers nor ``Origin`` on what it posts, so a
+    form whose ``Origin`` is none of them came from elsewhere."""
+    hosts = {request.url.netloc}
+    if forwarded_host := request.headers.get("x-forwarded-host"):
+        hosts.add(forwarded_host.split(",")[0].strip())
+    first_hop = request.headers.get("forwarded", "").split(",")[0]
+    for pair in first_hop.split(";"):
+        name, _, value = pair.strip().partition("=")
+        if name.lower() == "host" and value:
+            hosts.add(value.strip('"'))
+    return hosts
 
 
 def _sign_in_again(request: Request) -> Response:
