@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -16,11 +17,11 @@ from typing import Any
 import httpx
 import pytest
 from conftest import free_port, submit, wait_for_status, wait_until
-from test_up import api_client, nothing_listens, start_up
+from test_up import alive, api_client, nothing_listens, start_up
 
 from longplay import supervisor
 from longplay.settings import Settings
-from longplay.supervisor import Child, Supervisor, backoff, describe_exit
+from longplay.supervisor import CannotStart, Child, Supervisor, backoff, describe_exit
 
 
 def test_backoff_doubles_up_to_a_cap() -> None:
@@ -30,15 +31,6 @@ def test_backoff_doubles_up_to_a_cap() -> None:
 def test_exit_is_described_by_code_or_signal() -> None:
     assert describe_exit(3) == "exited with code 3"
     assert describe_exit(-signal.SIGKILL) == "was killed by SIGKILL"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.is_file() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
 
 
 def _crash_and_watch(sup: Supervisor, child: Child) -> None:
@@ -75,7 +67,7 @@ def test_a_crashing_part_backs_off_and_starts_over_once_stable(
     assert round(crasher.next_start - time.monotonic()) == 1
     # What it left in its process group went with it.
     orphan = int(orphan_file.read_text())
-    wait_until(lambda: not _alive(orphan), timeout=10)
+    wait_until(lambda: not alive(orphan), timeout=10)
 
 
 def test_a_killed_part_is_logged_with_its_signal(
@@ -94,6 +86,31 @@ def test_a_killed_part_is_logged_with_its_signal(
     assert sleeper.process is not None and sleeper.process.pid != first
     sup.stop()
     assert sleeper.process.poll() == -signal.SIGTERM
+
+
+def test_an_api_that_cannot_listen_at_its_first_start_stops_up(tmp_path: Path) -> None:
+    with socket.socket() as other:  # another program on the port
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        host, port = other.getsockname()
+        api = Child("api", ["true"], address=(host, port))
+        sup = Supervisor(Settings(data_dir=tmp_path), children=[api])
+        api.start()
+        assert api.process is not None
+        api.process.wait(10)
+        with pytest.raises(CannotStart) as refused:
+            sup.watch()
+        assert str(refused.value) == f"port {port} is in use: stop what uses it or pass --port"
+        # After the first start, ending is a crash like any other: it is started again.
+        api.start()
+        _crash_and_watch(sup, api)
+        assert api.crashes == 1
+    # So is a first start that ends with the port free: the part itself failed.
+    api = Child("api", ["true"], address=(host, port))
+    sup = Supervisor(Settings(data_dir=tmp_path), children=[api])
+    api.start()
+    _crash_and_watch(sup, api)
+    assert api.crashes == 1
 
 
 # -- the real thing ----------------------------------------------------------------------

@@ -3,18 +3,47 @@ its queue across a restart."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import TextIO
 
 import httpx
 import pytest
 from conftest import TESTS, free_port, submit, wait_for_status, wait_until
 
-from longplay.client.core import local_url
+from longplay import supervisor
+from longplay.client.core import find_url, local_url
+from longplay.settings import Settings
+from longplay.supervisor import CannotStart, lock_data_folder
+
+UP = [sys.executable, "-m", "longplay", "up"]
+
+
+def up_env(data_dir: Path, port: int | None, **settings: str) -> dict[str, str]:
+    """The environment of a ``longplay up`` on embedded defaults, its port given by
+    ``LONGPLAY_API_PORT`` unless ``port`` is None; ``settings`` are more ``LONGPLAY_*``
+    variables."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("LONGPLAY_REDIS_URL", "LONGPLAY_DATABASE_URL", "LONGPLAY_API_PORT")
+    }
+    env.update(
+        LONGPLAY_DATA_DIR=str(data_dir),
+        LONGPLAY_WORKER_CONCURRENCY="1",
+        LONGPLAY_SHUTDOWN_GRACE="2",
+        LONGPLAY_PLUGINS='["plugin_kinds"]',
+        PYTHONPATH=str(TESTS),
+        **({"LONGPLAY_API_PORT": str(port)} if port is not None else {}),
+        **settings,
+    )
+    return env
 
 
 def start_up(
@@ -22,23 +51,9 @@ def start_up(
 ) -> subprocess.Popen[bytes]:
     """``longplay up`` on embedded defaults, what it prints written to ``out`` when
     given; ``settings`` are more ``LONGPLAY_*`` variables."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("LONGPLAY_REDIS_URL", "LONGPLAY_DATABASE_URL")
-    }
-    env.update(
-        LONGPLAY_DATA_DIR=str(data_dir),
-        LONGPLAY_API_PORT=str(port),
-        LONGPLAY_WORKER_CONCURRENCY="1",
-        LONGPLAY_SHUTDOWN_GRACE="2",
-        LONGPLAY_PLUGINS='["plugin_kinds"]',
-        PYTHONPATH=str(TESTS),
-        **settings,
-    )
     stdout = out.open("wb") if out is not None else None
     try:
-        return subprocess.Popen([sys.executable, "-m", "longplay", "up"], env=env, stdout=stdout)
+        return subprocess.Popen(UP, env=up_env(data_dir, port, **settings), stdout=stdout)
     finally:
         if stdout is not None:
             stdout.close()  # the child holds its own copy
@@ -104,6 +119,148 @@ def test_up_keeps_queued_jobs_across_restart(tmp_path: Path) -> None:
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.is_file() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+def descendants(pid: int) -> set[int]:
+    """The processes below ``pid``: its children, theirs, and so on (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue  # it has just ended
+        children.setdefault(parent, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found.update(below)
+        todo.extend(below)
+    return found
+
+
+def refusal(data_dir: Path, port: int) -> str:
+    """What a ``longplay up`` that must not start says on stderr; it must end at once
+    with status 1."""
+    process = subprocess.Popen(
+        UP, env=up_env(data_dir, port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _, said = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.terminate()  # it stops what it started
+        process.communicate(timeout=60)
+        pytest.fail(f"longplay up on {data_dir}, port {port}, was not refused")
+    assert process.returncode == 1, said
+    return said.strip()
+
+
+def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A ``longplay`` client command told the data folder and no API address."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LONGPLAY_")}
+    env["LONGPLAY_DATA_DIR"] = str(data_dir)
+    command = [sys.executable, "-m", "longplay", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.timeout(300)
+def test_up_holds_its_folder_and_port_and_its_parts_end_with_it(tmp_path: Path) -> None:
+    data_dir, port = tmp_path / "data", free_port()
+    # The port given as a flag alone: only the data folder tells the CLI where the API is.
+    process = subprocess.Popen([*UP, "--port", str(port)], env=up_env(data_dir, None))
+    parts: set[int] = set()
+    try:
+        client = api_client(data_dir, port)
+        sent = cli(data_dir, "submit", "sleep", "-p", "seconds=60", "-p", "ticks=60")
+        assert sent.returncode == 0, sent.stderr
+        job_id = sent.stdout.split()[1]
+
+        # A second up on the folder (on another port), or on the port (in another folder),
+        # is refused before it starts anything; the first goes on serving.
+        said = refusal(data_dir, free_port())
+        assert said == f"another longplay up (pid {process.pid}) is running on {data_dir}"
+        said = refusal(tmp_path / "other", port)
+        assert said == f"port {port} is in use: stop what uses it or pass --port"
+        assert not (tmp_path / "other" / "redis.sock").exists()
+        assert client.get("/healthz").json()["status"] == "ok"
+
+        # kill -9 of up while a job runs: every part ends with it, the worker's pool too.
+        wait_for_status(client, job_id, {"running"})
+        parts = descendants(process.pid)
+        assert len(parts) >= 5, parts  # Redis, the worker and its pool process, beat, API
+        process.kill()
+        process.wait()
+        wait_until(lambda: not any(alive(pid) for pid in parts), timeout=30)
+
+        # A new up on the folder starts and serves; stopped, it takes its address away.
+        process = start_up(data_dir, port)
+        api_client(data_dir, port)
+        listed = cli(data_dir, "jobs")
+        assert listed.returncode == 0, listed.stderr
+        assert stop(process, signal.SIGTERM) == 0
+        assert not (data_dir / "api-url").exists()
+        assert nothing_listens(data_dir, port)
+    finally:
+        if process.poll() is None:
+            parts |= descendants(process.pid)
+            process.kill()
+        for pid in parts:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def hold(data_dir: Path, pid: int) -> TextIO:
+    """Hold the data folder's lock as the ``up`` with this pid (or its Redis) does."""
+    held = (data_dir / "up.lock").open("a+")
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    held.truncate(0)
+    held.write(f"{pid}\n")
+    held.flush()
+    return held
+
+
+def test_a_folder_whose_up_has_ended_is_taken_once_its_redis_lets_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    # The killed up's Redis, still stopping, holds the lock for a moment.
+    threading.Timer(0.5, hold(tmp_path, ended.pid).close).start()
+    mine = lock_data_folder(tmp_path)
+    assert (tmp_path / "up.lock").read_text() == f"{os.getpid()}\n"
+    mine.close()
+    # One that never lets go is named once the wait is over.
+    monkeypatch.setattr(supervisor, "LOCK_WAIT", 0.2)
+    with hold(tmp_path, ended.pid), pytest.raises(CannotStart) as refused:
+        lock_data_folder(tmp_path)
+    said = f"longplay up (pid {ended.pid}) has ended but its Redis still runs on {tmp_path}"
+    assert str(refused.value) == said
+
+
+def test_the_url_an_up_saved_is_found_unless_another_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("LONGPLAY_API_URL", "LONGPLAY_API_HOST", "LONGPLAY_API_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    assert find_url(Settings(data_dir=tmp_path)) == "http://127.0.0.1:8000"
+    (tmp_path / "api-url").write_text("http://127.0.0.1:18231\n")
+    assert find_url(Settings(data_dir=tmp_path)) == "http://127.0.0.1:18231"
+    monkeypatch.setenv("LONGPLAY_API_PORT", "8000")  # set, even to the default, it wins
+    assert find_url(Settings(data_dir=tmp_path)) == "http://127.0.0.1:8000"
+    monkeypatch.setenv("LONGPLAY_API_URL", "https://media.example.org/")
+    assert find_url(Settings(data_dir=tmp_path)) == "https://media.example.org"
 
 
 @pytest.mark.parametrize(

@@ -8,21 +8,34 @@ left of its process group (a worker's pool processes) is killed first, so no orp
 holds a job or a GPU. The embedded Redis keeps an append-only file in the data folder,
 so jobs queued before it died are queued after it comes back.
 
-Ctrl-C or SIGTERM stops them all, the API first and Redis last.
+Ctrl-C or SIGTERM stops them all, the API first and Redis last. On Linux the kernel
+also signals each part when ``up`` itself ends, even by SIGKILL, so none outlives it
+(:attr:`Child.death_signal`); every part is started from ``up``'s main thread, because
+that signal comes when the *thread* that started the part ends.
+
+One ``up`` at a time runs on a data folder: it holds a lock on ``up.lock`` there (see
+:func:`lock_data_folder`), and checks that the API's port is free before it starts
+anything (:func:`check_port`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import fcntl
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
 
 from longplay.embedded import redis_command, wait_until_ready
 from longplay.settings import Settings
@@ -34,6 +47,108 @@ MAX_BACKOFF = 30.0
 STABLE_AFTER = 60.0
 """Seconds a part must stay up for its next crash to count as the first in a row."""
 WATCH_INTERVAL = 0.5
+LOCK_WAIT = 10.0
+"""Seconds a new ``up`` waits for the data folder's lock while the ``up`` that held it
+has ended but its Redis, which holds the lock too, is still stopping."""
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+"""The C library, loaded in ``up`` itself: a child between fork and exec only calls it."""
+
+
+class CannotStart(Exception):
+    """Why ``up`` must not start: its data folder or its port is taken (one line)."""
+
+
+def lock_data_folder(data_dir: Path) -> TextIO:
+    """Lock ``up.lock`` in the data folder and write this process's pid in it; the
+    lock lasts while the returned file stays open (the kernel lets go of it when the
+    process ends, however it ends). Raise :class:`CannotStart` if another ``up`` holds
+    it; if the one that holds it has ended but its Redis still runs (it holds the lock
+    too, so that no second Redis starts on its socket), wait for that up to
+    :data:`LOCK_WAIT` seconds first."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = (data_dir / "up.lock").open("a+")
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip()
+            if holder.isdigit() and _running(int(holder)):
+                lock.close()
+                raise CannotStart(
+                    f"another longplay up (pid {holder}) is running on {data_dir}"
+                ) from None
+            if time.monotonic() > deadline:
+                lock.close()
+                raise CannotStart(
+                    f"longplay up (pid {holder or '?'}) has ended but its Redis still runs "
+                    f"on {data_dir}"
+                ) from None
+            time.sleep(0.1)
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's
+    return True
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise :class:`CannotStart` if the API could not listen on ``host`` and ``port``:
+    each address they stand for is bound for a moment as uvicorn binds it (asyncio's
+    way: address reuse on, IPv6 alone on an IPv6 socket), so a closed connection
+    still lingering on the port is no obstacle, another program listening there is."""
+    try:
+        addresses = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise CannotStart(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    for family, kind, proto, _, address in addresses:
+        try:
+            probe = socket.socket(family, kind, proto)
+        except OSError:
+            continue  # a family this machine lacks (IPv6), which uvicorn skips too
+        with probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise CannotStart(
+                        f"port {port} is in use: stop what uses it or pass --port"
+                    ) from None
+                raise CannotStart(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _ends_with(parent: int, sig: signal.Signals) -> Callable[[], None] | None:
+    """What a child runs between fork and exec so that the kernel sends it ``sig``
+    when ``parent`` (``up``) ends, even by SIGKILL; None where that is not Linux. It
+    runs after the child has moved to its own process group, and the signal survives
+    the exec. A parent that ended before the call is caught by a look at ``getppid``."""
+    if _libc is None:
+        return None
+    prctl = _libc.prctl
+
+    def set_parent_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(sig))
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return set_parent_death_signal
 
 
 def backoff(crashes: int) -> float:
@@ -64,12 +179,26 @@ class Child:
     env: dict[str, str] = field(default_factory=dict)
     ready: Callable[[], None] | None = None
     """Blocks until a freshly started part serves (raises if it does not)."""
+    address: tuple[str, int] | None = None
+    """The host and port the part listens on: if its first process ends while another
+    program holds them, it could not listen, and ``up`` stops (:class:`CannotStart`)."""
+    pass_fds: tuple[int, ...] = ()
+    """Open files the part inherits (the embedded Redis: the data folder's lock)."""
+    death_signal: signal.Signals = signal.SIGTERM
+    """The signal the part gets when ``up`` ends without stopping it (Linux)."""
+    starts: int = 0
+    """Processes started so far."""
 
     def start(self) -> None:
         # Own process group: Ctrl-C reaches only the supervisor, which stops parts in order.
         self.process = subprocess.Popen(
-            self.command, env={**os.environ, **self.env}, process_group=0
+            self.command,
+            env={**os.environ, **self.env},
+            process_group=0,
+            pass_fds=self.pass_fds,
+            preexec_fn=_ends_with(os.getpid(), self.death_signal),
         )
+        self.starts += 1
         self.started_at = time.monotonic()
         log.info("started %s (pid %d)", self.name, self.process.pid)
         if self.ready is not None:
@@ -96,6 +225,18 @@ class Child:
             os.killpg(self.process.pid, signal.SIGKILL)
             log.warning("killed what was left of %s's processes", self.name)
 
+    def has_leftovers(self) -> bool:
+        """Whether processes of the part's group outlive its leader."""
+        if self.process is None:
+            return False
+        try:
+            os.killpg(self.process.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
 
 def _part(name: str) -> list[str]:
     return [sys.executable, "-m", "longplay", name]
@@ -112,16 +253,32 @@ class Supervisor:
             if settings.embedded_redis and children is None
             else None
         )
+        address = (settings.api.host, settings.api.port)
         self.children = (
             children
             if children is not None
             else [
-                Child("worker", _part("worker"), env=env),
+                # SIGTERM would not do: the embedded Redis ends with up too, and a worker
+                # told to stop with its broker gone never ends (Celery's heartbeat
+                # retries the broker for ever, holding the lock the stop waits for).
+                # Killed, its pool goes with it (Celery gives each pool process SIGKILL
+                # as its own death signal) and its jobs' leases lapse.
+                Child("worker", _part("worker"), env=env, death_signal=signal.SIGKILL),
                 Child("beat", _part("beat"), env=env),
-                Child("api", _part("api"), env=env),
+                Child("api", _part("api"), env=env, address=address),
             ]
         )
         self._stopping = threading.Event()
+        self._lock: TextIO | None = None
+
+    def claim(self) -> None:
+        """Before anything starts: lock the data folder for as long as this process
+        lives (its Redis holds the lock too), and check the API's port is free. Raise
+        :class:`CannotStart` if either is taken."""
+        self._lock = lock_data_folder(self.settings.data_dir)  # kept open: the lock
+        if self.redis is not None:
+            self.redis.pass_fds = (self._lock.fileno(),)
+        check_port(self.settings.api.host, self.settings.api.port)
 
     def _redis_ready(self) -> None:
         wait_until_ready(self.settings.redis_socket)
@@ -140,7 +297,8 @@ class Supervisor:
                 raise
 
     def run(self) -> None:
-        """Run until a signal; then stop everything in order."""
+        """Run until a signal; then stop everything in order. Raise
+        :class:`CannotStart`, once all is stopped, if the API could not listen."""
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self._stopping.set())
         for child in self.children:
@@ -165,6 +323,9 @@ class Supervisor:
                 self._ended(child, code)
 
     def _ended(self, child: Child, code: int) -> None:
+        if child.address is not None and child.starts == 1 and not child.has_leftovers():
+            # With nothing of its own left on the port, one that is taken is another's.
+            check_port(*child.address)
         now = time.monotonic()
         up_for = now - child.started_at
         if up_for >= STABLE_AFTER:

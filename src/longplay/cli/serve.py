@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, NoReturn
 
 import typer
 
-from longplay.cli.app import app, console, prepare, setup_logging, uvicorn_logging
+from longplay.cli.app import app, console, err, prepare, setup_logging, uvicorn_logging
 from longplay.settings import Settings, get_settings
 
 
@@ -62,15 +63,22 @@ def _with_flags(**variables: object) -> Settings:
 
 @app.command()
 def up(host: Host = None, port: Port = None, workers: ApiWorkers = None) -> None:
-    """Start everything on this machine: embedded Redis, a worker, beat and the API."""
-    from longplay.client.core import ALL_INTERFACES, local_url
-    from longplay.supervisor import Supervisor
+    """Start everything on this machine: embedded Redis, a worker, beat and the API.
+
+    One at a time on a data folder: another ``up`` on it, or one whose port is taken,
+    says so in one line and exits with 1, having started nothing."""
+    from longplay.client.core import ALL_INTERFACES, local_url, url_file
+    from longplay.supervisor import CannotStart, Supervisor
 
     settings = _with_flags(
         LONGPLAY_API_HOST=host, LONGPLAY_API_PORT=port, LONGPLAY_API_WORKERS=workers
     )
     setup_logging(settings)
     supervisor = Supervisor(settings)
+    try:
+        supervisor.claim()
+    except CannotStart as exc:
+        _refuse(exc)
     supervisor.start_redis()
     try:
         prepare(settings)
@@ -84,7 +92,26 @@ def up(host: Host = None, port: Port = None, workers: ApiWorkers = None) -> None
         console.print(f"listening on every interface of this machine, port {settings.api.port}")
     if new_key:
         console.print(f"API key for owner 'local': [bold]{new_key}[/] (saved in the data folder)")
-    supervisor.run()
+    saved = url_file(settings)  # for the CLI and the SDK on this machine (find_url)
+    _save(saved, url)
+    try:
+        supervisor.run()
+    except CannotStart as exc:
+        _refuse(exc)
+    finally:
+        saved.unlink(missing_ok=True)  # before the data folder's lock goes, with this process
+
+
+def _refuse(reason: Exception) -> NoReturn:
+    err.print(str(reason), markup=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _save(path: Path, text: str) -> None:
+    """Write ``path`` whole at once: a reader sees the old text or the new, never part."""
+    part = path.with_name(f".{path.name}.part")
+    part.write_text(text + "\n")
+    part.replace(path)
 
 
 @app.command()

@@ -4,6 +4,7 @@ and that does no I/O: where the API is, what a submission sends, how long a 429 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -65,12 +66,27 @@ def find_key(settings: Settings | None = None) -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
+def url_file(settings: Settings) -> Path:
+    """Where ``longplay up`` saves, while it runs, the URL a client on this machine
+    reaches its API at."""
+    return settings.data_dir / "api-url"
+
+
 def find_url(settings: Settings | None = None) -> str:
-    """``LONGPLAY_API_URL``, else this machine's API (``LONGPLAY_API_HOST``/``_PORT``)."""
+    """``LONGPLAY_API_URL``; else, when ``LONGPLAY_API_HOST`` or ``LONGPLAY_API_PORT``
+    is set, this machine's API there; else the URL the ``longplay up`` of this data
+    folder saved; else this machine's API on the default host and port."""
     url = os.environ.get("LONGPLAY_API_URL")
     if url:
         return url.rstrip("/")
-    api = (settings or get_settings()).api
+    settings = settings or get_settings()
+    api = settings.api
+    # Only the host and port that were set count: defaults would hide the saved URL.
+    if not {"host", "port"} & api.model_fields_set:
+        saved = url_file(settings)
+        with contextlib.suppress(FileNotFoundError):
+            if url := saved.read_text().strip():
+                return url
     return local_url(api.host, api.port)
 
 
