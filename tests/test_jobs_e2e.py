@@ -341,6 +341,24 @@ def test_a_delete_meeting_a_submission_that_names_its_upload_loses_nothing(
     assert ended["status"] == "completed", ended["error"]
 
 
+def test_a_retried_jobs_stream_read_from_its_start_goes_on_to_its_new_end(stack: Stack) -> None:
+    """A failed job retried by hand runs again: its stream, read from the start as a
+    reconnecting or late client reads it, goes on past the old failure to the new end
+    (it ended at the old ``failed``, so ``longplay watch`` showed a failed job)."""
+    client = stack.client("uma")
+    job = submit(client, "flaky", params={"failures": 3})  # its 3 attempts fail; a 4th passes
+    failed = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=90)
+    assert failed["status"] == "failed"
+    assert read_events(client, job["id"])[-1]["event"] == "failed"
+    assert client.post(f"/v1/jobs/{job['id']}/retry").status_code == 200
+    wait_for_status(client, job["id"], {"completed"}, timeout=60)
+    events = [e["event"] for e in read_events(client, job["id"])]
+    assert events[-1] == "completed" and "failed" not in events
+    assert events.count("retrying") == 2, "the automatic retries are still told"
+    outcomes = [a["outcome"] for a in client.get(f"/v1/jobs/{job['id']}/attempts").json()]
+    assert outcomes[-2:] == ["failed", "completed"], "the attempts keep the failure"
+
+
 def test_health_reports_parts(stack: Stack) -> None:
     health = stack.health()
     assert health == {"status": "ok", "store": "ok", "redis": "ok", "workers": 1, "down": []}

@@ -30,11 +30,11 @@ from sqlalchemy.orm import Session
 from longplay.api import content
 from longplay.api.deps import in_store
 from longplay.api.followers import EventHub
-from longplay.api.routes.events import TERMINAL_EVENTS, next_entries
+from longplay.api.routes.events import next_entries
 from longplay.dashboard.sessions import Viewer
 from longplay.dashboard.web import PageRoute, as_viewer
 from longplay.jobs import refusals, service
-from longplay.jobs.events import make_event
+from longplay.jobs.events import TERMINAL_EVENTS, make_event
 from longplay.store import files
 from longplay.store.models import Artifact, Job, JobStatus
 from longplay.store.views import ErrorPublic

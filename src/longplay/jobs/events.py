@@ -7,17 +7,23 @@ The store stays the source of truth; the stream is the live feed a client follow
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from redis.client import Pipeline
 
 from longplay import keys
-from longplay.jobs.hooks import Announcement
+from longplay.jobs.hooks import Announcement, Transaction
 from longplay.redis_client import get_redis
 from longplay.settings import get_settings
 
+log = logging.getLogger(__name__)
+
 STREAM_MAXLEN = 2000
+TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled", "stopped", "expired"})
+"""The events a job's stream ends with (until a retry runs it again)."""
 RENEWING = frozenset({"queued", "completed", "failed", "cancelled", "expired"})
 """Events that (re)set the stream's time to live: a job's first and its last."""
 
@@ -43,3 +49,30 @@ def send(pipe: Pipeline, announcement: Announcement) -> None:
 
 def delete_stream(job_id: str) -> None:
     get_redis().delete(keys.events_stream(job_id))
+
+
+def drop_ends(tx: Transaction, job_id: str) -> None:
+    """The job runs again (a retry, in ``tx``): the ends its stream holds now are read
+    before the commit and deleted after it, so a client that follows the stream from its
+    start reads on to the new end, as one that follows it live does, instead of stopping
+    at the old one. The attempts keep what ended each run."""
+    stream = keys.events_stream(job_id)
+    try:
+        entries: Any = get_redis().xrange(stream)  # at most STREAM_MAXLEN
+    except redis.RedisError as exc:
+        log.warning("could not read the stream of job %s: %s", job_id, exc)
+        return
+    ends = [
+        entry_id
+        for entry_id, fields in entries
+        if json.loads(fields[b"data"]).get("type") in TERMINAL_EVENTS
+    ]
+    if ends:
+        tx.after_commit(lambda: _delete_entries(stream, ends))
+
+
+def _delete_entries(stream: str, entry_ids: list[bytes]) -> None:
+    try:
+        get_redis().xdel(stream, *entry_ids)
+    except redis.RedisError as exc:
+        log.warning("could not delete the old end of %s: %s", stream, exc)

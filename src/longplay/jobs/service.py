@@ -172,6 +172,7 @@ def _requeue(unit: UnitOfWork, *, owner: Owner, job_id: str) -> Job:
         session.refresh(job)
         raise Conflict(f"job {job.id} is {job.status}; only a failed job can be retried")
     session.refresh(job)
+    events.drop_ends(unit, job.id)
     if job.flow_id is not None:
         flow_events.reopen(unit, job.flow_id)
     unit.announce("queued", job.id, status="queued", kind=job.kind, priority=job.priority)
@@ -197,6 +198,7 @@ def _wait_again(unit: UnitOfWork, job: Job) -> Job:
         session.refresh(job)
         raise Conflict(f"job {job.id} is {job.status}; only a failed job can be retried")
     session.refresh(job)
+    events.drop_ends(unit, job.id)
     if job.flow_id is not None:  # before settling it, which may end the flow again
         flow_events.reopen(unit, job.flow_id)
     unit.announce("waiting", job.id, status="waiting", kind=job.kind, priority=job.priority)

@@ -14,12 +14,11 @@ from longplay.api.deps import KeyDep, as_owner, in_store
 from longplay.api.errors import errors
 from longplay.api.followers import READ_BLOCK_MS, EventHub, Follower, is_stream_id
 from longplay.jobs import refusals, service
-from longplay.jobs.events import make_event
+from longplay.jobs.events import TERMINAL_EVENTS, make_event
 from longplay.store.models import Job, JobStatus
 from longplay.store.views import ErrorPublic
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled", "stopped", "expired"})
 
 
 async def owned_job_id(job_id: str, key: KeyDep) -> str:
