@@ -20,6 +20,7 @@ from longplay.framework import (
     JobKind,
     PermanentError,
     RetryableError,
+    RetryPolicy,
     Step,
     StepContext,
     register,
@@ -215,5 +216,79 @@ register(
         params=TrickleParams,
         steps=[Step("trickle", trickle)],
         fan_out=2,
+    )
+)
+
+
+class MistakesParams(BaseModel):
+    mistake: Literal["details", "keys", "state", "twice", "vanished"]
+    """``details``: reports a datetime and a Path as progress details; ``keys``: keeps
+    a number key and a tuple in ``ctx.state``; ``state``: keeps a datetime there;
+    ``twice``: adds the same output twice; ``vanished``: adds an output, then deletes
+    it (after another one) before the step ends."""
+    retry: bool = False
+    """The second step fails retryably the first time."""
+    fail: bool = False
+    """The first step fails at its end (a failed job keeps its step details)."""
+
+
+def make_mistake(ctx: StepContext[MistakesParams]) -> None:
+    from datetime import datetime
+    from pathlib import Path
+
+    mistake = ctx.params.mistake
+    if mistake == "details":
+        ctx.advance(1, 2, at=datetime(2024, 5, 6, 7, 8, 9), path=Path("/tmp"))
+        time.sleep(0.3)  # past the write interval: the next advance writes the store
+        ctx.advance(2, 2, at=datetime(2024, 5, 6, 7, 8, 9), path=Path("/tmp"))
+    elif mistake == "keys":
+        ctx.state[1] = "one"  # type: ignore[index]
+        ctx.state["pair"] = ("a", "b")
+    elif mistake == "state":
+        ctx.state["when"] = datetime(2024, 5, 6)
+        out = ctx.workdir / "made.txt"
+        out.write_text("made before the state was checked")
+        ctx.add_output(out)
+    elif mistake == "vanished":
+        made = ctx.workdir / "made.txt"
+        made.write_text("made")
+        gone = ctx.workdir / "gone.txt"
+        gone.write_text("deleted before the step ends")
+        ctx.add_output(made)
+        ctx.add_output(gone)
+        gone.unlink()
+    else:
+        made = ctx.workdir / "made.txt"
+        made.write_text("made")
+        twice = ctx.workdir / "twice.txt"
+        twice.write_text("added twice")
+        ctx.add_output(made)
+        ctx.add_output(twice)
+        ctx.add_output(twice)
+    if ctx.params.fail:
+        raise PermanentError("the test asked this job to fail", code="asked_to_fail")
+
+
+def after_mistake(ctx: StepContext[MistakesParams]) -> None:
+    """What the step after the mistake sees of the state, as an output."""
+    if ctx.params.retry and _count(ctx.job_id, "after_mistake") == 1:
+        raise RetryableError("the engine timed out (test)", code="engine_timeout")
+    state = ctx.state
+    seen = {
+        "keys": sorted(repr(k) for k in state),
+        "types": {repr(k): type(v).__name__ for k, v in state.items()},
+    }
+    out = ctx.workdir / "seen.json"
+    out.write_text(json.dumps(seen))
+    ctx.add_output(out, media_type="application/json")
+
+
+register(
+    JobKind(
+        name="mistakes",
+        description="Makes a mistake a plugin author could make, then looks at the state.",
+        params=MistakesParams,
+        steps=[Step("mistake", make_mistake), Step("after", after_mistake)],
+        retry=RetryPolicy(max_attempts=2, backoff=0.05, max_backoff=0.1),
     )
 )

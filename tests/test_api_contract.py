@@ -159,6 +159,10 @@ def test_bad_submissions_are_refused_naming_the_field(stack: Stack, owner: httpx
     assert locs(error_of(extra, 422, "invalid_request")) == [["body", "colour"]]
     seconds = owner.post("/v1/jobs", json={"kind": "sleep", "params": {"seconds": -1}})
     assert locs(error_of(seconds, 422, "invalid_params")) == [["body", "params", "seconds"]]
+    # `sleep` takes its params as a plain BaseModel would (extra names dropped): a
+    # misspelt one is refused all the same, as a kind's author means it.
+    typo = owner.post("/v1/jobs", json={"kind": "sleep", "params": {"secnds": 0}})
+    assert locs(error_of(typo, 422, "invalid_params")) == [["body", "params", "secnds"]]
     no_target = owner.post("/v1/jobs", json={"kind": "translate", "params": {"text": "Hi"}})
     assert locs(error_of(no_target, 422, "invalid_params")) == [
         ["body", "params", "target_language"]

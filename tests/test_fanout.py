@@ -15,9 +15,11 @@ import signal
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import numpy as np
@@ -29,13 +31,15 @@ from sqlalchemy.engine import Engine
 from step_context import RecordingContext
 
 from longplay.engines import get_synthesizer
-from longplay.framework import ItemContext, NoParams
+from longplay.framework import ItemContext, NoParams, PermanentError
 from longplay.framework.fanout import function_ref, resolve
+from longplay.jobs import fanout
+from longplay.jobs.context import JobContext
 from longplay.jobs.fanout import help_job
 from longplay.jobs.fanout_items import Planner
 from longplay.media import AudioEncoder
 from longplay.settings import get_settings
-from longplay.store.models import FanOutItem
+from longplay.store.models import FanOutItem, Job
 
 SENTENCES = (
     "The museum opens its doors early in the morning.",
@@ -348,3 +352,107 @@ def test_a_helper_judges_a_failed_item_as_the_job_process_would(
         client.post(f"/v1/jobs/{job_id}/cancel")
         engine.dispose()
         get_settings.cache_clear()
+
+
+def paired(ctx: ItemContext[Any], item: Any) -> tuple[Any, ...]:
+    """A tuple of the item as the item sees it: JSON turns each into a list."""
+    return ("got", item)
+
+
+def stamped(ctx: ItemContext[Any], item: Any) -> dict[str, Any]:
+    """A result JSON cannot carry: a datetime in it."""
+    return {"item": item, "at": datetime(2026, 1, 1, tzinfo=UTC)}
+
+
+class _NoPool:
+    """A pool of 2 processes that a map of fewer than 2 items must not use."""
+
+    width = 2
+
+    def map(self, *_: Any) -> list[Any]:
+        raise AssertionError("one item is not spread")
+
+
+class _Reporter:
+    tracker = SimpleNamespace(step="cut")
+
+    def advance(self, done: float, total: float, **details: Any) -> None:
+        pass
+
+
+def job_context(workdir: Path, *, width: int = 2) -> JobContext:
+    """The runner's context of a job whose kind has ``fan_out`` ``width``, without a store."""
+    job = Job(id="job-map", owner_id="owner-1", kind="sleep", checkpoint={})
+    pool = _NoPool() if width > 1 else None
+    return JobContext(job, NoParams(), [], workdir, cast(Any, _Reporter()), pool=pool)
+
+
+NOT_JSON = (
+    "ctx.map: the result of item 0 is not a JSON value (dict): "
+    "Object of type datetime is not JSON serializable"
+)
+
+
+def test_map_gives_the_same_results_and_failures_with_one_item_as_with_many(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Items and results go through JSON in the job's process as over the pool: a
+    tuple comes back a list, and a result JSON cannot carry fails the step for good,
+    saying which item and why, with one item as with two (and in a helper)."""
+    items = [(1, "a"), (2, "b")]
+    expected = [["got", [1, "a"]], ["got", [2, "b"]]]
+    here = job_context(tmp_path)
+    assert here.map(paired, items[:1]) == expected[:1]  # fewer than 2: in this process
+    assert job_context(tmp_path, width=1).map(paired, items) == expected  # fan_out 1
+    assert RecordingContext(NoParams(), [], tmp_path).map(paired, items) == expected
+    for ctx in (here, job_context(tmp_path, width=1)):
+        with pytest.raises(PermanentError) as failed:
+            ctx.map(stamped, items[:1])
+        assert (failed.value.code, failed.value.message) == ("not_json", NOT_JSON)
+    with pytest.raises(PermanentError, match=r"ctx\.map: item 0 is not a JSON value \(set\)"):
+        here.map(paired, [{1}])
+
+    client = stack.client()
+    job_id = submit(client, "sleep", params={"seconds": 60})["id"]
+    wait_for_status(client, job_id, {"running"})
+    monkeypatch.setenv("LONGPLAY_DATABASE_URL", stack.database_url)
+    monkeypatch.setattr(fanout, "_call_helpers", lambda *_: None)  # this process runs them
+    get_settings.cache_clear()
+    engine = create_engine(stack.database_url)
+    try:
+        pool = fanout.Pool(job_id, "cpu", "normal", 2, "tester:1", lambda _: False)
+        spread = RecordingContext(NoParams(), [], tmp_path)
+        assert pool.map(spread, "pairs", paired, items) == expected
+        with pytest.raises(PermanentError) as failed:
+            pool.map(spread, "stamps", stamped, items)
+        assert (failed.value.code, failed.value.message) == ("not_json", NOT_JSON)
+
+        planner = Planner(job_id, "helped", function_ref(stamped))
+        assert all([planner.add(item) for item in ([1, "a"], [2, "b"])])
+        planner.finish()
+        assert help_job(job_id, "helped", worker="helper:1", is_gone=lambda _: False) == 0
+        [first, _] = [i for i in items_of(engine, job_id) if i.step == "helped"]
+        assert first.status == "failed"
+        assert first.error == {"code": "not_json", "message": NOT_JSON, "retryable": False}
+    finally:
+        client.post(f"/v1/jobs/{job_id}/cancel")
+        engine.dispose()
+        get_settings.cache_clear()
+
+
+def test_add_output_refuses_a_file_added_twice_in_a_step(tmp_path: Path) -> None:
+    ctx = job_context(tmp_path / "work")
+    out = ctx.workdir / "out.txt"
+    out.write_text("once")
+    ctx.add_output(out)
+    with pytest.raises(PermanentError, match="already added in this step") as refused:
+        ctx.add_output(ctx.workdir / "." / "out.txt", name="copy.txt")
+    assert refused.value.code == "invalid_output" and str(out) in refused.value.message
+    assert [name for _, name, _ in ctx.pending_outputs] == ["out.txt"]
+    copy = ctx.workdir / "copy.txt"
+    copy.write_text("once")
+    ctx.add_output(copy)  # another file is fine
+    for path, code in ((ctx.workdir / "none.txt", "invalid_output"), (tmp_path, "invalid_output")):
+        with pytest.raises(PermanentError) as refused:
+            ctx.add_output(path)
+        assert refused.value.code == code

@@ -41,8 +41,8 @@ def up_env(data_dir: Path, port: int | None, **settings: str) -> dict[str, str]:
         LONGPLAY_PLUGINS='["plugin_kinds"]',
         PYTHONPATH=str(TESTS),
         **({"LONGPLAY_API_PORT": str(port)} if port is not None else {}),
-        **settings,
     )
+    env.update(settings)
     return env
 
 
@@ -151,11 +151,15 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-def refusal(data_dir: Path, port: int) -> str:
+def refusal(data_dir: Path, port: int, **settings: str) -> str:
     """What a ``longplay up`` that must not start says on stderr; it must end at once
-    with status 1."""
+    with status 1. ``settings`` are more ``LONGPLAY_*`` variables."""
     process = subprocess.Popen(
-        UP, env=up_env(data_dir, port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        UP,
+        env=up_env(data_dir, port, **settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         _, said = process.communicate(timeout=30)
@@ -275,3 +279,18 @@ def test_the_url_an_up_saved_is_found_unless_another_is_set(
 )
 def test_up_prints_an_address_a_browser_on_this_machine_can_open(host: str, url: str) -> None:
     assert local_url(host, 8000) == url
+
+
+def test_up_with_a_plugin_that_cannot_be_loaded_says_so_and_starts_nothing(
+    tmp_path: Path,
+) -> None:
+    """Every part imports the plugins: one that fails took each part down at every
+    start, for ever, under a banner saying the service ran."""
+    data_dir, port = tmp_path / "data", free_port()
+    plugins = '["plugin_kinds", "no_such_plugin"]'
+    said = refusal(data_dir, port, LONGPLAY_PLUGINS=plugins)
+    assert (
+        "LONGPLAY_PLUGINS cannot be loaded: ModuleNotFoundError: No module named 'no_such_plugin'"
+    ) in said.splitlines()
+    assert "Traceback" not in said
+    assert nothing_listens(data_dir, port)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -79,10 +81,13 @@ def up(host: Host = None, port: Port = None, workers: ApiWorkers = None) -> None
         supervisor.claim()
     except CannotStart as exc:
         _refuse(exc)
+    plugins = _load_plugins_aside(settings)
     supervisor.start_redis()
     try:
         prepare(settings)
         new_key = _ensure_local_key(settings)
+        if plugins is not None:
+            _plugins_loaded(plugins)
     except BaseException:
         supervisor.stop()
         raise
@@ -100,6 +105,28 @@ def up(host: Host = None, port: Port = None, workers: ApiWorkers = None) -> None
         _refuse(exc)
     finally:
         saved.unlink(missing_ok=True)  # before the data folder's lock goes, with this process
+
+
+def _load_plugins_aside(settings: Settings) -> subprocess.Popen[str] | None:
+    """Import the kinds with the plugins of ``LONGPLAY_PLUGINS`` in a process of their
+    own, while Redis starts (``up`` itself stays small): a plugin that cannot be loaded
+    would take every part down at each start, for ever. None without plugins."""
+    if not settings.plugins:
+        return None
+    code = "from longplay.kinds import load; load()"
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _plugins_loaded(check: subprocess.Popen[str]) -> None:
+    """Wait for :func:`_load_plugins_aside`; exit with its error's last line if it failed."""
+    _, problem = check.communicate()
+    if check.returncode:
+        lines = problem.strip().splitlines()
+        why = lines[-1] if lines else f"the import ended with code {check.returncode}"
+        err.print(f"LONGPLAY_PLUGINS cannot be loaded: {why}", markup=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 def _refuse(reason: Exception) -> NoReturn:

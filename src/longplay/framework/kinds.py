@@ -21,6 +21,7 @@ Definitions are checked when :class:`JobKind` is made, so a typo fails at import
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from abc import ABC, abstractmethod
@@ -31,7 +32,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
-from longplay.framework.errors import InvalidParams
+from longplay.framework.errors import InvalidParams, PermanentError
 from longplay.framework.library import Catalog
 from longplay.framework.records import JobRecords
 
@@ -77,7 +78,12 @@ class StepContext(ABC, Generic[P]):
     def add_output(
         self, path: Path, *, name: str | None = None, media_type: str | None = None
     ) -> None:
-        """Keep a file the step wrote (under ``workdir``) as one of the job's results."""
+        """Keep a file the step wrote (under ``workdir``) as one of the job's results.
+
+        The file is moved into the store when the step ends: a step adds each file once
+        (copy it to keep it under two names). A path that is not a file, is outside
+        ``workdir`` or was already added in this step is refused at the call with a
+        :class:`PermanentError` (code ``invalid_output``)."""
 
     @abstractmethod
     def outputs(self, step: str | None = None) -> list[InputFile]:
@@ -112,8 +118,13 @@ class StepContext(ABC, Generic[P]):
         sum of the items'; a lost item runs again on its own; cancelling the job stops
         them all; an item's :class:`JobError` fails the step with it. This base
         version runs the items here, one after another.
+
+        Items and results pass through JSON (:func:`as_json`) wherever they run, so a
+        tuple comes back a list, a dict's keys strings, and an item or result that is
+        no JSON value (a datetime, a path, NaN) fails the step for good (code
+        ``not_json``), with one item as with thousands.
         """
-        items = list(items)
+        items = [as_json(item, f"ctx.map: item {n}") for n, item in enumerate(items)]
         results: list[R] = []
         for index, item in enumerate(items):
 
@@ -121,7 +132,7 @@ class StepContext(ABC, Generic[P]):
                 self.advance(_i + (done / total if total else 0.0), len(items), **details)
 
             item_ctx = ItemContext(self.job_id, self.params, self.inputs, self.workdir, progress)
-            results.append(fn(item_ctx, item))
+            results.append(as_json(fn(item_ctx, item), f"ctx.map: the result of item {index}"))
         return results
 
     @property
@@ -151,6 +162,27 @@ class ItemContext(Generic[P]):
 
 ItemFn = Callable[[ItemContext[P], T], R]
 """The work of one item: ``fn(item_ctx, item) -> result``, item and result JSON values."""
+
+_AS_THEMSELVES = frozenset({str, int, bool, type(None)})
+"""Types whose values JSON gives back unchanged (exactly these: not a subclass, as an
+``IntEnum``): no encoding needed."""
+
+
+def as_json(value: Any, what: str) -> Any:
+    """``value`` as it comes back from JSON, the way an item or a result of
+    :meth:`StepContext.map` crosses between processes (a tuple as a list, a dict's keys
+    as strings); one in-process map encodes the same, so it gives the same results.
+
+    A value that is no JSON value raises a :class:`PermanentError` (code ``not_json``)
+    that starts with ``what`` (which item, or its result) and names the value's type."""
+    if type(value) in _AS_THEMSELVES:  # the common cheap case: nothing to encode
+        return value
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise PermanentError(
+            f"{what} is not a JSON value ({type(value).__name__}): {exc}", code="not_json"
+        ) from exc
 
 
 StepFn = Callable[[StepContext[P]], None]

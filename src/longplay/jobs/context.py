@@ -82,13 +82,25 @@ class JobContext(StepContext[BaseModel]):
     def add_output(
         self, path: Path, *, name: str | None = None, media_type: str | None = None
     ) -> None:
+        """Refused at the call (:class:`PermanentError`, code ``invalid_output``): a path
+        that is not a file, one outside the workdir, and a file this step already added
+        (it is moved into the store when the step ends: copy it to keep it twice)."""
         path = Path(path)
         if not path.is_file():
-            raise ValueError(f"output {path} is not a file")
-        if not path.resolve().is_relative_to(self.workdir.resolve()):
-            raise ValueError(f"output {path} is outside the job's workdir")
+            raise PermanentError(f"output {path} is not a file", code="invalid_output")
+        resolved = path.resolve()
+        if not resolved.is_relative_to(self.workdir.resolve()):
+            raise PermanentError(
+                f"output {path} is outside the job's workdir", code="invalid_output"
+            )
+        if any(resolved == added for added, _, _ in self.pending_outputs):
+            raise PermanentError(
+                f"output {path} was already added in this step (copy it to keep it twice)",
+                code="invalid_output",
+            )
         out_name = files.safe_name(name or path.name)
-        self.pending_outputs.append((path, out_name, files.guess_media_type(out_name, media_type)))
+        media = files.guess_media_type(out_name, media_type)
+        self.pending_outputs.append((resolved, out_name, media))  # resolved: compared above
 
     def outputs(self, step: str | None = None) -> list[InputFile]:
         with session_scope() as session:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, StatementError
 
 from longplay.broker import SoftTimeLimitExceeded
 from longplay.framework import JobError, JobKind, PermanentError, RetryableError
@@ -36,10 +36,15 @@ def job_error(job: Job, kind: JobKind[Any] | None, exc: Exception) -> JobError:
             f"the database did not answer: {_driver_message(exc)}", code="store_unavailable"
         )
     log.exception("job %s: unexpected error", job.id)
+    if isinstance(exc, StatementError):  # its text holds the SQL and the job's values
+        said = type(exc.orig if exc.orig is not None else exc).__name__
+        return PermanentError(
+            f"internal error: {said}: {_driver_message(exc)}", code="internal_error"
+        )
     return PermanentError(f"internal error: {type(exc).__name__}: {exc}", code="internal_error")
 
 
-def _driver_message(exc: OperationalError) -> str:
+def _driver_message(exc: StatementError) -> str:
     """What the database driver said, on one line: SQLAlchemy's own text of the error
     adds the statement, its parameters (a job's values) and a link, none of them for
     the job's owner to read."""

@@ -19,7 +19,6 @@ result counts only from the process that holds the item, so nothing is kept twic
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence, Sized
@@ -45,6 +44,7 @@ from longplay.framework import (
     get_kind,
 )
 from longplay.framework.fanout import function_ref, resolve
+from longplay.framework.kinds import as_json
 from longplay.jobs.admission.pump import room, worker_capacity
 from longplay.jobs.context import load_inputs
 from longplay.jobs.failures import job_error
@@ -89,7 +89,8 @@ class Pool:
         asked = None
         try:
             for item in items:
-                if not planner.add(_as_json(item)):  # cancelled while making the items
+                stored = as_json(item, f"ctx.map: item {planner.count}")
+                if not planner.add(stored):  # cancelled while making the items
                     raise JobCancelled(self.job_id)
                 if asked is None and planner.count == 2:
                     _call_helpers(self, step, min(self.width, expected) - 1)
@@ -298,9 +299,8 @@ class _ItemRunner:
             on_progress()
 
         result = fn(ItemContext(self.job_id, params, inputs, workdir, progress), claimed.item)
-        kept = self._touch(
-            claimed, status=DONE, result=_as_json(result), fraction=1.0, finished_at=utcnow()
-        )
+        stored = as_json(result, f"ctx.map: the result of item {claimed.position}")
+        kept = self._touch(claimed, status=DONE, result=stored, fraction=1.0, finished_at=utcnow())
         if not kept:
             log.info(
                 "job %s: item %d of %s was no longer ours", self.job_id, claimed.position, self.step
@@ -358,11 +358,6 @@ class _Report:
         fraction = sum(float(f or 0.0) for _, _, f in counts)
         self.ctx.advance(fraction, total, items=total, items_done=done, items_running=running)
         return done == total
-
-
-def _as_json(value: Any) -> Any:
-    """``value`` as the store gives it back: JSON values only (a TypeError otherwise)."""
-    return json.loads(json.dumps(value, allow_nan=False))
 
 
 def _call_helpers(pool: Pool, step: str, wanted: int) -> None:

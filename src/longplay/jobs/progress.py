@@ -9,6 +9,7 @@ is stopped with :class:`JobCancelled`.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -118,7 +119,7 @@ class ProgressReporter:
         if self.lost.is_set():
             raise JobCancelled(self.job_id)
         self.tracker.set_fraction(done, total)
-        self.details = {**details, "done": done, "total": total}
+        self.details = json_safe({**details, "done": done, "total": total})
         self._emit()
 
     def end_step(self) -> None:
@@ -171,6 +172,20 @@ class ProgressReporter:
         if not held:
             self.lost.set()
             raise JobCancelled(self.job_id)
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+def json_safe(details: dict[str, Any]) -> dict[str, Any]:
+    """``details`` as the store and the live events both keep them: a value that is not
+    JSON becomes its ``str`` (a datetime, a Path), a tuple a list, a key text, as
+    ``json.dumps(default=str)`` makes the events. Plain values (the usual case, on
+    every ``advance``) are returned as they are, without a round trip."""
+    for value in details.values():
+        if type(value) not in _PLAIN:
+            return dict(json.loads(json.dumps(details, default=str)))
+    return details
 
 
 def touch(job_id: str, worker: str, **values: Any) -> bool:

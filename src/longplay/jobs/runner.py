@@ -8,6 +8,7 @@ for every kind.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import shutil
 import time
@@ -20,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 
 from longplay.framework import (
     JobCancelled,
+    JobError,
     JobKind,
     PermanentError,
     Step,
@@ -128,9 +130,21 @@ def _run(job: Job, attempt: int, *, worker: str, is_gone: Callable[[str], bool])
     except Exception as exc:
         # Progress is written at most every write_interval: the failure writes where
         # the run stopped, so a failed job shows the step it failed in.
-        settle_error(job, job_error(job, kind, exc), worker=worker, stopped=reporter.snapshot())
+        _settle_failure(job, job_error(job, kind, exc), worker=worker, stopped=reporter.snapshot())
     finally:
         shutil.rmtree(settings.work_dir / job.id, ignore_errors=True)
+
+
+def _settle_failure(job: Job, error: JobError, *, worker: str, stopped: dict[str, Any]) -> None:
+    """Settle the error with where the run stopped; if that cannot be kept, log why and
+    settle it without, rather than leave the job running until the reaper finds it."""
+    try:
+        settle_error(job, error, worker=worker, stopped=stopped)
+    except Exception:
+        log.exception(
+            "job %s: its failure was not kept with its progress, keeping it without", job.id
+        )
+        settle_error(job, error, worker=worker)
 
 
 def _run_steps(
@@ -181,18 +195,28 @@ def _keep_step(
     """Keep a finished step's outputs and checkpoint, and after the last step complete
     the job: one transaction, which finds nothing to update if the job is no longer
     ours (cancelled, taken over) and then keeps nothing."""
-    kept = [
-        files.adopt(
-            path,
-            owner_id=job.owner_id,
-            name=name,
-            media_type=media_type,
-            role=ArtifactRole.OUTPUT,
-            job_id=job.id,
-            step=step.name,
-        )
-        for path, name, media_type in ctx.pending_outputs
-    ]
+    checked = _checkpointable(ctx.state)  # before any file moves: a bad state keeps none
+    ctx.state.clear()
+    ctx.state.update(checked)  # the shape every next step sees, in this run or a retry
+    ctx.warnings[:] = json.loads(json.dumps(ctx.warnings, default=str))
+    kept: list[Artifact] = []
+    try:
+        for path, name, media_type in ctx.pending_outputs:
+            kept.append(
+                files.adopt(
+                    path,
+                    owner_id=job.owner_id,
+                    name=name,
+                    media_type=media_type,
+                    role=ArtifactRole.OUTPUT,
+                    job_id=job.id,
+                    step=step.name,
+                )
+            )
+    except BaseException:
+        for artifact in kept:  # no row will name them
+            files.remove(artifact)
+        raise
     # Outputs are listed by time: one step's, made within a microsecond of each other,
     # keep the order the step added them in.
     now = utcnow()
@@ -224,6 +248,58 @@ def _keep_step(
             files.remove(artifact)
         raise
     job.checkpoint = checkpoint
+
+
+def _checkpointable(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` as the JSON checkpoint gives it back (number keys become text, tuples
+    lists); a PermanentError ``invalid_state`` naming the first value it cannot keep."""
+    try:
+        return dict(json.loads(json.dumps(state, allow_nan=False)))
+    except (TypeError, ValueError) as exc:
+        try:
+            where, value = ("", None) if "Circular" in str(exc) else _unkeepable(state, "ctx.state")
+        except RecursionError:
+            where, value = "", None
+        if not where:  # not a value JSON has no form for: a loop, say
+            raise PermanentError(
+                "ctx.state cannot be kept as a checkpoint: it refers to itself or nests too deep",
+                code="invalid_state",
+            ) from None
+        raise PermanentError(
+            f"{where} is {_a(value)}, which a checkpoint cannot keep: keep text, numbers, "
+            "true/false, lists and dicts with text keys",
+            code="invalid_state",
+        ) from None
+
+
+def _unkeepable(value: Any, where: str) -> tuple[str, Any]:
+    """Where in ``value`` (and what) the first part JSON cannot keep is."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                return f"{where} key {key!r}", key
+            found = _unkeepable(item, f"{where}[{key!r}]")
+            if found[0]:
+                return found
+        return "", None
+    if isinstance(value, list | tuple):
+        for n, item in enumerate(value):
+            found = _unkeepable(item, f"{where}[{n}]")
+            if found[0]:
+                return found
+        return "", None
+    if value is None or isinstance(value, str | int | bool):
+        return "", None
+    if isinstance(value, float):
+        return ("", None) if value == value and abs(value) != float("inf") else (where, value)
+    return where, value
+
+
+def _a(value: Any) -> str:
+    if isinstance(value, float):
+        return f"the number {value!r}"
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def _keep_in_store(

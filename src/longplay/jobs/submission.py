@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -56,6 +56,19 @@ def _kind_or_invalid(name: str) -> JobKind[Any]:
     return kind
 
 
+def _accepted(model: type[BaseModel]) -> frozenset[str] | None:
+    """The parameter names a kind's model takes (fields and their aliases); None where
+    it allows extra fields. A misspelt name is refused, as the built-in kinds refuse
+    it, even where the model was written as a plain ``BaseModel`` (which drops it, and
+    the job ran on a default)."""
+    if model.model_config.get("extra") == "allow":
+        return None
+    names = set(model.model_fields)
+    for field in model.model_fields.values():
+        names.update(a for a in (field.alias, field.validation_alias) if isinstance(a, str))
+    return frozenset(names)
+
+
 def kind_priority(tier: Priority, kind: JobKind[Any]) -> Priority:
     """The priority of a job that names none: its owner's tier's, moved a step down for
     a kind declared ``low`` (or up for ``high``), within high to low."""
@@ -90,6 +103,18 @@ def create_job(
             f"bad parameters for {kind.name}",
             exc.errors(include_url=False, include_input=False, include_context=False),
         ) from exc
+    accepted = _accepted(kind.params)
+    if accepted is not None and (unknown := [name for name in params if name not in accepted]):
+        takes = ", ".join(kind.params.model_fields) or "none"
+        message = f"{kind.name} has no parameter {unknown[0]!r}; its parameters: {takes}"
+        raise Invalid(
+            message,
+            [
+                {"loc": ["body", "params", name], "msg": message, "type": "extra_forbidden"}
+                for name in unknown
+            ],
+            code="invalid_params",
+        )
     count = len(input_ids)
     if count < kind.min_inputs or (kind.max_inputs is not None and count > kind.max_inputs):
         wanted = (

@@ -1,0 +1,112 @@
+"""Mistakes a plugin kind's author can make with progress details, ``ctx.state`` and
+outputs: each ends the job at once and clearly (or not at all), never leaves it running,
+never shows SQL to the job's owner, and leaves no file behind."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+import pytest
+from conftest import Stack, submit, wait_for_status
+
+AT = "2024-05-06 07:08:09"
+
+
+def stored_files(stack: Stack) -> set[str]:
+    return {p.name for p in (stack.data_dir / "files").glob("art_*") if p.is_file()}
+
+
+def test_details_that_are_not_json_are_kept_as_text(stack: Stack) -> None:
+    client = stack.client()
+    done = submit(client, "mistakes", params={"mistake": "details"})
+    failed = submit(client, "mistakes", params={"mistake": "details", "fail": True})
+    done = wait_for_status(client, done["id"], {"completed", "failed"}, timeout=15)
+    assert done["status"] == "completed", done["error"]
+    failed = wait_for_status(client, failed["id"], {"completed", "failed"}, timeout=15)
+    assert failed["error"]["code"] == "asked_to_fail", failed["error"]
+    assert failed["current_step"] == "mistake"
+    assert failed["step_details"] == {"at": AT, "path": "/tmp", "done": 2, "total": 2}
+
+
+def seen(client: Any, job: dict[str, Any]) -> dict[str, Any]:
+    [out] = [o for o in job["outputs"] if o["name"] == "seen.json"]
+    return dict(json.loads(client.get(out["links"]["content"]).text))
+
+
+def test_state_has_one_shape_with_a_retry_or_without(stack: Stack) -> None:
+    client = stack.client()
+    once = submit(client, "mistakes", params={"mistake": "keys"})
+    retried = submit(client, "mistakes", params={"mistake": "keys", "retry": True})
+    once = wait_for_status(client, once["id"], {"completed", "failed"}, timeout=20)
+    retried = wait_for_status(client, retried["id"], {"completed", "failed"}, timeout=20)
+    assert once["status"] == retried["status"] == "completed", (once["error"], retried["error"])
+    assert retried["attempts"] == 2
+    expected = {"keys": ["'1'", "'pair'"], "types": {"'1'": "str", "'pair'": "list"}}
+    assert seen(client, once) == seen(client, retried) == expected
+
+
+def test_state_that_is_not_json_fails_the_job_at_once(stack: Stack) -> None:
+    client = stack.client()
+    before = stored_files(stack)
+    job = submit(client, "mistakes", params={"mistake": "state"})
+    failed = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=15)
+    assert failed["status"] == "failed"
+    assert failed["attempts"] == 1
+    error = failed["error"]
+    assert error["code"] == "invalid_state", error
+    assert not error["retryable"]
+    assert "ctx.state['when'] is a datetime" in error["message"]
+    for leak in ("SQL", "[parameters", "UPDATE", socket.gethostname()):
+        assert leak not in error["message"], error["message"]
+    assert failed["outputs"] == []
+    assert stored_files(stack) == before, "no file of the failed step is left in the store"
+
+
+@pytest.mark.parametrize("mistake", ["vanished", "twice"])
+def test_an_output_that_cannot_be_kept_leaves_no_file(stack: Stack, mistake: str) -> None:
+    client = stack.client()
+    before = stored_files(stack)
+    job = submit(client, "mistakes", params={"mistake": mistake})
+    failed = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=15)
+    assert failed["status"] == "failed"
+    assert failed["outputs"] == []
+    assert stored_files(stack) == before, "the outputs moved before the failure were removed"
+
+
+def test_a_statement_error_is_told_without_its_sql() -> None:
+    from sqlalchemy.exc import StatementError
+
+    from longplay.jobs.failures import job_error
+    from longplay.store.models import Job
+
+    cause = TypeError("Object of type datetime is not JSON serializable")
+    exc = StatementError(
+        "(builtins.TypeError) ...", "UPDATE jobs SET checkpoint=?", {"holder": "host:1:"}, cause
+    )
+    error = job_error(Job(id="job_x", kind="mistakes"), None, exc)
+    assert error.code == "internal_error"
+    assert (
+        str(error) == "internal error: TypeError: Object of type datetime is not JSON serializable"
+    )
+
+
+def test_a_failure_whose_progress_cannot_be_kept_is_kept_without(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from longplay.framework import PermanentError
+    from longplay.jobs import runner
+    from longplay.store.models import Job
+
+    calls: list[Any] = []
+
+    def settle_error(job: Job, error: Any, *, worker: str, stopped: Any = None) -> None:
+        calls.append(stopped)
+        if stopped is not None:
+            raise TypeError("Object of type datetime is not JSON serializable")
+
+    monkeypatch.setattr(runner, "settle_error", settle_error)
+    error = PermanentError("the step failed", code="asked_to_fail")
+    runner._settle_failure(Job(id="job_x", kind="mistakes"), error, worker="w", stopped={"a": 1})
+    assert calls == [{"a": 1}, None]
