@@ -221,11 +221,12 @@ register(
 
 
 class MistakesParams(BaseModel):
-    mistake: Literal["details", "keys", "state", "twice", "vanished"]
+    mistake: Literal["details", "keys", "state", "twice", "vanished", "outputs"]
     """``details``: reports a datetime and a Path as progress details; ``keys``: keeps
     a number key and a tuple in ``ctx.state``; ``state``: keeps a datetime there;
     ``twice``: adds the same output twice; ``vanished``: adds an output, then deletes
-    it (after another one) before the step ends."""
+    it (after another one) before the step ends; ``outputs``: asks for the outputs of a
+    step the kind does not have."""
     retry: bool = False
     """The second step fails retryably the first time."""
     fail: bool = False
@@ -249,6 +250,8 @@ def make_mistake(ctx: StepContext[MistakesParams]) -> None:
         out = ctx.workdir / "made.txt"
         out.write_text("made before the state was checked")
         ctx.add_output(out)
+    elif mistake == "outputs":
+        ctx.outputs("mistak")
     elif mistake == "vanished":
         made = ctx.workdir / "made.txt"
         made.write_text("made")

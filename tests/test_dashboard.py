@@ -149,6 +149,8 @@ def test_sign_in_sets_an_opaque_strict_cookie_forms_need_csrf_and_sign_out_forge
             form = forged.get(f"/submit/{kind}")
             assert form.status_code == 200 and f'action="/submit/{kind}"' in form.text, kind
         assert forged.get("/submit/no-such-kind").status_code == 404
+        # The file picker offers what the kind takes ("audio/" alone is no valid accept).
+        assert 'accept="audio/*,video/*"' in forged.get("/submit/transcribe").text
         assert forged.get("/jobs?status=bogus").status_code == 422
     with you.api() as api:
         assert api.get("/v1/jobs").json()["items"] == []  # nothing was submitted

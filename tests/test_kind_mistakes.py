@@ -110,3 +110,15 @@ def test_a_failure_whose_progress_cannot_be_kept_is_kept_without(
     error = PermanentError("the step failed", code="asked_to_fail")
     runner._settle_failure(Job(id="job_x", kind="mistakes"), error, worker="w", stopped={"a": 1})
     assert calls == [{"a": 1}, None]
+
+
+def test_the_outputs_of_a_step_the_kind_has_not_are_refused(stack: Stack) -> None:
+    """A misspelt step name read as a step that kept nothing (an empty list)."""
+    client = stack.client()
+    job = submit(client, "mistakes", params={"mistake": "outputs"})
+    failed = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=15)
+    assert failed["status"] == "failed" and failed["attempts"] == 1
+    assert failed["error"]["code"] == "invalid_step"
+    assert failed["error"]["message"] == (
+        "ctx.outputs: mistakes has no step 'mistak'; its steps: mistake, after"
+    )

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from longplay.framework import InputFile, ItemFn, PermanentError, StepContext
+from longplay.framework import InputFile, ItemFn, PermanentError, StepContext, get_kind
 from longplay.jobs.library import StoreLibrary
 from longplay.jobs.progress import ProgressReporter
 from longplay.jobs.records import StoreRecords, records_for
@@ -103,6 +103,16 @@ class JobContext(StepContext[BaseModel]):
         self.pending_outputs.append((resolved, out_name, media))  # resolved: compared above
 
     def outputs(self, step: str | None = None) -> list[InputFile]:
+        """The outputs kept so far, or those of ``step``: a name the kind has no step
+        of is refused (a typo would read as a step that kept nothing)."""
+        kind = get_kind(self._job.kind)
+        steps = [s.name for s in kind.steps] if kind is not None else []
+        if step is not None and steps and step not in steps:
+            raise PermanentError(
+                f"ctx.outputs: {self._job.kind} has no step {step!r}; its steps: "
+                f"{', '.join(steps)}",
+                code="invalid_step",
+            )
         with session_scope() as session:
             return [input_file(a) for a in outputs_of(session, self.job_id, step=step)]
 
