@@ -234,11 +234,12 @@ def test_pages_go_on_after_their_last_job_is_deleted(stack: Stack) -> None:
     made = [submit(client, params={"seconds": 0.05, "fail": "permanent"})["id"] for _ in range(5)]
     for job_id in made:
         wait_for_status(client, job_id, {"failed"})
-    # A cursor of the old form, a job's id, still works while that job exists.
-    old_form = client.get("/v1/jobs", params={"limit": 2, "cursor": made[-1]}).json()
-    assert [j["id"] for j in old_form["items"]] == [made[3], made[2]]
+    # A cursor is a place in the list: any of its form is one, and nothing else is.
     refused = client.get("/v1/jobs", params={"cursor": "job_nope"})
     assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["details"][0]["loc"] == ["query", "cursor"]
+    beyond = client.get("/v1/jobs", params={"limit": 2, "cursor": "fffffffffffffff.job_x"})
+    assert [j["id"] for j in beyond.json()["items"]] == [made[4], made[3]]
     # Walk the failed jobs, deleting each page's jobs (the cursor's last one too) before
     # asking for the next page.
     seen: list[str] = []

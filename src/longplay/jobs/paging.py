@@ -15,7 +15,10 @@ from datetime import UTC, datetime, timedelta
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
-CURSOR = re.compile(r"([0-9a-f]{1,15})\.([A-Za-z0-9_]{1,40})")
+CURSOR_PATTERN = r"^[0-9a-f]{1,15}\.[A-Za-z0-9_]{1,24}$"
+"""What every cursor looks like (the API's schema says so): any string of this form
+stands for a place in the list, whether or not a job is there."""
+CURSOR = re.compile(r"([0-9a-f]{1,15})\.([A-Za-z0-9_]{1,24})")
 
 
 def cursor_of(created_at: datetime, job_id: str) -> str:
@@ -24,13 +27,12 @@ def cursor_of(created_at: datetime, job_id: str) -> str:
 
 
 def position(cursor: str) -> tuple[datetime, str] | None:
-    """The ``(created_at, id)`` a cursor stands for; None if it is not one of ours
-    (a job's id, as cursors were before, say)."""
+    """The ``(created_at, id)`` a cursor stands for; None if it is not one of ours."""
     found = CURSOR.fullmatch(cursor)
     if found is None:
         return None
     try:
         created_at = EPOCH + int(found[1], 16) * MICROSECOND
-    except OverflowError:  # past the year 9999
-        return None
+    except OverflowError:  # past the year 9999: after every job there is
+        created_at = datetime.max.replace(tzinfo=UTC)
     return created_at, found[2]

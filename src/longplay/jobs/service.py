@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import String, cast, select, tuple_
 from sqlalchemy.orm import Session
@@ -70,9 +69,9 @@ def list_jobs(
     if kind:
         query = query.where(Job.kind == kind)
     if cursor:
-        after = paging.position(cursor) or _position_of_job(
-            session, owner=owner, job_id=cursor, all_owners=all_owners
-        )
+        after = paging.position(cursor)
+        if after is None:
+            raise Invalid("cursor is not one a page of jobs gave")
         # A row-value comparison is one range of the (owner, created_at, id) index, so a
         # page deep in a long history costs what the first one does.
         query = query.where(tuple_(Job.created_at, Job.id) < after)
@@ -83,20 +82,6 @@ def list_jobs(
         return Page(rows, None)
     last = rows[limit - 1]
     return Page(rows[:limit], paging.cursor_of(last.created_at, last.id))
-
-
-def _position_of_job(
-    session: Session, *, owner: Owner, job_id: str, all_owners: bool
-) -> tuple[datetime, str]:
-    """Where a cursor of the old form, the last job's id, stands: it works while that
-    job exists."""
-    query = select(Job.created_at, Job.id).where(Job.id == job_id)
-    if not all_owners:
-        query = query.where(Job.owner_id == owner.id)
-    found = session.execute(query).first()
-    if found is None:
-        raise Invalid("cursor is not one a page of jobs gave")
-    return found.created_at, found.id
 
 
 def outputs_of_many(session: Session, jobs: Sequence[Job]) -> dict[str, list[Artifact]]:

@@ -25,7 +25,7 @@ from longplay.api.schemas import (
     job_create_model,
 )
 from longplay.framework import get_kind
-from longplay.jobs import refusals, service, submission
+from longplay.jobs import paging, refusals, service, submission
 from longplay.settings import get_settings
 from longplay.store.models import Job, JobStatus, Owner
 from longplay.store.views import JobPublic
@@ -238,7 +238,13 @@ async def list_jobs(
     status_: Annotated[list[JobStatus] | None, Query(alias="status")] = None,
     kind: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            pattern=paging.CURSOR_PATTERN,
+            description="The `next_cursor` of the page before; what it holds is not a contract.",
+        ),
+    ] = None,
     all_owners: Annotated[bool, Query(description="Every owner's jobs (admin keys).")] = False,
 ) -> JobList:
     """List your jobs, newest first; filter by status and kind, page with ``cursor``."""
