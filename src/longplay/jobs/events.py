@@ -52,26 +52,31 @@ def delete_stream(job_id: str) -> None:
 
 
 def drop_ends(tx: Transaction, job_id: str) -> None:
-    """The job runs again (a retry, in ``tx``): the ends its stream holds now are read
-    before the commit and deleted after it, so a client that follows the stream from its
-    start reads on to the new end, as one that follows it live does, instead of stopping
-    at the old one. The attempts keep what ended each run."""
-    stream = keys.events_stream(job_id)
+    """The job runs again (a retry, in ``tx``): the ends its stream holds now are
+    dropped once it commits (:func:`drop_after_commit`), so a client that follows the
+    stream from its start reads on to the new end, as one that follows it live does,
+    instead of stopping at the old one. The attempts keep what ended each run."""
+    drop_after_commit(tx, keys.events_stream(job_id), TERMINAL_EVENTS)
+
+
+def drop_after_commit(tx: Transaction, stream: str, types: frozenset[str]) -> None:
+    """Delete the entries of ``types`` that ``stream`` (a job's or a flow's) holds now,
+    once ``tx`` commits: read before the commit, so only the ones already there; an
+    ending written after this read is its writer's to take back."""
     try:
         entries: Any = get_redis().xrange(stream)  # at most STREAM_MAXLEN
     except redis.RedisError as exc:
-        log.warning("could not read the stream of job %s: %s", job_id, exc)
+        log.warning("could not read the stream %s: %s", stream, exc)
         return
-    ends = [
-        entry_id
-        for entry_id, fields in entries
-        if json.loads(fields[b"data"]).get("type") in TERMINAL_EVENTS
+    found = [
+        entry_id for entry_id, fields in entries if json.loads(fields[b"data"]).get("type") in types
     ]
-    if ends:
-        tx.after_commit(lambda: _delete_entries(stream, ends))
+    if found:
+        tx.after_commit(lambda: delete_entries(stream, found))
 
 
-def _delete_entries(stream: str, entry_ids: list[bytes]) -> None:
+def delete_entries(stream: str, entry_ids: list[bytes]) -> None:
+    """Delete these entries of ``stream``; a Redis that does not answer is logged."""
     try:
         get_redis().xdel(stream, *entry_ids)
     except redis.RedisError as exc:

@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 
 from longplay import keys
 from longplay.framework import get_kind
+from longplay.jobs import events
 from longplay.jobs.dependencies import ENDINGS, SWEEP_AT_MOST, UNENDED, OpenUnit
-from longplay.jobs.events import STREAM_MAXLEN
 from longplay.jobs.hooks import Announcement, Transaction
 from longplay.jobs.webhooks import outbox
 from longplay.redis_client import get_redis
@@ -145,26 +145,7 @@ def reopen(tx: Transaction, flow_id: str) -> None:
     )
     if not affected(reopened):
         return
-    stream = keys.events_stream(flow_id)
-    try:
-        entries: Any = get_redis().xrange(stream)  # at most STREAM_MAXLEN
-        old_ends = [
-            entry_id
-            for entry_id, fields in entries
-            if json.loads(fields[b"data"]).get("type") == FLOW_ENDED
-        ]
-    except redis.RedisError as exc:
-        log.warning("could not read the stream of flow %s: %s", flow_id, exc)
-        return
-    if old_ends:
-        tx.after_commit(lambda: _delete_entries(stream, old_ends))
-
-
-def _delete_entries(stream: str, entry_ids: list[bytes]) -> None:
-    try:
-        get_redis().xdel(stream, *entry_ids)
-    except redis.RedisError as exc:
-        log.warning("could not delete the old end of %s: %s", stream, exc)
+    events.drop_after_commit(tx, keys.events_stream(flow_id), frozenset({FLOW_ENDED}))
 
 
 def _event(event_type: str, job_id: str | None) -> dict[str, Any]:
@@ -194,7 +175,7 @@ def _announce_end(flow_id: str, end: Ending, open_unit: OpenUnit) -> None:
     with open_unit() as unit:
         now = unit.session.scalar(select(Flow.finished_at).where(Flow.id == flow_id))
     if now != end.finished_at:  # both aware (UTCDateTime): cleared, or ended anew
-        _delete_entries(keys.events_stream(flow_id), [entry])
+        events.delete_entries(keys.events_stream(flow_id), [entry])
 
 
 def _end_if_last(flow_id: str, job_id: str, open_unit: OpenUnit) -> Ending | None:
@@ -249,7 +230,7 @@ def _append(flow_id: str, event: dict[str, Any]) -> bytes | None:
     stream = keys.events_stream(flow_id)
     try:
         pipe = get_redis().pipeline(transaction=False)
-        pipe.xadd(stream, {"data": json.dumps(event, default=str)}, maxlen=STREAM_MAXLEN)
+        pipe.xadd(stream, {"data": json.dumps(event, default=str)}, maxlen=events.STREAM_MAXLEN)
         pipe.expire(stream, get_settings().retention.event_retention_seconds)
         entry, _ = pipe.execute()
     except redis.RedisError as exc:
