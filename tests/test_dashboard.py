@@ -86,6 +86,16 @@ class Visit:
         found = [c for c in self.context.cookies() if c["name"] == SESSION]
         return dict(found[0]) if found else None
 
+    def session_client(self) -> httpx.Client:
+        """Signed in: an HTTP client that sends this context's session cookie, as the
+        browser does (for what a test reads or posts byte for byte)."""
+        self.sign_in()
+        cookie = self.cookie()
+        assert cookie is not None
+        return httpx.Client(
+            base_url=self.stack.api_url, cookies={SESSION: cookie["value"]}, timeout=30
+        )
+
     def api(self) -> httpx.Client:
         return httpx.Client(
             base_url=self.stack.api_url,
@@ -97,6 +107,13 @@ class Visit:
         path = self.shots / f"{name}.png"
         self.page.screenshot(path=str(path), full_page=True)
         return path
+
+
+def csrf_of(page: str) -> str:
+    """The session's CSRF token, as a page's forms carry it."""
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found is not None
+    return found[1]
 
 
 @pytest.fixture
@@ -275,13 +292,10 @@ def test_live_tells_a_job_that_is_gone_as_deleted_and_follows_the_rest(visit: An
         running = submit(api, params={"seconds": 1, "ticks": 5})["id"]
     with other.api() as api:
         theirs = submit(api, params={"seconds": 0})["id"]
-    you.sign_in()
-    cookie = you.cookie()
-    assert cookie is not None
     query = "&".join(f"job={j}" for j in (gone, running, theirs))
     events: list[dict[str, Any]] = []
     with (
-        httpx.Client(base_url=you.stack.api_url, cookies={SESSION: cookie["value"]}) as client,
+        you.session_client() as client,
         client.stream("GET", f"/live?{query}", timeout=60) as stream,
     ):
         assert stream.status_code == 200
@@ -303,16 +317,8 @@ def test_a_form_through_a_reverse_proxy_is_taken_and_one_from_elsewhere_is_not(
     Origin is the public site's, which the proxy says in X-Forwarded-Host or Forwarded;
     a form from another site, whatever its token, is refused."""
     you = visit("dash-proxy")
-    you.sign_in()
-    cookie = you.cookie()
-    assert cookie is not None
-    with httpx.Client(
-        base_url=you.stack.api_url, cookies={SESSION: cookie["value"]}, timeout=30
-    ) as browser:
-        page = browser.get("/jobs")
-        token = re.search(r'name="csrf" value="([^"]+)"', page.text)
-        assert token is not None
-        form = {"csrf": token[1]}
+    with you.session_client() as browser:
+        form = {"csrf": csrf_of(browser.get("/jobs").text)}
         public = {"Origin": "https://media.example.org"}
         assert browser.post("/logout", data=form, headers=public).status_code == 403
         elsewhere = {"Origin": "https://evil.example", "X-Forwarded-Host": "media.example.org"}
@@ -321,16 +327,10 @@ def test_a_form_through_a_reverse_proxy_is_taken_and_one_from_elsewhere_is_not(
         proxied = {**public, "Forwarded": 'for=10.0.0.1;host="media.example.org";proto=https'}
         signed_out = browser.post("/logout", data=form, headers=proxied)
         assert signed_out.status_code == 303 and signed_out.headers["location"] == "/login"
-    you.sign_in()
-    cookie = you.cookie()
-    assert cookie is not None
-    with httpx.Client(
-        base_url=you.stack.api_url, cookies={SESSION: cookie["value"]}, timeout=30
-    ) as browser:
-        token = re.search(r'name="csrf" value="([^"]+)"', browser.get("/jobs").text)
-        assert token is not None
+    with you.session_client() as browser:  # signed in again
+        form = {"csrf": csrf_of(browser.get("/jobs").text)}
         via_nginx = {"Origin": "https://media.example.org", "X-Forwarded-Host": "media.example.org"}
-        signed_out = browser.post("/logout", data={"csrf": token[1]}, headers=via_nginx)
+        signed_out = browser.post("/logout", data=form, headers=via_nginx)
         assert signed_out.status_code == 303
 
 

@@ -271,18 +271,23 @@ def test_delete_finished_job_removes_its_files(stack: Stack) -> None:
     assert client.get(done["outputs"][0]["links"]["content"]).status_code == 404
 
 
-def test_delete_keeps_an_upload_another_job_names(stack: Stack) -> None:
-    client = stack.client("gina")
+def completed_with_an_upload(client: httpx.Client) -> tuple[dict[str, Any], str]:
+    """A ``sleep`` job that read a file uploaded with it (``shared.txt``), once it has
+    completed, and the upload's id."""
     made = client.post(
         "/v1/jobs",
         data={"kind": "sleep", "params": json.dumps({"seconds": 0.05})},
         files={"file": ("shared.txt", b"shared bytes", "text/plain")},
     )
     assert made.status_code == 202, made.text
-    first = made.json()
-    [upload] = first["inputs"]
-    done = wait_for_status(client, first["id"], {"completed"})
-    output = stack.data_dir / "files" / done["outputs"][0]["id"]
+    [upload] = made.json()["inputs"]
+    return wait_for_status(client, made.json()["id"], {"completed"}), upload
+
+
+def test_delete_keeps_an_upload_another_job_names(stack: Stack) -> None:
+    client = stack.client("gina")
+    first, upload = completed_with_an_upload(client)
+    output = stack.data_dir / "files" / first["outputs"][0]["id"]
     # The second job reads the first one's upload, once a slow job it waits for ends,
     # so it reads it after the first job is deleted.
     gate = submit(client, params={"seconds": 3, "ticks": 6})
@@ -306,15 +311,7 @@ def test_a_delete_meeting_a_submission_that_names_its_upload_loses_nothing(
     then keeps the upload, which the new job reads. Before, the delete did not see the
     job still being submitted and removed the upload, and the job failed without it."""
     client = stack.client("hana")
-    made = client.post(
-        "/v1/jobs",
-        data={"kind": "sleep", "params": json.dumps({"seconds": 0})},
-        files={"file": ("shared.txt", b"shared bytes", "text/plain")},
-    )
-    assert made.status_code == 202, made.text
-    first = made.json()
-    [upload] = first["inputs"]
-    wait_for_status(client, first["id"], {"completed"})
+    first, upload = completed_with_an_upload(client)
     monkeypatch.setenv("LONGPLAY_DATABASE_URL", stack.database_url)
     get_settings.cache_clear()
     deleting = ThreadPoolExecutor(1)
