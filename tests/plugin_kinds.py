@@ -221,8 +221,9 @@ register(
 
 
 class MistakesParams(BaseModel):
-    mistake: Literal["details", "keys", "state", "twice", "vanished", "outputs"]
-    """``details``: reports a datetime and a Path as progress details; ``keys``: keeps
+    mistake: Literal["details", "big_details", "keys", "state", "twice", "vanished", "outputs"]
+    """``details``: reports a datetime and a Path as progress details; ``big_details``:
+    reports a small detail, then the text so far, 20 KiB of it; ``keys``: keeps
     a number key and a tuple in ``ctx.state``; ``state``: keeps a datetime there;
     ``twice``: adds the same output twice; ``vanished``: adds an output, then deletes
     it (after another one) before the step ends; ``outputs``: asks for the outputs of a
@@ -242,6 +243,9 @@ def make_mistake(ctx: StepContext[MistakesParams]) -> None:
         ctx.advance(1, 2, at=datetime(2024, 5, 6, 7, 8, 9), path=Path("/tmp"))
         time.sleep(0.3)  # past the write interval: the next advance writes the store
         ctx.advance(2, 2, at=datetime(2024, 5, 6, 7, 8, 9), path=Path("/tmp"))
+    elif mistake == "big_details":
+        ctx.advance(1, 2, words=4)
+        ctx.advance(2, 2, words=4000, text="word " * 4000)
     elif mistake == "keys":
         ctx.state[1] = "one"  # type: ignore[index]
         ctx.state["pair"] = ("a", "b")

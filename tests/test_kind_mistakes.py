@@ -30,6 +30,21 @@ def test_details_that_are_not_json_are_kept_as_text(stack: Stack) -> None:
     assert failed["step_details"] == {"at": AT, "path": "/tmp", "done": 2, "total": 2}
 
 
+def test_details_too_large_for_a_progress_event_fail_the_job_at_the_call(stack: Stack) -> None:
+    client = stack.client()
+    job = submit(client, "mistakes", params={"mistake": "big_details"})
+    events = stack.client().get(job["links"]["events"], timeout=15)
+    failed = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=15)
+    assert failed["status"] == "failed"
+    assert failed["attempts"] == 1
+    error = failed["error"]
+    assert error["code"] == "invalid_progress", error
+    assert not error["retryable"]
+    assert "'text'" in error["message"] and "16 KiB" in error["message"], error["message"]
+    assert failed["step_details"] == {"words": 4, "done": 1, "total": 2}, "the last small details"
+    assert "word word" not in events.text, "no event carried the large details"
+
+
 def seen(client: Any, job: dict[str, Any]) -> dict[str, Any]:
     [out] = [o for o in job["outputs"] if o["name"] == "seen.json"]
     return dict(json.loads(client.get(out["links"]["content"]).text))

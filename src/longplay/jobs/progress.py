@@ -23,7 +23,7 @@ from sqlalchemy import Update, bindparam, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from longplay.framework import JobCancelled, Step
+from longplay.framework import JobCancelled, PermanentError, Step
 from longplay.jobs.unit import tell
 from longplay.store.db import affected, session_scope
 from longplay.store.models import Job, JobStatus, utcnow
@@ -119,7 +119,7 @@ class ProgressReporter:
         if self.lost.is_set():
             raise JobCancelled(self.job_id)
         self.tracker.set_fraction(done, total)
-        self.details = json_safe({**details, "done": done, "total": total})
+        self.details = bounded(json_safe({**details, "done": done, "total": total}))
         self._emit()
 
     def end_step(self) -> None:
@@ -186,6 +186,30 @@ def json_safe(details: dict[str, Any]) -> dict[str, Any]:
         if type(value) not in _PLAIN:
             return dict(json.loads(json.dumps(details, default=str)))
     return details
+
+
+DETAILS_LIMIT = 16 * 1024
+"""The most bytes of JSON a step's progress details may take. They travel in every
+progress event to every follower and are written to the job's row at each store write:
+they are for a progress bar, not for results."""
+
+
+def bounded(details: dict[str, Any]) -> dict[str, Any]:
+    """``details`` if their JSON is at most :data:`DETAILS_LIMIT` bytes; else the step
+    fails at the call (``invalid_progress``), naming the largest value, rather than
+    slow every follower and the store for the rest of the job."""
+    total = len(json.dumps(details).encode())
+    if total <= DETAILS_LIMIT:
+        return details
+    sizes = {key: len(json.dumps(value).encode()) for key, value in details.items()}
+    largest = max(sizes, key=sizes.__getitem__)
+    raise PermanentError(
+        f"ctx.advance: the step details are {total / 1024:.1f} KiB of JSON, more than the "
+        f"{DETAILS_LIMIT // 1024} KiB progress may carry (the largest, {largest!r}, is "
+        f"{sizes[largest] / 1024:.1f} KiB): keep large values in an output file "
+        "(ctx.add_output) and report counts or names",
+        code="invalid_progress",
+    )
 
 
 def touch(job_id: str, worker: str, **values: Any) -> bool:
