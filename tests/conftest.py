@@ -82,6 +82,8 @@ class Stack(Deployment):
                 "LONGPLAY_MAX_UPLOAD_BYTES": str(8 * 1024 * 1024),
                 # Hybrid search is off by default; the tests run it.
                 "LONGPLAY_EMBED_ENGINE": "local",
+                # The tests' webhook receivers listen on this machine.
+                "LONGPLAY_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
             },
             redis_url=_test_redis(),
             postgres_admin=PG_ADMIN,

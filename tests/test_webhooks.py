@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import threading
 import time
@@ -25,7 +26,7 @@ import httpx
 import pytest
 from conftest import Stack, submit, wait_for_status, wait_until
 
-from longplay.jobs.webhooks import delivery, signing
+from longplay.jobs.webhooks import addresses, delivery, signing
 from longplay.store.db import session_scope
 from longplay.store.models import WebhookDelivery
 
@@ -207,6 +208,57 @@ def test_retry_after_and_backoff_rules() -> None:
     assert not delivery.Answer(status_code=408).final
     assert not delivery.Answer(status_code=503).final
     assert not delivery.Answer(error="ConnectError").final
+    assert delivery.Answer(error="not sent", refused=True).final
+
+
+def test_a_name_that_resolves_to_this_machine_is_not_sent_to_unless_allowed(
+    receiver: Receiver,
+) -> None:
+    """The check is on the address connected to, after resolving: ``localhost`` here is
+    a name the sender resolves itself, as it would a public-looking one."""
+    url, name = receiver.url()
+    named = url.replace("127.0.0.1", "localhost")
+    refused = delivery.post(named, b"{}", {}, timeout=5)
+    assert refused.refused and refused.final and refused.status_code is None
+    assert refused.error is not None
+    assert "loopback" in refused.error and "LONGPLAY_WEBHOOK_ALLOWED_NETWORKS" in refused.error
+    mapped = delivery.post(url.replace("127.0.0.1", "[::ffff:127.0.0.1]"), b"{}", {}, timeout=5)
+    assert mapped.refused, "an IPv4 address written as IPv6 is the same address"
+    assert receiver.received(name) == []
+    allowed = [ipaddress.ip_network("127.0.0.0/8")]
+    sent = delivery.post(named, b"{}", {}, timeout=5, allowed=allowed)
+    assert sent.accepted, sent
+    assert len(receiver.received(name)) == 1
+    said = addresses.refusal("https://app.localhost/x", ())
+    assert said is not None and said.startswith("app.localhost is 127.0.0.1, a loopback address")
+    assert addresses.refusal("https://app.localhost/x", allowed) is None
+    assert addresses.refusal("https://example.com/x", ()) is None, "a name is checked when sent"
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("http://10.1.2.3/hook", "10.1.2.3 is a private address"),
+        ("http://169.254.169.254/latest/meta-data", "metadata service"),
+        ("http://[::1]:8080/hook", "::1 is a loopback address"),
+    ],
+)
+def test_a_callback_written_as_an_address_not_allowed_is_refused_at_submission(
+    hooks_stack: Stack, url: str, said: str
+) -> None:
+    client = hooks_stack.client("alice")
+    as_json = client.post("/v1/jobs", json={"kind": "sleep", "callback_url": url})
+    as_form = client.post("/v1/jobs", files={"kind": (None, "sleep"), "callback_url": (None, url)})
+    flow = client.post("/v1/flows", json={"stages": {"a": {"kind": "sleep"}}, "callback_url": url})
+    for response in (as_json, as_form, flow):
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert f"callback_url: {said}" in error["message"], error
+        assert "LONGPLAY_WEBHOOK_ALLOWED_NETWORKS" in error["message"]
+        assert error["details"][0]["type"] == "callback_not_allowed", error
+        assert error["details"][0]["loc"][-1] == "callback_url", error
+    jobs = client.get("/v1/jobs", params={"limit": 100}).json()["items"]
+    assert all(job.get("callback_url") != url for job in jobs), "nothing was stored"
 
 
 def test_completed_job_posts_one_signed_webhook(hooks_stack: Stack, receiver: Receiver) -> None:

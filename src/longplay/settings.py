@@ -28,6 +28,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     Field,
+    IPvAnyNetwork,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -85,6 +86,13 @@ Seconds = Annotated[float, BeforeValidator(_seconds)]
 """A duration in seconds that its variable may also give with units (``7d``)."""
 WholeSeconds = Annotated[int, BeforeValidator(_seconds)]
 """The same, for a setting that must be a whole number of seconds."""
+
+
+def _comma_list(value: Any) -> Any:
+    """A list setting written as its variable's text: items separated by commas."""
+    if not isinstance(value, str):
+        return value
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def _from_json(value: Any) -> Any:
@@ -226,6 +234,12 @@ class WebhookSettings(BaseSettings):
     """Seconds between two progress webhooks of one job (and one per whole percent at most)."""
     sweep_interval: float = Field(default=30.0, gt=0)
     """Seconds between beat's sweeps that resend due webhooks whose task message was lost."""
+    allowed_networks: Annotated[list[IPvAnyNetwork], NoDecode, BeforeValidator(_comma_list)] = (
+        Field(default_factory=list)
+    )
+    """Networks besides the public internet that webhooks may go to, comma-separated
+    (``127.0.0.0/8,10.20.0.0/16``): a receiver on this machine or the private network.
+    Unset: private, loopback and link-local addresses are refused."""
 
     @model_validator(mode="after")
     def _base_within_max(self) -> WebhookSettings:

@@ -4,15 +4,38 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, create_model
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    create_model,
+)
+from pydantic_core import PydanticCustomError
 
 from longplay.framework import JobKind
+from longplay.jobs.webhooks.addresses import refusal
+from longplay.settings import get_settings
 from longplay.store.models import Priority
 from longplay.store.views import ErrorPublic, JobPublic, OutputRef
 
 CallbackEvent = Literal["started", "progress"]
+
+
+def _sendable(url: HttpUrl) -> HttpUrl:
+    """A callback URL whose host is written as an address webhooks may not go to is
+    refused now; a name is checked when the message is sent."""
+    why = refusal(str(url), get_settings().webhooks.allowed_networks)
+    if why is not None:
+        raise PydanticCustomError("callback_not_allowed", "{why}", {"why": why})
+    return url
+
+
+CallbackUrl = Annotated[HttpUrl, AfterValidator(_sendable)]
 
 
 class JobCreateFields(BaseModel):
@@ -44,8 +67,10 @@ class JobCreateFields(BaseModel):
         description="Reuse a completed job of yours with the same kind, parameters and "
         "input bytes instead of running again.",
     )
-    callback_url: HttpUrl | None = Field(
-        None, description="Where to POST signed webhooks about this job (Standard Webhooks)."
+    callback_url: CallbackUrl | None = Field(
+        None,
+        description="Where to POST signed webhooks about this job (Standard Webhooks): a "
+        "public address, or one in the networks the operator allows.",
     )
     callback_events: list[CallbackEvent] = Field(
         default_factory=list,

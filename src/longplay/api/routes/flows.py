@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.orm import Session
 
 from longplay.api import bodies
@@ -18,6 +18,7 @@ from longplay.api.followers import EventHub
 from longplay.api.openapi import json_body
 from longplay.api.routes.events import ResumeAfter, next_entries
 from longplay.api.routes.jobs import present_page
+from longplay.api.schemas import CallbackUrl
 from longplay.jobs import flows
 from longplay.jobs.flow_events import FLOW_ENDED
 from longplay.store.models import Flow, Owner, Priority
@@ -72,7 +73,7 @@ class FlowCreate(BaseModel):
     stages: dict[Annotated[str, Field(pattern=STAGE_NAME)], StageCreate] = Field(
         min_length=1, max_length=flows.MAX_STAGES
     )
-    callback_url: HttpUrl | None = Field(
+    callback_url: CallbackUrl | None = Field(
         None, description="Where to POST one signed webhook, `flow.<status>`, when it ends."
     )
 

@@ -4,9 +4,8 @@ A receiver that does not answer 2xx is tried again with exponential backoff and
 jitter (or after its ``Retry-After`` on 429 and 503) up to ``webhook_max_attempts``;
 a 4xx other than 408 and 429, or a redirect, ends the delivery at once.
 
-Only ``http`` and ``https`` URLs are sent to; private and loopback addresses are
-not refused, so a deployment that takes callback URLs from untrusted owners should
-send its workers' outbound traffic through a filtering proxy (``HTTPS_PROXY``).
+Only ``http`` and ``https`` URLs are sent to, and only to public addresses or the
+networks the operator allows (:mod:`.addresses`).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +23,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from longplay.jobs.unit import tell
+from longplay.jobs.webhooks.addresses import Network, RefusedAddress, client_for
 from longplay.jobs.webhooks.outbox import DELIVERED, FAILED, FINAL_EVENTS, PENDING, SENDING
 from longplay.jobs.webhooks.signing import encode, headers_for
 from longplay.settings import Settings, get_settings
@@ -46,6 +46,8 @@ class Answer:
     status_code: int | None = None
     error: str | None = None
     retry_after: float | None = None
+    refused: bool = False
+    """Not sent: the URL's host is not an address webhooks may go to."""
 
     @property
     def accepted(self) -> bool:
@@ -53,21 +55,32 @@ class Answer:
 
     @property
     def final(self) -> bool:
-        """Trying again cannot help: a client error (but 408, 429) or a redirect."""
+        """Trying again cannot help: a client error (but 408, 429), a redirect, or an
+        address webhooks may not go to."""
         code = self.status_code
-        return code is not None and (
-            300 <= code < 400 or (400 <= code < 500 and code not in (408, 429))
+        return self.refused or (
+            code is not None
+            and (300 <= code < 400 or (400 <= code < 500 and code not in (408, 429)))
         )
 
 
-def post(url: str, body: bytes, headers: Mapping[str, str], *, timeout: float) -> Answer:
-    """One POST; never raises for what the receiver or the network does."""
+def post(
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    timeout: float,
+    allowed: Sequence[Network] = (),
+) -> Answer:
+    """One POST, to a public address or one in ``allowed``; never raises for what the
+    receiver or the network does."""
     if httpx.URL(url).scheme not in SCHEMES:
         return Answer(error="only http and https callback URLs are sent to")
     try:
-        response = httpx.post(
-            url, content=body, headers=dict(headers), timeout=timeout, follow_redirects=False
-        )
+        with client_for(url, allowed, timeout=timeout) as client:
+            response = client.post(url, content=body, headers=dict(headers), follow_redirects=False)
+    except RefusedAddress as exc:
+        return Answer(error=f"not sent: {exc}", refused=True)
     except httpx.HTTPError as exc:
         return Answer(error=f"{type(exc).__name__}: {exc}"[:500])
     error = None
@@ -152,7 +165,11 @@ def deliver(delivery_id: str) -> float | None:
         url, payload, attempts, job_id = row.url, row.payload, row.attempts + 1, row.job_id
     body = encode(payload)
     answer = post(
-        url, body, headers_for(secret, delivery_id, body), timeout=settings.webhooks.timeout
+        url,
+        body,
+        headers_for(secret, delivery_id, body),
+        timeout=settings.webhooks.timeout,
+        allowed=settings.webhooks.allowed_networks,
     )
     delay: float | None = None
     values: dict[str, Any] = {

@@ -1,0 +1,131 @@
+"""Where webhooks may go: public addresses, and the networks an operator allows.
+
+A callback URL comes from an owner. Sent to as given, it would let any owner make the
+workers POST to what only they can reach: the cloud's metadata service, Redis, an
+admin page on the private network. So a message goes only to a public address, or to
+one in ``LONGPLAY_WEBHOOK_ALLOWED_NETWORKS``. The check is made on the address the
+connection is opened to, after the name is resolved (:class:`PublicOnlyBackend`), so a
+name that resolves one way when checked and another when used gets nowhere. An address
+written in the URL itself (or ``localhost``) is refused at submission already
+(:func:`refusal`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import urllib.request
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import httpcore
+import httpx
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class RefusedAddress(httpx.ConnectError):
+    """The callback's host is (or resolves only to) an address webhooks may not go to."""
+
+
+def permitted(address: IPAddress, allowed: Sequence[Network]) -> bool:
+    """A public address, or one in an allowed network."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    if any(address in network for network in allowed):
+        return True
+    return address.is_global and not address.is_multicast
+
+
+def describe(address: IPAddress) -> str:
+    """A word for why ``address`` is not public, for a message to the owner."""
+    if address.is_loopback:
+        return "a loopback address (this machine)"
+    if address.is_link_local:
+        return "a link-local address (such as a cloud's metadata service)"
+    if address.is_private:
+        return "a private address"
+    return "not a public address"
+
+
+def refusal(url: str, allowed: Sequence[Network]) -> str | None:
+    """Why ``url`` can be refused without resolving anything (its host is an address
+    that is not permitted, or ``localhost``); None when only sending can tell."""
+    host = httpx.URL(url).host
+    if host == "localhost" or host.endswith(".localhost"):
+        address: IPAddress = ipaddress.IPv4Address("127.0.0.1")
+    else:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return None
+    if permitted(address, allowed):
+        return None
+    return _refused(host, address)
+
+
+def _refused(host: str, address: IPAddress) -> str:
+    named = f"{host} is" if host == str(address) else f"{host} is {address},"
+    return (
+        f"{named} {describe(address)}, and webhooks go only to public addresses or to "
+        "LONGPLAY_WEBHOOK_ALLOWED_NETWORKS (which the operator sets)"
+    )
+
+
+class PublicOnlyBackend(httpcore.SyncBackend):
+    """httpcore's own sockets, opened only to permitted addresses: the name is resolved
+    here and the connection made to the address checked, never resolved again."""
+
+    def __init__(self, allowed: Sequence[Network]) -> None:
+        self._allowed = allowed
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        try:
+            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:  # what connecting would have said: the name is unknown
+            raise httpcore.ConnectError(str(exc)) from exc
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found]
+        usable = [a for a in dict.fromkeys(addresses) if permitted(a, self._allowed)]
+        if not usable:
+            raise RefusedAddress(_refused(host, addresses[0]))
+        error: httpcore.ConnectError | None = None
+        for address in usable:
+            try:
+                return super().connect_tcp(
+                    str(address), port, timeout, local_address, socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                error = httpcore.ConnectError(str(exc))
+        assert error is not None
+        raise error
+
+
+class PublicOnlyTransport(httpx.HTTPTransport):
+    """An httpx transport whose connections go through :class:`PublicOnlyBackend`."""
+
+    def __init__(self, allowed: Sequence[Network]) -> None:
+        super().__init__(trust_env=False)
+        # httpx takes no network backend of its own; its pool (httpcore) does.
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            network_backend=PublicOnlyBackend(allowed),
+        )
+
+
+def client_for(url: str, allowed: Sequence[Network], *, timeout: float) -> httpx.Client:
+    """The client that sends to ``url``: through the proxy the environment names for it
+    (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``), which then decides where traffic
+    may go; else straight, to permitted addresses only."""
+    parsed = httpx.URL(url)
+    proxy = urllib.request.getproxies().get(parsed.scheme)
+    if proxy and not urllib.request.proxy_bypass(parsed.host):
+        return httpx.Client(proxy=proxy, trust_env=False, timeout=timeout)
+    return httpx.Client(transport=PublicOnlyTransport(allowed), trust_env=False, timeout=timeout)
