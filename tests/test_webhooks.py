@@ -239,7 +239,7 @@ def test_a_name_that_resolves_to_this_machine_is_not_sent_to_unless_allowed(
     ("url", "said"),
     [
         ("http://10.1.2.3/hook", "10.1.2.3 is a private address"),
-        ("http://169.254.169.254/latest/meta-data", "metadata service"),
+        ("http://169.254.169.254/latest/meta-data", "169.254.169.254 is a link-local address"),
         ("http://[::1]:8080/hook", "::1 is a loopback address"),
     ],
 )
