@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import socket
 import wave
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -691,3 +692,37 @@ def test_sign_in_goes_back_only_to_pages_of_this_site() -> None:
     assert local_url("/jobs?status=failed") == "/jobs?status=failed"
     for elsewhere in ("https://evil.example/", "//evil.example/x", "/\\evil.example", "", None):
         assert local_url(elsewhere) == "/jobs"
+
+
+def _answer_before_the_body(stack: Stack, headers: dict[str, str]) -> str:
+    """Post a 6 MB file to the convert form but send only its first KiB, and return the
+    status line the dashboard answers with while the rest is still to come."""
+    url = httpx.URL(stack.api_url)
+    boundary = "lp-boundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode()
+    lines = [
+        "POST /submit/convert HTTP/1.1",
+        f"Host: {url.host}:{url.port}",
+        f"Content-Type: multipart/form-data; boundary={boundary}",
+        f"Content-Length: {len(head) + 6_000_000}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    with socket.create_connection((url.host, url.port), timeout=10) as conn:
+        conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + head + b"\0" * 1024)
+        try:
+            return conn.recv(4096).decode("latin-1").split("\r\n", 1)[0]
+        except TimeoutError:
+            return "no answer: the dashboard is waiting for the rest of the file"
+
+
+def test_a_form_with_files_is_refused_before_its_files_are_read(stack: Stack, visit: Any) -> None:
+    """Nobody signed in, or a page of another site, may make the server store a file."""
+    assert _answer_before_the_body(stack, {}) == "HTTP/1.1 303 See Other"
+    you = visit("dash-early-refusal")
+    with you.session_client() as signed_in:
+        cookie = f"{SESSION}={signed_in.cookies[SESSION]}"
+    foreign = {"Cookie": cookie, "Origin": "https://elsewhere.example"}
+    assert _answer_before_the_body(stack, foreign) == "HTTP/1.1 403 Forbidden"

@@ -23,7 +23,14 @@ from longplay.api.schemas import KindPublic
 from longplay.api.uploads import BODY_LIMIT
 from longplay.dashboard import forms, sessions
 from longplay.dashboard.sessions import Viewer
-from longplay.dashboard.web import PageRoute, as_viewer, changing, render, see_other
+from longplay.dashboard.web import (
+    PageRoute,
+    as_viewer,
+    changing,
+    refuse_foreign,
+    render,
+    see_other,
+)
 from longplay.framework import JobKind, get_kind
 from longplay.framework.kinds import all_kinds
 from longplay.jobs import refusals, submission
@@ -84,6 +91,10 @@ async def submit_page(request: Request, kind_name: str) -> Response:
 async def submit(request: Request, kind_name: str) -> Response:
     """Submit the form; on success the new job's page, else the form again with why."""
     kind = _kind(kind_name)
+    # Who sends it, and from where, is known before the body is read: a form from
+    # nobody signed in, or from another site, is refused before any file is stored.
+    refuse_foreign(request)
+    await as_viewer(request, lambda session, viewer: viewer)
     limits = get_settings().api
     within = bodies.limited(request, BODY_LIMIT, "a submission with files")
     form = await within.form(

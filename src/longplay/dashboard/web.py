@@ -146,15 +146,20 @@ async def as_viewer(request: Request, work: Callable[[Session, Viewer], T]) -> T
 async def changing(request: Request, work: Callable[[Session, Viewer], T], *, csrf: object) -> T:
     """Like :func:`as_viewer`, for a form that changes something: the form's ``csrf``
     must be the session's, and a browser saying it comes from elsewhere is refused."""
-    origin = request.headers.get("origin")
-    if origin is not None and urlsplit(origin).netloc not in _hosts_asked(request):
-        raise sessions.BadCsrf
+    refuse_foreign(request)
 
     def checked(session: Session, viewer: Viewer) -> T:
         sessions.check_csrf(viewer.csrf, csrf)
         return work(session, viewer)
 
     return await as_viewer(request, checked)
+
+
+def refuse_foreign(request: Request) -> None:
+    """Refuse a form a browser says comes from another site (:class:`sessions.BadCsrf`)."""
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc not in _hosts_asked(request):
+        raise sessions.BadCsrf
 
 
 def _hosts_asked(request: Request) -> set[str]:
