@@ -440,6 +440,24 @@ def test_workers_report_themselves(stack: Stack) -> None:
     assert len(workers) == 2, "one report per pool process"
     assert all(isinstance(w["engines"], list) for w in workers)
     assert httpx.get(f"{stack.api_url}/v1/workers").status_code == 401
+    # Another owner sees the same processes, but not which job of alice's they ran.
+    with stack.client("bob-workers") as bob, stack.client("admin-workers") as admin:
+        seen = bob.get("/v1/workers").json()
+        assert sorted(w["name"] for w in seen) == sorted(w["name"] for w in workers)
+        assert job["id"] not in json.dumps(seen), seen
+        assert any(w["last_job"] == job["id"] for w in admin.get("/v1/workers").json())
+
+
+def test_a_method_a_path_does_not_take_is_told_with_those_it_takes(stack: Stack) -> None:
+    with stack.client() as client:
+        for method, path, allowed in [
+            ("PUT", "/v1/jobs", "GET, POST"),
+            ("POST", "/v1/jobs/job_x", "DELETE, GET"),
+            ("DELETE", "/v1/kinds", "GET"),
+        ]:
+            answer = client.request(method, path)
+            assert answer.status_code == 405, (method, path)
+            assert answer.headers["allow"] == allowed, (method, path)
 
 
 @pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)

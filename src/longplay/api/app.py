@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
-from starlette.routing import Match, Route
+from starlette.routing import Match
 
 from longplay import __version__
 from longplay.api import openapi
@@ -90,18 +90,21 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return _answer(exc.status_code, body, headers)
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+
+
 def _methods_of(request: Request) -> list[str]:
-    """Every method the request's path takes: Starlette's own ``Allow`` names only
-    those of the first route on the path, and each method is a route of its own."""
-    methods: set[str] = set()
-    for route in request.app.routes:
-        if (
-            isinstance(route, Route)
-            and route.methods
-            and route.matches(request.scope)[0] != Match.NONE
-        ):
-            methods |= route.methods
-    return sorted(methods)
+    """Every method the request's path takes, by asking each route whether it takes
+    the path with that method: Starlette's own ``Allow`` names only those of the first
+    route on the path, and included routers hide their routes behind one of their own."""
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL
+            for route in request.app.routes
+        )
+    ]
 
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:

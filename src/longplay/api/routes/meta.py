@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from longplay.api.deps import KeyDep, as_owner
@@ -12,6 +14,8 @@ from longplay.broker.liveness import live_reports
 from longplay.framework.kinds import all_kinds
 from longplay.health import report as health_report
 from longplay.redis_client import get_redis
+from longplay.store.models import Job, Owner
+from longplay.store.views import public_message
 
 router = APIRouter()
 
@@ -27,9 +31,35 @@ async def list_kinds(key: KeyDep) -> list[KindPublic]:
     "/v1/workers", response_model=list[WorkerPublic], tags=["health"], responses=errors(401)
 )
 async def list_workers(key: KeyDep) -> list[WorkerPublic]:
-    """The worker processes, each with the engines it has loaded and its last job."""
-    await as_owner(key, lambda _, owner: owner.id)
-    return await run_in_threadpool(read_workers)
+    """The worker processes, each with the engines it has loaded and its last job: a
+    job of yours (of anyone's, to an admin), else null."""
+    workers = await run_in_threadpool(read_workers)
+
+    def seen_by(session: Session, owner: Owner) -> list[WorkerPublic]:
+        if owner.is_admin:
+            return workers
+        named = {w.last_job for w in workers if w.last_job}
+        theirs = set(
+            session.scalars(select(Job.id).where(Job.id.in_(named), Job.owner_id == owner.id))
+            if named
+            else ()
+        )
+        return [_as_seen_by_owner(w, theirs) for w in workers]
+
+    return await as_owner(key, seen_by)
+
+
+def _as_seen_by_owner(worker: WorkerPublic, theirs: set[str]) -> WorkerPublic:
+    """A worker as an owner who is not an admin sees it: another owner's job is not
+    named, and an engine's model is its file's name, not where it lies on the server."""
+    return worker.model_copy(
+        update={
+            "last_job": worker.last_job if worker.last_job in theirs else None,
+            "engines": [
+                e.model_copy(update={"model": public_message(e.model)}) for e in worker.engines
+            ],
+        }
+    )
 
 
 def read_workers() -> list[WorkerPublic]:
