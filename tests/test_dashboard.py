@@ -12,6 +12,7 @@ import io
 import json
 import re
 import socket
+import threading
 import wave
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -726,3 +727,48 @@ def test_a_form_with_files_is_refused_before_its_files_are_read(stack: Stack, vi
         cookie = f"{SESSION}={signed_in.cookies[SESSION]}"
     foreign = {"Cookie": cookie, "Origin": "https://elsewhere.example"}
     assert _answer_before_the_body(stack, foreign) == "HTTP/1.1 403 Forbidden"
+
+
+def _read_until_closed(client: httpx.Client, path: str, seen: list[str]) -> None:
+    """Read a stream's lines into ``seen`` until the server closes it."""
+    with client.stream("GET", path, timeout=60) as stream:
+        seen.append(f"status {stream.status_code}")
+        seen.extend(stream.iter_lines())
+    seen.append("closed")
+
+
+def test_streams_open_before_a_key_is_revoked_end_soon_after(stack: Stack, visit: Any) -> None:
+    """A stream is checked when it opens, and again as it goes: a revoked key's API
+    stream and its dashboard session's live stream both end, before the job does."""
+    from longplay.store.db import session_scope
+    from longplay.store.owners import owner_for_key, revoke_key
+
+    you = visit("dash-revoked-streams")
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    with you.api() as api:
+        job = submit(api, params={"seconds": 0}, run_at=later)
+    followers = {
+        "api": (you.api(), f"/v1/jobs/{job['id']}/events"),
+        "live": (you.session_client(), f"/live?job={job['id']}"),
+    }
+    seen: dict[str, list[str]] = {name: [] for name in followers}
+    threads = [
+        threading.Thread(target=_read_until_closed, args=(client, path, seen[name]), daemon=True)
+        for name, (client, path) in followers.items()
+    ]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: all(len(lines) > 1 for lines in seen.values()), timeout=10)
+    with session_scope(stack.database_url) as session:
+        owner = owner_for_key(session, you.key)
+        assert owner is not None and revoke_key(session, owner, you.key)
+    for thread in threads:
+        thread.join(timeout=45)
+    for name, lines in seen.items():
+        assert lines[0] == "status 200" and lines[-1] == "closed", (name, lines)
+        assert not any("cancelled" in line or "completed" in line for line in lines), lines
+    api_client, live_client = (client for client, _ in followers.values())
+    assert api_client.get(f"/v1/jobs/{job['id']}/events").status_code == 401
+    assert live_client.get(f"/live?job={job['id']}").status_code == 303
+    for client in (api_client, live_client):
+        client.close()

@@ -167,6 +167,10 @@ def test_a_transcript_flows_into_two_translations(stack: Stack, speech: Path) ->
     assert events[-1]["data"]["status"] == "completed"
     middle = len(events) // 2
     assert read_events(client, flow["id"], events[middle]["id"]) == events[middle + 1 :]
+    ended = client.get(
+        f"/v1/flows/{flow['id']}/events", headers={"Last-Event-ID": events[-1]["id"]}
+    )
+    assert ended.status_code == 204 and ended.content == b"", "resumed after flow_ended"
 
 
 def test_a_failing_stage_cancels_its_dependents_not_its_siblings(

@@ -91,6 +91,10 @@ def test_event_sequence_and_resume(stack: Stack) -> None:
     # Resuming after the third event replays exactly what came after it.
     resumed = read_events(client, job["id"], last_id=events[2]["id"])
     assert [e["id"] for e in resumed] == [e["id"] for e in events[3:]]
+    # Resuming after the last event is a 204, which tells EventSource to stop: before,
+    # it had the end again (with no id) and reconnected every few seconds for ever.
+    ended = client.get(f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": events[-1]["id"]})
+    assert ended.status_code == 204 and ended.content == b""
 
 
 def test_cancel_queued_job_never_runs(stack: Stack) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
@@ -38,6 +38,7 @@ from longplay.api.routes import (
     templates,
     webhooks,
 )
+from longplay.api.routes.events import StreamEnded
 from longplay.dashboard import app as dashboard
 from longplay.jobs import refusals
 from longplay.kinds import load as load_kinds
@@ -72,6 +73,10 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
         headers["Retry-After"] = str(exc.retry_after)
     body = error_body(exc.code, str(exc), retryable=exc.retryable, details=details)
     return _answer(code, body, headers)
+
+
+async def _stream_ended(request: Request, exc: Exception) -> Response:
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 async def _too_large(request: Request, exc: Exception) -> JSONResponse:
@@ -169,6 +174,7 @@ def create_app() -> FastAPI:
     app.include_router(collections.router)
     dashboard.mount(app)
     metrics.install(app)
+    app.add_exception_handler(StreamEnded, _stream_ended)
     app.add_exception_handler(refusals.ServiceError, _service_error)
     app.add_exception_handler(UploadTooLarge, _too_large)
     app.add_exception_handler(HTTPException, _http_error)

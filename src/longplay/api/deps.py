@@ -23,6 +23,7 @@ from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from longplay.api import standing
 from longplay.store.db import get_engine, session_scope
 from longplay.store.models import Owner
 from longplay.store.owners import owner_for_key
@@ -92,6 +93,13 @@ async def _checked_key(key: KeyDep) -> str:
 
 UploaderKeyDep = Annotated[str, Depends(_checked_key)]
 """The API key of a route whose body is always files: checked before they are read."""
+
+
+async def key_holds(key: str) -> bool:
+    """Whether a key a stream was opened with is still live (:mod:`.standing`)."""
+    return await standing.holds(
+        key, lambda: in_store(lambda session: owner_for_key(session, key) is not None)
+    )
 
 
 async def as_owner(key: str, work: Callable[[Session, Owner], T]) -> T:

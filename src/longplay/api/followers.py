@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import secrets
@@ -144,6 +145,18 @@ class EventHub:
             if len(batch) < 500:
                 return found
             start = "(" + found[-1][0]
+
+    async def event_type(self, job_id: str, entry_id: str) -> str | None:
+        """The type of the event ``entry_id`` in a job's (or flow's) stream; None when
+        the stream holds no such entry."""
+        _, reads = self._clients()
+        found: Any = await reads.xrange(
+            keys.events_stream(job_id), min=entry_id, max=entry_id, count=1
+        )
+        if not found:
+            return None
+        event: dict[str, Any] = json.loads(found[0][1][b"data"])
+        return str(event.get("type"))
 
     async def close(self) -> None:
         if self._task is not None:

@@ -27,12 +27,13 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from longplay.api import content
+from longplay.api import content, standing
 from longplay.api.deps import in_store
 from longplay.api.followers import EventHub
 from longplay.api.routes.events import next_entries
+from longplay.dashboard import sessions
 from longplay.dashboard.sessions import Viewer
-from longplay.dashboard.web import PageRoute, as_viewer
+from longplay.dashboard.web import PageRoute, as_viewer, session_token
 from longplay.jobs import refusals, service
 from longplay.jobs.events import TERMINAL_EVENTS, make_event
 from longplay.store import files
@@ -95,6 +96,21 @@ async def followed(
     return await as_viewer(request, visible)
 
 
+async def _still_signed_in(request: Request) -> bool:
+    """Whether the viewer who opened the stream has not signed out (nor had the key
+    revoked) since (:mod:`longplay.api.standing`)."""
+    token = session_token(request) or ""
+
+    def signed_in(session: Session) -> bool:
+        try:
+            sessions.viewer(session, token)
+        except sessions.SignInNeeded:
+            return False
+        return True
+
+    return await standing.holds(f"session:{token}", lambda: in_store(signed_in))
+
+
 @router.get("/live", response_class=EventSourceResponse)
 async def live(
     request: Request, job_ids: Annotated[dict[str, bool], Depends(followed)]
@@ -107,7 +123,7 @@ async def live(
     tasks = [asyncio.create_task(_follow(hub, j, queue)) for j, mine in job_ids.items() if mine]
     try:
         while not all(t.done() for t in tasks) or not queue.empty():
-            if await request.is_disconnected():
+            if await request.is_disconnected() or not await _still_signed_in(request):
                 return
             try:
                 event = await asyncio.wait_for(queue.get(), 1.0)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from longplay.api.deps import KeyDep, as_owner, in_store
+from longplay.api.deps import KeyDep, as_owner, in_store, key_holds
 from longplay.api.errors import errors
 from longplay.api.followers import READ_BLOCK_MS, EventHub, Follower, is_stream_id
 from longplay.jobs import refusals, service
@@ -51,6 +51,33 @@ async def resume_after(
 ResumeAfter = Annotated[str, Depends(resume_after)]
 
 
+class StreamEnded(Exception):
+    """A client resumes after its stream's last event: there is nothing more to send.
+    Answered ``204``, which tells ``EventSource`` to stop reconnecting."""
+
+
+ENDED_RESPONSE: dict[int | str, dict[str, Any]] = {
+    204: {"description": "Resumed after the stream's last event: nothing more will come."}
+}
+
+
+async def refuse_past_the_end(
+    request: Request, stream_of: str, after: str, last: Collection[str]
+) -> None:
+    """Raise :class:`StreamEnded` if ``after`` is the id of the stream's last event
+    (one of ``last``). Asked of a reconnect only: a browser resumes after the last
+    event it had, and without a ``204`` it would reconnect every few seconds for ever."""
+    if after != "0-0" and await _hub(request).event_type(stream_of, after) in last:
+        raise StreamEnded
+
+
+async def _job_resume(
+    job_id: Annotated[str, Depends(owned_job_id)], after: ResumeAfter, request: Request
+) -> str:
+    await refuse_past_the_end(request, job_id, after, TERMINAL_EVENTS)
+    return after
+
+
 def _hub(request: Request) -> EventHub:
     hub: EventHub = request.app.state.event_hub
     return hub
@@ -84,20 +111,26 @@ async def next_entries(hub: EventHub, follower: Follower) -> list[tuple[str, byt
         return []
 
 
-@router.get("/{job_id}/events", response_class=EventSourceResponse, responses=errors(401, 404))
+@router.get(
+    "/{job_id}/events",
+    response_class=EventSourceResponse,
+    responses={**ENDED_RESPONSE, **errors(401, 404)},
+)
 async def job_events(
     job_id: Annotated[str, Depends(owned_job_id)],
-    after: ResumeAfter,
+    after: Annotated[str, Depends(_job_resume)],
+    key: KeyDep,
     request: Request,
 ) -> AsyncIterator[ServerSentEvent]:
     """Follow a job live: queued, running, progress…, then completed, failed or cancelled.
 
     Each event's ``id`` resumes the stream after it (``Last-Event-ID``). The stream
-    ends after the job's last event.
+    ends after the job's last event; resuming after that event is a ``204``. A stream
+    whose key is revoked ends within seconds.
     """
     hub = _hub(request)
     async with hub.follow(job_id, after) as follower:
-        while not await request.is_disconnected():
+        while not await request.is_disconnected() and await key_holds(key):
             entries = await next_entries(hub, follower)
             for entry_id, data in entries:
                 if not follower.is_new(entry_id):

@@ -12,11 +12,16 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from sqlalchemy.orm import Session
 
 from longplay.api import bodies
-from longplay.api.deps import KeyDep, as_owner, in_store
+from longplay.api.deps import KeyDep, as_owner, in_store, key_holds
 from longplay.api.errors import errors
 from longplay.api.followers import EventHub
 from longplay.api.openapi import json_body
-from longplay.api.routes.events import ResumeAfter, next_entries
+from longplay.api.routes.events import (
+    ENDED_RESPONSE,
+    ResumeAfter,
+    next_entries,
+    refuse_past_the_end,
+)
 from longplay.api.routes.jobs import present_page
 from longplay.api.schemas import CallbackUrl
 from longplay.jobs import flows
@@ -146,17 +151,30 @@ async def owned_flow_id(flow_id: str, key: KeyDep) -> str:
     )
 
 
-@router.get("/{flow_id}/events", response_class=EventSourceResponse, responses=errors(401, 404))
+async def _flow_resume(
+    flow_id: Annotated[str, Depends(owned_flow_id)], after: ResumeAfter, request: Request
+) -> str:
+    await refuse_past_the_end(request, flow_id, after, {FLOW_ENDED})
+    return after
+
+
+@router.get(
+    "/{flow_id}/events",
+    response_class=EventSourceResponse,
+    responses={**ENDED_RESPONSE, **errors(401, 404)},
+)
 async def flow_events(
     flow_id: Annotated[str, Depends(owned_flow_id)],
-    after: ResumeAfter,
+    after: Annotated[str, Depends(_flow_resume)],
+    key: KeyDep,
     request: Request,
 ) -> AsyncIterator[ServerSentEvent]:
     """Follow every stage's events in one stream, each with its `stage`; it ends with
-    `flow_ended` (with the flow's `status`). Resumable with ``Last-Event-ID``."""
+    `flow_ended` (with the flow's `status`). Resumable with ``Last-Event-ID``; resuming
+    after `flow_ended` is a ``204``. A stream whose key is revoked ends within seconds."""
     hub: EventHub = request.app.state.event_hub
     async with hub.follow(flow_id, after) as follower:
-        while not await request.is_disconnected():
+        while not await request.is_disconnected() and await key_holds(key):
             entries = await next_entries(hub, follower)
             for entry_id, data in entries:
                 if not follower.is_new(entry_id):
