@@ -39,6 +39,7 @@ VECTOR_SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
 
 PROGRESS_INTERVAL = 1.0
 TIMEOUT = 1.0
+SECRET_OVERLAP = 3.0
 
 
 def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
@@ -152,6 +153,7 @@ def hooks_stack(database_kind: str, tmp_path_factory: pytest.TempPathFactory) ->
         LONGPLAY_WEBHOOK_PROGRESS_INTERVAL=str(PROGRESS_INTERVAL),
         LONGPLAY_WEBHOOK_SWEEP_INTERVAL="1",
         LONGPLAY_SHUTDOWN_GRACE="1",
+        LONGPLAY_WEBHOOK_SECRET_OVERLAP=str(SECRET_OVERLAP),
     )
     try:
         deployment.start_api()
@@ -408,14 +410,23 @@ def test_owner_scoping_validation_and_rotation(hooks_stack: Stack, receiver: Rec
     carol = hooks_stack.client("carol")
     old = carol.get("/v1/webhooks/secret").json()["secret"]
     assert old != bob.get("/v1/webhooks/secret").json()["secret"]
-    new = carol.post("/v1/webhooks/secret/rotate").json()["secret"]
+    rotated = carol.post("/v1/webhooks/secret/rotate").json()
+    new = rotated["secret"]
     assert new != old and carol.get("/v1/webhooks/secret").json()["secret"] == new
-    url, name = receiver.url()
-    later = submit(carol, params={"seconds": 0.1, "ticks": 1}, callback_url=url)
-    settled(carol, later["id"])
-    [request] = receiver.received(name)
-    assert verify(new, request.headers, request.body)
-    assert not verify(old, request.headers, request.body)
+    assert rotated["previous_signs_until"] is not None
+    # Right after the rotation a message verifies with either secret, so a receiver
+    # that has not changed over yet still takes it; once the overlap is over, only new.
+    for overlapping in (True, False):
+        url, name = receiver.url()
+        later = submit(carol, params={"seconds": 0.1, "ticks": 1}, callback_url=url)
+        settled(carol, later["id"])
+        [request] = receiver.received(name)
+        assert len(request.headers["webhook-signature"].split()) == (2 if overlapping else 1)
+        assert verify(new, request.headers, request.body)
+        assert verify(old, request.headers, request.body) is overlapping
+        if overlapping:
+            time.sleep(SECRET_OVERLAP + 0.5)
+    assert carol.get("/v1/webhooks/secret").json()["previous_signs_until"] is None
 
 
 def test_sweep_sends_a_delivery_whose_message_was_lost(

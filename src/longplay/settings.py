@@ -234,6 +234,9 @@ class WebhookSettings(BaseSettings):
     """Seconds between two progress webhooks of one job (and one per whole percent at most)."""
     sweep_interval: float = Field(default=30.0, gt=0)
     """Seconds between beat's sweeps that resend due webhooks whose task message was lost."""
+    secret_overlap: Seconds = Field(default=86400.0, ge=0)
+    """How long after a rotation messages are signed with the old secret as well as the
+    new one (two signatures in ``webhook-signature``), so a receiver can change over."""
     allowed_networks: Annotated[list[IPvAnyNetwork], NoDecode, BeforeValidator(_comma_list)] = (
         Field(default_factory=list)
     )

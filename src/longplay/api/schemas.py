@@ -204,6 +204,11 @@ class WebhookSecretPublic(BaseModel):
         description="Signs your webhooks (Standard Webhooks): HMAC-SHA256 keyed with the "
         "base64-decoded part after `whsec_`."
     )
+    previous_signs_until: datetime | None = Field(
+        None,
+        description="After a rotation, messages carry a signature by the secret it "
+        "replaced as well, until this time; null when they no longer do.",
+    )
 
 
 class WebhookDeliveryPublic(BaseModel):

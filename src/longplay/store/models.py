@@ -118,6 +118,10 @@ class Owner(Base):
     submit_rate: Mapped[float | None]
     """Submissions a minute; null: the tier's."""
     webhook_secret: Mapped[str] = mapped_column(String(64), default=new_webhook_secret)
+    previous_webhook_secret: Mapped[str | None] = mapped_column(String(64))
+    """The secret before the last rotation: messages are signed with it too for a while
+    (settings ``webhooks.secret_overlap``), so receivers can change over."""
+    webhook_secret_rotated_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     keys: Mapped[list[ApiKey]] = relationship(back_populates="owner")

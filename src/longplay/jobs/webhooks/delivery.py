@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from longplay.jobs.unit import tell
 from longplay.jobs.webhooks.addresses import Network, RefusedAddress, client_for
 from longplay.jobs.webhooks.outbox import DELIVERED, FAILED, FINAL_EVENTS, PENDING, SENDING
-from longplay.jobs.webhooks.signing import encode, headers_for
+from longplay.jobs.webhooks.signing import encode, headers_for, secrets_signing
 from longplay.settings import Settings, get_settings
 from longplay.store.db import affected, session_scope
 from longplay.store.models import Job, Owner, WebhookDelivery, utcnow
@@ -155,19 +155,18 @@ def deliver(delivery_id: str) -> float | None:
         if row.event in FINAL_EVENTS and _other_on_the_wire(session, row, now):
             row.status, row.next_attempt_at = PENDING, now + timedelta(seconds=HOLD)
             return HOLD
-        secret = session.scalar(
-            select(Owner.webhook_secret)
-            .join(Job, Job.owner_id == Owner.id)
-            .where(Job.id == row.job_id)
+        owner = session.scalar(
+            select(Owner).join(Job, Job.owner_id == Owner.id).where(Job.id == row.job_id)
         )
-        if secret is None:
+        if owner is None:
             return None
+        secret, also = secrets_signing(owner, now, settings.webhooks.secret_overlap)
         url, payload, attempts, job_id = row.url, row.payload, row.attempts + 1, row.job_id
     body = encode(payload)
     answer = post(
         url,
         body,
-        headers_for(secret, delivery_id, body),
+        headers_for(secret, delivery_id, body, also=also),
         timeout=settings.webhooks.timeout,
         allowed=settings.webhooks.allowed_networks,
     )
