@@ -23,15 +23,20 @@ ERROR_REF = "#/components/schemas/ErrorBody"
 DEEP = 1000
 
 
-def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The error a response carries, after checking its status, shape and code."""
+def error_of(
+    response: httpx.Response, status: int, code: str, *, retryable: bool = False
+) -> dict[str, Any]:
+    """The error a response carries, after checking its status, shape, code and
+    whether it says the same request may pass later (``retryable``, always there)."""
     assert response.status_code == status, (response.status_code, response.text)
     assert response.headers["content-type"].startswith("application/json"), response.headers
     body = response.json()
     assert set(body) == {"error"}, body
     error = dict(body["error"])
+    assert {"code", "message", "retryable"} <= set(error), error
     assert set(error) <= {"code", "message", "retryable", "details"}, error
     assert error["code"] == code, error
+    assert error["retryable"] is retryable, error
     assert isinstance(error["message"], str) and error["message"], error
     return error
 
@@ -75,6 +80,9 @@ def test_openapi_document_is_valid_and_complete(stack: Stack) -> None:
     validate(spec)  # openapi-spec-validator: every $ref resolves, every shape is OpenAPI's
     schemas = spec["components"]["schemas"]
     assert "HTTPValidationError" not in schemas
+    error_info = schemas["ErrorInfo"]
+    assert {"code", "message", "retryable"} <= set(error_info["required"]), error_info
+    assert error_info["properties"]["retryable"]["type"] == "boolean", error_info
     union = schemas["JobCreate"]
     mapping = union["discriminator"]["mapping"]
     assert {"convert", "transcribe", "synthesize", "translate", "dub", "sleep"} <= set(mapping)
@@ -144,6 +152,20 @@ def test_every_error_has_the_one_shape(stack: Stack, owner: httpx.Client) -> Non
     assert locs(error_of(too_many, 422, "invalid_request")) == [["body", "ids"]]
     key = owner.post("/v1/jobs", json={"kind": "sleep"}, headers={"Idempotency-Key": "k" * 201})
     assert locs(error_of(key, 422, "invalid_request")) == [["header", "idempotency-key"]]
+
+
+def test_retryable_is_true_only_for_what_may_pass_later() -> None:
+    """An error says ``retryable`` whether or not its raiser did: true for a limit
+    (429) or a part that does not answer (503), false otherwise, unless told."""
+    from longplay.api.errors import CODES, error_body
+
+    said = {code: error_body(code, "x")["error"]["retryable"] for code in CODES.values()}
+    assert {code for code, retryable in said.items() if retryable} == {
+        "rate_limited",
+        "unavailable",
+    }
+    assert error_body("engine_busy", "x", retryable=True)["error"]["retryable"] is True
+    assert error_body("unavailable", "x", retryable=False)["error"]["retryable"] is False
 
 
 # -- refused at the door ---------------------------------------------------------------

@@ -350,3 +350,29 @@ def test_keys_are_listed_by_their_start_and_revoked_whole_or_by_it(stack: Stack)
         )
         assert answer.status_code == 401
     assert first[:10] not in longplay(stack, "keys", "list", "kai").stdout
+
+
+def test_a_mistyped_whole_key_revokes_no_key_that_begins_as_it_does(stack: Stack) -> None:
+    """A text as long as a key (or longer than a key's start can be) is a whole key: it
+    revokes the key that is exactly it, or nothing, saying so; never the live key whose
+    first ten characters it shares. A short text is still a key's start."""
+    from longplay.store.owners import KEY_LENGTH, LONGEST_PREFIX
+
+    made = longplay(stack, "keys", "create", "mia")
+    assert made.returncode == 0
+    key = made.stdout.strip()
+    assert len(key) == KEY_LENGTH
+    flipped = "A" if key[-1] != "A" else "B"
+    for typo in (key[:-1] + flipped, key[:-1], key + "x", key[: LONGEST_PREFIX + 1]):
+        refused = longplay(stack, "keys", "revoke", "mia", typo)
+        assert refused.returncode == 1, (typo, refused.stdout, refused.stderr)
+        said = " ".join(refused.stderr.split())
+        assert "exactly" in said and "nothing was revoked" in said, said
+        assert "keys list mia" in said, said
+    answer = httpx.get(
+        f"{stack.api_url}/v1/jobs", headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
+    assert answer.status_code == 200, "the live key that begins as the typos do still works"
+    helped = longplay(stack, "keys", "revoke", "--help")
+    assert f"{LONGEST_PREFIX} characters" in " ".join(helped.stdout.split())
+    assert longplay(stack, "keys", "revoke", "mia", key[:LONGEST_PREFIX]).returncode == 0

@@ -25,12 +25,16 @@ import redis
 from conftest import Stack, free_port
 from sqlalchemy import select
 
+import longplay
 from longplay import ApiError, AsyncClient, Client
-from longplay.client import Event, JobPublic, JobStatus, WaitTimeout
+from longplay.client import Event, FlowPublic, JobPublic, JobStatus, WaitTimeout
 from longplay.store.db import session_scope
 from longplay.store.models import Owner
 
 OWNER = "sdk"
+README = Path(__file__).resolve().parents[1] / "README.md"
+LONG_FLOW = {"stages": {"long": {"kind": "sleep", "params": {"seconds": 60, "ticks": 600}}}}
+"""A flow that runs long enough to be cancelled while it runs."""
 
 
 class Proxy:
@@ -133,6 +137,41 @@ def test_importing_the_sdk_loads_no_server() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def _client_section() -> str:
+    """The README's "Python client" section, to its next heading of the same level."""
+    text = README.read_text()
+    start = text.index("\n## Python client\n")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_every_name_the_readme_uses_imports_from_longplay() -> None:
+    """The README's client section says ``wait(timeout=...)`` raises ``WaitTimeout``,
+    names the models results are, and imports from ``longplay``: each of those names
+    is there, the SDK's own object, and ``import longplay`` still loads no SDK."""
+    section = _client_section()
+    named = set(re.findall(r"`([A-Z][a-z]\w*)`", section))
+    named |= set(re.findall(r"longplay\.([A-Z]\w*)", section))
+    for imported in re.findall(r"from longplay import ([\w, ]+)", section):
+        named |= {n.strip() for n in imported.split(",")}
+    assert {"WaitTimeout", "SubmittedJob", "JobPublic", "FlowPublic", "ApiError"} <= named
+    from longplay import client
+
+    missing = sorted(name for name in named if not hasattr(longplay, name))
+    assert not missing, f"`from longplay import` cannot give {missing}"
+    for name in sorted(named):
+        assert getattr(longplay, name) is getattr(client, name), name
+        assert name in longplay.__all__ and name in dir(longplay), name
+    code = (
+        "import sys, longplay\n"
+        "assert 'longplay.client' not in sys.modules, 'import longplay stays light'\n"
+        f"from longplay import {', '.join(sorted(named))}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def test_submit_wait_and_download(stack: Stack, api: Client, tmp_path: Path) -> None:
@@ -258,6 +297,7 @@ def test_events_resume_after_the_link_breaks(stack: Stack, proxy: Proxy) -> None
     # A stream can also be taken up later from an event's id.
     with Client(stack.api_url, stack.key(OWNER)) as direct:
         rest = list(direct.events(job, last_event_id=ids[4]))
+        assert list(direct.events(job, last_event_id=ids[-1])) == [], "after the end: none"
     assert [e.id for e in rest] == ids[5:]
 
     async def follow_async() -> tuple[list[str | None], list[str | None]]:
@@ -586,3 +626,42 @@ def test_following_a_flow_whose_stream_is_gone_ends_with_its_status(
 
     assert [e.type for e in asyncio.run(follow_async())] == ["flow_ended"]
     assert time.monotonic() - started < 5
+
+
+def test_flows_are_named_by_themselves_or_their_id_and_cancelled(api: Client) -> None:
+    """As a job can, a flow can be given as the ``FlowPublic`` ``submit_flow`` returned
+    or as its id, to ``flow``, ``flow_events`` and ``cancel_flow``; cancelling it
+    cancels its stages, and a flow that has ended cannot be cancelled again (409)."""
+    made = api.submit_flow(LONG_FLOW)
+    assert isinstance(made, FlowPublic)
+    assert api.flow(made).id == made.id and api.flow(made.id).id == made.id
+    stage = made.stages["long"]
+    for event in api.events(stage):
+        if event.type == "progress":
+            break
+    cancelled = api.cancel_flow(made)
+    assert cancelled.status == "cancelled" and cancelled.stages["long"].status == "cancelled"
+    *_, last = api.flow_events(made)
+    assert (last.type, last.status, last.get("flow_id")) == ("flow_ended", "cancelled", made.id)
+    with pytest.raises(ApiError) as refused:
+        api.cancel_flow(made.id)
+    assert (refused.value.code, refused.value.status_code) == ("conflict", 409)
+    with pytest.raises(TypeError, match="a flow or an id"):
+        api.flow(made.stages)  # type: ignore[arg-type]
+
+
+def test_async_flows_are_named_by_themselves_or_their_id_and_cancelled(stack: Stack) -> None:
+    async def run() -> tuple[FlowPublic, FlowPublic, list[Event], ApiError]:
+        async with AsyncClient(stack.api_url, stack.key(OWNER)) as client:
+            made = await client.submit_flow(LONG_FLOW)
+            seen = await client.flow(made)
+            cancelled = await client.cancel_flow(made)
+            events = [e async for e in client.flow_events(made)]
+            with pytest.raises(ApiError) as refused:
+                await client.cancel_flow(made.id)
+            return seen, cancelled, events, refused.value
+
+    seen, cancelled, events, refused = asyncio.run(run())
+    assert cancelled.id == seen.id and cancelled.status == "cancelled"
+    assert (events[-1].type, events[-1].status) == ("flow_ended", "cancelled")
+    assert (refused.code, refused.status_code) == ("conflict", 409)

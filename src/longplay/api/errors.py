@@ -1,10 +1,11 @@
 """The one error shape every API error has, and its place in the OpenAPI document.
 
-Every answer that is not a success is ``{"error": {"code", "message", "retryable"?,
+Every answer that is not a success is ``{"error": {"code", "message", "retryable",
 "details"?}}``: the service's refusals, FastAPI's own validation errors and
 HTTPExceptions (a missing key, a body too large), and anything unforeseen. ``code``
 is a stable snake_case word a client can branch on, the same kind of word a failed
-job's ``error.code`` is; ``message`` is for the person reading it.
+job's ``error.code`` is; ``message`` is for the person reading it; ``retryable`` says
+whether the same request may pass later, always there, as a failed job's is.
 
 Routes document the errors they can answer with :func:`errors`::
 
@@ -37,6 +38,10 @@ CODES: dict[int, str] = {
 }
 """The code an error of each status has unless the service names a finer one."""
 
+RETRYABLE_CODES = frozenset({"rate_limited", "unavailable"})
+"""The codes whose requests may pass later when the error itself does not say: a limit
+that resets (429), a part of the service that is back (503)."""
+
 
 class ErrorDetail(BaseModel):
     """One problem in a request: where it is and what is wrong with it."""
@@ -51,8 +56,10 @@ class ErrorDetail(BaseModel):
 class ErrorInfo(BaseModel):
     code: str = Field(description="A stable snake_case word, e.g. not_found, invalid_params.")
     message: str = Field(description="What went wrong, for a person.")
-    retryable: bool | SkipJsonSchema[None] = Field(
-        None, description="Whether the same request may succeed later (429, 503)."
+    retryable: bool = Field(
+        description="Whether the same request may succeed later: true for a limit "
+        "(429, after Retry-After) or a part that does not answer (503); false when the "
+        "request itself must change."
     )
     details: list[ErrorDetail] | SkipJsonSchema[None] = Field(
         None, description="Each problem found in the request (422)."
@@ -72,11 +79,16 @@ def error_body(
     retryable: bool | None = None,
     details: Sequence[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The JSON of an error, without the optional members that do not apply, and
-    without the server's paths in its messages."""
-    error: dict[str, Any] = {"code": code, "message": public_message(message)}
-    if retryable is not None:
-        error["retryable"] = retryable
+    """The JSON of an error, without ``details`` when there are none, and without the
+    server's paths in its messages. ``retryable`` is always there: when not given, it
+    is true for the codes of :data:`RETRYABLE_CODES` alone."""
+    if retryable is None:
+        retryable = code in RETRYABLE_CODES
+    error: dict[str, Any] = {
+        "code": code,
+        "message": public_message(message),
+        "retryable": retryable,
+    }
     if details:
         error["details"] = list(details)
     return {"error": error}

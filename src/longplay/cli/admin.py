@@ -156,7 +156,8 @@ def keys_revoke(
     key: Annotated[
         str,
         typer.Argument(
-            help="The key, or its first 10 characters or more (`longplay keys list` shows them)."
+            help="The whole key, or its first 10 characters or more (`longplay keys list` "
+            "shows them); a text longer than 23 characters is taken as the whole key."
         ),
     ],
 ) -> None:
@@ -166,6 +167,7 @@ def keys_revoke(
     from longplay.store.owners import PREFIX_LENGTH, revoke_key
 
     prepare(get_settings())
+    key = key.strip()
     shown = f"{key[:PREFIX_LENGTH]}…"
     with session_scope() as session:
         found = session.query(Owner).filter_by(name=owner).one_or_none()
@@ -177,13 +179,29 @@ def keys_revoke(
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="KEY") from None
         if not revoked:
-            err.print(
-                f"{owner} has no live key {shown} (revoked already, or not theirs): "
-                f"`longplay keys list {owner}` shows their keys",
-                soft_wrap=True,
-            )
+            err.print(_not_revoked(owner, key), soft_wrap=True)
             raise typer.Exit(1)
     console.print(f"revoked {shown}")
+
+
+def _not_revoked(owner: str, key: str) -> str:
+    """Why nothing was revoked, and what to give instead. A whole key is matched
+    exactly: one that is not a live key of the owner's (mistyped, say) revokes no key
+    that merely begins as it does, and the message says so."""
+    from longplay.store.owners import LONGEST_PREFIX, PREFIX_LENGTH, is_whole_key
+
+    listed = f"`longplay keys list {owner}` shows their keys"
+    if is_whole_key(key):
+        return (
+            f"{owner} has no live key that is exactly the {len(key)} characters given "
+            f"(revoked already, mistyped, or not theirs); a text longer than "
+            f"{LONGEST_PREFIX} characters is taken as a whole key, never as a key's start, "
+            f"so nothing was revoked: {listed}, and their first {PREFIX_LENGTH} "
+            f"characters revoke one"
+        )
+    return (
+        f"{owner} has no live key {key[:PREFIX_LENGTH]}… (revoked already, or not theirs): {listed}"
+    )
 
 
 @keys_app.command("webhook-secret")

@@ -21,6 +21,7 @@ from longplay.client import core
 from longplay.client.core import (
     Cursor,
     Expired,
+    FlowRef,
     InputRef,
     JobRef,
     PathLike,
@@ -297,6 +298,8 @@ class AsyncClient:
                 async with self.http.stream(
                     "GET", path, headers=cursor.headers(), timeout=timeout
                 ) as response:
+                    if response.status_code == 204:  # resumed after the last event
+                        return
                     if not core.is_stream(response):
                         await response.aread()
                         raise core.stream_error(response, cursor)
@@ -401,13 +404,20 @@ class AsyncClient:
     async def submit_flow(self, body: Mapping[str, Any]) -> FlowPublic:
         return FlowPublic.model_validate(await self._json("POST", "/v1/flows", json=dict(body)))
 
-    async def flow(self, flow_id: str) -> FlowPublic:
-        return FlowPublic.model_validate(await self._json("GET", f"/v1/flows/{flow_id}"))
+    async def flow(self, flow: FlowRef) -> FlowPublic:
+        """See :meth:`Client.flow`."""
+        return FlowPublic.model_validate(await self._json("GET", f"/v1/flows/{id_of(flow)}"))
+
+    async def cancel_flow(self, flow: FlowRef) -> FlowPublic:
+        """See :meth:`Client.cancel_flow`."""
+        body = await self._json("POST", f"/v1/flows/{id_of(flow)}/cancel")
+        return FlowPublic.model_validate(body)
 
     def flow_events(
-        self, flow_id: str, *, last_event_id: str | None = None
+        self, flow: FlowRef, *, last_event_id: str | None = None
     ) -> AsyncIterator[Event]:
         """See :meth:`Client.flow_events`."""
+        flow_id = id_of(flow)
         cursor = Cursor(last_id=last_event_id, retries=self.stream_retries)
 
         async def ended() -> Event | None:

@@ -48,6 +48,8 @@ the API's own (``api/routes/jobs.py``), written again here to keep FastAPI out."
 PathLike = str | os.PathLike[str]
 JobRef = str | JobPublic
 """A job, or its id."""
+FlowRef = str | FlowPublic
+"""A flow (as ``submit_flow`` or ``flow`` gave it), or its id."""
 InputRef = str | ArtifactPublic | OutputRef | Mapping[str, Any]
 """An input: an artifact (or its id), or another job's output (``{"job", "output"}``)."""
 
@@ -107,12 +109,12 @@ def headers_for(key: str | None) -> dict[str, str]:
 
 
 def id_of(thing: str | BaseModel) -> str:
-    """The id of a job or artifact given as itself or as its id."""
+    """The id of a job, an artifact or a flow given as itself or as its id."""
     if isinstance(thing, str):
         return thing
     value = getattr(thing, "id", None)
     if not isinstance(value, str):
-        raise TypeError(f"expected a job, an artifact or an id, not {type(thing).__name__}")
+        raise TypeError(f"expected a job, an artifact, a flow or an id, not {type(thing).__name__}")
     return value
 
 

@@ -19,6 +19,7 @@ from longplay.client import core
 from longplay.client.core import (
     Cursor,
     Expired,
+    FlowRef,
     InputRef,
     JobRef,
     PathLike,
@@ -326,6 +327,8 @@ class Client:
                 with self.http.stream(
                     "GET", path, headers=cursor.headers(), timeout=timeout
                 ) as response:
+                    if response.status_code == 204:  # resumed after the last event
+                        return
                     if not core.is_stream(response):
                         response.read()
                         raise core.stream_error(response, cursor)
@@ -433,12 +436,19 @@ class Client:
         """Submit a flow: ``{"stages": {...}, "callback_url": ...}`` as ``POST /v1/flows``."""
         return FlowPublic.model_validate(self._json("POST", "/v1/flows", json=dict(body)))
 
-    def flow(self, flow_id: str) -> FlowPublic:
-        return FlowPublic.model_validate(self._json("GET", f"/v1/flows/{flow_id}"))
+    def flow(self, flow: FlowRef) -> FlowPublic:
+        """A flow (or its id) as it is now: each stage's status and job."""
+        return FlowPublic.model_validate(self._json("GET", f"/v1/flows/{id_of(flow)}"))
 
-    def flow_events(self, flow_id: str, *, last_event_id: str | None = None) -> Iterator[Event]:
+    def cancel_flow(self, flow: FlowRef) -> FlowPublic:
+        """Cancel a flow: every stage not yet ended is cancelled, as :meth:`cancel`
+        cancels a job; a flow that has ended already is a ``conflict`` (409)."""
+        return FlowPublic.model_validate(self._json("POST", f"/v1/flows/{id_of(flow)}/cancel"))
+
+    def flow_events(self, flow: FlowRef, *, last_event_id: str | None = None) -> Iterator[Event]:
         """Every stage's events of a flow (each with its ``stage``), to ``flow_ended``
         (made from the flow's state if its stream no longer has it)."""
+        flow_id = id_of(flow)
         cursor = Cursor(last_id=last_event_id, retries=self.stream_retries)
         path = f"/v1/flows/{flow_id}/events"
         return self._follow(path, cursor, FLOW_END, None, lambda: core.flow_end(self.flow(flow_id)))

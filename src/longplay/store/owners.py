@@ -11,8 +11,17 @@ from sqlalchemy.orm import Session
 from longplay.store.models import ApiKey, Owner, new_id, utcnow
 
 KEY_PREFIX = "lp_"
+KEY_BYTES = 32
+"""The random bytes of a key, written after :data:`KEY_PREFIX` in URL-safe base64."""
+KEY_LENGTH = len(KEY_PREFIX) + -(-KEY_BYTES * 4 // 3)
+"""The characters of a whole key (46): the prefix and its bytes in unpadded base64."""
 PREFIX_LENGTH = 10
 """A key's first characters, kept in the clear to name it in lists and to revoke it."""
+LONGEST_PREFIX = KEY_LENGTH // 2
+"""The most characters a key's start given to :func:`revoke_key` may have. A longer
+text is a whole key, perhaps mistyped (a character lost or doubled), not a start:
+only :data:`PREFIX_LENGTH` characters of a start can be checked, so taking such a
+text as one would revoke whichever live key begins as it does."""
 
 
 def hash_secret(secret: str) -> str:
@@ -31,7 +40,7 @@ def get_or_create_owner(session: Session, name: str, *, is_admin: bool = False) 
 
 def create_key(session: Session, owner: Owner, *, label: str = "") -> str:
     """Make a new key for ``owner``; the returned secret is not stored anywhere."""
-    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    secret = KEY_PREFIX + secrets.token_urlsafe(KEY_BYTES)
     session.add(
         ApiKey(
             id=new_id("key"),
@@ -69,17 +78,27 @@ def live_keys(session: Session, owner: Owner) -> list[ApiKey]:
     )
 
 
+def is_whole_key(text: str) -> bool:
+    """Whether a key given to :func:`revoke_key` is taken whole (matched exactly, by
+    its hash) rather than as a key's start: it is longer than :data:`LONGEST_PREFIX`."""
+    return len(text) > LONGEST_PREFIX
+
+
 def revoke_key(session: Session, owner: Owner, key: str) -> bool:
-    """Revoke the owner's live key given whole, or by its first :data:`PREFIX_LENGTH`
-    characters or more (as much of it as was copied); False when no live key of the
-    owner's is that one. Raises ValueError for fewer characters, which could name
-    another key."""
+    """Revoke the owner's live key given whole, or by its start: its first
+    :data:`PREFIX_LENGTH` characters or more, up to :data:`LONGEST_PREFIX` (as much of
+    it as ``keys list`` shows, or was copied). A longer text is a whole key
+    (:func:`is_whole_key`) and revokes only the key that is exactly it, never one that
+    merely begins as it does: a mistyped key revokes nothing. False when no live key
+    of the owner's is the one given. Raises ValueError for fewer characters, which
+    could name another key."""
     if len(key) < PREFIX_LENGTH:
         raise ValueError(f"give the key, or at least its first {PREFIX_LENGTH} characters")
     live = select(ApiKey).where(ApiKey.owner_id == owner.id, ApiKey.revoked_at.is_(None))
-    found = session.scalar(live.where(ApiKey.secret_hash == hash_secret(key))) or session.scalar(
-        live.where(ApiKey.prefix == key[:PREFIX_LENGTH])
-    )
+    if is_whole_key(key):
+        found = session.scalar(live.where(ApiKey.secret_hash == hash_secret(key)))
+    else:
+        found = session.scalar(live.where(ApiKey.prefix == key[:PREFIX_LENGTH]))
     if found is None:
         return False
     found.revoked_at = utcnow()
