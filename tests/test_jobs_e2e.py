@@ -458,6 +458,7 @@ def test_a_method_a_path_does_not_take_is_told_with_those_it_takes(stack: Stack)
             ("PUT", "/v1/jobs", "GET, POST"),
             ("POST", "/v1/jobs/job_x", "DELETE, GET"),
             ("DELETE", "/v1/kinds", "GET"),
+            ("OPTIONS", "/v1/jobs/retry", "POST"),  # not the GET of /v1/jobs/{job_id}
         ]:
             answer = client.request(method, path)
             assert answer.status_code == 405, (method, path)

@@ -11,6 +11,7 @@ machine with no internet.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -101,8 +102,10 @@ _METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
 def _methods_of(request: Request) -> list[str]:
     """Every method the request's path takes, by asking each route whether it takes
     the path with that method: Starlette's own ``Allow`` names only those of the first
-    route on the path, and included routers hide their routes behind one of their own."""
-    return [
+    route on the path, and included routers hide their routes behind one of their own.
+    Where the API's documented paths say which path it is, only its methods count:
+    ``/v1/jobs/retry`` is that path, though ``/v1/jobs/{job_id}`` would take it too."""
+    taken = [
         method
         for method in _METHODS
         if any(
@@ -110,6 +113,30 @@ def _methods_of(request: Request) -> list[str]:
             for route in request.app.routes
         )
     ]
+    documented = _documented_methods(request.app, request.url.path)
+    return taken if documented is None else [m for m in taken if m in documented]
+
+
+def _documented_methods(app: FastAPI, path: str) -> set[str] | None:
+    """The methods of the documented path that ``path`` is, the one with the most
+    literal segments where several fit; None where none does (the dashboard's pages)."""
+    fitting = [
+        (literals, methods) for pattern, literals, methods in _paths(app) if pattern.fullmatch(path)
+    ]
+    return max(fitting, key=lambda fit: fit[0])[1] if fitting else None
+
+
+def _paths(app: FastAPI) -> list[tuple[re.Pattern[str], int, set[str]]]:
+    """The OpenAPI document's paths as patterns, with their literal segments and methods."""
+    found: list[tuple[re.Pattern[str], int, set[str]]] | None = getattr(app.state, "paths", None)
+    if found is None:
+        found = []
+        for template, operations in app.openapi()["paths"].items():
+            pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+            literals = sum(1 for part in template.split("/") if part and "{" not in part)
+            found.append((re.compile(pattern), literals, {m.upper() for m in operations}))
+        app.state.paths = found
+    return found
 
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
@@ -165,7 +192,7 @@ def create_app() -> FastAPI:
         title="longplay",
         version=__version__,
         description="Long AI media work as background jobs: submit, follow, download.\n\n"
-        'Every error answers `{"error": {"code", "message", "retryable"?, "details"?}}`.',
+        'Every error answers `{"error": {"code", "message", "retryable", "details"?}}`.',
     )
     for router in (jobs.router, events.router, artifacts.router, meta.router, webhooks.router):
         app.include_router(router)

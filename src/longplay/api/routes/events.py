@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -62,19 +62,29 @@ ENDED_RESPONSE: dict[int | str, dict[str, Any]] = {
 
 
 async def refuse_past_the_end(
-    request: Request, stream_of: str, after: str, last: Collection[str]
+    request: Request,
+    stream_of: str,
+    after: str,
+    last: Collection[str],
+    ended: Callable[[], Awaitable[bool]],
 ) -> None:
     """Raise :class:`StreamEnded` if ``after`` is the id of the stream's last event
-    (one of ``last``). Asked of a reconnect only: a browser resumes after the last
-    event it had, and without a ``204`` it would reconnect every few seconds for ever."""
-    if after != "0-0" and await _hub(request).event_type(stream_of, after) in last:
+    (one of ``last``) and the store says it has ``ended()`` (a job retried since its
+    end runs on). Asked of a reconnect only: a browser resumes after the last event
+    it had, and without a ``204`` it would reconnect every few seconds for ever."""
+    if after == "0-0" or await _hub(request).event_type(stream_of, after) not in last:
+        return
+    if await ended():
         raise StreamEnded
 
 
 async def _job_resume(
     job_id: Annotated[str, Depends(owned_job_id)], after: ResumeAfter, request: Request
 ) -> str:
-    await refuse_past_the_end(request, job_id, after, TERMINAL_EVENTS)
+    async def ended() -> bool:
+        return (await _end_in_store(job_id))[0]
+
+    await refuse_past_the_end(request, job_id, after, TERMINAL_EVENTS, ended)
     return after
 
 

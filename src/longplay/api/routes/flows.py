@@ -154,7 +154,11 @@ async def owned_flow_id(flow_id: str, key: KeyDep) -> str:
 async def _flow_resume(
     flow_id: Annotated[str, Depends(owned_flow_id)], after: ResumeAfter, request: Request
 ) -> str:
-    await refuse_past_the_end(request, flow_id, after, {FLOW_ENDED})
+    async def ended() -> bool:
+        flow = await in_store(lambda session: session.get(Flow, flow_id))
+        return flow is None or flow.finished_at is not None
+
+    await refuse_past_the_end(request, flow_id, after, {FLOW_ENDED}, ended)
     return after
 
 
