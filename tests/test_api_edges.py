@@ -339,8 +339,10 @@ def test_an_upload_over_the_limit_is_413_in_the_error_shape(stack: Stack) -> Non
     }
     too_big = _headers_only(stack, "POST", "/v1/artifacts", UPLOAD_LIMIT + 1, headers)
     assert "an upload may have at most" in _refusal(too_big, 413, "too_large")["message"]
-    no_file = stack.client().post("/v1/artifacts", files={"other": ("a.bin", b"x")})
+    no_file = stack.client().post("/v1/artifacts", files={"file": (None, "text, no file")})
     assert _refusal(no_file, 422, "invalid_request")["details"][0]["loc"] == ["body", "file"]
+    other = stack.client().post("/v1/artifacts", files={"other": ("a.bin", b"x")})
+    assert _refusal(other, 422, "invalid_request")["details"][0]["loc"] == ["body", "other"]
 
 
 def test_a_number_too_long_to_read_is_invalid_json(stack: Stack) -> None:

@@ -725,8 +725,13 @@ def test_a_form_with_files_is_refused_before_its_files_are_read(stack: Stack, vi
     you = visit("dash-early-refusal")
     with you.session_client() as signed_in:
         cookie = f"{SESSION}={signed_in.cookies[SESSION]}"
-    foreign = {"Cookie": cookie, "Origin": "https://elsewhere.example"}
-    assert _answer_before_the_body(stack, foreign) == "HTTP/1.1 403 Forbidden"
+        foreign = {"Cookie": cookie, "Origin": "https://elsewhere.example"}
+        assert _answer_before_the_body(stack, foreign) == "HTTP/1.1 403 Forbidden"
+        # Signed in, a form holds the kind's fields alone, each once: a stranger is
+        # refused as it arrives, not read into memory with a thousand others.
+        strangers = {f"x{n}": (None, "y" * 1000) for n in range(50)}
+        refused = signed_in.post("/submit/convert", files={"format": (None, "mp3"), **strangers})
+    assert refused.status_code == 422 and "x0" in refused.text, refused.text[:300]
 
 
 def _read_until_closed(client: httpx.Client, path: str, seen: list[str]) -> None:

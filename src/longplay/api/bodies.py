@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData, Headers
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.types import Message
 
@@ -45,6 +48,102 @@ def limited(request: Request, limit: int, what: str) -> Request:
         return message
 
     return Request(request.scope, receive)
+
+
+FORM_TEXT_ALLOWANCE = 64 * 1024
+"""What a form's short text fields (ids, dates, a URL) may add to its one long one."""
+
+
+async def read_form(
+    request: Request,
+    what: str,
+    parts: Mapping[str, int],
+    *,
+    max_part_size: int,
+    max_text_bytes: int,
+) -> FormData:
+    """A multipart body (already :func:`limited`) read within bounds that are checked
+    as it streams, before the rest is read: only the part names in ``parts``, each at
+    most that many times; a text part at most ``max_part_size`` bytes, all of them
+    together at most ``max_text_bytes`` (files go to disk, text stays in memory).
+    A stranger or one part too many is refused as :class:`Invalid` naming it (and
+    ``what`` form's fields: "a submission's"), text over a limit as :class:`TooLarge`,
+    a broken body as Starlette's own 400. A body of another media type reads as an
+    empty form. The caller closes the form's files."""
+    if media_type(request) != "multipart/form-data":
+        return FormData()
+    stream = request.stream()
+    parser = _BoundedParser(
+        request.headers,
+        stream,
+        what=what,
+        parts=parts,
+        max_part_size=max_part_size,
+        max_text_bytes=max_text_bytes,
+    )
+    try:
+        return await parser.parse()
+    except MultiPartException as exc:  # what Request.form() answers it with
+        raise HTTPException(status_code=400, detail=exc.message) from None
+    finally:
+        await stream.aclose()
+
+
+class _BoundedParser(MultiPartParser):
+    """Starlette's multipart parser, with the checks of :func:`read_form` made as each
+    part starts and as its text arrives. Starlette counts a part before this names it,
+    so its own ``max_files`` and ``max_fields`` are one past all the parts allowed: a
+    backstop that this refusal, which names the field, always comes before."""
+
+    def __init__(
+        self,
+        headers: Headers,
+        stream: AsyncGenerator[bytes, None],
+        *,
+        what: str,
+        parts: Mapping[str, int],
+        max_part_size: int,
+        max_text_bytes: int,
+    ) -> None:
+        most = sum(parts.values()) + 1
+        super().__init__(
+            headers, stream, max_files=most, max_fields=most, max_part_size=max_part_size
+        )
+        self.what = what
+        self.parts = parts
+        self.seen: dict[str, int] = {}
+        self.text_bytes = 0
+        self.max_text_bytes = max_text_bytes
+
+    def on_headers_finished(self) -> None:
+        super().on_headers_finished()
+        name = self._current_part.field_name
+        allowed = self.parts.get(name, 0)
+        self.seen[name] = self.seen.get(name, 0) + 1
+        if not allowed:
+            problem = f"unknown field; {self.what} fields are {', '.join(sorted(self.parts))}"
+            raise Invalid(
+                f"{name}: {problem}",
+                [{"loc": ["body", name], "msg": problem, "type": "extra_forbidden"}],
+            )
+        if self.seen[name] > allowed:
+            problem = f"at most {allowed} part{'s' if allowed > 1 else ''} named {name!r}"
+            raise Invalid(
+                f"{name}: {problem}",
+                [{"loc": ["body", name], "msg": problem, "type": "too_many_parts"}],
+            )
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._current_part.file is None:  # text, held in memory
+            name = self._current_part.field_name
+            if len(self._current_part.data) + end - start > self.max_part_size:
+                raise TooLarge(f"the form field {name} may have at most {self.max_part_size} bytes")
+            self.text_bytes += end - start
+            if self.text_bytes > self.max_text_bytes:
+                raise TooLarge(
+                    f"the form's text fields may have at most {self.max_text_bytes} bytes together"
+                )
+        super().on_part_data(data, start, end)
 
 
 async def read_json_body(request: Request) -> tuple[Any, bytes]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import os
 import re
 import warnings
 from typing import Any
@@ -26,10 +27,15 @@ err = Console(stderr=True)
 
 
 @app.callback()
-def _read_settings() -> None:
+def _read_settings(ctx: typer.Context) -> None:
     """Read the settings before any command runs, so that a bad value is a clear
     message naming its variable, not a traceback from deep inside a command; a doubtful
-    one (``SettingWarning``) is one line too, and the command goes on."""
+    one (``SettingWarning``) is one line too, and the command goes on.
+
+    ``up`` makes its files private here already: it locks the data folder and starts
+    Redis before :func:`prepare`."""
+    if ctx.invoked_subcommand == "up":
+        keep_private()
     try:
         with warnings.catch_warnings(record=True) as doubts:
             warnings.simplefilter("always", SettingWarning)
@@ -76,25 +82,41 @@ def setup_logging(settings: Settings) -> None:
 
 def uvicorn_logging(settings: Settings) -> dict[str, Any]:
     """Uvicorn's ``log_config``: its own for text; for JSON, ours (each API process,
-    also one uvicorn spawns, applies it)."""
+    also one uvicorn spawns, applies it). Either way its access lines leave out the
+    query string (:class:`~longplay.jobs.logs.WithoutQuery`)."""
+    from longplay.jobs.logs import logging_config, without_queries
+
     if settings.log_format != "json":
         from uvicorn.config import LOGGING_CONFIG
 
-        return LOGGING_CONFIG
-    from longplay.jobs.logs import logging_config
+        return without_queries(LOGGING_CONFIG)
 
     return logging_config(level=settings.log_level, json_lines=True)
 
 
+PRIVATE_UMASK = 0o077
+"""No access for group or others to what a part creates."""
+
+
+def keep_private() -> None:
+    """Whatever this process and the ones it starts create from now on (the SQLite
+    database, Redis's append-only file, artifacts, the folders they are in) is its
+    user's alone: the database holds every owner's webhook secret and the files are
+    people's uploads. A data folder made earlier keeps the modes it has."""
+    os.umask(PRIVATE_UMASK)
+
+
 def prepare(settings: Settings) -> None:
-    """Data folder and schema: every part calls this before it serves anything. A
-    database that cannot be opened (not there, unreachable, refused, an unknown URL)
-    ends the command with one line saying why."""
+    """Data folder and schema: every part calls this before it serves anything (and
+    so before it creates a file; see :func:`keep_private`). A database that cannot be
+    opened (not there, unreachable, refused, an unknown URL) ends the command with one
+    line saying why."""
     from sqlalchemy.exc import ArgumentError, OperationalError
 
     from longplay.store.db import migrate
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    keep_private()
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     url = settings.effective_database_url
     try:
         migrate(url)

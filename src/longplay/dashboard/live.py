@@ -42,11 +42,6 @@ from longplay.store.views import ErrorPublic
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 MAX_FOLLOWED = 50
-FILE_HEADERS = {
-    # A file a user uploaded (HTML, SVG) must never run as a page of this site.
-    "Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self'; media-src 'self'",
-    "X-Content-Type-Options": "nosniff",
-}
 
 
 async def _ended(job_id: str) -> dict[str, Any] | None:
@@ -162,5 +157,5 @@ async def file(request: Request, artifact_id: str) -> Response:
         media_type=artifact.media_type,
         name=artifact.name,
     )
-    response.headers.update(FILE_HEADERS)
+    response.headers.update(files.SERVED_FILE_HEADERS)
     return response

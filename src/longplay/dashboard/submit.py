@@ -87,6 +87,16 @@ async def submit_page(request: Request, kind_name: str) -> Response:
     return _form_page(request, viewer, kind)
 
 
+def _form_parts(schema: dict[str, Any], max_files: int) -> dict[str, int]:
+    """The parts a kind's form has, each once (its files up to ``max_files``)."""
+    return {
+        **dict.fromkeys(schema.get("properties", {}), 1),
+        "csrf": 1,
+        FORM_ID: 1,
+        "file": max_files,
+    }
+
+
 @router.post("/submit/{kind_name}", response_class=HTMLResponse)
 async def submit(request: Request, kind_name: str) -> Response:
     """Submit the form; on success the new job's page, else the form again with why."""
@@ -96,13 +106,17 @@ async def submit(request: Request, kind_name: str) -> Response:
     refuse_foreign(request)
     await as_viewer(request, lambda session, viewer: viewer)
     limits = get_settings().api
+    schema = KindPublic.of(kind).params_schema
     within = bodies.limited(request, BODY_LIMIT, "a submission with files")
-    form = await within.form(
-        max_files=limits.max_inputs_per_job, max_part_size=limits.max_json_bytes
+    form = await bodies.read_form(
+        within,
+        "this form's",
+        _form_parts(schema, limits.max_inputs_per_job),
+        max_part_size=limits.max_json_bytes,
+        max_text_bytes=limits.max_json_bytes + bodies.FORM_TEXT_ALLOWANCE,
     )
     files = [f for f in form.getlist("file") if isinstance(f, UploadFile) and f.filename]
     values = {k: v for k, v in form.items() if isinstance(v, str)}
-    schema = KindPublic.of(kind).params_schema
     try:
         params = forms.params_from_form(schema, values)
         received = await run_in_threadpool(uploads.receive_all, files, kind) if files else []

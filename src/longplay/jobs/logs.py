@@ -59,6 +59,36 @@ class JobFields(logging.Filter):
         return True
 
 
+class WithoutQuery(logging.Filter):
+    """Drops the query string from uvicorn's access lines (``GET /v1/…/search 200``):
+    a query holds what people search for, and the log is kept longer and read by more
+    people than the data. Uvicorn logs ``(client, method, path?query, version,
+    status)`` as the record's arguments; its path is percent-encoded, so the first
+    ``?`` starts the query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (*args[:2], args[2].partition("?")[0], *args[3:])
+        return True
+
+
+ACCESS_FILTER = {"()": f"{__name__}.WithoutQuery"}
+"""The :func:`logging.config.dictConfig` entry of :class:`WithoutQuery`."""
+
+
+def without_queries(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (uvicorn's own :func:`logging.config.dictConfig`, for text lines)
+    with :class:`WithoutQuery` on the ``uvicorn.access`` logger; ``config`` is not
+    changed. Ours (:func:`logging_config`) has it already."""
+    loggers = dict(config.get("loggers", {}))
+    access = dict(loggers.get("uvicorn.access", {}))
+    access["filters"] = [*access.get("filters", []), "without_query"]
+    loggers["uvicorn.access"] = access
+    filters = {**config.get("filters", {}), "without_query": ACCESS_FILTER}
+    return {**config, "filters": filters, "loggers": loggers}
+
+
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
     "asctime",
@@ -102,7 +132,7 @@ def logging_config(*, level: str, json_lines: bool) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"job": {"()": f"{__name__}.JobFields"}},
+        "filters": {"job": {"()": f"{__name__}.JobFields"}, "without_query": ACCESS_FILTER},
         "formatters": {"line": formatter},
         "handlers": {
             "stderr": {
@@ -116,6 +146,6 @@ def logging_config(*, level: str, json_lines: bool) -> dict[str, Any]:
         "loggers": {
             "uvicorn": through_root,
             "uvicorn.error": through_root,
-            "uvicorn.access": through_root,
+            "uvicorn.access": {**through_root, "filters": ["without_query"]},
         },
     }

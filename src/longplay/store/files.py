@@ -20,6 +20,13 @@ from longplay.settings import get_settings
 from longplay.store.models import Artifact, ArtifactRole, new_id
 
 CHUNK = 1024 * 1024
+SERVED_FILE_HEADERS = {
+    # A file a user uploaded (HTML, SVG) must never run as a page of this site, nor be
+    # sniffed into a type other than the one it is served as.
+    "Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self'; media-src 'self'",
+    "X-Content-Type-Options": "nosniff",
+}
+"""The headers every answer that serves an artifact's bytes has (API and dashboard)."""
 
 
 class UploadTooLarge(Exception):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import codecs
 import io
 import re
+import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,11 +309,52 @@ def _opens_without_password(reader: PdfReader) -> bool:
 _DOCX_HEADING = re.compile(r"^(?:heading\s*(\d)|title)$", re.I)
 
 
+MAX_UNPACKED_GROWTH = 64 * 1024**2
+"""How much bigger than itself a zip-based document (.docx) may unpack: its reader
+holds every part in memory. Pictures barely compress, so a long illustrated report
+grows little; a zip bomb grows by hundreds of MiB."""
+MAX_ENTRY_RATIO = 100
+"""The most a large part may be compressed (unpacked size to packed size)."""
+_RATIO_FROM = 4 * 1024**2
+"""A part from this size up is held to :data:`MAX_ENTRY_RATIO`; small ones may be
+anything (XML of empty table cells compresses very well)."""
+
+
+def _check_unpacked_size(name: str, data: bytes) -> None:
+    """Refuse (``unreadable``) a zip-based document whose parts would unpack to much
+    more than it is, from the sizes its zip declares (Python's zipfile reads no more
+    than those). One that is not a zip at all is left to its reader to refuse."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError):
+        return
+    total = sum(e.file_size for e in entries)
+    mib = total / 1024**2
+    if total - len(data) > MAX_UNPACKED_GROWTH:
+        raise InvalidInput(
+            f"{name} unpacks to {mib:.0f} MiB, more than {MAX_UNPACKED_GROWTH // 1024**2} "
+            "MiB beyond its own size; it is not read (save it without the oversized "
+            "content, or split it)",
+            code="unreadable",
+        )
+    for entry in entries:
+        ratio = entry.file_size / max(entry.compress_size, 1)
+        if entry.file_size >= _RATIO_FROM and ratio > MAX_ENTRY_RATIO:
+            raise InvalidInput(
+                f"{name} unpacks to {mib:.0f} MiB: its part {entry.filename} is "
+                f"compressed {ratio:.0f} to 1, beyond the {MAX_ENTRY_RATIO} to 1 a real "
+                "document reaches; it is not read",
+                code="unreadable",
+            )
+
+
 def _read_docx(name: str, data: bytes) -> list[Block]:
     """Paragraphs of a Word document; those in a Title or Heading style are headings.
     Table cells are paragraphs after the body's text."""
     import docx
 
+    _check_unpacked_size(name, data)
     try:
         document = docx.Document(io.BytesIO(data))
     except Exception as exc:  # PackageNotFoundError, BadZipFile, KeyError, ...

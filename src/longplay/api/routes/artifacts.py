@@ -41,6 +41,11 @@ UPLOAD_BODY: dict[str, Any] = {
     }
 }
 
+UPLOAD_PARTS = {"file": 1}
+"""An upload is one file: a second, or any other field, is refused as it arrives."""
+UPLOAD_TEXT_BYTES = 1024
+"""A text part where the file belongs is refused anyway; this bounds what it holds."""
+
 
 @router.post(
     "",
@@ -52,7 +57,14 @@ UPLOAD_BODY: dict[str, Any] = {
 async def upload(request: Request, key: UploaderKeyDep) -> ArtifactPublic:
     """Upload a file to use as a job's input; the reply's ``id`` goes in ``inputs``."""
     within = bodies.limited(request, uploads.BODY_LIMIT, "an upload")
-    async with within.form() as form:
+    form = await bodies.read_form(
+        within,
+        "an upload's",
+        UPLOAD_PARTS,
+        max_part_size=UPLOAD_TEXT_BYTES,
+        max_text_bytes=UPLOAD_TEXT_BYTES,
+    )
+    try:
         file = form.get("file")
         if not isinstance(file, UploadFile):
             raise refusals.Invalid(
@@ -60,6 +72,8 @@ async def upload(request: Request, key: UploaderKeyDep) -> ArtifactPublic:
                 [{"loc": ["body", "file"], "msg": "no file", "type": "missing"}],
             )
         received = await run_in_threadpool(uploads.receive, file)
+    finally:
+        await form.close()
 
     def add(session: Session, owner: Owner) -> ArtifactPublic:
         artifact = uploads.adopt(session, owner, received)
@@ -131,7 +145,7 @@ async def _content(artifact_id: str, key: str, request: Request) -> Response:
         size = path.stat().st_size
     except FileNotFoundError:
         raise refusals.NotFound(f"the file of artifact {artifact_id} is gone") from None
-    return content.file_response(
+    response = content.file_response(
         request,
         path,
         size=size,
@@ -139,3 +153,5 @@ async def _content(artifact_id: str, key: str, request: Request) -> Response:
         media_type=artifact.media_type,
         name=artifact.name,
     )
+    response.headers.update(files.SERVED_FILE_HEADERS)
+    return response

@@ -35,6 +35,8 @@ from longplay.store.views import JobPublic
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
+DOCUMENTS_TEXT_BYTES = 1024
+"""Documents come as files; a text part where one belongs is refused anyway."""
 
 ADD_BODY: dict[str, Any] = {
     "requestBody": {
@@ -172,8 +174,12 @@ async def _read_documents(request: Request) -> tuple[list[str], list[UploadFile]
     if media_type == "multipart/form-data":
         limits = get_settings().api
         within = bodies.limited(request, uploads.BODY_LIMIT, "documents")
-        form = await within.form(
-            max_files=limits.max_inputs_per_job, max_part_size=limits.max_json_bytes
+        form = await bodies.read_form(
+            within,
+            "a documents upload's",
+            {"file": limits.max_inputs_per_job},
+            max_part_size=DOCUMENTS_TEXT_BYTES,
+            max_text_bytes=DOCUMENTS_TEXT_BYTES,
         )
         files = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
         if not files:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from pydantic import ValidationError
@@ -17,7 +17,9 @@ from longplay.api.errors import errors
 from longplay.api.openapi import json_body
 from longplay.api.schemas import (
     AttemptPublic,
+    CallbackEvent,
     JobCreate,
+    JobCreateFields,
     JobList,
     RetryMany,
     RetryManyResult,
@@ -37,7 +39,10 @@ FORM_FIELDS = frozenset(
     | {"callback_url", "callback_events"}
 )
 """The fields of a multipart submission; another is refused, as in a JSON one."""
-"""A multipart submission: its files, and a little for the form fields around them."""
+MAX_AFTER = next(
+    m.max_length for m in JobCreateFields.model_fields["after"].metadata if hasattr(m, "max_length")
+)
+"""The most jobs a submission may wait for."""
 
 SUBMIT_BODY: dict[str, Any] = {
     # Read by hand (JSON or multipart); the schemas are the kinds' own, added to the
@@ -98,16 +103,13 @@ async def _read_form(request: Request) -> tuple[dict[str, Any], list[UploadFile]
     (``curl -F params=@options.json``) as well as a text one."""
     limits = get_settings().api
     within = bodies.limited(request, uploads.BODY_LIMIT, "a submission with files")
-    form = await within.form(
-        max_files=limits.max_inputs_per_job, max_part_size=limits.max_json_bytes
+    form = await bodies.read_form(
+        within,
+        "a submission's",
+        _form_parts(limits.max_inputs_per_job),
+        max_part_size=limits.max_json_bytes,
+        max_text_bytes=limits.max_json_bytes + bodies.FORM_TEXT_ALLOWANCE,
     )
-    strangers = sorted(set(form.keys()) - FORM_FIELDS)
-    if strangers:
-        problem = f"unknown field; a submission's fields are {', '.join(sorted(FORM_FIELDS))}"
-        raise refusals.Invalid(
-            f"{strangers[0]}: {problem}",
-            [{"loc": ["body", n], "msg": problem, "type": "extra_forbidden"} for n in strangers],
-        )
     fields: dict[str, Any] = {
         "kind": form.get("kind"),
         "inputs": [str(v) for v in form.getlist("inputs")],
@@ -125,6 +127,18 @@ async def _read_form(request: Request) -> tuple[dict[str, Any], list[UploadFile]
     if form.getlist("callback_events"):
         fields["callback_events"] = [str(v) for v in form.getlist("callback_events")]
     return fields, [f for f in form.getlist("file") if isinstance(f, UploadFile)]
+
+
+def _form_parts(max_inputs: int) -> dict[str, int]:
+    """How many parts of each name a multipart submission may have: as many as its
+    JSON form may hold values (``after`` as many as :class:`JobCreateFields` takes)."""
+    repeated = {
+        "file": max_inputs,
+        "inputs": max_inputs,
+        "after": MAX_AFTER,
+        "callback_events": len(get_args(CallbackEvent)),
+    }
+    return {name: repeated.get(name, 1) for name in FORM_FIELDS}
 
 
 def _checked(fields: Any, raw: bytes | None) -> JobCreate:
