@@ -119,6 +119,23 @@ class ApiSettings(BaseSettings):
     """A JSON body (and a multipart ``params`` part) larger than this is refused with 413."""
     workers: int = Field(default=1, ge=1, alias="LONGPLAY_API_WORKERS")
     """API processes sharing the port; each holds its own store pool and event reader."""
+    cors_origins: Annotated[list[str], NoDecode, BeforeValidator(_comma_list)] = Field(
+        default_factory=list, alias="LONGPLAY_API_CORS_ORIGINS"
+    )
+    """Web pages that may call the API from a browser, comma-separated
+    (``https://app.example.com``; ``*``: any). A browser sends no cookie to the API, so
+    such a page needs a key or, better, a viewer token of one job."""
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not re.fullmatch(r"https?://[^/?#\s]+", origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme and host, with a port if any "
+                    "(https://app.example.com), or *"
+                )
+        return value
 
 
 class WorkerSettings(BaseSettings):

@@ -18,6 +18,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import DataError
@@ -37,6 +38,7 @@ from longplay.api.routes import (
     meta,
     metrics,
     templates,
+    viewer_tokens,
     webhooks,
 )
 from longplay.api.routes.events import StreamEnded
@@ -185,6 +187,18 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await hub.close()
 
 
+CORS_EXPOSED = [
+    "Retry-After",
+    "Location",
+    "Content-Disposition",
+    "Content-Range",
+    "Accept-Ranges",
+    "ETag",
+    jobs.DEDUPLICATED_HEADER,
+]
+"""The answer headers a page on an allowed origin may read (besides the simple ones)."""
+
+
 def create_app() -> FastAPI:
     load_kinds()  # now, not on the first request; the OpenAPI document lists them
     app = FastAPIOffline(
@@ -199,8 +213,24 @@ def create_app() -> FastAPI:
     app.include_router(flows.router)
     app.include_router(templates.router)
     app.include_router(collections.router)
+    app.include_router(viewer_tokens.router)
     dashboard.mount(app)
     metrics.install(app)
+    if origins := get_settings().api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "HEAD", "POST", "DELETE"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "Last-Event-ID",
+                "Range",
+            ],
+            expose_headers=CORS_EXPOSED,
+            max_age=600,
+        )
     app.add_exception_handler(StreamEnded, _stream_ended)
     app.add_exception_handler(refusals.ServiceError, _service_error)
     app.add_exception_handler(UploadTooLarge, _too_large)

@@ -27,13 +27,14 @@ from longplay.api import standing
 from longplay.store.db import get_engine, session_scope
 from longplay.store.models import Owner
 from longplay.store.owners import owner_for_key
+from longplay.store.viewer_tokens import is_viewer_token
 
 T = TypeVar("T")
 
 bearer = HTTPBearer(auto_error=False, description="An API key from `longplay keys create`.")
 
 
-def _unauthorized(message: str) -> HTTPException:
+def unauthorized(message: str) -> HTTPException:
     return HTTPException(
         status.HTTP_401_UNAUTHORIZED, message, headers={"WWW-Authenticate": "Bearer"}
     )
@@ -44,7 +45,7 @@ async def api_key(
 ) -> str:
     """The key the request sent; whether it is valid is checked with the store work."""
     if credentials is None:
-        raise _unauthorized(
+        raise unauthorized(
             "send an API key as 'Authorization: Bearer <key>' (longplay keys create makes one)"
         )
     return credentials.credentials
@@ -72,9 +73,14 @@ async def in_store(work: Callable[[Session], T]) -> T:
 
 
 def authenticate(session: Session, key: str) -> Owner:
+    if is_viewer_token(key):
+        raise unauthorized(
+            "a viewer token reads its one job (the job, its events and its outputs); "
+            "this needs an API key"
+        )
     owner = owner_for_key(session, key)
     if owner is None:
-        raise _unauthorized("this API key is not valid (unknown or revoked)")
+        raise unauthorized("this API key is not valid (unknown or revoked)")
     return owner
 
 

@@ -175,6 +175,11 @@ class AsyncClient:
         body = await self._json("POST", f"/v1/jobs/{id_of(job)}/cancel")
         return JobPublic.model_validate(body)
 
+    async def viewer_token(self, job: JobRef, *, expires_in: int = 3600) -> dict[str, Any]:
+        """As :meth:`Client.viewer_token`."""
+        path = f"/v1/jobs/{id_of(job)}/viewer-tokens"
+        return dict(await self._json("POST", path, json={"expires_in": expires_in}))
+
     async def retry(self, job: JobRef) -> JobPublic:
         body = await self._json("POST", f"/v1/jobs/{id_of(job)}/retry")
         return JobPublic.model_validate(body)

@@ -189,6 +189,13 @@ class Client:
         """Cancel a job: a queued one at once, a running one at its next checkpoint."""
         return JobPublic.model_validate(self._json("POST", f"/v1/jobs/{id_of(job)}/cancel"))
 
+    def viewer_token(self, job: JobRef, *, expires_in: int = 3600) -> dict[str, Any]:
+        """A token that lets a browser read this one job (``?token=``) for
+        ``expires_in`` seconds, so the page never holds your key: ``token``,
+        ``expires_at`` and ``links`` to hand it."""
+        path = f"/v1/jobs/{id_of(job)}/viewer-tokens"
+        return dict(self._json("POST", path, json={"expires_in": expires_in}))
+
     def retry(self, job: JobRef) -> JobPublic:
         """Run a failed (or cancelled, or expired) job again."""
         return JobPublic.model_validate(self._json("POST", f"/v1/jobs/{id_of(job)}/retry"))

@@ -143,6 +143,19 @@ class ApiKey(Base):
     owner: Mapped[Owner] = relationship(back_populates="keys")
 
 
+class ViewerToken(Base):
+    """A token that lets a browser read one job (its state, events and outputs) without
+    the owner's key; stored as a SHA-256, and gone with its job."""
+
+    __tablename__ = "viewer_tokens"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+
+
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (

@@ -10,8 +10,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from longplay.api import bodies, content, uploads
-from longplay.api.deps import KeyDep, UploaderKeyDep, as_owner
+from longplay.api.deps import UploaderKeyDep, as_owner
 from longplay.api.errors import errors
+from longplay.api.readers import Reader, ReaderDep, as_reader
 from longplay.jobs import refusals, service
 from longplay.store import files
 from longplay.store.models import Artifact, Owner
@@ -92,14 +93,22 @@ async def upload(request: Request, key: UploaderKeyDep) -> ArtifactPublic:
 
 
 @router.get("/{artifact_id}", response_model=ArtifactPublic, responses=errors(401, 404))
-async def get_artifact(artifact_id: str, key: KeyDep) -> ArtifactPublic:
-    """An artifact's name, type, size and checksum."""
-    return await as_owner(
-        key,
-        lambda session, owner: ArtifactPublic.of(
-            service.get_artifact(session, owner=owner, artifact_id=artifact_id)
-        ),
-    )
+async def get_artifact(artifact_id: str, credential: ReaderDep) -> ArtifactPublic:
+    """An artifact's name, type, size and checksum. Takes an API key, or a viewer token
+    of the job that made it."""
+    artifact, reader = await _readable(artifact_id, credential)
+    return reader.artifact(ArtifactPublic.of(artifact))
+
+
+async def _readable(artifact_id: str, credential: str) -> tuple[Artifact, Reader]:
+    """The artifact, if the key's owner has it or the viewer token's job made it."""
+
+    def read(session: Session, reader: Reader) -> tuple[Artifact, Reader]:
+        artifact = service.get_artifact(session, owner=reader.owner, artifact_id=artifact_id)
+        reader.check_artifact(artifact)
+        return artifact, reader
+
+    return await as_reader(credential, read)
 
 
 CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -118,10 +127,10 @@ CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/{artifact_id}/content", response_class=Response, responses=CONTENT_RESPONSES)
-async def download(artifact_id: str, key: KeyDep, request: Request) -> Response:
+async def download(artifact_id: str, credential: ReaderDep, request: Request) -> Response:
     """The artifact's bytes. Honours `Range` (one range; an invalid one is ignored),
     `If-Range` and `If-None-Match` (the `ETag` is the file's SHA-256), as RFC 9110 says."""
-    return await _content(artifact_id, key, request)
+    return await _content(artifact_id, credential, request)
 
 
 @router.head(
@@ -129,17 +138,14 @@ async def download(artifact_id: str, key: KeyDep, request: Request) -> Response:
     response_class=Response,
     responses={s: CONTENT_RESPONSES[s] for s in (200, 304, 401, 404)},
 )
-async def download_headers(artifact_id: str, key: KeyDep, request: Request) -> Response:
+async def download_headers(artifact_id: str, credential: ReaderDep, request: Request) -> Response:
     """The headers a `GET` of the artifact's bytes would answer, without the bytes;
     `Range` is for `GET` alone (RFC 9110), so it is ignored here."""
-    return await _content(artifact_id, key, request)
+    return await _content(artifact_id, credential, request)
 
 
-async def _content(artifact_id: str, key: str, request: Request) -> Response:
-    artifact: Artifact = await as_owner(
-        key,
-        lambda session, owner: service.get_artifact(session, owner=owner, artifact_id=artifact_id),
-    )
+async def _content(artifact_id: str, credential: str, request: Request) -> Response:
+    artifact, _ = await _readable(artifact_id, credential)
     path = files.path_of(artifact)
     try:
         size = path.stat().st_size

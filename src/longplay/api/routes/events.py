@@ -9,10 +9,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from sqlalchemy.orm import Session
 
-from longplay.api.deps import KeyDep, as_owner, in_store, key_holds
+from longplay.api.deps import in_store
 from longplay.api.errors import errors
 from longplay.api.followers import READ_BLOCK_MS, EventHub, Follower, is_stream_id
+from longplay.api.readers import Reader, ReaderDep, as_reader, reader_holds
 from longplay.jobs import refusals, service
 from longplay.jobs.events import TERMINAL_EVENTS, make_event
 from longplay.store.models import Job, JobStatus
@@ -21,11 +23,15 @@ from longplay.store.views import ErrorPublic
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-async def owned_job_id(job_id: str, key: KeyDep) -> str:
-    """Checked before the stream starts, so another owner's job is a plain 404."""
-    return await as_owner(
-        key, lambda session, owner: service.get_job(session, owner=owner, job_id=job_id).id
-    )
+async def owned_job_id(job_id: str, credential: ReaderDep) -> str:
+    """Checked before the stream starts, so another owner's job is a plain 404; an API
+    key, or a viewer token of this job."""
+
+    def read(session: Session, reader: Reader) -> str:
+        reader.check_job(job_id)
+        return service.get_job(session, owner=reader.owner, job_id=job_id).id
+
+    return await as_reader(credential, read)
 
 
 async def resume_after(
@@ -129,7 +135,7 @@ async def next_entries(hub: EventHub, follower: Follower) -> list[tuple[str, byt
 async def job_events(
     job_id: Annotated[str, Depends(owned_job_id)],
     after: Annotated[str, Depends(_job_resume)],
-    key: KeyDep,
+    credential: ReaderDep,
     request: Request,
 ) -> AsyncIterator[ServerSentEvent]:
     """Follow a job live: queued, running, progress…, then completed, failed or cancelled.
@@ -140,7 +146,7 @@ async def job_events(
     """
     hub = _hub(request)
     async with hub.follow(job_id, after) as follower:
-        while not await request.is_disconnected() and await key_holds(key):
+        while not await request.is_disconnected() and await reader_holds(credential):
             entries = await next_entries(hub, follower)
             for entry_id, data in entries:
                 if not follower.is_new(entry_id):

@@ -15,6 +15,7 @@ from longplay.api import bodies, uploads
 from longplay.api.deps import KeyDep, as_owner, check_key
 from longplay.api.errors import errors
 from longplay.api.openapi import json_body
+from longplay.api.readers import Reader, ReaderDep, as_reader
 from longplay.api.schemas import (
     AttemptPublic,
     CallbackEvent,
@@ -279,14 +280,17 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=errors(401, 404))
-async def get_job(job_id: str, key: KeyDep) -> JobPublic:
-    """One job: status, progress, step, ETA; its queue position or its results."""
-    return await as_owner(
-        key,
-        lambda session, owner: present(
-            session, service.get_job(session, owner=owner, job_id=job_id)
-        ),
-    )
+async def get_job(job_id: str, credential: ReaderDep) -> JobPublic:
+    """One job: status, progress, step, ETA; its queue position or its results. Takes
+    an API key, or a viewer token of this job (then its links carry the token)."""
+
+    def read(session: Session, reader: Reader) -> JobPublic:
+        reader.check_job(job_id)
+        return reader.job(
+            present(session, service.get_job(session, owner=reader.owner, job_id=job_id))
+        )
+
+    return await as_reader(credential, read)
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=errors(401, 404, 409))
