@@ -106,7 +106,9 @@ def run_longplay(*args: str, env: Mapping[str, str]) -> subprocess.CompletedProc
 def submit(client: httpx.Client, kind: str = "sleep", **body: Any) -> dict[str, Any]:
     response = client.post("/v1/jobs", json={"kind": kind, **body})
     assert response.status_code == 202, response.text
-    return dict(response.json())
+    made = dict(response.json())
+    assert response.headers["location"] == f"/v1/jobs/{made['id']}"
+    return made
 
 
 def wait_for_status(

@@ -189,6 +189,10 @@ def test_bad_submissions_are_refused_naming_the_field(stack: Stack, owner: httpx
     assert locs(error_of(no_target, 422, "invalid_params")) == [
         ["body", "params", "target_language"]
     ]
+    missing = owner.post("/v1/jobs", json={"kind": "convert", "inputs": ["art_nope"]})
+    assert locs(error_of(missing, 422, "invalid_request")) == [["body", "inputs"]]
+    no_input = owner.post("/v1/jobs", json={"kind": "convert"})
+    assert locs(error_of(no_input, 422, "invalid_request")) == [["body", "inputs"]]
     rate = owner.post("/v1/jobs", json={"kind": "convert", "params": {"format": "flac"}})
     assert ["body", "params", "format"] in locs(error_of(rate, 422, "invalid_params"))
     not_audio = owner.post(

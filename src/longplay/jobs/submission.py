@@ -122,7 +122,8 @@ def create_job(
             if kind.max_inputs == kind.min_inputs
             else f"{kind.min_inputs} to {kind.max_inputs if kind.max_inputs is not None else 'any'}"
         )
-        raise Invalid(f"{kind.name} takes {wanted} input file(s), got {count}")
+        message = f"{kind.name} takes {wanted} input file(s), got {count}"
+        raise Invalid(message, [{"loc": ["body", "inputs"], "msg": message, "type": "count"}])
     if count > get_settings().api.max_inputs_per_job:
         raise Invalid(f"at most {get_settings().api.max_inputs_per_job} inputs per job")
     artifact_ids = [i for i in input_ids if isinstance(i, str)]
@@ -142,7 +143,13 @@ def create_job(
     )
     missing = [i for i in artifact_ids if i not in found]
     if missing:
-        raise Invalid(f"no such artifact: {', '.join(missing)}")
+        raise Invalid(
+            f"no such artifact: {', '.join(missing)}",
+            [
+                {"loc": ["body", "inputs"], "msg": f"no such artifact: {i}", "type": "not_found"}
+                for i in missing
+            ],
+        )
     check_submission(session, kind, checked, input_ids)
     check_for_owner(session, owner, checked)
     checked = with_own_template(session, owner, checked)

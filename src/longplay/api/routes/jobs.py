@@ -241,6 +241,7 @@ async def submit_job(
     except BaseException:
         uploads.discard(received)  # whatever was not moved into the store yet
         raise
+    response.headers["Location"] = job.links.self
     if deduplicated:
         response.status_code = status.HTTP_200_OK
         response.headers[DEDUPLICATED_HEADER] = "true"
