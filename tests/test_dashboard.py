@@ -777,3 +777,22 @@ def test_streams_open_before_a_key_is_revoked_end_soon_after(stack: Stack, visit
     assert live_client.get(f"/live?job={job['id']}").status_code == 303
     for client in (api_client, live_client):
         client.close()
+
+
+def test_the_session_cookie_is_secure_behind_a_tls_proxy(stack: Stack) -> None:
+    """A proxy that ends TLS says so in X-Forwarded-Proto; from an address uvicorn
+    trusts (FORWARDED_ALLOW_IPS, this machine by default) the cookie is then Secure."""
+    with httpx.Client(base_url=stack.api_url, timeout=30) as browser:
+        form = browser.get("/login")
+        assert form.status_code == 200
+        token = csrf_of(form.text)
+        signed_in = browser.post(
+            "/login",
+            data={"csrf": token, "next": "/jobs", "api_key": stack.key("dash-proxied")},
+            headers={"X-Forwarded-Proto": "https", "Origin": stack.api_url},
+        )
+    assert signed_in.status_code == 303, signed_in.text
+    cookie = next(
+        c for c in signed_in.headers.get_list("set-cookie") if c.startswith(f"{SESSION}=")
+    )
+    assert "secure" in cookie.lower() and "httponly" in cookie.lower(), cookie
