@@ -583,3 +583,33 @@ def test_a_job_reads_its_owners_collections_through_ctx_library(
             StoreLibrary(owners["stranger"]).search(indexed.collection, "treaty")
     finally:
         get_settings.cache_clear()
+
+
+def test_a_score_tells_nothing_of_other_owners_documents(stack: Stack) -> None:
+    """Two passages that differ in one word score the same for their owner, whichever
+    of the two words another owner's documents hold (FTS5's bm25 counted words over
+    every owner's passages: a guess of another owner's secret scored differently)."""
+
+    def collection_of(owner: str, files: list[tuple[str, str]]) -> tuple[httpx.Client, str]:
+        client = stack.client(owner)
+        made = client.post("/v1/collections", json={"name": owner}).json()["id"]
+        added = client.post(
+            f"/v1/collections/{made}/documents",
+            files=[("file", (name, body.encode())) for name, body in files],
+        ).json()
+        done = wait_for_status(client, added["job"]["id"], {"completed", "failed"})
+        assert done["status"] == "completed", done["error"]
+        return client, made
+
+    collection_of("secret-keeper", [("vault.txt", "The vault pin is 83125, kept here.")])
+    guesser, guesses = collection_of(
+        "guesser", [("a.txt", "My guess is 83125 here."), ("b.txt", "My guess is 83126 here.")]
+    )
+    assert search(guesser, guesses, "83125")  # the API finds it (its ranking is hybrid here)
+    # Ranked by words alone, as with LONGPLAY_EMBED_ENGINE=off, the default.
+    from longplay.store import library
+    from longplay.store.db import session_scope
+
+    with session_scope(stack.database_url) as session:
+        scores = {q: library.search(session, guesses, q, 5)[0].score for q in ("83125", "83126")}
+    assert scores["83125"] == scores["83126"], scores

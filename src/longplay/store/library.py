@@ -112,7 +112,8 @@ class Hit:
     matched: int
     """How many of the query's words it has."""
     score: float
-    """:attr:`matched` plus the BM25 or ``ts_rank_cd`` rank squeezed into [0, 1)."""
+    """:attr:`matched` plus the passage's rank (SQLite) or ``ts_rank_cd`` squeezed into
+    [0, 1)."""
 
 
 def search(session: Session, collection_id: str, query: str, limit: int) -> list[Found]:
@@ -133,7 +134,8 @@ def search(session: Session, collection_id: str, query: str, limit: int) -> list
 
 def full_text(session: Session, collection_id: str, query: str, limit: int) -> list[Hit]:
     """The passages that best match ``query``, best first: those with more of its words
-    first, then by BM25 (SQLite) or ``ts_rank_cd`` (PostgreSQL)."""
+    first, then by how often and how densely it has them (SQLite) or ``ts_rank_cd``
+    (PostgreSQL)."""
     hits = _matching(session, collection_id, query)
     if hits is None or limit < 1:
         return []
@@ -150,6 +152,18 @@ def _score(matched: int, rank: float) -> float:
     return matched + rank / (1.0 + rank)
 
 
+_MARKS = (
+    "(length(coalesce(highlight(passages_fts, {column}, char(1), ''), '')) - "
+    "length(replace(coalesce(highlight(passages_fts, {column}, char(1), ''), ''), char(1), '')))"
+)
+"""How many times the query's words occur in one column of the passage (SQLite):
+``highlight`` marks each occurrence, and the marks are counted (a passage without a
+heading has none there)."""
+_K, _B, _TYPICAL = 1.2, 0.75, 1200
+"""BM25's saturation and length weighting, against a typical passage's characters
+(a constant: the table's average would again tell of other owners' passages)."""
+
+
 def _matching(session: Session, collection_id: str, query: str) -> Subquery | None:
     """The collection's passages that have any of the query's words, each with its
     ``seq``, ``rank`` and how many words it ``matched``; None for a query with no words."""
@@ -158,18 +172,23 @@ def _matching(session: Session, collection_id: str, query: str) -> Subquery | No
         return None
     each = {f"w{i}": word for i, word in enumerate(words)}
     if session.get_bind().dialect.name == "sqlite":
-        # FTS5: each word a quoted string (no operators); bm25() is lower for a better
-        # match, and the heading column counts twice the text.
+        # FTS5: each word a quoted string (no operators). The rank is the passage's own
+        # (its words found, the heading's twice, against its length), not bm25(): that
+        # counts words over the whole table, every owner's passages, so a score would
+        # tell which words other owners' documents hold.
         matches = {name: f'"{word}"' for name, word in each.items()}
         has = " + ".join(
             f"(passages.seq IN (SELECT rowid FROM passages_fts WHERE passages_fts MATCH :{name}))"
             for name in matches
         )
+        found = f"2 * {_MARKS.format(column=0)} + {_MARKS.format(column=1)}"  # heading counts twice
         ranked = text(
-            "SELECT passages.seq AS seq, -bm25(passages_fts, 2.0, 1.0) AS rank, "
+            f"SELECT seq, found / (found + {_K} * ({1 - _B} + {_B} * size / {_TYPICAL})) AS rank, "
+            "matched FROM ("
+            f"SELECT passages.seq AS seq, {found} AS found, length(passages.text) AS size, "
             f"{has} AS matched "
             "FROM passages_fts JOIN passages ON passages.seq = passages_fts.rowid "
-            "WHERE passages_fts MATCH :any AND passages.collection_id = :collection"
+            "WHERE passages_fts MATCH :any AND passages.collection_id = :collection)"
         ).bindparams(any=" OR ".join(matches.values()), collection=collection_id, **matches)
     else:
         # PostgreSQL: each word through the english configuration.
