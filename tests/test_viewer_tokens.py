@@ -19,6 +19,7 @@ import httpx
 import pytest
 from browser import chromium
 from conftest import Stack, submit, wait_for_status
+from test_cleanup import cleanup
 
 from longplay import Client
 from longplay.store.db import session_scope
@@ -106,6 +107,12 @@ def test_a_viewer_token_ends_when_it_expires_or_its_job_is_deleted(stack: Stack)
         expired = browser.get(expiring["links"]["self"])
         assert expired.status_code == 401 and "expired" in expired.json()["error"]["message"]
         assert browser.get(kept["links"]["self"]).status_code == 200
+        # Retention removes the expired one's row (a dry run counts it first).
+        assert cleanup(stack, "--dry-run")["viewer_tokens"] >= 1
+        assert cleanup(stack)["viewer_tokens"] >= 1
+        with session_scope(stack.database_url) as session:
+            left = session.query(ViewerToken).filter(ViewerToken.job_id == job["id"]).count()
+        assert left == 1, "the live token stays"
         assert owner.delete(f"/v1/jobs/{job['id']}").status_code == 204
         assert browser.get(kept["links"]["self"]).status_code == 401
 

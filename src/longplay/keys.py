@@ -13,6 +13,14 @@ def events_stream(job_id: str) -> str:
     return f"{PREFIX}:events:{job_id}"
 
 
+def events_deleted(job_id: str) -> str:
+    """Set for a while when a job or flow (``job_id`` names either) is deleted: an event
+    about it written after that is refused, so a writer that was late (its change
+    committed before the delete, its event sent after) does not bring the deleted data
+    back into a stream."""
+    return f"{PREFIX}:events-deleted:{job_id}"
+
+
 def worker_process(name: str) -> str:
     """What one worker process reports about itself: its loaded engines, its last job."""
     return f"{PREFIX}:workers:{name}"

@@ -4,7 +4,10 @@ One run, in this order:
 
 1. **jobs** finished (completed, failed, cancelled, expired) more than
    ``job_retention`` ago, with their outputs, the inputs uploaded with them (unless
-   another job names one), their event streams and scratch space;
+   another job names one), their event streams, their events in their flow's stream
+   and scratch space; and the **flows** left with no job, with their streams (in the
+   same transaction as their last jobs, or, for a flow another transaction held then,
+   or one left empty by a delete, in a sweep right after);
 2. **results** of jobs finished more than ``result_retention`` ago: the outputs go,
    the job stays and says ``results_expired``;
 3. **uploads** older than ``upload_retention`` that no job names;
@@ -14,7 +17,8 @@ One run, in this order:
    ``upload_retention``;
 6. **kept turns** of podcasts (``<data dir>/cache/turns/``) no job has used for
    ``turn_cache_retention`` (using one touches its file), and the temporary files of
-   turns whose job was killed mid-write, an hour after it.
+   turns whose job was killed mid-write, an hour after it;
+7. **viewer tokens** past their expiry.
 
 Nothing of a queued or running job is touched: every delete re-checks the status in
 the statement that deletes. Rows go in batches of ``cleanup_batch``, one short
@@ -36,15 +40,30 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from longplay.engines.turns import PARTIAL_SUFFIX, turn_cache
-from longplay.jobs.service import doomed_with_job, named_by_a_job, remove_job_files
+from longplay.jobs import events
+from longplay.jobs.service import (
+    delete_empty_flows,
+    doomed_with_job,
+    named_by_a_job,
+    remove_job_files,
+)
 from longplay.settings import Settings, get_settings
 from longplay.store import files
 from longplay.store.db import affected, session_scope
-from longplay.store.models import FINISHED, Artifact, ArtifactRole, Job, JobStatus, utcnow
+from longplay.store.models import (
+    FINISHED,
+    Artifact,
+    ArtifactRole,
+    Flow,
+    Job,
+    JobStatus,
+    ViewerToken,
+    utcnow,
+)
 from longplay.store.queries import outputs_of
 
 log = logging.getLogger(__name__)
@@ -62,6 +81,8 @@ class CleanupReport:
     """How many things a run deleted (or, dry, would delete)."""
 
     jobs: int = 0
+    flows: int = 0
+    """Flows left with no job (each of its stages deleted, by retention or its owner)."""
     results: int = 0
     """Jobs whose outputs expired."""
     uploads: int = 0
@@ -71,6 +92,8 @@ class CleanupReport:
     """Kept podcast turns and their leftover temporary files."""
     files: int = 0
     """Artifact files removed with the jobs, results and uploads above."""
+    viewer_tokens: int = 0
+    """Viewer tokens past their expiry (they read nothing already)."""
     dry_run: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -83,8 +106,10 @@ def run_cleanup(*, dry_run: bool = False, settings: Settings | None = None) -> C
     report = CleanupReport(dry_run=dry_run)
     now = utcnow()
     kept = settings.retention
-    if kept.job_retention > 0:
-        _sweep_jobs(now - timedelta(seconds=kept.job_retention), settings, report)
+    job_cutoff = now - timedelta(seconds=kept.job_retention) if kept.job_retention > 0 else None
+    if job_cutoff is not None:
+        _sweep_jobs(job_cutoff, settings, report)
+    _sweep_flows(job_cutoff, settings, report)
     if kept.result_retention > 0:
         _sweep_results(now - timedelta(seconds=kept.result_retention), settings, report)
     if kept.upload_retention > 0:
@@ -93,6 +118,7 @@ def run_cleanup(*, dry_run: bool = False, settings: Settings | None = None) -> C
     if kept.upload_retention > 0:
         _sweep_stray_files(kept.upload_retention, settings, report)
     _sweep_turns(settings, report)
+    _sweep_viewer_tokens(now, report)
     log.info("cleanup%s: %s", " (dry run)" if dry_run else "", report.as_dict())
     return report
 
@@ -139,14 +165,16 @@ def _sweep_jobs(cutoff: datetime, settings: Settings, report: CleanupReport) -> 
         owned = list(
             session.scalars(select(Artifact).where(Artifact.job_id.in_(ids)).with_for_update())
         )
-        deleted = set(
-            session.scalars(
+        flow_of: dict[str, str | None] = {
+            job_id: flow_id
+            for job_id, flow_id in session.execute(
                 delete(Job)
                 .where(Job.id.in_(ids), _finished_before(cutoff))
-                .returning(Job.id)
+                .returning(Job.id, Job.flow_id)
                 .execution_options(synchronize_session=False)
             )
-        )
+        }
+        deleted = set(flow_of)
         doomed = doomed_with_job(session, [a for a in owned if a.job_id in deleted])
         if doomed:
             session.execute(
@@ -154,10 +182,20 @@ def _sweep_jobs(cutoff: datetime, settings: Settings, report: CleanupReport) -> 
                 .where(Artifact.id.in_([a.id for a in doomed]))
                 .execution_options(synchronize_session=False)
             )
+        # A flow whose last jobs these were goes with them; one another transaction
+        # holds now is left to the flows' sweep.
+        gone = delete_empty_flows(session, [f for f in flow_of.values() if f], wait=False)
         session.commit()
-        for job_id in deleted:
-            _remove_job_files(job_id, [a for a in doomed if a.job_id == job_id], settings)
+        for job_id, flow_id in flow_of.items():
+            _remove_job_files(
+                job_id,
+                [a for a in doomed if a.job_id == job_id],
+                settings,
+                flow_id=flow_id,
+                flow_deleted=flow_id in gone,
+            )
         report.jobs += len(deleted)
+        report.flows += len(gone)
         report.files += len(doomed)
 
 
@@ -165,12 +203,59 @@ def _finished_before(cutoff: datetime) -> Any:
     return Job.status.in_(FINISHED_VALUES) & (Job.finished_at < cutoff)
 
 
-def _remove_job_files(job_id: str, artifacts: Sequence[Artifact], settings: Settings) -> None:
+def _remove_job_files(
+    job_id: str,
+    artifacts: Sequence[Artifact],
+    settings: Settings,
+    *,
+    flow_id: str | None,
+    flow_deleted: bool,
+) -> None:
     shutil.rmtree(settings.work_dir / job_id, ignore_errors=True)
     try:
-        remove_job_files(job_id, artifacts)
+        remove_job_files(job_id, artifacts, flow_id=flow_id, flow_deleted=flow_deleted)
     except redis.RedisError as exc:  # the stream expires by itself
-        log.warning("job %s: could not delete its event stream: %s", job_id, exc)
+        log.warning("job %s: could not delete its events: %s", job_id, exc)
+
+
+# -- 1b. flows left with no job ----------------------------------------------------------
+
+
+def _sweep_flows(job_cutoff: datetime | None, settings: Settings, report: CleanupReport) -> None:
+    """Delete the flows with no job left: those whose last jobs' transaction found them
+    held by another, and those whose owner deleted every stage before a delete removed
+    an emptied flow itself. A dry run counts, as well, the flows whose every job the
+    jobs' sweep would delete."""
+
+    def pick(session: Session, after: str, limit: int) -> list[str]:
+        kept: Any = Job.flow_id == Flow.id
+        if report.dry_run and job_cutoff is not None:  # the jobs the jobs' sweep keeps
+            kept &= or_(
+                ~Job.status.in_(FINISHED_VALUES),
+                Job.finished_at.is_(None),
+                Job.finished_at >= job_cutoff,
+            )
+        return list(
+            session.scalars(
+                select(Flow.id)
+                .where(~exists().where(kept), Flow.id > after)
+                .order_by(Flow.id)
+                .limit(limit)
+            )
+        )
+
+    for session, ids in _batches(settings, pick):
+        if report.dry_run:
+            report.flows += len(ids)
+            continue
+        gone = delete_empty_flows(session, ids, wait=False)
+        session.commit()
+        for flow_id in sorted(gone):
+            try:
+                events.forget_flow(flow_id)
+            except redis.RedisError as exc:  # the stream expires by itself
+                log.warning("flow %s: could not delete its event stream: %s", flow_id, exc)
+        report.flows += len(gone)
 
 
 # -- 2. expired results ----------------------------------------------------------------
@@ -345,6 +430,20 @@ def _sweep_stray_files(min_age: float, settings: Settings, report: CleanupReport
 
 
 # -- 6. kept turns -----------------------------------------------------------------------
+
+
+def _sweep_viewer_tokens(now: datetime, report: CleanupReport) -> None:
+    """Delete the viewer tokens that have expired: a row each, and nothing else."""
+    expired = ViewerToken.expires_at <= now
+    with session_scope() as session:
+        if report.dry_run:
+            counted = session.scalar(select(func.count()).select_from(ViewerToken).where(expired))
+            report.viewer_tokens = int(counted or 0)
+            return
+        result = session.execute(
+            delete(ViewerToken).where(expired).execution_options(synchronize_session=False)
+        )
+        report.viewer_tokens = affected(result)
 
 
 def _sweep_turns(settings: Settings, report: CleanupReport) -> None:

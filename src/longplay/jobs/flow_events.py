@@ -13,7 +13,6 @@ anew, with a new ``flow_ended`` event and webhook, once its stages have all ende
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -226,14 +225,19 @@ def _add_webhook(session: Session, flow: Flow, job_id: str, view: FlowPublic) ->
 
 def _append(flow_id: str, event: dict[str, Any]) -> bytes | None:
     """Append to the flow's stream; the entry's id, or None where Redis did not take it
-    (a lost live event is acceptable: the store has it)."""
+    (a lost live event is acceptable: the store has it) or the flow, or the job the
+    event is about, was deleted (:func:`events.forget_job`: a late event of either must
+    not bring their data back)."""
     stream = keys.events_stream(flow_id)
+    ttl = get_settings().retention.event_retention_seconds
     try:
-        pipe = get_redis().pipeline(transaction=False)
-        pipe.xadd(stream, {"data": json.dumps(event, default=str)}, maxlen=events.STREAM_MAXLEN)
-        pipe.expire(stream, get_settings().retention.event_retention_seconds)
-        entry, _ = pipe.execute()
+        about = [flow_id, *([event["job_id"]] if event.get("job_id") else [])]
+        entry: Any = events.append(get_redis(), stream, event, about=about, ttl=ttl)
     except redis.RedisError as exc:
         log.warning("could not publish %s event for flow %s: %s", event["type"], flow_id, exc)
         return None
+    return None if entry is None else _as_bytes(entry)
+
+
+def _as_bytes(entry: Any) -> bytes:
     return entry if isinstance(entry, bytes) else str(entry).encode()

@@ -164,7 +164,9 @@ def _resolved(item: Input | FromStage, job_of: Mapping[str, Job]) -> Input:
 
 
 def flow_jobs(session: Session, *, owner: Owner, flow_id: str) -> FlowJobs:
-    """One of the owner's flows with its jobs; another owner's is not found."""
+    """One of the owner's flows with its jobs; another owner's is not found, nor is one
+    whose every job was deleted (retention deletes it, if deleting its last job did
+    not)."""
     flow = session.get(Flow, flow_id)
     if flow is None or flow.owner_id != owner.id:
         raise NotFound(f"no flow {flow_id}")
@@ -177,6 +179,8 @@ def flow_jobs(session: Session, *, owner: Owner, flow_id: str) -> FlowJobs:
             .execution_options(populate_existing=True)
         )
     )
+    if not jobs:
+        raise NotFound(f"no flow {flow_id}")
     return FlowJobs(flow, jobs, kind_steps(j.kind for j in jobs))
 
 

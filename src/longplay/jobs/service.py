@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import String, cast, select, tuple_
+from sqlalchemy import String, cast, delete, exists, select, tuple_
 from sqlalchemy.orm import Session
 
 from longplay.framework import get_kind
@@ -26,6 +26,7 @@ from longplay.store import files, queries
 from longplay.store.models import (
     Artifact,
     ArtifactRole,
+    Flow,
     Job,
     JobAttempt,
     JobStatus,
@@ -202,10 +203,12 @@ def attempts_of(session: Session, *, owner: Owner, job_id: str) -> list[JobAttem
 
 def delete_job(session: Session, *, owner: Owner, job_id: str) -> None:
     """Delete a finished job and its files: its outputs and the inputs uploaded with it,
-    except an input another job names (see :func:`doomed_with_job`)."""
+    except an input another job names (see :func:`doomed_with_job`); its events, in its
+    own stream and in its flow's; and its flow, if it was the flow's last job."""
     job = get_job(session, owner=owner, job_id=job_id)
     if not job.status_enum.finished:
         raise Conflict(f"job {job.id} is {job.status}; cancel it before deleting it")
+    flow_id = job.flow_id
     # Locked first, so that a submission naming one of them either commits before the
     # check below (which then sees it) or waits, and finds the artifact gone (a 422).
     owned = list(
@@ -216,8 +219,46 @@ def delete_job(session: Session, *, owner: Owner, job_id: str) -> None:
     doomed = doomed_with_job(session, owned)
     for artifact in doomed:
         session.delete(artifact)
+    flows_gone = delete_empty_flows(session, [flow_id] if flow_id else [])
     session.commit()
-    remove_job_files(job_id, doomed)
+    remove_job_files(job_id, doomed, flow_id=flow_id, flow_deleted=flow_id in flows_gone)
+
+
+def delete_empty_flows(session: Session, flow_ids: Sequence[str], *, wait: bool = True) -> set[str]:
+    """Of ``flow_ids``, delete in ``session`` the flows that have no job left (their jobs
+    were deleted in this transaction, or before); the ids deleted. Their streams are
+    the caller's to remove once this commits (:func:`remove_job_files`).
+
+    Each flow's row is locked before its jobs are counted, after the jobs deleted (the
+    order a retry takes: its job's row, then the flow's in ``flow_events.reopen``). Two
+    transactions deleting a flow's last two jobs at once so take turns: the second
+    counts after the first committed, sees neither job, and deletes the flow, where
+    each would otherwise see the other's job and leave it. A flow being created holds
+    its row until its jobs are stored with it, so it is never seen without them.
+    ``wait=False`` (retention) skips a flow another transaction holds (SKIP LOCKED):
+    the next run finds it.
+    """
+    if not flow_ids:
+        return set()
+    locked = list(
+        session.scalars(
+            select(Flow.id)
+            .where(Flow.id.in_(sorted(set(flow_ids))))
+            .order_by(Flow.id)
+            .with_for_update(skip_locked=not wait)
+        )
+    )
+    if not locked:
+        return set()
+    has_jobs = exists().where(Job.flow_id == Flow.id)
+    return set(
+        session.scalars(
+            delete(Flow)
+            .where(Flow.id.in_(locked), ~has_jobs)
+            .returning(Flow.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
 
 
 def doomed_with_job(session: Session, owned: Sequence[Artifact]) -> list[Artifact]:
@@ -248,11 +289,19 @@ def named_by_a_job(session: Session, artifact: Artifact) -> bool:
     )
 
 
-def remove_job_files(job_id: str, artifacts: Sequence[Artifact]) -> None:
-    """After the delete committed: the files, the event stream and any scratch space."""
+def remove_job_files(
+    job_id: str,
+    artifacts: Sequence[Artifact],
+    *,
+    flow_id: str | None = None,
+    flow_deleted: bool = False,
+) -> None:
+    """After the delete committed: the files, the event stream, the job's events in its
+    flow's stream (``flow_id``; the whole stream if the flow was deleted with it) and
+    any scratch space."""
     for artifact in artifacts:
         files.remove(artifact)
-    events.delete_stream(job_id)
+    events.forget_job(job_id, flow_id=flow_id, flow_deleted=flow_deleted)
     shutil.rmtree(get_settings().work_dir / job_id, ignore_errors=True)
 
 
