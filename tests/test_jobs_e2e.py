@@ -16,10 +16,12 @@ import plugin_kinds  # noqa: F401  (registers `sleep` here too, for create_job)
 import pytest
 import redis
 from conftest import Stack, submit, wait_for_status, wait_until
+from sqlalchemy import update
 
 from longplay.jobs.submission import create_job
 from longplay.settings import get_settings
 from longplay.store.db import session_scope
+from longplay.store.models import Job, JobStatus
 from longplay.store.owners import get_or_create_owner
 
 
@@ -341,6 +343,34 @@ def test_a_delete_meeting_a_submission_that_names_its_upload_loses_nothing(
     submit(client, params={"seconds": 0})  # asks for the admission round that hands it over
     ended = wait_for_status(client, second.id, {"completed", "failed"})
     assert ended["status"] == "completed", ended["error"]
+
+
+def test_a_delete_meeting_a_retry_leaves_the_retried_job(stack: Stack) -> None:
+    """A failed job is deleted while a retry of it is part way through (its row updated,
+    not yet committed): the delete waits (PostgreSQL) or is refused as busy (SQLite),
+    then finds the job queued again and refuses (409). Before, it had read the job as
+    failed without a lock, and deleted it under the retry that had just answered."""
+    client = stack.client("ines")
+    job = submit(client, params={"seconds": 0, "fail": "permanent"})
+    assert wait_for_status(client, job["id"], {"failed"})["status"] == "failed"
+    deleting = ThreadPoolExecutor(1)
+    try:
+        with session_scope(stack.database_url) as session:  # the retry, held open
+            session.execute(
+                update(Job).where(Job.id == job["id"]).values(status=JobStatus.QUEUED.value)
+            )
+            session.flush()
+            answer = deleting.submit(client.delete, f"/v1/jobs/{job['id']}")
+            time.sleep(1.0)
+            if stack.database_kind == "postgresql":
+                assert not answer.done(), "the delete waits for the retry"
+        deleted = answer.result(timeout=60)
+    finally:
+        deleting.shutdown()
+    if deleted.status_code == 503:  # SQLite: the store was busy; the client tries again
+        deleted = client.delete(f"/v1/jobs/{job['id']}")
+    assert deleted.status_code == 409, deleted.text
+    assert client.get(f"/v1/jobs/{job['id']}").status_code == 200, "the retried job stays"
 
 
 def test_a_retried_jobs_stream_read_from_its_start_goes_on_to_its_new_end(stack: Stack) -> None:

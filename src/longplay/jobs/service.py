@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import String, cast, delete, exists, select, tuple_
+from sqlalchemy import String, cast, delete, exists, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from longplay.framework import get_kind
@@ -23,7 +23,9 @@ from longplay.jobs.refusals import Conflict, Forbidden, Invalid, NotFound, Servi
 from longplay.jobs.unit import UnitOfWork, unit_of_work
 from longplay.settings import get_settings
 from longplay.store import files, queries
+from longplay.store.db import affected
 from longplay.store.models import (
+    FINISHED,
     Artifact,
     ArtifactRole,
     Flow,
@@ -33,6 +35,8 @@ from longplay.store.models import (
     Owner,
     WebhookDelivery,
 )
+
+_FINISHED = [status.value for status in FINISHED]
 
 
 @dataclass(frozen=True)
@@ -205,8 +209,18 @@ def delete_job(session: Session, *, owner: Owner, job_id: str) -> None:
     """Delete a finished job and its files: its outputs and the inputs uploaded with it,
     except an input another job names (see :func:`doomed_with_job`); its events, in its
     own stream and in its flow's; and its flow, if it was the flow's last job."""
+    # Held from the start, by a write that finds the job only while it is finished: a
+    # retry committing meanwhile either comes first (then this finds the job queued) or
+    # waits, and then finds it gone. (A read alone would not hold it on SQLite.)
+    held = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.owner_id == owner.id, Job.status.in_(_FINISHED))
+        .values(updated_at=Job.updated_at)
+        .execution_options(synchronize_session=False)
+    )
     job = get_job(session, owner=owner, job_id=job_id)
-    if not job.status_enum.finished:
+    session.refresh(job)
+    if not affected(held) or not job.status_enum.finished:
         raise Conflict(f"job {job.id} is {job.status}; cancel it before deleting it")
     flow_id = job.flow_id
     # Locked first, so that a submission naming one of them either commits before the
