@@ -20,7 +20,7 @@ import pytest
 from conftest import Stack, submit, wait_for_status, wait_until
 from sqlalchemy import select
 
-from longplay import redis_client
+from longplay import Client, redis_client
 from longplay.engines import get_synthesizer
 from longplay.jobs import flow_events
 from longplay.jobs.unit import unit_of_work
@@ -600,3 +600,33 @@ def test_a_released_stage_takes_its_fair_turn(stack: Stack) -> None:
     assert all(at(j["started_at"]) <= at(b["started_at"]) for j in queued_first), (
         "b overtook a high job queued before it was released"
     )
+
+
+def test_a_flow_sent_again_with_its_idempotency_key_is_the_same_flow(stack: Stack) -> None:
+    """A backend that sends a flow again after a lost answer gets the first one back,
+    not a second pipeline; the same key with another flow is refused."""
+    client = stack.client("flow-retrier")
+    body = {"stages": {"a": {"kind": "sleep", "params": {"seconds": 0}}, "b": {"kind": "sleep"}}}
+    key = {"Idempotency-Key": "flow-key-1"}
+    first = client.post("/v1/flows", json=body, headers=key)
+    assert first.status_code == 202, first.text
+    reordered = json.dumps({"stages": {"b": {"kind": "sleep"}, **{"a": body["stages"]["a"]}}})
+    again = client.post(
+        "/v1/flows", content=reordered, headers={**key, "Content-Type": "application/json"}
+    )
+    assert again.status_code == 202, again.text
+    assert again.json()["id"] == first.json()["id"]
+    ids = {name: stage["id"] for name, stage in first.json()["stages"].items()}
+    assert {n: st["id"] for n, st in again.json()["stages"].items()} == ids, "the same jobs"
+    other = client.post("/v1/flows", json={"stages": {"c": {"kind": "sleep"}}}, headers=key)
+    assert other.status_code == 422, other.text
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+    jobs = client.get("/v1/jobs", params={"limit": 200}).json()["items"]
+    assert len([j for j in jobs if j.get("flow_id") == first.json()["id"]]) == 2
+    with Client(stack.api_url, stack.key("flow-retrier")) as sdk:
+        made = sdk.submit_flow({"stages": {"d": {"kind": "sleep"}}}, idempotency_key="sdk-1")
+        assert (
+            sdk.submit_flow({"stages": {"d": {"kind": "sleep"}}}, idempotency_key="sdk-1").id
+            == made.id
+        )
+        assert sdk.submit_flow({"stages": {"d": {"kind": "sleep"}}}).id != made.id

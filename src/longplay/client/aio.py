@@ -406,8 +406,13 @@ class AsyncClient:
             part.unlink(missing_ok=True)
 
     # -- flows ------------------------------------------------------------------------------
-    async def submit_flow(self, body: Mapping[str, Any]) -> FlowPublic:
-        return FlowPublic.model_validate(await self._json("POST", "/v1/flows", json=dict(body)))
+    async def submit_flow(
+        self, body: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> FlowPublic:
+        """See :meth:`Client.submit_flow`."""
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        answer = await self._json("POST", "/v1/flows", json=dict(body), headers=headers)
+        return FlowPublic.model_validate(answer)
 
     async def flow(self, flow: FlowRef) -> FlowPublic:
         """See :meth:`Client.flow`."""

@@ -439,9 +439,15 @@ class Client:
             part.unlink(missing_ok=True)
 
     # -- flows ------------------------------------------------------------------------------
-    def submit_flow(self, body: Mapping[str, Any]) -> FlowPublic:
-        """Submit a flow: ``{"stages": {...}, "callback_url": ...}`` as ``POST /v1/flows``."""
-        return FlowPublic.model_validate(self._json("POST", "/v1/flows", json=dict(body)))
+    def submit_flow(
+        self, body: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> FlowPublic:
+        """Submit a flow: ``{"stages": {...}, "callback_url": ...}`` as ``POST /v1/flows``,
+        with an ``Idempotency-Key`` (a new UUID unless given), so that one sent again
+        after a lost answer or a 429 gets the same flow back, not a second one."""
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        answer = self._json("POST", "/v1/flows", json=dict(body), headers=headers)
+        return FlowPublic.model_validate(answer)
 
     def flow(self, flow: FlowRef) -> FlowPublic:
         """A flow (or its id) as it is now: each stage's status and job."""

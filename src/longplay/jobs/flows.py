@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from longplay.jobs import dependencies, lifecycle
@@ -100,18 +101,41 @@ def create_flow(
     owner: Owner,
     stages: Mapping[str, Stage],
     callback_url: str | None = None,
+    idempotency_key: str | None = None,
+    request_digest: str | None = None,
 ) -> FlowJobs:
     """Store a flow and every stage's job in one transaction, then announce them; a
-    stage refused (bad parameters, another owner's job, a limit) refuses the whole flow."""
+    stage refused (bad parameters, another owner's job, a limit) refuses the whole flow.
+
+    With an ``idempotency_key`` the owner already used, the first flow comes back and
+    nothing is stored, if ``request_digest`` (of the submission) is the same; a key
+    reused for another submission is refused (``idempotency_key_reused``)."""
     if not stages:
         raise Invalid("a flow needs at least one stage")
     if len(stages) > MAX_STAGES:
         raise Invalid(f"at most {MAX_STAGES} stages in a flow")
+    if idempotency_key is not None and (
+        earlier := _by_idempotency_key(session, owner, idempotency_key)
+    ):
+        return _same_request(session, owner, earlier, request_digest)
     unit = UnitOfWork(session)
     try:
-        flow = Flow(id=new_id("flow"), owner_id=owner.id, callback_url=callback_url)
+        flow = Flow(
+            id=new_id("flow"),
+            owner_id=owner.id,
+            callback_url=callback_url,
+            idempotency_key=idempotency_key,
+            request_digest=request_digest,
+        )
         session.add(flow)
-        session.flush()
+        try:
+            session.flush()
+        except IntegrityError:  # the same key, sent twice at once: the other one made it
+            unit.rollback()
+            raced = _by_idempotency_key(session, owner, idempotency_key or "")
+            if raced is None:
+                raise
+            return _same_request(session, owner, raced, request_digest)
         job_of: dict[str, Job] = {}
         for name in _in_order(stages):
             stage = stages[name]
@@ -154,6 +178,32 @@ def create_flow(
     for job in job_of.values():
         pump.wake_quietly(job.run_at)
         pump.wake_quietly(job.deadline)
+    return flow_jobs(session, owner=owner, flow_id=flow.id)
+
+
+def _by_idempotency_key(session: Session, owner: Owner, key: str) -> Flow | None:
+    return session.scalar(
+        select(Flow).where(Flow.owner_id == owner.id, Flow.idempotency_key == key)
+    )
+
+
+def _same_request(
+    session: Session, owner: Owner, flow: Flow, request_digest: str | None
+) -> FlowJobs:
+    """The flow an idempotency key names, if this submission is the one that made it."""
+    if flow.request_digest != request_digest:
+        raise Invalid(
+            f"this Idempotency-Key was first used for another flow ({flow.id}); send a new "
+            "key for a new flow",
+            [
+                {
+                    "loc": ["header", "idempotency-key"],
+                    "msg": "used before for another flow",
+                    "type": "idempotency_key_reused",
+                }
+            ],
+            code="idempotency_key_reused",
+        )
     return flow_jobs(session, owner=owner, flow_id=flow.id)
 
 

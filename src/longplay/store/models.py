@@ -398,6 +398,7 @@ class Flow(Base):
             postgresql_where=text("finished_at IS NULL"),
             sqlite_where=text("finished_at IS NULL"),
         ),
+        Index("ux_flows_owner_idempotency_key", "owner_id", "idempotency_key", unique=True),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -405,6 +406,9 @@ class Flow(Base):
     callback_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_digest: Mapped[str | None] = mapped_column(String(64))
+    """SHA-256 of the submission that made it, to tell a retry from a key reused."""
 
 
 class JobDependency(Base):

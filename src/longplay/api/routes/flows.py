@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, Header, Request, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.orm import Session
@@ -109,16 +110,35 @@ def present(session: Session, found: flows.FlowJobs) -> FlowPublic:
     responses=errors(400, 401, 404, 409, 413, 422, 429),
     openapi_extra=json_body(FlowCreate),
 )
-async def create_flow(request: Request, key: KeyDep) -> FlowPublic:
+async def create_flow(
+    request: Request,
+    key: KeyDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=200, description="Send the same key again to get the same flow back."),
+    ] = None,
+) -> FlowPublic:
     """Submit a flow: every stage's job at once (all stored, or none)."""
-    _, raw = await bodies.read_json_body(request)
+    parsed, raw = await bodies.read_json_body(request)
     body = bodies.validated(FlowCreate, raw)
     stages = {name: _stage(stage) for name, stage in body.stages.items()}
     callback = str(body.callback_url) if body.callback_url else None
+    # What the submission says, whatever the order and spacing of its JSON.
+    digest = hashlib.sha256(
+        json.dumps(parsed, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
     return await as_owner(
         key,
         lambda session, owner: present(
-            session, flows.create_flow(session, owner=owner, stages=stages, callback_url=callback)
+            session,
+            flows.create_flow(
+                session,
+                owner=owner,
+                stages=stages,
+                callback_url=callback,
+                idempotency_key=idempotency_key,
+                request_digest=digest,
+            ),
         ),
     )
 
