@@ -462,9 +462,11 @@ def test_errors_carry_the_api_code(stack: Stack, api: Client) -> None:
     with pytest.raises(ApiError) as caught:
         api.get("job_nope")
     assert (caught.value.code, caught.value.status_code) == ("not_found", 404)
+    assert caught.value.retryable is False, "the API's word: the request must change"
     with Client(f"http://127.0.0.1:{free_port()}", "k") as nobody, pytest.raises(ApiError) as no:
         nobody.get("job_nope")
     assert no.value.code == "unreachable" and no.value.status_code is None
+    assert no.value.retryable, "no answer: it may come later"
 
 
 def _rate_limit(stack: Stack, owner: str, per_minute: float) -> None:

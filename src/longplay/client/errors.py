@@ -15,7 +15,9 @@ class ApiError(Exception):
     ``invalid_request``, ``rate_limited``, ...) or, when no answer came,
     ``unreachable`` or ``timeout``; :attr:`status_code` the HTTP status (None without
     an answer); :attr:`retry_after` the seconds a 429 or 503 asked to wait;
-    :attr:`details` the per-field problems of a 422. ``str()`` says it in one line.
+    :attr:`details` the per-field problems of a 422; :attr:`retryable` whether the same
+    request may pass later unchanged (the API's word; true where no answer came).
+    ``str()`` says it in one line.
     """
 
     def __init__(
@@ -26,12 +28,14 @@ class ApiError(Exception):
         status_code: int | None = None,
         retry_after: float | None = None,
         details: list[Any] | None = None,
+        retryable: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.status_code = status_code
         self.retry_after = retry_after
         self.details = details or []
+        self.retryable = status_code is None if retryable is None else retryable
 
     @property
     def status(self) -> int | None:
@@ -48,7 +52,9 @@ class ApiError(Exception):
             body = None
         error = body.get("error") if isinstance(body, dict) else None
         details: Any = None
+        retryable: bool | None = None
         if isinstance(error, dict):
+            retryable = error.get("retryable") is True
             code = str(error.get("code") or "error")
             details = error.get("details")
             message = str(error.get("message") or response.reason_phrase)
@@ -64,6 +70,7 @@ class ApiError(Exception):
             status_code=response.status_code,
             retry_after=retry_after(response),
             details=details if isinstance(details, list) else None,
+            retryable=retryable if retryable is not None else response.status_code >= 500,
         )
 
 
