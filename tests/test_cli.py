@@ -10,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -376,3 +377,24 @@ def test_a_mistyped_whole_key_revokes_no_key_that_begins_as_it_does(stack: Stack
     helped = longplay(stack, "keys", "revoke", "--help")
     assert f"{LONGEST_PREFIX} characters" in " ".join(helped.stdout.split())
     assert longplay(stack, "keys", "revoke", "mia", key[:LONGEST_PREFIX]).returncode == 0
+
+
+def test_cancel_takes_a_flow_too(stack: Stack) -> None:
+    client = stack.client("dave")
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    made = client.post(
+        "/v1/flows",
+        json={
+            "stages": {
+                "a": {"kind": "sleep", "run_at": later},
+                "b": {"kind": "sleep", "after": ["a"]},
+            }
+        },
+    )
+    assert made.status_code == 202, made.text
+    flow_id = made.json()["id"]
+    done = longplay(stack, "cancel", flow_id)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [flow_id, "cancelled"]
+    stages = client.get(f"/v1/flows/{flow_id}").json()["stages"]
+    assert {s["status"] for s in stages.values()} == {"cancelled"}

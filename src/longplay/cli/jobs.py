@@ -284,8 +284,12 @@ def status(job_id: str) -> None:
 
 @app.command()
 @_one_line_errors
-def cancel(job_id: str) -> None:
-    """Cancel a job."""
+def cancel(job_id: Annotated[str, typer.Argument(help="A job's id, or a flow's.")]) -> None:
+    """Cancel a job, or every stage of a flow that has not ended."""
+    if job_id.startswith("flow_"):
+        flow = _client().cancel_flow(job_id)
+        console.print(f"{flow.id} {flow.status.value}")
+        return
     job = _client().cancel(job_id)
     console.print(f"{job.id} {job.status.value}")
 
