@@ -373,6 +373,32 @@ def test_a_delete_meeting_a_retry_leaves_the_retried_job(stack: Stack) -> None:
     assert client.get(f"/v1/jobs/{job['id']}").status_code == 200, "the retried job stays"
 
 
+@pytest.mark.parametrize("change", ["cancel", "retry"])
+def test_a_cancel_or_retry_crossing_a_delete_finds_the_job_gone(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """A cancel or retry that read the job just before a delete took it is told the job
+    is gone (404), not a 500 (it re-read the job it could not change, and found none)."""
+    from longplay.jobs import refusals, service
+
+    client = stack.client("jonas")
+    params = {"seconds": 0, **({"fail": "permanent"} if change == "retry" else {})}
+    job = submit(client, params=params)
+    wait_for_status(client, job["id"], {"completed", "failed"})
+    monkeypatch.setenv("LONGPLAY_DATABASE_URL", stack.database_url)
+    get_settings.cache_clear()
+    try:
+        with session_scope(stack.database_url) as session:
+            owner = get_or_create_owner(session, "jonas")
+            service.get_job(session, owner=owner, job_id=job["id"])  # read, then deleted
+            assert client.delete(f"/v1/jobs/{job['id']}").status_code == 204
+            act = service.cancel_job if change == "cancel" else service.retry_job
+            with pytest.raises(refusals.NotFound):
+                act(session, owner=owner, job_id=job["id"])
+    finally:
+        get_settings.cache_clear()
+
+
 def test_a_retried_jobs_stream_read_from_its_start_goes_on_to_its_new_end(stack: Stack) -> None:
     """A failed job retried by hand runs again: its stream, read from the start as a
     reconnecting or late client reads it, goes on past the old failure to the new end

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import String, cast, delete, exists, select, tuple_, update
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session
 
 from longplay.framework import get_kind
@@ -94,15 +95,24 @@ def outputs_of_many(session: Session, jobs: Sequence[Job]) -> dict[str, list[Art
     return queries.outputs_of_many(session, [j.id for j in jobs])
 
 
+def _reread(session: Session, job: Job) -> None:
+    """``job`` as the store has it now; :class:`NotFound` if a delete took it meanwhile
+    (its owner's cancel or retry crossing its delete)."""
+    try:
+        session.refresh(job)
+    except InvalidRequestError:
+        raise NotFound(f"no job {job.id}") from None
+
+
 def cancel_job(session: Session, *, owner: Owner, job_id: str) -> Job:
     """Cancel a queued job (it will never run) or a running one (it stops at its next
     progress checkpoint); a finished job is a conflict."""
     unit = UnitOfWork(session)
     job = get_job(session, owner=owner, job_id=job_id)
     if not lifecycle.transition(session, job.id, JobStatus.CANCELLED, eta_seconds=None):
-        session.refresh(job)
+        _reread(session, job)
         raise Conflict(f"job {job.id} is already {job.status}")
-    session.refresh(job)
+    _reread(session, job)
     unit.announce("cancelled", job.id, status=job.status, progress=job.progress)
     unit.commit()
     return job
@@ -159,9 +169,9 @@ def _requeue(unit: UnitOfWork, *, owner: Owner, job_id: str) -> Job:
         retry_at=None,
         dispatched_at=None,
     ):
-        session.refresh(job)
+        _reread(session, job)
         raise Conflict(f"job {job.id} is {job.status}; only a failed job can be retried")
-    session.refresh(job)
+    _reread(session, job)
     events.drop_ends(unit, job.id)
     if job.flow_id is not None:
         flow_events.reopen(unit, job.flow_id)
@@ -185,9 +195,9 @@ def _wait_again(unit: UnitOfWork, job: Job) -> Job:
         error=None,
         finished_at=None,
     ):
-        session.refresh(job)
+        _reread(session, job)
         raise Conflict(f"job {job.id} is {job.status}; only a failed job can be retried")
-    session.refresh(job)
+    _reread(session, job)
     events.drop_ends(unit, job.id)
     if job.flow_id is not None:  # before settling it, which may end the flow again
         flow_events.reopen(unit, job.flow_id)
