@@ -199,3 +199,29 @@ def test_a_page_on_an_allowed_origin_follows_a_job_with_a_viewer_token(
         allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == page_server
     )
     assert json.loads(owner.get(f"/v1/jobs/{job['id']}").text)["status"] == "completed"
+
+
+def test_a_viewer_token_ends_with_the_key_that_made_it(stack: Stack) -> None:
+    """Revoking a leaked key ends the tokens it handed out; a key is never taken in a
+    URL; a token's view of the job leaves out where its webhooks go."""
+    from longplay.store.owners import create_key, get_or_create_owner, owner_for_key, revoke_key
+
+    with session_scope(stack.database_url) as session:
+        key = create_key(session, get_or_create_owner(session, "vt-leaky"))
+    with httpx.Client(
+        base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    ) as owner:
+        hook = "https://hooks.example.com/cb?secret=s3cr3t"
+        job = submit(owner, params={"seconds": 0}, callback_url=hook)
+        made = token_for(owner, job["id"])
+        assert owner.get(f"/v1/jobs/{job['id']}").json()["callback_url"] == hook
+    with httpx.Client(base_url=stack.api_url, timeout=30) as browser:
+        seen = browser.get(made["links"]["self"])
+        assert seen.status_code == 200 and seen.json()["callback_url"] is None
+        in_url = browser.get(f"/v1/jobs/{job['id']}", params={"token": key})
+        assert in_url.status_code == 401, in_url.text
+        assert "?token= takes a viewer token" in in_url.json()["error"]["message"]
+        with session_scope(stack.database_url) as session:
+            found = owner_for_key(session, key)
+            assert found is not None and revoke_key(session, found, key)
+        assert browser.get(made["links"]["self"]).status_code == 401

@@ -56,7 +56,11 @@ class Reader:
             update={"self": self.signed(job.links.self), "events": self.signed(job.links.events)}
         )
         return job.model_copy(
-            update={"links": links, "outputs": [self.artifact(a) for a in job.outputs]}
+            update={
+                "links": links,
+                "outputs": [self.artifact(a) for a in job.outputs],
+                "callback_url": None,  # the owner's server, perhaps with a secret in it
+            }
         )
 
     def artifact(self, artifact: ArtifactPublic) -> ArtifactPublic:
@@ -89,8 +93,10 @@ async def reader_credential(
     """The API key or viewer token the request sent; checked with the store work."""
     if credentials is not None:
         return credentials.credentials
-    if token:
+    if token and is_viewer_token(token):
         return token
+    if token:  # a key in a URL ends up in logs, histories and Referer headers
+        raise unauthorized("?token= takes a viewer token; send an API key as a Bearer token")
     raise unauthorized(
         "send an API key as 'Authorization: Bearer <key>' (longplay keys create makes "
         "one), or a viewer token of this job as ?token="

@@ -145,12 +145,14 @@ class ApiKey(Base):
 
 class ViewerToken(Base):
     """A token that lets a browser read one job (its state, events and outputs) without
-    the owner's key; stored as a SHA-256, and gone with its job."""
+    the owner's key; stored as a SHA-256, and gone with its job. It reads only while
+    the key that made it is live: revoking a leaked key ends what it handed out."""
 
     __tablename__ = "viewer_tokens"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]

@@ -15,7 +15,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from longplay.store.models import Job, ViewerToken, new_id, utcnow
+from longplay.store.models import ApiKey, Job, ViewerToken, new_id, utcnow
 from longplay.store.owners import hash_secret
 
 TOKEN_PREFIX = "lpv_"
@@ -26,12 +26,19 @@ def is_viewer_token(text: str) -> bool:
     return text.startswith(TOKEN_PREFIX)
 
 
-def create_viewer_token(session: Session, job: Job, *, seconds: float) -> tuple[str, ViewerToken]:
-    """A new token for ``job``, good for ``seconds``; the secret is returned once."""
+def create_viewer_token(
+    session: Session, job: Job, key: str, *, seconds: float
+) -> tuple[str, ViewerToken]:
+    """A new token for ``job``, made with the live API key ``key`` and good for
+    ``seconds`` while that key lives; the secret is returned once."""
+    made_with = session.scalar(select(ApiKey.id).where(ApiKey.secret_hash == hash_secret(key)))
+    if made_with is None:
+        raise ValueError("a viewer token is made with a live API key")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ViewerToken(
         id=new_id("vtk"),
         job_id=job.id,
+        key_id=made_with,
         secret_hash=hash_secret(secret),
         expires_at=utcnow() + timedelta(seconds=seconds),
     )
@@ -40,10 +47,15 @@ def create_viewer_token(session: Session, job: Job, *, seconds: float) -> tuple[
 
 
 def job_of_token(session: Session, secret: str) -> Job | None:
-    """The job a token that has not expired reads; None for an unknown or expired one
-    (its job deleted, too: the token went with it)."""
+    """The job a token that has not expired reads; None for an unknown or expired one,
+    one whose job was deleted (the token went with it), or one whose key was revoked."""
     return session.scalar(
         select(Job)
         .join(ViewerToken, ViewerToken.job_id == Job.id)
-        .where(ViewerToken.secret_hash == hash_secret(secret), ViewerToken.expires_at > utcnow())
+        .join(ApiKey, ApiKey.id == ViewerToken.key_id)
+        .where(
+            ViewerToken.secret_hash == hash_secret(secret),
+            ViewerToken.expires_at > utcnow(),
+            ApiKey.revoked_at.is_(None),
+        )
     )

@@ -62,7 +62,8 @@ BODY: dict[str, Any] = {
 )
 async def create(job_id: str, key: KeyDep, request: Request) -> ViewerTokenPublic:
     """A token that reads this one job (`GET` it, its `/events`, its outputs and their
-    `/content`) and nothing else, until it expires or the job is deleted. Made for a
+    `/content`) and nothing else, until it expires, the job is deleted or the key that
+    made it is revoked. Made for a
     browser: your backend keeps the API key and hands the page this instead. The body
     is optional (an hour)."""
     limit = get_settings().api.max_json_bytes
@@ -73,7 +74,7 @@ async def create(job_id: str, key: KeyDep, request: Request) -> ViewerTokenPubli
 
     def make(session: Session, owner: Owner) -> ViewerTokenPublic:
         job = service.get_job(session, owner=owner, job_id=job_id)
-        secret, token = create_viewer_token(session, job, seconds=seconds)
+        secret, token = create_viewer_token(session, job, key, seconds=seconds)
         reader = Reader(owner, token=secret, job_id=job.id)
         base = f"/v1/jobs/{job.id}"
         return ViewerTokenPublic(
