@@ -238,6 +238,38 @@ def test_a_name_that_resolves_to_this_machine_is_not_sent_to_unless_allowed(
 
 
 @pytest.mark.parametrize(
+    "host",
+    [
+        "[::7f00:1]",
+        "[::ffff:0:7f00:1]",
+        "[64:ff9b::a9fe:a9fe]",
+        "[2002:7f00:1::]",
+        "[fec0::1]",
+        "[::ffff:127.0.0.1]",
+        "2130706433",
+        "0x7f.1",
+        "0177.0.0.1",
+        "127.1",
+    ],
+)
+def test_an_address_in_another_form_is_judged_as_the_address_it_reaches(host: str) -> None:
+    """IPv6 forms that carry an IPv4 address (NAT64, 6to4, mapped, compatible) and the
+    short, decimal, hex and octal IPv4 forms (which the URL parser writes out as the
+    address they are) all reach a private address: refused at submission."""
+    from pydantic import ValidationError
+
+    from longplay.api.schemas import JobCreateFields
+
+    with pytest.raises(ValidationError, match="webhooks go only to public addresses"):
+        JobCreateFields(callback_url=f"http://{host}/hook")
+
+
+def test_a_public_address_in_any_form_is_taken() -> None:
+    for host in ("8.8.8.8", "[2606:4700::1111]", "[64:ff9b::808:808]", "[2002:808:808::1]"):
+        assert addresses.refusal(f"http://{host}/hook", ()) is None, host
+
+
+@pytest.mark.parametrize(
     ("url", "said"),
     [
         ("http://10.1.2.3/hook", "10.1.2.3 is a private address"),

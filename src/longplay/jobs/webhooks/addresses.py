@@ -29,17 +29,53 @@ class RefusedAddress(httpx.ConnectError):
     """The callback's host is (or resolves only to) an address webhooks may not go to."""
 
 
+_CARRYING_IPV4 = (
+    ipaddress.IPv6Network("64:ff9b::/96"),  # NAT64
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # NAT64, local use
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),  # IPv4-translated (SIIT)
+)
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+"""``::a.b.c.d``, long deprecated; ``::`` and ``::1`` are not among them."""
+
+
+def embedded(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries, where a translator or tunnel would take it
+    there: mapped (``::ffff:a.b.c.d``), IPv4-compatible (``::a.b.c.d``), NAT64
+    (``64:ff9b::a.b.c.d``), translated (``::ffff:0:a.b.c.d``), 6to4
+    (``2002:AABB:CCDD::``) or Teredo."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if (address in _IPV4_COMPATIBLE and int(address) > 1) or any(
+        address in network for network in _CARRYING_IPV4
+    ):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def permitted(address: IPAddress, allowed: Sequence[Network]) -> bool:
-    """A public address, or one in an allowed network."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    """A public address, or one in an allowed network; an IPv6 address that carries an
+    IPv4 one is judged as that one too (``64:ff9b::7f00:1`` reaches 127.0.0.1)."""
     if any(address in network for network in allowed):
         return True
+    inner = embedded(address)
+    if inner is not None and not permitted(inner, allowed):
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return True  # judged as its IPv4 address above
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        return False
     return address.is_global and not address.is_multicast
 
 
 def describe(address: IPAddress) -> str:
     """A word for why ``address`` is not public, for a message to the owner."""
+    address = embedded(address) or address
     if address.is_loopback:
         return "a loopback address (this machine)"
     if address.is_link_local:
