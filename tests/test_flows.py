@@ -623,6 +623,12 @@ def test_a_flow_sent_again_with_its_idempotency_key_is_the_same_flow(stack: Stac
     assert other.json()["error"]["code"] == "idempotency_key_reused"
     jobs = client.get("/v1/jobs", params={"limit": 200}).json()["items"]
     assert len([j for j in jobs if j.get("flow_id") == first.json()["id"]]) == 2
+    empty = {"Idempotency-Key": ""}  # names no key: two flows, not a refusal
+    ids = {
+        client.post("/v1/flows", json=b, headers=empty).json()["id"]
+        for b in (body, {"stages": {"e": {"kind": "sleep"}}})
+    }
+    assert len(ids) == 2
     with Client(stack.api_url, stack.key("flow-retrier")) as sdk:
         made = sdk.submit_flow({"stages": {"d": {"kind": "sleep"}}}, idempotency_key="sdk-1")
         assert (

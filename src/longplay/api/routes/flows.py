@@ -136,7 +136,7 @@ async def create_flow(
                 owner=owner,
                 stages=stages,
                 callback_url=callback,
-                idempotency_key=idempotency_key,
+                idempotency_key=idempotency_key or None,  # an empty header names no key
                 request_digest=digest,
             ),
         ),

@@ -223,7 +223,7 @@ async def submit_job(
             input_ids=body.inputs,
             priority=body.priority,
             uploaded=stored,
-            idempotency_key=idempotency_key,
+            idempotency_key=idempotency_key or None,  # an empty header names no key
             run_at=body.run_at,
             deadline=body.deadline,
             dedupe=body.dedupe,
