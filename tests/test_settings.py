@@ -159,3 +159,18 @@ def test_a_retention_with_a_unit_or_of_an_hour_is_not_doubted(
     with warnings.catch_warnings():
         warnings.simplefilter("error", SettingWarning)
         Settings(data_dir=tmp_path)
+
+
+def test_cors_origins_are_written_as_a_browser_sends_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A browser's Origin is lower case, without a default port or a slash at the end;
+    an origin written otherwise would never match one."""
+    monkeypatch.setenv(
+        "LONGPLAY_API_CORS_ORIGINS", "HTTPS://App.Example.com:443/, http://localhost:3000"
+    )
+    origins = Settings(data_dir=tmp_path).api.cors_origins
+    assert origins == ["https://app.example.com", "http://localhost:3000"]
+    monkeypatch.setenv("LONGPLAY_API_CORS_ORIGINS", "app.example.com")
+    with pytest.raises(ValueError, match="LONGPLAY_API_CORS_ORIGINS"):
+        Settings(data_dir=tmp_path)

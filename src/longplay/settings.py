@@ -129,13 +129,22 @@ class ApiSettings(BaseSettings):
     @field_validator("cors_origins")
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
+        """Each origin as a browser writes it in ``Origin`` (lower case, no default port,
+        no slash at the end), which is compared as text."""
+        written = []
         for origin in value:
-            if origin != "*" and not re.fullmatch(r"https?://[^/?#\s]+", origin):
+            if origin == "*":
+                written.append(origin)
+                continue
+            origin = origin.rstrip("/").lower()
+            if not re.fullmatch(r"https?://[^/?#\s]+", origin):
                 raise ValueError(
                     f"{origin!r} is not an origin: scheme and host, with a port if any "
                     "(https://app.example.com), or *"
                 )
-        return value
+            default = {"https": ":443", "http": ":80"}[origin.split(":", 1)[0]]
+            written.append(origin.removesuffix(default))
+        return written
 
 
 class WorkerSettings(BaseSettings):
