@@ -47,7 +47,7 @@ def submit_with_file(
     return dict(response.json())
 
 
-def cleanup(stack: Stack, *args: str, **settings: float) -> dict[str, Any]:
+def cleanup(stack: Stack, *args: str, **settings: float | str) -> dict[str, Any]:
     """Run ``longplay cleanup`` once with these retention settings; its counts."""
     env = {**stack.env, **{f"LONGPLAY_{k.upper()}": str(v) for k, v in settings.items()}}
     done = subprocess.run(

@@ -8,8 +8,6 @@ last stage, whether the owner or retention deleted it."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,6 +18,8 @@ import pytest
 import redis
 from conftest import Stack, wait_until
 from sqlalchemy import select
+from test_cleanup import cleanup as run_cleanup
+from test_flows import post_flow, read_events, wait_for_flow
 
 from longplay import keys, redis_client
 from longplay.jobs import events, flow_events
@@ -29,38 +29,6 @@ from longplay.store.db import session_scope
 from longplay.store.models import Flow, Job, new_id
 
 RETENTION = 3.0
-
-
-def post_flow(client: httpx.Client, stages: dict[str, Any]) -> dict[str, Any]:
-    response = client.post("/v1/flows", json={"stages": stages})
-    assert response.status_code == 202, response.text
-    return dict(response.json())
-
-
-def wait_for_flow(client: httpx.Client, flow_id: str, *, timeout: float = 60) -> dict[str, Any]:
-    def ended() -> dict[str, Any] | None:
-        flow = client.get(f"/v1/flows/{flow_id}").json()
-        return flow if flow["status"] != "running" else None
-
-    return dict(wait_until(ended, timeout=timeout, every=0.2))
-
-
-def read_events(client: httpx.Client, flow_id: str, last_id: str | None = None) -> list[dict]:
-    """A flow's SSE stream to its end: each event's SSE id and data."""
-    headers = {"Last-Event-ID": last_id} if last_id else {}
-    found: list[dict[str, Any]] = []
-    current: dict[str, Any] = {}
-    with client.stream("GET", f"/v1/flows/{flow_id}/events", headers=headers, timeout=60) as r:
-        assert r.status_code == 200, r.read()
-        for line in r.iter_lines():
-            if line.startswith("id:"):
-                current["id"] = line[3:].strip()
-            elif line.startswith("data:"):
-                current["data"] = json.loads(line[5:])
-            elif not line and current:
-                found.append(current)
-                current = {}
-    return found
 
 
 def stream_of(stack: Stack, flow_or_job_id: str) -> list[dict[str, Any]]:
@@ -92,7 +60,7 @@ def two_stage_flow(client: httpx.Client) -> tuple[dict[str, Any], str, str]:
             },
         },
     )
-    done = wait_for_flow(client, flow["id"])
+    done = wait_for_flow(client, flow["id"], timeout=60)
     assert done["status"] == "completed", done
     return done, done["stages"]["first"]["id"], done["stages"]["second"]["id"]
 
@@ -186,21 +154,9 @@ def test_an_event_sent_late_does_not_bring_a_deleted_stage_back(
 
 def cleanup(stack: Stack, *args: str) -> dict[str, Any]:
     """Run ``longplay cleanup`` once, with finished jobs kept ``RETENTION`` seconds."""
-    env = {
-        **stack.env,
-        "LONGPLAY_JOB_RETENTION": f"{RETENTION}s",
-        "LONGPLAY_RESULT_RETENTION": "0",
-        "LONGPLAY_UPLOAD_RETENTION": "0",
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "longplay", "cleanup", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    return run_cleanup(
+        stack, *args, job_retention=f"{RETENTION}s", result_retention=0, upload_retention=0
     )
-    assert done.returncode == 0, done.stderr
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 def test_retention_deletes_a_flow_with_its_last_jobs(make_stack) -> None:  # type: ignore[no-untyped-def]

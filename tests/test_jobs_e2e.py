@@ -17,6 +17,7 @@ import pytest
 import redis
 from conftest import Stack, submit, wait_for_status, wait_until
 from sqlalchemy import update
+from sqlalchemy.orm import Session
 
 from longplay.jobs.submission import create_job
 from longplay.settings import get_settings
@@ -309,6 +310,34 @@ def test_delete_keeps_an_upload_another_job_names(stack: Stack) -> None:
     assert ended["status"] == "completed", ended["error"]
 
 
+def delete_while_held(
+    stack: Stack,
+    client: httpx.Client,
+    job_id: str,
+    hold: Callable[[Session], None],
+    what: str,
+) -> httpx.Response:
+    """``DELETE`` the job while another transaction has done ``hold`` (a submission, a
+    retry) and not committed yet: on PostgreSQL the delete must wait for ``what``; on
+    SQLite it is refused as busy, and the client sends it again once ``hold`` is in.
+    The delete's last answer."""
+    deleting = ThreadPoolExecutor(1)
+    try:
+        with session_scope(stack.database_url) as session:
+            hold(session)
+            session.flush()
+            answer = deleting.submit(client.delete, f"/v1/jobs/{job_id}")
+            time.sleep(1.0)
+            if stack.database_kind == "postgresql":
+                assert not answer.done(), f"the delete waits for {what}"
+        deleted = answer.result(timeout=60)
+    finally:
+        deleting.shutdown()
+    if deleted.status_code == 503:  # SQLite: the store was busy; the client tries again
+        deleted = client.delete(f"/v1/jobs/{job_id}")
+    return deleted
+
+
 def test_a_delete_meeting_a_submission_that_names_its_upload_loses_nothing(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -320,24 +349,21 @@ def test_a_delete_meeting_a_submission_that_names_its_upload_loses_nothing(
     first, upload = completed_with_an_upload(client)
     monkeypatch.setenv("LONGPLAY_DATABASE_URL", stack.database_url)
     get_settings.cache_clear()
-    deleting = ThreadPoolExecutor(1)
-    try:
-        with session_scope(stack.database_url) as session:  # the submission, held open
-            owner = get_or_create_owner(session, "hana")
-            second = create_job(
+    made: list[Any] = []
+
+    def submission(session: Session) -> None:
+        owner = get_or_create_owner(session, "hana")
+        made.append(
+            create_job(
                 session, owner=owner, kind_name="sleep", params={"seconds": 0}, input_ids=[upload]
             )
-            session.flush()
-            answer = deleting.submit(client.delete, f"/v1/jobs/{first['id']}")
-            time.sleep(1.0)
-            if stack.database_kind == "postgresql":
-                assert not answer.done(), "the delete waits for the submission"
-        deleted = answer.result(timeout=60)
+        )
+
+    try:
+        deleted = delete_while_held(stack, client, first["id"], submission, "the submission")
     finally:
-        deleting.shutdown()
         get_settings.cache_clear()
-    if deleted.status_code == 503:  # SQLite: the store was busy; the client tries again
-        deleted = client.delete(f"/v1/jobs/{first['id']}")
+    [second] = made
     assert deleted.status_code == 204, deleted.text
     assert client.get(f"/v1/artifacts/{upload}/content").content == b"shared bytes"
     submit(client, params={"seconds": 0})  # asks for the admission round that hands it over
@@ -353,22 +379,13 @@ def test_a_delete_meeting_a_retry_leaves_the_retried_job(stack: Stack) -> None:
     client = stack.client("ines")
     job = submit(client, params={"seconds": 0, "fail": "permanent"})
     assert wait_for_status(client, job["id"], {"failed"})["status"] == "failed"
-    deleting = ThreadPoolExecutor(1)
-    try:
-        with session_scope(stack.database_url) as session:  # the retry, held open
-            session.execute(
-                update(Job).where(Job.id == job["id"]).values(status=JobStatus.QUEUED.value)
-            )
-            session.flush()
-            answer = deleting.submit(client.delete, f"/v1/jobs/{job['id']}")
-            time.sleep(1.0)
-            if stack.database_kind == "postgresql":
-                assert not answer.done(), "the delete waits for the retry"
-        deleted = answer.result(timeout=60)
-    finally:
-        deleting.shutdown()
-    if deleted.status_code == 503:  # SQLite: the store was busy; the client tries again
-        deleted = client.delete(f"/v1/jobs/{job['id']}")
+
+    def retry(session: Session) -> None:
+        session.execute(
+            update(Job).where(Job.id == job["id"]).values(status=JobStatus.QUEUED.value)
+        )
+
+    deleted = delete_while_held(stack, client, job["id"], retry, "the retry")
     assert deleted.status_code == 409, deleted.text
     assert client.get(f"/v1/jobs/{job['id']}").status_code == 200, "the retried job stays"
 
