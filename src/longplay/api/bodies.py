@@ -146,11 +146,14 @@ class _BoundedParser(MultiPartParser):
         super().on_part_data(data, start, end)
 
 
-async def read_json_body(request: Request) -> tuple[Any, bytes]:
+async def read_json_body(request: Request, *, empty: bytes | None = None) -> tuple[Any, bytes]:
     """The request's JSON body, read up to the JSON limit (``LONGPLAY_MAX_JSON_BYTES``)
-    and parsed (no deeper than :data:`MAX_DEPTH`); with its bytes, for :func:`validated`."""
+    and parsed (no deeper than :data:`MAX_DEPTH`); with its bytes, for :func:`validated`.
+    ``empty``: what a route whose body is optional reads when none was sent."""
     limit = get_settings().api.max_json_bytes
     body = await limited(request, limit, "a JSON body (LONGPLAY_MAX_JSON_BYTES)").body()
+    if empty is not None and not body.strip():
+        body = empty
     return parse_json(body, ("body",)), body
 
 

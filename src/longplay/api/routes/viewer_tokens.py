@@ -15,7 +15,6 @@ from longplay.api.errors import errors
 from longplay.api.openapi import ref_of
 from longplay.api.readers import Reader
 from longplay.jobs import service
-from longplay.settings import get_settings
 from longplay.store.models import Owner
 from longplay.store.viewer_tokens import create_viewer_token
 
@@ -66,10 +65,7 @@ async def create(job_id: str, key: KeyDep, request: Request) -> ViewerTokenPubli
     made it is revoked. Made for a
     browser: your backend keeps the API key and hands the page this instead. The body
     is optional (an hour)."""
-    limit = get_settings().api.max_json_bytes
-    sent = await bodies.limited(request, limit, "a JSON body (LONGPLAY_MAX_JSON_BYTES)").body()
-    raw = sent if sent.strip() else b"{}"
-    bodies.parse_json(raw, ("body",))
+    _, raw = await bodies.read_json_body(request, empty=b"{}")
     seconds = bodies.validated(ViewerTokenCreate, raw).expires_in
 
     def make(session: Session, owner: Owner) -> ViewerTokenPublic:
