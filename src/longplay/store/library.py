@@ -152,13 +152,9 @@ def _score(matched: int, rank: float) -> float:
     return matched + rank / (1.0 + rank)
 
 
-_MARKS = (
-    "(length(coalesce(highlight(passages_fts, {column}, char(1), ''), '')) - "
-    "length(replace(coalesce(highlight(passages_fts, {column}, char(1), ''), ''), char(1), '')))"
-)
-"""How many times the query's words occur in one column of the passage (SQLite):
-``highlight`` marks each occurrence, and the marks are counted (a passage without a
-heading has none there)."""
+_MARKS = "(length({marked}) - length(replace({marked}, char(1), '')))"
+"""How many times the query's words occur in a column of the passage (SQLite), from
+the column as ``highlight`` gave it, each occurrence marked."""
 _K, _B, _TYPICAL = 1.2, 0.75, 1200
 """BM25's saturation and length weighting, against a typical passage's characters
 (a constant: the table's average would again tell of other owners' passages)."""
@@ -181,14 +177,20 @@ def _matching(session: Session, collection_id: str, query: str) -> Subquery | No
             f"(passages.seq IN (SELECT rowid FROM passages_fts WHERE passages_fts MATCH :{name}))"
             for name in matches
         )
-        found = f"2 * {_MARKS.format(column=0)} + {_MARKS.format(column=1)}"  # heading counts twice
+        # Each column highlighted once (a passage without a heading has none there),
+        # kept apart so that SQLite does not fold it back into every use.
+        found = f"2 * {_MARKS.format(marked='heading')} + {_MARKS.format(marked='body')}"
         ranked = text(
-            f"SELECT seq, found / (found + {_K} * ({1 - _B} + {_B} * size / {_TYPICAL})) AS rank, "
-            "matched FROM ("
-            f"SELECT passages.seq AS seq, {found} AS found, length(passages.text) AS size, "
-            f"{has} AS matched "
+            "WITH marked AS MATERIALIZED ("
+            "SELECT passages.seq AS seq, "
+            "coalesce(highlight(passages_fts, 0, char(1), ''), '') AS heading, "
+            "coalesce(highlight(passages_fts, 1, char(1), ''), '') AS body, "
+            f"length(passages.text) AS size, {has} AS matched "
             "FROM passages_fts JOIN passages ON passages.seq = passages_fts.rowid "
-            "WHERE passages_fts MATCH :any AND passages.collection_id = :collection)"
+            "WHERE passages_fts MATCH :any AND passages.collection_id = :collection), "
+            f"counted AS MATERIALIZED (SELECT seq, {found} AS found, size, matched FROM marked) "
+            f"SELECT seq, found / (found + {_K} * ({1 - _B} + {_B} * size / {_TYPICAL})) AS rank, "
+            "matched FROM counted"
         ).bindparams(any=" OR ".join(matches.values()), collection=collection_id, **matches)
     else:
         # PostgreSQL: each word through the english configuration.
