@@ -174,3 +174,19 @@ def test_cors_origins_are_written_as_a_browser_sends_them(
     monkeypatch.setenv("LONGPLAY_API_CORS_ORIGINS", "app.example.com")
     with pytest.raises(ValueError, match="LONGPLAY_API_CORS_ORIGINS"):
         Settings(data_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LONGPLAY_WEBHOOK_ALLOWED_NETWORKS", "10.0.0.1/8"),
+        ("LONGPLAY_WEBHOOK_ALLOWED_NETWORKS", "intranet"),
+        ("LONGPLAY_WEBHOOK_SECRET_OVERLAP", "-1"),
+    ],
+)
+def test_bad_webhook_settings_are_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=name):
+        Settings(data_dir=tmp_path)
