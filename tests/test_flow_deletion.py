@@ -106,6 +106,30 @@ def test_deleting_a_stage_removes_exactly_its_events_from_the_flow(stack: Stack)
     assert shown["stages"]["second"]["id"] == second
 
 
+def test_a_failed_flow_stays_failed_when_its_failed_stage_is_deleted(stack: Stack) -> None:
+    """Its stream's ``flow_ended`` and its webhook said ``failed``: deleting the stage
+    that failed must not turn it into a completed flow."""
+    client = stack.client("della")
+    flow = post_flow(
+        client,
+        {
+            "bad": {"kind": "sleep", "params": {"seconds": 0.1, "fail": "permanent"}},
+            "good": {"kind": "sleep", "params": {"seconds": 0.1}},
+        },
+    )
+    failed = wait_for_flow(client, flow["id"], timeout=60)
+    assert failed["status"] == "failed", failed
+    assert failed["stages"]["good"]["status"] == "completed"
+
+    assert client.delete(f"/v1/jobs/{failed['stages']['bad']['id']}").status_code == 204
+
+    shown = client.get(f"/v1/flows/{flow['id']}").json()
+    assert list(shown["stages"]) == ["good"]
+    assert shown["status"] == "failed", "as its end announced"
+    assert shown["finished_at"] == failed["finished_at"]
+    assert read_events(client, flow["id"])[-1]["data"]["status"] == "failed"
+
+
 def test_deleting_the_last_stage_deletes_the_flow(stack: Stack) -> None:
     client = stack.client("della")
     flow, first, second = two_stage_flow(client)

@@ -131,15 +131,15 @@ def reopen(tx: Transaction, flow_id: str) -> None:
     """A stage of the flow is queued or waiting again (a retry), in ``tx``: if the flow
     had ended, it is running again, so that it ends again when its stages have.
 
-    Its ``finished_at`` clears with the retry's change. The ``flow_ended`` events its
-    stream holds now are read before the commit (so only the old ones) and deleted
-    after it: a client that follows the stream from its start reads on to the new end
-    instead of stopping at the old one.
+    Its end (``finished_at``, ``ended_as``) clears with the retry's change. The
+    ``flow_ended`` events its stream holds now are read before the commit (so only the
+    old ones) and deleted after it: a client that follows the stream from its start
+    reads on to the new end instead of stopping at the old one.
     """
     reopened = tx.session.execute(
         update(Flow)
         .where(Flow.id == flow_id, Flow.finished_at.is_not(None))
-        .values(finished_at=None)
+        .values(finished_at=None, ended_as=None)
         .execution_options(synchronize_session=False)
     )
     if not affected(reopened):
@@ -197,6 +197,7 @@ def _end_if_last(flow_id: str, job_id: str, open_unit: OpenUnit) -> Ending | Non
         if view.status == FlowStatus.RUNNING:
             return None
         finished = flow.finished_at = view.finished_at = utcnow()
+        flow.ended_as = view.status.value
         if flow.callback_url:
             delivery_id = _add_webhook(session, flow, job_id, view)
             unit.after_commit(lambda: outbox.send(delivery_id))

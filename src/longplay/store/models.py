@@ -386,8 +386,9 @@ class Passage(Base):
 
 class Flow(Base):
     """Jobs submitted together as named stages (``POST /v1/flows``). Its status is its
-    jobs'; ``finished_at`` is set by whoever ended its last job, so its webhook goes out
-    once per end, and cleared when a stage of it is retried (it then ends again)."""
+    jobs'; ``finished_at`` and ``ended_as`` are set by whoever ended its last job, so its
+    webhook goes out once per end, and cleared when a stage of it is retried (it then
+    ends again)."""
 
     __tablename__ = "flows"
     __table_args__ = (
@@ -408,6 +409,9 @@ class Flow(Base):
     callback_url: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+    ended_as: Mapped[str | None] = mapped_column(String(16))
+    """The status its end announced (migration 0015). Deleting a stage afterwards leaves
+    it: a flow that failed stays failed when its failed stage is deleted."""
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_digest: Mapped[str | None] = mapped_column(String(64))
     """SHA-256 of the submission that made it, to tell a retry from a key reused."""

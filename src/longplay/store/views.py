@@ -264,6 +264,8 @@ class FlowPublic(BaseModel):
         )
         base = f"/v1/flows/{flow.id}"
         status = flow_status([j.status.value for j in jobs])
+        if status != FlowStatus.RUNNING and flow.ended_as is not None:
+            status = FlowStatus(flow.ended_as)  # as announced, whatever stage went since
         ended = [j.finished_at for j in jobs if j.finished_at is not None]
         if flow.finished_at is None and status != FlowStatus.RUNNING and ended:
             finished_at: datetime | None = max(ended)  # its ending is being recorded
