@@ -278,6 +278,34 @@ def test_what_only_running_finds_fails_typed(stack: Stack, owner: httpx.Client) 
 # -- JSON edges -----------------------------------------------------------------------
 
 
+def test_a_poller_holding_the_current_job_is_answered_304(
+    stack: Stack, owner: httpx.Client
+) -> None:
+    """``GET /v1/jobs/{id}`` carries an ``ETag``; sent back in ``If-None-Match`` it
+    gets an empty 304 until the job shows something new, then the job again."""
+    job = submit(owner, params={"seconds": 0.1}, run_at="2099-01-01T00:00:00Z")
+    first = owner.get(f"/v1/jobs/{job['id']}")
+    etag = first.headers["etag"]
+    assert etag.startswith('"') and first.headers["cache-control"] == "private, no-cache"
+    assert first.json()["status"] == "queued"
+    assert owner.get(f"/v1/jobs/{job['id']}").headers["etag"] == etag, "nothing changed"
+
+    same = owner.get(f"/v1/jobs/{job['id']}", headers={"If-None-Match": etag})
+    assert (same.status_code, same.content) == (304, b"")
+    assert same.headers["etag"] == etag
+    weak = owner.get(f"/v1/jobs/{job['id']}", headers={"If-None-Match": f'"x", W/{etag}'})
+    assert weak.status_code == 304
+
+    assert owner.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+    changed = owner.get(f"/v1/jobs/{job['id']}", headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.json()["status"] == "cancelled"
+    assert changed.headers["etag"] != etag
+    # The tag is no key: another owner still gets a 404 however it is sent.
+    with stack.client("contract-etag-stranger") as stranger:
+        other = stranger.get(f"/v1/jobs/{job['id']}", headers={"If-None-Match": "*"})
+        error_of(other, 404, "not_found")
+
+
 def test_json_nested_too_deep_is_refused(stack: Stack, owner: httpx.Client) -> None:
     deep = f'{{"kind": "sleep", "params": {{"text": {nested(DEEP)}}}}}'
     body = owner.post("/v1/jobs", content=deep, headers={"Content-Type": "application/json"})

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from longplay.api import bodies, uploads
+from longplay.api.conditional import NOT_MODIFIED, json_revalidated
 from longplay.api.deps import KeyDep, as_owner, check_key
 from longplay.api.errors import errors
 from longplay.api.openapi import json_body
@@ -280,10 +281,13 @@ async def list_jobs(
     return await as_owner(key, page_of)
 
 
-@router.get("/{job_id}", response_model=JobPublic, responses=errors(401, 404))
-async def get_job(job_id: str, credential: ReaderDep) -> JobPublic:
+@router.get("/{job_id}", response_model=JobPublic, responses={**NOT_MODIFIED, **errors(401, 404)})
+async def get_job(job_id: str, request: Request, credential: ReaderDep) -> Response:
     """One job: status, progress, step, ETA; its queue position or its results. Takes
-    an API key, or a viewer token of this job (then its links carry the token)."""
+    an API key, or a viewer token of this job (then its links carry the token).
+
+    The answer carries an `ETag`: a poller that sends it back in `If-None-Match` gets
+    a `304` with no body while the job shows nothing new."""
 
     def read(session: Session, reader: Reader) -> JobPublic:
         reader.check_job(job_id)
@@ -291,7 +295,7 @@ async def get_job(job_id: str, credential: ReaderDep) -> JobPublic:
             present(session, service.get_job(session, owner=reader.owner, job_id=job_id))
         )
 
-    return await as_reader(credential, read)
+    return json_revalidated(request, await as_reader(credential, read))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=errors(401, 404, 409))
