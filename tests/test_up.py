@@ -294,3 +294,59 @@ def test_up_with_a_plugin_that_cannot_be_loaded_says_so_and_starts_nothing(
     ) in said.splitlines()
     assert "Traceback" not in said
     assert nothing_listens(data_dir, port)
+
+
+BROKEN_PLUGIN = """\
+from pydantic import BaseModel
+
+from longplay.framework import JobKind, Step, register
+
+
+class Loudness(BaseModel):
+    window_s: float = 0.4
+
+
+def measure(ctx):
+    pass
+
+
+register(
+    JobKind(name="loudness-report", params={params}, steps=[Step("measure", measure{weight})])
+)
+"""
+
+
+@pytest.mark.parametrize(
+    ("params", "weight", "why"),
+    [
+        (
+            "Loudness()",
+            "",
+            "TypeError: job kind 'loudness-report': params must be a pydantic model class "
+            "(params=MyParams), not Loudness(window_s=0.4)",
+        ),
+        ("Loudness", ', weight="1"', "TypeError: step 'measure': weight must be a number, not '1'"),
+    ],
+)
+def test_a_plugin_kind_written_wrong_is_refused_naming_the_line(
+    tmp_path: Path, params: str, weight: str, why: str
+) -> None:
+    """A mistake in a plugin's kind is refused at ``up`` with what is wrong and the
+    plugin's line that did it, before any part starts: an instance as ``params`` was
+    taken and then failed every submission of the kind and the API's whole OpenAPI
+    document; a weight written as text failed with an error naming no step or file."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    source = plugins / "loudness_report.py"
+    source.write_text(BROKEN_PLUGIN.format(params=params, weight=weight))
+    data_dir, port = tmp_path / "data", free_port()
+    said = refusal(
+        data_dir,
+        port,
+        LONGPLAY_PLUGINS='["loudness_report"]',
+        PYTHONPATH=f"{plugins}{os.pathsep}{TESTS}",
+    ).splitlines()
+    first = said.index(f"LONGPLAY_PLUGINS cannot be loaded: {why}")
+    at = f'  at {source}, line 15: JobKind(name="loudness-report", params={params}, '
+    assert said[first + 1].startswith(at), said
+    assert nothing_listens(data_dir, port)

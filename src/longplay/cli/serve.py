@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -120,13 +122,36 @@ def _load_plugins_aside(settings: Settings) -> subprocess.Popen[str] | None:
 
 
 def _plugins_loaded(check: subprocess.Popen[str]) -> None:
-    """Wait for :func:`_load_plugins_aside`; exit with its error's last line if it failed."""
+    """Wait for :func:`_load_plugins_aside`; exit with its error's last line, and the
+    line of the plugin's own code that raised it, if it failed."""
     _, problem = check.communicate()
     if check.returncode:
         lines = problem.strip().splitlines()
         why = lines[-1] if lines else f"the import ended with code {check.returncode}"
         err.print(f"LONGPLAY_PLUGINS cannot be loaded: {why}", markup=False, soft_wrap=True)
+        where = _plugin_frame(lines)
+        if where:
+            err.print(f"  at {where}", markup=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+_FRAME = re.compile(r'\s*File "(?P<path>[^"]+)", line (?P<line>\d+)')
+
+
+def _plugin_frame(traceback: list[str]) -> str | None:
+    """Where the plugin's module stopped (``path, line N: code``): the outermost frame
+    of the traceback that is not longplay's, the standard library's or generated code,
+    which is the statement of the module being imported. The traceback itself ends in
+    whatever refused it (a check of longplay's, pydantic); the author needs the line
+    of theirs that led there."""
+    ours = (str(Path(__file__).resolve().parents[1]), sysconfig.get_paths()["stdlib"])
+    for index, text in enumerate(traceback):
+        frame = _FRAME.match(text)
+        if frame is None or frame["path"].startswith(("<", *ours)):
+            continue
+        code = traceback[index + 1].strip() if index + 1 < len(traceback) else ""
+        return f"{frame['path']}, line {frame['line']}" + (f": {code}" if code else "")
+    return None
 
 
 def _refuse(reason: Exception) -> NoReturn:

@@ -200,6 +200,10 @@ class Step(Generic[P]):
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ValueError(f"step name {self.name!r} must match {_NAME.pattern}")
+        if not callable(self.run):
+            raise TypeError(f"step {self.name!r}: run must be a function, not {self.run!r}")
+        if isinstance(self.weight, bool) or not isinstance(self.weight, int | float):
+            raise TypeError(f"step {self.name!r}: weight must be a number, not {self.weight!r}")
         if self.weight <= 0:
             raise ValueError(f"step {self.name!r} needs a positive weight")
 
@@ -314,8 +318,14 @@ class JobKind(Generic[P]):
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
             raise ValueError(f"job kind name {self.name!r} must match {_NAME.pattern}")
+        _check_params_model(self.name, self.params)
         if not self.steps:
             raise ValueError(f"job kind {self.name!r} needs at least one step")
+        strangers = [s for s in self.steps if not isinstance(s, Step)]
+        if strangers:
+            raise TypeError(
+                f"job kind {self.name!r}: steps must be Step(...), not {strangers[0]!r}"
+            )
         names = [s.name for s in self.steps]
         if len(set(names)) != len(names):
             raise ValueError(f"job kind {self.name!r} repeats a step name: {names}")
@@ -338,6 +348,24 @@ class JobKind(Generic[P]):
     def total_weight(self) -> float:
         """The sum of the steps' weights: the whole progress bar."""
         return sum(s.weight for s in self.steps)
+
+
+def _check_params_model(kind: str, params: object) -> None:
+    """Refuse, at registration, params the API could not validate or describe: an
+    instance (``params=MyParams()``) or another type got this far and then failed every
+    submission of the kind and the whole OpenAPI document."""
+    if not (isinstance(params, type) and issubclass(params, BaseModel)):
+        raise TypeError(
+            f"job kind {kind!r}: params must be a pydantic model class (params=MyParams), "
+            f"not {params!r}"
+        )
+    try:
+        params.model_json_schema()
+    except Exception as exc:  # pydantic raises several types; each means the same here
+        raise TypeError(
+            f"job kind {kind!r}: its params {params.__name__} cannot be described as JSON "
+            f"Schema: {exc}"
+        ) from exc
 
 
 _KINDS: dict[str, JobKind[Any]] = {}
