@@ -484,6 +484,12 @@ def test_retry_resumes_after_the_last_finished_step(stack: Stack) -> None:
     done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=60)
     assert done["status"] == "completed", done["error"]
     assert done["attempts"] == 2
+    assert done["error"] is None, "a completed job shows no error"
+    tries = client.get(f"/v1/jobs/{job['id']}/attempts").json()
+    assert [t["error"]["code"] if t["error"] else None for t in tries] == [
+        "engine_timeout",
+        None,
+    ], tries
     names = {o["name"]: o for o in done["outputs"]}
     assert set(names) == {"first.txt", "second.txt"}
     second = client.get(names["second.txt"]["links"]["content"]).text

@@ -329,6 +329,7 @@ def _keep_in_store(
                 current_step=None,
                 step_details={},
                 result=result,
+                error=None,  # an earlier attempt's stays in its attempt's row
             )
         else:
             held = touch_in(session, job.id, worker, checkpoint=checkpoint)
