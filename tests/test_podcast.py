@@ -470,7 +470,30 @@ def test_a_collection_with_too_little_to_say_fails_saying_how_much_it_has(
         retrieve_content(ctx)
 
     assert failed.value.code == "not_enough_content"
-    assert "enough for about 1 min;" in failed.value.message
+    message = failed.value.message
+    said = re.search(
+        r"about (\d+) words to draw on, enough for (\d+) min; ask for that or less", message
+    )
+    assert said is not None, message
+    # As many minutes as it says are enough are: that episode's content is found.
+    enough = RecordingContext(PodcastParams(collection="col-1", minutes=int(said[2])), [], tmp_path)
+    enough.shelf.collections["col-1"] = PASSAGES
+    retrieve_content(enough)
+    assert enough.state["passages"]
+
+
+def test_a_collection_too_small_for_the_shortest_episode_says_to_add_documents(
+    tmp_path: Path,
+) -> None:
+    ctx = RecordingContext(PodcastParams(collection="col-1", minutes=1), [], tmp_path)
+    ctx.shelf.collections["col-1"] = PASSAGES[:1]
+
+    with pytest.raises(InvalidParams) as failed:
+        retrieve_content(ctx)
+
+    assert failed.value.code == "not_enough_content"
+    assert "too little for the shortest episode (1 min): add documents" in failed.value.message
+    assert "fewer" not in failed.value.message
 
 
 def test_the_question_parser_cannot_be_broken() -> None:

@@ -23,6 +23,7 @@ is new.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -76,6 +77,7 @@ from longplay.text.script import (
     words,
 )
 
+SHORTEST_MINUTES = 1
 LENGTH_TOLERANCE = 0.15
 """How far the episode may be from ``minutes``, as a share of it."""
 MAX_FIT_ROUNDS = 4
@@ -123,7 +125,9 @@ class PodcastParams(BaseModel):
     instructions: str | None = Field(
         default=None, max_length=1000, description="Focus or angle, in words."
     )
-    minutes: float = Field(default=5.0, ge=1, le=60, description="Length of the episode.")
+    minutes: float = Field(
+        default=5.0, ge=SHORTEST_MINUTES, le=60, description="Length of the episode."
+    )
     style: Style = "deep-dive"
     speakers: Annotated[list[Speaker], Field(min_length=1, max_length=4)] | None = Field(
         default=None,
@@ -211,11 +215,18 @@ def retrieve_content(ctx: StepContext[PodcastParams]) -> None:
     needed = params.minutes * 60 * WORDS_PER_SECOND
     passages = _retrieve(ctx.library, params.collection, _query(params), needed)
     have = sum(len(words(p.text)) for p in passages)
-    if have < needed * (1 - LENGTH_TOLERANCE) * PASSAGE_SHARE:
-        most = max(1.0, have / WORDS_PER_SECOND / 60)
+    least = (1 - LENGTH_TOLERANCE) * PASSAGE_SHARE
+    if have < needed * least:
+        fits = have / (60 * WORDS_PER_SECOND * least)  # the most minutes that would pass
+        if fits >= SHORTEST_MINUTES:
+            advice = f"enough for {math.floor(fits)} min; ask for that or less, or add documents"
+        else:
+            advice = (
+                f"too little for the shortest episode ({SHORTEST_MINUTES} min): "
+                "add documents to the collection"
+            )
         raise InvalidParams(
-            f"the collection has about {have} words to draw on, enough for about "
-            f"{most:.0f} min; ask for fewer minutes or add documents",
+            f"the collection has about {have} words to draw on, {advice}",
             code="not_enough_content",
         )
     ctx.state["passages"] = [_passage_json(p) for p in passages]
