@@ -71,10 +71,11 @@ def _test_redis() -> str | None:
 class Stack(Deployment):
     """One longplay deployment for the tests: its own data folder, database and Redis."""
 
-    def __init__(self, root: Path, database: str) -> None:
+    def __init__(self, root: Path, database: str, *, logs: bool = False) -> None:
         super().__init__(
             root,
             database,
+            logs=logs,
             plugin="plugin_kinds",
             plugin_dir=TESTS,
             env={

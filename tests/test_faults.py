@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
+from pathlib import Path
 
+import psycopg
+import pytest
 import redis
-from conftest import Stack, submit, wait_for_status
+from conftest import Stack, submit, wait_for_status, wait_until
 
 
 def test_redelivery_after_visibility_timeout_runs_nothing_twice(
@@ -75,3 +79,40 @@ def test_a_job_whose_process_dies_each_run_fails_after_its_attempts(
     survived = wait_for_status(client, once["id"], {"completed", "failed"}, timeout=60)
     assert survived["status"] == "completed" and survived["attempts"] == 2
     assert wait_for_status(client, after["id"], {"completed", "failed"})["status"] == "completed"
+
+
+def test_a_store_that_refuses_connections_is_a_503_to_retry(
+    database_kind: str, tmp_path: Path
+) -> None:
+    """While PostgreSQL refuses connections, requests are answered 503, retryable, with
+    one log line each rather than two tracebacks; then they pass again."""
+    if database_kind != "postgresql":
+        pytest.skip("SQLite waits out its 30 s busy timeout rather than refuse")
+    with Stack(tmp_path / "stack", database_kind, logs=True) as deployment:
+        deployment.start_api()
+        client = deployment.client("opal")
+        job = submit(client, run_at="2099-01-01T00:00:00Z")
+        name = deployment.database_url.rsplit("/", 1)[1]
+        with psycopg.connect(deployment.postgres_admin, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            try:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (name,),
+                )
+                refused = client.get(f"/v1/jobs/{job['id']}")
+                listed = client.get("/v1/jobs")
+            finally:
+                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        for answer in (refused, listed):
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["retry-after"] == "2"
+            error = answer.json()["error"]
+            assert error["code"] == "unavailable" and error["retryable"] is True, error
+            assert error["message"] == "the store did not answer; try again shortly"
+        wait_until(lambda: client.get(f"/v1/jobs/{job['id']}").status_code == 200)
+        time.sleep(0.5)  # the log is written
+        log = (deployment.data_dir / "api.log").read_text()
+        assert "the store did not answer (OperationalError" in log, log[-3000:]
+        assert "Traceback" not in log, log[-3000:]

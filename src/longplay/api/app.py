@@ -16,12 +16,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
@@ -169,6 +171,33 @@ async def _unstorable(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+STORE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
+"""What the database raises when it does not answer: refused or dropped connections,
+a lock held too long (SQLite), a pool with no connection free in time."""
+RETRY_AFTER_DOWN = "2"
+
+
+async def _part_down(request: Request, exc: Exception) -> JSONResponse:
+    """The store or Redis did not answer this request: a 503 the client may retry, and
+    one line in the log (an outage would write a traceback per request)."""
+    part = "the store" if isinstance(exc, STORE_DOWN) else "Redis"
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    first = (str(cause).strip().splitlines() or [""])[0][:200]
+    log.warning(
+        "%s %s: %s did not answer (%s: %s)",
+        request.method,
+        request.url.path,
+        part,
+        type(cause).__name__,
+        first,
+    )
+    return _answer(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        error_body("unavailable", f"{part} did not answer; try again shortly", retryable=True),
+        headers={"Retry-After": RETRY_AFTER_DOWN},
+    )
+
+
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     """A bug: the log has the traceback, the client a plain word that says so."""
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -237,6 +266,8 @@ def create_app() -> FastAPI:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(DataError, _unstorable)
+    for down in (*STORE_DOWN, redis.ConnectionError, redis.TimeoutError):
+        app.add_exception_handler(down, _part_down)
     app.add_exception_handler(Exception, _internal_error)
     app.openapi = lambda: openapi.document(app)  # type: ignore[method-assign]
     return app
