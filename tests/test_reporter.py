@@ -1,5 +1,6 @@
-"""The progress reporter against a real database and Redis: bounded writes, every
-change published, and the store write as the cancellation checkpoint."""
+"""The progress reporter against a real database and Redis: bounded writes, changes
+published at a bounded rate with none lost for good, and the store write as the
+cancellation checkpoint."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from longplay import keys, redis_client
 from longplay import settings as config
 from longplay.framework import JobCancelled, Step
 from longplay.jobs import lifecycle
-from longplay.jobs.progress import ProgressReporter
+from longplay.jobs.progress import EVENT_BURST, ProgressReporter
 from longplay.store.db import get_engine, session_scope
 from longplay.store.models import Job, JobStatus, utcnow
 from longplay.store.owners import get_or_create_owner
@@ -86,14 +87,43 @@ def test_writes_are_bounded_and_events_complete(deployment: Stack) -> None:
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert 4 <= len(writes) <= 6, len(writes)
-    stream = redis.Redis.from_url(deployment.redis_url).xrange(keys.events_stream(job_id))
-    published = [json.loads(fields[b"data"]) for _id, fields in stream]
-    assert len(published) == 1001  # the step's start, then every change
-    assert [e["step_details"]["item"] for e in published[1:]] == list(range(1, 1001))
-    assert published[-1]["progress"] == 100.0
+    published = stream_of(deployment, job_id)
+    # The step's start and a burst of changes as they came, then 20 a second: 40 in 2 s.
+    items = [e["step_details"]["item"] for e in published[1:]]
+    assert items[: EVENT_BURST - 1] == list(range(1, EVENT_BURST)), items
+    assert items == sorted(set(items)) and items[-1] >= 975, items
+    assert EVENT_BURST + 36 <= len(published) <= EVENT_BURST + 42, len(published)
+    reporter.end_step()  # the step's end goes out at once, with its last details
+    last = stream_of(deployment, job_id)[-1]
+    assert last["progress"] == 100.0 and last["step_details"]["item"] == 1000
     with session_scope(deployment.database_url) as session:
         job = session.get(Job, job_id)
         assert job is not None and job.current_step == "work" and job.progress > 90
+
+
+def stream_of(deployment: Stack, job_id: str) -> list[dict[str, object]]:
+    stream = redis.Redis.from_url(deployment.redis_url).xrange(keys.events_stream(job_id))
+    return [json.loads(fields[b"data"]) for _id, fields in stream]
+
+
+def test_a_change_held_back_goes_out_with_the_heartbeat(deployment: Stack) -> None:
+    """More reports at once than the rate limit lets through, then a long quiet: the
+    last is not kept back until the step ends, the heartbeat sends it."""
+    job_id = running_job(deployment.database_url)
+    clock = Clock()
+    step = Step("work", noop)
+    reporter = ProgressReporter(job_id, "w", [step], write_interval=0.5, clock=clock)
+    reporter.start_step(step)
+    for item in range(1, 41):  # forty reports in a fortieth of a second
+        clock.now += 0.0006
+        reporter.advance(item, 40, item=item)
+    before = [e["step_details"].get("item") for e in stream_of(deployment, job_id)]
+    # The start and a burst (the start took one of its events); the rest waits.
+    assert before == [None, *range(1, EVENT_BURST)], before
+    reporter.send_held()
+    reporter.send_held()  # nothing more to send
+    sent = [e["step_details"].get("item") for e in stream_of(deployment, job_id)]
+    assert sent == [*before, 40], sent
 
 
 def test_cancel_is_seen_at_the_next_write(deployment: Stack) -> None:

@@ -1,10 +1,10 @@
 """Progress: from ``ctx.advance(done, total)`` inside a step to percent, step and ETA.
 
 :class:`ProgressTracker` is the arithmetic (weights, percent, ETA) and has no I/O;
-:class:`ProgressReporter` publishes every change as an event and writes the store
-at a bounded rate. Each store write is also the cancellation checkpoint: it only
-touches a job still running on this worker, so when it touches nothing the step
-is stopped with :class:`JobCancelled`.
+:class:`ProgressReporter` publishes changes as events and writes the store, each at a
+bounded rate. Each store write is also the cancellation checkpoint: it only touches a
+job still running on this worker, so when it touches nothing the step is stopped with
+:class:`JobCancelled`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,16 @@ from longplay.store.models import Job, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], float]
+
+EVENTS_PER_SECOND = 20.0
+EVENT_BURST = 20
+"""A job's progress events are rate-limited, a token bucket: bursts of up to
+``EVENT_BURST`` go out as they come (a transcript's segments, found all at once), and
+then ``EVENTS_PER_SECOND`` at most. A step may call ``ctx.advance`` for every word it
+reads: thousands of events a second, which every follower would be sent and a job's
+stream (its last ``STREAM_MAXLEN`` events) would keep instead of the job's beginning.
+A step's start and end always go out, and a change held back goes out with the next
+event due, or with the job's next heartbeat."""
 
 
 class ProgressTracker:
@@ -80,7 +90,7 @@ class ProgressTracker:
 
 
 class ProgressReporter:
-    """Publishes progress events and writes them to the store at a bounded rate."""
+    """Publishes progress events and writes them to the store, each at a bounded rate."""
 
     def __init__(
         self,
@@ -100,7 +110,12 @@ class ProgressReporter:
         self._write_interval = write_interval
         self._clock = clock
         self._last_write = clock()  # the claim has just written the job
+        self._tokens = float(EVENT_BURST)
+        self._refilled = clock()
         self._last_published: dict[str, Any] | None = None
+        self._held: dict[str, Any] | None = None
+        """The latest change not published yet (the rate limit held it back)."""
+        self._publishing = threading.Lock()  # the step's thread and the heartbeat's
         self.details: dict[str, Any] = {}
         self.lost = threading.Event()
         """Set by the heartbeat when the job stopped being ours (cancelled, lease lost)."""
@@ -108,7 +123,7 @@ class ProgressReporter:
     def start_step(self, step: Step[Any]) -> None:
         self.tracker.start(step.name)
         self.details = {}
-        self._emit()
+        self._emit(at_once=True)
 
     def finish_step(self, step: Step[Any], *, skipped: bool = False) -> None:
         self.tracker.finish(step.name)
@@ -128,17 +143,38 @@ class ProgressReporter:
         if self.lost.is_set():
             raise JobCancelled(self.job_id)
         self.tracker.set_fraction(1, 1)
-        self._emit()
+        self._emit(at_once=True)
 
-    def _emit(self) -> None:
+    def send_held(self) -> None:
+        """Publish the change the rate limit held back, if any (the heartbeat's
+        call: a step that reported twice in quick succession, then went quiet)."""
+        with self._publishing:
+            if self._held is not None:
+                self._publish(self._held)
+
+    def _emit(self, *, at_once: bool = False) -> None:
         now = self._clock()
         snapshot = self.snapshot()
-        if snapshot != self._last_published:
-            self._last_published = snapshot
-            tell("progress", self.job_id, known=self._known, status="running", **snapshot)
+        with self._publishing:
+            self._tokens = min(
+                EVENT_BURST, self._tokens + (now - self._refilled) * EVENTS_PER_SECOND
+            )
+            self._refilled = now
+            if snapshot == self._last_published:
+                self._held = None
+            elif at_once or self._tokens >= 1:
+                self._publish(snapshot)
+            else:
+                self._held = snapshot
         if now - self._last_write >= self._write_interval:
             self._last_write = now
             self.write(snapshot)
+
+    def _publish(self, snapshot: dict[str, Any]) -> None:
+        """Send ``snapshot`` as the job's progress event; under :attr:`_publishing`."""
+        self._last_published, self._held = snapshot, None
+        self._tokens = max(0.0, self._tokens - 1)
+        tell("progress", self.job_id, known=self._known, status="running", **snapshot)
 
     def snapshot(self) -> dict[str, Any]:
         eta = self.tracker.eta_seconds()
@@ -297,6 +333,7 @@ class Heartbeat:
     def run(self) -> None:
         while not self._stop_event.wait(self._interval):
             try:
+                self._reporter.send_held()
                 held = touch(self._reporter.job_id, self._reporter.worker)
             except Exception:  # a database blip: try again at the next beat
                 continue
