@@ -50,6 +50,40 @@ def test_a_bad_setting_is_one_line_naming_its_variable(
     assert_short(done, f"invalid setting {variable}")
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        (
+            "LONGPLAY_DATABASE_URL",
+            "mysql://root:hunter2@127.0.0.1/longplay",
+            "LONGPLAY_DATABASE_URL='mysql://root:***@127.0.0.1/longplay': mysql:// is no store "
+            "longplay knows: write sqlite:///PATH or postgresql://",
+        ),
+        (
+            "LONGPLAY_REDIS_URL",
+            "http://127.0.0.1:6390/7",
+            "LONGPLAY_REDIS_URL='http://127.0.0.1:6390/7': http:// is not a Redis URL",
+        ),
+        (
+            "LONGPLAY_REDIS_URL",
+            "127.0.0.1:6379",
+            "LONGPLAY_REDIS_URL='127.0.0.1:6379': a URL without a scheme is not a Redis URL",
+        ),
+    ],
+)
+def test_a_url_of_another_kind_is_one_line(
+    tmp_path: Path, variable: str, value: str, said: str
+) -> None:
+    """A database SQLAlchemy knows but longplay does not failed with a traceback from a
+    driver that is not installed; a Redis URL of another scheme was taken, and each use
+    of Redis failed after."""
+    for command in (["keys", "create", "alice"], ["api", "--port", str(free_port())]):
+        done = longplay(tmp_path, *command, **{variable: value})
+        assert done.returncode == 2, done.stderr
+        assert_short(done, f"invalid setting {said}")
+        assert "hunter2" not in done.stderr
+
+
 def test_a_group_variable_that_is_not_json_is_one_line(tmp_path: Path) -> None:
     """``LONGPLAY_API`` would be the whole ``api`` group as JSON: the settings source
     itself cannot read it."""

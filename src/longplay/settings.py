@@ -462,6 +462,30 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    @field_validator("database_url")
+    @classmethod
+    def _a_store_longplay_speaks(cls, value: str | None) -> str | None:
+        """SQLite or PostgreSQL: another database SQLAlchemy knows (``mysql://``) failed
+        at start with a traceback from a driver module that is not installed."""
+        if value is not None and _scheme(value) not in ("sqlite", "postgresql"):
+            raise ValueError(
+                f"{_named(value)} is no store longplay knows: write sqlite:///PATH or "
+                "postgresql://USER:PASSWORD@HOST/DATABASE"
+            )
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _a_redis_url(cls, value: str | None) -> str | None:
+        """A URL Redis' client reads; another (``http://``) was taken at start and then
+        failed each use, the API answering on without events."""
+        if value is not None and _scheme(value) not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"{_named(value)} is not a Redis URL: write redis://HOST:6379/0, rediss:// "
+                "for TLS or unix:///PATH/redis.sock"
+            )
+        return value
+
     @property
     def embedded_redis(self) -> bool:
         return self.redis_url is None
@@ -493,6 +517,17 @@ class Settings(BaseSettings):
     @property
     def work_dir(self) -> Path:
         return self.data_dir / "work"
+
+
+def _scheme(url: str) -> str:
+    """A URL's scheme without its driver (``postgresql`` of ``postgresql+psycopg://``)."""
+    scheme, found, _ = url.partition("://")
+    return scheme.partition("+")[0].lower() if found else ""
+
+
+def _named(url: str) -> str:
+    scheme = _scheme(url)
+    return f"{scheme}://" if scheme else "a URL without a scheme"
 
 
 @lru_cache(maxsize=1)

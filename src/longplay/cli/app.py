@@ -63,7 +63,14 @@ def _described(error: ErrorDetails) -> str:
     variable, *inside = (str(part) for part in error["loc"])
     if inside:
         return f"{variable} ({'.'.join(inside)}={error['input']!r}): {message}"
-    return f"{variable}={error['input']!r}: {message}"
+    value = error["input"]
+    if isinstance(value, str):
+        value = _PASSWORD.sub(r"\1:***@", value)
+    return f"{variable}={value!r}: {message}"
+
+
+_PASSWORD = re.compile(r"(://[^:/@]*):.*@")
+"""A password in a URL, to hide in what is printed."""
 
 
 def setup_logging(settings: Settings) -> None:
@@ -121,7 +128,7 @@ def prepare(settings: Settings) -> None:
     try:
         migrate(url)
     except (ArgumentError, OperationalError, OSError) as exc:
-        where = re.sub(r"(://[^:/@]*):.*@", r"\1:***@", url)  # the password hidden
+        where = _PASSWORD.sub(r"\1:***@", url)  # the password hidden
         why = _one_line(getattr(exc, "orig", None) or exc)  # the driver's own words
         err.print(f"cannot open the database at {where}: {why}", markup=False, soft_wrap=True)
         raise typer.Exit(1) from None
