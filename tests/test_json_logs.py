@@ -1,5 +1,5 @@
-"""``LONGPLAY_LOG_FORMAT=json``: a real worker process writes its log to a file, one JSON
-object per line, and every line written while a job runs names the job, its kind, owner,
+"""``LONGPLAY_LOG_FORMAT=json``: a real worker process (and the API and beat beside it)
+writes its log to a file, one JSON object per line, and every line written while a job runs names the job, its kind, owner,
 attempt and step."""
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def test_worker_lines_are_json_with_the_job_fields(tmp_path: Path) -> None:
         logs=True,
     ) as stack:
         stack.start_api()
+        stack.start_beat()
         stack.start_worker(concurrency=1)
         client = stack.client("alice")
         done = submit(client, params={"seconds": 0.3, "ticks": 3})
@@ -53,7 +54,10 @@ def test_worker_lines_are_json_with_the_job_fields(tmp_path: Path) -> None:
         wait_until(lambda: all(text in (tmp_path / "worker.log").read_text() for text in ended))
         lines = records(tmp_path / "worker.log")
         api_lines = records(tmp_path / "api.log")
+        wait_until(lambda: "beat: Starting" in (tmp_path / "beat.log").read_text())
+        beat_lines = records(tmp_path / "beat.log")  # no banner: every line a record
     assert any(r["logger"] == "uvicorn.access" for r in api_lines)
+    assert any(r["logger"] == "celery.beat" for r in beat_lines), beat_lines
     for required in ("time", "level", "logger", "message", "process"):
         assert all(required in line for line in lines), required
 

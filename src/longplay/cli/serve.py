@@ -256,6 +256,7 @@ def beat() -> None:
     prepare(settings)
     celery_app.start(
         [
+            *(["--quiet"] if settings.log_format == "json" else []),  # no banner
             "beat",
             f"--loglevel={settings.log_level.upper()}",
             f"--schedule={settings.data_dir / 'beat-schedule'}",
