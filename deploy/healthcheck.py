@@ -3,7 +3,7 @@
 
 Exits 0 when the part in this container is healthy, 1 (with a line saying why) when not:
 
-- ``api``: ``/healthz`` answers and its store and Redis are up. Workers being gone is
+- ``api``: ``/readyz`` answers 200: its store and Redis are up. Workers being gone is
   not this API's fault, so it does not make the API unhealthy: a load balancer would
   otherwise drop every replica at once.
 - ``worker``: a worker on this host marked itself alive in Redis within the last few
@@ -29,17 +29,18 @@ def _get(url: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
             return int(response.status), response.read()
-    except urllib.error.HTTPError as exc:  # /healthz answers 503 with a body when degraded
+    except urllib.error.HTTPError as exc:  # /readyz answers 503 with a body when degraded
         return exc.code, exc.read()
 
 
 def check_api(port: int) -> str | None:
-    status, body = _get(f"http://127.0.0.1:{port}/healthz")
-    if status not in (200, 503):
-        return f"/healthz answered {status}"
-    down = {str(part) for part in json.loads(body).get("down", [])}
-    mine = sorted(down & {"store", "redis"})
-    return f"down: {', '.join(mine)}" if mine else None
+    status, body = _get(f"http://127.0.0.1:{port}/readyz")
+    if status == 200:
+        return None
+    if status != 503:
+        return f"/readyz answered {status}"
+    down = [str(part) for part in json.loads(body).get("down", [])]
+    return f"down: {', '.join(down)}"
 
 
 def check_worker() -> str | None:

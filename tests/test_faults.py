@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 import redis
@@ -85,7 +86,8 @@ def test_a_store_that_refuses_connections_is_a_503_to_retry(
     database_kind: str, tmp_path: Path
 ) -> None:
     """While PostgreSQL refuses connections, requests are answered 503, retryable, with
-    one log line each rather than two tracebacks; then they pass again."""
+    one log line each rather than two tracebacks, and so are ``/healthz`` and
+    ``/readyz``, naming no more than the error's type; then they pass again."""
     if database_kind != "postgresql":
         pytest.skip("SQLite waits out its 30 s busy timeout rather than refuse")
     with Stack(tmp_path / "stack", database_kind, logs=True) as deployment:
@@ -103,6 +105,8 @@ def test_a_store_that_refuses_connections_is_a_503_to_retry(
                 )
                 refused = client.get(f"/v1/jobs/{job['id']}")
                 listed = client.get("/v1/jobs")
+                health = httpx.get(f"{deployment.api_url}/healthz", timeout=10)
+                ready = httpx.get(f"{deployment.api_url}/readyz", timeout=10)
             finally:
                 admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         for answer in (refused, listed):
@@ -111,6 +115,12 @@ def test_a_store_that_refuses_connections_is_a_503_to_retry(
             error = answer.json()["error"]
             assert error["code"] == "unavailable" and error["retryable"] is True, error
             assert error["message"] == "the store did not answer; try again shortly"
+        # Told to anyone who can reach the port: the part and the error's type, not the
+        # driver's message (hosts, databases, users); that is in the log.
+        for answer in (health, ready):
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["store"] == "error: OperationalError", answer.text
+            assert "store" in answer.json()["down"]
         wait_until(lambda: client.get(f"/v1/jobs/{job['id']}").status_code == 200)
         time.sleep(0.5)  # the log is written
         log = (deployment.data_dir / "api.log").read_text()

@@ -445,6 +445,10 @@ def test_job_waits_for_a_worker(make_stack) -> None:  # type: ignore[no-untyped-
     client = deployment.client()
     degraded = httpx.get(f"{deployment.api_url}/healthz", timeout=10)
     assert degraded.status_code == 503 and degraded.json()["workers"] == 0
+    # No worker is no fault of the API's: it is ready to serve.
+    ready = httpx.get(f"{deployment.api_url}/readyz", timeout=10)
+    assert ready.status_code == 200, ready.text
+    assert ready.json() == {"status": "ok", "store": "ok", "redis": "ok", "workers": 0, "down": []}
     job = submit(client, params={"seconds": 0.2})
     assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
     deployment.start_worker(concurrency=1)

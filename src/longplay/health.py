@@ -9,6 +9,7 @@ reported as down, never waited for.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from longplay.broker.liveness import live_workers
 from longplay.redis_client import get_quick_redis
 from longplay.settings import get_settings
 from longplay.store.db import normalise_url
+
+log = logging.getLogger(__name__)
 
 CHECK_TIMEOUT = 1.0
 """Seconds each check's own timeouts allow (connect, statement, lock wait, socket)."""
@@ -87,14 +90,18 @@ def count_workers() -> int:
     return len(live_workers(get_quick_redis()))
 
 
-def _outcome(future: Future[Any]) -> str:
+def _outcome(name: str, future: Future[Any]) -> str:
+    """``ok``, or the error's type: the report is for anyone who can reach the port,
+    and a driver's message names hosts, databases and users. The message goes to the
+    log, for the operator."""
     try:
         future.result(timeout=0)
     except concurrent.futures.TimeoutError:
         return f"error: no answer in {DEADLINE:g} s"
     except Exception as exc:
         lines = str(exc).strip().splitlines()
-        return f"error: {type(exc).__name__}" + (f": {lines[0]}" if lines else "")
+        log.warning("health: %s does not answer: %s: %s", name, type(exc).__name__, lines[:1])
+        return f"error: {type(exc).__name__}"
     return "ok"
 
 
@@ -107,10 +114,10 @@ def report() -> Health:
     }
     futures = {name: _pool.submit(check) for name, check in checks.items()}
     concurrent.futures.wait(futures.values(), timeout=DEADLINE)
-    store = _outcome(futures["store"])
-    redis_state = _outcome(futures["redis"])
+    store = _outcome("store", futures["store"])
+    redis_state = _outcome("redis", futures["redis"])
     workers = 0
-    if _outcome(futures["workers"]) == "ok":
+    if _outcome("workers", futures["workers"]) == "ok":
         workers = int(futures["workers"].result())
     down = [name for name, state in (("store", store), ("redis", redis_state)) if state != "ok"]
     if workers == 0:

@@ -12,6 +12,7 @@ from longplay.api.errors import errors
 from longplay.api.schemas import HealthPublic, KindPublic, WorkerPublic
 from longplay.broker.liveness import live_reports
 from longplay.framework.kinds import all_kinds
+from longplay.health import Health
 from longplay.health import report as health_report
 from longplay.redis_client import get_redis
 from longplay.store.models import Job, Owner
@@ -81,13 +82,35 @@ def read_workers() -> list[WorkerPublic]:
 )
 def health(response: Response) -> HealthPublic:
     """Whether the store, Redis and a worker answer (503 if not); never waits long."""
-    found = health_report()
-    if not found.ok:
+    return _answer(response, health_report(), judged=("store", "redis", "workers"))
+
+
+@router.get(
+    "/readyz",
+    response_model=HealthPublic,
+    tags=["health"],
+    responses={
+        status.HTTP_503_SERVICE_UNAVAILABLE: {
+            "model": HealthPublic,
+            "description": "The store or Redis does not answer: this API cannot serve.",
+        }
+    },
+)
+def ready(response: Response) -> HealthPublic:
+    """Whether this API can serve: its store and Redis answer (503 if not). Workers are
+    counted but not judged: none alive is no fault of this API's, and a load balancer
+    probing every replica would otherwise drop them all at once."""
+    return _answer(response, health_report(), judged=("store", "redis"))
+
+
+def _answer(response: Response, found: Health, *, judged: tuple[str, ...]) -> HealthPublic:
+    down = [part for part in found.down if part in judged]
+    if down:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return HealthPublic(
-        status="ok" if found.ok else "degraded",
+        status="degraded" if down else "ok",
         store=found.store,
         redis=found.redis,
         workers=found.workers,
-        down=found.down,
+        down=down,
     )
