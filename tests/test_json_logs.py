@@ -1,6 +1,6 @@
 """``LONGPLAY_LOG_FORMAT=json``: a real worker process (and the API and beat beside it)
-writes its log to a file, one JSON object per line, and every line written while a job runs names the job, its kind, owner,
-attempt and step."""
+writes its log to a file, one JSON object per line, and every line written while a job
+runs names the job, its kind, owner, attempt and step."""
 
 from __future__ import annotations
 
