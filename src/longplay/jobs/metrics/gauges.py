@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from longplay.broker.liveness import capacity, live_reports, live_workers
+from longplay.framework.kinds import all_kinds
 from longplay.jobs.admission.choice import RESOURCES
 from longplay.jobs.admission.overview import broker_depths
 from longplay.store.db import session_scope
@@ -82,7 +83,9 @@ def running_jobs(client: redis.Redis) -> Metric:
             .where(Job.status == JobStatus.RUNNING.value)
             .group_by(Job.kind)
         ).all()
-    for kind, count in sorted(rows):
+    # Every kind, 0 where none runs: a series that vanished at 0 would read as no data.
+    found = {kind.name: 0 for kind in all_kinds()} | {kind: count for kind, count in rows}
+    for kind, count in sorted(found.items()):
         family.add_metric([kind], count)
     return family
 
