@@ -35,6 +35,8 @@ def worker_stopping(holder_prefix: str) -> str:
     return f"{PREFIX}:stopping:{holder_prefix}"
 
 
+BEAT_LEASE = f"{PREFIX}:beat:lease"
+"""Held, and renewed, by the one beat that schedules; another waits for it to lapse."""
 ADMISSION_LOCK = f"{PREFIX}:admission:lock"
 """Held by the one process handing held jobs to the broker."""
 ADMISSION_DIRTY = f"{PREFIX}:admission:dirty"

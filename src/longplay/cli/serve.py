@@ -248,17 +248,35 @@ def _known_resources(queues: str) -> bool:
 
 @app.command()
 def beat() -> None:
-    """Run Celery beat: the reaper of lapsed leases, the retention cleanup."""
+    """Run Celery beat: the reaper of lapsed leases, the retention cleanup. One beat
+    schedules at a time; another started beside it waits, and takes over when the first
+    stops (:mod:`longplay.broker.single_beat`)."""
+    import logging
+
+    from longplay.broker import single_beat
     from longplay.broker.app import celery_app
+    from longplay.redis_client import get_redis
 
     settings = get_settings()
     setup_logging(settings)
     prepare(settings)
-    celery_app.start(
-        [
-            *(["--quiet"] if settings.log_format == "json" else []),  # no banner
-            "beat",
-            f"--loglevel={settings.log_level.upper()}",
-            f"--schedule={settings.data_dir / 'beat-schedule'}",
-        ]
-    )
+    client = get_redis()
+
+    def waiting(holder: str) -> None:
+        logging.getLogger("longplay.beat").warning(
+            "beat %s schedules already; this one waits, and takes over if it stops", holder
+        )
+
+    single_beat.take(client, waiting=waiting)
+    single_beat.keep(client)
+    try:
+        celery_app.start(
+            [
+                *(["--quiet"] if settings.log_format == "json" else []),  # no banner
+                "beat",
+                f"--loglevel={settings.log_level.upper()}",
+                f"--schedule={settings.data_dir / 'beat-schedule'}",
+            ]
+        )
+    finally:
+        single_beat.give_back(client)
