@@ -328,7 +328,8 @@ def test_a_form_through_a_reverse_proxy_is_taken_and_one_from_elsewhere_is_not(
         assert browser.get("/jobs").status_code == 200, "still signed in"
         proxied = {**public, "Forwarded": 'for=10.0.0.1;host="media.example.org";proto=https'}
         signed_out = browser.post("/logout", data=form, headers=proxied)
-        assert signed_out.status_code == 303 and signed_out.headers["location"] == "/login"
+        assert signed_out.status_code == 303
+        assert signed_out.headers["location"] == "/login?signed_out=1"
     with you.session_client() as browser:  # signed in again
         form = {"csrf": csrf_of(browser.get("/jobs").text)}
         via_nginx = {"Origin": "https://media.example.org", "X-Forwarded-Host": "media.example.org"}
@@ -428,8 +429,9 @@ def test_cancel_a_running_job_from_its_page(visit: Any) -> None:
         # The worker stops at its next checkpoint; delete once it has let go of the job.
         attempts = f"/v1/jobs/{job['id']}/attempts"
         wait_until(lambda: api.get(attempts).json()[-1]["finished_at"] is not None)
+        page.click("text=Delete…")  # Delete takes two steps: open, then confirm
         page.click("button:has-text('Delete')")
-        expect(page).to_have_url(re.compile(r"/jobs$"))
+        expect(page).to_have_url(re.compile(r"/jobs\?deleted="))
         assert api.get(f"/v1/jobs/{job['id']}").status_code == 404
 
 
@@ -495,6 +497,7 @@ def test_failed_page_pages_and_retry_all_retries_every_page(visit: Any) -> None:
         page.click("text=← Newest")
         expect(rows).to_have_count(FAILED_PAGE_SIZE)
         # "All" is every failed job of the filter, not only the fifty drawn.
+        page.click("text=Retry all failed sleep jobs…")  # two steps: open, then confirm
         page.click("button[name=every]")
         expect(page.locator("[data-notice]")).to_have_text(f"Retried {len(failed)}.")
         expect(page).to_have_url(re.compile(r"/failed\?kind=sleep&"))

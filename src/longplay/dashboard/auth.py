@@ -27,13 +27,26 @@ def _set_cookie(request: Request, response: Response, name: str, value: str, age
 
 
 def _login_form(
-    request: Request, *, next_url: str, problem: str | None = None, status_code: int = 200
+    request: Request,
+    *,
+    next_url: str,
+    problem: str | None = None,
+    bad_key: bool = False,
+    notice: str | None = None,
+    status_code: int = 200,
 ) -> HTMLResponse:
+    """The sign-in form; ``bad_key`` marks the key field as the one ``problem`` is about."""
     token = sessions.new_token()
     page = render(
         request,
         "login.html",
-        {"csrf": token, "next_url": next_url, "problem": problem},
+        {
+            "csrf": token,
+            "next_url": next_url,
+            "problem": problem,
+            "bad_key": bad_key,
+            "notice": notice,
+        },
         status_code=status_code,
     )
     _set_cookie(request, page, sessions.LOGIN_COOKIE, token, 3600)
@@ -41,8 +54,12 @@ def _login_form(
 
 
 @router.get("/login", response_class=HTMLResponse)
-async def login_page(request: Request, next: str | None = None) -> Response:
-    return _login_form(request, next_url=local_url(next))
+async def login_page(
+    request: Request, next: str | None = None, signed_out: str | None = None
+) -> Response:
+    """The sign-in form; after Sign out (``signed_out``) it says so."""
+    notice = "You have signed out." if signed_out else None
+    return _login_form(request, next_url=local_url(next), notice=notice)
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -71,6 +88,7 @@ async def login(
             request,
             next_url=next_url,
             problem="That API key is not valid (unknown or revoked).",
+            bad_key=True,
             status_code=status.HTTP_401_UNAUTHORIZED,
         )
     token, _ = made
@@ -85,6 +103,6 @@ async def logout(request: Request, csrf: Annotated[str, Form(max_length=200)] = 
     """Sign out: the session is deleted in Redis and its cookie cleared."""
     token = request.cookies.get(sessions.COOKIE)
     await changing(request, lambda session, viewer: sessions.sign_out(token), csrf=csrf)
-    response = see_other("/login")
+    response = see_other("/login?signed_out=1")
     response.delete_cookie(sessions.COOKIE, path="/")
     return response

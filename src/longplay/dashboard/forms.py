@@ -40,6 +40,8 @@ class Field:
     step: str = "any"
     type: str = "string"
     """The JSON type the value is sent back as."""
+    problem: str = ""
+    """Why the value sent was refused, shown next to the field; "" when it was not."""
 
 
 def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
@@ -167,3 +169,49 @@ def _option(raw: str) -> Any:
     except ValueError:
         return raw
     return value if not isinstance(value, str) else raw
+
+
+FILES = "file"
+"""The name the form's file input goes by, where a problem with the inputs is shown."""
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _allowed(made: Field) -> str:
+    """What a field takes, in words, for a problem with it: "from -70 to 0"."""
+    if made.minimum is not None and made.maximum is not None:
+        return f"from {_number(made.minimum)} to {_number(made.maximum)}"
+    if made.minimum is not None:
+        return f"{_number(made.minimum)} or more"
+    if made.maximum is not None:
+        return f"{_number(made.maximum)} or less"
+    if made.widget == "select" and made.options:
+        return "one of " + ", ".join(o for o in made.options if o)
+    return ""
+
+
+def mark_problems(fields: list[Field], errors: list[Any]) -> dict[str, str]:
+    """Put each refused value's problem on its field, from the pydantic-style
+    ``errors`` (their ``loc`` names the parameter: ``["loudness"]``, ``["params",
+    "loudness"]``, ``["body", "params", "loudness"]``; ``["body", "inputs"]`` is the
+    files). The problems by field name, the files' under :data:`FILES`, in form order."""
+    by_name = {f.name: f for f in fields}
+    found: dict[str, str] = {}
+    for error in errors:
+        if not isinstance(error, dict):
+            continue
+        names = [str(part) for part in error.get("loc", ())]
+        message = str(error.get("msg", "not valid"))
+        if "inputs" in names:
+            found.setdefault(FILES, message)
+            continue
+        made = next((by_name[n] for n in names if n in by_name), None)
+        if made is None or made.problem:
+            continue
+        allowed = _allowed(made)
+        made.problem = f"{message} (allowed: {allowed})" if allowed else message
+        found[made.name] = made.problem
+    order = [FILES, *by_name]
+    return {name: found[name] for name in order if name in found}

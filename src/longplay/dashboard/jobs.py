@@ -41,8 +41,10 @@ async def jobs_page(
     status_: StatusFilter = None,
     kind: Annotated[str | None, Query(max_length=40)] = None,
     cursor: Annotated[str | None, Query(max_length=40)] = None,
+    deleted: Annotated[str | None, Query(max_length=40)] = None,
 ) -> Response:
-    """Your jobs, newest first, filtered by status and kind, a page at a time."""
+    """Your jobs, newest first, filtered by status and kind, a page at a time; with
+    ``deleted``, a notice that that job was deleted (where Delete lands)."""
     kind = kind or None
 
     def page(session: Session, viewer: Viewer) -> dict[str, Any]:
@@ -78,6 +80,7 @@ async def jobs_page(
             "kind_filter": kind or "",
             "newest_url": "/jobs?" + urlencode(filters) if cursor else None,
             "older_url": older,
+            "deleted": deleted,
         },
         viewer=found["viewer"],
     )
@@ -160,7 +163,7 @@ async def delete(
         lambda session, viewer: service.delete_job(session, owner=viewer.owner, job_id=job_id),
         csrf=csrf,
     )
-    return see_other("/jobs")
+    return see_other("/jobs?" + urlencode({"deleted": job_id}))
 
 
 @router.get("/failed", response_class=HTMLResponse)

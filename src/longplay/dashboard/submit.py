@@ -61,18 +61,29 @@ def _form_page(
     kind: JobKind[Any],
     *,
     values: dict[str, str] | None = None,
-    problem: str | None = None,
+    problem: refusals.Invalid | None = None,
+    files_sent: bool = False,
     status_code: int = status.HTTP_200_OK,
 ) -> HTMLResponse:
+    """The form, filled with ``values``; after a ``problem``, each field it names
+    says why next to it and the summary lists them. ``files_sent``: the files chosen
+    are gone (a browser cannot fill a file input again), so the summary says so."""
     shown = KindPublic.of(kind)
+    fields = forms.fields_of(shown.params_schema, values)
+    problems = forms.mark_problems(fields, problem.errors) if problem else {}
+    labels = {f.name: f.label for f in fields} | {forms.FILES: "Files"}
     return render(
         request,
         "submit.html",
         {
             "kind": shown,
-            "fields": forms.fields_of(shown.params_schema, values),
+            "fields": fields,
             "form_id": sessions.new_token(),
-            "problem": problem,
+            "problem": str(problem) if problem else None,
+            "problems": [(name, labels[name], text) for name, text in problems.items()],
+            "file_problem": problems.get(forms.FILES, ""),
+            "files_sent": files_sent,
+            "any_required": any(f.required for f in fields) or bool(shown.min_inputs),
         },
         viewer=viewer,
         status_code=status_code,
@@ -122,7 +133,15 @@ async def submit(request: Request, kind_name: str) -> Response:
         received = await run_in_threadpool(uploads.receive_all, files, kind) if files else []
     except refusals.Invalid as exc:
         viewer = await as_viewer(request, lambda session, viewer: viewer)
-        return _form_page(request, viewer, kind, values=values, problem=str(exc), status_code=422)
+        return _form_page(
+            request,
+            viewer,
+            kind,
+            values=values,
+            problem=exc,
+            files_sent=bool(files),
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
 
     def submit_in_store(session: Session, viewer: Viewer) -> tuple[str, Any, Any]:
         try:
@@ -147,7 +166,15 @@ async def submit(request: Request, kind_name: str) -> Response:
     except refusals.Invalid as exc:
         uploads.discard(received)
         viewer = await as_viewer(request, lambda session, viewer: viewer)
-        return _form_page(request, viewer, kind, values=values, problem=str(exc), status_code=422)
+        return _form_page(
+            request,
+            viewer,
+            kind,
+            values=values,
+            problem=exc,
+            files_sent=bool(files),
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
     except BaseException:
         uploads.discard(received)
         raise

@@ -68,6 +68,20 @@ def _ago(moment: datetime | None) -> str:
     return f"{duration(seconds)} ago" if seconds >= 1 else "just now"
 
 
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _utc_iso(moment: datetime) -> str:
+    """A ``<time datetime>`` value: ``2026-01-02T03:04:05Z``."""
+    return _as_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _utc_text(moment: datetime) -> str:
+    """The absolute time a person reads: ``2026-01-02 03:04:05 UTC``."""
+    return _as_utc(moment).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def duration(seconds: float | None) -> str:
     """``75`` → ``1 min 15 s``: how long, the way a person says it."""
     if seconds is None:
@@ -102,6 +116,9 @@ templates.filters["duration"] = duration
 templates.filters["ago"] = _ago
 templates.filters["until"] = _until
 templates.filters["size"] = _size
+templates.filters["utc_iso"] = _utc_iso
+templates.globals["now_iso"] = lambda: datetime.now(UTC).isoformat()
+templates.filters["utc_text"] = _utc_text
 templates.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)
 
 
@@ -189,11 +206,46 @@ def _sign_in_again(request: Request) -> Response:
     return response
 
 
+_TITLES = {
+    status.HTTP_403_FORBIDDEN: "Not allowed",
+    status.HTTP_404_NOT_FOUND: "Not found",
+    status.HTTP_409_CONFLICT: "Cannot do that now",
+    status.HTTP_413_CONTENT_TOO_LARGE: "Too large",
+    status.HTTP_422_UNPROCESSABLE_CONTENT: "Not valid",
+    status.HTTP_429_TOO_MANY_REQUESTS: "Too many requests",
+    status.HTTP_503_SERVICE_UNAVAILABLE: "Unavailable",
+}
+_ACTIONS = {"retry": "Cannot retry", "cancel": "Cannot cancel", "delete": "Cannot delete"}
+
+
+def _job_action(request: Request) -> tuple[str, str] | None:
+    """The job and action (``cancel``, ``retry``, ``delete``) a request posts, if any."""
+    parts = request.url.path.strip("/").split("/")
+    if request.method == "POST" and len(parts) == 3 and parts[0] == "jobs":
+        return parts[1], parts[2]
+    return None
+
+
 def error_page(request: Request, status_code: int, code: str, message: str) -> HTMLResponse:
+    """A refusal as a page titled in words ("Cannot retry", "Not found"), not a number,
+    with a link back: to the job, after one of its actions; else to the jobs."""
+    title = _TITLES.get(status_code, "Something went wrong")
+    back_url, back_text = "/jobs", "Back to the jobs"
+    if found := _job_action(request):
+        job_id, action = found
+        title = _ACTIONS.get(action, title)
+        back_url, back_text = f"/jobs/{quote(job_id, safe='')}", f"Back to job {job_id}"
     return render(
         request,
         "error.html",
-        {"status_code": status_code, "code": code, "message": message},
+        {
+            "status_code": status_code,
+            "code": code,
+            "message": message,
+            "title": title,
+            "back_url": back_url,
+            "back_text": back_text,
+        },
         status_code=status_code,
     )
 

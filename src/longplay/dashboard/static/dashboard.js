@@ -29,13 +29,23 @@
     return minutes ? minutes + " min " + secs + " s" : secs + " s";
   }
 
+  // The page's "paused" notice, shown while the stream is down (EventSource
+  // reconnects by itself) and hidden again once it is back.
+  function paused(down) {
+    const notice = document.querySelector("[data-paused]");
+    if (notice) notice.hidden = !down;
+  }
+
   // Follow jobs on one stream; each job's entries are taken once, in order (a
   // reconnect replays the stream from its start).
   function follow(ids, onEvent, onEnd) {
     const query = ids.map((id) => "job=" + encodeURIComponent(id)).join("&");
     const source = new EventSource("/live?" + query);
     const seen = {};
+    source.onerror = () => paused(true);
+    source.onopen = () => paused(false);
     source.onmessage = (message) => {
+      paused(false);
       const event = JSON.parse(message.data);
       if (event.id) {
         if (seen[event.job_id] && !isNewer(event.id, seen[event.job_id])) return;
@@ -45,9 +55,42 @@
     };
     source.addEventListener("end", () => {
       source.close();
+      paused(false);
       if (onEnd) onEnd();
     });
     return source;
+  }
+
+  // The status an event moves a job to, as the page shows it; null if none.
+  function statusOf(event) {
+    const state = event.status || (ENDED.has(event.type) ? event.type : null);
+    return state && event.type === "stopped" ? "cancelled" : state;
+  }
+
+  // What the live region says when a job's status changes: "Job completed", "Job
+  // failed: why". Progress alone never changes it, so percents are not spoken. The
+  // stream first replays what the page already drew (`from`, as of the server's
+  // `drawnAt`): that is not news, until an event reaches the drawn status or time.
+  function announcer(region, from, drawnAt) {
+    let said = from;
+    let caughtUp = !from;
+    return (event, prefix) => {
+      const state = statusOf(event);
+      if (!region || !state) return;
+      if (!caughtUp) {
+        caughtUp = state === from || Date.parse(event.at) >= drawnAt;
+        if (!caughtUp) return;
+      }
+      if (state === said) return;
+      said = state;
+      const why = state === "failed" && event.error ? ": " + event.error.message : "";
+      region.textContent = prefix + " " + state + why;
+    };
+  }
+
+  // When the server drew `element` (its data-drawn-at), in ms; NaN if not said.
+  function drawnAt(element) {
+    return Date.parse(element.dataset.drawnAt || "");
   }
 
   // The bar, percent, ETA and status inside `root` brought to what `event` says.
@@ -64,9 +107,8 @@
       bar.textContent = Math.round(progress) + " %";
       if (percent) percent.textContent = Math.round(progress) + " %";
     }
-    const state = event.status || (ENDED.has(event.type) ? event.type : null);
-    if (state && status) {
-      const shown = event.type === "stopped" ? "cancelled" : state;
+    const shown = statusOf(event);
+    if (shown && status) {
       status.textContent = shown;
       status.className = "status status-" + shown;
       if (bar) bar.className = "bar status-" + shown;
@@ -88,9 +130,17 @@
     });
     const ids = Object.keys(rows);
     if (!ids.length) return;
+    const speakers = {};
+    const region = document.querySelector("[data-announce]");
     follow(ids, (event) => {
       const row = rows[event.job_id];
-      if (row) show(row, event);
+      if (!row) return;
+      if (!speakers[event.job_id]) {
+        const was = row.querySelector("[data-status]");
+        speakers[event.job_id] = announcer(region, was && was.textContent, drawnAt(table));
+      }
+      speakers[event.job_id](event, "Job " + event.job_id);
+      show(row, event);
     });
   }
 
@@ -109,10 +159,10 @@
         if (current && items[current]) finish(current, at);
         current = event.step;
         started[current] = started[current] || at;
-        items[current].dataset.state = "current";
+        mark(items[current], "current");
       }
       if (event.type === "step_skipped" && items[event.step]) {
-        items[event.step].dataset.state = "done";
+        mark(items[event.step], "done");
         items[event.step].querySelector("[data-duration]").textContent = "skipped";
       }
       if (event.type === "progress" && current && items[current]) {
@@ -135,12 +185,26 @@
         li.querySelector("[data-duration]").textContent = duration((at - started[name]) / 1000);
       }
       if (state === "done") li.querySelector("[data-details]").textContent = "";
-      li.dataset.state = state;
+      mark(li, state);
     }
   }
 
+  // A step's state, as its dot's colour and in words (the page draws the same words).
+  const STATE_WORDS = { done: "done", current: "running", failed: "failed", stopped: "stopped", pending: "pending" };
+  function mark(li, state) {
+    li.dataset.state = state;
+    const words = li.querySelector("[data-state-text]");
+    if (words) words.textContent = STATE_WORDS[state] || state;
+  }
+
+  // One line an event; a step's progress is one line that moves, so the log keeps
+  // the changes (and a screen reader's list stays short), not every percent.
   function logLine(log, event) {
-    const li = document.createElement("li");
+    const last = log.lastElementChild;
+    const moving = event.type === "progress" && last && last.dataset.type === "progress" &&
+      last.dataset.step === String(event.step || "");
+    const li = moving ? last : document.createElement("li");
+    li.replaceChildren();
     const time = document.createElement("time");
     const at = new Date(event.at);
     time.textContent = isNaN(at) ? "" : at.toLocaleTimeString();
@@ -148,7 +212,8 @@
     type.textContent = event.type;
     li.append(time, " ", type, " ", describe(event));
     li.dataset.type = event.type;
-    log.append(li);
+    if (event.type === "progress") li.dataset.step = String(event.step || "");
+    if (!moving) log.append(li);
   }
 
   function describe(event) {
@@ -180,10 +245,27 @@
     const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
     root.querySelectorAll("[data-refresh]").forEach((part) => {
       const other = fresh.querySelector('[data-refresh="' + part.dataset.refresh + '"]');
-      if (other) part.replaceWith(document.importNode(other, true));
+      if (!other) return;
+      const focused = part.contains(document.activeElement) ? document.activeElement : null;
+      const form = focused && focused.closest("form");
+      const action = form ? form.getAttribute("action") : null;
+      const added = document.importNode(other, true);
+      part.replaceWith(added);
+      if (focused) refocus(root, added, action);
     });
     root.dataset.finished = "true";
     document.dispatchEvent(new CustomEvent("longplay:refreshed"));
+  }
+
+  // Focus was in a part just swapped: put it on the same control (a form with the
+  // same action), else the part's first control, else the heading; never on <body>.
+  function refocus(root, part, action) {
+    const same = action && Array.from(part.querySelectorAll("form")).find(
+      (f) => f.getAttribute("action") === action);
+    const target = (same && same.querySelector("button")) ||
+      part.querySelector("button, summary, a[href]") ||
+      root.querySelector("[data-heading]");
+    if (target) target.focus();
   }
 
   // Progress told after the job ended (a worker reports until its next checkpoint
@@ -192,11 +274,16 @@
     const log = root.querySelector("[data-log]");
     const timeline = steps(root.querySelector("[data-steps]"));
     const live = root.dataset.finished !== "true";
+    const drawn = root.querySelector(".headline [data-status]").textContent;
+    const speak = announcer(root.querySelector("[data-announce]"), drawn, drawnAt(root));
     let ended = false;
     follow([root.dataset.liveJob], (event) => {
       if (event.type === "queued" || event.type === "retrying") ended = false;
       if (!(ended && event.type === "progress")) {
-        if (live) show(root.querySelector(".headline"), event);
+        if (live) {
+          speak(event, "Job");
+          show(root.querySelector(".headline"), event);
+        }
         timeline(event);
       }
       logLine(log, event);
@@ -211,5 +298,7 @@
     if (table) jobsList(table);
     const job = document.querySelector("[data-live-job]");
     if (job) jobPage(job);
+    // The page moves by itself: the "reload to see" line is for browsers without us.
+    document.querySelectorAll("[data-static]").forEach((line) => { line.hidden = true; });
   });
 })();
