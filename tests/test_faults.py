@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -126,3 +128,40 @@ def test_a_store_that_refuses_connections_is_a_503_to_retry(
         log = (deployment.data_dir / "api.log").read_text()
         assert "the store did not answer (OperationalError" in log, log[-3000:]
         assert "Traceback" not in log, log[-3000:]
+
+
+def test_stopping_the_api_ends_its_streams_cleanly(database_kind: str, tmp_path: Path) -> None:
+    """SIGTERM to an API with followers: their streams end at once (the client resumes
+    elsewhere from its last id), the process exits well inside the server's grace, and
+    the log has no error for a stream cut short."""
+    with Stack(tmp_path / "stack", database_kind, logs=True) as deployment:
+        deployment.start_api()
+        client = deployment.client("opal")
+        job = submit(client, run_at="2099-01-01T00:00:00Z")  # a stream that would not end
+        ended: list[float] = []
+
+        def follow(path: str) -> None:
+            with httpx.stream(
+                "GET", f"{deployment.api_url}{path}", headers=client.headers, timeout=30
+            ) as stream:
+                for _ in stream.iter_lines():
+                    pass
+            ended.append(time.monotonic())
+
+        paths = [f"/v1/jobs/{job['id']}/events"] * 3
+        followers = [threading.Thread(target=follow, args=(p,)) for p in paths]
+        for thread in followers:
+            thread.start()
+        time.sleep(1.5)  # the streams are open
+        api = deployment.processes["api"]
+        asked = time.monotonic()
+        api.send_signal(signal.SIGTERM)
+        api.wait(10)
+        stopped = time.monotonic() - asked
+        for thread in followers:
+            thread.join(10)
+        assert len(ended) == 3 and max(ended) - asked < 2, (asked, ended)
+        assert stopped < 3, f"the API took {stopped:.1f} s to stop"
+        log = (deployment.data_dir / "api.log").read_text()
+        for cut in ("Traceback", "timeout graceful shutdown exceeded", "Exception in ASGI"):
+            assert cut not in log, log[-3000:]

@@ -30,7 +30,7 @@ from starlette.routing import Match
 from longplay import __version__
 from longplay.api import openapi
 from longplay.api.errors import CODES, error_body, validation_details
-from longplay.api.followers import EventHub
+from longplay.api.followers import EventHub, end_streams_on_stop
 from longplay.api.routes import (
     artifacts,
     collections,
@@ -210,9 +210,11 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     hub = app.state.event_hub = EventHub(get_settings().effective_redis_url)
+    restore = end_streams_on_stop(hub)
     try:
         yield
     finally:
+        restore()
         await hub.close()
 
 

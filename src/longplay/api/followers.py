@@ -17,8 +17,11 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 import redis
@@ -37,6 +40,8 @@ READER_POOL = 16
 
 Entry = tuple[str, bytes]
 """A stream entry: its id (``"<ms>-<seq>"``) and its ``data`` field."""
+STOP: Entry = ("", b"")
+"""Handed to every follower as the process stops: its stream ends at once."""
 _STREAM_ID = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
 _LARGEST = 2**64 - 1
 """Either half of a stream id is at most this (an unsigned 64-bit number)."""
@@ -97,6 +102,8 @@ class EventHub:
         self._wake_key = keys.events_stream(f"hub-wake-{secrets.token_hex(6)}")
         self._listen: aioredis.Redis | None = None
         self._reads: aioredis.Redis | None = None
+        self.stopping = False
+        """The process is stopping: streams end at their next turn (:meth:`end_streams`)."""
 
     def _clients(self) -> tuple[aioredis.Redis, aioredis.Redis]:
         # Made on first use, inside the event loop they belong to.
@@ -158,6 +165,14 @@ class EventHub:
         event: dict[str, Any] = json.loads(found[0][1][b"data"])
         return str(event.get("type"))
 
+    def end_streams(self) -> None:
+        """The process is stopping: every follower's stream ends now, cleanly, instead
+        of being cut by the server when its grace runs out (an error logged for each)."""
+        self.stopping = True
+        for watched in self._watched.values():
+            for follower in watched.followers:
+                follower.offer(STOP)
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -207,3 +222,35 @@ class EventHub:
                             follower.offer((watched.cursor, fields[b"data"]))
         finally:
             self._task = None
+
+
+def end_streams_on_stop(hub: EventHub) -> Callable[[], None]:
+    """Chain onto the server's SIGTERM and SIGINT handlers (uvicorn installs its own
+    before the app starts): as the server begins to stop, ``hub``'s streams end, so its
+    wait for open requests ends at once. Returns what puts the handlers back. Does
+    nothing outside the main thread, where no signal handler can be set (a test's
+    in-process client)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    before: dict[int, Any] = {}
+
+    def chained(signum: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(hub.end_streams)
+        handler = before[signum]
+        if callable(handler):
+            handler(signum, frame)
+        else:  # no server's handler: do what the signal does by default
+            signal.signal(signum, handler)
+            signal.raise_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        before[signum] = signal.getsignal(signum)
+        signal.signal(signum, chained)
+
+    def restore() -> None:
+        for signum, handler in before.items():
+            if signal.getsignal(signum) is chained:
+                signal.signal(signum, handler)
+
+    return restore

@@ -58,7 +58,7 @@ async def _ended(job_id: str) -> dict[str, Any] | None:
 async def _follow(hub: EventHub, job_id: str, out: asyncio.Queue[dict[str, Any]]) -> None:
     """Put the job's events on ``out`` (each with its stream ``id``) until it ends."""
     async with hub.follow(job_id, "0-0") as follower:
-        while True:
+        while not hub.stopping:
             entries = await next_entries(hub, follower)
             for entry_id, data in entries:
                 if not follower.is_new(entry_id):
@@ -118,7 +118,9 @@ async def live(
     tasks = [asyncio.create_task(_follow(hub, j, queue)) for j, mine in job_ids.items() if mine]
     try:
         while not all(t.done() for t in tasks) or not queue.empty():
-            if await request.is_disconnected() or not await _still_signed_in(request):
+            if hub.stopping or await request.is_disconnected():
+                return  # stopping: the page reconnects to the next process
+            if not await _still_signed_in(request):
                 return
             try:
                 event = await asyncio.wait_for(queue.get(), 1.0)
@@ -128,7 +130,8 @@ async def live(
                         raise problem from None
                 continue
             yield ServerSentEvent(data=event)
-        yield ServerSentEvent(data={"type": "end"}, event="end")
+        if not hub.stopping:  # the followers stopped with the process, not with their jobs
+            yield ServerSentEvent(data={"type": "end"}, event="end")
     finally:
         for task in tasks:
             task.cancel()

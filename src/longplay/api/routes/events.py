@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from longplay.api.deps import in_store
 from longplay.api.errors import errors
-from longplay.api.followers import READ_BLOCK_MS, EventHub, Follower, is_stream_id
+from longplay.api.followers import READ_BLOCK_MS, STOP, EventHub, Follower, is_stream_id
 from longplay.api.readers import Reader, ReaderDep, as_reader, reader_holds
 from longplay.jobs import refusals, service
 from longplay.jobs.events import TERMINAL_EVENTS, make_event
@@ -119,12 +119,15 @@ async def _end_in_store(job_id: str) -> tuple[bool, dict[str, Any] | None]:
 async def next_entries(hub: EventHub, follower: Follower) -> list[tuple[str, bytes]]:
     """The entries to send next: the stream after the cursor when the follower fell
     behind, else what the hub hands over within the block time (maybe nothing)."""
+    if hub.stopping:
+        return []
     if follower.behind:
         return await hub.backlog(follower)
     try:
-        return [await asyncio.wait_for(follower.queue.get(), READ_BLOCK_MS / 1000)]
+        entry = await asyncio.wait_for(follower.queue.get(), READ_BLOCK_MS / 1000)
     except TimeoutError:
         return []
+    return [] if entry is STOP else [entry]
 
 
 @router.get(
@@ -148,6 +151,8 @@ async def job_events(
     async with hub.follow(job_id, after) as follower:
         while not await request.is_disconnected() and await reader_holds(credential):
             entries = await next_entries(hub, follower)
+            if hub.stopping:
+                return  # the client resumes on the next process, from its last id
             for entry_id, data in entries:
                 if not follower.is_new(entry_id):
                     continue

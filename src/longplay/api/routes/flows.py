@@ -200,6 +200,8 @@ async def flow_events(
     async with hub.follow(flow_id, after) as follower:
         while not await request.is_disconnected() and await key_holds(key):
             entries = await next_entries(hub, follower)
+            if hub.stopping:
+                return  # the client resumes on the next process, from its last id
             for entry_id, data in entries:
                 if not follower.is_new(entry_id):
                     continue
