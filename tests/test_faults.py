@@ -56,6 +56,33 @@ def test_reaper_requeues_the_job_of_a_dead_worker(make_stack: Callable[[], Stack
     assert attempts[0]["error"]["code"] == "worker_lost"
 
 
+def test_the_job_of_a_worker_killed_on_this_machine_is_not_kept_for_its_lease(
+    make_stack: Callable[[], Stack],
+) -> None:
+    """A worker killed whole (``kill -9`` of its group, as when ``up`` is killed): no
+    delivery comes back to find its job's process dead, but the reaper, on the same
+    machine, sees it is gone and sends the job back after two missed heartbeats, not
+    after the lease (a minute here)."""
+    deployment = make_stack()
+    deployment.env.update(LONGPLAY_HEARTBEAT_INTERVAL="0.5", LONGPLAY_REAPER_INTERVAL="1")
+    deployment.start_api()
+    deployment.start_beat()
+    deployment.start_worker(concurrency=1)
+    client = deployment.client()
+    job = submit(client, params={"seconds": 3, "ticks": 30})
+    wait_for_status(client, job["id"], {"running"})
+    deployment.kill_worker()
+    killed = time.monotonic()
+    deployment.start_worker(concurrency=1)
+    done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=40)
+    assert done["status"] == "completed" and done["attempts"] == 2
+    assert time.monotonic() - killed < 30, "well inside the 60 s lease"
+    attempts = client.get(f"/v1/jobs/{job['id']}/attempts").json()
+    assert [a["outcome"] for a in attempts] == ["retrying", "completed"]
+    assert attempts[0]["error"]["code"] == "worker_lost"
+    assert "died" in attempts[0]["error"]["message"], attempts[0]["error"]
+
+
 def test_a_job_whose_process_dies_each_run_fails_after_its_attempts(
     make_stack: Callable[[], Stack],
 ) -> None:

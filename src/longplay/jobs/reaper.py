@@ -1,9 +1,10 @@
-"""Jobs whose worker is gone go back to the queue: a stopped worker's at once, a
-silent one's when its lease lapses."""
+"""Jobs whose worker is gone go back to the queue: a stopped worker's at once, a dead
+one's on this machine at the reaper's next round, a silent one's when its lease lapses."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 import redis
@@ -92,23 +93,41 @@ def release_jobs_of(holder_prefix: str) -> int:
     return len(released)
 
 
-def reap() -> int:
-    """Send jobs whose worker stopped renewing their lease back to the queue."""
+def reap(is_gone: Callable[[str], bool] = lambda _holder: False) -> int:
+    """Send jobs whose worker stopped renewing their lease back to the queue; and,
+    without waiting for the lease, those whose process ``is_gone`` (dead, on this
+    machine) once it has missed two heartbeats: after ``kill -9`` of a whole worker, or
+    of ``up``, no delivery of theirs comes back to find them. The missed heartbeats
+    keep a live process of another machine of the same name from being taken for
+    gone. How many were sent back."""
     settings = get_settings()
-    stale = utcnow() - timedelta(seconds=settings.worker.lease_seconds)
+    now = utcnow()
+    lease = settings.worker.lease_seconds
+    stale = now - timedelta(seconds=lease)
+    quiet = now - timedelta(seconds=2 * settings.worker.heartbeat_interval)
     with session_scope() as session:
-        lapsed = list(
-            session.scalars(
-                select(Job).where(Job.status == JobStatus.RUNNING.value, Job.heartbeat_at < stale)
+        rows = session.execute(
+            select(Job, Job.heartbeat_at < stale).where(
+                Job.status == JobStatus.RUNNING.value, Job.heartbeat_at < quiet
             )
-        )
-        for job in lapsed:
+        ).all()
+        for job, _ in rows:
             session.expunge(job)
-    for job in lapsed:
-        log.warning("job %s: lease lapsed on %s", job.id, job.worker)
-        error = RetryableError(
-            f"its worker ({job.worker}) stopped answering for {settings.worker.lease_seconds:g} s",
-            code="worker_lost",
-        )
-        settle_error(job, error, worker=job.worker or "")
-    return len(lapsed)
+    reaped = 0
+    for job, lapsed in rows:
+        holder = job.worker or ""
+        if lapsed:
+            log.warning("job %s: lease lapsed on %s", job.id, holder)
+            why = f"its worker ({holder}) stopped answering for {lease:g} s"
+        elif holder and is_gone(holder):
+            if stopped_cleanly(holder):  # its worker's own release did not come
+                with unit_of_work() as unit:
+                    reaped += release(unit, job.id, holder=holder, attempts=job.attempts)
+                continue
+            log.warning("job %s: its process %s is gone", job.id, holder)
+            why = f"its worker process ({holder}) died"
+        else:
+            continue
+        settle_error(job, RetryableError(why, code="worker_lost"), worker=holder)
+        reaped += 1
+    return reaped

@@ -149,8 +149,9 @@ def _stopping(**_: object) -> None:
 
 @celery_app.task(name=REAP, ignore_result=True)
 def reap() -> int:
-    """Send jobs whose worker stopped renewing their lease back to the queue."""
-    return reaper.reap()
+    """Send jobs whose worker stopped renewing their lease, or whose process on this
+    machine died, back to the queue."""
+    return reaper.reap(is_gone=holder_is_gone)
 
 
 @celery_app.task(name=ADMIT, ignore_result=True)
