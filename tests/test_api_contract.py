@@ -185,6 +185,12 @@ def test_bad_submissions_are_refused_naming_the_field(stack: Stack, owner: httpx
     # misspelt one is refused all the same, as a kind's author means it.
     typo = owner.post("/v1/jobs", json={"kind": "sleep", "params": {"secnds": 0}})
     assert locs(error_of(typo, 422, "invalid_params")) == [["body", "params", "secnds"]]
+    # A built-in kind (its model forbids extras itself) says it in the same words.
+    built_in = owner.post("/v1/jobs", json={"kind": "translate", "params": {"languge": "de"}})
+    said = error_of(built_in, 422, "invalid_params")
+    assert locs(said) == [["body", "params", "languge"]]
+    assert said["message"].startswith("translate has no parameter 'languge'; its parameters: ")
+    assert "target_language" in said["message"]
     no_target = owner.post("/v1/jobs", json={"kind": "translate", "params": {"text": "Hi"}})
     assert locs(error_of(no_target, 422, "invalid_params")) == [
         ["body", "params", "target_language"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -69,6 +69,25 @@ def _accepted(model: type[BaseModel]) -> frozenset[str] | None:
     return frozenset(names)
 
 
+def refuse_unknown_params(kind: JobKind[Any], params: Mapping[str, Any]) -> None:
+    """Refuse a parameter name ``kind`` does not take, naming the ones it does; checked
+    before the values, for every kind alike (a built-in model forbids extras itself,
+    and pydantic would say only "Extra inputs are not permitted")."""
+    accepted = _accepted(kind.params)
+    if accepted is None or not (unknown := [name for name in params if name not in accepted]):
+        return
+    takes = ", ".join(kind.params.model_fields) or "none"
+    message = f"{kind.name} has no parameter {unknown[0]!r}; its parameters: {takes}"
+    raise Invalid(
+        message,
+        [
+            {"loc": ["body", "params", name], "msg": message, "type": "extra_forbidden"}
+            for name in unknown
+        ],
+        code="invalid_params",
+    )
+
+
 def kind_priority(tier: Priority, kind: JobKind[Any]) -> Priority:
     """The priority of a job that names none: its owner's tier's, moved a step down for
     a kind declared ``low`` (or up for ``high``), within high to low."""
@@ -96,6 +115,7 @@ def create_job(
     """Check a submission and add its job to the session (queued, or waiting for the
     jobs in ``after`` and those whose outputs it reads); dispatch after commit."""
     kind = _kind_or_invalid(kind_name)
+    refuse_unknown_params(kind, params)
     try:
         checked = kind.params.model_validate(params)
     except ValidationError as exc:
@@ -103,18 +123,6 @@ def create_job(
             f"bad parameters for {kind.name}",
             exc.errors(include_url=False, include_input=False, include_context=False),
         ) from exc
-    accepted = _accepted(kind.params)
-    if accepted is not None and (unknown := [name for name in params if name not in accepted]):
-        takes = ", ".join(kind.params.model_fields) or "none"
-        message = f"{kind.name} has no parameter {unknown[0]!r}; its parameters: {takes}"
-        raise Invalid(
-            message,
-            [
-                {"loc": ["body", "params", name], "msg": message, "type": "extra_forbidden"}
-                for name in unknown
-            ],
-            code="invalid_params",
-        )
     count = len(input_ids)
     if count < kind.min_inputs or (kind.max_inputs is not None and count > kind.max_inputs):
         wanted = (

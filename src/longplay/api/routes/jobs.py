@@ -156,6 +156,8 @@ def _checked(fields: Any, raw: bytes | None) -> JobCreate:
     if kind is None:
         problem = f"unknown job kind {name!r}; GET /v1/kinds lists the kinds"
         raise refusals.Invalid(problem, [{"loc": ["body", "kind"], "msg": problem, "type": "kind"}])
+    if isinstance(params := fields.get("params"), dict):
+        submission.refuse_unknown_params(kind, params)
     try:
         model = job_create_model(kind)
         return (
