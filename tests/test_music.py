@@ -308,7 +308,7 @@ def test_given_tempo_key_and_instrument_are_used(tmp_path: Path) -> None:
     files = {out.name.split(".", 1)[1]: out.path for _, out in ctx.kept}
     record = json.loads(files["notes.json"].read_text())
     assert record["tempo"]["bpm"] == 60 and not record["tempo"]["estimated"]
-    assert record["key"] == {"name": "G", "estimated": False}
+    assert record["key"] == {"name": "G major", "estimated": False}
     assert {q["length_quarters"] for q in record["quantized"]} == {0.5}  # 0.45 s at 60: ♪
     score = converter.parse(str(files["musicxml"]), forceSource=True, storePickle=False)
     assert score.parts[0].getInstrument().midiProgram == 40
@@ -552,6 +552,35 @@ def test_a_key_signature_is_spelled_with_the_fewest_accidentals_it_can_be(
 
     assert summary.key == named
     assert re.findall(r"<fifths>(-?\d+)</fifths>", path.read_text()) == [str(fifths)]
+
+
+@pytest.mark.parametrize(
+    ("tune", "named"),
+    [
+        ([60, 62, 64, 65, 67, 69, 71, 72], "C"),  # fits A minor as well, by the lengths
+        ([57, 59, 60, 62, 64, 65, 67, 69], "a"),
+        ([67, 69, 71, 72, 74, 76, 78, 79], "G"),  # fits E minor as well
+        ([64, 66, 67, 69, 71, 72, 74, 76], "e"),
+        ([60, 60, 67, 67, 69, 69, 67, 65, 65, 64, 64, 62, 62, 60], "C"),  # a tune in C
+    ],
+    ids=["C major scale", "A minor scale", "G major scale", "E minor scale", "twinkle"],
+)
+def test_a_key_and_its_relative_are_told_apart_by_the_ending(
+    tmp_path: Path, tune: list[int], named: str
+) -> None:
+    """Two keys of one signature fit a scale's sounding lengths alike: the note it ends
+    on (then starts on) decides, where the lengths alone made every major scale minor."""
+    notes = [QuantizedNote(24 * k, 24, pitch, 80) for k, pitch in enumerate(tune)]
+    summary = write_musicxml(
+        notes,
+        tmp_path / "tune.musicxml",
+        title="t",
+        bpm=100,
+        meter=Meter(4, 4),
+        program=0,
+        key=None,
+    )
+    assert (summary.key, summary.key_estimated) == (named, True)
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from longplay.music.beat import Beat, Meter, find_beat
 from longplay.music.midi import write_midi
 from longplay.music.pianoroll import draw_pianoroll
 from longplay.music.quantize import TICKS, Grid, QuantizedNote, quantize
-from longplay.music.score import ScoreMismatch, music21_key_name, write_musicxml
+from longplay.music.score import ScoreMismatch, key_label, music21_key_name, write_musicxml
 from longplay.settings import get_settings
 
 MIN_SECONDS = 1.0
@@ -201,7 +201,7 @@ def score(ctx: StepContext[TranscribeMusicParams]) -> None:
     duration = float(ctx.state["audio"]["seconds"])
     draw_pianoroll(notes, paths["pianoroll.png"], beat=found, duration=duration)
     ctx.advance(3, 4, file=paths["pianoroll.png"].name)
-    ctx.state["key"] = {"name": summary.key, "estimated": summary.key_estimated}
+    ctx.state["key"] = {"name": key_label(summary.key), "estimated": summary.key_estimated}
     ctx.state["score"] = {"measures": summary.measures, "notes": summary.notes}
     paths["notes.json"].write_text(json.dumps(_record(ctx, notes, placed), indent=1) + "\n")
     for ext, path in paths.items():

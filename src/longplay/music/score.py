@@ -31,6 +31,10 @@ from typing import Any, Literal
 from longplay.music.beat import Meter
 from longplay.music.quantize import TICKS, QuantizedNote
 
+RELATIVE_TIE = 0.05
+"""How close (in correlation) a key and its relative must fit the sounding lengths for
+the music's last and first notes to choose between them: a plain scale fits C major
+and A minor within 0.01."""
 KEY_NAME = re.compile(r"^([A-Ga-g])([#b-]?)(?:\s*(major|minor))?$", re.IGNORECASE)
 
 
@@ -368,8 +372,43 @@ def _estimated_key(notes: list[QuantizedNote]) -> Any:
             m21note.Note(pitch.Pitch(midi=60 + pitch_class), quarterLength=Fraction(ticks, TICKS)),
         )
         at += ticks
-    (tonic, mode, _), _ = AardenEssen().process(line)
+    analysis = AardenEssen()
+    (tonic, mode, fit), _ = analysis.process(line, storeAlternatives=True)
+    # The key with the same signature (C major's is A minor's): told apart by which
+    # note the music ends on, else starts on, where the sounding lengths cannot.
+    relative_mode = "minor" if mode == "major" else "major"
+    relative = (tonic.pitchClass + (9 if mode == "major" else 3)) % 12
+    close = next(
+        (
+            p
+            for p, m, c in analysis.alternativeSolutions
+            if m == relative_mode and p.pitchClass == relative and fit - c <= RELATIVE_TIE
+        ),
+        None,
+    )
+    if close is not None:
+        for ends_on in _last_and_first_pitch_classes(notes):
+            if ends_on == tonic.pitchClass:
+                break
+            if ends_on == relative:
+                return m21key.Key(close, relative_mode)
     return m21key.Key(tonic, mode)
+
+
+def _last_and_first_pitch_classes(notes: list[QuantizedNote]) -> list[int]:
+    """The pitch class of the lowest note of the last onset, then of the first."""
+    if not notes:
+        return []
+    last = max(q.start for q in notes)
+    first = min(q.start for q in notes)
+    return [min(q.pitch for q in notes if q.start == at) % 12 for at in (last, first)]
+
+
+def key_label(name: str) -> str:
+    """music21's spelling of a key as people write it: ``"a"`` → ``"A minor"``,
+    ``"E-"`` → ``"Eb major"`` (the form the ``key`` parameter takes)."""
+    mode = "minor" if name[:1].islower() else "major"
+    return f"{name[:1].upper()}{name[1:].replace('-', 'b')} {mode}"
 
 
 def _plainest(key: Any, most: int) -> Any:
