@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -35,19 +36,32 @@ def test_redelivery_after_visibility_timeout_runs_nothing_twice(
     assert int(counts.get(f"test:{job['id']}:first") or 0) == 1
 
 
-def test_reaper_requeues_the_job_of_a_dead_worker(make_stack: Callable[[], Stack]) -> None:
-    deployment = make_stack()
-    deployment.env.update(
-        LONGPLAY_LEASE_SECONDS="3", LONGPLAY_HEARTBEAT_INTERVAL="0.5", LONGPLAY_REAPER_INTERVAL="1"
-    )
+def kill_the_worker_of_a_running_job(
+    deployment: Stack, **settings: str
+) -> tuple[httpx.Client, dict[str, Any], float]:
+    """An API, beat and a worker with ``settings``; a job of 3 s running, its worker
+    killed with ``kill -9`` (pool included: no requeue, no release) and a new one up.
+    The client, the job and when the worker was killed (``time.monotonic``)."""
+    deployment.env.update(settings)
     deployment.start_api()
     deployment.start_beat()
     deployment.start_worker(concurrency=1)
     client = deployment.client()
     job = submit(client, params={"seconds": 3, "ticks": 30})
     wait_for_status(client, job["id"], {"running"})
-    deployment.kill_worker()  # kill -9, pool included: no requeue, no release
+    deployment.kill_worker()
+    killed = time.monotonic()
     deployment.start_worker(concurrency=1)
+    return client, job, killed
+
+
+def test_reaper_requeues_the_job_of_a_dead_worker(make_stack: Callable[[], Stack]) -> None:
+    client, job, _ = kill_the_worker_of_a_running_job(
+        make_stack(),
+        LONGPLAY_LEASE_SECONDS="3",
+        LONGPLAY_HEARTBEAT_INTERVAL="0.5",
+        LONGPLAY_REAPER_INTERVAL="1",
+    )
     # Its lease lapses and the reaper sends it back to the queue, saying why.
     done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=60)
     assert done["status"] == "completed" and done["attempts"] == 2
@@ -63,17 +77,9 @@ def test_the_job_of_a_worker_killed_on_this_machine_is_not_kept_for_its_lease(
     delivery comes back to find its job's process dead, but the reaper, on the same
     machine, sees it is gone and sends the job back after two missed heartbeats, not
     after the lease (a minute here)."""
-    deployment = make_stack()
-    deployment.env.update(LONGPLAY_HEARTBEAT_INTERVAL="0.5", LONGPLAY_REAPER_INTERVAL="1")
-    deployment.start_api()
-    deployment.start_beat()
-    deployment.start_worker(concurrency=1)
-    client = deployment.client()
-    job = submit(client, params={"seconds": 3, "ticks": 30})
-    wait_for_status(client, job["id"], {"running"})
-    deployment.kill_worker()
-    killed = time.monotonic()
-    deployment.start_worker(concurrency=1)
+    client, job, killed = kill_the_worker_of_a_running_job(
+        make_stack(), LONGPLAY_HEARTBEAT_INTERVAL="0.5", LONGPLAY_REAPER_INTERVAL="1"
+    )
     done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=40)
     assert done["status"] == "completed" and done["attempts"] == 2
     assert time.monotonic() - killed < 30, "well inside the 60 s lease"

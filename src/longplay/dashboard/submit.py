@@ -128,20 +128,25 @@ async def submit(request: Request, kind_name: str) -> Response:
     )
     files = [f for f in form.getlist("file") if isinstance(f, UploadFile) and f.filename]
     values = {k: v for k, v in form.items() if isinstance(v, str)}
-    try:
-        params = forms.params_from_form(schema, values)
-        received = await run_in_threadpool(uploads.receive_all, files, kind) if files else []
-    except refusals.Invalid as exc:
+
+    async def refused(problem: refusals.Invalid) -> HTMLResponse:
+        """The form again, filled as it was sent, saying what is wrong with it."""
         viewer = await as_viewer(request, lambda session, viewer: viewer)
         return _form_page(
             request,
             viewer,
             kind,
             values=values,
-            problem=exc,
+            problem=problem,
             files_sent=bool(files),
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
+
+    try:
+        params = forms.params_from_form(schema, values)
+        received = await run_in_threadpool(uploads.receive_all, files, kind) if files else []
+    except refusals.Invalid as exc:
+        return await refused(exc)
 
     def submit_in_store(session: Session, viewer: Viewer) -> tuple[str, Any, Any]:
         try:
@@ -165,16 +170,7 @@ async def submit(request: Request, kind_name: str) -> Response:
         job_id, run_at, deadline = await changing(request, submit_in_store, csrf=values.get("csrf"))
     except refusals.Invalid as exc:
         uploads.discard(received)
-        viewer = await as_viewer(request, lambda session, viewer: viewer)
-        return _form_page(
-            request,
-            viewer,
-            kind,
-            values=values,
-            problem=exc,
-            files_sent=bool(files),
-            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-        )
+        return await refused(exc)
     except BaseException:
         uploads.discard(received)
         raise
