@@ -106,9 +106,11 @@ def stream_of(deployment: Stack, job_id: str) -> list[dict[str, object]]:
     return [json.loads(fields[b"data"]) for _id, fields in stream]
 
 
-def test_a_change_held_back_goes_out_with_the_heartbeat(deployment: Stack) -> None:
-    """More reports at once than the rate limit lets through, then a long quiet: the
-    last is not kept back until the step ends, the heartbeat sends it."""
+def test_a_change_held_back_goes_out_with_the_next_report_or_the_steps_end(
+    deployment: Stack,
+) -> None:
+    """More reports at once than the rate limit lets through: the last is sent with
+    the next report after a pause, and the step's end sends its last details."""
     job_id = running_job(deployment.database_url)
     clock = Clock()
     step = Step("work", noop)
@@ -116,14 +118,18 @@ def test_a_change_held_back_goes_out_with_the_heartbeat(deployment: Stack) -> No
     reporter.start_step(step)
     for item in range(1, 41):  # forty reports in a fortieth of a second
         clock.now += 0.0006
-        reporter.advance(item, 40, item=item)
+        reporter.advance(item, 80, item=item)
     before = [e["step_details"].get("item") for e in stream_of(deployment, job_id)]
     # The start and a burst (the start took one of its events); the rest waits.
     assert before == [None, *range(1, EVENT_BURST)], before
-    reporter.send_held()
-    reporter.send_held()  # nothing more to send
-    sent = [e["step_details"].get("item") for e in stream_of(deployment, job_id)]
-    assert sent == [*before, 40], sent
+    clock.now += 5  # a quiet second or more
+    reporter.advance(41, 80, item=41)
+    clock.now += 0.0006
+    reporter.advance(42, 80, item=42)  # within the burst the pause gave back
+    reporter.end_step()
+    sent = stream_of(deployment, job_id)
+    assert [e["step_details"].get("item") for e in sent] == [*before, 41, 42, 42], sent
+    assert sent[-1]["progress"] == 100.0
 
 
 def test_cancel_is_seen_at_the_next_write(deployment: Stack) -> None:

@@ -39,7 +39,8 @@ then ``EVENTS_PER_SECOND`` at most. A step may call ``ctx.advance`` for every wo
 reads: thousands of events a second, which every follower would be sent and a job's
 stream (its last ``STREAM_MAXLEN`` events) would keep instead of the job's beginning.
 A step's start and end always go out, and a change held back goes out with the next
-event due, or with the job's next heartbeat."""
+event due, or with the step's end. (The heartbeat does not send it: it talks to the
+store alone, so that a Redis that hangs cannot keep a live job's lease from renewal.)"""
 
 
 class ProgressTracker:
@@ -113,9 +114,6 @@ class ProgressReporter:
         self._tokens = float(EVENT_BURST)
         self._refilled = clock()
         self._last_published: dict[str, Any] | None = None
-        self._held: dict[str, Any] | None = None
-        """The latest change not published yet (the rate limit held it back)."""
-        self._publishing = threading.Lock()  # the step's thread and the heartbeat's
         self.details: dict[str, Any] = {}
         self.lost = threading.Event()
         """Set by the heartbeat when the job stopped being ours (cancelled, lease lost)."""
@@ -145,34 +143,22 @@ class ProgressReporter:
         self.tracker.set_fraction(1, 1)
         self._emit(at_once=True)
 
-    def send_held(self) -> None:
-        """Publish the change the rate limit held back, if any (the heartbeat's
-        call: a step that reported twice in quick succession, then went quiet)."""
-        with self._publishing:
-            if self._held is not None:
-                self._publish(self._held)
-
     def _emit(self, *, at_once: bool = False) -> None:
+        """Publish the change (rate-limited, unless ``at_once``) and write it to the
+        store when a write is due. Called in the step's own thread only."""
         now = self._clock()
         snapshot = self.snapshot()
-        with self._publishing:
-            self._tokens = min(
-                EVENT_BURST, self._tokens + (now - self._refilled) * EVENTS_PER_SECOND
-            )
-            self._refilled = now
-            if snapshot == self._last_published:
-                self._held = None
-            elif at_once or self._tokens >= 1:
-                self._publish(snapshot)
-            else:
-                self._held = snapshot
+        self._tokens = min(EVENT_BURST, self._tokens + (now - self._refilled) * EVENTS_PER_SECOND)
+        self._refilled = now
+        if snapshot != self._last_published and (at_once or self._tokens >= 1):
+            self._publish(snapshot)
         if now - self._last_write >= self._write_interval:
             self._last_write = now
             self.write(snapshot)
 
     def _publish(self, snapshot: dict[str, Any]) -> None:
-        """Send ``snapshot`` as the job's progress event; under :attr:`_publishing`."""
-        self._last_published, self._held = snapshot, None
+        """Send ``snapshot`` as the job's progress event."""
+        self._last_published = snapshot
         self._tokens = max(0.0, self._tokens - 1)
         tell("progress", self.job_id, known=self._known, status="running", **snapshot)
 
@@ -333,7 +319,6 @@ class Heartbeat:
     def run(self) -> None:
         while not self._stop_event.wait(self._interval):
             try:
-                self._reporter.send_held()
                 held = touch(self._reporter.job_id, self._reporter.worker)
             except Exception:  # a database blip: try again at the next beat
                 continue
