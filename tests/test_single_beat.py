@@ -51,3 +51,13 @@ def test_a_second_beat_waits_and_takes_over(database_kind: str, tmp_path: Path) 
         wait_until(lambda: holder().endswith(f":{third.pid}"), timeout=LEASE_SECONDS - 5)
         third_log = (deployment.data_dir / "third.log").read_text()
         assert f"beat {holder().rpartition(':')[0]}:{second.pid} was gone" in third_log
+
+        # A lease that vanished (Redis restarted empty, the key evicted) is held again.
+        client.delete(keys.BEAT_LEASE)
+        wait_until(lambda: holder().endswith(f":{third.pid}"), timeout=RENEW_EVERY + 3)
+        assert third.poll() is None, "it schedules on"
+        # One another beat holds: it stops, failing, for its supervisor to start it
+        # again as a standby.
+        client.set(keys.BEAT_LEASE, "elsewhere:1", px=int(LEASE_SECONDS * 1000))
+        assert third.wait(RENEW_EVERY + 15) == 1
+        assert "another beat holds the lease now" in (deployment.data_dir / "third.log").read_text()

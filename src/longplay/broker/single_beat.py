@@ -29,12 +29,18 @@ LEASE_SECONDS = 15.0
 RENEW_EVERY = 5.0
 
 _RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+if not holder then
+  return redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2]) and 1 or 0
 end
 return 0
 """
-"""Extend the lease if this beat still holds it; 0 if another does (or none)."""
+"""Extend the lease if this beat holds it, or hold it again if no one does (Redis
+restarted without its data, the key evicted, this process paused past the lease); 0
+when another beat holds it."""
 _TAKE_FROM = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('set', KEYS[1], ARGV[2], 'px', ARGV[3])
@@ -77,10 +83,15 @@ def take(client: redis.Redis, *, waiting: Callable[[str], None]) -> None:
         time.sleep(RENEW_EVERY)
 
 
+lost = threading.Event()
+"""Set when another beat took the lease: this process stops, and exits with a failure
+status so that a supervisor (``up``, systemd, Compose) starts it again, as a standby."""
+
+
 def keep(client: redis.Redis) -> threading.Thread:
     """Renew the lease every :data:`RENEW_EVERY` seconds for as long as this process
-    lives. A beat that finds its lease gone to another stops itself (SIGTERM): two must
-    not schedule at once, and under ``up`` it is started again, then waits its turn."""
+    lives. A beat that finds the lease held by another stops itself (SIGTERM, and
+    :data:`lost`): two must not schedule at once."""
 
     def renew() -> None:
         holder_me, lease_ms = me(), int(LEASE_SECONDS * 1000)
@@ -92,7 +103,8 @@ def keep(client: redis.Redis) -> threading.Thread:
                 log.warning("beat lease not renewed, Redis did not answer: %s", exc)
                 continue
             if not held:
-                log.error("beat lease lost to another beat; this one stops")
+                log.error("another beat holds the lease now; this one stops")
+                lost.set()
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
 

@@ -248,9 +248,9 @@ def _known_resources(queues: str) -> bool:
 
 @app.command()
 def beat() -> None:
-    """Run Celery beat: the reaper of lapsed leases, the retention cleanup. One beat
-    schedules at a time; another started beside it waits, and takes over when the first
-    stops (:mod:`longplay.broker.single_beat`)."""
+    """Run Celery beat: the reaper, admission rounds, the retention cleanup. One beat
+    schedules at a time; another started beside it waits, and takes over when the
+    first stops."""
     import logging
 
     from longplay.broker import single_beat
@@ -278,5 +278,10 @@ def beat() -> None:
                 f"--schedule={settings.data_dir / 'beat-schedule'}",
             ]
         )
+    except SystemExit:
+        if not single_beat.lost.is_set():
+            raise
     finally:
         single_beat.give_back(client)
+    if single_beat.lost.is_set():  # a failure, so that it is started again, as a standby
+        raise SystemExit(1)
