@@ -152,6 +152,10 @@ def test_delete_takes_two_steps_and_the_jobs_list_says_it_was_deleted(
         expect(tab).to_have_url(re.compile(r"/jobs\?deleted="))
         expect(tab.locator("[data-notice][role=status]")).to_have_text(f"Job {job} deleted.")
         assert api.get(f"/v1/jobs/{job}").status_code == 404
+    # A link made to put other words in the notice shows none.
+    tab.goto("/jobs?deleted=Your%20account%20is%20locked.%20Call%20us")
+    expect(tab.locator("h1")).to_be_visible()
+    expect(tab.locator("[data-notice]")).to_have_count(0)
 
 
 @DATABASE

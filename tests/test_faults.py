@@ -15,6 +15,9 @@ import psycopg
 import pytest
 import redis
 from conftest import Stack, submit, wait_for_status, wait_until
+from sqlalchemy import text
+
+from longplay.store.db import session_scope
 
 
 def test_redelivery_after_visibility_timeout_runs_nothing_twice(
@@ -198,3 +201,24 @@ def test_stopping_the_api_ends_its_streams_cleanly(database_kind: str, tmp_path:
         log = (deployment.data_dir / "api.log").read_text()
         for cut in ("Traceback", "timeout graceful shutdown exceeded", "Exception in ASGI"):
             assert cut not in log, log[-3000:]
+
+
+def test_a_store_fault_that_waiting_cannot_mend_is_a_500(
+    database_kind: str, tmp_path: Path
+) -> None:
+    """SQLite raises the same error type for a locked database (wait, retry) and a
+    missing table (a fault to fix): only the first is a 503 to retry."""
+    if database_kind != "sqlite":
+        pytest.skip("PostgreSQL tells a missing table by another error type")
+    with Stack(tmp_path / "stack", database_kind, logs=True) as deployment:
+        deployment.start_api()
+        client = deployment.client("opal")
+        with session_scope(deployment.database_url) as session:
+            session.execute(text("DROP TABLE templates"))
+        broken = client.get("/v1/templates")
+        assert broken.status_code == 500, broken.text
+        assert broken.json()["error"]["code"] == "internal_error"
+        assert broken.json()["error"]["retryable"] is False
+        time.sleep(0.5)  # the log is written
+        log = (deployment.data_dir / "api.log").read_text()
+        assert "no such table: templates" in log and "Traceback" in log, log[-3000:]

@@ -65,6 +65,17 @@ def test_a_bad_setting_is_one_line_naming_its_variable(
             "LONGPLAY_REDIS_URL='http://127.0.0.1:6390/7': http:// is not a Redis URL",
         ),
         (
+            "LONGPLAY_DATABASE_URL",
+            "mysql://127.0.0.1/longplay?user=root&password=hunter2",
+            "LONGPLAY_DATABASE_URL='mysql://127.0.0.1/longplay?user=root&password=***': mysql://",
+        ),
+        (
+            "LONGPLAY_DATABASE_URL",
+            "postgres://longplay@127.0.0.1/longplay",
+            "LONGPLAY_DATABASE_URL='postgres://longplay@127.0.0.1/longplay': write "
+            "postgresql://, as SQLAlchemy does, not postgres://",
+        ),
+        (
             "LONGPLAY_REDIS_URL",
             "127.0.0.1:6379",
             "LONGPLAY_REDIS_URL='127.0.0.1:6379': a URL without a scheme is not a Redis URL",
@@ -82,6 +93,13 @@ def test_a_url_of_another_kind_is_one_line(
         assert done.returncode == 2, done.stderr
         assert_short(done, f"invalid setting {said}")
         assert "hunter2" not in done.stderr
+
+
+def test_an_empty_url_is_unset(tmp_path: Path) -> None:
+    """``LONGPLAY_DATABASE_URL=${DATABASE_URL:-}`` in a Compose file: the defaults."""
+    done = longplay(tmp_path, "keys", "create", "alice", LONGPLAY_DATABASE_URL="")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "data" / "longplay.db").exists()
 
 
 def test_a_group_variable_that_is_not_json_is_one_line(tmp_path: Path) -> None:

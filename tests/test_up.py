@@ -350,3 +350,25 @@ def test_a_plugin_kind_written_wrong_is_refused_naming_the_line(
     at = f'  at {source}, line 15: JobKind(name="loudness-report", params={params}, '
     assert said[first + 1].startswith(at), said
     assert nothing_listens(data_dir, port)
+
+
+def test_a_plugin_named_like_longplay_is_still_named_as_the_plugin() -> None:
+    """A plugin package ``longplay_whisper`` sits beside ``longplay`` in site-packages:
+    its frame is the plugin's, not longplay's own."""
+    from longplay.cli import serve
+
+    ours = Path(serve.__file__).resolve().parents[1]
+    plugin = f"{ours}_whisper/kinds.py"
+    traceback = [
+        "Traceback (most recent call last):",
+        f'  File "{ours}/kinds/__init__.py", line 33, in load',
+        "    importlib.import_module(module)",
+        f'  File "{plugin}", line 7, in <module>',
+        "    register(JobKind(name='w', params=P(), steps=[]))",
+        f'  File "{ours}/framework/kinds.py", line 330, in __post_init__',
+        "    _check_params_model(self.name, self.params)",
+        "TypeError: job kind 'w': params must be a pydantic model class",
+    ]
+    assert serve._plugin_frame(traceback) == (
+        f"{plugin}, line 7: register(JobKind(name='w', params=P(), steps=[]))"
+    )

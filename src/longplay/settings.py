@@ -466,8 +466,13 @@ class Settings(BaseSettings):
     @classmethod
     def _a_store_longplay_speaks(cls, value: str | None) -> str | None:
         """SQLite or PostgreSQL: another database SQLAlchemy knows (``mysql://``) failed
-        at start with a traceback from a driver module that is not installed."""
-        if value is not None and _scheme(value) not in ("sqlite", "postgresql"):
+        at start with a traceback from a driver module that is not installed. Empty is
+        unset (``LONGPLAY_DATABASE_URL=${DATABASE_URL:-}`` in a Compose file)."""
+        if not value:
+            return None
+        if _scheme(value) == "postgres":
+            raise ValueError("write postgresql://, as SQLAlchemy does, not postgres://")
+        if _scheme(value) not in ("sqlite", "postgresql"):
             raise ValueError(
                 f"{_named(value)} is no store longplay knows: write sqlite:///PATH or "
                 "postgresql://USER:PASSWORD@HOST/DATABASE"
@@ -478,8 +483,10 @@ class Settings(BaseSettings):
     @classmethod
     def _a_redis_url(cls, value: str | None) -> str | None:
         """A URL Redis' client reads; another (``http://``) was taken at start and then
-        failed each use, the API answering on without events."""
-        if value is not None and _scheme(value) not in ("redis", "rediss", "unix"):
+        failed each use, the API answering on without events. Empty is unset."""
+        if not value:
+            return None
+        if _scheme(value) not in ("redis", "rediss", "unix"):
             raise ValueError(
                 f"{_named(value)} is not a Redis URL: write redis://HOST:6379/0, rediss:// "
                 "for TLS or unix:///PATH/redis.sock"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -172,14 +173,37 @@ async def _unstorable(request: Request, exc: Exception) -> JSONResponse:
 
 
 STORE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
-"""What the database raises when it does not answer: refused or dropped connections,
-a lock held too long (SQLite), a pool with no connection free in time."""
+"""What the database raises when it may not answer: refused or dropped connections, a
+lock held too long (SQLite), a pool with no connection free in time (see
+:func:`_store_down` for which of them are that)."""
+SQLITE_DOWN = ("database is locked", "unable to open database file", "disk I/O error")
+"""SQLite's words for a store that does not answer now; its other OperationalErrors
+("no such table", "readonly database") are faults to fix, not to wait out."""
 RETRY_AFTER_DOWN = "2"
+
+
+def _store_down(exc: Exception) -> bool:
+    """Whether a database error means the store does not answer now (a 503 to retry),
+    rather than a fault of the service (a 500, its traceback logged)."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if isinstance(exc.orig, sqlite3.Error):
+        return any(words in str(exc.orig) for words in SQLITE_DOWN)
+    return isinstance(exc, OperationalError)  # PostgreSQL: refused, dropped, timed out
 
 
 async def _part_down(request: Request, exc: Exception) -> JSONResponse:
     """The store or Redis did not answer this request: a 503 the client may retry, and
-    one line in the log (an outage would write a traceback per request)."""
+    one line in the log (an outage would write a traceback per request). Anything
+    else raised as one (a missing table, a wrong Redis password) is a fault: a 500."""
+    if isinstance(exc, redis.AuthenticationError) or (
+        isinstance(exc, STORE_DOWN) and not _store_down(exc)
+    ):
+        return await _internal_error(request, exc)
     part = "the store" if isinstance(exc, STORE_DOWN) else "Redis"
     cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     first = (str(cause).strip().splitlines() or [""])[0][:200]
@@ -256,6 +280,7 @@ def create_app() -> FastAPI:
                 "Authorization",
                 "Content-Type",
                 "Idempotency-Key",
+                "If-None-Match",
                 "Last-Event-ID",
                 "Range",
             ],

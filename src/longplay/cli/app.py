@@ -65,12 +65,17 @@ def _described(error: ErrorDetails) -> str:
         return f"{variable} ({'.'.join(inside)}={error['input']!r}): {message}"
     value = error["input"]
     if isinstance(value, str):
-        value = _PASSWORD.sub(r"\1:***@", value)
+        value = hide_passwords(value)
     return f"{variable}={value!r}: {message}"
 
 
 _PASSWORD = re.compile(r"(://[^:/@]*):.*@")
-"""A password in a URL, to hide in what is printed."""
+_PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
+
+
+def hide_passwords(url: str) -> str:
+    """``url`` with its password hidden, after ``user:`` or as ``?password=``."""
+    return _PASSWORD_PARAMETER.sub(r"\1***", _PASSWORD.sub(r"\1:***@", url))
 
 
 def setup_logging(settings: Settings) -> None:
@@ -128,7 +133,7 @@ def prepare(settings: Settings) -> None:
     try:
         migrate(url)
     except (ArgumentError, OperationalError, OSError) as exc:
-        where = _PASSWORD.sub(r"\1:***@", url)  # the password hidden
+        where = hide_passwords(url)
         why = _one_line(getattr(exc, "orig", None) or exc)  # the driver's own words
         err.print(f"cannot open the database at {where}: {why}", markup=False, soft_wrap=True)
         raise typer.Exit(1) from None

@@ -144,7 +144,10 @@ def _plugin_frame(traceback: list[str]) -> str | None:
     which is the statement of the module being imported. The traceback itself ends in
     whatever refused it (a check of longplay's, pydantic); the author needs the line
     of theirs that led there."""
-    ours = (str(Path(__file__).resolve().parents[1]), sysconfig.get_paths()["stdlib"])
+    ours = tuple(
+        os.path.join(folder, "")  # longplay_whisper/ is a plugin, longplay/ is not
+        for folder in (str(Path(__file__).resolve().parents[1]), sysconfig.get_paths()["stdlib"])
+    )
     for index, text in enumerate(traceback):
         frame = _FRAME.match(text)
         if frame is None or frame["path"].startswith(("<", *ours)):

@@ -7,6 +7,7 @@ own presenters (:func:`longplay.api.routes.jobs.present_page`): the page shows w
 
 from __future__ import annotations
 
+import re
 from functools import partial
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -24,6 +25,9 @@ from longplay.framework import get_kind
 from longplay.framework.kinds import all_kinds
 from longplay.jobs import refusals, service
 from longplay.store.models import Artifact, JobStatus
+
+JOB_ID = re.compile(r"job_[0-9a-f]{1,40}")
+"""What a job's id looks like (``models.new_id``)."""
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 PAGE_SIZE = 20
@@ -80,7 +84,8 @@ async def jobs_page(
             "kind_filter": kind or "",
             "newest_url": "/jobs?" + urlencode(filters) if cursor else None,
             "older_url": older,
-            "deleted": deleted,
+            # Only a job's id: the notice must not say what a crafted link wants.
+            "deleted": deleted if deleted and JOB_ID.fullmatch(deleted) else None,
         },
         viewer=found["viewer"],
     )

@@ -118,7 +118,11 @@ class RecordingContext(StepContext[Any]):
 
     def fractions(self, step: str) -> list[float]:
         """How far ``step`` said it was at each ``advance`` (0 to 1)."""
-        return [done / total for name, done, total, _ in self.progress if name == step]
+        return [
+            done / total if total > 0 else 1.0  # as a job's progress reads it
+            for name, done, total, _ in self.progress
+            if name == step
+        ]
 
 
 def run_steps(
