@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pydantic
 import pytest
 from pydantic import BaseModel, Field
@@ -74,3 +75,10 @@ def test_the_readme_shows_a_test_that_passes(tmp_path: Path) -> None:
     names: dict[str, object] = {"tmp_path": tmp_path}
     exec(example.replace("register(", "(lambda kind: kind)("), names)
     exec(test, names)
+
+
+def test_a_weight_is_any_real_number_but_text_or_a_truth_value() -> None:
+    assert Step("numpy", count, weight=np.int64(2)).weight == 2  # a computed weight
+    for wrong in ("1", True, None):
+        with pytest.raises(TypeError, match="weight must be a number"):
+            Step("wrong", count, weight=wrong)  # type: ignore[arg-type]

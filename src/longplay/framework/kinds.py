@@ -22,6 +22,7 @@ Definitions are checked when :class:`JobKind` is made, so a typo fails at import
 from __future__ import annotations
 
 import json
+import numbers
 import random
 import re
 from abc import ABC, abstractmethod
@@ -202,7 +203,7 @@ class Step(Generic[P]):
             raise ValueError(f"step name {self.name!r} must match {_NAME.pattern}")
         if not callable(self.run):
             raise TypeError(f"step {self.name!r}: run must be a function, not {self.run!r}")
-        if isinstance(self.weight, bool) or not isinstance(self.weight, int | float):
+        if isinstance(self.weight, bool) or not isinstance(self.weight, numbers.Real):
             raise TypeError(f"step {self.name!r}: weight must be a number, not {self.weight!r}")
         if self.weight <= 0:
             raise ValueError(f"step {self.name!r} needs a positive weight")
