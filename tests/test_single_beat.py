@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import redis
 from conftest import Stack, wait_until
 from harness import kill_group
@@ -18,6 +19,7 @@ from longplay.broker.single_beat import LEASE_SECONDS, RENEW_EVERY
 BEAT = [sys.executable, "-m", "longplay", "beat"]
 
 
+@pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)  # the lease is Redis'
 def test_a_second_beat_waits_and_takes_over(database_kind: str, tmp_path: Path) -> None:
     with Stack(tmp_path / "stack", database_kind, logs=True) as deployment:
         client = redis.Redis.from_url(deployment.redis_url)
