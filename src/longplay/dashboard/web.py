@@ -49,27 +49,24 @@ _STATUS_OF: list[tuple[type[refusals.ServiceError], int]] = [
 ]
 
 
+def _as_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; one without a zone (SQLite's) is UTC already."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def _until(moment: datetime | None) -> str:
     """How long until ``moment`` ("in 5 min"), or "" when it is not to come."""
     if moment is None:
         return ""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    seconds = (moment - datetime.now(UTC)).total_seconds()
+    seconds = (_as_utc(moment) - datetime.now(UTC)).total_seconds()
     return f"in {duration(seconds)}" if seconds >= 1 else ""
 
 
 def _ago(moment: datetime | None) -> str:
     if moment is None:
         return "—"
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    seconds = (datetime.now(UTC) - moment).total_seconds()
+    seconds = (datetime.now(UTC) - _as_utc(moment)).total_seconds()
     return f"{duration(seconds)} ago" if seconds >= 1 else "just now"
-
-
-def _as_utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _utc_iso(moment: datetime) -> str:
