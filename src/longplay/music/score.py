@@ -64,6 +64,13 @@ def music21_key_name(text: str) -> str:
     return (letter.lower() if minor else letter.upper()) + accidental
 
 
+def key_label(name: str) -> str:
+    """music21's spelling of a key as people write it, the inverse of
+    :func:`music21_key_name`: ``"a"`` → ``"A minor"``, ``"E-"`` → ``"Eb major"``."""
+    mode = "minor" if name[:1].islower() else "major"
+    return f"{name[:1].upper()}{name[1:].replace('-', 'b')} {mode}"
+
+
 def write_musicxml(
     notes: list[QuantizedNote],
     path: Path,
@@ -402,13 +409,6 @@ def _last_and_first_pitch_classes(notes: list[QuantizedNote]) -> list[int]:
     last = max(q.start for q in notes)
     first = min(q.start for q in notes)
     return [min(q.pitch for q in notes if q.start == at) % 12 for at in (last, first)]
-
-
-def key_label(name: str) -> str:
-    """music21's spelling of a key as people write it: ``"a"`` → ``"A minor"``,
-    ``"E-"`` → ``"Eb major"`` (the form the ``key`` parameter takes)."""
-    mode = "minor" if name[:1].islower() else "major"
-    return f"{name[:1].upper()}{name[1:].replace('-', 'b')} {mode}"
 
 
 def _plainest(key: Any, most: int) -> Any:
