@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
 import time
@@ -117,6 +118,8 @@ def test_a_job_whose_process_dies_each_run_fails_after_its_attempts(
     assert [a["outcome"] for a in attempts] == ["lost", "lost", "failed"]
     survived = wait_for_status(client, once["id"], {"completed", "failed"}, timeout=60)
     assert survived["status"] == "completed" and survived["attempts"] == 2
+    [output] = survived["outputs"]
+    assert client.get(output["links"]["content"]).text == "survived on attempt 2"
     assert wait_for_status(client, after["id"], {"completed", "failed"})["status"] == "completed"
 
 
@@ -132,6 +135,7 @@ def test_a_store_that_refuses_connections_is_a_503_to_retry(
         deployment.start_api()
         client = deployment.client("opal")
         job = submit(client, run_at="2099-01-01T00:00:00Z")
+        browser = signed_in_browser(deployment, "opal")
         name = deployment.database_url.rsplit("/", 1)[1]
         with psycopg.connect(deployment.postgres_admin, autocommit=True) as admin:
             admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
@@ -145,6 +149,7 @@ def test_a_store_that_refuses_connections_is_a_503_to_retry(
                 listed = client.get("/v1/jobs")
                 health = httpx.get(f"{deployment.api_url}/healthz", timeout=10)
                 ready = httpx.get(f"{deployment.api_url}/readyz", timeout=10)
+                page = browser.get("/jobs")
             finally:
                 admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         for answer in (refused, listed):
@@ -159,6 +164,12 @@ def test_a_store_that_refuses_connections_is_a_503_to_retry(
             assert answer.status_code == 503, answer.text
             assert answer.json()["store"] == "error: OperationalError", answer.text
             assert "store" in answer.json()["down"]
+        # A person on the dashboard gets a page that says so, not the API's JSON.
+        assert page.status_code == 503 and page.headers["retry-after"] == "2", page.text
+        assert page.headers["content-type"].startswith("text/html"), page.headers
+        assert "<title>Unavailable" in page.text, page.text
+        assert "the store did not answer; reload the page shortly" in page.text, page.text
+        browser.close()
         wait_until(lambda: client.get(f"/v1/jobs/{job['id']}").status_code == 200)
         time.sleep(0.5)  # the log is written
         log = (deployment.data_dir / "api.log").read_text()
@@ -213,12 +224,35 @@ def test_a_store_fault_that_waiting_cannot_mend_is_a_500(
     with Stack(tmp_path / "stack", database_kind, logs=True) as deployment:
         deployment.start_api()
         client = deployment.client("opal")
+        browser = signed_in_browser(deployment, "opal")
         with session_scope(deployment.database_url) as session:
             session.execute(text("DROP TABLE templates"))
+            session.execute(text("DROP TABLE jobs"))
         broken = client.get("/v1/templates")
         assert broken.status_code == 500, broken.text
         assert broken.json()["error"]["code"] == "internal_error"
         assert broken.json()["error"]["retryable"] is False
+        page = browser.get("/jobs")  # the dashboard's page says so in a page
+        browser.close()
+        assert page.status_code == 500, page.text
+        assert page.headers["content-type"].startswith("text/html"), page.headers
+        assert "the service failed on this page; it is logged" in page.text, page.text
+        assert "no such table" not in page.text and "Traceback" not in page.text, page.text
         time.sleep(0.5)  # the log is written
         log = (deployment.data_dir / "api.log").read_text()
         assert "no such table: templates" in log and "Traceback" in log, log[-3000:]
+
+
+def signed_in_browser(deployment: Stack, owner: str) -> httpx.Client:
+    """A client holding a dashboard session for ``owner``, as a browser would."""
+    browser = httpx.Client(base_url=deployment.api_url, timeout=30)
+    form = browser.get("/login").text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert csrf is not None, form
+    signed_in = browser.post(
+        "/login",
+        data={"csrf": csrf[1], "next": "/jobs", "api_key": deployment.key(owner)},
+        headers={"Origin": deployment.api_url},
+    )
+    assert signed_in.status_code == 303, signed_in.text
+    return browser

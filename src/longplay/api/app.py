@@ -12,24 +12,21 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import redis
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
-from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from longplay import __version__
-from longplay.api import openapi
+from longplay.api import openapi, outages
 from longplay.api.errors import CODES, error_body, validation_details
 from longplay.api.followers import EventHub, end_streams_on_stop
 from longplay.api.routes import (
@@ -172,53 +169,18 @@ async def _unstorable(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-STORE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
-"""What the database raises when it may not answer: refused or dropped connections, a
-lock held too long (SQLite), a pool with no connection free in time (see
-:func:`_store_down` for which of them are that)."""
-SQLITE_DOWN = ("database is locked", "unable to open database file", "disk I/O error")
-"""SQLite's words for a store that does not answer now; its other OperationalErrors
-("no such table", "readonly database") are faults to fix, not to wait out."""
-RETRY_AFTER_DOWN = "2"
-
-
-def _store_down(exc: Exception) -> bool:
-    """Whether a database error means the store does not answer now (a 503 to retry),
-    rather than a fault of the service (a 500, its traceback logged)."""
-    if isinstance(exc, PoolTimeout):
-        return True
-    if not isinstance(exc, DBAPIError):
-        return False
-    if exc.connection_invalidated:
-        return True
-    if isinstance(exc.orig, sqlite3.Error):
-        return any(words in str(exc.orig) for words in SQLITE_DOWN)
-    return isinstance(exc, OperationalError)  # PostgreSQL: refused, dropped, timed out
-
-
 async def _part_down(request: Request, exc: Exception) -> JSONResponse:
     """The store or Redis did not answer this request: a 503 the client may retry, and
-    one line in the log (an outage would write a traceback per request). Anything
-    else raised as one (a missing table, a wrong Redis password) is a fault: a 500."""
-    if isinstance(exc, redis.AuthenticationError) or (
-        isinstance(exc, STORE_DOWN) and not _store_down(exc)
-    ):
+    one line in the log. Anything else raised as one (a missing table, a wrong Redis
+    password) is a fault: a 500."""
+    part = outages.part_down(exc)
+    if part is None:
         return await _internal_error(request, exc)
-    part = "the store" if isinstance(exc, STORE_DOWN) else "Redis"
-    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    first = (str(cause).strip().splitlines() or [""])[0][:200]
-    log.warning(
-        "%s %s: %s did not answer (%s: %s)",
-        request.method,
-        request.url.path,
-        part,
-        type(cause).__name__,
-        first,
-    )
+    outages.log_outage(request, part, exc)
     return _answer(
         status.HTTP_503_SERVICE_UNAVAILABLE,
         error_body("unavailable", f"{part} did not answer; try again shortly", retryable=True),
-        headers={"Retry-After": RETRY_AFTER_DOWN},
+        headers={"Retry-After": outages.RETRY_AFTER},
     )
 
 
@@ -293,7 +255,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(DataError, _unstorable)
-    for down in (*STORE_DOWN, redis.ConnectionError, redis.TimeoutError):
+    for down in (*outages.STORE_DOWN, *outages.REDIS_DOWN):
         app.add_exception_handler(down, _part_down)
     app.add_exception_handler(Exception, _internal_error)
     app.openapi = lambda: openapi.document(app)  # type: ignore[method-assign]

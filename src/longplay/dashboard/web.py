@@ -10,6 +10,7 @@ injected ``<script>`` or ``onerror=`` would not run even if it got through.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,12 +23,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session
+from starlette.exceptions import HTTPException
 
+from longplay.api import outages
 from longplay.api.deps import in_store
 from longplay.dashboard import sessions
 from longplay.dashboard.sessions import Viewer
 from longplay.jobs import refusals
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 HERE = Path(__file__).parent
 SECURITY_HEADERS = {
@@ -247,6 +251,28 @@ def error_page(request: Request, status_code: int, code: str, message: str) -> H
     )
 
 
+def _failure_page(request: Request, exc: Exception) -> HTMLResponse:
+    """What went wrong on the service's side, as a page: the store or Redis not
+    answering (503, try again shortly) or a bug (500, its traceback logged)."""
+    if part := outages.part_down(exc):
+        outages.log_outage(request, part, exc)
+        page = error_page(
+            request,
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "unavailable",
+            f"{part} did not answer; reload the page shortly",
+        )
+        page.headers["Retry-After"] = outages.RETRY_AFTER
+        return page
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_page(
+        request,
+        status.HTTP_500_INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "the service failed on this page; it is logged",
+    )
+
+
 def status_of(exc: refusals.ServiceError) -> int:
     return next((s for t, s in _STATUS_OF if isinstance(exc, t)), status.HTTP_400_BAD_REQUEST)
 
@@ -279,5 +305,9 @@ class PageRoute(APIRoute):
                 return error_page(
                     request, status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid_request", message
                 )
+            except HTTPException:
+                raise
+            except Exception as exc:  # a page for a person, not the API's JSON
+                return _failure_page(request, exc)
 
         return page
