@@ -23,7 +23,7 @@ def crash(ctx: StepContext[CrashParams]) -> None:
     if int(get_redis().incr(f"test:{ctx.job_id}:crash")) <= ctx.params.crashes:
         os.kill(os.getpid(), signal.SIGKILL)
     out = ctx.workdir / "survived.txt"
-    out.write_text("survived")
+    out.write_text(f"survived on attempt {ctx.attempt}")
     ctx.add_output(out)
 
 

@@ -67,6 +67,9 @@ class StepContext(ABC, Generic[P]):
     state: dict[str, Any]
     """JSON-serialisable values steps hand to later steps; saved with each finished
     step, so a retried job that skips a finished step still has what it left."""
+    attempt: int
+    """Which run of the job this is: 1 at first, one more after each transient error,
+    lost worker or retry (a step may then try something more careful)."""
 
     @abstractmethod
     def advance(self, done: float, total: float, **details: Any) -> None:

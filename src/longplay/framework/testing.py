@@ -77,6 +77,7 @@ class RecordingContext(StepContext[Any]):
         self.inputs = list(inputs)
         self.workdir = workdir
         self.state: dict[str, Any] = {}
+        self.attempt = 1
         self.step = ""
         self.progress: list[tuple[str, float, float, dict[str, Any]]] = []
         """Each ``advance``: the step, done, total and details."""

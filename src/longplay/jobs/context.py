@@ -55,6 +55,7 @@ class JobContext(StepContext[BaseModel]):
         self._workdir = workdir
         self._workdir_made = False
         self.state = dict(job.checkpoint.get("state", {}))
+        self.attempt = job.attempts
         self.warnings: list[dict[str, str]] = list(job.checkpoint.get("warnings", []))
         """What the steps noted, kept with the checkpoint and shown on the result."""
         self._reporter = reporter
