@@ -49,11 +49,16 @@ def up_env(data_dir: Path, port: int | None, **settings: str) -> dict[str, str]:
 def start_up(
     data_dir: Path, port: int, out: Path | None = None, **settings: str
 ) -> subprocess.Popen[bytes]:
-    """``longplay up`` on embedded defaults, what it prints written to ``out`` when
-    given; ``settings`` are more ``LONGPLAY_*`` variables."""
+    """``longplay up`` on embedded defaults, what it prints (on stdout and stderr)
+    written to ``out`` when given; ``settings`` are more ``LONGPLAY_*`` variables."""
     stdout = out.open("wb") if out is not None else None
     try:
-        return subprocess.Popen(UP, env=up_env(data_dir, port, **settings), stdout=stdout)
+        return subprocess.Popen(
+            UP,
+            env=up_env(data_dir, port, **settings),
+            stdout=stdout,
+            stderr=subprocess.STDOUT if stdout is not None else None,
+        )
     finally:
         if stdout is not None:
             stdout.close()  # the child holds its own copy
@@ -105,11 +110,20 @@ def test_up_keeps_queued_jobs_across_restart(tmp_path: Path) -> None:
         assert stop(process, signal.SIGINT) == 0  # Ctrl-C
         assert nothing_listens(data_dir, port)
 
-        # Listening on every interface, it prints where this machine reaches it.
+        # Listening on every interface, it prints where this machine reaches it; a
+        # doubtful setting is told once, not once more by each part it starts.
         printed = tmp_path / "up.txt"
-        process = start_up(data_dir, port, printed, LONGPLAY_API_HOST="0.0.0.0")
+        process = start_up(
+            data_dir,
+            port,
+            printed,
+            LONGPLAY_API_HOST="0.0.0.0",
+            LONGPLAY_TURN_CACHE_RETENTION="30",
+        )
         client = api_client(data_dir, port)
-        assert f"longplay on http://127.0.0.1:{port} " in " ".join(printed.read_text().split())
+        said = " ".join(printed.read_text().split())
+        assert f"longplay on http://127.0.0.1:{port} " in said
+        assert said.count("LONGPLAY_TURN_CACHE_RETENTION=30 is 30 seconds") == 1, said
         for job_id in [blocker["id"], *queued]:
             job = wait_for_status(client, job_id, {"completed", "failed"}, timeout=60)
             assert job["status"] == "completed"
@@ -294,6 +308,35 @@ def test_up_with_a_plugin_that_cannot_be_loaded_says_so_and_starts_nothing(
     ) in said.splitlines()
     assert "Traceback" not in said
     assert nothing_listens(data_dir, port)
+
+
+@pytest.mark.parametrize("part", ["api", "worker", "beat"])
+def test_each_part_started_alone_refuses_a_plugin_that_cannot_be_loaded(
+    part: str, tmp_path: Path
+) -> None:
+    """In a split deployment each part imports the plugins itself: it says so as ``up``
+    does, in a line with no traceback, and exits 1. An API with two worker processes
+    started them again and again, each with a traceback, and never exited."""
+    env = up_env(
+        tmp_path / "data",
+        free_port(),
+        LONGPLAY_PLUGINS='["plugin_kinds", "no_such_plugin"]',
+        LONGPLAY_API_WORKERS="2",
+    )
+    started = subprocess.run(
+        [sys.executable, "-m", "longplay", part],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    said = started.stderr.strip()
+    assert started.returncode == 1, said
+    assert (
+        "LONGPLAY_PLUGINS cannot be loaded: ModuleNotFoundError: No module named 'no_such_plugin'"
+    ) in said.splitlines()
+    assert "Traceback" not in said, said
 
 
 BROKEN_PLUGIN = """\

@@ -56,6 +56,11 @@ class SettingWarning(UserWarning):
     """A setting that is valid but most likely not what its operator meant."""
 
 
+WARNINGS_SAID = "_LONGPLAY_SETTING_WARNINGS_SAID"
+"""Set in the environment of the parts ``up`` starts: it has told the operator of its
+settings' :class:`SettingWarning` already, and each part reads the same settings."""
+
+
 _UNITS = {"d": 24 * 3600, "h": 3600, "m": 60, "s": 1}
 _WITH_UNITS = re.compile(r"(?:\d+(?:\.\d+)?[dhms])+")
 _PART = re.compile(r"(\d+(?:\.\d+)?)([dhms])")

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TextIO
 
 from longplay.embedded import redis_command, wait_until_ready
-from longplay.settings import Settings
+from longplay.settings import WARNINGS_SAID, Settings
 
 log = logging.getLogger("longplay.up")
 STOP_TIMEOUT = 30.0
@@ -247,7 +247,7 @@ class Supervisor:
 
     def __init__(self, settings: Settings, *, children: list[Child] | None = None) -> None:
         self.settings = settings
-        env = {"LONGPLAY_DATA_DIR": str(settings.data_dir)}
+        env = {"LONGPLAY_DATA_DIR": str(settings.data_dir), WARNINGS_SAID: "1"}
         self.redis = (
             Child("redis", redis_command(settings), ready=self._redis_ready)
             if settings.embedded_redis and children is None

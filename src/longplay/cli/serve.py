@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import traceback
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -122,17 +123,36 @@ def _load_plugins_aside(settings: Settings) -> subprocess.Popen[str] | None:
 
 
 def _plugins_loaded(check: subprocess.Popen[str]) -> None:
-    """Wait for :func:`_load_plugins_aside`; exit with its error's last line, and the
-    line of the plugin's own code that raised it, if it failed."""
+    """Wait for :func:`_load_plugins_aside`; exit as :func:`_plugins_refused` if it failed."""
     _, problem = check.communicate()
     if check.returncode:
         lines = problem.strip().splitlines()
-        why = lines[-1] if lines else f"the import ended with code {check.returncode}"
-        err.print(f"LONGPLAY_PLUGINS cannot be loaded: {why}", markup=False, soft_wrap=True)
-        where = _plugin_frame(lines)
-        if where:
-            err.print(f"  at {where}", markup=False, soft_wrap=True)
-        raise typer.Exit(1)
+        _plugins_refused(lines or [f"the import ended with code {check.returncode}"])
+
+
+def _load_plugins_here(settings: Settings) -> None:
+    """Import the kinds with the plugins in this process, before the server or worker
+    would: a plugin that cannot be loaded is told as ``up`` tells it, not as a
+    traceback (and uvicorn would start its worker processes again and again)."""
+    if not settings.plugins:
+        return
+    from longplay.kinds import load
+
+    try:
+        load()
+    except Exception as exc:
+        _plugins_refused("".join(traceback.format_exception(exc)).strip().splitlines())
+
+
+def _plugins_refused(traceback_lines: list[str]) -> NoReturn:
+    """Exit with the error's last line, and the line of the plugin's own code that
+    raised it."""
+    err.print(
+        f"LONGPLAY_PLUGINS cannot be loaded: {traceback_lines[-1]}", markup=False, soft_wrap=True
+    )
+    if where := _plugin_frame(traceback_lines):
+        err.print(f"  at {where}", markup=False, soft_wrap=True)
+    raise typer.Exit(1)
 
 
 _FRAME = re.compile(r'\s*File "(?P<path>[^"]+)", line (?P<line>\d+)')
@@ -178,6 +198,7 @@ def api(host: Host = None, port: Port = None, workers: ApiWorkers = None) -> Non
         LONGPLAY_API_HOST=host, LONGPLAY_API_PORT=port, LONGPLAY_API_WORKERS=workers
     )
     setup_logging(settings)
+    _load_plugins_here(settings)
     prepare(settings)
     uvicorn.run(
         "longplay.api.app:create_app",
@@ -213,6 +234,7 @@ def worker(
     # Celery reads this when it is imported: SIGTERM means a (soft) cold shutdown,
     # so a long job does not hold up a stop for as long as it runs.
     os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
+    _load_plugins_here(get_settings())  # before the tasks module loads them
     from longplay import keys
     from longplay.broker import liveness
     from longplay.broker.app import celery_app
@@ -262,6 +284,7 @@ def beat() -> None:
 
     settings = get_settings()
     setup_logging(settings)
+    _load_plugins_here(settings)  # Celery imports the tasks, and so the kinds, at start
     prepare(settings)
     client = get_redis()
 
