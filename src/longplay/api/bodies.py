@@ -26,14 +26,16 @@ MAX_DEPTH = 32
 """Objects and arrays inside each other; a job's parameters need a few."""
 
 
-def limited(request: Request, limit: int, what: str) -> Request:
+def limited(request: Request, limit: int, what: str, *, told: int | None = None) -> Request:
     """``request`` whose body may be at most ``limit`` bytes: a ``Content-Length`` over
     it is refused (:class:`TooLarge`) before a byte is read, a body that runs past it
-    as soon as it does; ``what`` names the limit in the refusal.
+    as soon as it does; ``what`` names the limit in the refusal, and ``told`` is the
+    number it says where that is not ``limit`` (the limit an operator set, where the
+    body may have a little more).
 
     Not the route's ``max_body_size``: Starlette's limiter answers over-long requests
     with a plain-text 413 of its own, in place of the API's one error shape."""
-    refusal = TooLarge(f"{what} may have at most {limit} bytes")
+    refusal = TooLarge(f"{what} may have at most {told or limit} bytes")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise refusal

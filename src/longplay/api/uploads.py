@@ -10,7 +10,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
+from starlette.requests import Request
 
+from longplay.api import bodies
 from longplay.framework import InputFile, JobKind
 from longplay.jobs.checks import check_upload
 from longplay.settings import get_settings
@@ -20,6 +22,13 @@ from longplay.store.models import Artifact, ArtifactRole, Owner
 BODY_LIMIT = get_settings().api.max_upload_bytes + 1024 * 1024
 """A request that carries files: the largest upload, and a little for the multipart
 around it and its other fields."""
+
+
+def within_limit(request: Request, what: str) -> Request:
+    """``request``, its body read within :data:`BODY_LIMIT`; a refusal names the
+    upload limit the operator set, not that plus the allowance for the form."""
+    told = get_settings().api.max_upload_bytes
+    return bodies.limited(request, BODY_LIMIT, f"{what} ({files.UPLOAD_SETTING})", told=told)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from starlette.datastructures import UploadFile
 
 from longplay.api import bodies, uploads
 from longplay.api.schemas import KindPublic
-from longplay.api.uploads import BODY_LIMIT
 from longplay.dashboard import forms, sessions
 from longplay.dashboard.sessions import Viewer
 from longplay.dashboard.web import (
@@ -118,7 +117,7 @@ async def submit(request: Request, kind_name: str) -> Response:
     await as_viewer(request, lambda session, viewer: viewer)
     limits = get_settings().api
     schema = KindPublic.of(kind).params_schema
-    within = bodies.limited(request, BODY_LIMIT, "a submission with files")
+    within = uploads.within_limit(request, "a submission with files")
     form = await bodies.read_form(
         within,
         "this form's",

@@ -29,11 +29,14 @@ SERVED_FILE_HEADERS = {
 """The headers every answer that serves an artifact's bytes has (API and dashboard)."""
 
 
+UPLOAD_SETTING = "LONGPLAY_MAX_UPLOAD_BYTES"
+
+
 class UploadTooLarge(Exception):
     """An upload passed ``max_upload_bytes``."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(f"upload exceeds the limit of {limit} bytes")
+        super().__init__(f"an upload ({UPLOAD_SETTING}) may have at most {limit} bytes")
         self.limit = limit
 
 

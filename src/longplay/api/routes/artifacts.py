@@ -57,7 +57,7 @@ UPLOAD_TEXT_BYTES = 1024
 )
 async def upload(request: Request, key: UploaderKeyDep) -> ArtifactPublic:
     """Upload a file to use as a job's input; the reply's ``id`` goes in ``inputs``."""
-    within = bodies.limited(request, uploads.BODY_LIMIT, "an upload")
+    within = uploads.within_limit(request, "an upload")
     form = await bodies.read_form(
         within,
         "an upload's",

@@ -173,7 +173,7 @@ async def _read_documents(request: Request) -> tuple[list[str], list[UploadFile]
     media_type = bodies.media_type(request)
     if media_type == "multipart/form-data":
         limits = get_settings().api
-        within = bodies.limited(request, uploads.BODY_LIMIT, "documents")
+        within = uploads.within_limit(request, "documents")
         form = await bodies.read_form(
             within,
             "a documents upload's",

@@ -104,7 +104,7 @@ async def _read_form(request: Request) -> tuple[dict[str, Any], list[UploadFile]
     it does not have is refused, as a JSON one's is; ``params`` may come as a file part
     (``curl -F params=@options.json``) as well as a text one."""
     limits = get_settings().api
-    within = bodies.limited(request, uploads.BODY_LIMIT, "a submission with files")
+    within = uploads.within_limit(request, "a submission with files")
     form = await bodies.read_form(
         within,
         "a submission's",
