@@ -121,17 +121,22 @@ def keep_private() -> None:
 def prepare(settings: Settings) -> None:
     """Data folder and schema: every part calls this before it serves anything (and
     so before it creates a file; see :func:`keep_private`). A database that cannot be
-    opened (not there, unreachable, refused, an unknown URL) ends the command with one
-    line saying why."""
+    opened (not there, unreachable, refused, an unknown URL) or whose schema a newer
+    longplay made ends the command with one line saying why."""
     from sqlalchemy.exc import ArgumentError, OperationalError
 
-    from longplay.store.db import migrate
+    from longplay.store.db import NewerSchema, migrate
 
     keep_private()
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     url = settings.effective_database_url
     try:
         migrate(url)
+    except NewerSchema as exc:
+        err.print(
+            f"cannot use the database at {hide_passwords(url)}: {exc}", markup=False, soft_wrap=True
+        )
+        raise typer.Exit(1) from None
     except (ArgumentError, OperationalError, OSError) as exc:
         where = hide_passwords(url)
         why = _one_line(getattr(exc, "orig", None) or exc)  # the driver's own words

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -11,10 +12,15 @@ from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import CursorResult, Engine, Result, create_engine, event, text
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
+log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_MIGRATION_LOCK = 0x10_6C_70  # any constant shared by every longplay process
 
@@ -99,30 +105,89 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+class NewerSchema(Exception):
+    """The database's schema is at a revision this longplay does not know: a newer one
+    upgraded it."""
+
+
 def migrate(url: str) -> None:
-    """Bring the database to the newest schema; safe when several processes start at once."""
-    engine = _engine_for(url)
+    """Bring the database to the newest schema; safe when several processes start at
+    once. The log says when the schema changed, from which revision to which."""
     config = alembic_config(url)
+    with _migration_connection(url) as connection:
+        before = MigrationContext.configure(connection).get_current_revision()
+        if before is not None and not _known(config, before):
+            raise NewerSchema(
+                f"the database's schema is at revision {before}, which this longplay does "
+                "not know: a newer longplay upgraded it. Run that one, or move the schema "
+                "back with it first (see Upgrading in the README)"
+            )
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+        after = MigrationContext.configure(connection).get_current_revision()
+    if after != before:
+        log.info("database schema upgraded from %s to %s", before or "nothing", after)
+
+
+def _known(config: Config, revision: str) -> bool:
+    try:
+        return ScriptDirectory.from_config(config).get_revision(revision) is not None
+    except CommandError:  # alembic's word for a revision it has no file for
+        return False
+
+
+@contextmanager
+def _migration_connection(url: str) -> Iterator[Connection]:
+    """A connection to change the schema on, held by this process alone.
+
+    On SQLite, with foreign keys off: a migration that changes a table there copies it
+    into a new one and drops the old, and with them on that drop would delete every row
+    that refers to the old table (a job's attempts, its artifacts' link to it), or the
+    rows themselves. SQLite takes the setting only outside a transaction, so this is a
+    connection of its own, never one of the pool the service uses."""
+    engine = _engine_for(url)
     if engine.dialect.name == "postgresql":
         with engine.connect() as connection:
             connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
             try:
-                config.attributes["connection"] = connection
-                command.upgrade(config, "head")
+                yield connection
                 connection.commit()
             finally:
+                connection.rollback()
                 connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATION_LOCK})
                 connection.commit()
         return
     database = engine.url.database or ""
-    lock_path = Path(database + ".migrate.lock") if database not in ("", ":memory:") else None
-    if lock_path is None:
+    if database in ("", ":memory:"):  # one connection's own database: nobody to share it
         with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            yield connection
         return
-    with lock_path.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+    lone = create_engine(engine.url, poolclass=NullPool)
+    event.listen(lone, "connect", _sqlite_migration_pragmas)
+    try:
+        with Path(database + ".migrate.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with lone.begin() as connection:
+                yield connection
+            with lone.connect() as connection:
+                _warn_of_broken_references(connection)
+    finally:
+        lone.dispose()
+
+
+def _sqlite_migration_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=OFF")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _warn_of_broken_references(connection: Connection) -> None:
+    """Log the tables with rows that name a row no longer there: with foreign keys off,
+    a migration could leave some, which the service would then trip over."""
+    broken = {row[0] for row in connection.exec_driver_sql("PRAGMA foreign_key_check")}
+    if broken:
+        log.warning(
+            "after the schema upgrade, rows of %s refer to rows that are gone",
+            ", ".join(sorted(broken)),
+        )
