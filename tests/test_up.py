@@ -19,6 +19,7 @@ from conftest import TESTS, free_port, submit, wait_for_status, wait_until
 
 from longplay import supervisor
 from longplay.client.core import find_url, local_url
+from longplay.embedded import redis_command, wait_until_ready
 from longplay.settings import Settings
 from longplay.supervisor import CannotStart, lock_data_folder
 
@@ -308,6 +309,29 @@ def test_up_with_a_plugin_that_cannot_be_loaded_says_so_and_starts_nothing(
     ) in said.splitlines()
     assert "Traceback" not in said
     assert nothing_listens(data_dir, port)
+
+
+def test_up_refuses_a_folder_whose_redis_an_earlier_up_left_running(tmp_path: Path) -> None:
+    """An ``up`` older than the folder's lock, or the parts of one killed with them
+    left running, hold no lock: a second Redis started on the same socket and
+    append-only file, and a second worker and beat beside the first."""
+    data_dir, port = tmp_path / "data", free_port()
+    data_dir.mkdir()
+    settings = Settings(data_dir=data_dir)
+    left = subprocess.Popen(redis_command(settings), stdout=subprocess.DEVNULL)
+    try:
+        wait_until_ready(settings.redis_socket)
+        said = refusal(data_dir, port)
+    finally:
+        left.terminate()
+        left.wait(30)
+    assert said == (
+        f"a Redis already answers on {settings.redis_socket}: the parts of an earlier "
+        f"longplay up (one older than its lock, or killed with its parts left running) "
+        f"still use {data_dir}; stop them first"
+    )
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "it started an API"
 
 
 @pytest.mark.parametrize("part", ["api", "worker", "beat"])

@@ -31,15 +31,18 @@ def redis_command(settings: Settings) -> list[str]:
     ]  # fmt: skip
 
 
+def answers(socket: Path) -> bool:
+    """Whether a Redis answers on ``socket`` now."""
+    try:
+        return bool(redis.Redis(unix_socket_path=str(socket), socket_timeout=1).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
 def wait_until_ready(socket: Path, *, timeout: float = 15.0) -> None:
     """Block until Redis answers on ``socket`` (it replays its append-only file first)."""
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if redis.Redis(unix_socket_path=str(socket), socket_timeout=1).ping():
-                return
-        except (redis.ConnectionError, redis.BusyLoadingError, FileNotFoundError):
-            pass
+    while not answers(socket):
         if time.monotonic() > deadline:
             raise TimeoutError(f"embedded Redis did not answer on {socket} in {timeout:.0f}s")
         time.sleep(0.05)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from longplay.embedded import redis_command, wait_until_ready
+from longplay.embedded import answers, redis_command, wait_until_ready
 from longplay.settings import WARNINGS_SAID, Settings
 
 log = logging.getLogger("longplay.up")
@@ -274,9 +274,16 @@ class Supervisor:
     def claim(self) -> None:
         """Before anything starts: lock the data folder for as long as this process
         lives (its Redis holds the lock too), and check the API's port is free. Raise
-        :class:`CannotStart` if either is taken."""
+        :class:`CannotStart` if either is taken, or a Redis already answers on the
+        folder's socket (older ``up``s took no lock)."""
         self._lock = lock_data_folder(self.settings.data_dir)  # kept open: the lock
         if self.redis is not None:
+            if answers(self.settings.redis_socket):  # one the lock does not know
+                raise CannotStart(
+                    f"a Redis already answers on {self.settings.redis_socket}: the parts of "
+                    f"an earlier longplay up (one older than its lock, or killed with its "
+                    f"parts left running) still use {self.settings.data_dir}; stop them first"
+                )
             self.redis.pass_fds = (self._lock.fileno(),)
         check_port(self.settings.api.host, self.settings.api.port)
 
