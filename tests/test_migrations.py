@@ -253,3 +253,55 @@ def test_flows_that_ended_before_0015_are_given_how_they_ended(
     with plain.connect() as connection:
         ended = dict(connection.execute(text("SELECT id, ended_as FROM flows ORDER BY id")).all())
     assert list(ended.values()) == [ended_as, None], ended
+
+
+def longplay(url: str, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``longplay ARGS`` on the database at ``url``."""
+    return subprocess.run(
+        [sys.executable, "-m", "longplay", *args],
+        env={k: v for k, v in os.environ.items() if not k.startswith("LONGPLAY_")}
+        | {"LONGPLAY_DATABASE_URL": url, "LONGPLAY_DATA_DIR": str(data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_schema_moves_back_for_an_older_longplay_keeping_what_it_had(
+    url: str, plain: Engine, tmp_path: Path
+) -> None:
+    """The way back from an upgrade: ``longplay schema downgrade`` by the newer
+    longplay, to the revision the older one knows; the rows and values that revision
+    has are all there (on SQLite too, where going back copies tables)."""
+    migrate(url)
+    with plain.begin() as connection:
+        added = fill_every_table(connection)
+    with plain.connect() as connection:
+        before = {t: rows_of(connection, t, list(rows[0])) for t, rows in added.items()}
+
+    data_dir = tmp_path / "data"
+    moved = longplay(url, data_dir, "schema", "downgrade", BEFORE_REBUILDS, "--yes")
+    assert moved.returncode == 0, moved.stderr
+    shown = longplay(url, data_dir, "schema", "show")
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    assert shown.stdout.strip().endswith(
+        f"at {BEFORE_REBUILDS}; this longplay's newest is {head}"
+    ), shown
+
+    with plain.connect() as connection:
+        schema = MetaData()
+        schema.reflect(connection)
+        for table, rows in before.items():
+            if table not in schema.tables:
+                continue  # added after BEFORE_REBUILDS
+            kept = [n for n, name in enumerate(added[table][0]) if name in schema.tables[table].c]
+            names = [list(added[table][0])[n] for n in kept]
+            assert rows_of(connection, table, names) == [
+                tuple(row[n] for n in kept) for row in rows
+            ], table
+    refused = longplay(url, data_dir, "schema", "downgrade", "0999", "--yes")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        "cannot move the schema back to 0999: Can't locate revision identified by '0999'"
+    ), refused.stderr

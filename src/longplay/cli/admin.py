@@ -1,4 +1,4 @@
-"""Looking after a deployment: cleanup, API keys, owners and their limits."""
+"""Looking after a deployment: cleanup, API keys, owners and their limits, the schema."""
 
 from __future__ import annotations
 
@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from longplay.cli.app import app, console, err, keys_app, owners_app, prepare, setup_logging
+from longplay.cli.app import (
+    app,
+    console,
+    err,
+    hide_passwords,
+    keys_app,
+    owners_app,
+    prepare,
+    schema_app,
+    setup_logging,
+)
 from longplay.settings import Settings, get_settings
 
 
@@ -222,3 +232,48 @@ def keys_webhook_secret(
             raise typer.Exit(1)
         secret = rotate_secret(session, found) if rotate else found.webhook_secret
     console.print(secret)
+
+
+@schema_app.command("show")
+def schema_show() -> None:
+    """The revision the database's schema is at, and the newest this longplay knows.
+    Unlike every other command, it changes nothing: it does not upgrade the schema."""
+    from longplay.store.db import schema_revisions
+
+    settings = get_settings()
+    current, newest = schema_revisions(settings.effective_database_url)
+    where = hide_passwords(settings.effective_database_url)
+    console.print(
+        f"{where}: at {current or 'no revision'}; this longplay's newest is {newest}",
+        soft_wrap=True,
+    )
+
+
+@schema_app.command("downgrade")
+def schema_downgrade(
+    revision: Annotated[
+        str, typer.Argument(help="The revision to go back to: the newest the older longplay knows.")
+    ],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before dropping.")] = False,
+) -> None:
+    """Move the schema back to REVISION, to run an older longplay on it: with this
+    (newer) longplay, which has the migrations to undo, before the older one starts.
+    What the later revisions added (tables, columns) is dropped with what it held."""
+    from alembic.util.exc import CommandError
+
+    from longplay.store.db import downgrade
+
+    settings = get_settings()
+    setup_logging(settings)
+    url = settings.effective_database_url
+    if not yes:
+        typer.confirm(
+            f"move {hide_passwords(url)} back to revision {revision}, dropping what later "
+            "revisions added?",
+            abort=True,
+        )
+    try:
+        downgrade(url, revision)
+    except CommandError as exc:
+        err.print(f"cannot move the schema back to {revision}: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None

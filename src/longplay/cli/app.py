@@ -22,6 +22,12 @@ keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 owners_app = typer.Typer(help="Owners: their tier and limits.", no_args_is_help=True)
 app.add_typer(owners_app, name="owners")
+schema_app = typer.Typer(
+    help="The database's schema: which revision it is at, and moving it back for an "
+    "older longplay (every part moves it forward by itself).",
+    no_args_is_help=True,
+)
+app.add_typer(schema_app, name="schema")
 console = Console()
 err = Console(stderr=True)
 

@@ -37,7 +37,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA foreign_keys=OFF")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
@@ -127,6 +127,26 @@ def migrate(url: str) -> None:
         after = MigrationContext.configure(connection).get_current_revision()
     if after != before:
         log.info("database schema upgraded from %s to %s", before or "nothing", after)
+
+
+def schema_revisions(url: str) -> tuple[str | None, str | None]:
+    """The database's schema revision (None: it has none yet) and the newest this
+    longplay knows."""
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    with _engine_for(url).connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision(), head
+
+
+def downgrade(url: str, revision: str) -> None:
+    """Move the schema back to ``revision``, for an older longplay: run by this one,
+    which has the migrations to undo. What the later revisions added is dropped.
+    Raise alembic's ``CommandError`` for a revision it does not know."""
+    config = alembic_config(url)
+    with _migration_connection(url) as connection:
+        before = MigrationContext.configure(connection).get_current_revision()
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+    log.info("database schema moved back from %s to %s", before, revision)
 
 
 def _known(config: Config, revision: str) -> bool:
