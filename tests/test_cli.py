@@ -398,3 +398,81 @@ def test_cancel_takes_a_flow_too(stack: Stack) -> None:
     assert done.stdout.split() == [flow_id, "cancelled"]
     stages = client.get(f"/v1/flows/{flow_id}").json()["stages"]
     assert {s["status"] for s in stages.values()} == {"cancelled"}
+
+
+def test_a_text_parameter_keeps_text_that_looks_like_json(stack: Stack, tmp_path: Path) -> None:
+    for args, text in (
+        (("--text", "1984"), "1984"),
+        (("-p", "text=true"), "true"),
+        (("--text", "[1, 2]"), "[1, 2]"),
+    ):
+        out = tmp_path / text
+        done = longplay(
+            stack, "submit", "sleep", *args, "--seconds", "0", "--wait", "--out", str(out)
+        )
+        assert done.returncode == 0, done.stderr
+        assert (out / "result.txt").read_text() == text
+    # A number where the kind takes one is still a number.
+    bad = longplay(stack, "submit", "sleep", "--seconds", "[1]")
+    assert bad.returncode == 1 and "params.seconds" in bad.stderr, bad.stderr
+
+
+def test_ctrl_c_while_following_says_the_job_goes_on(stack: Stack) -> None:
+    env = {**stack.env, "LONGPLAY_API_URL": stack.api_url, "LONGPLAY_API_KEY": stack.key("dave")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "longplay", "submit", "sleep", "--seconds", "60", "--wait"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        job_id = first.split()[1]
+        wait_until(lambda: stack.client("dave").get(f"/v1/jobs/{job_id}").json()["progress"] > 0)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 130, stderr
+        assert "Traceback" not in stderr
+        assert f"longplay watch {job_id}" in stderr and f"longplay cancel {job_id}" in stderr
+        assert stack.client("dave").get(f"/v1/jobs/{job_id}").json()["status"] == "running"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert longplay(stack, "cancel", job_id).returncode == 0
+
+
+def test_retry_and_delete_a_job(stack: Stack) -> None:
+    failed = longplay(stack, "submit", "sleep", "--seconds", "0", "--fail", "permanent", "--wait")
+    assert failed.returncode == 1
+    job_id = failed.stdout.split()[1]
+    retried = longplay(stack, "retry", job_id)
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.split() == [job_id, "queued"]
+    wait_until(lambda: longplay(stack, "delete", job_id).returncode == 0, every=0.5)
+    gone = longplay(stack, "status", job_id)
+    assert gone.returncode == 1 and "not_found" in gone.stderr
+
+
+def test_jobs_pages_with_a_cursor_and_prints_json(stack: Stack) -> None:
+    key = stack.key(f"pager-{uuid.uuid4().hex[:8]}")
+    made = [longplay(stack, "submit", "sleep", "--seconds", "0", LONGPLAY_API_KEY=key)]
+    made.append(longplay(stack, "submit", "sleep", "--seconds", "0", LONGPLAY_API_KEY=key))
+    ids = [m.stdout.split()[1] for m in made]
+    first = longplay(stack, "jobs", "--limit", "1", "--json", LONGPLAY_API_KEY=key)
+    assert first.returncode == 0, first.stderr
+    [line] = first.stdout.splitlines()
+    assert json.loads(line)["id"] == ids[1]
+    [hint] = first.stderr.splitlines()
+    cursor = hint.split("--cursor ")[1]
+    second = longplay(stack, "jobs", "--limit", "1", "--cursor", cursor, LONGPLAY_API_KEY=key)
+    assert second.returncode == 0, second.stderr
+    assert ids[0] in second.stdout and ids[1] not in second.stdout
+
+
+def test_an_api_url_without_a_scheme_is_a_usage_error(stack: Stack) -> None:
+    done = longplay(stack, "jobs", LONGPLAY_API_URL="127.0.0.1:8000")
+    assert done.returncode == 2, done.stderr
+    assert "127.0.0.1:8000" in done.stderr and "Traceback" not in done.stderr

@@ -2,7 +2,7 @@
 
 Every command here prints an API error, an API it cannot reach, or a file it cannot
 read or write, as one line on stderr and exits with 1 (:func:`_one_line_errors`);
-never a traceback.
+never a traceback. A usage mistake exits with 2, a follow stopped by Ctrl-C with 130.
 """
 
 from __future__ import annotations
@@ -47,7 +47,10 @@ def _client() -> Client:
         timeout = float(os.environ.get("LONGPLAY_API_TIMEOUT") or 60)
     except ValueError:
         raise typer.BadParameter("LONGPLAY_API_TIMEOUT must be a number of seconds") from None
-    return Client(find_url(settings), find_key(settings) or "", timeout=timeout)
+    try:
+        return Client(find_url(settings), find_key(settings) or "", timeout=timeout)
+    except ValueError as exc:  # a URL with no scheme
+        raise typer.BadParameter(str(exc), param_hint="LONGPLAY_API_URL") from None
 
 
 def _one_line_errors(command: Callable[P, None]) -> Callable[P, None]:
@@ -89,7 +92,17 @@ def save_results(client: Client, job: JobPublic, out: Path, *, overwrite: bool) 
         console.print(f"saved {escape(str(path))}{escape(taken)}", soft_wrap=True)
 
 
-def _parse_params(pairs: list[str], raw: str | None) -> dict[str, Any]:
+JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
+"""The JSON Schema type of a value ``json.loads`` gives (``null``, arrays and objects
+aside)."""
+
+
+def _parse_params(
+    pairs: list[str], raw: str | None, schema: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """``--params`` and then each ``NAME=VALUE``, its VALUE read as JSON (``5``,
+    ``true``, ``[1, 2]``) unless the kind's parameter ``schema`` (asked only then) has
+    the field as text that JSON value cannot be: ``--text 1984`` stays ``"1984"``."""
     try:
         params: Any = json.loads(raw) if raw else {}
     except json.JSONDecodeError as exc:
@@ -101,10 +114,36 @@ def _parse_params(pairs: list[str], raw: str | None) -> dict[str, Any]:
         if not sep:
             raise typer.BadParameter(f"{pair!r}: write NAME=VALUE")
         try:
-            params[name] = json.loads(value)
+            parsed = json.loads(value)
         except json.JSONDecodeError:
-            params[name] = value
+            parsed = value
+        if not isinstance(parsed, str) and _wants_text(schema(), name, parsed):
+            parsed = value
+        params[name] = parsed
     return params
+
+
+def _wants_text(schema: dict[str, Any], name: str, value: Any) -> bool:
+    """Whether the field ``name`` of a params JSON Schema takes a string and not
+    ``value``'s JSON type."""
+    field = (schema.get("properties") or {}).get(name) or {}
+    options = field.get("anyOf") or [field]
+    types = {o.get("type") for o in options if isinstance(o, dict)}
+    kind = "null" if value is None else JSON_TYPES.get(type(value), "array/object")
+    if kind == "integer" and "number" in types:
+        return False
+    return "string" in types and kind not in types
+
+
+def _params_schema(client: Client, kind: str) -> Callable[[], dict[str, Any]]:
+    """The kind's parameter schema, asked of the API once, when first needed (``{}``
+    for a kind it does not know: the submission then says so)."""
+
+    @functools.cache
+    def schema() -> dict[str, Any]:
+        return next((k.params_schema for k in client.kinds() if k.name == kind), {})
+
+    return schema
 
 
 def _is_flag(word: str) -> bool:
@@ -206,7 +245,7 @@ def submit(
     job = client.submit(
         kind,
         files=paths,
-        params=_parse_params([*pairs, *(param or [])], params),
+        params=_parse_params([*pairs, *(param or [])], params, _params_schema(client, kind)),
         inputs=[_input(i) for i in input_ or []],
         after=after or [],
         priority=priority,
@@ -227,7 +266,27 @@ def submit(
 
 def _follow(client: Client, job_id: str, out: Path, *, overwrite: bool = False) -> None:
     """A live bar (step, percent, ETA) until the job ends; then its results saved in
-    ``out``, or its error on stderr and exit status 1."""
+    ``out``, or its error on stderr and exit status 1. Ctrl-C stops following, not the
+    job: a line says how to follow or cancel it, and the exit status is 130."""
+    try:
+        job = _followed(client, job_id)
+    except KeyboardInterrupt:
+        err.print(
+            f"stopped following {job_id}; it keeps running. Follow it again with "
+            f"`longplay watch {job_id}`, or cancel it with `longplay cancel {job_id}`.",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
+    if job.status.value != "completed":
+        message = job.error.message if job.error else ""
+        err.print(f"[red]{job_id} {job.status.value}[/]: {escape(message)}", soft_wrap=True)
+        raise typer.Exit(1)
+    save_results(client, job, out, overwrite=overwrite)
+
+
+def _followed(client: Client, job_id: str) -> JobPublic:
+    """The job once it has ended, followed with a live bar (step, percent, ETA)."""
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -253,12 +312,7 @@ def _follow(client: Client, job_id: str, out: Path, *, overwrite: bool = False) 
             elif event.type != "token":
                 bar.update(task, description=event.type)
 
-        job = client.wait(job_id, on_event=show)
-    if job.status.value != "completed":
-        message = job.error.message if job.error else ""
-        err.print(f"[red]{job_id} {job.status.value}[/]: {escape(message)}", soft_wrap=True)
-        raise typer.Exit(1)
-    save_results(client, job, out, overwrite=overwrite)
+        return client.wait(job_id, on_event=show)
 
 
 @app.command()
@@ -296,15 +350,48 @@ def cancel(job_id: Annotated[str, typer.Argument(help="A job's id, or a flow's."
 
 @app.command()
 @_one_line_errors
+def retry(job_id: str) -> None:
+    """Run a failed job again (or let a job cancelled because a job it waited for
+    failed wait again)."""
+    job = _client().retry(job_id)
+    console.print(f"{job.id} {job.status.value}")
+
+
+@app.command()
+@_one_line_errors
+def delete(job_id: str) -> None:
+    """Delete a job that has ended, with its results and the files uploaded with it."""
+    _client().delete(job_id)
+    console.print(f"{job_id} deleted")
+
+
+@app.command()
+@_one_line_errors
 def jobs(
     status: Annotated[
         str | None, typer.Option(help="queued, running, completed, failed, cancelled, expired")
     ] = None,
     kind: str | None = None,
     limit: int = 20,
+    cursor: Annotated[
+        str | None, typer.Option(help="Where the next page begins (printed after a full page).")
+    ] = None,
+    json_: Annotated[
+        bool, typer.Option("--json", help="Each job as the API's JSON, one a line.")
+    ] = False,
 ) -> None:
-    """List your newest jobs."""
-    page = _client().list(status=status, kind=kind, limit=limit)
+    """List your newest jobs; --cursor goes on from where a page ended."""
+    page = _client().list(status=status, kind=kind, limit=limit, cursor=cursor)
+    if json_:
+        for job in page.items:
+            print(job.model_dump_json())
+    else:
+        _job_table(page.items)
+    if page.next_cursor:
+        err.print(f"next page: --cursor {page.next_cursor}", markup=False, soft_wrap=True)
+
+
+def _job_table(items: list[JobPublic]) -> None:
     # One line a job in an 80-column terminal: the step gives way, nothing else is cut.
     table = Table(
         Column("id", no_wrap=True),
@@ -318,7 +405,7 @@ def jobs(
         collapse_padding=True,
     )
     today = datetime.now().astimezone().date()
-    for job in page.items:
+    for job in items:
         created = job.created_at.astimezone()
         table.add_row(
             job.id,

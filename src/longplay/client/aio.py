@@ -48,7 +48,9 @@ FLOW_END = frozenset({"flow_ended"})
 
 class AsyncClient:
     """The asyncio twin of :class:`~longplay.client.Client`: the same methods, awaited
-    (``events`` is an async iterator), the same errors and defaults."""
+    (``events`` is an async iterator), the same errors and defaults. Each ``wait`` or
+    ``events`` holds one connection while it follows its job: beyond
+    ``max_connections`` of them, a wait waits for a free one as long as it may wait."""
 
     def __init__(
         self,
@@ -59,15 +61,18 @@ class AsyncClient:
         retry_budget: float = core.RETRY_BUDGET,
         stream_retries: int = core.STREAM_RETRIES,
         poll_interval: float = core.POLL_INTERVAL,
+        max_connections: int | None = core.MAX_CONNECTIONS,
     ) -> None:
-        self.url = (url or core.find_url()).rstrip("/")
+        self.url = core.base_url(url or core.find_url())
         self.retry_budget = retry_budget
         self.stream_retries = stream_retries
         self.poll_interval = poll_interval
+        self.max_connections = max_connections
         self.http = httpx.AsyncClient(
             base_url=self.url,
             headers=core.headers_for(key if key is not None else core.find_key()),
             timeout=timeout,
+            limits=core.limits(max_connections),
         )
 
     async def __aenter__(self) -> AsyncClient:
@@ -84,16 +89,8 @@ class AsyncClient:
     def _reaching(self) -> Iterator[None]:
         try:
             yield
-        except httpx.TimeoutException as exc:
-            raise ApiError(
-                f"no answer from the API at {self.url} in time ({type(exc).__name__})",
-                code="timeout",
-            ) from exc
         except httpx.TransportError as exc:
-            raise ApiError(
-                f"cannot reach the API at {self.url}: {exc or type(exc).__name__}",
-                code="unreachable",
-            ) from exc
+            raise core.no_answer(self.url, exc, None, self.max_connections) from exc
 
     async def _send(
         self,
@@ -103,14 +100,25 @@ class AsyncClient:
         files: Callable[[ExitStack], builtins.list[Any]] | None = None,
         **options: Any,
     ) -> httpx.Response:
+        """See :meth:`Client._send`."""
         patience = core.Patience(self.retry_budget)
+        headers = options.get("headers")
+        resent_after = core.resent_after(method, headers)
         while True:
-            with self._reaching(), ExitStack() as stack:
-                sent: dict[str, Any] = {"files": files(stack)} if files is not None else {}
-                response = await self.http.request(method, path, **sent, **options)
-            wait = patience.delay(response)
-            if wait is None:
-                return response
+            started = time.monotonic()
+            try:
+                with ExitStack() as stack:
+                    sent: dict[str, Any] = {"files": files(stack)} if files is not None else {}
+                    response = await self.http.request(method, path, **sent, **options)
+            except httpx.TransportError as exc:
+                wait = patience.lost(exc, started, resent_after)
+                if wait is None:
+                    key = (headers or {}).get(core.IDEMPOTENCY_HEADER)
+                    raise core.no_answer(self.url, exc, key, self.max_connections) from exc
+            else:
+                wait = patience.delay(response)
+                if wait is None:
+                    return response
             await asyncio.sleep(wait)
 
     async def _json(self, method: str, path: str, **options: Any) -> Any:
@@ -130,12 +138,12 @@ class AsyncClient:
     async def submit(
         self,
         kind: str,
-        files: Iterable[PathLike] = (),
+        files: PathLike | Iterable[PathLike] = (),
         params: Mapping[str, Any] | BaseModel | None = None,
-        inputs: Iterable[InputRef] = (),
+        inputs: InputRef | Iterable[InputRef] = (),
         *,
         priority: str | None = None,
-        after: Iterable[JobRef] = (),
+        after: JobRef | Iterable[JobRef] = (),
         run_at: datetime | None = None,
         deadline: datetime | None = None,
         dedupe: bool = False,
@@ -143,9 +151,10 @@ class AsyncClient:
         callback_events: Iterable[str] = (),
         idempotency_key: str | None = None,
     ) -> SubmittedJob:
-        """Submit a job (see :meth:`Client.submit`), with an ``Idempotency-Key``; with
-        ``dedupe``, the job returned says whether it is an earlier one (``deduplicated``)."""
-        paths = [Path(f) for f in files]
+        """Submit a job (see :meth:`Client.submit`), with an ``Idempotency-Key`` that
+        it is sent again with after a 429, a 503 or a lost answer; with ``dedupe``, the
+        job returned says whether it is an earlier one (``deduplicated``)."""
+        paths = core.paths_of(files)
         sent = core.submission(
             kind,
             params,
@@ -158,7 +167,7 @@ class AsyncClient:
             callback_url=callback_url,
             callback_events=callback_events,
         )
-        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        headers = {core.IDEMPOTENCY_HEADER: idempotency_key or str(uuid.uuid4())}
         if paths and sent.plain_inputs:
             answer = await self._send(
                 "POST", "/v1/jobs", data=sent.form(), files=core.file_fields(paths), headers=headers
@@ -169,20 +178,26 @@ class AsyncClient:
         return core.submitted(answer)
 
     async def get(self, job: JobRef) -> JobPublic:
-        return JobPublic.model_validate(await self._json("GET", f"/v1/jobs/{id_of(job)}"))
+        return JobPublic.model_validate(await self._json("GET", core.api_path("jobs", id_of(job))))
 
     async def cancel(self, job: JobRef) -> JobPublic:
-        body = await self._json("POST", f"/v1/jobs/{id_of(job)}/cancel")
+        body = await self._json("POST", core.api_path("jobs", id_of(job), "cancel"))
         return JobPublic.model_validate(body)
 
     async def viewer_token(self, job: JobRef, *, expires_in: int = 3600) -> dict[str, Any]:
         """As :meth:`Client.viewer_token`."""
-        path = f"/v1/jobs/{id_of(job)}/viewer-tokens"
+        path = core.api_path("jobs", id_of(job), "viewer-tokens")
         return dict(await self._json("POST", path, json={"expires_in": expires_in}))
 
     async def retry(self, job: JobRef) -> JobPublic:
-        body = await self._json("POST", f"/v1/jobs/{id_of(job)}/retry")
+        """Run a failed job again (see :meth:`Client.retry`: a job cancelled as
+        ``upstream_failed`` waits again; any other is a ``conflict``)."""
+        body = await self._json("POST", core.api_path("jobs", id_of(job), "retry"))
         return JobPublic.model_validate(body)
+
+    async def delete(self, job: JobRef) -> None:
+        """Delete a job that has ended (see :meth:`Client.delete`)."""
+        checked(await self._send("DELETE", core.api_path("jobs", id_of(job))))
 
     async def kinds(self) -> builtins.list[KindPublic]:
         return [KindPublic.model_validate(k) for k in await self._json("GET", "/v1/kinds")]
@@ -209,9 +224,8 @@ class AsyncClient:
         """A job's events as they happen, resumed with ``Last-Event-ID`` on a break."""
         cursor = Cursor(last_id=last_event_id, retries=self.stream_retries)
         job_id = id_of(job)
-        return self._follow(
-            f"/v1/jobs/{job_id}/events", cursor, FINAL_EVENTS, None, self._ended(job_id)
-        )
+        path = core.api_path("jobs", job_id, "events")
+        return self._follow(path, cursor, FINAL_EVENTS, None, self._ended(job_id, None))
 
     async def wait(
         self,
@@ -221,16 +235,20 @@ class AsyncClient:
         on_event: EventCallback | None = None,
         timeout: float | None = None,
     ) -> JobPublic:
-        """Follow a job to its end and return it (see :meth:`Client.wait`); callbacks
-        may be plain functions or coroutine functions."""
+        """Follow a job to its end and return it (see :meth:`Client.wait`: one ended
+        already is returned at once); callbacks may be plain functions or coroutine
+        functions."""
         job_id = id_of(job)
         deadline = None if timeout is None else time.monotonic() + timeout
+        first = await self._look(job_id, deadline)
+        if first.status.finished:
+            await _tell(core.status_event(first), None, on_event)
+            return first
         cursor = Cursor(retries=self.stream_retries)
         try:
-            path = f"/v1/jobs/{job_id}/events"
-            async for event in self._follow(
-                path, cursor, FINAL_EVENTS, deadline, self._ended(job_id)
-            ):
+            path = core.api_path("jobs", job_id, "events")
+            ended = self._ended(job_id, deadline)
+            async for event in self._follow(path, cursor, FINAL_EVENTS, deadline, ended):
                 await _tell(event, on_progress, on_event)
         except Expired:
             raise WaitTimeout(job_id, timeout or 0) from None
@@ -239,7 +257,13 @@ class AsyncClient:
                 raise
             answered = cursor.followed or exc.status_code is not None
             return await self._poll(job_id, deadline, timeout, on_progress, on_event, answered)
-        return await self.get(job_id)
+        return await self._look(job_id, None)
+
+    async def _look(self, job_id: str, deadline: float | None) -> JobPublic:
+        """See :meth:`Client._look`."""
+        timeout = core.pool_timeout(self.http.timeout, deadline)
+        path = core.api_path("jobs", job_id)
+        return JobPublic.model_validate(await self._json("GET", path, timeout=timeout))
 
     async def _poll(
         self,
@@ -256,7 +280,7 @@ class AsyncClient:
         misses = 0
         while True:
             try:
-                job = await self.get(job_id)
+                job = await self._look(job_id, deadline)
                 misses = 0
                 answered = True
             except ApiError as exc:
@@ -310,7 +334,6 @@ class AsyncClient:
                         raise core.stream_error(response, cursor)
                     cursor.followed = True
                     reader = core.SseReader()
-                    read_on = False
                     async for line in response.aiter_lines():
                         event = reader.feed(line)
                         if event is None:
@@ -320,17 +343,18 @@ class AsyncClient:
                         if event.type in last:
                             if ended is None:
                                 return
-                            cursor.ending = True
-                            if await ended() is not None:
-                                return
-                            cursor.ending = False
-                            read_on = True  # an earlier run's end: the API ends the stream
+                            cursor.ending = True  # asked once the stream is closed
                             break
                         if deadline is not None and time.monotonic() >= deadline:
                             raise Expired
-                if not read_on:  # the API's end, with no last event: see Client._follow
-                    cursor.ending = cursor.lost_end = ended is not None
-                    raise StreamBroken("the event stream ended before the job did")
+                if cursor.ending:
+                    if ended is not None and await ended() is not None:
+                        return
+                    cursor.ending = False  # an earlier run's end: read on
+                    continue
+                # The API's end, with no last event: see Client._follow.
+                cursor.ending = cursor.lost_end = ended is not None
+                raise StreamBroken("the event stream ended before the job did")
             except (httpx.TransportError, StreamBroken, ApiError) as exc:
                 if not core.broke_while_ending(exc, cursor):
                     raise
@@ -341,9 +365,9 @@ class AsyncClient:
                     raise core.gave_up(self.url, exc) from exc
                 await asyncio.sleep(pause)
 
-    def _ended(self, job_id: str) -> Callable[[], Awaitable[Event | None]]:
+    def _ended(self, job_id: str, deadline: float | None) -> Callable[[], Awaitable[Event | None]]:
         async def ended() -> Event | None:
-            return core.job_end(await self.get(job_id))
+            return core.job_end(await self._look(job_id, deadline))
 
         return ended
 
@@ -373,7 +397,7 @@ class AsyncClient:
         if isinstance(thing, JobPublic) or (
             isinstance(thing, str) and not core.is_artifact_id(thing)
         ):
-            job = await self.get(thing)
+            job = core.finished(await self.get(thing))
             return [
                 await self._save(a, core.target_path(a, Path(dest), folder=True), overwrite)
                 for a in job.outputs
@@ -381,7 +405,9 @@ class AsyncClient:
         artifact = (
             thing
             if isinstance(thing, ArtifactPublic)
-            else ArtifactPublic.model_validate(await self._json("GET", f"/v1/artifacts/{thing}"))
+            else ArtifactPublic.model_validate(
+                await self._json("GET", core.api_path("artifacts", thing))
+            )
         )
         return await self._save(
             artifact, core.target_path(artifact, Path(dest), folder=core.is_folder(dest)), overwrite
@@ -410,17 +436,18 @@ class AsyncClient:
         self, body: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> FlowPublic:
         """See :meth:`Client.submit_flow`."""
-        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        headers = {core.IDEMPOTENCY_HEADER: idempotency_key or str(uuid.uuid4())}
         answer = await self._json("POST", "/v1/flows", json=dict(body), headers=headers)
         return FlowPublic.model_validate(answer)
 
     async def flow(self, flow: FlowRef) -> FlowPublic:
         """See :meth:`Client.flow`."""
-        return FlowPublic.model_validate(await self._json("GET", f"/v1/flows/{id_of(flow)}"))
+        path = core.api_path("flows", id_of(flow))
+        return FlowPublic.model_validate(await self._json("GET", path))
 
     async def cancel_flow(self, flow: FlowRef) -> FlowPublic:
         """See :meth:`Client.cancel_flow`."""
-        body = await self._json("POST", f"/v1/flows/{id_of(flow)}/cancel")
+        body = await self._json("POST", core.api_path("flows", id_of(flow), "cancel"))
         return FlowPublic.model_validate(body)
 
     def flow_events(
@@ -433,7 +460,8 @@ class AsyncClient:
         async def ended() -> Event | None:
             return core.flow_end(await self.flow(flow_id))
 
-        return self._follow(f"/v1/flows/{flow_id}/events", cursor, FLOW_END, None, ended)
+        path = core.api_path("flows", flow_id, "events")
+        return self._follow(path, cursor, FLOW_END, None, ended)
 
     # -- collections (JSON as the API answers it) --------------------------------------------
     async def create_collection(self, name: str) -> dict[str, Any]:
@@ -443,19 +471,21 @@ class AsyncClient:
         return dict(await self._json("GET", "/v1/collections"))
 
     async def collection(self, collection_id: str) -> dict[str, Any]:
-        return dict(await self._json("GET", f"/v1/collections/{collection_id}"))
+        return dict(await self._json("GET", core.api_path("collections", collection_id)))
 
-    async def add_documents(self, collection_id: str, paths: Iterable[PathLike]) -> dict[str, Any]:
+    async def add_documents(
+        self, collection_id: str, paths: PathLike | Iterable[PathLike]
+    ) -> dict[str, Any]:
         """Upload documents to a collection: the documents and the ``index`` job reading them."""
-        opened = core.file_fields([Path(p) for p in paths])
-        path = f"/v1/collections/{collection_id}/documents"
+        opened = core.file_fields(core.paths_of(paths))
+        path = core.api_path("collections", collection_id, "documents")
         return dict(await self._json("POST", path, files=opened))
 
     async def search(self, collection_id: str, query: str, limit: int = 10) -> dict[str, Any]:
         return dict(
             await self._json(
                 "GET",
-                f"/v1/collections/{collection_id}/search",
+                core.api_path("collections", collection_id, "search"),
                 params={"q": query, "limit": limit},
             )
         )

@@ -10,12 +10,14 @@ import json
 import logging
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import httpx
 from pydantic import BaseModel
@@ -39,6 +41,11 @@ STREAM_RETRIES = 30
 """Broken event streams in a row, with no event between, before a follower gives up
 (``wait`` then polls): with the pauses of :meth:`Cursor.broke`, about two minutes, long
 enough for an API to be restarted under its followers."""
+RESEND_PAUSE = 0.5
+"""Seconds before the first resend after a lost answer; each next pause doubles."""
+MAX_CONNECTIONS = 100
+"""Connections one client opens at most, its requests and event streams together
+(httpx's own default); a wait beyond them waits for one to be free."""
 POLL_INTERVAL = 1.0
 """Seconds between two looks at a job when ``wait`` polls."""
 DEDUPLICATED_HEADER = "Longplay-Deduplicated"
@@ -104,6 +111,32 @@ def local_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
+def base_url(url: str) -> str:
+    """The API's root as a client is given it, checked: an ``http`` or ``https`` URL
+    with a host, without a trailing slash or ``/v1`` (every path the SDK sends begins
+    with ``/v1`` itself). A URL with no scheme (``127.0.0.1:8000``) is refused here,
+    where it is a mistake of configuration, not later as an API that cannot be reached."""
+    text = url.strip().rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(
+            f"{url!r} is no API URL: write it with its scheme and host, "
+            "as http://127.0.0.1:8000 or https://longplay.example.com"
+        )
+    return text.removesuffix("/v1").rstrip("/")
+
+
+def api_path(*segments: str) -> str:
+    """``/v1/`` and ``segments``, each quoted whole: an id cannot reach another route
+    (``../kinds``), and ``.`` or ``..`` stay segments instead of moving up."""
+    return "/v1/" + "/".join(_segment(s) for s in segments)
+
+
+def _segment(text: str) -> str:
+    quoted = quote(text, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
+
+
 def headers_for(key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
@@ -116,6 +149,24 @@ def id_of(thing: str | BaseModel) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected a job, an artifact, a flow or an id, not {type(thing).__name__}")
     return value
+
+
+def items(value: Any, single: type | tuple[type, ...]) -> list[Any]:
+    """``value`` as a list: a value of the ``single`` types (a ``str``, a path, an
+    id...) is one item, never split into its characters or keys."""
+    return [value] if isinstance(value, single) else list(value)
+
+
+def aware(name: str, when: datetime | None) -> str | None:
+    """A time in the API's spelling; a naive one is refused rather than guessed at."""
+    if when is None:
+        return None
+    if when.utcoffset() is None:
+        raise ValueError(
+            f"{name}={when.isoformat()} has no timezone: give an aware datetime, "
+            "as datetime.now(UTC) or datetime(..., tzinfo=ZoneInfo('Europe/Rome'))"
+        )
+    return when.isoformat()
 
 
 # -- answers ------------------------------------------------------------------------------
@@ -150,14 +201,44 @@ def bad_answer(response: httpx.Response, wanted: str) -> ApiError:
     )
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+LINK_LOST: tuple[type[httpx.TransportError], ...] = (
+    httpx.ReadError,
+    httpx.WriteError,
+    httpx.RemoteProtocolError,
+)
+"""The connection was reset or closed after the request went out, its answer lost."""
+ANSWER_LOST = (*LINK_LOST, httpx.ReadTimeout, httpx.WriteTimeout)
+"""Every failure after which the request may have reached the API: unlike a refused
+connection, only a resend can tell whether it did."""
+MAX_RESENDS = 4
+"""Resends after lost answers, at most, in one call (besides :class:`Patience`'s budget)."""
+
+
+def resent_after(
+    method: str, headers: Mapping[str, str] | None
+) -> tuple[type[httpx.TransportError], ...]:
+    """The failures after which a request is sent again: a submission with an
+    ``Idempotency-Key`` after any lost answer (the API gives the same job back); a
+    safe method after a lost connection, not after a timeout (an API too slow to answer
+    is not asked again); any other request never."""
+    if IDEMPOTENCY_HEADER in (headers or {}):
+        return ANSWER_LOST
+    return LINK_LOST if method.upper() in SAFE_METHODS else ()
+
+
 @dataclass
 class Patience:
-    """How long one call waits out 429 and 503 answers: each by its ``Retry-After``,
-    all together at most ``budget`` seconds. A wait that would pass the budget is not
-    begun: the caller gets the error at once."""
+    """How long one call waits out 429 and 503 answers and lost answers: a 429 or 503
+    by its ``Retry-After``, a lost answer with a pause that doubles from
+    :data:`RESEND_PAUSE`; the waits and the failed tries' time all together at most
+    ``budget`` seconds. A wait that would pass the budget is not begun: the caller
+    gets the error at once."""
 
     budget: float
     spent: float = 0.0
+    resends: int = 0
 
     def delay(self, response: httpx.Response) -> float | None:
         """Seconds to wait before sending again, or None to give up."""
@@ -165,9 +246,8 @@ class Patience:
             return None
         wait = retry_after(response)
         wait = RETRY_AFTER_DEFAULT if wait is None else wait
-        if self.spent + wait > self.budget:
+        if not self._afford(wait):
             return None
-        self.spent += wait
         log.info(
             "%s %s answered %d; trying again in %g s (Retry-After)",
             response.request.method,
@@ -176,6 +256,79 @@ class Patience:
             wait,
         )
         return wait
+
+    def lost(
+        self,
+        exc: httpx.TransportError,
+        started: float,
+        resent_after: tuple[type[httpx.TransportError], ...],
+    ) -> float | None:
+        """Seconds to wait before sending again a request that failed with ``exc`` in a
+        try begun at ``started`` (on the monotonic clock), or None to give up: ``exc``
+        is none of the failures it is ``resent_after`` (see :func:`resent_after`), or
+        the resends or the budget are spent."""
+        if not isinstance(exc, resent_after) or self.resends >= MAX_RESENDS:
+            return None
+        self.spent += time.monotonic() - started
+        wait = RESEND_PAUSE * 2**self.resends
+        if not self._afford(wait):
+            return None
+        self.resends += 1
+        log.info("no answer (%s); sending again in %g s", type(exc).__name__, wait)
+        return wait
+
+    def _afford(self, wait: float) -> bool:
+        if self.spent + wait > self.budget:
+            return False
+        self.spent += wait
+        return True
+
+
+def no_answer(
+    url: str, exc: httpx.TransportError, idempotency_key: str | None, connections: int | None
+) -> ApiError:
+    """What a request that got no answer raises: ``pool_full`` when all this client's
+    ``connections`` were taken (the API is not to blame), ``timeout`` when the API was
+    too slow, ``unreachable`` when it could not be reached; with the request's
+    ``idempotency_key``, to send it again by hand."""
+    if isinstance(exc, httpx.PoolTimeout):
+        return ApiError(
+            f"all {connections} connections of this client are busy (open event streams "
+            "and requests); wait for fewer jobs at once or raise max_connections",
+            code="pool_full",
+            retryable=True,
+            idempotency_key=idempotency_key,
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return ApiError(
+            f"no answer from the API at {url} in time ({type(exc).__name__})",
+            code="timeout",
+            idempotency_key=idempotency_key,
+        )
+    return ApiError(
+        f"cannot reach the API at {url}: {exc or type(exc).__name__}",
+        code="unreachable",
+        idempotency_key=idempotency_key,
+    )
+
+
+def limits(max_connections: int | None) -> httpx.Limits:
+    """A client's connection pool: ``max_connections`` at once (None: no limit), as
+    many kept open (httpx keeps 20 by default, and each wait opens its own)."""
+    return httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+
+
+def pool_timeout(client_timeout: httpx.Timeout, deadline: float | None) -> httpx.Timeout:
+    """A follower's timeouts for a request: the client's, but a free connection is
+    waited for as long as the follower may wait (forever without a deadline), not
+    the client's timeout, so many followers on one client share its connections."""
+    remaining = None if deadline is None else max(0.05, deadline - time.monotonic())
+    return httpx.Timeout(
+        connect=client_timeout.connect,
+        read=client_timeout.read,
+        write=client_timeout.write,
+        pool=remaining,
+    )
 
 
 # -- uploads ------------------------------------------------------------------------------
@@ -229,20 +382,26 @@ class Submission:
         return data
 
 
+SINGLE_INPUT = (str, ArtifactPublic, OutputRef, Mapping)
+"""What one input is given as (a Mapping is ``{"job", "output"}``, not a list)."""
+
+
 def submission(
     kind: str,
     params: Mapping[str, Any] | BaseModel | None,
-    inputs: Iterable[InputRef],
+    inputs: InputRef | Iterable[InputRef],
     *,
     priority: str | None = None,
-    after: Iterable[JobRef] = (),
+    after: JobRef | Iterable[JobRef] = (),
     run_at: datetime | None = None,
     deadline: datetime | None = None,
     dedupe: bool = False,
     callback_url: str | None = None,
     callback_events: Iterable[str] = (),
 ) -> Submission:
-    """A submission's parts, every value in the API's JSON spelling."""
+    """A submission's parts, every value in the API's JSON spelling. A single input or
+    job (``inputs="art_…"``, ``after=job``) is one item; a naive ``run_at`` or
+    ``deadline`` is a ValueError."""
     if isinstance(params, BaseModel):
         values = params.model_dump(mode="json", exclude_unset=True)
     else:
@@ -250,19 +409,24 @@ def submission(
     options: dict[str, Any] = {}
     if priority is not None:
         options["priority"] = priority
-    if waits := [id_of(j) for j in after]:
+    if waits := [id_of(j) for j in items(after, (str, JobPublic))]:
         options["after"] = waits
-    if run_at is not None:
-        options["run_at"] = run_at.isoformat()
-    if deadline is not None:
-        options["deadline"] = deadline.isoformat()
+    for name, when in (("run_at", run_at), ("deadline", deadline)):
+        if (text := aware(name, when)) is not None:
+            options[name] = text
     if dedupe:
         options["dedupe"] = True
     if callback_url is not None:
         options["callback_url"] = callback_url
     if events := list(callback_events):
         options["callback_events"] = events
-    return Submission(kind, values, [_input(i) for i in inputs], options)
+    sent = [_input(i) for i in items(inputs, SINGLE_INPUT)]
+    return Submission(kind, values, sent, options)
+
+
+def paths_of(files: PathLike | Iterable[PathLike]) -> list[Path]:
+    """Files to upload as paths; a single file (a ``str`` or a path) is one."""
+    return [Path(f) for f in items(files, (str, os.PathLike))]
 
 
 def submitted(response: httpx.Response) -> SubmittedJob:
@@ -367,11 +531,14 @@ def stream_error(response: httpx.Response, cursor: Cursor) -> Exception:
 
 
 def stream_timeout(client_timeout: httpx.Timeout, remaining: float | None) -> httpx.Timeout:
-    """A stream's timeouts: reads wait for the API's pings, not past a wait's end."""
+    """A stream's timeouts: reads wait for the API's pings, not past a wait's end, and
+    a free connection is waited for as long as the wait may last (see
+    :func:`pool_timeout`)."""
     read = max(STREAM_READ_TIMEOUT, client_timeout.read or 0)
+    pool = None
     if remaining is not None:
-        read = max(0.05, min(read, remaining))
-    return httpx.Timeout(client_timeout.connect, read=read)
+        read = pool = max(0.05, min(read, remaining))
+    return httpx.Timeout(client_timeout.connect, read=read, pool=pool)
 
 
 def progress_of(job: JobPublic) -> Event:
@@ -477,6 +644,19 @@ def check_digest(artifact: ArtifactPublic, sha256: str) -> None:
             f"{artifact.id} ({artifact.name}) arrived damaged: its SHA-256 is not the API's",
             code="corrupt_download",
         )
+
+
+def finished(job: JobPublic) -> JobPublic:
+    """A job whose outputs are all there, to download: one still queued or running is
+    ``not_finished``, rather than an empty list that looks like a job without outputs."""
+    if not job.status.finished:
+        raise ApiError(
+            f"{job.id} is {job.status.value}: it has no outputs to download until it ends "
+            "(wait for it first)",
+            code="not_finished",
+            retryable=True,
+        )
+    return job
 
 
 def is_artifact_id(thing: str) -> bool:

@@ -7,17 +7,39 @@ from typing import Any
 
 import httpx
 
+GATEWAY_CODES = {502: "bad_gateway", 503: "unavailable", 504: "gateway_timeout"}
+"""Codes for a 502, 503 or 504 that is not the API's JSON (a proxy's page): the API
+behind it is down or slow, and the same request may pass later."""
 
-class ApiError(Exception):
+
+class _Picklable(Exception):
+    """An error that pickles with all its fields: rebuilt from its message and its
+    attributes, not by calling its constructor (whose arguments are keywords)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuilt, (type(self), self.args, self.__dict__)
+
+
+def _rebuilt(cls: type[BaseException], args: tuple[Any, ...], fields: dict[str, Any]) -> Any:
+    error = cls.__new__(cls, *args)
+    BaseException.__init__(error, *args)
+    error.__dict__.update(fields)
+    return error
+
+
+class ApiError(_Picklable):
     """A request the API refused, or could not answer.
 
     :attr:`code` is the API's error code (``not_found``, ``unauthorized``,
     ``invalid_request``, ``rate_limited``, ...) or, when no answer came,
-    ``unreachable`` or ``timeout``; :attr:`status_code` the HTTP status (None without
-    an answer); :attr:`retry_after` the seconds a 429 or 503 asked to wait;
+    ``unreachable`` or ``timeout``, or one of the SDK's own (``pool_full``,
+    ``not_finished``, ``stream_lost``, ``corrupt_download``, ``bad_answer``,
+    ``bad_gateway``...); :attr:`status_code` the HTTP status (None without an
+    answer); :attr:`retry_after` the seconds a 429 or 503 asked to wait;
     :attr:`details` the per-field problems of a 422; :attr:`retryable` whether the same
-    request may pass later unchanged (the API's word; true where no answer came).
-    ``str()`` says it in one line.
+    request may pass later unchanged (the API's word; true where no answer came);
+    :attr:`idempotency_key` the key a submission carried, to send it again with (it
+    gets the same job back). ``str()`` says it in one line.
     """
 
     def __init__(
@@ -29,6 +51,7 @@ class ApiError(Exception):
         retry_after: float | None = None,
         details: list[Any] | None = None,
         retryable: bool | None = None,
+        idempotency_key: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -36,6 +59,7 @@ class ApiError(Exception):
         self.retry_after = retry_after
         self.details = details or []
         self.retryable = status_code is None if retryable is None else retryable
+        self.idempotency_key = idempotency_key
 
     @property
     def status(self) -> int | None:
@@ -59,10 +83,12 @@ class ApiError(Exception):
             details = error.get("details")
             message = str(error.get("message") or response.reason_phrase)
             message += _details(details, message)
+        elif body is None and response.content:
+            code, message = _not_json(response)
         else:
             code = "error"
             detail = body.get("detail") if isinstance(body, dict) else None
-            message = str(detail) if detail else (response.text or response.reason_phrase)
+            message = str(detail) if detail else response.reason_phrase
         text = " ".join(message.split())  # one line
         return cls(
             f"{response.status_code} {code}: {text}",
@@ -71,15 +97,39 @@ class ApiError(Exception):
             retry_after=retry_after(response),
             details=details if isinstance(details, list) else None,
             retryable=retryable if retryable is not None else response.status_code >= 500,
+            idempotency_key=_sent_key(response),
         )
 
 
-class WaitTimeout(TimeoutError):
+class WaitTimeout(_Picklable, TimeoutError):
     """:meth:`Client.wait` gave up before the job ended; the job goes on."""
 
     def __init__(self, job_id: str, timeout: float) -> None:
         super().__init__(f"{job_id} did not end within {timeout:g} s")
         self.job_id = job_id
+        self.timeout = timeout
+
+
+def _not_json(response: httpx.Response) -> tuple[str, str]:
+    """The code and message of an error answer that is not JSON (a proxy's HTML page):
+    its status and content type, never the page itself."""
+    code = GATEWAY_CODES.get(response.status_code, "error")
+    kind = response.headers.get("content-type", "no content type").split(";")[0]
+    text = response.text.strip()
+    if kind == "text/plain" and len(text) <= 200:
+        return code, text
+    return code, (
+        f"{response.status_code} {response.reason_phrase} ({kind}), not the API's answer: "
+        "the API behind a proxy may be down or restarting"
+    )
+
+
+def _sent_key(response: httpx.Response) -> str | None:
+    """The ``Idempotency-Key`` the answered request carried, if any."""
+    try:
+        return response.request.headers.get("Idempotency-Key")
+    except RuntimeError:  # a response made by hand, with no request
+        return None
 
 
 def retry_after(response: httpx.Response) -> float | None:

@@ -49,8 +49,12 @@ class Client:
     ``url`` and ``key`` default to ``LONGPLAY_API_URL`` and ``LONGPLAY_API_KEY``, else
     this machine's API and the key ``longplay up`` saved in the data folder. Every
     failure, the API's or the network's, is an :class:`ApiError` with the API's
-    ``code``; a 429 or 503 is first waited out by its ``Retry-After``, up to
-    ``retry_budget`` seconds a call. Use it as a context manager, or :meth:`close` it.
+    ``code``; a 429 or 503 is first waited out by its ``Retry-After``, and a lost
+    answer to a request that may be sent again (a ``GET``, a submission with its
+    ``Idempotency-Key``) is sent again, up to ``retry_budget`` seconds a call.
+    ``url`` must have its scheme (``http://``); a trailing ``/v1`` is dropped. At most
+    ``max_connections`` requests and event streams are open at once (None: no limit).
+    Use it as a context manager, or :meth:`close` it.
     """
 
     def __init__(
@@ -62,15 +66,18 @@ class Client:
         retry_budget: float = core.RETRY_BUDGET,
         stream_retries: int = core.STREAM_RETRIES,
         poll_interval: float = core.POLL_INTERVAL,
+        max_connections: int | None = core.MAX_CONNECTIONS,
     ) -> None:
-        self.url = (url or core.find_url()).rstrip("/")
+        self.url = core.base_url(url or core.find_url())
         self.retry_budget = retry_budget
         self.stream_retries = stream_retries
         self.poll_interval = poll_interval
+        self.max_connections = max_connections
         self.http = httpx.Client(
             base_url=self.url,
             headers=core.headers_for(key if key is not None else core.find_key()),
             timeout=timeout,
+            limits=core.limits(max_connections),
         )
 
     def __enter__(self) -> Client:
@@ -88,16 +95,8 @@ class Client:
         """The network's failures as ApiError: no answer in time, or no API there."""
         try:
             yield
-        except httpx.TimeoutException as exc:
-            raise ApiError(
-                f"no answer from the API at {self.url} in time ({type(exc).__name__})",
-                code="timeout",
-            ) from exc
         except httpx.TransportError as exc:
-            raise ApiError(
-                f"cannot reach the API at {self.url}: {exc or type(exc).__name__}",
-                code="unreachable",
-            ) from exc
+            raise core.no_answer(self.url, exc, None, self.max_connections) from exc
 
     def _send(
         self,
@@ -107,16 +106,27 @@ class Client:
         files: Callable[[ExitStack], list[Any]] | None = None,
         **options: Any,
     ) -> httpx.Response:
-        """Send a request, again after each 429 or 503 while the budget lasts; ``files``
-        opens the files to upload afresh for each try."""
+        """Send a request, again after each 429 or 503 and after the lost answers
+        :func:`~core.resent_after` names, while the budget lasts; ``files`` opens the
+        files to upload afresh for each try."""
         patience = core.Patience(self.retry_budget)
+        headers = options.get("headers")
+        resent_after = core.resent_after(method, headers)
         while True:
-            with self._reaching(), ExitStack() as stack:
-                sent: dict[str, Any] = {"files": files(stack)} if files is not None else {}
-                response = self.http.request(method, path, **sent, **options)
-            wait = patience.delay(response)
-            if wait is None:
-                return response
+            started = time.monotonic()
+            try:
+                with ExitStack() as stack:
+                    sent: dict[str, Any] = {"files": files(stack)} if files is not None else {}
+                    response = self.http.request(method, path, **sent, **options)
+            except httpx.TransportError as exc:
+                wait = patience.lost(exc, started, resent_after)
+                if wait is None:
+                    key = (headers or {}).get(core.IDEMPOTENCY_HEADER)
+                    raise core.no_answer(self.url, exc, key, self.max_connections) from exc
+            else:
+                wait = patience.delay(response)
+                if wait is None:
+                    return response
             time.sleep(wait)
 
     def _json(self, method: str, path: str, **options: Any) -> Any:
@@ -135,12 +145,12 @@ class Client:
     def submit(
         self,
         kind: str,
-        files: Iterable[PathLike] = (),
+        files: PathLike | Iterable[PathLike] = (),
         params: Mapping[str, Any] | BaseModel | None = None,
-        inputs: Iterable[InputRef] = (),
+        inputs: InputRef | Iterable[InputRef] = (),
         *,
         priority: str | None = None,
-        after: Iterable[JobRef] = (),
+        after: JobRef | Iterable[JobRef] = (),
         run_at: datetime | None = None,
         deadline: datetime | None = None,
         dedupe: bool = False,
@@ -149,17 +159,20 @@ class Client:
         idempotency_key: str | None = None,
     ) -> SubmittedJob:
         """Submit a job of ``kind`` reading ``inputs`` (artifacts, or other jobs'
-        outputs) and then ``files`` (uploaded with it).
+        outputs) and then ``files`` (uploaded with it); a single file, input or job in
+        ``after`` may be given alone. ``run_at`` and ``deadline`` must be aware
+        datetimes (a naive one is a ValueError).
 
-        Every submission carries an ``Idempotency-Key`` (a new UUID unless given), so a
-        submission sent again, after a 429, a 503 or a lost answer, gives back the same
-        job instead of a second one.
+        Every submission carries an ``Idempotency-Key`` (a new UUID unless given), and
+        is sent again with it after a 429, a 503 or a lost answer, so the API gives back
+        the same job instead of a second one. If it still fails, the
+        :class:`ApiError` has the key (``idempotency_key``) to send it again yourself.
 
         With ``dedupe``, an earlier completed job of yours with the same kind, parameters
         and input bytes may come back instead of a new one; the job returned then has
         ``deduplicated`` true (it is false for a new job).
         """
-        paths = [Path(f) for f in files]
+        paths = core.paths_of(files)
         sent = core.submission(
             kind,
             params,
@@ -172,7 +185,7 @@ class Client:
             callback_url=callback_url,
             callback_events=callback_events,
         )
-        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        headers = {core.IDEMPOTENCY_HEADER: idempotency_key or str(uuid.uuid4())}
         if paths and sent.plain_inputs:
             fields = core.file_fields(paths)
             answer = self._send("POST", "/v1/jobs", data=sent.form(), files=fields, headers=headers)
@@ -183,22 +196,31 @@ class Client:
 
     def get(self, job: JobRef) -> JobPublic:
         """A job as it is now."""
-        return JobPublic.model_validate(self._json("GET", f"/v1/jobs/{id_of(job)}"))
+        return JobPublic.model_validate(self._json("GET", core.api_path("jobs", id_of(job))))
 
     def cancel(self, job: JobRef) -> JobPublic:
         """Cancel a job: a queued one at once, a running one at its next checkpoint."""
-        return JobPublic.model_validate(self._json("POST", f"/v1/jobs/{id_of(job)}/cancel"))
+        path = core.api_path("jobs", id_of(job), "cancel")
+        return JobPublic.model_validate(self._json("POST", path))
 
     def viewer_token(self, job: JobRef, *, expires_in: int = 3600) -> dict[str, Any]:
         """A token that lets a browser read this one job (``?token=``) for
         ``expires_in`` seconds, so the page never holds your key: ``token``,
         ``expires_at`` and ``links`` to hand it."""
-        path = f"/v1/jobs/{id_of(job)}/viewer-tokens"
+        path = core.api_path("jobs", id_of(job), "viewer-tokens")
         return dict(self._json("POST", path, json={"expires_in": expires_in}))
 
     def retry(self, job: JobRef) -> JobPublic:
-        """Run a failed (or cancelled, or expired) job again."""
-        return JobPublic.model_validate(self._json("POST", f"/v1/jobs/{id_of(job)}/retry"))
+        """Run a failed job again, from after the last step it finished; a job cancelled
+        because a job it waited for failed (error code ``upstream_failed``) waits again,
+        once that job was retried. Any other job is a ``conflict`` (409)."""
+        path = core.api_path("jobs", id_of(job), "retry")
+        return JobPublic.model_validate(self._json("POST", path))
+
+    def delete(self, job: JobRef) -> None:
+        """Delete a job that has ended, with its outputs and the files uploaded with it;
+        a job not yet ended is a ``conflict`` (409): cancel it first."""
+        checked(self._send("DELETE", core.api_path("jobs", id_of(job))))
 
     def kinds(self) -> builtins.list[KindPublic]:
         """The job kinds the service runs, with their parameters' JSON Schemas."""
@@ -229,9 +251,8 @@ class Client:
         (``Last-Event-ID``), so none is lost or repeated."""
         cursor = Cursor(last_id=last_event_id, retries=self.stream_retries)
         job_id = id_of(job)
-        return self._follow(
-            f"/v1/jobs/{job_id}/events", cursor, FINAL_EVENTS, None, self._ended(job_id)
-        )
+        path = core.api_path("jobs", job_id, "events")
+        return self._follow(path, cursor, FINAL_EVENTS, None, self._ended(job_id, None))
 
     def wait(
         self,
@@ -246,15 +267,23 @@ class Client:
         ``on_progress`` is called with each progress event (``progress``, ``step``,
         ``eta_seconds``), ``on_event`` with every event. The job's event stream is
         followed and resumed; if it cannot be (a proxy that breaks streams), the job is
-        polled instead. After ``timeout`` seconds, :class:`WaitTimeout`. An API that
-        does not answer at all is an :class:`ApiError` at once.
+        polled instead. A job that has ended already is returned at once (``on_event``
+        gets its end), whatever the ``timeout``; after ``timeout`` seconds,
+        :class:`WaitTimeout`. An API that does not answer at all is an
+        :class:`ApiError` at once. Many waits may share a client: each waits for a free
+        connection (see ``max_connections``) as long as it may wait.
         """
         job_id = id_of(job)
         deadline = None if timeout is None else time.monotonic() + timeout
+        first = self._look(job_id, deadline)
+        if first.status.finished:
+            _tell(core.status_event(first), None, on_event)
+            return first
         cursor = Cursor(retries=self.stream_retries)
         try:
-            path = f"/v1/jobs/{job_id}/events"
-            for event in self._follow(path, cursor, FINAL_EVENTS, deadline, self._ended(job_id)):
+            path = core.api_path("jobs", job_id, "events")
+            ended = self._ended(job_id, deadline)
+            for event in self._follow(path, cursor, FINAL_EVENTS, deadline, ended):
                 _tell(event, on_progress, on_event)
         except Expired:
             raise WaitTimeout(job_id, timeout or 0) from None
@@ -263,7 +292,14 @@ class Client:
                 raise
             answered = cursor.followed or exc.status_code is not None
             return self._poll(job_id, deadline, timeout, on_progress, on_event, answered)
-        return self.get(job_id)
+        return self._look(job_id, None)
+
+    def _look(self, job_id: str, deadline: float | None) -> JobPublic:
+        """A job as :meth:`get` gives it, asked for by a follower: waiting for a free
+        connection as long as the follower may wait."""
+        timeout = core.pool_timeout(self.http.timeout, deadline)
+        path = core.api_path("jobs", job_id)
+        return JobPublic.model_validate(self._json("GET", path, timeout=timeout))
 
     def _poll(
         self,
@@ -282,7 +318,7 @@ class Client:
         misses = 0
         while True:
             try:
-                job = self.get(job_id)
+                job = self._look(job_id, deadline)
                 misses = 0
                 answered = True
             except ApiError as exc:
@@ -341,7 +377,6 @@ class Client:
                         raise core.stream_error(response, cursor)
                     cursor.followed = True
                     reader = core.SseReader()
-                    read_on = False
                     for line in response.iter_lines():
                         event = reader.feed(line)
                         if event is None:
@@ -351,19 +386,20 @@ class Client:
                         if event.type in last:
                             if ended is None:
                                 return
+                            # Asked once the stream is closed: its connection is free for it.
                             cursor.ending = True
-                            if ended() is not None:
-                                return
-                            cursor.ending = False
-                            read_on = True  # an earlier run's end: the API ends the stream
                             break
                         if deadline is not None and time.monotonic() >= deadline:
                             raise Expired
-                if not read_on:
-                    # The API's end, with no last event: ask (after a pause) whether the
-                    # job has ended, and read on only if it has not.
-                    cursor.ending = cursor.lost_end = ended is not None
-                    raise StreamBroken("the event stream ended before the job did")
+                if cursor.ending:
+                    if ended is not None and ended() is not None:
+                        return
+                    cursor.ending = False  # an earlier run's end: read on
+                    continue
+                # The API's end, with no last event: ask (after a pause) whether the job
+                # has ended, and read on only if it has not.
+                cursor.ending = cursor.lost_end = ended is not None
+                raise StreamBroken("the event stream ended before the job did")
             except (httpx.TransportError, StreamBroken, ApiError) as exc:
                 if not core.broke_while_ending(exc, cursor):
                     raise
@@ -374,8 +410,8 @@ class Client:
                     raise core.gave_up(self.url, exc) from exc
                 time.sleep(pause)
 
-    def _ended(self, job_id: str) -> Callable[[], Event | None]:
-        return lambda: core.job_end(self.get(job_id))
+    def _ended(self, job_id: str, deadline: float | None) -> Callable[[], Event | None]:
+        return lambda: core.job_end(self._look(job_id, deadline))
 
     # -- results ----------------------------------------------------------------------------
     @overload
@@ -407,7 +443,7 @@ class Client:
         if isinstance(thing, JobPublic) or (
             isinstance(thing, str) and not core.is_artifact_id(thing)
         ):
-            job = self.get(thing)
+            job = core.finished(self.get(thing))
             return [
                 self._save(a, core.target_path(a, Path(dest), folder=True), overwrite)
                 for a in job.outputs
@@ -415,7 +451,7 @@ class Client:
         artifact = (
             thing
             if isinstance(thing, ArtifactPublic)
-            else ArtifactPublic.model_validate(self._json("GET", f"/v1/artifacts/{thing}"))
+            else ArtifactPublic.model_validate(self._json("GET", core.api_path("artifacts", thing)))
         )
         return self._save(
             artifact, core.target_path(artifact, Path(dest), folder=core.is_folder(dest)), overwrite
@@ -445,25 +481,26 @@ class Client:
         """Submit a flow: ``{"stages": {...}, "callback_url": ...}`` as ``POST /v1/flows``,
         with an ``Idempotency-Key`` (a new UUID unless given), so that one sent again
         after a lost answer or a 429 gets the same flow back, not a second one."""
-        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        headers = {core.IDEMPOTENCY_HEADER: idempotency_key or str(uuid.uuid4())}
         answer = self._json("POST", "/v1/flows", json=dict(body), headers=headers)
         return FlowPublic.model_validate(answer)
 
     def flow(self, flow: FlowRef) -> FlowPublic:
         """A flow (or its id) as it is now: each stage's status and job."""
-        return FlowPublic.model_validate(self._json("GET", f"/v1/flows/{id_of(flow)}"))
+        return FlowPublic.model_validate(self._json("GET", core.api_path("flows", id_of(flow))))
 
     def cancel_flow(self, flow: FlowRef) -> FlowPublic:
         """Cancel a flow: every stage not yet ended is cancelled, as :meth:`cancel`
         cancels a job; a flow that has ended already is a ``conflict`` (409)."""
-        return FlowPublic.model_validate(self._json("POST", f"/v1/flows/{id_of(flow)}/cancel"))
+        path = core.api_path("flows", id_of(flow), "cancel")
+        return FlowPublic.model_validate(self._json("POST", path))
 
     def flow_events(self, flow: FlowRef, *, last_event_id: str | None = None) -> Iterator[Event]:
         """Every stage's events of a flow (each with its ``stage``), to ``flow_ended``
         (made from the flow's state if its stream no longer has it)."""
         flow_id = id_of(flow)
         cursor = Cursor(last_id=last_event_id, retries=self.stream_retries)
-        path = f"/v1/flows/{flow_id}/events"
+        path = core.api_path("flows", flow_id, "events")
         return self._follow(path, cursor, FLOW_END, None, lambda: core.flow_end(self.flow(flow_id)))
 
     # -- collections (JSON as the API answers it) --------------------------------------------
@@ -474,18 +511,21 @@ class Client:
         return dict(self._json("GET", "/v1/collections"))
 
     def collection(self, collection_id: str) -> dict[str, Any]:
-        return dict(self._json("GET", f"/v1/collections/{collection_id}"))
+        return dict(self._json("GET", core.api_path("collections", collection_id)))
 
-    def add_documents(self, collection_id: str, paths: Iterable[PathLike]) -> dict[str, Any]:
+    def add_documents(
+        self, collection_id: str, paths: PathLike | Iterable[PathLike]
+    ) -> dict[str, Any]:
         """Upload documents to a collection: the documents and the ``index`` job reading them."""
-        files = core.file_fields([Path(p) for p in paths])
-        return dict(self._json("POST", f"/v1/collections/{collection_id}/documents", files=files))
+        files = core.file_fields(core.paths_of(paths))
+        path = core.api_path("collections", collection_id, "documents")
+        return dict(self._json("POST", path, files=files))
 
     def search(self, collection_id: str, query: str, limit: int = 10) -> dict[str, Any]:
         return dict(
             self._json(
                 "GET",
-                f"/v1/collections/{collection_id}/search",
+                core.api_path("collections", collection_id, "search"),
                 params={"q": query, "limit": limit},
             )
         )

@@ -51,7 +51,7 @@ async def _ended(job_id: str) -> dict[str, Any] | None:
         return make_event("deleted", job_id)
     if not JobStatus(job.status).finished:
         return None
-    error = ErrorPublic.model_validate(job.error).model_dump() if job.error else None
+    error = ErrorPublic.told(job.error).model_dump() if job.error else None
     return make_event(job.status, job.id, status=job.status, progress=job.progress, error=error)
 
 

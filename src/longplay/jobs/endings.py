@@ -94,7 +94,7 @@ def settle_error(
             )
         if moved:
             close_attempt(session, job.id, worker, "retrying" if retry else "failed", details)
-            told = ErrorPublic.model_validate(details).model_dump()  # no server paths
+            told = ErrorPublic.told(details).model_dump()  # no server paths
             if retry:
                 unit.announce("retrying", job.id, status="queued", error=told)
             else:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from longplay.settings import get_settings
 from longplay.store.models import Artifact, Flow, Job, JobStatus, Priority
@@ -39,29 +40,31 @@ def public_message(text: str) -> str:
     return _SERVER_PATH.sub(last_part, text)
 
 
-class ErrorPublic(BaseModel):
+class _Told(BaseModel):
+    """A code and a message the server wrote, which a client may read."""
+
     code: str
     message: str
+
+    @classmethod
+    def told(cls, stored: Mapping[str, Any]) -> Self:
+        """``stored`` as a client may see it: its message without the server's paths.
+        Not a validator: the SDK reads these models too, on a machine with none of the
+        server's settings."""
+        read = cls.model_validate(stored)
+        return read.model_copy(update={"message": public_message(read.message)})
+
+
+class ErrorPublic(_Told):
     retryable: bool
     attempt: int | None = None
     retry_in_seconds: float | None = None
 
-    @field_validator("message")
-    @classmethod
-    def _public(cls, message: str) -> str:
-        return public_message(message)
 
-
-class WarningPublic(BaseModel):
+class WarningPublic(_Told):
     """Something a person should know about a job that completed all the same."""
 
     code: str = Field(description="What it is about, e.g. `truncated_input`.")
-    message: str
-
-    @field_validator("message")
-    @classmethod
-    def _public(cls, message: str) -> str:
-        return public_message(message)
 
 
 class ArtifactLinks(BaseModel):
@@ -202,11 +205,9 @@ class JobPublic(BaseModel):
             run_at=job.run_at,
             deadline=job.deadline,
             callback_url=job.callback_url,
-            error=ErrorPublic.model_validate(job.error) if job.error else None,
+            error=ErrorPublic.told(job.error) if job.error else None,
             outputs=[ArtifactPublic.of(a) for a in outputs or []],
-            warnings=[
-                WarningPublic.model_validate(w) for w in (job.result or {}).get("warnings", [])
-            ],
+            warnings=[WarningPublic.told(w) for w in (job.result or {}).get("warnings", [])],
             results_expired=bool((job.result or {}).get("results_expired")),
             created_at=job.created_at,
             started_at=job.started_at,

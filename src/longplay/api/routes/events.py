@@ -101,7 +101,7 @@ def _hub(request: Request) -> EventHub:
 
 def _public(error: dict[str, Any] | None) -> dict[str, Any] | None:
     """A stored error as clients see it (no server paths in its message)."""
-    return None if error is None else ErrorPublic.model_validate(error).model_dump()
+    return None if error is None else ErrorPublic.told(error).model_dump()
 
 
 async def _end_in_store(job_id: str) -> tuple[bool, dict[str, Any] | None]:
