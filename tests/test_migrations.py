@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
-from longplay.store.db import alembic_config, migrate, normalise_url
+from longplay.store.db import alembic_config, get_engine, migrate, normalise_url
 
 BEFORE_REBUILDS = "0007"
 """The last revision before the first that rebuilds ``jobs`` on SQLite (0008 adds a
@@ -142,6 +142,9 @@ def test_an_upgrade_keeps_every_row_and_every_reference(
     head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
     said = f"database schema upgraded from {BEFORE_REBUILDS} to {head}"
     assert said in caplog.text, caplog.text
+    if plain.dialect.name == "sqlite":  # the migration's setting stays with it
+        with get_engine(url).connect() as service:
+            assert service.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 
 
 def test_a_schema_a_newer_longplay_made_is_refused_in_one_line(
@@ -167,7 +170,7 @@ def test_a_schema_a_newer_longplay_made_is_refused_in_one_line(
     assert said.endswith(
         "the database's schema is at revision 9999, which this longplay does not know: "
         "a newer longplay upgraded it. Run that one, or move the schema back with it "
-        "first (see Upgrading in the README)"
+        "first (README: Upgrading and backups)"
     ), said
     assert len(said.splitlines()) == 1 and "Traceback" not in said, said
 

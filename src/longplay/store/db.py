@@ -37,7 +37,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=OFF")
+    cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
@@ -120,7 +120,7 @@ def migrate(url: str) -> None:
             raise NewerSchema(
                 f"the database's schema is at revision {before}, which this longplay does "
                 "not know: a newer longplay upgraded it. Run that one, or move the schema "
-                "back with it first (see Upgrading in the README)"
+                "back with it first (README: Upgrading and backups)"
             )
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
