@@ -33,9 +33,11 @@ class DropProxy:
     client hears nothing. It records each submission's ``Idempotency-Key`` and the
     ids the API answered."""
 
-    def __init__(self, upstream: str, drops: int) -> None:
+    def __init__(self, upstream: str, drops: int, bad_gateways: int = 0) -> None:
         self.upstream = upstream
         self.drops = drops
+        self.bad_gateways = bad_gateways
+        """Reads of one job (``GET /v1/jobs/ID``) answered with a proxy's 502 page first."""
         self.keys: list[str | None] = []
         self.made: list[str] = []
         proxy = self
@@ -56,6 +58,16 @@ class DropProxy:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def handle(self, asked: http.server.BaseHTTPRequestHandler) -> None:
+        one_job = asked.command == "GET" and re.fullmatch(r"/v1/jobs/[^/?]+", asked.path)
+        if one_job and self.bad_gateways > 0:
+            self.bad_gateways -= 1
+            page = b"<html><body>502 Bad Gateway</body></html>"
+            asked.send_response(502)
+            asked.send_header("Content-Type", "text/html")
+            asked.send_header("Content-Length", str(len(page)))
+            asked.end_headers()
+            asked.wfile.write(page)
+            return
         length = int(asked.headers.get("Content-Length") or 0)
         body = asked.rfile.read(length) if length else b""
         skip = {"host", "content-length", "connection"}
@@ -84,11 +96,11 @@ class DropProxy:
 
 
 @pytest.fixture
-def dropping(stack: Stack) -> Iterator[Callable[[int], DropProxy]]:
+def dropping(stack: Stack) -> Iterator[Callable[..., DropProxy]]:
     made: list[DropProxy] = []
 
-    def make(drops: int) -> DropProxy:
-        made.append(DropProxy(stack.api_url, drops))
+    def make(drops: int, bad_gateways: int = 0) -> DropProxy:
+        made.append(DropProxy(stack.api_url, drops, bad_gateways))
         return made[-1]
 
     yield make
@@ -395,3 +407,18 @@ def test_a_failed_job_reads_where_the_servers_settings_would_not(
             get_settings.cache_clear()
     assert again.error is not None and again.error.code == "asked_to_fail", again
     assert listed.error == again.error
+
+
+def test_a_wait_whose_first_look_meets_a_proxys_502_polls_through_it(
+    stack: Stack, dropping: Callable[..., DropProxy]
+) -> None:
+    """A wait first asks whether the job has ended; a proxy's 502 there (an API being
+    restarted behind it) is a lost link like one on the stream, polled through, not
+    an error raised at once."""
+    proxy = dropping(0, bad_gateways=1)
+    key = _owner(stack)
+    with Client(stack.api_url, key) as api:
+        job = api.wait(api.submit("sleep", params={"seconds": 0}), timeout=60)
+    with Client(proxy.url, key, poll_interval=0.1) as api:
+        again = api.wait(job.id, timeout=30)
+    assert again.status.value == "completed" and proxy.bad_gateways == 0

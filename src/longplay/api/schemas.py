@@ -20,7 +20,7 @@ from pydantic_core import PydanticCustomError
 from longplay.framework import JobKind
 from longplay.jobs.webhooks.addresses import refusal
 from longplay.settings import get_settings
-from longplay.store.models import Priority
+from longplay.store.models import JobAttempt, Priority
 from longplay.store.views import ErrorPublic, JobPublic, OutputRef
 
 CallbackEvent = Literal["started", "progress"]
@@ -119,14 +119,24 @@ class JobList(BaseModel):
 
 
 class AttemptPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
     attempt: int
     worker: str
     started_at: datetime
     finished_at: datetime | None
     outcome: str | None = Field(description="completed, retrying, failed, cancelled or lost.")
     error: ErrorPublic | None
+
+    @classmethod
+    def of(cls, attempt: JobAttempt) -> AttemptPublic:
+        """An attempt as a client sees it: its error without the server's paths."""
+        return cls(
+            attempt=attempt.attempt,
+            worker=attempt.worker,
+            started_at=attempt.started_at,
+            finished_at=attempt.finished_at,
+            outcome=attempt.outcome,
+            error=ErrorPublic.told(attempt.error) if attempt.error else None,
+        )
 
 
 class RetryMany(BaseModel):

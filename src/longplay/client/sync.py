@@ -275,12 +275,12 @@ class Client:
         """
         job_id = id_of(job)
         deadline = None if timeout is None else time.monotonic() + timeout
-        first = self._look(job_id, deadline)
-        if first.status.finished:
-            _tell(core.status_event(first), None, on_event)
-            return first
         cursor = Cursor(retries=self.stream_retries)
         try:
+            first = self._look(job_id, deadline)  # a link lost here is polled through too
+            if first.status.finished:
+                _tell(core.status_event(first), None, on_event)
+                return first
             path = core.api_path("jobs", job_id, "events")
             ended = self._ended(job_id, deadline)
             for event in self._follow(path, cursor, FINAL_EVENTS, deadline, ended):

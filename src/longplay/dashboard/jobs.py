@@ -117,7 +117,7 @@ async def job_page(request: Request, job_id: str) -> Response:
             "job": shown,
             "done_steps": list(job.checkpoint.get("done", [])),
             "attempts": [
-                AttemptPublic.model_validate(a)
+                AttemptPublic.of(a)
                 for a in service.attempts_of(session, owner=viewer.owner, job_id=job.id)
             ],
             "deliveries": [

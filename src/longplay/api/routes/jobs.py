@@ -349,8 +349,7 @@ async def job_attempts(job_id: str, key: KeyDep) -> list[AttemptPublic]:
     return await as_owner(
         key,
         lambda session, owner: [
-            AttemptPublic.model_validate(a)
-            for a in service.attempts_of(session, owner=owner, job_id=job_id)
+            AttemptPublic.of(a) for a in service.attempts_of(session, owner=owner, job_id=job_id)
         ],
     )
 
