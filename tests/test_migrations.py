@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
+from longplay.store import db
 from longplay.store.db import alembic_config, get_engine, migrate, normalise_url
 
 BEFORE_REBUILDS = "0007"
@@ -308,3 +310,57 @@ def test_the_schema_moves_back_for_an_older_longplay_keeping_what_it_had(
     assert refused.stderr.strip() == (
         "cannot move the schema back to 0999: Can't locate revision identified by '0999'"
     ), refused.stderr
+    missing = tmp_path / "nowhere" / "longplay.db"
+    for args in (("show",), ("downgrade", "0011", "--yes")):
+        refused = longplay(f"sqlite:///{missing}", data_dir, "schema", *args)
+        assert refused.returncode == 1, refused
+        assert refused.stderr.strip().endswith(f"no database at {missing}"), refused.stderr
+    assert not missing.parent.exists(), "it made a database where there was none"
+
+
+HALF_DONE = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "9001"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table("half_done", sa.Column("id", sa.Integer, primary_key=True))
+    op.execute("UPDATE owners SET name = name || '!'")
+    with op.batch_alter_table("owners") as batch_op:
+        batch_op.add_column(sa.Column("half", sa.Integer, nullable=True))
+    raise RuntimeError("this migration fails halfway")
+
+
+def downgrade() -> None:
+    pass
+"""
+
+
+def test_a_migration_that_fails_halfway_leaves_nothing_of_itself(
+    url: str, plain: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration is one transaction on SQLite too: Python's sqlite3 committed each
+    schema change as it went, so a migration that failed after its first left a table
+    behind, and every start after failed on "table already exists"."""
+    migrate(url)
+    with plain.begin() as connection:
+        schema = MetaData()
+        schema.reflect(connection)
+        add_row(connection, schema.tables["owners"], 1)
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    copied = tmp_path / "migrations"
+    shutil.copytree(db.MIGRATIONS, copied)
+    (copied / "versions" / "9001_half_done.py").write_text(HALF_DONE.format(head=head))
+    monkeypatch.setattr(db, "MIGRATIONS", copied)
+    with pytest.raises(RuntimeError, match="fails halfway"):
+        migrate(url)
+    with plain.connect() as connection:
+        assert "half_done" not in inspect(connection).get_table_names()
+        assert "half" not in {c["name"] for c in inspect(connection).get_columns("owners")}
+        assert connection.execute(text("SELECT name FROM owners")).scalar() == "1-owners.name"
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == head

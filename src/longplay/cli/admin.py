@@ -238,10 +238,14 @@ def keys_webhook_secret(
 def schema_show() -> None:
     """The revision the database's schema is at, and the newest this longplay knows.
     Unlike every other command, it changes nothing: it does not upgrade the schema."""
-    from longplay.store.db import schema_revisions
+    from longplay.store.db import NoDatabase, schema_revisions
 
     settings = get_settings()
-    current, newest = schema_revisions(settings.effective_database_url)
+    try:
+        current, newest = schema_revisions(settings.effective_database_url)
+    except NoDatabase as exc:
+        err.print(str(exc), markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     where = hide_passwords(settings.effective_database_url)
     console.print(
         f"{where}: at {current or 'no revision'}; this longplay's newest is {newest}",
@@ -261,7 +265,7 @@ def schema_downgrade(
     What the later revisions added (tables, columns) is dropped with what it held."""
     from alembic.util.exc import CommandError
 
-    from longplay.store.db import downgrade
+    from longplay.store.db import NoDatabase, downgrade
 
     settings = get_settings()
     setup_logging(settings)
@@ -274,6 +278,6 @@ def schema_downgrade(
         )
     try:
         downgrade(url, revision)
-    except CommandError as exc:
+    except (CommandError, NoDatabase) as exc:
         err.print(f"cannot move the schema back to {revision}: {exc}", markup=False, soft_wrap=True)
         raise typer.Exit(1) from None

@@ -110,6 +110,10 @@ class NewerSchema(Exception):
     upgraded it."""
 
 
+class NoDatabase(Exception):
+    """A SQLite file that is not there, where a command must not make one."""
+
+
 def migrate(url: str) -> None:
     """Bring the database to the newest schema; safe when several processes start at
     once. The log says when the schema changed, from which revision to which."""
@@ -127,11 +131,13 @@ def migrate(url: str) -> None:
         after = MigrationContext.configure(connection).get_current_revision()
     if after != before:
         log.info("database schema upgraded from %s to %s", before or "nothing", after)
+        _warn_of_broken_references(url, "upgrade")
 
 
 def schema_revisions(url: str) -> tuple[str | None, str | None]:
     """The database's schema revision (None: it has none yet) and the newest this
-    longplay knows."""
+    longplay knows. Raise :class:`NoDatabase` rather than make a SQLite file."""
+    _must_exist(url)
     head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
     with _engine_for(url).connect() as connection:
         return MigrationContext.configure(connection).get_current_revision(), head
@@ -140,13 +146,25 @@ def schema_revisions(url: str) -> tuple[str | None, str | None]:
 def downgrade(url: str, revision: str) -> None:
     """Move the schema back to ``revision``, for an older longplay: run by this one,
     which has the migrations to undo. What the later revisions added is dropped.
-    Raise alembic's ``CommandError`` for a revision it does not know."""
+    Raise alembic's ``CommandError`` for a revision it does not know, and
+    :class:`NoDatabase` rather than make a SQLite file."""
+    _must_exist(url)
     config = alembic_config(url)
     with _migration_connection(url) as connection:
         before = MigrationContext.configure(connection).get_current_revision()
         config.attributes["connection"] = connection
         command.downgrade(config, revision)
-    log.info("database schema moved back from %s to %s", before, revision)
+        after = MigrationContext.configure(connection).get_current_revision()
+    if after != before:
+        log.info("database schema moved back from %s to %s", before, after or "nothing")
+        _warn_of_broken_references(url, "downgrade")
+
+
+def _must_exist(url: str) -> None:
+    database = make_url(normalise_url(url)).database or ""
+    on_disk = url.startswith("sqlite") and database not in ("", ":memory:")
+    if on_disk and not Path(database).is_file():
+        raise NoDatabase(f"no database at {database}")
 
 
 def _known(config: Config, revision: str) -> bool:
@@ -158,13 +176,17 @@ def _known(config: Config, revision: str) -> bool:
 
 @contextmanager
 def _migration_connection(url: str) -> Iterator[Connection]:
-    """A connection to change the schema on, held by this process alone.
+    """A connection to change the schema on, held by this process alone, in one
+    transaction: a migration that fails halfway leaves nothing of itself.
 
     On SQLite, with foreign keys off: a migration that changes a table there copies it
     into a new one and drops the old, and with them on that drop would delete every row
     that refers to the old table (a job's attempts, its artifacts' link to it), or the
     rows themselves. SQLite takes the setting only outside a transaction, so this is a
-    connection of its own, never one of the pool the service uses."""
+    connection of its own, never one of the pool the service uses. Python's sqlite3
+    would commit each statement that changes the schema as it goes: the connection
+    leaves transactions to SQLAlchemy, which begins one for it (SQLAlchemy's recipe
+    for pysqlite)."""
     engine = _engine_for(url)
     if engine.dialect.name == "postgresql":
         with engine.connect() as connection:
@@ -184,30 +206,35 @@ def _migration_connection(url: str) -> Iterator[Connection]:
         return
     lone = create_engine(engine.url, poolclass=NullPool)
     event.listen(lone, "connect", _sqlite_migration_pragmas)
+    event.listen(lone, "begin", lambda connection: connection.exec_driver_sql("BEGIN"))
     try:
         with Path(database + ".migrate.lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             with lone.begin() as connection:
                 yield connection
-            with lone.connect() as connection:
-                _warn_of_broken_references(connection)
     finally:
         lone.dispose()
 
 
 def _sqlite_migration_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # no BEGIN or COMMIT of the driver's own
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=OFF")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
 
-def _warn_of_broken_references(connection: Connection) -> None:
-    """Log the tables with rows that name a row no longer there: with foreign keys off,
-    a migration could leave some, which the service would then trip over."""
-    broken = {row[0] for row in connection.exec_driver_sql("PRAGMA foreign_key_check")}
+def _warn_of_broken_references(url: str, change: str) -> None:
+    """Log the SQLite tables with rows that name a row no longer there after a
+    ``change`` of the schema: with foreign keys off, a migration could leave some,
+    which the service would then trip over."""
+    if not url.startswith("sqlite"):
+        return
+    with _engine_for(url).connect() as connection:
+        broken = {row[0] for row in connection.exec_driver_sql("PRAGMA foreign_key_check")}
     if broken:
         log.warning(
-            "after the schema upgrade, rows of %s refer to rows that are gone",
+            "after the schema %s, rows of %s refer to rows that are gone",
+            change,
             ", ".join(sorted(broken)),
         )
