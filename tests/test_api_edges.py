@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 from conftest import Stack, wait_for_status, wait_until
+from test_faults import signed_in_browser
 
 from longplay.store.files import NAME_MAX_BYTES
 
@@ -480,6 +481,12 @@ def test_a_nul_character_is_refused_not_a_crash(stack: Stack) -> None:
         assert "SELECT" not in error["message"], error
         if on_postgres:
             assert "NUL" in error["message"], error
+    browser = signed_in_browser(stack, "nul")  # the dashboard's page of such an id
+    page = browser.get("/jobs/job_%00x")
+    browser.close()
+    assert page.status_code == (422 if on_postgres else 404), page.text
+    assert page.headers["content-type"].startswith("text/html")
+    assert ("NUL character" in page.text) == on_postgres, page.text
 
 
 def test_a_wrong_key_is_refused_before_its_files_are_read(stack: Stack) -> None:

@@ -31,18 +31,29 @@ def redis_command(settings: Settings) -> list[str]:
     ]  # fmt: skip
 
 
-def answers(socket: Path) -> bool:
-    """Whether a Redis answers on ``socket`` now."""
+def listens(socket: Path) -> bool:
+    """Whether a Redis is on ``socket``: one that answers, or one still replaying its
+    append-only file (it says it is loading), is."""
     try:
-        return bool(redis.Redis(unix_socket_path=str(socket), socket_timeout=1).ping())
-    except (redis.RedisError, OSError):
+        redis.Redis(unix_socket_path=str(socket), socket_timeout=1).ping()
+    except redis.BusyLoadingError:  # a kind of ConnectionError, though it answered
+        return True
+    except (redis.ConnectionError, OSError):
         return False
+    except redis.RedisError:  # it answered, with an error
+        return True
+    return True
 
 
 def wait_until_ready(socket: Path, *, timeout: float = 15.0) -> None:
     """Block until Redis answers on ``socket`` (it replays its append-only file first)."""
     deadline = time.monotonic() + timeout
-    while not answers(socket):
+    while True:
+        try:
+            if redis.Redis(unix_socket_path=str(socket), socket_timeout=1).ping():
+                return
+        except (redis.ConnectionError, redis.BusyLoadingError, FileNotFoundError):
+            pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"embedded Redis did not answer on {socket} in {timeout:.0f}s")
         time.sleep(0.05)

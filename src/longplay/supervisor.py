@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from longplay.embedded import answers, redis_command, wait_until_ready
+from longplay.embedded import listens, redis_command, wait_until_ready
 from longplay.settings import WARNINGS_SAID, Settings
 
 log = logging.getLogger("longplay.up")
@@ -278,7 +278,7 @@ class Supervisor:
         folder's socket (older ``up``s took no lock)."""
         self._lock = lock_data_folder(self.settings.data_dir)  # kept open: the lock
         if self.redis is not None:
-            if answers(self.settings.redis_socket):  # one the lock does not know
+            if listens(self.settings.redis_socket):  # one the lock does not know
                 raise CannotStart(
                     f"a Redis already answers on {self.settings.redis_socket}: the parts of "
                     f"an earlier longplay up (one older than its lock, or killed with its "

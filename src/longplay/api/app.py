@@ -161,11 +161,7 @@ async def _unstorable(request: Request, exc: Exception) -> JSONResponse:
     log.info("refused %s %s: %s", request.method, request.url.path, type(exc.orig).__name__)
     return _answer(
         status.HTTP_422_UNPROCESSABLE_CONTENT,
-        error_body(
-            "invalid_request",
-            "the request has a value the database cannot take: a text with a NUL "
-            "character (\\u0000), or a number out of range",
-        ),
+        error_body("invalid_request", outages.UNSTORABLE),
     )
 
 

@@ -27,6 +27,12 @@ SQLITE_DOWN = ("database is locked", "unable to open database file", "disk I/O e
 """SQLite's words for a store that does not answer now; its other OperationalErrors
 ("no such table", "readonly database") are faults to fix, not to wait out."""
 RETRY_AFTER = "2"
+UNSTORABLE = (
+    "the request has a value the database cannot take: a text with a NUL character "
+    "(\\u0000), or a number out of range"
+)
+"""What a ``DataError`` no check caught before tells the client (a 422): the request's
+fault, without the SQL or the value."""
 
 
 def _store_down(exc: Exception) -> bool:

@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 
@@ -307,6 +308,13 @@ class PageRoute(APIRoute):
                 )
             except HTTPException:
                 raise
+            except DataError:  # a value the database cannot take: the form's fault
+                return error_page(
+                    request,
+                    status.HTTP_422_UNPROCESSABLE_CONTENT,
+                    "invalid_request",
+                    outages.UNSTORABLE,
+                )
             except Exception as exc:  # a page for a person, not the API's JSON
                 return _failure_page(request, exc)
 
