@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import signal
@@ -17,6 +18,9 @@ import httpx
 import pytest
 from conftest import Stack, free_port, run_longplay, wait_until
 from harness import stop_process
+from pydantic import BaseModel
+
+from longplay.cli.jobs import _wants_text
 
 
 def longplay(stack: Stack, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -476,3 +480,23 @@ def test_an_api_url_without_a_scheme_is_a_usage_error(stack: Stack) -> None:
     done = longplay(stack, "jobs", LONGPLAY_API_URL="127.0.0.1:8000")
     assert done.returncode == 2, done.stderr
     assert "127.0.0.1:8000" in done.stderr and "Traceback" not in done.stderr
+
+
+class Resolution(enum.StrEnum):
+    LOW = "720"
+    HIGH = "1080"
+
+
+class VideoParams(BaseModel):
+    resolution: Resolution
+    fallback: Resolution | None = None
+    scale: float = 1.0
+
+
+def test_a_text_enum_the_schema_defines_apart_keeps_its_digits() -> None:
+    """pydantic puts an enum a field takes under ``$defs``: ``--resolution 1080`` was
+    sent as the number 1080, which the kind refused."""
+    schema = VideoParams.model_json_schema()
+    assert _wants_text(schema, "resolution", 1080)
+    assert _wants_text(schema, "fallback", 1080)
+    assert not _wants_text(schema, "scale", 2)

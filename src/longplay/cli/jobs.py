@@ -127,12 +127,22 @@ def _wants_text(schema: dict[str, Any], name: str, value: Any) -> bool:
     """Whether the field ``name`` of a params JSON Schema takes a string and not
     ``value``'s JSON type."""
     field = (schema.get("properties") or {}).get(name) or {}
-    options = field.get("anyOf") or [field]
-    types = {o.get("type") for o in options if isinstance(o, dict)}
+    options = field.get("anyOf") or field.get("allOf") or [field]
+    types = {_resolved(schema, o).get("type") for o in options if isinstance(o, dict)}
     kind = "null" if value is None else JSON_TYPES.get(type(value), "array/object")
     if kind == "integer" and "number" in types:
         return False
     return "string" in types and kind not in types
+
+
+def _resolved(schema: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    """``part``, or the definition its ``$ref`` names (pydantic puts an enum or a model
+    a field takes under ``$defs``)."""
+    ref = part.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        found = (schema.get("$defs") or {}).get(ref.removeprefix("#/$defs/"))
+        return found if isinstance(found, dict) else {}
+    return part
 
 
 def _params_schema(client: Client, kind: str) -> Callable[[], dict[str, Any]]:
