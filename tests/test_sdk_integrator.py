@@ -33,11 +33,15 @@ class DropProxy:
     client hears nothing. It records each submission's ``Idempotency-Key`` and the
     ids the API answered."""
 
-    def __init__(self, upstream: str, drops: int, bad_gateways: int = 0) -> None:
+    def __init__(
+        self, upstream: str, drops: int, bad_gateways: int = 0, late_submits: int = 0
+    ) -> None:
         self.upstream = upstream
         self.drops = drops
         self.bad_gateways = bad_gateways
         """Reads of one job (``GET /v1/jobs/ID``) answered with a proxy's 502 page first."""
+        self.late_submits = late_submits
+        """Submissions answered with a proxy's 504 page after the API made their job."""
         self.keys: list[str | None] = []
         self.made: list[str] = []
         proxy = self
@@ -61,12 +65,7 @@ class DropProxy:
         one_job = asked.command == "GET" and re.fullmatch(r"/v1/jobs/[^/?]+", asked.path)
         if one_job and self.bad_gateways > 0:
             self.bad_gateways -= 1
-            page = b"<html><body>502 Bad Gateway</body></html>"
-            asked.send_response(502)
-            asked.send_header("Content-Type", "text/html")
-            asked.send_header("Content-Length", str(len(page)))
-            asked.end_headers()
-            asked.wfile.write(page)
+            _gateway_page(asked, 502)
             return
         length = int(asked.headers.get("Content-Length") or 0)
         body = asked.rfile.read(length) if length else b""
@@ -82,6 +81,10 @@ class DropProxy:
                 self.drops -= 1
                 asked.close_connection = True
                 return
+            if self.late_submits > 0:
+                self.late_submits -= 1
+                _gateway_page(asked, 504)
+                return
         asked.send_response(answer.status_code)
         for name in ("content-type", "location", "retry-after", "longplay-deduplicated"):
             if name in answer.headers:
@@ -95,12 +98,21 @@ class DropProxy:
         self.server.server_close()
 
 
+def _gateway_page(asked: http.server.BaseHTTPRequestHandler, status: int) -> None:
+    page = f"<html><body>{status} from the proxy</body></html>".encode()
+    asked.send_response(status)
+    asked.send_header("Content-Type", "text/html")
+    asked.send_header("Content-Length", str(len(page)))
+    asked.end_headers()
+    asked.wfile.write(page)
+
+
 @pytest.fixture
 def dropping(stack: Stack) -> Iterator[Callable[..., DropProxy]]:
     made: list[DropProxy] = []
 
-    def make(drops: int, bad_gateways: int = 0) -> DropProxy:
-        made.append(DropProxy(stack.api_url, drops, bad_gateways))
+    def make(drops: int, bad_gateways: int = 0, late_submits: int = 0) -> DropProxy:
+        made.append(DropProxy(stack.api_url, drops, bad_gateways, late_submits))
         return made[-1]
 
     yield make
@@ -333,13 +345,17 @@ def test_a_url_ending_in_v1_is_the_apis_root(stack: Stack) -> None:
 
 @pytest.mark.parametrize(("status", "code"), [(502, "bad_gateway"), (504, "gateway_timeout")])
 def test_a_proxys_html_error_page_is_a_short_retryable_error(status: int, code: str) -> None:
+    """A read meets the proxy's page again and again: sent again while the budget
+    lasts, then told in a short retryable error, without the page."""
     page = b"<html><head><title>Bad Gateway</title></head><body><h1>nginx</h1></body></html>"
+    asked: list[str] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
             pass
 
         def do_GET(self) -> None:
+            asked.append(self.path)
             self.send_response(status)
             self.send_header("Content-Type", "text/html; charset=utf-8")
             self.send_header("Content-Length", str(len(page)))
@@ -350,7 +366,7 @@ def test_a_proxys_html_error_page_is_a_short_retryable_error(status: int, code: 
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        with Client(url, "lp_key") as api, pytest.raises(ApiError) as caught:
+        with Client(url, "lp_key", retry_budget=2.5) as api, pytest.raises(ApiError) as caught:
             api.get("job_x")
     finally:
         server.shutdown()
@@ -358,6 +374,7 @@ def test_a_proxys_html_error_page_is_a_short_retryable_error(status: int, code: 
     error = caught.value
     assert (error.code, error.status_code, error.retryable) == (code, status, True)
     assert "<" not in str(error) and str(error).startswith(f"{status} {code}: {status} ")
+    assert asked == ["/v1/jobs/job_x"] * 3  # then, 1 s and 2 s later: the budget's 2.5 s
 
 
 # -- 11. naive datetimes -----------------------------------------------------------------------
@@ -422,3 +439,17 @@ def test_a_wait_whose_first_look_meets_a_proxys_502_polls_through_it(
     with Client(proxy.url, key, poll_interval=0.1) as api:
         again = api.wait(job.id, timeout=30)
     assert again.status.value == "completed" and proxy.bad_gateways == 0
+
+
+def test_a_submission_a_proxy_timed_out_is_sent_again_with_its_key(
+    stack: Stack, dropping: Callable[..., DropProxy]
+) -> None:
+    """A proxy's 504 after the API made the job (the API was slow to answer it): the
+    submission goes again with its key and gets that job, not a second one."""
+    proxy = dropping(0, late_submits=1)
+    key = _owner(stack)
+    with Client(proxy.url, key) as api:
+        job = api.submit("sleep", params={"seconds": 0})
+        listed = [j.id for j in api.list().items]
+    assert len(proxy.keys) == 2 and proxy.keys[0] == proxy.keys[1] is not None
+    assert proxy.made == [job.id, job.id] and listed == [job.id]

@@ -116,7 +116,7 @@ class AsyncClient:
                     key = (headers or {}).get(core.IDEMPOTENCY_HEADER)
                     raise core.no_answer(self.url, exc, key, self.max_connections) from exc
             else:
-                wait = patience.delay(response)
+                wait = patience.delay(response, bool(resent_after))
                 if wait is None:
                     return response
             await asyncio.sleep(wait)

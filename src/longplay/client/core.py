@@ -36,7 +36,7 @@ STREAM_READ_TIMEOUT = 45.0
 RETRY_BUDGET = 120.0
 """Seconds one call may spend waiting out 429 and 503 answers, by their Retry-After."""
 RETRY_AFTER_DEFAULT = 1.0
-"""Seconds to wait after a 429 or 503 that names no Retry-After."""
+"""Seconds to wait after a 429, 503, or a proxy's 502 or 504, that names no Retry-After."""
 STREAM_RETRIES = 30
 """Broken event streams in a row, with no event between, before a follower gives up
 (``wait`` then polls): with the pauses of :meth:`Cursor.broke`, about two minutes, long
@@ -240,16 +240,19 @@ class Patience:
     spent: float = 0.0
     resends: int = 0
 
-    def delay(self, response: httpx.Response) -> float | None:
-        """Seconds to wait before sending again, or None to give up."""
-        if response.status_code not in (429, 503):
+    def delay(self, response: httpx.Response, resendable: bool) -> float | None:
+        """Seconds to wait before sending again, or None to give up: after a 429 or a
+        503; after a proxy's 502 or 504 too where the request is ``resendable`` (see
+        :func:`resent_after`), as the API behind it may have had it or not."""
+        gateway = resendable and response.status_code in (502, 504)
+        if response.status_code not in (429, 503) and not gateway:
             return None
         wait = retry_after(response)
         wait = RETRY_AFTER_DEFAULT if wait is None else wait
         if not self._afford(wait):
             return None
         log.info(
-            "%s %s answered %d; trying again in %g s (Retry-After)",
+            "%s %s answered %d; trying again in %g s",
             response.request.method,
             response.request.url.path,
             response.status_code,

@@ -106,9 +106,9 @@ class Client:
         files: Callable[[ExitStack], list[Any]] | None = None,
         **options: Any,
     ) -> httpx.Response:
-        """Send a request, again after each 429 or 503 and after the lost answers
-        :func:`~core.resent_after` names, while the budget lasts; ``files`` opens the
-        files to upload afresh for each try."""
+        """Send a request, again after each 429 or 503 and, where
+        :func:`~core.resent_after` allows, after a lost answer or a proxy's 502 or 504,
+        while the budget lasts; ``files`` opens the files to upload afresh for each try."""
         patience = core.Patience(self.retry_budget)
         headers = options.get("headers")
         resent_after = core.resent_after(method, headers)
@@ -124,7 +124,7 @@ class Client:
                     key = (headers or {}).get(core.IDEMPOTENCY_HEADER)
                     raise core.no_answer(self.url, exc, key, self.max_connections) from exc
             else:
-                wait = patience.delay(response)
+                wait = patience.delay(response, bool(resent_after))
                 if wait is None:
                     return response
             time.sleep(wait)
