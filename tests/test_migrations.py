@@ -120,6 +120,19 @@ def rows_of(connection: Connection, table: str, columns: list[str]) -> list[tupl
     return [tuple(row) for row in connection.execute(selected)]
 
 
+def longplay(url: str, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``longplay ARGS`` on the database at ``url``."""
+    return subprocess.run(
+        [sys.executable, "-m", "longplay", *args],
+        env={k: v for k, v in os.environ.items() if not k.startswith("LONGPLAY_")}
+        | {"LONGPLAY_DATABASE_URL": url, "LONGPLAY_DATA_DIR": str(data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def test_an_upgrade_keeps_every_row_and_every_reference(
     url: str, plain: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -158,15 +171,7 @@ def test_a_schema_a_newer_longplay_made_is_refused_in_one_line(
     with plain.begin() as connection:
         connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     data_dir = tmp_path / "data"
-    started = subprocess.run(
-        [sys.executable, "-m", "longplay", "worker"],
-        env={k: v for k, v in os.environ.items() if not k.startswith("LONGPLAY_")}
-        | {"LONGPLAY_DATABASE_URL": url, "LONGPLAY_DATA_DIR": str(data_dir)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    started = longplay(url, data_dir, "worker")
     said = started.stderr.strip()
     assert started.returncode == 1, said
     assert said.endswith(
@@ -258,19 +263,6 @@ def test_flows_that_ended_before_0015_are_given_how_they_ended(
     with plain.connect() as connection:
         ended = dict(connection.execute(text("SELECT id, ended_as FROM flows ORDER BY id")).all())
     assert list(ended.values()) == [ended_as, None], ended
-
-
-def longplay(url: str, data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``longplay ARGS`` on the database at ``url``."""
-    return subprocess.run(
-        [sys.executable, "-m", "longplay", *args],
-        env={k: v for k, v in os.environ.items() if not k.startswith("LONGPLAY_")}
-        | {"LONGPLAY_DATABASE_URL": url, "LONGPLAY_DATA_DIR": str(data_dir)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_the_schema_moves_back_for_an_older_longplay_keeping_what_it_had(
