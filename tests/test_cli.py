@@ -429,6 +429,9 @@ def test_ctrl_c_while_following_says_the_job_goes_on(stack: Stack) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a suite started in the background (`cmd &` in a script)
+        # hands its children SIGINT ignored, and Python then never raises Ctrl-C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert process.stdout is not None
