@@ -152,8 +152,9 @@ class AsyncClient:
         idempotency_key: str | None = None,
     ) -> SubmittedJob:
         """Submit a job (see :meth:`Client.submit`), with an ``Idempotency-Key`` that
-        it is sent again with after a 429, a 503 or a lost answer; with ``dedupe``, the
-        job returned says whether it is an earlier one (``deduplicated``)."""
+        it is sent again with after a 429, a 503, a proxy's 502 or 504, or a lost
+        answer; with ``dedupe``, the job returned says whether it is an earlier one
+        (``deduplicated``)."""
         paths = core.paths_of(files)
         sent = core.submission(
             kind,

@@ -164,8 +164,8 @@ class Client:
         datetimes (a naive one is a ValueError).
 
         Every submission carries an ``Idempotency-Key`` (a new UUID unless given), and
-        is sent again with it after a 429, a 503 or a lost answer, so the API gives back
-        the same job instead of a second one. If it still fails, the
+        is sent again with it after a 429, a 503, a proxy's 502 or 504, or a lost
+        answer, so the API gives back the same job instead of a second one. If it still fails, the
         :class:`ApiError` has the key (``idempotency_key``) to send it again yourself.
 
         With ``dedupe``, an earlier completed job of yours with the same kind, parameters
