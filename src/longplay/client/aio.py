@@ -363,7 +363,7 @@ class AsyncClient:
                     raise Expired from None
                 pause = cursor.broke()
                 if pause is None:
-                    raise core.gave_up(self.url, exc) from exc
+                    raise core.gave_up(self.url, exc, self.max_connections) from exc
                 await asyncio.sleep(pause)
 
     def _ended(self, job_id: str, deadline: float | None) -> Callable[[], Awaitable[Event | None]]:

@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 from pydantic import BaseModel
 
-from longplay.client.errors import ApiError, retry_after
+from longplay.client.errors import IDEMPOTENCY_HEADER, ApiError, retry_after
 from longplay.client.models import ArtifactPublic, Event, FlowPublic, JobPublic, SubmittedJob
 from longplay.settings import Settings, get_settings
 from longplay.store.views import OutputRef
@@ -202,7 +202,6 @@ def bad_answer(response: httpx.Response, wanted: str) -> ApiError:
 
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 LINK_LOST: tuple[type[httpx.TransportError], ...] = (
     httpx.ReadError,
     httpx.WriteError,
@@ -683,10 +682,9 @@ class Expired(Exception):
     """A wait's time ran out while following (becomes WaitTimeout with the job's id)."""
 
 
-def gave_up(url: str, exc: Exception) -> ApiError:
-    """The error a follower raises once it stops resuming a stream."""
-    if isinstance(exc, httpx.TimeoutException):
-        return ApiError(f"no answer from the API at {url} in time", code="timeout")
+def gave_up(url: str, exc: Exception, connections: int | None) -> ApiError:
+    """The error a follower raises once it stops resuming a stream: a network failure
+    as any request's (:func:`no_answer`), else a stream that kept breaking."""
     if isinstance(exc, httpx.TransportError):
-        return ApiError(f"cannot reach the API at {url}: {exc}", code="unreachable")
+        return no_answer(url, exc, None, connections)
     return ApiError(f"the event stream kept breaking: {exc}", code="stream_lost")

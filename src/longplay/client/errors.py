@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 GATEWAY_CODES = {502: "bad_gateway", 503: "unavailable", 504: "gateway_timeout"}
 """Codes for a 502, 503 or 504 that is not the API's JSON (a proxy's page): the API
 behind it is down or slow, and the same request may pass later."""
@@ -127,7 +128,7 @@ def _not_json(response: httpx.Response) -> tuple[str, str]:
 def _sent_key(response: httpx.Response) -> str | None:
     """The ``Idempotency-Key`` the answered request carried, if any."""
     try:
-        return response.request.headers.get("Idempotency-Key")
+        return response.request.headers.get(IDEMPOTENCY_HEADER)
     except RuntimeError:  # a response made by hand, with no request
         return None
 

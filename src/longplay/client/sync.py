@@ -407,7 +407,7 @@ class Client:
                     raise Expired from None
                 pause = cursor.broke()
                 if pause is None:
-                    raise core.gave_up(self.url, exc) from exc
+                    raise core.gave_up(self.url, exc, self.max_connections) from exc
                 time.sleep(pause)
 
     def _ended(self, job_id: str, deadline: float | None) -> Callable[[], Event | None]:
