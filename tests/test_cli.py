@@ -461,6 +461,15 @@ def test_retry_and_delete_a_job(stack: Stack) -> None:
     wait_until(lambda: longplay(stack, "delete", job_id).returncode == 0, every=0.5)
     gone = longplay(stack, "status", job_id)
     assert gone.returncode == 1 and "not_found" in gone.stderr
+    for command in ("retry", "delete"):  # a job that is not there: one line, status 1
+        refused = longplay(stack, command, job_id)
+        assert refused.returncode == 1 and "not_found" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+    later = longplay(stack, "submit", "sleep", "--seconds", "30")
+    waiting = later.stdout.split()[1]
+    kept = longplay(stack, "delete", waiting)  # not ended yet: refused, kept
+    assert kept.returncode == 1 and "conflict" in kept.stderr, kept.stderr
+    assert longplay(stack, "cancel", waiting).returncode == 0
 
 
 def test_jobs_pages_with_a_cursor_and_prints_json(stack: Stack) -> None:
