@@ -100,6 +100,30 @@ def test_event_sequence_and_resume(stack: Stack) -> None:
     assert ended.status_code == 204 and ended.content == b""
 
 
+def test_a_poller_sees_the_step_that_started_while_a_long_call_runs(stack: Stack) -> None:
+    """Progress is written to the store at most every half second; a change that came
+    sooner (here the second step's start, just after the claim) is written once the
+    half second is up, not when the step next reports (here only after 3 s)."""
+    client = stack.client()
+    job = submit(client, params={"seconds": 3, "ticks": 1})
+
+    def once(shown: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+        polled = dict(client.get(f"/v1/jobs/{job['id']}").json())
+        return polled if shown(polled) else None
+
+    running = wait_until(lambda: once(lambda j: j["status"] != "queued"), every=0.05)
+    assert running["status"] == "running", running
+    seen = time.monotonic()
+    shown = wait_until(
+        lambda: once(lambda j: j["current_step"] == "work" or j["status"] != "running"),
+        timeout=10,
+        every=0.05,
+    )
+    assert shown["status"] == "running" and shown["current_step"] == "work", shown
+    assert time.monotonic() - seen < 2, "the step's start waited for its next report"
+    assert wait_for_status(client, job["id"], {"completed", "failed"})["status"] == "completed"
+
+
 def test_cancel_queued_job_never_runs(stack: Stack) -> None:
     client = stack.client()
     blockers = [submit(client, params={"seconds": 3, "ticks": 6}) for _ in range(2)]

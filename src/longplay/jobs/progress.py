@@ -40,7 +40,11 @@ reads: thousands of events a second, which every follower would be sent and a jo
 stream (its last ``STREAM_MAXLEN`` events) would keep instead of the job's beginning.
 A step's start and end always go out, and a change held back goes out with the next
 event due, or with the step's end. (The heartbeat does not send it: it talks to the
-store alone, so that a Redis that hangs cannot keep a live job's lease from renewal.)"""
+store alone, so that a Redis that hangs cannot keep a live job's lease from renewal.)
+
+The store is written at most every ``write_interval``; a change that came sooner is
+written by the heartbeat thread once the interval is up, so a job polled through the
+API is never more than that behind, even while a long call runs after its last report."""
 
 
 class ProgressTracker:
@@ -91,7 +95,10 @@ class ProgressTracker:
 
 
 class ProgressReporter:
-    """Publishes progress events and writes them to the store, each at a bounded rate."""
+    """Publishes progress events and writes them to the store, each at a bounded rate.
+
+    The step's thread reports; a change it may not write yet is left as
+    :attr:`unwritten` for the job's :class:`Heartbeat` to write when it is due."""
 
     def __init__(
         self,
@@ -111,6 +118,12 @@ class ProgressReporter:
         self._write_interval = write_interval
         self._clock = clock
         self._last_write = clock()  # the claim has just written the job
+        self._writing = threading.Lock()
+        """Held for each store write: the step's and the heartbeat's never cross, so
+        an older snapshot cannot land after a newer one."""
+        self._unwritten: dict[str, Any] | None = None
+        self.wake = threading.Event()
+        """Set when a change is left unwritten: the heartbeat wakes to write it in time."""
         self._tokens = float(EVENT_BURST)
         self._refilled = clock()
         self._last_published: dict[str, Any] | None = None
@@ -153,8 +166,10 @@ class ProgressReporter:
         if snapshot != self._last_published and (at_once or self._tokens >= 1):
             self._publish(snapshot)
         if now - self._last_write >= self._write_interval:
-            self._last_write = now
             self.write(snapshot)
+        else:
+            self._unwritten = snapshot
+            self.wake.set()
 
     def _publish(self, snapshot: dict[str, Any]) -> None:
         """Send ``snapshot`` as the job's progress event."""
@@ -172,12 +187,39 @@ class ProgressReporter:
         }
 
     def write(self, snapshot: dict[str, Any]) -> None:
-        """Write progress if the job is still ours; otherwise stop the step.
+        """Write progress if the job is still ours; otherwise stop the step."""
+        with self._writing:
+            self._unwritten = None  # this one is newer
+            held = self._store(snapshot)
+        if held is False:
+            self.lost.set()
+            raise JobCancelled(self.job_id)
 
-        A store that does not answer skips this write (the next one tries again; the
-        lease decides if it stays away too long), rather than failing the job."""
+    def unwritten_due_in(self) -> float | None:
+        """Seconds until the change left unwritten may be written; None if there is none."""
+        if self._unwritten is None:
+            return None
+        return max(0.0, self._write_interval - (self._clock() - self._last_write))
+
+    def write_unwritten(self) -> bool | None:
+        """Write the change left unwritten, if its time has come (the heartbeat's call).
+        True or False: whether the job is still ours; None: nothing was written."""
+        with self._writing:
+            snapshot = self._unwritten
+            if snapshot is None or self._clock() - self._last_write < self._write_interval:
+                return None
+            if self._unwritten is snapshot:  # not replaced by a newer one meanwhile
+                self._unwritten = None
+            return self._store(snapshot)
+
+    def _store(self, snapshot: dict[str, Any]) -> bool | None:
+        """Write ``snapshot`` (holding ``_writing``): whether the job is still ours.
+
+        A store that does not answer skips this write (None: the next one tries again,
+        and the lease decides if it stays away too long), rather than failing the job."""
+        self._last_write = self._clock()
         try:
-            held = touch(
+            return touch(
                 self.job_id,
                 self.worker,
                 progress=snapshot["progress"],
@@ -190,10 +232,7 @@ class ProgressReporter:
             log.warning(
                 "job %s: progress not written, the store did not answer: %s", self.job_id, exc
             )
-            return
-        if not held:
-            self.lost.set()
-            raise JobCancelled(self.job_id)
+            return None
 
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
@@ -288,6 +327,9 @@ def grace_left(job_id: str, grace: float) -> float | None:
 class Heartbeat:
     """Renews the job's lease while a step runs, even one that reports no progress.
 
+    It also writes the progress the step reported but could not write yet
+    (:meth:`ProgressReporter.write_unwritten`); such a write renews the lease too.
+
     Each beat is also a cancellation check for steps that report nothing. Once the
     job is cancelled, the step has ``cancel_grace`` seconds (from the cancel) to reach
     a checkpoint and stop; if it has not, ``on_overdue`` runs in the heartbeat thread
@@ -311,19 +353,34 @@ class Heartbeat:
         self._cancel_grace = cancel_grace
         self._on_overdue = on_overdue
         self._stop_event = threading.Event()
+        self._stopped = False
 
     def start(self) -> None:
         """Beat in this process's heartbeat thread until :meth:`stop`."""
         _heartbeat_thread().hand(self)
 
     def run(self) -> None:
-        while not self._stop_event.wait(self._interval):
+        reporter = self._reporter
+        next_beat = time.monotonic() + self._interval
+        while True:
+            reporter.wake.clear()  # before the check: a stop() after it wakes the wait
+            if self._stopped:
+                return
+            wait = next_beat - time.monotonic()
+            due = reporter.unwritten_due_in()
+            reporter.wake.wait(max(0.0, wait if due is None else min(wait, due)))
+            if self._stopped:
+                return
             try:
-                held = touch(self._reporter.job_id, self._reporter.worker)
+                held = reporter.write_unwritten()
+                if held is None and time.monotonic() >= next_beat:
+                    held = touch(reporter.job_id, reporter.worker)
             except Exception:  # a database blip: try again at the next beat
-                continue
-            if not held:
-                self._reporter.lost.set()
+                held = None
+            if held is not None or time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self._interval
+            if held is False:
+                reporter.lost.set()
                 self._await_stop()
                 return
 
@@ -339,7 +396,9 @@ class Heartbeat:
         self._on_overdue()
 
     def stop(self) -> None:
+        self._stopped = True
         self._stop_event.set()
+        self._reporter.wake.set()
 
 
 class _HeartbeatThread:
