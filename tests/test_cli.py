@@ -404,6 +404,36 @@ def test_cancel_takes_a_flow_too(stack: Stack) -> None:
     assert {s["status"] for s in stages.values()} == {"cancelled"}
 
 
+def test_status_and_watch_take_a_flow_too(stack: Stack, tmp_path: Path) -> None:
+    """A flow submitted without --wait can be read and followed by its id."""
+    client = stack.client("dave")
+    made = client.post(
+        "/v1/flows",
+        json={
+            "stages": {
+                "a": {"kind": "sleep", "params": {"seconds": 0.5, "text": "first"}},
+                "b": {
+                    "kind": "sleep",
+                    "params": {"seconds": 0.5, "text": "second"},
+                    "after": ["a"],
+                },
+            }
+        },
+    )
+    assert made.status_code == 202, made.text
+    flow_id = made.json()["id"]
+    shown = longplay(stack, "status", flow_id)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["id"] == flow_id
+    assert set(json.loads(shown.stdout)["stages"]) == {"a", "b"}
+    out = tmp_path / "out"
+    watched = longplay(stack, "watch", flow_id, "--out", str(out))
+    assert watched.returncode == 0, watched.stderr
+    assert (out / "a" / "result.txt").read_text() == "first"
+    assert (out / "b" / "result.txt").read_text() == "second"
+    assert longplay(stack, "status", "flow_nothere").returncode == 1
+
+
 def test_a_text_parameter_keeps_text_that_looks_like_json(stack: Stack, tmp_path: Path) -> None:
     for args, text in (
         (("--text", "1984"), "1984"),

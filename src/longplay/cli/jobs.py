@@ -15,19 +15,19 @@ from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ParamSpec
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec
 
 import typer
 from rich import box
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 from rich.table import Column, Table
 
 from longplay.cli.app import app, console, err
 from longplay.settings import get_settings
 
 if TYPE_CHECKING:
-    from longplay.client import Client, Event, JobPublic
+    from longplay.client import Client, Event, FlowPublic, JobPublic
 
 P = ParamSpec("P")
 
@@ -281,18 +281,73 @@ def _follow(client: Client, job_id: str, out: Path, *, overwrite: bool = False) 
     try:
         job = _followed(client, job_id)
     except KeyboardInterrupt:
-        err.print(
-            f"stopped following {job_id}; it keeps running. Follow it again with "
-            f"`longplay watch {job_id}`, or cancel it with `longplay cancel {job_id}`.",
-            markup=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(130) from None
+        _stopped_following(job_id)
     if job.status.value != "completed":
         message = job.error.message if job.error else ""
         err.print(f"[red]{job_id} {job.status.value}[/]: {escape(message)}", soft_wrap=True)
         raise typer.Exit(1)
     save_results(client, job, out, overwrite=overwrite)
+
+
+def _stopped_following(some_id: str) -> NoReturn:
+    """Say how to follow a job or flow again after Ctrl-C; exit with 130."""
+    err.print(
+        f"stopped following {some_id}; it keeps running. Follow it again with "
+        f"`longplay watch {some_id}`, or cancel it with `longplay cancel {some_id}`.",
+        markup=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(130) from None
+
+
+def _follow_flow(client: Client, flow: FlowPublic, out: Path, *, overwrite: bool) -> None:
+    """One bar per stage until the flow ends; then each stage's results saved in
+    ``out/STAGE/``, and exit status 1 if a stage did not complete (its error on
+    stderr). Ctrl-C as for a job (:func:`_follow`)."""
+    try:
+        _flow_bars(client, flow)
+    except KeyboardInterrupt:
+        _stopped_following(flow.id)
+    ended = client.flow(flow.id)
+    for name, job in ended.stages.items():
+        if job.status.value != "completed":
+            message = job.error.message if job.error else ""
+            err.print(
+                f"[red]{escape(name)} {job.status.value}[/]: {escape(message)}", soft_wrap=True
+            )
+        save_results(client, job, out / name, overwrite=overwrite)
+    if ended.status.value != "completed":
+        raise typer.Exit(1)
+
+
+def _flow_bars(client: Client, flow: FlowPublic) -> None:
+    """One bar per stage, moved by the flow's events until it ends."""
+    columns = (
+        TextColumn("{task.fields[stage]}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.description}"),
+    )
+    with Progress(*columns, console=console) as bars:
+        tasks: dict[str, TaskID] = {
+            name: bars.add_task(job.status.value, total=100, stage=name)
+            for name, job in flow.stages.items()
+        }
+        for event in client.flow_events(flow.id):
+            task = tasks.get(event.get("stage") or "")
+            if task is None:
+                continue
+            kind = event.type
+            if kind == "progress":
+                bars.update(
+                    task,
+                    completed=event.progress or 0,
+                    description=event.step or "running",
+                )
+            elif kind == "completed":
+                bars.update(task, completed=100, description="completed")
+            elif kind != "note":
+                bars.update(task, description=kind)
 
 
 def _followed(client: Client, job_id: str) -> JobPublic:
@@ -328,22 +383,28 @@ def _followed(client: Client, job_id: str) -> JobPublic:
 @app.command()
 @_one_line_errors
 def watch(
-    job_id: str,
+    job_id: Annotated[str, typer.Argument(help="A job's id, or a flow's.")],
     out: Path = Path("."),
     overwrite: Overwrite = False,
 ) -> None:
-    """Follow a job live and save its results when it completes."""
+    """Follow a job (or a flow) live and save its results when it completes (a flow's
+    in OUT/STAGE/)."""
     _check_out(out)
     client = _client()
+    if job_id.startswith("flow_"):
+        _follow_flow(client, client.flow(job_id), out, overwrite=overwrite)
+        return
     client.get(job_id)  # there to follow, before a progress bar shows
     _follow(client, job_id, out, overwrite=overwrite)
 
 
 @app.command()
 @_one_line_errors
-def status(job_id: str) -> None:
-    """Show one job as JSON."""
-    console.print_json(data=_client().get(job_id).model_dump(mode="json"))
+def status(job_id: Annotated[str, typer.Argument(help="A job's id, or a flow's.")]) -> None:
+    """Show one job (or flow) as JSON."""
+    client = _client()
+    shown = client.flow(job_id) if job_id.startswith("flow_") else client.get(job_id)
+    console.print_json(data=shown.model_dump(mode="json"))
 
 
 @app.command()

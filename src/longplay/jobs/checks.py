@@ -49,7 +49,7 @@ def check_submission(
     for index, item in enumerate(inputs):
         if item.media_type and not kind.accepts(item.media_type):
             takes = ", ".join(f"{t}*" if t.endswith("/") else t for t in kind.input_types)
-            named = item.name if item.from_job is None else f"{item.from_job}'s {item.name}"
+            named = item.name if item.from_job is None else f"{item.name} of {item.from_job}"
             message = f"{kind.name} takes {takes} inputs; {named} is {item.media_type}"
             raise _refusal(message, ["body", "inputs", index], "invalid_input")
     if kind.check is None:

@@ -154,7 +154,7 @@ def create_flow(
                     stage=name,
                 )
             except Invalid as exc:
-                raise Invalid(f"stage {name!r}: {exc}", exc.errors, code=exc.code) from exc
+                raise _in_stage(exc, name, job_of) from exc
             if (
                 refusal := refuse_submission(session, owner, new_job_id=job_of[name].id)
             ) is not None:
@@ -179,6 +179,29 @@ def create_flow(
         pump.wake_quietly(job.run_at)
         pump.wake_quietly(job.deadline)
     return flow_jobs(session, owner=owner, flow_id=flow.id)
+
+
+def _in_stage(refusal: Invalid, stage: str, job_of: Mapping[str, Job]) -> Invalid:
+    """A stage's refusal as the flow's author wrote the stage: its fields located under
+    it, and earlier stages named as stages rather than by the ids their jobs were given
+    (which the refusal undoes, so they name nothing)."""
+
+    def said(text: str) -> str:
+        for name, job in job_of.items():
+            text = text.replace(job.id, f"stage {name!r}")
+        return text
+
+    errors = [
+        {
+            **error,
+            "loc": ["body", "stages", stage, *error["loc"][1:]],
+            "msg": said(str(error["msg"])),
+        }
+        if isinstance(error, dict) and list(error.get("loc", ()))[:1] == ["body"]
+        else error
+        for error in refusal.errors
+    ]
+    return Invalid(f"stage {stage!r}: {said(str(refusal))}", errors, code=refusal.code)
 
 
 def _by_idempotency_key(session: Session, owner: Owner, key: str) -> Flow | None:
