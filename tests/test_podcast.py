@@ -816,6 +816,68 @@ def test_an_empty_or_another_owners_collection_is_refused_at_submit(
     )
 
 
+LONG_NAME = ("Notes on the harbour, its lighthouse and its keepers " * 5)[:246] + ".txt"
+"""A document name of 250 characters, longer than a title may be."""
+LONG_TOPIC = ("The lighthouse keepers of Skerry Point and the tides " * 6)[:300]
+
+
+@DATABASE
+def test_a_long_document_name_or_topic_makes_titles_cut_at_a_word(stack: Stack) -> None:
+    """A title made from a document's name or the topic (the longest the API takes) is
+    cut after a word, with an ellipsis, to what a script holds: the job works."""
+    client = stack.client("long-namer")
+    made = client.post("/v1/collections", json={"name": "Long names"}).json()["id"]
+    text = "\n\n".join(text for _, _, text in FACTS)
+    added = client.post(
+        f"/v1/collections/{made}/documents",
+        files={"file": (LONG_NAME, text.encode(), "text/plain")},
+    )
+    assert added.status_code == 202, added.text
+    assert finished(client, added.json()["job"]["id"])["status"] == "completed"
+    params = {"collection": made, "minutes": 1, "script_only": True}
+    jobs = [
+        client.post("/v1/jobs", json={"kind": "podcast", "params": {**params, **more}})
+        for more in ({}, {"topic": LONG_TOPIC})
+    ]
+    assert [j.status_code for j in jobs] == [202, 202], [j.text for j in jobs]
+
+    for job, long in zip(jobs, (LONG_NAME, LONG_TOPIC), strict=True):
+        done = finished(client, job.json()["id"])
+        assert done["status"] == "completed", done["error"]
+        script = Script.model_validate_json(content(client, named(done, ".script.json")))
+        assert script.chapters or long == LONG_TOPIC  # its intro may leave no time for more
+        for title, whole in [
+            (script.title, long),
+            *((c.title, LONG_NAME) for c in script.chapters),
+        ]:
+            kept, ellipsis = title[:-1], title[-1]
+            assert ellipsis == "\u2026" and len(title) <= 200
+            assert whole.startswith(kept) and not whole[len(kept)].isalnum(), "cut after a word"
+
+
+@DATABASE
+def test_an_edited_script_with_a_too_long_title_is_refused_saying_so(
+    stack: Stack, collection: Collection
+) -> None:
+    client = collection.client
+    turns = [{"speaker": "Joe", "text": "Hello and welcome."}]
+    too_long = {"title": "T" * 201, "turns": turns}
+    inline = client.post("/v1/jobs", json={"kind": "podcast", "params": {"script": too_long}})
+    upload = client.post(
+        "/v1/artifacts",
+        files={"file": ("edited.json", json.dumps(too_long).encode(), "application/json")},
+    )
+    given = client.post("/v1/jobs", json={"kind": "podcast", "inputs": [upload.json()["id"]]})
+
+    assert inline.status_code == 422, inline.text
+    assert "title" in inline.text and "at most 200 characters" in inline.text
+    assert given.status_code == 202, given.text
+    failed = finished(client, given.json()["id"])
+    assert failed["status"] == "failed"
+    assert failed["error"]["code"] == "invalid_input"
+    assert failed["error"]["message"].startswith("edited.json is not a podcast script: title:")
+
+
 @DATABASE
 def test_the_cli_submits_a_podcast_with_its_params_as_options(
     stack: Stack, collection: Collection, tmp_path: Path

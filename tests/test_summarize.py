@@ -42,13 +42,14 @@ from longplay.engines.summaries import (
     units_of,
 )
 from longplay.engines.tts import SECOND_VOICE_NAME
-from longplay.framework import InvalidInput, PermanentError
+from longplay.framework import UPLOAD_READ_BYTES, InvalidInput, PermanentError
 from longplay.framework.library import CollectionNotFound, Library
 from longplay.jobs.library import StoreLibrary
 from longplay.kinds.summarize import SummarizeParams, check_file, collection_document
 from longplay.media import AudioEncoder
 from longplay.settings import Settings, get_settings
 from longplay.store.db import session_scope
+from longplay.store.files import NAME_MAX_BYTES
 from longplay.store.models import Owner
 from longplay.text.documents import Document
 from longplay.text.subtitles import Cue, format_srt
@@ -468,6 +469,65 @@ def test_a_collection_document_is_its_owners_and_named_whole(stack: Stack, shelf
     assert failed["status"] == "failed"
     assert failed["error"]["code"] == "document_not_found"
     assert other in failed["error"]["message"]
+
+
+LONG_NAME = ("Minutes of the harbour town council on the stone bridge " * 5)[:246] + ".txt"
+"""A document name of 250 characters: with ``.summary.json`` more than a file name holds."""
+
+
+@MODEL_JOBS
+def test_a_document_with_a_name_too_long_for_a_file_is_summarized(stack: Stack) -> None:
+    """The outputs are named after the document, cut before ``.summary.md`` to fit a
+    file name; the summary still names the document whole."""
+    client = stack.client("long-namer")
+    collection = client.post("/v1/collections", json={"name": "Council"}).json()["id"]
+    added = client.post(
+        f"/v1/collections/{collection}/documents",
+        files={"file": (LONG_NAME, TOPICS[0].encode(), "text/plain")},
+    )
+    assert added.status_code == 202, added.text
+    [document] = added.json()["documents"]
+    indexed = wait_for_status(client, added.json()["job"]["id"], {"completed", "failed"})
+    assert indexed["status"] == "completed", indexed["error"]
+
+    job = finished(
+        client,
+        submit(client, collection=collection, document=document["id"], length="short")["id"],
+    )
+
+    names = sorted(o["name"] for o in job["outputs"])
+    stem = LONG_NAME.removesuffix(".txt")
+    assert [n.rsplit(".", 2)[1:] for n in names] == [["summary", "json"], ["summary", "md"]]
+    for name in names:
+        assert len(name.encode()) <= NAME_MAX_BYTES and stem.startswith(name.split(".")[0])
+    assert summary_json(client, job)["input"] == LONG_NAME
+    assert summary_md(client, job).startswith(f"# Summary of {stem}\n")
+
+
+def test_a_text_with_no_words_is_refused_before_any_model_runs(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Inline or a small file: a 422 at submit; a file too large to read at submit
+    fails its job with ``no_words``, reading it, before the model loads."""
+    client = stack.client("wordless")
+    inline = client.post("/v1/jobs", json={"kind": "summarize", "params": {"text": "..."}})
+    small = client.post(
+        "/v1/jobs",
+        data={"kind": "summarize", "params": "{}"},
+        files={"file": ("dots.txt", b"... !!! ---\n\n***", "text/plain")},
+    )
+    large = upload(client, "dots.txt", b"... !!! ---\n\n" * (UPLOAD_READ_BYTES // 13 + 1))
+
+    assert inline.status_code == 422, inline.text
+    assert "text has no words to summarize" in inline.json()["error"]["message"]
+    assert small.status_code == 422, small.text
+    assert "dots.txt has no words to summarize" in small.json()["error"]["message"]
+    failed = wait_for_status(client, large, {"completed", "failed"}, timeout=120)
+    assert failed["status"] == "failed"
+    assert failed["error"]["code"] == "no_words"
+    assert failed["error"]["message"].startswith("dots.txt has no words to summarize")
+    events = [e.get("event") for e in read_events(client, large)]
+    assert "note" not in events, "no model was loaded, nor its coverage told"
 
 
 def test_templates_belong_to_their_owner(stack: Stack) -> None:

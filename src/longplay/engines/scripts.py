@@ -41,7 +41,15 @@ from longplay.framework import Progress
 from longplay.framework.library import Passage
 from longplay.text.answers import normal
 from longplay.text.languages import Language
-from longplay.text.script import Chapter, CitedPassage, Script, Turn, ungrounded_words, words
+from longplay.text.script import (
+    Chapter,
+    CitedPassage,
+    Script,
+    Turn,
+    short_title,
+    ungrounded_words,
+    words,
+)
 from longplay.text.sentences import split_sentences
 
 Style = Literal["deep-dive", "brief", "debate", "interview"]
@@ -130,12 +138,13 @@ class Draft(BaseModel):
         ]
         chapters: list[Chapter] = []
         for section, beats in sections:
-            if not chapters or chapters[-1].title != section.title:
-                chapters.append(Chapter(title=section.title, first_turn=len(turns)))
+            title = short_title(section.title)  # a heading or a document's name, any length
+            if not chapters or chapters[-1].title != title:
+                chapters.append(Chapter(title=title, first_turn=len(turns)))
             turns.extend(turn for beat in section.beats[:beats] for turn in beat)
         turns += [t.model_copy(update={"sources": firsts}) for t in self.outro]
         return Script(
-            title=self.title,
+            title=short_title(self.title),
             turns=turns,
             chapters=chapters,
             passages=[

@@ -85,7 +85,13 @@ class JobContext(StepContext[BaseModel]):
     ) -> None:
         """Refused at the call (:class:`PermanentError`, code ``invalid_output``): a path
         that is not a file, one outside the workdir, and a file this step already added
-        (it is moved into the store when the step ends: copy it to keep it twice)."""
+        (it is moved into the store when the step ends: copy it to keep it twice).
+
+        The output's name (``name``, else the file's) is made to fit a file name: one
+        longer than :data:`~longplay.store.files.NAME_MAX_BYTES` is cut before its
+        extensions (``….summary.md``). A step names an output after something it was
+        given (a collection's document keeps its name whole) through ``name``, writing
+        the file under a short name of its own."""
         path = Path(path)
         if not path.is_file():
             raise PermanentError(f"output {path} is not a file", code="invalid_output")

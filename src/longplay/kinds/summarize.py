@@ -40,6 +40,7 @@ from longplay.framework import (
 from longplay.framework.library import Library, Passage
 from longplay.settings import get_settings
 from longplay.text.documents import WHAT_WE_READ, Document
+from longplay.text.sentences import has_words
 from longplay.text.subtitles import Cue
 from longplay.text.summary import write_summary
 
@@ -64,6 +65,11 @@ class SummarizeParams(SummaryOptions):
     def _not_blank(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
             raise ValueError("text is empty: give the text to summarize, or upload a file")
+        if value is not None and not has_words(value):
+            raise ValueError(
+                "text has no words to summarize (no letter or digit): give the text itself, "
+                "or upload a file"
+            )
         return value
 
 
@@ -100,7 +106,10 @@ def summarize(ctx: StepContext[SummarizeParams]) -> None:
     }
     stem = Path(document.name).stem or "text"
     for path in write_summary(ctx.workdir, stem, summary.sections, meta):
-        ctx.add_output(path, media_type=MEDIA_TYPES[path.suffix.lstrip(".")])
+        # Named here, not on disk: the context fits a name too long for a file.
+        ctx.add_output(
+            path, name=f"{stem}.{path.name}", media_type=MEDIA_TYPES[path.suffix.lstrip(".")]
+        )
     ctx.state["summary"] = {
         "template": summary.template,
         "language": summary.language,
@@ -122,7 +131,14 @@ def _document(ctx: StepContext[SummarizeParams]) -> Document:
 
 
 def _read(source: InputFile) -> Document:
-    return _said_of_summarizing(lambda: Document.read(source.path, name=source.name))
+    """The file as a document with words in it: one with none is an
+    :class:`InvalidInput` (code ``no_words``), before any model runs."""
+    document = _said_of_summarizing(lambda: Document.read(source.path, name=source.name))
+    if not has_words("\n".join(document.lines())):
+        raise InvalidInput(
+            f"{source.name} has no words to summarize (no letter or digit)", code="no_words"
+        )
+    return document
 
 
 def _said_of_summarizing(read: Callable[[], Document]) -> Document:

@@ -26,7 +26,7 @@ from longplay.framework import (
     register,
 )
 from longplay.text.documents import read_prose
-from longplay.text.sentences import SPEAKABLE
+from longplay.text.sentences import has_words
 
 MAX_PARAM_CHARS = 100_000
 
@@ -46,7 +46,7 @@ class SynthesizeParams(SpeechOptions):
     @field_validator("text")
     @classmethod
     def _has_words(cls, value: str | None) -> str | None:
-        if value is not None and not SPEAKABLE.search(value):
+        if value is not None and not has_words(value):
             raise ValueError("text has no words to speak")
         return value
 
@@ -90,7 +90,7 @@ def speak(ctx: StepContext[SynthesizeParams]) -> None:
 def _read_text(source: InputFile) -> str:
     """The text of the input file, which must have something to say."""
     text = read_prose(source)
-    if not SPEAKABLE.search(text):
+    if not has_words(text):
         raise InvalidInput(f"{source.name} has no words to speak")
     return text
 

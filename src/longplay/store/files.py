@@ -85,16 +85,26 @@ def safe_name(name: str | None, default: str = "upload", max_bytes: int = NAME_M
 
 
 def shorten(name: str, max_bytes: int) -> str:
-    """``name`` cut to ``max_bytes`` of UTF-8 before its extension, on a character boundary."""
+    """``name`` cut to ``max_bytes`` of UTF-8 before its extensions, on a character
+    boundary: ``talk.summary.md`` keeps ``.summary.md`` (:func:`_extensions`)."""
     if len(name.encode()) <= max_bytes:
         return name
-    suffix = PurePath(name).suffix
-    if len(suffix.encode()) > _LONGEST_EXTENSION:
-        suffix = ""
+    suffix = _extensions(name)
     stem = name[: len(name) - len(suffix)]
     room = max_bytes - len(suffix.encode())
     cut = stem.encode()[:room].decode(errors="ignore").rstrip()
     return cut + suffix if cut else name.encode()[:max_bytes].decode(errors="ignore")
+
+
+def _extensions(name: str) -> str:
+    """The extensions a shortened ``name`` keeps: as many of its last ones as fit in
+    :data:`_LONGEST_EXTENSION` bytes together (``.summary.md``, ``.en.srt``)."""
+    kept = ""
+    for suffix in reversed(PurePath(name).suffixes):
+        if len((suffix + kept).encode()) > _LONGEST_EXTENSION:
+            break
+        kept = suffix + kept
+    return kept
 
 
 def guess_media_type(name: str, declared: str | None = None) -> str:

@@ -22,6 +22,10 @@ from longplay.text.subtitles import format_timestamp
 
 MAX_TURN_CHARS = 2_000
 MAX_TURNS = 2_000
+MAX_TITLE_CHARS = 200
+"""The longest title a script or a chapter has (:func:`short_title` makes one fit)."""
+_TITLE_CUT_PUNCTUATION = " ,;:-\u2013\u2014"
+"""What a shortened title does not end with, before its ellipsis."""
 
 _WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*", re.UNICODE)
 _HOSTS_WORDS = """
@@ -64,7 +68,7 @@ class Turn(BaseModel):
 class Chapter(BaseModel):
     """A section of the episode: its title and its first turn."""
 
-    title: str = Field(min_length=1, max_length=200)
+    title: str = Field(min_length=1, max_length=MAX_TITLE_CHARS)
     first_turn: int = Field(ge=0)
     start: float | None = None
     end: float | None = None
@@ -85,7 +89,7 @@ class Script(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    title: str = Field(default="Podcast", max_length=200)
+    title: str = Field(default="Podcast", max_length=MAX_TITLE_CHARS)
     turns: list[Turn] = Field(min_length=1, max_length=MAX_TURNS)
     chapters: list[Chapter] = Field(default_factory=list)
     passages: list[CitedPassage] = Field(default_factory=list)
@@ -120,6 +124,17 @@ class Script(BaseModel):
     def text(self) -> str:
         """Every turn's text, in order: what the episode says."""
         return "\n".join(turn.text for turn in self.turns)
+
+
+def short_title(title: str) -> str:
+    """``title``, or where it has more than :data:`MAX_TITLE_CHARS` characters, its
+    start up to the last word that fits (mid-word only when there is none), then an
+    ellipsis: a title made from a long document name or topic."""
+    if len(title) <= MAX_TITLE_CHARS:
+        return title
+    words_fit = re.match(r"(.*\S)\s", title[:MAX_TITLE_CHARS], re.DOTALL)
+    head = words_fit[1] if words_fit else title[: MAX_TITLE_CHARS - 1]
+    return (head.rstrip(_TITLE_CUT_PUNCTUATION) or head) + "\u2026"
 
 
 def words(text: str) -> list[str]:

@@ -45,6 +45,11 @@ SPEAKABLE = re.compile(r"[^\W_]")
 """A letter or a digit: what a text needs for there to be anything to say."""
 
 
+def has_words(text: str) -> bool:
+    """Whether ``text`` has a letter or a digit: anything to say, or to summarize."""
+    return SPEAKABLE.search(text) is not None
+
+
 @dataclass(frozen=True)
 class Sentence:
     """A piece of text voiced in one call, and whether a paragraph ends with it."""

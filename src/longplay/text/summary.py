@@ -632,11 +632,14 @@ def summary_as_data(sections: Sequence[SummarySection]) -> list[dict[str, Any]]:
 def write_summary(
     out_dir: Path, stem: str, sections: Sequence[SummarySection], meta: Mapping[str, Any]
 ) -> tuple[Path, Path]:
-    """Write ``STEM.summary.md`` and ``STEM.summary.json`` (``meta`` and the sections)."""
+    """Write ``summary.md`` (titled after ``stem``) and ``summary.json`` (``meta`` and
+    the sections). The files are not named after ``stem``, which may be longer than a
+    file name can be: the job names its outputs ``STEM.summary.md`` and
+    ``STEM.summary.json`` when it keeps them, and the store fits such a name."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    markdown = out_dir / f"{stem}.summary.md"
+    markdown = out_dir / "summary.md"
     markdown.write_text(render_markdown(f"Summary of {stem}", sections), encoding="utf-8")
     body = {**meta, "sections": summary_as_data(sections)}
-    data = out_dir / f"{stem}.summary.json"
+    data = out_dir / "summary.json"
     data.write_text(json.dumps(body, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return markdown, data
