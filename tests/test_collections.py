@@ -10,8 +10,13 @@ from __future__ import annotations
 import io
 import json
 import re
+import struct
 import subprocess
 import sys
+import tarfile
+import wave
+import zipfile
+import zlib
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
@@ -39,7 +44,7 @@ from longplay.store.db import session_scope
 from longplay.store.models import Owner
 from longplay.store.models import Passage as PassageRow
 from longplay.text.passages import cut_passages
-from longplay.text.reading import Block, StructuredDocument, read_document
+from longplay.text.reading import WHAT_WE_READ, Block, StructuredDocument, read_document
 
 MARKDOWN = b"""# Quellport
 
@@ -554,6 +559,9 @@ def test_the_cli_creates_fills_lists_and_searches(stack: Stack, tmp_path: Path) 
     found = longplay("search", collection[0], "Ottilie Varga")
     assert found.returncode == 0 and "town.md > Quellport > The lighthouse" in found.stdout
     assert longplay("search", collection[0], "zeppelins").returncode == 1
+    blank = longplay("search", collection[0], "   ")
+    assert blank.returncode == 1 and "at least 1 character" in blank.stderr, blank.stderr
+    assert "Traceback" not in blank.stderr
     other = longplay("search", "col_nope", "x")
     assert other.returncode == 1 and "no collection col_nope" in other.stderr
     assert "Traceback" not in other.stderr
@@ -613,3 +621,122 @@ def test_a_score_tells_nothing_of_other_owners_documents(stack: Stack) -> None:
     with session_scope(stack.database_url) as session:
         scores = {q: library.search(session, guesses, q, 5)[0].score for q in ("83125", "83126")}
     assert scores["83125"] == scores["83126"], scores
+
+
+def test_a_query_of_only_spaces_is_refused_as_an_empty_one(stack: Stack) -> None:
+    client = stack.client("blank-searcher")
+    collection = client.post("/v1/collections", json={"name": "Blank"}).json()["id"]
+    empty = client.get(f"/v1/collections/{collection}/search", params={"q": ""})
+    assert empty.status_code == 422, empty.text
+    for q in ("   ", "\t\n "):
+        blank = client.get(f"/v1/collections/{collection}/search", params={"q": q})
+        assert blank.status_code == 422, (q, blank.text)
+        assert blank.json()["error"]["code"] == empty.json()["error"]["code"]
+        assert blank.json()["error"]["details"][0]["loc"] == ["query", "q"]
+    answer = client.get(f"/v1/collections/{collection}/search", params={"q": "  harbour "})
+    assert answer.status_code == 200 and answer.json()["query"] == "harbour"
+
+
+def stored_files(stack: Stack) -> set[str]:
+    return {str(p) for p in (stack.data_dir / "files").rglob("*") if p.is_file()}
+
+
+def png_bytes() -> bytes:
+    """A real 1x1 PNG."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
+        + chunk(b"IEND", b"")
+    )
+
+
+def wav_bytes() -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as recording:
+        recording.setnchannels(1)
+        recording.setsampwidth(2)
+        recording.setframerate(16000)
+        recording.writeframes(b"\x00\x00" * 1600)
+    return out.getvalue()
+
+
+def zip_bytes() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("notes.txt", "The harbour opens at dawn.")
+    return out.getvalue()
+
+
+def tar_gz_bytes() -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as archive:
+        info = tarfile.TarInfo("notes.txt")
+        info.size = 5
+        archive.addfile(info, io.BytesIO(b"words"))
+    return out.getvalue()
+
+
+NOT_DOCUMENTS = {
+    "photo.png": (png_bytes(), "image/png", "a PNG image"),
+    "voice.wav": (wav_bytes(), "audio/x-wav", "WAV audio"),
+    "notes.zip": (zip_bytes(), "application/zip", "a zip archive"),
+    "notes.tar.gz": (tar_gz_bytes(), "application/gzip", "a gzip archive"),
+    "photo.txt": (png_bytes(), "text/plain", "a PNG image"),  # what the bytes say
+    "blob": (bytes(range(256)) * 8, "application/octet-stream", "binary data"),
+}
+
+
+def test_a_file_that_cannot_be_a_document_is_refused_when_added(stack: Stack) -> None:
+    """Images, audio, archives and other binary files are refused at once, naming the
+    file and what a collection reads; nothing is stored and no index job is made.
+    What may be a document is still taken and left to the index job."""
+    client = stack.client("picture-adder")
+    collection = client.post("/v1/collections", json={"name": "Mixed"}).json()["id"]
+    url = f"/v1/collections/{collection}/documents"
+    before = stored_files(stack)
+    for name, (data, media_type, what) in NOT_DOCUMENTS.items():
+        files = [("file", ("library.txt", TEXT, "text/plain")), ("file", (name, data, media_type))]
+        refused = client.post(url, files=files)
+        assert refused.status_code == 422, (name, refused.text)
+        error = refused.json()["error"]
+        assert error["code"] == "unsupported_input", error
+        assert error["message"].startswith(f"{name} is {what}"), error
+        assert error["message"].endswith(f"not a document; a collection reads {WHAT_WE_READ}")
+        assert error["details"][0]["loc"] == ["body", "file", 1]
+    assert stored_files(stack) == before, "no upload of a refused addition is kept"
+    upload = client.post("/v1/artifacts", files={"file": ("photo.png", png_bytes(), "image/png")})
+    assert upload.status_code == 201, upload.text
+    by_id = client.post(url, json={"artifacts": [upload.json()["id"]]})
+    assert by_id.status_code == 422 and by_id.json()["error"]["message"].startswith(
+        "photo.png is a PNG image, not a document"
+    )
+    assert by_id.json()["error"]["details"][0]["loc"] == ["body", "artifacts", 0]
+    assert client.get(f"/v1/collections/{collection}").json()["documents"] == []
+    assert client.get("/v1/jobs").json()["items"] == [], "no index job was submitted"
+
+    readable = {
+        "utf16.txt": ("The Glimmerfen ferry leaves at noon.".encode("utf-16"), "text/plain"),
+        "latin.txt": ("Caf\u00e9 of the harbour, open late.".encode("cp1252"), "text/plain"),
+        "ferry.docx": (DOCX, "application/octet-stream"),
+        "treaty.pdf": (PDF, "application/pdf"),
+        "notes.pdf": BAD["notes.pdf"][:2],  # text under a PDF's name: the job says why
+    }
+    added = client.post(url, files=[("file", (n, d, t)) for n, (d, t) in readable.items()])
+    assert added.status_code == 202, added.text
+    job = wait_for_status(client, added.json()["job"]["id"], {"completed", "failed"})
+    assert job["status"] == "completed", job
+    detail = client.get(f"/v1/collections/{collection}").json()["documents"]
+    assert {d["name"]: d["status"] for d in detail} == {
+        "utf16.txt": "indexed",
+        "latin.txt": "indexed",
+        "ferry.docx": "indexed",
+        "treaty.pdf": "indexed",
+        "notes.pdf": "failed",
+    }

@@ -27,7 +27,8 @@ from longplay.framework import InvalidInput, InvalidParams, JobCancelled, get_ki
 from longplay.kinds.convert import ConvertParams
 from longplay.kinds.synthesize import SynthesizeParams
 from longplay.media import LoudnessMeter, decode, halves, probe
-from longplay.text.documents import markdown_to_text
+from longplay.text.documents import Document, markdown_to_text, read_prose
+from longplay.text.reading import read_document
 from longplay.text.sentences import Sentence, speakable_sentences
 
 TEXT = (
@@ -295,7 +296,8 @@ def test_lines_without_words_are_pauses_not_speech() -> None:
         ("empty.txt", "text/plain", b" \n\n\t", "empty.txt has no words to speak"),
         ("rule.md", "text/markdown", b"***\n", "rule.md has no words to speak"),
         ("photo.png", "image/png", b"\x89PNG\r\n", "photo.png is not a text file (image/png)"),
-        ("latin.txt", "text/plain", "caf\u00e9".encode("latin-1"), "latin.txt is not UTF-8"),
+        ("blob.txt", "text/plain", b"caf\x00\x01 au lait", "blob.txt is not text"),
+        ("blob.txt", "text/plain", b"caf\x00\x01 au lait", "save it as UTF-8"),
     ],
 )
 def test_unusable_text_files_are_refused_naming_them(
@@ -313,6 +315,35 @@ def test_unusable_text_files_are_refused_naming_them(
         )
 
     assert not refused.value.retryable
+
+
+SPOKEN = "Caf\u00e9 cr\u00e8me \u2013 \u201cna\u00efve\u201d dishes for \u00a312."
+
+
+@pytest.mark.parametrize(
+    ("encoding", "text"),
+    [
+        ("utf-8", SPOKEN),
+        ("utf-8-sig", SPOKEN),
+        ("utf-16", SPOKEN),
+        ("cp1252", SPOKEN),
+        ("latin-1", "Caf\u00e9 cr\u00e8me, na\u00efve dishes for \u00a312."),
+    ],
+)
+def test_a_text_file_is_read_as_every_kind_reads_it(
+    tmp_path: Path, encoding: str, text: str
+) -> None:
+    """Whatever its encoding, synthesize reads a text file as translate, summarize and
+    collections do, and speaks it."""
+    path = tmp_path / "upload"
+    path.write_bytes(text.encode(encoding))
+    source = input_file(path, "text/plain", name=f"{encoding}.txt")
+
+    assert read_prose(source) == text
+    assert Document.read(path, name=source.name).lines() == [text]
+    assert read_document(source).text == text
+    ctx = run_kind("synthesize", SynthesizeParams(format="wav"), [source], tmp_path / "w")
+    assert ctx.state["speech"]["sentences"] == 1
 
 
 def test_text_must_come_from_exactly_one_place(tmp_path: Path) -> None:
@@ -408,3 +439,19 @@ def test_a_job_with_no_text_is_refused_at_submit(stack: Stack) -> None:
     assert error["code"] == "invalid_params"
     assert error["message"].startswith("nothing to speak: give the text parameter")
     assert error["details"][0]["loc"] == ["body", "params", "text"]
+
+
+@DATABASE
+def test_a_windows_1252_text_file_is_taken_at_submit_and_spoken(stack: Stack) -> None:
+    client = stack.client()
+    response = client.post(
+        "/v1/jobs",
+        data={"kind": "synthesize", "params": json.dumps({"format": "wav"})},
+        files={"file": ("cp1252.txt", SPOKEN.encode("cp1252"), "text/plain")},
+    )
+    assert response.status_code == 202, response.text
+
+    job = finished(stack, response.json()["id"])
+
+    assert job["status"] == "completed", job["error"]
+    assert [o["name"] for o in job["outputs"]] == ["cp1252.wav"]

@@ -1,7 +1,12 @@
-"""The submit-time check of any kind whose params name a ``collection``: the owner's,
-and with passages to read (see :mod:`longplay.framework.library`)."""
+"""The submit-time checks of collections: a kind whose params name a ``collection``
+(the owner's, with passages to read; see :mod:`longplay.framework.library`), and a
+file added as a document (one that cannot be a document is refused at once)."""
 
 from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
 
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
@@ -9,8 +14,36 @@ from sqlalchemy.orm import Session
 from longplay.framework.library import FillsCollection
 from longplay.jobs.refusals import Invalid, NotFound
 from longplay.store import library as queries
+from longplay.text.reading import WHAT_WE_READ
 
 COLLECTION_FIELD = "collection"
+HEAD_BYTES = 4096
+"""How much of a file the document check reads (the reader's own sniff reads as much)."""
+_NOT_DOCUMENTS = tuple(
+    (re.compile(pattern, re.S), what)
+    for pattern, what in (
+        (rb"\A\x89PNG\r\n\x1a\n", "a PNG image"),
+        (rb"\A\xff\xd8\xff", "a JPEG image"),
+        (rb"\AGIF8[79]a", "a GIF image"),
+        (rb"\ARIFF.{4}WEBP", "a WebP image"),
+        (rb"\A(?:II\*\x00|MM\x00\*)", "a TIFF image"),
+        (rb"\ABM.{4}\x00\x00\x00\x00", "a BMP image"),
+        (rb"\ARIFF.{4}WAVE", "WAV audio"),
+        (rb"\ARIFF.{4}AVI ", "an AVI video"),
+        (rb"\A(?:ID3|\xff[\xf1-\xfb])", "MP3 or AAC audio"),
+        (rb"\AOggS", "Ogg audio or video"),
+        (rb"\AfLaC", "FLAC audio"),
+        (rb"\A.{4}ftyp", "an MP4, MOV, M4A or HEIC file (video, audio or an image)"),
+        (rb"\A\x1aE\xdf\xa3", "a Matroska or WebM video"),
+        (rb"\A\x1f\x8b", "a gzip archive"),
+        (rb"\ABZh[1-9]1AY&SY", "a bzip2 archive"),
+        (rb"\A\xfd7zXZ\x00", "an xz archive"),
+        (rb"\A7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+        (rb"\ARar!\x1a\x07", "a RAR archive"),
+        (rb"\A.{257}ustar", "a tar archive"),
+    )
+)
+"""How images, audio, video and archives start: what is never a document."""
 
 
 def check_named_collection(
@@ -35,3 +68,37 @@ def check_named_collection(
         )
         loc = ["body", "params", COLLECTION_FIELD]
         raise Invalid(message, [{"loc": loc, "msg": message, "type": "empty_collection"}])
+
+
+def check_document(name: str, path: Path, loc: list[str | int]) -> None:
+    """Refuse (:class:`Invalid`, ``unsupported_input``) a file added to a collection
+    that its bytes show cannot be a document (an image, audio, video, an archive, other
+    binary data), naming it and what a collection reads. Everything else is left to the
+    ``index`` job, whose reader says why a document it cannot read fails."""
+    what = _not_a_document(path)
+    if what is not None:
+        message = f"{name} is {what}, not a document; a collection reads {WHAT_WE_READ}"
+        code = "unsupported_input"
+        raise Invalid(message, [{"loc": loc, "msg": message, "type": code}], code=code)
+
+
+def _not_a_document(path: Path) -> str | None:
+    """What the file is, where it is none of what a collection reads."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(HEAD_BYTES)
+    except OSError:  # gone: the index job says so
+        return None
+    what = next((what for pattern, what in _NOT_DOCUMENTS if pattern.match(head)), None)
+    if what is not None:
+        return what
+    if head.startswith(b"PK\x03\x04"):  # a .docx is a zip with its document part in it
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = set(archive.namelist())
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError):
+            return None  # damaged: the reader says so
+        return None if "word/document.xml" in names else "a zip archive (not a Word .docx)"
+    if head.startswith(b"%PDF-") or head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return None  # a PDF, or UTF-16 text with its byte-order mark
+    return "binary data, not text" if b"\x00" in head else None

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from longplay.framework.library import Passage
 from longplay.jobs import retrieval
-from longplay.jobs.collection_checks import COLLECTION_FIELD
+from longplay.jobs.collection_checks import COLLECTION_FIELD, check_document
 from longplay.jobs.library import as_passage
 from longplay.jobs.refusals import Conflict, Invalid, NotFound
 from longplay.jobs.submission import submit_job
@@ -180,7 +180,8 @@ def _new_documents(
     artifact_ids: Sequence[str],
     uploaded: Sequence[Artifact],
 ) -> list[Document]:
-    """The documents of the artifacts, added to the session (not yet committed)."""
+    """The documents of the artifacts, added to the session (not yet committed); a file
+    that cannot be a document refuses them all (:func:`check_document`)."""
     collection = get_collection(session, owner=owner, collection_id=collection_id)
     if not artifact_ids and not uploaded:
         raise Invalid(
@@ -201,7 +202,11 @@ def _new_documents(
             for i in missing
         ]
         raise Invalid(message, problems)
-    artifacts = [*(named[i] for i in artifact_ids), *uploaded]
+    listed = [named[i] for i in artifact_ids]
+    for field, sent in (("artifacts", listed), ("file", uploaded)):
+        for index, artifact in enumerate(sent):
+            check_document(artifact.name, files.path_of(artifact), ["body", field, index])
+    artifacts = [*listed, *uploaded]
     seq = queries.next_document_seq(session, collection.id)
     documents = [
         Document(

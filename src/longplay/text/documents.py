@@ -3,8 +3,8 @@
 :class:`Document` is what ``translate`` works on: prose as paragraphs of lines, or
 timed cues, read from UTF-8, UTF-16 or Windows-1252 bytes with the format sniffed
 from the content where the extension says little, and written back in the same
-format once translated. :func:`read_prose` is the stricter reading of text meant to
-be spoken: UTF-8 only, Markdown reduced to what is read aloud.
+format once translated. :func:`read_prose` reads text meant to be spoken, decoded the
+same way (:func:`decode_text`), Markdown reduced to what is read aloud.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class Document:
         as ``.txt`` are still subtitles.
         """
         name = name or path.name
-        text = _decode(path.read_bytes(), name)
+        text = decode_text(path.read_bytes(), name, takes=f"translate takes {WHAT_WE_READ}")
         format = _FORMAT_OF_SUFFIX.get(Path(name).suffix.lower())
         if format in (None, "txt"):
             sniffed = _sniff(text)
@@ -165,14 +165,15 @@ def _cues(text: str, format: DocumentFormat) -> tuple[list[Cue], Any]:
     return parse_transcript_json(transcript), transcript
 
 
-def _decode(data: bytes, name: str) -> str:
-    """UTF-8 (or UTF-16 with its byte-order mark), else Windows-1252 as many subtitle
-    files are; anything with control characters, or a PDF or a zip, is not text."""
+def decode_text(data: bytes, name: str, *, takes: str) -> str:
+    """The text of a file: UTF-8 (or UTF-16 with its byte-order mark), else Windows-1252
+    (Latin-1) as many subtitle and older text files are. Anything with control
+    characters, or a PDF or a zip, is not text: an :class:`InvalidInput` naming the file
+    and ending with ``takes``, what the reader takes (``translate takes ...``)."""
     binary = next((f for start, f in BINARY_DOCUMENTS.items() if data.startswith(start)), None)
     if binary is not None:
         raise InvalidInput(
-            f"{name} is a {binary.upper()} file, not text; translate takes {WHAT_WE_READ}",
-            code="unsupported_input",
+            f"{name} is a {binary.upper()} file, not text; {takes}", code="unsupported_input"
         )
     text: str | None = None
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
@@ -186,7 +187,9 @@ def _decode(data: bytes, name: str) -> str:
                 continue
     if text is None or _CONTROL.search(text):
         raise InvalidInput(
-            f"{name} is not text; translate takes {WHAT_WE_READ}", code="unsupported_input"
+            f"{name} is not text: it has bytes that no UTF-8, UTF-16 or Windows-1252 text "
+            f"has; if it is text, save it as UTF-8 and give that; {takes}",
+            code="unsupported_input",
         )
     return text
 
@@ -272,6 +275,7 @@ def _write(path: Path, text: str) -> Path:
 
 
 TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
+PROSE_TAKES = "give a text (.txt) or Markdown (.md) file"
 _MARKDOWN = (
     (re.compile(r"^ {0,3}(`{3,}|~{3,}).*?^ {0,3}\1[^\n]*$", re.M | re.S), ""),  # code blocks
     (re.compile(r"!\[[^\]]*\]\([^)]*\)"), ""),  # images
@@ -291,19 +295,15 @@ def markdown_to_text(markdown: str) -> str:
 
 
 def read_prose(source: InputFile) -> str:
-    """The text of a ``.txt`` or ``.md`` file (any ``text/`` type), strictly UTF-8 (text
-    to be read aloud is not guessed at); Markdown as :func:`markdown_to_text` reads it."""
+    """The text of a ``.txt`` or ``.md`` file (any ``text/`` type), decoded as
+    ``translate`` and ``summarize`` decode theirs (:func:`decode_text`); Markdown as
+    :func:`markdown_to_text` reads it."""
     suffix = Path(source.name).suffix.lower()
     if not (source.media_type.startswith("text/") or suffix in TEXT_SUFFIXES):
         raise InvalidInput(
             f"{source.name} is not a text file ({source.media_type}); give a .txt or .md file"
         )
-    try:
-        text = source.path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(
-            f"{source.name} is not UTF-8 text: {exc.reason} at byte {exc.start}"
-        ) from exc
+    text = decode_text(source.path.read_bytes(), source.name, takes=PROSE_TAKES)
     if suffix in (".md", ".markdown") or source.media_type == "text/markdown":
         text = markdown_to_text(text)
     return text

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from longplay.framework import InputFile, InvalidInput
-from longplay.text.documents import BINARY_DOCUMENTS, markdown_to_text
+from longplay.text.documents import BINARY_DOCUMENTS, decode_text, markdown_to_text
 from longplay.text.sentences import PARAGRAPH_BREAK
 from longplay.text.subtitles import Cue, parse_srt, parse_transcript_json, parse_vtt
 
@@ -54,7 +54,6 @@ _FORMAT_OF_MEDIA_TYPE: dict[str, DocumentFormat] = {
     "text/vtt": "vtt",
     "application/json": "transcript",
 }
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 _SPACES = re.compile(r"\s+")
 
 
@@ -140,21 +139,13 @@ def _format_of(source: InputFile, data: bytes) -> DocumentFormat:
 
 
 def _decode(name: str, data: bytes, *, strict: bool = True) -> str:
-    """UTF-8 (or UTF-16 with its byte-order mark), else Windows-1252; anything with
-    control characters is not text."""
+    """The text of a document, as every kind decodes text (:func:`decode_text`); not
+    ``strict``, the best guess at text, for a look at how a file begins."""
+    if strict:
+        return decode_text(data, name, takes=f"a collection reads {WHAT_WE_READ}")
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        text = data.decode("utf-16", errors="replace")
-    else:
-        try:
-            text = data.decode("utf-8-sig", errors="strict" if strict else "ignore")
-        except UnicodeDecodeError:
-            text = data.decode("cp1252", errors="replace")
-    if strict and _CONTROL.search(text):
-        raise InvalidInput(
-            f"{name} is not a text file, nor any other kind this reads: {WHAT_WE_READ}",
-            code="unsupported_input",
-        )
-    return text
+        return data.decode("utf-16", errors="replace")
+    return data.decode("utf-8-sig", errors="ignore")
 
 
 def _flat(text: str) -> str:
@@ -369,7 +360,10 @@ def _read_docx(name: str, data: bytes) -> list[Block]:
         heading = _DOCX_HEADING.match(style or "")
         text = _flat(paragraph.text)
         if heading is not None:
-            blocks.append(Block(text, "heading", int(heading.group(1) or 1)))
+            # Word's Title sits above its Heading 1: the title is level 1, Heading N
+            # is N + 1 (a heading path is read from the levels' order alone).
+            level = min(6, int(heading.group(1)) + 1) if heading.group(1) else 1
+            blocks.append(Block(text, "heading", level))
         else:
             blocks.append(Block(text))
     for table in document.tables:

@@ -7,6 +7,7 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
+from pydantic import StringConstraints
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -214,11 +215,17 @@ async def delete_document(collection_id: str, document_id: str, key: KeyDep) -> 
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{collection_id}/search", response_model=SearchResults, responses=errors(401, 404))
+@router.get(
+    "/{collection_id}/search", response_model=SearchResults, responses=errors(401, 404, 422)
+)
 async def search(
     collection_id: str,
     key: KeyDep,
-    q: Annotated[str, Query(min_length=1, max_length=1000, description="Words to find.")],
+    q: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True),  # only spaces: as empty, a 422
+        Query(min_length=1, max_length=1000, description="Words to find."),
+    ],
     limit: Annotated[int, Query(ge=1, le=collections.MAX_SEARCH_RESULTS)] = 10,
 ) -> SearchResults:
     """The passages that best match ``q``, best first: full text (BM25 on SQLite,
