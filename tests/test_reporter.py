@@ -144,3 +144,35 @@ def test_cancel_is_seen_at_the_next_write(deployment: Stack) -> None:
     clock.now += 1
     with pytest.raises(JobCancelled):
         reporter.advance(2, 10)
+
+
+def test_a_change_left_unwritten_is_written_once_the_interval_is_up(deployment: Stack) -> None:
+    """What the heartbeat does for a step that reported just after a write and then
+    runs a long call: the change waits out the interval, then is written."""
+    job_id = running_job(deployment.database_url)
+    clock = Clock()
+    step = Step("work", noop)
+    reporter = ProgressReporter(job_id, "w", [step], write_interval=0.5, clock=clock)
+    reporter.start_step(step)  # just after the claim's write: kept, not written
+    clock.now += 0.2
+    reporter.advance(3, 10, turn=3)
+
+    def stored() -> tuple[str | None, dict[str, object]]:
+        with session_scope(deployment.database_url) as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            return job.current_step, dict(job.step_details)
+
+    assert stored() == (None, {}) and reporter.wake.is_set()
+    assert reporter.unwritten_due_in() == pytest.approx(0.3)
+    assert reporter.write_unwritten() is None, "not due yet"
+    clock.now += 0.3
+    assert reporter.write_unwritten() is True
+    assert stored() == ("work", {"turn": 3, "done": 3, "total": 10})
+    assert reporter.unwritten_due_in() is None and reporter.write_unwritten() is None
+    clock.now += 0.1
+    reporter.advance(4, 10, turn=4)  # kept again, then the job is cancelled
+    with session_scope(deployment.database_url) as session:
+        assert lifecycle.transition(session, job_id, JobStatus.CANCELLED)
+    clock.now += 0.5
+    assert reporter.write_unwritten() is False, "the job is no longer ours"

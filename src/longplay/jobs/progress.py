@@ -97,8 +97,8 @@ class ProgressTracker:
 class ProgressReporter:
     """Publishes progress events and writes them to the store, each at a bounded rate.
 
-    The step's thread reports; a change it may not write yet is left as
-    :attr:`unwritten` for the job's :class:`Heartbeat` to write when it is due."""
+    The step's thread reports; a change it may not write yet is kept for the job's
+    :class:`Heartbeat` to write when it is due (:meth:`write_unwritten`)."""
 
     def __init__(
         self,
@@ -353,7 +353,6 @@ class Heartbeat:
         self._cancel_grace = cancel_grace
         self._on_overdue = on_overdue
         self._stop_event = threading.Event()
-        self._stopped = False
 
     def start(self) -> None:
         """Beat in this process's heartbeat thread until :meth:`stop`."""
@@ -364,12 +363,12 @@ class Heartbeat:
         next_beat = time.monotonic() + self._interval
         while True:
             reporter.wake.clear()  # before the check: a stop() after it wakes the wait
-            if self._stopped:
+            if self._stop_event.is_set():
                 return
             wait = next_beat - time.monotonic()
             due = reporter.unwritten_due_in()
             reporter.wake.wait(max(0.0, wait if due is None else min(wait, due)))
-            if self._stopped:
+            if self._stop_event.is_set():
                 return
             try:
                 held = reporter.write_unwritten()
@@ -396,7 +395,6 @@ class Heartbeat:
         self._on_overdue()
 
     def stop(self) -> None:
-        self._stopped = True
         self._stop_event.set()
         self._reporter.wake.set()
 
