@@ -220,18 +220,28 @@ register(
 )
 
 
+class Label(BaseModel):
+    """A nested model, as plain as the outer one: it drops a name it does not have."""
+
+    text: str = "plain"
+
+
 class MistakesParams(BaseModel):
-    mistake: Literal["details", "big_details", "keys", "state", "twice", "vanished", "outputs"]
+    mistake: Literal[
+        "details", "big_details", "keys", "state", "twice", "vanished", "outputs", "returns"
+    ]
     """``details``: reports a datetime and a Path as progress details; ``big_details``:
     reports a small detail, then the text so far, 20 KiB of it; ``keys``: keeps
     a number key and a tuple in ``ctx.state``; ``state``: keeps a datetime there;
     ``twice``: adds the same output twice; ``vanished``: adds an output, then deletes
     it (after another one) before the step ends; ``outputs``: asks for the outputs of a
-    step the kind does not have."""
+    step the kind does not have; ``returns``: returns the path of the file it made
+    instead of adding it as an output."""
     retry: bool = False
     """The second step fails retryably the first time."""
     fail: bool = False
     """The first step fails at its end (a failed job keeps its step details)."""
+    label: Label = Label()
 
 
 def make_mistake(ctx: StepContext[MistakesParams]) -> None:
@@ -256,6 +266,10 @@ def make_mistake(ctx: StepContext[MistakesParams]) -> None:
         ctx.add_output(out)
     elif mistake == "outputs":
         ctx.outputs("mistak")
+    elif mistake == "returns":
+        made = ctx.workdir / "made.txt"
+        made.write_text("made, and returned rather than added")
+        return made  # type: ignore[return-value]
     elif mistake == "vanished":
         made = ctx.workdir / "made.txt"
         made.write_text("made")

@@ -194,6 +194,14 @@ def test_bad_submissions_are_refused_naming_the_field(stack: Stack, owner: httpx
     assert locs(said) == [["body", "params", "languge"]]
     assert said["message"].startswith("translate has no parameter 'languge'; its parameters: ")
     assert "target_language" in said["message"]
+    # A misspelt name inside a nested model too (it ran on the default before).
+    nested = owner.post(
+        "/v1/jobs",
+        json={"kind": "mistakes", "params": {"mistake": "keys", "label": {"txt": "x"}}},
+    )
+    said = error_of(nested, 422, "invalid_params")
+    assert locs(said) == [["body", "params", "label", "txt"]]
+    assert said["message"] == "mistakes's parameter label has no field 'txt'; its fields: text"
     no_target = owner.post("/v1/jobs", json={"kind": "translate", "params": {"text": "Hi"}})
     assert locs(error_of(no_target, 422, "invalid_params")) == [
         ["body", "params", "target_language"]

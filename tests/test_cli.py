@@ -439,6 +439,7 @@ def test_a_text_parameter_keeps_text_that_looks_like_json(stack: Stack, tmp_path
         (("--text", "1984"), "1984"),
         (("-p", "text=true"), "true"),
         (("--text", "[1, 2]"), "[1, 2]"),
+        (("--text", "[laughs"), "[laughs"),
     ):
         out = tmp_path / text
         done = longplay(
@@ -449,6 +450,10 @@ def test_a_text_parameter_keeps_text_that_looks_like_json(stack: Stack, tmp_path
     # A number where the kind takes one is still a number.
     bad = longplay(stack, "submit", "sleep", "--seconds", "[1]")
     assert bad.returncode == 1 and "params.seconds" in bad.stderr, bad.stderr
+    # An object with a JSON mistake, for a field that takes no text: the mistake is said.
+    broken = longplay(stack, "submit", "mistakes", "-p", "mistake=keys", "-p", 'label={"text": 1')
+    assert broken.returncode == 2, broken.stderr
+    assert "label: not JSON" in " ".join(broken.stderr.split()), broken.stderr
 
 
 def test_ctrl_c_while_following_says_the_job_goes_on(stack: Stack) -> None:

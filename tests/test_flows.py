@@ -352,6 +352,10 @@ def test_only_your_own_existing_jobs_can_be_waited_for(stack: Stack) -> None:
         refused = alice.post("/v1/flows", json={"stages": stages})
         assert refused.status_code == 422, refused.text
         assert code in (refused.json()["error"]["code"], refused.json()["error"]["message"][:9])
+    # A stage's bad value is told as /v1/jobs tells it: invalid_params, at its field.
+    error = refused.json()["error"]
+    assert error["code"] == "invalid_params", error
+    assert error["details"][0]["loc"] == ["body", "stages", "b", "params", "seconds"], error
     after = alice.get("/v1/jobs", params={"limit": 200}).json()["items"]
     assert len(after) == len(before), "a refused flow stores none of its jobs"
 

@@ -115,7 +115,11 @@ def _parse_params(
             raise typer.BadParameter(f"{pair!r}: write NAME=VALUE")
         try:
             parsed = json.loads(value)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as exc:
+            # Text, unless it was meant as an object or a list for a field that takes no
+            # text: then the JSON's mistake is said, not the type the API would name.
+            if value.lstrip().startswith(("{", "[")) and not _wants_text(schema(), name, {}):
+                raise typer.BadParameter(f"{name}: not JSON: {exc}") from None
             parsed = value
         if not isinstance(parsed, str) and _wants_text(schema(), name, parsed):
             parsed = value

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from longplay.framework import JobKind, get_kind
+from longplay.framework.unknown_params import unknown_params
 from longplay.jobs import dependencies
 from longplay.jobs.admission import pump
 from longplay.jobs.admission.limits import limits_of, refuse_submission
@@ -56,33 +57,24 @@ def _kind_or_invalid(name: str) -> JobKind[Any]:
     return kind
 
 
-def _accepted(model: type[BaseModel]) -> frozenset[str] | None:
-    """The parameter names a kind's model takes (fields and their aliases); None where
-    it allows extra fields. A misspelt name is refused, as the built-in kinds refuse
-    it, even where the model was written as a plain ``BaseModel`` (which drops it, and
-    the job ran on a default)."""
-    if model.model_config.get("extra") == "allow":
-        return None
-    names = set(model.model_fields)
-    for field in model.model_fields.values():
-        names.update(a for a in (field.alias, field.validation_alias) if isinstance(a, str))
-    return frozenset(names)
-
-
 def refuse_unknown_params(kind: JobKind[Any], params: Mapping[str, Any]) -> None:
-    """Refuse a parameter name ``kind`` does not take, naming the ones it does; checked
-    before the values, for every kind alike (a built-in model forbids extras itself,
-    and pydantic would say only "Extra inputs are not permitted")."""
-    accepted = _accepted(kind.params)
-    if accepted is None or not (unknown := [name for name in params if name not in accepted]):
+    """Refuse a parameter name ``kind`` does not take, at any depth, naming the ones it
+    does (:func:`~longplay.framework.unknown_params.unknown_params`); checked before the
+    values, for every kind alike (a built-in model forbids extras itself, and pydantic
+    would say only "Extra inputs are not permitted")."""
+    unknown = unknown_params(kind.params, params)
+    if not unknown:
         return
-    takes = ", ".join(kind.params.model_fields) or "none"
-    message = f"{kind.name} has no parameter {unknown[0]!r}; its parameters: {takes}"
+    message = unknown[0].message(kind.name)
     raise Invalid(
         message,
         [
-            {"loc": ["body", "params", name], "msg": message, "type": "extra_forbidden"}
-            for name in unknown
+            {
+                "loc": ["body", "params", *each.path],
+                "msg": each.message(kind.name),
+                "type": "extra_forbidden",
+            }
+            for each in unknown
         ],
         code="invalid_params",
     )
@@ -121,7 +113,13 @@ def create_job(
     except ValidationError as exc:
         raise Invalid(
             f"bad parameters for {kind.name}",
-            exc.errors(include_url=False, include_input=False, include_context=False),
+            [
+                {**error, "loc": ["body", "params", *error["loc"]]}
+                for error in exc.errors(
+                    include_url=False, include_input=False, include_context=False
+                )
+            ],
+            code="invalid_params",
         ) from exc
     count = len(input_ids)
     if count < kind.min_inputs or (kind.max_inputs is not None and count > kind.max_inputs):
