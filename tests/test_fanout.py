@@ -300,10 +300,33 @@ def test_map_outside_the_pool_runs_here_in_order(tmp_path: Path) -> None:
     assert [(done, total) for _, done, total, _ in ctx.progress] == [(1, 3), (2, 3), (3, 3)]
 
 
-def test_map_takes_only_functions_other_processes_can_import() -> None:
+def test_map_takes_only_functions_other_processes_can_import(tmp_path: Path) -> None:
+    """A lambda is refused by every map, with a code of its own: in the job's process,
+    over the pool and in a test's context alike."""
     assert resolve(function_ref(squared)) is squared
-    with pytest.raises(ValueError, match="module-level function"):
-        function_ref(lambda ctx, item: item)
+
+    def nested(ctx: ItemContext[Any], item: Any) -> Any:
+        return item
+
+    for fn in (lambda ctx, item: item, nested):
+        with pytest.raises(PermanentError, match="module-level function") as refused:
+            function_ref(fn)
+        assert refused.value.code == "invalid_map"
+        for ctx in (job_context(tmp_path, width=1), RecordingContext(NoParams(), [], tmp_path)):
+            with pytest.raises(PermanentError) as refused:
+                ctx.map(fn, [1, 2])
+            assert refused.value.code == "invalid_map"
+
+
+def test_an_item_that_raises_fails_the_step_naming_it(tmp_path: Path) -> None:
+    """In the job's own process, a bug in an item is an internal error that says which
+    item it was."""
+    with pytest.raises(PermanentError) as failed:
+        job_context(tmp_path, width=1).map(failing_item, ["bug"])
+    assert (failed.value.code, failed.value.message) == (
+        "internal_error",
+        "ctx.map: item 0 failed: internal error: ValueError: a bug in the item",
+    )
 
 
 def failing_item(ctx: ItemContext[Any], item: str) -> None:
@@ -346,8 +369,10 @@ def test_a_helper_judges_a_failed_item_as_the_job_process_would(
             ("failed", "out_of_memory", True),
             ("failed", "internal_error", False),
         ]
-        locked = str(errors[0][1]["message"])
-        assert locked == "the database did not answer: database is locked"  # no SQL, no link
+        locked = str(errors[0][1]["message"])  # no SQL, no link
+        assert locked == "ctx.map: item 0 failed: the database did not answer: database is locked"
+        bug = str(errors[2][1]["message"])
+        assert bug == "ctx.map: item 2 failed: internal error: ValueError: a bug in the item"
     finally:
         client.post(f"/v1/jobs/{job_id}/cancel")
         engine.dispose()

@@ -160,6 +160,35 @@ def test_cancel_running_job_stops_it(stack: Stack) -> None:
     assert final["progress"] < 60
 
 
+def test_a_cancelled_job_keeps_where_its_run_stopped(stack: Stack) -> None:
+    """The cancel stores the progress last written, up to a write interval behind the
+    run; the run, stopped at its next checkpoint, keeps where it had got to (its step,
+    its percent), as a failed job does."""
+    client = stack.client()
+    job = submit(client, params={"seconds": 20, "ticks": 400})
+    seen = 0.0
+    with client.stream("GET", f"/v1/jobs/{job['id']}/events", timeout=60) as stream:
+        for line in stream.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            event = json.loads(line[5:])
+            if event.get("step") == "work":
+                seen = max(seen, float(event.get("progress") or 0))
+            # Cancel while the store trails what the events have shown.
+            if seen > 20 and client.get(f"/v1/jobs/{job['id']}").json()["progress"] < seen:
+                break
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+
+    def stopped() -> bool:
+        attempts = client.get(f"/v1/jobs/{job['id']}/attempts").json()
+        return bool(attempts) and attempts[-1]["outcome"] == "cancelled"
+
+    wait_until(stopped, timeout=30)
+    final = client.get(f"/v1/jobs/{job['id']}").json()
+    assert final["status"] == "cancelled" and final["current_step"] == "work", final
+    assert final["progress"] >= seen, (final["progress"], seen)
+
+
 def test_priority_overtakes_low_backlog(make_stack) -> None:  # type: ignore[no-untyped-def]
     deployment: Stack = make_stack()
     deployment.start_api()

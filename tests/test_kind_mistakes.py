@@ -137,3 +137,14 @@ def test_the_outputs_of_a_step_the_kind_has_not_are_refused(stack: Stack) -> Non
     assert failed["error"]["message"] == (
         "ctx.outputs: mistakes has no step 'mistak'; its steps: mistake, after"
     )
+
+
+def test_a_step_that_returns_a_value_is_told_it_is_not_kept(stack: Stack) -> None:
+    client = stack.client()
+    job = submit(client, "mistakes", params={"mistake": "returns"})
+    done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=20)
+    assert done["status"] == "completed", done["error"]
+    assert [o["name"] for o in done["outputs"]] == ["seen.json"]
+    [warning] = [w for w in done["warnings"] if w["code"] == "step_returned_value"]
+    assert "'mistake' returned a PosixPath" in warning["message"], warning
+    assert "ctx.add_output" in warning["message"], warning

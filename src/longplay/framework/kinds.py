@@ -33,7 +33,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
-from longplay.framework.errors import InvalidParams, PermanentError
+from longplay.framework.errors import InvalidParams, JobError, PermanentError
+from longplay.framework.fanout import function_ref, item_error, run_item
 from longplay.framework.library import Catalog
 from longplay.framework.records import JobRecords
 
@@ -115,19 +116,21 @@ class StepContext(ABC, Generic[P]):
         spread over the worker pool, up to the kind's ``fan_out`` processes at once.
 
         ``fn`` must be a module-level function (every worker process imports it by
-        name); items and results must be JSON values, and an item may read what the
-        step wrote in ``workdir`` (its path is the same in every process). ``items``
+        name; another fails the step, code ``invalid_map``, however few the items);
+        items and results must be JSON values, and an item may read what the step
+        wrote in ``workdir`` (its path is the same in every process). ``items``
         may be a generator: each item is handed out as soon as it is made, so other
         processes start on the first while this one makes the rest. Progress is the
         sum of the items'; a lost item runs again on its own; cancelling the job stops
-        them all; an item's :class:`JobError` fails the step with it. This base
-        version runs the items here, one after another.
+        them all; an item that raises fails the step, the error naming the item
+        (:meth:`item_failed`). This base version runs the items here, one after another.
 
         Items and results pass through JSON (:func:`as_json`) wherever they run, so a
         tuple comes back a list, a dict's keys strings, and an item or result that is
         no JSON value (a datetime, a path, NaN) fails the step for good (code
         ``not_json``), with one item as with thousands.
         """
+        function_ref(fn)  # as a running job names it, wherever the items run
         items = [as_json(item, f"ctx.map: item {n}") for n, item in enumerate(items)]
         results: list[R] = []
         for index, item in enumerate(items):
@@ -136,8 +139,16 @@ class StepContext(ABC, Generic[P]):
                 self.advance(_i + (done / total if total else 0.0), len(items), **details)
 
             item_ctx = ItemContext(self.job_id, self.params, self.inputs, self.workdir, progress)
-            results.append(as_json(fn(item_ctx, item), f"ctx.map: the result of item {index}"))
+            result = run_item(fn, item_ctx, item, index, self.item_failed)
+            results.append(as_json(result, f"ctx.map: the result of item {index}"))
         return results
+
+    def item_failed(self, index: int, exc: Exception) -> Exception:
+        """What :meth:`map` fails with when item ``index`` raised ``exc``: a
+        :class:`JobError` naming the item (its class, code and retryability kept); a
+        running job's context judges any other error as the job's run would, this one
+        raises it as it is."""
+        return item_error(index, exc) if isinstance(exc, JobError) else exc
 
     @property
     def library(self) -> Catalog:
@@ -363,13 +374,30 @@ def _check_params_model(kind: str, params: object) -> None:
             f"job kind {kind!r}: params must be a pydantic model class (params=MyParams), "
             f"not {params!r}"
         )
+    _check_defaults(kind, params)
     try:
-        params.model_json_schema()
+        json.dumps(params.model_json_schema(), allow_nan=False)
     except Exception as exc:  # pydantic raises several types; each means the same here
         raise TypeError(
             f"job kind {kind!r}: its params {params.__name__} cannot be described as JSON "
             f"Schema: {exc}"
         ) from exc
+
+
+def _check_defaults(kind: str, params: type[BaseModel]) -> None:
+    """Refuse a field whose default JSON cannot carry (NaN, infinity, bytes that are no
+    UTF-8): the OpenAPI document and every submission of the kind would fail on it."""
+    defaults = params.model_construct()  # the defaults, made as a submission makes them
+    for name, info in params.model_fields.items():
+        if info.is_required():
+            continue
+        try:
+            json.dumps(defaults.model_dump(mode="json", include={name}), allow_nan=False)
+        except Exception as exc:  # pydantic and json raise several types; all mean this
+            raise TypeError(
+                f"job kind {kind!r}: the default of {params.__name__}.{name} "
+                f"({getattr(defaults, name, None)!r}) cannot be written as JSON: {exc}"
+            ) from exc
 
 
 _KINDS: dict[str, JobKind[Any]] = {}

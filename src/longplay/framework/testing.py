@@ -20,17 +20,18 @@ be retried or cancelled between steps; a test of those runs the service.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
 
-from longplay.framework.errors import JobError, PermanentError
+from longplay.framework.errors import InvalidParams, JobError
 from longplay.framework.kinds import InputFile, JobKind, StepContext
 from longplay.framework.library import CollectionNotFound, NewPassage, Passage
+from longplay.framework.rules import check_step_name, checkpointable, output_path, returned_note
+from longplay.framework.unknown_params import unknown_params
 
 
 def input_file(path: Path, media_type: str, *, name: str | None = None) -> InputFile:
@@ -71,8 +72,17 @@ class MemoryLibrary:
 class RecordingContext(StepContext[Any]):
     """A step context that keeps what the steps run in it report."""
 
-    def __init__(self, params: BaseModel, inputs: Sequence[InputFile], workdir: Path) -> None:
+    def __init__(
+        self,
+        params: BaseModel,
+        inputs: Sequence[InputFile],
+        workdir: Path,
+        kind: JobKind[Any] | None = None,
+    ) -> None:
         self.job_id = "job-1"
+        self.kind = kind
+        """The kind whose steps run here (:func:`run_steps` sets it): ``outputs`` refuses
+        a step it has not."""
         self.params = params
         self.inputs = list(inputs)
         self.workdir = workdir
@@ -84,6 +94,8 @@ class RecordingContext(StepContext[Any]):
         self.kept: list[tuple[str, InputFile]] = []
         """Each output kept: the step that kept it, and the file."""
         self.notes: list[str] = []
+        self.warnings: list[dict[str, str]] = []
+        """Each note's code and message, as a job's result lists them."""
         self.streamed: list[str] = []
         self.shelf = MemoryLibrary()
 
@@ -93,18 +105,20 @@ class RecordingContext(StepContext[Any]):
     def add_output(
         self, path: Path, *, name: str | None = None, media_type: str | None = None
     ) -> None:
-        if not path.is_file() or path.parent != self.workdir:
-            raise PermanentError(
-                f"an output must be a file in ctx.workdir, not {path}", code="invalid_output"
-            )
-        kept = InputFile(f"out-{len(self.kept)}", name or path.name, media_type or "", path, 0)
+        path = Path(path)
+        added = (kept.path for name, kept in self.kept if name == self.step)
+        resolved = output_path(path, self.workdir, added)
+        kept = InputFile(f"out-{len(self.kept)}", name or path.name, media_type or "", resolved, 0)
         self.kept.append((self.step, kept))
 
     def outputs(self, step: str | None = None) -> list[InputFile]:
+        if self.kind is not None:
+            check_step_name(self.kind.name, [s.name for s in self.kind.steps], step)
         return [kept for name, kept in self.kept if step is None or name == step]
 
     def note(self, message: str, **data: Any) -> None:
         self.notes.append(message)
+        self.warnings.append({"code": str(data.get("code", "note")), "message": message})
 
     def stream(self, text: str) -> None:
         self.streamed.append(text)
@@ -137,12 +151,18 @@ def run_steps(
     """Run every step of ``kind`` in order on ``inputs``, in ``workdir`` (made if need
     be); the context they ran in. ``params`` as a submission gives them (validated by
     the kind's model) or as the model. ``context``: one made beforehand, to give it
-    collections (``context.shelf.collections``) or state."""
+    collections (``context.shelf.collections``) or state. A name the params model
+    does not take, at any depth, is refused as a submission is (:class:`InvalidParams`)."""
+    if isinstance(params, Mapping) and (unknown := unknown_params(kind.params, params)):
+        raise InvalidParams(unknown[0].message(kind.name))  # as a submission is refused
     checked = kind.params.model_validate(params) if isinstance(params, Mapping) else params
     workdir.mkdir(parents=True, exist_ok=True)
     ctx = context or RecordingContext(checked, inputs, workdir)
+    ctx.kind = kind
     for step in kind.steps:
         ctx.step = step.name
-        step.run(ctx)
-        ctx.state = json.loads(json.dumps(ctx.state, allow_nan=False))
+        note = returned_note(step.name, cast(Any, step.run)(ctx))
+        if note is not None:
+            ctx.note(note, code="step_returned_value")
+        ctx.state = checkpointable(ctx.state)
     return ctx

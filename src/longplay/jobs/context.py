@@ -11,7 +11,17 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from longplay.framework import InputFile, ItemFn, PermanentError, StepContext, get_kind
+from longplay.framework import (
+    InputFile,
+    ItemFn,
+    JobError,
+    PermanentError,
+    StepContext,
+    get_kind,
+)
+from longplay.framework.fanout import item_error
+from longplay.framework.rules import check_step_name, output_path
+from longplay.jobs.failures import job_error
 from longplay.jobs.library import StoreLibrary
 from longplay.jobs.progress import ProgressReporter
 from longplay.jobs.records import StoreRecords, records_for
@@ -93,18 +103,7 @@ class JobContext(StepContext[BaseModel]):
         given (a collection's document keeps its name whole) through ``name``, writing
         the file under a short name of its own."""
         path = Path(path)
-        if not path.is_file():
-            raise PermanentError(f"output {path} is not a file", code="invalid_output")
-        resolved = path.resolve()
-        if not resolved.is_relative_to(self.workdir.resolve()):
-            raise PermanentError(
-                f"output {path} is outside the job's workdir", code="invalid_output"
-            )
-        if any(resolved == added for added, _, _ in self.pending_outputs):
-            raise PermanentError(
-                f"output {path} was already added in this step (copy it to keep it twice)",
-                code="invalid_output",
-            )
+        resolved = output_path(path, self.workdir, (added for added, _, _ in self.pending_outputs))
         out_name = files.safe_name(name or path.name)
         media = files.guess_media_type(out_name, media_type)
         self.pending_outputs.append((resolved, out_name, media))  # resolved: compared above
@@ -113,13 +112,7 @@ class JobContext(StepContext[BaseModel]):
         """The outputs kept so far, or those of ``step``: a name the kind has no step
         of is refused (a typo would read as a step that kept nothing)."""
         kind = get_kind(self._job.kind)
-        steps = [s.name for s in kind.steps] if kind is not None else []
-        if step is not None and steps and step not in steps:
-            raise PermanentError(
-                f"ctx.outputs: {self._job.kind} has no step {step!r}; its steps: "
-                f"{', '.join(steps)}",
-                code="invalid_step",
-            )
+        check_step_name(self._job.kind, [s.name for s in kind.steps] if kind else [], step)
         with session_scope() as session:
             return [input_file(a) for a in outputs_of(session, self.job_id, step=step)]
 
@@ -147,9 +140,19 @@ class JobContext(StepContext[BaseModel]):
             return super().map(fn, items)
         return self._pool.map(self, self._reporter.tracker.step or "", fn, items)
 
+    def item_failed(self, index: int, exc: Exception) -> Exception:
+        return item_failure(self._job, index, exc)
+
     @property
     def library(self) -> StoreLibrary:
         return self._library
+
+
+def item_failure(job: Job, index: int, exc: Exception) -> JobError:
+    """What item ``index`` of a map of ``job`` that raised ``exc`` fails its step with,
+    in the job's own process or a helper: judged as the job's run would judge it
+    (a bug is an ``internal_error``), its message naming the item."""
+    return item_error(index, job_error(job, get_kind(job.kind), exc))
 
 
 def input_file(artifact: Artifact) -> InputFile:

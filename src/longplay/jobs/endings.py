@@ -76,13 +76,7 @@ def settle_error(
                 **lifecycle.NO_PROGRESS,
             )
         else:
-            where = {}
-            if stopped is not None:
-                where = {
-                    "progress": stopped["progress"],
-                    "current_step": stopped["step"],
-                    "step_details": stopped["step_details"],
-                }
+            where = _where_it_stopped(stopped)
             moved = lifecycle.transition(
                 session,
                 job.id,
@@ -109,11 +103,29 @@ def settle_error(
         log.warning("job %s failed: %s", job.id, error.message)
 
 
-def after_cancel(job: Job, *, worker: str) -> None:
-    """The job was cancelled (or taken over) under us: drop what this run produced."""
+def _where_it_stopped(stopped: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The columns that keep a run's last progress (``ProgressReporter.snapshot``)."""
+    if stopped is None:
+        return {}
+    return {
+        "progress": stopped["progress"],
+        "current_step": stopped["step"],
+        "step_details": stopped["step_details"],
+    }
+
+
+def after_cancel(job: Job, *, worker: str, stopped: Mapping[str, Any] | None = None) -> None:
+    """The job was cancelled (or taken over) under us: drop what this run produced.
+
+    ``stopped``: the run's last progress. The cancel kept the progress last written,
+    which may be a write interval behind the run (the step before, a lower percent);
+    a cancelled job keeps where its run stopped, as a failed one does."""
     with session_scope() as session:
         row = session.get(Job, job.id)
         cancelled = row is not None and row.status == JobStatus.CANCELLED.value
+        if row is not None and cancelled and row.worker == worker:
+            for column, value in _where_it_stopped(stopped).items():
+                setattr(row, column, value)
         close_attempt(session, job.id, worker, "cancelled" if cancelled else "lost")
     if not cancelled:
         log.info("job %s: stopped, no longer held by this worker", job.id)
@@ -125,7 +137,8 @@ def after_cancel(job: Job, *, worker: str) -> None:
     for artifact in outputs:
         files.remove(artifact)
     log.info("job %s cancelled; %d partial output(s) removed", job.id, len(outputs))
-    tell("stopped", job.id, status="cancelled", removed_outputs=len(outputs))
+    where = {"progress": stopped["progress"], "step": stopped["step"]} if stopped else {}
+    tell("stopped", job.id, status="cancelled", removed_outputs=len(outputs), **where)
 
 
 def fail_killed(job_id: str, *, holder_prefix: str) -> None:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,10 @@ from longplay.framework import (
     StepContext,
     get_kind,
 )
-from longplay.framework.fanout import function_ref, resolve
+from longplay.framework.fanout import ItemFailed, function_ref, resolve, run_item
 from longplay.framework.kinds import as_json
 from longplay.jobs.admission.pump import room, worker_capacity
-from longplay.jobs.context import load_inputs
+from longplay.jobs.context import item_failure, load_inputs
 from longplay.jobs.failures import job_error
 from longplay.jobs.fanout_items import DONE, FAILED, PENDING, RUNNING, Planner, cancel
 from longplay.settings import get_settings
@@ -105,7 +106,9 @@ class Pool:
             while True:
                 claimed = runner.claim()
                 if claimed is not None:
-                    runner.run(claimed, fn, ctx.params, ctx.inputs, workdir, report.tell)
+                    runner.run(
+                        claimed, fn, ctx.params, ctx.inputs, workdir, report.tell, ctx.item_failed
+                    )
                     report.tell()  # a cancellation checkpoint between items
                     if time.monotonic() - asked >= ASK_AGAIN:
                         asked = time.monotonic()
@@ -183,7 +186,8 @@ def help_job(job_id: str, step: str, *, worker: str, is_gone: Callable[[str], bo
         idle_since = None
         try:
             fn = resolve(claimed.function)
-            runner.run(claimed, fn, params, inputs, workdir, lambda: False)
+            failed = partial(item_failure, job)
+            runner.run(claimed, fn, params, inputs, workdir, lambda: False, failed)
         except JobCancelled:
             break
         except Exception as exc:
@@ -282,9 +286,11 @@ class _ItemRunner:
         inputs: Sequence[InputFile],
         workdir: Path,
         on_progress: Callable[[], object],
+        failed: ItemFailed,
     ) -> None:
         """Run one held item and keep its result, if this process still holds it then.
-        ``on_progress`` is called after each write of the item's progress."""
+        ``on_progress`` is called after each write of the item's progress; what the
+        item raises, ``failed`` judges (naming the item)."""
         last = time.monotonic()
 
         def progress(done: float, total: float, **_: Any) -> None:
@@ -298,7 +304,8 @@ class _ItemRunner:
                 raise JobCancelled(self.job_id)
             on_progress()
 
-        result = fn(ItemContext(self.job_id, params, inputs, workdir, progress), claimed.item)
+        item_ctx = ItemContext(self.job_id, params, inputs, workdir, progress)
+        result = run_item(fn, item_ctx, claimed.item, claimed.position, failed)
         stored = as_json(result, f"ctx.map: the result of item {claimed.position}")
         kept = self._touch(claimed, status=DONE, result=stored, fraction=1.0, finished_at=utcnow())
         if not kept:

@@ -123,7 +123,8 @@ class ProgressReporter:
         an older snapshot cannot land after a newer one."""
         self._unwritten: dict[str, Any] | None = None
         self.wake = threading.Event()
-        """Set when a change is left unwritten: the heartbeat wakes to write it in time."""
+        """Set when a change is first left unwritten: the heartbeat wakes to write it in
+        time (a later change before that write has the same deadline)."""
         self._tokens = float(EVENT_BURST)
         self._refilled = clock()
         self._last_published: dict[str, Any] | None = None
@@ -168,8 +169,10 @@ class ProgressReporter:
         if now - self._last_write >= self._write_interval:
             self.write(snapshot)
         else:
+            deadline_is_new = self._unwritten is None
             self._unwritten = snapshot
-            self.wake.set()
+            if deadline_is_new:  # else the heartbeat already waits for it
+                self.wake.set()
 
     def _publish(self, snapshot: dict[str, Any]) -> None:
         """Send ``snapshot`` as the job's progress event."""

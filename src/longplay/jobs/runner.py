@@ -14,7 +14,7 @@ import shutil
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
@@ -27,6 +27,7 @@ from longplay.framework import (
     Step,
     get_kind,
 )
+from longplay.framework.rules import checkpointable, returned_note
 from longplay.jobs import lifecycle, logs, reaper
 from longplay.jobs.admission import rounds
 from longplay.jobs.attempts import close_attempt, open_attempt
@@ -126,7 +127,7 @@ def _run(job: Job, attempt: int, *, worker: str, is_gone: Callable[[str], bool])
             raise PermanentError(f"this worker has no job kind {job.kind!r}", code="unknown_kind")
         _run_steps(job, kind, reporter, worker=worker, is_gone=is_gone)
     except JobCancelled:
-        after_cancel(job, worker=worker)
+        after_cancel(job, worker=worker, stopped=reporter.snapshot())
     except Exception as exc:
         # Progress is written at most every write_interval: the failure writes where
         # the run stopped, so a failed job shows the step it failed in.
@@ -179,7 +180,7 @@ def _run_steps(
                 continue
             logs.at_step(step.name)
             reporter.start_step(step)
-            step.run(ctx)
+            _returned(step, cast(Any, step.run)(ctx), ctx)
             reporter.end_step()
             done.append(step.name)
             _keep_step(job, step, ctx, done, worker=worker, final=index == len(kind.steps) - 1)
@@ -189,13 +190,21 @@ def _run_steps(
     log.info("job %s completed", job.id)
 
 
+def _returned(step: Step[Any], value: object, ctx: JobContext) -> None:
+    """A step returns nothing; a value it returns anyway (the path of a file it made,
+    say) would be lost without a word, so the job is told so in a note."""
+    note = returned_note(step.name, value)
+    if note is not None:
+        ctx.note(note, code="step_returned_value")
+
+
 def _keep_step(
     job: Job, step: Step[Any], ctx: JobContext, done: list[str], *, worker: str, final: bool
 ) -> None:
     """Keep a finished step's outputs and checkpoint, and after the last step complete
     the job: one transaction, which finds nothing to update if the job is no longer
     ours (cancelled, taken over) and then keeps nothing."""
-    checked = _checkpointable(ctx.state)  # before any file moves: a bad state keeps none
+    checked = checkpointable(ctx.state)  # before any file moves: a bad state keeps none
     ctx.state.clear()
     ctx.state.update(checked)  # the shape every next step sees, in this run or a retry
     ctx.warnings[:] = json.loads(json.dumps(ctx.warnings, default=str))
@@ -248,58 +257,6 @@ def _keep_step(
             files.remove(artifact)
         raise
     job.checkpoint = checkpoint
-
-
-def _checkpointable(state: dict[str, Any]) -> dict[str, Any]:
-    """``state`` as the JSON checkpoint gives it back (number keys become text, tuples
-    lists); a PermanentError ``invalid_state`` naming the first value it cannot keep."""
-    try:
-        return dict(json.loads(json.dumps(state, allow_nan=False)))
-    except (TypeError, ValueError) as exc:
-        try:
-            where, value = ("", None) if "Circular" in str(exc) else _unkeepable(state, "ctx.state")
-        except RecursionError:
-            where, value = "", None
-        if not where:  # not a value JSON has no form for: a loop, say
-            raise PermanentError(
-                "ctx.state cannot be kept as a checkpoint: it refers to itself or nests too deep",
-                code="invalid_state",
-            ) from None
-        raise PermanentError(
-            f"{where} is {_a(value)}, which a checkpoint cannot keep: keep text, numbers, "
-            "true/false, lists and dicts with text keys",
-            code="invalid_state",
-        ) from None
-
-
-def _unkeepable(value: Any, where: str) -> tuple[str, Any]:
-    """Where in ``value`` (and what) the first part JSON cannot keep is."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str | int | float | bool) and key is not None:
-                return f"{where} key {key!r}", key
-            found = _unkeepable(item, f"{where}[{key!r}]")
-            if found[0]:
-                return found
-        return "", None
-    if isinstance(value, list | tuple):
-        for n, item in enumerate(value):
-            found = _unkeepable(item, f"{where}[{n}]")
-            if found[0]:
-                return found
-        return "", None
-    if value is None or isinstance(value, str | int | bool):
-        return "", None
-    if isinstance(value, float):
-        return ("", None) if value == value and abs(value) != float("inf") else (where, value)
-    return where, value
-
-
-def _a(value: Any) -> str:
-    if isinstance(value, float):
-        return f"the number {value!r}"
-    name = type(value).__name__
-    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def _keep_in_store(
