@@ -201,7 +201,7 @@ def test_bad_submissions_are_refused_naming_the_field(stack: Stack, owner: httpx
     )
     said = error_of(nested, 422, "invalid_params")
     assert locs(said) == [["body", "params", "label", "txt"]]
-    assert said["message"] == "mistakes's parameter label has no field 'txt'; its fields: text"
+    assert said["message"] == "mistakes has no parameter 'label.txt'; label takes: text"
     no_target = owner.post("/v1/jobs", json={"kind": "translate", "params": {"text": "Hi"}})
     assert locs(error_of(no_target, 422, "invalid_params")) == [
         ["body", "params", "target_language"]

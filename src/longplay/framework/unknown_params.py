@@ -28,11 +28,12 @@ class UnknownParam:
 
     def message(self, kind: str) -> str:
         takes = ", ".join(self.model.model_fields) or "none"
-        name = self.path[-1]
         if len(self.path) == 1:
-            return f"{kind} has no parameter {name!r}; its parameters: {takes}"
-        where = dotted(self.path[:-1])
-        return f"{kind}'s parameter {where} has no field {name!r}; its fields: {takes}"
+            return f"{kind} has no parameter {self.path[0]!r}; its parameters: {takes}"
+        return (
+            f"{kind} has no parameter {dotted(self.path)!r}; "
+            f"{dotted(self.path[:-1])} takes: {takes}"
+        )
 
 
 def dotted(path: Path) -> str:
