@@ -4,6 +4,7 @@ file added as a document (one that cannot be a document is refused at once)."""
 
 from __future__ import annotations
 
+import codecs
 import re
 import zipfile
 from pathlib import Path
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session
 from longplay.framework.library import FillsCollection
 from longplay.jobs.refusals import Invalid, NotFound
 from longplay.store import library as queries
+from longplay.text.documents import binary_document
 from longplay.text.reading import WHAT_WE_READ
 
 COLLECTION_FIELD = "collection"
@@ -92,13 +94,14 @@ def _not_a_document(path: Path) -> str | None:
     what = next((what for pattern, what in _NOT_DOCUMENTS if pattern.match(head)), None)
     if what is not None:
         return what
-    if head.startswith(b"PK\x03\x04"):  # a .docx is a zip with its document part in it
+    binary = binary_document(head)
+    if binary == "docx":  # a zip: a .docx has its document part in it
         try:
             with zipfile.ZipFile(path) as archive:
                 names = set(archive.namelist())
         except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError):
             return None  # damaged: the reader says so
         return None if "word/document.xml" in names else "a zip archive (not a Word .docx)"
-    if head.startswith(b"%PDF-") or head.startswith((b"\xff\xfe", b"\xfe\xff")):
+    if binary == "pdf" or head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return None  # a PDF, or UTF-16 text with its byte-order mark
     return "binary data, not text" if b"\x00" in head else None

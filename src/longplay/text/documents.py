@@ -49,6 +49,13 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 BINARY_DOCUMENTS: dict[bytes, Literal["pdf", "docx"]] = {b"%PDF-": "pdf", b"PK\x03\x04": "docx"}
 """How the binary document formats start (a .docx is a zip file): such a file can pass
 for Windows-1252 text without a control character (a PDF with its streams compressed)."""
+
+
+def binary_document(data: bytes) -> Literal["pdf", "docx"] | None:
+    """The binary document format ``data`` starts as (:data:`BINARY_DOCUMENTS`), if any."""
+    return next((f for start, f in BINARY_DOCUMENTS.items() if data.startswith(start)), None)
+
+
 _BLOCK_MARKER = re.compile(r"^(#{1,6}\s+|[-*+]\s+|>\s*|\d{1,3}[.)]\s+)")
 """Markdown that starts a line and is kept out of what the model sees: headings, list
 items, quotes."""
@@ -170,7 +177,7 @@ def decode_text(data: bytes, name: str, *, takes: str) -> str:
     (Latin-1) as many subtitle and older text files are. Anything with control
     characters, or a PDF or a zip, is not text: an :class:`InvalidInput` naming the file
     and ending with ``takes``, what the reader takes (``translate takes ...``)."""
-    binary = next((f for start, f in BINARY_DOCUMENTS.items() if data.startswith(start)), None)
+    binary = binary_document(data)
     if binary is not None:
         raise InvalidInput(
             f"{name} is a {binary.upper()} file, not text; {takes}", code="unsupported_input"

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from longplay.framework import InputFile, InvalidInput
-from longplay.text.documents import BINARY_DOCUMENTS, decode_text, markdown_to_text
+from longplay.text.documents import binary_document, decode_text, markdown_to_text
 from longplay.text.sentences import PARAGRAPH_BREAK
 from longplay.text.subtitles import Cue, parse_srt, parse_transcript_json, parse_vtt
 
@@ -110,7 +110,7 @@ def _format_of(source: InputFile, data: bytes) -> DocumentFormat:
     named = _FORMAT_OF_SUFFIX.get(Path(source.name).suffix.lower()) or _FORMAT_OF_MEDIA_TYPE.get(
         source.media_type.split(";")[0].strip().lower()
     )
-    sniffed = next((f for magic, f in BINARY_DOCUMENTS.items() if data.startswith(magic)), None)
+    sniffed = binary_document(data)
     if named in ("pdf", "docx") and sniffed != named:
         raise InvalidInput(
             f"{source.name} is not a {named.upper()} file: its content does not start as "
