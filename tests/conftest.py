@@ -4,10 +4,12 @@ stops the processes, for the benches too."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import subprocess
 import sys
+import wave
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -102,6 +104,17 @@ def run_longplay(*args: str, env: Mapping[str, str]) -> subprocess.CompletedProc
         timeout=120,
         check=False,
     )
+
+
+def short_wav() -> bytes:
+    """A fifth of a second of silence as a WAV file: audio that decodes."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(b"\0\0" * 3200)
+    return out.getvalue()
 
 
 def submit(client: httpx.Client, kind: str = "sleep", **body: Any) -> dict[str, Any]:

@@ -5,18 +5,16 @@ depth limit, a body limit of its own). Each test runs on SQLite and on PostgreSQ
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
-import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import Stack, submit, wait_for_status
+from conftest import Stack, short_wav, submit, wait_for_status
 from openapi_spec_validator import validate
 
 ERROR_REF = "#/components/schemas/ErrorBody"
@@ -56,17 +54,6 @@ def owner(stack: Stack, request: pytest.FixtureRequest) -> Iterator[httpx.Client
     """A client of an owner of its own, who has submitted nothing yet."""
     with stack.client(f"contract-{request.node.name}"[:60]) as client:
         yield client
-
-
-def short_wav() -> bytes:
-    """A fifth of a second of silence as a WAV file: audio that decodes."""
-    out = io.BytesIO()
-    with wave.open(out, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(16000)
-        wav.writeframes(b"\0\0" * 3200)
-    return out.getvalue()
 
 
 def stored_files(stack: Stack) -> set[str]:

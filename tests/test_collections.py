@@ -14,7 +14,6 @@ import struct
 import subprocess
 import sys
 import tarfile
-import wave
 import zipfile
 import zlib
 from dataclasses import dataclass, replace
@@ -26,7 +25,7 @@ import docx
 import httpx
 import numpy as np
 import pytest
-from conftest import Stack, wait_for_status
+from conftest import Stack, short_wav, wait_for_status
 from pypdf import PdfWriter
 from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 from sqlalchemy import func, select
@@ -657,16 +656,6 @@ def png_bytes() -> bytes:
     )
 
 
-def wav_bytes() -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as recording:
-        recording.setnchannels(1)
-        recording.setsampwidth(2)
-        recording.setframerate(16000)
-        recording.writeframes(b"\x00\x00" * 1600)
-    return out.getvalue()
-
-
 def zip_bytes() -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as archive:
@@ -685,7 +674,7 @@ def tar_gz_bytes() -> bytes:
 
 NOT_DOCUMENTS = {
     "photo.png": (png_bytes(), "image/png", "a PNG image"),
-    "voice.wav": (wav_bytes(), "audio/x-wav", "WAV audio"),
+    "voice.wav": (short_wav(), "audio/x-wav", "WAV audio"),
     "notes.zip": (zip_bytes(), "application/zip", "a zip archive"),
     "notes.tar.gz": (tar_gz_bytes(), "application/gzip", "a gzip archive"),
     "photo.txt": (png_bytes(), "text/plain", "a PNG image"),  # what the bytes say

@@ -165,8 +165,9 @@ class Client:
 
         Every submission carries an ``Idempotency-Key`` (a new UUID unless given), and
         is sent again with it after a 429, a 503, a proxy's 502 or 504, or a lost
-        answer, so the API gives back the same job instead of a second one. If it still fails, the
-        :class:`ApiError` has the key (``idempotency_key``) to send it again yourself.
+        answer, so the API gives back the same job instead of a second one. If it still
+        fails, the :class:`ApiError` has the key (``idempotency_key``) to send it again
+        yourself.
 
         With ``dedupe``, an earlier completed job of yours with the same kind, parameters
         and input bytes may come back instead of a new one; the job returned then has
