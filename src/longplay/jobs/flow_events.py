@@ -196,7 +196,8 @@ def _end_if_last(flow_id: str, job_id: str, open_unit: OpenUnit) -> Ending | Non
         view = flow_view(session, flow)
         if view.status == FlowStatus.RUNNING:
             return None
-        finished = flow.finished_at = view.finished_at = utcnow()
+        # When its last stage ended, as the view showed it while this end was recorded.
+        finished = flow.finished_at = view.finished_at = view.finished_at or utcnow()
         flow.ended_as = view.status.value
         if flow.callback_url:
             delivery_id = _add_webhook(session, flow, job_id, view)
