@@ -36,7 +36,11 @@ __all__ = [
 TESTS = Path(__file__).parent
 PG_ADMIN = os.environ.get("LONGPLAY_TEST_POSTGRES_URL", harness.POSTGRES_ADMIN)
 TEST_REDIS = os.environ.get("LONGPLAY_TEST_REDIS_URL")
-_redis_dbs = itertools.count(1)
+# Under ``pytest -n N`` each process takes every Nth database, from its own first one.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_redis_dbs = itertools.count(
+    1 + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")), _WORKERS
+)
 
 
 def postgres_reachable() -> bool:
@@ -145,15 +149,33 @@ def database_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def stack(database_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A running deployment (API + a worker of 2 processes) shared by a test session."""
-    deployment = Stack(tmp_path_factory.mktemp(f"stack-{database_kind}"), database_kind)
+def _shared_stacks() -> Iterator[dict[str, Stack]]:
+    """The session's shared deployments by database kind, each stopped at its end."""
+    running: dict[str, Stack] = {}
     try:
+        yield running
+    finally:
+        for deployment in running.values():
+            deployment.close()
+
+
+@pytest.fixture(scope="session")
+def stack(
+    database_kind: str,
+    _shared_stacks: dict[str, Stack],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Stack:
+    """A running deployment (API + a worker of 2 processes) shared by a test session.
+
+    Each kind's stays up until the session ends: under ``pytest -n`` a process runs
+    module after module, each on both databases, and would otherwise start the two
+    deployments again for every module."""
+    if database_kind not in _shared_stacks:
+        deployment = Stack(tmp_path_factory.mktemp(f"stack-{database_kind}"), database_kind)
+        _shared_stacks[database_kind] = deployment
         deployment.start_api()
         deployment.start_worker()
-        yield deployment
-    finally:
-        deployment.close()
+    return _shared_stacks[database_kind]
 
 
 @pytest.fixture
