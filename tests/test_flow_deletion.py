@@ -120,6 +120,8 @@ def test_a_failed_flow_stays_failed_when_its_failed_stage_is_deleted(stack: Stac
     failed = wait_for_flow(client, flow["id"], timeout=60)
     assert failed["status"] == "failed", failed
     assert failed["stages"]["good"]["status"] == "completed"
+    ends = [stage["finished_at"] for stage in failed["stages"].values()]
+    assert failed["finished_at"] == max(ends), "a flow ends when its last stage does"
 
     assert client.delete(f"/v1/jobs/{failed['stages']['bad']['id']}").status_code == 204
 
