@@ -33,6 +33,26 @@ def longplay(stack: Stack, *args: str, **env: str) -> subprocess.CompletedProces
     return run_longplay(*args, env=env)
 
 
+def test_every_command_says_what_it_does_in_one_line() -> None:
+    """``longplay --help`` lists each command with the first paragraph of its help; a
+    paragraph of two lines came out cut where the source wrapped it."""
+    import click
+    import typer.main
+
+    from longplay.cli.app import app
+
+    def commands(group: click.Command, path: str) -> Iterator[tuple[str, str]]:
+        for name, command in getattr(group, "commands", {}).items():
+            yield f"{path} {name}", command.help or ""
+            yield from commands(command, f"{path} {name}")
+
+    listed = dict(commands(typer.main.get_command(app), "longplay"))
+    assert "longplay collections add" in listed and "longplay beat" in listed
+    for name, text in listed.items():
+        summary = text.split("\n\n")[0].strip()
+        assert summary and "\n" not in summary, f"{name}: {summary!r}"
+
+
 def test_submit_wait_saves_results(stack: Stack, tmp_path: Path) -> None:
     note = tmp_path / "note.txt"
     note.write_text("input")

@@ -142,8 +142,9 @@ def _print_owners(names: list[str] | None) -> None:
 
 @keys_app.command("list")
 def keys_list(owner: str) -> None:
-    """An owner's live keys: the first characters of each (all that is kept of it in
-    the clear), its label and when it was made."""
+    """An owner's live keys: the start of each, its label and when it was made.
+
+    The first characters are all that is kept of a key in the clear."""
     from longplay.store.db import session_scope
     from longplay.store.models import Owner
     from longplay.store.owners import live_keys
@@ -237,6 +238,7 @@ def keys_webhook_secret(
 @schema_app.command("show")
 def schema_show() -> None:
     """The revision the database's schema is at, and the newest this longplay knows.
+
     Unlike every other command, it changes nothing: it does not upgrade the schema."""
     from longplay.store.db import NoDatabase, schema_revisions
 
@@ -260,9 +262,11 @@ def schema_downgrade(
     ],
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask before dropping.")] = False,
 ) -> None:
-    """Move the schema back to REVISION, to run an older longplay on it: with this
-    (newer) longplay, which has the migrations to undo, before the older one starts.
-    What the later revisions added (tables, columns) is dropped with what it held."""
+    """Move the schema back to REVISION, to run an older longplay on it.
+
+    Run it with this (newer) longplay, which has the migrations to undo, before the
+    older one starts. What the later revisions added (tables, columns) is dropped with
+    what it held."""
     from alembic.util.exc import CommandError
 
     from longplay.store.db import NoDatabase, downgrade

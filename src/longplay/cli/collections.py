@@ -34,8 +34,10 @@ def add(
     files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False)],
     wait: Annotated[bool, typer.Option(help="Follow the index job to its end.")] = False,
 ) -> None:
-    """Add documents (.txt .md .html .pdf .docx .srt .vtt, transcript .json); an index
-    job reads them. With --wait, follow it and show how each document went."""
+    """Add documents to a collection; an index job reads them.
+
+    It reads .txt .md .html .pdf .docx .srt .vtt and transcript .json files. With
+    --wait, follow the index job and show how each document went."""
     client = _client()
     added = client.add_documents(collection_id, list(files))
     job = added["job"]

@@ -391,8 +391,9 @@ def watch(
     out: Path = Path("."),
     overwrite: Overwrite = False,
 ) -> None:
-    """Follow a job (or a flow) live and save its results when it completes (a flow's
-    in OUT/STAGE/)."""
+    """Follow a job (or a flow) live and save its results when it completes.
+
+    A flow's results go in OUT/STAGE/."""
     _check_out(out)
     client = _client()
     if job_id.startswith("flow_"):
@@ -426,8 +427,7 @@ def cancel(job_id: Annotated[str, typer.Argument(help="A job's id, or a flow's."
 @app.command()
 @_one_line_errors
 def retry(job_id: str) -> None:
-    """Run a failed job again (or let a job cancelled because a job it waited for
-    failed wait again)."""
+    """Run a failed job again, or put one cancelled by its failed --after job back to wait."""
     job = _client().retry(job_id)
     console.print(f"{job.id} {job.status.value}")
 

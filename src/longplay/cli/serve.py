@@ -273,9 +273,10 @@ def _known_resources(queues: str) -> bool:
 
 @app.command()
 def beat() -> None:
-    """Run Celery beat: the reaper, admission rounds, the retention cleanup. One beat
-    schedules at a time; another started beside it waits, and takes over when the
-    first stops."""
+    """Run Celery beat: the reaper, admission rounds, the retention cleanup.
+
+    One beat schedules at a time; another started beside it waits, and takes over when
+    the first stops."""
     import logging
 
     from longplay.broker import single_beat
