@@ -108,6 +108,30 @@ def test_bad_kind_is_a_clear_error(stack: Stack, tmp_path: Path) -> None:
     assert "unknown job kind" in done.stderr
 
 
+def test_kinds_lists_every_kind_and_what_one_takes(stack: Stack) -> None:
+    listed = longplay(stack, "kinds", COLUMNS="120")
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
+    assert {"convert", "podcast", "sleep", "mistakes"} <= rows, listed.stdout
+
+    sleep = longplay(stack, "kinds", "sleep", COLUMNS="120")
+    assert sleep.returncode == 0, sleep.stderr
+    lines = sleep.stdout.splitlines()
+    assert "steps: prepare → work" in lines, sleep.stdout
+    by_name = {line.split()[0]: line for line in lines if line.strip()}
+    assert by_name["seconds"].split() == ["seconds", "number", "0", "to", "600", "1"]
+    assert by_name["fail"].split() == ["fail", "permanent", "|", "retryable,", "or", "null", "null"]
+    mistakes = longplay(stack, "kinds", "mistakes", COLUMNS="160").stdout.splitlines()
+    by_name = {line.split()[0]: line.split() for line in mistakes if line.strip()}
+    assert by_name["label"] == ["label", "Label", "(text)", '{"text":', '"plain"}'], mistakes
+    assert by_name["mistake"][-1] == "required", mistakes
+
+    as_json = longplay(stack, "kinds", "sleep", "--json")
+    assert json.loads(as_json.stdout)["params_schema"]["properties"]["ticks"]["maximum"] == 10_000
+    assert_one_clean_line(longplay(stack, "kinds", "slep"), "no job kind 'slep'", "sleep")
+    assert "longplay kinds KIND" in longplay(stack, "submit", "--help", COLUMNS="200").stdout
+
+
 def assert_one_clean_line(done: subprocess.CompletedProcess[str], *expected: str) -> None:
     """Exit status 1 and one line on stderr, no traceback anywhere."""
     assert done.returncode == 1, (done.stdout, done.stderr)

@@ -15,9 +15,12 @@ from longplay.cli import admin
 from longplay.cli import jobs
 
 # isort: split
+from longplay.cli import kinds
+
+# isort: split
 from longplay.cli import flows
 
 # isort: split
 from longplay.cli import collections
 
-__all__ = ["admin", "app", "collections", "flower", "flows", "jobs", "serve"]
+__all__ = ["admin", "app", "collections", "flower", "flows", "jobs", "kinds", "serve"]

@@ -205,7 +205,7 @@ def _input(text: str) -> str | dict[str, str]:
 @app.command(context_settings={"ignore_unknown_options": True})
 @_one_line_errors
 def submit(
-    kind: str,
+    kind: Annotated[str, typer.Argument(help="A job kind (longplay kinds lists them).")],
     files: Annotated[
         list[str] | None,
         typer.Argument(
@@ -251,7 +251,9 @@ def submit(
     new one: a line on stderr says so.
 
     Parameters go as -p NAME=VALUE, --params JSON or --NAME VALUE (a bare --NAME is
-    true): longplay submit podcast --collection col_1 --minutes 5 --wait"""
+    true): longplay submit podcast --collection col_1 --minutes 5 --wait
+
+    longplay kinds KIND lists the parameters KIND takes."""
     paths, pairs = _files_and_options(files or [])
     if wait:
         _check_out(out)
