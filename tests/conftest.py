@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import re
 import subprocess
 import sys
 import wave
@@ -28,6 +29,7 @@ __all__ = [
     "drop_database",
     "free_port",
     "postgres_reachable",
+    "signed_in_browser",
     "submit",
     "wait_for_status",
     "wait_until",
@@ -119,6 +121,21 @@ def short_wav() -> bytes:
         wav.setframerate(16000)
         wav.writeframes(b"\0\0" * 3200)
     return out.getvalue()
+
+
+def signed_in_browser(deployment: Stack, owner: str) -> httpx.Client:
+    """A client holding a dashboard session for ``owner``, as a browser would."""
+    browser = httpx.Client(base_url=deployment.api_url, timeout=30)
+    form = browser.get("/login").text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert csrf is not None, form
+    signed_in = browser.post(
+        "/login",
+        data={"csrf": csrf[1], "next": "/jobs", "api_key": deployment.key(owner)},
+        headers={"Origin": deployment.api_url},
+    )
+    assert signed_in.status_code == 303, signed_in.text
+    return browser
 
 
 def submit(client: httpx.Client, kind: str = "sleep", **body: Any) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 import threading
 import time
@@ -15,7 +14,7 @@ import httpx
 import psycopg
 import pytest
 import redis
-from conftest import Stack, submit, wait_for_status, wait_until
+from conftest import Stack, signed_in_browser, submit, wait_for_status, wait_until
 from sqlalchemy import text
 
 from longplay.store.db import session_scope
@@ -241,18 +240,3 @@ def test_a_store_fault_that_waiting_cannot_mend_is_a_500(
         time.sleep(0.5)  # the log is written
         log = (deployment.data_dir / "api.log").read_text()
         assert "no such table: templates" in log and "Traceback" in log, log[-3000:]
-
-
-def signed_in_browser(deployment: Stack, owner: str) -> httpx.Client:
-    """A client holding a dashboard session for ``owner``, as a browser would."""
-    browser = httpx.Client(base_url=deployment.api_url, timeout=30)
-    form = browser.get("/login").text
-    csrf = re.search(r'name="csrf" value="([^"]+)"', form)
-    assert csrf is not None, form
-    signed_in = browser.post(
-        "/login",
-        data={"csrf": csrf[1], "next": "/jobs", "api_key": deployment.key(owner)},
-        headers={"Origin": deployment.api_url},
-    )
-    assert signed_in.status_code == 303, signed_in.text
-    return browser

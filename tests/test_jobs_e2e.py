@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +17,7 @@ import httpx
 import plugin_kinds  # noqa: F401  (registers `sleep` here too, for create_job)
 import pytest
 import redis
-from conftest import Stack, submit, wait_for_status, wait_until
+from conftest import Stack, signed_in_browser, submit, wait_for_status, wait_until
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
@@ -520,19 +522,45 @@ def test_range_requests_let_players_seek(stack: Stack) -> None:
     assert client.get(url, headers={"Range": "bytes=99999-"}).status_code == 416
 
 
-def test_gpu_work_waits_for_a_gpu_worker(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_gpu_work_waits_for_a_gpu_worker_and_says_so(make_stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A ``gpu`` kind where only CPU workers run waits, and its job says why: through
+    the API, on the dashboard and when the CLI follows it."""
     deployment: Stack = make_stack()
     deployment.start_api()
     deployment.start_worker(concurrency=1)  # takes cpu work only
-    client = deployment.client()
+    client = deployment.client("gail")
     gpu_job = submit(client, "gpu_sleep", params={"seconds": 0.1})
     cpu_job = submit(client, params={"seconds": 0.1})
-    wait_for_status(client, cpu_job["id"], {"completed"})
-    assert client.get(f"/v1/jobs/{gpu_job['id']}").json()["status"] == "queued"
-    deployment.stop_worker()
-    deployment.env["LONGPLAY_WORKER_QUEUES"] = "gpu"
-    deployment.start_worker(concurrency=1)
-    wait_for_status(client, gpu_job["id"], {"completed"})
+    assert wait_for_status(client, cpu_job["id"], {"completed"})["stalled"] is None
+    why = "no worker that takes gpu jobs is running (longplay worker --queues gpu starts one)"
+    shown = client.get(f"/v1/jobs/{gpu_job['id']}").json()
+    assert (shown["status"], shown["stalled"]) == ("queued", why), shown
+    [listed] = client.get("/v1/jobs", params={"status": "queued"}).json()["items"]
+    assert listed["stalled"] == why
+    page = signed_in_browser(deployment, "gail").get(f"/jobs/{gpu_job['id']}")
+    assert f"#1 in the queue: {why}" in page.text, page.text
+    watching = subprocess.Popen(
+        [sys.executable, "-m", "longplay", "watch", gpu_job["id"], "--out", str(tmp_path)],
+        env={
+            **deployment.env,
+            "LONGPLAY_API_URL": deployment.api_url,
+            "LONGPLAY_API_KEY": deployment.key("gail"),
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watching.stderr is not None
+        assert watching.stderr.readline().strip() == f"waiting: {why}"
+        deployment.stop_worker()
+        deployment.env["LONGPLAY_WORKER_QUEUES"] = "gpu"
+        deployment.start_worker(concurrency=1)
+        assert wait_for_status(client, gpu_job["id"], {"completed"})["stalled"] is None
+        assert watching.wait(60) == 0, watching.stderr.read()
+    finally:
+        watching.kill()
+    assert (tmp_path / "result.txt").read_text() == "done"
 
 
 def test_retry_resumes_after_the_last_finished_step(stack: Stack) -> None:

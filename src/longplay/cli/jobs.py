@@ -357,7 +357,11 @@ def _flow_bars(client: Client, flow: FlowPublic) -> None:
 
 
 def _followed(client: Client, job_id: str) -> JobPublic:
-    """The job once it has ended, followed with a live bar (step, percent, ETA)."""
+    """The job once it has ended, followed with a live bar (step, percent, ETA); first a
+    line saying why, if nothing will start it (no worker takes its kind's work)."""
+    stalled = client.get(job_id).stalled  # an unknown id fails here, before a bar shows
+    if stalled:
+        err.print(f"waiting: {stalled}", markup=False, soft_wrap=True)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -401,7 +405,6 @@ def watch(
     if job_id.startswith("flow_"):
         _follow_flow(client, client.flow(job_id), out, overwrite=overwrite)
         return
-    client.get(job_id)  # there to follow, before a progress bar shows
     _follow(client, job_id, out, overwrite=overwrite)
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from longplay.framework import get_kind
 from longplay.jobs import dependencies, events, flow_events, lifecycle, paging
 from longplay.jobs.admission.position import queue_positions as queue_positions
+from longplay.jobs.admission.position import stalled as stalled
 from longplay.jobs.dependencies import waiting_for as waiting_for
 from longplay.jobs.refusals import Conflict, Forbidden, Invalid, NotFound, ServiceError
 from longplay.jobs.unit import UnitOfWork, unit_of_work

@@ -150,6 +150,11 @@ class JobPublic(BaseModel):
         description="While queued: how many jobs start before this one, counted up to "
         "100 (100 means 100 or more: counting further would read the whole queue).",
     )
+    stalled: str | None = Field(
+        None,
+        description="While queued: why it cannot start, when nothing will start it "
+        "(no live worker takes its kind's resource, `cpu` or `gpu`); otherwise null.",
+    )
     attempts: int
     max_attempts: int
     retry_at: datetime | None = Field(None, description="When a job waiting to retry runs again.")
@@ -182,6 +187,7 @@ class JobPublic(BaseModel):
         queue_position: int | None = None,
         outputs: list[Artifact] | None = None,
         waiting_for: list[str] | None = None,
+        stalled: str | None = None,
     ) -> JobPublic:
         base = f"/v1/jobs/{job.id}"
         return cls(
@@ -199,6 +205,7 @@ class JobPublic(BaseModel):
             step_details=job.step_details,
             eta_seconds=job.eta_seconds,
             queue_position=queue_position,
+            stalled=stalled,
             attempts=job.attempts,
             max_attempts=job.max_attempts,
             retry_at=job.retry_at if job.status == JobStatus.QUEUED.value else None,

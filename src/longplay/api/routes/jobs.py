@@ -54,8 +54,9 @@ SUBMIT_BODY: dict[str, Any] = {
 
 
 def present(session: Session, job: Job, *, with_position: bool = True) -> JobPublic:
-    """A job as clients see it; its queue position costs a few queries, so a fresh
-    submission (whose position is its place at the end of the queue) leaves it out."""
+    """A job as clients see it; its queue position costs a few queries and its
+    ``stalled`` a Redis read, so a fresh submission (whose position is its place at the
+    end of the queue) leaves them out."""
     return present_page(session, [job], with_position=with_position)[0]
 
 
@@ -64,6 +65,7 @@ def present_page(
 ) -> list[JobPublic]:
     """Jobs as clients see them, with a bounded number of queries for the whole page."""
     positions = service.queue_positions(session, jobs) if with_position else {}
+    stalled = service.stalled(jobs) if with_position else {}
     completed = [j for j in jobs if j.status == JobStatus.COMPLETED.value]
     outputs = service.outputs_of_many(session, completed)  # only these show outputs
     waiting = service.waiting_for(
@@ -75,6 +77,7 @@ def present_page(
             queue_position=positions.get(job.id),
             outputs=outputs.get(job.id),
             waiting_for=waiting.get(job.id),
+            stalled=stalled.get(job.id),
         )
         for job in jobs
     ]

@@ -20,9 +20,11 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from longplay.broker import liveness
 from longplay.jobs.admission.choice import (
     QUEUED,
     Key,
@@ -31,6 +33,7 @@ from longplay.jobs.admission.choice import (
     Waiting,
     in_flight,
 )
+from longplay.redis_client import get_quick_redis
 from longplay.store.models import Job, utcnow
 
 HORIZON = 100
@@ -82,6 +85,27 @@ def queue_positions(session: Session, jobs: Sequence[Job]) -> dict[str, int]:
         for job in jobs_here:
             positions[job.id] = min(HORIZON, with_broker - (job.id in handed_ids) + ahead[job.id])
     return positions
+
+
+def stalled(jobs: Sequence[Job]) -> dict[str, str]:
+    """For each queued job among ``jobs`` that no live worker takes, by id: why it will
+    not start (a ``gpu`` kind where only CPU workers run, or no worker at all).
+
+    Nothing when Redis does not answer at once: the page answers without the note, and
+    ``/healthz`` says what is down."""
+    queued = [j for j in jobs if j.status == QUEUED]
+    if not queued:
+        return {}
+    try:
+        slots = liveness.capacity(get_quick_redis())
+    except (redis.RedisError, OSError):
+        return {}
+    return {
+        job.id: f"no worker that takes {job.resource} jobs is running "
+        f"(longplay worker --queues {job.resource} starts one)"
+        for job in queued
+        if not slots.get(job.resource)
+    }
 
 
 def _held_ahead(

@@ -132,6 +132,7 @@ def job_data(session: Session, job: Job) -> dict[str, Any]:
     outputs = outputs_of(session, job.id) if job.status == JobStatus.COMPLETED.value else None
     data = JobPublic.of(job, outputs=outputs).model_dump(mode="json")
     data.pop("queue_position", None)
+    data.pop("stalled", None)
     return data
 
 
