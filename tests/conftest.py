@@ -8,8 +8,10 @@ import io
 import itertools
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import wave
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -154,6 +156,18 @@ def wait_for_status(
         return job if job["status"] in statuses else None
 
     return dict(wait_until(check, timeout=timeout))
+
+
+@pytest.fixture
+def bench_tmp() -> Iterator[Path]:
+    """An empty folder for a bench's ``TMPDIR``, near the root: a bench makes its data
+    folder there, with the embedded Redis's socket, whose path holds 107 bytes (pytest's
+    own ``tmp_path`` is deeper under ``pytest -n``)."""
+    made = Path(tempfile.mkdtemp(prefix="lp-"))
+    try:
+        yield made
+    finally:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

@@ -16,10 +16,10 @@ BENCH = Path(__file__).resolve().parent.parent / "bench" / "dispatch.py"
 NUMBER = r"-?\d+\.\d+"
 
 
-def test_dispatch_bench_runs_and_reports_ratios(tmp_path: Path) -> None:
+def test_dispatch_bench_runs_and_reports_ratios(bench_tmp: Path) -> None:
     run = subprocess.run(
         [sys.executable, str(BENCH), "--jobs", "20", "--latency-samples", "10", "--gap", "0.02"],
-        env={**os.environ, "TMPDIR": str(tmp_path)},
+        env={**os.environ, "TMPDIR": str(bench_tmp)},
         capture_output=True,
         text=True,
         timeout=240,
@@ -44,16 +44,16 @@ def test_dispatch_bench_runs_and_reports_ratios(tmp_path: Path) -> None:
         rf"submit p99 = {NUMBER} ms \(aim < 20 ms\): (MET|MISSED)",
     ):
         assert re.search(rf"^verdict: {verdict}$", out, re.MULTILINE), f"no verdict in:\n{out}"
-    assert list(tmp_path.iterdir()) == [], "the bench left files behind"
+    assert list(bench_tmp.iterdir()) == [], "the bench left files behind"
 
 
 SPEECH_BENCH = BENCH.parent / "speech.py"
 
 
-def test_speech_bench_runs_and_reports_ratios(tmp_path: Path) -> None:
+def test_speech_bench_runs_and_reports_ratios(bench_tmp: Path) -> None:
     run = subprocess.run(
         [sys.executable, str(SPEECH_BENCH), "--seconds", "8", "--repeat", "1"],
-        env={**os.environ, "TMPDIR": str(tmp_path)},
+        env={**os.environ, "TMPDIR": str(bench_tmp)},
         capture_output=True,
         text=True,
         timeout=300,
@@ -74,5 +74,5 @@ def test_speech_bench_runs_and_reports_ratios(tmp_path: Path) -> None:
     assert found is not None, out
     assert int(found[2]) > 300, "that is not the memory of a process with the engines loaded"
     # onnxruntime (under piper) leaves a session file in the temporary folder by design.
-    left = [p for p in tmp_path.iterdir() if p.name != ".ses"]
+    left = [p for p in bench_tmp.iterdir() if p.name != ".ses"]
     assert left == [], "the bench left files behind"

@@ -20,10 +20,9 @@ BENCH = Path(__file__).resolve().parent.parent / "bench" / "faults.py"
 SMALL = ["--jobs", "6", "--min-seconds", "1", "--max-seconds", "2", "--concurrency", "2"]
 
 
-def run_bench(tmp_path: Path, *args: str, timeout: float) -> list[dict[str, object]]:
+def run_bench(tmp_path: Path, work: Path, *args: str, timeout: float) -> list[dict[str, object]]:
+    """The bench's report, kept in ``tmp_path``; ``work`` is its ``TMPDIR``."""
     report = tmp_path / "faults.json"
-    work = tmp_path / "tmp"
-    work.mkdir()
     run = subprocess.run(
         [sys.executable, str(BENCH), *SMALL, "--outage", "3", "--json", str(report), *args],
         env={**os.environ, "TMPDIR": str(work), "LONGPLAY_BENCH_POSTGRES_URL": PG_ADMIN},
@@ -47,9 +46,9 @@ def check(outcomes: list[dict[str, object]], faults: list[str]) -> None:
 
 
 @pytest.mark.timeout(420)
-def test_no_job_lost_or_run_twice_on_sqlite(tmp_path: Path) -> None:
+def test_no_job_lost_or_run_twice_on_sqlite(tmp_path: Path, bench_tmp: Path) -> None:
     faults = ["worker", "redis", "api", "database"]
-    outcomes = run_bench(tmp_path, "--faults", ",".join(faults), timeout=400)
+    outcomes = run_bench(tmp_path, bench_tmp, "--faults", ",".join(faults), timeout=400)
     check(outcomes, faults)
     by_fault = {o["fault"]: o for o in outcomes}
     assert "down: workers" in str(by_fault["worker"]["healthz"])
@@ -57,11 +56,13 @@ def test_no_job_lost_or_run_twice_on_sqlite(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_no_job_lost_or_run_twice_when_postgres_goes_away(tmp_path: Path) -> None:
+def test_no_job_lost_or_run_twice_when_postgres_goes_away(tmp_path: Path, bench_tmp: Path) -> None:
     if not postgres_reachable():
         if os.environ.get("CI"):
             pytest.fail("CI must have PostgreSQL")
         pytest.skip("no PostgreSQL")
-    outcomes = run_bench(tmp_path, "--database", "postgresql", "--faults", "database", timeout=280)
+    outcomes = run_bench(
+        tmp_path, bench_tmp, "--database", "postgresql", "--faults", "database", timeout=280
+    )
     check(outcomes, ["database"])
     assert "down: store" in str(outcomes[0]["healthz"])

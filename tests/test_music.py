@@ -842,13 +842,13 @@ def test_music_jobs_go_to_gpu_workers_when_routed_there(make_stack: Any, tmp_pat
     assert [n["pitch"] for n in record["notes"]] == [p for _, _, p in SCALE]
 
 
-def test_music_bench_runs_and_reports_the_overhead(tmp_path: Path) -> None:
+def test_music_bench_runs_and_reports_the_overhead(bench_tmp: Path) -> None:
     """The bench works end to end at a tiny size, so it cannot rot unnoticed; its
     figures depend on the machine and are not checked."""
     bench = Path(__file__).resolve().parent.parent / "bench" / "music.py"
     run = subprocess.run(
         [sys.executable, str(bench), "--seconds", "4", "--repeat", "1"],
-        env={**os.environ, "TMPDIR": str(tmp_path)},
+        env={**os.environ, "TMPDIR": str(bench_tmp)},
         capture_output=True,
         text=True,
         timeout=300,
@@ -863,5 +863,5 @@ def test_music_bench_runs_and_reports_the_overhead(tmp_path: Path) -> None:
         r"^aim: job overhead over the model under 10%: (met|NOT met)", run.stdout, re.M
     )
     # onnxruntime leaves a session file, music21 its (empty) scratch folder, by design.
-    assert [p for p in tmp_path.iterdir() if p.name not in (".ses", "music21")] == []
-    assert not any((tmp_path / "music21").glob("*")), "music21 kept a parse of a score"
+    assert [p for p in bench_tmp.iterdir() if p.name not in (".ses", "music21")] == []
+    assert not any((bench_tmp / "music21").glob("*")), "music21 kept a parse of a score"

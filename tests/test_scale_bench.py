@@ -21,7 +21,7 @@ NUMBER = r"\d+\.\d+"
 
 
 @pytest.mark.timeout(120)
-def test_scale_bench_runs_and_reports(tmp_path: Path) -> None:
+def test_scale_bench_runs_and_reports(bench_tmp: Path) -> None:
     if not postgres_reachable():
         if os.environ.get("CI"):
             pytest.fail("CI must have PostgreSQL")
@@ -29,7 +29,7 @@ def test_scale_bench_runs_and_reports(tmp_path: Path) -> None:
     tiny = ["--queued", "600", "--owners", "30", "--finished", "2000", "--repeat", "2"]
     run = subprocess.run(
         [sys.executable, str(BENCH), *tiny, "--submits", "5"],
-        env={**os.environ, "TMPDIR": str(tmp_path), "LONGPLAY_BENCH_POSTGRES_URL": PG_ADMIN},
+        env={**os.environ, "TMPDIR": str(bench_tmp), "LONGPLAY_BENCH_POSTGRES_URL": PG_ADMIN},
         capture_output=True,
         text=True,
         timeout=110,
@@ -60,4 +60,4 @@ def test_scale_bench_runs_and_reports(tmp_path: Path) -> None:
     with psycopg.connect(PG_ADMIN) as conn:
         left = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database[1]])
         assert left.fetchone() is None, "the bench left its database behind"
-    assert list(tmp_path.iterdir()) == [], "the bench left files behind"
+    assert list(bench_tmp.iterdir()) == [], "the bench left files behind"

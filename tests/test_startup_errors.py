@@ -15,10 +15,10 @@ from sqlalchemy.engine import make_url
 
 
 def longplay(tmp_path: Path, *args: str, **variables: str) -> subprocess.CompletedProcess[str]:
-    """Run ``longplay`` with a data folder in ``tmp_path`` and only these ``LONGPLAY_*``
-    variables set."""
+    """Run ``longplay`` with a data folder in ``tmp_path`` (unless ``variables`` name
+    another) and only these ``LONGPLAY_*`` variables set."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("LONGPLAY_")}
-    env.update(LONGPLAY_DATA_DIR=str(tmp_path / "data"), **variables)
+    env.update({"LONGPLAY_DATA_DIR": str(tmp_path / "data"), **variables})
     return run_longplay(*args, env=env)
 
 
@@ -93,6 +93,29 @@ def test_a_url_of_another_kind_is_one_line(
         assert done.returncode == 2, done.stderr
         assert_short(done, f"invalid setting {said}")
         assert "hunter2" not in done.stderr
+
+
+def test_a_data_folder_too_deep_for_the_embedded_redis_is_one_line(tmp_path: Path) -> None:
+    """A unix socket's path holds 107 bytes: ``up`` in a deeper folder waited 15 s for
+    a Redis that could not listen, then said only that it did not answer."""
+    deep = tmp_path / ("d" * (95 - len(os.fsencode(tmp_path))))
+    assert len(os.fsencode(deep / "redis.sock")) == 107
+    done = longplay(tmp_path, "schema", "show", LONGPLAY_DATA_DIR=str(deep))
+    assert "too deep" not in done.stderr, "107 bytes fit"
+    deeper = f"{deep}e"
+    for command in (["up", "--port", str(free_port())], ["worker"], ["keys", "list", "x"]):
+        done = longplay(tmp_path, *command, LONGPLAY_DATA_DIR=deeper)
+        assert done.returncode == 2, done.stderr
+        assert_short(
+            done,
+            f"invalid setting LONGPLAY_DATA_DIR='{deeper}' is too deep for the embedded Redis",
+            "would be 108 bytes",
+            "a folder of at most 96 bytes, or set LONGPLAY_REDIS_URL",
+        )
+    served = longplay(
+        tmp_path, "schema", "show", LONGPLAY_DATA_DIR=deeper, LONGPLAY_REDIS_URL="redis://x:1/0"
+    )
+    assert "too deep" not in served.stderr, "no embedded Redis, no socket"
 
 
 def test_an_empty_url_is_unset(tmp_path: Path) -> None:

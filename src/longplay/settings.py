@@ -59,6 +59,8 @@ class SettingWarning(UserWarning):
 WARNINGS_SAID = "_LONGPLAY_SETTING_WARNINGS_SAID"
 """Set in the environment of the parts ``up`` starts: it has told the operator of its
 settings' :class:`SettingWarning` already, and each part reads the same settings."""
+SOCKET_PATH_MAX = 107
+"""Bytes a unix socket's path may hold on Linux (``sun_path`` is 108, with its NUL)."""
 
 
 _UNITS = {"d": 24 * 3600, "h": 3600, "m": 60, "s": 1}
@@ -466,6 +468,23 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _socket_fits(self) -> Settings:
+        """The embedded Redis listens on ``redis.sock`` in the data folder, and a unix
+        socket's path holds at most 107 bytes: in a deeper folder Redis would not start,
+        and ``up`` would wait for it and then say only that it did not answer."""
+        if self.redis_url is None:
+            size = len(os.fsencode(self.redis_socket))
+            if size > SOCKET_PATH_MAX:
+                room = SOCKET_PATH_MAX - (size - len(os.fsencode(self.data_dir)))
+                raise ValueError(
+                    f"LONGPLAY_DATA_DIR={str(self.data_dir)!r} is too deep for the embedded "
+                    f"Redis: its socket's path would be {size} bytes, and a unix socket's "
+                    f"holds {SOCKET_PATH_MAX}. Choose a folder of at most {room} bytes, or "
+                    "set LONGPLAY_REDIS_URL to a Redis of your own"
+                )
+        return self
 
     @field_validator("database_url")
     @classmethod
