@@ -153,17 +153,16 @@ class EventHub:
                 return found
             start = "(" + found[-1][0]
 
-    async def event_type(self, job_id: str, entry_id: str) -> str | None:
-        """The type of the event ``entry_id`` in a job's (or flow's) stream; None when
-        the stream holds no such entry."""
+    async def last_event(self, job_id: str) -> tuple[str, str] | None:
+        """The id and type of the last event in a job's (or flow's) stream; None when
+        the stream holds none."""
         _, reads = self._clients()
-        found: Any = await reads.xrange(
-            keys.events_stream(job_id), min=entry_id, max=entry_id, count=1
-        )
+        found: Any = await reads.xrevrange(keys.events_stream(job_id), count=1)
         if not found:
             return None
-        event: dict[str, Any] = json.loads(found[0][1][b"data"])
-        return str(event.get("type"))
+        entry_id, fields = found[0]
+        event: dict[str, Any] = json.loads(fields[b"data"])
+        return entry_id.decode(), str(event.get("type"))
 
     def end_streams(self) -> None:
         """The process is stopping: every follower's stream ends now, cleanly, instead

@@ -13,7 +13,14 @@ from sqlalchemy.orm import Session
 
 from longplay.api.deps import in_store
 from longplay.api.errors import errors
-from longplay.api.followers import READ_BLOCK_MS, STOP, EventHub, Follower, is_stream_id
+from longplay.api.followers import (
+    READ_BLOCK_MS,
+    STOP,
+    EventHub,
+    Follower,
+    entry_key,
+    is_stream_id,
+)
 from longplay.api.readers import Reader, ReaderDep, as_reader, reader_holds
 from longplay.jobs import refusals, service
 from longplay.jobs.events import TERMINAL_EVENTS, make_event
@@ -75,12 +82,17 @@ async def refuse_past_the_end(
     ended: Callable[[], Awaitable[bool]],
 ) -> None:
     """Raise :class:`StreamEnded` if ``after`` is the id of the stream's last event
-    (one of ``last``) and the store says it has ``ended()`` (a job retried since its
-    end runs on). Asked of a reconnect only: a browser resumes after the last event
-    it had, and without a ``204`` it would reconnect every few seconds for ever."""
-    if after == "0-0" or await _hub(request).event_type(stream_of, after) not in last:
+    (one of ``last``), or later, and the store says it has ``ended()`` (a job retried
+    since its end runs on). Asked of a reconnect only: a browser resumes after the last
+    event it had, and without a ``204`` it would reconnect every few seconds for ever;
+    one resuming with a later id (another stream's, say) would be sent the end again."""
+    if after == "0-0":
         return
-    if await ended():
+    found = await _hub(request).last_event(stream_of)
+    if found is None:
+        return
+    last_id, last_type = found
+    if last_type in last and entry_key(after) >= entry_key(last_id) and await ended():
         raise StreamEnded
 
 
