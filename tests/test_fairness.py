@@ -94,7 +94,11 @@ def test_queued_cap_rate_limit_and_tiers(make_stack: Callable[[], Stack]) -> Non
     )
     assert refused.status_code == 429, refused.text
     assert int(refused.headers["Retry-After"]) >= 1
-    assert "queued" in refused.json()["error"]["message"]
+    # It names whose limit it is: the owner's own, not its tier's (which has none).
+    assert refused.json()["error"]["message"] == (
+        "you have 2 jobs queued or waiting, the most allowed (your account's limit: 2); "
+        "submit more once some start"
+    )
     assert len(statuses(full, "queued")) == 2, "nothing stored"
     stored = [p for p in (deployment.data_dir / "files").rglob("*") if p.is_file()]
     assert stored == [], "the upload of a refused submission is not kept"
@@ -107,6 +111,9 @@ def test_queued_cap_rate_limit_and_tiers(make_stack: Callable[[], Stack]) -> Non
     assert limited.status_code == 429, limited.text
     wait = int(limited.headers["Retry-After"])
     assert 1 <= wait <= 2
+    said = limited.json()["error"]["message"]
+    limit = "too many submissions: at most 30 a minute (your account's limit)"
+    assert said == f"{limit}; try again in {wait} s"
     assert len(statuses(eager, "queued")) == 30
     time.sleep(wait)
     submit(eager, params={"seconds": 0.1})

@@ -32,25 +32,41 @@ class Limits:
     max_running: int | None
     max_queued: int | None
     submit_rate: float | None
+    set_by: dict[str, str]
+    """Where each limit comes from, as a refusal names it: ``your account's``, ``tier
+    'pro'`` or ``the service's``."""
 
 
-def _first(*values: T | None) -> T | None:
-    return next((v for v in values if v is not None), None)
+def _chosen(values: tuple[T | None, T | None, T | None], tier: str) -> tuple[T | None, str]:
+    """The first of an owner's own value, its tier's and the settings' that is set, and
+    whose it is."""
+    whose_each = ("your account's", f"tier {tier!r}", "the service's")
+    for value, whose in zip(values, whose_each, strict=True):
+        if value is not None:
+            return value, whose
+    return None, ""
 
 
 def limits_of(owner: Owner, settings: Settings | None = None) -> Limits:
     settings = settings or get_settings()
     tier = settings.admission.tiers.get(owner.tier) or settings.admission.tiers["standard"]
+    admission = settings.admission
+    max_running, running_by = _chosen(
+        (owner.max_running, tier.max_running, admission.owner_max_running), owner.tier
+    )
+    max_queued, queued_by = _chosen(
+        (owner.max_queued, tier.max_queued, admission.owner_max_queued), owner.tier
+    )
+    submit_rate, rate_by = _chosen(
+        (owner.submit_rate, tier.submit_rate, admission.owner_submit_rate), owner.tier
+    )
     return Limits(
         tier=owner.tier,
         priority=Priority(tier.priority),
-        max_running=_first(
-            owner.max_running, tier.max_running, settings.admission.owner_max_running
-        ),
-        max_queued=_first(owner.max_queued, tier.max_queued, settings.admission.owner_max_queued),
-        submit_rate=_first(
-            owner.submit_rate, tier.submit_rate, settings.admission.owner_submit_rate
-        ),
+        max_running=max_running,
+        max_queued=max_queued,
+        submit_rate=submit_rate,
+        set_by={"max_running": running_by, "max_queued": queued_by, "submit_rate": rate_by},
     )
 
 
@@ -110,7 +126,8 @@ def refuse_submission(
         if (queued or 0) >= limits.max_queued:
             return Refusal(
                 f"you have {queued} jobs queued or waiting, the most allowed "
-                f"(tier {limits.tier!r}: {limits.max_queued}); submit more once some start",
+                f"({limits.set_by['max_queued']} limit: {limits.max_queued}); submit more "
+                "once some start",
                 FULL_QUEUE_RETRY_AFTER,
             )
     if limits.submit_rate is not None:
@@ -123,7 +140,7 @@ def refuse_submission(
             seconds = max(1, math.ceil(wait))
             return Refusal(
                 f"too many submissions: at most {limits.submit_rate:g} a minute "
-                f"(tier {limits.tier!r}); try again in {seconds} s",
+                f"({limits.set_by['submit_rate']} limit); try again in {seconds} s",
                 seconds,
             )
     return None
