@@ -91,10 +91,10 @@ def _inputs(kind: KindPublic) -> str:
         count = f"{low} or more files"
     elif low == high:
         count = f"{low} file" + ("s" if low > 1 else "")
+    elif high == low + 1:
+        count = f"{low} or {high} file" + ("s" if high > 1 else "")
     else:
-        count = f"{low} {'or' if high == low + 1 else 'to'} {high} files".replace(
-            "0 or 1 files", "0 or 1 file"
-        )
+        count = f"{low} to {high} files"
     types = ", ".join(t + "*" if t.endswith("/") else t for t in kind.accepts)
     return f"{count}: {types}" if types else count
 
