@@ -400,12 +400,14 @@ def test_last_event_id_must_be_an_event_id(stack: Stack) -> None:
             assert error["details"][0]["loc"] == ["header", "last-event-id"]
     wait_for_status(client, job["id"], {"completed"})
     # An entry id, a bare millisecond time, or none: the events after it.
-    for resume in ("0-0", "0", f"{largest}-0", ""):
-        path = f"/v1/jobs/{job['id']}/events"
+    path = f"/v1/jobs/{job['id']}/events"
+    for resume in ("0-0", "0", ""):
         with client.stream("GET", path, headers={"Last-Event-ID": resume}) as response:
             assert response.status_code == 200
             lines = [line for line in response.iter_lines() if line.startswith("data:")]
         assert json.loads(lines[-1][5:])["type"] == "completed", resume
+    # One past the ended stream's last event: nothing more will come.
+    assert client.get(path, headers={"Last-Event-ID": f"{largest}-0"}).status_code == 204
 
 
 def test_media_types_are_case_insensitive(stack: Stack) -> None:
@@ -505,3 +507,145 @@ def test_a_wrong_key_is_refused_before_its_files_are_read(stack: Stack) -> None:
     ):
         assert "not valid" in _refusal(response, 401, "unauthorized")["message"]
     assert not list((stack.data_dir / "files" / ".incoming").glob("*"))
+
+
+# -- bad input gets a clear answer ---------------------------------------------------
+
+
+def _form_post(
+    stack: Stack, path: str, content: bytes, boundary: str | None = "b"
+) -> httpx.Response:
+    """``content`` posted as it is, as multipart with ``boundary`` (None: without one)."""
+    media_type = "multipart/form-data" + (f"; boundary={boundary}" if boundary else "")
+    return stack.client().post(path, content=content, headers={"Content-Type": media_type})
+
+
+@pytest.mark.parametrize("written", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_nan_and_infinity_are_refused_naming_where(stack: Stack, written: str) -> None:
+    """Python's parser takes them: a rate of NaN was 'less than or equal to 2', and a
+    NaN where a number may be null was stored as null."""
+    client = stack.client("nan")
+    as_json = client.post(
+        "/v1/jobs",
+        content=f'{{"kind": "sleep", "params": {{"text": "hi", "seconds": [{written}]}}}}',
+        headers={"Content-Type": "application/json"},
+    )
+    as_form = client.post(
+        "/v1/jobs", files={"kind": (None, "sleep"), "params": (None, f'{{"seconds": {written}}}')}
+    )
+    for response, loc in (
+        (as_json, ["body", "params", "seconds", 0]),
+        (as_form, ["body", "params", "seconds"]),
+    ):
+        error = _refusal(response, 422, "invalid_request")
+        assert "JSON has no NaN or Infinity" in error["message"], error
+        assert written in error["message"], error
+        assert error["details"][0]["loc"] == loc, error
+    assert client.get("/v1/jobs").json()["items"] == []
+
+
+def test_a_submission_without_a_kind_says_it_is_missing(stack: Stack) -> None:
+    """All three said 'unknown job kind None'."""
+    client = stack.client()
+    for response in (
+        client.post("/v1/jobs", json={"params": {}}),
+        client.post("/v1/jobs", files={"params": (None, "{}")}),
+    ):
+        error = _refusal(response, 422, "invalid_request")
+        assert error["message"].startswith("kind missing"), error
+        assert [(d["loc"], d["type"]) for d in error["details"]] == [(["body", "kind"], "missing")]
+    cut = _form_post(
+        stack, "/v1/jobs", b'--b\r\nContent-Disposition: form-data; name="kind"\r\n\r\nsle'
+    )
+    error = _refusal(cut, 422, "invalid_request")
+    assert "ended before its closing boundary" in error["message"], error
+    assert error["details"][0]["loc"] == ["body"]
+
+
+@pytest.mark.parametrize(
+    ("body", "said", "loc"),
+    [
+        (b'\xef\xbb\xbf{"kind": "sleep"}', "byte order mark", ["body"]),
+        ('{"kind": "sleep"}'.encode("utf-16"), "not UTF-8", ["body"]),
+        (b'{"kind": "sleep", "params": {"text": "\\ud800"}}', "lone surrogate", None),
+    ],
+    ids=["bom", "utf-16", "lone-surrogate"],
+)
+def test_json_that_only_python_reads_is_refused_clearly(
+    stack: Stack, body: bytes, said: str, loc: list[str] | None
+) -> None:
+    """pydantic's second reading refused these with an empty field name:
+    ': Invalid JSON: expected value at line 1 column 1'."""
+    sent = stack.client().post(
+        "/v1/jobs", content=body, headers={"Content-Type": "application/json"}
+    )
+    error = _refusal(sent, 422, "invalid_request")
+    assert said in error["message"] and not error["message"].startswith(":"), error
+    if loc is None:  # where it is
+        assert error["details"][0]["loc"] == ["body", "params", "text"], error
+    else:
+        assert error["message"].startswith("body is not valid JSON: "), error
+
+
+def test_a_broken_multipart_body_is_a_422_that_says_why(stack: Stack) -> None:
+    """Each was a 400 bad_request, a code the API does not list, saying what
+    Starlette's parser says."""
+    no_name = b"--b\r\nContent-Disposition: form-data\r\n\r\nx\r\n--b--\r\n"
+    for path in ("/v1/jobs", "/v1/artifacts"):
+        for response, said in (
+            (_form_post(stack, path, b"--b\r\n\r\nx\r\n--b--\r\n", boundary=None), "no boundary"),
+            (_form_post(stack, path, b"garbage, not multipart at all"), "not valid multipart"),
+            (_form_post(stack, path, no_name), "a part has no name"),
+        ):
+            error = _refusal(response, 422, "invalid_request")
+            assert said in error["message"], (path, error)
+            assert error["details"][0]["loc"] == ["body"], error
+
+
+def test_a_file_part_without_a_file_name_says_so(stack: Stack, tmp_path: Path) -> None:
+    """A part named file with no filename= is a text field to Starlette: it was 'at most
+    1024 bytes' (413), 'send the file as a part named file', or '0 input files'."""
+    client = stack.client("nameless")
+    data = _mp3(tmp_path)
+    for response in (
+        client.post("/v1/artifacts", files={"file": ("", data)}),
+        client.post("/v1/artifacts", files={"file": ("", b"short")}),
+        client.post("/v1/jobs", data={"kind": "convert"}, files={"file": ("", data)}),
+    ):
+        error = _refusal(response, 422, "invalid_request")
+        assert "has no file name" in error["message"], error
+        assert "curl -F file=@PATH" in error["message"], error
+        assert error["details"][0]["loc"] == ["body", "file"], error
+    assert client.get("/v1/jobs").json()["items"] == []
+
+
+def test_a_form_text_field_not_in_utf8_is_refused(stack: Stack) -> None:
+    """Starlette read it as Latin-1: the job's text was 'ÿ'; in JSON the same is refused."""
+    client = stack.client("latin")
+    sent = client.post(
+        "/v1/jobs", files={"kind": (None, "sleep"), "params": (None, b'{"text": "\xff"}')}
+    )
+    error = _refusal(sent, 422, "invalid_request")
+    assert error["message"].startswith("params is not UTF-8 text"), error
+    assert error["details"][0]["loc"] == ["body", "params"], error
+    assert client.get("/v1/jobs").json()["items"] == []
+
+
+def test_a_validators_refusal_has_no_pydantic_prefix(stack: Stack) -> None:
+    sent = stack.client().post(
+        "/v1/jobs", json={"kind": "convert", "params": {"format": "wav", "bitrate": 128}}
+    )
+    error = _refusal(sent, 422, "invalid_params")
+    assert error["message"] == "body.params: bitrate applies to mp3 and ogg, not wav", error
+    assert error["details"][0]["message"] == "bitrate applies to mp3 and ogg, not wav", error
+
+
+def test_an_encoded_slash_in_an_id_reaches_no_other_route(stack: Stack) -> None:
+    """The server decodes %2F before routing: the job 'job_…%2Fattempts' was the
+    job's attempts (200, a list)."""
+    client = stack.client()
+    job = client.post("/v1/jobs", json={"kind": "sleep", "params": {"seconds": 0}}).json()
+    assert client.get(f"/v1/jobs/{job['id']}/attempts").status_code == 200
+    for slash in ("%2F", "%2f"):
+        response = client.get(f"/v1/jobs/{job['id']}{slash}attempts")
+        assert "encoded slash" in _refusal(response, 404, "not_found")["message"]

@@ -550,6 +550,13 @@ class _NotTheApi(http.server.BaseHTTPRequestHandler):
     """What a misconfigured proxy answers: a redirect with no body, or an HTML page."""
 
     def do_GET(self) -> None:
+        if self.path.startswith("/list"):  # JSON, but not what was asked for
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"[]")
+            return
         if self.path.startswith("/moved"):
             self.send_response(301)
             self.send_header("Location", "https://example.invalid/")
@@ -582,6 +589,41 @@ def test_an_answer_that_is_not_the_apis_is_an_api_error(prefix: str) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_json_that_is_not_the_answer_asked_for_is_an_api_error() -> None:
+    """A list where a job belongs was pydantic's ValidationError, not an ApiError."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotTheApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/list"
+
+    async def read_async() -> None:
+        async with AsyncClient(url, "lp_key") as client:
+            await client.get("job_1")
+
+    try:
+        with Client(url, "lp_key") as client:
+            for call in (
+                lambda: client.get("job_1"),
+                lambda: client.list(),
+                lambda: asyncio.run(read_async()),
+            ):
+                with pytest.raises(ApiError) as caught:
+                    call()
+                assert caught.value.code == "bad_answer", caught.value
+                assert "not the" in str(caught.value), caught.value
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_id_with_a_slash_reaches_no_other_route(stack: Stack, api: Client) -> None:
+    """The SDK quotes the slash (%2F), which the server decoded before routing: the
+    job's attempts answered, a list, and the SDK raised pydantic's ValidationError."""
+    job = api.submit("sleep", params={"seconds": 0})
+    with pytest.raises(ApiError) as caught:
+        api.get(f"{job.id}/attempts")
+    assert caught.value.code == "not_found" and caught.value.status_code == 404
 
 
 def test_wait_on_no_api_fails_at_once() -> None:

@@ -508,3 +508,39 @@ def test_expired_job(hooks_stack: Stack, receiver: Receiver) -> None:
     [request] = receiver.received(name)
     assert request.json["type"] == "job.expired" and row["event"] == "expired"
     assert request.json["data"]["error"]["code"] == "deadline_passed"
+
+
+@pytest.fixture(scope="module")
+def public_only_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """An API that sends webhooks to public addresses alone, as a deployment does unless
+    its operator allows more (the other stacks allow this machine, for their receivers)."""
+    deployment = Stack(tmp_path_factory.mktemp("public-only"), "sqlite")
+    deployment.env.update(LONGPLAY_WEBHOOK_ALLOWED_NETWORKS="")
+    try:
+        deployment.start_api()
+        yield deployment
+    finally:
+        deployment.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://localhost/x",
+        "http://localhost.:8199/x",
+        "http://LOCALHOST./",
+        "http://a.localhost./",
+    ],
+)
+def test_localhost_with_a_root_dot_is_refused_at_submission(
+    public_only_api: Stack, url: str
+) -> None:
+    """``localhost.`` (a name with its root dot) passed the check at submission; only
+    sending refused it."""
+    sent = public_only_api.client("alice").post(
+        "/v1/jobs", json={"kind": "sleep", "callback_url": url}
+    )
+    assert sent.status_code == 422, sent.text
+    error = sent.json()["error"]
+    assert "is 127.0.0.1, a loopback address" in error["message"], error
+    assert error["details"][0]["type"] == "callback_not_allowed", error

@@ -24,6 +24,7 @@ from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from longplay import __version__
 from longplay.api import openapi, outages
@@ -189,6 +190,24 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+class EncodedSlashes:
+    """Answers a path with an encoded slash (``%2F``) in a segment as a ``404``: the
+    server decodes the path before routing, so ``/v1/jobs/job_1%2Fattempts``, a job id
+    with a slash in it, would reach job_1's attempts. No id has a slash, so nothing
+    such a path names exists."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and b"%2f" in scope.get("raw_path", b"").lower():
+            problem = "no such thing: an id in this path holds an encoded slash (%2F)"
+            response = _answer(status.HTTP_404_NOT_FOUND, error_body("not_found", problem))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     hub = app.state.event_hub = EventHub(get_settings().effective_redis_url)
@@ -229,6 +248,7 @@ def create_app() -> FastAPI:
     app.include_router(viewer_tokens.router)
     dashboard.mount(app)
     metrics.install(app)
+    app.add_middleware(EncodedSlashes)  # inside CORS, whose headers its 404 gets
     if origins := get_settings().api.cors_origins:
         app.add_middleware(
             CORSMiddleware,

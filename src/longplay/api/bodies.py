@@ -2,22 +2,29 @@
 upload limit, refused before the rest is read; and a nesting depth, refused before
 anything walks the value (Python's parser would run out of stack at about a thousand).
 A text with a NUL character (``\u0000``) is refused too, naming where: PostgreSQL
-stores none, and the same request must not pass on SQLite and fail on PostgreSQL."""
+stores none, and the same request must not pass on SQLite and fail on PostgreSQL. So is
+what Python's parser takes and JSON has not (``NaN``, ``Infinity``, a lone surrogate, a
+body not in UTF-8): pydantic, which reads the body again, would refuse it with a
+message of its own, or store ``NaN`` as ``null``."""
 
 from __future__ import annotations
 
+import codecs
 import json
+import math
+import re
 import sys
-from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import FormData, Headers
-from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.types import Message
 
+from longplay.api.errors import problem_text
 from longplay.jobs.refusals import Invalid, TooLarge
 from longplay.settings import get_settings
 
@@ -70,10 +77,15 @@ async def read_form(
     together at most ``max_text_bytes`` (files go to disk, text stays in memory).
     A stranger or one part too many is refused as :class:`Invalid` naming it (and
     ``what`` form's fields: "a submission's"), text over a limit as :class:`TooLarge`,
-    a broken body as Starlette's own 400. A body of another media type reads as an
-    empty form. The caller closes the form's files."""
+    a broken or cut body as :class:`Invalid` too. A body of another media type reads
+    as an empty form. The caller closes the form's files."""
     if media_type(request) != "multipart/form-data":
         return FormData()
+    if "boundary=" not in request.headers.get("content-type", "").lower():
+        raise _bad_form(
+            "its Content-Type has no boundary (multipart/form-data; boundary=...); "
+            "let the client library build the body and its header"
+        )
     stream = request.stream()
     parser = _BoundedParser(
         request.headers,
@@ -84,11 +96,32 @@ async def read_form(
         max_text_bytes=max_text_bytes,
     )
     try:
-        return await parser.parse()
-    except MultiPartException as exc:  # what Request.form() answers it with
-        raise HTTPException(status_code=400, detail=exc.message) from None
+        form = await parser.parse()
+    except MultiPartException as exc:  # the parser's reason, where it gives one
+        reason = exc.__cause__ or exc.message
+        raise _bad_form(
+            f"{reason}; send parts between the boundary its Content-Type names"
+        ) from None
     finally:
         await stream.aclose()
+    if not parser.ended:
+        await form.close()
+        raise _bad_form(
+            "it ended before its closing boundary: the upload was cut short, "
+            "or the body is malformed"
+        )
+    return form
+
+
+FILE_PARTS = frozenset({"file"})
+"""The parts that carry a file, in every form the API reads."""
+
+
+def _bad_form(problem: str) -> Invalid:
+    return Invalid(
+        f"the body is not valid multipart/form-data: {problem}",
+        [{"loc": ["body"], "msg": problem, "type": "multipart_invalid"}],
+    )
 
 
 class _BoundedParser(MultiPartParser):
@@ -116,8 +149,15 @@ class _BoundedParser(MultiPartParser):
         self.seen: dict[str, int] = {}
         self.text_bytes = 0
         self.max_text_bytes = max_text_bytes
+        self.ended = False
+        """Whether the closing boundary came: a body cut short has none."""
 
     def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self._current_part.content_disposition)
+        if b"name" not in options:
+            raise _bad_form(
+                'a part has no name in its Content-Disposition header (form-data; name="...")'
+            )
         super().on_headers_finished()
         name = self._current_part.field_name
         allowed = self.parts.get(name, 0)
@@ -134,6 +174,15 @@ class _BoundedParser(MultiPartParser):
                 f"{name}: {problem}",
                 [{"loc": ["body", name], "msg": problem, "type": "too_many_parts"}],
             )
+        if name in FILE_PARTS and self._current_part.file is None:
+            problem = (
+                "the part has no file name (filename= in its Content-Disposition), so it was "
+                f"read as a text field; send a file: curl -F {name}=@PATH"
+            )
+            raise Invalid(
+                f"{name}: {problem}",
+                [{"loc": ["body", name], "msg": problem, "type": "not_a_file"}],
+            )
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._current_part.file is None:  # text, held in memory
@@ -146,6 +195,33 @@ class _BoundedParser(MultiPartParser):
                     f"the form's text fields may have at most {self.max_text_bytes} bytes together"
                 )
         super().on_part_data(data, start, end)
+
+    def on_part_end(self) -> None:
+        """A text part must be in the form's charset (UTF-8 unless it names another):
+        Starlette reads one that is not as Latin-1, and would store its bytes as other
+        characters than were sent."""
+        part = self._current_part
+        if part.file is None:
+            try:
+                bytes(part.data).decode(self._charset)
+            except UnicodeDecodeError as exc:
+                problem = (
+                    f"is not {_charset_name(self._charset)} text: {exc.reason} at byte {exc.start}"
+                )
+                raise Invalid(
+                    f"{part.field_name} {problem}",
+                    [{"loc": ["body", part.field_name], "msg": problem, "type": "unicode_invalid"}],
+                ) from None
+        super().on_part_end()
+
+    def on_end(self) -> None:
+        self.ended = True
+        super().on_end()
+
+
+def _charset_name(charset: str) -> str:
+    """``utf-8`` as people write it, ``UTF-8``; another charset as Python names it."""
+    return "UTF-8" if charset == "utf-8" else charset
 
 
 async def read_json_body(request: Request, *, empty: bytes | None = None) -> tuple[Any, bytes]:
@@ -166,12 +242,19 @@ def validated(model: type[M], body: bytes) -> M:
     try:
         return model.model_validate_json(body, strict=True)
     except ValidationError as exc:
-        problems = exc.errors(include_url=False, include_input=False, include_context=False)
-        first = problems[0]
-        raise Invalid(
-            f"{'.'.join(map(str, ['body', *first['loc']]))}: {first['msg']}",
-            [{**p, "loc": ["body", *p["loc"]]} for p in problems],
-        ) from exc
+        raise refusal_of(exc) from exc
+
+
+def refusal_of(exc: ValidationError, *, code: str | None = None) -> Invalid:
+    """Pydantic's refusal of a body as :class:`Invalid`: the first problem, where it is
+    and what, as the message; each one, placed under ``body``, as its details."""
+    problems: list[dict[str, Any]] = [
+        {**p, "loc": ["body", *p["loc"]], "msg": problem_text(p["msg"])}
+        for p in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+    first = problems[0]
+    where = ".".join(map(str, first["loc"]))
+    return Invalid(f"{where}: {first['msg']}", problems, code=code)
 
 
 def media_type(request: Request) -> str:
@@ -181,11 +264,22 @@ def media_type(request: Request) -> str:
 
 
 def parse_json(text: str | bytes, loc: Sequence[str]) -> Any:
-    """``text`` parsed, no deeper than :data:`MAX_DEPTH` and with no NUL character in
-    its texts; ``loc`` says where it came from in a refusal (``("body",)``,
-    ``("body", "params")``)."""
+    """``text`` parsed, no deeper than :data:`MAX_DEPTH`, in UTF-8 (bytes), and with
+    nothing JSON has not in it (``NaN``, ``Infinity``, a lone surrogate) nor a NUL
+    character in its texts; ``loc`` says where it came from in a refusal
+    (``("body",)``, ``("body", "params")``)."""
+    if isinstance(text, bytes):
+        text = _utf8(text, loc)
+    not_finite: list[str] = []  # as written: NaN, -Infinity, 1e400
+
+    def number(written: str) -> float:
+        value = float(written)
+        if not math.isfinite(value):
+            not_finite.append(written)
+        return value
+
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_float=number, parse_constant=number)
     except RecursionError:
         raise _too_deep(loc) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -195,14 +289,33 @@ def parse_json(text: str | bytes, loc: Sequence[str]) -> Any:
         raise _not_json(loc, f"a number has more than {digits} digits") from exc
     if depth(value) > MAX_DEPTH:
         raise _too_deep(loc)
-    nul = _nul_at(value, loc) if _may_hold_nul(text) else None
+    if not_finite:
+        at = _place(value, loc, _not_finite)
+        problem = f"is {not_finite[0]}: JSON has no NaN or Infinity; send a finite number"
+        raise _invalid_at(at or list(loc), problem, "json_invalid")
+    surrogate = _place(value, loc, _lone_surrogate) if "\\u" in text else None
+    if surrogate is not None:
+        problem = "holds a lone surrogate (\\ud800 to \\udfff without its pair), no character"
+        raise _invalid_at(surrogate, problem, "json_invalid")
+    nul = _place(value, loc, _has_nul) if "\\u0000" in text else None
     if nul is not None:
-        problem = "must not contain a NUL character (\\u0000)"
-        raise Invalid(
-            f"{'.'.join(map(str, nul))} {problem}",
-            [{"loc": nul, "msg": problem, "type": "nul_character"}],
-        )
+        raise _invalid_at(nul, "must not contain a NUL character (\\u0000)", "nul_character")
     return value
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+"""Half of a UTF-16 pair: Python reads ``"\\ud800"`` as one, which no UTF-8 text holds."""
+
+
+def _utf8(body: bytes, loc: Sequence[str]) -> str:
+    """A body as the UTF-8 text JSON is sent in (RFC 8259 8.1); Python's parser would
+    take a byte order mark, UTF-16 or UTF-32 too, which pydantic, reading it again, does not."""
+    if body.startswith(codecs.BOM_UTF8):
+        raise _not_json(loc, "it starts with a byte order mark (BOM); send UTF-8 without one")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _not_json(loc, f"it is not UTF-8 ({exc.reason} at byte {exc.start})") from None
 
 
 def depth(value: Any) -> int:
@@ -222,32 +335,40 @@ def depth(value: Any) -> int:
     return deepest
 
 
-def _may_hold_nul(text: str | bytes) -> bool:
-    """Whether parsed ``text`` may hold a NUL, without walking it: JSON writes one only
-    as ``\\u0000``, and a body in UTF-16 or UTF-32 (``json.loads`` reads those too) has
-    NUL bytes anyway, so it is walked."""
-    if isinstance(text, str):
-        return "\\u0000" in text
-    return b"\\u0000" in text or b"\x00" in text
+def _not_finite(item: Any) -> bool:
+    return isinstance(item, float) and not math.isfinite(item)
 
 
-def _nul_at(value: Any, loc: Sequence[str]) -> list[str | int] | None:
-    """Where a text (a string, or an object's key) holding a NUL is in ``value``,
-    which came from ``loc``; None if there is none."""
+def _lone_surrogate(item: Any) -> bool:
+    return isinstance(item, str) and _LONE_SURROGATE.search(item) is not None
+
+
+def _has_nul(item: Any) -> bool:
+    return isinstance(item, str) and "\x00" in item
+
+
+def _place(value: Any, loc: Sequence[str], found: Callable[[Any], bool]) -> list[str | int] | None:
+    """Where the first scalar or object key in ``value`` (which came from ``loc``) that
+    is ``found`` is; None if there is none."""
     level: list[tuple[Any, list[str | int]]] = [(value, list(loc))]
     while level:
         item, at = level.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return at
-        elif isinstance(item, dict):
+        if isinstance(item, dict):
             for key, child in item.items():
-                if "\x00" in key:
+                if found(key):
                     return [*at, key]
                 level.append((child, [*at, key]))
         elif isinstance(item, list):
             level.extend((child, [*at, index]) for index, child in enumerate(item))
+        elif isinstance(item, (str, float)) and found(item):
+            return at
     return None
+
+
+def _invalid_at(at: Sequence[str | int], problem: str, kind: str) -> Invalid:
+    return Invalid(
+        f"{'.'.join(map(str, at))} {problem}", [{"loc": list(at), "msg": problem, "type": kind}]
+    )
 
 
 def _not_json(loc: Sequence[str], reason: str) -> Invalid:

@@ -99,11 +99,17 @@ def validation_details(errors: Sequence[Any], prefix: Sequence[str | int] = ()) 
     return [
         {
             "loc": [*prefix, *(e.get("loc") or ())],
-            "message": public_message(str(e.get("msg", ""))),
+            "message": public_message(problem_text(str(e.get("msg", "")))),
             "type": str(e.get("type", "invalid")),
         }
         for e in errors
     ]
+
+
+def problem_text(message: str) -> str:
+    """A pydantic error's message without the ``Value error, `` it puts before a
+    validator's own words: "bitrate applies to mp3 and ogg, not wav"."""
+    return message.removeprefix("Value error, ")
 
 
 _RETRY_AFTER = {

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 import httpx
 from pydantic import BaseModel
@@ -44,6 +44,9 @@ from longplay.client.models import (
 EventCallback = Callable[[Event], object]
 """Called with an event; it may be a coroutine function (it is awaited)."""
 FLOW_END = frozenset({"flow_ended"})
+
+
+T = TypeVar("T")
 
 
 class AsyncClient:
@@ -124,6 +127,10 @@ class AsyncClient:
     async def _json(self, method: str, path: str, **options: Any) -> Any:
         return checked(await self._send(method, path, **options))
 
+    async def _answer(self, shape: type[T], method: str, path: str, **options: Any) -> T:
+        """The answer read as ``shape``; one that does not read is ``bad_answer``."""
+        return core.answer_as(shape, await self._send(method, path, **options))
+
     # -- jobs -------------------------------------------------------------------------------
     async def upload(self, path: PathLike, *, name: str | None = None) -> ArtifactPublic:
         """Upload a file to use as an input."""
@@ -132,8 +139,7 @@ class AsyncClient:
         def opened(stack: ExitStack) -> builtins.list[Any]:
             return [("file", (name or file.name, stack.enter_context(file.open("rb"))))]
 
-        body = await self._json("POST", "/v1/artifacts", files=opened)
-        return ArtifactPublic.model_validate(body)
+        return await self._answer(ArtifactPublic, "POST", "/v1/artifacts", files=opened)
 
     async def submit(
         self,
@@ -179,11 +185,10 @@ class AsyncClient:
         return core.submitted(answer)
 
     async def get(self, job: JobRef) -> JobPublic:
-        return JobPublic.model_validate(await self._json("GET", core.api_path("jobs", id_of(job))))
+        return await self._answer(JobPublic, "GET", core.api_path("jobs", id_of(job)))
 
     async def cancel(self, job: JobRef) -> JobPublic:
-        body = await self._json("POST", core.api_path("jobs", id_of(job), "cancel"))
-        return JobPublic.model_validate(body)
+        return await self._answer(JobPublic, "POST", core.api_path("jobs", id_of(job), "cancel"))
 
     async def viewer_token(self, job: JobRef, *, expires_in: int = 3600) -> dict[str, Any]:
         """As :meth:`Client.viewer_token`."""
@@ -193,15 +198,14 @@ class AsyncClient:
     async def retry(self, job: JobRef) -> JobPublic:
         """Run a failed job again (see :meth:`Client.retry`: a job cancelled as
         ``upstream_failed`` waits again; any other is a ``conflict``)."""
-        body = await self._json("POST", core.api_path("jobs", id_of(job), "retry"))
-        return JobPublic.model_validate(body)
+        return await self._answer(JobPublic, "POST", core.api_path("jobs", id_of(job), "retry"))
 
     async def delete(self, job: JobRef) -> None:
         """Delete a job that has ended (see :meth:`Client.delete`)."""
         checked(await self._send("DELETE", core.api_path("jobs", id_of(job))))
 
     async def kinds(self) -> builtins.list[KindPublic]:
-        return [KindPublic.model_validate(k) for k in await self._json("GET", "/v1/kinds")]
+        return await self._answer(list[KindPublic], "GET", "/v1/kinds")
 
     async def list(
         self,
@@ -218,7 +222,7 @@ class AsyncClient:
             query["kind"] = kind
         if cursor is not None:
             query["cursor"] = cursor
-        return JobList.model_validate(await self._json("GET", "/v1/jobs", params=query))
+        return await self._answer(JobList, "GET", "/v1/jobs", params=query)
 
     # -- following --------------------------------------------------------------------------
     def events(self, job: JobRef, *, last_event_id: str | None = None) -> AsyncIterator[Event]:
@@ -264,7 +268,7 @@ class AsyncClient:
         """See :meth:`Client._look`."""
         timeout = core.pool_timeout(self.http.timeout, deadline)
         path = core.api_path("jobs", job_id)
-        return JobPublic.model_validate(await self._json("GET", path, timeout=timeout))
+        return await self._answer(JobPublic, "GET", path, timeout=timeout)
 
     async def _poll(
         self,
@@ -406,9 +410,7 @@ class AsyncClient:
         artifact = (
             thing
             if isinstance(thing, ArtifactPublic)
-            else ArtifactPublic.model_validate(
-                await self._json("GET", core.api_path("artifacts", thing))
-            )
+            else await self._answer(ArtifactPublic, "GET", core.api_path("artifacts", thing))
         )
         return await self._save(
             artifact, core.target_path(artifact, Path(dest), folder=core.is_folder(dest)), overwrite
@@ -438,18 +440,16 @@ class AsyncClient:
     ) -> FlowPublic:
         """See :meth:`Client.submit_flow`."""
         headers = {core.IDEMPOTENCY_HEADER: idempotency_key or str(uuid.uuid4())}
-        answer = await self._json("POST", "/v1/flows", json=dict(body), headers=headers)
-        return FlowPublic.model_validate(answer)
+        return await self._answer(FlowPublic, "POST", "/v1/flows", json=dict(body), headers=headers)
 
     async def flow(self, flow: FlowRef) -> FlowPublic:
         """See :meth:`Client.flow`."""
         path = core.api_path("flows", id_of(flow))
-        return FlowPublic.model_validate(await self._json("GET", path))
+        return await self._answer(FlowPublic, "GET", path)
 
     async def cancel_flow(self, flow: FlowRef) -> FlowPublic:
         """See :meth:`Client.cancel_flow`."""
-        body = await self._json("POST", core.api_path("flows", id_of(flow), "cancel"))
-        return FlowPublic.model_validate(body)
+        return await self._answer(FlowPublic, "POST", core.api_path("flows", id_of(flow), "cancel"))
 
     def flow_events(
         self, flow: FlowRef, *, last_event_id: str | None = None

@@ -16,11 +16,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from longplay.client.errors import IDEMPOTENCY_HEADER, ApiError, retry_after
 from longplay.client.models import ArtifactPublic, Event, FlowPublic, JobPublic, SubmittedJob
@@ -185,6 +185,21 @@ def checked(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:
         raise bad_answer(response, "not JSON") from None
+
+
+T = TypeVar("T")
+
+
+def answer_as(shape: type[T], response: httpx.Response) -> T:
+    """A successful answer's JSON (:func:`checked`) read as ``shape`` (a model, or a
+    list of one); an answer that does not read as it is not the API's answer to this
+    request, and is ``bad_answer`` too."""
+    body = checked(response)
+    try:
+        return TypeAdapter(shape).validate_python(body)
+    except ValidationError:
+        name = getattr(shape, "__name__", str(shape))
+        raise bad_answer(response, f"not the {name} the API answers") from None
 
 
 def bad_answer(response: httpx.Response, wanted: str) -> ApiError:
@@ -434,7 +449,7 @@ def paths_of(files: PathLike | Iterable[PathLike]) -> list[Path]:
 def submitted(response: httpx.Response) -> SubmittedJob:
     """The job a submission's answer gives, marked ``deduplicated`` when the API says
     it is an earlier one (``dedupe``)."""
-    job = SubmittedJob.model_validate(checked(response))
+    job = answer_as(SubmittedJob, response)
     job.deduplicated = response.headers.get(DEDUPLICATED_HEADER) == "true"
     return job
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 import httpx
 from pydantic import BaseModel
@@ -41,6 +41,9 @@ from longplay.client.models import (
 
 EventCallback = Callable[[Event], object]
 FLOW_END = frozenset({"flow_ended"})
+
+
+T = TypeVar("T")
 
 
 class Client:
@@ -132,6 +135,10 @@ class Client:
     def _json(self, method: str, path: str, **options: Any) -> Any:
         return checked(self._send(method, path, **options))
 
+    def _answer(self, shape: type[T], method: str, path: str, **options: Any) -> T:
+        """The answer read as ``shape``; one that does not read is ``bad_answer``."""
+        return core.answer_as(shape, self._send(method, path, **options))
+
     # -- jobs -------------------------------------------------------------------------------
     def upload(self, path: PathLike, *, name: str | None = None) -> ArtifactPublic:
         """Upload a file to use as an input (``submit(..., inputs=[artifact])``)."""
@@ -140,7 +147,7 @@ class Client:
         def opened(stack: ExitStack) -> list[Any]:
             return [("file", (name or file.name, stack.enter_context(file.open("rb"))))]
 
-        return ArtifactPublic.model_validate(self._json("POST", "/v1/artifacts", files=opened))
+        return self._answer(ArtifactPublic, "POST", "/v1/artifacts", files=opened)
 
     def submit(
         self,
@@ -197,12 +204,12 @@ class Client:
 
     def get(self, job: JobRef) -> JobPublic:
         """A job as it is now."""
-        return JobPublic.model_validate(self._json("GET", core.api_path("jobs", id_of(job))))
+        return self._answer(JobPublic, "GET", core.api_path("jobs", id_of(job)))
 
     def cancel(self, job: JobRef) -> JobPublic:
         """Cancel a job: a queued one at once, a running one at its next checkpoint."""
         path = core.api_path("jobs", id_of(job), "cancel")
-        return JobPublic.model_validate(self._json("POST", path))
+        return self._answer(JobPublic, "POST", path)
 
     def viewer_token(self, job: JobRef, *, expires_in: int = 3600) -> dict[str, Any]:
         """A token that lets a browser read this one job (``?token=``) for
@@ -216,7 +223,7 @@ class Client:
         because a job it waited for failed (error code ``upstream_failed``) waits again,
         once that job was retried. Any other job is a ``conflict`` (409)."""
         path = core.api_path("jobs", id_of(job), "retry")
-        return JobPublic.model_validate(self._json("POST", path))
+        return self._answer(JobPublic, "POST", path)
 
     def delete(self, job: JobRef) -> None:
         """Delete a job that has ended, with its outputs and the files uploaded with it;
@@ -225,7 +232,7 @@ class Client:
 
     def kinds(self) -> builtins.list[KindPublic]:
         """The job kinds the service runs, with their parameters' JSON Schemas."""
-        return [KindPublic.model_validate(k) for k in self._json("GET", "/v1/kinds")]
+        return self._answer(list[KindPublic], "GET", "/v1/kinds")
 
     def list(
         self,
@@ -243,7 +250,7 @@ class Client:
             query["kind"] = kind
         if cursor is not None:
             query["cursor"] = cursor
-        return JobList.model_validate(self._json("GET", "/v1/jobs", params=query))
+        return self._answer(JobList, "GET", "/v1/jobs", params=query)
 
     # -- following --------------------------------------------------------------------------
     def events(self, job: JobRef, *, last_event_id: str | None = None) -> Iterator[Event]:
@@ -300,7 +307,7 @@ class Client:
         connection as long as the follower may wait."""
         timeout = core.pool_timeout(self.http.timeout, deadline)
         path = core.api_path("jobs", job_id)
-        return JobPublic.model_validate(self._json("GET", path, timeout=timeout))
+        return self._answer(JobPublic, "GET", path, timeout=timeout)
 
     def _poll(
         self,
@@ -452,7 +459,7 @@ class Client:
         artifact = (
             thing
             if isinstance(thing, ArtifactPublic)
-            else ArtifactPublic.model_validate(self._json("GET", core.api_path("artifacts", thing)))
+            else self._answer(ArtifactPublic, "GET", core.api_path("artifacts", thing))
         )
         return self._save(
             artifact, core.target_path(artifact, Path(dest), folder=core.is_folder(dest)), overwrite
@@ -483,18 +490,17 @@ class Client:
         with an ``Idempotency-Key`` (a new UUID unless given), so that one sent again
         after a lost answer or a 429 gets the same flow back, not a second one."""
         headers = {core.IDEMPOTENCY_HEADER: idempotency_key or str(uuid.uuid4())}
-        answer = self._json("POST", "/v1/flows", json=dict(body), headers=headers)
-        return FlowPublic.model_validate(answer)
+        return self._answer(FlowPublic, "POST", "/v1/flows", json=dict(body), headers=headers)
 
     def flow(self, flow: FlowRef) -> FlowPublic:
         """A flow (or its id) as it is now: each stage's status and job."""
-        return FlowPublic.model_validate(self._json("GET", core.api_path("flows", id_of(flow))))
+        return self._answer(FlowPublic, "GET", core.api_path("flows", id_of(flow)))
 
     def cancel_flow(self, flow: FlowRef) -> FlowPublic:
         """Cancel a flow: every stage not yet ended is cancelled, as :meth:`cancel`
         cancels a job; a flow that has ended already is a ``conflict`` (409)."""
         path = core.api_path("flows", id_of(flow), "cancel")
-        return FlowPublic.model_validate(self._json("POST", path))
+        return self._answer(FlowPublic, "POST", path)
 
     def flow_events(self, flow: FlowRef, *, last_event_id: str | None = None) -> Iterator[Event]:
         """Every stage's events of a flow (each with its ``stage``), to ``flow_ended``

@@ -52,7 +52,7 @@ UPLOAD_TEXT_BYTES = 1024
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ArtifactPublic,
-    responses=errors(400, 401, 413, 422),
+    responses=errors(401, 413, 422),
     openapi_extra=UPLOAD_BODY,
 )
 async def upload(request: Request, key: UploaderKeyDep) -> ArtifactPublic:

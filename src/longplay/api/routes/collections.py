@@ -69,7 +69,7 @@ ADD_BODY: dict[str, Any] = {
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=CollectionPublic,
-    responses=errors(400, 401, 413, 422),
+    responses=errors(401, 413, 422),
     openapi_extra=json_body(CollectionCreate),
 )
 async def create_collection(request: Request, key: KeyDep) -> CollectionPublic:
@@ -131,7 +131,7 @@ async def delete_collection(collection_id: str, key: KeyDep) -> Response:
     "/{collection_id}/documents",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=DocumentsAdded,
-    responses=errors(400, 401, 404, 413, 422, 429, 503),
+    responses=errors(401, 404, 413, 422, 429, 503),
     openapi_extra=ADD_BODY,
 )
 async def add_documents(collection_id: str, request: Request, key: KeyDep) -> DocumentsAdded:

@@ -107,7 +107,7 @@ def present(session: Session, found: flows.FlowJobs) -> FlowPublic:
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=FlowPublic,
-    responses=errors(400, 401, 404, 409, 413, 422, 429),
+    responses=errors(401, 404, 409, 413, 422, 429),
     openapi_extra=json_body(FlowCreate),
 )
 async def create_flow(

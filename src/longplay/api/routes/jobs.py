@@ -155,6 +155,11 @@ def _checked(fields: Any, raw: bytes | None) -> JobCreate:
             [{"loc": ["body"], "msg": "not an object", "type": "dict_type"}],
         )
     name = fields.get("kind")
+    if name is None:
+        problem = "missing: name the job kind; GET /v1/kinds lists the kinds"
+        raise refusals.Invalid(
+            f"kind {problem}", [{"loc": ["body", "kind"], "msg": problem, "type": "missing"}]
+        )
     kind = get_kind(name) if isinstance(name, str) else None
     if kind is None:
         problem = f"unknown job kind {name!r}; GET /v1/kinds lists the kinds"
@@ -171,12 +176,7 @@ def _checked(fields: Any, raw: bytes | None) -> JobCreate:
     except ValidationError as exc:
         problems = exc.errors(include_url=False, include_input=False, include_context=False)
         code = "invalid_params" if all(p["loc"][:1] == ("params",) for p in problems) else None
-        first = problems[0]
-        raise refusals.Invalid(
-            f"{'.'.join(map(str, first['loc']))}: {first['msg']}",
-            [{**p, "loc": ["body", *p["loc"]]} for p in problems],
-            code=code,
-        ) from exc
+        raise bodies.refusal_of(exc, code=code) from exc
 
 
 @router.post(
@@ -195,7 +195,7 @@ def _checked(fields: Any, raw: bytes | None) -> JobCreate:
                 }
             },
         },
-        **errors(400, 401, 404, 409, 413, 422, 429, 503),
+        **errors(401, 404, 409, 413, 422, 429, 503),
     },
     openapi_extra=SUBMIT_BODY,
 )

@@ -54,7 +54,7 @@ def _public(template: Template) -> TemplatePublic:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=TemplatePublic,
-    responses=errors(400, 401, 409, 413, 422),
+    responses=errors(401, 409, 413, 422),
     openapi_extra=json_body(TemplateCreate),
 )
 async def create_template(request: Request, key: KeyDep) -> TemplatePublic:
@@ -92,7 +92,7 @@ async def get_template(name: str, key: KeyDep) -> TemplatePublic:
 @router.put(
     "/{name}",
     response_model=TemplatePublic,
-    responses=errors(400, 401, 404, 413, 422),
+    responses=errors(401, 404, 413, 422),
     openapi_extra=json_body(TemplateUpdate),
 )
 async def replace_template(name: str, request: Request, key: KeyDep) -> TemplatePublic:

@@ -89,7 +89,8 @@ def refusal(url: str, allowed: Sequence[Network]) -> str | None:
     """Why ``url`` can be refused without resolving anything (its host is an address
     that is not permitted, or ``localhost``); None when only sending can tell."""
     host = httpx.URL(url).host
-    if host == "localhost" or host.endswith(".localhost"):
+    name = host.rstrip(".")  # a name's root: localhost. is localhost
+    if name == "localhost" or name.endswith(".localhost"):
         address: IPAddress = ipaddress.IPv4Address("127.0.0.1")
     else:
         try:
