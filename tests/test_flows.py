@@ -356,6 +356,10 @@ def test_only_your_own_existing_jobs_can_be_waited_for(stack: Stack) -> None:
     error = refused.json()["error"]
     assert error["code"] == "invalid_params", error
     assert error["details"][0]["loc"] == ["body", "stages", "b", "params", "seconds"], error
+    # A kind's own check says its words, without pydantic's "Value error, " before them.
+    stage = {"kind": "convert", "params": {"format": "wav", "bitrate": 128}}
+    checked = alice.post("/v1/flows", json={"stages": {"c": stage}}).json()["error"]
+    assert checked["details"][0]["message"] == "bitrate applies to mp3 and ogg, not wav", checked
     after = alice.get("/v1/jobs", params={"limit": 200}).json()["items"]
     assert len(after) == len(before), "a refused flow stores none of its jobs"
 

@@ -24,8 +24,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.types import Message
 
-from longplay.api.errors import problem_text
-from longplay.jobs.refusals import Invalid, TooLarge
+from longplay.jobs.refusals import Invalid, TooLarge, problem_text
 from longplay.settings import get_settings
 
 M = TypeVar("M", bound=BaseModel)

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from pydantic.json_schema import SkipJsonSchema
 
+from longplay.jobs.refusals import problem_text
 from longplay.store.views import public_message
 
 CODES: dict[int, str] = {
@@ -104,12 +105,6 @@ def validation_details(errors: Sequence[Any], prefix: Sequence[str | int] = ()) 
         }
         for e in errors
     ]
-
-
-def problem_text(message: str) -> str:
-    """A pydantic error's message without the ``Value error, `` it puts before a
-    validator's own words: "bitrate applies to mp3 and ogg, not wav"."""
-    return message.removeprefix("Value error, ")
 
 
 _RETRY_AFTER = {

@@ -39,6 +39,12 @@ class Invalid(ServiceError):
             self.code = code
 
 
+def problem_text(message: str) -> str:
+    """A pydantic error's message without the ``Value error, `` it puts before a
+    validator's own words: "bitrate applies to mp3 and ogg, not wav"."""
+    return message.removeprefix("Value error, ")
+
+
 class Conflict(ServiceError):
     code = "conflict"
 

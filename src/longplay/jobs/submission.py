@@ -28,7 +28,14 @@ from longplay.jobs.admission.limits import limits_of, refuse_submission
 from longplay.jobs.checks import check_submission
 from longplay.jobs.collection_checks import check_named_collection
 from longplay.jobs.records import check_for_owner
-from longplay.jobs.refusals import Conflict, Invalid, NotFound, RateLimited, Unavailable
+from longplay.jobs.refusals import (
+    Conflict,
+    Invalid,
+    NotFound,
+    RateLimited,
+    Unavailable,
+    problem_text,
+)
 from longplay.jobs.service import remove_job_files
 from longplay.jobs.templates import with_own_template
 from longplay.jobs.unit import UnitOfWork, unit_of_work
@@ -114,7 +121,11 @@ def create_job(
         raise Invalid(
             f"bad parameters for {kind.name}",
             [
-                {**error, "loc": ["body", "params", *error["loc"]]}
+                {
+                    **error,
+                    "loc": ["body", "params", *error["loc"]],
+                    "msg": problem_text(error["msg"]),
+                }
                 for error in exc.errors(
                     include_url=False, include_input=False, include_context=False
                 )
