@@ -454,7 +454,13 @@ def test_retry_failed_jobs_from_the_failed_page(visit: Any) -> None:
             "the test asked this job to fail"
         )
         expect(rows.first.locator(".error .retryable")).to_contain_text("permanent")
+        # Both failed for good: "Retry all" has nothing to do, and the page says why.
+        expect(page.locator("button[name=every]")).to_have_count(0)
+        expect(page.locator("[data-permanent]")).to_contain_text("2 failed for good")
         you.screenshot("failed")
+        page.click("text=Retry selected")  # nothing ticked: the page again, saying so
+        expect(page).to_have_url(re.compile(r"/failed\?unticked=1$"))
+        expect(page.locator("[data-notice]")).to_have_text("Tick at least one job to retry.")
         page.check(f"input[name=ids][value={failed[0]}]")
         page.click("text=Retry selected")
         expect(page.locator("[data-notice]")).to_have_text("Retried 1.")
@@ -465,26 +471,36 @@ def test_retry_failed_jobs_from_the_failed_page(visit: Any) -> None:
 
         wait_until(attempted_again)
         assert api.get(f"/v1/jobs/{failed[1]}").json()["attempts"] == 1  # not ticked
+        # Its page offers no Retry for a permanent failure: it says what to do instead.
         page.goto(f"/jobs/{failed[1]}")
+        expect(page.locator("button:has-text('Retry')")).to_have_count(0)
+        expect(page.locator("[data-permanent]")).to_contain_text("gives the same result")
+        retryable = submit(api, params={"seconds": 0, "ticks": 1, "fail": "retryable"})["id"]
+        wait_for_status(api, retryable, {"failed"}, timeout=90)
+        page.goto(f"/jobs/{retryable}")
+        expect(page.locator("[data-permanent]")).to_have_count(0)
         page.click("button:has-text('Retry')")
-        expect(page).to_have_url(re.compile(f"/jobs/{failed[1]}$"))
-        wait_until(lambda: api.get(f"/v1/jobs/{failed[1]}").json()["attempts"] == 2)
+        expect(page).to_have_url(re.compile(f"/jobs/{retryable}$"))
+        wait_until(lambda: api.get(f"/v1/jobs/{retryable}").json()["attempts"] > 3)
+        api.post(f"/v1/jobs/{retryable}/cancel")  # its retries back off for long
 
 
 @DATABASE
 def test_failed_page_pages_and_retry_all_retries_every_page(visit: Any) -> None:
     you = visit("dash-retry-all")
     with you.api() as api:
+        # The oldest, alone on the second page, may pass another time; the rest failed
+        # for good, and "all" leaves them: they would only fail again.
         failed = [
-            submit(api, params={"seconds": 0, "ticks": 1, "fail": "permanent"})["id"]
-            for _ in range(FAILED_PAGE_SIZE + 1)
+            submit(api, params={"seconds": 0, "ticks": 1, "fail": fail})["id"]
+            for fail in ["retryable"] + ["permanent"] * FAILED_PAGE_SIZE
         ]
 
         def attempts() -> dict[str, int]:
             found = api.get("/v1/jobs", params={"status": "failed", "limit": 200}).json()
             return {job["id"]: job["attempts"] for job in found["items"]}
 
-        wait_until(lambda: set(attempts()) == set(failed))
+        wait_until(lambda: set(attempts()) == set(failed), timeout=90)
         page = you.sign_in()
         page.goto("/failed")
         page.select_option("select[name=kind]", "sleep")
@@ -499,9 +515,14 @@ def test_failed_page_pages_and_retry_all_retries_every_page(visit: Any) -> None:
         # "All" is every failed job of the filter, not only the fifty drawn.
         page.click("text=Retry all failed sleep jobs…")  # two steps: open, then confirm
         page.click("button[name=every]")
-        expect(page.locator("[data-notice]")).to_have_text(f"Retried {len(failed)}.")
+        expect(page.locator("[data-notice]")).to_have_text(
+            f"Retried 1; {FAILED_PAGE_SIZE} failed for good and were left as they are: "
+            "running them again gives the same result."
+        )
         expect(page).to_have_url(re.compile(r"/failed\?kind=sleep&"))
-        wait_until(lambda: attempts() == dict.fromkeys(failed, 2))
+        wait_until(lambda: api.get(f"/v1/jobs/{failed[0]}").json()["attempts"] > 3)
+        assert {attempts()[job_id] for job_id in failed[1:]} == {1}
+        api.post(f"/v1/jobs/{failed[0]}/cancel")  # its retries back off for long
 
 
 @DATABASE
@@ -799,3 +820,120 @@ def test_the_session_cookie_is_secure_behind_a_tls_proxy(stack: Stack) -> None:
         c for c in signed_in.headers.get_list("set-cookie") if c.startswith(f"{SESSION}=")
     )
     assert "secure" in cookie.lower() and "httponly" in cookie.lower(), cookie
+
+
+def _form_of(client: httpx.Client, kind: str) -> dict[str, str]:
+    """The hidden fields of a kind's form, as the browser sends them back."""
+    page = client.get(f"/submit/{kind}").text
+    found = re.search(r'name="form_id" value="([^"]+)"', page)
+    assert found is not None
+    return {"csrf": csrf_of(page), "form_id": found[1]}
+
+
+@DATABASE
+def test_a_reason_no_one_field_can_show_is_said_in_the_forms_summary(visit: Any) -> None:
+    """A check across fields (a bitrate for a format that has none) names no field: its
+    message is in the summary, not lost behind "bad parameters"."""
+    you = visit("dash-cross-field")
+    with you.session_client() as browser:
+        sent = {**_form_of(browser, "convert"), "format": "wav", "bitrate": "128"}
+        file = {"file": ("melody.wav", melody_wav(), "audio/wav")}
+        refused = browser.post("/submit/convert", data=sent, files=file)
+    assert refused.status_code == 422
+    summary = refused.text.split("data-problem>", 1)[1].split("</div>", 1)[0]
+    assert "bad parameters for convert" in summary
+    assert "bitrate applies to mp3 and ogg, not wav" in summary, summary
+
+
+@DATABASE
+def test_an_unknown_collection_is_shown_on_its_field_with_the_form_kept(visit: Any) -> None:
+    """A reference to nothing (a collection that is not there) is a problem with the
+    form, shown at its field with everything typed kept, not a bare "Not found" page."""
+    you = visit("dash-no-collection")
+    page = you.sign_in()
+    page.goto("/submit/podcast")
+    page.fill("#p-collection", "col_nope")
+    page.fill("#p-topic", "Markets <b>and</b> bread")
+    page.click("button.primary")
+    expect(page).to_have_url(re.compile(r"/submit/podcast$"))
+    expect(page.locator("#error-collection")).to_contain_text("no collection col_nope")
+    expect(page.locator("#p-collection")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#p-collection")).to_have_value("col_nope")
+    expect(page.locator("#p-topic")).to_have_value("Markets <b>and</b> bread")
+    expect(page.locator("[data-problem]")).to_contain_text("no collection col_nope")
+
+
+@DATABASE
+def test_a_job_page_redraws_its_facts_as_an_attempt_starts_and_a_cancel_says_stopping(
+    visit: Any,
+) -> None:
+    """Drawn while queued, the page's facts (started, attempts) follow the job as it
+    starts running, fetched once, without a reload; after Cancel, the attempt whose
+    worker has yet to let go is "stopping", not "running"."""
+    you = visit("dash-facts")
+    soon = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
+    with you.api() as api:
+        job = submit(api, "stubborn", run_at=soon, params={"seconds": 20})["id"]
+        page = you.sign_in()
+        page.goto(f"/jobs/{job}")
+        facts = page.locator("[data-refresh=facts]")
+        expect(facts).to_contain_text("0 of")
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.evaluate("() => { window.__samePage = true; }")
+        expect(page.locator(".headline [data-status]")).to_have_text("running", timeout=30_000)
+        expect(facts).to_contain_text("1 of", timeout=10_000)
+        expect(facts.locator("dd").nth(1)).not_to_have_text("—")  # started
+        assert api.get(f"/v1/jobs/{job}").json()["status"] == "running"  # not at its end
+        assert page.evaluate("window.__samePage") is True
+        assert sum(u.endswith(f"/jobs/{job}") for u in requests) == 1, requests
+        page.click("button:has-text('Cancel')")
+        expect(page.locator(".headline [data-status]")).to_have_text("cancelled")
+        took = page.locator("table.attempts tbody tr td").nth(3)
+        expect(took).to_have_text("stopping")
+        wait_for_status(api, job, {"cancelled"})
+
+
+@DATABASE
+def test_step_details_are_rounded_and_no_eta_is_told_at_100(stack: Stack, visit: Any) -> None:
+    """A fraction in a step's details is drawn rounded; the log's last progress line of
+    a finished step tells no time left."""
+    from longplay.store.db import session_scope
+    from longplay.store.models import Job
+
+    you = visit("dash-rounded")
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    with you.api() as api:
+        held = submit(api, run_at=later, params={"seconds": 0})["id"]
+        with session_scope(stack.database_url) as session:
+            row = session.get(Job, held)
+            assert row is not None
+            row.current_step = "work"
+            row.step_details = {"done": 0.013315826554794082, "total": 1, "ms": 1234.5678}
+        page = you.sign_in()
+        page.goto(f"/jobs/{held}")
+        details = page.locator("[data-step-name=work] [data-details]")
+        expect(details).to_contain_text('"done": 0.0133,')
+        expect(details).to_contain_text('"ms": 1234.57')
+        api.post(f"/v1/jobs/{held}/cancel")
+        done = submit(api, params={"seconds": 2, "ticks": 4})["id"]
+        page.goto(f"/jobs/{done}")
+        expect(page.locator(".headline [data-status]")).to_have_text("completed", timeout=60_000)
+        last = page.locator("ol.log li[data-type=progress]").last
+        expect(last).to_contain_text("100 %")
+        expect(last).not_to_contain_text("left")
+        expect(page.locator(".headline [data-eta]")).to_have_text("")
+
+
+@DATABASE
+def test_the_site_icon_is_served_and_no_page_asks_for_a_missing_file(visit: Any) -> None:
+    you = visit("dash-icon")
+    failed: list[str] = []
+    you.page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
+    page = you.sign_in()
+    page.goto("/failed")
+    page.wait_for_load_state("networkidle")
+    assert failed == [], failed
+    for path in ("/favicon.ico", "/static/favicon.svg"):
+        icon = page.request.get(path)
+        assert icon.status == 200 and icon.headers["content-type"].startswith("image/svg+xml")

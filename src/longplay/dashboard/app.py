@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from longplay.dashboard import admin, auth, jobs, live, sessions, submit
@@ -15,6 +16,13 @@ home = APIRouter(include_in_schema=False)
 async def index(request: Request) -> Response:
     """The jobs list when signed in, else the sign-in form (it comes back here)."""
     return see_other("/jobs" if request.cookies.get(sessions.COOKIE) else "/login")
+
+
+@home.get("/favicon.ico")
+async def favicon() -> FileResponse:
+    """The site's icon where a browser looks for it unasked (pages name it in a
+    ``<link rel=icon>``): the same small SVG, so no page logs a 404 for it."""
+    return FileResponse(HERE / "static" / "favicon.svg", media_type="image/svg+xml")
 
 
 def mount(app: FastAPI) -> None:

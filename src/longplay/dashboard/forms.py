@@ -11,6 +11,7 @@ schema names and leaves validation to the service, which checks the params model
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,6 +193,16 @@ def _allowed(made: Field) -> str:
     return ""
 
 
+def _field_named(error: dict[str, Any], by_name: dict[str, Field]) -> str | None:
+    """The field a pydantic-style error is about: :data:`FILES` for the inputs, a
+    parameter its ``loc`` names, or None when it names no one field (a check across
+    fields, such as "bitrate applies to mp3 and ogg, not wav")."""
+    names = [str(part) for part in error.get("loc", ())]
+    if "inputs" in names:
+        return FILES
+    return next((n for n in names if n in by_name), None)
+
+
 def mark_problems(fields: list[Field], errors: list[Any]) -> dict[str, str]:
     """Put each refused value's problem on its field, from the pydantic-style
     ``errors`` (their ``loc`` names the parameter: ``["loudness"]``, ``["params",
@@ -202,12 +213,12 @@ def mark_problems(fields: list[Field], errors: list[Any]) -> dict[str, str]:
     for error in errors:
         if not isinstance(error, dict):
             continue
-        names = [str(part) for part in error.get("loc", ())]
+        name = _field_named(error, by_name)
         message = str(error.get("msg", "not valid"))
-        if "inputs" in names:
+        if name == FILES:
             found.setdefault(FILES, message)
             continue
-        made = next((by_name[n] for n in names if n in by_name), None)
+        made = by_name.get(name) if name else None
         if made is None or made.problem:
             continue
         allowed = _allowed(made)
@@ -215,3 +226,34 @@ def mark_problems(fields: list[Field], errors: list[Any]) -> dict[str, str]:
         found[made.name] = made.problem
     order = [FILES, *by_name]
     return {name: found[name] for name in order if name in found}
+
+
+def unplaced_problems(fields: list[Field], errors: list[Any]) -> list[str]:
+    """The messages of ``errors`` that no one field can show (see :func:`mark_problems`),
+    each once, in order: the form's summary says them, so no reason is lost."""
+    by_name = {f.name: f for f in fields}
+    found = [
+        str(error.get("msg", "not valid"))
+        for error in errors
+        if isinstance(error, dict) and _field_named(error, by_name) is None
+    ]
+    return list(dict.fromkeys(found))
+
+
+def missing_reference(
+    schema: dict[str, Any], form: dict[str, str], message: str
+) -> refusals.Invalid:
+    """A reference the form makes that is not there (``no collection col_x``, ``no
+    document doc_x``: the service's :class:`~longplay.jobs.refusals.NotFound`) as a
+    problem with the form, on the parameter whose value the message names; with none,
+    the summary says it. The form is then shown again, as after any bad value."""
+    # Each word a field was given (a list field's ids are one a line), to its field.
+    by_value = {
+        word: name
+        for name in reversed(list(schema.get("properties", {})))
+        for word in form.get(name, "").split()
+    }
+    said = re.findall(r"[\w.:-]+", message)
+    named = next((by_value[word] for word in said if word in by_value), None)
+    loc = ["body", "params", named] if named else ["body"]
+    return refusals.Invalid(message, [{"loc": loc, "msg": message, "type": "not_found"}])

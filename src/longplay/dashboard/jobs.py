@@ -8,6 +8,7 @@ own presenters (:func:`longplay.api.routes.jobs.present_page`): the page shows w
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import partial
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -24,7 +25,7 @@ from longplay.dashboard.web import PageRoute, as_viewer, changing, render, see_o
 from longplay.framework import get_kind
 from longplay.framework.kinds import all_kinds
 from longplay.jobs import refusals, service
-from longplay.store.models import Artifact, JobStatus
+from longplay.store.models import Artifact, Job, JobStatus
 
 JOB_ID = re.compile(r"job_[0-9a-f]{1,40}")
 """What a job's id looks like (``models.new_id``)."""
@@ -178,9 +179,13 @@ async def failed_page(
     cursor: Annotated[str | None, Query(max_length=40)] = None,
     retried: Annotated[int | None, Query(ge=0)] = None,
     skipped: Annotated[int | None, Query(ge=0)] = None,
+    permanent: Annotated[int | None, Query(ge=0)] = None,
+    unticked: Annotated[bool, Query()] = False,
 ) -> Response:
     """The failed jobs with their errors, a page at a time; retry a selection, or every
-    failed job of the filter (on every page)."""
+    failed job of the filter (on every page) that may pass another time. After a retry,
+    a notice of what it did (``retried``, ``skipped``, ``permanent``), or with
+    ``unticked`` that Retry selected had nothing ticked."""
     kind = kind or None
 
     def page(session: Session, viewer: Viewer) -> dict[str, Any]:
@@ -192,6 +197,7 @@ async def failed_page(
         }
 
     found = await as_viewer(request, page)
+    permanent_here = sum(1 for job in found["jobs"] if job.error and not job.error.retryable)
     filters = {"kind": kind} if kind else {}
     older = (
         "/failed?" + urlencode({**filters, "cursor": found["next_cursor"]})
@@ -207,6 +213,9 @@ async def failed_page(
             "kind_filter": kind or "",
             "retried": retried,
             "skipped": skipped,
+            "permanent": permanent,
+            "unticked": unticked,
+            "permanent_here": permanent_here,
             "newest_url": "/failed?" + urlencode(filters) if cursor else None,
             "older_url": older,
         },
@@ -228,32 +237,51 @@ def _failed_jobs(
     )
 
 
+def _permanent(job: Job) -> bool:
+    """Whether the job failed for good: its error says running it again gives the same
+    result (``retryable`` false: no notes found, not enough content)."""
+    return (job.error or {}).get("retryable") is False
+
+
+@dataclass
+class _RetriedAll:
+    """What "Retry all" did: the jobs queued again, those the service would not retry,
+    and the permanent failures left as they are."""
+
+    retried: int = 0
+    skipped: int = 0
+    permanent: int = 0
+
+
 def _retry_failed_page(
     session: Session, viewer: Viewer, kind: str | None, cursor: str | None
-) -> tuple[service.RetryOutcome, str | None]:
-    """Retry one page of the viewer's failed jobs (of ``kind``, if given); the cursor of
-    the next page."""
+) -> tuple[service.RetryOutcome, int, str | None]:
+    """Retry one page of the viewer's failed jobs (of ``kind``, if given) but those
+    that failed for good; how many those were, and the cursor of the next page."""
     found = _failed_jobs(session, viewer, kind, cursor)
-    job_ids = [job.id for job in found.jobs]
-    return service.retry_jobs(session, owner=viewer.owner, job_ids=job_ids), found.next_cursor
+    job_ids = [job.id for job in found.jobs if not _permanent(job)]
+    outcome = service.retry_jobs(session, owner=viewer.owner, job_ids=job_ids)
+    return outcome, len(found.jobs) - len(job_ids), found.next_cursor
 
 
-async def _retry_every_failed(request: Request, kind: str | None, csrf: str) -> tuple[int, int]:
-    """Retry every failed job of ``kind`` (any, if None), on every page: what a button
-    that says "all" promises. A page a transaction (each checking the form's ``csrf``),
-    so a long history of failures never holds the store in one long write; the cursor
-    walks back from the newest, so a job that fails again meanwhile is not retried
-    twice."""
-    retried = skipped = 0
+async def _retry_every_failed(request: Request, kind: str | None, csrf: str) -> _RetriedAll:
+    """Retry every failed job of ``kind`` (any, if None), on every page, that may pass
+    another time: what a button that says "all" promises. A permanent failure is left
+    and counted (it would only fail again). A page a transaction (each checking the
+    form's ``csrf``), so a long history of failures never holds the store in one long
+    write; the cursor walks back from the newest, so a job that fails again meanwhile
+    is not retried twice."""
+    done = _RetriedAll()
     cursor: str | None = None
     while True:
-        outcome, cursor = await changing(
+        outcome, permanent, cursor = await changing(
             request, partial(_retry_failed_page, kind=kind, cursor=cursor), csrf=csrf
         )
-        retried += len(outcome.retried)
-        skipped += len(outcome.skipped)
+        done.retried += len(outcome.retried)
+        done.skipped += len(outcome.skipped)
+        done.permanent += permanent
         if cursor is None:
-            return retried, skipped
+            return done
 
 
 @router.post("/failed/retry")
@@ -264,9 +292,12 @@ async def retry_failed(
     every: Annotated[str, Form(max_length=10)] = "",
     kind: Annotated[str, Form(max_length=40)] = "",
 ) -> Response:
-    """Retry the ticked jobs, or with ``every`` every failed job of the page's filter."""
+    """Retry the ticked jobs, or with ``every`` every failed job of the page's filter
+    that may pass another time; with neither, the page again saying what to do."""
+    filters = {"kind": kind} if kind else {}
     if every:
-        retried, skipped = await _retry_every_failed(request, kind or None, csrf)
+        done = await _retry_every_failed(request, kind or None, csrf)
+        counts = {"retried": done.retried, "skipped": done.skipped, "permanent": done.permanent}
     elif ids:
         chosen = list(ids)
         outcome = await changing(
@@ -274,9 +305,7 @@ async def retry_failed(
             lambda session, viewer: service.retry_jobs(session, owner=viewer.owner, job_ids=chosen),
             csrf=csrf,
         )
-        retried, skipped = len(outcome.retried), len(outcome.skipped)
+        counts = {"retried": len(outcome.retried), "skipped": len(outcome.skipped)}
     else:
-        raise refusals.Invalid("tick at least one job to retry")
-    filters = {"kind": kind} if kind else {}
-    counts = {"retried": retried, "skipped": skipped}
+        counts = {"unticked": 1}
     return see_other("/failed?" + urlencode({**filters, **counts}))

@@ -70,6 +70,8 @@ def _form_page(
     shown = KindPublic.of(kind)
     fields = forms.fields_of(shown.params_schema, values)
     problems = forms.mark_problems(fields, problem.errors) if problem else {}
+    # A reason no one field can show (a check across fields) is said in the summary.
+    unplaced = forms.unplaced_problems(fields, problem.errors) if problem else []
     labels = {f.name: f.label for f in fields} | {forms.FILES: "Files"}
     return render(
         request,
@@ -80,6 +82,7 @@ def _form_page(
             "form_id": sessions.new_token(),
             "problem": str(problem) if problem else None,
             "problems": [(name, labels[name], text) for name, text in problems.items()],
+            "reasons": [text for text in unplaced if text != str(problem)],
             "file_problem": problems.get(forms.FILES, ""),
             "files_sent": files_sent,
             "any_required": any(f.required for f in fields) or bool(shown.min_inputs),
@@ -170,6 +173,11 @@ async def submit(request: Request, kind_name: str) -> Response:
     except refusals.Invalid as exc:
         uploads.discard(received)
         return await refused(exc)
+    except refusals.NotFound as exc:
+        # What a parameter names is not there (an unknown collection): the form again,
+        # as typed, with the reason on that parameter, not a bare "Not found" page.
+        uploads.discard(received)
+        return await refused(forms.missing_reference(schema, values, str(exc)))
     except BaseException:
         uploads.discard(received)
         raise

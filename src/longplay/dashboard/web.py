@@ -99,6 +99,18 @@ def duration(seconds: float | None) -> str:
     return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
+def rounded(value: Any) -> Any:
+    """``value`` with each fraction in it rounded for reading: 2 decimals from 1 up,
+    3 significant digits below (``0.013315826554794082`` → ``0.0133``)."""
+    if isinstance(value, float):
+        return round(value, 2) if abs(value) >= 1 else float(f"{value:.3g}")
+    if isinstance(value, dict):
+        return {key: rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [rounded(item) for item in value]
+    return value
+
+
 def _size(count: int) -> str:
     amount = float(count)
     for unit in ("B", "KB", "MB", "GB"):
@@ -118,6 +130,7 @@ templates.filters["duration"] = duration
 templates.filters["ago"] = _ago
 templates.filters["until"] = _until
 templates.filters["size"] = _size
+templates.filters["rounded"] = rounded
 templates.filters["utc_iso"] = _utc_iso
 templates.globals["now_iso"] = lambda: datetime.now(UTC).isoformat()
 templates.filters["utc_text"] = _utc_text

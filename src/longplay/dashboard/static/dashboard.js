@@ -29,6 +29,19 @@
     return minutes ? minutes + " min " + secs + " s" : secs + " s";
   }
 
+  // A number as a person reads it in step details: 2 decimals from 1 up, 3
+  // significant digits below (0.013315826554794082 is 0.0133), as the server draws it.
+  function tidy(key, value) {
+    if (typeof value !== "number" || Number.isInteger(value)) return value;
+    return Math.abs(value) >= 1 ? Math.round(value * 100) / 100 : Number(value.toPrecision(3));
+  }
+
+  // No time is left to tell once the bar is full.
+  function etaOf(event) {
+    const full = event.type === "completed" || (typeof event.progress === "number" && event.progress >= 100);
+    return full || event.eta_seconds == null ? "" : "about " + duration(event.eta_seconds) + " left";
+  }
+
   // The page's "paused" notice, shown while the stream is down (EventSource
   // reconnects by itself) and hidden again once it is back.
   function paused(down) {
@@ -116,8 +129,7 @@
       if (position && shown !== "queued") position.remove();
     }
     if (eta) {
-      const running = (event.status || "") === "running" && event.eta_seconds != null;
-      eta.textContent = running ? "about " + duration(event.eta_seconds) + " left" : "";
+      eta.textContent = (event.status || "") === "running" ? etaOf(event) : "";
     }
     if (step && event.step) step.textContent = event.step;
     if (step && event.type === "completed") step.textContent = ""; // no step left, as drawn
@@ -168,7 +180,7 @@
       if (event.type === "progress" && current && items[current]) {
         const details = items[current].querySelector("[data-details]");
         const shown = event.step_details && Object.keys(event.step_details).length;
-        details.textContent = shown ? JSON.stringify(event.step_details, null, 2) : "";
+        details.textContent = shown ? JSON.stringify(event.step_details, tidy, 2) : "";
       }
       if (ENDED.has(event.type) && current) {
         finish(current, at, event.type === "completed" ? "done" : event.type === "failed" ? "failed" : "stopped");
@@ -220,7 +232,7 @@
     switch (event.type) {
       case "progress":
         return Math.round(event.progress) + " % " + (event.step || "") +
-          (event.eta_seconds != null ? ", about " + duration(event.eta_seconds) + " left" : "");
+          (etaOf(event) ? ", " + etaOf(event) : "");
       case "failed":
       case "retrying":
         return event.error ? event.error.code + ": " + event.error.message : "";
@@ -237,9 +249,10 @@
     }
   }
 
-  // After the job ends: the parts of the page only the server can draw (results,
-  // actions, error, attempts) are fetched once and swapped in; the page stays.
-  async function refresh(root) {
+  // The parts of the page only the server can draw (facts, results, actions, error,
+  // attempts) fetched and swapped in; the page stays. Once when the job ends (`ended`),
+  // and once as each attempt starts running, so its start and count are not stale.
+  async function refresh(root, ended = true) {
     const response = await fetch(window.location.href, { credentials: "same-origin" });
     if (!response.ok) return;
     const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
@@ -253,7 +266,7 @@
       part.replaceWith(added);
       if (focused) refocus(root, added, action);
     });
-    root.dataset.finished = "true";
+    if (ended) root.dataset.finished = "true";
     document.dispatchEvent(new CustomEvent("longplay:refreshed"));
   }
 
@@ -277,8 +290,14 @@
     const drawn = root.querySelector(".headline [data-status]").textContent;
     const speak = announcer(root.querySelector("[data-announce]"), drawn, drawnAt(root));
     let ended = false;
+    // The attempts the page was drawn with; a later one that starts is news to draw.
+    let attempts = Number(root.dataset.attempts || 0);
     follow([root.dataset.liveJob], (event) => {
       if (event.type === "queued" || event.type === "retrying") ended = false;
+      if (live && event.type === "running" && Number(event.attempt) > attempts) {
+        attempts = Number(event.attempt);
+        refresh(root, false);
+      }
       if (!(ended && event.type === "progress")) {
         if (live) {
           speak(event, "Job");
