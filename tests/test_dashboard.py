@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 import pytest
 from browser import chromium
-from conftest import Stack, submit, wait_for_status, wait_until
+from conftest import Stack, signed_in_browser, submit, wait_for_status, wait_until
 from playwright.sync_api import Browser, Dialog, Page, expect
 
 from longplay.dashboard.forms import fields_of, params_from_form
@@ -937,3 +937,37 @@ def test_the_site_icon_is_served_and_no_page_asks_for_a_missing_file(visit: Any)
     for path in ("/favicon.ico", "/static/favicon.svg"):
         icon = page.request.get(path)
         assert icon.status == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+
+
+def test_the_jobs_list_says_what_each_job_reads_and_a_stage_page_its_flow_and_input(
+    stack: Stack,
+) -> None:
+    """Rows of one kind were told apart only by their ids; a flow's stage page said
+    neither its flow nor the other stage's output it reads."""
+    client = stack.client("rhoda")
+    notes = client.post("/v1/artifacts", files={"file": ("talk notes.txt", b"hi", "text/plain")})
+    assert notes.status_code == 201, notes.text
+    from_file = submit(client, inputs=[notes.json()["id"]], params={"seconds": 0})
+    worded = submit(client, params={"seconds": 0, "text": "the harbour <b>ferry</b> " * 5})
+    stages = {
+        "first": {"kind": "sleep", "params": {"seconds": 0}},
+        "second": {"kind": "sleep", "inputs": [{"stage": "first", "output": "result.txt"}]},
+    }
+    flow = client.post("/v1/flows", json={"stages": stages})
+    assert flow.status_code == 202, flow.text
+    first, second = (flow.json()["stages"][name]["id"] for name in ("first", "second"))
+    wait_for_status(client, second, {"completed"})
+
+    browser = signed_in_browser(stack, "rhoda")
+    listed = browser.get("/jobs").text
+    row = r'<a href="/jobs/(job_\w+)">\1</a><br><span class="muted reads" data-reads>([^<]*)<'
+    reads = dict(re.findall(row, listed))
+    assert reads[from_file["id"]] == "talk notes.txt", reads
+    # The start of its text, escaped, on one line and cut at 60 characters.
+    ferry = "the harbour &lt;b&gt;ferry&lt;/b&gt;"
+    assert reads[worded["id"]] == f"{ferry} {ferry} the harbo…", reads
+    assert reads[second] == f"result.txt of {first}", reads
+
+    page = browser.get(f"/jobs/{second}").text
+    assert f"stage <code>second</code> of <code>{flow.json()['id']}</code>" in page, page
+    assert f'<li data-taken>result.txt of <a href="/jobs/{first}">{first}</a></li>' in page, page

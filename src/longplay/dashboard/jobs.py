@@ -21,12 +21,23 @@ from longplay.api.routes.jobs import present, present_page
 from longplay.api.schemas import AttemptPublic, WebhookDeliveryPublic
 from longplay.dashboard.results import previews
 from longplay.dashboard.sessions import Viewer
-from longplay.dashboard.web import PageRoute, as_viewer, changing, render, see_other
+from longplay.dashboard.web import (
+    PageRoute,
+    as_viewer,
+    changing,
+    render,
+    see_other,
+    shorten,
+    taken_from,
+)
 from longplay.framework import get_kind
 from longplay.framework.kinds import all_kinds
 from longplay.jobs import refusals, service
 from longplay.store.models import Artifact, Job, JobStatus
+from longplay.store.views import JobPublic, OutputRef
 
+TEXT_PARAMS = ("topic", "text", "instructions")
+"""Parameters whose words say what a job without input files is about."""
 JOB_ID = re.compile(r"job_[0-9a-f]{1,40}")
 """What a job's id looks like (``models.new_id``)."""
 
@@ -61,9 +72,11 @@ async def jobs_page(
             limit=PAGE_SIZE,
             cursor=cursor or None,
         )
+        shown = present_page(session, found.jobs)
         return {
             "viewer": viewer,
-            "jobs": present_page(session, found.jobs),
+            "jobs": shown,
+            "reads": _reads(session, viewer, shown),
             "next_cursor": found.next_cursor,
         }
 
@@ -79,6 +92,7 @@ async def jobs_page(
         "jobs.html",
         {
             "jobs": found["jobs"],
+            "reads": found["reads"],
             "statuses": [s.value for s in JobStatus],
             "kinds": _kind_names(),
             "status_filter": status_ or "",
@@ -90,6 +104,26 @@ async def jobs_page(
         },
         viewer=found["viewer"],
     )
+
+
+def _reads(session: Session, viewer: Viewer, jobs: list[JobPublic]) -> dict[str, str]:
+    """What each job reads, in a few words, by id, so that rows of one kind tell apart:
+    its first input file's name (one query for the page), the output of another job it
+    takes, or the start of the text or topic it was given."""
+    ids = [i for job in jobs for i in job.inputs[:1] if isinstance(i, str)]
+    names = service.artifact_names(session, owner=viewer.owner, artifact_ids=ids)
+    said: dict[str, str] = {}
+    for job in jobs:
+        first = job.inputs[0] if job.inputs else None
+        if isinstance(first, str):
+            what = names.get(first, "")
+        elif isinstance(first, OutputRef):
+            what = f"{taken_from(first)} of {first.job}"
+        else:
+            what = next((str(job.params[k]) for k in TEXT_PARAMS if job.params.get(k)), "")
+        more = len(job.inputs) - 1
+        said[job.id] = shorten(what) + (f" and {more} more" if more > 0 else "")
+    return said
 
 
 def _inputs(session: Session, viewer: Viewer, inputs: list[Any]) -> list[Artifact]:
@@ -127,6 +161,7 @@ async def job_page(request: Request, job_id: str) -> Response:
             ],
             "previews": previews(outputs),
             "inputs": _inputs(session, viewer, shown.inputs),
+            "taken": [i for i in shown.inputs if isinstance(i, OutputRef)],
         }
 
     found = await as_viewer(request, page)

@@ -31,6 +31,7 @@ from longplay.api.deps import in_store
 from longplay.dashboard import sessions
 from longplay.dashboard.sessions import Viewer
 from longplay.jobs import refusals
+from longplay.store.views import OutputRef
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -111,6 +112,18 @@ def rounded(value: Any) -> Any:
     return value
 
 
+def taken_from(ref: OutputRef) -> str:
+    """An input taken from another job's outputs, as a person says it: ``talk.json``,
+    or ``the output ending .md``."""
+    return ref.output or f"the output ending {ref.suffix}"
+
+
+def shorten(text: str, most: int = 60) -> str:
+    """``text`` on one line, cut after ``most`` characters with "…"."""
+    line = " ".join(text.split())
+    return line if len(line) <= most else line[: most - 1].rstrip() + "…"
+
+
 def _size(count: int) -> str:
     amount = float(count)
     for unit in ("B", "KB", "MB", "GB"):
@@ -131,6 +144,7 @@ templates.filters["ago"] = _ago
 templates.filters["until"] = _until
 templates.filters["size"] = _size
 templates.filters["rounded"] = rounded
+templates.filters["taken_from"] = taken_from
 templates.filters["utc_iso"] = _utc_iso
 templates.globals["now_iso"] = lambda: datetime.now(UTC).isoformat()
 templates.filters["utc_text"] = _utc_text

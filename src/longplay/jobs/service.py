@@ -339,6 +339,20 @@ def get_artifact(session: Session, *, owner: Owner, artifact_id: str) -> Artifac
     return artifact
 
 
+def artifact_names(
+    session: Session, *, owner: Owner, artifact_ids: Sequence[str]
+) -> dict[str, str]:
+    """The names of those of ``artifact_ids`` the owner has, by id (one query)."""
+    if not artifact_ids:
+        return {}
+    rows = session.execute(
+        select(Artifact.id, Artifact.name).where(
+            Artifact.id.in_(set(artifact_ids)), Artifact.owner_id == owner.id
+        )
+    )
+    return {row.id: row.name for row in rows}
+
+
 def deliveries_of(session: Session, *, owner: Owner, job_id: str) -> list[WebhookDelivery]:
     """The webhook messages about one of the owner's jobs, oldest first."""
     job = get_job(session, owner=owner, job_id=job_id)
