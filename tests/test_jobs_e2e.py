@@ -495,8 +495,46 @@ def test_a_retried_jobs_stream_read_from_its_start_goes_on_to_its_new_end(stack:
 
 
 def test_health_reports_parts(stack: Stack) -> None:
+    # The tests' shared deployment runs no beat (its upkeep would race the tests).
     health = stack.health()
-    assert health == {"status": "ok", "store": "ok", "redis": "ok", "workers": 1, "down": []}
+    assert health == {
+        "status": "degraded",
+        "store": "ok",
+        "redis": "ok",
+        "workers": 1,
+        "beat": "none",
+        "down": ["beat"],
+    }
+
+
+def test_health_says_when_no_beat_schedules(make_stack) -> None:  # type: ignore[no-untyped-def]
+    """Beat's reaper alone gives back a dead worker's jobs: with no beat, /healthz and
+    /metrics said nothing, and such a job showed running for as long as none ran."""
+    deployment: Stack = make_stack()
+    deployment.start_api()
+    deployment.start_worker(concurrency=1)
+
+    def shown() -> tuple[int, dict[str, Any], str]:
+        health = httpx.get(f"{deployment.api_url}/healthz", timeout=10)
+        metrics = httpx.get(f"{deployment.api_url}/metrics", timeout=10).text
+        [gauge] = [line for line in metrics.splitlines() if line.startswith("longplay_beat_")]
+        return health.status_code, health.json(), gauge
+
+    assert shown() == (
+        503,
+        {**deployment.health(), "status": "degraded", "beat": "none", "down": ["beat"]},
+        "longplay_beat_scheduling 0.0",
+    )
+    deployment.start_beat()
+    up = wait_until(lambda: (found := shown())[0] == 200 and found)
+    assert up[1]["beat"] == "ok" and up[1]["down"] == [] and up[2].endswith(" 1.0"), up
+    ready = httpx.get(f"{deployment.api_url}/readyz", timeout=10).json()
+    assert ready["beat"] == "ok"
+    deployment.stop("beat")  # a clean stop gives the lease back at once
+    down = wait_until(lambda: (found := shown())[0] == 503 and found, timeout=20)
+    assert down[1]["down"] == ["beat"] and down[2].endswith(" 0.0"), down
+    # A missing beat is no fault of an API's: it is ready to serve.
+    assert httpx.get(f"{deployment.api_url}/readyz", timeout=10).status_code == 200
 
 
 def test_job_waits_for_a_worker(make_stack) -> None:  # type: ignore[no-untyped-def]
@@ -508,7 +546,14 @@ def test_job_waits_for_a_worker(make_stack) -> None:  # type: ignore[no-untyped-
     # No worker is no fault of the API's: it is ready to serve.
     ready = httpx.get(f"{deployment.api_url}/readyz", timeout=10)
     assert ready.status_code == 200, ready.text
-    assert ready.json() == {"status": "ok", "store": "ok", "redis": "ok", "workers": 0, "down": []}
+    assert ready.json() == {
+        "status": "ok",
+        "store": "ok",
+        "redis": "ok",
+        "workers": 0,
+        "beat": "none",
+        "down": [],
+    }
     job = submit(client, params={"seconds": 0.2})
     assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
     deployment.start_worker(concurrency=1)

@@ -162,6 +162,7 @@ def test_counts_from_two_pool_processes_add_up(
 
     # Gauges, read now: one live worker of 2 slots, nothing running or waiting.
     assert count("longplay_workers_live") == 1
+    assert count("longplay_beat_scheduling") == 0, "this deployment runs no beat"
     assert count("longplay_worker_slots", resource="cpu") == 2
     assert count("longplay_jobs_held", resource="cpu") == 0
     assert count("longplay_broker_queue_depth", queue="longplay.cpu.normal") == 0

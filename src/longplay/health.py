@@ -1,4 +1,5 @@
-"""Health: whether the store and Redis answer and how many workers are alive.
+"""Health: whether the store and Redis answer, how many workers are alive, and whether
+a beat schedules (its reaper alone gives back a dead worker's jobs).
 
 Each check runs with its own short timeouts (a one-shot database connection with a
 connect and statement timeout, a Redis client that does not retry), all three at
@@ -20,6 +21,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
 from longplay.broker.liveness import live_workers
+from longplay.broker.single_beat import scheduling
 from longplay.redis_client import get_quick_redis
 from longplay.settings import get_settings
 from longplay.store.db import normalise_url
@@ -39,6 +41,8 @@ class Health:
     store: str
     redis: str
     workers: int
+    beat: str
+    """``ok`` while a beat holds its lease, ``none`` when none does."""
     down: list[str] = field(default_factory=list)
 
     @property
@@ -90,6 +94,10 @@ def count_workers() -> int:
     return len(live_workers(get_quick_redis()))
 
 
+def check_beat() -> bool:
+    return scheduling(get_quick_redis())
+
+
 def _outcome(name: str, future: Future[Any]) -> str:
     """``ok``, or the error's type: the report is for anyone who can reach the port,
     and a driver's message names hosts, databases and users. The message goes to the
@@ -111,6 +119,7 @@ def report() -> Health:
         "store": check_store,
         "redis": check_redis,
         "workers": count_workers,
+        "beat": check_beat,
     }
     futures = {name: _pool.submit(check) for name, check in checks.items()}
     concurrent.futures.wait(futures.values(), timeout=DEADLINE)
@@ -119,7 +128,12 @@ def report() -> Health:
     workers = 0
     if _outcome("workers", futures["workers"]) == "ok":
         workers = int(futures["workers"].result())
+    beat = _outcome("beat", futures["beat"])
+    if beat == "ok" and not futures["beat"].result():
+        beat = "none"
     down = [name for name, state in (("store", store), ("redis", redis_state)) if state != "ok"]
     if workers == 0:
         down.append("workers")
-    return Health(store=store, redis=redis_state, workers=workers, down=down)
+    if beat == "none":  # when Redis does not answer, it is the part said to be down
+        down.append("beat")
+    return Health(store=store, redis=redis_state, workers=workers, beat=beat, down=down)

@@ -204,8 +204,13 @@ class HealthPublic(BaseModel):
     store: str
     redis: str
     workers: int = Field(description="Worker processes that said they are alive recently.")
+    beat: str = Field(
+        description="ok while a beat schedules (holds its lease), none when none does: then "
+        "no reaper gives back a dead worker's jobs, and no cleanup runs."
+    )
     down: list[str] = Field(
-        default_factory=list, description="The parts that do not answer: store, redis, workers."
+        default_factory=list,
+        description="The parts that do not answer, or are missing: store, redis, workers, beat.",
     )
 
 

@@ -50,6 +50,11 @@ return false
 """Take the lease from a holder found gone, if it is still that holder's."""
 
 
+def scheduling(client: redis.Redis) -> bool:
+    """Whether a beat holds the lease, so that one schedules (``/healthz``'s ``beat``)."""
+    return bool(client.exists(keys.BEAT_LEASE))
+
+
 def me() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 

@@ -81,8 +81,9 @@ def read_workers() -> list[WorkerPublic]:
     },
 )
 def health(response: Response) -> HealthPublic:
-    """Whether the store, Redis and a worker answer (503 if not); never waits long."""
-    return _answer(response, health_report(), judged=("store", "redis", "workers"))
+    """Whether the store, Redis, a worker and a beat answer (503 if not); never waits
+    long."""
+    return _answer(response, health_report(), judged=("store", "redis", "workers", "beat"))
 
 
 @router.get(
@@ -112,5 +113,6 @@ def _answer(response: Response, found: Health, *, judged: tuple[str, ...]) -> He
         store=found.store,
         redis=found.redis,
         workers=found.workers,
+        beat=found.beat,
         down=down,
     )

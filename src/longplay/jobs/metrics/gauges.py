@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from longplay.broker.liveness import capacity, live_reports, live_workers
+from longplay.broker.single_beat import scheduling
 from longplay.framework.kinds import all_kinds
 from longplay.jobs.admission.choice import RESOURCES
 from longplay.jobs.admission.overview import broker_depths
@@ -34,6 +35,7 @@ def gauges(client: redis.Redis) -> Iterator[Metric]:
         held_jobs,
         running_jobs,
         workers,
+        beat,
         slots,
         engines,
     )
@@ -95,6 +97,15 @@ def workers(client: redis.Redis) -> Metric:
         "longplay_workers_live", "Worker main processes marked alive recently (as /healthz)."
     )
     family.add_metric([], len(live_workers(client)))
+    return family
+
+
+def beat(client: redis.Redis) -> Metric:
+    family = GaugeMetricFamily(
+        "longplay_beat_scheduling",
+        "1 while a beat holds its lease and schedules (the reaper, cleanup), else 0.",
+    )
+    family.add_metric([], int(scheduling(client)))
     return family
 
 
