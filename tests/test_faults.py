@@ -176,6 +176,29 @@ def test_a_store_that_refuses_connections_is_a_503_to_retry(
         assert "Traceback" not in log, log[-3000:]
 
 
+def test_an_event_stream_while_redis_is_away_is_a_503_to_retry(
+    make_stack: Callable[[], Stack],
+) -> None:
+    """It was a 200 with an empty body, and a traceback in the log each time."""
+    deployment = make_stack()
+    deployment.start_api()
+    client = deployment.client()
+    job = submit(client, params={"seconds": 0})
+    deployment.kill("redis")
+    try:
+        for resume in ({}, {"Last-Event-ID": "1-0"}):
+            answer = client.get(f"/v1/jobs/{job['id']}/events", headers=resume)
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["retry-after"] == "2"
+            assert answer.json()["error"]["code"] == "unavailable", answer.text
+    finally:
+        deployment.start_redis()
+    with client.stream("GET", f"/v1/jobs/{job['id']}/events", timeout=10) as answer:
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith(
+            "text/event-stream"
+        )
+
+
 def test_stopping_the_api_ends_its_streams_cleanly(database_kind: str, tmp_path: Path) -> None:
     """SIGTERM to an API with followers: their streams end at once (the client resumes
     elsewhere from its last id), the process exits well inside the server's grace, and

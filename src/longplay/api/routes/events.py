@@ -83,13 +83,13 @@ async def refuse_past_the_end(
 ) -> None:
     """Raise :class:`StreamEnded` if ``after`` is the id of the stream's last event
     (one of ``last``), or later, and the store says it has ``ended()`` (a job retried
-    since its end runs on). Asked of a reconnect only: a browser resumes after the last
-    event it had, and without a ``204`` it would reconnect every few seconds for ever;
-    one resuming with a later id (another stream's, say) would be sent the end again."""
-    if after == "0-0":
-        return
+    since its end runs on). A browser resumes after the last event it had, and without
+    a ``204`` it would reconnect every few seconds for ever; one resuming with a later
+    id (another stream's, say) would be sent the end again."""
+    # Read first, resuming or not: a Redis that does not answer is a 503 to retry here,
+    # before the stream's 200 is sent (then it could only end empty).
     found = await _hub(request).last_event(stream_of)
-    if found is None:
+    if after == "0-0" or found is None:
         return
     last_id, last_type = found
     if last_type in last and entry_key(after) >= entry_key(last_id) and await ended():
