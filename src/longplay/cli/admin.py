@@ -14,6 +14,7 @@ from longplay.cli.app import (
     err,
     hide_passwords,
     keys_app,
+    opening_database,
     owners_app,
     prepare,
     schema_app,
@@ -244,7 +245,8 @@ def schema_show() -> None:
 
     settings = get_settings()
     try:
-        current, newest = schema_revisions(settings.effective_database_url)
+        with opening_database(settings.effective_database_url):
+            current, newest = schema_revisions(settings.effective_database_url)
     except NoDatabase as exc:
         err.print(str(exc), markup=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -281,7 +283,8 @@ def schema_downgrade(
             abort=True,
         )
     try:
-        downgrade(url, revision)
+        with opening_database(url):
+            downgrade(url, revision)
     except (CommandError, NoDatabase) as exc:
         err.print(f"cannot move the schema back to {revision}: {exc}", markup=False, soft_wrap=True)
         raise typer.Exit(1) from None

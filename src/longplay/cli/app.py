@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.config
 import os
 import re
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import typer
@@ -129,20 +131,29 @@ def prepare(settings: Settings) -> None:
     so before it creates a file; see :func:`keep_private`). A database that cannot be
     opened (not there, unreachable, refused, an unknown URL) or whose schema a newer
     longplay made ends the command with one line saying why."""
-    from sqlalchemy.exc import ArgumentError, OperationalError
-
     from longplay.store.db import NewerSchema, migrate
 
     keep_private()
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     url = settings.effective_database_url
     try:
-        migrate(url)
+        with opening_database(url):
+            migrate(url)
     except NewerSchema as exc:
         err.print(
             f"cannot use the database at {hide_passwords(url)}: {exc}", markup=False, soft_wrap=True
         )
         raise typer.Exit(1) from None
+
+
+@contextlib.contextmanager
+def opening_database(url: str) -> Iterator[None]:
+    """End the command with one line saying why the database at ``url`` cannot be
+    opened (not there, unreachable, refused, an unknown URL), where it raises that."""
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    try:
+        yield
     except (ArgumentError, OperationalError, OSError) as exc:
         where = hide_passwords(url)
         why = _one_line(getattr(exc, "orig", None) or exc)  # the driver's own words
