@@ -153,7 +153,7 @@ def test_an_unknown_job_is_one_line(stack: Stack, args: tuple[str, ...]) -> None
 @pytest.mark.parametrize("args", COMMANDS, ids=lambda a: a[0])
 def test_a_bad_key_is_one_line(stack: Stack, args: tuple[str, ...]) -> None:
     done = longplay(stack, *args, LONGPLAY_API_KEY="lp_not_a_key")
-    assert_one_clean_line(done, "401 unauthorized")
+    assert_one_clean_line(done, "401 unauthorized", "the CLI sends LONGPLAY_API_KEY")
 
 
 def test_an_invalid_request_is_one_line(stack: Stack) -> None:

@@ -53,6 +53,12 @@ def _client() -> Client:
         raise typer.BadParameter(str(exc), param_hint="LONGPLAY_API_URL") from None
 
 
+KEY_HINT = (
+    " (the CLI sends LONGPLAY_API_KEY, or else the key longplay up saved in its data "
+    "folder; longplay keys create NAME makes one)"
+)
+
+
 def _one_line_errors(command: Callable[P, None]) -> Callable[P, None]:
     """Run ``command``; an ApiError, a wait that ran out of time or a file that could
     not be read or written (OSError) becomes one red line on stderr and exit status 1."""
@@ -63,7 +69,11 @@ def _one_line_errors(command: Callable[P, None]) -> Callable[P, None]:
 
         try:
             command(*args, **kwargs)
-        except (ApiError, WaitTimeout) as exc:
+        except ApiError as exc:
+            # Where the key comes from, for a CLI on another machine than the API's.
+            hint = KEY_HINT if exc.code == "unauthorized" else ""
+            _fail(f"{exc}{hint}")
+        except WaitTimeout as exc:
             _fail(str(exc))
         except OSError as exc:
             _fail(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc))
