@@ -44,6 +44,10 @@ def test_a_second_beat_waits_and_takes_over(database_kind: str, tmp_path: Path) 
         wait_until(lambda: holder().endswith(f":{second.pid}"), timeout=LEASE_SECONDS)
         assert time.monotonic() - stopped < RENEW_EVERY + 3
         wait_until(lambda: "beat: Starting" in second_log.read_text(), timeout=30)
+        # The handover shows in the logs, on both sides.
+        gave = "stops and gives back the lease: a standby takes over"
+        assert gave in (deployment.data_dir / "first.log").read_text()
+        assert f":{second.pid} holds the lease and schedules" in second_log.read_text()
 
         # Killed, it cannot give the lease back; a beat of this host finds it gone.
         kill_group(second)

@@ -72,6 +72,8 @@ def take(client: redis.Redis, *, waiting: Callable[[str], None]) -> None:
     while True:
         try:
             if client.set(keys.BEAT_LEASE, holder_me, nx=True, px=lease_ms):
+                # Said where a standby took over too, so that a handover shows in the log.
+                log.info("beat %s holds the lease and schedules", holder_me)
                 return
             raw = client.get(keys.BEAT_LEASE)
             holder = raw.decode() if isinstance(raw, bytes) else str(raw or "")
@@ -129,4 +131,5 @@ return 0
 def give_back(client: redis.Redis) -> None:
     """Let a standby take over at once as this beat stops (else the lease lapses)."""
     with contextlib.suppress(redis.RedisError):
-        client.eval(_GIVE_BACK, 1, keys.BEAT_LEASE, me())
+        if client.eval(_GIVE_BACK, 1, keys.BEAT_LEASE, me()):
+            log.info("beat %s stops and gives back the lease: a standby takes over", me())
