@@ -550,6 +550,14 @@ class _NotTheApi(http.server.BaseHTTPRequestHandler):
     """What a misconfigured proxy answers: a redirect with no body, or an HTML page."""
 
     def do_GET(self) -> None:
+        if self.path.startswith("/sse"):  # an event stream of something else's
+            body = b"data: [1, 2]\n\n"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if self.path.startswith("/list"):  # JSON, but not what was asked for
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -612,6 +620,11 @@ def test_json_that_is_not_the_answer_asked_for_is_an_api_error() -> None:
                     call()
                 assert caught.value.code == "bad_answer", caught.value
                 assert "not the" in str(caught.value), caught.value
+        with Client(url.replace("/list", "/sse"), "lp_key") as client:
+            with pytest.raises(ApiError) as caught:
+                list(client.events("job_1"))
+            assert caught.value.code == "bad_answer", caught.value
+            assert "not one of the API's events: '[1, 2]'" in str(caught.value)
     finally:
         server.shutdown()
         server.server_close()

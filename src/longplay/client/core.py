@@ -482,7 +482,14 @@ class SseReader:
             self._data, self._id = [], None
             if not data:
                 return None
-            return Event.model_validate({**json.loads("\n".join(data)), "id": event_id})
+            text = "\n".join(data)
+            try:
+                return Event.model_validate({**json.loads(text), "id": event_id})
+            except (ValueError, TypeError):  # not JSON, not an object, not an event
+                raise ApiError(
+                    f"the event stream sent what is not one of the API's events: {text[:80]!r}",
+                    code="bad_answer",
+                ) from None
         if line.startswith("id:"):
             self._id = line[3:].strip() or None
         elif line.startswith("data:"):
