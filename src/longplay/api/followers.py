@@ -153,6 +153,18 @@ class EventHub:
                 return found
             start = "(" + found[-1][0]
 
+    async def event_type(self, job_id: str, entry_id: str) -> str | None:
+        """The type of the event ``entry_id`` in a job's (or flow's) stream; None when
+        the stream holds no such entry."""
+        _, reads = self._clients()
+        found: Any = await reads.xrange(
+            keys.events_stream(job_id), min=entry_id, max=entry_id, count=1
+        )
+        if not found:
+            return None
+        event: dict[str, Any] = json.loads(found[0][1][b"data"])
+        return str(event.get("type"))
+
     async def last_event(self, job_id: str) -> tuple[str, str] | None:
         """The id and type of the last event in a job's (or flow's) stream; None when
         the stream holds none."""

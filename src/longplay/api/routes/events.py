@@ -81,18 +81,24 @@ async def refuse_past_the_end(
     last: Collection[str],
     ended: Callable[[], Awaitable[bool]],
 ) -> None:
-    """Raise :class:`StreamEnded` if ``after`` is the id of the stream's last event
-    (one of ``last``), or later, and the store says it has ``ended()`` (a job retried
-    since its end runs on). A browser resumes after the last event it had, and without
-    a ``204`` it would reconnect every few seconds for ever; one resuming with a later
-    id (another stream's, say) would be sent the end again."""
+    """Raise :class:`StreamEnded` if ``after`` is the id of an end (one of ``last``), or
+    of the stream's last event or later where that is an end, and the store says it
+    has ``ended()`` (a job retried since its end runs on). A browser resumes after the
+    last event it had, and without a ``204`` it would reconnect every few seconds for
+    ever; one resuming with a later id (another stream's, say) would be sent the end
+    again. (Tokens a reply had in flight may follow its end in the stream.)"""
     # Read first, resuming or not: a Redis that does not answer is a 503 to retry here,
     # before the stream's 200 is sent (then it could only end empty).
-    found = await _hub(request).last_event(stream_of)
+    hub = _hub(request)
+    found = await hub.last_event(stream_of)
     if after == "0-0" or found is None:
         return
     last_id, last_type = found
-    if last_type in last and entry_key(after) >= entry_key(last_id) and await ended():
+    if entry_key(after) >= entry_key(last_id):
+        at_end = last_type in last
+    else:
+        at_end = await hub.event_type(stream_of, after) in last
+    if at_end and await ended():
         raise StreamEnded
 
 
