@@ -24,7 +24,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.types import Message
 
-from longplay.jobs.refusals import Invalid, TooLarge, problem_text
+from longplay.jobs.refusals import Invalid, TooLarge, problems_of
 from longplay.settings import get_settings
 
 M = TypeVar("M", bound=BaseModel)
@@ -247,10 +247,7 @@ def validated(model: type[M], body: bytes) -> M:
 def refusal_of(exc: ValidationError, *, code: str | None = None) -> Invalid:
     """Pydantic's refusal of a body as :class:`Invalid`: the first problem, where it is
     and what, as the message; each one, placed under ``body``, as its details."""
-    problems: list[dict[str, Any]] = [
-        {**p, "loc": ["body", *p["loc"]], "msg": problem_text(p["msg"])}
-        for p in exc.errors(include_url=False, include_input=False, include_context=False)
-    ]
+    problems = problems_of(exc, ("body",))
     first = problems[0]
     where = ".".join(map(str, first["loc"]))
     return Invalid(f"{where}: {first['msg']}", problems, code=code)

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
 
 class ServiceError(Exception):
     """A request the service refuses, with a message for the person who sent it."""
@@ -43,6 +45,15 @@ def problem_text(message: str) -> str:
     """A pydantic error's message without the ``Value error, `` it puts before a
     validator's own words: "bitrate applies to mp3 and ogg, not wav"."""
     return message.removeprefix("Value error, ")
+
+
+def problems_of(exc: ValidationError, at: Sequence[str]) -> list[dict[str, Any]]:
+    """Pydantic's problems as an :class:`Invalid`'s ``errors``: each placed under ``at``
+    (``("body",)``, ``("body", "params")``), its message in the validator's own words."""
+    return [
+        {**p, "loc": [*at, *p["loc"]], "msg": problem_text(p["msg"])}
+        for p in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
 
 
 class Conflict(ServiceError):

@@ -34,7 +34,7 @@ from longplay.jobs.refusals import (
     NotFound,
     RateLimited,
     Unavailable,
-    problem_text,
+    problems_of,
 )
 from longplay.jobs.service import remove_job_files
 from longplay.jobs.templates import with_own_template
@@ -120,16 +120,7 @@ def create_job(
     except ValidationError as exc:
         raise Invalid(
             f"bad parameters for {kind.name}",
-            [
-                {
-                    **error,
-                    "loc": ["body", "params", *error["loc"]],
-                    "msg": problem_text(error["msg"]),
-                }
-                for error in exc.errors(
-                    include_url=False, include_input=False, include_context=False
-                )
-            ],
+            problems_of(exc, ("body", "params")),
             code="invalid_params",
         ) from exc
     count = len(input_ids)
