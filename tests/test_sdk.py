@@ -551,29 +551,20 @@ class _NotTheApi(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path.startswith("/sse"):  # an event stream of something else's
-            body = b"data: [1, 2]\n\n"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        if self.path.startswith("/list"):  # JSON, but not what was asked for
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"[]")
-            return
-        if self.path.startswith("/moved"):
-            self.send_response(301)
-            self.send_header("Location", "https://example.invalid/")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        body = b"<html><body>Sign in to the proxy</body></html>"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
+            self._answer(200, b"data: [1, 2]\n\n", "text/event-stream")
+        elif self.path.startswith("/list"):  # JSON, but not what was asked for
+            self._answer(200, b"[]", "application/json")
+        elif self.path.startswith("/moved"):
+            self._answer(301, b"", Location="https://example.invalid/")
+        else:
+            self._answer(200, b"<html><body>Sign in to the proxy</body></html>", "text/html")
+
+    def _answer(self, status: int, body: bytes, media_type: str = "", **headers: str) -> None:
+        self.send_response(status)
+        if media_type:
+            self.send_header("Content-Type", media_type)
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
