@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,46 @@ def test_reaper_requeues_the_job_of_a_dead_worker(make_stack: Callable[[], Stack
     attempts = client.get(f"/v1/jobs/{job['id']}/attempts").json()
     assert [a["outcome"] for a in attempts] == ["retrying", "completed"]
     assert attempts[0]["error"]["code"] == "worker_lost"
+
+
+def test_a_running_job_whose_worker_fell_silent_says_so_until_it_is_taken_back(
+    make_stack: Callable[[], Stack],
+) -> None:
+    """While no reaper runs, a running job whose worker was killed tells, in the API and
+    on its dashboard page, since when its worker has been silent and by when the job is
+    taken from it (its last report, its lease, a reaper's round); once beat runs, the
+    job is taken back and completes, and the note is gone."""
+    deployment = make_stack()
+    deployment.env.update(
+        LONGPLAY_HEARTBEAT_INTERVAL="0.5", LONGPLAY_REAPER_INTERVAL="1", LONGPLAY_LEASE_SECONDS="40"
+    )
+    deployment.start_api()
+    deployment.start_worker(concurrency=1)
+    client = deployment.client()
+    job = submit(client, params={"seconds": 3, "ticks": 30})
+    assert wait_for_status(client, job["id"], {"running"})["stalled"] is None
+    deployment.kill_worker()
+
+    def silent() -> dict[str, Any] | None:
+        shown = client.get(f"/v1/jobs/{job['id']}").json()
+        return shown if shown["stalled"] else None
+
+    shown = wait_until(silent, timeout=20)
+    told = re.fullmatch(
+        r"its worker has not reported since (\d\d:\d\d:\d\d) UTC; if it stays silent, "
+        r"the job is taken from it by (\d\d:\d\d:\d\d) UTC and it runs again",
+        shown["stalled"],
+    )
+    assert shown["status"] == "running" and told, shown
+    since, by = (datetime.strptime(t, "%H:%M:%S") for t in told.groups())
+    assert (by - since).seconds == 41  # the lease and a reaper's round
+    page = signed_in_browser(deployment, "alice").get(f"/jobs/{job['id']}").text
+    assert f"Its worker has not reported since {told[1]} UTC" in page
+
+    deployment.start_beat()  # its reaper, on the dead worker's machine, takes the job back
+    deployment.start_worker(concurrency=1)
+    done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=60)
+    assert (done["status"], done["attempts"], done["stalled"]) == ("completed", 2, None), done
 
 
 def test_the_job_of_a_worker_killed_on_this_machine_is_not_kept_for_its_lease(

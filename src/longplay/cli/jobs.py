@@ -368,7 +368,8 @@ def _flow_bars(client: Client, flow: FlowPublic) -> None:
 
 def _followed(client: Client, job_id: str) -> JobPublic:
     """The job once it has ended, followed with a live bar (step, percent, ETA); first a
-    line saying why, if nothing will start it (no worker takes its kind's work)."""
+    line saying why, if it is stuck (no worker takes its kind's work, or its worker has
+    fallen silent)."""
     stalled = client.get(job_id).stalled  # an unknown id fails here, before a bar shows
     if stalled:
         err.print(f"waiting: {stalled}", markup=False, soft_wrap=True)

@@ -4,7 +4,7 @@ one's on this machine at the reaper's next round, a silent one's when its lease 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 import redis
@@ -91,6 +91,32 @@ def release_jobs_of(holder_prefix: str) -> int:
             if release(unit, job.id, holder=job.worker or "", attempts=job.attempts)
         ]
     return len(released)
+
+
+def silent(jobs: Sequence[Job]) -> dict[str, str]:
+    """For each running job among ``jobs`` whose worker has missed two heartbeats, by
+    id: since when it has been silent, and by when the reaper takes the job from it
+    (its lease, and a round of the reaper) unless it answers. A worker that answers
+    again keeps its job; one that is gone loses it then, or sooner where the reaper
+    runs on its machine."""
+    settings = get_settings().worker
+    quiet = utcnow() - timedelta(seconds=2 * settings.heartbeat_interval)
+    told = {}
+    for job in jobs:
+        if job.status != JobStatus.RUNNING.value or not job.heartbeat_at:
+            continue
+        if job.heartbeat_at >= quiet:
+            continue
+        taken = job.heartbeat_at + timedelta(
+            seconds=settings.lease_seconds + settings.reaper_interval
+        )
+        last = job.attempts >= job.max_attempts
+        then = "it fails (its last attempt)" if last else "it runs again"
+        told[job.id] = (
+            f"its worker has not reported since {job.heartbeat_at:%H:%M:%S} UTC; if it "
+            f"stays silent, the job is taken from it by {taken:%H:%M:%S} UTC and {then}"
+        )
+    return told
 
 
 def reap(is_gone: Callable[[str], bool] = lambda _holder: False) -> int:

@@ -18,9 +18,10 @@ from sqlalchemy.orm import Session
 
 from longplay.framework import get_kind
 from longplay.jobs import dependencies, events, flow_events, lifecycle, paging
+from longplay.jobs.admission import position
 from longplay.jobs.admission.position import queue_positions as queue_positions
-from longplay.jobs.admission.position import stalled as stalled
 from longplay.jobs.dependencies import waiting_for as waiting_for
+from longplay.jobs.reaper import silent
 from longplay.jobs.refusals import Conflict, Forbidden, Invalid, NotFound, ServiceError
 from longplay.jobs.unit import UnitOfWork, unit_of_work
 from longplay.settings import get_settings
@@ -39,6 +40,12 @@ from longplay.store.models import (
 )
 
 _FINISHED = [status.value for status in FINISHED]
+
+
+def stalled(jobs: Sequence[Job]) -> dict[str, str]:
+    """Why each of ``jobs`` that nothing moves is stuck, by id: a queued job that no
+    live worker takes, a running one whose worker has fallen silent."""
+    return {**position.stalled(jobs), **silent(jobs)}
 
 
 @dataclass(frozen=True)

@@ -153,7 +153,9 @@ class JobPublic(BaseModel):
     stalled: str | None = Field(
         None,
         description="While queued: why it cannot start, when nothing will start it "
-        "(no live worker takes its kind's resource, `cpu` or `gpu`); otherwise null.",
+        "(no live worker takes its kind's resource, `cpu` or `gpu`). While running: "
+        "since when its worker has been silent (two heartbeats missed) and by when the "
+        "job is taken from it unless it answers. Otherwise null.",
     )
     attempts: int
     max_attempts: int

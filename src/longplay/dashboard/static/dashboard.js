@@ -114,6 +114,9 @@
     const status = root.querySelector("[data-status]");
     const step = root.querySelector("[data-step]");
     let progress = typeof event.progress === "number" ? event.progress : null;
+    // Drawn while its worker was silent: any news of the job means it moves again.
+    const silent = root.querySelector("[data-silent]");
+    if (silent) silent.remove();
     if (event.type === "completed") progress = 100;
     if (progress !== null && bar) {
       bar.value = progress;
