@@ -192,6 +192,25 @@ def test_counts_from_two_pool_processes_add_up(
     assert asked and not unknown, unknown
 
 
+def test_requests_answered_just_before_the_api_stops_are_counted(
+    make_stack: Callable[[], Stack],
+) -> None:
+    """Counts are written once a second; those of the last second are written as the
+    API stops (uvicorn ends its process by the signal, so no exit hook would run)."""
+    stack = make_stack()
+    stack.start_api()
+    with httpx.Client(base_url=stack.api_url, timeout=10) as client:
+        for _ in range(40):
+            assert client.get("/readyz").status_code == 200
+    assert stack.stop("api", timeout=10), "the API stopped by itself"
+    stack.start_api()
+    counted = value(scrape(stack, None), "longplay_http_requests_total", **READYZ)
+    assert counted == 40
+
+
+READYZ = {"method": "GET", "route": "/readyz", "status": "200"}
+
+
 def test_a_token_with_characters_past_ascii_is_compared_not_a_crash(
     make_stack: Callable[[], Stack],
 ) -> None:

@@ -22,6 +22,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import DataError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -45,6 +46,7 @@ from longplay.api.routes import (
 from longplay.api.routes.events import StreamEnded
 from longplay.dashboard import app as dashboard
 from longplay.jobs import refusals
+from longplay.jobs.metrics import REQUESTS
 from longplay.kinds import load as load_kinds
 from longplay.settings import get_settings
 from longplay.store.files import UploadTooLarge
@@ -217,6 +219,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         restore()
         await hub.close()
+        # The requests of the last second, before uvicorn ends the process by the
+        # signal it caught again (so no atexit hook runs).
+        await run_in_threadpool(REQUESTS.flush)
 
 
 CORS_EXPOSED = [
