@@ -112,7 +112,8 @@ def test_up_keeps_queued_jobs_across_restart(tmp_path: Path) -> None:
         assert nothing_listens(data_dir, port)
 
         # Listening on every interface, it prints where this machine reaches it; a
-        # doubtful setting is told once, not once more by each part it starts.
+        # doubtful setting is told once, not once more by each part it starts. Its two
+        # API processes stop with it, cleanly.
         printed = tmp_path / "up.txt"
         process = start_up(
             data_dir,
@@ -120,6 +121,7 @@ def test_up_keeps_queued_jobs_across_restart(tmp_path: Path) -> None:
             printed,
             LONGPLAY_API_HOST="0.0.0.0",
             LONGPLAY_TURN_CACHE_RETENTION="30",
+            LONGPLAY_API_WORKERS="2",
         )
         client = api_client(data_dir, port)
         said = " ".join(printed.read_text().split())
@@ -131,6 +133,7 @@ def test_up_keeps_queued_jobs_across_restart(tmp_path: Path) -> None:
             assert job["attempts"] == 1, "ran exactly once"
         assert stop(process, signal.SIGTERM) == 0
         assert nothing_listens(data_dir, port)
+        assert "killed what was left" not in printed.read_text(), printed.read_text()[-3000:]
     finally:
         if process.poll() is None:
             process.kill()

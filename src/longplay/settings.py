@@ -57,8 +57,9 @@ class SettingWarning(UserWarning):
 
 
 WARNINGS_SAID = "_LONGPLAY_SETTING_WARNINGS_SAID"
-"""Set in the environment of the parts ``up`` starts: it has told the operator of its
-settings' :class:`SettingWarning` already, and each part reads the same settings."""
+"""Set in the environment once a command has told the operator of its settings'
+:class:`SettingWarning`: the processes it starts (the parts of ``up``, the API
+processes of ``--workers N``) read the same settings and keep quiet."""
 SOCKET_PATH_MAX = 107
 """Bytes a unix socket's path may hold on Linux (``sun_path`` is 108, with its NUL)."""
 
@@ -323,7 +324,7 @@ class RetentionSettings(BaseSettings):
         wrote ``30`` most likely meant days, and cleanup would delete nearly everything.
         It stays seconds (short ones are fine for a trial); ``30s`` says so and is quiet."""
         seconds = _plain_number(value) if isinstance(value, str) else None
-        if seconds is not None and 0 < seconds < 3600:
+        if seconds is not None and 0 < seconds < 3600 and not os.environ.get(WARNINGS_SAID):
             text = value.strip()
             variable = cls.model_fields[str(info.field_name)].alias
             warnings.warn(

@@ -46,6 +46,8 @@ FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 30.0
 STABLE_AFTER = 60.0
 """Seconds a part must stay up for its next crash to count as the first in a row."""
+LEFTOVER_WAIT = 2.0
+"""Seconds the rest of a part's process group has to end by itself after its leader."""
 WATCH_INTERVAL = 0.5
 LOCK_WAIT = 10.0
 """Seconds a new ``up`` waits for the data folder's lock while the ``up`` that held it
@@ -215,12 +217,18 @@ class Child:
             log.warning("%s did not stop in %.0fs; killing it", self.name, timeout)
             process.kill()
             process.wait()
-        self.kill_leftovers()
+        self.kill_leftovers(wait=LEFTOVER_WAIT)
 
-    def kill_leftovers(self) -> None:
-        """Kill what is left of the part's process group once its leader has ended."""
+    def kill_leftovers(self, wait: float = 0) -> None:
+        """Kill what is left of the part's process group once its leader has ended,
+        after ``wait`` seconds for it to end by itself. On a clean stop a helper of the
+        leader ends a moment after it (uvicorn's several API processes bring
+        multiprocessing's resource tracker), which is worth no warning."""
         if self.process is None:
             return
+        ends = time.monotonic() + wait
+        while self.has_leftovers() and time.monotonic() < ends:
+            time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
             log.warning("killed what was left of %s's processes", self.name)

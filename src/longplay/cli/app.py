@@ -17,7 +17,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import SettingsError
 from rich.console import Console
 
-from longplay.settings import WARNINGS_SAID, Settings, SettingWarning, get_settings
+from longplay.settings import Settings, SettingWarning, get_settings
 
 app = typer.Typer(help="Long AI media work as background jobs.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -56,7 +56,7 @@ def _read_settings(ctx: typer.Context) -> None:
         why = f"{exc}: {exc.__cause__}" if exc.__cause__ else str(exc)
         err.print(f"invalid setting: {why}", markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    for doubt in doubts if not os.environ.get(WARNINGS_SAID) else ():
+    for doubt in doubts:
         err.print(f"warning: {doubt.message}", markup=False, soft_wrap=True)
     warnings.simplefilter("ignore", SettingWarning)  # said once: a re-read (flags) is quiet
 

@@ -15,7 +15,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from longplay.cli.app import app, console, err, prepare, setup_logging, uvicorn_logging
-from longplay.settings import Settings, get_settings
+from longplay.settings import WARNINGS_SAID, Settings, get_settings
 
 
 def _ensure_local_key(settings: Settings) -> str | None:
@@ -200,6 +200,7 @@ def api(host: Host = None, port: Port = None, workers: ApiWorkers = None) -> Non
     setup_logging(settings)
     _load_plugins_here(settings)
     prepare(settings)
+    os.environ[WARNINGS_SAID] = "1"  # told above: its API processes read the same settings
     uvicorn.run(
         "longplay.api.app:create_app",
         factory=True,
