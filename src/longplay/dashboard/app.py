@@ -6,7 +6,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from longplay.dashboard import admin, auth, jobs, live, sessions, submit
+from longplay.dashboard import admin, auth, flows, jobs, live, sessions, submit
 from longplay.dashboard.web import HERE, see_other
 
 home = APIRouter(include_in_schema=False)
@@ -27,6 +27,14 @@ async def favicon() -> FileResponse:
 
 def mount(app: FastAPI) -> None:
     """Serve the dashboard from ``app``: pages at ``/``, assets under ``/static``."""
-    for router in (home, auth.router, jobs.router, submit.router, live.router, admin.router):
+    for router in (
+        home,
+        auth.router,
+        jobs.router,
+        flows.router,
+        submit.router,
+        live.router,
+        admin.router,
+    ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="dashboard-static")

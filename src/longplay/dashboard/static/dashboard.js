@@ -130,6 +130,8 @@
       if (bar) bar.className = "bar status-" + shown;
       const position = root.querySelector("[data-position], [data-scheduled]");
       if (position && shown !== "queued") position.remove();
+      const waiting = root.querySelector("[data-waiting]");
+      if (waiting && shown !== "waiting") waiting.remove();
     }
     if (eta) {
       eta.textContent = (event.status || "") === "running" ? etaOf(event) : "";
@@ -147,6 +149,10 @@
     if (!ids.length) return;
     const speakers = {};
     const region = document.querySelector("[data-announce]");
+    // On a flow's page, its own parts (status, finished, Cancel) are drawn again as
+    // each stage ends; one fetch after another, so the last drawn is the newest.
+    const flow = table.closest("[data-live-flow]");
+    let redrawn = Promise.resolve();
     follow(ids, (event) => {
       const row = rows[event.job_id];
       if (!row) return;
@@ -154,8 +160,12 @@
         const was = row.querySelector("[data-status]");
         speakers[event.job_id] = announcer(region, was && was.textContent, drawnAt(table));
       }
-      speakers[event.job_id](event, "Job " + event.job_id);
+      const name = row.dataset.stage ? "Stage " + row.dataset.stage : "Job " + event.job_id;
+      speakers[event.job_id](event, name);
       show(row, event);
+      if (flow && ENDED.has(event.type)) {
+        redrawn = redrawn.catch(() => {}).then(() => refresh(flow, false));
+      }
     });
   }
 
