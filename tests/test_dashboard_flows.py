@@ -133,7 +133,8 @@ def test_cancel_a_flow_from_its_page(stack: Stack, visit: Any) -> None:
             drawn = again.get(f"/flows/{flow['id']}").text
             refused = again.post(f"/flows/{flow['id']}/cancel", data={"csrf": csrf_of(drawn)})
         assert refused.status_code == 409, refused.text
-        assert "has already ended" in refused.text
+        assert "has already ended" in refused.text and "<h1>Cannot cancel</h1>" in refused.text
+        assert f'<a href="/flows/{flow["id"]}">Back to flow {flow["id"]}</a>' in refused.text
         # The worker stops at its next checkpoint.
         attempts = f"/v1/jobs/{stages['long']}/attempts"
         wait_until(lambda: api.get(attempts).json()[-1]["finished_at"] is not None)

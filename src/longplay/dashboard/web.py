@@ -247,23 +247,30 @@ _TITLES = {
 _ACTIONS = {"retry": "Cannot retry", "cancel": "Cannot cancel", "delete": "Cannot delete"}
 
 
-def _job_action(request: Request) -> tuple[str, str] | None:
-    """The job and action (``cancel``, ``retry``, ``delete``) a request posts, if any."""
+_ACTED_ON = {"jobs": "job", "flows": "flow", "collections": "collection"}
+"""The pages whose actions post to ``/<folder>/<id>/<action>``, by folder: what it is."""
+
+
+def _action(request: Request) -> tuple[str, str, str] | None:
+    """What a request posts an action to (``jobs``, ``flows``, ``collections``), its id,
+    and the action (``cancel``, ``retry``, ``delete``…), if it posts one."""
     parts = request.url.path.strip("/").split("/")
-    if request.method == "POST" and len(parts) == 3 and parts[0] == "jobs":
-        return parts[1], parts[2]
+    if request.method == "POST" and len(parts) == 3 and parts[0] in _ACTED_ON:
+        return parts[0], parts[1], parts[2]
     return None
 
 
 def error_page(request: Request, status_code: int, code: str, message: str) -> HTMLResponse:
     """A refusal as a page titled in words ("Cannot retry", "Not found"), not a number,
-    with a link back: to the job, after one of its actions; else to the jobs."""
+    with a link back: to the job (flow, collection), after one of its actions; else to
+    the jobs."""
     title = _TITLES.get(status_code, "Something went wrong")
     back_url, back_text = "/jobs", "Back to the jobs"
-    if found := _job_action(request):
-        job_id, action = found
+    if found := _action(request):
+        folder, acted_on, action = found
         title = _ACTIONS.get(action, title)
-        back_url, back_text = f"/jobs/{quote(job_id, safe='')}", f"Back to job {job_id}"
+        back_url = f"/{folder}/{quote(acted_on, safe='')}"
+        back_text = f"Back to {_ACTED_ON[folder]} {acted_on}"
     return render(
         request,
         "error.html",
