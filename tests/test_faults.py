@@ -17,6 +17,7 @@ import psycopg
 import pytest
 import redis
 from conftest import Stack, signed_in_browser, submit, wait_for_status, wait_until
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from longplay.store.db import session_scope
@@ -113,6 +114,21 @@ def test_a_running_job_whose_worker_fell_silent_says_so_until_it_is_taken_back(
     deployment.start_worker(concurrency=1)
     done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=60)
     assert (done["status"], done["attempts"], done["stalled"]) == ("completed", 2, None), done
+
+    # The lost run's time ends at its last heartbeat, not when the reaper took it back.
+    lost = client.get(f"/v1/jobs/{job['id']}/attempts").json()[0]
+    taken_back = datetime.fromisoformat(lost["finished_at"]) - datetime.fromisoformat(
+        lost["started_at"]
+    )
+    page = httpx.get(f"{deployment.api_url}/metrics", timeout=10).text
+    [run] = [
+        sample.value
+        for family in text_string_to_metric_families(page)
+        for sample in family.samples
+        if sample.name == "longplay_job_run_seconds_sum"
+        and sample.labels.get("outcome") == "retrying"
+    ]
+    assert run < taken_back.total_seconds() - 1, (run, taken_back)
 
 
 def test_the_job_of_a_worker_killed_on_this_machine_is_not_kept_for_its_lease(

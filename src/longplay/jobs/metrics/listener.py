@@ -32,6 +32,9 @@ from longplay.store.models import Job, utcnow
 
 log = logging.getLogger(__name__)
 
+LOST = "worker_lost"
+"""The code of a run whose worker died (:mod:`longplay.jobs.reaper`)."""
+
 REMEMBERED = 4096
 """Jobs whose kind and current step a process remembers (the oldest are forgotten)."""
 
@@ -46,6 +49,7 @@ class Facts:
     retry_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    heartbeat_at: datetime | None
 
 
 def facts(job_id: str) -> Facts | None:
@@ -59,6 +63,7 @@ def facts(job_id: str) -> Facts | None:
                 Job.retry_at,
                 Job.started_at,
                 Job.finished_at,
+                Job.heartbeat_at,
             ).where(Job.id == job_id)
         ).one_or_none()
     return None if row is None else Facts(*row)
@@ -121,7 +126,13 @@ class Listener:
         if job is None:
             return self._read(announcement.job_id)
         return Facts(
-            job.kind, job.created_at, job.run_at, job.retry_at, job.started_at, job.finished_at
+            job.kind,
+            job.created_at,
+            job.run_at,
+            job.retry_at,
+            job.started_at,
+            job.finished_at,
+            job.heartbeat_at,
         )
 
     def _submitted(self, announcement: Announcement) -> list[Add]:
@@ -163,7 +174,7 @@ class Listener:
             return []
         self._forget(announcement.job_id)
         code = _code(announcement.data)
-        return m.FAILED.inc(job.kind, code) + self._run_time(job, "failed")
+        return m.FAILED.inc(job.kind, code) + self._run_time(job, "failed", code)
 
     def _retrying(self, announcement: Announcement) -> list[Add]:
         job = self._facts(announcement)
@@ -172,7 +183,8 @@ class Listener:
         self._forget(announcement.job_id)
         # The row no longer says when this run ended (it is queued again): now did.
         ended = replace(job, finished_at=None)
-        return m.RETRIED.inc(job.kind, _code(announcement.data)) + self._run_time(ended, "retrying")
+        code = _code(announcement.data)
+        return m.RETRIED.inc(job.kind, code) + self._run_time(ended, "retrying", code)
 
     def _ended(self, counter: Counter) -> Callable[[Announcement], list[Add]]:
         def count(announcement: Announcement) -> list[Add]:
@@ -218,10 +230,14 @@ class Listener:
     def _forget(self, job_id: str) -> None:
         self._steps.pop(job_id, None)
 
-    def _run_time(self, job: Facts, outcome: str) -> list[Add]:
+    def _run_time(self, job: Facts, outcome: str, code: str = "") -> list[Add]:
         if job.started_at is None:
             return []
         end = _utc(job.finished_at or utcnow())
+        if code == LOST and job.heartbeat_at is not None:
+            # Its worker died: the run ended at its last heartbeat, not when the reaper
+            # noticed (a lease later, for a worker of another machine).
+            end = min(end, _utc(job.heartbeat_at))
         seconds = max(0.0, (end - _utc(job.started_at)).total_seconds())
         return m.RUN_TIME.observe(seconds, job.kind, outcome)
 
