@@ -6,7 +6,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from longplay.dashboard import admin, auth, flows, jobs, live, sessions, submit
+from longplay.dashboard import admin, auth, collections, flows, jobs, live, sessions, submit
 from longplay.dashboard.web import HERE, see_other
 
 home = APIRouter(include_in_schema=False)
@@ -33,6 +33,7 @@ def mount(app: FastAPI) -> None:
         jobs.router,
         flows.router,
         submit.router,
+        collections.router,
         live.router,
         admin.router,
     ):

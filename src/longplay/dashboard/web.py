@@ -253,10 +253,11 @@ _ACTED_ON = {"jobs": "job", "flows": "flow", "collections": "collection"}
 
 def _action(request: Request) -> tuple[str, str, str] | None:
     """What a request posts an action to (``jobs``, ``flows``, ``collections``), its id,
-    and the action (``cancel``, ``retry``, ``delete``…), if it posts one."""
+    and the action (``cancel``, ``retry``, ``delete``…), if it posts one: the last part
+    of its path (``/collections/{id}/documents/{document}/delete`` deletes)."""
     parts = request.url.path.strip("/").split("/")
-    if request.method == "POST" and len(parts) == 3 and parts[0] in _ACTED_ON:
-        return parts[0], parts[1], parts[2]
+    if request.method == "POST" and len(parts) >= 3 and parts[0] in _ACTED_ON:
+        return parts[0], parts[1], parts[-1]
     return None
 
 

@@ -18,6 +18,7 @@ query about nothing the collection says finds nothing, as it does in full text.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,9 +26,12 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from longplay.engines.embeddings import get_embedder
+from longplay.framework import JobError
 from longplay.framework.library import NewPassage
 from longplay.settings import Settings, get_settings
 from longplay.store import library as queries
+
+log = logging.getLogger(__name__)
 
 CANDIDATES = 50
 """Passages each ranking hands to the fusion."""
@@ -66,6 +70,17 @@ def query_vector(query: str, settings: Settings | None = None) -> Probe | None:
     if embedder is None or not query.strip():
         return None
     return Probe(embedder.model_id, embedder.embed([query])[0])
+
+
+def query_vector_or_words(query: str) -> Probe | None:
+    """The query's embedding, as :func:`query_vector`; None, with a warning, when the
+    engine fails (its server down or refusing, the model not installed): a search by
+    the words alone still finds passages."""
+    try:
+        return query_vector(query)
+    except JobError as exc:
+        log.warning("searching by words only, the embedding engine failed: %s", exc.message)
+        return None
 
 
 def passage_vectors(

@@ -3,7 +3,6 @@ search, delete. Another owner's collection is a 404."""
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -27,14 +26,12 @@ from longplay.api.collection_schemas import (
 from longplay.api.deps import KeyDep, as_owner, check_key
 from longplay.api.errors import errors
 from longplay.api.openapi import json_body, ref_of
-from longplay.framework.errors import JobError
 from longplay.jobs import collections, refusals, retrieval, submission
 from longplay.jobs.collections import CollectionSummary
 from longplay.settings import get_settings
 from longplay.store.models import Owner
 from longplay.store.views import JobPublic
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 DOCUMENTS_TEXT_BYTES = 1024
 """Documents come as files; a text part where one belongs is refused anyway."""
@@ -241,12 +238,7 @@ async def search(
                 session, owner=owner, collection_id=collection_id
             ),
         )
-        try:
-            probe = await run_in_threadpool(retrieval.query_vector, q)
-        except JobError as exc:
-            # The embedding server is down or refused, or the model is not installed:
-            # the words still find passages.
-            log.warning("searching by words only, the embedding engine failed: %s", exc.message)
+        probe = await run_in_threadpool(retrieval.query_vector_or_words, q)
     return await as_owner(
         key,
         lambda session, owner: SearchResults(

@@ -141,28 +141,33 @@
   }
 
   function jobsList(table) {
+    // A job's rows: one, or several where one job reads several things (a
+    // collection's documents, each read by the index job they were added with).
     const rows = {};
     table.querySelectorAll("tr[data-job]").forEach((row) => {
-      if (row.dataset.finished !== "true") rows[row.dataset.job] = row;
+      if (row.dataset.finished !== "true") (rows[row.dataset.job] ||= []).push(row);
     });
     const ids = Object.keys(rows);
     if (!ids.length) return;
     const speakers = {};
     const region = document.querySelector("[data-announce]");
     // On a flow's page, its own parts (status, finished, Cancel) are drawn again as
-    // each stage ends; one fetch after another, so the last drawn is the newest.
-    const flow = table.closest("[data-live-flow]");
+    // each stage ends, and so are the parts of any page marked data-live-redraw (a
+    // collection's documents as their index jobs end); one fetch after another, so
+    // the last drawn is the newest.
+    const flow = table.closest("[data-live-flow], [data-live-redraw]");
     let redrawn = Promise.resolve();
     follow(ids, (event) => {
-      const row = rows[event.job_id];
-      if (!row) return;
+      const followed = rows[event.job_id];
+      if (!followed) return;
+      const row = followed[0];
       if (!speakers[event.job_id]) {
         const was = row.querySelector("[data-status]");
         speakers[event.job_id] = announcer(region, was && was.textContent, drawnAt(table));
       }
       const name = row.dataset.stage ? "Stage " + row.dataset.stage : "Job " + event.job_id;
       speakers[event.job_id](event, name);
-      show(row, event);
+      followed.forEach((one) => show(one, event));
       if (flow && ENDED.has(event.type)) {
         redrawn = redrawn.catch(() => {}).then(() => refresh(flow, false));
       }
