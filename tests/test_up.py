@@ -124,8 +124,10 @@ def test_up_keeps_queued_jobs_across_restart(tmp_path: Path) -> None:
             LONGPLAY_API_WORKERS="2",
         )
         client = api_client(data_dir, port)
+        # One line each, whatever their length, though no terminal reads them.
+        url = f"http://127.0.0.1:{port}"
+        assert f"longplay on {url}  (docs: {url}/docs, data: {data_dir})\n" in printed.read_text()
         said = " ".join(printed.read_text().split())
-        assert f"longplay on http://127.0.0.1:{port} " in said
         assert said.count("LONGPLAY_TURN_CACHE_RETENTION=30 is 30 seconds") == 1, said
         for job_id in [blocker["id"], *queued]:
             job = wait_for_status(client, job_id, {"completed", "failed"}, timeout=60)

@@ -27,7 +27,7 @@ from longplay.settings import Settings, get_settings
 def cleanup(
     dry_run: Annotated[bool, typer.Option(help="Count what would go; delete nothing.")] = False,
 ) -> None:
-    """Apply the retention settings once (beat does it every LONGPLAY_CLEANUP_INTERVAL s)."""
+    """Apply the retention settings once (beat does it every LONGPLAY_CLEANUP_INTERVAL)."""
     from longplay.jobs.cleanup import run_cleanup
 
     settings = get_settings()

@@ -95,11 +95,15 @@ def up(host: Host = None, port: Port = None, workers: ApiWorkers = None) -> None
         supervisor.stop()
         raise
     url = local_url(settings.api.host, settings.api.port)
-    console.print(f"[bold]longplay[/] on {url}  (docs: {url}/docs, data: {settings.data_dir})")
+    # Whole lines, also in a log file (rich cuts at 80 columns where there is no terminal).
+    said = f"[bold]longplay[/] on {url}  (docs: {url}/docs, data: {settings.data_dir})"
+    console.print(said, soft_wrap=True)
     if settings.api.host in ALL_INTERFACES:
-        console.print(f"listening on every interface of this machine, port {settings.api.port}")
+        said = f"listening on every interface of this machine, port {settings.api.port}"
+        console.print(said, soft_wrap=True)
     if new_key:
-        console.print(f"API key for owner 'local': [bold]{new_key}[/] (saved in the data folder)")
+        said = f"API key for owner 'local': [bold]{new_key}[/] (saved in the data folder)"
+        console.print(said, soft_wrap=True)
     saved = url_file(settings)  # for the CLI and the SDK on this machine (find_url)
     _save(saved, url)
     try:

@@ -148,12 +148,12 @@ class WhisperTranscriber:
         if language and language not in self._whisper.supported_languages:
             if not self._whisper.model.is_multilingual:
                 raise InvalidParams(
-                    f"the speech-to-text model {self.model} knows only English, not "
+                    f"the speech-to-text model here knows only English, not "
                     f"{language!r}; leave the language unset or 'en', or set "
                     "LONGPLAY_STT_MODEL to a multilingual Whisper model",
                 )
             raise InvalidParams(
-                f"the speech-to-text model {self.model} does not know the language "
+                f"the speech-to-text model here does not know the language "
                 f"{language!r}; give a code such as 'en' or 'fr', or leave it unset",
             )
         try:
