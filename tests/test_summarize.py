@@ -67,6 +67,20 @@ from longplay.text.summary import (
 MODEL_JOBS = pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)
 API_KEY = "summarize-test-key"
 PEOPLE = ("Alice", "Bob", "Carol")
+HARBOUR = """# Harbour history
+
+## Timetable
+
+The ferry leaves the harbour at seven in the morning and returns at six in the evening. \
+On Sundays the ferry leaves at nine.
+
+## Boats
+
+The harbour has two boats, the Marigold and the Petrel. The Marigold was built in 1952 \
+by the Skerry yard.
+"""
+"""A short document the bundled model, asked for a brief, loops on (see its test)."""
+
 MEETING = [
     (0.0, 4.2, "Good morning everyone, this is the weekly planning meeting for the website."),
     (4.2, 9.0, "Alice: The design is finished and the pages are ready for review."),
@@ -265,6 +279,7 @@ def model_jobs(stack: Stack, shelf: Shelf) -> dict[str, str]:
             client, "standup.json", transcript(MEETING), template="chapters", length="short"
         ),
         "long": submit(client, text=long_text(20_000), template="brief", length="short")["id"],
+        "looping": upload(client, "harbour.md", HARBOUR.encode(), template="brief"),
         "own": submit(
             client, text=TOPICS[0] + "\n\n" + TOPICS[2], template="risks", length="short"
         )["id"],
@@ -340,6 +355,23 @@ def test_chapters_fall_inside_the_transcript_in_order(
     assert starts == sorted(starts) and all(e <= s for e, s in zip(ends, starts[1:], strict=False))
     segment_times = {a for a, _, _ in MEETING}
     assert set(starts) <= segment_times  # taken from the segments, not made up
+
+
+@MODEL_JOBS
+def test_a_model_that_loops_past_its_tokens_still_gives_its_whole_sentences(
+    stack: Stack, model_jobs: dict[str, str]
+) -> None:
+    """On this short document the bundled model runs one sentence on and on ("10-metre-
+    wide, 10-metre-wide, …") until its tokens run out, before the grammar's length bound
+    would end the string: the answer, cut short, is closed and keeps its whole sentences,
+    where the job used to fail with summary_unusable."""
+    client = stack.client("sam")
+    job = finished(client, model_jobs["looping"])
+    assert job["status"] == "completed", job["error"]
+    [summary] = summary_json(client, job)["sections"]
+    text = summary["text"]
+    assert "Marigold" in text and text.endswith("."), text
+    assert "10-metre-wide, 10-metre-wide" not in text, text
 
 
 @MODEL_JOBS
@@ -660,6 +692,30 @@ def test_an_http_model_gets_the_schema_and_its_thinking_is_left_out(
 
 
 # -- without a model ----------------------------------------------------------------------
+
+
+def test_an_answer_cut_short_is_closed_where_it_can_be() -> None:
+    """What a model's tokens ran out in: a value's string ends where it was cut, a
+    list's cut item and a key without a value go, the rest is closed; what cannot be an
+    object stays unusable."""
+    cut = {
+        '{"summary": "A. B b b': {"summary": "A. B b b"},
+        '{"a": ["x", "y", "partial ite': {"a": ["x", "y"]},
+        '{"a": ["x"], "b': {"a": ["x"]},
+        '{"a": ["x"], "b": ': {"a": ["x"]},
+        '{"a": [{"task": "do it", "due': {"a": [{"task": "do it"}]},
+        '{"a": "ends in an escape \\': {"a": "ends in an escape "},
+        '{"a": "x"} and words after': {"a": "x"},
+    }
+    for answer, read in cut.items():
+        assert parse_json_answer(answer) == read, answer
+    for bad in ("no object here", '{"a": "x"]', '{"a": tru'):
+        with pytest.raises(UnusableAnswer):
+            parse_json_answer(bad)
+    # Read back, prose keeps its whole sentences only, also when the one cut off ran on.
+    looping = '{"summary": "Built in 1952. It was ' + "10-metre-wide, " * 30 + "10-me"
+    [brief] = read_answer(parse_json_answer(looping), BUILTIN_TEMPLATES["brief"])
+    assert brief.text == "Built in 1952."
 
 
 def test_answers_are_checked_and_thinking_is_stripped() -> None:

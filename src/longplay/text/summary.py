@@ -373,14 +373,22 @@ def strip_thinking(answer: str) -> str:
 
 
 def parse_json_answer(answer: str) -> dict[str, Any]:
-    """The JSON object in ``answer``, past any reasoning the model wrote around it."""
+    """The JSON object in ``answer``, past any reasoning the model wrote around it.
+
+    An object cut short is closed first (:func:`closed`): a small model that loops
+    runs out of tokens before its grammar's length bound ends the string, and what it
+    wrote before the loop is still an answer (:func:`read_answer` keeps each sentence
+    once and drops the one cut off)."""
     text = strip_thinking(answer)
-    start, end = text.find("{"), text.rfind("}")
-    if start < 0 or end <= start:
+    start = text.find("{")
+    if start < 0:
+        raise UnusableAnswer("the answer holds no JSON object")
+    whole = closed(text[start:])
+    if whole is None:
         raise UnusableAnswer("the answer holds no JSON object")
     try:
         # A grammar's strings may hold raw line breaks, which strict JSON refuses.
-        value = json.loads(text[start : end + 1], strict=False)
+        value = json.loads(whole, strict=False)
     except json.JSONDecodeError as exc:
         raise UnusableAnswer(f"the answer is not valid JSON ({exc.msg})") from exc
     except (ValueError, RecursionError) as exc:  # a huge number, or too deeply nested
@@ -388,6 +396,45 @@ def parse_json_answer(answer: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UnusableAnswer("the answer is not a JSON object")
     return value
+
+
+_DANGLING = re.compile(r'(?:,\s*)?(?:"(?:[^"\\]|\\.)*"\s*:\s*)?$')
+"""What a cut leaves after the last whole value: a comma, a key and its colon."""
+
+
+def closed(text: str) -> str | None:
+    """``text``, which starts with a JSON object, up to where the object ends; or, when
+    it was cut short, with what it left open closed: a string that is an object's
+    value ended where it was cut, a list's last item that was cut dropped, a key
+    without its value dropped, then each open list and object ended. None when there
+    is no object to close (a closing bracket with nothing open)."""
+    opened: list[str] = []
+    string_at: int | None = None  # where the string being read began
+    escaped = False
+    for at, char in enumerate(text):
+        if string_at is not None:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                string_at = None
+        elif char == '"':
+            string_at = at
+        elif char in "{[":
+            opened.append("}" if char == "{" else "]")
+        elif char in "}]":
+            if not opened or opened.pop() != char:
+                return None
+            if not opened:
+                return text[: at + 1]
+    kept = text
+    if string_at is not None:
+        before = text[:string_at].rstrip()
+        a_value = before.endswith(":")
+        kept = text[:string_at] + (text[string_at:].rstrip("\\") + '"' if a_value else "")
+    kept = _DANGLING.sub("", kept.rstrip()) if not kept.rstrip().endswith(("{", "[")) else kept
+    return kept + "".join(reversed(opened)) if opened else None
 
 
 def _clean(value: Any) -> str:
@@ -497,9 +544,15 @@ def _once_each(text: str) -> str:
     """Prose with each sentence once, and without a last sentence the length bound cut
     off: a small model loops on a sentence until the grammar stops it."""
     sentences = split_sentences(text)
-    if len(sentences) > 1 and sentences[-1].rstrip()[-1:] not in ".!?…\"')":
-        sentences = sentences[:-1]
+    # A sentence cut off may be several pieces: a run-on one is split at its commas.
+    ended = [at for at, sentence in enumerate(sentences) if sentence.rstrip()[-1:] in _ENDS]
+    if ended:
+        sentences = sentences[: ended[-1] + 1]
     return " ".join(_distinct(sentences))
+
+
+_ENDS = ".!?…\"')"
+"""What a finished sentence ends with."""
 
 
 def _distinct(texts: Any) -> list[str]:
