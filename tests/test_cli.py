@@ -95,9 +95,14 @@ def test_submit_dedupe_says_on_stderr_that_the_job_was_reused(stack: Stack, tmp_
 def test_failed_job_exits_non_zero_with_its_message(stack: Stack, tmp_path: Path) -> None:
     note = tmp_path / "note.txt"
     note.write_text("input")
-    done = longplay(stack, "submit", "sleep", str(note), "-p", "fail=permanent", "--wait")
+    done = longplay(
+        stack, "submit", "sleep", str(note), "-p", "fail=permanent", "-p", "seconds=1", "--wait"
+    )
     assert done.returncode == 1
     assert "the test asked this job to fail" in done.stderr
+    # The bar's last state: failed, with no time left told (its last progress had one).
+    last = done.stdout.strip().splitlines()[-1]
+    assert "failed" in last and "ETA" not in last, done.stdout
 
 
 def test_bad_kind_is_a_clear_error(stack: Stack, tmp_path: Path) -> None:

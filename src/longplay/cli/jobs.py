@@ -395,8 +395,8 @@ def _followed(client: Client, job_id: str) -> JobPublic:
                 bar.console.print(f"note: {escape(str(event.get('message', '')))}")
             elif event.type == "completed":
                 bar.update(task, completed=100, description="completed", eta="")
-            elif event.type != "token":
-                bar.update(task, description=event.type)
+            elif event.type != "token":  # no time left to tell once it waits or ended
+                bar.update(task, description=event.type, eta="")
 
         return client.wait(job_id, on_event=show)
 
