@@ -53,6 +53,28 @@ def test_a_collection_made_filled_searched_and_deleted_from_its_pages(
     expect(page.locator("nav[aria-label=Main] a[aria-current=page]")).to_have_text("Collections")
     expect(page.locator(".empty")).to_contain_text("No collections yet")
 
+    # A form posts once (a second click while the answer loads would add the same files
+    # again), until the page is shown anew from the browser's cache.
+    posted = """() => {
+        const form = document.querySelector("form[action='/collections']");
+        let went = 0;
+        const count = (event) => {
+            if (!event.defaultPrevented) went += 1;
+            event.preventDefault();  // counted, never sent
+        };
+        const shown = () => window.dispatchEvent(new PageTransitionEvent("pageshow"));
+        window.addEventListener("submit", count);
+        form.requestSubmit(); form.requestSubmit();
+        shown();
+        form.requestSubmit();
+        window.removeEventListener("submit", count);
+        shown();
+        return went;
+    }"""
+    page.fill("#name", "not made")
+    assert page.evaluate(posted) == 2, "the first and the one after pageshow"
+    page.fill("#name", "")
+
     # A name the API refuses (none: the browser's "required" taken off) says why.
     page.evaluate("() => { document.querySelector('#name').removeAttribute('required'); }")
     page.get_by_role("button", name="Create").click()

@@ -330,6 +330,18 @@
     });
   }
 
+  // A form posts once: a second click while the answer loads would send it again (the
+  // same files uploaded twice). Back on the page from the browser's cache, it may again.
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    if (form.method !== "post") return;
+    if (form.dataset.sent) event.preventDefault();
+    form.dataset.sent = "true";
+  });
+  window.addEventListener("pageshow", () => {
+    document.querySelectorAll("form[data-sent]").forEach((form) => delete form.dataset.sent);
+  });
+
   document.addEventListener("DOMContentLoaded", () => {
     const table = document.querySelector("[data-live-list]");
     if (table) jobsList(table);
