@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 from conftest import Stack, wait_for_status, wait_until
+from test_dashboard import csrf_of
 from test_faults import signed_in_browser
 
 from longplay.store.files import NAME_MAX_BYTES
@@ -349,6 +350,16 @@ def test_an_upload_over_the_limit_is_413_in_the_error_shape(stack: Stack) -> Non
         "/v1/artifacts", files={"file": ("a.bin", b"\0" * (UPLOAD_LIMIT - 1024 * 1024 + 1))}
     )
     assert told in _refusal(just_over, 413, "too_large")["message"]
+    # The dashboard's forms say so as a page (it was a 500).
+    browser = signed_in_browser(stack, "alice")
+    csrf = csrf_of(browser.get("/submit/convert").text)
+    page = browser.post(
+        "/submit/convert",
+        data={"csrf": csrf},
+        files={"file": ("a.wav", b"\0" * (UPLOAD_LIMIT - 1024 * 1024 + 1), "audio/wav")},
+    )
+    assert page.status_code == 413 and "<h1>Too large</h1>" in page.text, page.text[-2000:]
+    assert told in page.text
     no_file = stack.client().post("/v1/artifacts", files={"file": (None, "text, no file")})
     assert _refusal(no_file, 422, "invalid_request")["details"][0]["loc"] == ["body", "file"]
     other = stack.client().post("/v1/artifacts", files={"other": ("a.bin", b"x")})

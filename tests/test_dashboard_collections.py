@@ -248,6 +248,36 @@ def test_another_owners_collection_and_an_unknown_one_are_not_found_and_forms_ne
         assert [d["id"] for d in documents_of(api, collection)] == [document["id"], blank["id"]]
         assert [c["name"] for c in api.get("/v1/collections").json()["items"]] == ["Mine"]
 
+        with closing(signed_in_browser(stack, "col-owner")) as owner:
+            csrf = csrf_of(owner.get(mine).text)
+            # A name shown on one line: blank, or with a control character, it is refused.
+            for name, told in ((" \n\t", "must not be blank"), ("a\x00b", "control character")):
+                refused = owner.post("/collections", data={"csrf": csrf, "name": name})
+                assert refused.status_code == 422 and told in refused.text, refused.text
+                answer = api.post("/v1/collections", json={"name": name})
+                assert answer.status_code == 422, answer.text
+            # No file chosen, or a name too long for a part's header: said in plain words.
+            chosen_none = (  # as a browser sends a file field left empty
+                f'--b\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n{csrf}\r\n'
+                '--b\r\nContent-Disposition: form-data; name="file"; filename=""\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n\r\n--b--\r\n"
+            )
+            none = owner.post(
+                f"{mine}/documents",
+                content=chosen_none.encode(),
+                headers={"Content-Type": "multipart/form-data; boundary=b"},
+            )
+            assert none.status_code == 422 and "choose one or more files" in none.text
+            long_name = owner.post(
+                f"{mine}/documents",
+                data={"csrf": csrf},
+                files={"file": ("n" * 5000 + ".txt", b"Words.", "text/plain")},
+            )
+            assert long_name.status_code == 422, long_name.text
+            assert "give the file a shorter name" in long_name.text
+        assert [c["name"] for c in api.get("/v1/collections").json()["items"]] == ["Mine"]
+        assert len(documents_of(api, collection)) == 2
+
         with closing(signed_in_browser(stack, "col-other")) as other:
             for url in (mine, "/collections/col_0123456789abcdef0123"):
                 page = other.get(url)
@@ -262,6 +292,8 @@ def test_another_owners_collection_and_an_unknown_one_are_not_found_and_forms_ne
             for url in actions:
                 refused = other.post(url, data={"csrf": csrf})
                 assert refused.status_code == 404, (url, refused.text)
+                # Back to what they can see, not to the collection they cannot.
+                assert '<a href="/collections">Back to the collections</a>' in refused.text
             upload = other.post(
                 f"{mine}/documents",
                 data={"csrf": csrf},

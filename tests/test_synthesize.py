@@ -278,6 +278,9 @@ def test_markdown_to_text() -> None:
         Sentence("Open daily, late on Fridays and my_var stays.", ends_paragraph=True),
         Sentence("Map and Quiet, please.", ends_paragraph=True),
     ]
+    # An address may hold parentheses in pairs; none of it is left behind.
+    wiki = "See [Foo](https://en.wikipedia.org/wiki/Foo_(bar) 'Foo (bar)') for kiwis."
+    assert markdown_to_text(wiki) == "See Foo for kiwis."
 
 
 def test_lines_without_words_are_pauses_not_speech() -> None:

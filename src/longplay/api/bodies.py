@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequenc
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from python_multipart.multipart import parse_options_header
+from python_multipart.multipart import DEFAULT_MAX_HEADER_SIZE, parse_options_header
 from starlette.datastructures import FormData, Headers
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
@@ -97,7 +97,12 @@ async def read_form(
     try:
         form = await parser.parse()
     except MultiPartException as exc:  # the parser's reason, where it gives one
-        reason = exc.__cause__ or exc.message
+        reason = str(exc.__cause__ or exc.message)
+        if reason == "Maximum header size exceeded":  # what a very long file name gives
+            raise _bad_form(
+                f"a part's header line is longer than {HEADER_LINE_MAX} bytes: give the "
+                "file a shorter name"
+            ) from None
         raise _bad_form(
             f"{reason}; send parts between the boundary its Content-Type names"
         ) from None
@@ -111,6 +116,9 @@ async def read_form(
         )
     return form
 
+
+HEADER_LINE_MAX = DEFAULT_MAX_HEADER_SIZE
+"""The longest header line of a part python-multipart reads (its default)."""
 
 FILE_PARTS = frozenset({"file"})
 """The parts that carry a file, in every form the API reads."""

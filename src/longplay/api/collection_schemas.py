@@ -3,10 +3,11 @@ out; documents, the passages a search finds."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from longplay.framework.library import Passage
 from longplay.jobs.collections import CollectionSummary, DocumentState
@@ -19,6 +20,20 @@ class CollectionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200, description="What you call it.")
+
+    @field_validator("name")
+    @classmethod
+    def _a_name(cls, value: str) -> str:
+        """A name is shown on one line: blank, or a control character (a NUL, which
+        PostgreSQL cannot store, a line break) in it, it is refused."""
+        if not value.strip():
+            raise ValueError("must not be blank")
+        if _CONTROL.search(value):
+            raise ValueError("must not hold a control character (a NUL, a tab, a line break)")
+        return value.strip()
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class DocumentsAdd(BaseModel):

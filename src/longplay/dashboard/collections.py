@@ -107,7 +107,7 @@ async def collections_page(
 @router.post("/collections", response_class=HTMLResponse)
 async def create(
     request: Request,
-    name: Annotated[str, Form(max_length=1000)] = "",
+    name: Annotated[str, Form(max_length=10_000)] = "",  # the model says 200, at the field
     csrf: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     """Create a collection and go to its page; a name the API would refuse shows the
@@ -253,7 +253,14 @@ async def add_documents(request: Request, collection_id: str) -> Response:
     try:
         files = [f for f in form.getlist("file") if isinstance(f, UploadFile) and f.filename]
         csrf = form.get("csrf")
-        received = await run_in_threadpool(uploads.receive_all, files) if files else []
+        if not files:  # the field is required: a browser sends none only when told to
+            return await _page(
+                request,
+                collection_id,
+                problem=refusals.Invalid("choose one or more files to add"),
+                status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+            )
+        received = await run_in_threadpool(uploads.receive_all, files)
 
         def add(session: Session, viewer: Viewer) -> tuple[int, Any, Any]:
             try:

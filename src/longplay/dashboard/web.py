@@ -31,6 +31,7 @@ from longplay.api.deps import in_store
 from longplay.dashboard import sessions
 from longplay.dashboard.sessions import Viewer
 from longplay.jobs import refusals
+from longplay.store.files import UploadTooLarge
 from longplay.store.views import OutputRef
 
 log = logging.getLogger(__name__)
@@ -263,15 +264,18 @@ def _action(request: Request) -> tuple[str, str, str] | None:
 
 def error_page(request: Request, status_code: int, code: str, message: str) -> HTMLResponse:
     """A refusal as a page titled in words ("Cannot retry", "Not found"), not a number,
-    with a link back: to the job (flow, collection), after one of its actions; else to
-    the jobs."""
+    with a link back: after an action on a job (flow, collection), to it, unless it was
+    not found; from the collections' pages, to the collections; else to the jobs."""
     title = _TITLES.get(status_code, "Something went wrong")
     back_url, back_text = "/jobs", "Back to the jobs"
+    if request.url.path.startswith("/collections"):
+        back_url, back_text = "/collections", "Back to the collections"
     if found := _action(request):
         folder, acted_on, action = found
         title = _ACTIONS.get(action, title)
-        back_url = f"/{folder}/{quote(acted_on, safe='')}"
-        back_text = f"Back to {_ACTED_ON[folder]} {acted_on}"
+        if status_code != status.HTTP_404_NOT_FOUND:  # else there is nothing to go back to
+            back_url = f"/{folder}/{quote(acted_on, safe='')}"
+            back_text = f"Back to {_ACTED_ON[folder]} {acted_on}"
     return render(
         request,
         "error.html",
@@ -343,6 +347,8 @@ class PageRoute(APIRoute):
                 )
             except HTTPException:
                 raise
+            except UploadTooLarge as exc:  # a file past the limit, in a body within it
+                return error_page(request, status.HTTP_413_CONTENT_TOO_LARGE, "too_large", str(exc))
             except DataError:  # a value the database cannot take: the form's fault
                 return error_page(
                     request,

@@ -283,10 +283,12 @@ def _write(path: Path, text: str) -> Path:
 
 TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
 PROSE_TAKES = "give a text (.txt) or Markdown (.md) file"
+_ADDRESS = r"(?:[^()]|\([^()]*\))*"
+"""A link's address and title, which may hold parentheses in pairs (``Foo_(bar)``)."""
 _MARKDOWN = (
     (re.compile(r"^ {0,3}(`{3,}|~{3,}).*?^ {0,3}\1[^\n]*$", re.M | re.S), ""),  # code blocks
-    (re.compile(r"!\[[^\]]*\]\([^)]*\)"), ""),  # images
-    (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),  # links: their text
+    (re.compile(rf"!\[[^\]]*\]\({_ADDRESS}\)"), ""),  # images
+    (re.compile(rf"\[([^\]]+)\]\({_ADDRESS}\)"), r"\1"),  # links: their text
     (re.compile(r"^ {0,3}#{1,6}[ \t]+(.*?)[ \t#]*$", re.M), r"\n\1\n"),  # a heading: a paragraph
     (re.compile(r"^ {0,3}(?:>[ \t]?)+|^[ \t]*(?:[-*+]|\d+[.)])[ \t]+", re.M), ""),  # quote, list
     (re.compile(r"[*`]+|(?<!\w)_+|_+(?!\w)"), ""),  # emphasis and code marks
