@@ -151,12 +151,8 @@ def _read(session: Session, viewer: Viewer, collection_id: str) -> dict[str, Any
     reading = [
         d.job_id for d in detail.documents if d.status == DocumentStatus.QUEUED.value and d.job_id
     ]
-    jobs: dict[str, str] = {}
-    for job_id in list(dict.fromkeys(reading))[:MAX_FOLLOWED]:  # what one /live follows
-        try:
-            jobs[job_id] = service.get_job(session, owner=viewer.owner, job_id=job_id).status
-        except refusals.NotFound:
-            continue  # deleted since
+    followed = list(dict.fromkeys(reading))[:MAX_FOLLOWED]  # what one /live follows
+    jobs = service.job_statuses(session, owner=viewer.owner, job_ids=followed)  # not deleted
     return {"viewer": viewer, "collection": detail, "jobs": jobs}
 
 

@@ -346,6 +346,16 @@ def get_artifact(session: Session, *, owner: Owner, artifact_id: str) -> Artifac
     return artifact
 
 
+def job_statuses(session: Session, *, owner: Owner, job_ids: Sequence[str]) -> dict[str, str]:
+    """The statuses of those of ``job_ids`` the owner has, by id (one query)."""
+    if not job_ids:
+        return {}
+    rows = session.execute(
+        select(Job.id, Job.status).where(Job.id.in_(set(job_ids)), Job.owner_id == owner.id)
+    )
+    return {row.id: row.status for row in rows}
+
+
 def artifact_names(
     session: Session, *, owner: Owner, artifact_ids: Sequence[str]
 ) -> dict[str, str]:

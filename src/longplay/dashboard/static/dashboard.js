@@ -151,11 +151,10 @@
     if (!ids.length) return;
     const speakers = {};
     const region = document.querySelector("[data-announce]");
-    // On a flow's page, its own parts (status, finished, Cancel) are drawn again as
-    // each stage ends, and so are the parts of any page marked data-live-redraw (a
-    // collection's documents as their index jobs end); one fetch after another, so
-    // the last drawn is the newest.
-    const flow = table.closest("[data-live-flow], [data-live-redraw]");
+    // A page marked data-live-redraw draws its own parts again as each job it follows
+    // ends (a flow's status and Cancel, a collection's documents); one fetch after
+    // another, so the last drawn is the newest.
+    const redrawing = table.closest("[data-live-redraw]");
     let redrawn = Promise.resolve();
     follow(ids, (event) => {
       const followed = rows[event.job_id];
@@ -168,8 +167,8 @@
       const name = row.dataset.stage ? "Stage " + row.dataset.stage : "Job " + event.job_id;
       speakers[event.job_id](event, name);
       followed.forEach((one) => show(one, event));
-      if (flow && ENDED.has(event.type)) {
-        redrawn = redrawn.catch(() => {}).then(() => refresh(flow, false));
+      if (redrawing && ENDED.has(event.type)) {
+        redrawn = redrawn.catch(() => {}).then(() => refresh(redrawing, false));
       }
     });
   }
