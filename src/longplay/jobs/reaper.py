@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import redis
 from sqlalchemy import select
@@ -93,6 +93,11 @@ def release_jobs_of(holder_prefix: str) -> int:
     return len(released)
 
 
+def _quiet_since(now: datetime) -> datetime:
+    """A running job's last heartbeat before this is two missed: its worker is silent."""
+    return now - timedelta(seconds=2 * get_settings().worker.heartbeat_interval)
+
+
 def silent(jobs: Sequence[Job]) -> dict[str, str]:
     """For each running job among ``jobs`` whose worker has missed two heartbeats, by
     id: since when it has been silent, and by when the reaper takes the job from it
@@ -100,7 +105,7 @@ def silent(jobs: Sequence[Job]) -> dict[str, str]:
     again keeps its job; one that is gone loses it then, or sooner where the reaper
     runs on its machine."""
     settings = get_settings().worker
-    quiet = utcnow() - timedelta(seconds=2 * settings.heartbeat_interval)
+    quiet = _quiet_since(utcnow())
     told = {}
     for job in jobs:
         if job.status != JobStatus.RUNNING.value or not job.heartbeat_at:
@@ -130,7 +135,7 @@ def reap(is_gone: Callable[[str], bool] = lambda _holder: False) -> int:
     now = utcnow()
     lease = settings.worker.lease_seconds
     stale = now - timedelta(seconds=lease)
-    quiet = now - timedelta(seconds=2 * settings.worker.heartbeat_interval)
+    quiet = _quiet_since(now)
     with session_scope() as session:
         rows = session.execute(
             select(Job, Job.heartbeat_at < stale).where(
