@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -127,6 +128,10 @@ def test_up_keeps_queued_jobs_across_restart(tmp_path: Path) -> None:
         # One line each, whatever their length, though no terminal reads them.
         url = f"http://127.0.0.1:{port}"
         assert f"longplay on {url}  (docs: {url}/docs, data: {data_dir})\n" in printed.read_text()
+        # Told when the address can be opened, once, after the address.
+        ready = re.compile(rf"ready after \d+ s: the API answers, the dashboard is at {url}/\n")
+        wait_until(lambda: ready.search(printed.read_text()), timeout=10)
+        assert printed.read_text().index("longplay on") < ready.search(printed.read_text()).start()
         said = " ".join(printed.read_text().split())
         assert said.count("LONGPLAY_TURN_CACHE_RETENTION=30 is 30 seconds") == 1, said
         for job_id in [blocker["id"], *queued]:
@@ -136,6 +141,7 @@ def test_up_keeps_queued_jobs_across_restart(tmp_path: Path) -> None:
         assert stop(process, signal.SIGTERM) == 0
         assert nothing_listens(data_dir, port)
         assert "killed what was left" not in printed.read_text(), printed.read_text()[-3000:]
+        assert printed.read_text().count("ready after") == 1
     finally:
         if process.poll() is None:
             process.kill()

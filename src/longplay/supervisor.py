@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,8 @@ STABLE_AFTER = 60.0
 LEFTOVER_WAIT = 2.0
 """Seconds the rest of a part's process group has to end by itself after its leader."""
 WATCH_INTERVAL = 0.5
+ANSWER_TIMEOUT = 5.0
+"""Seconds one look at whether the API answers waits for its answer."""
 LOCK_WAIT = 10.0
 """Seconds a new ``up`` waits for the data folder's lock while the ``up`` that held it
 has ended but its Redis, which holds the lock too, is still stopping."""
@@ -311,18 +314,40 @@ class Supervisor:
                 self.redis.stop(timeout=5)
                 raise
 
-    def run(self) -> None:
+    def run(self, answers: tuple[str, Callable[[float], None]] | None = None) -> None:
         """Run until a signal; then stop everything in order. Raise
-        :class:`CannotStart`, once all is stopped, if the API could not listen."""
+        :class:`CannotStart`, once all is stopped, if the API could not listen.
+
+        ``answers`` is a URL and what to call, with the seconds since the parts were
+        started, the first time a GET of it is answered with a success: a person who
+        read the address is told when it can be opened, which is the API's start-up
+        (its imports, the store) later."""
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self._stopping.set())
+        started = time.monotonic()
         for child in self.children:
             child.start()
+        if answers is not None:
+            url, then = answers
+            threading.Thread(
+                target=self._when_answered, args=(url, started, then), daemon=True
+            ).start()
         try:
             while not self._stopping.wait(WATCH_INTERVAL):
                 self.watch()
         finally:
             self.stop()
+
+    def _when_answered(self, url: str, started: float, then: Callable[[float], None]) -> None:
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no *_proxy
+        while not self._stopping.is_set():
+            try:
+                direct.open(url, timeout=ANSWER_TIMEOUT).close()
+            except OSError:  # not listening yet, or an error status (urllib's HTTPError)
+                self._stopping.wait(WATCH_INTERVAL)
+                continue
+            then(time.monotonic() - started)
+            return
 
     def watch(self) -> None:
         """One round: note the parts that ended, start those whose backoff is over."""

@@ -106,8 +106,13 @@ def up(host: Host = None, port: Port = None, workers: ApiWorkers = None) -> None
         console.print(said, soft_wrap=True)
     saved = url_file(settings)  # for the CLI and the SDK on this machine (find_url)
     _save(saved, url)
+
+    def answered(after: float) -> None:
+        said = f"ready after {after:.0f} s: the API answers, the dashboard is at {url}/"
+        console.print(said, soft_wrap=True)
+
     try:
-        supervisor.run()
+        supervisor.run(answers=(f"{url}/readyz", answered))
     except CannotStart as exc:
         _refuse(exc)
     finally:
