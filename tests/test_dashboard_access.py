@@ -275,6 +275,37 @@ def test_a_refused_action_has_a_titled_page_that_links_back_to_the_job(
 
 
 @DATABASE
+def test_an_address_no_page_has_is_a_titled_page_and_the_api_keeps_its_json(
+    you: Visit, tab: Page
+) -> None:
+    job = finished_job(you)
+    # A mistyped address, a form's address opened as a page, an id with an encoded slash.
+    for address, title, words in [
+        ("/jobz", "Not found", "there is no page at this address"),
+        (f"/jobs/{job}/cancel", "Not a page", "open the page the form is on"),
+        (f"/jobs/{job}%2Fevents", "Not found", "encoded slash"),
+    ]:
+        answer = tab.goto(address)
+        assert answer is not None and answer.status in (404, 405), address
+        assert answer.headers["content-type"].startswith("text/html"), address
+        expect(tab.get_by_role("heading", level=1)).to_have_text(title)
+        expect(tab.locator("[data-problem]")).to_contain_text(words)
+        expect(tab.get_by_role("link", name="Back to the jobs")).to_have_attribute("href", "/jobs")
+    assert answer.status == 404
+    # The API's paths answer JSON to a browser too; a client that takes JSON gets it anywhere.
+    with you.api() as api:
+        for address in ("/v1/jobz", "/jobz"):
+            refused = api.get(address, headers={"Accept": "application/json"})
+            assert refused.status_code == 404
+            assert refused.json()["error"]["code"] == "not_found"
+        refused = api.get(f"/v1/jobs/{job}%2Fevents", headers={"Accept": "text/html"})
+        assert refused.json()["error"]["code"] == "not_found"
+        refused = api.get(f"/jobs/{job}/cancel", headers={"Accept": "text/html"})
+        assert refused.status_code == 405 and refused.headers["allow"] == "POST"
+        assert "text/html" in refused.headers["content-type"]
+
+
+@DATABASE
 def test_without_javascript_the_job_page_says_to_reload_and_delete_still_confirms(
     you: Visit, stack: Stack, browser: Browser
 ) -> None:

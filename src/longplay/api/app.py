@@ -192,6 +192,10 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+_refused = dashboard.pages_for_browsers(_http_error)
+"""What refuses a request before any route handles it: a page for a browser's, else JSON."""
+
+
 class EncodedSlashes:
     """Answers a path with an encoded slash (``%2F``) in a segment as a ``404``: the
     server decodes the path before routing, so ``/v1/jobs/job_1%2Fattempts``, a job id
@@ -204,7 +208,9 @@ class EncodedSlashes:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and b"%2f" in scope.get("raw_path", b"").lower():
             problem = "no such thing: an id in this path holds an encoded slash (%2F)"
-            response = _answer(status.HTTP_404_NOT_FOUND, error_body("not_found", problem))
+            response = await _refused(
+                Request(scope, receive), HTTPException(status.HTTP_404_NOT_FOUND, problem)
+            )
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -273,7 +279,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(StreamEnded, _stream_ended)
     app.add_exception_handler(refusals.ServiceError, _service_error)
     app.add_exception_handler(UploadTooLarge, _too_large)
-    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(HTTPException, _refused)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(DataError, _unstorable)
     for down in (*outages.STORE_DOWN, *outages.REDIS_DOWN):

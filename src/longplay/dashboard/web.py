@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
@@ -237,8 +238,10 @@ def _sign_in_again(request: Request) -> Response:
 
 
 _TITLES = {
+    status.HTTP_400_BAD_REQUEST: "Not understood",
     status.HTTP_403_FORBIDDEN: "Not allowed",
     status.HTTP_404_NOT_FOUND: "Not found",
+    status.HTTP_405_METHOD_NOT_ALLOWED: "Not a page",
     status.HTTP_409_CONFLICT: "Cannot do that now",
     status.HTTP_413_CONTENT_TOO_LARGE: "Too large",
     status.HTTP_422_UNPROCESSABLE_CONTENT: "Not valid",
@@ -289,6 +292,41 @@ def error_page(request: Request, status_code: int, code: str, message: str) -> H
         },
         status_code=status_code,
     )
+
+
+_NOT_PAGES = ("/v1/", "/docs", "/redoc", "/openapi.json", "/metrics", "/healthz", "/readyz")
+"""The API's paths: a refusal there is the API's JSON, whoever asks."""
+
+_ROUTING_WORDS = {
+    status.HTTP_404_NOT_FOUND: "there is no page at this address",
+    status.HTTP_405_METHOD_NOT_ALLOWED: "this address is where a page's form is sent, not a "
+    "page of its own: open the page the form is on",
+}
+"""What a refusal by the router itself (its message the status's phrase, "Not Found")
+says on a page."""
+
+
+def asks_for_page(request: Request) -> bool:
+    """Whether a refusal outside any page's own handling is for a person's browser: a
+    request that takes HTML (a browser's address bar, a form sent), for no API path."""
+    path = request.url.path
+    return "text/html" in request.headers.get("accept", "") and not (
+        path == "/v1" or path.startswith(_NOT_PAGES)
+    )
+
+
+def as_page(request: Request, answer: Response) -> HTMLResponse:
+    """The API's error ``answer`` (its one JSON shape) as a page, with the headers that
+    say how to go on (``Allow``, ``Retry-After``)."""
+    error = json.loads(bytes(answer.body))["error"]
+    message = error["message"]
+    if message == HTTPStatus(answer.status_code).phrase:  # Starlette's own, a bare word
+        message = _ROUTING_WORDS.get(answer.status_code, message)
+    page = error_page(request, answer.status_code, error["code"], message)
+    for name in ("allow", "retry-after"):
+        if name in answer.headers:
+            page.headers[name] = answer.headers[name]
+    return page
 
 
 def _failure_page(request: Request, exc: Exception) -> HTMLResponse:
