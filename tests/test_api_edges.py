@@ -341,9 +341,8 @@ def test_an_upload_over_the_limit_is_413_in_the_error_shape(stack: Stack) -> Non
         "Authorization": f"Bearer {stack.key('alice')}",
         "Content-Type": "multipart/form-data; boundary=b",
     }
-    told = (
-        f"an upload (LONGPLAY_MAX_UPLOAD_BYTES) may have at most {UPLOAD_LIMIT - 1024 * 1024} bytes"
-    )
+    limit = UPLOAD_LIMIT - 1024 * 1024
+    told = f"an upload (LONGPLAY_MAX_UPLOAD_BYTES) may have at most {limit / 2**20:g} MiB ({limit}"
     too_big = _headers_only(stack, "POST", "/v1/artifacts", UPLOAD_LIMIT + 1, headers)
     assert told in _refusal(too_big, 413, "too_large")["message"]
     just_over = stack.client().post(

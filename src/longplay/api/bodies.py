@@ -26,6 +26,7 @@ from starlette.types import Message
 
 from longplay.jobs.refusals import Invalid, TooLarge, problems_of
 from longplay.settings import get_settings
+from longplay.store.files import size_text
 
 M = TypeVar("M", bound=BaseModel)
 MAX_DEPTH = 32
@@ -41,7 +42,7 @@ def limited(request: Request, limit: int, what: str, *, told: int | None = None)
 
     Not the route's ``max_body_size``: Starlette's limiter answers over-long requests
     with a plain-text 413 of its own, in place of the API's one error shape."""
-    refusal = TooLarge(f"{what} may have at most {told or limit} bytes")
+    refusal = TooLarge(f"{what} may have at most {size_text(told or limit)}")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise refusal
@@ -195,11 +196,14 @@ class _BoundedParser(MultiPartParser):
         if self._current_part.file is None:  # text, held in memory
             name = self._current_part.field_name
             if len(self._current_part.data) + end - start > self.max_part_size:
-                raise TooLarge(f"the form field {name} may have at most {self.max_part_size} bytes")
+                raise TooLarge(
+                    f"the form field {name} may have at most {size_text(self.max_part_size)}"
+                )
             self.text_bytes += end - start
             if self.text_bytes > self.max_text_bytes:
                 raise TooLarge(
-                    f"the form's text fields may have at most {self.max_text_bytes} bytes together"
+                    f"the form's text fields may have at most {size_text(self.max_text_bytes)} "
+                    "together"
                 )
         super().on_part_data(data, start, end)
 

@@ -32,11 +32,19 @@ SERVED_FILE_HEADERS = {
 UPLOAD_SETTING = "LONGPLAY_MAX_UPLOAD_BYTES"
 
 
+def size_text(count: int) -> str:
+    """A limit in bytes as a person reads it, exactly: ``512 MiB (536870912 bytes)``."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:.4g} {unit} ({count} bytes)"
+    return f"{count} bytes"
+
+
 class UploadTooLarge(Exception):
     """An upload passed ``max_upload_bytes``."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(f"an upload ({UPLOAD_SETTING}) may have at most {limit} bytes")
+        super().__init__(f"an upload ({UPLOAD_SETTING}) may have at most {size_text(limit)}")
         self.limit = limit
 
 

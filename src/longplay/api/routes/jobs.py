@@ -31,6 +31,7 @@ from longplay.api.schemas import (
 from longplay.framework import get_kind
 from longplay.jobs import paging, refusals, service, submission
 from longplay.settings import get_settings
+from longplay.store.files import size_text
 from longplay.store.models import Job, JobStatus, Owner
 from longplay.store.views import JobPublic
 
@@ -123,7 +124,7 @@ async def _read_form(request: Request) -> tuple[dict[str, Any], list[UploadFile]
     part = form.get("params")
     params = await part.read(limits.max_json_bytes + 1) if isinstance(part, UploadFile) else part
     if params and len(params) > limits.max_json_bytes:  # a text part is bounded by the form
-        raise refusals.TooLarge(f"params may have at most {limits.max_json_bytes} bytes")
+        raise refusals.TooLarge(f"params may have at most {size_text(limits.max_json_bytes)}")
     if params:
         fields["params"] = bodies.parse_json(params, ("body", "params"))
     for name in ("priority", "run_at", "deadline", "dedupe", "callback_url"):
