@@ -286,7 +286,10 @@ class Supervisor:
         """Before anything starts: lock the data folder for as long as this process
         lives (its Redis holds the lock too), and check the API's port is free. Raise
         :class:`CannotStart` if either is taken, or a Redis already answers on the
-        folder's socket (older ``up``s took no lock)."""
+        folder's socket (older ``up``s took no lock). A folder not there yet is made
+        only once the port is known to be free: a refused ``up`` leaves nothing behind."""
+        if not self.settings.data_dir.exists():  # so no other up can be running on it
+            check_port(self.settings.api.host, self.settings.api.port)
         self._lock = lock_data_folder(self.settings.data_dir)  # kept open: the lock
         if self.redis is not None:
             if listens(self.settings.redis_socket):  # one the lock does not know
