@@ -17,10 +17,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import redis
 from conftest import Stack, submit, wait_for_status, wait_until
 from sqlalchemy import select
 
-from longplay import Client, redis_client
+from longplay import Client, keys, redis_client
 from longplay.engines import get_synthesizer
 from longplay.jobs import flow_events
 from longplay.jobs.unit import unit_of_work
@@ -171,6 +172,21 @@ def test_a_transcript_flows_into_two_translations(stack: Stack, speech: Path) ->
         f"/v1/flows/{flow['id']}/events", headers={"Last-Event-ID": events[-1]["id"]}
     )
     assert ended.status_code == 204 and ended.content == b"", "resumed after flow_ended"
+
+
+def test_a_flow_whose_stream_expired_still_ends_its_followers_once(stack: Stack) -> None:
+    """Its stream gone (expired after a week, or lost), an ended flow's stream was an
+    empty 200: a browser's EventSource reconnected every few seconds for ever. It now
+    sends the flow's end from the store, with an id that resuming after is a 204."""
+    client = stack.client()
+    flow = post_flow(client, {"only": {"kind": "sleep", "params": {"seconds": 0}}})
+    wait_for_flow(client, flow["id"])
+    redis.Redis.from_url(stack.redis_url).delete(keys.events_stream(flow["id"]))
+    [end] = read_events(client, flow["id"])
+    assert end["data"]["type"] == "flow_ended", end
+    assert end["data"]["status"] == "completed" and end["data"]["progress"] == 100
+    ended = client.get(f"/v1/flows/{flow['id']}/events", headers={"Last-Event-ID": end["id"]})
+    assert ended.status_code == 204 and ended.content == b""
 
 
 def test_a_failing_stage_cancels_its_dependents_not_its_siblings(

@@ -21,6 +21,7 @@ from conftest import Stack, signed_in_browser, submit, wait_for_status, wait_unt
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from longplay import keys
 from longplay.jobs.submission import create_job
 from longplay.settings import get_settings
 from longplay.store.db import session_scope
@@ -105,6 +106,29 @@ def test_event_sequence_and_resume(stack: Stack) -> None:
         path = f"/v1/jobs/{job['id']}/events"
         ended = client.get(path, headers={"Last-Event-ID": resume})
         assert ended.status_code == 204 and ended.content == b"", resume
+
+
+def test_an_end_the_stream_no_longer_holds_is_sent_once_from_the_store(stack: Stack) -> None:
+    """A job's events expire after a week, the job after a month (or Redis lost them):
+    its end was sent from the store with no id, so a browser's EventSource reconnected
+    every few seconds for ever, sent the end each time. The end now has an id past the
+    stream's, and resuming after it is a 204."""
+    client = stack.client()
+    job = submit(client, params={"seconds": 0, "ticks": 2})
+    wait_for_status(client, job["id"], {"completed"})
+    events = redis.Redis.from_url(stack.redis_url)
+    stream = keys.events_stream(job["id"])
+    [(last_id, _)] = events.xrevrange(stream, count=1)
+    path = f"/v1/jobs/{job['id']}/events"
+    # Its last event lost, then the whole stream gone.
+    for lose in (lambda: events.xdel(stream, last_id), lambda: events.delete(stream)):
+        lose()
+        sent = read_events(client, job["id"])
+        assert sent[-1]["event"] == "completed" and sent[-1]["data"]["progress"] == 100
+        assert all(e["id"] for e in sent)
+        ended = client.get(path, headers={"Last-Event-ID": sent[-1]["id"]})
+        assert ended.status_code == 204 and ended.content == b""
+    assert len(sent) == 1
 
 
 def test_a_poller_sees_the_step_that_started_while_a_long_call_runs(stack: Stack) -> None:

@@ -82,24 +82,38 @@ async def refuse_past_the_end(
     ended: Callable[[], Awaitable[bool]],
 ) -> None:
     """Raise :class:`StreamEnded` if ``after`` is the id of an end (one of ``last``), or
-    of the stream's last event or later where that is an end, and the store says it
-    has ``ended()`` (a job retried since its end runs on). A browser resumes after the
+    of the stream's last event where that is an end, or past all the stream holds (an
+    end sent from the store, see :func:`past_the_stream`), and the store says it has
+    ``ended()`` (a job retried since its end runs on). A browser resumes after the
     last event it had, and without a ``204`` it would reconnect every few seconds for
-    ever; one resuming with a later id (another stream's, say) would be sent the end
-    again. (Tokens a reply had in flight may follow its end in the stream.)"""
+    ever, sent the end each time. (Tokens a reply had in flight may follow its end in
+    the stream.)"""
     # Read first, resuming or not: a Redis that does not answer is a 503 to retry here,
     # before the stream's 200 is sent (then it could only end empty).
     hub = _hub(request)
     found = await hub.last_event(stream_of)
-    if after == "0-0" or found is None:
+    if after == "0-0":
         return
-    last_id, last_type = found
-    if entry_key(after) >= entry_key(last_id):
-        at_end = last_type in last
+    if found is None or entry_key(after) > entry_key(found[0]):
+        at_end = True
+    elif after == found[0]:
+        at_end = found[1] in last
     else:
         at_end = await hub.event_type(stream_of, after) in last
     if at_end and await ended():
         raise StreamEnded
+
+
+async def past_the_stream(hub: EventHub, stream_of: str) -> str:
+    """The id of an end sent from the store because the stream lacks it (the stream
+    expired, or Redis lost it): just past the stream's last event, or ``0-1`` where
+    there is none. A client resuming after it is past everything the stream holds,
+    which :func:`refuse_past_the_end` answers with a ``204`` once the end is real."""
+    found = await hub.last_event(stream_of)
+    if found is None:
+        return "0-1"
+    ms, seq = entry_key(found[0])
+    return f"{ms}-{seq + 1}"
 
 
 async def _job_resume(
@@ -184,5 +198,6 @@ async def job_events(
             ended, final = await _end_in_store(job_id)
             if ended:  # the stream is gone or its last event was lost: the store has the end
                 if final is not None:
-                    yield ServerSentEvent(data=final, event=final["type"])
+                    past = await past_the_stream(hub, job_id)
+                    yield ServerSentEvent(data=final, event=final["type"], id=past)
                 return

@@ -21,13 +21,14 @@ from longplay.api.routes.events import (
     ENDED_RESPONSE,
     ResumeAfter,
     next_entries,
+    past_the_stream,
     refuse_past_the_end,
 )
 from longplay.api.routes.jobs import present_page
 from longplay.api.schemas import CallbackUrl
 from longplay.jobs import flows
 from longplay.jobs.flow_events import FLOW_ENDED
-from longplay.store.models import Flow, Owner, Priority
+from longplay.store.models import Flow, Owner, Priority, utcnow
 from longplay.store.views import FlowPublic, OutputRef
 
 router = APIRouter(prefix="/v1/flows", tags=["flows"])
@@ -212,6 +213,23 @@ async def flow_events(
                     return
             if entries:
                 continue
-            flow = await in_store(lambda session: session.get(Flow, flow_id))
-            if flow is None or flow.finished_at is not None:  # its last event was lost
+            ended, final = await as_owner(key, lambda s, owner: _end_in_store(s, owner, flow_id))
+            if ended:  # the stream is gone or its last event was lost: the store has the end
+                if final is not None:
+                    past = await past_the_stream(hub, flow_id)
+                    yield ServerSentEvent(data=final, event=FLOW_ENDED, id=past)
                 return
+
+
+def _end_in_store(
+    session: Session, owner: Owner, flow_id: str
+) -> tuple[bool, dict[str, Any] | None]:
+    """Whether the store says the flow has ended (or is gone), with its last event."""
+    flow = session.get(Flow, flow_id)
+    if flow is None:
+        return True, None
+    if flow.finished_at is None:
+        return False, None
+    ended = present(session, flows.flow_jobs(session, owner=owner, flow_id=flow_id))
+    event = {"type": FLOW_ENDED, "job_id": None, "at": utcnow().isoformat(), "flow_id": flow_id}
+    return True, event | {"status": ended.status.value, "progress": ended.progress}
