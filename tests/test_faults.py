@@ -298,20 +298,32 @@ def test_a_store_fault_that_waiting_cannot_mend_is_a_500(
     database_kind: str, tmp_path: Path
 ) -> None:
     """SQLite raises the same error type for a locked database (wait, retry) and a
-    missing table (a fault to fix): only the first is a 503 to retry."""
+    missing table (a fault to fix): only the first is a 503 to retry. A 500 carries
+    the CORS headers every other answer has."""
     if database_kind != "sqlite":
         pytest.skip("PostgreSQL tells a missing table by another error type")
     with Stack(tmp_path / "stack", database_kind, logs=True) as deployment:
+        deployment.env["LONGPLAY_API_CORS_ORIGINS"] = "https://app.example"
         deployment.start_api()
         client = deployment.client("opal")
         browser = signed_in_browser(deployment, "opal")
+        # A row no code of ours can read: a bug's 500, which a page on an allowed
+        # origin may read (it went out without CORS headers: the page saw a failed fetch).
+        job = submit(client, params={"seconds": 0})
+        with session_scope(deployment.database_url) as session:
+            session.execute(text("UPDATE jobs SET params = '{' WHERE id = :id"), {"id": job["id"]})
+        broken = client.get(f"/v1/jobs/{job['id']}", headers={"Origin": "https://app.example"})
+        assert broken.status_code == 500, broken.text
+        assert broken.json()["error"]["code"] == "internal_error"
+        assert broken.headers["access-control-allow-origin"] == "https://app.example"
         with session_scope(deployment.database_url) as session:
             session.execute(text("DROP TABLE templates"))
             session.execute(text("DROP TABLE jobs"))
-        broken = client.get("/v1/templates")
+        broken = client.get("/v1/templates", headers={"Origin": "https://app.example"})
         assert broken.status_code == 500, broken.text
         assert broken.json()["error"]["code"] == "internal_error"
         assert broken.json()["error"]["retryable"] is False
+        assert broken.headers["access-control-allow-origin"] == "https://app.example"
         page = browser.get("/jobs")  # the dashboard's page says so in a page
         browser.close()
         assert page.status_code == 500, page.text

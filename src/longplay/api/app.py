@@ -25,7 +25,7 @@ from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from longplay import __version__
 from longplay.api import openapi, outages
@@ -192,6 +192,35 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+class Unforeseen:
+    """Answers a bug as :func:`_internal_error` does, inside the CORS middleware: the
+    app's handler of last resort runs outside every middleware, so its 500 went out
+    without CORS headers, and a page on another origin saw only a failed fetch, not
+    the error. A bug after the answer began is left to the server, which cuts it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = False
+
+        async def sending(message: Message) -> None:
+            nonlocal began
+            began = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:
+            if began:
+                raise
+            response = await _internal_error(Request(scope, receive), exc)
+            await response(scope, receive, send)
+
+
 _refused = dashboard.pages_for_browsers(_http_error)
 """What refuses a request before any route handles it: a page for a browser's, else JSON."""
 
@@ -258,6 +287,7 @@ def create_app() -> FastAPI:
     app.include_router(collections.router)
     app.include_router(viewer_tokens.router)
     dashboard.mount(app)
+    app.add_middleware(Unforeseen)  # the innermost: the request metrics count its 500
     metrics.install(app)
     app.add_middleware(EncodedSlashes)  # inside CORS, whose headers its 404 gets
     if origins := get_settings().api.cors_origins:
