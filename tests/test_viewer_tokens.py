@@ -47,6 +47,7 @@ def test_a_viewer_token_reads_its_job_its_events_and_its_outputs(stack: Stack) -
         done = seen.json()
         assert done["status"] == "completed"
         assert done["links"]["events"].endswith(f"?token={token}")
+        assert done["links"]["cancel"] is None, "a token cannot cancel; the link was a 401"
         [out] = done["outputs"]
         assert out["links"]["content"].endswith(f"?token={token}")
         assert browser.get(out["links"]["content"]).text == "the result"
@@ -133,9 +134,12 @@ async function follow(api, job, token) {
   const done = await (await fetch(`${api}/v1/jobs/${job}?token=${token}`)).json();
   const out = done.outputs[0];
   const text = await (await fetch(api + out.links.content)).text();
-  let keyless = "sent";
-  try { await fetch(`${api}/v1/jobs`); } catch (e) { keyless = "refused"; }
-  return {status: done.status, progress: seen, text, keyless};
+  let keyless = "sent", challenge = null;
+  try {
+    challenge = (await fetch(`${api}/v1/jobs`)).headers.get("WWW-Authenticate");
+  } catch (e) { keyless = "refused"; }
+  const allow = (await fetch(`${api}/v1/jobs/${job}/cancel?token=${token}`)).headers.get("Allow");
+  return {status: done.status, progress: seen, text, keyless, challenge, allow};
 }
 </script>"""
 
@@ -184,6 +188,7 @@ def test_a_page_on_an_allowed_origin_follows_a_job_with_a_viewer_token(
     assert result["text"] == "played"
     assert result["progress"] and result["progress"] == sorted(result["progress"])
     assert result["keyless"] == "sent", "a CORS answer, a 401 the page may read"
+    assert result["challenge"] == "Bearer" and result["allow"] == "POST", "headers it may read"
     preflight = {"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "GET"}
     refused = httpx.options(f"{stack.api_url}/v1/jobs", headers=preflight)
     assert "access-control-allow-origin" not in refused.headers
@@ -193,7 +198,9 @@ def test_a_page_on_an_allowed_origin_follows_a_job_with_a_viewer_token(
             **preflight,
             "Origin": page_server,
             # A poller sends back the job's ETag (the README says to).
-            "Access-Control-Request-Headers": "authorization,if-none-match,last-event-id",
+            # What some libraries add to every request, too.
+            "Access-Control-Request-Headers": "authorization,if-none-match,last-event-id,"
+            "x-requested-with,cache-control",
         },
     )
     assert (

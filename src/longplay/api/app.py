@@ -260,6 +260,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 CORS_EXPOSED = [
+    "Allow",
+    "WWW-Authenticate",
     "Retry-After",
     "Location",
     "Content-Disposition",
@@ -302,6 +304,10 @@ def create_app() -> FastAPI:
                 "If-None-Match",
                 "Last-Event-ID",
                 "Range",
+                # Sent by some HTTP libraries with every request; the API ignores them.
+                "Cache-Control",
+                "Pragma",
+                "X-Requested-With",
             ],
             expose_headers=CORS_EXPOSED,
             max_age=600,

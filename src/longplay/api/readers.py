@@ -53,7 +53,11 @@ class Reader:
         if self.token is None:
             return job
         links = job.links.model_copy(
-            update={"self": self.signed(job.links.self), "events": self.signed(job.links.events)}
+            update={
+                "self": self.signed(job.links.self),
+                "cancel": None,  # a token cannot: a page following it would get a 401
+                "events": self.signed(job.links.events),
+            }
         )
         return job.model_copy(
             update={

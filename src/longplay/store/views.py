@@ -120,7 +120,7 @@ class OutputRef(BaseModel):
 
 class JobLinks(BaseModel):
     self: str
-    cancel: str
+    cancel: str | None = Field(description="null in a viewer token's answer: it cannot cancel.")
     events: str
 
 
