@@ -107,6 +107,21 @@ def test_a_name_keeps_its_script_in_the_download(stack: Stack) -> None:
     assert unquote(disposition.split("filename*=UTF-8''", 1)[1]) == name
 
 
+def test_a_name_with_a_quote_is_kept_as_a_browser_sent_it(stack: Stack) -> None:
+    """A browser sends '"' in a part's file name as %22 (and a line break as %0A), as
+    httpx does: the file was stored as 'take%22two.txt'."""
+    client = stack.client()
+    for name, stored in [
+        ('take "two".txt', 'take "two".txt'),
+        ("line\nbreak.txt", "linebreak.txt"),
+    ]:
+        made = client.post("/v1/artifacts", files={"file": (name, b"hello")})
+        assert made.status_code == 201, made.text
+        assert made.json()["name"] == stored
+    disposition = client.get(made.json()["links"]["content"]).headers["content-disposition"]
+    assert unquote(disposition.split("filename*=UTF-8''", 1)[1]) == "linebreak.txt"
+
+
 # -- no server paths -------------------------------------------------------------------
 
 

@@ -40,6 +40,20 @@ class Received:
     media_type: str
 
 
+_ESCAPED_BY_BROWSERS = {"%22": '"', "%0A": "\n", "%0D": "\r"}
+
+
+def sent_name(filename: str | None) -> str | None:
+    """A part's file name as its sender named the file: a browser writes ``"``, a line
+    feed and a carriage return in it as ``%22``, ``%0A`` and ``%0D`` (the HTML
+    standard's multipart encoding), which no one means literally."""
+    if filename is None:
+        return None
+    for escaped, meant in _ESCAPED_BY_BROWSERS.items():
+        filename = filename.replace(escaped, meant)
+    return filename
+
+
 def receive(upload: UploadFile) -> Received:
     """Copy an upload into the store, hashing it and enforcing the size limit."""
     stager = files.Stager(get_settings().api.max_upload_bytes)
@@ -50,7 +64,7 @@ def receive(upload: UploadFile) -> Received:
     except BaseException:
         stager.discard()
         raise
-    name = files.safe_name(upload.filename, max_bytes=files.STORED_NAME_BYTES)
+    name = files.safe_name(sent_name(upload.filename), max_bytes=files.STORED_NAME_BYTES)
     return Received(stager.finish(), name, files.guess_media_type(name, upload.content_type))
 
 
