@@ -298,6 +298,9 @@ def test_failures_are_typed(stack: Stack) -> None:
     assert failed["current_step"] == "work"
     assert failed["step_details"] == {"tick": 10, "done": 10, "total": 10}
     assert failed["progress"] > 0
+    # Its last event says so too, as a completed or cancelled job's does.
+    end = read_events(client, job["id"])[-1]
+    assert end["event"] == "failed" and end["data"]["progress"] == failed["progress"]
 
 
 def test_list_filter_and_paginate(stack: Stack) -> None:

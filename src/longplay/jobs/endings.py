@@ -77,6 +77,7 @@ def settle_error(
             )
         else:
             where = _where_it_stopped(stopped)
+            progress = where.get("progress", row.progress if row is not None else job.progress)
             moved = lifecycle.transition(
                 session,
                 job.id,
@@ -92,7 +93,7 @@ def settle_error(
             if retry:
                 unit.announce("retrying", job.id, status="queued", error=told)
             else:
-                unit.announce("failed", job.id, status="failed", error=told)
+                unit.announce("failed", job.id, status="failed", progress=progress, error=told)
     if not moved:
         after_cancel(job, worker=worker)
         return
