@@ -85,9 +85,13 @@ def test_a_viewer_token_reads_nothing_else(stack: Stack) -> None:
             ("POST", f"/v1/jobs/{job['id']}/viewer-tokens"),
             ("GET", "/v1/webhooks/secret"),
         ]:
-            answer = browser.request(method, path)
-            assert answer.status_code == 401, (method, path, answer.text)
-            assert "viewer token reads its one job" in answer.json()["error"]["message"]
+            # As a Bearer token, and as ?token= (told to send a key in a header).
+            for answer in (
+                browser.request(method, path),
+                httpx.request(method, f"{stack.api_url}{path}", params={"token": token}),
+            ):
+                assert answer.status_code == 401, (method, path, answer.text)
+                assert "viewer token reads its one job" in answer.json()["error"]["message"]
     # Another owner cannot make one for this job: it is not theirs to give.
     stranger = stack.client("vt-stranger")
     assert stranger.post(f"/v1/jobs/{job['id']}/viewer-tokens").status_code == 404

@@ -19,7 +19,7 @@ from typing import Annotated, TypeVar
 
 import anyio
 from anyio import CapacityLimiter
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -34,6 +34,13 @@ T = TypeVar("T")
 bearer = HTTPBearer(auto_error=False, description="An API key from `longplay keys create`.")
 
 
+TOKEN_CANNOT = (
+    "a viewer token reads its one job (the job, its events and its outputs); "
+    "this needs an API key, as 'Authorization: Bearer <key>'"
+)
+"""A viewer token sent to a route it does not open, as a Bearer token or ``?token=``."""
+
+
 def unauthorized(message: str) -> HTTPException:
     return HTTPException(
         status.HTTP_401_UNAUTHORIZED, message, headers={"WWW-Authenticate": "Bearer"}
@@ -42,8 +49,11 @@ def unauthorized(message: str) -> HTTPException:
 
 async def api_key(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    request: Request,
 ) -> str:
     """The key the request sent; whether it is valid is checked with the store work."""
+    if credentials is None and "token" in request.query_params:
+        raise unauthorized(TOKEN_CANNOT)
     if credentials is None:
         raise unauthorized(
             "send an API key as 'Authorization: Bearer <key>' (longplay keys create makes one)"
@@ -74,10 +84,7 @@ async def in_store(work: Callable[[Session], T]) -> T:
 
 def authenticate(session: Session, key: str) -> Owner:
     if is_viewer_token(key):
-        raise unauthorized(
-            "a viewer token reads its one job (the job, its events and its outputs); "
-            "this needs an API key"
-        )
+        raise unauthorized(TOKEN_CANNOT)
     owner = owner_for_key(session, key)
     if owner is None:
         raise unauthorized("this API key is not valid (unknown or revoked)")
