@@ -39,6 +39,9 @@ TOKEN_CANNOT = (
     "this needs an API key, as 'Authorization: Bearer <key>'"
 )
 """A viewer token sent to a route it does not open, as a Bearer token or ``?token=``."""
+KEY_IN_URL = "?token= takes a viewer token; send an API key as a Bearer token"
+"""Anything else in ``?token=``: a key in a URL ends up in logs, histories and Referer
+headers, so none is taken there."""
 
 
 def unauthorized(message: str) -> HTTPException:
@@ -52,8 +55,8 @@ async def api_key(
     request: Request,
 ) -> str:
     """The key the request sent; whether it is valid is checked with the store work."""
-    if credentials is None and "token" in request.query_params:
-        raise unauthorized(TOKEN_CANNOT)
+    if credentials is None and (token := request.query_params.get("token")):
+        raise unauthorized(TOKEN_CANNOT if is_viewer_token(token) else KEY_IN_URL)
     if credentials is None:
         raise unauthorized(
             "send an API key as 'Authorization: Bearer <key>' (longplay keys create makes one)"

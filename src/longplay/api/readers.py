@@ -19,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.orm import Session
 
 from longplay.api import standing
-from longplay.api.deps import authenticate, bearer, in_store, key_holds, unauthorized
+from longplay.api.deps import KEY_IN_URL, authenticate, bearer, in_store, key_holds, unauthorized
 from longplay.jobs import refusals
 from longplay.store.models import Artifact, ArtifactRole, Owner
 from longplay.store.viewer_tokens import is_viewer_token, job_of_token
@@ -99,8 +99,8 @@ async def reader_credential(
         return credentials.credentials
     if token and is_viewer_token(token):
         return token
-    if token:  # a key in a URL ends up in logs, histories and Referer headers
-        raise unauthorized("?token= takes a viewer token; send an API key as a Bearer token")
+    if token:
+        raise unauthorized(KEY_IN_URL)
     raise unauthorized(
         "send an API key as 'Authorization: Bearer <key>' (longplay keys create makes "
         "one), or a viewer token of this job as ?token="
