@@ -208,7 +208,8 @@ def test_a_cancelled_job_keeps_where_its_run_stopped(stack: Stack) -> None:
             # Cancel while the store trails what the events have shown.
             if seen > 20 and client.get(f"/v1/jobs/{job['id']}").json()["progress"] < seen:
                 break
-    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+    cancelled = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert cancelled.status_code == 200
 
     def stopped() -> bool:
         attempts = client.get(f"/v1/jobs/{job['id']}/attempts").json()
@@ -218,6 +219,9 @@ def test_a_cancelled_job_keeps_where_its_run_stopped(stack: Stack) -> None:
     final = client.get(f"/v1/jobs/{job['id']}").json()
     assert final["status"] == "cancelled" and final["current_step"] == "work", final
     assert final["progress"] >= seen, (final["progress"], seen)
+    # Changed after the cancel's answer, so its updated_at says so.
+    assert final["progress"] > cancelled.json()["progress"], (final, cancelled.json())
+    assert final["updated_at"] > cancelled.json()["updated_at"]
 
 
 def test_priority_overtakes_low_backlog(make_stack) -> None:  # type: ignore[no-untyped-def]

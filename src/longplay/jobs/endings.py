@@ -124,9 +124,10 @@ def after_cancel(job: Job, *, worker: str, stopped: Mapping[str, Any] | None = N
     with session_scope() as session:
         row = session.get(Job, job.id)
         cancelled = row is not None and row.status == JobStatus.CANCELLED.value
-        if row is not None and cancelled and row.worker == worker:
+        if row is not None and cancelled and row.worker == worker and stopped is not None:
             for column, value in _where_it_stopped(stopped).items():
                 setattr(row, column, value)
+            row.updated_at = utcnow()  # it changed after the cancel answered
         close_attempt(session, job.id, worker, "cancelled" if cancelled else "lost")
     if not cancelled:
         log.info("job %s: stopped, no longer held by this worker", job.id)
