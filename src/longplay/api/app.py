@@ -202,9 +202,6 @@ class Unforeseen:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
         began = False
 
         async def sending(message: Message) -> None:
@@ -215,7 +212,7 @@ class Unforeseen:
         try:
             await self.app(scope, receive, sending)
         except Exception as exc:
-            if began:
+            if began or scope["type"] != "http":
                 raise
             response = await _internal_error(Request(scope, receive), exc)
             await response(scope, receive, send)
