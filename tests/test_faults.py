@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import re
 import signal
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -292,6 +294,59 @@ def test_stopping_the_api_ends_its_streams_cleanly(database_kind: str, tmp_path:
         log = (deployment.data_dir / "api.log").read_text()
         for cut in ("Traceback", "timeout graceful shutdown exceeded", "Exception in ASGI"):
             assert cut not in log, log[-3000:]
+
+
+@contextmanager
+def unwritable(path: Path) -> Iterator[None]:
+    """``path`` made immutable (``chattr +i``: root writes through a mode of 0444) while
+    the block runs; the test is skipped where the file system has no such flag."""
+    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)
+    if made.returncode:
+        pytest.skip(f"chattr +i is not available here: {made.stderr.decode().strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_a_data_folder_that_could_not_be_written_serves_again_once_it_can(
+    database_kind: str, tmp_path: Path
+) -> None:
+    """A SQLite file that could not be written when the API opened it: every submit was
+    a 500 until the API was restarted, though the file was writable again (its
+    connections stayed read-only). A job whose files could not be written failed for
+    good, as an internal_error, though a retry passed."""
+    if database_kind != "sqlite":
+        pytest.skip("a SQLite file's")
+    with Stack(tmp_path / "stack", database_kind, logs=True) as deployment:
+        client = deployment.client("opal")
+        with unwritable(deployment.data_dir / "longplay.db"):
+            deployment.start_api()  # its connections open the file read-only
+            refused = client.post("/v1/jobs", json={"kind": "sleep", "params": {"seconds": 0}})
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["retryable"] is True
+        # Writable again: a submit passes, without a restart.
+        passed = client.post("/v1/jobs", json={"kind": "sleep", "params": {"seconds": 0}})
+        if passed.status_code == 503:  # the request that found its connection stale
+            passed = client.post("/v1/jobs", json={"kind": "sleep", "params": {"seconds": 0}})
+        assert passed.status_code == 202, passed.text
+
+        deployment.start_worker()
+        files = deployment.data_dir / "files"
+        files.mkdir(exist_ok=True)
+        with unwritable(files):
+            job = submit(client, params={"seconds": 0, "text": "kept"})
+            retrying = wait_until(
+                lambda: [
+                    a for a in client.get(f"/v1/jobs/{job['id']}/attempts").json() if a["error"]
+                ],
+                timeout=60,
+            )
+        error = retrying[0]["error"]
+        assert error["code"] == "storage_unavailable" and error["retryable"] is True, error
+        assert str(deployment.data_dir) not in error["message"]
+        done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=60)
+        assert done["status"] == "completed", done["error"]
 
 
 def test_a_store_fault_that_waiting_cannot_mend_is_a_500(

@@ -23,9 +23,15 @@ STORE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
 lock held too long (SQLite), a pool with no connection free in time (see
 :func:`part_down` for which of them are that)."""
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
-SQLITE_DOWN = ("database is locked", "unable to open database file", "disk I/O error")
-"""SQLite's words for a store that does not answer now; its other OperationalErrors
-("no such table", "readonly database") are faults to fix, not to wait out."""
+SQLITE_DOWN = (
+    "database is locked",
+    "unable to open database file",
+    "disk I/O error",
+    "readonly database",
+)
+"""SQLite's words for a store that does not answer now (one that cannot be written
+mends once its files can be, see ``store.db``); its other OperationalErrors ("no such
+table") are faults to fix, not to wait out."""
 RETRY_AFTER = "2"
 UNSTORABLE = (
     "the request has a value the database cannot take: a text with a NUL character "

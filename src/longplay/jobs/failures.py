@@ -5,6 +5,7 @@ it happens."""
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -15,6 +16,23 @@ from longplay.framework import JobError, JobKind, PermanentError, RetryableError
 from longplay.store.models import Job
 
 log = logging.getLogger(__name__)
+
+
+STORAGE_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,  # a full disk
+        errno.EDQUOT,
+        errno.EROFS,  # a disk remounted read-only after an error
+        errno.EIO,
+        errno.EACCES,  # the data folder's permissions, or an immutable file
+        errno.EPERM,
+        errno.EMFILE,  # out of file handles, for now
+        errno.ENFILE,
+    }
+)
+"""What the data folder (the file store, a job's scratch space) answers while it cannot
+be written: the operator's to mend, after which the job passes; the job's own input
+never causes these (it is read from the store)."""
 
 
 def job_error(job: Job, kind: JobKind[Any] | None, exc: Exception) -> JobError:
@@ -34,6 +52,11 @@ def job_error(job: Job, kind: JobKind[Any] | None, exc: Exception) -> JobError:
     if isinstance(exc, OperationalError):
         return RetryableError(
             f"the database did not answer: {_driver_message(exc)}", code="store_unavailable"
+        )
+    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+        log.warning("job %s: its files could not be written: %s", job.id, exc)  # the path
+        return RetryableError(
+            f"the worker could not write its files: {exc.strerror}", code="storage_unavailable"
         )
     log.exception("job %s: unexpected error", job.id)
     if isinstance(exc, StatementError):  # its text holds the SQL and the job's values

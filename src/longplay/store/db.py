@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -42,6 +42,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _read_only_is_stale(context: ExceptionContext) -> None:
+    """SQLite opens a database whose files it cannot write then (made read-only,
+    immutable, or on a disk remounted read-only) read-only, and the connection stays
+    so after they are writable again: every write on it would fail for as long as the
+    pool kept it. It is thrown away as a broken connection, and the pool's others
+    with it; the next request opens the files anew."""
+    if "readonly database" in str(context.original_exception):
+        context.is_disconnect = True
+
+
 def make_engine(url: str) -> Engine:
     """An engine tuned for many short transactions from API and worker processes."""
     url = normalise_url(url)
@@ -51,6 +61,7 @@ def make_engine(url: str) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "handle_error", _read_only_is_stale)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
 
