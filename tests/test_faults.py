@@ -22,6 +22,8 @@ from conftest import Stack, signed_in_browser, submit, wait_for_status, wait_unt
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
+from longplay import Client
+from longplay.client import Event
 from longplay.store.db import session_scope
 
 
@@ -257,6 +259,33 @@ def test_an_event_stream_while_redis_is_away_is_a_503_to_retry(
         assert answer.status_code == 200 and answer.headers["content-type"].startswith(
             "text/event-stream"
         )
+
+
+def test_a_wait_begun_while_redis_is_away_follows_the_stream_once_it_is_back(
+    make_stack: Callable[[], Stack],
+) -> None:
+    """The SDK's wait (and so the CLI's --wait) took the stream's first 503 for an API
+    that is not there, and polled the job for the rest of its run."""
+    deployment = make_stack()
+    deployment.start_api()
+    client = deployment.client()
+    job = submit(client, run_at="2099-01-01T00:00:00Z")  # it waits until cancelled
+    seen: list[Event] = []
+    deployment.kill("redis")
+    with Client(deployment.api_url, deployment.key("alice")) as sdk:
+        waiting = threading.Thread(
+            target=lambda: sdk.wait(job["id"], on_event=seen.append, timeout=60)
+        )
+        try:
+            waiting.start()
+            time.sleep(1.5)  # its stream is refused meanwhile
+        finally:
+            deployment.start_redis()
+        wait_until(lambda: seen, timeout=30)  # the stream, followed at last
+        assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+        waiting.join(30)
+    assert not waiting.is_alive()
+    assert seen[-1].type == "cancelled" and seen[-1].id, seen  # from the stream: an id
 
 
 def test_stopping_the_api_ends_its_streams_cleanly(database_kind: str, tmp_path: Path) -> None:

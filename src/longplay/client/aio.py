@@ -365,7 +365,7 @@ class AsyncClient:
                     raise
                 if deadline is not None and time.monotonic() >= deadline:
                     raise Expired from None
-                pause = cursor.broke()
+                pause = cursor.broke(exc)
                 if pause is None:
                     raise core.gave_up(self.url, exc, self.max_connections) from exc
                 await asyncio.sleep(pause)

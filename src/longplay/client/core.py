@@ -524,10 +524,13 @@ class Cursor:
         if event.id:
             self.last_id = event.id
 
-    def broke(self) -> float | None:
-        """A break: the seconds to wait before resuming, or None to give up."""
+    def broke(self, exc: Exception) -> float | None:
+        """A break: the seconds to wait before resuming, or None to give up. Before the
+        stream was ever followed only an API that said to retry is resumed from (a
+        :class:`StreamBroken`: a 503 while Redis restarts); one that did not answer
+        is not there."""
         self.breaks += 1
-        if not self.followed or self.breaks > self.retries:
+        if not (self.followed or isinstance(exc, StreamBroken)) or self.breaks > self.retries:
             return None
         return float(min(5.0, 0.1 * 2 ** (self.breaks - 1)))
 
@@ -543,13 +546,14 @@ def is_stream(response: httpx.Response) -> bool:
 
 
 def stream_error(response: httpx.Response, cursor: Cursor) -> Exception:
-    """What an answer to a stream request that is no stream means: a 4xx (and any
-    error before the stream was followed) is the caller's error; a 5xx later is a
-    break; a redirect or a page (a proxy's) is ``bad_answer``."""
+    """What an answer to a stream request that is no stream means: a 4xx (and a 5xx
+    before the stream was followed, unless it says to retry) is the caller's error; a
+    5xx that says to retry (a 503 while Redis restarts), or any 5xx later, is a break;
+    a redirect or a page (a proxy's) is ``bad_answer``."""
     if response.status_code < 400:
         return bad_answer(response, "not an event stream")
     error = ApiError.of(response)
-    if response.status_code < 500 or not cursor.followed:
+    if response.status_code < 500 or not (cursor.followed or error.retryable):
         return error
     return StreamBroken(str(error))
 

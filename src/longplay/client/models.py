@@ -59,8 +59,8 @@ class Event(BaseModel):
     ``progress`` (percent), ``step``, ``step_details`` and ``eta_seconds``. Fields that
     only some types carry (``message``, ``text``, ``error``, ``stage``...) are read
     with :meth:`get` or as attributes. ``id`` resumes a stream after this event
-    (``events(job, last_event_id=...)``); it is None for an event the API took from
-    the store because its stream had lost it.
+    (``events(job, last_event_id=...)``); it is None for an event made from the job
+    as ``wait`` polled it (where streams could not be followed).
     """
 
     model_config = ConfigDict(extra="allow")

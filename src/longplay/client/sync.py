@@ -413,7 +413,7 @@ class Client:
                     raise
                 if deadline is not None and time.monotonic() >= deadline:
                     raise Expired from None
-                pause = cursor.broke()
+                pause = cursor.broke(exc)
                 if pause is None:
                     raise core.gave_up(self.url, exc, self.max_connections) from exc
                 time.sleep(pause)
