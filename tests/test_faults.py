@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -376,6 +377,37 @@ def test_a_data_folder_that_could_not_be_written_serves_again_once_it_can(
         assert str(deployment.data_dir) not in error["message"]
         done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=60)
         assert done["status"] == "completed", done["error"]
+
+
+def test_a_step_is_not_held_up_for_as_long_as_another_holds_sqlites_write_lock(
+    database_kind: str, tmp_path: Path
+) -> None:
+    """A progress write waited out SQLite's 30 s busy timeout in the step's own thread:
+    a job ran as long as the lock was held on top of its own time. Progress writes may
+    be skipped; the step goes on, and the job ends as soon as it can be written."""
+    if database_kind != "sqlite":
+        pytest.skip("SQLite's lock on the whole database")
+    with Stack(tmp_path / "stack", database_kind, logs=True) as deployment:
+        deployment.start_api()
+        deployment.start_worker()
+        client = deployment.client("opal")
+        job = submit(client, params={"seconds": 8, "ticks": 32})
+        wait_until(lambda: client.get(f"/v1/jobs/{job['id']}").json()["progress"] > 0)
+        holder = sqlite3.connect(deployment.data_dir / "longplay.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process's long write
+        try:
+            time.sleep(8)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        released = time.monotonic()
+        wait_for_status(client, job["id"], {"completed"}, timeout=60)
+        # Its 8 s of work went on under the lock: only its end waited for the lock (it
+        # ended about 7 s after the lock's release, its work all but done by then).
+        assert time.monotonic() - released < 4
+        log = (deployment.data_dir / "worker.log").read_text()
+        assert "progress not written, the store did not answer: database is locked" in log
+        assert "[SQL:" not in log, "the statement and the job's values are not logged"
 
 
 def test_a_store_fault_that_waiting_cannot_mend_is_a_500(

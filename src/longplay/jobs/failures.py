@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError, StatementError
 
 from longplay.broker import SoftTimeLimitExceeded
 from longplay.framework import JobError, JobKind, PermanentError, RetryableError
+from longplay.store.db import driver_message
 from longplay.store.models import Job
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def job_error(job: Job, kind: JobKind[Any] | None, exc: Exception) -> JobError:
         )
     if isinstance(exc, OperationalError):
         return RetryableError(
-            f"the database did not answer: {_driver_message(exc)}", code="store_unavailable"
+            f"the database did not answer: {driver_message(exc)}", code="store_unavailable"
         )
     if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
         log.warning("job %s: its files could not be written: %s", job.id, exc)  # the path
@@ -62,14 +63,6 @@ def job_error(job: Job, kind: JobKind[Any] | None, exc: Exception) -> JobError:
     if isinstance(exc, StatementError):  # its text holds the SQL and the job's values
         said = type(exc.orig if exc.orig is not None else exc).__name__
         return PermanentError(
-            f"internal error: {said}: {_driver_message(exc)}", code="internal_error"
+            f"internal error: {said}: {driver_message(exc)}", code="internal_error"
         )
     return PermanentError(f"internal error: {type(exc).__name__}: {exc}", code="internal_error")
-
-
-def _driver_message(exc: StatementError) -> str:
-    """What the database driver said, on one line: SQLAlchemy's own text of the error
-    adds the statement, its parameters (a job's values) and a link, none of them for
-    the job's owner to read."""
-    said = str(exc.orig if exc.orig is not None else exc).strip()
-    return said.splitlines()[0] if said else type(exc.orig or exc).__name__

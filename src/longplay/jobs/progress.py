@@ -25,7 +25,12 @@ from sqlalchemy.orm import Session
 
 from longplay.framework import JobCancelled, PermanentError, Step
 from longplay.jobs.unit import tell
-from longplay.store.db import affected, session_scope
+from longplay.store.db import (
+    affected,
+    driver_message,
+    session_scope,
+    session_waiting_at_most,
+)
 from longplay.store.models import Job, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
@@ -218,23 +223,30 @@ class ProgressReporter:
     def _store(self, snapshot: dict[str, Any]) -> bool | None:
         """Write ``snapshot`` (holding ``_writing``): whether the job is still ours.
 
-        A store that does not answer skips this write (None: the next one tries again,
-        and the lease decides if it stays away too long), rather than failing the job."""
+        A store that does not answer (or whose write lock stays taken for
+        :data:`PROGRESS_PATIENCE`) skips this write, rather than failing the job: None,
+        and the next one tries again :data:`SKIPPED_PAUSE` later; the lease decides if
+        the store stays away too long."""
         self._last_write = self._clock()
         try:
-            return touch(
-                self.job_id,
-                self.worker,
-                progress=snapshot["progress"],
-                current_step=snapshot["step"],
-                step_details=snapshot["step_details"],
-                eta_seconds=snapshot["eta_seconds"],
-                updated_at=utcnow(),
-            )
+            with session_waiting_at_most(PROGRESS_PATIENCE) as session:
+                return touch_in(
+                    session,
+                    self.job_id,
+                    self.worker,
+                    progress=snapshot["progress"],
+                    current_step=snapshot["step"],
+                    step_details=snapshot["step_details"],
+                    eta_seconds=snapshot["eta_seconds"],
+                    updated_at=utcnow(),
+                )
         except OperationalError as exc:
             log.warning(
-                "job %s: progress not written, the store did not answer: %s", self.job_id, exc
+                "job %s: progress not written, the store did not answer: %s",
+                self.job_id,
+                driver_message(exc),
             )
+            self._last_write += SKIPPED_PAUSE
             return None
 
 
@@ -283,6 +295,14 @@ def touch(job_id: str, worker: str, **values: Any) -> bool:
     """
     with session_scope() as session:
         return touch_in(session, job_id, worker, **values)
+
+
+PROGRESS_PATIENCE = 0.5
+"""Seconds a progress write waits for SQLite's write lock before it is skipped: the
+step that reported it waits meanwhile (the usual wait is a few milliseconds)."""
+SKIPPED_PAUSE = 5.0
+"""Seconds more before the next progress write, after one was skipped: a store whose
+lock another process holds for long costs a step a tenth of that time, not all of it."""
 
 
 def touch_in(session: Session, job_id: str, worker: str, **values: Any) -> bool:

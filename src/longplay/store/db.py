@@ -17,6 +17,7 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event, text
 from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -33,13 +34,36 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+BUSY_MS = 30_000
+"""How long a SQLite statement waits for the write lock another process holds."""
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_MS}")
     cursor.close()
+
+
+@contextmanager
+def session_waiting_at_most(seconds: float) -> Iterator[Session]:
+    """:func:`session_scope`, whose statements wait at most ``seconds`` for SQLite's
+    write lock, then fail as a store that does not answer (``database is locked``):
+    for a write that may be skipped, which must not hold up its caller for the
+    :data:`BUSY_MS` the others wait. PostgreSQL locks rows, not the database; there
+    it is a plain session."""
+    with session_scope() as session:
+        connection = session.connection()
+        if connection.dialect.name != "sqlite":
+            yield session
+            return
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={int(seconds * 1000)}")
+        try:
+            yield session
+        finally:
+            connection.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_MS}")
 
 
 def _read_only_is_stale(context: ExceptionContext) -> None:
@@ -59,7 +83,8 @@ def make_engine(url: str) -> Engine:
         path = make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        waits = {"check_same_thread": False, "timeout": BUSY_MS / 1000}
+        engine = create_engine(url, connect_args=waits)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "handle_error", _read_only_is_stale)
         return engine
@@ -96,6 +121,14 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def driver_message(exc: StatementError) -> str:
+    """What the database driver said, on one line: SQLAlchemy's own text of the error
+    adds the statement, its parameters (a job's values) and a link, none of them for a
+    job's owner to read, nor for the log."""
+    said = str(exc.orig if exc.orig is not None else exc).strip()
+    return said.splitlines()[0] if said else type(exc.orig or exc).__name__
 
 
 def affected(result: Result[Any]) -> int:
@@ -231,7 +264,7 @@ def _sqlite_migration_pragmas(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None  # no BEGIN or COMMIT of the driver's own
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=OFF")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_MS}")
     cursor.close()
 
 
