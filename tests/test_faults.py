@@ -289,6 +289,22 @@ def test_a_wait_begun_while_redis_is_away_follows_the_stream_once_it_is_back(
     assert seen[-1].type == "cancelled" and seen[-1].id, seen  # from the stream: an id
 
 
+def test_a_worker_that_lost_redis_says_so_in_a_line(database_kind: str, tmp_path: Path) -> None:
+    """Each lost broker connection added Celery's ten-line warning that a later version
+    cancels running tasks then, which longplay does not want and does not do."""
+    if database_kind != "sqlite":
+        pytest.skip("the broker's, whatever the store")
+    with Stack(tmp_path / "stack", database_kind, logs=True) as deployment:
+        deployment.start_worker(wait=False)  # there is no API to ask
+        log = deployment.data_dir / "worker.log"
+        wait_until(lambda: log.is_file() and "Connected to" in log.read_text(), timeout=60)
+        deployment.kill("redis")
+        deployment.start_redis()
+        wait_until(lambda: "Connection to broker lost" in log.read_text(), timeout=30)
+        wait_until(lambda: log.read_text().count("Connected to") == 2, timeout=30)  # again
+        assert "CPendingDeprecationWarning" not in log.read_text(), log.read_text()[-3000:]
+
+
 def test_stopping_the_api_ends_its_streams_cleanly(database_kind: str, tmp_path: Path) -> None:
     """SIGTERM to an API with followers: their streams end at once (the client resumes
     elsewhere from its last id), the process exits well inside the server's grace, and

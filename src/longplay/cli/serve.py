@@ -9,6 +9,7 @@ import subprocess
 import sys
 import sysconfig
 import traceback
+import warnings
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -198,6 +199,18 @@ def _save(path: Path, text: str) -> None:
     part.replace(path)
 
 
+def _no_warning_of_cancelled_tasks(**_: object) -> None:
+    """Celery warns at each lost broker connection that a later version will cancel the
+    running tasks then; longplay keeps them running (the store, not the message, says
+    whether a job ran), so its ten lines would only alarm whoever reads the log. Set
+    once Celery has set up its logging, which asks for every such warning."""
+    from celery.exceptions import CPendingDeprecationWarning
+
+    warnings.filterwarnings(
+        "ignore", category=CPendingDeprecationWarning, module=r"celery\.worker\.consumer"
+    )
+
+
 @app.command()
 def api(host: Host = None, port: Port = None, workers: ApiWorkers = None) -> None:
     """Serve the HTTP API alone (for a distributed setup)."""
@@ -245,6 +258,8 @@ def worker(
     # so a long job does not hold up a stop for as long as it runs.
     os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
     _load_plugins_here(get_settings())  # before the tasks module loads them
+    from celery.signals import celeryd_after_setup
+
     from longplay import keys
     from longplay.broker import liveness
     from longplay.broker.app import celery_app
@@ -255,6 +270,7 @@ def worker(
         raise typer.BadParameter(f"name cpu, gpu or both, not {queues!r}", param_hint="--queues")
     settings = _with_flags(LONGPLAY_WORKER_CONCURRENCY=concurrency, LONGPLAY_WORKER_QUEUES=queues)
     tune_malloc()  # before the pool forks: every pool process inherits it
+    celeryd_after_setup.connect(_no_warning_of_cancelled_tasks, weak=False)
     liveness.install(celery_app)
     setup_logging(settings)
     prepare(settings)
