@@ -613,7 +613,10 @@ def test_gpu_work_waits_for_a_gpu_worker_and_says_so(make_stack, tmp_path) -> No
     gpu_job = submit(client, "gpu_sleep", params={"seconds": 0.1})
     cpu_job = submit(client, params={"seconds": 0.1})
     assert wait_for_status(client, cpu_job["id"], {"completed"})["stalled"] is None
-    why = "no worker that takes gpu jobs is running (longplay worker --queues gpu starts one)"
+    why = (
+        "no worker that takes gpu jobs is running or answering "
+        "(longplay worker --queues gpu starts one)"
+    )
     shown = client.get(f"/v1/jobs/{gpu_job['id']}").json()
     assert (shown["status"], shown["stalled"]) == ("queued", why), shown
     [listed] = client.get("/v1/jobs", params={"status": "queued"}).json()["items"]

@@ -101,7 +101,7 @@ def stalled(jobs: Sequence[Job]) -> dict[str, str]:
     except (redis.RedisError, OSError):
         return {}
     return {
-        job.id: f"no worker that takes {job.resource} jobs is running "
+        job.id: f"no worker that takes {job.resource} jobs is running or answering "
         f"(longplay worker --queues {job.resource} starts one)"
         for job in queued
         if not slots.get(job.resource)

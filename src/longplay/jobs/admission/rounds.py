@@ -111,7 +111,11 @@ def recover_lost(settings: Settings | None = None) -> int:
                 )
             )
             log.warning(
-                "job %s: its message was lost with the broker; handing it over again", job_id
+                "job %s: handed over at %s and not started, with its queue empty: its "
+                "message was lost with the broker, or a worker that does not answer holds "
+                "it; handing it over again",
+                job_id,
+                f"{dispatched_at:%H:%M:%S}",
             )
     return lost
 
