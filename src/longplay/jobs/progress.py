@@ -51,6 +51,13 @@ The store is written at most every ``write_interval``; a change that came sooner
 written by the heartbeat thread once the interval is up, so a job polled through the
 API is never more than that behind, even while a long call runs after its last report."""
 
+PROGRESS_PATIENCE = 0.5
+"""Seconds a progress write waits for SQLite's write lock before it is skipped: the
+step that reported it waits meanwhile (the usual wait is a few milliseconds)."""
+SKIPPED_PAUSE = 5.0
+"""Seconds more before the next progress write, after one was skipped: a store whose
+lock another process holds for long costs a step a tenth of that time, not all of it."""
+
 
 class ProgressTracker:
     """Turns per-step fractions into overall percent and an ETA."""
@@ -295,14 +302,6 @@ def touch(job_id: str, worker: str, **values: Any) -> bool:
     """
     with session_scope() as session:
         return touch_in(session, job_id, worker, **values)
-
-
-PROGRESS_PATIENCE = 0.5
-"""Seconds a progress write waits for SQLite's write lock before it is skipped: the
-step that reported it waits meanwhile (the usual wait is a few milliseconds)."""
-SKIPPED_PAUSE = 5.0
-"""Seconds more before the next progress write, after one was skipped: a store whose
-lock another process holds for long costs a step a tenth of that time, not all of it."""
 
 
 def touch_in(session: Session, job_id: str, worker: str, **values: Any) -> bool:

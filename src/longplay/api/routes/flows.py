@@ -213,7 +213,7 @@ async def flow_events(
                     return
             if entries:
                 continue
-            ended, final = await as_owner(key, lambda s, owner: _end_in_store(s, owner, flow_id))
+            ended, final = await in_store(lambda session: _end_in_store(session, flow_id))
             if ended:  # the stream is gone or its last event was lost: the store has the end
                 if final is not None:
                     past = await past_the_stream(hub, flow_id)
@@ -221,15 +221,14 @@ async def flow_events(
                 return
 
 
-def _end_in_store(
-    session: Session, owner: Owner, flow_id: str
-) -> tuple[bool, dict[str, Any] | None]:
+def _end_in_store(session: Session, flow_id: str) -> tuple[bool, dict[str, Any] | None]:
     """Whether the store says the flow has ended (or is gone), with its last event."""
     flow = session.get(Flow, flow_id)
     if flow is None:
         return True, None
     if flow.finished_at is None:
         return False, None
+    owner = session.get_one(Owner, flow.owner_id)
     ended = present(session, flows.flow_jobs(session, owner=owner, flow_id=flow_id))
     event = {"type": FLOW_ENDED, "job_id": None, "at": utcnow().isoformat(), "flow_id": flow_id}
     return True, event | {"status": ended.status.value, "progress": ended.progress}
