@@ -484,6 +484,54 @@ def test_the_beat_is_found_from_the_notes() -> None:
     assert found.estimated
 
 
+def _waltz_heard_louder_on_two_and_three() -> list[Note]:
+    notes = []
+    for bar in range(8):
+        start = 1.5 * bar
+        notes.append(Note(start, start + 0.46, 48 if bar % 2 == 0 else 43, 77, 0.9))
+        for beat, velocity in ((1, 86), (2, 72)):
+            onset = start + 0.5 * beat
+            notes += [Note(onset, onset + 0.5, pitch, velocity, 0.9) for pitch in (64, 67)]
+    return notes
+
+
+@pytest.mark.parametrize(
+    ("notes", "meter", "bpm"),
+    [
+        # Eight quarters at 120, the model hearing some a little louder than others.
+        (
+            [Note(0.5 * i, 0.5 * i + 0.45, 60 + i, 76 + i % 3 % 2, 0.9) for i in range(8)],
+            "4/4",
+            None,
+        ),
+        # Sixteenths at 120, likewise.
+        (
+            [Note(i / 8, i / 8 + 0.11, 72 + i % 4, 48 + 8 * (i % 4 == 2), 0.9) for i in range(32)],
+            "4/4",
+            None,
+        ),
+        # Triplet eighths at 90 (C-E-G to a beat), all as loud.
+        (
+            [Note(i * 2 / 9, i * 2 / 9 + 0.2, (60, 64, 67)[i % 3], 80, 0.9) for i in range(24)],
+            "4/4",
+            90.0,
+        ),
+        (_waltz_heard_louder_on_two_and_three(), "3/4", None),
+    ],
+    ids=["quarters", "sixteenths", "triplets", "waltz"],
+)
+def test_evenly_played_music_starts_its_first_bar_on_its_first_note(
+    notes: list[Note], meter: str, bpm: float | None
+) -> None:
+    """Where no beat is clearly heavier, the first note starts the first bar. Bars began
+    wherever the model heard a note a little louder: eight even quarters began after a
+    quarter rest, triplets across the beat lines, and a waltz whose chords on 2 and 3 are
+    heard louder than its bass on 1 read "pah-pah | oom"."""
+    found = find_beat(notes, Meter.parse(meter), bpm=bpm)
+
+    assert found.quarters(notes[0].onset) == pytest.approx(0, abs=0.05), found
+
+
 def test_chords_every_other_beat_do_not_halve_the_tempo() -> None:
     """A four-note chord every two beats and a melody in eighths, at 120 a minute (the
     bench's music): the beat is the quarter note, not the chords' half note."""

@@ -4,9 +4,12 @@ The onsets of the notes (each time weighted by its loudest note) make an onset s
 frames a second, smoothed a little. Its autocorrelation, weighted towards moderate
 tempos (a log-normal preference centred on 110 beats a minute, as beat trackers
 commonly use), gives the beat period; the phase that puts the most onset weight on
-the beats places them; and of the beats of a bar, the one whose notes weigh most
-(louder and longer notes count more) is the downbeat. One tempo holds for the whole
-recording: music that speeds up or slows down drifts off the grid.
+the beats places them; and of the beats of a bar, the one whose onsets weigh most
+(louder and longer notes count more) is the downbeat. Where the weights are close
+(evenly played music, which the model hears a little louder here and there), the first
+note is on a beat and starts a bar: music begins on a downbeat more often than with a
+pickup. One tempo holds for the whole recording: music that speeds up or slows down
+drifts off the grid.
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ PREFERRED_BPM = 110.0
 DEFAULT_BPM = 120.0
 MIN_ONSETS = 4
 """Distinct onsets needed to estimate a tempo; with fewer, :data:`DEFAULT_BPM`."""
+PHASE_TIE = 0.15
+"""Phases of the beat whose onset weight is within this fraction of the best's count as
+the same: the first note decides between them."""
+DOWNBEAT_TIE = 0.25
+"""The first note's beat starts the bars unless another beat of the bar weighs more
+than this fraction above it (a waltz's chords on 2 and 3 are heard louder than its bass
+note on 1)."""
 TIME_SIGNATURE = re.compile(r"^([1-9][0-9]?)/(1|2|4|8|16|32)$")
 
 
@@ -99,11 +109,11 @@ def find_beat(notes: list[Note], meter: Meter, *, bpm: float | None = None) -> B
         distinct = len({round(n.onset, 2) for n in notes})
         bpm = _tempo(onsets) if distinct >= MIN_ONSETS else DEFAULT_BPM
     period = RATE * 60.0 / bpm
-    phase = _phase(onsets, period)
+    first = notes[0].onset if notes else 0.0
+    phase = _phase(onsets, period, first * RATE)
     downbeat = _downbeat(notes, bpm, phase / RATE, meter)
     # The first bar starts at the last downbeat at or before the first note.
     bar = float(meter.bar_quarters) * 60.0 / bpm
-    first = notes[0].onset if notes else 0.0
     tolerance = 0.05 * 60.0 / bpm
     downbeat -= math.ceil((downbeat - first - tolerance) / bar) * bar
     return Beat(bpm=bpm, first_downbeat=downbeat, meter=meter, estimated=estimated)
@@ -140,23 +150,41 @@ def _tempo(onsets: np.ndarray) -> float:
     return float(60.0 * RATE / (lags[best] + shift))
 
 
-def _phase(onsets: np.ndarray, period: float) -> float:
+def _phase(onsets: np.ndarray, period: float, first_onset: float) -> float:
     """Frames from the start to the first beat: the offset that lands most onset
-    weight on beats."""
+    weight on beats. Of the offsets within :data:`PHASE_TIE` of the best (evenly played
+    notes, where the model's small differences in loudness would decide), the one
+    with a beat nearest the first note: music starts on a beat far more often than
+    off it."""
     steps = np.arange(0, period, 1.0)
     beats = np.arange(0, len(onsets), period)
     frames = np.clip(np.round(beats[None, :] + steps[:, None]).astype(int), 0, len(onsets) - 1)
-    return float(steps[int(np.argmax(onsets[frames].sum(axis=1)))])
+    scores = onsets[frames].sum(axis=1)
+    near = np.abs((first_onset - steps + period / 2) % period - period / 2)
+    tied = scores >= (1 - PHASE_TIE) * scores.max()
+    return float(steps[int(np.argmin(np.where(tied, near, np.inf)))])
 
 
 def _downbeat(notes: list[Note], bpm: float, first_beat: float, meter: Meter) -> float:
-    """The beat (seconds) that starts bars: of the bar's beats, the one whose notes
-    weigh most (velocity times the square root of the length)."""
+    """The beat (seconds) that starts bars: of the bar's beats, the one whose onsets
+    weigh most (each onset once, at its heaviest note: velocity times the square root
+    of the length, so a chord weighs as much as one note). Where the first note's beat
+    is within :data:`DOWNBEAT_TIE` of that, the first note's: a bar does not begin
+    with a pickup unless a clearly heavier beat says so."""
     per_bar = max(1, round(float(meter.bar_quarters)))
-    weights = np.zeros(per_bar)
     beat_s = 60.0 / bpm
+    heaviest: dict[int, float] = {}
     for note in notes:
         position = (note.onset - first_beat) / beat_s
         if abs(position - round(position)) < 0.2:
-            weights[round(position) % per_bar] += note.velocity * math.sqrt(note.duration)
-    return first_beat + int(np.argmax(weights)) * beat_s
+            beat = round(position)
+            heaviest[beat] = max(heaviest.get(beat, 0.0), note.velocity * math.sqrt(note.duration))
+    weights = np.zeros(per_bar)
+    for beat, weight in heaviest.items():
+        weights[beat % per_bar] += weight
+    best = int(np.argmax(weights))
+    if notes:
+        first = round((notes[0].onset - first_beat) / beat_s) % per_bar
+        if weights[first] * (1 + DOWNBEAT_TIE) >= weights[best]:
+            best = first
+    return first_beat + best * beat_s
