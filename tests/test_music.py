@@ -720,6 +720,11 @@ def test_params() -> None:
     ):
         with pytest.raises(pydantic.ValidationError):
             TranscribeMusicParams.model_validate(bad)
+    # Told at the field a person changes (it was told at params as a whole).
+    with pytest.raises(pydantic.ValidationError) as refused:
+        TranscribeMusicParams(min_pitch=80, max_pitch=60)
+    [error] = refused.value.errors()
+    assert error["loc"] == ("max_pitch",) and "below min_pitch (80)" in error["msg"]
 
 
 def test_kind_is_registered() -> None:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from longplay.engines.notes import SAMPLE_RATE, detect_notes
 from longplay.framework import InvalidInput, JobKind, PermanentError, Step, StepContext, register
@@ -92,11 +92,14 @@ class TranscribeMusicParams(BaseModel):
             music21_key_name(value)
         return value
 
-    @model_validator(mode="after")
-    def _pitch_range(self) -> Self:
-        if self.min_pitch > self.max_pitch:
-            raise ValueError(f"min_pitch ({self.min_pitch}) is above max_pitch ({self.max_pitch})")
-        return self
+    @field_validator("max_pitch")
+    @classmethod
+    def _pitch_range(cls, value: int, info: ValidationInfo) -> int:
+        """Told at the field (``params.max_pitch``), as a model's check would not be."""
+        lowest = info.data.get("min_pitch")
+        if lowest is not None and value < lowest:
+            raise ValueError(f"max_pitch ({value}) is below min_pitch ({lowest})")
+        return value
 
     def tracker(self) -> TrackerOptions:
         return TrackerOptions(
