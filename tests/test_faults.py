@@ -7,6 +7,7 @@ import re
 import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -303,6 +304,44 @@ def test_a_worker_that_lost_redis_says_so_in_a_line(database_kind: str, tmp_path
         wait_until(lambda: "Connection to broker lost" in log.read_text(), timeout=30)
         wait_until(lambda: log.read_text().count("Connected to") == 2, timeout=30)  # again
         assert "CPendingDeprecationWarning" not in log.read_text(), log.read_text()[-3000:]
+
+
+def test_the_cli_says_why_it_waits_while_the_store_is_away(
+    database_kind: str, tmp_path: Path
+) -> None:
+    """A request the API refused with a 503 (the store away) was waited out in
+    silence, for up to half a minute; the CLI now says so on stderr, and then goes on."""
+    if database_kind != "postgresql":
+        pytest.skip("a PostgreSQL that refuses connections answers at once")
+    with Stack(tmp_path / "stack", database_kind) as deployment:
+        deployment.start_api()
+        env = {
+            **deployment.env,
+            "LONGPLAY_API_URL": deployment.api_url,
+            "LONGPLAY_API_KEY": deployment.key("alice"),
+        }
+        name = deployment.database_url.rsplit("/", 1)[1]
+        with psycopg.connect(deployment.postgres_admin, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            try:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (name,),
+                )
+                waiting = subprocess.Popen(
+                    [sys.executable, "-m", "longplay", "jobs"],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                time.sleep(4)  # refused meanwhile
+            finally:
+                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        _, said = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, said
+    assert "GET /v1/jobs answered 503; trying again in 2 s" in said, said
 
 
 def test_stopping_the_api_ends_its_streams_cleanly(database_kind: str, tmp_path: Path) -> None:

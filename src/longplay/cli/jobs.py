@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import logging
 import os
 from collections import deque
 from collections.abc import Callable
@@ -37,11 +38,24 @@ Overwrite = Annotated[
 """``--overwrite`` of the commands that save results."""
 
 
+class _Waits(logging.Handler):
+    """The SDK's waits (a 503 while the store or Redis is away, a 429, a request sent
+    again after a lost answer) as dim lines on stderr: a command that waits says why,
+    rather than nothing for half a minute."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(record.getMessage(), style="dim", markup=False, soft_wrap=True)
+
+
 def _client() -> Client:
     """A client for ``LONGPLAY_API_URL`` (else this machine's API), waiting up to
-    ``LONGPLAY_API_TIMEOUT`` seconds (60) for each answer."""
+    ``LONGPLAY_API_TIMEOUT`` seconds (60) for each answer, and saying why it waits."""
     from longplay.client import Client, find_key, find_url
 
+    said = logging.getLogger("longplay.client")
+    if not any(isinstance(handler, _Waits) for handler in said.handlers):
+        said.addHandler(_Waits(logging.INFO))
+        said.setLevel(logging.INFO)
     settings = get_settings()
     try:
         timeout = float(os.environ.get("LONGPLAY_API_TIMEOUT") or 60)
