@@ -186,6 +186,24 @@ def test_a_job_whose_process_dies_each_run_fails_after_its_attempts(
     assert wait_for_status(client, after["id"], {"completed", "failed"})["status"] == "completed"
 
 
+@contextmanager
+def refusing_connections(deployment: Stack) -> Iterator[None]:
+    """The deployment's PostgreSQL database refuses connections, the ones it had
+    ended, while the block runs."""
+    name = deployment.database_url.rsplit("/", 1)[1]
+    with psycopg.connect(deployment.postgres_admin, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        try:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+            yield
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+
 def test_a_store_that_refuses_connections_is_a_503_to_retry(
     database_kind: str, tmp_path: Path
 ) -> None:
@@ -199,22 +217,12 @@ def test_a_store_that_refuses_connections_is_a_503_to_retry(
         client = deployment.client("opal")
         job = submit(client, run_at="2099-01-01T00:00:00Z")
         browser = signed_in_browser(deployment, "opal")
-        name = deployment.database_url.rsplit("/", 1)[1]
-        with psycopg.connect(deployment.postgres_admin, autocommit=True) as admin:
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-            try:
-                admin.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = %s AND pid <> pg_backend_pid()",
-                    (name,),
-                )
-                refused = client.get(f"/v1/jobs/{job['id']}")
-                listed = client.get("/v1/jobs")
-                health = httpx.get(f"{deployment.api_url}/healthz", timeout=10)
-                ready = httpx.get(f"{deployment.api_url}/readyz", timeout=10)
-                page = browser.get("/jobs")
-            finally:
-                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        with refusing_connections(deployment):
+            refused = client.get(f"/v1/jobs/{job['id']}")
+            listed = client.get("/v1/jobs")
+            health = httpx.get(f"{deployment.api_url}/healthz", timeout=10)
+            ready = httpx.get(f"{deployment.api_url}/readyz", timeout=10)
+            page = browser.get("/jobs")
         for answer in (refused, listed):
             assert answer.status_code == 503, answer.text
             assert answer.headers["retry-after"] == "2"
@@ -320,25 +328,15 @@ def test_the_cli_says_why_it_waits_while_the_store_is_away(
             "LONGPLAY_API_URL": deployment.api_url,
             "LONGPLAY_API_KEY": deployment.key("alice"),
         }
-        name = deployment.database_url.rsplit("/", 1)[1]
-        with psycopg.connect(deployment.postgres_admin, autocommit=True) as admin:
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-            try:
-                admin.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = %s AND pid <> pg_backend_pid()",
-                    (name,),
-                )
-                waiting = subprocess.Popen(
-                    [sys.executable, "-m", "longplay", "jobs"],
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-                time.sleep(4)  # refused meanwhile
-            finally:
-                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        with refusing_connections(deployment):
+            waiting = subprocess.Popen(
+                [sys.executable, "-m", "longplay", "jobs"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(4)  # refused meanwhile
         _, said = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, said
     assert "GET /v1/jobs answered 503; trying again in 2 s" in said, said
