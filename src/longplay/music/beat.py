@@ -150,7 +150,7 @@ def _tempo(onsets: np.ndarray) -> float:
     return float(60.0 * RATE / (lags[best] + shift))
 
 
-def _phase(onsets: np.ndarray, period: float, first_onset: float) -> float:
+def _phase(onsets: np.ndarray, period: float, first_frame: float) -> float:
     """Frames from the start to the first beat: the offset that lands most onset
     weight on beats. Of the offsets within :data:`PHASE_TIE` of the best (evenly played
     notes, where the model's small differences in loudness would decide), the one
@@ -160,7 +160,7 @@ def _phase(onsets: np.ndarray, period: float, first_onset: float) -> float:
     beats = np.arange(0, len(onsets), period)
     frames = np.clip(np.round(beats[None, :] + steps[:, None]).astype(int), 0, len(onsets) - 1)
     scores = onsets[frames].sum(axis=1)
-    near = np.abs((first_onset - steps + period / 2) % period - period / 2)
+    near = np.abs((first_frame - steps + period / 2) % period - period / 2)
     tied = scores >= (1 - PHASE_TIE) * scores.max()
     return float(steps[int(np.argmin(np.where(tied, near, np.inf)))])
 
