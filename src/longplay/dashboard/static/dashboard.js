@@ -341,7 +341,31 @@
     document.querySelectorAll("form[data-sent]").forEach((form) => delete form.dataset.sent);
   });
 
+  // A table wider than its box (on a phone) scrolls sideways: the box is then a region
+  // named by its data-label that a keyboard can reach and scroll; where it fits, it is
+  // no tab stop. Checked as the page is drawn, resized, or has parts drawn again.
+  function scrollables() {
+    document.querySelectorAll(".scroll").forEach((box) => {
+      if (box.scrollWidth > box.clientWidth) {
+        box.tabIndex = 0;
+        box.setAttribute("role", "region");
+        box.setAttribute("aria-label", box.dataset.label || "Table");
+      } else {
+        ["tabindex", "role", "aria-label"].forEach((name) => box.removeAttribute(name));
+      }
+    });
+  }
+  let measuring = false;
+  function remeasure() {
+    if (measuring) return;
+    measuring = true;
+    requestAnimationFrame(() => { measuring = false; scrollables(); });
+  }
+  window.addEventListener("resize", remeasure);
+  document.addEventListener("longplay:refreshed", remeasure);
+
   document.addEventListener("DOMContentLoaded", () => {
+    scrollables();
     const table = document.querySelector("[data-live-list]");
     if (table) jobsList(table);
     const job = document.querySelector("[data-live-job]");
