@@ -25,6 +25,7 @@ from longplay.engines.chat import (
     fit_conversation,
     write_reply,
 )
+from longplay.engines.llm import UntilStop
 from longplay.settings import Settings
 
 API_KEY = "reply-test-key"
@@ -137,7 +138,16 @@ def test_a_conversation_too_long_for_the_context(stack: Stack) -> None:
     truncated = {**huge, "truncate": "oldest"}
     refused = client.post("/v1/jobs", json={"kind": "reply", "params": truncated})
     assert refused.status_code == 422, "truncation never drops the last message"
-    assert "the last message takes about" in refused.json()["error"]["message"]
+    assert "last message take about" in refused.json()["error"]["message"]
+    assert refused.json()["error"]["details"][0]["loc"] == ["body", "params", "messages"]
+    # Nor the system text: when it is what is too long, it is the field to shorten.
+    instructions = {**truncated, "messages": [{"role": "user", "content": "Hi."}]}
+    refused = client.post(
+        "/v1/jobs", json={"kind": "reply", "params": {**instructions, "system": words(20_000)}}
+    )
+    assert refused.status_code == 422, refused.text
+    assert "send shorter instructions" in refused.json()["error"]["message"]
+    assert refused.json()["error"]["details"][0]["loc"] == ["body", "params", "system"]
 
     long = [{"role": "user", "content": words(5_000)}]
     over = client.post("/v1/jobs", json={"kind": "reply", "params": {"messages": long}})
@@ -169,6 +179,20 @@ def test_a_conversation_too_long_for_the_context(stack: Stack) -> None:
     assert warning["code"] == "conversation_truncated"
     assert "oldest 1 message" in warning["message"]
     assert json.loads(output(client, done, "reply.json"))["dropped_messages"] == 1
+
+
+@DATABASE
+def test_a_blank_message_or_an_empty_stop_is_refused_at_its_field(stack: Stack) -> None:
+    client = stack.client("replier")
+    hello = [{"role": "user", "content": "Hello."}]
+    for params, loc in [
+        ({"messages": [{"role": "user", "content": " \n\t"}]}, ["messages", 0, "content"]),
+        ({"messages": hello, "stop": ["\n", ""]}, ["stop", 1]),
+    ]:
+        refused = client.post("/v1/jobs", json={"kind": "reply", "params": params})
+        assert refused.status_code == 422, refused.text
+        [detail] = refused.json()["error"]["details"]
+        assert detail["loc"] == ["body", "params", *loc], detail
 
 
 @DATABASE
@@ -220,11 +244,34 @@ def test_truncation_drops_the_fewest_oldest_messages_and_keeps_the_system() -> N
         fit_conversation(
             [system, *turns], count=count, context_tokens=6, max_tokens=2, truncate=True
         )
+    # A system message later in the conversation is kept where it stands too.
+    later = {"role": "system", "content": "now answer in French"}
+    mixed = [turns[0], later, turns[1], turns[3], turns[4]]
+    fitted = fit_conversation(mixed, count=count, context_tokens=40, max_tokens=10, truncate=True)
+    assert fitted.messages == [later, turns[3], turns[4]] and fitted.dropped == 2
     # One message too long is refused, with or without a system message: dropping it
     # would leave the model nothing to answer.
     for alone in ([system, turns[0]], [turns[0]]):
         with pytest.raises(ContextTooLong, match="does not fit even alone"):
             fit_conversation(alone, count=count, context_tokens=40, max_tokens=10, truncate=True)
+
+
+def test_a_stop_split_across_pieces_is_found_and_a_near_miss_let_through() -> None:
+    def reply(stops: list[str], pieces: list[str]) -> str:
+        until, shown = UntilStop(stops), []
+        for piece in pieces:
+            shown.append(until.feed(piece))
+            if until.stopped:
+                break
+        return "".join([*shown, until.rest()])
+
+    assert reply(["\n"], ["1.", "\n", "2."]) == "1."
+    assert reply(["\n\n"], ["1.", "\n", "\n2."]) == "1."
+    assert reply(["\n\n"], ["1.", "\n", "two"]) == "1.\ntwo"
+    assert reply(["END"], ["and the E", "N", "D of it"]) == "and the "
+    assert reply(["END"], ["and the E", "N"]) == "and the EN"
+    assert reply(["2.", "\n"], ["1. one", "\n2."]) == "1. one"
+    assert reply([], ["a", "b"]) == "ab"
 
 
 def test_batches_come_at_a_bounded_rate_and_hold_back_trailing_blanks() -> None:
@@ -248,6 +295,22 @@ def local_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         tts={"engine": "local"},
         llm={"engine": "local"},
     )
+
+
+def test_a_stop_ends_the_reply_as_written_not_the_blank_before_it(
+    local_settings: Settings,
+) -> None:
+    """The model writes a line break before its reply; a stop of a line or paragraph
+    break ends the reply at its first one, not before the reply begins."""
+    model = get_language_model(local_settings)
+    count = [{"role": "user", "content": "Count: one, two, three, four, five,"}]
+    whole = model.chat(count, max_tokens=40)
+    assert "\n\n" in whole, whole
+    for stop in ("\n", "\n\n"):
+        cut = model.chat(count, max_tokens=40, stop=[stop])
+        assert cut and cut == whole.split(stop)[0].strip(), (stop, cut, whole)
+        streamed = "".join(model.stream_chat(count, max_tokens=40, stop=[stop]))
+        assert streamed.strip() == cut
 
 
 def test_the_http_engine_streams_what_the_local_model_writes(local_settings: Settings) -> None:

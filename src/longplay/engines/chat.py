@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from longplay.engines.llm import LanguageModel, Message
 from longplay.framework import (
@@ -43,6 +43,13 @@ class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant"]
     content: str = Field(min_length=1, max_length=1_000_000)
 
+    @field_validator("content")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a message holds only blanks; give it some text or leave it out")
+        return value
+
 
 class ReplyOptions(BaseModel):
     """What to reply to and how."""
@@ -55,7 +62,7 @@ class ReplyOptions(BaseModel):
     )
     max_tokens: int = Field(256, ge=1, le=8192, description="The longest reply, in tokens.")
     temperature: float = Field(0.0, ge=0, le=2, description="0: the same reply every time.")
-    stop: list[str] = Field(
+    stop: list[Annotated[str, Field(min_length=1)]] = Field(
         default_factory=list, max_length=4, description="Sequences the reply ends before."
     )
     truncate: Literal["oldest"] | None = Field(
@@ -123,14 +130,13 @@ def fit_conversation(
             "context holds; send fewer or shorter messages, lower max_tokens, or set "
             'truncate: "oldest"'
         )
-    system, turns = _system_and_turns(whole)
+    droppable = _droppable(whole)
     # Dropping more never makes it longer: find the fewest drops that fit by bisection.
-    # The last turn is never dropped, so with one turn there is nothing to try.
-    low, high = 1, len(turns) - 1
+    low, high = 1, len(droppable)
     fits: tuple[int, int] | None = None
     while low <= high:
         middle = (low + high) // 2
-        needed = count([*system, *turns[middle:]])
+        needed = count(_without(whole, droppable[:middle]))
         if needed + max_tokens <= context_tokens:
             fits, high = (middle, needed), middle - 1
         else:
@@ -142,13 +148,18 @@ def fit_conversation(
             "one or lower max_tokens"
         )
     dropped, needed = fits
-    return Fitted([*system, *turns[dropped:]], needed, dropped, tokens)
+    return Fitted(_without(whole, droppable[:dropped]), needed, dropped, tokens)
 
 
-def _system_and_turns(messages: list[Message]) -> tuple[list[Message], list[Message]]:
-    """The leading system messages, which truncation never drops, and the rest."""
-    leading = next((i for i, m in enumerate(messages) if m["role"] != "system"), len(messages))
-    return messages[:leading], messages[leading:]
+def _droppable(messages: list[Message]) -> list[int]:
+    """Where the messages truncation may drop are, oldest first: all but the system's,
+    wherever they stand, and the last one."""
+    return [i for i, m in enumerate(messages[:-1]) if m["role"] != "system"]
+
+
+def _without(messages: list[Message], dropped: Sequence[int]) -> list[Message]:
+    gone = set(dropped)
+    return [m for i, m in enumerate(messages) if i not in gone]
 
 
 def refuse_surely_too_long(options: ReplyOptions, context_tokens: int) -> None:
@@ -167,17 +178,20 @@ def refuse_surely_too_long(options: ReplyOptions, context_tokens: int) -> None:
         )
     kept = options.conversation()
     if options.truncate is not None:
-        system, turns = _system_and_turns(kept)
-        kept = system + turns[-1:]
+        kept = _without(kept, _droppable(kept))
         estimate = sum(estimate_tokens(m["content"]) for m in kept)
         if estimate > SURELY_TOO_LONG * room:
+            last = estimate_tokens(kept[-1]["content"])
+            system_text = options.system is not None and estimate_tokens(options.system) > last
             raise FieldError(
-                f"the last message takes about {estimate} tokens with the system text, far "
-                f"more than the {room} the model's context of {context_tokens} leaves beside "
-                f"a reply of {options.max_tokens}, and it is never dropped; send a shorter "
-                "one or lower max_tokens",
+                f"the system text and the last message take about {estimate} tokens "
+                f"({last} the last message), far more than the {room} the model's context "
+                f"of {context_tokens} leaves beside a reply of {options.max_tokens}, and "
+                "they are never dropped; send "
+                + ("shorter instructions" if system_text else "a shorter message")
+                + " or lower max_tokens",
                 code="context_too_long",
-                field="messages",
+                field="system" if system_text else "messages",
             )
         return
     estimate = sum(estimate_tokens(m["content"]) for m in kept)

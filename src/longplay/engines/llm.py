@@ -188,13 +188,10 @@ class LlamaCppModel:
         stop: Sequence[str] = (),
     ) -> str:
         """See :meth:`LanguageModel.chat`; a turn ends at the next ``User:`` line."""
-        text = self.complete(
-            chat_prompt(messages),
-            max_tokens=max_tokens,
-            temperature=temperature,
-            stop=[*stop, *TURN_ENDS],
+        pieces = self.stream_chat(
+            messages, max_tokens=max_tokens, temperature=temperature, stop=stop
         )
-        return text.strip()
+        return "".join(pieces).strip()
 
     def stream_chat(
         self,
@@ -205,7 +202,12 @@ class LlamaCppModel:
         stop: Sequence[str] = (),
     ) -> Generator[str, None, None]:
         """See :meth:`LanguageModel.stream_chat`; the pieces join to :meth:`chat`'s text
-        less its leading blank (the trailing one is the caller's to strip)."""
+        less its leading blank (the trailing one is the caller's to strip).
+
+        The model writes a blank after ``Assistant:`` before the reply, so ``stop`` is
+        looked for in the reply as the caller sees it, from its first visible
+        character, not in what llama.cpp writes: a stop of ``"\n"`` ends the reply at
+        its first line break, not before it begins."""
         prompt = chat_prompt(messages)
         self._check_fits(prompt, max_tokens)
         with self._lock:
@@ -214,19 +216,25 @@ class LlamaCppModel:
                 prompt,
                 max_tokens=max_tokens,
                 temperature=temperature,
-                stop=[*stop, *TURN_ENDS],
+                stop=list(TURN_ENDS),
                 seed=SEED,
                 stream=True,
             )
             started = False
+            until = UntilStop(stop)
             try:
                 for chunk in chunks:
                     piece = str(chunk["choices"][0]["text"])
                     if not started:
                         piece = piece.lstrip()
                         started = bool(piece)
+                    piece = until.feed(piece)
                     if piece:
                         yield piece
+                    if until.stopped:
+                        return
+                if rest := until.rest():
+                    yield rest
             except RuntimeError as exc:
                 if is_out_of_memory(exc):
                     raise RetryableError(
@@ -276,6 +284,43 @@ class LlamaCppModel:
                 f"{self.context_tokens} the model's context holds; send shorter chunks",
                 code="prompt_too_long",
             )
+
+
+class UntilStop:
+    """Text fed piece by piece, let through up to the first of the stop sequences; a
+    tail that may be the start of one is held back until the next piece tells."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self._stops = [s for s in stops if s]
+        self._held = ""
+        self.stopped = False
+        """A stop sequence was met: nothing more is let through."""
+
+    def feed(self, piece: str) -> str:
+        """What of the text so far may be shown now."""
+        if self.stopped:
+            return ""
+        text = self._held + piece
+        found = [i for i in (text.find(s) for s in self._stops) if i >= 0]
+        if found:
+            self.stopped, self._held = True, ""
+            return text[: min(found)]
+        held = max(
+            (
+                n
+                for s in self._stops
+                for n in range(min(len(s) - 1, len(text)), 0, -1)
+                if text.endswith(s[:n])
+            ),
+            default=0,
+        )
+        self._held = text[len(text) - held :]
+        return text[: len(text) - held]
+
+    def rest(self) -> str:
+        """The tail held back, once the text has ended without a stop."""
+        rest, self._held = self._held, ""
+        return "" if self.stopped else rest
 
 
 def chat_prompt(messages: Sequence[Message]) -> str:
