@@ -215,6 +215,10 @@ def test_a_failing_stage_cancels_its_dependents_not_its_siblings(
         assert job["status"] == "cancelled" and job["attempts"] == 0
         assert job["error"]["code"] == "upstream_failed"
         assert stages[upstream]["id"] in job["error"]["message"]
+    # Its followers hear the dependents' cancels before the flow's end, where they stop.
+    told = [e["data"] for e in read_events(client, flow["id"])]
+    assert told[-1]["type"] == "flow_ended", told
+    assert {e["stage"] for e in told if e["type"] == "cancelled"} == {"next", "last"}, told
     wait_until(lambda: [b for b in receiver.bodies if b["data"]["id"] == flow["id"]], timeout=30)
     time.sleep(1.0)  # a second webhook would come now
     sent = [b for b in receiver.bodies if b["data"]["id"] == flow["id"]]
@@ -357,6 +361,18 @@ def test_only_your_own_existing_jobs_can_be_waited_for(stack: Stack) -> None:
     assert refused.status_code == 409 and failed["id"] in refused.json()["error"]["message"]
 
     before = alice.get("/v1/jobs", params={"limit": 200}).json()["items"]
+    # In a flow, such a refusal names its stage; a stage's name given as a job's id is
+    # told how to read that stage's outputs.
+    first = {"kind": "sleep", "params": {"seconds": 0}}
+    for reads, status, says in (
+        ({"job": "job_doesnotexist", "suffix": ".txt"}, 404, "stage 'b': no job"),
+        ({"job": failed["id"], "suffix": ".txt"}, 409, "stage 'b': job"),
+        ({"job": "a", "suffix": ".txt"}, 404, 'read its outputs with {"stage": "a", ...}'),
+    ):
+        stages = {"a": first, "b": {"kind": "sleep", "inputs": [reads]}}
+        refused = alice.post("/v1/flows", json={"stages": stages})
+        assert refused.status_code == status, refused.text
+        assert says in refused.json()["error"]["message"], refused.text
     for stages, code in (
         (
             {"a": {"kind": "sleep", "after": ["b"]}, "b": {"kind": "sleep", "after": ["a"]}},
@@ -428,6 +444,7 @@ def test_cancelling_a_flow_cancels_what_has_not_ended(stack: Stack) -> None:
             "quick": {"kind": "sleep", "params": {"seconds": 0.1, "ticks": 1}},
             "slow": {"kind": "sleep", "params": {"seconds": 30, "ticks": 300}, "after": ["quick"]},
             "then": {"kind": "sleep", "after": ["slow"]},
+            "also": {"kind": "sleep", "after": ["slow"]},
         },
     )
     wait_for_status(client, flow["stages"]["slow"]["id"], {"running"})
@@ -437,9 +454,14 @@ def test_cancelling_a_flow_cancels_what_has_not_ended(stack: Stack) -> None:
     assert cancelled.status_code == 200, cancelled.text
     stages = cancelled.json()["stages"]
     assert stages["quick"]["status"] == "completed"
-    assert stages["slow"]["status"] == stages["then"]["status"] == "cancelled"
+    assert {stages[name]["status"] for name in ("slow", "then", "also")} == {"cancelled"}
     assert stages["then"]["error"] is None, "cancelled by its owner, not by its upstream"
     assert wait_for_flow(client, flow["id"])["status"] == "cancelled"
+    # Its followers hear every stage's cancel before the flow's end, where they stop.
+    told = [e["data"] for e in read_events(client, flow["id"])]
+    assert told[-1]["type"] == "flow_ended", told
+    ended = {e["stage"] for e in told if e["type"] == "cancelled"}
+    assert ended == {"slow", "then", "also"}, told
 
 
 def test_the_cli_follows_a_flow_and_saves_each_stage(stack: Stack, tmp_path: Path) -> None:
@@ -567,6 +589,20 @@ def test_waiting_jobs_count_toward_the_queued_cap(stack: Stack) -> None:
     assert int(refused.headers["Retry-After"]) >= 1
     flow = client.post("/v1/flows", json={"stages": {"one": {"kind": "sleep"}}})
     assert flow.status_code == 429, flow.text
+    # A flow is counted whole, its own stages not taken for jobs already there; one
+    # larger than the cap can never be taken, which waiting will not mend.
+    two = {"one": {"kind": "sleep"}, "two": {"kind": "sleep"}}
+    flow = client.post("/v1/flows", json={"stages": two})
+    assert flow.status_code == 429, flow.text
+    message = flow.json()["error"]["message"]
+    assert "this flow's 2 stages need room for 2 jobs" in message, message
+    assert "you have 3 of the 3 allowed" in message, message
+    four = {name: {"kind": "sleep"} for name in ("a", "b", "c", "d")}
+    flow = client.post("/v1/flows", json={"stages": four})
+    assert flow.status_code == 422, flow.text
+    refused = flow.json()["error"]
+    assert refused["code"] == "too_many_stages" and refused["retryable"] is False, refused
+    assert "split it into flows of at most 3 stages" in refused["message"], refused
     listed = client.get("/v1/jobs", params={"limit": 50}).json()["items"]
     assert len(listed) == 3, "nothing of a refused submission is stored"
 

@@ -72,25 +72,36 @@ def flow_view(session: Session, flow: Flow) -> FlowPublic:
     return FlowPublic.of(flow, shown, kind_steps(j.kind for j in jobs))
 
 
-def tell(announcement: Announcement, *, open_unit: OpenUnit) -> None:
-    """The hooks' subscriber: copy a flow job's announcement to the flow's stream and,
-    when the job ended, end the flow if it was its last."""
+def copy(announcement: Announcement) -> None:
+    """The hooks' subscriber that copies a flow job's announcement to the flow's stream.
+
+    It hears all of a unit's announcements before :func:`end` hears the first (the
+    hooks run one subscriber over them all, then the next): a flow cancelled whole ends
+    its stages in one unit, and its end must come after every stage's cancel."""
+    found = _flow_and_stage(announcement)
+    if found is not None:
+        flow_id, stage = found
+        data = announcement.data
+        _append(
+            flow_id, {**_event(announcement.event, announcement.job_id), "stage": stage, **data}
+        )
+
+
+def end(announcement: Announcement, *, open_unit: OpenUnit) -> None:
+    """The hooks' subscriber that ends a flow once the job that ended was its last."""
+    found = _flow_and_stage(announcement) if announcement.event in ENDINGS else None
+    if found is not None:
+        ended = _end_if_last(found[0], announcement.job_id, open_unit)
+        if ended is not None:
+            _announce_end(found[0], ended, open_unit)
+
+
+def _flow_and_stage(announcement: Announcement) -> tuple[str, str] | None:
     job = announcement.job
     if job is None:
-        found = flow_of(announcement.job_id)
-    else:  # the announcer's copy says, without a query
-        found = None if job.flow_id is None else (job.flow_id, job.stage or "")
-    if found is None:
-        return
-    flow_id, stage = found
-    _append(
-        flow_id,
-        {**_event(announcement.event, announcement.job_id), "stage": stage, **announcement.data},
-    )
-    if announcement.event in ENDINGS:
-        ended = _end_if_last(flow_id, announcement.job_id, open_unit)
-        if ended is not None:
-            _announce_end(flow_id, ended, open_unit)
+        return flow_of(announcement.job_id)
+    # The announcer's copy says, without a query.
+    return None if job.flow_id is None else (job.flow_id, job.stage or "")
 
 
 def sweep(open_unit: OpenUnit, *, limit: int = SWEEP_AT_MOST) -> int:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from longplay.jobs import dependencies, lifecycle
 from longplay.jobs.admission import pump
-from longplay.jobs.admission.limits import refuse_submission
+from longplay.jobs.admission.limits import limits_of, refuse_submission
 from longplay.jobs.flow_events import kind_steps
 from longplay.jobs.refusals import Conflict, Invalid, NotFound, RateLimited
 from longplay.jobs.submission import Input, create_job
@@ -114,6 +114,16 @@ def create_flow(
         raise Invalid("a flow needs at least one stage")
     if len(stages) > MAX_STAGES:
         raise Invalid(f"at most {MAX_STAGES} stages in a flow")
+    limits = limits_of(owner)
+    if limits.max_queued is not None and len(stages) > limits.max_queued:
+        raise Invalid(
+            f"a flow of {len(stages)} stages can never be taken whole: at most "
+            f"{limits.max_queued} of your jobs may be queued or waiting "
+            f"({limits.set_by['max_queued']} limit); split it into flows of at most "
+            f"{limits.max_queued} stages",
+            [{"loc": ["body", "stages"], "msg": "too many stages", "type": "too_long"}],
+            code="too_many_stages",
+        )
     if idempotency_key is not None and (
         earlier := _by_idempotency_key(session, owner, idempotency_key)
     ):
@@ -155,10 +165,11 @@ def create_flow(
                 )
             except Invalid as exc:
                 raise _in_stage(exc, name, job_of) from exc
-            if (
-                refusal := refuse_submission(session, owner, new_job_id=job_of[name].id)
-            ) is not None:
-                raise RateLimited(refusal.message, refusal.retry_after)
+            except (NotFound, Conflict) as exc:
+                raise type(exc)(f"stage {name!r}: {exc}{_misnamed(stage, stages)}") from exc
+        new_jobs = [job.id for job in job_of.values()]
+        if (refusal := refuse_submission(session, owner, new_job_ids=new_jobs)) is not None:
+            raise RateLimited(refusal.message, refusal.retry_after)
         for job in job_of.values():
             unit.announce(
                 job.status,
@@ -179,6 +190,17 @@ def create_flow(
         pump.wake_quietly(job.run_at)
         pump.wake_quietly(job.deadline)
     return flow_jobs(session, owner=owner, flow_id=flow.id)
+
+
+def _misnamed(stage: Stage, stages: Mapping[str, Stage]) -> str:
+    """What to write instead, where a stage reads a job whose id is another stage's name."""
+    for source in stage.inputs:
+        if isinstance(source, OutputRef) and source.job in stages:
+            return (
+                f"; {source.job!r} is a stage of this flow: read its outputs with "
+                f'{{"stage": "{source.job}", ...}}'
+            )
+    return ""
 
 
 def _in_stage(refusal: Invalid, stage: str, job_of: Mapping[str, Job]) -> Invalid:

@@ -104,12 +104,14 @@ class Hooks:
             subscriber(tx, announcement)
 
     def tell(self, *announcements: Announcement) -> None:
-        """Send the ``sent`` subscribers' commands in one pipeline, then run the ``told``
-        subscribers, in the announcements' order. Failures are logged and skipped."""
+        """Send the ``sent`` subscribers' commands in one pipeline, then run each
+        ``told`` subscriber in turn over all the announcements, in their order: a
+        subscriber sees what the ones before it did with the whole unit. Failures are
+        logged and skipped."""
         if self._sent and self._pipeline is not None and announcements:
             self._send(self._pipeline, announcements)
-        for announcement in announcements:
-            for subscriber in self._told:
+        for subscriber in self._told:
+            for announcement in announcements:
                 try:
                     subscriber(announcement)
                 except Exception:

@@ -284,7 +284,7 @@ def submit_job(
         if dedupe and (earlier := _duplicate_of(session, job)) is not None:
             _discard(unit, uploaded)
             return Submission(earlier, deduplicated=True)
-        if (refusal := refuse_submission(session, owner, new_job_id=job.id)) is not None:
+        if (refusal := refuse_submission(session, owner, new_job_ids=[job.id])) is not None:
             raise RateLimited(refusal.message, refusal.retry_after)
         if idempotency_key is not None:  # setting None after the INSERT costs an UPDATE
             job.idempotency_key = idempotency_key

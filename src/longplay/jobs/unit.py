@@ -110,9 +110,11 @@ def unit_of_work(*, known: Job | None = None) -> Iterator[UnitOfWork]:
         unit.commit()
 
 
-# After the commit, in this order: a flow's stream and end hear of a job's ending
-# before its dependents are settled (whose cancellations are announced in turn).
-HOOKS.subscribe(told=partial(flow_events.tell, open_unit=unit_of_work))
+# After the commit, in this order: a flow's stream hears every announcement, then its
+# end is looked for, then the ended jobs' dependents are settled (whose cancellations
+# are announced in turn).
+HOOKS.subscribe(told=flow_events.copy)
+HOOKS.subscribe(told=partial(flow_events.end, open_unit=unit_of_work))
 HOOKS.subscribe(told=partial(dependencies.tell, open_unit=unit_of_work))
 
 

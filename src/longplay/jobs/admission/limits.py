@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -106,13 +107,15 @@ def take_submit(owner_id: str, per_minute: float) -> float:
 
 
 def refuse_submission(
-    session: Session, owner: Owner, *, new_job_id: str | None = None
+    session: Session, owner: Owner, *, new_job_ids: Sequence[str]
 ) -> Refusal | None:
-    """Check the owner's queued cap and submit rate before a job (``new_job_id``, not
-    yet committed) is stored; a submission that passes is counted against the rate.
-    Waiting jobs count toward the cap, so no owner parks an unbounded pile of them; a
-    waiting job released later is not checked again (it was counted when submitted)."""
+    """Check the owner's queued cap and submit rate before jobs (``new_job_ids``, a job
+    or a flow's stages, not yet committed) are stored; a submission that passes is
+    counted against the rate, a submission a job. Waiting jobs count toward the cap,
+    so no owner parks an unbounded pile of them; a waiting job released later is not
+    checked again (it was counted when submitted)."""
     limits = limits_of(owner)
+    adding = len(new_job_ids)
     if limits.max_queued is not None:
         queued = session.scalar(
             select(func.count())
@@ -120,19 +123,28 @@ def refuse_submission(
             .where(
                 Job.owner_id == owner.id,
                 Job.status.in_([JobStatus.QUEUED.value, JobStatus.WAITING.value]),
-                Job.id != new_job_id,
+                Job.id.not_in(list(new_job_ids)),
             )
         )
-        if (queued or 0) >= limits.max_queued:
+        queued = queued or 0
+        if queued + adding > limits.max_queued:
+            most = f"({limits.set_by['max_queued']} limit: {limits.max_queued})"
             return Refusal(
-                f"you have {queued} jobs queued or waiting, the most allowed "
-                f"({limits.set_by['max_queued']} limit: {limits.max_queued}); submit more "
-                "once some start",
+                f"you have {queued} jobs queued or waiting, the most allowed {most}; "
+                "submit more once some start"
+                if adding == 1
+                else f"this flow's {adding} stages need room for {adding} jobs queued or "
+                f"waiting, and you have {queued} of the {limits.max_queued} allowed {most}; "
+                f"submit it once {queued + adding - limits.max_queued} of yours have started",
                 FULL_QUEUE_RETRY_AFTER,
             )
     if limits.submit_rate is not None:
+        wait = 0.0
         try:
-            wait = take_submit(owner.id, limits.submit_rate)
+            for _ in range(adding):
+                wait = take_submit(owner.id, limits.submit_rate)
+                if wait > 0:
+                    break
         except redis.RedisError as exc:  # the limiter is away: let the submission in
             log.warning("submit rate limiter unavailable: %s", exc)
             wait = 0.0
