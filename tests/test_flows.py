@@ -507,6 +507,23 @@ def test_the_cli_follows_a_flow_and_saves_each_stage(stack: Stack, tmp_path: Pat
     assert (
         refused.returncode == 1 and "circle" in refused.stderr and "Traceback" not in refused.stderr
     )
+    # A stage that did not complete is said with its reason, the jobs it names as stages.
+    failing = flow_file.with_name("failing.json")
+    bad = {"kind": "sleep", "params": {"seconds": 0.1, "ticks": 1, "fail": "permanent"}}
+    failing.write_text(
+        json.dumps({"stages": {"bad": bad, "next": {"kind": "sleep", "after": ["bad"]}}})
+    )
+    ended = subprocess.run(
+        [*command[:4], str(failing), "--wait", "--out", str(tmp_path / "failed")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    said = " ".join(ended.stderr.split())
+    assert ended.returncode == 1, ended.stdout + ended.stderr
+    assert "bad failed: the test asked this job to fail" in said, said
+    assert "next cancelled: stage 'bad'" in said and "job_" not in said.split("next")[-1], said
 
 
 def end_behind_the_hooks(deployment: Stack, job_id: str, status: str) -> None:

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec
@@ -313,10 +313,21 @@ def _follow(client: Client, job_id: str, out: Path, *, overwrite: bool = False) 
     except KeyboardInterrupt:
         _stopped_following(job_id)
     if job.status.value != "completed":
-        message = job.error.message if job.error else ""
-        err.print(f"[red]{job_id} {job.status.value}[/]: {escape(message)}", soft_wrap=True)
+        _say_ended(job_id, job)
         raise typer.Exit(1)
     save_results(client, job, out, overwrite=overwrite)
+
+
+def _say_ended(label: str, job: JobPublic, stages: Mapping[str, str] | None = None) -> None:
+    """A job that did not complete, on stderr: how it ended and why, where it says why;
+    in a flow (``stages``: each job id's stage), the jobs it names named as stages."""
+    line = f"[red]{escape(label)} {job.status.value}[/]"
+    if job.error is not None:
+        message = job.error.message
+        for job_id, stage in (stages or {}).items():
+            message = message.replace(f"job {job_id}", f"stage {stage!r}")
+        line += f": {escape(message)}"
+    err.print(line, soft_wrap=True)
 
 
 def _stopped_following(some_id: str) -> NoReturn:
@@ -339,12 +350,10 @@ def _follow_flow(client: Client, flow: FlowPublic, out: Path, *, overwrite: bool
     except KeyboardInterrupt:
         _stopped_following(flow.id)
     ended = client.flow(flow.id)
+    stages = {job.id: name for name, job in ended.stages.items()}
     for name, job in ended.stages.items():
         if job.status.value != "completed":
-            message = job.error.message if job.error else ""
-            err.print(
-                f"[red]{escape(name)} {job.status.value}[/]: {escape(message)}", soft_wrap=True
-            )
+            _say_ended(name, job, stages)
         save_results(client, job, out / name, overwrite=overwrite)
     if ended.status.value != "completed":
         raise typer.Exit(1)
