@@ -110,6 +110,37 @@ def test_an_export_unpacks_to_the_owners_files_and_a_manifest_that_matches_the_a
     assert entry["files"] == [] and failed_only.namelist() == ["manifest.json"]
 
 
+def test_an_input_another_job_made_is_filed_as_the_readers_input(stack: Stack) -> None:
+    client = stack.client(f"chainer-{uuid.uuid4().hex[:8]}")
+    first = submit(client, params={"seconds": 0, "ticks": 1, "text": "made first"})
+    [made] = wait_for_status(client, first["id"], {"completed"})["outputs"]
+    reader = submit(client, params={"seconds": 0, "ticks": 1}, inputs=[made["id"]])
+    wait_for_status(client, reader["id"], {"completed"})
+
+    _, archive = exported(client, include_inputs=True)
+
+    entries = {entry["job"]["id"]: entry for entry in manifest_of(archive)["jobs"]}
+    files = [(f["role"], f["path"]) for f in entries[reader["id"]]["files"]]
+    assert files == [
+        ("input", f"jobs/{reader['id']}/inputs/result.txt"),
+        ("output", f"jobs/{reader['id']}/outputs/result.txt"),
+    ]
+    assert archive.read(f"jobs/{reader['id']}/inputs/result.txt") == b"made first"
+    [(role, _)] = [(f["role"], f["path"]) for f in entries[first["id"]]["files"]]
+    assert role == "output"
+
+
+def test_a_kind_no_job_can_have_is_refused_at_its_field(stack: Stack) -> None:
+    client = stack.client("kind-typist")
+    refused = client.post(
+        "/v1/jobs", json={"kind": "export", "params": {"kinds": ["sleep", "slep"]}}
+    )
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["details"][0]["loc"] == ["body", "params", "kinds"], error
+    assert "no kind 'slep'" in error["message"] and "sleep" in error["message"], error
+
+
 def test_another_owners_export_is_a_404(stack: Stack) -> None:
     owner = f"private-{uuid.uuid4().hex[:8]}"
     stack.client(owner)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import redis
 from pydantic import BaseModel
@@ -30,7 +30,7 @@ from longplay.jobs.refusals import NotFound
 from longplay.redis_client import get_redis
 from longplay.store import files
 from longplay.store.db import session_scope
-from longplay.store.models import Artifact, ArtifactRole, Job, JobStatus, Owner
+from longplay.store.models import Artifact, Job, JobStatus, Owner
 from longplay.store.queries import outputs_of_many
 from longplay.store.views import JobPublic
 
@@ -149,19 +149,20 @@ class StoreRecords:
                 for artifact_id in (i for i in job.inputs if isinstance(i, str)):
                     artifact = rows.get(artifact_id)
                     found[job.id].append(
-                        _record(artifact) if artifact is not None else _gone(artifact_id)
+                        _record(artifact, "input") if artifact is not None else _gone(artifact_id)
                     )
         for job_id, outputs in outputs_of_many(session, [j.id for j in page]).items():
-            found[job_id] += [_record(a) for a in outputs]
+            found[job_id] += [_record(a, "output") for a in outputs]
         return found
 
 
-def _record(artifact: Artifact) -> FileRecord:
+def _record(artifact: Artifact, role: Literal["input", "output"]) -> FileRecord:
+    """A file as the job at hand has it: another job's output it reads is its input."""
     path = files.path_of(artifact)
     return FileRecord(
         artifact_id=artifact.id,
         name=files.safe_name(artifact.name, default=artifact.id),
-        role="output" if artifact.role == ArtifactRole.OUTPUT.value else "input",
+        role=role,
         media_type=artifact.media_type,
         size=artifact.size,
         sha256=artifact.sha256,

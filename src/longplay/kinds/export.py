@@ -14,14 +14,22 @@ import json
 import os
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import Any, Literal, TextIO
 
 from pydantic import Field, field_validator, model_validator
 
-from longplay.framework import JobKind, Step, StepContext, register
+from longplay.framework import (
+    FieldError,
+    JobKind,
+    Step,
+    StepContext,
+    SubmittedInput,
+    all_kinds,
+    register,
+)
 from longplay.framework.records import (
     FileRecord,
     ForOwner,
@@ -79,6 +87,15 @@ class ExportParams(ForOwner):
             until=self.until,
             include_inputs=self.include_inputs,
         )
+
+
+def check(params: ExportParams, inputs: Sequence[SubmittedInput]) -> None:
+    """At submit: every kind filtered for is one a job can have (a typo would export
+    nothing and look like an empty account)."""
+    known = sorted(kind.name for kind in all_kinds())
+    for name in params.kinds:
+        if name not in known:
+            raise FieldError(f"no kind {name!r}; the kinds are {', '.join(known)}", field="kinds")
 
 
 class _Progress:
@@ -155,7 +172,7 @@ def _copy_files(
     zipped: zipfile.ZipFile, record: JobRecord, progress: _Progress
 ) -> Iterator[dict[str, Any]]:
     """Copy the job's files into its folder of the zip; the manifest's line for each."""
-    taken: set[str] = set()
+    taken: dict[str, set[str]] = {"input": set(), "output": set()}
     for item in record.files:
         folder = f"jobs/{record.job_id}/{item.role}s"
         line: dict[str, Any] = {
@@ -166,7 +183,7 @@ def _copy_files(
             "size": item.size,
             "sha256": item.sha256,
         }
-        path = f"{folder}/{_free_name(item.name, taken)}"
+        path = f"{folder}/{_free_name(item.name, taken[item.role])}"
         if item.path is None or not _copy(zipped, item, path, progress):
             progress.expired += 1
             yield {**line, "status": "expired", "path": None}
@@ -221,6 +238,7 @@ register(
         ),
         params=ExportParams,
         steps=[Step("export", export)],
+        check=check,
         max_inputs=0,
         priority="low",
     )
