@@ -348,10 +348,19 @@ def test_gone_receiver_is_not_retried(hooks_stack: Stack, receiver: Receiver) ->
     job = submit(client, params={"seconds": 0.1, "ticks": 1}, callback_url=url)
     [row] = settled(client, job["id"])
     assert row["status"] == "failed" and row["attempts"] == 1
-    assert row["last_status_code"] == 410 and "410" in row["last_error"]
+    assert row["last_status_code"] == 410 and row["last_error"] == "HTTP 410: ok"
     assert row["delivered_at"] is None
     time.sleep(1.0)
     assert len(receiver.received(name)) == 1
+    # A redirect is not followed, and the message says where it pointed.
+    moved = "https://hooks.example.com/new-home"
+    url, name = receiver.url(Reply(308, headers={"Location": moved}))
+    job = submit(client, params={"seconds": 0.1, "ticks": 1}, callback_url=url)
+    [row] = settled(client, job["id"])
+    assert row["status"] == "failed" and row["attempts"] == 1
+    assert row["last_error"] == (
+        f"HTTP 308: ok; redirects are not followed: use the address it points to ({moved})"
+    )
 
 
 def test_slow_receiver_and_retry_after(hooks_stack: Stack, receiver: Receiver) -> None:

@@ -83,15 +83,24 @@ def post(
         return Answer(error=f"not sent: {exc}", refused=True)
     except httpx.HTTPError as exc:
         return Answer(error=f"{type(exc).__name__}: {exc}"[:500])
-    error = None
-    if not 200 <= response.status_code < 300:
-        error = f"HTTP {response.status_code}: {response.text[:200]}"
+    error = None if 200 <= response.status_code < 300 else _refused(response)
     retry_after = (
         parse_retry_after(response.headers.get("retry-after"))
         if response.status_code in (429, 503)
         else None
     )
     return Answer(status_code=response.status_code, error=error, retry_after=retry_after)
+
+
+def _refused(response: httpx.Response) -> str:
+    """What an answer other than a 2xx said: its code, the start of its body on one
+    line, and where a redirect pointed (it is not followed)."""
+    said = " ".join(response.text[:200].split())
+    text = f"HTTP {response.status_code}" + (f": {said}" if said else "")
+    if response.has_redirect_location:
+        where = response.headers["location"][:500]
+        text += f"; redirects are not followed: use the address it points to ({where})"
+    return text
 
 
 def parse_retry_after(value: str | None) -> float | None:
