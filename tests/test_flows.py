@@ -396,6 +396,35 @@ def test_only_your_own_existing_jobs_can_be_waited_for(stack: Stack) -> None:
     assert len(after) == len(before), "a refused flow stores none of its jobs"
 
 
+def test_a_mistyped_input_is_told_against_what_it_looks_like(stack: Stack) -> None:
+    """Not "should be a valid string" first: an input is judged by its shape alone."""
+    client = stack.client("typist")
+    for path, body, loc, says in (
+        (
+            "/v1/jobs",
+            {"kind": "sleep", "inputs": [{"job": "job_x", "sufix": ".txt"}]},
+            ["body", "inputs", 0, "job", "sufix"],
+            "Extra inputs are not permitted",
+        ),
+        (
+            "/v1/flows",
+            {"stages": {"s": {"kind": "sleep", "inputs": [{"stage": "t", "sufix": ".txt"}]}}},
+            ["body", "stages", "s", "inputs", 0, "stage", "sufix"],
+            "Extra inputs are not permitted",
+        ),
+        (
+            "/v1/flows",
+            {"stages": {"s": {"kind": "sleep", "inputs": [{"stg": "t"}]}}},
+            ["body", "stages", "s", "inputs", 0],
+            "or another stage's",
+        ),
+    ):
+        refused = client.post(path, json=body)
+        assert refused.status_code == 422, refused.text
+        [detail] = refused.json()["error"]["details"]
+        assert detail["loc"] == loc and says in detail["message"], detail
+
+
 def test_a_stage_that_reads_another_stages_output_is_checked_at_submit(stack: Stack) -> None:
     """Its params by its kind's own check, and its input's type as far as the name asked
     for tells it, though the file is made only later."""

@@ -21,7 +21,7 @@ from longplay.framework import JobKind
 from longplay.jobs.webhooks.addresses import refusal
 from longplay.settings import get_settings
 from longplay.store.models import JobAttempt, Priority
-from longplay.store.views import ErrorPublic, JobPublic, OutputRef
+from longplay.store.views import ErrorPublic, JobPublic, SubmittedRef
 
 CallbackEvent = Literal["started", "progress"]
 
@@ -43,7 +43,7 @@ class JobCreateFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    inputs: list[str | OutputRef] = Field(
+    inputs: list[SubmittedRef] = Field(
         default_factory=list,
         description='Artifact ids, or another job\'s output (`{"job": "job_…", '
         '"output": "talk.json"}` or `{"job": …, "suffix": ".json"}`, found when '

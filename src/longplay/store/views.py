@@ -8,9 +8,9 @@ import enum
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from longplay.settings import get_settings
 from longplay.store.models import Artifact, Flow, Job, JobStatus, Priority
@@ -116,6 +116,33 @@ class OutputRef(BaseModel):
         if (self.output is None) == (self.suffix is None):
             raise ValueError("name the output by `output` or by `suffix`, one of the two")
         return self
+
+
+INPUT_SHAPES = (
+    'an input is an artifact id, another job\'s output ({"job": "job_…", "output": …} or '
+    '{"job": …, "suffix": …})'
+)
+
+
+def input_shape(value: Any) -> str | None:
+    """Which kind of input a submitted one is, by its shape, so that a mistake in it is
+    told against that kind alone (pydantic would try each and report them all, a
+    "should be a valid string" first); None for a shape no input has."""
+    if isinstance(value, str):
+        return "artifact"
+    fields = vars(value) if isinstance(value, BaseModel) else value
+    if isinstance(fields, Mapping):
+        for key in ("stage", "job"):
+            if key in fields:
+                return key
+    return None
+
+
+SubmittedRef = Annotated[
+    Annotated[str, Tag("artifact")] | Annotated[OutputRef, Tag("job")],
+    Discriminator(input_shape, custom_error_type="input", custom_error_message=INPUT_SHAPES),
+]
+"""An input as a submission names it: an artifact id or another job's output."""
 
 
 class JobLinks(BaseModel):

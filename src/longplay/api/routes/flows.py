@@ -9,7 +9,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, status
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    model_validator,
+)
 from sqlalchemy.orm import Session
 
 from longplay.api import bodies
@@ -29,7 +37,7 @@ from longplay.api.schemas import CallbackUrl
 from longplay.jobs import flows
 from longplay.jobs.flow_events import FLOW_ENDED
 from longplay.store.models import Flow, Owner, Priority, utcnow
-from longplay.store.views import FlowPublic, OutputRef
+from longplay.store.views import INPUT_SHAPES, FlowPublic, OutputRef, input_shape
 
 router = APIRouter(prefix="/v1/flows", tags=["flows"])
 
@@ -52,6 +60,20 @@ class StageOutputRef(BaseModel):
         return self
 
 
+StageInput = Annotated[
+    Annotated[str, Tag("artifact")]
+    | Annotated[OutputRef, Tag("job")]
+    | Annotated[StageOutputRef, Tag("stage")],
+    Discriminator(
+        input_shape,
+        custom_error_type="input",
+        custom_error_message=f'{INPUT_SHAPES}, or another stage\'s ({{"stage": …, "output" or '
+        '"suffix": …})',
+    ),
+]
+"""An input as a stage names it: besides what a job takes, another stage's output."""
+
+
 class StageCreate(BaseModel):
     """One stage: a job as ``POST /v1/jobs`` takes it, waiting for other stages."""
 
@@ -59,7 +81,7 @@ class StageCreate(BaseModel):
 
     kind: str = Field(description="The job kind; GET /v1/kinds lists them.")
     params: dict[str, Any] = Field(default_factory=dict, description="The kind's parameters.")
-    inputs: list[str | OutputRef | StageOutputRef] = Field(
+    inputs: list[StageInput] = Field(
         default_factory=list,
         description="Artifact ids, another job's outputs, or another stage's "
         '(`{"stage": "t", "suffix": ".json"}`), in order.',
