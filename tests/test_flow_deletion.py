@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from conftest import Stack, wait_until
+from conftest import Stack, wait_for_status, wait_until
 from sqlalchemy import select
 from test_cleanup import cleanup as run_cleanup
 from test_flows import post_flow, read_events, wait_for_flow
@@ -77,6 +77,31 @@ def in_process(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         yield
     finally:
         get_settings.cache_clear()
+
+
+def test_a_stage_whose_outputs_a_later_stage_reads_is_kept_until_that_one_ends(
+    stack: Stack,
+) -> None:
+    client = stack.client()
+    flow = post_flow(
+        client,
+        {
+            "a": {"kind": "sleep", "params": {"seconds": 0, "text": "from a"}},
+            "gate": {"kind": "sleep", "params": {"seconds": 3, "ticks": 3}},
+            "b": {
+                "kind": "sleep",
+                "inputs": [{"stage": "a", "output": "result.txt"}],
+                "after": ["gate"],
+            },
+        },
+    )
+    a, b = flow["stages"]["a"]["id"], flow["stages"]["b"]["id"]
+    wait_for_status(client, a, {"completed"})
+    refused = client.delete(f"/v1/jobs/{a}")
+    assert refused.status_code == 409, refused.text
+    assert f"job {b} reads this job's outputs" in refused.json()["error"]["message"]
+    wait_for_status(client, b, {"completed"})
+    assert client.delete(f"/v1/jobs/{a}").status_code == 204
 
 
 def test_deleting_a_stage_removes_exactly_its_events_from_the_flow(stack: Stack) -> None:

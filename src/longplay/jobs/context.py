@@ -199,5 +199,9 @@ def _output_named(session: Session, job: Job, ref: dict[str, str]) -> str:
             break
         if artifact.name == name or (suffix is not None and artifact.name.endswith(suffix)):
             return artifact.id
+    if session.get(Job, upstream) is None:
+        raise PermanentError(
+            f"job {upstream}, whose output this job reads, was deleted", code="input_missing"
+        )
     wanted = f"named {name}" if name is not None else f"ending with {suffix}"
     raise PermanentError(f"job {upstream} has no output {wanted}", code="input_missing")

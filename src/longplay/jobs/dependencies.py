@@ -77,6 +77,21 @@ def waiting_for(session: Session, job_ids: Sequence[str]) -> dict[str, list[str]
     return found
 
 
+def unended_reader(session: Session, job_id: str) -> str | None:
+    """A job that has not ended and takes an input from ``job_id``'s outputs (found
+    when it starts, so deleting them would fail it), if there is one."""
+    readers = session.scalars(
+        select(Job)
+        .join(JobDependency, JobDependency.job_id == Job.id)
+        .where(JobDependency.after_id == job_id, Job.status.in_(UNENDED))
+        .order_by(Job.created_at, Job.id)
+    )
+    for reader in readers:
+        if any(isinstance(i, dict) and i.get("job") == job_id for i in reader.inputs):
+            return reader.id
+    return None
+
+
 def upstream_failure(session: Session, job_id: str) -> tuple[str, str] | None:
     """The first job ``job_id`` waits for that ended without completing, and how."""
     row = session.execute(

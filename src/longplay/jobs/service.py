@@ -240,6 +240,11 @@ def delete_job(session: Session, *, owner: Owner, job_id: str) -> None:
     session.refresh(job)
     if not affected(held) or not job.status_enum.finished:
         raise Conflict(f"job {job.id} is {job.status}; cancel it before deleting it")
+    if (reader := dependencies.unended_reader(session, job.id)) is not None:
+        raise Conflict(
+            f"job {reader} reads this job's outputs and has not ended; delete this one "
+            "once it has, or cancel it first"
+        )
     flow_id = job.flow_id
     # Locked first, so that a submission naming one of them either commits before the
     # check below (which then sees it) or waits, and finds the artifact gone (a 422).
