@@ -607,11 +607,20 @@ def test_bad_templates_and_submissions_are_refused_with_the_error_shape(stack: S
             {"name": "odd", "sections": [{"name": "A", "instruction": "b", "form": "table"}]},
             ["body", "sections", 0, "form"],
         ),
+        (
+            {"name": "lines", "sections": [{"name": "Risks\nand more", "instruction": "b"}]},
+            ["body", "sections", 0, "name"],
+        ),
     ):
         answer = client.post("/v1/templates", json=body)
         assert answer.status_code == 422, body
         error = answer.json()["error"]
         assert error["message"] and error["details"][0]["loc"] == where, error
+    # A name is its heading's text: the summary writes the heading's marks itself.
+    marked = {"name": "marked", "sections": [{"name": "## Risks | pipes", "instruction": "b"}]}
+    made = client.post("/v1/templates", json=marked)
+    assert made.status_code == 201, made.text
+    assert made.json()["sections"][0]["name"] == "Risks | pipes"
     for params, text in (
         ({"text": "Hi.", "template": "nope"}, "unknown template 'nope'"),
         ({"text": "Hi.", "length": "huge"}, "length"),

@@ -260,7 +260,13 @@ def test_parse_transcript_json() -> None:
     assert parse_transcript_json(transcript["segments"]) == expected  # type: ignore[arg-type]
     assert parse_subtitles(json.dumps(transcript)) == expected
     assert parse_subtitles(json.dumps(transcript), format="json") == expected
-    with pytest.raises(InvalidInput):
-        parse_transcript_json('{"segments": [{"start": 0}]}')
+    for segments, says in (
+        ([{"start": 0}], "segment 1 is not an object with start, end and text"),
+        ([{"start": 0, "end": 1, "text": "a"}, 3], "segment 2 is not an object"),
+        ([{"start": "abc", "end": 1, "text": "a"}], "segment 1: start and end must be numbers"),
+        ([{"start": 0, "end": 1, "text": None}], "segment 1: its text must be a string"),
+    ):
+        with pytest.raises(InvalidInput, match=says):
+            parse_transcript_json(json.dumps({"segments": segments}))
     with pytest.raises(InvalidInput):
         parse_transcript_json("not json")

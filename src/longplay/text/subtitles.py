@@ -141,13 +141,22 @@ def parse_transcript_json(data: str | bytes | Mapping[str, Any] | list[Any]) -> 
     segments = data.get("segments") if isinstance(data, Mapping) else data
     if not isinstance(segments, list):
         raise InvalidInput("transcript JSON has no list of segments")
+    return [_segment_cue(number, segment) for number, segment in enumerate(segments, 1)]
+
+
+def _segment_cue(number: int, segment: object) -> Cue:
+    """One segment of a transcript, or :class:`InvalidInput` saying which is wrong and how."""
+    if not isinstance(segment, Mapping) or not {"start", "end", "text"} <= segment.keys():
+        raise InvalidInput(f"transcript segment {number} is not an object with start, end and text")
     try:
-        return [
-            Cue(start=float(s["start"]), end=float(s["end"]), text=str(s["text"]).strip())
-            for s in segments
-        ]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidInput(f"transcript segment without start, end and text: {exc}") from exc
+        start, end = float(segment["start"]), float(segment["end"])
+    except (TypeError, ValueError):
+        raise InvalidInput(
+            f"transcript segment {number}: start and end must be numbers of seconds"
+        ) from None
+    if not isinstance(segment["text"], str):
+        raise InvalidInput(f"transcript segment {number}: its text must be a string")
+    return Cue(start=start, end=end, text=segment["text"].strip())
 
 
 def parse_subtitles(text: str, *, format: SubtitleFormat | None = None) -> list[Cue]:

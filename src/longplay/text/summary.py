@@ -71,6 +71,18 @@ class TemplateSection(BaseModel):
             raise ValueError("must not be blank")
         return value.strip()
 
+    @field_validator("name")
+    @classmethod
+    def _one_heading(cls, value: str) -> str:
+        """The name is the heading's text: Markdown's ``#`` marks are the summary's to
+        write (a name "## Risks" would be drawn "## ## Risks"), and a heading is one line."""
+        if "\n" in value or "\r" in value:
+            raise ValueError("a section's name is one line, its heading")
+        name = value.lstrip("#").strip()
+        if not name:
+            raise ValueError("a section's name needs words besides #")
+        return name
+
 
 class TemplateBody(BaseModel):
     """What an own template is: its sections, in order."""
