@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -45,6 +46,7 @@ PROGRESS_BYTES = 32 * CHUNK
 """Inside a large file, progress is reported each time this much more is copied."""
 COMPRESSED = ("text/", "application/json", "application/x-subrip")
 """Media types worth deflating; the rest (audio, video, zips) are stored as they are."""
+DATE_ALONE = re.compile(r"\d{4}-\d{2}-\d{2}")
 Status = Literal["waiting", "queued", "running", "completed", "failed", "cancelled", "expired"]
 
 
@@ -60,12 +62,26 @@ class ExportParams(ForOwner):
     )
     statuses: list[Status] = Field(default_factory=list, description="Only jobs in these states.")
     since: datetime | None = Field(
-        None, description="Only jobs created at or after this time (no offset: UTC)."
+        None,
+        description="Only jobs created at or after this time (no offset: UTC; a date "
+        "alone: its start).",
     )
     until: datetime | None = Field(
-        None, description="Only jobs created before this time (no offset: UTC)."
+        None,
+        description="Only jobs created before this time (no offset: UTC; a date alone: its start).",
     )
     include_inputs: bool = Field(False, description="Add each job's input files too.")
+
+    @field_validator("since", "until", mode="before")
+    @classmethod
+    def _a_day_is_its_start(cls, value: object) -> object:
+        """A date alone (``2026-12-01``, ISO 8601 too) is the start of that day."""
+        if isinstance(value, str) and DATE_ALONE.fullmatch(value.strip()):
+            try:
+                return datetime.fromisoformat(value.strip())
+            except ValueError:  # no such day: told as any bad time is
+                return value
+        return value
 
     @field_validator("since", "until")
     @classmethod
