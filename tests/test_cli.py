@@ -130,6 +130,10 @@ def test_kinds_lists_every_kind_and_what_one_takes(stack: Stack) -> None:
     by_name = {line.split()[0]: line.split() for line in mistakes if line.strip()}
     assert by_name["label"] == ["label", "Label", "(text)", '{"text":', '"plain"}'], mistakes
     assert by_name["mistake"][-1] == "required", mistakes
+    # A default a factory makes is shown as it is, not as null.
+    export = longplay(stack, "kinds", "export", COLUMNS="160").stdout.splitlines()
+    by_name = {line.split()[0]: line.split() for line in export if line.strip()}
+    assert "[]" in by_name["kinds"] and "null" not in by_name["kinds"], export
 
     as_json = longplay(stack, "kinds", "sleep", "--json")
     assert json.loads(as_json.stdout)["params_schema"]["properties"]["ticks"]["maximum"] == 10_000

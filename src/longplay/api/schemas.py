@@ -18,6 +18,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from longplay.framework import JobKind
+from longplay.framework.kinds import params_schema
 from longplay.jobs.webhooks.addresses import refusal
 from longplay.settings import get_settings
 from longplay.store.models import JobAttempt, Priority
@@ -174,7 +175,7 @@ class KindPublic(BaseModel):
             name=kind.name,
             description=kind.description,
             steps=[StepPublic(name=s.name, weight=s.weight) for s in kind.steps],
-            params_schema=kind.params.model_json_schema(),
+            params_schema=params_schema(kind.params),
             min_inputs=kind.min_inputs,
             max_inputs=kind.max_inputs,
             accepts=list(kind.input_types),

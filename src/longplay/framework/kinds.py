@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema
+from pydantic_core import core_schema
 
 from longplay.framework.errors import InvalidParams, JobError, PermanentError
 from longplay.framework.fanout import function_ref, item_error, run_item
@@ -365,6 +367,23 @@ class JobKind(Generic[P]):
         return sum(s.weight for s in self.steps)
 
 
+class ParamsSchema(GenerateJsonSchema):
+    """JSON Schema of a kind's params that shows a default made by a factory too
+    (``Field(default_factory=list)``): the CLI and the dashboard's forms show defaults
+    from it, and pydantic leaves such a one out, which read as ``null``."""
+
+    def get_default_value(self, schema: core_schema.WithDefaultSchema) -> Any:
+        factory = schema.get("default_factory")
+        if factory is not None and not schema.get("default_factory_takes_data"):
+            return factory()  # type: ignore[call-arg]
+        return super().get_default_value(schema)
+
+
+def params_schema(params: type[BaseModel]) -> dict[str, Any]:
+    """The JSON Schema a kind's params are published with (``GET /v1/kinds``)."""
+    return params.model_json_schema(schema_generator=ParamsSchema)
+
+
 def _check_params_model(kind: str, params: object) -> None:
     """Refuse, at registration, params the API could not validate or describe: an
     instance (``params=MyParams()``) or another type got this far and then failed every
@@ -376,7 +395,7 @@ def _check_params_model(kind: str, params: object) -> None:
         )
     _check_defaults(kind, params)
     try:
-        json.dumps(params.model_json_schema(), allow_nan=False)
+        json.dumps(params_schema(params), allow_nan=False)
     except Exception as exc:  # pydantic raises several types; each means the same here
         raise TypeError(
             f"job kind {kind!r}: its params {params.__name__} cannot be described as JSON "
