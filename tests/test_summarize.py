@@ -721,10 +721,15 @@ def test_an_answer_cut_short_is_closed_where_it_can_be() -> None:
     for bad in ("no object here", '{"a": "x"]', '{"a": tru'):
         with pytest.raises(UnusableAnswer):
             parse_json_answer(bad)
-    # Read back, prose keeps its whole sentences only, also when the one cut off ran on.
+    # Read back, prose keeps its whole sentences, a clause it looped on said once.
     looping = '{"summary": "Built in 1952. It was ' + "10-metre-wide, " * 30 + "10-me"
     [brief] = read_answer(parse_json_answer(looping), BUILTIN_TEMPLATES["brief"])
-    assert brief.text == "Built in 1952."
+    assert brief.text == "Built in 1952. It was 10-metre-wide."
+    # A loop on a clause, in the one sentence there is, is said once, and closed.
+    clause = "with the team deciding on the line, "
+    looping = '{"summary": "The mood was good, ' + clause * 8 + "with the team decid... -"
+    [brief] = read_answer(parse_json_answer(looping), BUILTIN_TEMPLATES["brief"])
+    assert brief.text == "The mood was good, with the team deciding on the line."
 
 
 def test_answers_are_checked_and_thinking_is_stripped() -> None:

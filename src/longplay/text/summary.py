@@ -555,7 +555,7 @@ def without_echoes(
 def _once_each(text: str) -> str:
     """Prose with each sentence once, and without a last sentence the length bound cut
     off: a small model loops on a sentence until the grammar stops it."""
-    sentences = split_sentences(text)
+    sentences = split_sentences(_clause_loop_cut(text))
     # A sentence cut off may be several pieces: a run-on one is split at its commas.
     ended = [at for at, sentence in enumerate(sentences) if sentence.rstrip()[-1:] in _ENDS]
     if ended:
@@ -565,6 +565,27 @@ def _once_each(text: str) -> str:
 
 _ENDS = ".!?…\"')"
 """What a finished sentence ends with."""
+
+
+def _clause_loop_cut(text: str) -> str:
+    """``text`` with a clause said again and again said once: a small model loops on a
+    clause too ("…, with the team deciding, with the team deciding, with the te"). Where
+    the loop ran to the end of the answer, the clause it was cut in goes and the
+    sentence is closed."""
+    clauses = text.split(", ")
+    kept, looped = [clauses[0]], ""
+    for clause in clauses[1:]:
+        said = clause.strip().lower()
+        if said and (kept[-1].lower() == said or kept[-1].lower().endswith(" " + said)):
+            looped = said
+            continue
+        kept.append(clause)
+    if not looped:
+        return text
+    cut = kept[-1].rstrip(" .…-").strip().lower()
+    if len(kept) > 1 and cut and looped.startswith(cut) and cut != looped:
+        return ", ".join(kept[:-1]).rstrip(" ,;:-") + "."
+    return ", ".join(kept)
 
 
 def _distinct(texts: Any) -> list[str]:
