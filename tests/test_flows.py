@@ -384,6 +384,20 @@ def test_only_your_own_existing_jobs_can_be_waited_for(stack: Stack) -> None:
         refused = alice.post("/v1/flows", json={"stages": stages})
         assert refused.status_code == 422, refused.text
         assert code in (refused.json()["error"]["code"], refused.json()["error"]["message"][:9])
+    # Where a stage names a stage it cannot wait for is told at that place.
+    for stages, loc in (
+        (
+            {"a": {"kind": "sleep", "after": ["b"]}, "b": {"kind": "sleep", "after": ["a"]}},
+            ["body", "stages", "b", "after", 0],
+        ),
+        (
+            {"a": {"kind": "sleep", "inputs": [{"stage": "zz", "suffix": ".txt"}]}},
+            ["body", "stages", "a", "inputs", 0],
+        ),
+    ):
+        placed = alice.post("/v1/flows", json={"stages": stages})
+        assert placed.status_code == 422, placed.text
+        assert placed.json()["error"]["details"][0]["loc"] == loc, placed.text
     # A stage's bad value is told as /v1/jobs tells it: invalid_params, at its field.
     error = refused.json()["error"]
     assert error["code"] == "invalid_params", error

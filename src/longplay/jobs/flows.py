@@ -68,6 +68,16 @@ def _waits_for(stage: Stage) -> list[str]:
     )
 
 
+def _where_it_waits(stage: Stage, upstream: str) -> list[str | int]:
+    """Where in ``stage`` it names ``upstream``: its ``after``, else the input reading it."""
+    if upstream in stage.after:
+        return ["after", list(stage.after).index(upstream)]
+    reading = [
+        i for i, s in enumerate(stage.inputs) if isinstance(s, FromStage) and s.stage == upstream
+    ]
+    return ["inputs", reading[0]] if reading else []
+
+
 def _in_order(stages: Mapping[str, Stage]) -> list[str]:
     """The stage names, each after the stages it waits for; refuses unknown names and
     cycles."""
@@ -80,11 +90,17 @@ def _in_order(stages: Mapping[str, Stage]) -> list[str]:
             return
         if name in visiting:
             cycle = " → ".join([*visiting[visiting.index(name) :], name])
-            raise Invalid(f"stages wait for each other in a circle: {cycle}", code="flow_cycle")
+            message = f"stages wait for each other in a circle: {cycle}"
+            where = _where_it_waits(stages[visiting[-1]], name)
+            problem = {"loc": ["body", "stages", visiting[-1], *where], "msg": message}
+            raise Invalid(message, [{**problem, "type": "flow_cycle"}], code="flow_cycle")
         visiting.append(name)
         for upstream in _waits_for(stages[name]):
             if upstream not in stages:
-                raise Invalid(f"stage {name!r} waits for {upstream!r}, which is not a stage")
+                message = f"stage {name!r} waits for {upstream!r}, which is not a stage"
+                where = _where_it_waits(stages[name], upstream)
+                problem = {"loc": ["body", "stages", name, *where], "msg": message}
+                raise Invalid(message, [{**problem, "type": "unknown_stage"}])
             place(upstream)
         visiting.pop()
         placed.add(name)
