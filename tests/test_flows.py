@@ -22,6 +22,7 @@ from conftest import Stack, submit, wait_for_status, wait_until
 from sqlalchemy import select
 
 from longplay import Client, keys, redis_client
+from longplay.api.routes.jobs import present_page
 from longplay.engines import get_synthesizer
 from longplay.jobs import flow_events
 from longplay.jobs.unit import unit_of_work
@@ -408,6 +409,28 @@ def test_only_your_own_existing_jobs_can_be_waited_for(stack: Stack) -> None:
     assert checked["details"][0]["message"] == "bitrate applies to mp3 and ogg, not wav", checked
     after = alice.get("/v1/jobs", params={"limit": 200}).json()["items"]
     assert len(after) == len(before), "a refused flow stores none of its jobs"
+
+
+def test_an_answer_about_a_flow_agrees_with_itself(stack: Stack) -> None:
+    """A stage read as running is in its dependent's ``waiting_for``, though it completed
+    between the reads that make one answer."""
+    client = stack.client("reader")
+    flow = post_flow(
+        client,
+        {
+            "first": {"kind": "sleep", "params": {"seconds": 1, "ticks": 10}},
+            "then": {"kind": "sleep", "after": ["first"]},
+        },
+    )
+    first = flow["stages"]["first"]["id"]
+    wait_for_status(client, first, {"running"})
+    with session_scope(stack.database_url) as session:
+        stages = list(session.scalars(select(Job).where(Job.flow_id == flow["id"])))
+        assert {job.status for job in stages} == {"running", "waiting"}
+        wait_for_status(client, first, {"completed"})
+        shown = {job.stage: job for job in present_page(session, stages)}
+    assert shown["first"].status == "running"
+    assert shown["then"].status == "waiting" and shown["then"].waiting_for == [first]
 
 
 def test_a_mistyped_input_is_told_against_what_it_looks_like(stack: Stack) -> None:

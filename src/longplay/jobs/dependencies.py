@@ -20,7 +20,7 @@ which settles every waiting job that has something to settle.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -62,18 +62,25 @@ def add(session: Session, job_id: str, after: Iterable[str]) -> None:
     session.add_all(JobDependency(job_id=job_id, after_id=a) for a in dict.fromkeys(after))
 
 
-def waiting_for(session: Session, job_ids: Sequence[str]) -> dict[str, list[str]]:
-    """For each of ``job_ids``, the jobs it waits for that have not completed yet."""
+def waiting_for(
+    session: Session, job_ids: Sequence[str], known: Mapping[str, str] | None = None
+) -> dict[str, list[str]]:
+    """For each of ``job_ids``, the jobs it waits for that have not completed yet.
+
+    ``known`` are statuses the caller already read (a page of jobs, a flow's stages):
+    they are taken over the store's, read later, so that one answer agrees with itself
+    (a stage shown running is not left out of another's ``waiting_for``)."""
     if not job_ids:
         return {}
     found: dict[str, list[str]] = {}
-    for job_id, after_id in session.execute(
-        select(JobDependency.job_id, JobDependency.after_id)
+    for job_id, after_id, status in session.execute(
+        select(JobDependency.job_id, JobDependency.after_id, Job.status)
         .join(Job, Job.id == JobDependency.after_id)
-        .where(JobDependency.job_id.in_(job_ids), Job.status != JobStatus.COMPLETED.value)
+        .where(JobDependency.job_id.in_(job_ids))
         .order_by(JobDependency.after_id)
     ):
-        found.setdefault(job_id, []).append(after_id)
+        if (known or {}).get(after_id, status) != JobStatus.COMPLETED.value:
+            found.setdefault(job_id, []).append(after_id)
     return found
 
 

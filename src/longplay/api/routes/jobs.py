@@ -70,7 +70,9 @@ def present_page(
     completed = [j for j in jobs if j.status == JobStatus.COMPLETED.value]
     outputs = service.outputs_of_many(session, completed)  # only these show outputs
     waiting = service.waiting_for(
-        session, [j.id for j in jobs if j.status == JobStatus.WAITING.value]
+        session,
+        [j.id for j in jobs if j.status == JobStatus.WAITING.value],
+        known={j.id: j.status for j in jobs},
     )
     return [
         JobPublic.of(
