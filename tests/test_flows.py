@@ -460,6 +460,11 @@ def test_a_mistyped_input_is_told_against_what_it_looks_like(stack: Stack) -> No
         assert refused.status_code == 422, refused.text
         [detail] = refused.json()["error"]["details"]
         assert detail["loc"] == loc and says in detail["message"], detail
+    # A name the client made up is told cut, not echoed whole in the loc and the message.
+    long = "n" * 10_000
+    refused = client.post("/v1/flows", json={"stages": {long: {"kind": "sleep"}}})
+    assert refused.status_code == 422 and len(refused.content) < 2_000, refused.text[:300]
+    assert refused.json()["error"]["details"][0]["loc"][2] == "n" * 99 + "…"
 
 
 def test_a_stage_that_reads_another_stages_output_is_checked_at_submit(stack: Stack) -> None:

@@ -24,6 +24,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.types import Message
 
+from longplay.api.errors import loc_shown
 from longplay.jobs.refusals import Invalid, TooLarge, problems_of
 from longplay.settings import get_settings
 from longplay.store.files import size_text
@@ -261,7 +262,7 @@ def refusal_of(exc: ValidationError, *, code: str | None = None) -> Invalid:
     and what, as the message; each one, placed under ``body``, as its details."""
     problems = problems_of(exc, ("body",))
     first = problems[0]
-    where = ".".join(map(str, first["loc"]))
+    where = ".".join(map(str, loc_shown(first["loc"])))
     return Invalid(f"{where}: {first['msg']}", problems, code=code)
 
 

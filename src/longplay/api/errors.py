@@ -95,15 +95,30 @@ def error_body(
     return {"error": error}
 
 
+LOC_PART_CHARS = 100
+"""A part of a ``loc`` longer than this (a key the client made up) is shown cut: the
+error is told once, not the client's whole key twice (in ``loc`` and in the message)."""
+
+
 def validation_details(errors: Sequence[Any], prefix: Sequence[str | int] = ()) -> list[Any]:
     """Pydantic's or FastAPI's error list as ``details``: ``loc``, ``message``, ``type``."""
     return [
         {
-            "loc": [*prefix, *(e.get("loc") or ())],
+            "loc": loc_shown([*prefix, *(e.get("loc") or ())]),
             "message": public_message(problem_text(str(e.get("msg", "")))),
             "type": str(e.get("type", "invalid")),
         }
         for e in errors
+    ]
+
+
+def loc_shown(loc: Sequence[Any]) -> list[Any]:
+    """A ``loc`` as an answer shows it: parts over :data:`LOC_PART_CHARS` cut."""
+    return [
+        f"{part[: LOC_PART_CHARS - 1]}…"
+        if isinstance(part, str) and len(part) > LOC_PART_CHARS
+        else part
+        for part in loc
     ]
 
 
