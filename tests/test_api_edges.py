@@ -464,6 +464,25 @@ def test_a_form_takes_params_as_a_file_and_refuses_a_field_it_does_not_have(
     assert error["details"][0]["loc"] == ["body", "param"]
 
 
+def test_params_in_a_form_are_held_to_their_types_as_in_a_json_body(stack: Stack) -> None:
+    """``params`` is JSON in a form too: ``"5"`` is not a number there either (it was
+    taken, converted, where a JSON body refuses it), and an integer is a number."""
+    client = stack.client()
+    for params, loc in (({"ticks": "5"}, "ticks"), ({"text": 5}, "text")):
+        for sent in (
+            client.post("/v1/jobs", json={"kind": "sleep", "params": params}),
+            client.post(
+                "/v1/jobs", files={"kind": (None, "sleep"), "params": (None, json.dumps(params))}
+            ),
+        ):
+            error = _refusal(sent, 422, "invalid_params")
+            assert error["details"][0]["loc"] == ["body", "params", loc], error
+    taken = client.post(
+        "/v1/jobs", files={"kind": (None, "sleep"), "params": (None, '{"seconds": 0}')}
+    )
+    assert taken.status_code == 202, taken.text
+
+
 def test_a_nul_character_is_refused_not_a_crash(stack: Stack) -> None:
     """PostgreSQL stores no NUL in a text: psycopg's DataError was a 500 there, while
     SQLite stored it. A JSON body is refused at the door, naming where; a path, a

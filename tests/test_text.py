@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -233,7 +234,31 @@ def test_parse_vtt_skips_header_notes_styles_and_settings() -> None:
         "intro\n00:01.000 --> 00:02.000 align:start position:10%\n<v Ann>Hi &amp; bye\n\n"
         "01:00:00.000 --> 01:00:01.500\nLate\n"
     )
-    assert parse_vtt(text) == [Cue(1.0, 2.0, "<v Ann>Hi & bye"), Cue(3600.0, 3601.5, "Late")]
+    intro = Cue(1.0, 2.0, "Hi & bye", "Ann", "intro", "align:start position:10%")
+    assert parse_vtt(text) == [intro, Cue(3600.0, 3601.5, "Late")]
+
+
+def test_a_vtt_cue_keeps_its_voice_identifier_and_settings_and_loses_its_markup() -> None:
+    """Read without its markup, which a translation cannot keep in place, and written
+    back with who speaks it, its identifier and its settings (a player showed a
+    translated cue as "<v Ann>Thank you." when its markup was escaped as text)."""
+    text = (
+        "WEBVTT\n\n"
+        "intro\n00:01.000 --> 00:02.000 align:start position:10%\n<v Ann>Thank <i>you</i>.\n\n"
+        "00:02.000 --> 00:03.000\n<v.loud Bob>Good <00:02.500>morning, &lt;all&gt;</v>\n"
+    )
+    cues = parse_vtt(text)
+    assert cues == [
+        Cue(1.0, 2.0, "Thank you.", "Ann", "intro", "align:start position:10%"),
+        Cue(2.0, 3.0, "Good morning, <all>", "Bob"),
+    ]
+    translated = [replace(cues[0], text="Danke."), replace(cues[1], text="Guten Morgen, <alle>")]
+    assert format_vtt(translated) == (
+        "WEBVTT\n\n"
+        "intro\n00:00:01.000 --> 00:00:02.000 align:start position:10%\n<v Ann>Danke.\n\n"
+        "00:00:02.000 --> 00:00:03.000\n<v Bob>Guten Morgen, &lt;alle&gt;\n"
+    )
+    assert parse_vtt(format_vtt(translated)) == translated
 
 
 def test_unreadable_subtitles_are_invalid_input() -> None:

@@ -235,7 +235,7 @@ def test_documents_become_lines_and_come_back_whole(tmp_path: Path) -> None:
     assert (read.format, read.lines()) == ("srt", ["Caf\u00e9 au lait"])
     vtt = tmp_path / "captions.txt"
     vtt.write_text("WEBVTT\n\n00:01.000 --> 00:02.500 align:start\nBonjour &amp; merci\n")
-    assert Document.read(vtt).cues == [Cue(1.0, 2.5, "Bonjour & merci")]
+    assert Document.read(vtt).cues == [Cue(1.0, 2.5, "Bonjour & merci", settings="align:start")]
 
 
 # -- step level, on Gemma 3 270M --------------------------------------------------------

@@ -257,10 +257,13 @@ def validated(model: type[M], body: bytes) -> M:
         raise refusal_of(exc) from exc
 
 
-def refusal_of(exc: ValidationError, *, code: str | None = None) -> Invalid:
-    """Pydantic's refusal of a body as :class:`Invalid`: the first problem, where it is
-    and what, as the message; each one, placed under ``body``, as its details."""
-    problems = problems_of(exc, ("body",))
+def refusal_of(
+    exc: ValidationError, *, code: str | None = None, at: Sequence[str] = ("body",)
+) -> Invalid:
+    """Pydantic's refusal of a body (or of a part of it, ``at``) as :class:`Invalid`: the
+    first problem, where it is and what, as the message; each one, placed under ``at``,
+    as its details."""
+    problems = problems_of(exc, at)
     first = problems[0]
     where = ".".join(map(str, loc_shown(first["loc"])))
     return Invalid(f"{where}: {first['msg']}", problems, code=code)

@@ -13,7 +13,7 @@ import codecs
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -148,7 +148,7 @@ class Document:
             path = _write(out_dir / f"{stem}.{language.code}.{self.suffix}", text + "\n")
             return [path], text, None
         cues = [
-            Cue(cue.start, cue.end, _wrap_like(cue.text, text))
+            replace(cue, text=_wrap_like(cue.text, text))
             for cue, text in zip(self.cues, translated, strict=True)
         ]
         text = "\n".join(t for t in translated if t)

@@ -21,7 +21,9 @@ from longplay.framework.errors import InvalidInput
 SubtitleFormat = Literal["srt", "vtt", "json"]
 
 _TIMESTAMP = re.compile(r"^(?:(\d+):)?([0-5]?\d):([0-5]?\d)[,.](\d{1,3})$")
-_TIMING_LINE = re.compile(r"^\s*(\S+)\s+-->\s+(\S+)(?:\s+.*)?$")
+_TIMING_LINE = re.compile(r"^\s*(\S+)\s+-->\s+(\S+)(?:\s+(.*))?$")
+_VTT_VOICE = re.compile(r"^<v(?:\.[^\s>]*)?\s+([^>]+)>")
+_VTT_TAG = re.compile(r"<[^>\n]*>")
 _VTT_BLOCKS_TO_SKIP = ("NOTE", "STYLE", "REGION")
 
 
@@ -40,11 +42,18 @@ class TimedText(Protocol):
 
 @dataclass(frozen=True)
 class Cue:
-    """One subtitle: shown from ``start`` to ``end`` seconds."""
+    """One subtitle: shown from ``start`` to ``end`` seconds.
+
+    A WebVTT cue's text is read without its markup, which a translation could not keep
+    in place; who speaks it (``<v Ann>``), its identifier and its settings are kept
+    beside it and written back."""
 
     start: float
     end: float
     text: str
+    voice: str | None = None
+    identifier: str | None = None
+    settings: str = ""
 
 
 def format_timestamp(seconds: float, *, decimal_marker: Literal[",", "."]) -> str:
@@ -79,13 +88,20 @@ def format_srt(cues: Iterable[TimedText]) -> str:
 
 
 def format_vtt(cues: Iterable[TimedText]) -> str:
-    """WebVTT text; ``&``, ``<`` and ``>`` in cue text are escaped as the format requires."""
+    """WebVTT text; ``&``, ``<`` and ``>`` in cue text are escaped as the format requires.
+    A :class:`Cue`'s identifier, settings and voice are written as they were read."""
     blocks: list[str] = ["WEBVTT\n"]
     for cue in _non_empty(cues):
-        start = format_timestamp(cue.start, decimal_marker=".")
-        end = format_timestamp(cue.end, decimal_marker=".")
+        timing = (
+            f"{format_timestamp(cue.start, decimal_marker='.')} --> "
+            f"{format_timestamp(cue.end, decimal_marker='.')}"
+        )
         text = html.escape(_cue_lines(cue.text), quote=False)
-        blocks.append(f"{start} --> {end}\n{text}\n")
+        if isinstance(cue, Cue):
+            timing = f"{timing} {cue.settings}" if cue.settings else timing
+            timing = f"{cue.identifier}\n{timing}" if cue.identifier else timing
+            text = f"<v {html.escape(cue.voice, quote=False)}>{text}" if cue.voice else text
+        blocks.append(f"{timing}\n{text}\n")
     return "\n".join(blocks)
 
 
@@ -112,7 +128,7 @@ def parse_vtt(text: str) -> list[Cue]:
         timing_at = _timing_line_index(block)
         if timing_at is None:
             raise InvalidInput(f"WebVTT block without a timing line: {block[0]!r}")
-        cues.append(_cue(block, timing_at, unescape=True))
+        cues.append(_vtt_cue(block, timing_at))
     return cues
 
 
@@ -211,3 +227,21 @@ def _cue(block: list[str], timing_at: int, *, unescape: bool) -> Cue:
     if unescape:
         text = html.unescape(text)
     return Cue(start=parse_timestamp(match[1]), end=parse_timestamp(match[2]), text=text)
+
+
+def _vtt_cue(block: list[str], timing_at: int) -> Cue:
+    """A WebVTT cue: its text without markup (the voice kept apart), its identifier and
+    its settings."""
+    match = _TIMING_LINE.match(block[timing_at])
+    if match is None:
+        raise InvalidInput(f"unreadable subtitle timing line: {block[timing_at]!r}")
+    text = "\n".join(line.strip() for line in block[timing_at + 1 :])
+    voice = _VTT_VOICE.match(text)
+    return Cue(
+        start=parse_timestamp(match[1]),
+        end=parse_timestamp(match[2]),
+        text=html.unescape(_VTT_TAG.sub("", text)),
+        voice=html.unescape(voice[1].strip()) if voice else None,
+        identifier=block[0] if timing_at == 1 else None,
+        settings=(match[3] or "").strip(),
+    )

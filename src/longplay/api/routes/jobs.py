@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Annotated, Any, get_args
 
@@ -151,7 +152,8 @@ def _form_parts(max_inputs: int) -> dict[str, int]:
 
 def _checked(fields: Any, raw: bytes | None) -> JobCreate:
     """``fields`` validated by the model of the kind they name: strictly from the JSON
-    body ``raw``, or from form fields (text, so converted) without one."""
+    body ``raw``; without one, from form fields (text, so converted), but for ``params``,
+    JSON in a form as in a body and so held to its types as strictly."""
     if not isinstance(fields, dict):
         raise refusals.Invalid(
             "the body must be a JSON object",
@@ -169,6 +171,12 @@ def _checked(fields: Any, raw: bytes | None) -> JobCreate:
         raise refusals.Invalid(problem, [{"loc": ["body", "kind"], "msg": problem, "type": "kind"}])
     if isinstance(params := fields.get("params"), dict):
         submission.refuse_unknown_params(kind, params)
+        if raw is None:
+            try:
+                kind.params.model_validate_json(json.dumps(params), strict=True)
+            except ValidationError as exc:
+                refused = bodies.refusal_of(exc, code="invalid_params", at=("body", "params"))
+                raise refused from exc
     try:
         model = job_create_model(kind)
         return (
