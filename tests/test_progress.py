@@ -59,3 +59,14 @@ def test_eta_waits_for_a_pace() -> None:
     clock.now += 0.2
     tracker.set_fraction(1, 1)
     assert tracker.eta_seconds() is None  # too early to say
+    # A model's first window, loaded and read in one go: 2 % of the bar in 18 s says
+    # nothing of the pace to come (an ETA of 13 minutes, where 30 s were left).
+    slow_start = ProgressTracker(STEPS, clock=clock)
+    slow_start.finish("fetch")
+    slow_start.start("voice")
+    clock.now += 18
+    slow_start.set_fraction(2, 70)
+    assert slow_start.eta_seconds() is None
+    clock.now += 0.3
+    slow_start.set_fraction(20, 70)
+    assert slow_start.eta_seconds() == pytest.approx((100 - 30) * 18.3 / 20)
