@@ -458,3 +458,12 @@ def test_a_windows_1252_text_file_is_taken_at_submit_and_spoken(stack: Stack) ->
 
     assert job["status"] == "completed", job["error"]
     assert [o["name"] for o in job["outputs"]] == ["cp1252.wav"]
+
+
+def test_emoji_are_passed_over_not_read_out_by_their_names() -> None:
+    """A voice read "We shipped it 🎉" as "We shipped it party popper"."""
+    text = "We shipped it 🎉 and the team 👍🏽 loved it. 🎉🎉\n\nThe 1️⃣ plan ❤️ works."
+    assert speakable_sentences(text) == [
+        Sentence("We shipped it and the team loved it.", ends_paragraph=True),
+        Sentence("The 1 plan works.", ends_paragraph=True),
+    ]

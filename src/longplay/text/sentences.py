@@ -58,11 +58,16 @@ class Sentence:
     ends_paragraph: bool
 
 
+EMOJI = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff\ufe0f\u200d\u20e3]")
+"""Emoji and pictographs, with the joiners and selectors that build them: a voice reads
+each out by its name ("We shipped it party popper"), where a reader passes over it."""
+
+
 def speakable_sentences(text: str) -> list[Sentence]:
     """The sentences of ``text`` that have a letter or a digit in them, paragraph by
-    paragraph (a lone ``* * *`` is a pause, not something to read out)."""
+    paragraph (a lone ``* * *`` is a pause, not something to read out), without emoji."""
     sentences: list[Sentence] = []
-    for paragraph in PARAGRAPH_BREAK.split(text):
+    for paragraph in PARAGRAPH_BREAK.split(EMOJI.sub("", text)):
         spoken = [s for s in split_sentences(paragraph) if SPEAKABLE.search(s)]
         sentences.extend(Sentence(s, i == len(spoken) - 1) for i, s in enumerate(spoken))
     return sentences
