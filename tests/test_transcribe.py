@@ -18,7 +18,7 @@ import jiwer
 import numpy as np
 import pydantic
 import pytest
-from conftest import Stack, submit, wait_for_status
+from conftest import Stack, short_wav, submit, wait_for_status
 from step_context import input_file, run_kind
 from test_jobs_e2e import read_events
 
@@ -489,3 +489,14 @@ def test_a_language_whisper_does_not_know_is_refused_at_submit(stack: Stack) -> 
         error = response.json()["error"]
         assert error["details"][0]["loc"] == ["body", "params", "language"], error
         assert f"not '{code}'" in error["message"] and "'en'" in error["message"], error
+    # One Whisper knows but the bundled English-only model does not: refused at submit
+    # too, told from the model's vocabulary, not after a worker loaded it.
+    response = client.post(
+        "/v1/jobs",
+        data={"kind": "transcribe", "params": json.dumps({"language": "de"})},
+        files={"file": ("a.wav", short_wav(), "audio/wav")},
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["details"][0]["loc"] == ["body", "params", "language"], error
+    assert error["message"].startswith("the speech-to-text model here knows only English, not 'de'")

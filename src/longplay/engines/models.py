@@ -13,6 +13,7 @@ A missing file is a :class:`PermanentError` that names the path and the setting 
 
 from __future__ import annotations
 
+import functools
 import os
 from contextlib import suppress
 from importlib import import_module
@@ -38,6 +39,30 @@ def whisper_model_dir(settings: Settings) -> Path:
             code="model_missing",
         )
     return path
+
+
+WHISPER_ENGLISH_VOCABULARY = 51864
+"""Tokens an English-only Whisper model has; a multilingual one has more (the test
+Whisper itself makes, ``n_vocab >= 51865``)."""
+
+
+def whisper_knows_only_english(settings: Settings) -> bool | None:
+    """Whether the local speech-to-text model is English-only, told from its vocabulary
+    without loading it; None where that cannot be told here (a server's model, a model
+    folder that is missing or has no ``vocabulary.txt``)."""
+    if settings.stt.engine != "local":
+        return None
+    try:
+        vocabulary = whisper_model_dir(settings) / "vocabulary.txt"
+    except PermanentError:
+        return None
+    return _english_only(vocabulary) if vocabulary.is_file() else None
+
+
+@functools.lru_cache(maxsize=8)
+def _english_only(vocabulary: Path) -> bool:
+    with vocabulary.open("rb") as lines:
+        return sum(1 for _ in lines) <= WHISPER_ENGLISH_VOCABULARY
 
 
 def piper_voice_file(settings: Settings) -> Path:

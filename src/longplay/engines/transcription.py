@@ -70,7 +70,7 @@ class TranscriptionOptions(BaseModel):
         description=(
             "Language code of the speech (ISO 639-1, e.g. 'en'); null: detected. The bundled "
             "model, Whisper tiny.en, knows only English: other languages need LONGPLAY_STT_MODEL "
-            "set to a multilingual Whisper model, and fail with invalid_params otherwise."
+            "set to a multilingual Whisper model, and are refused otherwise."
         ),
     )
     word_timestamps: bool = Field(

@@ -13,10 +13,11 @@ transcripts are joined on the recording's timeline. A shorter one takes one pass
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from longplay.engines.models import whisper_knows_only_english
 from longplay.engines.transcription import (
     MEDIA_TYPES,
     Transcript,
@@ -30,7 +31,16 @@ from longplay.engines.transcription import (
     transcribe_piece,
     write_transcript,
 )
-from longplay.framework import InputFile, ItemContext, JobKind, Step, StepContext, register
+from longplay.framework import (
+    FieldError,
+    InputFile,
+    ItemContext,
+    JobKind,
+    Step,
+    StepContext,
+    SubmittedInput,
+    register,
+)
 from longplay.media import check_decodable, probe
 from longplay.settings import get_settings
 
@@ -99,6 +109,18 @@ def transcribe_one_piece(
     return transcribe_piece(piece, ctx.workdir / PIECES, ctx.params, progress=ctx.advance)
 
 
+def check(params: TranscribeParams, inputs: Sequence[SubmittedInput]) -> None:
+    """At submit: a language the local model cannot transcribe, where that can be told
+    without loading it (the bundled model is English-only)."""
+    if params.language not in (None, "en") and whisper_knows_only_english(get_settings()):
+        raise FieldError(
+            f"the speech-to-text model here knows only English, not {params.language!r}; "
+            "leave the language unset or 'en', or set LONGPLAY_STT_MODEL to a multilingual "
+            "Whisper model",
+            field="language",
+        )
+
+
 def write(ctx: StepContext[TranscribeParams]) -> None:
     """Render the text, SRT and WebVTT files from the JSON transcript."""
     [kept] = ctx.outputs("transcribe")
@@ -122,6 +144,7 @@ register(
         min_inputs=1,
         max_inputs=1,
         input_types=("audio/", "video/"),
+        check=check,
         check_upload=check_decodable,
         fan_out=FAN_OUT,
     )
