@@ -119,6 +119,18 @@ def test_dub_params_are_checked_at_submit(stack: Stack, talk: Path) -> None:
     assert error["details"][0]["loc"] == ["body", "params", "source_language"]
     assert error["message"].startswith("speech recognition does not know Irish ('ga')")
 
+    french = {"target_language": "de", "source_language": "fr"}  # heard, not by this model
+    with talk.open("rb") as body:
+        response = client.post(
+            "/v1/jobs",
+            data={"kind": "dub", "params": json.dumps(french)},
+            files={"file": (talk.name, body, "audio/wav")},
+        )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["details"][0]["loc"] == ["body", "params", "source_language"]
+    assert error["message"].startswith("the speech-to-text model here knows only English")
+
 
 @pytest.fixture(scope="module")
 def failing_speech_server() -> Any:

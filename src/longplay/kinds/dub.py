@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from longplay.engines.models import whisper_knows_only_english
 from longplay.engines.speech import SpeechOptions, synthesize_speech
 from longplay.engines.stt import whisper_languages
 from longplay.engines.transcription import MEDIA_TYPES, TranscriptionOptions, transcribe_file
@@ -34,6 +35,7 @@ from longplay.framework import (
     register,
 )
 from longplay.media import check_decodable
+from longplay.settings import get_settings
 
 TRANSCRIPT_TYPES = {f".{fmt}": media_type for fmt, media_type in MEDIA_TYPES.items()}
 
@@ -57,6 +59,14 @@ def check(params: DubParams, inputs: Sequence[SubmittedInput]) -> None:
             f"speech recognition does not know {params.source.name} "
             f"({params.source.code!r}), so it cannot be dubbed from; leave "
             "source_language out to have the language detected",
+            field="source_language",
+        )
+    english_only = whisper_knows_only_english(get_settings())
+    if params.source is not None and params.source.base != "en" and english_only:
+        raise FieldError(
+            f"the speech-to-text model here knows only English, not {params.source.name}; "
+            "leave source_language out or 'en', or set LONGPLAY_STT_MODEL to a "
+            "multilingual Whisper model",
             field="source_language",
         )
 
