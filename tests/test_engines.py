@@ -44,6 +44,8 @@ from longplay.engines.embeddings import DIMENSIONS, MODEL_ID, Embedder, HttpEmbe
 from longplay.engines.http import EngineClient
 from longplay.engines.models import whisper_model_dir
 from longplay.framework import InvalidInput, InvalidParams, PermanentError, RetryableError
+from longplay.framework.library import NewPassage
+from longplay.jobs.retrieval import passage_vectors
 from longplay.settings import Settings
 
 PARAGRAPH = (
@@ -323,6 +325,23 @@ def test_http_embeddings_are_the_models_own(http_settings: Settings, embedder: E
     )
     with pytest.raises(PermanentError, match="does not exist"):
         embedder_of(refused).embed(["anything"])
+
+
+def test_a_long_documents_embeddings_are_told_as_they_go(
+    settings: Settings, embedder: Embedder
+) -> None:
+    """Embedding a long document's passages takes minutes on a CPU: its index job said
+    nothing all that time. The progress comes chunk by chunk, and the vectors are the
+    ones embedding them all at once gives."""
+    passages = [NewPassage(f"passage number {n} of the harbour notes") for n in range(70)]
+    told: list[tuple[int, int]] = []
+    embedded = passage_vectors(
+        passages, settings, progress=lambda done, of: told.append((done, of))
+    )
+    assert told == [(64, 70), (70, 70)]
+    assert embedded is not None and len(embedded.vectors) == 70
+    whole = embedder.embed([p.text for p in passages])
+    assert np.allclose(np.frombuffer(embedded.vectors[69], np.float32), whole[69], atol=1e-5)
 
 
 def embedder_of(settings: Settings) -> Embedder:

@@ -11,7 +11,7 @@ passages a 422 (unless the field is marked :data:`FILLS_COLLECTION`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -64,9 +64,15 @@ class NewPassage:
 class Catalog(Library, Protocol):
     """A :class:`Library` that an ``index`` job also writes its documents' passages to."""
 
-    def keep_passages(self, document_id: str, passages: Sequence[NewPassage]) -> int:
+    def keep_passages(
+        self,
+        document_id: str,
+        passages: Sequence[NewPassage],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
         """Replace the document's passages with these (in order) and mark it indexed;
-        the number kept, 0 when the document was removed meanwhile."""
+        the number kept, 0 when the document was removed meanwhile. ``progress`` hears
+        how many of the passages are embedded, as they are (embeddings on)."""
         ...
 
     def document_failed(self, document_id: str, error: JobError) -> None:

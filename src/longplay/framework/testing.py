@@ -20,7 +20,7 @@ be retried or cancelled between steps; a test of those runs the service.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
@@ -61,8 +61,15 @@ class MemoryLibrary:
             raise CollectionNotFound(f"no collection {collection_id}")
         return list(self.collections[collection_id])
 
-    def keep_passages(self, document_id: str, passages: Sequence[NewPassage]) -> int:
+    def keep_passages(
+        self,
+        document_id: str,
+        passages: Sequence[NewPassage],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
         self.documents[document_id] = list(passages)
+        if progress is not None and passages:
+            progress(len(passages), len(passages))
         return len(passages)
 
     def document_failed(self, document_id: str, error: JobError) -> None:

@@ -3,7 +3,7 @@ the store, scoped to one owner (another owner's collection is not found)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.orm import Session
 
@@ -38,8 +38,13 @@ class StoreLibrary:
                 as_passage(row, name) for row, name in queries.passages_of(session, collection_id)
             ]
 
-    def keep_passages(self, document_id: str, passages: Sequence[NewPassage]) -> int:
-        embedded = retrieval.passage_vectors(passages)
+    def keep_passages(
+        self,
+        document_id: str,
+        passages: Sequence[NewPassage],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        embedded = retrieval.passage_vectors(passages, progress=progress)
         with session_scope() as session:
             document = self._document(session, document_id)
             if document is None:

@@ -19,7 +19,7 @@ query about nothing the collection says finds nothing, as it does in full text.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,16 +83,29 @@ def query_vector_or_words(query: str) -> Probe | None:
         return None
 
 
+EMBED_CHUNK = 64
+"""Passages embedded between two progress reports: a long document's embeddings take
+minutes on a CPU, its reading and cutting under a second."""
+
+
 def passage_vectors(
-    passages: Sequence[NewPassage], settings: Settings | None = None
+    passages: Sequence[NewPassage],
+    settings: Settings | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Embedded | None:
     """Each passage's embedding (its heading with its text), or None where embeddings
-    are off."""
+    are off; ``progress`` hears how many of how many are embedded, chunk by chunk."""
     embedder = get_embedder(settings)
     if embedder is None or not passages:
         return None
     texts = [f"{p.heading}\n{p.text}" if p.heading else p.text for p in passages]
-    return Embedded(embedder.model_id, [row.tobytes() for row in embedder.embed(texts)])
+    vectors: list[bytes] = []
+    for start in range(0, len(texts), EMBED_CHUNK):
+        vectors += [row.tobytes() for row in embedder.embed(texts[start : start + EMBED_CHUNK])]
+        if progress is not None:
+            progress(len(vectors), len(texts))
+    return Embedded(embedder.model_id, vectors)
 
 
 def search(

@@ -10,8 +10,8 @@ its reason kept on the document; the job fails only when none could be read.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Annotated
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
@@ -52,7 +52,8 @@ def check(params: IndexParams, inputs: Sequence[SubmittedInput]) -> None:
 
 
 def index(ctx: StepContext[IndexParams]) -> None:
-    """Read, cut and index each document, reporting progress per document."""
+    """Read, cut and index each document, reporting progress per document, and within
+    one while its passages are embedded."""
     library, total = ctx.library, len(ctx.inputs)
     failed: list[str] = []
     passages = 0
@@ -66,7 +67,13 @@ def index(ctx: StepContext[IndexParams]) -> None:
             ctx.note(exc.message, code=exc.code, document=document_id)
             failed.append(exc.message)
         else:
-            passages += library.keep_passages(document_id, cut)
+            so_far = {
+                "indexed": done - 1 - len(failed),
+                "failed": len(failed),
+                "passages": passages,
+            }
+            embedding = _embedding(ctx, done - 1, total, document=source.name, **so_far)
+            passages += library.keep_passages(document_id, cut, progress=embedding)
         ctx.advance(
             done,
             total,
@@ -84,6 +91,19 @@ def index(ctx: StepContext[IndexParams]) -> None:
         raise InvalidInput(
             "no document could be read: " + "; ".join(failed), code="no_readable_document"
         )
+
+
+def _embedding(
+    ctx: StepContext[IndexParams], before: int, total: int, **details: Any
+) -> Callable[[int, int], None]:
+    """Progress within a document while its passages are embedded (minutes for a long
+    one on a CPU), after the ``before`` documents done of ``total``."""
+
+    def embedded(done: int, of: int) -> None:
+        at = before + done / of
+        ctx.advance(at, total, **details, passages_embedded=done, passages_total=of)
+
+    return embedded
 
 
 register(
