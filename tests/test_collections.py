@@ -155,6 +155,28 @@ def shape(document: StructuredDocument) -> list[tuple[str, str]]:
 # -- reading and cutting, in this process --------------------------------------------
 
 
+def test_what_a_reader_of_the_page_never_sees_is_not_read(tmp_path: Path) -> None:
+    """A draft's front matter and "<!-- TODO -->" were passages, and read out in a
+    podcast; a table was its pipes; a line break joined two sentences; a soft hyphen
+    stayed in a word."""
+    markdown = (
+        b"---\ntitle: Walrus notes\nauthor: kb-team\n---\n# Walruses\n\n"
+        b"<!-- TODO: check these numbers\n\nwith Dr. Smith -->\nWalruses live in the Arctic.\n\n"
+        b"| Fact | Value |\n|------|:-----:|\n| Weight | 1200 kg |\n"
+    )
+    assert shape(read(tmp_path, "walrus.md", markdown)) == [
+        ("heading", "Walruses"),
+        ("paragraph", "Walruses live in the Arctic."),
+        ("paragraph", "Fact, Value. Weight, 1200 kg."),
+    ]
+    page = (
+        b"<body><article><p>Blue&shy;whales are the largest.<br>Orcas hunt in pods.</p></article>"
+    )
+    assert shape(read(tmp_path, "whales.html", page)) == [
+        ("paragraph", "Bluewhales are the largest. Orcas hunt in pods.")
+    ]
+
+
 def test_each_kind_of_document_reads_as_headings_and_paragraphs(tmp_path: Path) -> None:
     assert shape(read(tmp_path, "town.md", MARKDOWN)) == [
         ("heading", "Quellport"),

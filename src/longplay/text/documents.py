@@ -285,8 +285,38 @@ TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
 PROSE_TAKES = "give a text (.txt) or Markdown (.md) file"
 _ADDRESS = r"(?:[^()]|\([^()]*\))*"
 """A link's address and title, which may hold parentheses in pairs (``Foo_(bar)``)."""
+_UNSEEN_MARKDOWN = (
+    # Front matter (Jekyll, Hugo, Obsidian): YAML between --- lines, or TOML between +++.
+    re.compile(r"\A\ufeff?(---|\+\+\+)[ \t]*\n.*?\n(?:\1|\.\.\.)[ \t]*(?:\n|\Z)", re.S),
+    re.compile(r"<!--.*?(?:-->|\Z)", re.S),  # comments: notes to the writers
+)
+_TABLE_RULE = re.compile(
+    r"^(?=[^\n]*\|) {0,3}\|?[ \t]*:?-{3,}:?[ \t]*(?:\|[ \t]*:?-{3,}:?[ \t]*)*\|?[ \t]*(?:\n|\Z)",
+    re.M,
+)
+_TABLE_ROW = re.compile(r"^ {0,3}\|(.*)\|[ \t]*$", re.M)
+
+
+def unseen_markdown_out(markdown: str) -> str:
+    """Markdown without what a reader of it rendered never sees: its front matter and
+    its comments (a draft's "<!-- TODO: check these numbers -->" was read out in a
+    podcast)."""
+    for pattern in _UNSEEN_MARKDOWN:
+        markdown = pattern.sub("", markdown)
+    return markdown
+
+
+def _table_row(row: re.Match[str]) -> str:
+    """A table's row as a line that reads: its cells, a comma between each."""
+    cells = [cell.strip() for cell in row[1].split("|")]
+    line = ", ".join(cell for cell in cells if cell)
+    return f"{line}." if line and line[-1] not in ".!?:;" else line
+
+
 _MARKDOWN = (
     (re.compile(r"^ {0,3}(`{3,}|~{3,}).*?^ {0,3}\1[^\n]*$", re.M | re.S), ""),  # code blocks
+    (_TABLE_RULE, ""),  # a table's rule under its head
+    (_TABLE_ROW, _table_row),  # its rows: cells
     (re.compile(rf"!\[[^\]]*\]\({_ADDRESS}\)"), ""),  # images
     (re.compile(rf"\[([^\]]+)\]\({_ADDRESS}\)"), r"\1"),  # links: their text
     (re.compile(r"^ {0,3}#{1,6}[ \t]+(.*?)[ \t#]*$", re.M), r"\n\1\n"),  # a heading: a paragraph
@@ -296,8 +326,10 @@ _MARKDOWN = (
 
 
 def markdown_to_text(markdown: str) -> str:
-    """Markdown as it is read aloud: no code blocks, images or markup; link texts
-    without their addresses; each heading a paragraph of its own."""
+    """Markdown as it is read aloud: no front matter, comments, code blocks, images or
+    markup; link texts without their addresses; a table's rows as lines of cells; each
+    heading a paragraph of its own."""
+    markdown = unseen_markdown_out(markdown)
     for pattern, replacement in _MARKDOWN:
         markdown = pattern.sub(replacement, markdown)
     return markdown

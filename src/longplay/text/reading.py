@@ -23,7 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from longplay.framework import InputFile, InvalidInput
-from longplay.text.documents import binary_document, decode_text, markdown_to_text
+from longplay.text.documents import (
+    binary_document,
+    decode_text,
+    markdown_to_text,
+    unseen_markdown_out,
+)
 from longplay.text.sentences import PARAGRAPH_BREAK
 from longplay.text.subtitles import Cue, parse_srt, parse_transcript_json, parse_vtt
 
@@ -149,7 +154,9 @@ def _decode(name: str, data: bytes, *, strict: bool = True) -> str:
 
 
 def _flat(text: str) -> str:
-    return _SPACES.sub(" ", text).strip()
+    """One line of text: its spaces collapsed, soft hyphens (breaks that show only at
+    a line's end) out."""
+    return _SPACES.sub(" ", text.replace("\xad", "")).strip()
 
 
 def _paragraphs(text: str) -> list[Block]:
@@ -169,7 +176,8 @@ def _read_md(name: str, data: bytes) -> list[Block]:
     """Headings (``#`` and underlined) as headings; everything else as
     :func:`~longplay.text.documents.markdown_to_text` reads it, paragraph by paragraph."""
     blocks: list[Block] = []
-    for chunk in PARAGRAPH_BREAK.split(_FENCE.sub("", _decode(name, data))):
+    text = _FENCE.sub("", unseen_markdown_out(_decode(name, data)))
+    for chunk in PARAGRAPH_BREAK.split(text):
         lines = [line for line in chunk.splitlines() if line.strip()]
         if len(lines) == 2 and _SETEXT_UNDERLINE.match(lines[1]):
             level = 1 if lines[1].strip().startswith("=") else 2
@@ -224,6 +232,8 @@ def _read_html(name: str, data: bytes) -> list[Block]:
         )
     ]
     _outermost(dropped, lambda node: node.decompose())
+    for line_break in tree.css("br"):  # inline text joins with no space; a break is one
+        line_break.replace_with(" ")
     root = next((n for n in (tree.css_first(s) for s in _HTML_ROOTS) if n is not None), None)
     if root is None:
         return []
