@@ -46,7 +46,7 @@ from longplay.framework import FieldError, InvalidParams, get_kind
 from longplay.framework.library import Passage
 from longplay.kinds import load as load_kinds
 from longplay.kinds import podcast
-from longplay.kinds.podcast import PodcastParams, check, retrieve_content
+from longplay.kinds.podcast import PodcastParams, check, episode_stem, retrieve_content
 from longplay.media import LoudnessMeter, decode, halves
 from longplay.media.episode import Episode, EpisodeCheckFailed, EpisodeWriter, check_episode
 from longplay.settings import Settings, get_settings
@@ -779,7 +779,8 @@ def test_a_podcast_from_a_collection_is_heard_back_and_an_edit_voices_one_turn(
         ({"collection": None}, "collection", "name a collection"),
         ({"collection": None, "script": {"turns": [{"speaker": "Zed", "text": "Hi."}]}},
          "script", "speaker 'Zed' is not one of"),
-        ({"language": "de"}, "language", "English only"),
+        ({"language": "de"}, "language", "English only, not German"),
+        ({"language": "klingon"}, "language", "unknown language"),
         ({"collection": None, "script": {"turns": [{"speaker": "Joe", "text": "Hi."}],
                                          "chapters": [{"title": "Intro", "first_turn": 0},
                                                       {"title": "Outro", "first_turn": 3}]}},
@@ -797,6 +798,15 @@ def test_bad_params_are_refused_at_submit_naming_the_field(
     assert says in error["message"] or says in json.dumps(error)
     assert field in json.dumps(error)
     assert "Traceback" not in response.text and "/src/" not in response.text
+
+
+@DATABASE
+def test_a_script_in_a_language_the_voice_does_not_speak_is_taken(collection: Collection) -> None:
+    """A script alone needs no voice: German is refused for an episode, not for its script."""
+    params = {"collection": collection.id, "language": "de", "script_only": True}
+    response = collection.client.post("/v1/jobs", json={"kind": "podcast", "params": params})
+    assert response.status_code == 202, response.text
+    assert collection.client.post(f"/v1/jobs/{response.json()['id']}/cancel").status_code == 200
 
 
 @DATABASE
@@ -960,3 +970,19 @@ def test_a_voicing_killed_mid_script_resumes_at_the_turn_it_reached(stack: Stack
     assert len(reused) == 1, f"the second run says nothing of kept turns: {job['warnings']}"
     assert reused[0].startswith(f"synthesized {total - kept} turns; {kept} were kept"), reused
     assert len(set(cache.glob("*.wav")) - before) == total, "every turn is kept now"
+
+
+def test_an_episodes_files_are_named_after_its_title_in_any_script() -> None:
+    """ "Fähren nach Oslo" was f-hren-nach-oslo; a title in Japanese lost every letter."""
+    named = {
+        title: episode_stem(
+            Script.model_validate({"title": title, "turns": [{"speaker": "Joe", "text": "Hi."}]})
+        )
+        for title in ("Fähren nach Oslo", "東京の港", "The Ferry: A History (Part 2)", "!!!")
+    }
+    assert named == {
+        "Fähren nach Oslo": "fähren-nach-oslo",
+        "東京の港": "東京の港",
+        "The Ferry: A History (Part 2)": "the-ferry-a-history-part-2",
+        "!!!": "podcast",
+    }

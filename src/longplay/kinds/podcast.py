@@ -176,17 +176,18 @@ def check(params: PodcastParams, inputs: Sequence[SubmittedInput]) -> None:
     names = [s.name for s in params.speakers or []]
     if len(set(names)) != len(names):
         raise FieldError("two speakers have the same name", field="speakers")
-    settings = get_settings()
-    if settings.tts.engine == "local" and not params.language.lower().startswith("en"):
-        raise FieldError(
-            f"the bundled voice speaks English only, not {params.language!r}; set "
-            "LONGPLAY_TTS_ENGINE=http for a server that speaks it",
-            field="language",
-        )
     try:
-        Language.find(params.language)
+        language = Language.find(params.language)
     except ValueError as exc:
         raise FieldError(str(exc), field="language") from exc
+    voiced = not params.script_only
+    if voiced and get_settings().tts.engine == "local" and language.base != "en":
+        raise FieldError(
+            f"the bundled voice speaks English only, not {language.name}; set "
+            "LONGPLAY_TTS_ENGINE=http for a server that speaks it, or ask for "
+            "script_only",
+            field="language",
+        )
     if params.script is not None:
         _voices_of(params, params.script)
 
@@ -315,7 +316,7 @@ def parse_turns(ctx: StepContext[PodcastParams]) -> None:
     ctx.state["grounding"] = {"turns_dropped": dropped}
     ctx.advance(1.0, 1.0, turns=len(script.turns), turns_dropped=dropped)
     if params.script_only:
-        stem = _stem(script)
+        stem = episode_stem(script)
         _write_script_files(ctx, script, stem, vtt=False)
 
 
@@ -402,7 +403,7 @@ def combine_audio(ctx: StepContext[PodcastParams]) -> None:
     script = Script.model_validate(ctx.state["script"])
     voices = _voices_of(params, script)
     voicer = _voicer()
-    stem = _stem(script)
+    stem = episode_stem(script)
     first = voicer.voice(script.turns[0].text, voice=voices[script.turns[0].speaker])
     rate = first.sample_rate
     with EpisodeWriter(ctx.workdir, stem, rate) as writer:
@@ -440,7 +441,7 @@ def store_audio(ctx: StepContext[PodcastParams]) -> None:
         ctx.advance(1.0, 1.0)
         return
     script = Script.model_validate(ctx.state["script"])
-    _write_script_files(ctx, script, _stem(script), vtt=True)
+    _write_script_files(ctx, script, episode_stem(script), vtt=True)
     ctx.advance(1.0, 1.0)
 
 
@@ -565,8 +566,10 @@ def _time_chapters(script: Script, duration: float) -> None:
         chapter.end = script.turns[after.first_turn].start if after else duration
 
 
-def _stem(script: Script) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", script.title.lower()).strip("-")[:40].strip("-")
+def episode_stem(script: Script) -> str:
+    """The episode's files' name: its title's words, lower case, joined by dashes, in
+    any script ("Fähren nach Oslo" is ``fähren-nach-oslo``)."""
+    slug = re.sub(r"[\W_]+", "-", script.title.lower()).strip("-")[:40].strip("-")
     return slug or "podcast"
 
 
