@@ -270,7 +270,12 @@ def test_every_page_passes_an_accessibility_audit_on_a_desktop_and_a_phone(
             b"# Harbour\n\nThe ferry leaves at nine every day.\n",
             "text/markdown",
         )
-        added = api.post(f"/v1/collections/{collection}/documents", files={"file": note})
+        long_name = "Quarterlyharbourreport" * 10 + ".txt"  # 224 characters, nowhere to break
+        report = (long_name, b"Ferries ran on time all quarter.\n", "text/plain")
+        added = api.post(
+            f"/v1/collections/{collection}/documents",
+            files=[("file", note), ("file", report)],
+        )
         assert added.status_code == 202, added.text
         for job in (done["id"], failed["id"], *(s["id"] for s in flow["stages"].values())):
             wait_for_status(api, job, {"completed", "failed"})
@@ -309,6 +314,15 @@ def test_every_page_passes_an_accessibility_audit_on_a_desktop_and_a_phone(
                 for v in found.response["violations"]
             ]
     assert not problems, "\n".join(problems)
+    # A document's long name breaks; its status stays on the screen.
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"/collections/{collection}")
+    sizes = page.evaluate(
+        "() => { const box = document.querySelector('.scroll'); "
+        "return [box.scrollWidth, box.clientWidth]; }"
+    )
+    assert sizes[0] <= sizes[1], sizes
+    page.set_viewport_size({"width": 375, "height": 740})
     # On a phone, the attempt's error is under its row, not in a column off the screen.
     page.goto(f"/jobs/{failed['id']}")
     error = page.locator("table.attempts .error")
