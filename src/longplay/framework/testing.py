@@ -67,9 +67,7 @@ class MemoryLibrary:
         passages: Sequence[NewPassage],
         progress: Callable[[int, int], None] | None = None,
     ) -> int:
-        self.documents[document_id] = list(passages)
-        if progress is not None and passages:
-            progress(len(passages), len(passages))
+        self.documents[document_id] = list(passages)  # no embeddings: no progress to tell
         return len(passages)
 
     def document_failed(self, document_id: str, error: JobError) -> None:
