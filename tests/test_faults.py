@@ -306,7 +306,10 @@ def test_a_worker_that_lost_redis_says_so_in_a_line(database_kind: str, tmp_path
     with Stack(tmp_path / "stack", database_kind, logs=True) as deployment:
         deployment.start_worker(wait=False)  # there is no API to ask
         log = deployment.data_dir / "worker.log"
-        wait_until(lambda: log.is_file() and "Connected to" in log.read_text(), timeout=60)
+        # Ready, and a moment more: killed before the worker waits on its connection, the
+        # next command reconnects to the new Redis without a word (redis-py's retry).
+        wait_until(lambda: log.is_file() and " ready." in log.read_text(), timeout=60)
+        time.sleep(1.0)
         deployment.kill("redis")
         deployment.start_redis()
         try:  # a loaded machine (the whole suite on 2 cores) takes its time
