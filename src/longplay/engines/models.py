@@ -20,8 +20,8 @@ from importlib import import_module
 from pathlib import Path
 from types import ModuleType
 
-from longplay.framework.errors import PermanentError
-from longplay.settings import Settings
+from longplay.framework import FieldError, PermanentError
+from longplay.settings import Settings, get_settings
 
 DEFAULT_VOICE_NAME = "joe"
 
@@ -57,6 +57,18 @@ def whisper_knows_only_english(settings: Settings) -> bool | None:
     except PermanentError:
         return None
     return _english_only(vocabulary) if vocabulary.is_file() else None
+
+
+def check_heard(code: str | None, said: str, *, field: str) -> None:
+    """At submit: refuse (:class:`FieldError` naming ``field``) a language other than
+    English, ``code`` (``said`` as the message names it), where the local model is
+    English-only; what a worker would otherwise fail with once it loaded the model."""
+    if code not in (None, "en") and whisper_knows_only_english(get_settings()):
+        raise FieldError(
+            f"the speech-to-text model here knows only English, not {said}; leave {field} "
+            "unset or 'en', or set LONGPLAY_STT_MODEL to a multilingual Whisper model",
+            field=field,
+        )
 
 
 @functools.lru_cache(maxsize=8)

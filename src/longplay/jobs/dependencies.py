@@ -73,13 +73,14 @@ def waiting_for(
     if not job_ids:
         return {}
     found: dict[str, list[str]] = {}
+    known = known or {}
     for job_id, after_id, status in session.execute(
         select(JobDependency.job_id, JobDependency.after_id, Job.status)
         .join(Job, Job.id == JobDependency.after_id)
         .where(JobDependency.job_id.in_(job_ids))
         .order_by(JobDependency.after_id)
     ):
-        if (known or {}).get(after_id, status) != JobStatus.COMPLETED.value:
+        if known.get(after_id, status) != JobStatus.COMPLETED.value:
             found.setdefault(job_id, []).append(after_id)
     return found
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from longplay.engines.models import whisper_knows_only_english
+from longplay.engines.models import check_heard
 from longplay.engines.speech import SpeechOptions, synthesize_speech
 from longplay.engines.stt import whisper_languages
 from longplay.engines.transcription import MEDIA_TYPES, TranscriptionOptions, transcribe_file
@@ -35,7 +35,6 @@ from longplay.framework import (
     register,
 )
 from longplay.media import check_decodable
-from longplay.settings import get_settings
 
 TRANSCRIPT_TYPES = {f".{fmt}": media_type for fmt, media_type in MEDIA_TYPES.items()}
 
@@ -61,14 +60,8 @@ def check(params: DubParams, inputs: Sequence[SubmittedInput]) -> None:
             "source_language out to have the language detected",
             field="source_language",
         )
-    english_only = whisper_knows_only_english(get_settings())
-    if params.source is not None and params.source.base != "en" and english_only:
-        raise FieldError(
-            f"the speech-to-text model here knows only English, not {params.source.name}; "
-            "leave source_language out or 'en', or set LONGPLAY_STT_MODEL to a "
-            "multilingual Whisper model",
-            field="source_language",
-        )
+    if params.source is not None:
+        check_heard(params.source.base, params.source.name, field="source_language")
 
 
 def transcribe(ctx: StepContext[DubParams]) -> None:

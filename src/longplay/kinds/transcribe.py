@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from longplay.engines.models import whisper_knows_only_english
+from longplay.engines.models import check_heard
 from longplay.engines.transcription import (
     MEDIA_TYPES,
     Transcript,
@@ -32,7 +32,6 @@ from longplay.engines.transcription import (
     write_transcript,
 )
 from longplay.framework import (
-    FieldError,
     InputFile,
     ItemContext,
     JobKind,
@@ -112,13 +111,7 @@ def transcribe_one_piece(
 def check(params: TranscribeParams, inputs: Sequence[SubmittedInput]) -> None:
     """At submit: a language the local model cannot transcribe, where that can be told
     without loading it (the bundled model is English-only)."""
-    if params.language not in (None, "en") and whisper_knows_only_english(get_settings()):
-        raise FieldError(
-            f"the speech-to-text model here knows only English, not {params.language!r}; "
-            "leave the language unset or 'en', or set LONGPLAY_STT_MODEL to a multilingual "
-            "Whisper model",
-            field="language",
-        )
+    check_heard(params.language, repr(params.language), field="language")
 
 
 def write(ctx: StepContext[TranscribeParams]) -> None:
