@@ -7,10 +7,13 @@ that drops an answer, a proxy that answers 502 with an HTML page."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import pickle
 import re
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -34,7 +37,13 @@ class DropProxy:
     ids the API answered."""
 
     def __init__(
-        self, upstream: str, drops: int, bad_gateways: int = 0, late_submits: int = 0
+        self,
+        upstream: str,
+        drops: int,
+        bad_gateways: int = 0,
+        late_submits: int = 0,
+        busy_downloads: int = 0,
+        dropped_downloads: int = 0,
     ) -> None:
         self.upstream = upstream
         self.drops = drops
@@ -42,6 +51,10 @@ class DropProxy:
         """Reads of one job (``GET /v1/jobs/ID``) answered with a proxy's 502 page first."""
         self.late_submits = late_submits
         """Submissions answered with a proxy's 504 page after the API made their job."""
+        self.busy_downloads = busy_downloads
+        """Downloads (``GET .../content``) answered with a proxy's 503 page first."""
+        self.dropped_downloads = dropped_downloads
+        """Downloads whose connection is closed with no answer first."""
         self.keys: list[str | None] = []
         self.made: list[str] = []
         proxy = self
@@ -67,6 +80,15 @@ class DropProxy:
             self.bad_gateways -= 1
             _gateway_page(asked, 502)
             return
+        if asked.command == "GET" and asked.path.endswith("/content"):
+            if self.dropped_downloads > 0:
+                self.dropped_downloads -= 1
+                asked.close_connection = True
+                return
+            if self.busy_downloads > 0:
+                self.busy_downloads -= 1
+                _gateway_page(asked, 503)
+                return
         length = int(asked.headers.get("Content-Length") or 0)
         body = asked.rfile.read(length) if length else b""
         skip = {"host", "content-length", "connection"}
@@ -111,8 +133,8 @@ def _gateway_page(asked: http.server.BaseHTTPRequestHandler, status: int) -> Non
 def dropping(stack: Stack) -> Iterator[Callable[..., DropProxy]]:
     made: list[DropProxy] = []
 
-    def make(drops: int, bad_gateways: int = 0, late_submits: int = 0) -> DropProxy:
-        made.append(DropProxy(stack.api_url, drops, bad_gateways, late_submits))
+    def make(drops: int, **more: int) -> DropProxy:
+        made.append(DropProxy(stack.api_url, drops, **more))
         return made[-1]
 
     yield make
@@ -453,3 +475,131 @@ def test_a_submission_a_proxy_timed_out_is_sent_again_with_its_key(
         listed = [j.id for j in api.list().items]
     assert len(proxy.keys) == 2 and proxy.keys[0] == proxy.keys[1] is not None
     assert proxy.made == [job.id, job.id] and listed == [job.id]
+
+
+# -- 14. a wait's timeout, a closed client, the last event, a download that meets a restart ---
+
+
+@contextlib.contextmanager
+def silent_api() -> Iterator[str]:
+    """An address that takes connections and requests and never answers (an API hung,
+    or a proxy before one)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def take() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                held.append(server.accept()[0])
+
+    taker = threading.Thread(target=take, daemon=True)
+    taker.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        taker.join()
+        for connection in held:
+            connection.close()
+        server.close()
+
+
+def test_a_waits_timeout_bounds_its_requests_to_an_api_that_never_answers() -> None:
+    """``wait(timeout=1)`` on an API that takes the request and never answers raises
+    WaitTimeout once its first look has had its 2 s, not after the client's 30 s
+    read timeout twice over (a web handler that gave itself a second was held for
+    a minute)."""
+    with silent_api() as url:
+        began = time.monotonic()
+        with Client(url, "lp_key", timeout=30) as api, pytest.raises(WaitTimeout):
+            api.wait("job_x", timeout=1)
+        sync_took = time.monotonic() - began
+
+        async def main() -> None:
+            async with AsyncClient(url, "lp_key", timeout=30) as api:
+                await api.wait("job_x", timeout=1)
+
+        began = time.monotonic()
+        with pytest.raises(WaitTimeout):
+            asyncio.run(main())
+        async_took = time.monotonic() - began
+    assert sync_took < 15 and async_took < 15  # the client's own timeout is 30 s
+
+
+def test_the_last_event_comes_once_its_stream_has_let_its_connection_go(stack: Stack) -> None:
+    """A caller who handles the last event in the loop (reads the job, downloads its
+    outputs) has a connection for it: the stream closes before that event is given,
+    even on a client of one connection."""
+    key = _owner(stack)
+    with Client(stack.api_url, key, max_connections=1, timeout=2) as api:
+        job = api.submit("sleep", params={"seconds": 0})
+        ended = [api.get(job).status.value for event in api.events(job) if event.final]
+    assert ended == ["completed"]
+
+    async def main() -> list[str]:
+        async with AsyncClient(stack.api_url, key, max_connections=1, timeout=2) as api:
+            job = await api.submit("sleep", params={"seconds": 0})
+            seen = []
+            async with contextlib.aclosing(api.events(job)) as events:
+                async for event in events:
+                    if event.final:
+                        seen.append((await api.get(job)).status.value)
+            return seen
+
+    assert asyncio.run(main()) == ["completed"]
+
+
+def test_a_call_on_a_closed_client_is_an_api_error_that_says_so(stack: Stack) -> None:
+    """Not httpx's RuntimeError: a follow still going when its client is closed (a
+    service shutting down) ends with an ApiError a caller's ``except`` catches."""
+    key = _owner(stack)
+    api = Client(stack.api_url, key)
+    job = api.submit("sleep", params={"seconds": 0}, run_at=LATER)
+    api.close()
+    for call in (lambda: api.get(job), lambda: api.wait(job), lambda: list(api.events(job))):
+        with pytest.raises(ApiError) as caught:
+            call()
+        assert caught.value.code == "closed" and not caught.value.retryable
+        assert "this client of http://" in str(caught.value) and "is closed" in str(caught.value)
+
+    async def main() -> list[str]:
+        api = AsyncClient(stack.api_url, key)
+        follow = asyncio.ensure_future(api.wait(job))
+        await asyncio.sleep(1)  # following the job's stream
+        await api.aclose()
+        codes = []
+        for pending in (follow, api.get(job)):
+            with pytest.raises(ApiError) as caught:
+                await pending
+            codes.append(caught.value.code)
+        return codes
+
+    assert asyncio.run(main()) == ["closed", "closed"]
+    with Client(stack.api_url, key) as api:
+        api.cancel(job)
+
+
+def test_a_download_is_fetched_again_after_a_lost_connection_or_a_503(
+    stack: Stack, dropping: Callable[..., DropProxy], tmp_path: Path
+) -> None:
+    """An API restarting behind its proxy while a result is fetched: the download
+    starts again, as any GET is sent again, instead of failing at once."""
+    note = tmp_path / "result.txt"
+    note.write_bytes(b"the bytes of a result\n" * 1000)
+    proxy = dropping(0, busy_downloads=1, dropped_downloads=1)
+    with Client(proxy.url, _owner(stack)) as api:
+        artifact = api.upload(note)
+        saved = api.download(artifact, tmp_path / "sync.txt")
+    assert saved.read_bytes() == note.read_bytes()
+    assert (proxy.busy_downloads, proxy.dropped_downloads) == (0, 0)
+
+    again = dropping(0, busy_downloads=1, dropped_downloads=1)
+
+    async def main() -> Path:
+        async with AsyncClient(again.url, _owner(stack)) as api:
+            return await api.download(await api.upload(note), tmp_path / "async.txt")
+
+    assert asyncio.run(main()).read_bytes() == note.read_bytes()
+    assert (again.busy_downloads, again.dropped_downloads) == (0, 0)

@@ -8,8 +8,8 @@ import hashlib
 import inspect
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, overload
@@ -51,9 +51,10 @@ T = TypeVar("T")
 
 class AsyncClient:
     """The asyncio twin of :class:`~longplay.client.Client`: the same methods, awaited
-    (``events`` is an async iterator), the same errors and defaults. Each ``wait`` or
-    ``events`` holds one connection while it follows its job: beyond
-    ``max_connections`` of them, a wait waits for a free one as long as it may wait."""
+    (``events`` is an async generator: ``aclose()`` it, or ``contextlib.aclosing``, to
+    stop reading early), the same errors and defaults. Each ``wait`` or ``events``
+    holds one connection while it follows its job: beyond ``max_connections`` of them,
+    a wait waits for a free one as long as it may wait."""
 
     def __init__(
         self,
@@ -87,24 +88,23 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    # -- requests ---------------------------------------------------------------------------
-    @contextmanager
-    def _reaching(self) -> Iterator[None]:
-        try:
-            yield
-        except httpx.TransportError as exc:
-            raise core.no_answer(self.url, exc, None, self.max_connections) from exc
+    def _open(self) -> None:
+        if self.http.is_closed:
+            raise core.closed(self.url)
 
+    # -- requests ---------------------------------------------------------------------------
     async def _send(
         self,
         method: str,
         path: str,
         *,
         files: Callable[[ExitStack], builtins.list[Any]] | None = None,
+        budget: float | None = None,
         **options: Any,
     ) -> httpx.Response:
         """See :meth:`Client._send`."""
-        patience = core.Patience(self.retry_budget)
+        self._open()
+        patience = core.Patience(self.retry_budget if budget is None else budget)
         headers = options.get("headers")
         resent_after = core.resent_after(method, headers)
         while True:
@@ -225,7 +225,9 @@ class AsyncClient:
         return await self._answer(JobList, "GET", "/v1/jobs", params=query)
 
     # -- following --------------------------------------------------------------------------
-    def events(self, job: JobRef, *, last_event_id: str | None = None) -> AsyncIterator[Event]:
+    def events(
+        self, job: JobRef, *, last_event_id: str | None = None
+    ) -> AsyncGenerator[Event, None]:
         """A job's events as they happen, resumed with ``Last-Event-ID`` on a break."""
         cursor = Cursor(last_id=last_event_id, retries=self.stream_retries)
         job_id = id_of(job)
@@ -247,7 +249,10 @@ class AsyncClient:
         deadline = None if timeout is None else time.monotonic() + timeout
         cursor = Cursor(retries=self.stream_retries)
         try:
-            first = await self._look(job_id, deadline)  # a link lost here is polled through too
+            # A link lost here is polled through too. This look may take FIRST_LOOK
+            # seconds whatever the timeout: an ended job comes back at once.
+            first_by = deadline and max(deadline, time.monotonic() + core.FIRST_LOOK)
+            first = await self._look(job_id, first_by)
             if first.status.finished:
                 await _tell(core.status_event(first), None, on_event)
                 return first
@@ -267,8 +272,14 @@ class AsyncClient:
     async def _look(self, job_id: str, deadline: float | None) -> JobPublic:
         """See :meth:`Client._look`."""
         timeout = core.pool_timeout(self.http.timeout, deadline)
+        budget = core.budget_until(self.retry_budget, deadline)
         path = core.api_path("jobs", job_id)
-        return await self._answer(JobPublic, "GET", path, timeout=timeout)
+        try:
+            return await self._answer(JobPublic, "GET", path, timeout=timeout, budget=budget)
+        except ApiError as exc:
+            if core.past(deadline) and (core.lost_link(exc) or exc.code == "pool_full"):
+                raise Expired from exc
+            raise
 
     async def _poll(
         self,
@@ -288,6 +299,8 @@ class AsyncClient:
                 job = await self._look(job_id, deadline)
                 misses = 0
                 answered = True
+            except Expired:
+                raise WaitTimeout(job_id, timeout or 0) from None
             except ApiError as exc:
                 misses += 1
                 if not core.lost_link(exc) or not answered or misses > self.stream_retries:
@@ -315,7 +328,7 @@ class AsyncClient:
         last: frozenset[str],
         deadline: float | None,
         ended: Callable[[], Awaitable[Event | None]] | None = None,
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """The stream's events to one of ``last`` (that ``ended`` confirms), resumed
         after each break; see :meth:`Client._follow`."""
         while True:
@@ -329,6 +342,7 @@ class AsyncClient:
                         yield end
                     return
                 cursor.ending = cursor.lost_end = False
+                self._open()
                 async with self.http.stream(
                     "GET", path, headers=cursor.headers(), timeout=timeout
                 ) as response:
@@ -339,19 +353,23 @@ class AsyncClient:
                         raise core.stream_error(response, cursor)
                     cursor.followed = True
                     reader = core.SseReader()
+                    final = None
                     async for line in response.aiter_lines():
                         event = reader.feed(line)
                         if event is None:
                             continue
                         cursor.saw(event)
-                        yield event
                         if event.type in last:
-                            if ended is None:
-                                return
-                            cursor.ending = True  # asked once the stream is closed
+                            final = event
                             break
+                        yield event
                         if deadline is not None and time.monotonic() >= deadline:
                             raise Expired
+                if final is not None:  # see Client._follow
+                    yield final
+                    if ended is None:
+                        return
+                    cursor.ending = True
                 if cursor.ending:
                     if ended is not None and await ended() is not None:
                         return
@@ -417,18 +435,29 @@ class AsyncClient:
         )
 
     async def _save(self, artifact: ArtifactPublic, target: Path, overwrite: bool) -> Path:
+        """See :meth:`Client._save`."""
         part = core.part_file(target)
-        digest = hashlib.sha256()
+        patience = core.Patience(self.retry_budget)
         try:
-            with self._reaching():
-                async with self.http.stream("GET", artifact.links.content) as response:
-                    if response.status_code >= 400:
-                        await response.aread()
-                        raise ApiError.of(response)
-                    with part.open("wb") as out:
-                        async for chunk in response.aiter_bytes():
-                            digest.update(chunk)
-                            out.write(chunk)
+            while True:
+                self._open()
+                started, digest = time.monotonic(), hashlib.sha256()
+                try:
+                    async with self.http.stream("GET", artifact.links.content) as response:
+                        if response.status_code >= 400:
+                            await response.aread()
+                            if (wait := patience.delay(response, True)) is None:
+                                raise ApiError.of(response)
+                        else:
+                            with part.open("wb") as out:
+                                async for chunk in response.aiter_bytes():
+                                    digest.update(chunk)
+                                    out.write(chunk)
+                            break
+                except httpx.TransportError as exc:
+                    if (wait := patience.lost(exc, started, core.LINK_LOST)) is None:
+                        raise core.no_answer(self.url, exc, None, self.max_connections) from exc
+                await asyncio.sleep(wait)
             core.check_digest(artifact, digest.hexdigest())
             return core.place(part, target, overwrite=overwrite)
         finally:
@@ -453,7 +482,7 @@ class AsyncClient:
 
     def flow_events(
         self, flow: FlowRef, *, last_event_id: str | None = None
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """See :meth:`Client.flow_events`."""
         flow_id = id_of(flow)
         cursor = Cursor(last_id=last_event_id, retries=self.stream_retries)

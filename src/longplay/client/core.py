@@ -336,16 +336,52 @@ def limits(max_connections: int | None) -> httpx.Limits:
 
 
 def pool_timeout(client_timeout: httpx.Timeout, deadline: float | None) -> httpx.Timeout:
-    """A follower's timeouts for a request: the client's, but a free connection is
-    waited for as long as the follower may wait (forever without a deadline), not
-    the client's timeout, so many followers on one client share its connections."""
-    remaining = None if deadline is None else max(0.05, deadline - time.monotonic())
+    """A follower's timeouts for a request: the client's, none past the follower's
+    ``deadline``; and a free connection is waited for as long as the follower may wait
+    (forever without a deadline), not the client's timeout, so many followers on one
+    client share its connections."""
+    if deadline is None:
+        return httpx.Timeout(
+            connect=client_timeout.connect,
+            read=client_timeout.read,
+            write=client_timeout.write,
+            pool=None,
+        )
+    remaining = max(0.05, deadline - time.monotonic())
+
+    def capped(seconds: float | None) -> float:
+        return remaining if seconds is None else min(seconds, remaining)
+
     return httpx.Timeout(
-        connect=client_timeout.connect,
-        read=client_timeout.read,
-        write=client_timeout.write,
+        connect=capped(client_timeout.connect),
+        read=capped(client_timeout.read),
+        write=capped(client_timeout.write),
         pool=remaining,
     )
+
+
+FIRST_LOOK = 2.0
+"""Seconds a wait's first look at its job may take whatever its timeout (even 0): a
+job that has ended is returned at once."""
+
+
+def closed(url: str) -> ApiError:
+    """What a call on a client that was closed raises (httpx's own is a RuntimeError)."""
+    return ApiError(
+        f"this client of {url} is closed: make a new one for more calls (a with block, "
+        "close() or aclose() ends its connections, and the follows still on them)",
+        code="closed",
+        retryable=False,
+    )
+
+
+def budget_until(budget: float, deadline: float | None) -> float:
+    """A call's retry ``budget``, no longer than a follower has left."""
+    return budget if deadline is None else max(0.0, min(budget, deadline - time.monotonic()))
+
+
+def past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
 
 
 # -- uploads ------------------------------------------------------------------------------
@@ -489,6 +525,7 @@ class SseReader:
                 raise ApiError(
                     f"the event stream sent what is not one of the API's events: {text[:80]!r}",
                     code="bad_answer",
+                    retryable=False,
                 ) from None
         if line.startswith("id:"):
             self._id = line[3:].strip() or None

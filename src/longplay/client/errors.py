@@ -155,7 +155,8 @@ def retry_after(response: httpx.Response) -> float | None:
 
 def _details(details: Any, message: str) -> str:
     """A few of an error's details, as ``(field: message; ...)``; a detail that only
-    repeats ``message`` (the error's first, as a rule) is given by its field alone."""
+    repeats ``message`` (the error's first, as a rule) is given by its field alone, or
+    left out where the message names its field too."""
     if not isinstance(details, list) or not details:
         return ""
     shown = []
@@ -163,10 +164,13 @@ def _details(details: Any, message: str) -> str:
         if isinstance(item, dict):
             where = item.get("field") or ".".join(map(str, item.get("loc") or []))
             what = str(item.get("message") or item.get("msg") or "")
+            if what in message and (not where or where in message):
+                continue  # the message says it all
             if where and what in message:
                 what = ""
             shown.append(f"{where}: {what}" if where and what else where or what)
         else:
             shown.append(str(item))
-    more = f"; and {len(details) - 3} more" if len(details) > 3 else ""
-    return f" ({'; '.join(shown)}{more})"
+    more = f"and {len(details) - 3} more" if len(details) > 3 else ""
+    said = "; ".join([*shown, more] if more else shown)
+    return f" ({said})" if said else ""

@@ -6,8 +6,8 @@ import builtins
 import hashlib
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Generator, Iterable, Mapping
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, overload
@@ -92,27 +92,25 @@ class Client:
     def close(self) -> None:
         self.http.close()
 
-    # -- requests ---------------------------------------------------------------------------
-    @contextmanager
-    def _reaching(self) -> Iterator[None]:
-        """The network's failures as ApiError: no answer in time, or no API there."""
-        try:
-            yield
-        except httpx.TransportError as exc:
-            raise core.no_answer(self.url, exc, None, self.max_connections) from exc
+    def _open(self) -> None:
+        if self.http.is_closed:
+            raise core.closed(self.url)
 
+    # -- requests ---------------------------------------------------------------------------
     def _send(
         self,
         method: str,
         path: str,
         *,
         files: Callable[[ExitStack], list[Any]] | None = None,
+        budget: float | None = None,
         **options: Any,
     ) -> httpx.Response:
         """Send a request, again after each 429 or 503 and, where
         :func:`~core.resent_after` allows, after a lost answer or a proxy's 502 or 504,
         while the budget lasts; ``files`` opens the files to upload afresh for each try."""
-        patience = core.Patience(self.retry_budget)
+        self._open()
+        patience = core.Patience(self.retry_budget if budget is None else budget)
         headers = options.get("headers")
         resent_after = core.resent_after(method, headers)
         while True:
@@ -253,10 +251,15 @@ class Client:
         return self._answer(JobList, "GET", "/v1/jobs", params=query)
 
     # -- following --------------------------------------------------------------------------
-    def events(self, job: JobRef, *, last_event_id: str | None = None) -> Iterator[Event]:
+    def events(
+        self, job: JobRef, *, last_event_id: str | None = None
+    ) -> Generator[Event, None, None]:
         """A job's events as they happen, from its first (or after ``last_event_id``)
         to its last. A broken link is resumed after the last event seen
-        (``Last-Event-ID``), so none is lost or repeated."""
+        (``Last-Event-ID``), so none is lost or repeated. The stream holds one of the
+        client's connections until the last event, which comes once it is closed;
+        a generator left unread holds it until it is closed (``close()``,
+        ``contextlib.closing``)."""
         cursor = Cursor(last_id=last_event_id, retries=self.stream_retries)
         job_id = id_of(job)
         path = core.api_path("jobs", job_id, "events")
@@ -285,7 +288,10 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         cursor = Cursor(retries=self.stream_retries)
         try:
-            first = self._look(job_id, deadline)  # a link lost here is polled through too
+            # A link lost here is polled through too. This look may take FIRST_LOOK
+            # seconds whatever the timeout: an ended job comes back at once.
+            first_by = deadline and max(deadline, time.monotonic() + core.FIRST_LOOK)
+            first = self._look(job_id, first_by)
             if first.status.finished:
                 _tell(core.status_event(first), None, on_event)
                 return first
@@ -304,10 +310,17 @@ class Client:
 
     def _look(self, job_id: str, deadline: float | None) -> JobPublic:
         """A job as :meth:`get` gives it, asked for by a follower: waiting for a free
-        connection as long as the follower may wait."""
+        connection as long as the follower may wait, and neither waiting for an answer
+        nor trying again past its ``deadline`` (then :class:`Expired`)."""
         timeout = core.pool_timeout(self.http.timeout, deadline)
+        budget = core.budget_until(self.retry_budget, deadline)
         path = core.api_path("jobs", job_id)
-        return self._answer(JobPublic, "GET", path, timeout=timeout)
+        try:
+            return self._answer(JobPublic, "GET", path, timeout=timeout, budget=budget)
+        except ApiError as exc:
+            if core.past(deadline) and (core.lost_link(exc) or exc.code == "pool_full"):
+                raise Expired from exc
+            raise
 
     def _poll(
         self,
@@ -329,6 +342,8 @@ class Client:
                 job = self._look(job_id, deadline)
                 misses = 0
                 answered = True
+            except Expired:
+                raise WaitTimeout(job_id, timeout or 0) from None
             except ApiError as exc:
                 misses += 1
                 if not core.lost_link(exc) or not answered or misses > self.stream_retries:
@@ -356,7 +371,7 @@ class Client:
         last: frozenset[str],
         deadline: float | None,
         ended: Callable[[], Event | None] | None = None,
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, None]:
         """The stream's events to one of ``last``, resumed after each break.
 
         ``ended()`` gives the job's (or flow's) last event as its state shows it, or
@@ -375,6 +390,7 @@ class Client:
                         yield end
                     return
                 cursor.ending = cursor.lost_end = False
+                self._open()
                 with self.http.stream(
                     "GET", path, headers=cursor.headers(), timeout=timeout
                 ) as response:
@@ -385,20 +401,26 @@ class Client:
                         raise core.stream_error(response, cursor)
                     cursor.followed = True
                     reader = core.SseReader()
+                    final = None
                     for line in response.iter_lines():
                         event = reader.feed(line)
                         if event is None:
                             continue
                         cursor.saw(event)
-                        yield event
                         if event.type in last:
-                            if ended is None:
-                                return
-                            # Asked once the stream is closed: its connection is free for it.
-                            cursor.ending = True
+                            final = event
                             break
+                        yield event
                         if deadline is not None and time.monotonic() >= deadline:
                             raise Expired
+                # The last event is told once the stream is closed: a download in the
+                # caller's loop has its connection, and so has asking whether the job
+                # has ended.
+                if final is not None:
+                    yield final
+                    if ended is None:
+                        return
+                    cursor.ending = True
                 if cursor.ending:
                     if ended is not None and ended() is not None:
                         return
@@ -466,17 +488,31 @@ class Client:
         )
 
     def _save(self, artifact: ArtifactPublic, target: Path, overwrite: bool) -> Path:
+        """Fetch an artifact's bytes into a part file, then put it at ``target``: from
+        the start again after a lost connection, a 429 or a 503, as :meth:`_send`
+        sends a request again."""
         part = core.part_file(target)
-        digest = hashlib.sha256()
+        patience = core.Patience(self.retry_budget)
         try:
-            with self._reaching(), self.http.stream("GET", artifact.links.content) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise ApiError.of(response)
-                with part.open("wb") as out:
-                    for chunk in response.iter_bytes():
-                        digest.update(chunk)
-                        out.write(chunk)
+            while True:
+                self._open()
+                started, digest = time.monotonic(), hashlib.sha256()
+                try:
+                    with self.http.stream("GET", artifact.links.content) as response:
+                        if response.status_code >= 400:
+                            response.read()
+                            if (wait := patience.delay(response, True)) is None:
+                                raise ApiError.of(response)
+                        else:
+                            with part.open("wb") as out:
+                                for chunk in response.iter_bytes():
+                                    digest.update(chunk)
+                                    out.write(chunk)
+                            break
+                except httpx.TransportError as exc:
+                    if (wait := patience.lost(exc, started, core.LINK_LOST)) is None:
+                        raise core.no_answer(self.url, exc, None, self.max_connections) from exc
+                time.sleep(wait)
             core.check_digest(artifact, digest.hexdigest())
             return core.place(part, target, overwrite=overwrite)
         finally:
@@ -502,7 +538,9 @@ class Client:
         path = core.api_path("flows", id_of(flow), "cancel")
         return self._answer(FlowPublic, "POST", path)
 
-    def flow_events(self, flow: FlowRef, *, last_event_id: str | None = None) -> Iterator[Event]:
+    def flow_events(
+        self, flow: FlowRef, *, last_event_id: str | None = None
+    ) -> Generator[Event, None, None]:
         """Every stage's events of a flow (each with its ``stage``), to ``flow_ended``
         (made from the flow's state if its stream no longer has it)."""
         flow_id = id_of(flow)

@@ -190,7 +190,12 @@ class JobPublic(BaseModel):
     run_at: datetime | None = Field(None, description="Not started before this time.")
     deadline: datetime | None
     callback_url: str | None
-    error: ErrorPublic | None
+    error: ErrorPublic | None = Field(
+        description="Why it failed; for a job queued to retry, or running again, why its "
+        "last attempt failed (`attempt` says which); for a job cancelled because one it "
+        "waits for did not complete, which one and how. Null once it completes or is "
+        "retried by hand."
+    )
     outputs: list[ArtifactPublic] = Field(
         default_factory=list, description="Once completed: the results."
     )
