@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from longplay.client import ArtifactPublic as ArtifactPublic
     from longplay.client import AsyncClient as AsyncClient
     from longplay.client import Client as Client
+    from longplay.client import ErrorPublic as ErrorPublic
     from longplay.client import Event as Event
     from longplay.client import FlowPublic as FlowPublic
     from longplay.client import JobList as JobList
@@ -26,6 +27,7 @@ _SDK = frozenset(
         "ArtifactPublic",
         "AsyncClient",
         "Client",
+        "ErrorPublic",
         "Event",
         "FlowPublic",
         "JobList",

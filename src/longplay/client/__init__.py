@@ -21,6 +21,7 @@ from longplay.client.core import find_key, find_url, key_file
 from longplay.client.errors import ApiError, WaitTimeout
 from longplay.client.models import (
     ArtifactPublic,
+    ErrorPublic,
     Event,
     FlowPublic,
     JobList,
@@ -36,6 +37,7 @@ __all__ = [
     "ArtifactPublic",
     "AsyncClient",
     "Client",
+    "ErrorPublic",
     "Event",
     "FlowPublic",
     "JobList",
