@@ -822,5 +822,7 @@ def test_killed_pool_process_job_runs_again_at_once(stack: Stack) -> None:
     # the job over without waiting for its lease (60 s) to lapse.
     done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=30)
     assert done["status"] == "completed" and done["attempts"] == 2
-    outcomes = [a["outcome"] for a in client.get(f"/v1/jobs/{job['id']}/attempts").json()]
-    assert outcomes == ["lost", "completed"]
+    lost, completed = client.get(f"/v1/jobs/{job['id']}/attempts").json()
+    assert (lost["outcome"], completed["outcome"]) == ("lost", "completed")
+    assert lost["error"]["code"] == "worker_lost" and lost["error"]["retryable"]
+    assert "worker process running it died" in lost["error"]["message"], lost

@@ -109,7 +109,12 @@ def test_up_keeps_queued_jobs_across_restart(tmp_path: Path) -> None:
         blocker = submit(client, params={"seconds": 20, "ticks": 40})
         wait_for_status(client, blocker["id"], {"running"})
         queued = [submit(client, params={"seconds": 0.2})["id"] for _ in range(3)]
-        assert stop(process, signal.SIGINT) == 0  # Ctrl-C
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        # The API stops last: while the worker gives the blocker its grace, the API
+        # answers, and shows it go back to the queue.
+        back = f"/v1/jobs/{blocker['id']}"
+        wait_until(lambda: client.get(back).json()["status"] == "queued", timeout=30, every=0.2)
+        assert process.wait(60) == 0
         assert nothing_listens(data_dir, port)
 
         # Listening on every interface, it prints where this machine reaches it; a

@@ -402,8 +402,11 @@ class Supervisor:
             log.error("%s did not start (%s); trying again in %.0fs", child.name, exc, delay)
 
     def stop(self) -> None:
+        """Stop the parts in the order they started, the API last: while the worker
+        gives its running jobs their grace, clients still get answers (and see the
+        jobs go back to the queue), not a refused connection."""
         log.info("stopping")
-        for child in reversed(self.children):
+        for child in self.children:
             child.stop()
         if self.redis is not None:
             self.redis.stop()

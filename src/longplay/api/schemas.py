@@ -124,7 +124,11 @@ class AttemptPublic(BaseModel):
     worker: str
     started_at: datetime
     finished_at: datetime | None
-    outcome: str | None = Field(description="completed, retrying, failed, cancelled or lost.")
+    outcome: str | None = Field(
+        description="completed, retrying, failed, cancelled, lost (its worker died or "
+        "stopped answering: `worker_lost`) or requeued (its worker stopped and gave it "
+        "back; no attempt spent). Null while it runs."
+    )
     error: ErrorPublic | None
 
     @classmethod

@@ -17,10 +17,17 @@ from longplay.store.models import JobAttempt, utcnow
 # Built once (building a statement costs more than running it) on the table itself:
 # no ORM objects are needed for these rows.
 _rows = cast(Table, JobAttempt.__table__)
+DIED = {
+    "code": "worker_lost",
+    "message": "the worker process running it died (killed, out of memory, or a crash "
+    "in a model or a native library); it was run again",
+    "retryable": True,
+}
+"""The error of a run found open by the next one: its process never closed it."""
 _LOST = (
     update(_rows)
     .where(_rows.c.job_id == bindparam("of_job"), _rows.c.finished_at.is_(None))
-    .values(finished_at=bindparam("at"), outcome="lost")
+    .values(finished_at=bindparam("at"), outcome="lost", error=DIED)
 )
 # The next number is worked out in the INSERT itself; only the claimer of the run adds
 # a row, so no two can race for one number.
@@ -51,7 +58,7 @@ _CLOSE_WITH_ERROR = _CLOSE.values(error=bindparam("why"))
 def open_attempt(session: Session, job_id: str, worker: str, *, after_lost: bool) -> int:
     """Add the row of a run that ``worker`` just started; its number. With
     ``after_lost``, an earlier run whose process died left its row open: it is closed
-    as ``lost`` first."""
+    as ``lost`` first, with the error :data:`DIED`."""
     connection = session.connection()
     params = {"of_job": job_id, "by": worker, "at": utcnow()}
     if after_lost:
