@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conftest import PG_ADMIN, TESTS, submit, wait_for_status, wait_until
+from conftest import PG_ADMIN, TESTS, free_port, submit, wait_for_status, wait_until
 from harness import Deployment
 from sqlalchemy import select
 
@@ -35,7 +35,11 @@ def test_worker_lines_are_json_with_the_job_fields(tmp_path: Path) -> None:
         "sqlite",
         plugin="plugin_kinds",
         plugin_dir=TESTS,
-        env={"LONGPLAY_LOG_FORMAT": "json", "LONGPLAY_PROGRESS_WRITE_INTERVAL": "0.2"},
+        env={
+            "LONGPLAY_LOG_FORMAT": "json",
+            "LONGPLAY_PROGRESS_WRITE_INTERVAL": "0.2",
+            "LONGPLAY_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+        },
         postgres_admin=PG_ADMIN,
         logs=True,
     ) as stack:
@@ -43,14 +47,16 @@ def test_worker_lines_are_json_with_the_job_fields(tmp_path: Path) -> None:
         stack.start_beat()
         stack.start_worker(concurrency=1)
         client = stack.client("alice")
-        done = submit(client, params={"seconds": 0.3, "ticks": 3})
+        # Its webhook goes to a port where nothing listens: a line about the delivery.
+        nowhere = f"http://127.0.0.1:{free_port()}/hook"
+        done = submit(client, params={"seconds": 0.3, "ticks": 3}, callback_url=nowhere)
         failed = submit(client, params={"seconds": 0.2, "ticks": 2, "fail": "permanent"})
         wait_for_status(client, done["id"], {"completed"})
         wait_for_status(client, failed["id"], {"failed"})
         with session_scope(stack.database_url) as session:
             owner = session.scalar(select(Job.owner_id).where(Job.id == done["id"]))
         # Read while the worker runs: Celery prints its shutdown notices raw, not logged.
-        ended = (f"job {done['id']} completed", f"job {failed['id']} failed")
+        ended = (f"job {done['id']} completed", f"job {failed['id']} failed", "(job.completed)")
         wait_until(lambda: all(text in (tmp_path / "worker.log").read_text() for text in ended))
         lines = records(tmp_path / "worker.log")
         api_lines = records(tmp_path / "api.log")
@@ -68,7 +74,7 @@ def test_worker_lines_are_json_with_the_job_fields(tmp_path: Path) -> None:
         # The runner's own lines from the start of the run to its end all carry the fields.
         started = [r for r in mine if r["message"].startswith(f"job {job_id} (sleep) started")]
         assert len(started) == 1, mine
-        for record in mine:
+        for record in (r for r in mine if "kind" in r):  # written while it runs
             assert record["kind"] == "sleep"
             assert record["owner"] == owner
             assert record["attempt"] == 1
@@ -81,5 +87,8 @@ def test_worker_lines_are_json_with_the_job_fields(tmp_path: Path) -> None:
     assert ending and ending[-1]["level"] == "WARNING" and ending[-1]["step"] == "work"
     completed = [r for r in by_job[done["id"]] if r["message"] == f"job {done['id']} completed"]
     assert len(completed) == 1 and completed[0]["step"] == "work"
+    # A line about a job written outside its run (its webhook's delivery) names it too.
+    [delivery] = [r for r in lines if "(job.completed) attempt 1" in r["message"]]
+    assert delivery["job_id"] == done["id"] and "kind" not in delivery
     # Lines outside a job carry no job fields.
     assert any("job_id" not in r for r in lines)

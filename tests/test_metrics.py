@@ -4,9 +4,12 @@ whichever process made them (they are kept in Redis, see ``jobs/metrics/kept.py`
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -103,6 +106,12 @@ def test_counts_from_two_pool_processes_add_up(
     )
     for job in [*done, failing]:
         wait_for_status(client, job["id"], {"completed", "failed"}, timeout=60)
+    # A failed job retried by hand: its second run's wait is timed too, from the retry.
+    again = submit(client, params={"seconds": 0.1, "fail": "permanent"})
+    wait_for_status(client, again["id"], {"failed"})
+    assert client.post(f"/v1/jobs/{again['id']}/retry").status_code == 200
+    wait_until(lambda: client.get(f"/v1/jobs/{again['id']}").json()["attempts"] == 2)
+    wait_for_status(client, again["id"], {"failed"})
     # A job cancelled while it runs its second step.
     long = submit(client, params={"seconds": 60, "ticks": 600})
     wait_until(lambda: client.get(f"/v1/jobs/{long['id']}").json()["current_step"] == "work")
@@ -121,18 +130,18 @@ def test_counts_from_two_pool_processes_add_up(
 
     samples = wait_until(settled, timeout=30, every=0.3)
     count = lambda name, **labels: value(samples, name, **labels)  # noqa: E731
-    assert count("longplay_jobs_submitted_total", kind="sleep") == 8
-    assert count("longplay_jobs_started_total", kind="sleep") == 8
+    assert count("longplay_jobs_submitted_total", kind="sleep") == 9
+    assert count("longplay_jobs_started_total", kind="sleep") == 10
     assert count("longplay_jobs_completed_total", kind="sleep") == 6
-    assert count("longplay_jobs_failed_total", kind="sleep", code="asked_to_fail") == 1
+    assert count("longplay_jobs_failed_total", kind="sleep", code="asked_to_fail") == 3
     assert count("longplay_jobs_cancelled_total", kind="sleep") == 1
     assert count("longplay_jobs_expired_total", kind="sleep") is None
 
     # Histograms: one queue wait per start, one run per ending, a step per step ended.
-    assert count("longplay_job_queue_wait_seconds_count", kind="sleep") == 8
+    assert count("longplay_job_queue_wait_seconds_count", kind="sleep") == 10
     completed_runs = count("longplay_job_run_seconds_count", kind="sleep", outcome="completed")
     assert completed_runs == 6
-    assert count("longplay_job_run_seconds_count", kind="sleep", outcome="failed") == 1
+    assert count("longplay_job_run_seconds_count", kind="sleep", outcome="failed") == 3
     run_sum = count("longplay_job_run_seconds_sum", kind="sleep", outcome="completed")
     assert run_sum is not None and 6 * 0.8 <= run_sum < 6 * 10
     assert (
@@ -141,8 +150,9 @@ def test_counts_from_two_pool_processes_add_up(
     assert (
         count("longplay_job_run_seconds_bucket", kind="sleep", outcome="completed", le="+Inf") == 6
     )
-    # "prepare" ends when "work" starts (in all 8 jobs); "work" ends with a completion.
-    assert count("longplay_job_step_seconds_count", kind="sleep", step="prepare") == 8
+    # "prepare" ends when "work" starts (in all 9 jobs: the retry skips it, done);
+    # "work" ends with a completion.
+    assert count("longplay_job_step_seconds_count", kind="sleep", step="prepare") == 9
     assert count("longplay_job_step_seconds_count", kind="sleep", step="work") == 6
     work_sum = count("longplay_job_step_seconds_sum", kind="sleep", step="work")
     assert work_sum is not None and work_sum >= 6 * 0.8 * 0.75
@@ -151,14 +161,14 @@ def test_counts_from_two_pool_processes_add_up(
     assert count("longplay_webhook_deliveries_total", outcome="failed") == 1
 
     # Requests by route template and status, timed.
-    assert count("longplay_http_requests_total", method="POST", route="/v1/jobs", status="202") == 8
+    assert count("longplay_http_requests_total", method="POST", route="/v1/jobs", status="202") == 9
     polls = count(
         "longplay_http_requests_total", method="GET", route="/v1/jobs/{job_id}", status="200"
     )
     assert polls is not None and polls >= 8
     assert count("longplay_http_requests_total", method="GET", route="/metrics", status="401") == 2
     latency = count("longplay_http_request_seconds_count", method="POST", route="/v1/jobs")
-    assert latency == 8
+    assert latency == 9
 
     # Gauges, read now: one live worker of 2 slots, nothing running or waiting.
     assert count("longplay_workers_live") == 1
@@ -183,6 +193,23 @@ def test_counts_from_two_pool_processes_add_up(
         )
     )
     assert unmatched == 1
+    # The dashboard's files are counted under their mount, not with the unknown paths.
+    assert httpx.get(f"{stack.api_url}/static/dashboard.css", timeout=10).status_code == 200
+    static = wait_until(
+        lambda: value(
+            scrape(stack),
+            "longplay_http_requests_total",
+            method="GET",
+            route="/static/{path}",
+            status="200",
+        )
+    )
+    assert static == 1
+    unknown = {"method": "GET", "route": "<unmatched>", "status": "404"}
+    assert value(scrape(stack), "longplay_http_requests_total", **unknown) == 1
+    assert (
+        value(scrape(stack), "longplay_http_requests_total", **{**unknown, "status": "200"}) is None
+    )
 
     # The example Grafana dashboard asks only for metrics the page has.
     page = httpx.get(f"{stack.api_url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
@@ -209,6 +236,27 @@ def test_requests_answered_just_before_the_api_stops_are_counted(
 
 
 READYZ = {"method": "GET", "route": "/readyz", "status": "200"}
+
+
+def test_a_scrape_while_redis_stalls_is_a_503_at_once(make_stack: Callable[[], Stack]) -> None:
+    """A Redis that takes the connection and never answers (stopped, swapping): the
+    scrape says so well inside Prometheus's 10 s scrape timeout, instead of answering
+    when Redis comes back, and answers again once it has."""
+    stack = make_stack()
+    stack.start_api()
+    assert httpx.get(f"{stack.api_url}/metrics", timeout=10).status_code == 200
+    paused = stack.processes["redis"].pid
+    os.kill(paused, signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        answer = httpx.get(f"{stack.api_url}/metrics", timeout=60)
+        took = time.monotonic() - began
+    finally:
+        os.kill(paused, signal.SIGCONT)
+    assert answer.status_code == 503, answer.text
+    assert "Redis" in answer.json()["error"]["message"]
+    assert took < 10, f"answered after {took:.1f} s"
+    assert httpx.get(f"{stack.api_url}/metrics", timeout=10).status_code == 200
 
 
 def test_a_token_with_characters_past_ascii_is_compared_not_a_crash(

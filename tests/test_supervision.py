@@ -70,6 +70,22 @@ def test_a_crashing_part_backs_off_and_starts_over_once_stable(
     wait_until(lambda: not alive(orphan), timeout=10)
 
 
+def test_a_part_that_stops_cleanly_is_started_again_without_a_crash_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker stopped by hand with SIGTERM exits 0: a warning, not an error that an
+    alert on errors would wake someone for."""
+    quitter = Child("quitter", ["true"])
+    sup = Supervisor(Settings(data_dir=tmp_path), children=[quitter])
+    caplog.set_level(logging.INFO, logger="longplay.up")
+    quitter.start()
+    _crash_and_watch(sup, quitter)
+    [said] = [r for r in caplog.records if "starting it again" in r.message]
+    assert said.levelno == logging.WARNING and "exited with code 0" in said.message
+    assert "(stop 1 in a row)" in said.message and "crash" not in said.message
+    sup.stop()
+
+
 def test_a_killed_part_is_logged_with_its_signal(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

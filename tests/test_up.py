@@ -4,6 +4,7 @@ its queue across a restart."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import signal
@@ -455,3 +456,26 @@ def test_a_plugin_named_like_longplay_is_still_named_as_the_plugin() -> None:
     assert serve._plugin_frame(traceback) == (
         f"{plugin}, line 7: register(JobKind(name='w', params=P(), steps=[]))"
     )
+
+
+@pytest.mark.timeout(180)
+def test_up_with_json_logs_writes_json_lines_and_no_key(tmp_path: Path) -> None:
+    """With ``LONGPLAY_LOG_FORMAT=json`` what ``up`` itself tells (its address, where
+    the new key is, when it is ready) is a JSON line like the parts' own, and the key
+    is not in it: a log collector reading the output must not get a credential."""
+    data_dir, port = tmp_path / "data", free_port()
+    printed = tmp_path / "up.txt"
+    process = start_up(data_dir, port, printed, LONGPLAY_LOG_FORMAT="json")
+    try:
+        api_client(data_dir, port)
+        wait_until(lambda: "ready after" in printed.read_text(), timeout=30)
+        key = (data_dir / "api-key").read_text().strip()
+        text = printed.read_text()
+        assert key not in text
+        lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+        told = [line["message"] for line in lines if line.get("logger") == "longplay.up"]
+        assert f"API key for owner 'local' saved in {data_dir / 'api-key'}" in told
+        assert any(said.startswith(f"longplay on http://127.0.0.1:{port}") for said in told)
+        assert any(said.startswith("ready after") for said in told)
+    finally:
+        assert stop(process, signal.SIGINT) == 0

@@ -376,13 +376,17 @@ class Supervisor:
         child.crashes += 1
         delay = backoff(child.crashes)
         assert child.process is not None
-        log.error(
-            "%s (pid %d) %s after %.0fs up; starting it again in %.0fs (crash %d in a row)",
+        # Code 0: it was stopped from outside up (a SIGTERM by hand), cleanly; no crash
+        # for an alert on errors to wake anyone for, though it is started again as one.
+        said, ending = (log.warning, "stop") if code == 0 else (log.error, "crash")
+        said(
+            "%s (pid %d) %s after %.0fs up; starting it again in %.0fs (%s %d in a row)",
             child.name,
             child.process.pid,
             describe_exit(code),
             up_for,
             delay,
+            ending,
             child.crashes,
         )
         child.kill_leftovers()

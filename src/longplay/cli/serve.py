@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -10,6 +11,7 @@ import sys
 import sysconfig
 import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -73,7 +75,7 @@ def up(host: Host = None, port: Port = None, workers: ApiWorkers = None) -> None
 
     One at a time on a data folder: another ``up`` on it, or one whose port is taken,
     says so in one line and exits with 1, having started nothing."""
-    from longplay.client.core import ALL_INTERFACES, local_url, url_file
+    from longplay.client.core import ALL_INTERFACES, key_file, local_url, url_file
     from longplay.supervisor import CannotStart, Supervisor
 
     settings = _with_flags(
@@ -96,21 +98,19 @@ def up(host: Host = None, port: Port = None, workers: ApiWorkers = None) -> None
         supervisor.stop()
         raise
     url = local_url(settings.api.host, settings.api.port)
-    # Whole lines, also in a log file (rich cuts at 80 columns where there is no terminal).
-    said = f"[bold]longplay[/] on {url}  (docs: {url}/docs, data: {settings.data_dir})"
-    console.print(said, soft_wrap=True)
+    tell = _teller(settings)
+    tell(f"[bold]longplay[/] on {url}  (docs: {url}/docs, data: {settings.data_dir})")
     if settings.api.host in ALL_INTERFACES:
-        said = f"listening on every interface of this machine, port {settings.api.port}"
-        console.print(said, soft_wrap=True)
-    if new_key:
-        said = f"API key for owner 'local': [bold]{new_key}[/] (saved in the data folder)"
-        console.print(said, soft_wrap=True)
+        tell(f"listening on every interface of this machine, port {settings.api.port}")
+    if new_key and settings.log_format == "json":  # log lines go where keys must not
+        tell(f"API key for owner 'local' saved in {key_file(settings)}")
+    elif new_key:
+        tell(f"API key for owner 'local': [bold]{new_key}[/] (saved in the data folder)")
     saved = url_file(settings)  # for the CLI and the SDK on this machine (find_url)
     _save(saved, url)
 
     def answered(after: float) -> None:
-        said = f"ready after {after:.0f} s: the API answers, the dashboard is at {url}/"
-        console.print(said, soft_wrap=True)
+        tell(f"ready after {after:.0f} s: the API answers, the dashboard is at {url}/")
 
     try:
         supervisor.run(answers=(f"{url}/readyz", answered))
@@ -118,6 +118,16 @@ def up(host: Host = None, port: Port = None, workers: ApiWorkers = None) -> None
         _refuse(exc)
     finally:
         saved.unlink(missing_ok=True)  # before the data folder's lock goes, with this process
+
+
+def _teller(settings: Settings) -> Callable[[str], None]:
+    """How ``up`` tells a person what it did: whole lines on stdout (also in a log file:
+    rich cuts at 80 columns where there is no terminal); with JSON logs, log lines like
+    the parts' own, so that everything ``up`` writes is one JSON object per line."""
+    if settings.log_format != "json":
+        return lambda said: console.print(said, soft_wrap=True)
+    log = logging.getLogger("longplay.up")
+    return lambda said: log.info(re.sub(r"\[/?(bold)?\]", "", said))  # rich's markup
 
 
 def _load_plugins_aside(settings: Settings) -> subprocess.Popen[str] | None:

@@ -98,10 +98,12 @@ def settle_error(
         after_cancel(job, worker=worker)
         return
     if retry:
-        log.warning("job %s: %s; retrying in %.1fs", job.id, error.message, delay)
+        log.warning(
+            "job %s: %s; retrying in %.1fs", job.id, error.message, delay, extra={"job_id": job.id}
+        )
         pump.wake_quietly(retry_at)
     else:
-        log.warning("job %s failed: %s", job.id, error.message)
+        log.warning("job %s failed: %s", job.id, error.message, extra={"job_id": job.id})
 
 
 def _where_it_stopped(stopped: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -130,7 +132,7 @@ def after_cancel(job: Job, *, worker: str, stopped: Mapping[str, Any] | None = N
             row.updated_at = utcnow()  # it changed after the cancel answered
         close_attempt(session, job.id, worker, "cancelled" if cancelled else "lost")
     if not cancelled:
-        log.info("job %s: stopped, no longer held by this worker", job.id)
+        log.info("job %s: stopped, no longer held by this worker", job.id, extra={"job_id": job.id})
         return
     with session_scope() as session:
         outputs = outputs_of(session, job.id)

@@ -14,7 +14,7 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import ColumnElement, Update, bindparam, null, or_, update
+from sqlalchemy import ColumnElement, Update, bindparam, case, null, or_, update
 from sqlalchemy.orm import Session
 
 from longplay.store.db import affected
@@ -130,7 +130,10 @@ _CLAIM = (
         started_at=bindparam("now"),
         updated_at=bindparam("now"),
         heartbeat_at=bindparam("now"),
-        retry_at=None,
+        # A queued job keeps when it became due (its retry, or its return to the
+        # queue), for the metrics' queue wait; a run taken over from a dead worker was
+        # never queued.
+        retry_at=case((_running, None), else_=Job.retry_at),
     )
     .returning(Job)
     .execution_options(synchronize_session=False)

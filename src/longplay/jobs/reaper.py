@@ -64,13 +64,16 @@ def release(
         JobStatus.QUEUED,
         worker=holder,
         attempts=max(0, attempts - 1),
+        retry_at=utcnow(),  # due again now: the metrics' queue wait counts from here
         dispatched_at=utcnow() if handed else None,
         **lifecycle.NO_PROGRESS,
     )
     if released:
         close_attempt(unit.session, job_id, holder, "requeued")
         unit.announce("requeued", job_id, status="queued", reason="worker stopped", progress=0.0)
-        log.warning("job %s: its worker stopped; back in the queue", job_id)
+        log.warning(
+            "job %s: its worker stopped; back in the queue", job_id, extra={"job_id": job_id}
+        )
     return released
 
 
@@ -148,14 +151,14 @@ def reap(is_gone: Callable[[str], bool] = lambda _holder: False) -> int:
     for job, lapsed in rows:
         holder = job.worker or ""
         if lapsed:
-            log.warning("job %s: lease lapsed on %s", job.id, holder)
+            log.warning("job %s: lease lapsed on %s", job.id, holder, extra={"job_id": job.id})
             why = f"its worker ({holder}) stopped answering for {lease:g} s"
         elif holder and is_gone(holder):
             if stopped_cleanly(holder):  # its worker's own release did not come
                 with unit_of_work() as unit:
                     reaped += release(unit, job.id, holder=holder, attempts=job.attempts)
                 continue
-            log.warning("job %s: its process %s is gone", job.id, holder)
+            log.warning("job %s: its process %s is gone", job.id, holder, extra={"job_id": job.id})
             why = f"its worker process ({holder}) died"
         else:
             continue

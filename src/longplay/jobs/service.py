@@ -37,6 +37,7 @@ from longplay.store.models import (
     JobStatus,
     Owner,
     WebhookDelivery,
+    utcnow,
 )
 
 _FINISHED = [status.value for status in FINISHED]
@@ -174,7 +175,7 @@ def _requeue(unit: UnitOfWork, *, owner: Owner, job_id: str) -> Job:
         max_attempts=job.attempts + fresh,
         error=None,
         finished_at=None,
-        retry_at=None,
+        retry_at=utcnow(),  # due now: the metrics' queue wait counts from here
         dispatched_at=None,
     ):
         _reread(session, job)

@@ -186,7 +186,11 @@ class JobPublic(BaseModel):
     )
     attempts: int
     max_attempts: int
-    retry_at: datetime | None = Field(None, description="When a job waiting to retry runs again.")
+    retry_at: datetime | None = Field(
+        None,
+        description="While queued: when a job waiting to retry runs again (a time passed: "
+        "since when it has been due, as after a retry by hand).",
+    )
     run_at: datetime | None = Field(None, description="Not started before this time.")
     deadline: datetime | None
     callback_url: str | None

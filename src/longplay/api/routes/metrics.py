@@ -14,7 +14,7 @@ import time
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response, status
 from starlette.concurrency import run_in_threadpool
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from longplay.jobs import metrics
@@ -63,6 +63,7 @@ class RequestMetrics:
             return
         began = time.perf_counter()
         status_code = 500
+        root = scope.get("root_path", "")
 
         async def sending(message: Message) -> None:
             nonlocal status_code
@@ -73,7 +74,7 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, sending)
         finally:
-            method, route = scope["method"], _template(scope.get("route"))
+            method, route = scope["method"], _template(scope, root)
             seconds = time.perf_counter() - began
             metrics.REQUESTS.add(
                 catalogue.HTTP_REQUESTS.inc(method, route, str(status_code))
@@ -81,11 +82,20 @@ class RequestMetrics:
             )
 
 
-def _template(route: BaseRoute | None) -> str:
-    if route is None:
-        return UNMATCHED
-    path = str(getattr(route, "path", UNMATCHED))
-    return f"{path}/{{path}}" if isinstance(route, Mount) else path
+def _template(scope: Scope, root: str) -> str:
+    """The request's route as written (``/v1/jobs/{job_id}``), from the scope the router
+    filled in: the API's routes name themselves; a plain Starlette route (the OpenAPI
+    document, the docs) is found by its endpoint; a mounted app (the dashboard's static
+    files) is told by the root path the mount added to the request's."""
+    route: BaseRoute | None = scope.get("route")
+    endpoint = scope.get("endpoint")
+    if route is None and endpoint is not None:
+        routes = getattr(scope.get("app"), "routes", ())
+        route = next((r for r in routes if getattr(r, "endpoint", None) is endpoint), None)
+    if route is not None:
+        return str(getattr(route, "path", UNMATCHED))
+    mounted = scope.get("root_path", "").removeprefix(root)
+    return f"{mounted}/{{path}}" if mounted else UNMATCHED
 
 
 def install(app: FastAPI) -> None:

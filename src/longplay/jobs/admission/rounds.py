@@ -59,7 +59,7 @@ def _end_past_deadline(job_id: str, source: JobStatus, target: JobStatus, when: 
             progress = session.scalar(select(Job.progress).where(Job.id == job_id))
             unit.announce(target.value, job_id, status=target.value, progress=progress, error=error)
     if done:
-        log.info("job %s: %s", job_id, message)
+        log.info("job %s: %s", job_id, message, extra={"job_id": job_id})
     return done
 
 

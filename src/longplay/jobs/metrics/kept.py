@@ -177,11 +177,12 @@ class Batch:
             if self._pid != os.getpid():
                 self._start()
 
-    def flush(self) -> None:
-        """Write what is pending now (``/metrics`` does, before it reads)."""
+    def flush(self, client: redis.Redis | None = None) -> None:
+        """Write what is pending now (``/metrics`` does, before it reads, on its own
+        ``client``)."""
         with self._lock:
             pending, self._pending = self._pending, {}
-        write((key, field, amount) for (key, field), amount in pending.items())
+        write(((key, field, amount) for (key, field), amount in pending.items()), client)
 
     def _start(self) -> None:
         self._pid = os.getpid()

@@ -257,8 +257,9 @@ def _code(data: Mapping[str, Any]) -> str:
 
 def _became_due(job: Facts, *, attempt: int) -> datetime | None:
     """When the job could first have started this run: a first run once submitted (or
-    at its ``run_at``), a retry at its ``retry_at``; None when that is not known (a job
-    requeued after its worker stopped)."""
+    at its ``run_at``), a later one at its ``retry_at`` (the retry's time, or when it was
+    retried by hand or went back to the queue); None for a run taken over from a dead
+    worker, which was never queued."""
     if attempt <= 1:
         return max(_utc(t) for t in (job.created_at, job.run_at) if t is not None)
     return job.retry_at

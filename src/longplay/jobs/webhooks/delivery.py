@@ -222,6 +222,7 @@ def deliver(delivery_id: str) -> float | None:
         attempts,
         answer.status_code or answer.error,
         outcome,
+        extra={"job_id": job_id},
     )
     return delay
 

@@ -171,7 +171,12 @@ class ProgressWebhooks:
             with session_scope() as session:
                 delivery_id = add(session, self._job_id, "progress", progress=snapshot)
         except Exception as exc:  # a progress message is not worth failing the job for
-            log.warning("job %s: progress webhook not stored: %s", self._job_id, exc)
+            log.warning(
+                "job %s: progress webhook not stored: %s",
+                self._job_id,
+                exc,
+                extra={"job_id": self._job_id},
+            )
             return
         if delivery_id is not None:
             send(delivery_id)
