@@ -3,11 +3,10 @@ and over ``tests/plugin_kinds.py``, the kinds the other tests run."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
+
+from conftest import assert_mypy_strict
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKER = "<!-- plugin-example"
@@ -33,31 +32,4 @@ def test_readme_example_is_the_block_after_the_marker() -> None:
 def test_plugin_examples_pass_mypy_strict(tmp_path: Path) -> None:
     example = tmp_path / "readme_plugin_example.py"
     example.write_text(readme_example(), encoding="utf-8")
-    # Run where a kind author would, outside this repository, with longplay found as
-    # an installed package: its types reach mypy only through its py.typed marker.
-    env = {k: v for k, v in os.environ.items() if k != "MYPYPATH"}
-    config = tmp_path / "mypy.ini"
-    # Celery ships no types; the test kinds import one of its exceptions.
-    config.write_text("[mypy]\n[mypy-celery.*]\nignore_missing_imports = True\n")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mypy",
-            "--config-file",
-            str(config),
-            "--strict",
-            # Check the two files; what they import is read for its types, not judged.
-            "--follow-imports=silent",
-            "--cache-dir",
-            str(ROOT / ".mypy_cache"),
-            str(example),
-            str(ROOT / "tests" / "plugin_kinds.py"),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, f"mypy --strict failed:\n{result.stdout}{result.stderr}"
+    assert_mypy_strict(example, ROOT / "tests" / "plugin_kinds.py", cwd=tmp_path)

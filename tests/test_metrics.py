@@ -181,35 +181,20 @@ def test_counts_from_two_pool_processes_add_up(
     assert {"sleep", "convert", "transcribe"} <= set(running), running
     assert set(running.values()) == {0}, running
 
+    def requests(route: str, status: str) -> float | None:
+        """GET requests counted under ``route`` and ``status``, once counted at all."""
+        labels = {"method": "GET", "route": route, "status": status}
+        return wait_until(lambda: value(scrape(stack), "longplay_http_requests_total", **labels))
+
     # An unknown path is counted under one label, not its own.
     assert httpx.get(f"{stack.api_url}/no/such/page/42", timeout=10).status_code == 404
-    unmatched = wait_until(
-        lambda: value(
-            scrape(stack),
-            "longplay_http_requests_total",
-            method="GET",
-            route="<unmatched>",
-            status="404",
-        )
-    )
-    assert unmatched == 1
+    assert requests("<unmatched>", "404") == 1
     # The dashboard's files are counted under their mount, not with the unknown paths.
     assert httpx.get(f"{stack.api_url}/static/dashboard.css", timeout=10).status_code == 200
-    static = wait_until(
-        lambda: value(
-            scrape(stack),
-            "longplay_http_requests_total",
-            method="GET",
-            route="/static/{path}",
-            status="200",
-        )
-    )
-    assert static == 1
-    unknown = {"method": "GET", "route": "<unmatched>", "status": "404"}
-    assert value(scrape(stack), "longplay_http_requests_total", **unknown) == 1
-    assert (
-        value(scrape(stack), "longplay_http_requests_total", **{**unknown, "status": "200"}) is None
-    )
+    assert requests("/static/{path}", "200") == 1
+    assert requests("<unmatched>", "404") == 1
+    unknown_found = {"method": "GET", "route": "<unmatched>", "status": "200"}
+    assert value(scrape(stack), "longplay_http_requests_total", **unknown_found) is None
 
     # The example Grafana dashboard asks only for metrics the page has.
     page = httpx.get(f"{stack.api_url}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import Stack, free_port
+from conftest import Stack, assert_mypy_strict, free_port
 from sqlalchemy import select
 
 import longplay
@@ -151,18 +151,10 @@ def test_the_readmes_client_examples_pass_mypy_strict(tmp_path: Path) -> None:
     None; ``wait`` gives a ``JobPublic``, not the ``SubmittedJob`` it was given)."""
     blocks = re.findall(r"```python\n(.*?)```", _client_section(), re.S)
     assert len(blocks) == 2
-    for n, block in enumerate(blocks):
-        (tmp_path / f"client_example_{n}.py").write_text(block)
-    env = {k: v for k, v in os.environ.items() if k != "MYPYPATH"}
-    done = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent", "."],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert done.returncode == 0, f"mypy --strict failed:\n{done.stdout}{done.stderr}"
+    examples = [tmp_path / f"client_example_{n}.py" for n in range(len(blocks))]
+    for example, block in zip(examples, blocks, strict=True):
+        example.write_text(block)
+    assert_mypy_strict(*examples, cwd=tmp_path)
 
 
 def test_every_name_the_readme_uses_imports_from_longplay() -> None:

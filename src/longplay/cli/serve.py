@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+from rich.text import Text
 
 from longplay.cli.app import app, console, err, prepare, setup_logging, uvicorn_logging
 from longplay.settings import WARNINGS_SAID, Settings, get_settings
@@ -127,7 +128,7 @@ def _teller(settings: Settings) -> Callable[[str], None]:
     if settings.log_format != "json":
         return lambda said: console.print(said, soft_wrap=True)
     log = logging.getLogger("longplay.up")
-    return lambda said: log.info(re.sub(r"\[/?(bold)?\]", "", said))  # rich's markup
+    return lambda said: log.info(Text.from_markup(said).plain)
 
 
 def _load_plugins_aside(settings: Settings) -> subprocess.Popen[str] | None:

@@ -251,7 +251,8 @@ class AsyncClient:
         try:
             # A link lost here is polled through too. This look may take FIRST_LOOK
             # seconds whatever the timeout: an ended job comes back at once.
-            first_by = deadline and max(deadline, time.monotonic() + core.FIRST_LOOK)
+            soonest = time.monotonic() + core.FIRST_LOOK
+            first_by = None if deadline is None else max(deadline, soonest)
             first = await self._look(job_id, first_by)
             if first.status.finished:
                 await _tell(core.status_event(first), None, on_event)
@@ -363,7 +364,7 @@ class AsyncClient:
                             final = event
                             break
                         yield event
-                        if deadline is not None and time.monotonic() >= deadline:
+                        if core.past(deadline):
                             raise Expired
                 if final is not None:  # see Client._follow
                     yield final
@@ -381,7 +382,7 @@ class AsyncClient:
             except (httpx.TransportError, StreamBroken, ApiError) as exc:
                 if not core.broke_while_ending(exc, cursor):
                     raise
-                if deadline is not None and time.monotonic() >= deadline:
+                if core.past(deadline):
                     raise Expired from None
                 pause = cursor.broke(exc)
                 if pause is None:

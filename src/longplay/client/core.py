@@ -381,6 +381,7 @@ def budget_until(budget: float, deadline: float | None) -> float:
 
 
 def past(deadline: float | None) -> bool:
+    """Whether a follower's ``deadline`` (on the monotonic clock; None: none) is past."""
     return deadline is not None and time.monotonic() >= deadline
 
 

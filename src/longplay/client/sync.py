@@ -290,7 +290,8 @@ class Client:
         try:
             # A link lost here is polled through too. This look may take FIRST_LOOK
             # seconds whatever the timeout: an ended job comes back at once.
-            first_by = deadline and max(deadline, time.monotonic() + core.FIRST_LOOK)
+            soonest = time.monotonic() + core.FIRST_LOOK
+            first_by = None if deadline is None else max(deadline, soonest)
             first = self._look(job_id, first_by)
             if first.status.finished:
                 _tell(core.status_event(first), None, on_event)
@@ -411,7 +412,7 @@ class Client:
                             final = event
                             break
                         yield event
-                        if deadline is not None and time.monotonic() >= deadline:
+                        if core.past(deadline):
                             raise Expired
                 # The last event is told once the stream is closed: a download in the
                 # caller's loop has its connection, and so has asking whether the job
@@ -433,7 +434,7 @@ class Client:
             except (httpx.TransportError, StreamBroken, ApiError) as exc:
                 if not core.broke_while_ending(exc, cursor):
                     raise
-                if deadline is not None and time.monotonic() >= deadline:
+                if core.past(deadline):
                     raise Expired from None
                 pause = cursor.broke(exc)
                 if pause is None:

@@ -14,7 +14,7 @@ import time
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response, status
 from starlette.concurrency import run_in_threadpool
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from longplay.jobs import metrics
@@ -63,7 +63,6 @@ class RequestMetrics:
             return
         began = time.perf_counter()
         status_code = 500
-        root = scope.get("root_path", "")
 
         async def sending(message: Message) -> None:
             nonlocal status_code
@@ -74,7 +73,7 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, sending)
         finally:
-            method, route = scope["method"], _template(scope, root)
+            method, route = scope["method"], _template(scope)
             seconds = time.perf_counter() - began
             metrics.REQUESTS.add(
                 catalogue.HTTP_REQUESTS.inc(method, route, str(status_code))
@@ -82,20 +81,25 @@ class RequestMetrics:
             )
 
 
-def _template(scope: Scope, root: str) -> str:
-    """The request's route as written (``/v1/jobs/{job_id}``), from the scope the router
-    filled in: the API's routes name themselves; a plain Starlette route (the OpenAPI
-    document, the docs) is found by its endpoint; a mounted app (the dashboard's static
-    files) is told by the root path the mount added to the request's."""
+def _template(scope: Scope) -> str:
+    """The request's route as written (``/v1/jobs/{job_id}``). FastAPI's routes put
+    themselves in the scope; a plain Starlette route (the OpenAPI document, the docs) and
+    a mount (the dashboard's static files) leave only the endpoint the router matched,
+    by which the route is found."""
     route: BaseRoute | None = scope.get("route")
-    endpoint = scope.get("endpoint")
-    if route is None and endpoint is not None:
+    if route is None and (endpoint := scope.get("endpoint")) is not None:
         routes = getattr(scope.get("app"), "routes", ())
-        route = next((r for r in routes if getattr(r, "endpoint", None) is endpoint), None)
-    if route is not None:
-        return str(getattr(route, "path", UNMATCHED))
-    mounted = scope.get("root_path", "").removeprefix(root)
-    return f"{mounted}/{{path}}" if mounted else UNMATCHED
+        route = next((r for r in routes if _ends_at(r, endpoint)), None)
+    if route is None:
+        return UNMATCHED
+    path = str(getattr(route, "path", UNMATCHED))
+    return f"{path}/{{path}}" if isinstance(route, Mount) else path
+
+
+def _ends_at(route: BaseRoute, endpoint: object) -> bool:
+    """Whether the router, matching ``route``, put ``endpoint`` in the scope: a route's
+    endpoint, or a mount's app."""
+    return (route.app if isinstance(route, Mount) else getattr(route, "endpoint", None)) is endpoint
 
 
 def install(app: FastAPI) -> None:
