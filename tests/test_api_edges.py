@@ -693,3 +693,14 @@ def test_an_encoded_slash_in_an_id_reaches_no_other_route(stack: Stack) -> None:
     for slash in ("%2F", "%2f"):
         response = client.get(f"/v1/jobs/{job['id']}{slash}attempts")
         assert "encoded slash" in _refusal(response, 404, "not_found")["message"]
+
+
+def test_an_id_of_thousands_of_characters_is_not_echoed_whole(stack: Stack) -> None:
+    """A 404 for a made-up id of 5,000 characters said it back whole; its start says
+    which id, at a size a log line or an error banner can show."""
+    client = stack.client()
+    job, flow = "job_" + "x" * 5000, "flow_" + "y" * 5000
+    for path in (f"/v1/jobs/{job}", f"/v1/jobs/{job}/events", f"/v1/flows/{flow}"):
+        message = _refusal(client.get(path), 404, "not_found")["message"]
+        assert len(message) < 200 and message.endswith("…"), message
+        assert message.startswith(("no job job_xxxx", "no flow flow_yyyy")), message

@@ -63,6 +63,11 @@ def test_worker_lines_are_json_with_the_job_fields(tmp_path: Path) -> None:
         wait_until(lambda: "beat: Starting" in (tmp_path / "beat.log").read_text())
         beat_lines = records(tmp_path / "beat.log")  # no banner: every line a record
     assert any(r["logger"] == "uvicorn.access" for r in api_lines)
+    # The API's line for each submission names the job, as the access line cannot.
+    for job in (done, failed):
+        [made] = [r for r in api_lines if r.get("job_id") == job["id"]]
+        assert made["message"] == f"job {job['id']} (sleep) submitted by alice", made
+        assert (made["kind"], made["owner"], made["level"]) == ("sleep", owner, "INFO")
     assert any(r["logger"] == "celery.beat" for r in beat_lines), beat_lines
     for required in ("time", "level", "logger", "message", "process"):
         assert all(required in line for line in lines), required

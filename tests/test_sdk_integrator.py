@@ -581,6 +581,44 @@ def test_a_call_on_a_closed_client_is_an_api_error_that_says_so(stack: Stack) ->
         api.cancel(job)
 
 
+def test_an_async_client_serves_one_event_loop_after_another(stack: Stack) -> None:
+    """A client made once (a module's, a fixture's) and used from ``asyncio.run`` after
+    ``asyncio.run``: httpx's connections belong to the loop that opened them, and the
+    second loop met the first's ("Event loop is closed"). Two loops at once are told."""
+    api = AsyncClient(stack.api_url, _owner(stack))
+
+    async def kinds() -> list[str]:
+        return [kind.name for kind in await api.kinds()]
+
+    first = asyncio.run(kinds())
+    assert "convert" in first and asyncio.run(kinds()) == first
+
+    holding, release = threading.Event(), threading.Event()
+
+    async def hold() -> None:
+        await api.kinds()
+        holding.set()
+        while not release.is_set():
+            await asyncio.sleep(0.05)
+
+    other = threading.Thread(target=asyncio.run, args=(hold(),))
+    other.start()
+    try:
+        assert holding.wait(30)
+        with pytest.raises(ApiError) as caught:
+            asyncio.run(kinds())
+        assert caught.value.code == "other_loop" and not caught.value.retryable
+        assert "make one AsyncClient for each event loop" in str(caught.value)
+    finally:
+        release.set()
+        other.join(30)
+    assert asyncio.run(kinds()) == first
+    asyncio.run(api.aclose())
+    with pytest.raises(ApiError) as caught:
+        asyncio.run(kinds())
+    assert caught.value.code == "closed"
+
+
 def test_a_download_is_fetched_again_after_a_lost_connection_or_a_503(
     stack: Stack, dropping: Callable[..., DropProxy], tmp_path: Path
 ) -> None:

@@ -14,6 +14,7 @@ Routes document the errors they can answer with :func:`errors`::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,7 +88,7 @@ def error_body(
         retryable = code in RETRYABLE_CODES
     error: dict[str, Any] = {
         "code": code,
-        "message": public_message(message),
+        "message": _LONG_WORD.sub(_cut, public_message(message)),
         "retryable": retryable,
     }
     if details:
@@ -97,7 +98,14 @@ def error_body(
 
 LOC_PART_CHARS = 100
 """A part of a ``loc`` longer than this (a key the client made up) is shown cut: the
-error is told once, not the client's whole key twice (in ``loc`` and in the message)."""
+error is told once, not the client's whole key twice (in ``loc`` and in the message).
+A word of a message longer than this (an id of 5,000 characters a client asked for)
+is cut the same way: its start says which."""
+_LONG_WORD = re.compile(rf"\S{{{LOC_PART_CHARS + 1},}}")
+
+
+def _cut(match: re.Match[str]) -> str:
+    return f"{match.group(0)[: LOC_PART_CHARS - 1]}…"
 
 
 def validation_details(errors: Sequence[Any], prefix: Sequence[str | int] = ()) -> list[Any]:

@@ -8,6 +8,7 @@ import hashlib
 import inspect
 import time
 import uuid
+import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from contextlib import ExitStack
 from datetime import datetime
@@ -72,12 +73,15 @@ class AsyncClient:
         self.stream_retries = stream_retries
         self.poll_interval = poll_interval
         self.max_connections = max_connections
-        self.http = httpx.AsyncClient(
-            base_url=self.url,
-            headers=core.headers_for(key if key is not None else core.find_key()),
-            timeout=timeout,
-            limits=core.limits(max_connections),
-        )
+        self._settings: dict[str, Any] = {
+            "base_url": self.url,
+            "headers": core.headers_for(key if key is not None else core.find_key()),
+            "timeout": timeout,
+            "limits": core.limits(max_connections),
+        }
+        self.http = httpx.AsyncClient(**self._settings)
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self._closed = False
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -86,11 +90,32 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        self._on_this_loop()
+        self._closed = True
         await self.http.aclose()
 
     def _open(self) -> None:
-        if self.http.is_closed:
+        if self._closed or self.http.is_closed:
             raise core.closed(self.url)
+        self._on_this_loop()
+
+    def _on_this_loop(self) -> None:
+        """Give a new event loop new connections.
+
+        Connections belong to the event loop that opened them. A client kept across
+        ``asyncio.run`` calls (a script's, or a test's own loop each) gets new ones once
+        the loop that opened the last has stopped (those are left to the garbage
+        collector: no other loop can close them); while that loop still runs (another
+        thread), the call is refused, since its connections may be in use there."""
+        loop = asyncio.get_running_loop()
+        last = None if self._loop is None else self._loop()
+        if last is loop:
+            return
+        if last is not None and last.is_running():
+            raise core.other_loop(self.url)
+        if self._loop is not None:
+            self.http = httpx.AsyncClient(**self._settings)
+        self._loop = weakref.ref(loop)
 
     # -- requests ---------------------------------------------------------------------------
     async def _send(

@@ -365,6 +365,17 @@ FIRST_LOOK = 2.0
 job that has ended is returned at once."""
 
 
+def other_loop(url: str) -> ApiError:
+    """What a call on an :class:`AsyncClient` raises from a second event loop while the
+    first, whose connections it holds, still runs."""
+    return ApiError(
+        f"this client of {url} is in use by another event loop, which still runs: make "
+        "one AsyncClient for each event loop",
+        code="other_loop",
+        retryable=False,
+    )
+
+
 def closed(url: str) -> ApiError:
     """What a call on a client that was closed raises (httpx's own is a RuntimeError)."""
     return ApiError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,6 +53,8 @@ from longplay.store.models import (
 )
 from longplay.store.queries import outputs_of
 from longplay.store.views import OutputRef
+
+log = logging.getLogger(__name__)
 
 Input = str | OutputRef
 """An input as submitted: an artifact id, or another job's output."""
@@ -309,6 +312,13 @@ def submit_job(
     except BaseException:
         _discard(unit, uploaded)
         raise
+    log.info(
+        "job %s (%s) submitted by %s",
+        job.id,
+        job.kind,
+        owner.name,
+        extra={"job_id": job.id, "kind": job.kind, "owner": owner.id},
+    )
     if job.status == JobStatus.WAITING.value:
         dependencies.settle(job.id, unit_of_work)  # what it waits for may have ended meanwhile
         session.refresh(job)
