@@ -51,6 +51,13 @@ def test_worker_lines_are_json_with_the_job_fields(tmp_path: Path) -> None:
         nowhere = f"http://127.0.0.1:{free_port()}/hook"
         done = submit(client, params={"seconds": 0.3, "ticks": 3}, callback_url=nowhere)
         failed = submit(client, params={"seconds": 0.2, "ticks": 2, "fail": "permanent"})
+        # A scanner's multipart headers with bad bytes: a 422 for it, no WARNING for us.
+        scanned = client.post(
+            "/v1/artifacts",
+            content=b'--b\r\nContent[Disposition: form-data; name="file"\r\n\r\nx\r\n--b--\r\n',
+            headers={"Content-Type": "multipart/form-data; boundary=b"},
+        )
+        assert scanned.status_code == 422, scanned.text
         wait_for_status(client, done["id"], {"completed"})
         wait_for_status(client, failed["id"], {"failed"})
         with session_scope(stack.database_url) as session:
@@ -63,6 +70,7 @@ def test_worker_lines_are_json_with_the_job_fields(tmp_path: Path) -> None:
         wait_until(lambda: "beat: Starting" in (tmp_path / "beat.log").read_text())
         beat_lines = records(tmp_path / "beat.log")  # no banner: every line a record
     assert any(r["logger"] == "uvicorn.access" for r in api_lines)
+    assert not [r for r in api_lines if r["level"] == "WARNING"], api_lines
     # The API's line for each submission names the job, as the access line cannot.
     for job in (done, failed):
         [made] = [r for r in api_lines if r.get("job_id") == job["id"]]

@@ -147,5 +147,8 @@ def logging_config(*, level: str, json_lines: bool) -> dict[str, Any]:
             "uvicorn": through_root,
             "uvicorn.error": through_root,
             "uvicorn.access": {**through_root, "filters": ["without_query"]},
+            # It warns of each bad byte in a client's multipart headers, which the
+            # client is answered a 422 for: a line per request a scanner sends.
+            "python_multipart": {**through_root, "level": "ERROR"},
         },
     }
