@@ -564,6 +564,27 @@ def _form_post(
     return stack.client().post(path, content=content, headers={"Content-Type": media_type})
 
 
+def test_a_key_written_twice_is_refused_not_taken_as_its_last(stack: Stack) -> None:
+    """``{"kind": "sleep", "kind": "synthesize"}`` ran whichever came last, where a
+    proxy or a log that read the first saw another request."""
+    client = stack.client("twice")
+    for written, key, loc in (
+        ('{"kind": "sleep", "kind": "sleep", "params": {}}', "kind", ["body"]),
+        ('{"kind": "sleep", "params": {"seconds": 0, "seconds": 600}}', "seconds", ["body"]),
+    ):
+        response = client.post(
+            "/v1/jobs", content=written, headers={"Content-Type": "application/json"}
+        )
+        error = _refusal(response, 422, "invalid_request")
+        assert f"has the key '{key}' twice in one object" in error["message"], error
+        assert error["details"][0]["loc"] == loc, error
+    as_form = client.post(
+        "/v1/jobs", files={"kind": (None, "sleep"), "params": (None, '{"a": 1, "a": 2}')}
+    )
+    assert _refusal(as_form, 422, "invalid_request")["details"][0]["loc"] == ["body", "params"]
+    assert client.get("/v1/jobs").json()["items"] == []
+
+
 @pytest.mark.parametrize("written", ["NaN", "Infinity", "-Infinity", "1e400"])
 def test_nan_and_infinity_are_refused_naming_where(stack: Stack, written: str) -> None:
     """Python's parser takes them: a rate of NaN was 'less than or equal to 2', and a

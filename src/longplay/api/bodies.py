@@ -14,6 +14,7 @@ import json
 import math
 import re
 import sys
+from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -290,8 +291,17 @@ def parse_json(text: str | bytes, loc: Sequence[str]) -> Any:
             not_finite.append(written)
         return value
 
+    twice: list[str] = []  # the first key an object has twice, which json takes the last of
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        kept = dict(items)
+        if len(kept) < len(items) and not twice:
+            counted = Counter(key for key, _ in items)
+            twice.append(next(key for key, times in counted.items() if times > 1))
+        return kept
+
     try:
-        value = json.loads(text, parse_float=number, parse_constant=number)
+        value = json.loads(text, parse_float=number, parse_constant=number, object_pairs_hook=pairs)
     except RecursionError:
         raise _too_deep(loc) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -301,6 +311,9 @@ def parse_json(text: str | bytes, loc: Sequence[str]) -> Any:
         raise _not_json(loc, f"a number has more than {digits} digits") from exc
     if depth(value) > MAX_DEPTH:
         raise _too_deep(loc)
+    if twice:  # a proxy or a log may have read the first one: say, rather than guess
+        problem = f"has the key {twice[0]!r} twice in one object; send each key once"
+        raise _invalid_at(list(loc), problem, "json_invalid")
     if not_finite:
         at = _place(value, loc, _not_finite)
         problem = f"is {not_finite[0]}: JSON has no NaN or Infinity; send a finite number"
