@@ -117,6 +117,10 @@ def test_counts_from_two_pool_processes_add_up(
     wait_until(lambda: client.get(f"/v1/jobs/{long['id']}").json()["current_step"] == "work")
     assert client.post(f"/v1/jobs/{long['id']}/cancel").status_code == 200
     wait_for_status(client, long["id"], {"cancelled"})
+    # Its run stops at its next checkpoint, after the cancel answered.
+    wait_until(
+        lambda: client.get(f"/v1/jobs/{long['id']}/attempts").json()[-1]["outcome"] == "cancelled"
+    )
 
     # The jobs really ran in two pool processes.
     with session_scope(stack.database_url) as session:
@@ -142,6 +146,8 @@ def test_counts_from_two_pool_processes_add_up(
     completed_runs = count("longplay_job_run_seconds_count", kind="sleep", outcome="completed")
     assert completed_runs == 6
     assert count("longplay_job_run_seconds_count", kind="sleep", outcome="failed") == 3
+    # The cancelled run is timed too: every start has its run's end (6 + 3 + 1 = 10).
+    assert count("longplay_job_run_seconds_count", kind="sleep", outcome="cancelled") == 1
     run_sum = count("longplay_job_run_seconds_sum", kind="sleep", outcome="completed")
     assert run_sum is not None and 6 * 0.8 <= run_sum < 6 * 10
     assert (

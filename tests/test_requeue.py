@@ -16,6 +16,7 @@ import httpx
 import plugin_kinds  # noqa: F401  (registers `sleep` here too, for run_job)
 import pytest
 from conftest import Stack, submit, wait_for_status, wait_until
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
 from longplay import redis_client
@@ -67,6 +68,17 @@ def test_a_stopped_worker_requeues_its_job_with_the_attempt_closed(
     assert [(run["attempt"], run["outcome"]) for run in runs] == [(1, "requeued"), (2, "completed")]
     assert runs[0] == stopped, "the closed attempt is left as it was"
     assert runs[1]["finished_at"] is not None and runs[1]["worker"] != stopped["worker"]
+    # The stopped run is timed as requeued, from its start to the stop (past 30 % of 6 s).
+    page = httpx.get(f"{deployment.api_url}/metrics", timeout=10).text
+    runs_timed = {
+        (sample.name, sample.labels.get("outcome")): sample.value
+        for family in text_string_to_metric_families(page)
+        for sample in family.samples
+        if sample.name.startswith("longplay_job_run_seconds_")
+    }
+    assert runs_timed[("longplay_job_run_seconds_count", "requeued")] == 1, runs_timed
+    assert 1.8 <= runs_timed[("longplay_job_run_seconds_sum", "requeued")] < 30, runs_timed
+    assert runs_timed[("longplay_job_run_seconds_count", "completed")] == 1, runs_timed
 
 
 @pytest.mark.parametrize("clean_stop", [True, False], ids=["stopped", "died"])

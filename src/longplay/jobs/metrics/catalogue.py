@@ -34,7 +34,8 @@ QUEUE_WAIT = Histogram(
 )
 RUN_TIME = Histogram(
     "longplay_job_run_seconds",
-    "One run of a job, from its start to its outcome (completed, failed, retrying).",
+    "One run of a job, from its start to its outcome (completed, failed, retrying,"
+    " cancelled, requeued).",
     ("kind", "outcome"),
     JOB_SECONDS,
 )

@@ -92,7 +92,7 @@ class Listener:
             "retrying": self._retrying,
             "cancelled": self._ended(m.CANCELLED),
             "expired": self._ended(m.EXPIRED),
-            "requeued": self._ended(m.REQUEUED),
+            "requeued": self._requeued,
             "stopped": self._stopped,
             "webhook": self._webhook,
         }
@@ -195,9 +195,19 @@ class Listener:
 
         return count
 
+    def _requeued(self, announcement: Announcement) -> list[Add]:
+        return self._ended(m.REQUEUED)(announcement) + self._run_ends(announcement, "requeued")
+
     def _stopped(self, announcement: Announcement) -> list[Add]:
+        """A run of a cancelled job stopped (the job was cancelled when asked)."""
+        return self._run_ends(announcement, "cancelled")
+
+    def _run_ends(self, announcement: Announcement, outcome: str) -> list[Add]:
+        """The run ends now, not when the job did: a cancelled job's run stops at its
+        next checkpoint, and a requeued job has not ended."""
         self._forget(announcement.job_id)
-        return []
+        job = self._facts(announcement)
+        return [] if job is None else self._run_time(replace(job, finished_at=None), outcome)
 
     def _webhook(self, announcement: Announcement) -> list[Add]:
         return m.WEBHOOKS.inc(str(announcement.data.get("outcome", "unknown")))
