@@ -5,6 +5,8 @@ runs names the job, its kind, owner, attempt and step."""
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,23 @@ from sqlalchemy import select
 
 from longplay.store.db import session_scope
 from longplay.store.models import Job
+
+
+def _accepting_receiver() -> str:
+    """``host:port`` of a webhook receiver that accepts every POST (until the tests end)."""
+
+    class Accept(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Accept)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"127.0.0.1:{server.server_address[1]}"
 
 
 def records(log: Path) -> list[dict[str, Any]]:
@@ -30,6 +49,7 @@ def records(log: Path) -> list[dict[str, Any]]:
 
 
 def test_worker_lines_are_json_with_the_job_fields(tmp_path: Path) -> None:
+    receiver = _accepting_receiver()
     with Deployment(
         tmp_path,
         "sqlite",
@@ -51,6 +71,10 @@ def test_worker_lines_are_json_with_the_job_fields(tmp_path: Path) -> None:
         nowhere = f"http://127.0.0.1:{free_port()}/hook"
         done = submit(client, params={"seconds": 0.3, "ticks": 3}, callback_url=nowhere)
         failed = submit(client, params={"seconds": 0.2, "ticks": 2, "fail": "permanent"})
+        # A receiver whose URL holds a password: the request line never shows it.
+        secret_hook = submit(
+            client, params={"seconds": 0.1}, callback_url=f"http://user:pw-9x7q@{receiver}/hook"
+        )
         # A scanner's multipart headers with bad bytes: a 422 for it, no WARNING for us.
         scanned = client.post(
             "/v1/artifacts",
@@ -63,7 +87,13 @@ def test_worker_lines_are_json_with_the_job_fields(tmp_path: Path) -> None:
         with session_scope(stack.database_url) as session:
             owner = session.scalar(select(Job.owner_id).where(Job.id == done["id"]))
         # Read while the worker runs: Celery prints its shutdown notices raw, not logged.
-        ended = (f"job {done['id']} completed", f"job {failed['id']} failed", "(job.completed)")
+        ended = (
+            f"job {done['id']} completed",
+            f"job {failed['id']} failed",
+            "(job.completed)",
+            f"job {secret_hook['id']} completed",
+            "204 -> delivered",
+        )
         wait_until(lambda: all(text in (tmp_path / "worker.log").read_text() for text in ended))
         lines = records(tmp_path / "worker.log")
         api_lines = records(tmp_path / "api.log")
@@ -101,7 +131,15 @@ def test_worker_lines_are_json_with_the_job_fields(tmp_path: Path) -> None:
     completed = [r for r in by_job[done["id"]] if r["message"] == f"job {done['id']} completed"]
     assert len(completed) == 1 and completed[0]["step"] == "work"
     # A line about a job written outside its run (its webhook's delivery) names it too.
-    [delivery] = [r for r in lines if "(job.completed) attempt 1" in r["message"]]
+    [delivery] = [
+        r
+        for r in lines
+        if "(job.completed) attempt 1" in r["message"] and r.get("job_id") != secret_hook["id"]
+    ]
     assert delivery["job_id"] == done["id"] and "kind" not in delivery
     # Lines outside a job carry no job fields.
     assert any("job_id" not in r for r in lines)
+    # The delivery to the receiver with a password was made, and logged without it.
+    sent = [r["message"] for r in lines if r.get("job_id") == secret_hook["id"]]
+    assert [m for m in sent if m.startswith("webhook ") and m.endswith("204 -> delivered")], sent
+    assert not [r for r in lines if "pw-9x7q" in json.dumps(r)]

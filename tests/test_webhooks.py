@@ -63,6 +63,10 @@ class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    drip: float = 0.0
+    """Seconds between header lines, 100 of them: an answer that drags on."""
+    endless: bool = False
+    """A body that never ends."""
 
 
 @dataclass
@@ -95,6 +99,9 @@ class Receiver:
                 )
                 time.sleep(reply.delay)
                 try:
+                    if reply.drip or reply.endless:
+                        self.drag(reply)
+                        return
                     self.send_response(reply.status)
                     for key, value in reply.headers.items():
                         self.send_header(key, value)
@@ -103,6 +110,17 @@ class Receiver:
                     self.wfile.write(b"ok")
                 except OSError:  # the sender gave up waiting
                     pass
+
+            def drag(self, reply: Reply) -> None:
+                """Answer slowly or without end, until the sender hangs up."""
+                self.wfile.write(f"HTTP/1.1 {reply.status} Whatever\r\n".encode())
+                for line in range(100 if reply.drip else 0):
+                    self.wfile.write(f"x-line-{line}: 1\r\n".encode())
+                    self.wfile.flush()
+                    time.sleep(reply.drip)
+                self.wfile.write(b"\r\n")
+                while reply.endless:
+                    self.wfile.write(b"x" * 65536)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -382,6 +400,26 @@ def test_slow_receiver_and_retry_after(hooks_stack: Stack, receiver: Receiver) -
     assert received[2].at - received[1].at >= 1.8, "Retry-After is honoured"
 
 
+def test_an_answer_that_drags_on_ends_the_attempt_at_its_timeout(
+    hooks_stack: Stack, receiver: Receiver
+) -> None:
+    """The timeout bounded each read, not the attempt: an answer a header line every
+    half second held an attempt (and a worker process) past its lease, and the message
+    was sent again beside it; a body without end was read without end. Now the attempt
+    ends at the timeout, and of an answer only what says why is read."""
+    client = hooks_stack.client("alice")
+    url, name = receiver.url(
+        Reply(200, drip=0.5),  # 50 s of headers
+        Reply(500, endless=True),  # the first bytes say why; the rest is not read
+        Reply(200, endless=True),  # a 2xx says all
+    )
+    job = submit(client, params={"seconds": 0.1, "ticks": 1}, callback_url=url)
+    [row] = settled(client, job["id"])
+    received = receiver.received(name)
+    assert len(received) == 3 and row["status"] == "delivered" and row["attempts"] == 3
+    assert received[1].at - received[0].at < TIMEOUT + 5, "the drip was cut at the timeout"
+
+
 def test_started_progress_and_final_in_order(hooks_stack: Stack, receiver: Receiver) -> None:
     client = hooks_stack.client("alice")
     url, name = receiver.url()
@@ -409,6 +447,62 @@ def test_started_progress_and_final_in_order(hooks_stack: Stack, receiver: Recei
     sent = [r for r in rows if r["status"] != "superseded"]
     assert len(sent) == len(messages) and {r["status"] for r in sent} == {"delivered"}
     assert all(r["event"] == "progress" for r in rows if r["status"] == "superseded")
+
+
+def test_a_progress_message_on_the_wire_when_its_job_ends_is_not_sent_again(
+    hooks_stack: Stack, receiver: Receiver
+) -> None:
+    """Its retry went out after the job's final message ("running" after "completed"):
+    the end superseded only the progress messages waiting at that moment."""
+    client = hooks_stack.client("alice")
+    url, name = receiver.url(Reply(500, delay=0.8))  # the first progress, while the job ends
+    job = submit(
+        client,
+        params={"seconds": 0.6, "ticks": 6},
+        callback_url=url,
+        callback_events=["progress"],
+    )
+    wait_for_status(client, job["id"], {"completed"}, timeout=30)
+    rows = settled(client, job["id"], count=2)
+    progress = [r for r in rows if r["event"] == "progress"]
+    assert {r["status"] for r in progress} == {"superseded"}, rows
+    assert max(r["attempts"] for r in progress) == 1, rows  # the one tried, then dropped
+    assert [r["status"] for r in rows if r["event"] == "completed"] == ["delivered"], rows
+    types = [r.json["type"] for r in receiver.received(name)]
+    assert types == ["job.progress", "job.completed"], types
+
+
+def test_a_flows_webhook_outlives_the_stage_it_is_listed_under(
+    hooks_stack: Stack, receiver: Receiver
+) -> None:
+    """A flow's message is kept as one about the stage that ended it; deleting that
+    stage while the message was retried dropped it, though the flow was still there."""
+    client = hooks_stack.client("alice")
+    url, name = receiver.url(Reply(500), Reply(500), Reply(500))
+    made = client.post(
+        "/v1/flows",
+        json={
+            "stages": {"a": {"kind": "sleep"}, "b": {"kind": "sleep", "params": {"seconds": 0.3}}},
+            "callback_url": url,
+        },
+    )
+    assert made.status_code == 202, made.text
+    stage_ids = [stage["id"] for stage in made.json()["stages"].values()]
+
+    def listed() -> tuple[str, str] | None:
+        for job_id in stage_ids:
+            if any(r["event"].startswith("flow.") for r in deliveries(client, job_id)):
+                return job_id, next(other for other in stage_ids if other != job_id)
+        return None
+
+    holder, other = wait_until(listed, timeout=30)
+    wait_until(lambda: receiver.received(name), timeout=30)  # tried once, refused
+    assert client.delete(f"/v1/jobs/{holder}").status_code == 204
+    [row] = wait_until(
+        lambda: [r for r in deliveries(client, other) if r["status"] == "delivered"], timeout=30
+    )
+    assert row["event"] == "flow.completed" and row["attempts"] == 4, row
+    assert [r.json["type"] for r in receiver.received(name)] == ["flow.completed"] * 4
 
 
 def test_failed_and_cancelled_jobs(hooks_stack: Stack, receiver: Receiver) -> None:
@@ -447,6 +541,13 @@ def test_owner_scoping_validation_and_rotation(hooks_stack: Stack, receiver: Rec
         "/v1/jobs", json={"kind": "sleep", "callback_url": url, "callback_events": ["finished"]}
     )
     assert odd.status_code == 422
+    # Events asked for with nowhere to send them: said, not taken and dropped.
+    nowhere = alice.post("/v1/jobs", json={"kind": "sleep", "callback_events": ["progress"]})
+    assert nowhere.status_code == 422, nowhere.text
+    assert "callback_events needs a callback_url" in nowhere.json()["error"]["message"]
+    # What was asked for shows on the job.
+    asked = submit(alice, params={"seconds": 0}, callback_url=url, callback_events=["started"])
+    assert asked["callback_events"] == ["started"] and job["callback_events"] == []
 
     carol = hooks_stack.client("carol")
     old = carol.get("/v1/webhooks/secret").json()["secret"]

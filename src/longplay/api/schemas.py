@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -14,6 +14,7 @@ from pydantic import (
     Field,
     HttpUrl,
     create_model,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -75,8 +76,15 @@ class JobCreateFields(BaseModel):
     )
     callback_events: list[CallbackEvent] = Field(
         default_factory=list,
-        description="Webhooks besides the final one: `started`, `progress` (at a bounded rate).",
+        description="Webhooks besides the final one: `started`, `progress` (at a bounded "
+        "rate); with a `callback_url` to send them to.",
     )
+
+    @model_validator(mode="after")
+    def _events_have_somewhere_to_go(self) -> Self:
+        if self.callback_events and self.callback_url is None:
+            raise ValueError("callback_events needs a callback_url to send them to")
+        return self
 
 
 class JobCreate(JobCreateFields):

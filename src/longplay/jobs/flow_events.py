@@ -236,6 +236,30 @@ def _add_webhook(session: Session, flow: Flow, job_id: str, view: FlowPublic) ->
     return delivery.id
 
 
+def keep_flow_webhooks(session: Session, job_id: str, flow_id: str) -> None:
+    """Before ``job_id`` is deleted: its flow's webhook not delivered yet, stored as a
+    message about it (:func:`_add_webhook`), goes on as one about another stage of the
+    flow, which outlives this one. With no stage left, the flow goes, and it too."""
+    other = session.scalar(
+        select(Job.id)
+        .where(Job.flow_id == flow_id, Job.id != job_id)
+        .order_by(Job.finished_at.desc(), Job.id)
+        .limit(1)
+    )
+    if other is None:
+        return
+    session.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.job_id == job_id,
+            WebhookDelivery.event.startswith("flow."),
+            WebhookDelivery.status.in_([outbox.PENDING, outbox.SENDING]),
+        )
+        .values(job_id=other)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def _append(flow_id: str, event: dict[str, Any]) -> bytes | None:
     """Append to the flow's stream; the entry's id, or None where Redis did not take it
     (a lost live event is acceptable: the store has it) or the flow, or the job the

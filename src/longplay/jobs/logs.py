@@ -150,5 +150,8 @@ def logging_config(*, level: str, json_lines: bool) -> dict[str, Any]:
             # It warns of each bad byte in a client's multipart headers, which the
             # client is answered a 422 for: a line per request a scanner sends.
             "python_multipart": {**through_root, "level": "ERROR"},
+            # It writes each request's URL at INFO, and a webhook's URL may hold a
+            # password or a token; the webhook's own line says how it went.
+            "httpx": {**through_root, "level": "WARNING"},
         },
     }

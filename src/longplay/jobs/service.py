@@ -247,6 +247,8 @@ def delete_job(session: Session, *, owner: Owner, job_id: str) -> None:
             "once it has, or cancel it first"
         )
     flow_id = job.flow_id
+    if flow_id is not None:
+        flow_events.keep_flow_webhooks(session, job.id, flow_id)
     # Locked first, so that a submission naming one of them either commits before the
     # check below (which then sees it) or waits, and finds the artifact gone (a 422).
     owned = list(

@@ -194,6 +194,10 @@ class JobPublic(BaseModel):
     run_at: datetime | None = Field(None, description="Not started before this time.")
     deadline: datetime | None
     callback_url: str | None
+    callback_events: list[str] = Field(
+        default_factory=list,
+        description="The webhooks asked for besides the final one (`started`, `progress`).",
+    )
     error: ErrorPublic | None = Field(
         description="Why it failed; for a job queued to retry, or running again, why its "
         "last attempt failed (`attempt` says which); for a job cancelled because one it "
@@ -250,6 +254,7 @@ class JobPublic(BaseModel):
             run_at=job.run_at,
             deadline=job.deadline,
             callback_url=job.callback_url,
+            callback_events=list(job.callback_events or []),
             error=ErrorPublic.told(job.error) if job.error else None,
             outputs=[ArtifactPublic.of(a) for a in outputs or []],
             warnings=[WarningPublic.told(w) for w in (job.result or {}).get("warnings", [])],

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 import urllib.request
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import httpcore
 import httpx
+
+from longplay.jobs.webhooks.deadline import DeadlineBackend
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -110,11 +113,12 @@ def _refused(host: str, address: IPAddress) -> str:
     )
 
 
-class PublicOnlyBackend(httpcore.SyncBackend):
+class PublicOnlyBackend(DeadlineBackend):
     """httpcore's own sockets, opened only to permitted addresses: the name is resolved
     here and the connection made to the address checked, never resolved again."""
 
-    def __init__(self, allowed: Sequence[Network]) -> None:
+    def __init__(self, allowed: Sequence[Network], deadline: float) -> None:
+        super().__init__(deadline)
         self._allowed = allowed
 
     def connect_tcp(
@@ -145,24 +149,43 @@ class PublicOnlyBackend(httpcore.SyncBackend):
         raise error
 
 
-class PublicOnlyTransport(httpx.HTTPTransport):
-    """An httpx transport whose connections go through :class:`PublicOnlyBackend`."""
+class _Transport(httpx.HTTPTransport):
+    """An httpx transport whose connections are made by ``backend``: straight, or to
+    the HTTP proxy ``proxy``. httpx takes no network backend of its own; its pool
+    (httpcore) does."""
 
-    def __init__(self, allowed: Sequence[Network]) -> None:
+    def __init__(self, backend: httpcore.NetworkBackend, proxy: httpx.Proxy | None) -> None:
         super().__init__(trust_env=False)
-        # httpx takes no network backend of its own; its pool (httpcore) does.
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
-            network_backend=PublicOnlyBackend(allowed),
+        context = httpx.create_ssl_context()
+        if proxy is None:
+            self._pool = httpcore.ConnectionPool(ssl_context=context, network_backend=backend)
+            return
+        self._pool = httpcore.HTTPProxy(
+            proxy_url=httpcore.URL(
+                scheme=proxy.url.raw_scheme,
+                host=proxy.url.raw_host,
+                port=proxy.url.port,
+                target=proxy.url.raw_path,
+            ),
+            proxy_auth=proxy.raw_auth,
+            proxy_headers=proxy.headers.raw,
+            ssl_context=context,
+            network_backend=backend,
         )
 
 
 def client_for(url: str, allowed: Sequence[Network], *, timeout: float) -> httpx.Client:
-    """The client that sends to ``url``: through the proxy the environment names for it
-    (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``), which then decides where traffic
-    may go; else straight, to permitted addresses only."""
+    """The client for one attempt at ``url``, all of it within ``timeout`` seconds from
+    now: through the proxy the environment names for it (``HTTPS_PROXY``,
+    ``HTTP_PROXY``, ``NO_PROXY``), which then decides where traffic may go; else
+    straight, to permitted addresses only."""
     parsed = httpx.URL(url)
+    deadline = time.monotonic() + timeout
     proxy = urllib.request.getproxies().get(parsed.scheme)
     if proxy and not urllib.request.proxy_bypass(parsed.host):
-        return httpx.Client(proxy=proxy, trust_env=False, timeout=timeout)
-    return httpx.Client(transport=PublicOnlyTransport(allowed), trust_env=False, timeout=timeout)
+        if httpx.URL(proxy).scheme not in ("http", "https"):  # SOCKS: httpx's own pool
+            return httpx.Client(proxy=proxy, trust_env=False, timeout=timeout)
+        transport = _Transport(DeadlineBackend(deadline), httpx.Proxy(proxy))
+    else:
+        transport = _Transport(PublicOnlyBackend(allowed, deadline), None)
+    return httpx.Client(transport=transport, trust_env=False, timeout=timeout)

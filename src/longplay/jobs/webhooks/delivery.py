@@ -24,7 +24,14 @@ from sqlalchemy.orm import Session
 
 from longplay.jobs.unit import tell
 from longplay.jobs.webhooks.addresses import Network, RefusedAddress, client_for
-from longplay.jobs.webhooks.outbox import DELIVERED, FAILED, FINAL_EVENTS, PENDING, SENDING
+from longplay.jobs.webhooks.outbox import (
+    DELIVERED,
+    FAILED,
+    FINAL_EVENTS,
+    PENDING,
+    SENDING,
+    SUPERSEDED,
+)
 from longplay.jobs.webhooks.signing import encode, headers_for, secrets_signing
 from longplay.settings import Settings, get_settings
 from longplay.store.db import affected, session_scope
@@ -35,6 +42,8 @@ log = logging.getLogger(__name__)
 SCHEMES = ("http", "https")
 HOLD = 0.5
 """Seconds a final message waits while an earlier one about its job is on the wire."""
+SAID_BYTES = 1024
+"""Of an answer other than a 2xx, the bytes read to say what it said."""
 EARLY_TOLERANCE = timedelta(seconds=0.25)
 """A retry message may arrive this much before its time (clocks differ) and still go."""
 
@@ -77,13 +86,20 @@ def post(
     if httpx.URL(url).scheme not in SCHEMES:
         return Answer(error="only http and https callback URLs are sent to")
     try:
-        with client_for(url, allowed, timeout=timeout) as client:
-            response = client.post(url, content=body, headers=dict(headers), follow_redirects=False)
+        with (
+            client_for(url, allowed, timeout=timeout) as client,
+            client.stream(
+                "POST", url, content=body, headers=dict(headers), follow_redirects=False
+            ) as response,
+        ):
+            # A 2xx says all; another answer's first bytes say why. No more is read:
+            # a receiver's answer may be large, or never end.
+            said = b"" if response.is_success else _start_of(response)
     except RefusedAddress as exc:
         return Answer(error=f"not sent: {exc}", refused=True)
     except httpx.HTTPError as exc:
         return Answer(error=f"{type(exc).__name__}: {exc}"[:500])
-    error = None if 200 <= response.status_code < 300 else _refused(response)
+    error = None if response.is_success else _refused(response, said)
     retry_after = (
         parse_retry_after(response.headers.get("retry-after"))
         if response.status_code in (429, 503)
@@ -92,10 +108,20 @@ def post(
     return Answer(status_code=response.status_code, error=error, retry_after=retry_after)
 
 
-def _refused(response: httpx.Response) -> str:
+def _start_of(response: httpx.Response) -> bytes:
+    """Up to :data:`SAID_BYTES` of the answer's body, as it comes (decoded)."""
+    said = b""
+    for chunk in response.iter_bytes():
+        said += chunk
+        if len(said) >= SAID_BYTES:
+            break
+    return said[:SAID_BYTES]
+
+
+def _refused(response: httpx.Response, body: bytes) -> str:
     """What an answer other than a 2xx said: its code, the start of its body on one
     line, and where a redirect pointed (it is not followed)."""
-    said = " ".join(response.text[:200].split())
+    said = " ".join(body.decode(response.encoding or "utf-8", "replace")[:200].split())
     text = f"HTTP {response.status_code}" + (f": {said}" if said else "")
     if response.has_redirect_location:
         where = response.headers["location"][:500]
@@ -164,6 +190,11 @@ def deliver(delivery_id: str) -> float | None:
         if row.event in FINAL_EVENTS and _other_on_the_wire(session, row, now):
             row.status, row.next_attempt_at = PENDING, now + timedelta(seconds=HOLD)
             return HOLD
+        if row.event == "progress" and _ended_since(session, row):
+            # Its job ended while it was on the wire (the end superseded only the
+            # messages waiting then): no progress after the end.
+            row.status, row.next_attempt_at = SUPERSEDED, None
+            return None
         owner = session.scalar(
             select(Owner).join(Job, Job.owner_id == Owner.id).where(Job.id == row.job_id)
         )
@@ -225,6 +256,21 @@ def deliver(delivery_id: str) -> float | None:
         extra={"job_id": job_id},
     )
     return delay
+
+
+def _ended_since(session: Session, row: WebhookDelivery) -> bool:
+    """Whether a final message of ``row``'s job was made after ``row`` was."""
+    return bool(
+        session.scalar(
+            select(WebhookDelivery.id)
+            .where(
+                WebhookDelivery.job_id == row.job_id,
+                WebhookDelivery.event.in_(FINAL_EVENTS),
+                WebhookDelivery.created_at >= row.created_at,
+            )
+            .limit(1)
+        )
+    )
 
 
 def _other_on_the_wire(session: Session, row: WebhookDelivery, now: datetime) -> bool:
