@@ -509,3 +509,36 @@ def test_a_store_fault_that_waiting_cannot_mend_is_a_500(
         time.sleep(0.5)  # the log is written
         log = (deployment.data_dir / "api.log").read_text()
         assert "no such table: templates" in log and "Traceback" in log, log[-3000:]
+
+
+def test_an_event_stream_goes_on_through_a_store_outage(database_kind: str, tmp_path: Path) -> None:
+    """A stream with no news asks the store each round whether its job ended; while
+    the store refused, that raised inside the stream: an unhandled error, a traceback
+    in the log, and the stream cut with no end. An outage is not an end."""
+    if database_kind != "postgresql":
+        pytest.skip("SQLite waits out its 30 s busy timeout rather than refuse")
+    with Stack(tmp_path / "stack", database_kind, logs=True) as deployment:
+        deployment.start_api()
+        client = deployment.client("opal")
+        job = submit(client, run_at="2099-01-01T00:00:00Z")
+        heard: list[str] = []
+
+        def follow() -> None:
+            with client.stream("GET", f"/v1/jobs/{job['id']}/events", timeout=60) as stream:
+                heard.extend(
+                    line.removeprefix("event: ")
+                    for line in stream.iter_lines()
+                    if line.startswith("event: ")
+                )
+
+        follower = threading.Thread(target=follow)
+        follower.start()
+        wait_until(lambda: heard == ["queued"])
+        with refusing_connections(deployment):
+            time.sleep(6)  # an idle round (5 s) asks the store
+        assert follower.is_alive(), heard
+        assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+        follower.join(30)
+        assert heard == ["queued", "cancelled"], heard
+        log = (deployment.data_dir / "api.log").read_text()
+        assert "Traceback" not in log and "unhandled error" not in log, log[-3000:]

@@ -25,6 +25,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from longplay.api import content, standing
@@ -69,7 +70,13 @@ async def _follow(hub: EventHub, job_id: str, out: asyncio.Queue[dict[str, Any]]
             # An ending followed by more (a failed job retried) is not the end.
             if entries and json.loads(entries[-1][1])["type"] in TERMINAL_EVENTS:
                 return
-            if not entries and (final := await _ended(job_id)) is not None:
+            if entries:
+                continue
+            try:
+                final = await _ended(job_id)
+            except SQLAlchemyError:  # an outage ends no stream: the next round asks again
+                continue
+            if final is not None:
                 await out.put(final)
                 return
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from longplay.api.deps import in_store
@@ -195,7 +196,10 @@ async def job_events(
                     return
             if entries:
                 continue
-            ended, final = await _end_in_store(job_id)
+            try:
+                ended, final = await _end_in_store(job_id)
+            except SQLAlchemyError:  # an outage ends no stream: the next round asks again
+                continue
             if ended:  # the stream is gone or its last event was lost: the store has the end
                 if final is not None:
                     past = await past_the_stream(hub, job_id)

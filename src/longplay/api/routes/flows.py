@@ -18,6 +18,7 @@ from pydantic import (
     Tag,
     model_validator,
 )
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from longplay.api import bodies
@@ -235,7 +236,10 @@ async def flow_events(
                     return
             if entries:
                 continue
-            ended, final = await in_store(lambda session: _end_in_store(session, flow_id))
+            try:
+                ended, final = await in_store(lambda session: _end_in_store(session, flow_id))
+            except SQLAlchemyError:  # an outage ends no stream: the next round asks again
+                continue
             if ended:  # the stream is gone or its last event was lost: the store has the end
                 if final is not None:
                     past = await past_the_stream(hub, flow_id)
