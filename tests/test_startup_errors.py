@@ -80,6 +80,25 @@ def test_a_bad_setting_is_one_line_naming_its_variable(
             "127.0.0.1:6379",
             "LONGPLAY_REDIS_URL='127.0.0.1:6379': a URL without a scheme is not a Redis URL",
         ),
+        # Taken: the API used database 0 of a shared Redis, the worker crashed, exit 0.
+        (
+            "LONGPLAY_REDIS_URL",
+            "redis://127.0.0.1:6379/abc",
+            "LONGPLAY_REDIS_URL='redis://127.0.0.1:6379/abc': its database, 'abc', is not a number",
+        ),
+        # Each of these was a traceback of a hundred lines.
+        (
+            "LONGPLAY_DATABASE_URL",
+            "postgresql+psycopg2://u:hunter2@127.0.0.1/longplay",
+            "LONGPLAY_DATABASE_URL='postgresql+psycopg2://u:***@127.0.0.1/longplay': longplay "
+            "speaks to PostgreSQL through psycopg (3), not psycopg2",
+        ),
+        (
+            "LONGPLAY_DATABASE_URL",
+            "postgresql://u:hunter2@127.0.0.1:abc/longplay",
+            "LONGPLAY_DATABASE_URL='postgresql://u:***@127.0.0.1:abc/longplay': its port is "
+            "not a number",
+        ),
     ],
 )
 def test_a_url_of_another_kind_is_one_line(
@@ -116,6 +135,18 @@ def test_a_data_folder_too_deep_for_the_embedded_redis_is_one_line(tmp_path: Pat
         tmp_path, "schema", "show", LONGPLAY_DATA_DIR=deeper, LONGPLAY_REDIS_URL="redis://x:1/0"
     )
     assert "too deep" not in served.stderr, "no embedded Redis, no socket"
+
+
+def test_a_data_folder_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    """Under a file, say: a traceback of 33 lines ending in NotADirectoryError."""
+    (tmp_path / "a-file").write_text("")
+    folder = str(tmp_path / "a-file" / "data")
+    for command in (["up", "--port", str(free_port())], ["worker"], ["keys", "list", "x"]):
+        done = longplay(tmp_path, *command, LONGPLAY_DATA_DIR=folder)
+        assert done.returncode == 1, done.stderr
+        assert_short(
+            done, f"cannot make the data folder LONGPLAY_DATA_DIR='{folder}': Not a directory"
+        )
 
 
 def test_an_empty_url_is_unset(tmp_path: Path) -> None:

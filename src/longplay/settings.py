@@ -23,6 +23,7 @@ import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -502,6 +503,13 @@ class Settings(BaseSettings):
                 f"{_named(value)} is no store longplay knows: write sqlite:///PATH or "
                 "postgresql://USER:PASSWORD@HOST/DATABASE"
             )
+        driver = value.partition("://")[0].partition("+")[2].lower()
+        if _scheme(value) == "postgresql" and driver not in ("", "psycopg"):
+            raise ValueError(
+                f"longplay speaks to PostgreSQL through psycopg (3), not {driver}: write "
+                "postgresql:// or postgresql+psycopg://"
+            )
+        _port_of(value)
         return value
 
     @field_validator("redis_url")
@@ -516,6 +524,14 @@ class Settings(BaseSettings):
                 f"{_named(value)} is not a Redis URL: write redis://HOST:6379/0, rediss:// "
                 "for TLS or unix:///PATH/redis.sock"
             )
+        if _scheme(value) != "unix":
+            _port_of(value)
+            database = urlsplit(value).path.strip("/")
+            if database and not database.isdigit():
+                raise ValueError(
+                    f"its database, {database[:40]!r}, is not a number: write "
+                    "redis://HOST:6379/0 (0 to 15 on a Redis as it comes)"
+                )
         return value
 
     @property
@@ -555,6 +571,14 @@ def _scheme(url: str) -> str:
     """A URL's scheme without its driver (``postgresql`` of ``postgresql+psycopg://``)."""
     scheme, found, _ = url.partition("://")
     return scheme.partition("+")[0].lower() if found else ""
+
+
+def _port_of(url: str) -> int | None:
+    """The URL's port; a ValueError that says so when it is not a number."""
+    try:
+        return urlsplit(url).port
+    except ValueError:
+        raise ValueError("its port is not a number from 0 to 65535") from None
 
 
 def _named(url: str) -> str:

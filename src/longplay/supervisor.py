@@ -71,8 +71,13 @@ def lock_data_folder(data_dir: Path) -> TextIO:
     it; if the one that holds it has ended but its Redis still runs (it holds the lock
     too, so that no second Redis starts on its socket), wait for that up to
     :data:`LOCK_WAIT` seconds first."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    lock = (data_dir / "up.lock").open("a+")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        lock = (data_dir / "up.lock").open("a+")
+    except OSError as exc:  # a file where a folder goes, or a folder this user cannot write
+        raise CannotStart(
+            f"cannot make the data folder LONGPLAY_DATA_DIR={str(data_dir)!r}: {exc.strerror}"
+        ) from None
     deadline = time.monotonic() + LOCK_WAIT
     while True:
         try:

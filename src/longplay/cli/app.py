@@ -134,7 +134,16 @@ def prepare(settings: Settings) -> None:
     from longplay.store.db import NewerSchema, migrate
 
     keep_private()
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:  # a file where a folder goes, or a folder this user cannot write
+        where = str(settings.data_dir)
+        err.print(
+            f"cannot make the data folder LONGPLAY_DATA_DIR={where!r}: {exc.strerror}",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
     url = settings.effective_database_url
     try:
         with opening_database(url):
