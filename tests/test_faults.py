@@ -542,3 +542,38 @@ def test_an_event_stream_goes_on_through_a_store_outage(database_kind: str, tmp_
         assert heard == ["queued", "cancelled"], heard
         log = (deployment.data_dir / "api.log").read_text()
         assert "Traceback" not in log and "unhandled error" not in log, log[-3000:]
+
+
+def test_an_input_stored_but_not_in_the_workers_data_folder_is_retried_not_lost(
+    database_kind: str, tmp_path: Path
+) -> None:
+    """A worker on a machine where the shared storage is not mounted found the row but
+    not the file, and failed the job for good telling its owner to upload again, though
+    the upload was there all along. It is a storage fault to retry, saying where to look."""
+    if database_kind != "sqlite":
+        pytest.skip("the data folder's, whatever the store")
+    with Stack(tmp_path / "stack", database_kind, logs=True) as deployment:
+        deployment.env["LONGPLAY_MAX_ATTEMPTS"] = "10"
+        deployment.start_api()
+        deployment.start_worker()
+        client = deployment.client("opal")
+        upload = client.post(
+            "/v1/artifacts", files={"file": ("note.txt", b"kept note", "text/plain")}
+        )
+        assert upload.status_code == 201, upload.text
+        [stored] = [p for p in (deployment.data_dir / "files").rglob("*") if p.is_file()]
+        aside = tmp_path / "aside"
+        stored.rename(aside)  # as a worker without the mount sees it
+        job = submit(client, params={"seconds": 0}, inputs=[upload.json()["id"]])
+        retrying = wait_until(
+            lambda: [a for a in client.get(f"/v1/jobs/{job['id']}/attempts").json() if a["error"]],
+            timeout=60,
+        )
+        aside.rename(stored)
+        error = retrying[0]["error"]
+        assert error["code"] == "storage_unavailable" and error["retryable"] is True, error
+        assert "is stored, but its file is not in this worker's data folder" in error["message"]
+        assert "LONGPLAY_DATA_DIR" in error["message"], error
+        assert str(deployment.data_dir) not in error["message"]
+        done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=60)
+        assert done["status"] == "completed", done["error"]

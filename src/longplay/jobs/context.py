@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterable, Sequence, Sized
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,6 +17,7 @@ from longplay.framework import (
     ItemFn,
     JobError,
     PermanentError,
+    RetryableError,
     StepContext,
     get_kind,
 )
@@ -31,6 +33,8 @@ from longplay.store import files
 from longplay.store.db import session_scope
 from longplay.store.models import Artifact, Job
 from longplay.store.queries import outputs_of
+
+log = logging.getLogger(__name__)
 
 
 class ItemPool(Protocol):
@@ -182,9 +186,19 @@ def load_inputs(job: Job) -> list[InputFile]:
     for artifact_id in artifact_ids:
         artifact = rows.get(artifact_id)
         path = files.path_of(artifact) if artifact is not None else None
-        if artifact is None or path is None or not path.is_file():
+        if artifact is None or path is None:
             raise PermanentError(
                 f"input {artifact_id} no longer exists; upload it again", code="input_missing"
+            )
+        if not path.is_file():
+            # Stored, but not in this machine's data folder: shared storage not mounted
+            # here, most likely. Another worker (or this one, mended) may find it.
+            log.warning("job %s: input %s is not at %s", job.id, artifact_id, path)
+            raise RetryableError(
+                f"input {artifact_id} is stored, but its file is not in this worker's data "
+                "folder: is the storage the workers share (LONGPLAY_DATA_DIR) there on "
+                "its machine?",
+                code="storage_unavailable",
             )
         inputs.append(input_file(artifact))
     return inputs
