@@ -11,9 +11,11 @@ from __future__ import annotations
 from longplay.broker.app import SETTLE_WAITING, celery_app
 from longplay.jobs import dependencies, flow_events
 from longplay.jobs.unit import unit_of_work
+from longplay.worker.upkeep import round_of_upkeep
 
 
 @celery_app.task(name=SETTLE_WAITING, ignore_result=True)
+@round_of_upkeep
 def settle_waiting() -> dict[str, int]:
     """Settle the waiting jobs whose upstream jobs ended, then end the flows whose jobs
     all ended (a cancelled dependent may be a flow's last job)."""

@@ -41,6 +41,7 @@ from longplay.store.db import dispose_engine
 from longplay.store.models import utcnow
 from longplay.worker import admission
 from longplay.worker.memory import give_memory_back
+from longplay.worker.upkeep import round_of_upkeep
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ def _stopping(**_: object) -> None:
 
 
 @celery_app.task(name=REAP, ignore_result=True)
+@round_of_upkeep
 def reap() -> int:
     """Send jobs whose worker stopped renewing their lease, or whose process on this
     machine died, back to the queue."""
@@ -155,6 +157,7 @@ def reap() -> int:
 
 
 @celery_app.task(name=ADMIT, ignore_result=True)
+@round_of_upkeep
 def admit() -> dict[str, int]:
     """An admission round: deadlines, lost messages, hand over the held jobs that are due."""
     return rounds.tick()
@@ -177,6 +180,7 @@ def _stop_admission(**_: object) -> None:
 
 
 @celery_app.task(name=CLEANUP, ignore_result=True)
+@round_of_upkeep
 def cleanup() -> dict[str, Any]:
     """Delete old jobs, expired results, unused uploads and scratch space (beat, hourly)."""
     return run_cleanup().as_dict()

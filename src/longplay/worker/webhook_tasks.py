@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from longplay.broker.app import DELIVER_WEBHOOK, SWEEP_WEBHOOKS, celery_app
 from longplay.jobs.webhooks import delivery, outbox
+from longplay.worker.upkeep import round_of_upkeep
 
 
 @celery_app.task(name=DELIVER_WEBHOOK, ignore_result=True)
@@ -19,6 +20,7 @@ def deliver_webhook(delivery_id: str) -> None:
 
 
 @celery_app.task(name=SWEEP_WEBHOOKS, ignore_result=True)
+@round_of_upkeep
 def sweep_webhooks() -> int:
     """Send again the due webhooks no message carries (lost, or their worker died)."""
     return outbox.sweep()
