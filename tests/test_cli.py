@@ -286,6 +286,20 @@ def test_api_flags_set_host_port_and_processes(tmp_path: Path) -> None:
         wait_until(lambda: _answers(f"http://127.0.0.1:{port}"), timeout=60, every=0.25)
         spawned = [c for c in _children(process.pid) if "multiprocessing.spawn" in c]
         assert len(spawned) == 2, spawned
+        # A second API on the port says so in a line, as up does.
+        taken = subprocess.run(
+            [sys.executable, "-m", "longplay", "api", "--port", str(port)],
+            env=_own_env(tmp_path / "other"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert taken.returncode == 1, taken.stderr
+        assert taken.stderr.strip() == f"port {port} is in use: stop what uses it or pass --port"
+        # Killed outright, it takes its API processes with it: they held the port.
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(10)
+        wait_until(lambda: not _answers(f"http://127.0.0.1:{port}"), timeout=20, every=0.25)
     finally:
         stop_process(process)
 

@@ -144,11 +144,12 @@ def check_port(host: str, port: int) -> None:
                 raise CannotStart(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-def _ends_with(parent: int, sig: signal.Signals) -> Callable[[], None] | None:
-    """What a child runs between fork and exec so that the kernel sends it ``sig``
-    when ``parent`` (``up``) ends, even by SIGKILL; None where that is not Linux. It
-    runs after the child has moved to its own process group, and the signal survives
-    the exec. A parent that ended before the call is caught by a look at ``getppid``."""
+def ends_with(parent: int, sig: signal.Signals) -> Callable[[], None] | None:
+    """What a child runs between fork and exec (or first thing, in a process a parent
+    spawned) so that the kernel sends it ``sig`` when ``parent`` (``up``) ends, even by
+    SIGKILL; None where that is not Linux. It runs after the child has moved to its own
+    process group, and the signal survives the exec. A parent that ended before the call
+    is caught by a look at ``getppid``."""
     if _libc is None:
         return None
     prctl = _libc.prctl
@@ -206,7 +207,7 @@ class Child:
             env={**os.environ, **self.env},
             process_group=0,
             pass_fds=self.pass_fds,
-            preexec_fn=_ends_with(os.getpid(), self.death_signal),
+            preexec_fn=ends_with(os.getpid(), self.death_signal),
         )
         self.starts += 1
         self.started_at = time.monotonic()

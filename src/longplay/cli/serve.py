@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -13,13 +14,16 @@ import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.text import Text
 
 from longplay.cli.app import app, console, err, prepare, setup_logging, uvicorn_logging
 from longplay.settings import WARNINGS_SAID, Settings, get_settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def _ensure_local_key(settings: Settings) -> str | None:
@@ -227,15 +231,22 @@ def api(host: Host = None, port: Port = None, workers: ApiWorkers = None) -> Non
     """Serve the HTTP API alone (for a distributed setup)."""
     import uvicorn
 
+    from longplay.supervisor import CannotStart, check_port
+
     settings = _with_flags(
         LONGPLAY_API_HOST=host, LONGPLAY_API_PORT=port, LONGPLAY_API_WORKERS=workers
     )
     setup_logging(settings)
+    try:
+        check_port(settings.api.host, settings.api.port)
+    except CannotStart as exc:
+        _refuse(exc)
     _load_plugins_here(settings)
     prepare(settings)
     os.environ[WARNINGS_SAID] = "1"  # told above: its API processes read the same settings
+    os.environ[_API_PARENT] = str(os.getpid())
     uvicorn.run(
-        "longplay.api.app:create_app",
+        "longplay.cli.serve:api_app",
         factory=True,
         workers=settings.api.workers,
         host=settings.api.host,
@@ -244,6 +255,26 @@ def api(host: Host = None, port: Port = None, workers: ApiWorkers = None) -> Non
         log_config=uvicorn_logging(settings),
         timeout_graceful_shutdown=5,
     )
+
+
+_API_PARENT = "_LONGPLAY_API_PARENT"
+"""The pid of ``longplay api``, for the API processes it starts (``--workers``)."""
+
+
+def api_app() -> FastAPI:
+    """The API, in each process uvicorn serves it from. One of several (``--workers``)
+    ends with the ``longplay api`` that started it, however that ends (``kill -9``
+    included): left behind, they went on answering on the port, and a new ``longplay
+    api`` could not listen on it."""
+    from longplay.api.app import create_app
+    from longplay.supervisor import ends_with
+
+    parent = os.environ.get(_API_PARENT, "")
+    if parent.isdigit() and int(parent) == os.getppid():
+        end = ends_with(int(parent), signal.SIGTERM)
+        if end is not None:
+            end()
+    return create_app()
 
 
 @app.command()
