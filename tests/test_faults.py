@@ -78,7 +78,7 @@ def test_reaper_requeues_the_job_of_a_dead_worker(make_stack: Callable[[], Stack
     done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=60)
     assert done["status"] == "completed" and done["attempts"] == 2
     attempts = client.get(f"/v1/jobs/{job['id']}/attempts").json()
-    assert [a["outcome"] for a in attempts] == ["retrying", "completed"]
+    assert [a["outcome"] for a in attempts] == ["lost", "completed"]
     assert attempts[0]["error"]["code"] == "worker_lost"
 
 
@@ -151,7 +151,7 @@ def test_the_job_of_a_worker_killed_on_this_machine_is_not_kept_for_its_lease(
     assert done["status"] == "completed" and done["attempts"] == 2
     assert time.monotonic() - killed < 30, "well inside the 60 s lease"
     attempts = client.get(f"/v1/jobs/{job['id']}/attempts").json()
-    assert [a["outcome"] for a in attempts] == ["retrying", "completed"]
+    assert [a["outcome"] for a in attempts] == ["lost", "completed"]
     assert attempts[0]["error"]["code"] == "worker_lost"
     assert "died" in attempts[0]["error"]["message"], attempts[0]["error"]
 

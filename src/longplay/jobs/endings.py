@@ -21,7 +21,7 @@ from longplay import keys
 from longplay.framework import JobError, PermanentError, RetryPolicy, get_kind
 from longplay.jobs import lifecycle
 from longplay.jobs.admission import pump
-from longplay.jobs.attempts import close_attempt
+from longplay.jobs.attempts import DIED, close_attempt
 from longplay.jobs.unit import tell, unit_of_work
 from longplay.redis_client import get_redis
 from longplay.settings import get_settings
@@ -88,7 +88,10 @@ def settle_error(
                 **where,
             )
         if moved:
-            close_attempt(session, job.id, worker, "retrying" if retry else "failed", details)
+            # A run whose worker died is "lost", however that was found (by the reaper,
+            # as here, or by the next run of the job: attempts.DIED).
+            how = ("lost" if error.code == DIED["code"] else "retrying") if retry else "failed"
+            close_attempt(session, job.id, worker, how, details)
             told = ErrorPublic.told(details).model_dump()  # no server paths
             if retry:
                 unit.announce("retrying", job.id, status="queued", error=told)
