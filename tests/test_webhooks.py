@@ -231,6 +231,48 @@ def test_retry_after_and_backoff_rules() -> None:
     assert delivery.Answer(error="not sent", refused=True).final
 
 
+def test_a_message_through_the_environments_proxy_is_held_to_the_timeout_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through ``HTTP_PROXY`` (an HTTP proxy of this machine here), a message goes to
+    the proxy, which decides where it may go; an answer that drags on there is cut at
+    the attempt's timeout as it is on a direct one."""
+    asked: list[str] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            asked.append(self.path)
+            if self.path.endswith("/slow"):
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                for line in range(20):
+                    self.wfile.write(f"x-line-{line}: 1\r\n".encode())
+                    self.wfile.flush()
+                    time.sleep(0.25)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        answer = delivery.post("http://hooks.example/fast", b"{}", {}, timeout=2)
+        assert answer.accepted and asked == ["http://hooks.example/fast"], (answer, asked)
+        began = time.monotonic()
+        slow = delivery.post("http://hooks.example/slow", b"{}", {}, timeout=1)
+        assert not slow.accepted and "ReadTimeout" in (slow.error or ""), slow
+        assert time.monotonic() - began < 2.5, "cut at the timeout, not after 5 s of lines"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_name_that_resolves_to_this_machine_is_not_sent_to_unless_allowed(
     receiver: Receiver,
 ) -> None:

@@ -226,6 +226,10 @@ def _no_warning_of_cancelled_tasks(**_: object) -> None:
     )
 
 
+_API_PARENT = "_LONGPLAY_API_PARENT"
+"""The pid of ``longplay api``, for the API processes it starts (``--workers``)."""
+
+
 @app.command()
 def api(host: Host = None, port: Port = None, workers: ApiWorkers = None) -> None:
     """Serve the HTTP API alone (for a distributed setup)."""
@@ -255,10 +259,6 @@ def api(host: Host = None, port: Port = None, workers: ApiWorkers = None) -> Non
         log_config=uvicorn_logging(settings),
         timeout_graceful_shutdown=5,
     )
-
-
-_API_PARENT = "_LONGPLAY_API_PARENT"
-"""The pid of ``longplay api``, for the API processes it starts (``--workers``)."""
 
 
 def api_app() -> FastAPI:

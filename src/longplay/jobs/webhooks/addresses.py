@@ -170,6 +170,7 @@ class _Transport(httpx.HTTPTransport):
             proxy_auth=proxy.raw_auth,
             proxy_headers=proxy.headers.raw,
             ssl_context=context,
+            proxy_ssl_context=proxy.ssl_context,
             network_backend=backend,
         )
 
