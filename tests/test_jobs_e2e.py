@@ -812,6 +812,27 @@ def test_only_admins_list_every_owner(stack: Stack) -> None:
     assert admin.get(f"/v1/jobs/{job['id']}").status_code == 404, "reads stay scoped"
 
 
+def test_a_pool_process_over_its_memory_bound_is_replaced_between_jobs(
+    make_stack: Callable[[], Stack],
+) -> None:
+    """``LONGPLAY_WORKER_MAX_MEMORY_MB``: nothing replaced a pool process, so whatever
+    its heap gathered stayed for the worker's life. Over the bound (1 MiB here: every
+    process is), each job ends in a process that is then replaced; none is lost."""
+    deployment = make_stack()
+    deployment.env["LONGPLAY_WORKER_MAX_MEMORY_MB"] = "1"
+    deployment.start_api()
+    deployment.start_worker(concurrency=1)
+    client = deployment.client()
+    ran_in = []
+    for _ in range(3):
+        job = submit(client, params={"seconds": 0.1})
+        done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=60)
+        assert done["status"] == "completed" and done["attempts"] == 1, done
+        [run] = client.get(f"/v1/jobs/{job['id']}/attempts").json()
+        ran_in.append(run["worker"].rsplit(":", 1)[1])  # host:worker pid:pool pid
+    assert len(set(ran_in)) == 3, ran_in
+
+
 def test_killed_pool_process_job_runs_again_at_once(stack: Stack) -> None:
     client = stack.client()
     job = submit(client, params={"seconds": 4, "ticks": 40})

@@ -179,6 +179,11 @@ class WorkerSettings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     cancel_grace: float = Field(default=10.0, ge=0)
     """Seconds a cancelled job may run on before its process is stopped (and replaced)."""
+    max_memory_mb: int = Field(default=0, ge=0, alias="LONGPLAY_WORKER_MAX_MEMORY_MB")
+    """A pool process whose resident memory is over this many MiB once a job ended is
+    replaced by a new one (which loads its models again): a bound for a worker that runs
+    for weeks. 0: never. Set it above what the engines take loaded (about 1 GiB with the
+    built-in models), or every job would start a new process."""
 
     @model_validator(mode="after")
     def _heartbeat_within_lease(self) -> WorkerSettings:

@@ -73,6 +73,8 @@ def make_celery(settings: Settings) -> Celery:
             "visibility_timeout": settings.worker.visibility_timeout,
         },
         worker_soft_shutdown_timeout=settings.worker.shutdown_grace,
+        # Celery's own check, in KiB, made in the pool process after each task; None: off.
+        worker_max_memory_per_child=settings.worker.max_memory_mb * 1024 or None,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         beat_schedule={
