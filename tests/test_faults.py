@@ -399,6 +399,26 @@ def unwritable(path: Path) -> Iterator[None]:
         subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
+def first_run_error(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    """The error of the job's first run that ended with one, once there is one."""
+    failed = wait_until(
+        lambda: [a for a in client.get(f"/v1/jobs/{job_id}/attempts").json() if a["error"]],
+        timeout=60,
+    )
+    return dict(failed[0]["error"])
+
+
+def retried_to_completion(
+    client: httpx.Client, job_id: str, error: dict[str, Any], data_dir: Path
+) -> None:
+    """``error`` was a storage fault to retry, naming no server path, and the job, its
+    storage mended, completed."""
+    assert error["code"] == "storage_unavailable" and error["retryable"] is True, error
+    assert str(data_dir) not in error["message"]
+    done = wait_for_status(client, job_id, {"completed", "failed"}, timeout=60)
+    assert done["status"] == "completed", done["error"]
+
+
 def test_a_data_folder_that_could_not_be_written_serves_again_once_it_can(
     database_kind: str, tmp_path: Path
 ) -> None:
@@ -426,17 +446,8 @@ def test_a_data_folder_that_could_not_be_written_serves_again_once_it_can(
         files.mkdir(exist_ok=True)
         with unwritable(files):
             job = submit(client, params={"seconds": 0, "text": "kept"})
-            retrying = wait_until(
-                lambda: [
-                    a for a in client.get(f"/v1/jobs/{job['id']}/attempts").json() if a["error"]
-                ],
-                timeout=60,
-            )
-        error = retrying[0]["error"]
-        assert error["code"] == "storage_unavailable" and error["retryable"] is True, error
-        assert str(deployment.data_dir) not in error["message"]
-        done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=60)
-        assert done["status"] == "completed", done["error"]
+            error = first_run_error(client, job["id"])
+        retried_to_completion(client, job["id"], error, deployment.data_dir)
 
 
 def test_a_step_is_not_held_up_for_as_long_as_another_holds_sqlites_write_lock(
@@ -565,18 +576,11 @@ def test_an_input_stored_but_not_in_the_workers_data_folder_is_retried_not_lost(
         aside = tmp_path / "aside"
         stored.rename(aside)  # as a worker without the mount sees it
         job = submit(client, params={"seconds": 0}, inputs=[upload.json()["id"]])
-        retrying = wait_until(
-            lambda: [a for a in client.get(f"/v1/jobs/{job['id']}/attempts").json() if a["error"]],
-            timeout=60,
-        )
+        error = first_run_error(client, job["id"])
         aside.rename(stored)
-        error = retrying[0]["error"]
-        assert error["code"] == "storage_unavailable" and error["retryable"] is True, error
         assert "is stored, but its file is not in this worker's data folder" in error["message"]
         assert "LONGPLAY_DATA_DIR" in error["message"], error
-        assert str(deployment.data_dir) not in error["message"]
-        done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=60)
-        assert done["status"] == "completed", done["error"]
+        retried_to_completion(client, job["id"], error, deployment.data_dir)
 
 
 def test_beats_rounds_through_a_store_outage_write_a_line_each(
