@@ -47,6 +47,7 @@ from longplay.api.routes.events import StreamEnded
 from longplay.dashboard import app as dashboard
 from longplay.jobs import refusals
 from longplay.jobs.metrics import REQUESTS
+from longplay.jobs.outages import REDIS_DOWN, STORE_DOWN, part_down
 from longplay.kinds import load as load_kinds
 from longplay.settings import get_settings
 from longplay.store.files import UploadTooLarge
@@ -172,7 +173,7 @@ async def _part_down(request: Request, exc: Exception) -> JSONResponse:
     """The store or Redis did not answer this request: a 503 the client may retry, and
     one line in the log. Anything else raised as one (a missing table, a wrong Redis
     password) is a fault: a 500."""
-    part = outages.part_down(exc)
+    part = part_down(exc)
     if part is None:
         return await _internal_error(request, exc)
     outages.log_outage(request, part, exc)
@@ -315,7 +316,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(HTTPException, _refused)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(DataError, _unstorable)
-    for down in (*outages.STORE_DOWN, *outages.REDIS_DOWN):
+    for down in (*STORE_DOWN, *REDIS_DOWN):
         app.add_exception_handler(down, _part_down)
     app.add_exception_handler(Exception, _internal_error)
     app.openapi = lambda: openapi.document(app)  # type: ignore[method-assign]

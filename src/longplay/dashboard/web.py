@@ -32,6 +32,7 @@ from longplay.api.deps import in_store
 from longplay.dashboard import sessions
 from longplay.dashboard.sessions import Viewer
 from longplay.jobs import refusals
+from longplay.jobs.outages import part_down
 from longplay.store.files import UploadTooLarge
 from longplay.store.views import OutputRef
 
@@ -332,7 +333,7 @@ def as_page(request: Request, answer: Response) -> HTMLResponse:
 def _failure_page(request: Request, exc: Exception) -> HTMLResponse:
     """What went wrong on the service's side, as a page: the store or Redis not
     answering (503, try again shortly) or a bug (500, its traceback logged)."""
-    if part := outages.part_down(exc):
+    if part := part_down(exc):
         outages.log_outage(request, part, exc)
         page = error_page(
             request,
