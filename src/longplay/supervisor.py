@@ -40,6 +40,7 @@ from typing import TextIO
 
 from longplay.embedded import listens, redis_command, wait_until_ready
 from longplay.settings import WARNINGS_SAID, Settings
+from longplay.store.files import make_data_folder
 
 log = logging.getLogger("longplay.up")
 STOP_TIMEOUT = 30.0
@@ -71,13 +72,8 @@ def lock_data_folder(data_dir: Path) -> TextIO:
     it; if the one that holds it has ended but its Redis still runs (it holds the lock
     too, so that no second Redis starts on its socket), wait for that up to
     :data:`LOCK_WAIT` seconds first."""
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        lock = (data_dir / "up.lock").open("a+")
-    except OSError as exc:  # a file where a folder goes, or a folder this user cannot write
-        raise CannotStart(
-            f"cannot make the data folder LONGPLAY_DATA_DIR={str(data_dir)!r}: {exc.strerror}"
-        ) from None
+    make_data_folder(data_dir)
+    lock = (data_dir / "up.lock").open("a+")
     deadline = time.monotonic() + LOCK_WAIT
     while True:
         try:
@@ -292,7 +288,8 @@ class Supervisor:
         """Before anything starts: lock the data folder for as long as this process
         lives (its Redis holds the lock too), and check the API's port is free. Raise
         :class:`CannotStart` if either is taken, or a Redis already answers on the
-        folder's socket (older ``up``s took no lock). A folder not there yet is made
+        folder's socket (older ``up``s took no lock); ``NoDataFolder`` if the folder
+        cannot be made. A folder not there yet is made
         only once the port is known to be free: a refused ``up`` leaves nothing behind."""
         if not self.settings.data_dir.exists():  # so no other up can be running on it
             check_port(self.settings.api.host, self.settings.api.port)

@@ -132,17 +132,13 @@ def prepare(settings: Settings) -> None:
     opened (not there, unreachable, refused, an unknown URL) or whose schema a newer
     longplay made ends the command with one line saying why."""
     from longplay.store.db import NewerSchema, migrate
+    from longplay.store.files import NoDataFolder, make_data_folder
 
     keep_private()
     try:
-        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:  # a file where a folder goes, or a folder this user cannot write
-        where = str(settings.data_dir)
-        err.print(
-            f"cannot make the data folder LONGPLAY_DATA_DIR={where!r}: {exc.strerror}",
-            markup=False,
-            soft_wrap=True,
-        )
+        make_data_folder(settings.data_dir)
+    except NoDataFolder as exc:
+        err.print(str(exc), markup=False, soft_wrap=True)
         raise typer.Exit(1) from None
     url = settings.effective_database_url
     try:

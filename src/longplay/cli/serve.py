@@ -81,6 +81,7 @@ def up(host: Host = None, port: Port = None, workers: ApiWorkers = None) -> None
     One at a time on a data folder: another ``up`` on it, or one whose port is taken,
     says so in one line and exits with 1, having started nothing."""
     from longplay.client.core import ALL_INTERFACES, key_file, local_url, url_file
+    from longplay.store.files import NoDataFolder
     from longplay.supervisor import CannotStart, Supervisor
 
     settings = _with_flags(
@@ -90,7 +91,7 @@ def up(host: Host = None, port: Port = None, workers: ApiWorkers = None) -> None
     supervisor = Supervisor(settings)
     try:
         supervisor.claim()
-    except CannotStart as exc:
+    except (CannotStart, NoDataFolder) as exc:
         _refuse(exc)
     plugins = _load_plugins_aside(settings)
     supervisor.start_redis()

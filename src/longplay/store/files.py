@@ -32,6 +32,21 @@ SERVED_FILE_HEADERS = {
 UPLOAD_SETTING = "LONGPLAY_MAX_UPLOAD_BYTES"
 
 
+class NoDataFolder(Exception):
+    """The data folder cannot be made (one line, naming its setting)."""
+
+
+def make_data_folder(data_dir: Path) -> None:
+    """Make the data folder, for its user alone, if it is not there; :class:`NoDataFolder`
+    where it cannot be (a file where a folder goes, a folder this user cannot write in)."""
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NoDataFolder(
+            f"cannot make the data folder LONGPLAY_DATA_DIR={str(data_dir)!r}: {exc.strerror}"
+        ) from None
+
+
 def size_text(count: int) -> str:
     """A limit in bytes as a person reads it, exactly: ``512 MiB (536870912 bytes)``."""
     for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
