@@ -24,7 +24,7 @@ from conftest import Stack, signed_in_browser, submit, wait_for_status, wait_unt
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from longplay import Client
+from longplay import Client, keys
 from longplay.client import Event
 from longplay.store.db import session_scope
 
@@ -319,6 +319,31 @@ def test_a_worker_that_lost_redis_says_so_in_a_line(database_kind: str, tmp_path
             print(log.read_text()[-4000:])  # what the worker said instead, for the report
             raise
         assert "CPendingDeprecationWarning" not in log.read_text(), log.read_text()[-3000:]
+
+
+def test_beat_while_redis_is_away_says_so_in_a_line_a_send(
+    database_kind: str, tmp_path: Path
+) -> None:
+    """Each scheduled send beat could not make wrote the call stack and a chained
+    traceback, some 150 lines, every second with admission's schedule."""
+    if database_kind != "sqlite":
+        pytest.skip("the broker's, whatever the store")
+    with Stack(tmp_path / "stack", database_kind, logs=True) as deployment:
+        deployment.env["LONGPLAY_DISPATCH_INTERVAL"] = "1"
+        deployment.start_beat()
+        log = deployment.data_dir / "beat.log"
+        broker = redis.Redis.from_url(deployment.redis_url)
+        # Killed before beat's first send, Redis costs it its connection instead: that
+        # is Celery's own line, "Connection error: … Trying again in 2 seconds".
+        wait_until(lambda: broker.llen(keys.UPKEEP_QUEUE) >= 1, timeout=60)
+        deployment.kill("redis")
+        try:
+            wait_until(lambda: log.read_text().count("not sent, Redis did not answer") >= 2)
+        finally:
+            deployment.start_redis()
+        text = log.read_text()
+        assert "admit: not sent, Redis did not answer (ConnectionError: " in text, text[-3000:]
+        assert "Traceback" not in text and "Couldn't apply" not in text, text[-3000:]
 
 
 def test_the_cli_says_why_it_waits_while_the_store_is_away(

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import sys
 
-from longplay.broker.app import ADMIT, REAP, RUN_JOB, QuietRoutine
+import pytest
+import redis
+
+from longplay.broker.app import ADMIT, REAP, RUN_JOB, BrokerAway, QuietRoutine
 
 
 def record(level: int, message: str, *args: object) -> logging.LogRecord:
@@ -17,3 +21,37 @@ def test_routine_upkeep_lines_are_dropped_and_the_rest_kept() -> None:
     assert not quiet.filter(record(logging.INFO, "Scheduler: Sending due task reap (%s)", REAP))
     assert quiet.filter(record(logging.INFO, "Task %s[abc] received", RUN_JOB))
     assert quiet.filter(record(logging.ERROR, "Task %s[abc] raised: boom", REAP))
+
+
+def failed_send(cause: BaseException) -> logging.LogRecord:
+    """Beat's record of a scheduled send that raised ``cause``, as Celery makes it."""
+    try:
+        try:
+            raise cause
+        except BaseException as exc:
+            raise RuntimeError(f"Couldn't apply scheduled task admit: {exc}") from exc
+    except RuntimeError as exc:
+        message = logging.LogRecord(
+            "celery.beat", logging.ERROR, __file__, 1, "Message Error: %s\n%s", (exc, []), None
+        )
+        message.exc_info = sys.exc_info()
+        return message
+
+
+def test_a_send_beat_could_not_make_for_redis_is_a_line_and_for_else_a_traceback() -> None:
+    away = failed_send(redis.ConnectionError("Error 111 connecting to redis.sock."))
+    assert BrokerAway().filter(away) and away.exc_info is None
+    assert away.levelname == "WARNING"
+    assert away.getMessage() == (
+        "admit: not sent, Redis did not answer (ConnectionError: Error 111 connecting to "
+        "redis.sock.); beat sends it at its next time"
+    )
+
+
+@pytest.mark.parametrize(
+    "cause", [redis.AuthenticationError("invalid password"), TypeError("not JSON")]
+)
+def test_a_send_that_failed_for_another_reason_keeps_its_traceback(cause: Exception) -> None:
+    other = failed_send(cause)
+    assert BrokerAway().filter(other)
+    assert other.exc_info is not None and other.levelname == "ERROR"

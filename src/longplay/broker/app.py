@@ -9,7 +9,9 @@ the store, so Celery keeps no results.
 from __future__ import annotations
 
 import logging
+import re
 
+import redis
 from celery import Celery
 from kombu import Queue
 
@@ -38,9 +40,48 @@ class QuietRoutine(logging.Filter):
         return not any(name in message for name in ROUTINE)
 
 
+_SCHEDULED = re.compile(r"Couldn't apply scheduled task (\S+):")
+
+
+class BrokerAway(logging.Filter):
+    """Beat's "Message Error: Couldn't apply scheduled task …" while Redis does not
+    answer, as one line. Celery writes the call stack and a chained traceback of some
+    150 lines for each send it could not make, which with admission's schedule is one a
+    second for as long as Redis is away. A send that failed for another reason (a wrong
+    password, a task that cannot be serialized) keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        away = _redis_away(error) if error is not None else None
+        if away is None:
+            return True
+        task = _SCHEDULED.search(str(error))
+        first = (str(away).strip().splitlines() or [""])[0][:200]
+        record.msg = "%s: not sent, Redis did not answer (%s: %s); beat sends it at its next time"
+        record.args = (task.group(1) if task else "a scheduled task", type(away).__name__, first)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+def _redis_away(error: BaseException) -> BaseException | None:
+    """The error in ``error``'s chain that says Redis did not answer, if one does."""
+    seen: set[int] = set()
+    at: BaseException | None = error
+    while at is not None and id(at) not in seen:
+        seen.add(id(at))
+        if isinstance(at, redis.AuthenticationError):
+            return None
+        if isinstance(at, (redis.ConnectionError, redis.TimeoutError)):
+            return at
+        at = at.__cause__ or at.__context__
+    return None
+
+
 def quiet_routine_logs() -> None:
     for name in ("celery.worker.strategy", "celery.app.trace", "celery.beat"):
         logging.getLogger(name).addFilter(QuietRoutine())
+    logging.getLogger("celery.beat").addFilter(BrokerAway())
 
 
 def make_celery(settings: Settings) -> Celery:
