@@ -491,6 +491,30 @@ def test_started_progress_and_final_in_order(hooks_stack: Stack, receiver: Recei
     assert all(r["event"] == "progress" for r in rows if r["status"] == "superseded")
 
 
+def test_a_jobs_messages_go_out_while_every_worker_process_runs_a_job(
+    hooks_stack: Stack, receiver: Receiver
+) -> None:
+    """Messages waited for a free worker process: with both running a job, a job's
+    ``started`` came after its run and its progress not at all (superseded unsent)."""
+    client = hooks_stack.client("alice")
+    urls = [receiver.url() for _ in range(2)]
+    jobs = [
+        submit(
+            client,
+            params={"seconds": 4.0, "ticks": 40},
+            callback_url=url,
+            callback_events=["started", "progress"],
+        )
+        for url, _ in urls
+    ]
+    for job, (_, name) in zip(jobs, urls, strict=True):
+        wait_for_status(client, job["id"], {"completed"}, timeout=30)
+        settled(client, job["id"], count=3)
+        types = [r.json["type"] for r in receiver.received(name)]
+        assert types[0] == "job.started" and types[-1] == "job.completed", types
+        assert types.count("job.progress") >= 2, types
+
+
 def test_a_progress_message_on_the_wire_when_its_job_ends_is_not_sent_again(
     hooks_stack: Stack, receiver: Receiver
 ) -> None:

@@ -59,10 +59,15 @@ def help_job(job_id: str, step: str, *, queue: str) -> None:
     celery_app.send_task(HELP_JOB, args=[job_id, step], queue=queue)
 
 
-def deliver_webhook(delivery_id: str, *, countdown: float | None = None) -> None:
+def deliver_webhook(
+    delivery_id: str, job_id: str | None, *, countdown: float | None = None
+) -> None:
     """Ask a worker (upkeep queue) to make the next attempt at a committed delivery."""
     celery_app.send_task(
-        DELIVER_WEBHOOK, args=[delivery_id], queue=keys.UPKEEP_QUEUE, countdown=countdown
+        DELIVER_WEBHOOK,
+        args=[delivery_id, job_id],
+        queue=keys.UPKEEP_QUEUE,
+        countdown=countdown,
     )
 
 

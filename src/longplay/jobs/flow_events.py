@@ -29,7 +29,7 @@ from longplay.framework import get_kind
 from longplay.jobs import events
 from longplay.jobs.dependencies import ENDINGS, SWEEP_AT_MOST, UNENDED, OpenUnit
 from longplay.jobs.hooks import Announcement, Transaction
-from longplay.jobs.webhooks import outbox
+from longplay.jobs.webhooks import outbox, relay
 from longplay.redis_client import get_redis
 from longplay.settings import get_settings
 from longplay.store.db import affected, session_scope
@@ -212,7 +212,7 @@ def _end_if_last(flow_id: str, job_id: str, open_unit: OpenUnit) -> Ending | Non
         flow.ended_as = view.status.value
         if flow.callback_url:
             delivery_id = _add_webhook(session, flow, job_id, view)
-            unit.after_commit(lambda: outbox.send(delivery_id))
+            unit.after_commit(lambda: relay.send(delivery_id, job_id))
     return Ending(view.status.value, view.progress, finished)
 
 

@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from longplay.broker import send as broker
 from longplay.jobs.hooks import Announcement, Transaction
+from longplay.jobs.webhooks import relay
 from longplay.settings import Settings, get_settings
 from longplay.store.db import session_scope
 from longplay.store.models import (
@@ -68,9 +68,10 @@ def stage(tx: Transaction, announcement: Announcement) -> None:
     job = tx.job(announcement.job_id)  # the callback fields never change: any copy will do
     if job is None or not wants(job, name):
         return
-    delivery_id = add(tx.session, announcement.job_id, name)
+    job_id = announcement.job_id
+    delivery_id = add(tx.session, job_id, name)
     if delivery_id is not None:
-        tx.after_commit(lambda: send(delivery_id))
+        tx.after_commit(lambda: relay.send(delivery_id, job_id))
 
 
 def add(
@@ -136,15 +137,6 @@ def job_data(session: Session, job: Job) -> dict[str, Any]:
     return data
 
 
-def send(delivery_id: str, *, countdown: float | None = None) -> None:
-    """Hand a committed delivery to a worker; when the broker does not answer, the
-    sweep sends it later."""
-    try:
-        broker.deliver_webhook(delivery_id, countdown=countdown)
-    except Exception as exc:
-        log.warning("webhook %s: not handed to a worker (%s); the sweep will", delivery_id, exc)
-
-
 class ProgressWebhooks:
     """Sends a running job's progress at a bounded rate: at most one message per
     ``interval`` seconds and per whole percent gained, none at 100 % (the final
@@ -179,7 +171,7 @@ class ProgressWebhooks:
             )
             return
         if delivery_id is not None:
-            send(delivery_id)
+            relay.send(delivery_id, self._job_id)
 
 
 def progress_webhooks(job: Job, settings: Settings) -> ProgressWebhooks | None:
@@ -194,17 +186,15 @@ def sweep(*, limit: int = 500) -> int:
     settings = get_settings()
     due = utcnow() - timedelta(seconds=settings.webhooks.sweep_interval)
     with session_scope() as session:
-        ids = list(
-            session.scalars(
-                select(WebhookDelivery.id)
-                .where(
-                    WebhookDelivery.status.in_([PENDING, SENDING]),
-                    WebhookDelivery.next_attempt_at <= due,
-                )
-                .order_by(WebhookDelivery.next_attempt_at)
-                .limit(limit)
+        found = session.execute(
+            select(WebhookDelivery.id, WebhookDelivery.job_id)
+            .where(
+                WebhookDelivery.status.in_([PENDING, SENDING]),
+                WebhookDelivery.next_attempt_at <= due,
             )
-        )
-    for delivery_id in ids:
-        send(delivery_id)
-    return len(ids)
+            .order_by(WebhookDelivery.next_attempt_at)
+            .limit(limit)
+        ).all()
+    for delivery_id, job_id in found:
+        relay.send(delivery_id, job_id)
+    return len(found)
