@@ -38,6 +38,10 @@ __all__ = [
 ]
 
 TESTS = Path(__file__).parent
+# An engine call that fails as a busy server does is tried again within the call for a
+# minute by default; here it is handed to the job's retries at once (the engine tests
+# and every stack inherit this), and tests/test_engine_client.py tries it within calls.
+os.environ.setdefault("LONGPLAY_ENGINE_RETRY_WITHIN", "0")
 PG_ADMIN = os.environ.get("LONGPLAY_TEST_POSTGRES_URL", harness.POSTGRES_ADMIN)
 TEST_REDIS = os.environ.get("LONGPLAY_TEST_REDIS_URL")
 # Under ``pytest -n N`` each process takes every Nth database, from its own first one.

@@ -26,6 +26,7 @@ import httpx
 import pytest
 from conftest import Stack, submit, wait_for_status, wait_until
 
+from longplay.http_time import parse_retry_after
 from longplay.jobs.webhooks import addresses, delivery, signing
 from longplay.store.db import session_scope
 from longplay.store.models import WebhookDelivery
@@ -217,11 +218,11 @@ def test_signing_matches_the_spec_test_vector() -> None:
 
 
 def test_retry_after_and_backoff_rules() -> None:
-    assert delivery.parse_retry_after("7") == 7.0
+    assert parse_retry_after("7") == 7.0
     when = datetime.now(UTC) + timedelta(seconds=30)
-    from_date = delivery.parse_retry_after(when.strftime("%a, %d %b %Y %H:%M:%S GMT"))
+    from_date = parse_retry_after(when.strftime("%a, %d %b %Y %H:%M:%S GMT"))
     assert from_date is not None and 25 <= from_date <= 31
-    assert delivery.parse_retry_after("soon") is None
+    assert parse_retry_after("soon") is None
     assert delivery.Answer(status_code=410).final
     assert delivery.Answer(status_code=302).final
     assert not delivery.Answer(status_code=429).final

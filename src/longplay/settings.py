@@ -353,6 +353,9 @@ class EngineSettings(BaseSettings):
     """CPU threads per engine; 0: the cores shared out among the worker's processes."""
     gpu_wait_timeout: float | None = Field(default=None, gt=0)
     """Seconds a job waits for its GPU (one job per GPU at a time); unset: as long as it takes."""
+    engine_retry_within: Seconds = Field(default=60.0, ge=0)
+    """Seconds an HTTP engine call goes on trying a server that is rate limiting, busy or
+    unreachable (waiting out its ``Retry-After``) before the job's own retries take over."""
 
 
 class SttSettings(BaseSettings):

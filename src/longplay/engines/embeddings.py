@@ -171,6 +171,7 @@ def _load(settings: Settings) -> Loaded[Embedder]:
             api_key=settings.embed.api_key,
             settings_prefix="LONGPLAY_EMBED",
             timeout_s=settings.embed.timeout,
+            retry_within_s=0,  # a search waits on it: its fallback is the words alone
         )
         name = settings.embed.http_model
         return Loaded(HttpEmbedder(client, model=name), "http", name, "remote")

@@ -277,6 +277,7 @@ def _load(settings: Settings) -> Loaded[Transcriber]:
             api_key=settings.stt.api_key,
             settings_prefix="LONGPLAY_STT",
             timeout_s=settings.stt.timeout,
+            retry_within_s=settings.engines.engine_retry_within,
         )
         model = settings.stt.http_model
         return Loaded(HttpTranscriber(client, model=model), "http", model, "remote")

@@ -255,6 +255,7 @@ def _load(settings: Settings) -> Loaded[Synthesizer]:
             api_key=settings.tts.api_key,
             settings_prefix="LONGPLAY_TTS",
             timeout_s=settings.tts.timeout,
+            retry_within_s=settings.engines.engine_retry_within,
         )
         model = settings.tts.http_model
         synthesizer = HttpSynthesizer(

@@ -15,14 +15,13 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
-import urllib.request
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import httpcore
 import httpx
 
-from longplay.jobs.webhooks.deadline import DeadlineBackend
+from longplay.http_time import DeadlineBackend, Transport, can_bound, proxy_for
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -149,44 +148,17 @@ class PublicOnlyBackend(DeadlineBackend):
         raise error
 
 
-class _Transport(httpx.HTTPTransport):
-    """An httpx transport whose connections are made by ``backend``: straight, or to
-    the HTTP proxy ``proxy``. httpx takes no network backend of its own; its pool
-    (httpcore) does."""
-
-    def __init__(self, backend: httpcore.NetworkBackend, proxy: httpx.Proxy | None) -> None:
-        super().__init__(trust_env=False)
-        context = httpx.create_ssl_context()
-        if proxy is None:
-            self._pool = httpcore.ConnectionPool(ssl_context=context, network_backend=backend)
-            return
-        self._pool = httpcore.HTTPProxy(
-            proxy_url=httpcore.URL(
-                scheme=proxy.url.raw_scheme,
-                host=proxy.url.raw_host,
-                port=proxy.url.port,
-                target=proxy.url.raw_path,
-            ),
-            proxy_auth=proxy.raw_auth,
-            proxy_headers=proxy.headers.raw,
-            ssl_context=context,
-            proxy_ssl_context=proxy.ssl_context,
-            network_backend=backend,
-        )
-
-
 def client_for(url: str, allowed: Sequence[Network], *, timeout: float) -> httpx.Client:
     """The client for one attempt at ``url``, all of it within ``timeout`` seconds from
     now: through the proxy the environment names for it (``HTTPS_PROXY``,
     ``HTTP_PROXY``, ``NO_PROXY``), which then decides where traffic may go; else
     straight, to permitted addresses only."""
-    parsed = httpx.URL(url)
     deadline = time.monotonic() + timeout
-    proxy = urllib.request.getproxies().get(parsed.scheme)
-    if proxy and not urllib.request.proxy_bypass(parsed.host):
-        if httpx.URL(proxy).scheme not in ("http", "https"):  # SOCKS: httpx's own pool
-            return httpx.Client(proxy=proxy, trust_env=False, timeout=timeout)
-        transport = _Transport(DeadlineBackend(deadline), httpx.Proxy(proxy))
+    proxy = proxy_for(httpx.URL(url))
+    if not can_bound(proxy):  # SOCKS: httpx's own pool
+        return httpx.Client(proxy=proxy, trust_env=False, timeout=timeout)
+    if proxy is not None:
+        transport = Transport(DeadlineBackend(deadline), httpx.Proxy(proxy))
     else:
-        transport = _Transport(PublicOnlyBackend(allowed, deadline), None)
+        transport = Transport(PublicOnlyBackend(allowed, deadline), None)
     return httpx.Client(transport=transport, trust_env=False, timeout=timeout)

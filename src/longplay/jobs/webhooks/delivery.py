@@ -10,18 +10,18 @@ networks the operator allows (:mod:`.addresses`).
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from longplay.http_time import parse_retry_after
 from longplay.jobs.unit import tell
 from longplay.jobs.webhooks.addresses import Network, RefusedAddress, client_for
 from longplay.jobs.webhooks.outbox import (
@@ -127,22 +127,6 @@ def _refused(response: httpx.Response, body: bytes) -> str:
         where = response.headers["location"][:500]
         text += f"; redirects are not followed: use the address it points to ({where})"
     return text
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def backoff(attempts: int, settings: Settings) -> float:
