@@ -30,7 +30,7 @@ from longplay.framework import (
 class SleepParams(BaseModel):
     seconds: float = Field(1.0, ge=0, le=600)
     ticks: int = Field(10, ge=1, le=10_000)
-    fail: Literal["permanent", "retryable"] | None = None
+    fail: Literal["permanent", "retryable", "settings"] | None = None
     text: str = "done"
 
 
@@ -50,6 +50,11 @@ def work(ctx: StepContext[SleepParams]) -> None:
         raise PermanentError("the test asked this job to fail", code="asked_to_fail")
     if params.fail == "retryable":
         raise RetryableError("the test asked for a retryable failure", code="asked_to_retry")
+    if params.fail == "settings":  # as an engine server that refuses the key
+        raise PermanentError(
+            "test server refused the credentials (401); check LONGPLAY_TEST_API_KEY",
+            code="engine_auth_failed",
+        )
     out = ctx.workdir / "result.txt"
     out.write_text(params.text)
     ctx.add_output(out, media_type="text/plain")

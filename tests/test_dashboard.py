@@ -486,6 +486,14 @@ def test_retry_failed_jobs_from_the_failed_page(visit: Any) -> None:
         expect(page).to_have_url(re.compile(f"/jobs/{retryable}$"))
         wait_until(lambda: api.get(f"/v1/jobs/{retryable}").json()["attempts"] > 3)
         api.post(f"/v1/jobs/{retryable}/cancel")  # its retries back off for long
+        # A key an operator must fix is no failure for good: once fixed, a retry passes.
+        refused = submit(api, params={"seconds": 0, "ticks": 1, "fail": "settings"})["id"]
+        wait_for_status(api, refused, {"failed"})
+        page.goto(f"/jobs/{refused}")
+        expect(page.locator("[data-permanent]")).to_have_count(0)
+        expect(page.locator("[data-settings]")).to_contain_text("fix the engine's settings")
+        page.click("button:has-text('Retry')")
+        wait_until(lambda: api.get(f"/v1/jobs/{refused}").json()["attempts"] == 2)
 
 
 @DATABASE

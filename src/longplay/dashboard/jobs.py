@@ -25,12 +25,14 @@ from longplay.dashboard.web import (
     PageRoute,
     as_viewer,
     changing,
+    failed_for_good,
     render,
     see_other,
     shorten,
     taken_from,
 )
 from longplay.framework import get_kind
+from longplay.framework.errors import MENDED_BY_SETTINGS
 from longplay.framework.kinds import all_kinds
 from longplay.jobs import refusals, service
 from longplay.store.models import Artifact, Job, JobStatus
@@ -232,7 +234,7 @@ async def failed_page(
         }
 
     found = await as_viewer(request, page)
-    permanent_here = sum(1 for job in found["jobs"] if job.error and not job.error.retryable)
+    permanent_here = sum(1 for job in found["jobs"] if failed_for_good(job.error))
     filters = {"kind": kind} if kind else {}
     older = (
         "/failed?" + urlencode({**filters, "cursor": found["next_cursor"]})
@@ -274,8 +276,10 @@ def _failed_jobs(
 
 def _permanent(job: Job) -> bool:
     """Whether the job failed for good: its error says running it again gives the same
-    result (``retryable`` false: no notes found, not enough content)."""
-    return (job.error or {}).get("retryable") is False
+    result (``retryable`` false: no notes found, not enough content), and no change of
+    the service's settings mends it."""
+    error = job.error or {}
+    return error.get("retryable") is False and error.get("code") not in MENDED_BY_SETTINGS
 
 
 @dataclass

@@ -31,10 +31,11 @@ from longplay.api import outages
 from longplay.api.deps import in_store
 from longplay.dashboard import sessions
 from longplay.dashboard.sessions import Viewer
+from longplay.framework.errors import MENDED_BY_SETTINGS
 from longplay.jobs import refusals
 from longplay.jobs.outages import part_down
 from longplay.store.files import UploadTooLarge
-from longplay.store.views import OutputRef
+from longplay.store.views import ErrorPublic, OutputRef
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -150,6 +151,20 @@ templates.filters["rounded"] = rounded
 templates.filters["taken_from"] = taken_from
 templates.filters["utc_iso"] = _utc_iso
 templates.globals["now_iso"] = lambda: datetime.now(UTC).isoformat()
+
+
+def failed_for_good(error: ErrorPublic | None) -> bool:
+    """Whether running the job again would give the same result: no Retry offered.
+    One whose settings an operator must fix first is retried once they are."""
+    return error is not None and not error.retryable and error.code not in MENDED_BY_SETTINGS
+
+
+def mended_by_settings(error: ErrorPublic | None) -> bool:
+    return error is not None and error.code in MENDED_BY_SETTINGS
+
+
+templates.tests["failed_for_good"] = failed_for_good
+templates.tests["mended_by_settings"] = mended_by_settings
 templates.filters["utc_text"] = _utc_text
 templates.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)
 

@@ -26,6 +26,12 @@ class JobError(Exception):
         return {"code": self.code, "message": self.message, "retryable": self.retryable}
 
 
+MENDED_BY_SETTINGS = frozenset({"engine_auth_failed", "engine_not_configured"})
+"""Codes of permanent errors that a change to the service's settings mends (an engine
+server's key, its URL): the job's own retries would fail the same way, but once an
+operator has fixed the setting, running the job again passes."""
+
+
 @dataclass
 class PermanentError(JobError):
     """Retrying cannot help: the job fails at once."""
