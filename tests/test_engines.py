@@ -43,6 +43,7 @@ from longplay.engines.device import Device, choose_device
 from longplay.engines.embeddings import DIMENSIONS, MODEL_ID, Embedder, HttpEmbedder, get_embedder
 from longplay.engines.http import EngineClient
 from longplay.engines.models import whisper_model_dir
+from longplay.engines.voices import known_voices
 from longplay.framework import InvalidInput, InvalidParams, PermanentError, RetryableError
 from longplay.framework.library import NewPassage
 from longplay.jobs.retrieval import passage_vectors
@@ -348,6 +349,22 @@ def embedder_of(settings: Settings) -> Embedder:
     made = get_embedder(settings)
     assert made is not None
     return made
+
+
+def test_an_http_speech_servers_voices_are_known_with_its_default_first(
+    settings: Settings,
+) -> None:
+    """They were unknown: any name went to the server (OpenAI answers 400 to "alex"),
+    and every speaker of a podcast spoke the one default voice."""
+
+    def http(**tts: str) -> Settings:
+        return settings.model_copy(
+            update={"tts": settings.tts.model_copy(update={"engine": "http", **tts})}
+        )
+
+    assert known_voices(http())[:3] == ("alloy", "echo", "fable")
+    assert known_voices(http(http_voice="nova"))[:3] == ("nova", "alloy", "echo")
+    assert known_voices(http(http_voices="*")) is None  # the server's own names
 
 
 def test_http_speech_as_raw_pcm(server: StubServer, joe: Speech) -> None:

@@ -389,6 +389,12 @@ class TtsSettings(BaseSettings):
     api_key: str | None = None
     http_model: str = "tts-1"
     http_voice: str = "alloy"
+    http_voices: str = "alloy,echo,fable,onyx,nova,shimmer,ash,ballad,coral,sage,verse"
+    """The voices the HTTP server has, comma-separated (OpenAI's by default, those of
+    ``tts-1`` first, which a podcast's speakers take in turn): a job's
+    voice is checked against them at submit, and a podcast's speakers get different
+    ones. ``*``: the server's own names, not checked (and a podcast's all speak
+    ``http_voice``)."""
     http_format: Literal["wav", "pcm"] = "wav"
     timeout: float = Field(default=300.0, gt=0)
 

@@ -3,8 +3,9 @@ API checks a submission's ``voice`` with them before anything is stored.
 
 The local engine's names come from the Piper voice's ``.onnx.json`` (a multi-speaker
 model's speakers, else the model's name and the second voice made from it, as
-:func:`longplay.engines.tts._styles` makes them); an HTTP engine's server decides, so
-none are known and any name goes through to it.
+:func:`longplay.engines.tts._styles` makes them); an HTTP engine's from
+``LONGPLAY_TTS_HTTP_VOICES``, its default first, unless that says ``*`` (any name goes
+through to the server).
 """
 
 from __future__ import annotations
@@ -24,12 +25,19 @@ def known_voices(settings: Settings | None = None) -> tuple[str, ...] | None:
     its voice file is missing (the job fails at run time naming the file)."""
     settings = settings or get_settings()
     if settings.tts.engine == "http":
-        return None
+        return _http_voices(settings.tts.http_voice, settings.tts.http_voices)
     try:
         voice_file = piper_voice_file(settings)
     except PermanentError:
         return None
     return _piper_voices(voice_file, piper_voice_name(settings, voice_file))
+
+
+def _http_voices(default: str, listed: str) -> tuple[str, ...] | None:
+    names = [name.strip() for name in listed.split(",") if name.strip()]
+    if not names or "*" in names:
+        return None
+    return (default, *(name for name in names if name != default))
 
 
 @cache
