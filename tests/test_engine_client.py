@@ -16,6 +16,7 @@ import pytest
 from conftest import free_port
 
 from longplay.engines.http import SAID_CHARS, EngineClient
+from longplay.engines.tts import HttpSynthesizer
 from longplay.framework.errors import PermanentError, RetryableError
 
 KEY = "sk-test-SECRET-4242"
@@ -192,3 +193,17 @@ def test_a_url_with_v1_or_a_password_is_taken_and_the_password_never_shown(
     assert [seen["path"] for seen in server.seen] == ["/v1/chat/completions"] * 2
     assert server.seen[0]["headers"]["Authorization"] == f"Bearer {KEY}"
     assert server.seen[1]["headers"]["Authorization"].startswith("Basic ")
+
+
+def test_speech_that_is_not_audio_names_the_server_and_what_it_sent(
+    serve: Callable[..., Server],
+) -> None:
+    """It said "the engine answered with undecodable audio: [Errno 1094995529] Invalid
+    data found when processing input: '<none>'"."""
+    server = serve(OK)
+    with pytest.raises(PermanentError) as caught:
+        HttpSynthesizer(client(server.url), model="tts-1").synthesize("Hello.")
+    assert caught.value.message == (
+        f"the LLM server {server.url}/v1/audio/speech (application/json) answered with "
+        "16 bytes that could not be decoded as audio"
+    )

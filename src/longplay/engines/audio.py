@@ -46,8 +46,9 @@ def from_pcm16(data: bytes) -> Samples:
     return (np.frombuffer(data[:usable], dtype="<i2") / 32768.0).astype(np.float32)
 
 
-def decode_audio(data: bytes) -> tuple[Samples, int]:
-    """Mono float samples and their rate from an audio file in memory (WAV, MP3, FLAC...)."""
+def decode_audio(data: bytes, *, source: str = "the engine") -> tuple[Samples, int]:
+    """Mono float samples and their rate from an audio file in memory (WAV, MP3, FLAC...);
+    ``source`` names where it came from in the error when it is not audio."""
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             stream = container.streams.audio[0]
@@ -60,8 +61,10 @@ def decode_audio(data: bytes) -> tuple[Samples, int]:
             ]
             parts.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
     except (av.error.FFmpegError, IndexError) as exc:
+        found = f"{len(data):,} bytes" if data else "nothing"
         raise PermanentError(
-            f"the engine answered with undecodable audio: {exc}", code="engine_bad_response"
+            f"{source} answered with {found} that could not be decoded as audio",
+            code="engine_bad_response",
         ) from exc
     samples = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
     return samples.astype(np.float32), rate

@@ -236,7 +236,12 @@ class HttpSynthesizer:
         )
         if self.response_format == "pcm":
             return Speech(samples=from_pcm16(response.content), sample_rate=PCM_SAMPLE_RATE)
-        samples, rate = decode_audio(response.content)
+        kind = response.headers.get("content-type", "no content type")
+        samples, rate = decode_audio(
+            response.content,
+            source=f"the {self._client.engine} server {self._client.base_url}/v1/audio/speech "
+            f"({kind})",
+        )
         return Speech(samples=samples, sample_rate=rate)
 
 
