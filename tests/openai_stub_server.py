@@ -13,6 +13,10 @@ tested against real audio and text. Some model names make it misbehave the way r
 - ``thinks-aloud``: answers a ``response_format`` JSON-schema request with a
   ``<think>`` block before the JSON, and the first such request with reasoning alone.
 
+The chat models of :data:`CHAT_FAULTS` misbehave without a model behind them (a reply
+ignoring ``stream``, a stream cut short, an error mid-stream, a refusal):
+:func:`create_chat_fault_app` serves them alone, for tests that need no engine.
+
 A ``response_format: {"type": "json_schema"}`` request is answered by the local model
 held to that schema (:meth:`LanguageModel.complete_json`).
 
@@ -24,11 +28,13 @@ the app received are kept, in order, in ``app.state.chat_requests``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
 import threading
 import time
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
@@ -154,6 +160,8 @@ def create_app(
     async def chat(request: Request) -> Response:
         body = await request.json()
         app.state.chat_requests.append(body)
+        if body["model"] in CHAT_FAULTS:
+            return _chat_fault(request, body, api_key)
         if (refused := await run_in_threadpool(refusal, request, body["model"])) is not None:
             return refused
         if body.get("stream"):
@@ -189,6 +197,87 @@ def create_app(
     return app
 
 
+def create_chat_fault_app(*, api_key: str) -> FastAPI:
+    """An app with only ``/v1/chat/completions``, answering the :data:`CHAT_FAULTS`
+    models (and nothing else) the way :func:`create_app` does; requests are kept in
+    ``app.state.chat_requests``."""
+    app = FastAPI()
+    app.state.chat_requests = []
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        body = await request.json()
+        app.state.chat_requests.append(body)
+        if body["model"] not in CHAT_FAULTS:
+            return _error(404, f"The model '{body['model']}' does not exist")
+        return _chat_fault(request, body, api_key)
+
+    return app
+
+
+ROME = ["Rome", " is the capital", " of Italy.", " It"]
+"""The pieces a faulty stream sends: an answer that is not finished."""
+REFUSAL = "I'm sorry, but I can't help with translating this text."
+CHAT_FAULTS = {
+    "ignores-stream": "answers a streamed request with one JSON chat completion",
+    "stream-cut": "streams part of an answer, then ends with no finish_reason or [DONE]",
+    "stream-length": "streams an answer ended by finish_reason length, without [DONE]",
+    "stream-server-error": "streams part of an answer, then an error of type server_error",
+    "stream-invalid": "streams an error of type invalid_request_error",
+    "stream-drops": "streams part of an answer, then drops the connection",
+    "refuses": "answers content null with a refusal, as OpenAI does",
+    "refuses-quietly": "answers content null and nothing else",
+    "refuses-secrets": "answers one line with content null where it has 'secret' in it, "
+    "else with the line after '[de] '; numbered lines with content null",
+}
+"""Chat models that misbehave in a fixed way, whatever is asked."""
+
+
+def _chat_fault(request: Request, body: dict[str, Any], api_key: str) -> Response:
+    """The answer of one of the :data:`CHAT_FAULTS` models to ``body``."""
+    if request.headers.get("authorization") != f"Bearer {api_key}":
+        return _error(401, "Incorrect API key provided")
+    model = body["model"]
+    if model == "ignores-stream":
+        return JSONResponse(_completion(body, "".join(ROME[:3])))
+    if model == "refuses":
+        return JSONResponse(_completion(body, None, refusal=REFUSAL))
+    if model == "refuses-quietly":
+        return JSONResponse(_completion(body, None))
+    if model == "refuses-secrets":
+        line = body["messages"][-1]["content"]
+        numbered = _NUMBERED_LINE.match(line) is not None
+        text = None if numbered or "secret" in line else f"[de] {line}"
+        return JSONResponse(_completion(body, text))
+    deltas: list[dict[str, Any]] = [
+        {"choices": [{"index": 0, "delta": {"content": p}}]} for p in ROME
+    ]
+    if model == "stream-length":
+        deltas.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})
+    elif model == "stream-server-error":
+        deltas.append(
+            {"error": {"message": "The server had an error " + "x" * 2000, "type": "server_error"}}
+        )
+    elif model == "stream-invalid":
+        deltas = [
+            {"error": {"message": "max_tokens is too large", "type": "invalid_request_error"}}
+        ]
+    events = [f"data: {json.dumps({'object': 'chat.completion.chunk', **d})}\n\n" for d in deltas]
+    return StreamingResponse(
+        _sent(events, drop=model == "stream-drops"), media_type="text/event-stream"
+    )
+
+
+async def _sent(events: list[str], *, drop: bool) -> AsyncIterator[str]:
+    """``events`` one at a time, as a server writes them; with ``drop``, the connection
+    is then closed mid-answer (the app fails, and uvicorn cuts the response short)."""
+    for event in events:
+        yield event
+        await asyncio.sleep(0.01)
+    if drop:
+        raise ConnectionAbortedError("the stub server drops the connection mid-answer")
+
+
 def _json_schema(body: dict[str, Any]) -> dict[str, Any] | None:
     """The JSON Schema of a ``response_format: {"type": "json_schema"}`` request."""
     response_format = body.get("response_format") or {}
@@ -218,13 +307,14 @@ async def _json_answer(
     return thinking + text
 
 
-def _completion(body: dict[str, Any], text: str) -> dict[str, Any]:
+def _completion(
+    body: dict[str, Any], text: str | None, *, refusal: str | None = None
+) -> dict[str, Any]:
+    message = {"role": "assistant", "content": text, "refusal": refusal}
     return {
         "object": "chat.completion",
         "model": body["model"],
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-        ],
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
     }
 
 

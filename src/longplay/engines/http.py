@@ -193,7 +193,7 @@ class EngineClient:
                 code="engine_timeout",
             )
         return Busy(
-            f"could not reach the {self.engine} server {url}: {self._redacted(str(exc))}",
+            f"could not reach the {self.engine} server {url}: {self.redacted(str(exc))}",
             code="engine_unreachable",
         )
 
@@ -201,7 +201,7 @@ class EngineClient:
         """Raise the classified :class:`JobError` for an answer that is not a 2xx."""
         if response.is_success:
             return
-        said = self._redacted(_server_message(response))
+        said = self.redacted(_server_message(response))
         status = response.status_code
         wait = parse_retry_after(response.headers.get("retry-after"))
         if status == 429:
@@ -228,7 +228,8 @@ class EngineClient:
             code="engine_rejected",
         )
 
-    def _redacted(self, text: str) -> str:
+    def redacted(self, text: str) -> str:
+        """``text`` without the key or the URL's password in it."""
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
@@ -255,7 +256,7 @@ class EngineClient:
 def _server_message(response: httpx.Response) -> str:
     """The error message in an OpenAI-style body, else the start of the body; cut to
     :data:`SAID_CHARS` either way (a server may put megabytes there)."""
-    return _cut(_said(response)) or response.reason_phrase
+    return briefly(_said(response)) or response.reason_phrase
 
 
 def _said(response: httpx.Response) -> str:
@@ -274,7 +275,9 @@ def _said(response: httpx.Response) -> str:
     return response.text[: SAID_CHARS * 2]
 
 
-def _cut(text: str) -> str:
+def briefly(text: str) -> str:
+    """What a server or a model said, on one line and cut to :data:`SAID_CHARS`:
+    enough to tell what went wrong, not a page of it."""
     text = " ".join(text.split())
     return text if len(text) <= SAID_CHARS else text[: SAID_CHARS - 1] + "…"
 

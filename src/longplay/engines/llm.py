@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,9 +29,14 @@ from longplay.engines.device import (
     load_on_device,
 )
 from longplay.engines.grammar import generate_held
-from longplay.engines.http import EngineClient
+from longplay.engines.http import EngineClient, briefly
 from longplay.engines.models import gguf_model_file
-from longplay.framework.errors import InvalidParams, PermanentError, RetryableError
+from longplay.framework.errors import (
+    InvalidParams,
+    JobError,
+    PermanentError,
+    RetryableError,
+)
 from longplay.settings import Settings, get_settings
 from longplay.text.chunks import estimate_tokens
 
@@ -44,6 +49,12 @@ TURN_ENDS = ("\nUser:", "\nSystem:")
 """Where a base model writing the assistant's turn has started the next one."""
 MESSAGE_TOKENS = 4
 """What a chat message costs a server beyond its text (role, separators), estimated."""
+
+CHAT_PATH = "/v1/chat/completions"
+PERMANENT_ERROR_TYPES = frozenset(
+    {"invalid_request_error", "authentication_error", "permission_error", "not_found_error"}
+)
+"""OpenAI error types a retry cannot fix; any other (``server_error``, none) it may."""
 
 Message = Mapping[str, str]
 """An OpenAI chat message: ``{"role": "system" | "user" | "assistant", "content": ...}``."""
@@ -341,9 +352,22 @@ class HttpLanguageModel:
     device = "remote"
     context_tokens: int | None = None
 
-    def __init__(self, client: EngineClient, *, model: str) -> None:
+    def __init__(
+        self,
+        client: EngineClient,
+        *,
+        model: str,
+        on_refusal: Callable[[str], None] | None = None,
+    ) -> None:
         self._client = client
+        self._on_refusal = on_refusal
         self.model = model
+
+    def noting_refusals(self, on_refusal: Callable[[str], None]) -> HttpLanguageModel:
+        """This model, telling ``on_refusal`` what the server said each time it refused to
+        answer (OpenAI's ``message.refusal``). A copy for one job: the model itself is
+        shared by all the jobs of a process."""
+        return HttpLanguageModel(self._client, model=self.model, on_refusal=on_refusal)
 
     def complete(
         self,
@@ -382,20 +406,60 @@ class HttpLanguageModel:
         stop: Sequence[str] = (),
     ) -> Generator[str, None, None]:
         """See :meth:`LanguageModel.stream_chat`: OpenAI's ``stream: true``, whose
-        server-sent events carry ``choices[0].delta.content`` until ``data: [DONE]``."""
+        server-sent events carry ``choices[0].delta.content`` until ``data: [DONE]``.
+
+        A server that ignores ``stream`` and answers one chat completion gives its
+        message as one piece. A stream that stops with neither ``[DONE]`` nor a
+        ``finish_reason`` was cut short, and the reply so far is not taken for the whole
+        of it."""
         request = {**self._request(messages, max_tokens, temperature, stop), "stream": True}
-        lines = self._client.stream_lines("/v1/chat/completions", json=request)
+        lines = self._client.stream_lines(CHAT_PATH, json=request)
+        received = pieces = 0
+        events = finished = False
+        other: list[str] = []  # lines that are not events: a plain JSON answer
         try:
             for line in lines:
+                received += 1
                 if not line.startswith("data:"):
+                    if not line.startswith((":", "event:", "id:", "retry:")):
+                        other.append(line)
                     continue
                 data = line.removeprefix("data:").strip()
+                if not data:
+                    continue
                 if data == "[DONE]":
                     return
-                if piece := _delta(data):
+                events = True
+                piece, done = self._chunk(data)
+                finished = finished or done
+                if piece:
+                    pieces += 1
                     yield piece
+        except RetryableError as exc:
+            if exc.code != "engine_unreachable" or not received:
+                raise
+            if finished:
+                return  # the answer was whole; only the [DONE] after it was lost
+            # Tokens had come, so the server was reached: it let the answer fall mid-way.
+            raise RetryableError(
+                f"the LLM server at {self._url} dropped the connection after {pieces} "
+                "pieces of its answer; the job is tried again, and if this keeps "
+                "happening the server's own logs say why",
+                code="engine_connection_lost",
+            ) from exc
         finally:
             lines.close()
+        if finished:
+            return
+        if not events and "".join(other).strip():
+            yield self._streamed_completion("\n".join(other))
+            return
+        raise RetryableError(
+            f"the LLM server at {self._url} ended its answer before it was finished "
+            f"(after {pieces} pieces, with no finish_reason and no [DONE]); the job is "
+            "tried again, and if this keeps happening the server's own logs say why",
+            code="engine_stream_cut",
+        )
 
     def count_tokens(self, text: str) -> int:
         """See :meth:`LanguageModel.count_tokens`."""
@@ -422,16 +486,90 @@ class HttpLanguageModel:
         }
         return self._answer(request)
 
+    @property
+    def _url(self) -> str:
+        return f"{self._client.base_url}{CHAT_PATH}"
+
     def _answer(self, request: dict[str, Any]) -> str:
-        """The text of the server's one answer to a chat completion ``request``."""
-        body = self._client.post_json("/v1/chat/completions", json=request)
+        """The text of the server's one answer to a chat completion ``request``; empty
+        where the server gave none (``content: null``, as OpenAI sends with a refusal)."""
+        body = self._client.post_json(CHAT_PATH, json=request)
+        content, refusal = self._message(body)
+        if refusal and self._on_refusal is not None:
+            self._on_refusal(refusal)
+        return content
+
+    def _message(self, body: Mapping[str, Any]) -> tuple[str, str | None]:
+        """``choices[0].message.content`` of a chat completion (empty for none) and the
+        ``refusal`` beside it, if any."""
+        if (error := _server_error(body, self._client)) is not None:
+            raise error
         try:
-            return str(body["choices"][0]["message"]["content"] or "")
-        except (KeyError, IndexError, TypeError) as exc:
+            message = body["choices"][0]["message"]
+            content, refusal = message.get("content"), message.get("refusal")
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
             raise PermanentError(
-                f"the LLM server answered without choices[0].message.content: {exc!r}",
+                f"the LLM server at {self._url} answered without choices[0].message.content "
+                f"({briefly(json.dumps(body))}); check that LONGPLAY_LLM_URL points at an "
+                "OpenAI-compatible server",
                 code="engine_bad_response",
             ) from exc
+        return str(content or ""), str(refusal) if refusal else None
+
+    def _streamed_completion(self, text: str) -> str:
+        """The message of a whole chat completion sent for a streamed request."""
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise PermanentError(
+                f"the LLM server at {self._url} answered a streamed chat request with "
+                f"neither server-sent events nor a JSON chat completion ({briefly(text)}); "
+                "check that LONGPLAY_LLM_URL points at an OpenAI-compatible server",
+                code="engine_bad_response",
+            )
+        answer, refusal = self._message(body)
+        if refusal and not answer:
+            raise PermanentError(
+                f"the LLM declined to answer: {briefly(refusal)}; rephrase the "
+                "conversation or use another model (LONGPLAY_LLM_HTTP_MODEL)",
+                code="llm_refused",
+            )
+        if not answer:  # an empty reply taken for a finished one is what this guards
+            raise PermanentError(
+                f"the LLM server at {self._url} answered a streamed chat request with one "
+                "chat completion whose message is empty; try another model "
+                "(LONGPLAY_LLM_HTTP_MODEL) or a server that streams",
+                code="engine_empty_answer",
+            )
+        return answer
+
+    def _chunk(self, data: str) -> tuple[str, bool]:
+        """The text a streamed chat chunk adds (empty for a chunk with none), and
+        whether it finishes the answer (a ``finish_reason``)."""
+        try:
+            chunk = json.loads(data)
+        except ValueError as exc:
+            raise self._bad_chunk(data) from exc
+        if isinstance(chunk, dict) and (error := _server_error(chunk, self._client)) is not None:
+            raise error
+        try:
+            if not chunk["choices"]:
+                return "", False
+            choice = chunk["choices"][0]
+            piece = str(choice["delta"].get("content") or "")
+            return piece, bool(choice.get("finish_reason"))
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise self._bad_chunk(data) from exc
+
+    def _bad_chunk(self, data: str) -> PermanentError:
+        return PermanentError(
+            f"the LLM server at {self._url} streamed a chunk without choices[0].delta "
+            f"({briefly(data)}); check that LONGPLAY_LLM_URL points at an OpenAI-compatible "
+            "server",
+            code="engine_bad_response",
+        )
 
     def _request(
         self, messages: Sequence[Message], max_tokens: int, temperature: float, stop: Sequence[str]
@@ -448,16 +586,27 @@ class HttpLanguageModel:
         return request
 
 
-def _delta(data: str) -> str:
-    """The text a streamed chat chunk adds (empty for a chunk with none)."""
-    try:
-        chunk = json.loads(data)
-        return str(chunk["choices"][0]["delta"].get("content") or "") if chunk["choices"] else ""
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-        raise PermanentError(
-            f"the LLM server streamed a chunk without choices[0].delta: {exc!r}",
-            code="engine_bad_response",
-        ) from exc
+def _server_error(body: Mapping[str, Any], client: EngineClient) -> JobError | None:
+    """The error an answer or streamed chunk carries in place of choices (OpenAI's
+    ``{"error": {"message": ..., "type": ...}}``), classified: a request the server
+    calls invalid will not pass on a retry, anything else (a server error) may."""
+    error = body.get("error")
+    if not error:
+        return None
+    said, kind = str(error), None
+    if isinstance(error, dict):
+        said, kind = str(error.get("message") or json.dumps(error)), error.get("type")
+    said, url = briefly(client.redacted(said)), f"{client.base_url}{CHAT_PATH}"
+    if kind in PERMANENT_ERROR_TYPES:
+        return PermanentError(
+            f"the LLM server at {url} refused the request ({kind}): {said}",
+            code="engine_rejected",
+        )
+    return RetryableError(
+        f"the LLM server at {url} failed while answering: {said}; the job is "
+        "tried again, and if this keeps happening the server's own logs say why",
+        code="engine_server_error",
+    )
 
 
 def get_language_model(
@@ -475,6 +624,7 @@ def _load(settings: Settings) -> Loaded[LanguageModel]:
             api_key=settings.llm.api_key,
             settings_prefix="LONGPLAY_LLM",
             timeout_s=settings.llm.timeout,
+            retry_within_s=settings.engines.engine_retry_within,
         )
         model = settings.llm.http_model
         return Loaded(HttpLanguageModel(client, model=model), "http", model, "remote")

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from longplay.engines.llm import LanguageModel, get_language_model
+from longplay.engines.http import briefly
+from longplay.engines.llm import HttpLanguageModel, LanguageModel, get_language_model
 from longplay.engines.translators import (
     ANSWER_FACTOR,
     MAX_CHUNK_TOKENS,
@@ -26,6 +27,7 @@ from longplay.engines.translators import (
     translator_for,
 )
 from longplay.framework import Note, Progress, no_note, no_progress
+from longplay.framework.errors import PermanentError
 from longplay.settings import Settings, get_settings
 from longplay.text.answers import normal
 from longplay.text.chunks import estimate_tokens
@@ -57,8 +59,13 @@ def translate_lines(
     ``---``) stays as it is.
 
     Chunks of lines fit ``context_tokens`` with room for the answer; ``progress`` hears
-    of each line and chunk done, with ``details`` added to what it is told.
+    of each line and chunk done, with ``details`` added to what it is told. Raises
+    :class:`PermanentError` when not one line came back translated: the "translation"
+    would be the input itself.
     """
+    refusals: list[str] = []
+    if isinstance(llm, HttpLanguageModel):
+        llm = llm.noting_refusals(refusals.append)
     todo = [i for i, line in enumerate(lines) if normal(line)]
     translator = translator_for(llm, options)
     chunks = _chunks([lines[i] for i in todo], translator, context_tokens)
@@ -82,12 +89,27 @@ def translate_lines(
             f"{stats.looping_lines} of {stats.lines} lines went round in a loop and were cut "
             "where it began; a stronger model does better (see the README)"
         )
+    if stats.lines and stats.untranslated_lines == stats.lines:
+        raise _nothing_translated(stats.lines, refusals)
     if stats.untranslated_lines:
         note(
             f"{stats.untranslated_lines} of {stats.lines} lines came back empty or untranslated "
             "and stand as they were; a stronger model does better (see the README)"
         )
     return translated, stats
+
+
+def _nothing_translated(lines: int, refusals: Sequence[str]) -> PermanentError:
+    """The failure of a translation in which the LLM translated no line at all (it
+    answered with nothing, or with the input as it was), with what it said if it
+    refused (OpenAI's ``message.refusal``)."""
+    why = f"; it refused, saying: {briefly(refusals[0])}" if refusals else ""
+    return PermanentError(
+        f"the LLM returned no translation for any of the {lines} lines (each came back "
+        f"empty or as it was){why}. Try again with another model (LONGPLAY_LLM_HTTP_MODEL "
+        "or LONGPLAY_LLM_MODEL), or check that the text is one the model will translate",
+        code="nothing_translated",
+    )
 
 
 def _chunks(lines: Sequence[str], translator: Translator, context_tokens: int) -> list[int]:
