@@ -96,27 +96,22 @@ class EngineClient:
         )
         self._secrets = _secrets(api_key, given)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        auth = httpx.BasicAuth(given.username, given.password) if given.password else None
+        basic = given.password and not api_key
         proxy = proxy_for(given)
-        timeout = httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s))
-        if can_bound(proxy):
-            transport = Transport(DeadlineBackend(), httpx.Proxy(proxy) if proxy else None)
-            self._client = httpx.Client(
-                base_url=self.base_url,
-                headers=headers,
-                auth=None if api_key else auth,
-                timeout=timeout,
-                transport=transport,
-            )
-        else:  # a SOCKS proxy: httpx's own pool, each read bounded on its own
-            self._client = httpx.Client(
-                base_url=self.base_url,
-                headers=headers,
-                auth=None if api_key else auth,
-                timeout=timeout,
-                proxy=proxy,
-                trust_env=False,
-            )
+        # Straight or through an HTTP proxy, each request is held to one deadline; through
+        # SOCKS (httpx's own pool, which takes no backend), each read on its own.
+        route: dict[str, Any] = (
+            {"transport": Transport(DeadlineBackend(), httpx.Proxy(proxy) if proxy else None)}
+            if can_bound(proxy)
+            else {"proxy": proxy, "trust_env": False}
+        )
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            auth=httpx.BasicAuth(given.username, given.password) if basic else None,
+            timeout=httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s)),
+            **route,
+        )
 
     def post(
         self,
