@@ -207,3 +207,21 @@ def test_speech_that_is_not_audio_names_the_server_and_what_it_sent(
         f"the LLM server {server.url}/v1/audio/speech (application/json) answered with "
         "16 bytes that could not be decoded as audio"
     )
+
+
+def test_through_the_environments_proxy_a_request_is_held_to_its_timeout_too(
+    serve: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client makes its own connections (to hold a request to its timeout), so it
+    must still go through ``HTTP_PROXY`` as httpx would: a team's way out to the API."""
+    proxy = serve(OK, dripping)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    engine = client("http://engine.example", timeout=1)
+    assert engine.post_json("/v1/embeddings") == {"text": "done"}
+    started = time.monotonic()
+    with pytest.raises(RetryableError) as caught:
+        engine.post_json("/v1/embeddings")
+    assert caught.value.code == "engine_timeout" and time.monotonic() - started < 4
+    assert [seen["path"] for seen in proxy.seen] == ["http://engine.example/v1/embeddings"] * 2
