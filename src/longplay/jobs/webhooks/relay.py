@@ -33,14 +33,13 @@ ROOM = 100
 
 
 class Relay:
-    """The sender threads of one process (started again in a forked child, which has
-    none of its parent's threads)."""
+    """The sender threads of one process, started at its first message (and again in
+    a forked child, which has none of its parent's threads)."""
 
     def __init__(self, senders: int = SENDERS, room: int = ROOM) -> None:
         self._senders, self._room = senders, room
         self._lock = threading.Lock()
         self._queues: list[queue.Queue[tuple[str, str]]] = []
-        self._pid = 0
 
     def offer(self, delivery_id: str, job_id: str) -> bool:
         """Queue an attempt at ``delivery_id``; False when its thread's queue is full."""
@@ -52,10 +51,15 @@ class Relay:
             return False
         return True
 
+    def forget(self) -> None:
+        """In a forked child: none of the parent's threads, and a lock that no thread
+        of this process holds (the parent's may have been held as it forked)."""
+        self._lock = threading.Lock()
+        self._queues = []
+
     def _started(self) -> list[queue.Queue[tuple[str, str]]]:
         with self._lock:
-            if self._pid != os.getpid():
-                self._pid = os.getpid()
+            if not self._queues:
                 self._queues = [queue.Queue(self._room) for _ in range(self._senders)]
                 for n, lane in enumerate(self._queues):
                     threading.Thread(
@@ -87,6 +91,7 @@ def attempt(delivery_id: str, job_id: str | None) -> None:
 
 RELAY = Relay()
 """This process's senders."""
+os.register_at_fork(after_in_child=RELAY.forget)
 
 
 def send(delivery_id: str, job_id: str) -> None:
