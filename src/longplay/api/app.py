@@ -24,6 +24,7 @@ from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -184,6 +185,24 @@ async def _part_down(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+CLIENT_CLOSED = 499
+"""The status nginx logs for a client that closed its request before it was answered."""
+
+
+async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
+    """The client went away before its request was read (an upload cut off by a lost
+    connection): no fault of the service, so no 500 and no traceback, one line; nobody
+    reads the answer, which says so for the access log and the metrics. What the
+    request had written (a partial upload) was removed by the code that wrote it."""
+    log.info(
+        "%s %s: the client went away before its request was read", request.method, request.url.path
+    )
+    return _answer(
+        CLIENT_CLOSED,
+        error_body("client_closed_request", "the client closed the request before it was read"),
+    )
+
+
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     """A bug: the log has the traceback, the client a plain word that says so."""
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -316,6 +335,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(HTTPException, _refused)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(DataError, _unstorable)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     for down in (*STORE_DOWN, *REDIS_DOWN):
         app.add_exception_handler(down, _part_down)
     app.add_exception_handler(Exception, _internal_error)
