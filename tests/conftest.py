@@ -238,12 +238,12 @@ def stack(
 @pytest.fixture
 def make_stack(
     database_kind: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Callable[[], Stack]]:
+) -> Iterator[Callable[..., Stack]]:
     """Fresh deployments for tests that start and stop parts themselves."""
     made: list[Stack] = []
 
-    def make() -> Stack:
-        deployment = Stack(tmp_path_factory.mktemp("own-stack"), database_kind)
+    def make(*, logs: bool = False) -> Stack:
+        deployment = Stack(tmp_path_factory.mktemp("own-stack"), database_kind, logs=logs)
         made.append(deployment)
         return deployment
 

@@ -38,7 +38,7 @@ def outputs_in_store(stack: Stack, job_id: str) -> list[Artifact]:
 
 
 def test_stubborn_job_is_stopped_after_the_grace(make_stack) -> None:  # type: ignore[no-untyped-def]
-    deployment: Stack = make_stack()
+    deployment: Stack = make_stack(logs=True)
     deployment.env["LONGPLAY_CANCEL_GRACE"] = str(GRACE)
     deployment.env["LONGPLAY_HEARTBEAT_INTERVAL"] = "0.5"
     deployment.start_api()
@@ -83,3 +83,7 @@ def test_stubborn_job_is_stopped_after_the_grace(make_stack) -> None:  # type: i
     assert int(counts.get(f"test:{job_id}:ignore_cancel") or 0) == 1, "no second run"
     workers = client.get("/v1/workers").json()
     assert all(w["name"] != attempt["worker"] for w in workers), "the dead process is not listed"
+    # An owner's Cancel is no crash: a line for the process, no ERROR or traceback.
+    logged = (deployment.data_dir / "worker.log").read_text()
+    assert "a pool process ended on purpose (exitcode 75)" in logged, logged[-3000:]
+    assert "Traceback" not in logged and " ERROR " not in logged, logged[-3000:]

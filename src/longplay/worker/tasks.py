@@ -41,6 +41,7 @@ from longplay.store.db import dispose_engine
 from longplay.store.models import utcnow
 from longplay.worker import admission
 from longplay.worker.memory import give_memory_back
+from longplay.worker.stops import quiet_ended_processes
 from longplay.worker.upkeep import round_of_upkeep
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 # In the worker's main process, before it forks its pool: every pool process starts
 # with the kinds (and what they import) loaded, instead of loading them on its first job.
 load_kinds()
+quiet_ended_processes()
 
 
 def worker_prefix(main_pid: int) -> str:
