@@ -60,6 +60,10 @@ def test_an_upload_is_one_file_part_and_nothing_else(stack: Stack) -> None:
     assert error_of(stranger)["details"][0]["loc"] == ["body", "note"]
     one = client.post("/v1/artifacts", files={"file": ("a.txt", b"a")})
     assert one.status_code == 201, one.text
+    # A type that says only "bytes" (S3's default) is told by the name, as none is.
+    for generic in ("application/octet-stream", "binary/octet-stream"):
+        stored = client.post("/v1/artifacts", files={"file": ("talk.ogg", b"OggS", generic)})
+        assert stored.json()["media_type"] == "audio/ogg", (generic, stored.text)
 
 
 def test_a_submissions_text_fields_are_bounded_together(stack: Stack) -> None:

@@ -130,10 +130,15 @@ def _extensions(name: str) -> str:
     return kept
 
 
+GENERIC_TYPES = frozenset({"application/octet-stream", "binary/octet-stream", ""})
+"""Declared types that say only "some bytes" (``binary/octet-stream``: S3's default)."""
+
+
 def guess_media_type(name: str, declared: str | None = None) -> str:
     """The declared type unless it is generic, else one guessed from the name."""
-    if declared and declared not in ("application/octet-stream", "") and "/" in declared:
-        return declared.split(";")[0].strip().lower()
+    given = (declared or "").split(";")[0].strip().lower()
+    if given not in GENERIC_TYPES and "/" in given:
+        return given
     guessed, _ = mimetypes.guess_type(name)
     return guessed or "application/octet-stream"
 
