@@ -70,3 +70,36 @@ def test_eta_waits_for_a_pace() -> None:
     clock.now += 0.3
     slow_start.set_fraction(20, 70)
     assert slow_start.eta_seconds() == pytest.approx((100 - 30) * 18.3 / 20)
+
+
+def test_eta_goes_by_the_recent_pace_where_the_run_slowed() -> None:
+    """A long transcription whose helper left for another job went on at half its
+    pace; the ETA from its start said 11 minutes left for 8 minutes."""
+    clock = Clock()
+    tracker = ProgressTracker(STEPS, clock=clock)
+    tracker.finish("fetch")
+    tracker.start("voice")  # 10 % of the bar done; "voice" is 70 %
+
+    def run(seconds: int, percent_a_second: float) -> None:
+        for _ in range(seconds):
+            clock.now += 1
+            tracker.set_fraction(tracker.percent - 10 + percent_a_second, 70)
+
+    run(60, 0.5)  # 40 % after a minute
+    assert tracker.percent == pytest.approx(40.0)
+    run(240, 0.125)  # then at a quarter of that pace: 70 % after five minutes
+    assert tracker.percent == pytest.approx(70.0)
+    # Since the start: 60 points in 300 s, 150 s left; lately 15 points in 120 s.
+    assert tracker.eta_seconds() == pytest.approx(30 / 0.125)
+    clock.now += 121  # and then it stood still
+    assert tracker.eta_seconds() is None
+    # A run that sped up keeps the pace since its start: an ETA that errs long.
+    faster = ProgressTracker(STEPS, clock=clock)
+    faster.finish("fetch")
+    faster.start("voice")
+    for seconds, percent_a_second in ((200, 0.1), (120, 0.4)):
+        for _ in range(seconds):
+            clock.now += 1
+            faster.set_fraction(faster.percent - 10 + percent_a_second, 70)
+    assert faster.percent == pytest.approx(78.0)
+    assert faster.eta_seconds() == pytest.approx(22 * 320 / 68)

@@ -15,6 +15,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
@@ -61,6 +62,11 @@ lock another process holds for long costs a step a tenth of that time, not all o
 
 ETA_AFTER_PERCENT = 5.0
 """Percent of the bar a run must have gained before its pace is told as an ETA."""
+RECENT_S = 120.0
+"""Seconds of a run's latest pace an ETA goes by, where that is slower than its pace
+since it started."""
+SAMPLE_EVERY_S = 1.0
+"""Seconds between two points of the bar's recent past kept for that pace."""
 
 
 class ProgressTracker:
@@ -75,6 +81,9 @@ class ProgressTracker:
         self.step_fraction = 0.0
         self._started_at: float | None = None
         self._start_percent = 0.0
+        self._seen: deque[tuple[float, float]] = deque()
+        """(when, percent) as the bar moved, a second apart at least, back to the last
+        point before the recent window."""
 
     @property
     def percent(self) -> float:
@@ -85,12 +94,14 @@ class ProgressTracker:
         if self._started_at is None:
             self._started_at = self._clock()
             self._start_percent = self.percent
+            self._seen.append((self._started_at, self._start_percent))
         self.step = step
         self.step_fraction = 0.0
 
     def set_fraction(self, done: float, total: float) -> None:
         fraction = done / total if total > 0 else 1.0
         self.step_fraction = max(self.step_fraction, min(1.0, max(0.0, fraction)))
+        self._saw()
 
     def finish(self, step: str) -> None:
         """Count a step as done (also for a step skipped because a retry already did it)."""
@@ -98,19 +109,49 @@ class ProgressTracker:
         if self.step == step:
             self.step_fraction = 0.0
             self.step = None
+        self._saw()
+
+    def _saw(self) -> None:
+        """Keep where the bar is now, and no more of the past than the recent window
+        needs."""
+        if self._started_at is None:
+            return
+        now = self._clock()
+        if not self._seen or now - self._seen[-1][0] >= SAMPLE_EVERY_S:
+            self._seen.append((now, self.percent))
+        self._forget_before(now - RECENT_S)
+
+    def _forget_before(self, moment: float) -> None:
+        """Drop the points before ``moment`` but the last of them."""
+        while len(self._seen) > 1 and self._seen[1][0] <= moment:
+            self._seen.popleft()
 
     def eta_seconds(self) -> float | None:
         """Seconds left, from the pace since this run started; None until there is a pace
         (:data:`ETA_AFTER_PERCENT` gained: a model's first window, loaded and read in
         one go, gave a transcription 0.95 % after 18 s and an ETA of 32 minutes, where
-        35 s were left)."""
+        35 s were left). Once the run is older than :data:`RECENT_S`, the pace of its
+        last :data:`RECENT_S` where that is slower: a long transcription whose helper
+        process left for another job went on at half its pace, and the ETA from its
+        start said 11 minutes left for 8 minutes. None while the bar stood still for
+        the whole window."""
         if self._started_at is None:
             return None
-        elapsed = self._clock() - self._started_at
+        now = self._clock()
+        elapsed = now - self._started_at
         gained = self.percent - self._start_percent
         if elapsed < 0.5 or gained < ETA_AFTER_PERCENT:
             return None
-        return max(0.0, (100.0 - self.percent) * elapsed / gained)
+        pace = gained / elapsed
+        self._forget_before(now - RECENT_S)
+        if elapsed > RECENT_S and self._seen:
+            since, then = self._seen[0]
+            if since <= now - RECENT_S:  # the bar's place as the window began
+                lately = (self.percent - then) / (now - since)
+                if lately <= 0:
+                    return None
+                pace = min(pace, lately)
+        return max(0.0, (100.0 - self.percent) / pace)
 
 
 class ProgressReporter:
