@@ -19,6 +19,7 @@ from conftest import Stack, wait_for_status, wait_until
 from test_dashboard import csrf_of
 from test_faults import signed_in_browser
 
+from longplay import Client
 from longplay.store.files import NAME_MAX_BYTES
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "hello.ogg"
@@ -725,3 +726,39 @@ def test_an_id_of_thousands_of_characters_is_not_echoed_whole(stack: Stack) -> N
         message = _refusal(client.get(path), 404, "not_found")["message"]
         assert len(message) < 200 and message.endswith("…"), message
         assert message.startswith(("no job job_xxxx", "no flow flow_yyyy")), message
+
+
+def test_an_unused_upload_is_deleted_with_its_file_and_a_used_one_is_kept(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """An upload could only wait out its retention (a day): a 2 GB file nobody would
+    use held the disk that long."""
+    client = stack.client("deleter")
+    spare = client.post("/v1/artifacts", files={"file": ("spare.txt", b"spare")}).json()
+    [stored] = [p for p in (stack.data_dir / "files").rglob("*") if spare["id"] in p.name]
+    assert stack.client("stranger").delete(f"/v1/artifacts/{spare['id']}").status_code == 404
+    assert client.delete(f"/v1/artifacts/{spare['id']}").status_code == 204
+    assert client.get(f"/v1/artifacts/{spare['id']}").status_code == 404
+    assert not stored.exists()
+    assert client.delete(f"/v1/artifacts/{spare['id']}").status_code == 404
+
+    used = client.post("/v1/artifacts", files={"file": ("used.txt", b"used")}).json()
+    job = client.post(
+        "/v1/jobs", json={"kind": "sleep", "params": {"seconds": 0}, "inputs": [used["id"]]}
+    ).json()
+    done = wait_for_status(client, job["id"], {"completed"})
+    kept = client.delete(f"/v1/artifacts/{used['id']}")
+    assert kept.status_code == 409, kept.text
+    assert f"job {job['id']} names artifact {used['id']}" in kept.json()["error"]["message"]
+    [output] = done["outputs"]
+    made = client.delete(f"/v1/artifacts/{output['id']}")
+    assert made.status_code == 409 and "deleting that job" in made.json()["error"]["message"]
+    # Once no job names it, it may go; through the SDK the same.
+    assert client.delete(f"/v1/jobs/{job['id']}").status_code == 204
+    assert client.delete(f"/v1/artifacts/{used['id']}").status_code == 204
+    note = tmp_path / "note.txt"
+    note.write_text("a note")
+    with Client(stack.api_url, stack.key("deleter")) as sdk:
+        uploaded = sdk.upload(note)
+        sdk.delete_artifact(uploaded.id)
+        assert client.get(f"/v1/artifacts/{uploaded.id}").status_code == 404

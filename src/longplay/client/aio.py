@@ -229,6 +229,10 @@ class AsyncClient:
         """Delete a job that has ended (see :meth:`Client.delete`)."""
         checked(await self._send("DELETE", core.api_path("jobs", id_of(job))))
 
+    async def delete_artifact(self, artifact: str) -> None:
+        """Delete an unused upload (see :meth:`Client.delete_artifact`)."""
+        checked(await self._send("DELETE", core.api_path("artifacts", artifact)))
+
     async def kinds(self) -> builtins.list[KindPublic]:
         return await self._answer(list[KindPublic], "GET", "/v1/kinds")
 

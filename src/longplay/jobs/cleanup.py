@@ -48,7 +48,7 @@ from longplay.jobs import events
 from longplay.jobs.service import (
     delete_empty_flows,
     doomed_with_job,
-    named_by_a_job,
+    job_naming,
     remove_job_files,
 )
 from longplay.settings import Settings, get_settings
@@ -341,7 +341,7 @@ def _sweep_uploads(cutoff: datetime, settings: Settings, report: CleanupReport) 
                 select(Artifact).where(Artifact.id.in_(ids)).with_for_update(skip_locked=True)
             )
         )
-        orphans = [a for a in candidates if not named_by_a_job(session, a)]
+        orphans = [a for a in candidates if job_naming(session, a) is None]
         if report.dry_run:
             report.uploads += len(orphans)
             continue

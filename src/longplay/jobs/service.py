@@ -31,6 +31,7 @@ from longplay.store.models import (
     FINISHED,
     Artifact,
     ArtifactRole,
+    Document,
     Flow,
     Job,
     JobAttempt,
@@ -310,22 +311,19 @@ def doomed_with_job(session: Session, owned: Sequence[Artifact]) -> list[Artifac
     names it, as it does any upload.
     """
     return [
-        a for a in owned if a.role == ArtifactRole.OUTPUT.value or not named_by_a_job(session, a)
+        a for a in owned if a.role == ArtifactRole.OUTPUT.value or job_naming(session, a) is None
     ]
 
 
-def named_by_a_job(session: Session, artifact: Artifact) -> bool:
-    """Whether one of the owner's jobs lists the artifact among its inputs."""
-    return (
-        session.scalar(
-            select(Job.id)
-            .where(
-                Job.owner_id == artifact.owner_id,
-                cast(Job.inputs, String).contains(f'"{artifact.id}"', autoescape=True),
-            )
-            .limit(1)
+def job_naming(session: Session, artifact: Artifact) -> str | None:
+    """A job of the owner's that lists the artifact among its inputs, if one does."""
+    return session.scalar(
+        select(Job.id)
+        .where(
+            Job.owner_id == artifact.owner_id,
+            cast(Job.inputs, String).contains(f'"{artifact.id}"', autoescape=True),
         )
-        is not None
+        .limit(1)
     )
 
 
@@ -352,6 +350,41 @@ def get_artifact(session: Session, *, owner: Owner, artifact_id: str) -> Artifac
     if artifact is None:
         raise NotFound(f"no artifact {artifact_id}")
     return artifact
+
+
+def delete_artifact(session: Session, *, owner: Owner, artifact_id: str) -> None:
+    """Delete an upload no job and no document reads, with its file: a large one need
+    not wait out ``LONGPLAY_UPLOAD_RETENTION``. A job's output goes with its job, and
+    an upload a job names or a document is read from stays while they do (409)."""
+    # Locked, so that a submission naming it either commits before the checks below
+    # (which then see it) or waits, and finds it gone (a 422), as with a job's delete.
+    artifact = session.scalar(
+        select(Artifact)
+        .where(Artifact.id == artifact_id, Artifact.owner_id == owner.id)
+        .with_for_update()
+    )
+    if artifact is None:
+        raise NotFound(f"no artifact {artifact_id}")
+    if artifact.role == ArtifactRole.OUTPUT.value:
+        raise Conflict(
+            f"artifact {artifact_id} is an output of job {artifact.job_id}; deleting that "
+            "job deletes its outputs"
+        )
+    reader = artifact.job_id or job_naming(session, artifact)
+    if reader is not None:
+        raise Conflict(
+            f"job {reader} names artifact {artifact_id} as an input; delete that job "
+            "first (DELETE /v1/jobs/{id})"
+        )
+    document = session.scalar(select(Document.id).where(Document.artifact_id == artifact_id))
+    if document is not None:
+        raise Conflict(
+            f"document {document} of a collection is read from artifact {artifact_id}; "
+            "delete the document first"
+        )
+    session.delete(artifact)
+    session.commit()
+    files.remove(artifact)
 
 
 def job_statuses(session: Session, *, owner: Owner, job_ids: Sequence[str]) -> dict[str, str]:

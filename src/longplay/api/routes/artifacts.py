@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from longplay.api import bodies, content, uploads
-from longplay.api.deps import UploaderKeyDep, as_owner
+from longplay.api.deps import KeyDep, UploaderKeyDep, as_owner
 from longplay.api.errors import errors
 from longplay.api.readers import Reader, ReaderDep, as_reader
 from longplay.jobs import refusals, service
@@ -109,6 +109,22 @@ async def _readable(artifact_id: str, credential: str) -> tuple[Artifact, Reader
         return artifact, reader
 
     return await as_reader(credential, read)
+
+
+@router.delete(
+    "/{artifact_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(401, 404, 409)
+)
+async def delete_artifact(artifact_id: str, key: KeyDep) -> Response:
+    """Delete an upload no job and no collection document reads, with its file. A job's
+    output goes with its job (``DELETE /v1/jobs/{id}``); an upload a job names stays
+    while that job does (409)."""
+    await as_owner(
+        key,
+        lambda session, owner: service.delete_artifact(
+            session, owner=owner, artifact_id=artifact_id
+        ),
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
