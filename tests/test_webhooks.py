@@ -516,6 +516,51 @@ def test_a_jobs_messages_go_out_while_every_worker_process_runs_a_job(
         assert types.count("job.progress") >= 2, types
 
 
+def test_a_retry_goes_at_its_time_while_every_worker_process_runs_a_job(
+    hooks_stack: Stack, receiver: Receiver
+) -> None:
+    """A retry was a task for a free worker process: with both running a job, a
+    ``started`` answered 500 was tried again only once a job had ended, after it."""
+    client = hooks_stack.client("alice")
+    urls = [receiver.url(Reply(500)) for _ in range(2)]
+    jobs = [
+        submit(
+            client,
+            params={"seconds": 4.0, "ticks": 4},
+            callback_url=url,
+            callback_events=["started"],
+        )
+        for url, _ in urls
+    ]
+    for job, (_, name) in zip(jobs, urls, strict=True):
+        wait_for_status(client, job["id"], {"completed"}, timeout=30)
+        settled(client, job["id"], count=2)
+        got = receiver.received(name)
+        assert [r.json["type"] for r in got] == ["job.started"] * 2 + ["job.completed"]
+        assert got[1].at - got[0].at < 2.5, "tried again after its backoff, not the job"
+
+
+def test_the_end_supersedes_a_started_message_waiting_for_its_retry(
+    hooks_stack: Stack, receiver: Receiver
+) -> None:
+    """A ``started`` answered 503 with ``Retry-After`` came after the job's final
+    message, and a receiver going by ``data.status`` was left with a running job."""
+    client = hooks_stack.client("alice")
+    url, name = receiver.url(Reply(503, headers={"Retry-After": "3"}))
+    job = submit(
+        client, params={"seconds": 0.5, "ticks": 1}, callback_url=url, callback_events=["started"]
+    )
+    wait_for_status(client, job["id"], {"completed"}, timeout=30)
+    rows = settled(client, job["id"], count=2)
+    time.sleep(3.5)  # past the retry the started message would have had
+    assert {r["event"]: r["status"] for r in rows} == {
+        "started": "superseded",
+        "completed": "delivered",
+    }, rows
+    types = [r.json["type"] for r in receiver.received(name)]
+    assert types == ["job.started", "job.completed"], types
+
+
 def test_a_progress_message_on_the_wire_when_its_job_ends_is_not_sent_again(
     hooks_stack: Stack, receiver: Receiver
 ) -> None:

@@ -31,6 +31,7 @@ from longplay.jobs.webhooks.outbox import (
     PENDING,
     SENDING,
     SUPERSEDED,
+    SUPERSEDED_BY_THE_END,
 )
 from longplay.jobs.webhooks.signing import encode, headers_for, secrets_signing
 from longplay.settings import Settings, get_settings
@@ -174,9 +175,9 @@ def deliver(delivery_id: str) -> float | None:
         if row.event in FINAL_EVENTS and _other_on_the_wire(session, row, now):
             row.status, row.next_attempt_at = PENDING, now + timedelta(seconds=HOLD)
             return HOLD
-        if row.event == "progress" and _ended_since(session, row):
+        if row.event in SUPERSEDED_BY_THE_END and _ended_since(session, row):
             # Its job ended while it was on the wire (the end superseded only the
-            # messages waiting then): no progress after the end.
+            # messages waiting then): nothing but the final after the end.
             row.status, row.next_attempt_at = SUPERSEDED, None
             return None
         owner = session.scalar(

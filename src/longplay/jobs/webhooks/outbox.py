@@ -47,7 +47,9 @@ WEBHOOK_EVENT = {"running": "started"}
 
 PENDING, SENDING, DELIVERED, FAILED = "pending", "sending", "delivered", "failed"
 SUPERSEDED = "superseded"
-"""A progress message not sent yet when its job ended; it never will be."""
+"""A progress or started message not delivered yet when its job ended (waiting, or
+waiting for its retry); it never will be: the final message says more, and comes last."""
+SUPERSEDED_BY_THE_END = ("progress", "started")
 
 
 def wants(job: Job, event_name: str) -> bool:
@@ -106,7 +108,7 @@ def add(
             update(WebhookDelivery)
             .where(
                 WebhookDelivery.job_id == fresh.id,
-                WebhookDelivery.event == "progress",
+                WebhookDelivery.event.in_(SUPERSEDED_BY_THE_END),
                 WebhookDelivery.status == PENDING,
             )
             .values(status=SUPERSEDED, next_attempt_at=None)
