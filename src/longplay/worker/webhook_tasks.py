@@ -3,7 +3,8 @@
 Thin like the job task: each takes an id and hands it on. The attempt itself is made
 by a sender thread of this process (:mod:`longplay.jobs.webhooks.relay`), so that a
 slow receiver does not hold the pool process; :mod:`longplay.jobs.webhooks.delivery`
-owns the retry rules, and a retry is a new message with a countdown.
+owns the retry rules. A delivery comes here when the process that stored it had no
+room for it, or died with it (the sweep).
 """
 
 from __future__ import annotations
