@@ -125,7 +125,9 @@ def test_kinds_lists_every_kind_and_what_one_takes(stack: Stack) -> None:
     assert "steps: prepare → work" in lines, sleep.stdout
     by_name = {line.split()[0]: line for line in lines if line.strip()}
     assert by_name["seconds"].split() == ["seconds", "number", "0", "to", "600", "1"]
-    assert by_name["fail"].split() == ["fail", "permanent", "|", "retryable,", "or", "null", "null"]
+    assert by_name["fail"].split() == [
+        *("fail", "permanent", "|", "retryable", "|", "settings,", "or", "null", "null")
+    ]
     mistakes = longplay(stack, "kinds", "mistakes", COLUMNS="160").stdout.splitlines()
     by_name = {line.split()[0]: line.split() for line in mistakes if line.strip()}
     assert by_name["label"] == ["label", "Label", "(text)", '{"text":', '"plain"}'], mistakes

@@ -49,6 +49,7 @@ from longplay.dashboard import app as dashboard
 from longplay.jobs import refusals
 from longplay.jobs.metrics import REQUESTS
 from longplay.jobs.outages import REDIS_DOWN, STORE_DOWN, part_down
+from longplay.jobs.webhooks import delivery, relay
 from longplay.kinds import load as load_kinds
 from longplay.settings import get_settings
 from longplay.store.files import UploadTooLarge
@@ -292,6 +293,7 @@ CORS_EXPOSED = [
 
 def create_app() -> FastAPI:
     load_kinds()  # now, not on the first request; the OpenAPI document lists them
+    relay.sends_with(delivery.deliver)  # a cancel's webhook goes from this process
     app = FastAPIOffline(
         lifespan=_lifespan,
         title="longplay",

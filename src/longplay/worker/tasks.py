@@ -35,6 +35,7 @@ from longplay.jobs.admission import rounds
 from longplay.jobs.cleanup import run_cleanup
 from longplay.jobs.endings import fail_killed
 from longplay.jobs.runner import run_job
+from longplay.jobs.webhooks import delivery, relay
 from longplay.kinds import load as load_kinds
 from longplay.redis_client import get_redis
 from longplay.store.db import dispose_engine
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 # with the kinds (and what they import) loaded, instead of loading them on its first job.
 load_kinds()
 quiet_ended_processes()
+relay.sends_with(delivery.deliver)  # the pool processes make webhook attempts themselves
 
 
 def worker_prefix(main_pid: int) -> str:

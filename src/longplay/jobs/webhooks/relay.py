@@ -14,6 +14,9 @@ Where a thread's queue, or the list of attempts to come, is full, the message go
 to the broker as before (a task with a countdown, which hands the attempt to a
 thread of the pool process that takes it). A process that dies with messages queued
 or waiting loses nothing: each is a row that beat's sweep sends again.
+
+The API and the worker make attempts (:func:`sends_with`, at their start); any other
+process that stores a message (a command) hands it to the broker.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import queue
 import threading
 import time
 import zlib
+from collections.abc import Callable
 
 from longplay.broker import send as broker
 
@@ -39,6 +43,18 @@ LATER_ROOM = 1000
 
 Delivery = tuple[str, str]
 """A delivery's id and its job's."""
+Deliver = Callable[[str], float | None]
+"""One attempt at a delivery: the seconds until the next one is due, or None."""
+_deliver: Deliver | None = None
+
+
+def sends_with(deliver: Deliver) -> None:
+    """Let this process's threads make attempts with ``deliver``
+    (:func:`longplay.jobs.webhooks.delivery.deliver`, which this module cannot import:
+    it tells the job's stream how an attempt went through the units of work, whose
+    outbox hands messages to this module)."""
+    global _deliver
+    _deliver = deliver
 
 
 class Relay:
@@ -108,12 +124,12 @@ def _serve(lane: queue.Queue[Delivery]) -> None:
 def attempt(delivery_id: str, job_id: str | None) -> None:
     """Make one attempt at a delivery and book the next one, if there is one; a store
     that does not answer leaves the row to beat's sweep."""
-    # Imported here: the delivery tells the job's stream how it went, through the units
-    # of work, which stage messages through the outbox, which hands them to this module.
-    from longplay.jobs.webhooks import delivery
-
+    deliver = _deliver
+    if deliver is None:
+        to_broker(delivery_id, job_id)
+        return
     try:
-        delay = delivery.deliver(delivery_id)
+        delay = deliver(delivery_id)
     except Exception as exc:
         log.warning("webhook %s: not sent now (%s); the sweep sends it", delivery_id, exc)
         return
@@ -130,8 +146,8 @@ os.register_at_fork(after_in_child=RELAY.forget)
 
 def send(delivery_id: str, job_id: str) -> None:
     """Hand a committed delivery over at once: to this process's sender for its job,
-    or to the broker where that sender has no room."""
-    if not RELAY.offer(delivery_id, job_id):
+    or to the broker where that sender has no room (or this process sends none)."""
+    if _deliver is None or not RELAY.offer(delivery_id, job_id):
         to_broker(delivery_id, job_id)
 
 
