@@ -12,6 +12,15 @@ from longplay.settings import get_settings
 
 _client: tuple[int, redis.Redis] | None = None
 
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+"""What redis-py raises when Redis may not answer (see :func:`redis_away`)."""
+
+
+def redis_away(exc: BaseException) -> bool:
+    """Whether ``exc`` says Redis did not answer now, to wait out. A wrong password is
+    raised as a kind of ``ConnectionError`` too, but waiting does not mend it."""
+    return isinstance(exc, REDIS_DOWN) and not isinstance(exc, redis.AuthenticationError)
+
 
 def get_redis() -> redis.Redis:
     """The process's Redis client; a forked child gets its own, never its parent's."""

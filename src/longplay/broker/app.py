@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 import re
 
-import redis
 from celery import Celery
 from kombu import Queue
 
 from longplay import keys
+from longplay.redis_client import REDIS_DOWN, redis_away
 from longplay.settings import Settings, get_settings
 
 RUN_JOB = "longplay.run_job"
@@ -70,10 +70,8 @@ def _redis_away(error: BaseException) -> BaseException | None:
     at: BaseException | None = error
     while at is not None and id(at) not in seen:
         seen.add(id(at))
-        if isinstance(at, redis.AuthenticationError):
-            return None
-        if isinstance(at, (redis.ConnectionError, redis.TimeoutError)):
-            return at
+        if isinstance(at, REDIS_DOWN):  # the first Redis error of the chain decides
+            return at if redis_away(at) else None
         at = at.__cause__ or at.__context__
     return None
 

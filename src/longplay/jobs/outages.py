@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import sqlite3
 
-import redis
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from longplay.redis_client import REDIS_DOWN as REDIS_DOWN
+from longplay.redis_client import redis_away
 
 STORE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
 """What the database raises when it may not answer: refused or dropped connections, a
 lock held too long (SQLite), a pool with no connection free in time (see
 :func:`part_down` for which of them are that)."""
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 SQLITE_DOWN = (
     "database is locked",
     "unable to open database file",
@@ -47,7 +48,7 @@ def part_down(exc: BaseException) -> str | None:
     types as an outage, but waiting mends neither: those are None."""
     if isinstance(exc, STORE_DOWN):
         return "the store" if _store_down(exc) else None
-    if isinstance(exc, REDIS_DOWN) and not isinstance(exc, redis.AuthenticationError):
+    if redis_away(exc):
         return "Redis"
     return None
 
