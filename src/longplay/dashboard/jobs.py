@@ -32,7 +32,7 @@ from longplay.dashboard.web import (
     taken_from,
 )
 from longplay.framework import get_kind
-from longplay.framework.errors import MENDED_BY_SETTINGS
+from longplay.framework.errors import same_result_again
 from longplay.framework.kinds import all_kinds
 from longplay.jobs import refusals, service
 from longplay.store.models import Artifact, Job, JobStatus
@@ -279,7 +279,7 @@ def _permanent(job: Job) -> bool:
     result (``retryable`` false: no notes found, not enough content), and no change of
     the service's settings mends it."""
     error = job.error or {}
-    return error.get("retryable") is False and error.get("code") not in MENDED_BY_SETTINGS
+    return same_result_again(error.get("retryable"), error.get("code"))
 
 
 @dataclass

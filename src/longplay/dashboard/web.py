@@ -31,7 +31,7 @@ from longplay.api import outages
 from longplay.api.deps import in_store
 from longplay.dashboard import sessions
 from longplay.dashboard.sessions import Viewer
-from longplay.framework.errors import MENDED_BY_SETTINGS
+from longplay.framework.errors import MENDED_BY_SETTINGS, same_result_again
 from longplay.jobs import refusals
 from longplay.jobs.outages import part_down
 from longplay.store.files import UploadTooLarge
@@ -156,7 +156,7 @@ templates.globals["now_iso"] = lambda: datetime.now(UTC).isoformat()
 def failed_for_good(error: ErrorPublic | None) -> bool:
     """Whether running the job again would give the same result: no Retry offered.
     One whose settings an operator must fix first is retried once they are."""
-    return error is not None and not error.retryable and error.code not in MENDED_BY_SETTINGS
+    return error is not None and same_result_again(error.retryable, error.code)
 
 
 def mended_by_settings(error: ErrorPublic | None) -> bool:

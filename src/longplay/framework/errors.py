@@ -32,6 +32,12 @@ server's key, its URL): the job's own retries would fail the same way, but once 
 operator has fixed the setting, running the job again passes."""
 
 
+def same_result_again(retryable: bool | None, code: str | None) -> bool:
+    """Whether running a job that failed with this error again gives the same result:
+    it is not retryable, and no change of settings mends it."""
+    return retryable is False and code not in MENDED_BY_SETTINGS
+
+
 @dataclass
 class PermanentError(JobError):
     """Retrying cannot help: the job fails at once."""
