@@ -178,3 +178,31 @@ def test_a_retried_dub_resumes_at_the_stage_that_failed(
     assert skipped == ["transcribe", "translate"], "the retry did not redo finished stages"
     redone = {e["data"]["step"] for e in resumed if e["event"] == "progress"}
     assert redone == {"speak"}
+
+
+@DATABASE
+def test_an_http_speech_servers_voices_are_checked_at_submit_and_spoken(
+    make_stack: Any, failing_speech_server: StubServer
+) -> None:
+    """Any voice went through to the server (OpenAI answers 400 to "alex", at run
+    time); ``LONGPLAY_TTS_HTTP_VOICES`` names the server's, refused at submit else."""
+    stack: Stack = make_stack()
+    stack.env.update(
+        LONGPLAY_TTS_ENGINE="http",
+        LONGPLAY_TTS_URL=failing_speech_server.url,
+        LONGPLAY_TTS_API_KEY=STUB_KEY,
+        LONGPLAY_TTS_HTTP_VOICE="joe",  # the stub speaks with the bundled voices
+        LONGPLAY_TTS_HTTP_VOICES="joe,alex",
+    )
+    stack.start_api()
+    stack.start_worker(concurrency=1)
+    client = stack.client()
+    body = {"kind": "synthesize", "params": {"text": "Hello there.", "voice": "alloy"}}
+    refused = client.post("/v1/jobs", json=body)
+    assert refused.status_code == 422, refused.text
+    assert "no voice 'alloy'; the voices are joe, alex" in refused.json()["error"]["message"]
+    body["params"]["voice"] = "alex"
+    job = client.post("/v1/jobs", json=body)
+    assert job.status_code == 202, job.text
+    done = wait_for_status(client, job.json()["id"], {"completed", "failed"}, timeout=120)
+    assert done["status"] == "completed", done["error"]

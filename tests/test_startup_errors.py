@@ -41,6 +41,7 @@ def assert_short(done: subprocess.CompletedProcess[str], *named: str) -> None:
         ("LONGPLAY_JOB_RETENTION", "30x"),
         ("LONGPLAY_STT_TIMEOUT", "-1"),
         ("LONGPLAY_WORKER_MAX_MEMORY_MB", "-1"),
+        ("LONGPLAY_ENGINE_RETRY_WITHIN", "-1"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_its_variable(
