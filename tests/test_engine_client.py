@@ -10,10 +10,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
+from conftest import Stack, free_port, wait_for_status
 
 from longplay.engines.http import SAID_CHARS, EngineClient
 from longplay.engines.tts import HttpSynthesizer
@@ -225,3 +226,36 @@ def test_through_the_environments_proxy_a_request_is_held_to_its_timeout_too(
         engine.post_json("/v1/embeddings")
     assert caught.value.code == "engine_timeout" and time.monotonic() - started < 4
     assert [seen["path"] for seen in proxy.seen] == ["http://engine.example/v1/embeddings"] * 2
+
+
+def test_a_job_whose_engine_rate_limits_once_completes_in_its_first_attempt(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
+    """Through the API and a worker, with ``LONGPLAY_ENGINE_RETRY_WITHIN`` set: the 429
+    is waited out within the call, and the job is not sent back to the queue."""
+    heard = {
+        "text": "Hello there.",
+        "language": "en",
+        "duration": 1.0,
+        "segments": [{"start": 0.0, "end": 1.0, "text": "Hello there."}],
+    }
+    server = serve(error(429, "Rate limit reached", {"Retry-After": "1"}), answer(200, heard))
+    with Stack(tmp_path / "stack", "sqlite") as stack:
+        stack.env.update(
+            LONGPLAY_STT_ENGINE="http",
+            LONGPLAY_STT_URL=server.url,
+            LONGPLAY_STT_API_KEY=KEY,
+            LONGPLAY_ENGINE_RETRY_WITHIN="20",
+        )
+        stack.start_api()
+        stack.start_worker(concurrency=1)
+        client = stack.client()
+        audio = Path(__file__).parents[1] / "examples" / "hello.ogg"
+        with audio.open("rb") as file:
+            job = client.post(
+                "/v1/jobs", data={"kind": "transcribe"}, files={"file": ("hello.ogg", file)}
+            )
+        assert job.status_code == 202, job.text
+        done = wait_for_status(client, job.json()["id"], {"completed", "failed"}, timeout=120)
+    assert done["status"] == "completed" and done["attempts"] == 1, done
+    assert len(server.seen) == 2 and server.seen[1]["at"] - server.seen[0]["at"] >= 0.95
