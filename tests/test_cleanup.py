@@ -74,7 +74,7 @@ def test_beat_deletes_old_finished_jobs_only(make_stack) -> None:  # type: ignor
         LONGPLAY_CLEANUP_INTERVAL="1",
     )
     deployment.start_api()
-    deployment.start_worker(concurrency=2)  # one slot for the running job, one for upkeep
+    deployment.start_worker(concurrency=1)  # its one slot runs a job: beat runs the cleanup
     client = deployment.client()
     events = redis.Redis.from_url(deployment.redis_url)
 

@@ -307,13 +307,14 @@ def worker(
     from longplay.broker import liveness
     from longplay.broker.app import celery_app
     from longplay.worker.memory import tune_malloc
-    from longplay.worker.tasks import release_jobs_of
+    from longplay.worker.tasks import release_jobs_of, take_jobs
 
     if queues is not None and not _known_resources(queues):
         raise typer.BadParameter(f"name cpu, gpu or both, not {queues!r}", param_hint="--queues")
     settings = _with_flags(LONGPLAY_WORKER_CONCURRENCY=concurrency, LONGPLAY_WORKER_QUEUES=queues)
     tune_malloc()  # before the pool forks: every pool process inherits it
     celeryd_after_setup.connect(_no_warning_of_cancelled_tasks, weak=False)
+    take_jobs()
     liveness.install(celery_app)
     setup_logging(settings)
     prepare(settings)
@@ -342,15 +343,18 @@ def _known_resources(queues: str) -> bool:
 
 @app.command()
 def beat() -> None:
-    """Run Celery beat: the reaper, admission rounds, the retention cleanup.
+    """Run beat: it schedules the reaper, admission rounds, webhook resends and the
+    retention cleanup, and runs them on threads of its own.
 
     One beat schedules at a time; another started beside it waits, and takes over when
     the first stops."""
     import logging
 
+    from celery.signals import celeryd_after_setup
+
     from longplay.broker import single_beat
-    from longplay.broker.app import celery_app
     from longplay.redis_client import get_redis
+    from longplay.worker import beat as upkeep
 
     settings = get_settings()
     setup_logging(settings)
@@ -365,14 +369,12 @@ def beat() -> None:
 
     single_beat.take(client, waiting=waiting)
     single_beat.keep(client)
+    celeryd_after_setup.connect(_no_warning_of_cancelled_tasks, weak=False)
     try:
-        celery_app.start(
-            [
-                *(["--quiet"] if settings.log_format == "json" else []),  # no banner
-                "beat",
-                f"--loglevel={settings.log_level.upper()}",
-                f"--schedule={settings.data_dir / 'beat-schedule'}",
-            ]
+        upkeep.run(
+            settings.data_dir / "beat-schedule",
+            log_level=settings.log_level,
+            quiet=settings.log_format == "json",
         )
     except SystemExit:
         if not single_beat.lost.is_set():

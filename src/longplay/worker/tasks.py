@@ -1,4 +1,4 @@
-"""The task that runs a job, and the upkeep tasks beat sends.
+"""The task that runs a job, and the upkeep tasks beat sends (and runs itself).
 
 Like a web view, the task takes an id and hands it to the jobs layer; it never
 retries through Celery, because the runner owns the retry rules.
@@ -142,7 +142,6 @@ def release_jobs_of(main_pid: int) -> int:
     return reaper.release_jobs_of(worker_prefix(main_pid))
 
 
-@worker_shutting_down.connect
 def _stopping(**_: object) -> None:
     """In the worker's main process, as a clean stop begins (SIGTERM, Ctrl-C). Celery
     gives a job's message back to the broker before :func:`release_jobs_of` can run,
@@ -167,7 +166,6 @@ def admit() -> dict[str, int]:
     return rounds.tick()
 
 
-@worker_ready.connect
 def _admit_on_start(**_: object) -> None:
     """A worker came up: jobs may have waited for one, or been lost with the broker.
     Then its admission loop answers the asks for rounds."""
@@ -178,9 +176,18 @@ def _admit_on_start(**_: object) -> None:
     admission.LOOP.start()
 
 
-@worker_shutdown.connect
 def _stop_admission(**_: object) -> None:
     admission.LOOP.stop()
+
+
+def take_jobs() -> None:
+    """Make this Celery worker one that runs jobs (the ``worker`` command): at its start
+    an admission round and its admission loop; as it stops, its mark that the stop is
+    clean, and the loop's end. Beat's process, which runs upkeep on threads of its own
+    (:mod:`longplay.worker.beat`), does none of it."""
+    worker_ready.connect(_admit_on_start, weak=False)
+    worker_shutting_down.connect(_stopping, weak=False)
+    worker_shutdown.connect(_stop_admission, weak=False)
 
 
 @celery_app.task(name=CLEANUP, ignore_result=True)
