@@ -34,8 +34,11 @@ _DEADLINE: ContextVar[float | None] = ContextVar("longplay_request_deadline", de
 @contextlib.contextmanager
 def within(seconds: float) -> Iterator[None]:
     """Requests made in this block on a :class:`DeadlineBackend` without a fixed
-    deadline end, all of them, ``seconds`` from now at most."""
-    token = _DEADLINE.set(time.monotonic() + seconds)
+    deadline end, all of them, ``seconds`` from now at most; inside another such block,
+    by the earlier of the two ends."""
+    end = time.monotonic() + seconds
+    outer = _DEADLINE.get()
+    token = _DEADLINE.set(end if outer is None else min(end, outer))
     try:
         yield
     finally:

@@ -31,7 +31,7 @@ from longplay.api.collection_schemas import (
     CollectionPublic,
     PassagePublic,
 )
-from longplay.api.routes.collections import DOCUMENTS_TEXT_BYTES
+from longplay.api.routes.collections import DOCUMENTS_TEXT_BYTES, question_vector
 from longplay.dashboard.live import MAX_FOLLOWED
 from longplay.dashboard.sessions import Viewer
 from longplay.dashboard.web import (
@@ -187,7 +187,7 @@ async def _page(
     ranking = ""
     if query:
         # The collection is the viewer's (read above) before the model runs.
-        probe = await run_in_threadpool(retrieval.query_vector_or_words, query)
+        probe = await question_vector(query)
         ranking = "full_text" if probe is None else "hybrid"
         passages = await as_viewer(
             request, lambda session, viewer: _search(session, viewer, collection_id, query, probe)

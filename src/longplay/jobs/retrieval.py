@@ -19,6 +19,8 @@ query about nothing the collection says finds nothing, as it does in full text.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -28,6 +30,7 @@ from sqlalchemy.orm import Session
 from longplay.engines.embeddings import get_embedder
 from longplay.framework import JobError
 from longplay.framework.library import NewPassage
+from longplay.http_time import within
 from longplay.settings import Settings, get_settings
 from longplay.store import library as queries
 
@@ -72,14 +75,58 @@ def query_vector(query: str, settings: Settings | None = None) -> Probe | None:
     return Probe(embedder.model_id, embedder.embed([query])[0])
 
 
+QUESTION_WITHIN_S = 5.0
+"""Seconds a search waits for its question's embedding: a person waits for the answer,
+and past this it is the words' alone (``LONGPLAY_EMBED_TIMEOUT``, a minute, is for
+indexing, where a document's passages go in batches)."""
+WORDS_ONLY_FOR_S = 30.0
+"""Seconds searches go by the words alone, without asking the engine, after it failed
+one: a server that hangs would otherwise hold every search for
+:data:`QUESTION_WITHIN_S`, and say so in the log each time."""
+
+
+class _WordsOnly:
+    """Until when this process's searches skip the embedding engine, after it failed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._until = 0.0
+
+    def now(self) -> bool:
+        return time.monotonic() < self._until
+
+    def begin(self) -> bool:
+        """Skip the engine for :data:`WORDS_ONLY_FOR_S`; True unless a failure of a
+        search running beside this one already began it (its line is in the log)."""
+        with self._lock:
+            began = not self.now()
+            self._until = time.monotonic() + WORDS_ONLY_FOR_S
+        return began
+
+
+_WORDS_ONLY = _WordsOnly()
+
+
 def query_vector_or_words(query: str) -> Probe | None:
-    """The query's embedding, as :func:`query_vector`; None, with a warning, when the
-    engine fails (its server down or refusing, the model not installed): a search by
-    the words alone still finds passages."""
+    """The query's embedding, as :func:`query_vector`, within :data:`QUESTION_WITHIN_S`;
+    None when the engine fails (its server down, refusing or too slow, the model not
+    installed), and for :data:`WORDS_ONLY_FOR_S` after that: a search by the words
+    alone still finds passages."""
+    if _WORDS_ONLY.now():
+        return None
     try:
-        return query_vector(query)
+        with within(QUESTION_WITHIN_S):
+            return query_vector(query)
     except JobError as exc:
-        log.warning("searching by words only, the embedding engine failed: %s", exc.message)
+        said = exc.message
+        if exc.code == "engine_timeout":
+            said = f"it did not embed the question within {QUESTION_WITHIN_S:g} s"
+        if _WORDS_ONLY.begin():
+            log.warning(
+                "searching by words only for %g s, the embedding engine failed: %s",
+                WORDS_ONLY_FOR_S,
+                said,
+            )
         return None
 
 

@@ -3,8 +3,11 @@ search, delete. Another owner's collection is a 404."""
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Annotated, Any
 
+import anyio
+from anyio import CapacityLimiter
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import StringConstraints
 from sqlalchemy.orm import Session
@@ -35,6 +38,25 @@ from longplay.store.views import JobPublic
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 DOCUMENTS_TEXT_BYTES = 1024
 """Documents come as files; a text part where one belongs is refused anyway."""
+
+QUESTIONS_AT_ONCE = 8
+"""Searches of one API process that embed their question at once."""
+
+
+@cache
+def _question_slots() -> CapacityLimiter:
+    return CapacityLimiter(QUESTIONS_AT_ONCE)
+
+
+async def question_vector(query: str) -> retrieval.Probe | None:
+    """The question's embedding, or None to search by the words alone
+    (:func:`~longplay.jobs.retrieval.query_vector_or_words`). On threads of its own
+    limit: an embedding server that hangs holds searches, never the threads that
+    ``/healthz``, ``/metrics`` and uploads run on."""
+    return await anyio.to_thread.run_sync(
+        retrieval.query_vector_or_words, query, limiter=_question_slots()
+    )
+
 
 ADD_BODY: dict[str, Any] = {
     "requestBody": {
@@ -238,7 +260,7 @@ async def search(
                 session, owner=owner, collection_id=collection_id
             ),
         )
-        probe = await run_in_threadpool(retrieval.query_vector_or_words, q)
+        probe = await question_vector(q)
     return await as_owner(
         key,
         lambda session, owner: SearchResults(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from functools import cache
+
+import anyio
+from anyio import CapacityLimiter
 from fastapi import APIRouter, Response, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,6 +23,8 @@ from longplay.store.models import Job, Owner
 from longplay.store.views import public_message
 
 router = APIRouter()
+HEALTH_CHECKS_AT_ONCE = 4
+"""``/healthz`` and ``/readyz`` answered at once by one API process."""
 
 
 @router.get("/v1/kinds", response_model=list[KindPublic], tags=["kinds"], responses=errors(401))
@@ -80,10 +86,11 @@ def read_workers() -> list[WorkerPublic]:
         }
     },
 )
-def health(response: Response) -> HealthPublic:
+async def health(response: Response) -> HealthPublic:
     """Whether the store, Redis, a worker and a beat answer (503 if not); never waits
     long."""
-    return _answer(response, health_report(), judged=("store", "redis", "workers", "beat"))
+    found = await _health_report()
+    return _answer(response, found, judged=("store", "redis", "workers", "beat"))
 
 
 @router.get(
@@ -97,11 +104,23 @@ def health(response: Response) -> HealthPublic:
         }
     },
 )
-def ready(response: Response) -> HealthPublic:
+async def ready(response: Response) -> HealthPublic:
     """Whether this API can serve: its store and Redis answer (503 if not). Workers are
     counted but not judged: none alive is no fault of this API's, and a load balancer
     probing every replica would otherwise drop them all at once."""
-    return _answer(response, health_report(), judged=("store", "redis"))
+    return _answer(response, await _health_report(), judged=("store", "redis"))
+
+
+@cache
+def _health_slots() -> CapacityLimiter:
+    return CapacityLimiter(HEALTH_CHECKS_AT_ONCE)
+
+
+async def _health_report() -> Health:
+    """The parts' health, on threads of its own limit: requests that fill the shared
+    thread pool (uploads, searches, sync routes) never make a probe wait, and a probe
+    that waits is a replica dropped by its load balancer."""
+    return await anyio.to_thread.run_sync(health_report, limiter=_health_slots())
 
 
 def _answer(response: Response, found: Health, *, judged: tuple[str, ...]) -> HealthPublic:
