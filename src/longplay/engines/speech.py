@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from longplay.engines.audio import Samples, resample
 from longplay.engines.device import FallbackCallback, gpu_slot
 from longplay.engines.tts import Speech, Synthesizer, get_synthesizer
+from longplay.engines.voices import unspeakable
 from longplay.framework import InvalidInput, Progress
 from longplay.media import (
     OUTPUT_FORMATS,
@@ -120,12 +121,15 @@ def synthesize_speech(
     voicing ``sentences``, ``sentences_total``, ``chars``, ``chars_total`` and
     ``seconds`` of speech so far; while mastering ``mastering`` (true), ``seconds``
     of speech mastered and ``gain_db``. Raises
-    :class:`InvalidInput` for a text with no words and the engine's ``InvalidParams``
+    :class:`InvalidInput` for a text with no words or in a script the voice cannot
+    read, and the engine's ``InvalidParams``
     for a voice it does not have (naming the ones it has).
     """
     sentences = speakable_sentences(text)
     if not sentences:
         raise InvalidInput("nothing to say: the text has no words")
+    if (reason := unspeakable(text)) is not None:
+        raise InvalidInput(reason)
     synthesizer = get_synthesizer(on_fallback=on_fallback)
     path = folder / f"{stem}.{options.format}"
     with Spool(folder / f".{stem}.voiced.f32", channels=1) as voiced:

@@ -11,6 +11,7 @@ through to the server).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from longplay.engines.models import DEFAULT_VOICE_NAME, piper_voice_file, piper_
 from longplay.engines.tts import SECOND_VOICE_NAME
 from longplay.framework import FieldError, PermanentError
 from longplay.settings import Settings, get_settings
+from longplay.text.languages import Language
+from longplay.text.writing import foreign_script, scripts_of_language
 
 
 def known_voices(settings: Settings | None = None) -> tuple[str, ...] | None:
@@ -54,3 +57,76 @@ def check_voice(voice: str | None, field: str = "voice") -> None:
     voices = known_voices()
     if voice is not None and voices is not None and voice not in voices:
         raise FieldError(f"no voice {voice!r}; the voices are {', '.join(voices)}", field=field)
+
+
+@dataclass(frozen=True)
+class Speaks:
+    """The language the voice speaks, and the scripts it reads."""
+
+    voice: str
+    language: str
+    scripts: frozenset[str]
+
+
+def voice_speaks(settings: Settings | None = None) -> Speaks | None:
+    """What the local Piper voice speaks, from its ``.onnx.json``; None for an HTTP
+    engine (its server may speak many languages) or a voice file that is missing or
+    does not say."""
+    settings = settings or get_settings()
+    if settings.tts.engine == "http":
+        return None
+    try:
+        voice_file = piper_voice_file(settings)
+    except PermanentError:
+        return None
+    return _piper_speaks(voice_file, piper_voice_name(settings, voice_file))
+
+
+@cache
+def _piper_speaks(voice_file: Path, name: str) -> Speaks | None:
+    config = json.loads(Path(f"{voice_file}.json").read_text(encoding="utf-8"))
+    language = config.get("language") or {}
+    code = language.get("family") or language.get("code")
+    if not code:
+        return None
+    return Speaks(name, language.get("name_english") or code, scripts_of_language(code))
+
+
+def unspeakable(text: str) -> str | None:
+    """Why the voice cannot speak ``text``, where most of it is in a script the voice
+    does not read (it would say each letter's name); None where it can, or where the
+    voice's language is not known."""
+    speaks = voice_speaks()
+    script = foreign_script(text, speaks.scripts) if speaks is not None else None
+    if speaks is None or script is None:
+        return None
+    return (
+        f"the voice {speaks.voice} speaks {speaks.language}, and this text is mostly in "
+        f"{script} script, which it cannot read; {_ANOTHER_VOICE}"
+    )
+
+
+def check_speakable(text: str, field: str = "text") -> None:
+    """Refuse a text the voice cannot speak (:class:`FieldError` naming ``field``)."""
+    if (reason := unspeakable(text)) is not None:
+        raise FieldError(reason, field=field)
+
+
+def check_language_speakable(language: Language, field: str) -> None:
+    """Refuse to voice ``language`` where it is not written in a script the voice
+    reads (:class:`FieldError` naming ``field``)."""
+    speaks = voice_speaks()
+    needed = scripts_of_language(language.code)
+    if speaks is not None and not needed & speaks.scripts:
+        raise FieldError(
+            f"the voice {speaks.voice} speaks {speaks.language} and cannot read "
+            f"{language.name}, which is written in {' or '.join(sorted(needed))} script; "
+            f"{_ANOTHER_VOICE}",
+            field=field,
+        )
+
+
+_ANOTHER_VOICE = (
+    "set LONGPLAY_TTS_VOICE to a Piper voice of the language, or LONGPLAY_TTS_ENGINE=http "
+    "for a speech server that speaks it"
+)

@@ -23,7 +23,7 @@ from longplay.engines.speech import SpeechOptions, synthesize_speech
 from longplay.engines.stt import whisper_languages
 from longplay.engines.transcription import MEDIA_TYPES, TranscriptionOptions, transcribe_file
 from longplay.engines.translation import TranslationOptions, translate_file
-from longplay.engines.voices import check_voice
+from longplay.engines.voices import check_language_speakable, check_voice
 from longplay.framework import (
     FieldError,
     InputFile,
@@ -50,9 +50,10 @@ class DubParams(TranslationOptions, SpeechOptions):
 
 
 def check(params: DubParams, inputs: Sequence[SubmittedInput]) -> None:
-    """At submit: the voice is one the engine has, and speech recognition knows the
-    language the input is said to be in."""
+    """At submit: the voice is one the engine has and can read the language dubbed
+    into, and speech recognition knows the language the input is said to be in."""
     check_voice(params.voice)
+    check_language_speakable(params.target, field="target_language")
     if params.source is not None and params.source.base not in whisper_languages():
         raise FieldError(
             f"speech recognition does not know {params.source.name} "

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from longplay.engines.speech import SpeechOptions, synthesize_speech
-from longplay.engines.voices import check_voice
+from longplay.engines.voices import check_speakable, check_voice, unspeakable
 from longplay.framework import (
     UPLOAD_READ_BYTES,
     FieldError,
@@ -52,7 +52,8 @@ class SynthesizeParams(SpeechOptions):
 
 
 def check(params: SynthesizeParams, inputs: Sequence[SubmittedInput]) -> None:
-    """At submit: the text or one file, not both, not none; a voice the engine has."""
+    """At submit: the text or one file, not both, not none; a voice the engine has, and
+    a text it can read."""
     if params.text is not None and inputs:
         raise FieldError(
             "give the text either as the text parameter or as an input file, not both",
@@ -64,6 +65,8 @@ def check(params: SynthesizeParams, inputs: Sequence[SubmittedInput]) -> None:
             field="text",
         )
     check_voice(params.voice)
+    if params.text is not None:
+        check_speakable(params.text)
 
 
 def speak(ctx: StepContext[SynthesizeParams]) -> None:
@@ -92,6 +95,8 @@ def _read_text(source: InputFile) -> str:
     text = read_prose(source)
     if not has_words(text):
         raise InvalidInput(f"{source.name} has no words to speak")
+    if (reason := unspeakable(text)) is not None:
+        raise InvalidInput(f"{source.name}: {reason}")
     return text
 
 

@@ -175,7 +175,8 @@ def _cues(text: str, format: DocumentFormat) -> tuple[list[Cue], Any]:
 def decode_text(data: bytes, name: str, *, takes: str) -> str:
     """The text of a file: UTF-8 (or UTF-16 with its byte-order mark), else Windows-1252
     (Latin-1) as many subtitle and older text files are. Anything with control
-    characters, or a PDF or a zip, is not text: an :class:`InvalidInput` naming the file
+    characters, a PDF or a zip, or what reads as Windows-1252 only as a jumble of
+    accented letters (another encoding), is not text: an :class:`InvalidInput` naming the file
     and ending with ``takes``, what the reader takes (``translate takes ...``)."""
     binary = binary_document(data)
     if binary is not None:
@@ -183,6 +184,7 @@ def decode_text(data: bytes, name: str, *, takes: str) -> str:
             f"{name} is a {binary.upper()} file, not text; {takes}", code="unsupported_input"
         )
     text: str | None = None
+    encoding = "utf-16"
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         text = data.decode("utf-16", errors="replace")
     else:
@@ -198,7 +200,27 @@ def decode_text(data: bytes, name: str, *, takes: str) -> str:
             f"has; if it is text, save it as UTF-8 and give that; {takes}",
             code="unsupported_input",
         )
+    if encoding == "cp1252" and _misread(text):
+        raise InvalidInput(
+            f"{name} is not UTF-8, and read as Windows-1252 it is mostly accented letters "
+            "and symbols, so it is in another encoding (GBK, Big5, Windows-1251 or -1256, "
+            f"KOI8-R ...); save it as UTF-8 and give that; {takes}",
+            code="unsupported_input",
+        )
     return text
+
+
+MISREAD_SHARE = 0.3
+"""Windows-1252 text in a Latin-script language has a few accented letters in a
+hundred; Chinese, Arabic or Russian bytes read as Windows-1252 are nearly all accented
+letters and symbols."""
+
+
+def _misread(text: str) -> bool:
+    """Whether ``text``, decoded as Windows-1252, is rather another encoding misread."""
+    seen = [char for char in text if not char.isspace()]
+    beyond_ascii = sum(1 for char in seen if ord(char) > 0x7F)
+    return beyond_ascii >= 20 and beyond_ascii > MISREAD_SHARE * len(seen)
 
 
 def _sniff(text: str) -> DocumentFormat:
