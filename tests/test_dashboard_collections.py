@@ -306,3 +306,40 @@ def test_another_owners_collection_and_an_unknown_one_are_not_found_and_forms_ne
             signed_out = stranger.get(mine)
         assert signed_out.status_code == 303
         assert signed_out.headers["location"].startswith("/login?next=")
+
+
+@DATABASE
+def test_right_to_left_text_runs_from_the_right_and_english_from_the_left(visit: Any) -> None:
+    """Passages in Arabic were laid out left to right: their last word, and the full
+    stop, drawn at the left edge. Each passage now takes its own first letter's
+    direction."""
+    you = visit("dash-rtl")
+    page = you.sign_in()
+    arabic = "تغادر العبارة كل صباح من الرصيف الشمالي في الساعة التاسعة."
+    english = "The ferry leaves the north pier every morning at nine."
+    with you.api() as api:
+        collection = api.post("/v1/collections", json={"name": "مرفأ"}).json()["id"]
+        added = api.post(
+            f"/v1/collections/{collection}/documents",
+            files=[("file", ("ar.txt", arabic.encode())), ("file", ("en.txt", english.encode()))],
+        ).json()
+        assert wait_for_status(api, added["job"]["id"], {"completed", "failed"})["status"] == (
+            "completed"
+        )
+    edges = """(text) => {
+        const shown = [...document.querySelectorAll('.passages .text')];
+        const p = shown.find(e => e.textContent === text);
+        const box = p.getBoundingClientRect(), range = document.createRange();
+        range.selectNodeContents(p);
+        const line = range.getClientRects()[0];
+        range.setStart(p.firstChild, 0); range.setEnd(p.firstChild, 1);
+        const first = range.getBoundingClientRect();
+        return {left: line.left - box.left, right: box.right - line.right,
+                firstAtRight: first.left > line.left + line.width / 2};
+    }"""
+    page.goto(f"/collections/{collection}?q=العبارة")
+    ar = page.evaluate(edges, arabic)
+    assert ar["right"] < 2 and ar["left"] > 20 and ar["firstAtRight"], ar
+    page.goto(f"/collections/{collection}?q=ferry")
+    en = page.evaluate(edges, english)
+    assert en["left"] < 2 and en["right"] > 20 and not en["firstAtRight"], en
