@@ -50,7 +50,7 @@ from longplay.text.script import (
     ungrounded_words,
     words,
 )
-from longplay.text.sentences import split_sentences
+from longplay.text.sentences import count_words, split_sentences
 
 Style = Literal["deep-dive", "brief", "debate", "interview"]
 WORDS_PER_SECOND = 2.6
@@ -494,7 +494,7 @@ def _chunks(text: str, size: int) -> list[str]:
     """The passage's sentences in groups of about ``size`` words."""
     groups: list[list[str]] = [[]]
     for sentence in split_sentences(" ".join(text.split())):
-        if groups[-1] and sum(len(s.split()) for s in groups[-1]) >= size:
+        if groups[-1] and sum(count_words(s) for s in groups[-1]) >= size:
             groups.append([])
         groups[-1].append(sentence)
     return [" ".join(group) for group in groups if group]

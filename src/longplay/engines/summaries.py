@@ -21,10 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from longplay.engines.llm import LanguageModel
 from longplay.framework import InvalidParams, Note, PermanentError, Progress, no_note, no_progress
-from longplay.text.chunks import CHARS_PER_TOKEN, chunk_text, estimate_tokens
+from longplay.text.chunks import chunk_text, estimate_tokens
 from longplay.text.documents import Document
 from longplay.text.languages import Language
-from longplay.text.sentences import split_sentences
+from longplay.text.sentences import count_words, split_sentences
 from longplay.text.summary import (
     BUILTIN_TEMPLATES,
     LENGTHS,
@@ -338,7 +338,7 @@ def _map_reduce(
         prompt = _prompt(run, chunk, first, running=running)
         sections = run.ask(f"{running}\n{_source(chunk)}", (first, last), prompt)
         parts.append(sections)
-        running = _cut(_plain(sections), RUNNING_SUMMARY_TOKENS * CHARS_PER_TOKEN)
+        running = _cut_to_tokens(_plain(sections), RUNNING_SUMMARY_TOKENS)
         read += sum(len(u.text) for u in chunk)
         first = last + 1
         progress(number, total, chunks_done=number, chunks_total=len(chunks), characters_read=read)
@@ -523,7 +523,7 @@ def _first_sentences(source: str) -> list[str]:
         text = line.strip().removeprefix("- ").strip()
         if not text or text.startswith("#") or text.endswith(":"):
             continue
-        said = [t for t in split_sentences(text) if len(t.split()) >= 4]
+        said = [t for t in split_sentences(text) if count_words(t) >= 4]
         if said and said[0] not in found:
             found.append(said[0])
     return found
@@ -534,6 +534,15 @@ def _cut(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+
+
+def _cut_to_tokens(text: str, tokens: int) -> str:
+    """``text`` cut as :func:`_cut` to about ``tokens`` tokens: as many characters as
+    its own script takes for them (a Chinese text has about one a token)."""
+    estimate = estimate_tokens(text)
+    if estimate <= tokens:
+        return text
+    return _cut(text, max(1, len(text) * tokens // estimate))
 
 
 def _text_block(text: str) -> str:
@@ -597,5 +606,5 @@ def _item_text(item: Any) -> str:
 
 def _clipped(section: SummarySection, tokens: int) -> SummarySection:
     if section.form == "prose":
-        return replace(section, text=_cut(section.text, tokens * CHARS_PER_TOKEN))
+        return replace(section, text=_cut_to_tokens(section.text, tokens))
     return section

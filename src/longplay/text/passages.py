@@ -6,6 +6,10 @@ section starts with the last sentences of the one before (about ``overlap_words`
 so a fact split between two passages is whole in one of them. A paragraph longer
 than a passage is cut at sentence boundaries. Timed cues keep their times: a
 passage of a transcript runs from its first cue's start to its last cue's end.
+
+Words are counted as :func:`~longplay.text.sentences.count_words` counts them: a
+Chinese or Japanese text, which has no spaces, counts a word a character, so it is cut
+into passages as a text with spaces is.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from dataclasses import dataclass, replace
 from longplay.framework.library import NewPassage
 from longplay.text.chunks import chunk_text
 from longplay.text.reading import Block, StructuredDocument
-from longplay.text.sentences import split_sentences
+from longplay.text.sentences import count_words, split_sentences
 
 MAX_WORDS = 160
 OVERLAP_WORDS = 30
@@ -80,17 +84,17 @@ def _path(path: Sequence[tuple[int, str]]) -> str | None:
 
 
 def _pieces(block: Block, max_words: int) -> list[_Piece]:
-    words = len(block.text.split())
+    words = count_words(block.text)
     if words <= max_words:
         return [_Piece(block.text, words, block.start, block.end)]
     # Too long for one passage: its sentences (or cut where a sentence is too long).
     sentences = [
         sentence
-        for chunk in chunk_text(block.text, max_tokens=max_words)
+        for chunk in chunk_text(block.text, max_tokens=max_words, count_tokens=count_words)
         for sentence in split_sentences(chunk)
     ]
     return [
-        _Piece(s, len(s.split()), block.start, block.end, " " if i else "\n\n")
+        _Piece(s, count_words(s), block.start, block.end, " " if i else "\n\n")
         for i, s in enumerate(sentences)
     ]
 
@@ -116,7 +120,7 @@ def _groups(pieces: Sequence[_Piece], max_words: int, overlap_words: int) -> Ite
 def _tail(group: Sequence[_Piece], overlap_words: int) -> list[_Piece]:
     """The last sentences of a group, at most ``overlap_words`` together."""
     sentences = [
-        _Piece(s, len(s.split()), p.start, p.end, " " if i else p.sep)
+        _Piece(s, count_words(s), p.start, p.end, " " if i else p.sep)
         for p in group
         for i, s in enumerate(split_sentences(p.text))
     ]

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from longplay.text.sentences import DENSE_SCRIPT, split_sentences
 from longplay.text.subtitles import format_timestamp
 
 MAX_TURN_CHARS = 2_000
@@ -52,12 +53,15 @@ COMMON_WORDS = frozenset(_HOSTS_WORDS.split())
 
 
 class Turn(BaseModel):
-    """One speaker's turn: what is said and the passages it draws on."""
+    """One speaker's turn: what is said and the passages it draws on.
+
+    Its text may be of any length (a model may write a long one); a :class:`Script`
+    says one longer than :data:`MAX_TURN_CHARS` as several turns (:func:`split_turn`)."""
 
     model_config = ConfigDict(extra="ignore")
 
     speaker: str = Field(min_length=1, max_length=60)
-    text: str = Field(min_length=1, max_length=MAX_TURN_CHARS)
+    text: str = Field(min_length=1)
     sources: list[str] = Field(default_factory=list)
     """Ids of the passages the turn draws on."""
     start: float | None = None
@@ -115,6 +119,28 @@ class Script(BaseModel):
             previous = chapter.first_turn
         return self
 
+    @model_validator(mode="after")
+    def _long_turns_split(self) -> Script:
+        """Each turn longer than :data:`MAX_TURN_CHARS` said as several turns of its
+        speaker, cut at sentence ends; the chapters still start at the same words."""
+        if all(len(turn.text) <= MAX_TURN_CHARS for turn in self.turns):
+            return self
+        turns: list[Turn] = []
+        first_of: list[int] = []  # where each turn given starts among the turns kept
+        for turn in self.turns:
+            first_of.append(len(turns))
+            turns.extend(split_turn(turn))
+        if len(turns) > MAX_TURNS:
+            raise ValueError(
+                f"the script's turns, its long ones cut at {MAX_TURN_CHARS} characters, "
+                f"are {len(turns)}, more than {MAX_TURNS}; shorten it"
+            )
+        self.turns = turns
+        self.chapters = [
+            c.model_copy(update={"first_turn": first_of[c.first_turn]}) for c in self.chapters
+        ]
+        return self
+
     @property
     def speakers(self) -> list[str]:
         """The speakers in the order they first speak."""
@@ -124,6 +150,31 @@ class Script(BaseModel):
     def text(self) -> str:
         """Every turn's text, in order: what the episode says."""
         return "\n".join(turn.text for turn in self.turns)
+
+
+def split_turn(turn: Turn) -> list[Turn]:
+    """``turn``, or where its text is longer than :data:`MAX_TURN_CHARS`, turns of the
+    same speaker and sources that say it in order, each of whole sentences where they
+    fit (a sentence too long alone is cut at a clause break or a space)."""
+    if len(turn.text) <= MAX_TURN_CHARS:
+        return [turn]
+    texts = [""]
+    for sentence in split_sentences(turn.text, max_chars=MAX_TURN_CHARS):
+        joined = _joined(texts[-1], sentence)
+        if len(joined) > MAX_TURN_CHARS:
+            texts.append(sentence)
+        else:
+            texts[-1] = joined
+    return [turn.model_copy(update={"text": text}) for text in texts if text]
+
+
+def _joined(text: str, sentence: str) -> str:
+    """``sentence`` after ``text``: a space between them, unless ``text`` ends with a
+    Chinese or Japanese character or full stop (written without spaces)."""
+    if not text:
+        return sentence
+    dense = DENSE_SCRIPT.match(text[-1]) or text[-1] in "\u3002\uff01\uff1f"
+    return f"{text}{'' if dense else ' '}{sentence}"
 
 
 def short_title(title: str) -> str:
@@ -138,8 +189,10 @@ def short_title(title: str) -> str:
 
 
 def words(text: str) -> list[str]:
-    """The words of ``text``, lower case."""
-    return [w.lower().replace("\u2019", "'") for w in _WORD.findall(text)]
+    """The words of ``text``, lower case; each Chinese character or Japanese kana a
+    word of its own (those scripts put no spaces between words)."""
+    spaced = DENSE_SCRIPT.sub(r" \g<0> ", text)
+    return [w.lower().replace("\u2019", "'") for w in _WORD.findall(spaced)]
 
 
 def ungrounded_words(text: str, sources: Iterable[str], allowed: Iterable[str] = ()) -> set[str]:

@@ -2,15 +2,19 @@
 
 A TTS voice reads one sentence at a time, so a split in the wrong place is heard as a
 pause in the middle of a name ("Dr. | Smith") or a number ("3. | 5"). The rules here
-are deliberately plain — a period ends a sentence only when whitespace and a capital,
-digit or quote follow and the word before it is not a known abbreviation or an
-initial — and every piece is cut below ``max_chars`` so one run-on sentence cannot
+are deliberately plain — a period ends a sentence only when whitespace and a capital
+(of any script; or a letter of a script without capitals, as Arabic), digit or quote
+follow and the word before it is not a known abbreviation or an initial; the full
+stops of Chinese and Japanese (``。`` and the full-width ! and ?) end one with no
+space after them, and the danda (``।``) and the Arabic question mark (``؟``) before
+whitespace — and every piece is cut below ``max_chars`` so one run-on sentence cannot
 produce a minute of audio in one synthesis call.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 DEFAULT_MAX_CHARS = 300
@@ -30,15 +34,39 @@ _ABBREVIATIONS = frozenset(
 _NUMBER_ABBREVIATIONS = frozenset({"no", "nos", "vol", "fig", "figs", "eq", "ch", "sec", "art"})
 PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 """A blank line: where one paragraph ends and the next begins."""
-# A candidate end: terminal punctuation, optional closing quotes/brackets, then whitespace.
-_CANDIDATE_END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?=\s)")
-_NEXT_STARTS_SENTENCE = re.compile(r"\s+[\"'\u201c\u2018(\[]*([A-Z0-9\u00c0-\u00dd])")
+_CLOSERS = "\"'\u201d\u2019)\\]\u300d\u300f\u3011\u3009\u300b\uff09"
+"""Closing quotes and brackets, which go with the sentence they end."""
+_FULL_WIDTH_ENDS = "\u3002\uff01\uff1f\uff61"
+"""Chinese and Japanese sentence ends (。, the full-width ! and ?, ｡): no space follows
+them."""
+_UNCASED_ENDS = "\u0964\u0965\u061f\u06d4"
+"""The danda and double danda (Hindi), the Arabic question mark and the Urdu full stop:
+scripts without capitals, so whitespace after one is enough."""
+# A candidate end: terminal punctuation, optional closing quotes/brackets, then
+# whitespace; or a full-width end; or an uncased script's end before whitespace.
+_CANDIDATE_END = re.compile(
+    rf"[.!?\u2026]+[{_CLOSERS}]*(?=\s)"
+    rf"|[{_FULL_WIDTH_ENDS}]+[{_CLOSERS}]*"
+    rf"|[{_UNCASED_ENDS}]+[{_CLOSERS}]*(?=\s)"
+)
+_NEXT_STARTS_SENTENCE = re.compile(r"\s+[\"'\u201c\u2018(\[\u300c\u300e\u00ab\u00bf\u00a1]*(\w)")
 _LAST_WORD = re.compile(r"([\w.]+)\.$")
 _LAST_WORD_REACH = 64
 """How far before a period :data:`_LAST_WORD` looks: searched from the paragraph's
 start, it made splitting quadratic in a paragraph's length (13 s for one paragraph of
 100 KB). A longer word is cut, and is no abbreviation either way."""
-_CLAUSE_BREAK = re.compile(r"[,;:\u2013\u2014]\s")
+_CLAUSE_BREAK = re.compile(r"[,;:\u2013\u2014\u060c\u061b]\s|[\u3001\uff0c\uff1b\uff1a]")
+"""Where a long sentence is cut: a comma, semicolon, colon or dash before a space
+(Arabic's comma and semicolon too), or a Chinese or Japanese comma or semicolon."""
+DENSE_SCRIPT = re.compile(
+    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003ffff]"
+)
+"""Chinese characters and Japanese kana: written without spaces, about a word (and a
+token) each."""
+DENSE_PUNCTUATION = re.compile(
+    r"[\u3000-\u303f\uff00-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65]"
+)
+"""The full-width punctuation that goes with them (。、「」 and the like), no word of its own."""
 
 
 SPEAKABLE = re.compile(r"[^\W_]")
@@ -50,6 +78,16 @@ def has_words(text: str) -> bool:
     return SPEAKABLE.search(text) is not None
 
 
+def count_words(text: str) -> int:
+    """How many words ``text`` has: its space-separated words, and each Chinese
+    character or Japanese kana (a text in those scripts has no spaces to count)."""
+    dense = len(DENSE_SCRIPT.findall(text))
+    if not dense:
+        return len(text.split())
+    spaced = DENSE_PUNCTUATION.sub(" ", DENSE_SCRIPT.sub(" ", text))
+    return dense + len(spaced.split())
+
+
 @dataclass(frozen=True)
 class Sentence:
     """A piece of text voiced in one call, and whether a paragraph ends with it."""
@@ -58,9 +96,18 @@ class Sentence:
     ends_paragraph: bool
 
 
-EMOJI = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff\ufe0f\u200d\u20e3]")
+EMOJI = re.compile(
+    "[\U0001f000-\U0001f0ff\U0001f10d-\U0001faff"  # pictographs, less the circled digits
+    "\u2190-\u21ff\u2900-\u297f\u2b00-\u2bff"  # arrows (↔ ↩ ⤴ ⬆) and stars
+    "\u2300-\u23ff"  # technical symbols: ⌚ ⌛ ⏰ ⏩
+    "\u25a0-\u2775\u2794-\u27bf"  # shapes, ☀ ✂ ❤ ➡, less the dingbat digits
+    "\u00a9\u00ae\u2122\u203c\u2049\u24c2\u3030\u303d\u3297\u3299"  # © ® ™ ‼ ⁉ Ⓜ 〰 〽 ㊗ ㊙
+    "\ufe0e\ufe0f\u200d\u20e3\U000e0020-\U000e007f]"  # selectors, joiner, keycap, tags
+    "|\u2139\ufe0f"  # the information source sign: a letter, without its emoji selector
+)
 """Emoji and pictographs, with the joiners and selectors that build them: a voice reads
-each out by its name ("We shipped it party popper"), where a reader passes over it."""
+each out by its name ("We shipped it party popper", "alarm clock"), where a reader
+passes over it. No letter or digit of any script is one."""
 
 
 def speakable_sentences(text: str) -> list[Sentence]:
@@ -104,8 +151,10 @@ def _split_paragraph(paragraph: str) -> list[str]:
 
 
 def _is_sentence_end(paragraph: str, match: re.Match[str]) -> bool:
+    if match.group()[0] in _FULL_WIDTH_ENDS + _UNCASED_ENDS:
+        return True
     following = _NEXT_STARTS_SENTENCE.match(paragraph, match.end())
-    if following is None:
+    if following is None or not _starts_sentence(following.group(1)):
         return False
     if match.group().startswith(("!", "?", "\u2026", "..")):
         return True
@@ -118,6 +167,12 @@ def _is_sentence_end(paragraph: str, match: re.Match[str]) -> bool:
     return token not in _ABBREVIATIONS and not is_initial and not before_number
 
 
+def _starts_sentence(char: str) -> bool:
+    """Whether a sentence may start with ``char``: a digit, or a letter that is not
+    lower case (a capital of any script, or a letter of one without capitals)."""
+    return char.isdigit() or (char.isalpha() and not char.islower())
+
+
 def _cut_long(sentence: str, max_chars: int) -> list[str]:
     pieces: list[str] = []
     while len(sentence) > max_chars:
@@ -128,9 +183,18 @@ def _cut_long(sentence: str, max_chars: int) -> list[str]:
         elif (space := window.rfind(" ")) > 0:
             cut = space
         else:
-            cut = max_chars
+            cut = _whole_letter(sentence, max_chars)
         pieces.append(sentence[:cut].strip())
         sentence = sentence[cut:].strip()
     if sentence:
         pieces.append(sentence)
     return pieces
+
+
+def _whole_letter(text: str, cut: int) -> int:
+    """``cut``, moved back before any combining marks (a Devanagari vowel sign, an
+    accent) that belong to the letter before it, so no letter is cut in two."""
+    at = cut
+    while at > 1 and (unicodedata.category(text[at])[0] == "M" or text[at] in "\u200c\u200d"):
+        at -= 1
+    return at
