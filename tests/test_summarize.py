@@ -621,6 +621,11 @@ def test_bad_templates_and_submissions_are_refused_with_the_error_shape(stack: S
     made = client.post("/v1/templates", json=marked)
     assert made.status_code == 201, made.text
     assert made.json()["sections"][0]["name"] == "Risks | pipes"
+    # Sections named in any script: each a key of its own, not one refused as no letter.
+    scripts = [{"name": n, "instruction": "x"} for n in ("要点", "Обзор", "Шаг 1", "ملخص 1")]
+    made = client.post("/v1/templates", json={"name": "scripts", "sections": scripts})
+    assert made.status_code == 201, made.text
+    assert [s["name"] for s in made.json()["sections"]] == ["要点", "Обзор", "Шаг 1", "ملخص 1"]
     for params, text in (
         ({"text": "Hi.", "template": "nope"}, "unknown template 'nope'"),
         ({"text": "Hi.", "length": "huge"}, "length"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -28,7 +29,8 @@ Form = Literal["prose", "list", "actions", "chapters"]
 OwnForm = Literal["prose", "list"]
 Length = Literal["short", "medium", "long"]
 
-_KEY = re.compile(r"[^a-z0-9]+")
+_KEY = re.compile(r"[\W_]+")
+"""What a section's key is without: anything but the letters and digits of any script."""
 TEMPLATE_NAME = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 """What an own template may be called: a short lower-case slug, like a job kind."""
 
@@ -132,8 +134,10 @@ class Template:
 
 
 def section_key(name: str) -> str:
-    """The JSON key of a section called ``name``: ``Open questions`` → ``open_questions``."""
-    return _KEY.sub("_", name.lower()).strip("_")[:60]
+    """The JSON key of a section called ``name``: ``Open questions`` → ``open_questions``,
+    ``要点`` → ``要点``, ``Шаг 1`` → ``шаг_1`` (the same key however its accents were
+    typed)."""
+    return _KEY.sub("_", unicodedata.normalize("NFC", name).lower()).strip("_")[:60]
 
 
 def own_template(name: str, sections: Sequence[TemplateSection]) -> Template:
