@@ -16,10 +16,13 @@ Starlette's ``FileResponse`` answers an invalid ``Range`` with 400 and knows no
 
 from __future__ import annotations
 
+import hashlib
 import re
+import string
+import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from urllib.parse import quote
 
 import anyio
@@ -109,11 +112,75 @@ def etag_matches(header: str | None, etag: str) -> bool:
 
 def content_disposition(name: str) -> str:
     """``attachment`` with the name in ``filename*`` (UTF-8, any script) and a plain
-    ASCII ``filename`` for clients that know no better (RFC 6266 section 4.3)."""
-    fallback = "".join(c if " " <= c < "\x7f" and c not in '"\\' else "_" for c in name)
+    ASCII ``filename`` for clients that know no better (RFC 6266 section 4.3), such as
+    ``curl -O -J``: :func:`ascii_name`."""
     return (
-        f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe=_RFC5987_SAFE)}"
+        f'attachment; filename="{ascii_name(name)}"; '
+        f"filename*=UTF-8''{quote(name, safe=_RFC5987_SAFE)}"
     )
+
+
+_FALLBACK_CHARACTERS = frozenset(string.ascii_letters + string.digits + " !#$&'()+,-.=@[]^_`{}~")
+"""What a plain ``filename`` keeps: printable ASCII less what a header's quoted string
+or a file name on Windows cannot hold (``"\\/:*?<>|``), ``;`` and ``%`` (some clients
+decode ``%XX`` in it)."""
+_LATIN_LETTERS = str.maketrans(
+    {
+        "ß": "ss",
+        "æ": "ae",
+        "Æ": "AE",
+        "œ": "oe",
+        "Œ": "OE",
+        "ø": "o",
+        "Ø": "O",
+        "đ": "d",
+        "Đ": "D",
+        "ł": "l",
+        "Ł": "L",
+        "þ": "th",
+        "Þ": "Th",
+        "\u0131": "i",  # the dotless i
+    }
+)
+"""Latin letters that Unicode does not decompose into an ASCII letter and a mark."""
+_UNSAFE_RUN = re.compile(f"[^{re.escape(''.join(sorted(_FALLBACK_CHARACTERS)))}]+")
+
+
+def ascii_name(name: str) -> str:
+    """The name for a plain ``filename``: its accents dropped (``café`` is ``cafe``,
+    composed or not), any other character it cannot keep an ``_``. Where that loses
+    more of the name than it keeps of its letters and digits (Chinese, Cyrillic), the
+    name is a short hash of the whole name instead, with the extension: files of
+    different names still get different ones (``3f1c9a2e.ogg``)."""
+    ext = PurePath(name).suffix
+    stem, lost = _to_ascii(name[: len(name) - len(ext)])
+    kept = sum(c.isalnum() for c in stem)
+    ascii_ext, ext_lost = _to_ascii(ext)
+    if lost > kept or not stem:
+        stem = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return stem + (ascii_ext if not ext_lost else "")
+
+
+def _to_ascii(text: str) -> tuple[str, int]:
+    """``text`` in the characters of :data:`_FALLBACK_CHARACTERS`, each run of others an
+    ``_``, and how many characters that replaced (combining marks do not count)."""
+    letters = unicodedata.normalize("NFKD", text.translate(_LATIN_LETTERS))
+    bare = "".join(c for c in letters if not unicodedata.combining(c))
+    lost = sum(c not in _FALLBACK_CHARACTERS for c in bare)
+    return _UNSAFE_RUN.sub("_", bare), lost
+
+
+_UTF8_TEXT_TYPES = frozenset({"application/x-subrip"})
+"""Text types outside ``text/`` that are served with ``charset=utf-8``, as Starlette
+serves every ``text/`` type. Without it a player reads SubRip as Latin-1. JSON is UTF-8
+by definition (RFC 8259) and XML says its encoding itself."""
+
+
+def served_type(media_type: str) -> str:
+    """The ``Content-Type`` a file of ``media_type`` is served with."""
+    if media_type.lower() in _UTF8_TEXT_TYPES:
+        return f"{media_type}; charset=utf-8"
+    return media_type
 
 
 def file_response(
@@ -141,10 +208,11 @@ def file_response(
         code = status.HTTP_206_PARTIAL_CONTENT
         headers["Content-Range"] = f"bytes {span.start}-{span.end - 1}/{size}"
     headers["Content-Length"] = str(span.end - span.start)
+    served = served_type(media_type)
     if request.method == "HEAD":
-        return Response(status_code=code, headers=headers, media_type=media_type)
+        return Response(status_code=code, headers=headers, media_type=served)
     return StreamingResponse(
-        _read(path, span), status_code=code, headers=headers, media_type=media_type
+        _read(path, span), status_code=code, headers=headers, media_type=served
     )
 
 

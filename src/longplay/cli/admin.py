@@ -82,16 +82,14 @@ def owners_set(
     ] = None,
 ) -> None:
     """Set an owner's tier and its own limits (a limit it has none of is its tier's)."""
-    from sqlalchemy import select
-
     from longplay.store.db import session_scope
-    from longplay.store.models import Owner
+    from longplay.store.owners import find_owner
 
     settings = get_settings()
     _check_tier(settings, tier)
     prepare(settings)
     with session_scope() as session:
-        found = session.scalar(select(Owner).where(Owner.name == name))
+        found = find_owner(session, name)
         if found is None:
             err.print(f"no owner {name} (longplay keys create {name} makes one)")
             raise typer.Exit(1)
@@ -103,7 +101,8 @@ def owners_set(
             found.max_queued = max_queued or None
         if submit_rate is not None:
             found.submit_rate = submit_rate or None
-    _print_owners([name])
+        shown = found.name
+    _print_owners([shown])
 
 
 @owners_app.command("list")
@@ -147,13 +146,12 @@ def keys_list(owner: str) -> None:
 
     The first characters are all that is kept of a key in the clear."""
     from longplay.store.db import session_scope
-    from longplay.store.models import Owner
-    from longplay.store.owners import live_keys
+    from longplay.store.owners import find_owner, live_keys
 
     prepare(get_settings())
     table = Table("key", "label", "created")
     with session_scope() as session:
-        found = session.query(Owner).filter_by(name=owner).one_or_none()
+        found = find_owner(session, owner)
         if found is None:
             err.print(f"no owner {owner}")
             raise typer.Exit(1)
@@ -175,14 +173,13 @@ def keys_revoke(
 ) -> None:
     """Revoke an owner's key; requests with it get 401 from then on."""
     from longplay.store.db import session_scope
-    from longplay.store.models import Owner
-    from longplay.store.owners import PREFIX_LENGTH, revoke_key
+    from longplay.store.owners import PREFIX_LENGTH, find_owner, revoke_key
 
     prepare(get_settings())
     key = key.strip()
     shown = f"{key[:PREFIX_LENGTH]}…"
     with session_scope() as session:
-        found = session.query(Owner).filter_by(name=owner).one_or_none()
+        found = find_owner(session, owner)
         if found is None:
             err.print(f"no owner {owner}")
             raise typer.Exit(1)
@@ -224,11 +221,11 @@ def keys_webhook_secret(
     """Print the secret an owner's webhooks are signed with."""
     from longplay.jobs.webhooks.signing import rotate_secret
     from longplay.store.db import session_scope
-    from longplay.store.models import Owner
+    from longplay.store.owners import find_owner
 
     prepare(get_settings())
     with session_scope() as session:
-        found = session.query(Owner).filter_by(name=owner).one_or_none()
+        found = find_owner(session, owner)
         if found is None:
             err.print(f"no owner {owner}")
             raise typer.Exit(1)

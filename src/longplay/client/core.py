@@ -25,6 +25,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from longplay.client.errors import IDEMPOTENCY_HEADER, ApiError, retry_after
 from longplay.client.models import ArtifactPublic, Event, FlowPublic, JobPublic, SubmittedJob
 from longplay.settings import Settings, get_settings
+from longplay.store.files import NAME_MAX_BYTES, safe_name, shorten
 from longplay.store.views import OutputRef
 
 log = logging.getLogger("longplay.client")
@@ -661,21 +662,29 @@ def flow_end(flow: FlowPublic) -> Event | None:
 
 def target_path(artifact: ArtifactPublic, dest: Path, *, folder: bool) -> Path:
     """Where an artifact is saved: ``dest`` itself, or (``folder``) a file in it named
-    as the artifact (its id, if the name is no plain file name)."""
+    as the artifact, cut to a file system's :data:`NAME_MAX_BYTES` as the service cuts
+    its own names (its id, if the name is no plain file name)."""
     if not folder:
         dest.parent.mkdir(parents=True, exist_ok=True)
         return dest
     dest.mkdir(parents=True, exist_ok=True)
-    name = Path(artifact.name).name
-    return dest / (name if name not in ("", ".", "..") else artifact.id)
+    return dest / safe_name(artifact.name, default=artifact.id)
+
+
+_PART_NAME = ".{name}.{tag}.part"
+_PART_TAG_LENGTH = 8
 
 
 def part_file(target: Path) -> Path:
-    """A new, empty file beside ``target`` to download into (never a user's file). It
-    is made with the permissions any new file gets (``tempfile.mkstemp``'s are the
-    owner's alone, and the download keeps them)."""
+    """A new, empty file beside ``target`` to download into (never a user's file),
+    named after it, cut to fit :data:`NAME_MAX_BYTES`. It is made with the permissions
+    any new file gets (``tempfile.mkstemp``'s are the owner's alone, and the download
+    keeps them)."""
+    room = NAME_MAX_BYTES - len(_PART_NAME.format(name="", tag="x" * _PART_TAG_LENGTH))
+    name = shorten(target.name, room)
     while True:
-        part = target.parent / f".{target.name}.{secrets.token_hex(4)}.part"
+        tag = secrets.token_hex(_PART_TAG_LENGTH // 2)
+        part = target.parent / _PART_NAME.format(name=name, tag=tag)
         try:
             part.open("xb").close()
         except FileExistsError:
@@ -705,7 +714,15 @@ def place(part: Path, target: Path, *, overwrite: bool) -> Path:
         else:
             part.unlink()
             return name
-        name = target.with_name(f"{target.stem} ({next(tries)}){target.suffix}")
+        name = numbered(target, next(tries))
+
+
+def numbered(target: Path, number: int) -> Path:
+    """``name (number).ext`` beside ``target``, its name cut so that it still fits in
+    :data:`NAME_MAX_BYTES`."""
+    mark = f" ({number})"
+    fitted = Path(shorten(target.name, NAME_MAX_BYTES - len(mark)))
+    return target.with_name(f"{fitted.stem}{mark}{fitted.suffix}")
 
 
 def is_folder(dest: PathLike) -> bool:

@@ -31,6 +31,7 @@ from longplay.redis_client import get_redis
 from longplay.store import files
 from longplay.store.db import session_scope
 from longplay.store.models import Artifact, Job, JobStatus, Owner
+from longplay.store.owners import find_owner, owner_name
 from longplay.store.queries import outputs_of_many
 from longplay.store.views import JobPublic
 
@@ -43,7 +44,7 @@ def check_for_owner(session: Session, owner: Owner, params: BaseModel) -> None:
     """At submit: a :class:`ForOwner` parameter naming another owner is for admin keys,
     and names an owner that exists; anything else is a 404, as another owner's job is."""
     named = params.owner if isinstance(params, ForOwner) else None
-    if named is None or named == owner.name:
+    if named is None or owner_name(named) == owner.name:
         return
     if not owner.is_admin or _owner_named(session, named) is None:
         raise NotFound(f"no owner {named}")
@@ -62,7 +63,7 @@ def records_for(job_id: str, owner_id: str, params: BaseModel) -> StoreRecords:
 
 
 def _owner_named(session: Session, name: str) -> Owner | None:
-    return session.scalar(select(Owner).where(Owner.name == name))
+    return find_owner(session, name)
 
 
 class StoreRecords:

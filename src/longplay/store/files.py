@@ -13,6 +13,7 @@ import mimetypes
 import os
 import shutil
 import tempfile
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
@@ -93,18 +94,43 @@ those names must still fit in :data:`NAME_MAX_BYTES`."""
 _LONGEST_EXTENSION = 16
 
 
-def safe_name(name: str | None, default: str = "upload", max_bytes: int = NAME_MAX_BYTES) -> str:
-    """The last component of a client-given file name, without control characters, at
-    most ``max_bytes`` long in UTF-8.
+KEPT_FORMAT_CHARACTERS = frozenset("\u200c\u200d")
+"""The invisible format characters a name keeps: the zero-width non-joiner and joiner,
+which spell words (Persian ``می‌خواهم``) and join emoji (``👨‍👩‍👧``). Every other one goes,
+the bidi controls (U+200E/200F, U+202A-202E, U+2066-2069) on purpose: after a
+right-to-left override (U+202E), ``photo<RLO>gpj.exe`` shows as ``photoexe.jpg``."""
+_LOOSE_ENDS = " " + "".join(KEPT_FORMAT_CHARACTERS)
+"""What a shortened name does not end with before its extensions: a space, or a joiner
+left without the character it joined."""
 
-    A longer name is cut on a character boundary before its extension, which it keeps
-    (``long….mp3``), so it is still recognised by its type. ``.`` and ``..`` are no names.
+
+def safe_name(name: str | None, default: str = "upload", max_bytes: int = NAME_MAX_BYTES) -> str:
+    """The last component of a client-given file name, in NFC, cleaned
+    (:func:`clean_characters`), at most ``max_bytes`` long in UTF-8.
+
+    NFC because macOS sends names decomposed (NFD) and most other systems composed: a
+    name is stored, compared and shortened in one spelling. A longer name is cut on a
+    character boundary before its extension, which it keeps (``long….mp3``), so it is
+    still recognised by its type. ``.`` and ``..`` are no names.
     """
     base = PurePath((name or "").replace("\\", "/")).name
-    cleaned = "".join(c for c in base if c.isprintable()).strip()
+    cleaned = clean_characters(unicodedata.normalize("NFC", base)).strip()
     if cleaned in ("", ".", ".."):
         return default
     return shorten(cleaned, max_bytes)
+
+
+def clean_characters(text: str) -> str:
+    """``text`` without control characters, line breaks and invisible format characters
+    other than :data:`KEPT_FORMAT_CHARACTERS`; any other space (no-break, ideographic)
+    becomes a plain one. Variation selectors are marks, and stay."""
+    return "".join(_cleaned(c) for c in text)
+
+
+def _cleaned(char: str) -> str:
+    if unicodedata.category(char) == "Zs":
+        return " "
+    return char if char.isprintable() or char in KEPT_FORMAT_CHARACTERS else ""
 
 
 def shorten(name: str, max_bytes: int) -> str:
@@ -115,7 +141,7 @@ def shorten(name: str, max_bytes: int) -> str:
     suffix = _extensions(name)
     stem = name[: len(name) - len(suffix)]
     room = max_bytes - len(suffix.encode())
-    cut = stem.encode()[:room].decode(errors="ignore").rstrip()
+    cut = stem.encode()[:room].decode(errors="ignore").rstrip(_LOOSE_ENDS)
     return cut + suffix if cut else name.encode()[:max_bytes].decode(errors="ignore")
 
 

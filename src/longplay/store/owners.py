@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import unicodedata
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
@@ -29,10 +30,24 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def owner_name(name: str) -> str:
+    """An owner's name as it is stored: in NFC, so ``équipe`` typed composed (most
+    systems) or decomposed (macOS) names one owner."""
+    return unicodedata.normalize("NFC", name)
+
+
+def find_owner(session: Session, name: str) -> Owner | None:
+    """The owner of that name in either spelling (:func:`owner_name`), or None. An owner
+    stored before names were normalised is found by its own spelling as well."""
+    stored = owner_name(name)
+    found = session.scalars(select(Owner).where(Owner.name.in_({stored, name}))).all()
+    return min(found, key=lambda owner: owner.name != stored, default=None)
+
+
 def get_or_create_owner(session: Session, name: str, *, is_admin: bool = False) -> Owner:
-    owner = session.scalar(select(Owner).where(Owner.name == name))
+    owner = find_owner(session, name)
     if owner is None:
-        owner = Owner(id=new_id("own"), name=name, is_admin=is_admin)
+        owner = Owner(id=new_id("own"), name=owner_name(name), is_admin=is_admin)
         session.add(owner)
         session.flush()
     return owner
