@@ -145,6 +145,9 @@ def test_languages_are_normalised_and_unknown_ones_refused() -> None:
     assert (params.target.code, params.target.name) == ("de", "German")
     assert TranslateParams(target_language="pt_br", text="x").target.code == "pt-BR"
     assert TranslateParams(target_language="french", text="x").target.code == "fr"
+    # Withdrawn codes older systems still send (Hebrew, Indonesian), and Filipino.
+    for given, code in (("iw", "he"), ("in", "id"), ("fil", "tl"), ("zh-HK", "zh-Hant")):
+        assert TranslateParams(target_language=given, text="x").target.code == code
     with pytest.raises(pydantic.ValidationError, match="unknown language 'Germna'"):
         TranslateParams(target_language="Germna", text="x")
     with pytest.raises(pydantic.ValidationError, match="text is empty"):

@@ -22,7 +22,12 @@ LANGUAGES = {
     "zh-Hant": "Traditional Chinese",
 }  # fmt: skip
 """Codes (ISO 639-1, and a few regional variants) and the English names prompts use."""
-_ALIASES = {"nb": "no", "zh-cn": "zh-Hans", "zh-sg": "zh-Hans", "zh-tw": "zh-Hant"}
+_ALIASES = {
+    "nb": "no", "zh-cn": "zh-Hans", "zh-sg": "zh-Hans", "zh-tw": "zh-Hant", "zh-hk": "zh-Hant",
+    # The codes ISO 639 withdrew, which Java, Android and older systems still send, and
+    # Filipino, the standard form of Tagalog.
+    "iw": "he", "in": "id", "fil": "tl",
+}  # fmt: skip
 _CODES = {
     **{alias.lower(): code for alias, code in _ALIASES.items()},
     **{code.lower(): code for code in LANGUAGES},
