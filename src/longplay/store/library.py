@@ -2,10 +2,11 @@
 
 Search is one function on both databases; only the match and rank expressions differ:
 BM25 over SQLite's FTS5 table ``passages_fts``, ``ts_rank_cd`` over PostgreSQL's
-``search_vector`` column (both made by migration 0006). A query is cut into words and
-any of them may match; a passage that has more of them comes first (a coordination
-factor, as Lucene's classic scoring had), then the better ranked. So a question in
-plain language finds the passages that share most of its words.
+``search_vector`` column (made by migration 0006; since 0018 over each passage's
+:func:`searchable` heading and text). A query is cut into words and any of them may
+match; a passage that has more of them comes first (a coordination factor, as Lucene's
+classic scoring had), then the better ranked. So a question in plain language finds
+the passages that share most of its words.
 
 Each passage may also keep its embedding (:func:`vectors_of`); fusing the two rankings
 is the jobs layer's (:mod:`longplay.jobs.retrieval`).
@@ -14,6 +15,7 @@ is the jobs layer's (:mod:`longplay.jobs.retrieval`).
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,8 +23,84 @@ from sqlalchemy import Float, Integer, Subquery, column, delete, func, select, t
 from sqlalchemy.orm import Session
 
 from longplay.store.models import Collection, Document, Passage
+from longplay.unspaced import DENSE_SCRIPT
 
-_WORD = re.compile(r"\w+", re.UNICODE)
+_DENSE_RUNS = re.compile(f"{DENSE_SCRIPT.pattern}+|(?:(?!{DENSE_SCRIPT.pattern}).)+")
+"""Runs of Chinese or Japanese, and runs of anything else."""
+
+
+def _folding() -> dict[int, str | None]:
+    """What :func:`searchable` changes, character by character: Hebrew points and
+    Arabic harakat removed (a pointed word then matches its plain form, which is how
+    most text is written), and a Latin letter with accents made its plain letter
+    (PostgreSQL's ``english`` does not fold ``café`` to ``cafe``; SQLite's tokenizer
+    does, and now both do)."""
+    table: dict[int, str | None] = {}
+    for low, high in ((0x0591, 0x05C7), (0x0610, 0x061A), (0x064B, 0x065F), (0x0670, 0x0670)):
+        for code in range(low, high + 1):
+            if unicodedata.category(chr(code)) == "Mn":  # not the maqaf, a hyphen
+                table[code] = None
+    for code in (*range(0x00C0, 0x0250), *range(0x1E00, 0x1F00)):
+        parts = unicodedata.normalize("NFD", chr(code))
+        base, marks = parts[0], parts[1:]
+        if (
+            base.isascii()
+            and base.isalpha()
+            and marks
+            and all("\u0300" <= m < "\u0370" for m in marks)
+        ):
+            table[code] = base
+    return table
+
+
+_FOLD = _folding()
+
+
+def searchable(text: str) -> str:
+    """``text`` as the full-text index reads it (a passage's heading and text, stored
+    beside them, and a query): NFC, folded as :func:`_folding` says, each Chinese
+    character or Japanese kana between spaces, so that each is a word of its own (the
+    databases' tokenizers would take a whole run between punctuation as one word)."""
+    return DENSE_SCRIPT.sub(r" \g<0> ", _folded(text))
+
+
+def _folded(text: str) -> str:
+    """``text`` in NFC, folded as :func:`_folding` says."""
+    return unicodedata.normalize("NFC", text).translate(_FOLD)
+
+
+def _tokens(text: str) -> list[str]:
+    """The runs of letters, digits and marks of ``text``: the words SQLite's tokenizer
+    (``categories 'L* N* Co M*'``) cuts it into, so a Devanagari vowel sign stays
+    inside its word (a regular expression's word would end there)."""
+    words: list[str] = []
+    run: list[str] = []
+    for char in text:
+        kind = unicodedata.category(char)
+        if kind[0] in "LNM" or kind == "Co":
+            run.append(char)
+        elif run:
+            words.append("".join(run))
+            run = []
+    if run:
+        words.append("".join(run))
+    return words
+
+
+def _pieces(word: str) -> list[str]:
+    """A word as the query searches for it: itself, or for a run of Chinese or Japanese
+    (which has no spaces between words) each pair of neighbouring characters, searched
+    as a phrase (``灯塔`` finds the two side by side; a longer question finds the
+    passages that share most of its pairs first)."""
+    pieces: list[str] = []
+    for run in _DENSE_RUNS.findall(word):
+        if not DENSE_SCRIPT.match(run) or len(run) == 1:
+            pieces.append(run)
+        else:
+            pieces.extend(run[i : i + 2] for i in range(len(run) - 1))
+    return pieces
+
+
 MAX_QUERY_WORDS = 32
 """Words of a query searched for; the rest are ignored."""
 STOPWORDS = frozenset({
@@ -96,10 +174,12 @@ def passages_of(session: Session, collection_id: str) -> list[tuple[Passage, str
 def query_words(query: str) -> list[str]:
     """The words of a query, lower-cased, each once, in order, without the common words
     that every passage has (unless it has no others); nothing else of the query is
-    passed to the database's query language."""
+    passed to the database's query language. Read as :func:`searchable` reads a
+    passage; a Chinese or Japanese word is a pair of characters (:func:`_pieces`)."""
     seen: dict[str, None] = {}
-    for word in _WORD.findall(query.lower()):
-        seen.setdefault(word, None)
+    for token in _tokens(_folded(query).lower()):
+        for word in _pieces(token):
+            seen.setdefault(word, None)
     words = [w for w in seen if w not in STOPWORDS] or list(seen)
     return words[:MAX_QUERY_WORDS]
 
@@ -168,11 +248,13 @@ def _matching(session: Session, collection_id: str, query: str) -> Subquery | No
         return None
     each = {f"w{i}": word for i, word in enumerate(words)}
     if session.get_bind().dialect.name == "sqlite":
-        # FTS5: each word a quoted string (no operators). The rank is the passage's own
-        # (its words found, the heading's twice, against its length), not bm25(): that
-        # counts words over the whole table, every owner's passages, so a score would
-        # tell which words other owners' documents hold.
-        matches = {name: f'"{word}"' for name, word in each.items()}
+        # FTS5: each word a quoted string (no operators: a word is letters, digits and
+        # marks alone), a phrase where it has several tokens (a pair of Chinese
+        # characters). The rank is the passage's own (its words found, the heading's
+        # twice, against its length), not bm25(): that counts words over the whole
+        # table, every owner's passages, so a score would tell which words other
+        # owners' documents hold.
+        matches = {name: f'"{_spaced(word)}"' for name, word in each.items()}
         has = " + ".join(
             f"(passages.seq IN (SELECT rowid FROM passages_fts WHERE passages_fts MATCH :{name}))"
             for name in matches
@@ -193,8 +275,12 @@ def _matching(session: Session, collection_id: str, query: str) -> Subquery | No
             "matched FROM counted"
         ).bindparams(any=" OR ".join(matches.values()), collection=collection_id, **matches)
     else:
-        # PostgreSQL: each word through the english configuration.
-        matches = {name: f"'{word}'" for name, word in each.items()}
+        # PostgreSQL: each word through the english configuration; the tokens of a
+        # word of several (a pair of Chinese characters) next to each other.
+        matches = {
+            name: "(" + " <-> ".join(f"'{t}'" for t in _spaced(word).split()) + ")"
+            for name, word in each.items()
+        }
         has = " + ".join(
             f"(search_vector @@ to_tsquery('english', :{name}))::int" for name in matches
         )
@@ -206,6 +292,11 @@ def _matching(session: Session, collection_id: str, query: str) -> Subquery | No
     return ranked.columns(
         column("seq", Integer), column("rank", Float), column("matched", Integer)
     ).subquery("hits")
+
+
+def _spaced(word: str) -> str:
+    """A word of the query as the index holds it: its tokens between single spaces."""
+    return " ".join(searchable(word).split())
 
 
 def vectors_of(session: Session, collection_id: str, model: str) -> list[tuple[int, bytes]]:
@@ -234,6 +325,10 @@ def found(session: Session, scored: Sequence[tuple[int, float]]) -> list[Found]:
 
 
 def replace_passages(session: Session, document_id: str, passages: Sequence[Passage]) -> None:
-    """The document's passages are these from now on (the full-text index follows)."""
+    """The document's passages are these from now on (the full-text index follows,
+    over their :func:`searchable` heading and text, set here)."""
     session.execute(delete(Passage).where(Passage.document_id == document_id))
+    for passage in passages:
+        passage.search_heading = None if passage.heading is None else searchable(passage.heading)
+        passage.search_text = searchable(passage.text)
     session.add_all(passages)

@@ -358,7 +358,8 @@ class Passage(Base):
 
     ``seq`` is the row number the full-text index refers to (SQLite's FTS5 table
     ``passages_fts``; PostgreSQL's generated ``search_vector`` column, both made by
-    migration 0006); ``id`` is the name the API and the steps know it by.
+    migration 0006 and over :attr:`search_heading` and :attr:`search_text` since 0018);
+    ``id`` is the name the API and the steps know it by.
     """
 
     __tablename__ = "passages"
@@ -382,6 +383,11 @@ class Passage(Base):
     were off when it was indexed."""
     embedded_with: Mapped[str | None] = mapped_column(String(80))
     """The model that made :attr:`embedding`: only vectors of one model are compared."""
+    search_heading: Mapped[str | None] = mapped_column(Text)
+    search_text: Mapped[str | None] = mapped_column(Text)
+    """:attr:`heading` and :attr:`text` as the full-text index reads them (migration
+    0018): ``store.library.searchable``, set by ``replace_passages`` as it stores them.
+    The index is over these, not the text itself."""
 
 
 class Flow(Base):

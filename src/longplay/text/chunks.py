@@ -14,12 +14,8 @@ import math
 import re
 from collections.abc import Callable
 
-from longplay.text.sentences import (
-    DENSE_PUNCTUATION,
-    DENSE_SCRIPT,
-    PARAGRAPH_BREAK,
-    split_sentences,
-)
+from longplay.text.sentences import DENSE_PUNCTUATION, PARAGRAPH_BREAK, split_sentences
+from longplay.unspaced import DENSE_SCRIPT
 
 CHARS_PER_TOKEN = 4
 """Characters of English (or another Latin-script text) per token."""

@@ -18,8 +18,9 @@ from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from longplay.text.sentences import DENSE_SCRIPT, split_sentences
+from longplay.text.sentences import split_sentences
 from longplay.text.subtitles import format_timestamp
+from longplay.unspaced import DENSE_SCRIPT
 
 MAX_TURN_CHARS = 2_000
 MAX_TURNS = 2_000

@@ -17,6 +17,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from longplay.unspaced import DENSE_SCRIPT
+
 DEFAULT_MAX_CHARS = 300
 
 # Abbreviations that are followed by a capitalised word or a number without ending the
@@ -58,11 +60,6 @@ start, it made splitting quadratic in a paragraph's length (13 s for one paragra
 _CLAUSE_BREAK = re.compile(r"[,;:\u2013\u2014\u060c\u061b]\s|[\u3001\uff0c\uff1b\uff1a]")
 """Where a long sentence is cut: a comma, semicolon, colon or dash before a space
 (Arabic's comma and semicolon too), or a Chinese or Japanese comma or semicolon."""
-DENSE_SCRIPT = re.compile(
-    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003ffff]"
-)
-"""Chinese characters and Japanese kana: written without spaces, about a word (and a
-token) each."""
 DENSE_PUNCTUATION = re.compile(
     r"[\u3000-\u303f\uff00-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65]"
 )
