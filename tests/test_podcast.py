@@ -779,7 +779,7 @@ def test_a_podcast_from_a_collection_is_heard_back_and_an_edit_voices_one_turn(
         ({"collection": None}, "collection", "name a collection"),
         ({"collection": None, "script": {"turns": [{"speaker": "Zed", "text": "Hi."}]}},
          "script", "speaker 'Zed' is not one of"),
-        ({"language": "de"}, "language", "English only, not German"),
+        ({"language": "de"}, "language", "the voice joe speaks English only, not German"),
         ({"language": "klingon"}, "language", "unknown language"),
         ({"collection": None, "script": {"turns": [{"speaker": "Joe", "text": "Hi."}],
                                          "chapters": [{"title": "Intro", "first_turn": 0},

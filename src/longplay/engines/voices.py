@@ -61,9 +61,11 @@ def check_voice(voice: str | None, field: str = "voice") -> None:
 
 @dataclass(frozen=True)
 class Speaks:
-    """The language the voice speaks, and the scripts it reads."""
+    """The language the voice speaks (its code, ``en``, and its name), and the scripts
+    it reads."""
 
     voice: str
+    code: str
     language: str
     scripts: frozenset[str]
 
@@ -89,7 +91,7 @@ def _piper_speaks(voice_file: Path, name: str) -> Speaks | None:
     code = language.get("family") or language.get("code")
     if not code:
         return None
-    return Speaks(name, language.get("name_english") or code, scripts_of_language(code))
+    return Speaks(name, code, language.get("name_english") or code, scripts_of_language(code))
 
 
 def unspeakable(text: str) -> str | None:
