@@ -7,6 +7,7 @@ of steps, registered at import. ``StepContext[SleepParams]`` types ``ctx.params`
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -30,7 +31,7 @@ from longplay.framework import (
 class SleepParams(BaseModel):
     seconds: float = Field(1.0, ge=0, le=600)
     ticks: int = Field(10, ge=1, le=10_000)
-    fail: Literal["permanent", "retryable", "settings"] | None = None
+    fail: Literal["permanent", "retryable", "settings", "disk"] | None = None
     text: str = "done"
 
 
@@ -56,6 +57,8 @@ def work(ctx: StepContext[SleepParams]) -> None:
             code="engine_auth_failed",
         )
     out = ctx.workdir / "result.txt"
+    if params.fail == "disk":  # as the data folder's disk answers when it is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
     out.write_text(params.text)
     ctx.add_output(out, media_type="text/plain")
 

@@ -126,7 +126,19 @@ def test_kinds_lists_every_kind_and_what_one_takes(stack: Stack) -> None:
     by_name = {line.split()[0]: line for line in lines if line.strip()}
     assert by_name["seconds"].split() == ["seconds", "number", "0", "to", "600", "1"]
     assert by_name["fail"].split() == [
-        *("fail", "permanent", "|", "retryable", "|", "settings,", "or", "null", "null")
+        *(
+            "fail",
+            "permanent",
+            "|",
+            "retryable",
+            "|",
+            "settings",
+            "|",
+            "disk,",
+            "or",
+            "null",
+            "null",
+        )
     ]
     mistakes = longplay(stack, "kinds", "mistakes", COLUMNS="160").stdout.splitlines()
     by_name = {line.split()[0]: line.split() for line in mistakes if line.strip()}

@@ -1,5 +1,6 @@
-"""Health: whether the store and Redis answer, how many workers are alive, and whether
-a beat schedules (its reaper alone gives back a dead worker's jobs).
+"""Health: whether the store and Redis answer, how many workers are alive, whether a
+beat schedules (its reaper alone gives back a dead worker's jobs), and how much room the
+data folder's disk has left.
 
 Each check runs with its own short timeouts (a one-shot database connection with a
 connect and statement timeout, a Redis client that does not retry), all three at
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import shutil
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -43,6 +45,8 @@ class Health:
     workers: int
     beat: str
     """``ok`` while a beat holds its lease, ``none`` when none does."""
+    disk: str = "ok"
+    """The data folder's disk: ``ok``, ``low`` or ``full`` (:func:`disk_state`)."""
     down: list[str] = field(default_factory=list)
 
     @property
@@ -98,6 +102,27 @@ def check_beat() -> bool:
     return scheduling(get_quick_redis())
 
 
+FULL_BYTES = 64 * 2**20
+"""Free bytes under which the data folder's disk is full: an upload, a job's output or
+Redis's append-only file no longer fits, and writes fail (a 507)."""
+LOW_BYTES = 2**30
+LOW_SHARE = 0.1
+"""Under a GiB and under a tenth of the disk free: low, time to free space."""
+
+
+def disk_room() -> tuple[int, int]:
+    """Free and total bytes of the data folder's disk."""
+    usage = shutil.disk_usage(get_settings().data_dir)
+    return usage.free, usage.total
+
+
+def disk_state(free: int, total: int) -> str:
+    """``full``, ``low`` or ``ok`` (:data:`FULL_BYTES`, :data:`LOW_BYTES`)."""
+    if free < FULL_BYTES:
+        return "full"
+    return "low" if free < LOW_BYTES and free < LOW_SHARE * total else "ok"
+
+
 def _outcome(name: str, future: Future[Any]) -> str:
     """``ok``, or the error's type: the report is for anyone who can reach the port,
     and a driver's message names hosts, databases and users. The message goes to the
@@ -120,6 +145,7 @@ def report() -> Health:
         "redis": check_redis,
         "workers": count_workers,
         "beat": check_beat,
+        "disk": disk_room,
     }
     futures = {name: _pool.submit(check) for name, check in checks.items()}
     concurrent.futures.wait(futures.values(), timeout=DEADLINE)
@@ -131,9 +157,14 @@ def report() -> Health:
     beat = _outcome("beat", futures["beat"])
     if beat == "ok" and not futures["beat"].result():
         beat = "none"
+    disk = _outcome("disk", futures["disk"])
+    if disk == "ok":
+        disk = disk_state(*futures["disk"].result())
     down = [name for name, state in (("store", store), ("redis", redis_state)) if state != "ok"]
     if workers == 0:
         down.append("workers")
     if beat == "none":  # when Redis does not answer, it is the part said to be down
         down.append("beat")
-    return Health(store=store, redis=redis_state, workers=workers, beat=beat, down=down)
+    if disk == "full":
+        down.append("disk")
+    return Health(store=store, redis=redis_state, workers=workers, beat=beat, disk=disk, down=down)

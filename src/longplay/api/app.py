@@ -48,7 +48,7 @@ from longplay.api.routes.events import StreamEnded
 from longplay.dashboard import app as dashboard
 from longplay.jobs import refusals
 from longplay.jobs.metrics import REQUESTS
-from longplay.jobs.outages import REDIS_DOWN, STORE_DOWN, part_down
+from longplay.jobs.outages import REDIS_DOWN, STORAGE_FULL, STORE_DOWN, part_down, storage_full
 from longplay.jobs.webhooks import delivery, relay
 from longplay.kinds import load as load_kinds
 from longplay.settings import get_settings
@@ -186,6 +186,11 @@ async def _part_down(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+STORAGE_FULL_SAID = (
+    f"{STORAGE_FULL} (the disk of its data folder, or of its database); nothing was "
+    "changed, try again once its operator has freed space"
+)
+
 CLIENT_CLOSED = 499
 """The status nginx logs for a client that closed its request before it was answered."""
 
@@ -205,7 +210,15 @@ async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-    """A bug: the log has the traceback, the client a plain word that says so."""
+    """A bug: the log has the traceback, the client a plain word that says so. Or a
+    full disk, which is no bug: a 507 to retry once space is freed, and one line."""
+    if storage_full(exc):
+        outages.log_storage_full(request, exc)
+        return _answer(
+            status.HTTP_507_INSUFFICIENT_STORAGE,
+            error_body("storage_full", STORAGE_FULL_SAID, retryable=True),
+            headers={"Retry-After": outages.RETRY_AFTER_FULL},
+        )
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return _answer(
         status.HTTP_500_INTERNAL_SERVER_ERROR,

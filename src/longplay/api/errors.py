@@ -37,10 +37,11 @@ CODES: dict[int, str] = {
     429: "rate_limited",
     500: "internal_error",
     503: "unavailable",
+    507: "storage_full",
 }
 """The code an error of each status has unless the service names a finer one."""
 
-RETRYABLE_CODES = frozenset({"rate_limited", "unavailable"})
+RETRYABLE_CODES = frozenset({"rate_limited", "unavailable", "storage_full"})
 """The codes whose requests may pass later when the error itself does not say: a limit
 that resets (429), a part of the service that is back (503)."""
 

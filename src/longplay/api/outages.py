@@ -8,11 +8,13 @@ import logging
 
 from fastapi import Request
 
-from longplay.jobs.outages import said
+from longplay.jobs.outages import STORAGE_FULL, said
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER = "2"
+RETRY_AFTER_FULL = "60"
+"""A full disk is mended by a person freeing space, in minutes, not seconds."""
 UNSTORABLE = (
     "the request has a value the database cannot take: a text with a NUL character "
     "(\\u0000), or a number out of range"
@@ -24,3 +26,10 @@ fault, without the SQL or the value."""
 def log_outage(request: Request, part: str, exc: BaseException) -> None:
     """One line: the request, the part, the error's type and first line."""
     log.warning("%s %s: %s did not answer (%s)", request.method, request.url.path, part, said(exc))
+
+
+def log_storage_full(request: Request, exc: BaseException) -> None:
+    """One line: the request, and what said the disk is full (its path is the log's)."""
+    log.warning(
+        "%s %s: not done, %s (%s)", request.method, request.url.path, STORAGE_FULL, said(exc)
+    )

@@ -221,9 +221,15 @@ class HealthPublic(BaseModel):
         description="ok while a beat schedules (holds its lease), none when none does: then "
         "no reaper gives back a dead worker's jobs, and no cleanup runs."
     )
+    disk: str = Field(
+        "ok",
+        description="The data folder's disk: ok; low under 1 GiB and a tenth of it free; "
+        "full under 64 MiB free (then writes fail with a 507, and it is down).",
+    )
     down: list[str] = Field(
         default_factory=list,
-        description="The parts that do not answer, or are missing: store, redis, workers, beat.",
+        description="The parts that do not answer, or are missing: store, redis, workers, "
+        "beat, disk (full).",
     )
 
 

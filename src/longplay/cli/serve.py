@@ -113,7 +113,11 @@ def up(host: Host = None, port: Port = None, workers: ApiWorkers = None) -> None
     elif new_key:
         tell(f"API key for owner 'local': [bold]{new_key}[/] (saved in the data folder)")
     saved = url_file(settings)  # for the CLI and the SDK on this machine (find_url)
-    _save(saved, url)
+    try:
+        _save(saved, url)
+    except OSError as exc:  # a full disk, most likely: what to free, in one line
+        supervisor.stop()
+        _refuse(CannotStart(f"cannot write {saved}: {exc.strerror}; is its disk full?"))
 
     def answered(after: float) -> None:
         tell(f"ready after {after:.0f} s: the API answers, the dashboard is at {url}/")
@@ -211,7 +215,11 @@ def _refuse(reason: Exception) -> NoReturn:
 def _save(path: Path, text: str) -> None:
     """Write ``path`` whole at once: a reader sees the old text or the new, never part."""
     part = path.with_name(f".{path.name}.part")
-    part.write_text(text + "\n")
+    try:
+        part.write_text(text + "\n")
+    except OSError:
+        part.unlink(missing_ok=True)
+        raise
     part.replace(path)
 
 

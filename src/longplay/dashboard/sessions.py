@@ -16,10 +16,12 @@ import json
 import secrets
 from dataclasses import dataclass
 
+import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from longplay import keys
+from longplay.jobs.outages import storage_full
 from longplay.redis_client import get_redis
 from longplay.store.models import ApiKey, Owner
 from longplay.store.owners import hash_secret, owner_for_key
@@ -78,7 +80,12 @@ def viewer(session: Session, token: str | None) -> Viewer:
     if not token:
         raise SignInNeeded
     client = get_redis()
-    raw = client.getex(_record_key(token), ex=SESSION_SECONDS)
+    try:
+        raw = client.getex(_record_key(token), ex=SESSION_SECONDS)
+    except redis.ResponseError as exc:  # Redis refuses writes while its disk is full:
+        if not storage_full(exc):  # the session is read, and renewed by a later page
+            raise
+        raw = client.get(_record_key(token))
     if raw is None:
         raise SignInNeeded
     record = json.loads(raw)

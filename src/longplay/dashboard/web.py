@@ -33,7 +33,7 @@ from longplay.dashboard import sessions
 from longplay.dashboard.sessions import Viewer
 from longplay.framework.errors import MENDED_BY_SETTINGS, same_result_again
 from longplay.jobs import refusals
-from longplay.jobs.outages import part_down
+from longplay.jobs.outages import STORAGE_FULL, part_down, storage_full
 from longplay.store.files import UploadTooLarge
 from longplay.store.views import ErrorPublic, OutputRef
 
@@ -263,6 +263,7 @@ _TITLES = {
     status.HTTP_422_UNPROCESSABLE_CONTENT: "Not valid",
     status.HTTP_429_TOO_MANY_REQUESTS: "Too many requests",
     status.HTTP_503_SERVICE_UNAVAILABLE: "Unavailable",
+    status.HTTP_507_INSUFFICIENT_STORAGE: "Storage full",
 }
 _ACTIONS = {"retry": "Cannot retry", "cancel": "Cannot cancel", "delete": "Cannot delete"}
 
@@ -347,7 +348,8 @@ def as_page(request: Request, answer: Response) -> HTMLResponse:
 
 def _failure_page(request: Request, exc: Exception) -> HTMLResponse:
     """What went wrong on the service's side, as a page: the store or Redis not
-    answering (503, try again shortly) or a bug (500, its traceback logged)."""
+    answering (503, try again shortly), a full disk (507, once space is freed) or a bug
+    (500, its traceback logged)."""
     if part := part_down(exc):
         outages.log_outage(request, part, exc)
         page = error_page(
@@ -357,6 +359,16 @@ def _failure_page(request: Request, exc: Exception) -> HTMLResponse:
             f"{part} did not answer; reload the page shortly",
         )
         page.headers["Retry-After"] = outages.RETRY_AFTER
+        return page
+    if storage_full(exc):
+        outages.log_storage_full(request, exc)
+        page = error_page(
+            request,
+            status.HTTP_507_INSUFFICIENT_STORAGE,
+            "storage_full",
+            f"{STORAGE_FULL}: nothing was changed; try again once its operator has freed space",
+        )
+        page.headers["Retry-After"] = outages.RETRY_AFTER_FULL
         return page
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_page(

@@ -37,6 +37,12 @@ EXIT_CANCEL_OVERDUE = 75
 """Exit status of a pool process ended because its cancelled job would not stop."""
 
 
+OPERATORS_WAIT = {"storage_unavailable": 60.0}
+"""Seconds at least before the retry after a failure a person mends (a full disk:
+space freed), doubling with each attempt: the kind's backoff, seconds long, spent a
+job's every attempt before anyone could act."""
+
+
 def settle_error(
     job: Job,
     error: JobError,
@@ -63,6 +69,8 @@ def settle_error(
         details = {**error.as_dict(), "attempt": attempts}
         if retry:
             delay = policy.delay(attempts) if redeliver else 0.0
+            if redeliver and error.code in OPERATORS_WAIT:
+                delay = max(delay, OPERATORS_WAIT[error.code] * 2 ** (attempts - 1))
             details["retry_in_seconds"] = round(delay, 1)
             retry_at = utcnow() + timedelta(seconds=delay)
             moved = lifecycle.transition(

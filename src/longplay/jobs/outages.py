@@ -7,8 +7,10 @@ that is down for a minute would otherwise write one per request, or per round.
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 
+import redis
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -59,3 +61,37 @@ def said(exc: BaseException) -> str:
     cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     first = (str(cause).strip().splitlines() or [""])[0][:200]
     return f"{type(cause).__name__}: {first}"
+
+
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+"""A disk with no space left, or a quota used up."""
+STORAGE_FULL = "the service's storage is full"
+"""What a request that needed to write is told while the disk of the data folder (or
+the database's) is full: the operator's to mend, after which the request passes."""
+
+
+def storage_full(exc: BaseException) -> bool:
+    """Whether ``exc``, or an error it was raised from, says a disk is full: a file
+    written (``ENOSPC``), SQLite ("database or disk is full"), PostgreSQL (``53100``,
+    ``disk_full``) or Redis, which refuses writes while it cannot write its
+    append-only file (``MISCONF``)."""
+    seen: set[int] = set()
+    at: BaseException | None = exc
+    while at is not None and id(at) not in seen:
+        seen.add(id(at))
+        if _full(at):
+            return True
+        at = at.__cause__ or at.__context__
+    return False
+
+
+def _full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:
+        return True
+    if isinstance(exc, DBAPIError):
+        exc = exc.orig if exc.orig is not None else exc
+    if isinstance(exc, sqlite3.OperationalError):
+        return "database or disk is full" in str(exc)
+    if getattr(exc, "sqlstate", None) == "53100":  # psycopg's DiskFull
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith("MISCONF")

@@ -8,6 +8,7 @@ work files after their inputs, see it shortened to :data:`UPLOAD_NAME_BYTES`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mimetypes
 import os
@@ -191,11 +192,18 @@ class Stager:
         self._file.write(chunk)
 
     def finish(self) -> StagedFile:
-        self._file.close()
+        """The file written; where its last bytes cannot be (a full disk, on the flush
+        that closing makes), it is removed and the error raised."""
+        try:
+            self._file.close()
+        except OSError:
+            self.discard()
+            raise
         return StagedFile(self.path, self.size, self._hash.hexdigest())
 
     def discard(self) -> None:
-        self._file.close()
+        with contextlib.suppress(OSError):  # what could not be flushed goes with the file
+            self._file.close()
         self.path.unlink(missing_ok=True)
 
 

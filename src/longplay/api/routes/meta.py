@@ -90,7 +90,7 @@ async def health(response: Response) -> HealthPublic:
     """Whether the store, Redis, a worker and a beat answer (503 if not); never waits
     long."""
     found = await _health_report()
-    return _answer(response, found, judged=("store", "redis", "workers", "beat"))
+    return _answer(response, found, judged=("store", "redis", "workers", "beat", "disk"))
 
 
 @router.get(
@@ -133,5 +133,6 @@ def _answer(response: Response, found: Health, *, judged: tuple[str, ...]) -> He
         redis=found.redis,
         workers=found.workers,
         beat=found.beat,
+        disk=found.disk,
         down=down,
     )

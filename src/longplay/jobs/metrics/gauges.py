@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 
@@ -22,6 +23,7 @@ from longplay.broker.single_beat import scheduling
 from longplay.framework.kinds import all_kinds
 from longplay.jobs.admission.choice import RESOURCES
 from longplay.jobs.admission.overview import broker_depths
+from longplay.settings import get_settings
 from longplay.store.db import session_scope
 from longplay.store.models import Job, JobStatus
 
@@ -38,11 +40,12 @@ def gauges(client: redis.Redis) -> Iterator[Metric]:
         beat,
         slots,
         engines,
+        disk_free,
     )
     for reader in readers:
         try:
             yield reader(client)
-        except (redis.RedisError, SQLAlchemyError) as exc:
+        except (redis.RedisError, SQLAlchemyError, OSError) as exc:
             log.warning("metrics: %s not read: %s", reader.__name__, exc)
 
 
@@ -97,6 +100,17 @@ def workers(client: redis.Redis) -> Metric:
         "longplay_workers_live", "Worker main processes marked alive recently (as /healthz)."
     )
     family.add_metric([], len(live_workers(client)))
+    return family
+
+
+def disk_free(client: redis.Redis) -> Metric:
+    """Free bytes of the data folder's disk, as this process sees it (on one machine,
+    or shared storage, every part sees the same): alert on it before writes fail."""
+    family = GaugeMetricFamily(
+        "longplay_data_disk_free_bytes",
+        "Free bytes on the disk of the data folder (uploads, results, SQLite, Redis's file).",
+    )
+    family.add_metric([], shutil.disk_usage(get_settings().data_dir).free)
     return family
 
 
