@@ -164,7 +164,10 @@ def test_run_at_and_deadlines(make_stack: Callable[[], Stack]) -> None:
     assert expired["error"]["code"] == "deadline_passed"
     assert doomed["id"] in [j["id"] for j in statuses(client, "expired")]
 
-    # Running past its deadline: cancelled with the reason, and it stops.
+    # Running past its deadline: cancelled with the reason, and it stops. Beat expired
+    # the job above while both slots were busy: they must be free for this one to start.
+    for blocker in blockers:
+        wait_for_status(client, blocker["id"], {"completed"})
     deadline = datetime.now(UTC) + timedelta(seconds=2)
     overdue = submit(client, params={"seconds": 30, "ticks": 300}, deadline=deadline.isoformat())
     cancelled = wait_for_status(client, overdue["id"], {"cancelled", "completed"}, timeout=20)

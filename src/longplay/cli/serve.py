@@ -351,10 +351,9 @@ def _known_resources(queues: str) -> bool:
 
 @app.command()
 def beat() -> None:
-    """Run beat: it schedules the reaper, admission rounds, webhook resends and the
-    retention cleanup, and runs them on threads of its own.
+    """Run beat: the reaper, admission rounds, webhook resends, the retention cleanup.
 
-    One beat schedules at a time; another started beside it waits, and takes over when
+    It schedules them and runs them on threads of its own. One beat schedules at a time; another started beside it waits, and takes over when
     the first stops."""
     import logging
 
