@@ -3,8 +3,9 @@
 Every write answered a 500 ``internal_error`` marked not retryable, with a traceback
 of sixty lines in the log, so a client dropped the work it was told not to send again;
 the dashboard was down (its session check writes to Redis, which refuses writes while
-it cannot write its append-only file); ``/healthz`` said ``ok``; and a job whose output
-did not fit spent its three attempts in sixteen seconds, before anyone could free space.
+it cannot write its append-only file); ``/healthz`` said ``ok``; a worker that ended on
+that exited 0; and a job whose output did not fit spent its three attempts in sixteen
+seconds, before anyone could free space.
 
 The end-to-end test mounts a small tmpfs as the deployment's folder (its SQLite, its
 embedded Redis and its files), which needs root; elsewhere it is skipped.
@@ -112,6 +113,7 @@ def test_a_full_disk_is_a_507_to_retry_and_the_service_mends_when_space_is_freed
 ) -> None:
     with Stack(small_disk / "stack", database_kind, logs=True) as deployment:
         deployment.start_api()
+        deployment.start_worker(concurrency=1)
         client = deployment.client("operator")
         browser = signed_in_browser(deployment, "operator")
         first = client.post("/v1/artifacts", files={"file": ("a.txt", b"before")})
@@ -134,6 +136,11 @@ def test_a_full_disk_is_a_507_to_retry_and_the_service_mends_when_space_is_freed
         assert float(free.split()[-1]) < FULL_BYTES, free
         page = browser.get("/jobs")  # its session read though Redis takes no writes
         assert page.status_code == 200, page.text[:500]
+        # Celery's worker ends on Redis refusing its writes; it ended with 0, so that a
+        # supervisor that restarts failures only (systemd's on-failure) left it stopped.
+        worker = deployment.processes["worker"]
+        wait_until(lambda: worker.poll() is not None, timeout=90)
+        assert worker.returncode == 1
 
         filler.unlink()
         wait_until(lambda: client.get("/healthz").json()["disk"] == "ok", timeout=30)

@@ -439,10 +439,11 @@ def retried_to_completion(
     client: httpx.Client, job_id: str, error: dict[str, Any], data_dir: Path
 ) -> None:
     """``error`` was a storage fault to retry, naming no server path, and the job, its
-    storage mended, completed."""
+    storage mended, completed: after a minute, time for a person to mend it."""
     assert error["code"] == "storage_unavailable" and error["retryable"] is True, error
     assert str(data_dir) not in error["message"]
-    done = wait_for_status(client, job_id, {"completed", "failed"}, timeout=60)
+    assert error["retry_in_seconds"] >= 60, error
+    done = wait_for_status(client, job_id, {"completed", "failed"}, timeout=150)
     assert done["status"] == "completed", done["error"]
 
 

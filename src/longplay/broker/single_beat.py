@@ -93,6 +93,8 @@ def take(client: redis.Redis, *, waiting: Callable[[str], None]) -> None:
 lost = threading.Event()
 """Set when another beat took the lease: this process stops, and exits with a failure
 status so that a supervisor (``up``, systemd, Compose) starts it again, as a standby."""
+given_back = threading.Event()
+"""Set when this beat gave the lease back as it stops: it is not renewed again."""
 
 
 def keep(client: redis.Redis) -> threading.Thread:
@@ -109,6 +111,8 @@ def keep(client: redis.Redis) -> threading.Thread:
             except redis.RedisError as exc:
                 log.warning("beat lease not renewed, Redis did not answer: %s", exc)
                 continue
+            if given_back.is_set():
+                return
             if not held:
                 log.error("another beat holds the lease now; this one stops")
                 lost.set()
@@ -130,6 +134,7 @@ return 0
 
 def give_back(client: redis.Redis) -> None:
     """Let a standby take over at once as this beat stops (else the lease lapses)."""
+    given_back.set()
     with contextlib.suppress(redis.RedisError):
         if client.eval(_GIVE_BACK, 1, keys.BEAT_LEASE, me()):
             log.info("beat %s stops and gives back the lease: a standby takes over", me())

@@ -314,6 +314,7 @@ def worker(
     from longplay import keys
     from longplay.broker import liveness
     from longplay.broker.app import celery_app
+    from longplay.worker.main import run_worker
     from longplay.worker.memory import tune_malloc
     from longplay.worker.tasks import release_jobs_of, take_jobs
 
@@ -328,7 +329,7 @@ def worker(
     prepare(settings)
     resources = [q.strip() for q in settings.worker.queues.split(",") if q.strip()]
     try:
-        celery_app.worker_main(
+        ended = run_worker(
             [
                 *(["--quiet"] if settings.log_format == "json" else []),  # no banner
                 "worker",
@@ -342,6 +343,8 @@ def worker(
         )
     finally:
         release_jobs_of(os.getpid())
+    if ended:
+        raise SystemExit(ended)
 
 
 def _known_resources(queues: str) -> bool:
@@ -353,11 +356,11 @@ def _known_resources(queues: str) -> bool:
 def beat() -> None:
     """Run beat: the reaper, admission rounds, webhook resends, the retention cleanup.
 
-    It schedules them and runs them on threads of its own. One beat schedules at a time; another started beside it waits, and takes over when
-    the first stops."""
+    It schedules them and runs them on threads of its own. One beat schedules at a
+    time; another started beside it waits, and takes over when the first stops."""
     import logging
 
-    from celery.signals import celeryd_after_setup
+    from celery.signals import celeryd_after_setup, worker_shutting_down
 
     from longplay.broker import single_beat
     from longplay.redis_client import get_redis
@@ -377,8 +380,12 @@ def beat() -> None:
     single_beat.take(client, waiting=waiting)
     single_beat.keep(client)
     celeryd_after_setup.connect(_no_warning_of_cancelled_tasks, weak=False)
+    # As the stop begins, not once the tasks running have ended: a standby schedules
+    # meanwhile (the rounds beat runs are safe to run beside another's).
+    worker_shutting_down.connect(lambda **_: single_beat.give_back(client), weak=False)
+    ended = 0
     try:
-        upkeep.run(
+        ended = upkeep.run(
             settings.data_dir / "beat-schedule",
             log_level=settings.log_level,
             quiet=settings.log_format == "json",
@@ -390,3 +397,5 @@ def beat() -> None:
         single_beat.give_back(client)
     if single_beat.lost.is_set():  # a failure, so that it is started again, as a standby
         raise SystemExit(1)
+    if ended:
+        raise SystemExit(ended)

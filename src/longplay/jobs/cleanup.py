@@ -32,6 +32,7 @@ import contextlib
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -123,14 +124,21 @@ def run_cleanup(*, dry_run: bool = False, settings: Settings | None = None) -> C
     return report
 
 
+STOPPING = threading.Event()
+"""Set by a process that is stopping (beat's): a run ends after the batch it is in,
+rows and files together, and the next run goes on from there. A stop that waited for
+a whole run kept beat's lease for as long, and one killed meanwhile left files."""
+
+
 def _batches(
     settings: Settings, pick: Callable[[Session, str, int], Sequence[str]]
 ) -> Iterator[tuple[Session, Sequence[str]]]:
     """Keyset pages of candidate ids (``pick(session, after, limit)``, ordered by id),
-    one transaction each, until a short page or ``cleanup_max_per_run`` candidates."""
+    one transaction each, until a short page, ``cleanup_max_per_run`` candidates or
+    :data:`STOPPING`."""
     after, seen = "", 0
     most, batch = settings.retention.cleanup_max_per_run, settings.retention.cleanup_batch
-    while seen < most:
+    while seen < most and not STOPPING.is_set():
         limit = min(batch, most - seen)
         with session_scope() as session:
             ids = pick(session, after, limit)

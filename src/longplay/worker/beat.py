@@ -22,29 +22,33 @@ from celery.signals import worker_ready, worker_shutting_down
 
 from longplay import keys
 from longplay.broker.app import celery_app
+from longplay.jobs import cleanup
+from longplay.worker.main import run_worker
 
 UPKEEP_THREADS = 4
 """Threads that run upkeep tasks at once: an hourly cleanup that takes a while leaves
 three for admission, the reaper and webhook resends."""
 
 
-def run(schedule: Path, *, log_level: str, quiet: bool) -> None:
+def run(schedule: Path, *, log_level: str, quiet: bool) -> int:
     """Schedule beat's tasks and run the upkeep queue's, until told to stop (SIGTERM,
-    Ctrl-C). Celery ends it with :class:`SystemExit`."""
+    Ctrl-C); the worker's exit code (0 after a stop, 1 after an unrecoverable error)."""
     scheduler = EmbeddedService(celery_app, thread=True, schedule_filename=str(schedule))
 
     def start(**_: object) -> None:
         scheduler.start()
 
     def stop(**_: object) -> None:
-        """Before the threads finish their tasks: no new sends while the process ends."""
+        """Before the threads finish their tasks: no new sends while the process ends,
+        and a cleanup running ends after its batch."""
+        cleanup.STOPPING.set()
         if scheduler.is_alive():
             scheduler.stop()
 
     # Once the worker consumes: the first rounds beat sends find a thread to run them.
     worker_ready.connect(start, weak=False)
     worker_shutting_down.connect(stop, weak=False)
-    celery_app.worker_main(
+    return run_worker(
         [
             *(["--quiet"] if quiet else []),  # no banner
             "worker",
