@@ -1,8 +1,9 @@
-"""Which errors mean a part of the service did not answer now (the store, Redis), to
-wait out, rather than a fault of the service, to fix: the API (a 503 to retry), the
-dashboard's pages and beat's rounds in the worker (skipped till the next) tell them
-apart the same way, and each says an outage in one line, not a traceback: a store
-that is down for a minute would otherwise write one per request, or per round.
+"""Which errors mean a part of the service did not answer now (the store, Redis), or
+a disk is full (:func:`storage_full`), to wait out, rather than a fault of the
+service, to fix: the API (a 503, or a 507, to retry), the dashboard's pages and beat's
+rounds (skipped till the next) tell them apart the same way, and each says an outage
+in one line, not a traceback: a store that is down for a minute would otherwise write
+one per request, or per round.
 """
 
 from __future__ import annotations
