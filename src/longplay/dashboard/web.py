@@ -352,24 +352,20 @@ def _failure_page(request: Request, exc: Exception) -> HTMLResponse:
     (500, its traceback logged)."""
     if part := part_down(exc):
         outages.log_outage(request, part, exc)
-        page = error_page(
-            request,
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            "unavailable",
-            f"{part} did not answer; reload the page shortly",
+        said = f"{part} did not answer; reload the page shortly"
+        return _again_later(
+            request, status.HTTP_503_SERVICE_UNAVAILABLE, "unavailable", said, outages.RETRY_AFTER
         )
-        page.headers["Retry-After"] = outages.RETRY_AFTER
-        return page
     if storage_full(exc):
         outages.log_storage_full(request, exc)
-        page = error_page(
+        said = f"{STORAGE_FULL}: nothing was changed; try again once its operator has freed space"
+        return _again_later(
             request,
             status.HTTP_507_INSUFFICIENT_STORAGE,
             "storage_full",
-            f"{STORAGE_FULL}: nothing was changed; try again once its operator has freed space",
+            said,
+            outages.RETRY_AFTER_FULL,
         )
-        page.headers["Retry-After"] = outages.RETRY_AFTER_FULL
-        return page
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_page(
         request,
@@ -377,6 +373,15 @@ def _failure_page(request: Request, exc: Exception) -> HTMLResponse:
         "internal_error",
         "the service failed on this page; it is logged",
     )
+
+
+def _again_later(
+    request: Request, status_code: int, code: str, message: str, retry_after: str
+) -> HTMLResponse:
+    """A page for a request that may pass later, with its ``Retry-After``."""
+    page = error_page(request, status_code, code, message)
+    page.headers["Retry-After"] = retry_after
+    return page
 
 
 def status_of(exc: refusals.ServiceError) -> int:
