@@ -534,6 +534,7 @@ def test_health_reports_parts(stack: Stack) -> None:
         "redis": "ok",
         "workers": 1,
         "beat": "none",
+        "disk": "ok",
         "down": ["beat"],
     }
 
@@ -583,6 +584,7 @@ def test_job_waits_for_a_worker(make_stack) -> None:  # type: ignore[no-untyped-
         "redis": "ok",
         "workers": 0,
         "beat": "none",
+        "disk": "ok",
         "down": [],
     }
     job = submit(client, params={"seconds": 0.2})
