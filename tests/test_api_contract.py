@@ -146,13 +146,15 @@ def test_every_error_has_the_one_shape(stack: Stack, owner: httpx.Client) -> Non
 
 def test_retryable_is_true_only_for_what_may_pass_later() -> None:
     """An error says ``retryable`` whether or not its raiser did: true for a limit
-    (429) or a part that does not answer (503), false otherwise, unless told."""
+    (429), a part that does not answer (503) or a full disk (507), false otherwise,
+    unless told."""
     from longplay.api.errors import CODES, error_body
 
     said = {code: error_body(code, "x")["error"]["retryable"] for code in CODES.values()}
     assert {code for code, retryable in said.items() if retryable} == {
         "rate_limited",
         "unavailable",
+        "storage_full",
     }
     assert error_body("engine_busy", "x", retryable=True)["error"]["retryable"] is True
     assert error_body("unavailable", "x", retryable=False)["error"]["retryable"] is False
