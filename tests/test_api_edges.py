@@ -303,6 +303,28 @@ def test_run_at_answers_a_null_queue_position(stack: Stack) -> None:
     wait_until(lambda: client.get(f"/v1/jobs/{job['id']}").json()["status"] == "cancelled")
 
 
+def test_a_deadline_that_has_passed_is_refused_at_submit(stack: Stack) -> None:
+    """It was taken, then expired: a job that could never run, and a client told so only
+    by following it. Refused, nothing stored, naming the deadline and the service's clock
+    (a client's clock running ahead is the likely cause)."""
+    client = stack.client("late")
+    before = client.get("/v1/jobs").json()["items"]
+    response = client.post(
+        "/v1/jobs",
+        json={"kind": "sleep", "params": {"seconds": 0}, "deadline": "2020-01-01T00:00:00+02:00"},
+    )
+    error = _refusal(response, 422, "invalid_request")
+    assert error["message"].startswith("deadline 2019-12-31 22:00:00 UTC has passed"), error
+    assert "on the service's clock" in error["message"], error
+    assert error["details"][0]["loc"] == ["body", "deadline"], error
+    assert client.get("/v1/jobs").json()["items"] == before
+    soon = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    taken = client.post(
+        "/v1/jobs", json={"kind": "sleep", "params": {"seconds": 0}, "deadline": soon}
+    )
+    assert taken.status_code == 202, taken.text
+
+
 # -- requests refused cleanly ------------------------------------------------------------
 
 JSON_LIMIT = 4 * 1024 * 1024  # LONGPLAY_MAX_JSON_BYTES' default

@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -50,6 +50,7 @@ from longplay.store.models import (
     Owner,
     Priority,
     new_id,
+    utcnow,
 )
 from longplay.store.queries import outputs_of
 from longplay.store.views import OutputRef
@@ -98,6 +99,22 @@ def kind_priority(tier: Priority, kind: JobKind[Any]) -> Priority:
     return ranks[min(max(PRIORITY_RANK[tier] + shift, 0), len(ranks) - 1)]
 
 
+def _check_times(run_at: datetime | None, deadline: datetime | None) -> None:
+    """Refuse a deadline that has passed or comes no later than ``run_at``: the job
+    could only ever end ``expired``, which the client can be told now."""
+    if deadline is None:
+        return
+    now = utcnow()
+    if deadline <= now:
+        message = (
+            f"deadline {deadline.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC has passed: it is "
+            f"{now:%Y-%m-%d %H:%M:%S} UTC on the service's clock"
+        )
+        raise Invalid(message, [{"loc": ["body", "deadline"], "msg": message, "type": "past"}])
+    if run_at is not None and deadline <= run_at:
+        raise Invalid("deadline must come after run_at")
+
+
 def create_job(
     session: Session,
     *,
@@ -137,6 +154,7 @@ def create_job(
         raise Invalid(message, [{"loc": ["body", "inputs"], "msg": message, "type": "count"}])
     if count > get_settings().api.max_inputs_per_job:
         raise Invalid(f"at most {get_settings().api.max_inputs_per_job} inputs per job")
+    _check_times(run_at, deadline)
     artifact_ids = [i for i in input_ids if isinstance(i, str)]
     found: dict[str, str] = (
         {
@@ -169,8 +187,6 @@ def create_job(
     )
     _check_upstream(session, owner, upstream)
     check_named_collection(session, owner.id, checked, waits=bool(upstream))
-    if deadline is not None and run_at is not None and deadline <= run_at:
-        raise Invalid("deadline must come after run_at")
     priority = priority or kind_priority(limits_of(owner).priority, kind)
     params_json = checked.model_dump(mode="json")
     job = Job(
