@@ -183,6 +183,32 @@ register(
 )
 
 
+class LopsidedParams(BaseModel):
+    quick: float = Field(0.2, ge=0, le=60)
+    slow: float = Field(4.0, ge=0, le=60)
+
+
+def quick_step(ctx: StepContext[LopsidedParams]) -> None:
+    time.sleep(ctx.params.quick)
+    ctx.advance(1, 1)
+
+
+def slow_step(ctx: StepContext[LopsidedParams]) -> None:
+    for tick in range(20):
+        time.sleep(ctx.params.slow / 20)
+        ctx.advance(tick + 1, 20)
+
+
+register(
+    JobKind(
+        name="lopsided",
+        description="Most of its bar in a moment, most of its time in the rest: for ETAs.",
+        params=LopsidedParams,
+        steps=[Step("quick", quick_step, weight=9), Step("slow", slow_step, weight=1)],
+    )
+)
+
+
 class TrickleParams(BaseModel):
     items: int = Field(6, ge=1, le=100)
     gap: float = Field(0.5, ge=0, le=10)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import wave
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 from conftest import Stack, wait_for_status
 
 from longplay.media import LoudnessMeter, decode, probe
@@ -95,3 +97,37 @@ def test_an_opus_bitrate_over_what_a_mono_input_takes_fails_before_measuring(
     assert done["error"]["code"] == "invalid_params" and not done["error"]["retryable"]
     assert "256 kbit/s per channel" in done["error"]["message"]
     assert done["step_details"].get("pass") is None, "no measuring pass was made"
+
+
+def test_the_measure_steps_first_pass_fills_most_of_its_share(stack: Stack, tmp_path: Path) -> None:
+    """Each of the four passes the step may make was an equal share of it: the one pass
+    most inputs need crawled through a quarter of the step's bar, which then jumped, and
+    the ETA read four times the time left; its details said four times the duration."""
+    from test_jobs_e2e import read_events
+
+    rate, seconds = 16000, 120
+    tone = 0.03 * np.sin(2 * np.pi * 440 * np.arange(rate * seconds) / rate)  # no peaks
+    source = tmp_path / "tone.wav"
+    with wave.open(str(source), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes((tone * 32767).astype("<i2").tobytes())
+    client = stack.client()
+    upload = client.post("/v1/artifacts", files={"file": ("tone.wav", source.read_bytes())})
+    job = client.post(
+        "/v1/jobs",
+        json={"kind": "convert", "inputs": [upload.json()["id"]], "params": {"format": "mp3"}},
+    ).json()
+    done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=120)
+    assert done["status"] == "completed", done["error"]
+    measuring = [
+        e["data"]
+        for e in read_events(client, job["id"])
+        if e["event"] == "progress" and e["data"]["step"] == "measure"
+    ]
+    passing = [m for m in measuring if m["step_details"].get("pass") == 1]
+    assert passing, measuring
+    assert all(m["step_details"]["total"] == seconds for m in passing), passing[-1]
+    # The measure step is a third of the bar, and its first pass four fifths of that.
+    assert max(m["progress"] for m in passing) > 100 / 3 * 0.5, [m["progress"] for m in passing]

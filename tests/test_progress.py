@@ -79,27 +79,75 @@ def test_eta_goes_by_the_recent_pace_where_the_run_slowed() -> None:
     tracker = ProgressTracker(STEPS, clock=clock)
     tracker.finish("fetch")
     tracker.start("voice")  # 10 % of the bar done; "voice" is 70 %
-
-    def run(seconds: int, percent_a_second: float) -> None:
-        for _ in range(seconds):
-            clock.now += 1
-            tracker.set_fraction(tracker.percent - 10 + percent_a_second, 70)
-
-    run(60, 0.5)  # 40 % after a minute
+    run(tracker, clock, 60, 0.5)  # 40 % after a minute
     assert tracker.percent == pytest.approx(40.0)
-    run(240, 0.125)  # then at a quarter of that pace: 70 % after five minutes
+    run(tracker, clock, 240, 0.125)  # then at a quarter of that pace: 70 % after 5 minutes
     assert tracker.percent == pytest.approx(70.0)
-    # Since the start: 60 points in 300 s, 150 s left; lately 15 points in 120 s.
+    # Since the start: 60 points in 300 s, 150 s left; over the last 100 s, 12.5 points.
     assert tracker.eta_seconds() == pytest.approx(30 / 0.125)
-    clock.now += 121  # and then it stood still
-    assert tracker.eta_seconds() is None
-    # A run that sped up keeps the pace since its start: an ETA that errs long.
+
+
+def test_eta_goes_by_the_recent_pace_where_the_run_sped_up() -> None:
+    """A transcription's first seconds (the model loaded, the first window decoded) are
+    slower than the rest: the pace since its start said 84 s were left for 20."""
+    clock = Clock()
     faster = ProgressTracker(STEPS, clock=clock)
     faster.finish("fetch")
     faster.start("voice")
-    for seconds, percent_a_second in ((200, 0.1), (120, 0.4)):
-        for _ in range(seconds):
-            clock.now += 1
-            faster.set_fraction(faster.percent - 10 + percent_a_second, 70)
+    run(faster, clock, 200, 0.1)
+    run(faster, clock, 120, 0.4)
     assert faster.percent == pytest.approx(78.0)
-    assert faster.eta_seconds() == pytest.approx(22 * 320 / 68)
+    assert faster.eta_seconds() == pytest.approx(22 / 0.4)  # since its start: 104 s
+
+
+def test_eta_grows_while_the_run_stands_still_and_stays() -> None:
+    """A step that reports nothing for a while (a model's long call): the ETA is the
+    pace back to its last move, so it grows, and it does not go blank."""
+    clock = Clock()
+    tracker = ProgressTracker(STEPS, clock=clock)
+    tracker.finish("fetch")
+    tracker.start("voice")
+    run(tracker, clock, 30, 1.0)  # 40 % after 30 s: 60 s left at that pace
+    assert tracker.eta_seconds() == pytest.approx(60.0)
+    etas = []
+    for _ in range(200):  # then nothing for 200 s, past the recent window
+        clock.now += 1
+        eta = tracker.eta_seconds()
+        assert eta is not None
+        etas.append(eta)
+    assert etas == sorted(etas) and etas[-1] > 5 * 60.0
+
+
+def test_eta_goes_by_the_steps_shares_of_the_time() -> None:
+    """A dub's translation takes two thirds of its time in 40 % of its bar: by the
+    weights, the ETA at the end of its quick first step said a third of the time left."""
+    clock = Clock()
+    by_weight = ProgressTracker(STEPS, clock=clock)
+    shares = {"fetch": 0.02, "voice": 0.18, "mix": 0.80}  # "mix" is slow, for all its 20 %
+    by_time = ProgressTracker(STEPS, clock=clock, shares=shares)
+    for tracker in (by_weight, by_time):
+        tracker.start("fetch")
+    clock.now += 1
+    for tracker in (by_weight, by_time):
+        tracker.finish("fetch")
+        tracker.start("voice")
+    clock.now += 9
+    for tracker in (by_weight, by_time):
+        tracker.finish("voice")
+    assert by_weight.percent == by_time.percent == pytest.approx(80.0)  # the bar: weights
+    assert by_weight.eta_seconds() == pytest.approx(10 * 20 / 80)
+    assert by_time.eta_seconds() == pytest.approx(10 * 0.80 / 0.20)  # 40 s, as it was
+    assert by_time.seconds == {"fetch": 1.0, "voice": 9.0}
+    # Shares for other steps than the kind's (it changed since) are not used.
+    other = ProgressTracker(STEPS, clock=clock, shares={"fetch": 0.5, "encode": 0.5})
+    other.start("fetch")
+    clock.now += 10
+    other.finish("fetch")
+    assert other.eta_seconds() == pytest.approx(10 * 90 / 10)
+
+
+def run(tracker: ProgressTracker, clock: Clock, seconds: int, percent_a_second: float) -> None:
+    """``seconds`` of the "voice" step gaining ``percent_a_second`` of the bar each."""
+    for _ in range(seconds):
+        clock.now += 1
+        tracker.set_fraction(tracker.percent - 10 + percent_a_second, 70)

@@ -48,6 +48,12 @@ ADMISSION_ASKED = f"{PREFIX}:admission:asked"
 """A list of at most one item: a round is wanted (the workers' admission loops wait on it)."""
 
 
+def step_times(kind: str) -> str:
+    """A hash of each step of ``kind`` to its share of a run's time, learned from the runs
+    that completed (see :mod:`longplay.jobs.step_times`)."""
+    return f"{PREFIX}:step-times:{kind}"
+
+
 def submit_rate(owner_id: str) -> str:
     """An owner's submit rate limiter: its theoretical arrival time (GCRA), in ms."""
     return f"{PREFIX}:rate:submit:{owner_id}"

@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -61,97 +61,136 @@ lock another process holds for long costs a step a tenth of that time, not all o
 
 
 ETA_AFTER_PERCENT = 5.0
-"""Percent of the bar a run must have gained before its pace is told as an ETA."""
+"""Percent of a run's time a run must have behind it before its pace is told as an ETA."""
 RECENT_S = 120.0
-"""Seconds of a run's latest pace an ETA goes by, where that is slower than its pace
-since it started."""
+"""Seconds of a run's recent past its pace is measured over, at most."""
+WINDOW_SHARE = 1 / 3
+"""The share of a run's time so far that its pace is measured over (from
+:data:`MIN_WINDOW_S` to :data:`RECENT_S`): the run's pace lately, not since its start,
+whose first seconds (a model loaded, the first window decoded) said a transcription had
+2.5 times the time left that it had."""
+MIN_WINDOW_S = 10.0
+"""Seconds, at least, that a pace is measured over: steps that report in bursts (a
+transcript's segments, a podcast's turns) do not swing the ETA with each."""
 SAMPLE_EVERY_S = 1.0
-"""Seconds between two points of the bar's recent past kept for that pace."""
+"""Seconds between two points of the run's recent past kept for that pace."""
 
 
 class ProgressTracker:
-    """Turns per-step fractions into overall percent and an ETA."""
+    """Turns per-step fractions into overall percent and an ETA.
 
-    def __init__(self, steps: Sequence[Step[Any]], *, clock: Clock = time.monotonic) -> None:
+    The percent goes by the steps' declared weights; the ETA by each step's share of a
+    run's time, where ``shares`` give them (:mod:`longplay.jobs.step_times`), else by
+    the weights too."""
+
+    def __init__(
+        self,
+        steps: Sequence[Step[Any]],
+        *,
+        clock: Clock = time.monotonic,
+        shares: Mapping[str, float] | None = None,
+    ) -> None:
         self._weights = {s.name: s.weight for s in steps}
         self._total = sum(self._weights.values())
+        self._shares = (
+            dict(shares)
+            if shares is not None and set(shares) == set(self._weights)
+            else {name: weight / self._total for name, weight in self._weights.items()}
+        )
         self._done_weight = 0.0
+        self._done_share = 0.0
         self._clock = clock
         self.step: str | None = None
         self.step_fraction = 0.0
         self._started_at: float | None = None
-        self._start_percent = 0.0
+        self._start_share = 0.0
+        self._step_began = 0.0
+        self.seconds: dict[str, float] = {}
+        """Seconds each step run in this run took, to its end (its outputs kept)."""
+        self.skipped = False
+        """Whether a step was skipped (done by an earlier run): this run's times are
+        not a whole run's."""
         self._seen: deque[tuple[float, float]] = deque()
-        """(when, percent) as the bar moved, a second apart at least, back to the last
-        point before the recent window."""
+        """(when, share of the run's time behind it) as the run moved on, a second apart
+        at least, back to the last point before the recent window."""
 
     @property
     def percent(self) -> float:
         current = self._weights.get(self.step or "", 0.0) * self.step_fraction
         return min(100.0, 100.0 * (self._done_weight + current) / self._total)
 
+    @property
+    def time_done(self) -> float:
+        """The share of the run's time behind it (0 to 1), by the step shares."""
+        return min(
+            1.0, self._done_share + self._shares.get(self.step or "", 0.0) * self.step_fraction
+        )
+
     def start(self, step: str) -> None:
+        now = self._clock()
         if self._started_at is None:
-            self._started_at = self._clock()
-            self._start_percent = self.percent
-            self._seen.append((self._started_at, self._start_percent))
+            self._started_at = now
+            self._start_share = self.time_done
+            self._seen.append((now, self._start_share))
         self.step = step
         self.step_fraction = 0.0
+        self._step_began = now
 
     def set_fraction(self, done: float, total: float) -> None:
         fraction = done / total if total > 0 else 1.0
         self.step_fraction = max(self.step_fraction, min(1.0, max(0.0, fraction)))
         self._saw()
 
-    def finish(self, step: str) -> None:
+    def finish(self, step: str, *, skipped: bool = False) -> None:
         """Count a step as done (also for a step skipped because a retry already did it)."""
         self._done_weight += self._weights[step]
+        self._done_share += self._shares[step]
+        if skipped:
+            self.skipped = True
+        elif self.step == step:
+            self.seconds[step] = self._clock() - self._step_began
         if self.step == step:
             self.step_fraction = 0.0
             self.step = None
         self._saw()
 
     def _saw(self) -> None:
-        """Keep where the bar is now, and no more of the past than the recent window
+        """Keep where the run is now, and no more of the past than the recent window
         needs."""
         if self._started_at is None:
             return
         now = self._clock()
         if not self._seen or now - self._seen[-1][0] >= SAMPLE_EVERY_S:
-            self._seen.append((now, self.percent))
-        self._forget_before(now - RECENT_S)
-
-    def _forget_before(self, moment: float) -> None:
-        """Drop the points before ``moment`` but the last of them."""
-        while len(self._seen) > 1 and self._seen[1][0] <= moment:
+            self._seen.append((now, self.time_done))
+        while len(self._seen) > 1 and self._seen[1][0] <= now - RECENT_S:
             self._seen.popleft()
 
     def eta_seconds(self) -> float | None:
-        """Seconds left, from the pace since this run started; None until there is a pace
-        (:data:`ETA_AFTER_PERCENT` gained: a model's first window, loaded and read in
-        one go, gave a transcription 0.95 % after 18 s and an ETA of 32 minutes, where
-        35 s were left). Once the run is older than :data:`RECENT_S`, the pace of its
-        last :data:`RECENT_S` where that is slower: a long transcription whose helper
-        process left for another job went on at half its pace, and the ETA from its
-        start said 11 minutes left for 8 minutes. None while the bar stood still for
-        the whole window."""
+        """Seconds left at the run's recent pace; None until it has one
+        (:data:`ETA_AFTER_PERCENT` of its time behind it: a model's first window, loaded
+        and read in one go, gave a transcription 0.95 % after 18 s and an ETA of 32
+        minutes, where 35 s were left).
+
+        The pace is measured over the run's last third, 10 s to 2 minutes of it
+        (:data:`WINDOW_SHARE`): a run that slows (a long transcription whose helper
+        process left for another job went on at half its pace) or speeds up is told
+        so within that. Where the run stood still for the whole window, the pace
+        reaches back to its last move, so the ETA grows while it stands rather than
+        going blank."""
         if self._started_at is None:
             return None
         now = self._clock()
         elapsed = now - self._started_at
-        gained = self.percent - self._start_percent
-        if elapsed < 0.5 or gained < ETA_AFTER_PERCENT:
+        done = self.time_done
+        if elapsed < 0.5 or 100 * (done - self._start_share) < ETA_AFTER_PERCENT:
             return None
-        pace = gained / elapsed
-        self._forget_before(now - RECENT_S)
-        if elapsed > RECENT_S and self._seen:
-            since, then = self._seen[0]
-            if since <= now - RECENT_S:  # the bar's place as the window began
-                lately = (self.percent - then) / (now - since)
-                if lately <= 0:
-                    return None
-                pace = min(pace, lately)
-        return max(0.0, (100.0 - self.percent) / pace)
+        window = min(RECENT_S, max(MIN_WINDOW_S, elapsed * WINDOW_SHARE))
+        since, then = self._started_at, self._start_share
+        for when, share in reversed(self._seen):  # the latest point before the window
+            if when <= now - window and share < done:
+                since, then = when, share
+                break
+        return max(0.0, (1.0 - done) * (now - since) / (done - then))
 
 
 class ProgressReporter:
@@ -169,12 +208,13 @@ class ProgressReporter:
         write_interval: float,
         clock: Clock = time.monotonic,
         known: Job | None = None,
+        shares: Mapping[str, float] | None = None,
     ) -> None:
         self.job_id = job_id
         self._known = known
         """The runner's copy of the job, carried by the announcements."""
         self.worker = worker
-        self.tracker = ProgressTracker(steps, clock=clock)
+        self.tracker = ProgressTracker(steps, clock=clock, shares=shares)
         self._write_interval = write_interval
         self._clock = clock
         self._last_write = clock()  # the claim has just written the job
@@ -198,7 +238,7 @@ class ProgressReporter:
         self._emit(at_once=True)
 
     def finish_step(self, step: Step[Any], *, skipped: bool = False) -> None:
-        self.tracker.finish(step.name)
+        self.tracker.finish(step.name, skipped=skipped)
         if skipped:
             tell("step_skipped", self.job_id, known=self._known, step=step.name)
 

@@ -28,7 +28,7 @@ from longplay.framework import (
     get_kind,
 )
 from longplay.framework.rules import checkpointable, returned_note
-from longplay.jobs import lifecycle, logs, reaper
+from longplay.jobs import lifecycle, logs, reaper, step_times
 from longplay.jobs.admission import rounds
 from longplay.jobs.attempts import close_attempt, open_attempt
 from longplay.jobs.context import JobContext, load_inputs
@@ -121,6 +121,7 @@ def _run(job: Job, attempt: int, *, worker: str, is_gone: Callable[[str], bool])
         kind.steps if kind is not None else [],
         write_interval=settings.worker.progress_write_interval,
         known=job,
+        shares=step_times.shares_of(job.kind, [s.name for s in kind.steps]) if kind else None,
     )
     try:
         if kind is None:
@@ -188,6 +189,8 @@ def _run_steps(
     finally:
         heartbeat.stop()
     log.info("job %s completed", job.id)
+    if not reporter.tracker.skipped:
+        step_times.learn(kind.name, reporter.tracker.seconds)
 
 
 def _returned(step: Step[Any], value: object, ctx: JobContext) -> None:

@@ -1,0 +1,92 @@
+"""How long each step of a kind takes, as its share of a run's time, learned from the
+runs that completed.
+
+A step's declared weight says how much of the bar it fills, not how long it takes: a
+podcast's first two steps fill 30 % of its bar in half a second of its minute, a dub
+translates for two thirds of its time in 40 % of its bar. An ETA that goes by the
+weights alone said 9 s were left for 40 s of a 64 s podcast. The shares kept here (one
+Redis hash per kind, shared by every worker) let the ETA go by time instead, once a
+run of the kind has completed; a kind with none yet goes by its weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+
+import redis
+
+from longplay.keys import step_times
+from longplay.redis_client import get_redis
+
+log = logging.getLogger(__name__)
+
+LEARN_FROM_S = 1.0
+"""Seconds a run must have taken to be learned from: a shorter one has no ETA to show,
+and learning costs it a Redis round trip."""
+NEWEST_SAY = 0.3
+"""The newest run's weight in the shares kept (the rest is the runs before it)."""
+READ_EVERY_S = 30.0
+"""Seconds a process goes by its last read of a kind's shares before reading again."""
+KEEP_FOR_S = 90 * 86400
+"""Seconds a kind's shares are kept after its last completed run learned from."""
+
+_read: dict[str, tuple[float, dict[str, float] | None]] = {}
+"""Per kind: when its shares were last read here (monotonic seconds), and what they were."""
+
+
+def shares_of(kind: str, steps: Sequence[str]) -> dict[str, float] | None:
+    """Each of ``steps``' share of a run of ``kind`` (summing to 1), or None where no run
+    of these steps has been learned from (or Redis does not answer: the ETA goes by
+    the weights then, and the job runs on)."""
+    now = time.monotonic()
+    cached = _read.get(kind)
+    if cached is None or now - cached[0] > READ_EVERY_S:
+        try:
+            kept = get_redis().hgetall(step_times(kind))
+        except redis.RedisError as exc:
+            log.debug("step times of %s not read: %s", kind, exc)
+            kept = {}
+        cached = (now, _parsed(kept))
+        _read[kind] = cached
+    shares = cached[1]
+    return shares if shares is not None and set(shares) == set(steps) else None
+
+
+def learn(kind: str, seconds: Mapping[str, float]) -> None:
+    """Blend a completed run's step times (every step of ``kind``, run, none skipped)
+    into the kind's shares."""
+    total = sum(seconds.values())
+    if total < LEARN_FROM_S:
+        return
+    run = {step: spent / total for step, spent in seconds.items()}
+    before = shares_of(kind, list(seconds))
+    shares = (
+        run
+        if before is None
+        else {s: NEWEST_SAY * run[s] + (1 - NEWEST_SAY) * before[s] for s in run}
+    )
+    key = step_times(kind)
+    try:
+        with get_redis().pipeline(transaction=True) as pipe:
+            pipe.delete(key)  # steps a kind no longer has go with the old shares
+            pipe.hset(key, mapping={s: repr(share) for s, share in shares.items()})
+            pipe.expire(key, KEEP_FOR_S)
+            pipe.execute()
+    except redis.RedisError as exc:
+        log.debug("step times of %s not kept: %s", kind, exc)
+        return
+    _read[kind] = (time.monotonic(), shares)
+
+
+def _parsed(kept: Mapping[bytes | str, bytes | str]) -> dict[str, float] | None:
+    """The shares of a Redis hash, or None where it is empty or not shares (a hand-edited
+    or foreign value: the weights are a safe answer)."""
+    try:
+        shares = {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in kept.items()}
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not shares or any(not 0 <= v <= 1 for v in shares.values()):
+        return None
+    return shares
