@@ -166,4 +166,9 @@ def test_a_job_that_finds_the_disk_full_waits_a_minute_before_its_retry(
     assert seen["status"] == "queued", seen
     assert seen["error"]["code"] == "storage_unavailable", seen
     assert seen["error"]["retry_in_seconds"] >= 60, seen
-    client.post(f"/v1/jobs/{job['id']}/cancel")
+    # Cancelled while it waits: its error no longer says it will be retried.
+    cancelled = client.post(f"/v1/jobs/{job['id']}/cancel").json()
+    assert cancelled["status"] == "cancelled" and cancelled["retry_at"] is None, cancelled
+    assert cancelled["error"]["code"] == "storage_unavailable", cancelled
+    assert cancelled["error"]["retry_in_seconds"] is None, cancelled
+    assert client.get(f"/v1/jobs/{job['id']}").json()["error"] == cancelled["error"]

@@ -123,6 +123,9 @@ def cancel_job(session: Session, *, owner: Owner, job_id: str) -> Job:
         _reread(session, job)
         raise Conflict(f"job {job.id} is already {job.status}")
     _reread(session, job)
+    if job.error is not None and job.error.get("retry_in_seconds") is not None:
+        # Cancelled while it waited to be retried: its error no longer says a retry comes.
+        job.error = {k: v for k, v in job.error.items() if k != "retry_in_seconds"}
     unit.announce("cancelled", job.id, status=job.status, progress=job.progress)
     unit.commit()
     return job
