@@ -14,7 +14,9 @@ import time
 from collections.abc import Iterator
 from typing import Literal
 
+import psycopg
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import OperationalError
 
 from longplay.framework import (
     ItemContext,
@@ -31,7 +33,7 @@ from longplay.framework import (
 class SleepParams(BaseModel):
     seconds: float = Field(1.0, ge=0, le=600)
     ticks: int = Field(10, ge=1, le=10_000)
-    fail: Literal["permanent", "retryable", "settings", "disk"] | None = None
+    fail: Literal["permanent", "retryable", "settings", "disk", "database"] | None = None
     text: str = "done"
 
 
@@ -59,6 +61,8 @@ def work(ctx: StepContext[SleepParams]) -> None:
     out = ctx.workdir / "result.txt"
     if params.fail == "disk":  # as the data folder's disk answers when it is full
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
+    if params.fail == "database":  # as PostgreSQL refuses a write when its disk is full
+        raise OperationalError("UPDATE jobs", {}, psycopg.errors.DiskFull("could not extend"))
     out.write_text(params.text)
     ctx.add_output(out, media_type="text/plain")
 

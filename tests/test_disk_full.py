@@ -17,17 +17,21 @@ import errno
 import os
 import sqlite3
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import redis
 from conftest import Stack, signed_in_browser, submit, wait_until
 from sqlalchemy.exc import OperationalError
 
 from longplay.health import FULL_BYTES, disk_state
-from longplay.jobs.outages import storage_full
+from longplay.jobs.outages import part_down, storage_full
+from longplay.keys import STORE_FULL
+from longplay.settings import get_settings
 
 MIB = 2**20
 
@@ -50,6 +54,13 @@ def test_a_full_disk_is_told_apart_from_other_failures() -> None:
         raised_from(OSError(errno.ENOSPC, "No space left on device")),
     ):
         assert storage_full(full), full
+    postgres_full = OperationalError("INSERT", {}, psycopg.errors.DiskFull("could not extend"))
+    assert storage_full(postgres_full)
+    # PostgreSQL raises a full disk as an OperationalError, as it does a dropped
+    # connection: a full disk is no outage to retry in seconds (a 503), but a 507.
+    assert part_down(postgres_full) is None and part_down(sqlite_full) is None
+    refused = OperationalError("SELECT", {}, psycopg.OperationalError("connection refused"))
+    assert part_down(refused) == "the store" and not storage_full(refused)
     sqlite_locked = OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked"))
     for other in (
         OSError(errno.EACCES, os.strerror(errno.EACCES)),
@@ -172,3 +183,84 @@ def test_a_job_that_finds_the_disk_full_waits_a_minute_before_its_retry(
     assert cancelled["error"]["code"] == "storage_unavailable", cancelled
     assert cancelled["error"]["retry_in_seconds"] is None, cancelled
     assert client.get(f"/v1/jobs/{job['id']}").json()["error"] == cancelled["error"]
+
+
+def test_a_write_waits_past_a_lease_for_a_full_disk_but_not_for_a_store_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A finished step whose completion hit a full database disk was given up after a
+    lease (60 s): its work thrown away, and the job, found later with its lease
+    lapsed, recorded as a lost worker's. The wait is for a person to free space."""
+    from longplay.jobs import runner
+
+    monkeypatch.setenv("LONGPLAY_LEASE_SECONDS", "1")
+    monkeypatch.setenv("LONGPLAY_HEARTBEAT_INTERVAL", "0.5")
+    monkeypatch.setattr(runner, "STORAGE_PATIENCE_S", 4.0)
+    get_settings.cache_clear()
+    full = OperationalError("INSERT", {}, psycopg.errors.DiskFull("could not extend file"))
+    away = OperationalError("INSERT", {}, psycopg.OperationalError("connection refused"))
+
+    def failing(error: OperationalError, times: int) -> tuple[list[float], Callable[[], None]]:
+        calls: list[float] = []
+
+        def keep() -> None:
+            calls.append(time.monotonic())
+            if len(calls) <= times:
+                raise error
+
+        return calls, keep
+
+    try:
+        calls, keep = failing(full, times=3)  # about 2.5 s of a full disk: past the lease
+        runner._kept_in_time("job_x", "step s", keep)
+        assert len(calls) == 4 and calls[-1] - calls[0] > 1.0
+        calls, keep = failing(away, times=1_000)
+        began = time.monotonic()
+        with pytest.raises(OperationalError):
+            runner._kept_in_time("job_x", "step s", keep)
+        assert 1.0 < time.monotonic() - began < 3.5
+        calls, keep = failing(full, times=1_000)
+        began = time.monotonic()
+        with pytest.raises(OperationalError):
+            runner._kept_in_time("job_x", "step s", keep)
+        assert 4.0 < time.monotonic() - began < 6.5
+    finally:
+        get_settings.cache_clear()
+
+
+def test_a_job_failed_by_a_full_database_waits_for_an_operator() -> None:
+    from longplay.jobs.failures import job_error
+    from longplay.store.models import Job
+
+    full = OperationalError("UPDATE", {}, psycopg.errors.DiskFull("could not extend file"))
+    error = job_error(Job(id="job_x", kind="sleep"), None, full)
+    assert error.code == "storage_unavailable" and error.retryable, error
+    assert str(error) == "the database's disk is full: the job is retried once space is freed"
+
+
+def test_a_full_database_disk_is_said_by_the_job_and_by_healthz(stack: Stack) -> None:
+    """PostgreSQL on a disk of its own (another machine's, often) refused writes for a
+    full disk: the jobs it failed said "the database did not answer" and were retried in
+    seconds, and /healthz said ok throughout, since its check only reads."""
+    client = stack.client("operator")
+    marks = redis.Redis.from_url(stack.redis_url)
+    try:
+        job = submit(client, params={"seconds": 0.1, "fail": "database"})
+
+        def retried_once() -> dict[str, Any] | None:
+            seen: dict[str, Any] = client.get(f"/v1/jobs/{job['id']}").json()
+            return seen if seen["attempts"] == 1 and seen["error"] else None
+
+        seen = wait_until(retried_once, timeout=60)
+        assert seen["error"]["code"] == "storage_unavailable", seen
+        assert seen["error"]["retry_in_seconds"] >= 60, seen
+        health = client.get("/healthz")
+        assert health.status_code == 503, health.text
+        said = health.json()
+        assert said["disk"] == "full" and "disk" in said["down"], said
+        assert said["store"] == "ok" and "store" not in said["down"], said  # reads pass
+        assert client.get("/readyz").status_code == 200  # it serves what it can
+        client.post(f"/v1/jobs/{job['id']}/cancel")
+    finally:
+        marks.delete(STORE_FULL)  # the mark lasts a minute: the stack's next tests check health
+    assert client.get("/healthz").json()["disk"] == "ok"

@@ -24,6 +24,7 @@ from sqlalchemy.pool import NullPool
 
 from longplay.broker.liveness import live_workers
 from longplay.broker.single_beat import scheduling
+from longplay.keys import STORE_FULL
 from longplay.redis_client import get_quick_redis
 from longplay.settings import get_settings
 from longplay.store.db import normalise_url
@@ -46,7 +47,8 @@ class Health:
     beat: str
     """``ok`` while a beat holds its lease, ``none`` when none does."""
     disk: str = "ok"
-    """The data folder's disk: ``ok``, ``low`` or ``full`` (:func:`disk_state`)."""
+    """The data folder's disk: ``ok``, ``low`` or ``full`` (:func:`disk_state`); also
+    ``full`` while the database's is (:func:`store_said_full`)."""
     down: list[str] = field(default_factory=list)
 
     @property
@@ -102,6 +104,12 @@ def check_beat() -> bool:
     return scheduling(get_quick_redis())
 
 
+def store_said_full() -> bool:
+    """Whether the database refused a process a write for a full disk within the last
+    minute (the mark :func:`longplay.jobs.outages.note_store_full` sets)."""
+    return bool(get_quick_redis().exists(STORE_FULL))
+
+
 FULL_BYTES = 64 * 2**20
 """Free bytes under which the data folder's disk is full: an upload, a job's output or
 Redis's append-only file no longer fits, and writes fail (a 507)."""
@@ -146,6 +154,7 @@ def report() -> Health:
         "workers": count_workers,
         "beat": check_beat,
         "disk": disk_room,
+        "store_disk": store_said_full,
     }
     futures = {name: _pool.submit(check) for name, check in checks.items()}
     concurrent.futures.wait(futures.values(), timeout=DEADLINE)
@@ -160,6 +169,8 @@ def report() -> Health:
     disk = _outcome("disk", futures["disk"])
     if disk == "ok":
         disk = disk_state(*futures["disk"].result())
+    if _outcome("store_disk", futures["store_disk"]) == "ok" and futures["store_disk"].result():
+        disk = "full"  # the database's: reads, as the store's check makes, still pass
     down = [name for name, state in (("store", store), ("redis", redis_state)) if state != "ok"]
     if workers == 0:
         down.append("workers")

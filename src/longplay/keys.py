@@ -54,6 +54,11 @@ def step_times(kind: str) -> str:
     return f"{PREFIX}:step-times:{kind}"
 
 
+STORE_FULL = f"{PREFIX}:store-full"
+"""Set for a minute by a process whose write the database refused for a full disk: its
+reads still pass, so ``/healthz`` (which reads) learns of it from here."""
+
+
 def submit_rate(owner_id: str) -> str:
     """An owner's submit rate limiter: its theoretical arrival time (GCRA), in ms."""
     return f"{PREFIX}:rate:submit:{owner_id}"

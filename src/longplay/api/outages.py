@@ -8,7 +8,7 @@ import logging
 
 from fastapi import Request
 
-from longplay.jobs.outages import STORAGE_FULL, said
+from longplay.jobs.outages import STORAGE_FULL, note_store_full, said
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,9 @@ def log_outage(request: Request, part: str, exc: BaseException) -> None:
 
 
 def log_storage_full(request: Request, exc: BaseException) -> None:
-    """One line: the request, and what said the disk is full (its path is the log's)."""
+    """One line: the request, and what said the disk is full (its path is the log's);
+    the database's full disk is marked for ``/healthz``."""
     log.warning(
         "%s %s: not done, %s (%s)", request.method, request.url.path, STORAGE_FULL, said(exc)
     )
+    note_store_full(exc)

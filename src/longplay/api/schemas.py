@@ -223,8 +223,10 @@ class HealthPublic(BaseModel):
     )
     disk: str = Field(
         "ok",
-        description="The data folder's disk: ok; low under 1 GiB and a tenth of it free; "
-        "full under 64 MiB free (then writes fail with a 507, and it is down).",
+        description="The service's storage: ok; low when the data folder's disk has under "
+        "1 GiB and a tenth of it free; full when it has under 64 MiB free, or the database "
+        "refused a write for a full disk within the last minute (then writes fail with a "
+        "507, and it is down).",
     )
     down: list[str] = Field(
         default_factory=list,

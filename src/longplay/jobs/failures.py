@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError, StatementError
 
 from longplay.broker import SoftTimeLimitExceeded
 from longplay.framework import JobError, JobKind, PermanentError, RetryableError
+from longplay.jobs.outages import note_store_full, storage_full
 from longplay.store.db import driver_message
 from longplay.store.models import Job
 
@@ -51,6 +52,13 @@ def job_error(job: Job, kind: JobKind[Any] | None, exc: Exception) -> JobError:
             code="time_limit",
         )
     if isinstance(exc, OperationalError):
+        if storage_full(exc):  # waits the operator's minute, not a blip's seconds
+            log.warning("job %s: the database's disk is full: %s", job.id, driver_message(exc))
+            note_store_full(exc)
+            return RetryableError(
+                "the database's disk is full: the job is retried once space is freed",
+                code="storage_unavailable",
+            )
         return RetryableError(
             f"the database did not answer: {driver_message(exc)}", code="store_unavailable"
         )

@@ -8,6 +8,7 @@ one per request, or per round.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import sqlite3
 
@@ -15,8 +16,9 @@ import redis
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from longplay.keys import STORE_FULL
 from longplay.redis_client import REDIS_DOWN as REDIS_DOWN
-from longplay.redis_client import redis_away
+from longplay.redis_client import get_quick_redis, redis_away
 
 STORE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
 """What the database raises when it may not answer: refused or dropped connections, a
@@ -48,7 +50,11 @@ def _store_down(exc: BaseException) -> bool:
 def part_down(exc: BaseException) -> str | None:
     """The part that did not answer ("the store", "Redis"), or None where ``exc`` is
     not an outage. A wrong Redis password or a missing table is raised as the same
-    types as an outage, but waiting mends neither: those are None."""
+    types as an outage, but waiting mends neither: those are None. Nor is a full disk
+    (:func:`storage_full`; PostgreSQL raises it as an OperationalError, as it does a
+    dropped connection): a person mends that, in minutes, not a retry in seconds."""
+    if storage_full(exc):
+        return None
     if isinstance(exc, STORE_DOWN):
         return "the store" if _store_down(exc) else None
     if redis_away(exc):
@@ -96,3 +102,19 @@ def _full(exc: BaseException) -> bool:
     if getattr(exc, "sqlstate", None) == "53100":  # psycopg's DiskFull
         return True
     return isinstance(exc, redis.ResponseError) and str(exc).startswith("MISCONF")
+
+
+STORE_FULL_FOR_S = 60
+"""Seconds ``/healthz`` says the storage is full after the database last refused a write
+for it."""
+
+
+def note_store_full(exc: BaseException) -> None:
+    """Where ``exc`` is the database refusing a write for a full disk, mark it for
+    ``/healthz`` for :data:`STORE_FULL_FOR_S` (:data:`~longplay.keys.STORE_FULL`): the
+    database's disk may be another machine's, which no process here can measure, and
+    it still answers reads, as the health check does."""
+    if not (isinstance(exc, DBAPIError) and storage_full(exc)):
+        return
+    with contextlib.suppress(redis.RedisError):  # Redis's own full disk: /healthz sees it
+        get_quick_redis().set(STORE_FULL, said(exc), ex=STORE_FULL_FOR_S)

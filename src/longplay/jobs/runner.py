@@ -35,6 +35,7 @@ from longplay.jobs.context import JobContext, load_inputs
 from longplay.jobs.endings import after_cancel, end_stuck_process, fail_dead_runs, settle_error
 from longplay.jobs.failures import job_error
 from longplay.jobs.fanout import Pool
+from longplay.jobs.outages import note_store_full, said, storage_full
 from longplay.jobs.progress import Heartbeat, ProgressReporter, touch_in
 from longplay.jobs.unit import UnitOfWork, unit_of_work
 from longplay.jobs.webhooks.outbox import progress_webhooks
@@ -138,10 +139,23 @@ def _run(job: Job, attempt: int, *, worker: str, is_gone: Callable[[str], bool])
 
 
 def _settle_failure(job: Job, error: JobError, *, worker: str, stopped: dict[str, Any]) -> None:
-    """Settle the error with where the run stopped; if that cannot be kept, log why and
-    settle it without, rather than leave the job running until the reaper finds it."""
+    """Settle the error with where the run stopped, waiting for a store that does not
+    answer or whose disk is full (:func:`_kept_in_time`). If the store stays away, one
+    line says so, and the reaper settles the job once its lease lapses; if the progress
+    cannot be kept, it is settled without, rather than left running until then."""
     try:
-        settle_error(job, error, worker=worker, stopped=stopped)
+        _kept_in_time(
+            job.id,
+            "its failure",
+            lambda: settle_error(job, error, worker=worker, stopped=stopped),
+        )
+    except OperationalError as exc:
+        log.warning(
+            "job %s: its failure (%s) was not kept, the store did not take it: %s",
+            job.id,
+            error.code,
+            said(exc),
+        )
     except Exception:
         log.exception(
             "job %s: its failure was not kept with its progress, keeping it without", job.id
@@ -242,24 +256,49 @@ def _keep_step(
         "outputs": outputs,
         "warnings": ctx.warnings,
     }
-    # A store that does not answer is waited for (up to a lease), not taken as a
-    # reason to run the finished step again.
-    patience = time.monotonic() + get_settings().worker.lease_seconds
     try:
-        for wait in itertools.count():
-            try:
-                _keep_in_store(job, ctx, kept, checkpoint, worker=worker, final=final)
-                break
-            except OperationalError as exc:
-                if time.monotonic() > patience:
-                    raise
-                log.warning("job %s: the store did not keep step %s (%s)", job.id, step.name, exc)
-                time.sleep(min(2.0, 0.25 * 2**wait))
+        _kept_in_time(
+            job.id,
+            f"step {step.name}",
+            lambda: _keep_in_store(job, ctx, kept, checkpoint, worker=worker, final=final),
+        )
     except BaseException:
         for artifact in kept:
             files.remove(artifact)
         raise
     job.checkpoint = checkpoint
+
+
+STORAGE_PATIENCE_S = 1800.0
+"""Seconds a finished step, or a failure, waits to be kept while the database's disk is
+full: a person frees space in minutes. Giving up after a lease threw the step's work
+away, and the job, found later with its lease lapsed, was recorded as a lost worker's."""
+TOLD_EVERY_S = 60.0
+"""Seconds between two log lines about one write that waits."""
+
+
+def _kept_in_time(job_id: str, what: str, keep: Callable[[], None]) -> None:
+    """Run ``keep`` (a write to the store), and again while the store does not answer:
+    for up to a lease, or :data:`STORAGE_PATIENCE_S` while its disk is full. A store
+    that is away is no reason to run a finished step again."""
+    began = time.monotonic()
+    told = -TOLD_EVERY_S
+    for wait in itertools.count():
+        try:
+            keep()
+            return
+        except OperationalError as exc:
+            now = time.monotonic()
+            full = storage_full(exc)
+            if full:
+                note_store_full(exc)
+            if now - began > (STORAGE_PATIENCE_S if full else get_settings().worker.lease_seconds):
+                raise
+            if now - told >= TOLD_EVERY_S:
+                why = "its disk is full" if full else "it did not answer"
+                log.warning("job %s: %s waits for the store, %s (%s)", job_id, what, why, said(exc))
+                told = now
+            time.sleep(min(2.0, 0.25 * 2**wait))
 
 
 def _keep_in_store(

@@ -10,7 +10,14 @@ import logging
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from longplay.jobs.outages import REDIS_DOWN, STORE_DOWN, part_down, said, storage_full
+from longplay.jobs.outages import (
+    REDIS_DOWN,
+    STORE_DOWN,
+    note_store_full,
+    part_down,
+    said,
+    storage_full,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,7 @@ def _why_skipped(exc: Exception) -> str | None:
     """Why a round that raised ``exc`` waits for the next: a full disk (Redis refuses
     writes then), a part that did not answer; None for a fault."""
     if storage_full(exc):
+        note_store_full(exc)
         return "the disk is full"
     if isinstance(exc, (*STORE_DOWN, *REDIS_DOWN)) and (part := part_down(exc)) is not None:
         return f"{part} did not answer"
