@@ -351,3 +351,34 @@ register(
         retry=RetryPolicy(max_attempts=2, backoff=0.05, max_backoff=0.1),
     )
 )
+
+
+class StubbornMapParams(BaseModel):
+    seconds: float = Field(20.0, ge=0, le=600)
+    """Seconds each item works without reporting."""
+
+
+def burn_without_reports(ctx: ItemContext[StubbornMapParams], item: int) -> int:
+    """Keeps a core busy for ``seconds`` without reaching a checkpoint (as one long call
+    into a model does), with a file of its own in the job's scratch space."""
+    _count(ctx.job_id, "burn")
+    (ctx.workdir / f"item-{item}.bin").write_bytes(b"\0" * 1024)
+    deadline = time.monotonic() + ctx.params.seconds
+    while time.monotonic() < deadline:
+        sum(range(10_000))
+    return item
+
+
+def stubborn_map(ctx: StepContext[StubbornMapParams]) -> None:
+    ctx.map(burn_without_reports, [0, 1])
+
+
+register(
+    JobKind(
+        name="stubborn_map",
+        description="Spreads 2 items over 2 processes that work on without a checkpoint.",
+        params=StubbornMapParams,
+        steps=[Step("burn", stubborn_map)],
+        fan_out=2,
+    )
+)

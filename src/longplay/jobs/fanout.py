@@ -10,6 +10,11 @@ left for a while (:data:`LINGER`: the step may still be making them), the job st
 running, or another job waits for a worker slot: helpers only use slots nobody else
 asked for, and give them back between items.
 
+A helper runs each item under a heartbeat, as a job's own process runs its job: it
+renews the item's lease while the item reports nothing, and a helper whose job was
+cancelled stops at the item's next report or, reaching none within
+``LONGPLAY_CANCEL_GRACE`` of the cancel, has its process ended (Celery starts another).
+
 A process that dies leaves its item ``running``: whoever looks next (the job's
 process while it waits, a helper, Celery's redelivery of the helper's message) takes
 it over when its holder is gone or its lease lapsed, and runs it again alone. A
@@ -20,14 +25,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
+import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import redis
 from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.exc import OperationalError
 
@@ -48,8 +58,11 @@ from longplay.framework.fanout import ItemFailed, function_ref, resolve, run_ite
 from longplay.framework.kinds import as_json
 from longplay.jobs.admission.pump import room, worker_capacity
 from longplay.jobs.context import item_failure, load_inputs
+from longplay.jobs.endings import EXIT_CANCEL_OVERDUE
 from longplay.jobs.failures import job_error
 from longplay.jobs.fanout_items import DONE, FAILED, PENDING, RUNNING, Planner, cancel
+from longplay.jobs.progress import Heartbeat, ProgressReporter
+from longplay.redis_client import get_redis
 from longplay.settings import get_settings
 from longplay.store.db import affected, session_scope
 from longplay.store.models import FanOutItem, Job, JobStatus, utcnow
@@ -187,7 +200,8 @@ def help_job(job_id: str, step: str, *, worker: str, is_gone: Callable[[str], bo
         try:
             fn = resolve(claimed.function)
             failed = partial(item_failure, job)
-            runner.run(claimed, fn, params, inputs, workdir, lambda: False, failed)
+            with runner.beating(claimed) as lost:
+                runner.run(claimed, fn, params, inputs, workdir, lambda: False, failed, lost)
         except JobCancelled:
             break
         except Exception as exc:
@@ -287,14 +301,18 @@ class _ItemRunner:
         workdir: Path,
         on_progress: Callable[[], object],
         failed: ItemFailed,
+        lost: threading.Event | None = None,
     ) -> None:
         """Run one held item and keep its result, if this process still holds it then.
         ``on_progress`` is called after each write of the item's progress; what the
-        item raises, ``failed`` judges (naming the item)."""
+        item raises, ``failed`` judges (naming the item). Once ``lost`` is set (by the
+        item's heartbeat, :meth:`beating`), every report of the item stops it."""
         last = time.monotonic()
 
         def progress(done: float, total: float, **_: Any) -> None:
             nonlocal last
+            if lost is not None and lost.is_set():
+                raise JobCancelled(self.job_id)
             now = time.monotonic()
             if now - last < self.interval:
                 return
@@ -312,6 +330,34 @@ class _ItemRunner:
             log.info(
                 "job %s: item %d of %s was no longer ours", self.job_id, claimed.position, self.step
             )
+
+    @contextlib.contextmanager
+    def beating(self, claimed: _Claimed) -> Iterator[threading.Event]:
+        """A heartbeat for the held item while it runs here, the job's own
+        (:class:`~longplay.jobs.progress.Heartbeat`) with the item's lease to renew: an
+        item that reports nothing for long is not taken for lost, and once it is no
+        longer ours the event given is set, which its next report stops at. If the job
+        was cancelled and the item reaches no report within ``cancel_grace`` of the
+        cancel, this process is ended (:func:`_end_stuck_helper`).
+
+        Not for the job's own process: its job's heartbeat does this for it."""
+        settings = get_settings()
+        # A reporter of no steps: the item's progress goes to its row, not the job's.
+        beaten = ProgressReporter(self.job_id, self.worker, [], write_interval=self.interval)
+        heartbeat = Heartbeat(
+            beaten,
+            settings.worker.heartbeat_interval,
+            cancel_grace=settings.worker.cancel_grace,
+            on_overdue=partial(
+                _end_stuck_helper, self.job_id, self.step, claimed.position, worker=self.worker
+            ),
+            renew=lambda: self._touch(claimed, lease_until=utcnow() + self.lease),
+        )
+        heartbeat.start()
+        try:
+            yield beaten.lost
+        finally:
+            heartbeat.stop()
 
     def fail(self, claimed: _Claimed, error: dict[str, object]) -> None:
         self._touch(claimed, status=FAILED, error=error, finished_at=utcnow())
@@ -390,10 +436,43 @@ def _call_helpers(pool: Pool, step: str, wanted: int) -> None:
         )
 
 
+def _end_stuck_helper(job_id: str, step: str, position: int, *, worker: str) -> None:
+    """The helper's item ran past ``cancel_grace`` after its job was cancelled, without
+    reaching a report: end this pool process as
+    :func:`~longplay.jobs.endings.end_stuck_process` ends a job's (the job's own process
+    settles the job). The job's scratch space goes first, unless a retry took the job up
+    again meanwhile: the job's process may have removed it already, before this one
+    wrote more there. Runs in the heartbeat thread.
+
+    Celery requeues the helper's message; that delivery finds the job not running and
+    does nothing."""
+    log.warning(
+        "job %s: item %d of %s still running %g s after the job was cancelled; "
+        "stopping its helper process",
+        job_id,
+        position,
+        step,
+        get_settings().worker.cancel_grace,
+    )
+    try:
+        if _status(job_id) == JobStatus.CANCELLED.value:
+            shutil.rmtree(get_settings().work_dir / job_id, ignore_errors=True)
+        with contextlib.suppress(redis.RedisError):  # this process's report goes with it
+            get_redis().delete(keys.worker_process(worker))
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(EXIT_CANCEL_OVERDUE)
+
+
 def _still_running(job_id: str) -> bool:
+    return _status(job_id) == JobStatus.RUNNING.value
+
+
+def _status(job_id: str) -> str | None:
     with session_scope() as session:
-        status = session.scalar(select(Job.status).where(Job.id == job_id))
-    return status == JobStatus.RUNNING.value
+        return session.scalar(select(Job.status).where(Job.id == job_id))
 
 
 def _others_waiting(job: Job) -> bool:

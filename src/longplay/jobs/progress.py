@@ -448,6 +448,9 @@ class Heartbeat:
     A pool process runs one job at a time, so it has one heartbeat thread, started with
     its first job and handed each next job's heartbeat: starting a thread per job costs
     a short job more than its own work does.
+
+    ``renew`` is what a beat renews, and says whether it is still ours: the job's lease
+    unless given (a fan-out helper renews the item it runs, :mod:`longplay.jobs.fanout`).
     """
 
     def __init__(
@@ -457,8 +460,10 @@ class Heartbeat:
         *,
         cancel_grace: float | None = None,
         on_overdue: Callable[[], None] | None = None,
+        renew: Callable[[], bool] | None = None,
     ) -> None:
         self._reporter = reporter
+        self._renew = renew or (lambda: touch(reporter.job_id, reporter.worker))
         self._interval = interval
         self._cancel_grace = cancel_grace
         self._on_overdue = on_overdue
@@ -483,7 +488,7 @@ class Heartbeat:
             try:
                 held = reporter.write_unwritten()
                 if held is None and time.monotonic() >= next_beat:
-                    held = touch(reporter.job_id, reporter.worker)
+                    held = self._renew()
             except Exception:  # a database blip: try again at the next beat
                 held = None
             if held is not None or time.monotonic() >= next_beat:
