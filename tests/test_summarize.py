@@ -33,6 +33,7 @@ from test_flows import post_flow, wait_for_flow
 from test_jobs_e2e import read_events
 
 from longplay.engines import get_language_model, get_synthesizer, get_transcriber
+from longplay.engines.llm import TOKENS_EVERY_S, EveryFewTokens
 from longplay.engines.models import DEFAULT_VOICE_NAME
 from longplay.engines.summaries import (
     SummaryOptions,
@@ -397,6 +398,31 @@ def test_a_long_input_is_read_whole_in_chunks(stack: Stack, model_jobs: dict[str
 
 
 @MODEL_JOBS
+def test_the_bar_moves_while_the_model_reads_and_writes(
+    stack: Stack, model_jobs: dict[str, str]
+) -> None:
+    """A one-chunk summary is one model call (two with a retry): its progress moves as
+    the model reads the prompt and writes the answer, not only at the chunk's end, and
+    never back. Read from the finished job's events, as a follower replays them."""
+    client = stack.client("sam")
+    job = finished(client, model_jobs["looping"])
+    assert summary_json(client, job)["coverage"]["chunks"] == 1
+    progress = [e["data"] for e in read_events(client, job["id"]) if e["event"] == "progress"]
+    percents = [p["progress"] for p in progress]
+    assert percents == sorted(percents)
+    moving = [p for p in progress if "tokens" in p["step_details"]]
+    assert all(p["step"] == "summarize" for p in moving)
+    within = [p for p in moving if 0 < p["progress"] < 100]
+    assert len(within) >= 3, progress
+    counts = [
+        (d["retry"], d["prompt_tokens_read"], d["tokens"])
+        for d in (p["step_details"] for p in within)
+    ]
+    assert counts == sorted(counts) and counts[-1][2] > 0, counts
+    assert all(p["step_details"]["chunks_done"] == 0 for p in within)
+
+
+@MODEL_JOBS
 def test_an_own_template_is_honoured(stack: Stack, model_jobs: dict[str, str]) -> None:
     client = stack.client("sam")
     job = finished(client, model_jobs["own"])
@@ -703,6 +729,40 @@ def test_an_http_model_gets_the_schema_and_its_thinking_is_left_out(
     for written_text in (markdown, json.dumps(data)):
         assert "<think>" not in written_text and "Let me think" not in written_text
     assert data["sections"][0]["key"] == "key_points" and ctx.state["summary"]["retries"] == 1
+    fractions = ctx.fractions("summarize")
+    assert fractions == sorted(fractions)
+    told = [d for d in ctx.details("summarize") if "tokens" in d]  # once a try, from a server
+    assert [d["retry"] for d in told] == [0, 1] and all(d["tokens"] > 0 for d in told)
+    assert 0 < fractions[1] < fractions[2] < 1 == fractions[-1]
+
+
+def test_a_local_model_tells_its_tokens_as_it_reads_and_writes(tmp_path: Path) -> None:
+    """The bundled model's JSON answer, counted: the prompt read in llama.cpp's batches,
+    then the tokens written, a few times a second at most, and the last count whole."""
+    llm = get_language_model(Settings(data_dir=tmp_path, llm={"engine": "local"}))
+    prompt = f"{long_text(3000)}\n\nThe points of the text above, as JSON: "
+    schema = answer_schema(BUILTIN_TEMPLATES["key-points"], "short")
+    counts: list[tuple[int, int]] = []
+    answer = llm.complete_json(prompt, schema, max_tokens=24, on_tokens=lambda *c: counts.append(c))
+    read = llm.count_tokens(prompt)
+    assert answer and read > 512  # more than one of llama.cpp's batches
+    assert counts[0][1] == 0 and 0 < counts[0][0] < read  # the prompt's first batch
+    assert counts == sorted(counts) and len(set(counts)) == len(counts)
+    assert counts[-1][0] == read and 0 < counts[-1][1] <= 24
+    assert len(counts) < 24  # not every token of the answer
+
+
+def test_token_counts_are_told_a_few_times_a_second_and_the_last_one_whole() -> None:
+    now = [0.0]
+    told: list[tuple[int, int]] = []
+    counted = EveryFewTokens(lambda *c: told.append(c), clock=lambda: now[0])
+    for written in range(1, 11):
+        counted(100, written)
+        now[0] += TOKENS_EVERY_S / 4  # exact in binary
+    counted.finish()
+    assert told == [(100, 1), (100, 5), (100, 9), (100, 10)]
+    counted.finish()
+    assert len(told) == 4  # nothing new to tell
 
 
 # -- without a model ----------------------------------------------------------------------
@@ -804,6 +864,52 @@ def test_what_is_copied_from_the_worked_example_is_taken_out() -> None:
     assert taken == answer["key_points"][1:]
 
 
+class CopyingModel:
+    """A language model whose first answer copies the worked example's point and whose
+    second takes one of the text's own, telling its tokens as it goes: a stand-in for
+    the engine, not for longplay."""
+
+    model, device = "copy", "cpu"
+    ANSWERS = (
+        "The council approved a bus line from the north district to the hospital.",
+        "Ana opened with the release plan.",
+    )
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def complete_json(self, prompt: str, schema: Any, **options: Any) -> str:
+        point = self.ANSWERS[min(self.asked, 1)]
+        self.asked += 1
+        for written in (0, 5, 10):
+            options["on_tokens"](self.count_tokens(prompt), written)
+        return json.dumps({"key_points": [point]})
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) // 4
+
+
+def test_a_copied_example_is_named_as_such_and_its_retry_moves_the_bar_on() -> None:
+    notes: list[str] = []
+    progress: list[tuple[float, dict[str, Any]]] = []
+    summary = summarize_document(
+        Document.from_text("Ana opened with the release plan. The beta ships soon.", name="a.md"),
+        SummaryOptions(template="key-points", length="short"),
+        llm=CopyingModel(),  # type: ignore[arg-type]
+        context_tokens=4096,
+        progress=lambda done, total, **d: progress.append((done / total, d)),
+        note=lambda message, **_: notes.append(message),
+    )
+    assert summary.sections[0].items == ["Ana opened with the release plan."]
+    [said] = notes
+    assert "it copied the worked example: 'The council approved a bus line" in said, said
+    fractions = [f for f, _ in progress]
+    assert fractions == sorted(fractions) and fractions[-1] == 1
+    tries = [(d["retry"], f) for f, d in progress if "tokens" in d]
+    first, second = ([f for r, f in tries if r == n] for n in (0, 1))
+    assert first and second and max(first) < min(second) < max(second) < 1
+
+
 class EchoingModel:
     """A language model that answers every prompt with its instructions (a paragraph)
     and its keys (a list), as the bundled model did for a short meeting note and for
@@ -844,6 +950,7 @@ def test_a_summary_that_only_repeats_its_prompt_gets_sentences_of_the_text() -> 
     )
     [prose] = summary.sections
     assert len(model.prompts) == 2  # asked again, once
+    assert "(it repeats the instructions: 'One paragraph" in notes[0][0]
     assert prose.text.startswith("Ana opened with the release plan. The beta ships on")
     assert "#" not in prose.text and len(prose.text) <= 400  # the short length's bound
     assert any(data.get("code") == "summary_from_text" for _, data in notes)

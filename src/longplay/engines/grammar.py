@@ -11,6 +11,7 @@ The text is the same; the whole-vocabulary pass runs only where the model strays
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,10 +31,14 @@ def generate_held(
     max_tokens: int,
     temperature: float = 0.0,
     seed: int = 0,
+    on_tokens: Callable[[int, int], None] | None = None,
 ) -> str:
     """What ``llama`` (a ``llama_cpp.Llama``) writes after ``prompt``, every token one the
     GBNF ``grammar`` allows, until the grammar is complete or ``max_tokens`` are written.
-    Greedy at ``temperature`` 0; otherwise sampled among the top tokens with ``seed``."""
+    Greedy at ``temperature`` 0; otherwise sampled among the top tokens with ``seed``.
+    ``on_tokens`` is told the prompt's tokens read and the answer's written so far,
+    after each batch of the prompt (llama.cpp's own, so the logits are the same) and
+    each token of the answer."""
     import llama_cpp
 
     vocab = llama._model.vocab
@@ -52,7 +57,11 @@ def generate_held(
     written: list[int] = []
     try:
         llama.reset()
-        llama.eval(llama.tokenize(prompt.encode(), add_bos=True, special=False))
+        prompt_tokens = llama.tokenize(prompt.encode(), add_bos=True, special=False)
+        for start in range(0, len(prompt_tokens), llama.n_batch):
+            llama.eval(prompt_tokens[start : start + llama.n_batch])
+            if on_tokens is not None:
+                on_tokens(min(start + llama.n_batch, len(prompt_tokens)), 0)
         for _ in range(max_tokens):
             logits = np.ctypeslib.as_array(llama._ctx.get_logits_ith(-1), shape=(n_vocab,))
             token = _pick(logits, temperature, rng)
@@ -71,6 +80,8 @@ def generate_held(
                 break
             llama_cpp.llama_sampler_accept(sampler, token)
             written.append(token)
+            if on_tokens is not None:
+                on_tokens(len(prompt_tokens), len(written))
             llama.eval([token])
     finally:
         llama_cpp.llama_sampler_free(sampler)

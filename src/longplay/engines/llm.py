@@ -14,7 +14,9 @@ batches and can change a near-tie), so the same prompt gives the same text.
 from __future__ import annotations
 
 import json
+import math
 import threading
+import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,6 +51,9 @@ TURN_ENDS = ("\nUser:", "\nSystem:")
 """Where a base model writing the assistant's turn has started the next one."""
 MESSAGE_TOKENS = 4
 """What a chat message costs a server beyond its text (role, separators), estimated."""
+TOKENS_EVERY_S = 0.25
+"""Seconds at least between two counts of tokens told to ``on_tokens``: often enough
+for a progress bar, without a call (and a progress event) per token."""
 
 CHAT_PATH = "/v1/chat/completions"
 PERMANENT_ERROR_TYPES = frozenset(
@@ -58,6 +63,9 @@ PERMANENT_ERROR_TYPES = frozenset(
 
 Message = Mapping[str, str]
 """An OpenAI chat message: ``{"role": "system" | "user" | "assistant", "content": ...}``."""
+TokenCount = Callable[[int, int], None]
+"""Told ``(read, written)``: the tokens of the prompt the model has read so far and
+those of its answer it has written."""
 
 
 class LanguageModel(Protocol):
@@ -115,10 +123,17 @@ class LanguageModel(Protocol):
         *,
         max_tokens: int = 512,
         temperature: float = 0.0,
+        on_tokens: TokenCount | None = None,
     ) -> str:
         """The text the model writes after ``prompt``, held to JSON that fits ``schema``
         (a JSON Schema): a grammar on a local model, ``response_format`` to a server. A
-        server may not honour it, so check what comes back."""
+        server may not honour it, so check what comes back.
+
+        ``on_tokens`` hears how many tokens of the prompt are read and of the answer
+        written (:data:`TokenCount`): a local model tells it as it goes (every
+        :data:`TOKENS_EVERY_S` at most, and the last count at the end; reading a long
+        prompt can take longer than writing the answer), a server once, when its
+        answer has come. An exception it raises stops the generation."""
         ...
 
     @property
@@ -266,6 +281,7 @@ class LlamaCppModel:
         *,
         max_tokens: int = 512,
         temperature: float = 0.0,
+        on_tokens: TokenCount | None = None,
     ) -> str:
         """See :meth:`LanguageModel.complete_json`: only tokens the grammar made from
         ``schema`` allows are written (:func:`~longplay.engines.grammar.generate_held`)."""
@@ -273,15 +289,20 @@ class LlamaCppModel:
 
         self._check_fits(prompt, max_tokens)
         grammar = json_schema_to_gbnf(json.dumps(schema))
+        counted = EveryFewTokens(on_tokens) if on_tokens is not None else None
         with self._lock:
-            return generate_held(
+            answer = generate_held(
                 self._llama,
                 prompt,
                 grammar,
                 max_tokens=max_tokens,
                 temperature=temperature,
                 seed=SEED,
+                on_tokens=counted,
             )
+        if counted is not None:
+            counted.finish()
+        return answer
 
     def count_tokens(self, text: str) -> int:
         """See :meth:`LanguageModel.count_tokens`."""
@@ -295,6 +316,36 @@ class LlamaCppModel:
                 f"{self.context_tokens} the model's context holds; send shorter chunks",
                 code="prompt_too_long",
             )
+
+
+class EveryFewTokens:
+    """Counts of tokens passed on to ``on_tokens`` every :data:`TOKENS_EVERY_S` at most
+    (the first at once), and the last one by :meth:`finish`."""
+
+    def __init__(
+        self, on_tokens: TokenCount, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._on_tokens = on_tokens
+        self._clock = clock
+        self._told_at = -math.inf
+        self._told: tuple[int, int] | None = None
+        self._count = (0, 0)
+
+    def __call__(self, read: int, written: int) -> None:
+        self._count = (read, written)
+        now = self._clock()
+        if now - self._told_at >= TOKENS_EVERY_S:
+            self._told_at = now
+            self._tell()
+
+    def finish(self) -> None:
+        """Tell the count that came since the last one told, if any."""
+        if self._count != self._told:
+            self._tell()
+
+    def _tell(self) -> None:
+        self._told = self._count
+        self._on_tokens(*self._count)
 
 
 class UntilStop:
@@ -476,27 +527,33 @@ class HttpLanguageModel:
         *,
         max_tokens: int = 512,
         temperature: float = 0.0,
+        on_tokens: TokenCount | None = None,
     ) -> str:
         """See :meth:`LanguageModel.complete_json`: one user message, with the schema as
-        OpenAI's ``response_format``."""
+        OpenAI's ``response_format``. The answer comes whole (servers differ in whether
+        and how they stream a ``response_format`` answer), so ``on_tokens`` hears once,
+        when it has come: the server's ``usage``, else estimates."""
         request = self._request([{"role": "user", "content": prompt}], max_tokens, temperature, ())
         request["response_format"] = {
             "type": "json_schema",
             "json_schema": {"name": "answer", "schema": dict(schema)},
         }
-        return self._answer(request)
+        return self._answer(request, on_tokens)
 
     @property
     def _url(self) -> str:
         return f"{self._client.base_url}{CHAT_PATH}"
 
-    def _answer(self, request: dict[str, Any]) -> str:
+    def _answer(self, request: dict[str, Any], on_tokens: TokenCount | None = None) -> str:
         """The text of the server's one answer to a chat completion ``request``; empty
-        where the server gave none (``content: null``, as OpenAI sends with a refusal)."""
+        where the server gave none (``content: null``, as OpenAI sends with a refusal).
+        ``on_tokens`` hears how many tokens it has."""
         body = self._client.post_json(CHAT_PATH, json=request)
         content, refusal = self._message(body)
         if refusal and self._on_refusal is not None:
             self._on_refusal(refusal)
+        if on_tokens is not None:
+            on_tokens(*_usage(body, self.chat_tokens(request["messages"]), content))
         return content
 
     def _message(self, body: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -584,6 +641,18 @@ class HttpLanguageModel:
         if stop:
             request["stop"] = list(stop)
         return request
+
+
+def _usage(body: Mapping[str, Any], prompt_estimate: int, content: str) -> tuple[int, int]:
+    """The tokens of a chat completion's prompt and answer, as its ``usage`` says, else
+    estimated."""
+    usage = body.get("usage")
+    said = usage if isinstance(usage, dict) else {}
+    prompt, answer = said.get("prompt_tokens"), said.get("completion_tokens")
+    return (
+        prompt if isinstance(prompt, int) else prompt_estimate,
+        answer if isinstance(answer, int) else estimate_tokens(content),
+    )
 
 
 def _server_error(body: Mapping[str, Any], client: EngineClient) -> JobError | None:

@@ -7,7 +7,8 @@ with the running summary of the ones before, and the chunks' summaries are combi
 JSON Schema (:func:`~longplay.text.summary.answer_schema`) — a grammar on the local
 model, ``response_format`` to a server — then checked, and asked for once more when it
 does not pass. Nothing of the input is left out unless ``max_characters`` says so, and
-:class:`Coverage` says what was read.
+:class:`Coverage` says what was read. Progress moves with the tokens the model reads and
+writes, within each chunk's share of the bar (:class:`_Share`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from longplay.engines.llm import LanguageModel
+from longplay.engines.llm import LanguageModel, TokenCount
 from longplay.framework import InvalidParams, Note, PermanentError, Progress, no_note, no_progress
 from longplay.text.chunks import chunk_text, estimate_tokens
 from longplay.text.documents import Document
@@ -55,6 +56,10 @@ PROMPT_MARGIN_TOKENS = 64
 """Room kept free in the context besides the prompt and the answer: the token
 estimate for a chunk is not exact."""
 RETRY_TEMPERATURE = 0.4
+TRY_SHARE = 0.8
+"""The part of what is left of its share of the bar that one try at an answer moves
+through as the model reads the prompt and writes: the rest stays for a second try, or
+for the next ask."""
 
 
 class SummaryOptions(BaseModel):
@@ -165,6 +170,45 @@ def units_of(document: Document) -> list[Unit]:
 
 
 @dataclass
+class _Share:
+    """A part of the step's bar, from ``at`` to ``end`` of ``total`` (a chunk's, or the
+    combining's), that the model's tries at an answer move through as they go: reported
+    with ``details``, the try's ``prompt_tokens_read`` and ``tokens`` (written) so far,
+    and ``retry`` (1 for a second try).
+
+    Each try takes :data:`TRY_SHARE` of what is left of the share, the tokens read and
+    written counted against the prompt's and the most the answer may take: the model
+    reads a long prompt for longer than it writes. A try that ends early leaves the bar
+    where it got to, and the caller's report at the chunk's end moves it on; a try that
+    writes all it may still leaves room, so a second one moves the bar on, never back."""
+
+    progress: Progress
+    at: float
+    end: float
+    total: float
+    details: dict[str, Any]
+
+    def counting(self, prompt_tokens: int, max_tokens: int, *, retry: int) -> TokenCount:
+        """What a try at an answer to a prompt of ``prompt_tokens`` tells its tokens to."""
+        start = self.at
+        span = (self.end - start) * TRY_SHARE
+        work = max(1, prompt_tokens + max_tokens)
+
+        def told(read: int, written: int) -> None:
+            self.at = start + span * min(1.0, (min(read, prompt_tokens) + written) / work)
+            self.progress(
+                self.at,
+                self.total,
+                **self.details,
+                prompt_tokens_read=read,
+                tokens=written,
+                retry=retry,
+            )
+
+        return told
+
+
+@dataclass
 class _Run:
     """One summary in the making: the model, the template and what it reports to."""
 
@@ -175,18 +219,26 @@ class _Run:
     note: Note
     retries: int = 0
 
-    def ask(self, source: str, segments: tuple[int, int], prompt: str) -> list[SummarySection]:
+    def ask(
+        self, source: str, segments: tuple[int, int], prompt: str, share: _Share
+    ) -> list[SummarySection]:
         """The model's answer to ``prompt`` about ``source`` as checked sections; asked
-        twice at most, the second time also when the first repeats the instructions.
-        Both answers' echoes are taken out, and of two usable answers the one that
-        keeps more is given: a second answer is not always a better one."""
+        twice at most, the second time also when the first repeats the prompt. Both
+        answers' echoes are taken out, and of two usable answers the one that keeps
+        more is given: a second answer is not always a better one. Their tokens move
+        the bar through ``share``."""
         schema = answer_schema(self.template, self.options.length, segments, names_in(source))
         max_tokens = answer_tokens(self.template, self.options.length)
+        prompt_tokens = self.llm.count_tokens(prompt)
         problem = ""
         echoing: list[SummarySection] | None = None
-        for temperature in (0.0, RETRY_TEMPERATURE):
+        for retry, temperature in enumerate((0.0, RETRY_TEMPERATURE)):
             answer = self.llm.complete_json(
-                prompt, schema, max_tokens=max_tokens, temperature=temperature
+                prompt,
+                schema,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                on_tokens=share.counting(prompt_tokens, max_tokens, retry=retry),
             )
             try:
                 read = read_answer(parse_json_answer(answer), self.template, segments=segments)
@@ -195,7 +247,7 @@ class _Run:
                 )
                 if echoes and temperature == 0.0:
                     echoing = sections
-                    raise UnusableAnswer(f"it repeats the instructions: {echoes[0]!r}")
+                    raise UnusableAnswer(self._repeated(read, source, echoes[0]))
                 if echoing is not None and len(_plain(echoing)) > len(_plain(sections)):
                     return self._filled(echoing, source)
                 return self._filled(sections, source)
@@ -211,6 +263,20 @@ class _Run:
             "does better (see the README)",
             code="summary_unusable",
         )
+
+    def _repeated(self, read: list[SummarySection], source: str, echo: str) -> str:
+        """What the answer's first ``echo`` repeated, said as it is: the template's
+        instructions, or the worked example shown before them (an echo that is not
+        the instructions' alone took words from it), or an owner the text does not
+        name."""
+        if echo.startswith("owner "):
+            if echo.removeprefix("owner ").lower() in _example(self).lower():
+                return f"it copied the worked example: {echo!r}"
+            return f"it names an owner the text does not: {echo!r}"
+        _, of_instructions = without_echoes(read, source=source, instructions=_instructions(self))
+        if echo in of_instructions:
+            return f"it repeats the instructions: {echo!r}"
+        return f"it copied the worked example: {echo!r}"
 
     def _filled(self, sections: list[SummarySection], source: str) -> list[SummarySection]:
         """Sections the model left empty, or filled only with its prompt's words, where
@@ -251,7 +317,9 @@ def summarize_document(
     """Summarize ``document`` with the template ``options`` choose.
 
     ``progress(done, total, chunks_done=, chunks_total=, characters_read=)`` hears of
-    each chunk read and of the combining; it is where a cancelled job stops.
+    each chunk read and of the combining, and in between, with ``prompt_tokens_read``,
+    ``tokens`` and ``retry`` too, of the model reading its prompt and writing its answer
+    (:class:`_Share`); it is where a cancelled job stops.
     """
     template = options.chosen_template()
     units = units_of(document)
@@ -271,8 +339,11 @@ def summarize_document(
     room = context_tokens - answer - PROMPT_MARGIN_TOKENS
     whole = _prompt(run, units, 1, running="")
     if llm.count_tokens(whole) <= room:
-        progress(0, 1, chunks_done=0, chunks_total=1, characters_read=0)
-        sections = run.ask(_source(units), (1, len(units)), whole)
+        details: dict[str, Any] = {"chunks_done": 0, "chunks_total": 1, "characters_read": 0}
+        progress(0, 1, **details)
+        sections = run.ask(
+            _source(units), (1, len(units)), whole, _Share(progress, 0, 1, 1, details)
+        )
         progress(1, 1, chunks_done=1, chunks_total=1, characters_read=read_chars)
         chunks = 1
     else:
@@ -336,13 +407,16 @@ def _map_reduce(
     for number, chunk in enumerate(chunks, 1):
         last = first + len(chunk) - 1
         prompt = _prompt(run, chunk, first, running=running)
-        sections = run.ask(f"{running}\n{_source(chunk)}", (first, last), prompt)
+        details = {"chunks_done": number - 1, "chunks_total": len(chunks), "characters_read": read}
+        share = _Share(progress, number - 1, number, total, details)
+        sections = run.ask(f"{running}\n{_source(chunk)}", (first, last), prompt, share)
         parts.append(sections)
         running = _cut_to_tokens(_plain(sections), RUNNING_SUMMARY_TOKENS)
         read += sum(len(u.text) for u in chunk)
         first = last + 1
         progress(number, total, chunks_done=number, chunks_total=len(chunks), characters_read=read)
-    combined = _combine(run, parts, room)
+    details = {"chunks_done": len(chunks), "chunks_total": len(chunks), "characters_read": read}
+    combined = _combine(run, parts, room, _Share(progress, total - 1, total, total, details))
     progress(total, total, chunks_done=len(chunks), chunks_total=len(chunks), characters_read=read)
     return combined, chunks
 
@@ -371,10 +445,13 @@ def chunk_units(units: list[Unit], budget: int) -> list[list[Unit]]:
     return chunks
 
 
-def _combine(run: _Run, parts: list[list[SummarySection]], room: int) -> list[SummarySection]:
+def _combine(
+    run: _Run, parts: list[list[SummarySection]], room: int, share: _Share
+) -> list[SummarySection]:
     """One summary from the parts' summaries. Chapters are the parts' chapters in order
     (their starts are segments already); the rest is asked of the model, in rounds of
-    parts that fit the context when all of them do not."""
+    parts that fit the context when all of them do not, each ask moving on through
+    ``share``."""
     if run.template.chapters:
         return _joined_chapters(parts)
     while len(parts) > 1:
@@ -388,7 +465,8 @@ def _combine(run: _Run, parts: list[list[SummarySection]], room: int) -> list[Su
         if len(groups) == len(parts):  # no two parts fit together: all of them, clipped
             groups = [[[_clipped(s, room // (2 * len(parts))) for s in part] for part in parts]]
         parts = [
-            run.ask(_plain_parts(group), (1, 1), _combine_prompt(run, group)) for group in groups
+            run.ask(_plain_parts(group), (1, 1), _combine_prompt(run, group), share)
+            for group in groups
         ]
     return parts[0]
 
