@@ -177,6 +177,9 @@ def test_a_job_that_finds_the_disk_full_waits_a_minute_before_its_retry(
     assert seen["status"] == "queued", seen
     assert seen["error"]["code"] == "storage_unavailable", seen
     assert seen["error"]["retry_in_seconds"] >= 60, seen
+    # Its bar shows the step it finished ("prepare", a tenth), which the retry runs on
+    # from: it showed 0 %, and the retry jumped back to 10 %.
+    assert seen["progress"] == 10.0 and seen["current_step"] is None, seen
     # Cancelled while it waits: its error no longer says it will be retried.
     cancelled = client.post(f"/v1/jobs/{job['id']}/cancel").json()
     assert cancelled["status"] == "cancelled" and cancelled["retry_at"] is None, cancelled

@@ -49,7 +49,7 @@ def test_a_stopped_worker_requeues_its_job_with_the_attempt_closed(
     deployment.stop_worker()  # SIGTERM: half a second of grace, then back to the queue
     requeued = client.get(f"/v1/jobs/{job['id']}").json()
     assert requeued["status"] == "queued"
-    assert requeued["progress"] == 0.0
+    assert requeued["progress"] == 10.0  # its finished step ("prepare"), which it runs on from
     assert requeued["current_step"] is None
     assert requeued["step_details"] == {}
     assert requeued["eta_seconds"] is None

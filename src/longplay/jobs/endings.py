@@ -73,6 +73,8 @@ def settle_error(
                 delay = max(delay, OPERATORS_WAIT[error.code] * 2 ** (attempts - 1))
             details["retry_in_seconds"] = round(delay, 1)
             retry_at = utcnow() + timedelta(seconds=delay)
+            kept = lifecycle.back_in_queue(job.kind, row.checkpoint if row is not None else None)
+            progress = kept["progress"]
             moved = lifecycle.transition(
                 session,
                 job.id,
@@ -81,7 +83,7 @@ def settle_error(
                 error=details,
                 retry_at=retry_at,
                 dispatched_at=None if redeliver else utcnow(),
-                **lifecycle.NO_PROGRESS,
+                **kept,
             )
         else:
             where = _where_it_stopped(stopped)
@@ -102,7 +104,7 @@ def settle_error(
             close_attempt(session, job.id, worker, how, details)
             told = ErrorPublic.told(details).model_dump()  # no server paths
             if retry:
-                unit.announce("retrying", job.id, status="queued", error=told)
+                unit.announce("retrying", job.id, status="queued", progress=progress, error=told)
             else:
                 unit.announce("failed", job.id, status="failed", progress=progress, error=told)
     if not moved:

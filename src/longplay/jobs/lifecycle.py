@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Update, bindparam, case, null, or_, update
 from sqlalchemy.orm import Session
 
+from longplay.framework import get_kind
 from longplay.store.db import affected
 from longplay.store.models import Job, JobStatus, utcnow
 
@@ -40,7 +41,21 @@ ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
 NO_PROGRESS: Mapping[str, Any] = MappingProxyType(
     {"progress": 0.0, "current_step": None, "step_details": {}, "eta_seconds": None}
 )
-"""The progress of a job that goes back to the queue: none, until its next run reports."""
+"""The progress of a job that has none yet."""
+
+
+def back_in_queue(kind: str, checkpoint: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The progress of a job going back to the queue (a retry, a requeue): its finished
+    steps' share of the bar, since its next run goes on after them; no step, no ETA
+    until that run reports. It showed 0 %, and its next run jumped back to where the
+    finished steps had it."""
+    found = get_kind(kind)
+    done = set((checkpoint or {}).get("done", ()))
+    if found is None or not done:
+        return dict(NO_PROGRESS)
+    total = sum(step.weight for step in found.steps)
+    kept = sum(step.weight for step in found.steps if step.name in done)
+    return {**NO_PROGRESS, "progress": round(100.0 * kept / total, 2)}
 
 
 def sources_of(target: JobStatus) -> list[str]:

@@ -54,10 +54,12 @@ def release(
     unit: UnitOfWork, job_id: str, *, holder: str, attempts: int, handed: bool = False
 ) -> bool:
     """Send a job whose worker stopped cleanly back to the queue, in ``unit``: its
-    ``attempts`` less the run's own, that attempt's row closed as ``requeued``, no
-    progress shown until its next run reports some. ``handed``: it stays handed to the
-    broker, for the delivery that found it to claim at once. False when ``holder`` no
-    longer runs it."""
+    ``attempts`` less the run's own, that attempt's row closed as ``requeued``, the
+    progress of its finished steps alone (:func:`~longplay.jobs.lifecycle.back_in_queue`).
+    ``handed``: it stays handed to the broker, for the delivery that found it to claim
+    at once. False when ``holder`` no longer runs it."""
+    held = unit.session.execute(select(Job.kind, Job.checkpoint).where(Job.id == job_id)).first()
+    kept = lifecycle.back_in_queue(held.kind, held.checkpoint) if held else lifecycle.NO_PROGRESS
     released = lifecycle.transition(
         unit.session,
         job_id,
@@ -66,11 +68,13 @@ def release(
         attempts=max(0, attempts - 1),
         retry_at=utcnow(),  # due again now: the metrics' queue wait counts from here
         dispatched_at=utcnow() if handed else None,
-        **lifecycle.NO_PROGRESS,
+        **kept,
     )
     if released:
         close_attempt(unit.session, job_id, holder, "requeued")
-        unit.announce("requeued", job_id, status="queued", reason="worker stopped", progress=0.0)
+        unit.announce(
+            "requeued", job_id, status="queued", reason="worker stopped", progress=kept["progress"]
+        )
         log.warning(
             "job %s: its worker stopped; back in the queue", job_id, extra={"job_id": job_id}
         )
