@@ -986,3 +986,17 @@ def test_an_episodes_files_are_named_after_its_title_in_any_script() -> None:
         "The Ferry: A History (Part 2)": "the-ferry-a-history-part-2",
         "!!!": "podcast",
     }
+
+
+def test_voicing_goes_by_seconds_of_the_episode_not_turns_of_a_growing_script() -> None:
+    """A fit round adds turns to reach ``minutes``: by turns of the script as it stood,
+    the bar reached nine tenths of the step with a third of its time ahead, and stood
+    there while the added turns were voiced."""
+    from longplay.kinds.podcast import _estimate, _voiced_of
+
+    turns = [Turn(speaker="Ann", text=f"Turn number {n} of the first script.") for n in range(9)]
+    voiced = {t.text: _estimate(t) for t in turns[:8]}  # all but the last voiced
+    done, whole = _voiced_of(turns, voiced, lambda t: t.text, fitted_to=None)
+    assert done / whole == pytest.approx(8 / 9)  # a given script: its own length
+    done, aim = _voiced_of(turns, voiced, lambda t: t.text, fitted_to=3 * whole)
+    assert aim == 3 * whole and done / aim == pytest.approx(8 / 27)  # room for what is added

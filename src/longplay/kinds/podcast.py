@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -342,9 +342,10 @@ def generate_audio(ctx: StepContext[PodcastParams]) -> None:
             if key(turn) in voiced:
                 continue
             done = sum(key(t) in voiced for t in turns)
+            seconds, aim = _voiced_of(turns, voiced, key, fitted_to=fitted_to)
             ctx.advance(
-                done,
-                len(turns),
+                seconds,
+                aim,
                 total_turns=len(turns),
                 completed_turns=done,
                 current_speaker=turn.speaker,
@@ -353,6 +354,9 @@ def generate_audio(ctx: StepContext[PodcastParams]) -> None:
             counts["synthesized" if made.synthesized else "kept"] += 1
             voiced[key(turn)] = made.duration + TURN_PAUSE_S
 
+    # The turns a fit round adds are foreseen by the bar: it goes by seconds voiced of
+    # the episode's length, not by turns of a script that is still growing.
+    fitted_to = None if _given(ctx) else params.minutes * 60.0
     planned = {key(t) for t in script.turns}
     with gpu_slot(voicer.synthesizer.device, timeout_s=get_settings().engines.gpu_wait_timeout):
         try:
@@ -535,6 +539,22 @@ def _passage_json(passage: Passage) -> dict[str, Any]:
 
 def _estimate(turn: Turn) -> float:
     return estimated_seconds(turn) + TURN_PAUSE_S
+
+
+def _voiced_of(
+    turns: Sequence[Turn],
+    voiced: Mapping[str, float],
+    key: Callable[[Turn], str],
+    *,
+    fitted_to: float | None,
+) -> tuple[float, float]:
+    """Seconds of ``turns`` voiced so far, and of the episode in all: the script's, its
+    unvoiced turns estimated, or the length it is fitted to where that is more (the
+    turns a fit round adds to reach it are not written yet). Voicing by turns, the bar
+    reached nine tenths of the step with a third of its time ahead, and stood there."""
+    done = sum(voiced.get(key(t), 0.0) for t in turns)
+    whole = sum(voiced.get(key(t), _estimate(t)) for t in turns)
+    return done, max(whole, fitted_to or 0.0)
 
 
 def _drop_ungrounded(draft: Draft, params: PodcastParams) -> int:
