@@ -14,7 +14,10 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import redis
 from conftest import Stack, submit
+
+from longplay.keys import step_times
 
 
 def followed(client: httpx.Client, job_id: str) -> list[tuple[float, dict[str, Any]]]:
@@ -54,3 +57,14 @@ def test_the_eta_goes_by_the_steps_times_once_a_run_has_shown_them(stack: Stack)
     assert statistics.median(eta / left for eta, left in first) < 0.3, first
     # The second by the first run's times: within a third of the time left.
     assert 0.67 < statistics.median(eta / left for eta, left in second) < 1.5, second
+    # A run unusually short for the kind (one that reused earlier work) teaches no
+    # shares: a podcast whose turns were voiced before made the next ETAs twice too long.
+    kept = redis.Redis.from_url(stack.redis_url)
+    learned = kept.hgetall(step_times("lopsided"))
+    short = submit(client, "lopsided", params={"quick": 0.9, "slow": 0.3})["id"]
+    assert followed(client, short)[-1][1]["status"] == "completed"
+    after = kept.hgetall(step_times("lopsided"))
+    assert {k: v for k, v in after.items() if k != b"_run_seconds"} == {
+        k: v for k, v in learned.items() if k != b"_run_seconds"
+    }
+    assert float(after[b"_run_seconds"]) < float(learned[b"_run_seconds"])

@@ -97,7 +97,7 @@ class ConvertParams(BaseModel):
 
 MEASURE_PASSES = 1 + MAX_SIMULATIONS
 """Passes over the input the measure step may make: one to measure, then the simulations."""
-FIRST_PASS_SHARE = 0.8
+FIRST_PASS_SHARE = 0.95
 """The measure step's share that its first pass fills; the simulations share the rest."""
 OPUS_MAX_KBPS_PER_CHANNEL = 256
 """libopus refuses more than this (so 256 kbit/s mono, 512 stereo): the format's range
