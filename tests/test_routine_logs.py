@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 
 import pytest
@@ -55,3 +56,28 @@ def test_a_send_that_failed_for_another_reason_keeps_its_traceback(cause: Except
     other = failed_send(cause)
     assert BrokerAway().filter(other)
     assert other.exc_info is not None and other.levelname == "ERROR"
+
+
+def test_a_part_away_is_one_health_line_a_minute_not_one_a_probe(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A load balancer probes every few seconds: a store away for minutes wrote a
+    warning each time (238 in 160 s)."""
+    from longplay import health
+    from longplay.settings import get_settings
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # a port nothing listens on
+    port = closed.getsockname()[1]
+    monkeypatch.setenv("LONGPLAY_DATABASE_URL", f"postgresql://nobody@127.0.0.1:{port}/none")
+    monkeypatch.setattr(health, "_told", {})
+    get_settings.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="longplay.health"):
+            found = [health.report() for _ in range(3)]
+    finally:
+        closed.close()
+        get_settings.cache_clear()
+    assert all(f.store.startswith("error:") for f in found), found
+    told = [r.getMessage() for r in caplog.records if "store does not answer" in r.getMessage()]
+    assert len(told) == 1, told

@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -141,9 +142,18 @@ def _outcome(name: str, future: Future[Any]) -> str:
         return f"error: no answer in {DEADLINE:g} s"
     except Exception as exc:
         lines = str(exc).strip().splitlines()
-        log.warning("health: %s does not answer: %s: %s", name, type(exc).__name__, lines[:1])
+        now = time.monotonic()
+        if now - _told.get(name, -TOLD_EVERY_S) >= TOLD_EVERY_S:  # not one a probe
+            _told[name] = now
+            log.warning("health: %s does not answer: %s: %s", name, type(exc).__name__, lines[:1])
         return f"error: {type(exc).__name__}"
     return "ok"
+
+
+TOLD_EVERY_S = 60.0
+"""Seconds between two log lines about one part that does not answer: a load balancer
+probes every few seconds, and a store away for minutes wrote a line each time."""
+_told: dict[str, float] = {}
 
 
 def report() -> Health:

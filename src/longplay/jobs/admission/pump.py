@@ -32,6 +32,7 @@ from longplay.broker import send as broker
 from longplay.framework import get_kind
 from longplay.jobs.admission.choice import QUEUED, RUNNING, choose, in_flight
 from longplay.jobs.hooks import Announcement
+from longplay.jobs.outages import said
 from longplay.redis_client import get_redis
 from longplay.settings import Settings, get_settings
 from longplay.store.db import session_scope
@@ -239,7 +240,7 @@ def pump_quietly() -> int:
     try:
         return pump()
     except Exception as exc:
-        log.warning("could not hand queued jobs to the broker: %s", exc)
+        log.warning("could not hand queued jobs to the broker: %s", said(exc))
         return 0
 
 
