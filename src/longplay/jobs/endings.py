@@ -13,7 +13,7 @@ import shutil
 import sys
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import redis
 
@@ -220,7 +220,16 @@ def end_stuck_process(job: Job, *, worker: str) -> None:
     try:
         after_cancel(job, worker=worker)
         shutil.rmtree(get_settings().work_dir / job.id, ignore_errors=True)
-        with contextlib.suppress(redis.RedisError):  # this process's report goes with it
+    finally:
+        end_pool_process(worker)
+
+
+def end_pool_process(worker: str) -> NoReturn:
+    """End this pool process, ``worker``, with :data:`EXIT_CANCEL_OVERDUE` (Celery starts
+    a new one), its report in Redis and its output with it: what a step, or a helper's
+    item, that reached no checkpoint within the cancel grace leaves its process to."""
+    try:
+        with contextlib.suppress(redis.RedisError):
             get_redis().delete(keys.worker_process(worker))
     finally:
         for stream in (sys.stdout, sys.stderr):

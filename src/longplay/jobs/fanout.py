@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
@@ -37,7 +35,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import redis
 from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.exc import OperationalError
 
@@ -58,11 +55,10 @@ from longplay.framework.fanout import ItemFailed, function_ref, resolve, run_ite
 from longplay.framework.kinds import as_json
 from longplay.jobs.admission.pump import room, worker_capacity
 from longplay.jobs.context import item_failure, load_inputs
-from longplay.jobs.endings import EXIT_CANCEL_OVERDUE
+from longplay.jobs.endings import end_pool_process
 from longplay.jobs.failures import job_error
 from longplay.jobs.fanout_items import DONE, FAILED, PENDING, RUNNING, Planner, cancel
 from longplay.jobs.progress import Heartbeat, ProgressReporter
-from longplay.redis_client import get_redis
 from longplay.settings import get_settings
 from longplay.store.db import affected, session_scope
 from longplay.store.models import FanOutItem, Job, JobStatus, utcnow
@@ -457,13 +453,8 @@ def _end_stuck_helper(job_id: str, step: str, position: int, *, worker: str) -> 
     try:
         if _status(job_id) == JobStatus.CANCELLED.value:
             shutil.rmtree(get_settings().work_dir / job_id, ignore_errors=True)
-        with contextlib.suppress(redis.RedisError):  # this process's report goes with it
-            get_redis().delete(keys.worker_process(worker))
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        os._exit(EXIT_CANCEL_OVERDUE)
+        end_pool_process(worker)
 
 
 def _still_running(job_id: str) -> bool:
