@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -68,3 +69,23 @@ def test_the_eta_goes_by_the_steps_times_once_a_run_has_shown_them(stack: Stack)
         k: v for k, v in learned.items() if k != b"_run_seconds"
     }
     assert float(after[b"_run_seconds"]) < float(learned[b"_run_seconds"])
+
+
+def test_the_eta_grows_while_a_step_reports_nothing(make_stack: Callable[..., Stack]) -> None:
+    """It stood at its last report's value while a step was silent (51 s shown through
+    11 s of a transcription's silence): the heartbeat writes it as of now."""
+    deployment = make_stack()
+    deployment.env["LONGPLAY_HEARTBEAT_INTERVAL"] = "0.5"
+    deployment.start_api()
+    deployment.start_worker(concurrency=1)
+    client = deployment.client("eta")
+    job = submit(client, params={"seconds": 8, "ticks": 2})["id"]  # reports at 4 s and 8 s
+    silent = [
+        job["eta_seconds"]
+        for _, job in followed(client, job)
+        if job["current_step"] == "work"
+        and job["step_details"].get("tick") == 1
+        and job["eta_seconds"] is not None
+    ]
+    assert len(silent) >= 10, silent  # polled through the 4 s between its reports
+    assert silent == sorted(silent) and silent[-1] > silent[0] + 1.5, silent

@@ -113,6 +113,9 @@ class ProgressTracker:
         self._seen: deque[tuple[float, float]] = deque()
         """(when, share of the run's time behind it) as the run moved on, a second apart
         at least, back to the last point before the recent window."""
+        self._seeing = threading.Lock()
+        """Held to change or read :attr:`_seen`: the heartbeat's thread asks for the ETA
+        while the step's moves the run on."""
 
     @property
     def percent(self) -> float:
@@ -160,10 +163,11 @@ class ProgressTracker:
         if self._started_at is None:
             return
         now = self._clock()
-        if not self._seen or now - self._seen[-1][0] >= SAMPLE_EVERY_S:
-            self._seen.append((now, self.time_done))
-        while len(self._seen) > 1 and self._seen[1][0] <= now - RECENT_S:
-            self._seen.popleft()
+        with self._seeing:
+            if not self._seen or now - self._seen[-1][0] >= SAMPLE_EVERY_S:
+                self._seen.append((now, self.time_done))
+            while len(self._seen) > 1 and self._seen[1][0] <= now - RECENT_S:
+                self._seen.popleft()
 
     def eta_seconds(self) -> float | None:
         """Seconds left at the run's recent pace; None until it has one
@@ -176,7 +180,7 @@ class ProgressTracker:
         process left for another job went on at half its pace) or speeds up is told
         so within that. Where the run stood still for the whole window, the pace
         reaches back to its last move, so the ETA grows while it stands rather than
-        going blank."""
+        going blank (the heartbeat writes it then, :meth:`ProgressReporter.eta`)."""
         if self._started_at is None:
             return None
         now = self._clock()
@@ -186,10 +190,11 @@ class ProgressTracker:
             return None
         window = min(RECENT_S, max(MIN_WINDOW_S, elapsed * WINDOW_SHARE))
         since, then = self._started_at, self._start_share
-        for when, share in reversed(self._seen):  # the latest point before the window
-            if when <= now - window and share < done:
-                since, then = when, share
-                break
+        with self._seeing:
+            for when, share in reversed(self._seen):  # the latest point before the window
+                if when <= now - window and share < done:
+                    since, then = when, share
+                    break
         return max(0.0, (1.0 - done) * (now - since) / (done - then))
 
 
@@ -280,13 +285,19 @@ class ProgressReporter:
         self._tokens = max(0.0, self._tokens - 1)
         tell("progress", self.job_id, known=self._known, status="running", **snapshot)
 
-    def snapshot(self) -> dict[str, Any]:
+    def eta(self) -> float | None:
+        """The ETA now, as a snapshot has it; the heartbeat writes it with the lease, so
+        that a step that reports nothing for a while is seen to take longer (the ETA
+        stood at its last report's, 51 s for 11 s of a transcription's silence)."""
         eta = self.tracker.eta_seconds()
+        return round(eta, 1) if eta is not None else None
+
+    def snapshot(self) -> dict[str, Any]:
         return {
             "progress": round(self.tracker.percent, 2),
             "step": self.tracker.step,
             "step_details": self.details,
-            "eta_seconds": round(eta, 1) if eta is not None else None,
+            "eta_seconds": self.eta(),
         }
 
     def write(self, snapshot: dict[str, Any]) -> None:
@@ -449,8 +460,9 @@ class Heartbeat:
     its first job and handed each next job's heartbeat: starting a thread per job costs
     a short job more than its own work does.
 
-    ``renew`` is what a beat renews, and says whether it is still ours: the job's lease
-    unless given (a fan-out helper renews the item it runs, :mod:`longplay.jobs.fanout`).
+    ``renew`` is what a beat renews, and says whether it is still ours: the job's lease,
+    with its ETA as of now, unless given (a fan-out helper renews the item it runs,
+    :mod:`longplay.jobs.fanout`).
     """
 
     def __init__(
@@ -463,7 +475,9 @@ class Heartbeat:
         renew: Callable[[], bool] | None = None,
     ) -> None:
         self._reporter = reporter
-        self._renew = renew or (lambda: touch(reporter.job_id, reporter.worker))
+        self._renew = renew or (
+            lambda: touch(reporter.job_id, reporter.worker, eta_seconds=reporter.eta())
+        )
         self._interval = interval
         self._cancel_grace = cancel_grace
         self._on_overdue = on_overdue
