@@ -423,6 +423,21 @@ def test_the_bar_moves_while_the_model_reads_and_writes(
 
 
 @MODEL_JOBS
+def test_a_long_summarys_bar_is_shared_by_the_tokens_of_its_parts(
+    stack: Stack, model_jobs: dict[str, str]
+) -> None:
+    """The chunks and the combining had equal shares: the combining, one short ask, took
+    as much of the bar as a chunk, and the ETA read twice the time left."""
+    client = stack.client("sam")
+    job = finished(client, model_jobs["long"])
+    chunks = summary_json(client, job)["coverage"]["chunks"]
+    assert chunks > 1
+    progress = [e["data"] for e in read_events(client, job["id"]) if e["event"] == "progress"]
+    mapped = [p["progress"] for p in progress if p["step_details"].get("chunks_done") == chunks]
+    assert mapped and min(mapped) > 100 * chunks / (chunks + 1) + 2, (chunks, mapped)
+
+
+@MODEL_JOBS
 def test_an_own_template_is_honoured(stack: Stack, model_jobs: dict[str, str]) -> None:
     client = stack.client("sam")
     job = finished(client, model_jobs["own"])

@@ -13,6 +13,7 @@ writes, within each chunk's share of the bar (:class:`_Share`).
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -400,7 +401,7 @@ def _map_reduce(
             code="context_too_small",
         )
     chunks = chunk_units(units, budget)
-    total = len(chunks) + 1  # and the combining
+    ends, total = _chunk_ends(run, chunks, overhead)
     parts: list[list[SummarySection]] = []
     running, read, first = "", 0, 1
     progress(0, total, chunks_done=0, chunks_total=len(chunks), characters_read=0)
@@ -408,17 +409,31 @@ def _map_reduce(
         last = first + len(chunk) - 1
         prompt = _prompt(run, chunk, first, running=running)
         details = {"chunks_done": number - 1, "chunks_total": len(chunks), "characters_read": read}
-        share = _Share(progress, number - 1, number, total, details)
+        began = ends[number - 2] if number > 1 else 0
+        share = _Share(progress, began, ends[number - 1], total, details)
         sections = run.ask(f"{running}\n{_source(chunk)}", (first, last), prompt, share)
         parts.append(sections)
         running = _cut_to_tokens(_plain(sections), RUNNING_SUMMARY_TOKENS)
         read += sum(len(u.text) for u in chunk)
         first = last + 1
-        progress(number, total, chunks_done=number, chunks_total=len(chunks), characters_read=read)
-    details = {"chunks_done": len(chunks), "chunks_total": len(chunks), "characters_read": read}
-    combined = _combine(run, parts, room, _Share(progress, total - 1, total, total, details))
+        details = {"chunks_done": number, "chunks_total": len(chunks), "characters_read": read}
+        progress(ends[number - 1], total, **details)
+    combined = _combine(run, parts, room, _Share(progress, ends[-1], total, total, details))
     progress(total, total, chunks_done=len(chunks), chunks_total=len(chunks), characters_read=read)
     return combined, chunks
+
+
+def _chunk_ends(run: _Run, chunks: list[list[Unit]], overhead: int) -> tuple[list[float], float]:
+    """Where each chunk's share of the bar ends, and the bar's whole length, in tokens the
+    model reads and writes: a chunk's text, the prompt around it and its answer; then the
+    combining's, the chunks' summaries and one answer (none for chapters, joined without
+    the model). As equal shares, the short last chunk and the quick combining took a
+    quarter of a four-share bar each, and the ETA read twice the time left."""
+    answer = answer_tokens(run.template, run.options.length)
+    sizes = [sum(estimate_tokens(u.text) for u in chunk) + overhead + answer for chunk in chunks]
+    ends = list(itertools.accumulate(float(size) for size in sizes))
+    combining = 0 if run.template.chapters else RUNNING_SUMMARY_TOKENS * len(chunks) + answer
+    return ends, ends[-1] + combining
 
 
 def chunk_units(units: list[Unit], budget: int) -> list[list[Unit]]:
