@@ -20,12 +20,15 @@ import httpx
 import psycopg
 import pytest
 import redis
+from celery import Celery
 from conftest import Stack, signed_in_browser, submit, wait_for_status, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from longplay import Client
+from longplay import Client, keys
+from longplay.broker.app import RUN_JOB
 from longplay.client import Event
+from longplay.settings import Settings
 from longplay.store.db import session_scope
 
 
@@ -638,3 +641,30 @@ def test_beats_rounds_through_a_store_outage_write_a_line_each(
         text = log.read_text()
         assert "skipped, the store did not answer (OperationalError" in text, text[-3000:]
         assert "Traceback" not in text and "raised unexpected" not in text, text[-3000:]
+
+
+def test_a_message_whose_job_the_store_could_not_give_comes_back_with_a_line(
+    database_kind: str, tmp_path: Path
+) -> None:
+    """A job's message taken while the store refused connections was a Celery error
+    with a traceback of seventy lines, the message dropped (its job waited for the sweep
+    of lost messages: a minute, and beat's); it comes back now, with a line saying why."""
+    if database_kind != "postgresql":
+        pytest.skip("SQLite waits out its 30 s busy timeout rather than refuse")
+    with Stack(tmp_path / "stack", database_kind, logs=True) as deployment:
+        deployment.start_api()
+        deployment.start_worker(concurrency=1)
+        client = deployment.client("opal")
+        job = submit(client, run_at="2099-01-01T00:00:00Z")  # no round hands it over
+        log = deployment.data_dir / "worker.log"
+        sender = Celery(broker=Settings(redis_url=deployment.redis_url).broker_url)
+        with refusing_connections(deployment):
+            # Its message, as a round handed it over just before the store went away.
+            sender.send_task(RUN_JOB, args=[job["id"]], queue=keys.queue_name("cpu", "normal"))
+            wait_until(lambda: log.read_text().count("not taken, the store did not answer") >= 2)
+        text = log.read_text()
+        assert "its message comes back in 2 s" in text, text[-3000:]
+        assert "Traceback" not in text and "raised unexpected" not in text, text[-3000:]
+        # Once the store answers, the delivery finds the job not due and leaves it.
+        wait_until(lambda: "not claimable here" in log.read_text(), timeout=60)
+        assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"

@@ -118,3 +118,15 @@ def note_store_full(exc: BaseException) -> None:
         return
     with contextlib.suppress(redis.RedisError):  # Redis's own full disk: /healthz sees it
         get_quick_redis().set(STORE_FULL, said(exc), ex=STORE_FULL_FOR_S)
+
+
+def why_to_wait(exc: BaseException) -> str | None:
+    """Why work that raised ``exc`` waits to be tried again, in a few words: a full disk
+    (marked for ``/healthz`` where it is the database's), a part that did not answer;
+    None for a fault, which no wait mends."""
+    if storage_full(exc):
+        note_store_full(exc)
+        return "the disk is full"
+    if (part := part_down(exc)) is not None:
+        return f"{part} did not answer"
+    return None

@@ -1,7 +1,8 @@
 """The task that runs a job, and the upkeep tasks beat sends (and runs itself).
 
 Like a web view, the task takes an id and hands it to the jobs layer; it never
-retries through Celery, because the runner owns the retry rules.
+retries a job through Celery, because the runner owns the retry rules. Only a message
+whose job could not be taken at all (the store away) comes back through Celery.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import asdict
 from typing import Any
 
 import redis
+from celery import Task
 from celery.exceptions import TimeLimitExceeded
 from celery.signals import (
     task_failure,
@@ -34,6 +36,7 @@ from longplay.jobs import fanout, reaper
 from longplay.jobs.admission import rounds
 from longplay.jobs.cleanup import run_cleanup
 from longplay.jobs.endings import fail_killed
+from longplay.jobs.outages import STORE_DOWN, said, why_to_wait
 from longplay.jobs.runner import run_job
 from longplay.jobs.webhooks import delivery, relay
 from longplay.kinds import load as load_kinds
@@ -46,6 +49,10 @@ from longplay.worker.stops import quiet_ended_processes
 from longplay.worker.upkeep import round_of_upkeep
 
 log = logging.getLogger(__name__)
+
+RETAKE_MAX_S = 30.0
+"""Seconds, at most, before a message whose job could not be taken comes back (2, 4,
+8 … while the store stays away)."""
 
 # In the worker's main process, before it forks its pool: every pool process starts
 # with the kinds (and what they import) loaded, instead of loading them on its first job.
@@ -107,11 +114,26 @@ def holder_is_gone(holder: str) -> bool:
     return host.startswith(f"{socket.gethostname()}:") and process_is_gone(pid)
 
 
-@celery_app.task(name=RUN_JOB, ignore_result=True)
-def run_job_task(job_id: str) -> None:
+@celery_app.task(name=RUN_JOB, ignore_result=True, bind=True, max_retries=None)
+def run_job_task(self: Task, job_id: str) -> None:
     global _last_job
     try:
         took = run_job(job_id, worker=worker_name(), is_gone=holder_is_gone)
+    except STORE_DOWN as exc:
+        # Not taken at all: the store did not answer the claim, or its disk is full.
+        # The message comes back, as admission would hand the job over again, but not
+        # before its lost-message sweep (a minute), and with a traceback meanwhile.
+        if (why := why_to_wait(exc)) is None:
+            raise
+        delay = min(RETAKE_MAX_S, 2.0 ** (self.request.retries + 1))
+        log.warning(
+            "job %s: not taken, %s (%s); its message comes back in %g s",
+            job_id,
+            why,
+            said(exc),
+            delay,
+        )
+        raise self.retry(countdown=delay) from None
     finally:
         give_memory_back()
     if took:

@@ -10,14 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from longplay.jobs.outages import (
-    REDIS_DOWN,
-    STORE_DOWN,
-    note_store_full,
-    part_down,
-    said,
-    storage_full,
-)
+from longplay.jobs.outages import said, why_to_wait
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +27,7 @@ def round_of_upkeep(work: Callable[P, R]) -> Callable[P, R | None]:
         try:
             return work(*args, **kwargs)
         except Exception as exc:
-            why = _why_skipped(exc)
+            why = why_to_wait(exc)
             if why is None:
                 raise
             log.warning(
@@ -43,14 +36,3 @@ def round_of_upkeep(work: Callable[P, R]) -> Callable[P, R | None]:
             return None
 
     return run
-
-
-def _why_skipped(exc: Exception) -> str | None:
-    """Why a round that raised ``exc`` waits for the next: a full disk (Redis refuses
-    writes then), a part that did not answer; None for a fault."""
-    if storage_full(exc):
-        note_store_full(exc)
-        return "the disk is full"
-    if isinstance(exc, (*STORE_DOWN, *REDIS_DOWN)) and (part := part_down(exc)) is not None:
-        return f"{part} did not answer"
-    return None
