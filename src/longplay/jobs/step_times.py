@@ -67,9 +67,8 @@ def learn(kind: str, seconds: Mapping[str, float]) -> None:
     total = sum(seconds.values())
     if total < LEARN_FROM_S:
         return
-    kept = _kept(kind)
-    usual = kept.run_seconds
-    before = kept.shares if kept.shares is not None and set(kept.shares) == set(seconds) else None
+    usual = _kept(kind).run_seconds
+    before = shares_of(kind, list(seconds))
     run = {step: spent / total for step, spent in seconds.items()}
     if before is None:
         shares = run
