@@ -229,3 +229,51 @@ def test_turns_no_job_used_for_a_while_go_and_so_do_abandoned_partial_files(
     forever = cleanup(deployment, turn_cache_retention=0, **kept)
     assert forever["turns"] == 1
     assert recent.is_file() and not being_written.exists()
+
+
+def test_a_documents_file_outlives_the_jobs_that_made_it_until_the_document_goes(
+    make_stack: Callable[[], Stack],
+) -> None:
+    """A collection's document is read from a file the ``index`` job uploaded, or from
+    another job's output: deleting either job, or their retention, keeps the file while
+    the document is there; once the document is deleted, retention removes it."""
+    deployment = make_stack()
+    deployment.start_api()
+    deployment.start_worker(concurrency=2)
+    client = deployment.client()
+    made = wait_for_status(
+        client, submit(client, params={"seconds": 0.1, "text": "Marsh birds."})["id"], {"completed"}
+    )
+    [output] = [o["id"] for o in made["outputs"]]
+    collection = client.post("/v1/collections", json={"name": "Kept"}).json()["id"]
+    added = client.post(
+        f"/v1/collections/{collection}/documents",
+        files=[("file", ("notes.txt", b"The heron nests by the old mill.", "text/plain"))],
+    ).json()
+    by_id = client.post(f"/v1/collections/{collection}/documents", json={"artifacts": [output]})
+    assert by_id.status_code == 202, by_id.text
+    for job in (added["job"], by_id.json()["job"]):
+        assert wait_for_status(client, job["id"], {"completed", "failed"})["status"] == "completed"
+    [document] = added["documents"]
+    source = document["artifact_id"]
+    assert source and file_of(deployment, source).is_file()
+
+    assert client.delete(f"/v1/jobs/{added['job']['id']}").status_code == 204
+    assert client.delete(f"/v1/jobs/{made['id']}").status_code == 204
+    time.sleep(RETENTION + 0.5)
+    settings = {"job_retention": RETENTION, "result_retention": RETENTION}
+    cleanup(deployment, **settings, upload_retention=RETENTION)
+    for artifact_id in (source, output):
+        assert client.get(f"/v1/artifacts/{artifact_id}").status_code == 200, artifact_id
+        assert file_of(deployment, artifact_id).is_file(), artifact_id
+    shown = client.get(f"/v1/collections/{collection}").json()["documents"]
+    assert [d["artifact_id"] for d in shown if d["id"] == document["id"]] == [source]
+    kept = client.get(f"/v1/artifacts/{source}/content")
+    assert kept.content == b"The heron nests by the old mill."
+
+    assert client.delete(f"/v1/collections/{collection}").status_code == 204
+    swept = cleanup(deployment, **settings, upload_retention=RETENTION)
+    assert swept["uploads"] == 2, swept
+    for artifact_id in (source, output):
+        assert client.get(f"/v1/artifacts/{artifact_id}").status_code == 404, artifact_id
+        assert not file_of(deployment, artifact_id).exists(), artifact_id

@@ -50,6 +50,8 @@ from longplay.jobs.service import (
     delete_empty_flows,
     doomed_with_job,
     job_naming,
+    keep_for_documents,
+    read_by_documents,
     remove_job_files,
 )
 from longplay.settings import Settings, get_settings
@@ -294,7 +296,9 @@ def _sweep_results(cutoff: datetime, settings: Settings, report: CleanupReport) 
         for job in list(session.scalars(select(Job).where(Job.id.in_(ids)))):
             if not _expire_results(session, job, cutoff):
                 continue
-            outputs = outputs_of(session, job.id)
+            owned = outputs_of(session, job.id)
+            kept = keep_for_documents(session, owned)
+            outputs = [a for a in owned if a.id not in kept]
             for artifact in outputs:
                 session.delete(artifact)
             removed += outputs
@@ -349,7 +353,8 @@ def _sweep_uploads(cutoff: datetime, settings: Settings, report: CleanupReport) 
                 select(Artifact).where(Artifact.id.in_(ids)).with_for_update(skip_locked=True)
             )
         )
-        orphans = [a for a in candidates if job_naming(session, a) is None]
+        read = read_by_documents(session, candidates)
+        orphans = [a for a in candidates if a.id not in read and job_naming(session, a) is None]
         if report.dry_run:
             report.uploads += len(orphans)
             continue

@@ -311,11 +311,47 @@ def doomed_with_job(session: Session, owned: Sequence[Artifact]) -> list[Artifac
 
     An input another job still names stays, unlinked from the deleted job (the store's
     ON DELETE SET NULL), as an upload of no job: retention removes it once no job
-    names it, as it does any upload.
+    names it, as it does any upload. So does a file a collection's document is read
+    from (:func:`keep_for_documents`), an output included.
     """
+    kept = keep_for_documents(session, owned)
     return [
-        a for a in owned if a.role == ArtifactRole.OUTPUT.value or job_naming(session, a) is None
+        a
+        for a in owned
+        if a.id not in kept
+        and (a.role == ArtifactRole.OUTPUT.value or job_naming(session, a) is None)
     ]
+
+
+def keep_for_documents(session: Session, artifacts: Sequence[Artifact]) -> set[str]:
+    """Of ``artifacts``, whose job goes or whose results expire, the ids of those a
+    collection's document is read from: each becomes an upload of no job (an output
+    too), kept while a document reads it, and then removed by retention as any upload
+    is. The ``index`` job's uploads are the documents' sources: deleting that job, or
+    its retention after 30 days, took every document's original file with it."""
+    read = read_by_documents(session, artifacts)
+    if read:
+        session.execute(
+            update(Artifact)
+            .where(Artifact.id.in_(read))
+            .values(role=ArtifactRole.INPUT.value, job_id=None)
+            .execution_options(synchronize_session=False)
+        )
+    return read
+
+
+def read_by_documents(session: Session, artifacts: Sequence[Artifact]) -> set[str]:
+    """The ids of those of ``artifacts`` a collection's document is read from."""
+    if not artifacts:
+        return set()
+    ids = [a.id for a in artifacts]
+    return {
+        artifact_id
+        for artifact_id in session.scalars(
+            select(Document.artifact_id).where(Document.artifact_id.in_(ids))
+        )
+        if artifact_id is not None
+    }
 
 
 def job_naming(session: Session, artifact: Artifact) -> str | None:
