@@ -214,3 +214,41 @@ def test_a_sqlite_database_in_no_folder_is_one_line(tmp_path: Path) -> None:
     done = longplay(tmp_path, "keys", "create", "alice", LONGPLAY_DATABASE_URL=url)
     assert done.returncode == 1, done.stderr
     assert_short(done, f"cannot open the database at {url}")
+
+
+def test_a_data_folder_or_database_others_can_read_is_warned_about(tmp_path: Path) -> None:
+    """A folder made by hand and filled from a backup keeps the copy's modes: every
+    command says so, with the command that closes it; one made by longplay is quiet."""
+    made = longplay(tmp_path, "cleanup", "--dry-run")
+    assert made.returncode == 0 and "open to other users" not in made.stderr, made.stderr
+    assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
+
+    restored = tmp_path / "restored"
+    restored.mkdir(mode=0o755)
+    restored.chmod(0o755)
+    outside = tmp_path / "db"
+    outside.mkdir()
+    database = outside / "longplay.db"
+    database.touch()
+    database.chmod(0o644)
+    done = longplay(
+        tmp_path,
+        "cleanup",
+        "--dry-run",
+        LONGPLAY_DATA_DIR=str(restored),
+        LONGPLAY_DATABASE_URL=f"sqlite:///{database}",
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{restored} is open to other users of this machine (mode 755)" in done.stderr
+    assert f"chmod 700 {restored}" in done.stderr
+    assert f"chmod 600 {database}" in done.stderr
+    restored.chmod(0o700)
+    database.chmod(0o600)
+    quiet = longplay(
+        tmp_path,
+        "cleanup",
+        "--dry-run",
+        LONGPLAY_DATA_DIR=str(restored),
+        LONGPLAY_DATABASE_URL=f"sqlite:///{database}",
+    )
+    assert quiet.returncode == 0 and "open to other users" not in quiet.stderr, quiet.stderr

@@ -9,6 +9,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -149,6 +150,38 @@ def prepare(settings: Settings) -> None:
             f"cannot use the database at {hide_passwords(url)}: {exc}", markup=False, soft_wrap=True
         )
         raise typer.Exit(1) from None
+    for shared in open_to_others(settings):
+        err.print(shared, markup=False, soft_wrap=True)
+
+
+def open_to_others(settings: Settings) -> list[str]:
+    """A line for the data folder, and for a SQLite database outside it, where other
+    users may read them. ``up`` makes both for its user alone, but a folder made by
+    hand and filled from a backup (``cp``, ``rsync``, SQLite's ``.backup``) keeps the
+    modes of the copy: a ``0644`` database gave every user of the machine each
+    owner's webhook secret."""
+    from sqlalchemy.engine import make_url
+
+    places = [settings.data_dir]
+    url = make_url(settings.effective_database_url)
+    if url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:"):
+        database = Path(url.database or "").resolve()
+        if not database.is_relative_to(settings.data_dir.resolve()):
+            places.append(database)
+    lines = []
+    for place in places:
+        try:
+            mode = place.stat().st_mode & 0o777
+        except OSError:
+            continue
+        if mode & 0o077:
+            private = "700" if place.is_dir() else "600"
+            lines.append(
+                f"warning: {place} is open to other users of this machine (mode "
+                f"{mode:o}), and it holds every owner's uploads, results and webhook "
+                f"secrets: chmod {private} {place}"
+            )
+    return lines
 
 
 @contextlib.contextmanager
