@@ -8,7 +8,9 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import free_port, submit, wait_for_status, wait_until
+from conftest import free_port, run_longplay, submit, wait_for_status, wait_until
 from test_up import alive, api_client, nothing_listens, start_up
 
 from longplay import supervisor
@@ -127,6 +129,31 @@ def test_an_api_that_cannot_listen_at_its_first_start_stops_up(tmp_path: Path) -
     api.start()
     _crash_and_watch(sup, api)
     assert api.crashes == 1
+
+
+def test_a_part_that_finds_a_newer_schema_stops_up_instead_of_coming_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In a rolling upgrade a newer longplay moves the schema on under a running ``up``:
+    its part that dies and starts again finds the newer schema and exits 78 with one
+    line, and ``up`` stops, rather than start it every few seconds for ever."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LONGPLAY_")}
+    env["LONGPLAY_DATA_DIR"] = str(tmp_path / "data")
+    made = run_longplay("cleanup", "--dry-run", env=env)
+    assert made.returncode == 0, made.stderr
+    with sqlite3.connect(tmp_path / "data" / "longplay.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = '9999_from_a_newer_longplay'")
+    worker = Child("worker", [sys.executable, "-m", "longplay", "worker"], env=env)
+    sup = Supervisor(Settings(data_dir=tmp_path), children=[worker])
+    caplog.set_level(logging.INFO, logger="longplay.up")
+    worker.start()
+    assert worker.process is not None
+    assert worker.process.wait(60) == 78
+    with pytest.raises(CannotStart) as stopped:
+        sup.watch()
+    assert "worker stopped: a newer longplay upgraded the database's schema" in str(stopped.value)
+    assert "starting it again" not in caplog.text
+    sup.stop()
 
 
 # -- the real thing ----------------------------------------------------------------------

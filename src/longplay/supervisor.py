@@ -40,6 +40,7 @@ from typing import TextIO
 
 from longplay.embedded import listens, redis_command, wait_until_ready
 from longplay.settings import WARNINGS_SAID, Settings
+from longplay.store.db import NewerSchema
 from longplay.store.files import make_data_folder
 
 log = logging.getLogger("longplay.up")
@@ -372,6 +373,13 @@ class Supervisor:
         if child.address is not None and child.starts == 1 and not child.has_leftovers():
             # With nothing of its own left on the port, one that is taken is another's.
             check_port(*child.address)
+        if code == NewerSchema.EXIT_CODE:
+            # Started again, it would find the same schema: a newer longplay's, in a
+            # rolling upgrade; this one's parts are to be stopped and replaced.
+            raise CannotStart(
+                f"{child.name} stopped: a newer longplay upgraded the database's schema "
+                "(its line above says which); start that longplay's `up` instead"
+            )
         now = time.monotonic()
         up_for = now - child.started_at
         if up_for >= STABLE_AFTER:

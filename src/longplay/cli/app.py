@@ -149,7 +149,7 @@ def prepare(settings: Settings) -> None:
         err.print(
             f"cannot use the database at {hide_passwords(url)}: {exc}", markup=False, soft_wrap=True
         )
-        raise typer.Exit(1) from None
+        raise typer.Exit(NewerSchema.EXIT_CODE) from None
     for shared in open_to_others(settings):
         err.print(shared, markup=False, soft_wrap=True)
 

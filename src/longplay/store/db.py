@@ -153,6 +153,10 @@ class NewerSchema(Exception):
     """The database's schema is at a revision this longplay does not know: a newer one
     upgraded it."""
 
+    EXIT_CODE = 78
+    """What a part that finds it exits with (``EX_CONFIG``): ``up`` does not start such
+    a part again, as it would one that crashed, and systemd or compose see the same."""
+
 
 class NoDatabase(Exception):
     """A SQLite file that is not there, where a command must not make one."""
