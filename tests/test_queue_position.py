@@ -91,6 +91,30 @@ def test_positions_follow_the_order_of_admission(db_url: str) -> None:
         assert queue_positions(session, [one])[one.id] == 3
 
 
+def test_a_better_priority_held_goes_before_a_worse_one_with_the_broker(db_url: str) -> None:
+    """The broker has a queue per priority, and a worker takes from the best one: a high
+    job handed over when the next slot frees starts before a normal one already there."""
+    now, later = utcnow(), utcnow() + timedelta(hours=1)
+    add_jobs(
+        db_url,
+        [
+            ("job_n1", "ann", {"dispatched_at": now}),
+            ("job_l1", "cid", {"dispatched_at": now, "priority_rank": 2}),
+            ("job_h1", "bob", {"priority_rank": 0}),
+            ("job_h2", "bob", {"priority_rank": 0, "run_at": later}),
+            ("job_m1", "ann", {}),
+        ],
+    )
+    found, _ = positions(db_url)
+    assert found == {
+        "job_h1": 0,
+        "job_n1": 1,  # the high one is handed over and taken first
+        "job_m1": 2,  # after the normal one with the broker, before the low one there
+        "job_l1": 3,
+        "job_h2": 1,  # not due: where it would stand if it were, after bob's first
+    }
+
+
 def test_a_page_costs_the_same_few_queries_however_long(db_url: str) -> None:
     plan: list[tuple[str, str, dict[str, object]]] = [
         (f"job_{n:04d}", f"owner{n % 7}", {"dispatched_at": utcnow()} if n % 10 == 0 else {})

@@ -1,11 +1,16 @@
 """Where queued jobs stand: how many queued jobs will start before each, across owners,
 counted up to :data:`HORIZON`.
 
-Jobs already with the broker go first (by priority, then when handed over); the held
-ones follow in the order admission takes them (:class:`~longplay.jobs.admission.choice.Order`:
+Priority comes first, even over the broker: the broker has a queue per priority and a
+worker takes from the best one that holds a message, so a held job of a better priority,
+handed over when the next slot frees, starts before the jobs of a worse one already with
+the broker (a normal job that stood next for 17 s saw two high ones start before it).
+Within a priority, the jobs with the broker go first (as handed over); then the held
+ones in the order admission takes them (:class:`~longplay.jobs.admission.choice.Order`:
 priority, then the owner with the fewest jobs in flight, then age), leaving out owners'
-``max_running`` and the other resource. A held job that is not due yet (scheduled, or
-waiting for its retry) is placed where it would stand if it were.
+``max_running`` (a capped owner's jobs are placed sooner than they start) and the other
+resource. A held job that is not due yet (scheduled, or waiting for its retry) is placed
+where it would stand if it were.
 
 Counting exactly how many jobs are ahead costs a read of all of them, so the count stops
 at :data:`HORIZON`: a job further back is given ``HORIZON``, "that many or more". A page
@@ -15,13 +20,14 @@ the held ones in admission's order, and the page's owner's own line.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import redis
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from longplay.broker import liveness
@@ -31,10 +37,11 @@ from longplay.jobs.admission.choice import (
     Order,
     Place,
     Waiting,
+    due,
     in_flight,
 )
 from longplay.redis_client import get_quick_redis
-from longplay.store.models import Job, utcnow
+from longplay.store.models import PRIORITY_RANK, Job, utcnow
 
 HORIZON = 100
 """Positions are counted up to this; a job further back is given this."""
@@ -66,25 +73,48 @@ def queue_positions(session: Session, jobs: Sequence[Job]) -> dict[str, int]:
 
     positions: dict[str, int] = {}
     held: dict[str, list[Job]] = defaultdict(list)
+    overtaking: dict[tuple[str, int], int] = {}
+    now = utcnow()
     for job in queued:
         if job.dispatched_at is None:
             held[job.resource].append(job)
         else:
             key = (job.priority_rank, job.dispatched_at, job.id)
-            positions[job.id] = min(HORIZON, bisect_left(handed[job.resource], key))
-    now = utcnow()
+            place = (job.resource, job.priority_rank)
+            if place not in overtaking:
+                overtaking[place] = _held_better(session, *place, now)
+            positions[job.id] = min(
+                HORIZON, bisect_left(handed[job.resource], key) + overtaking[place]
+            )
     for resource, jobs_here in held.items():
-        with_broker = len(handed[resource])
+        ranks = [key[0] for key in handed[resource]]  # sorted, as the keys are
         ahead = _held_ahead(
             Waiting(session, resource, now),
             jobs_here,
             flying,
             flying_ids,
-            most=max(0, HORIZON - with_broker + 1),
+            most=HORIZON + 1,
         )
         for job in jobs_here:
-            positions[job.id] = min(HORIZON, with_broker - (job.id in handed_ids) + ahead[job.id])
+            # The jobs with the broker of its priority or a better one; not itself, if it
+            # was handed over since it was read.
+            with_broker = bisect_right(ranks, job.priority_rank) - (job.id in handed_ids)
+            positions[job.id] = min(HORIZON, with_broker + ahead[job.id])
     return positions
+
+
+def _held_better(session: Session, resource: str, rank: int, now: datetime) -> int:
+    """How many held, due jobs on ``resource`` have a better priority than ``rank``
+    (counted up to :data:`HORIZON`): each is handed over when a slot frees, and taken
+    before a job of ``rank`` that waits with the broker."""
+    if rank == min(PRIORITY_RANK.values()):
+        return 0
+    better = (
+        select(Job.id)
+        .where(due(now), Job.resource == resource, Job.priority_rank < rank)
+        .limit(HORIZON)
+    )
+    return session.scalar(select(func.count()).select_from(better.subquery())) or 0
 
 
 def stalled(jobs: Sequence[Job]) -> dict[str, str]:
