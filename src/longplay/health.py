@@ -28,7 +28,7 @@ from longplay.broker.single_beat import scheduling
 from longplay.keys import STORE_FULL
 from longplay.redis_client import get_quick_redis
 from longplay.settings import get_settings
-from longplay.store.db import normalise_url
+from longplay.store.db import normalise_url, pg_connect_args
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def _probe_engine(url: str) -> Engine:
             "isolation_level": None,
         }
     else:
-        args = {"connect_timeout": max(1, round(CHECK_TIMEOUT))}
+        args = {**pg_connect_args(url), "connect_timeout": max(1, round(CHECK_TIMEOUT))}
     return create_engine(url, poolclass=NullPool, connect_args=args)
 
 

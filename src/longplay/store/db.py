@@ -37,6 +37,26 @@ def normalise_url(url: str) -> str:
 BUSY_MS = 30_000
 """How long a SQLite statement waits for the write lock another process holds."""
 
+PG_CONNECTION: dict[str, int] = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+"""libpq's connection settings for a server that stops answering without closing its
+connections (its host lost, a failover to another address, a network that drops
+packets). By default a connection to it waits for ever: an answer that never comes,
+or 15 minutes of the kernel resending; every pooled connection of the API, the
+admission thread and each pool process hung on one, and only a restart brought the
+worker back. With these, a connection not heard from in 25 s (keepalive probes
+unanswered) or whose sent bytes are not acknowledged for 30 s fails; the failure is a
+store that does not answer (503, a progress write skipped, the claim retried), and
+the next connection goes to whatever the address names now. A new connection gives
+up after 10 s, not psycopg's 130. Any of them set in the database URL's query
+(``?keepalives_idle=60``) is used instead."""
+
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
@@ -88,7 +108,20 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "handle_error", _read_only_is_stale)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+        connect_args=pg_connect_args(url),
+    )
+
+
+def pg_connect_args(url: str) -> dict[str, Any]:
+    """:data:`PG_CONNECTION`, but for what the URL's query sets itself (SQLAlchemy
+    would let these override the URL)."""
+    chosen = make_url(url).query
+    return {name: value for name, value in PG_CONNECTION.items() if name not in chosen}
 
 
 @lru_cache(maxsize=4)
