@@ -18,19 +18,25 @@ Intro and outro name the topic, the speakers and the documents, and cite the pas
 every section. Every turn carries the ids of the passages it draws on.
 
 In another language than English the phrases the writer adds itself (the intro, the
-outro, lead-ins, follow-ups, "From <document>:", the questions made from headings) are
-translated by the same model once per job, before the outline, with the names in them
-kept as they are (:meth:`ScriptWriter.translate`). A translation is used only where it
-passes a check (:func:`_usable`): words in it, every name and placeholder of the English
-phrase in it, no number the English lacks, not absurdly longer. Any other phrase stays
-English. The content is the documents' own sentences, in their own language.
+outro, lead-ins, follow-ups, "From <document>:", the questions made from headings, the
+words that list the documents) are taken from those written by hand
+(:mod:`longplay.text.host_phrases`: German, French, Spanish, Italian, Portuguese, Dutch,
+Russian, Japanese, Chinese), the names put in. Only a phrase not written there is
+translated by the same model, once per job, before the outline, with the names in it
+kept as they are (:meth:`ScriptWriter.translate`): a small model translating "Right."
+alone gives German "Rechts.", so the model is the fallback, not the rule. A model's
+translation is used only where it passes a check (:func:`_usable`): words in it, every
+name and placeholder of the English phrase in it, no number the English lacks, not
+absurdly longer. Any other phrase stays English. The content is the documents' own
+sentences, in their own language; in Chinese and Japanese a phrase and what follows it
+are joined without a space, as those languages are written.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel
@@ -40,6 +46,7 @@ from longplay.engines.translation import TranslationOptions, translate_lines
 from longplay.framework import Progress
 from longplay.framework.library import Passage
 from longplay.text.answers import normal
+from longplay.text.host_phrases import host_phrases
 from longplay.text.languages import Language
 from longplay.text.script import (
     Chapter,
@@ -51,6 +58,7 @@ from longplay.text.script import (
     words,
 )
 from longplay.text.sentences import count_words, split_sentences
+from longplay.unspaced import DENSE_SCRIPT
 
 Style = Literal["deep-dive", "brief", "debate", "interview"]
 WORDS_PER_SECOND = 2.6
@@ -69,7 +77,29 @@ FIRST, LAST = "{first}", "{last}"
 TWO_OR_MORE = f"{FIRST} and {LAST}"
 MORE_THAN_FOUR = f"{FIRST} and more"
 NO_DOCUMENTS = "our sources"
-"""How the intro lists the documents (:func:`_listing`): phrases translated like the rest."""
+LIST_COMMA = ", "
+"""How the intro lists the documents and the guests (:func:`_listing`): phrases
+translated like the rest, but for the comma, which has no words for a model to
+translate: it comes from the hand-written phrases or stays as it is."""
+WELCOME = "Welcome to the show."
+ABOUT, ABOUT_SOURCES = (
+    "Today we're talking about {topic}, from {documents}.",
+    "Today we're talking about what our sources say, from {documents}.",
+)
+WITH_GUEST, WITH_GUESTS = "With me is {guests}.", "With me are {guests}."
+THANKS = "Thanks."
+INTO, INTO_SOURCES = "Let's get into {topic}.", "Let's get into what our sources say."
+THANKS_GUEST = "Thanks, {guest}."
+ALL_FOR_TODAY, THANKS_FOR_LISTENING = "That's all for today.", "Thanks for listening."
+ASK_HEADING = "What does {document} tell us about {heading}?"
+ASK_DOCUMENT = "What else does {document} tell us?"
+FROM_DOCUMENT = "From {document}:"
+"""The sentences of the intro, the outro, the questions made from a passage and a single
+host's lead; their placeholders are filled with names (:class:`Phrase`)."""
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+_UNSPACED_STOPS = "\u3001\u3002\uff01\uff0c\uff1a\uff1f"
+"""Chinese and Japanese commas, full stops, exclamation and question marks and colons:
+no space follows them."""
 PHRASE_NOTES = (
     "These are a podcast host's own short phrases, one per line. Keep {documents}, {first} "
     "and {last} exactly as they are: names are put in their place later."
@@ -86,6 +116,42 @@ _EXAMPLE = (
     "the tallest structure in the world for 41 years.\n"
     "Question: When was the Eiffel Tower finished, and how long was it the tallest?\n\n"
 )
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """Words the writer adds itself: English sentences whose placeholders are filled with
+    ``names``, where a sequence of names is listed ("a, b and c"); a placeholder not
+    named stays for the script to fill (``{documents}``)."""
+
+    sentences: tuple[str, ...]
+    names: Mapping[str, str | Sequence[str]] = field(default_factory=dict)
+
+    @property
+    def english(self) -> str:
+        """The phrase in English: what the model translates, and the key its
+        translation is kept by."""
+        return self.said({})
+
+    def written(self, phrases: Mapping[str, str]) -> str | None:
+        """The phrase in the language of ``phrases`` (written by hand, by their English),
+        the names listed in it too; None where one of its sentences is not there."""
+        if not all(sentence in phrases for sentence in self.sentences):
+            return None
+        return self.said(phrases)
+
+    def said(self, phrases: Mapping[str, str]) -> str:
+        """The phrase with each sentence as ``phrases`` have it (else in English)."""
+        names = {
+            name: value if isinstance(value, str) else _listing(value, phrases)
+            for name, value in self.names.items()
+        }
+        return _join(*(_filled(phrases.get(s, s), names) for s in self.sentences))
+
+
+def _filled(template: str, names: Mapping[str, str]) -> str:
+    """``template`` with each of its placeholders that ``names`` has put in."""
+    return _PLACEHOLDER.sub(lambda m: names.get(m[1], m[0]), template)
 
 
 @dataclass(frozen=True)
@@ -123,8 +189,9 @@ class Draft(BaseModel):
     """Those that failed it and were made from the passage instead."""
     phrases: dict[str, str] = {}
     """The writer's own phrases in the episode's language, by their English: those
-    whose translation passed the check (none in English). The grounding check allows
-    their words as it allows the host's English ones."""
+    written by hand, and the model's translations that passed the check (none in
+    English). The grounding check allows their words as it allows the host's English
+    ones."""
 
     def script(self, plan: Mapping[int, int]) -> Script:
         """The script of the first ``plan[i]`` beats of each section ``i`` planned."""
@@ -167,10 +234,11 @@ def _listing(names: Sequence[str], phrases: Mapping[str, str]) -> str:
         return phrases.get(NO_DOCUMENTS, NO_DOCUMENTS)
     if len(names) == 1:
         return names[0]
+    comma = phrases.get(LIST_COMMA, LIST_COMMA)
     if len(names) > 4:
-        first, last, template = ", ".join(names[:4]), "", MORE_THAN_FOUR
+        first, last, template = comma.join(names[:4]), "", MORE_THAN_FOUR
     else:
-        first, last, template = ", ".join(names[:-1]), names[-1], TWO_OR_MORE
+        first, last, template = comma.join(names[:-1]), names[-1], TWO_OR_MORE
     filled = {FIRST: first, LAST: last}
     return re.sub(r"\{first\}|\{last\}", lambda m: filled[m[0]], phrases.get(template, template))
 
@@ -203,9 +271,11 @@ class Translated:
     """How the translation of the writer's own phrases went (:meth:`ScriptWriter.translate`)."""
 
     phrases: int
-    """Distinct phrases, each translated once."""
+    """Distinct phrases (the list comma not counted, no word in it), each once."""
     english: int
-    """Those that stay English: their translation failed the check or came back the same."""
+    """Those that stay English: not written by hand in the language, and their
+    translation failed the check or came back the same. The rest are in the episode's
+    language, written by hand or translated."""
 
 
 class ScriptWriter:
@@ -238,15 +308,41 @@ class ScriptWriter:
     def translate(
         self, passages: Sequence[Passage], *, context_tokens: int, progress: Progress
     ) -> Translated | None:
-        """Translate the phrases the writer will add itself to an outline of
-        ``passages`` into the episode's language, each once, keeping those that pass
-        the check (:func:`_usable`) for :meth:`outline`; None for an English episode,
-        which needs no model for this. ``progress`` hears of the translation's
-        characters done; the translator's own notes (retries) are not passed on, the
-        caller tells how many phrases stay English."""
-        if Language.find(self.language).base == "en":
+        """The phrases the writer will add itself to an outline of ``passages`` in the
+        episode's language, each once, for :meth:`outline`: those written by hand
+        (:func:`~longplay.text.host_phrases.host_phrases`) as they are, the rest
+        translated by the model, keeping those that pass the check (:func:`_usable`).
+        None for an English episode. ``progress`` hears of the translation's characters
+        done (at once where the model has nothing to translate); the translator's own
+        notes (retries) are not passed on, the caller tells how many phrases stay
+        English."""
+        spoken = Language.find(self.language)
+        if spoken.base == "en":
             return None
-        english = self._phrases(passages)
+        phrases = self._phrases(passages)
+        by_hand = host_phrases(spoken)
+        self.phrases = {
+            phrase.english: text
+            for phrase in phrases
+            if (text := phrase.written(by_hand)) is not None
+        }
+        # The list comma has no words: the model is not asked, the count leaves it out.
+        worded = [p.english for p in phrases if normal(p.english)]
+        asked = [phrase for phrase in worded if phrase not in self.phrases]
+        if asked:
+            self.phrases |= self._translated(asked, passages, context_tokens, progress)
+        else:
+            progress(1, 1)
+        return Translated(phrases=len(worded), english=sum(p not in self.phrases for p in worded))
+
+    def _translated(
+        self,
+        english: list[str],
+        passages: Sequence[Passage],
+        context_tokens: int,
+        progress: Progress,
+    ) -> dict[str, str]:
+        """The model's translations of ``english`` that pass the check, by their English."""
         names = self._names(passages)
         options = TranslationOptions(
             target_language=self.language,
@@ -258,30 +354,33 @@ class ScriptWriter:
         translated, _ = translate_lines(
             english, options, llm=self.model, context_tokens=context_tokens, progress=progress
         )
-        self.phrases = {
+        return {
             phrase: text
             for phrase, text in zip(english, translated, strict=True)
             if normal(text) != normal(phrase) and _usable(phrase, text, names)
         }
-        return Translated(phrases=len(english), english=len(english) - len(self.phrases))
 
-    def _phrases(self, passages: Sequence[Passage]) -> list[str]:
-        """Every phrase the writer may add itself to an outline of ``passages``, in
-        English with the names put in, once each."""
+    def _phrases(self, passages: Sequence[Passage]) -> list[Phrase]:
+        """Every phrase the writer may add itself to an outline of ``passages``, with
+        the names put in, once each."""
         documents = list(dict.fromkeys(p.document_name for p in passages))
-        phrases = [turn.text for turn in [*self._intro(), *self._outro()]]
+        phrases = [phrase for _, phrase in [*self._intro(), *self._outro()]]
         if self.others:
             phrases += [_made_question(p) for p in passages]
-            phrases += [lead for lead in LEAD_INS if lead]
-            phrases += [BUT_ALSO] if self.style == "debate" else list(FOLLOW_UPS)
+            texts = [lead for lead in LEAD_INS if lead]
+            texts += [BUT_ALSO] if self.style == "debate" else list(FOLLOW_UPS)
         else:
             phrases += [_from(document) for document in documents]
-        phrases.append(NO_DOCUMENTS)
+            texts = []
+        texts.append(NO_DOCUMENTS)
         if len(documents) > 1:
-            phrases.append(TWO_OR_MORE)
+            texts.append(TWO_OR_MORE)
+        if len(documents) > 2:
+            texts.append(LIST_COMMA)
         if len(documents) > 4:
-            phrases.append(MORE_THAN_FOUR)
-        return list(dict.fromkeys(phrases))
+            texts.append(MORE_THAN_FOUR)
+        phrases += [Phrase((text,)) for text in texts]
+        return list({phrase.english: phrase for phrase in phrases}.values())
 
     def _names(self, passages: Sequence[Passage]) -> list[str]:
         """What a translated phrase must keep as it is: the placeholders, the speakers'
@@ -298,9 +397,11 @@ class ScriptWriter:
         ]
         return [name for name in dict.fromkeys(names) if name.strip()]
 
-    def _say(self, phrase: str) -> str:
-        """``phrase`` in the episode's language where it was translated, else as it is."""
-        return self.phrases.get(phrase, phrase)
+    def _say(self, phrase: Phrase | str) -> str:
+        """``phrase`` (or a sentence without names) in the episode's language where
+        :meth:`translate` has it, else in English."""
+        english = phrase if isinstance(phrase, str) else phrase.english
+        return self.phrases.get(english, english)
 
     def outline(self, passages: Sequence[Passage]) -> Draft:
         """One section per passage, each host question made from its passage's heading
@@ -315,12 +416,12 @@ class ScriptWriter:
         )
         return Draft(
             title=self._title(documents),
-            intro=[t.model_copy(update={"text": self._say(t.text)}) for t in self._intro()],
+            intro=[Turn(speaker=s, text=self._say(phrase)) for s, phrase in self._intro()],
             sections=[
                 self._section(passages[index], rank=index, speaker_turn=n)
                 for n, index in enumerate(ordered, start=1)
             ],
-            outro=[t.model_copy(update={"text": self._say(t.text)}) for t in self._outro()],
+            outro=[Turn(speaker=s, text=self._say(phrase)) for s, phrase in self._outro()],
             phrases=self.phrases,
         )
 
@@ -354,28 +455,26 @@ class ScriptWriter:
     def _title(self, documents: Sequence[str]) -> str:
         return self.topic or (documents[0] if len(documents) == 1 else "Podcast")
 
-    def _intro(self) -> list[Turn]:
-        """The intro in English."""
-        about = self.topic or "what our sources say"
-        text = f"Welcome to the show. Today we're talking about {about}, from {DOCUMENTS}."
-        if self.others:
-            guests = " and ".join(v.name for v in self.others)
-            text += f" With me is {guests}."
-            reply = f"Thanks. Let's get into {about}."
-            return [
-                Turn(speaker=self.host.name, text=text),
-                Turn(speaker=self.others[0].name, text=reply),
-            ]
-        return [Turn(speaker=self.host.name, text=text)]
+    def _intro(self) -> list[tuple[str, Phrase]]:
+        """The intro's turns: each speaker and phrase."""
+        topic = {"topic": self.topic} if self.topic else {}
+        about = ABOUT if self.topic else ABOUT_SOURCES
+        if not self.others:
+            return [(self.host.name, Phrase((WELCOME, about), topic))]
+        guests = [v.name for v in self.others]
+        with_me = WITH_GUEST if len(guests) == 1 else WITH_GUESTS
+        return [
+            (self.host.name, Phrase((WELCOME, about, with_me), {**topic, "guests": guests})),
+            (guests[0], Phrase((THANKS, INTO if self.topic else INTO_SOURCES), topic)),
+        ]
 
-    def _outro(self) -> list[Turn]:
-        """The outro in English."""
-        text = "That's all for today. Thanks for listening."
-        if self.others:
-            return [
-                Turn(speaker=self.host.name, text=f"Thanks, {self.others[0].name}. {text}"),
-            ]
-        return [Turn(speaker=self.host.name, text=text)]
+    def _outro(self) -> list[tuple[str, Phrase]]:
+        """The outro's turn: its speaker and phrase."""
+        goodbye = (ALL_FOR_TODAY, THANKS_FOR_LISTENING)
+        if not self.others:
+            return [(self.host.name, Phrase(goodbye))]
+        thanks = Phrase((THANKS_GUEST, *goodbye), {"guest": self.others[0].name})
+        return [(self.host.name, thanks)]
 
     def _section(self, passage: Passage, *, rank: int, speaker_turn: int) -> Section:
         title = passage.heading or passage.document_name
@@ -446,9 +545,9 @@ class ScriptWriter:
         return self.model.complete(prompt, max_tokens=QUESTION_TOKENS, stop=["\n", "?"]) + "?"
 
 
-def _from(document: str) -> str:
+def _from(document: str) -> Phrase:
     """What a single host says before reading from ``document``."""
-    return f"From {document}:"
+    return Phrase((FROM_DOCUMENT,), {"document": document})
 
 
 def _usable(english: str, text: str, names: Sequence[str]) -> bool:
@@ -469,11 +568,12 @@ def _usable(english: str, text: str, names: Sequence[str]) -> bool:
     return numbers(text) <= numbers(english)
 
 
-def _made_question(passage: Passage) -> str:
+def _made_question(passage: Passage) -> Phrase:
     """The host's question when the model's is not there or not good enough."""
+    document = {"document": passage.document_name}
     if passage.heading:
-        return f"What does {passage.document_name} tell us about {passage.heading}?"
-    return f"What else does {passage.document_name} tell us?"
+        return Phrase((ASK_HEADING,), {**document, "heading": passage.heading})
+    return Phrase((ASK_DOCUMENT,), document)
 
 
 def _parse_question(written: str) -> str | None:
@@ -497,8 +597,16 @@ def _chunks(text: str, size: int) -> list[str]:
         if groups[-1] and sum(count_words(s) for s in groups[-1]) >= size:
             groups.append([])
         groups[-1].append(sentence)
-    return [" ".join(group) for group in groups if group]
+    return [_join(*group) for group in groups if group]
 
 
-def _join(lead: str, text: str) -> str:
-    return f"{lead} {text}".strip()
+def _join(*texts: str) -> str:
+    """``texts`` one after another, the empty ones left out: a space between two, but
+    after a Chinese or Japanese character or stop (those languages are written without
+    spaces)."""
+    joined = ""
+    for text in filter(None, texts):
+        last = joined[-1:]
+        gap = "" if not last or last in _UNSPACED_STOPS or DENSE_SCRIPT.match(last) else " "
+        joined += gap + text
+    return joined
