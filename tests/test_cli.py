@@ -440,6 +440,33 @@ def test_keys_are_listed_by_their_start_and_revoked_whole_or_by_it(stack: Stack)
     assert first[:10] not in longplay(stack, "keys", "list", "kai").stdout
 
 
+def test_admin_is_given_to_an_existing_owner_and_taken_back(stack: Stack) -> None:
+    """``keys create NAME --admin`` on an owner that exists makes it one, saying so (its
+    key was refused all owners' jobs, the flag dropped without a word); ``owners set
+    --no-admin`` takes it back."""
+
+    def sees_all(key: str) -> int:
+        answer = httpx.get(
+            f"{stack.api_url}/v1/jobs",
+            params={"all_owners": "true"},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+        return answer.status_code
+
+    assert longplay(stack, "keys", "create", "ada").returncode == 0
+    made = longplay(stack, "keys", "create", "ada", "--admin")
+    assert made.returncode == 0 and "ada is an admin now" in made.stderr, made.stderr
+    key = made.stdout.strip()
+    assert sees_all(key) == 200
+    assert "ada (admin)" in longplay(stack, "owners", "list").stdout
+    taken = longplay(stack, "owners", "set", "ada", "--no-admin")
+    assert taken.returncode == 0 and "ada (admin)" not in taken.stdout
+    assert sees_all(key) == 403
+    again = longplay(stack, "keys", "create", "ada", "--admin")
+    assert again.returncode == 0 and sees_all(again.stdout.strip()) == 200
+
+
 def test_a_mistyped_whole_key_revokes_no_key_that_begins_as_it_does(stack: Stack) -> None:
     """A text as long as a key (or longer than a key's start can be) is a whole key: it
     revokes the key that is exactly it, or nothing, saying so; never the live key whose

@@ -39,7 +39,9 @@ def cleanup(
 @keys_app.command("create")
 def keys_create(
     owner: Annotated[str, typer.Argument(help="Owner name; made if new.")],
-    admin: Annotated[bool, typer.Option(help="The owner may see every owner's jobs.")] = False,
+    admin: Annotated[
+        bool, typer.Option(help="The owner may see every owner's jobs (an existing one too).")
+    ] = False,
     label: str = "",
     tier: Annotated[
         str | None, typer.Option(help="The owner's tier (settings `tiers`); new owners: standard.")
@@ -54,9 +56,14 @@ def keys_create(
     prepare(settings)
     with session_scope() as session:
         found = get_or_create_owner(session, owner, is_admin=admin)
+        made_admin = admin and not found.is_admin
+        if made_admin:  # an existing owner: the key would be refused what --admin asked
+            found.is_admin = True
         if tier is not None:
             found.tier = tier
         secret = create_key(session, found, label=label)
+    if made_admin:
+        err.print(f"{owner} is an admin now (longplay owners set {owner} --no-admin undoes it)")
     console.print(secret)
 
 
@@ -80,8 +87,13 @@ def owners_set(
     submit_rate: Annotated[
         float | None, typer.Option(min=0, help="Submissions a minute; 0: the tier's.")
     ] = None,
+    admin: Annotated[
+        bool | None,
+        typer.Option("--admin/--no-admin", help="Whether the owner may see every owner's jobs."),
+    ] = None,
 ) -> None:
-    """Set an owner's tier and its own limits (a limit it has none of is its tier's)."""
+    """Set an owner's tier, its own limits (a limit it has none of is its tier's) and
+    whether it is an admin."""
     from longplay.store.db import session_scope
     from longplay.store.owners import find_owner
 
@@ -101,6 +113,8 @@ def owners_set(
             found.max_queued = max_queued or None
         if submit_rate is not None:
             found.submit_rate = submit_rate or None
+        if admin is not None:
+            found.is_admin = admin
         shown = found.name
     _print_owners([shown])
 
