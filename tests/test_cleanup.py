@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import redis
-from conftest import Stack, submit, wait_for_status, wait_until
+from conftest import Stack, signed_in_browser, submit, wait_for_status, wait_until
 
 from longplay import keys
 from longplay.engines.tts import get_synthesizer
@@ -169,6 +169,25 @@ def test_results_uploads_and_dry_run(make_stack) -> None:  # type: ignore[no-unt
         assert client.get(f"/v1/artifacts/{artifact_id}").status_code == 404
     assert client.get(f"/v1/artifacts/{orphan['id']}").status_code == 404
     assert not file_of(deployment, orphan["id"]).exists()
+    # Following such a job to save its results says they went, and fails.
+    out = deployment.data_dir.parent / "saved"
+    watched = subprocess.run(
+        [sys.executable, "-m", "longplay", "watch", done[0]["id"], "--out", str(out)],
+        env={
+            **deployment.env,
+            "LONGPLAY_API_URL": deployment.api_url,
+            "LONGPLAY_API_KEY": deployment.key("alice"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert watched.returncode == 1, watched.stderr
+    said = " ".join(watched.stderr.split())
+    assert f"{done[0]['id']}'s results were deleted" in said, said
+    assert "LONGPLAY_RESULT_RETENTION" in said and not list(out.glob("*"))
+    page = signed_in_browser(deployment, "alice").get(f"/jobs/{done[0]['id']}").text
+    assert "data-expired" in page and "LONGPLAY_RESULT_RETENTION" in page
     assert client.get(f"/v1/artifacts/{named['id']}").status_code == 200, "a job names it"
     assert not stray.exists() and not scratch.exists()
 

@@ -108,7 +108,16 @@ def _check_out(out: Path) -> None:
 
 def save_results(client: Client, job: JobPublic, out: Path, *, overwrite: bool) -> None:
     """Save a job's outputs in ``out``, one line each; a name already taken there is
-    kept, and the line says which free name the output got instead."""
+    kept, and the line says which free name the output got instead. A job whose results
+    retention deleted says so, rather than save nothing without a word."""
+    if job.results_expired:
+        err.print(
+            f"{job.id}'s results were deleted (the service keeps them for "
+            "LONGPLAY_RESULT_RETENTION): nothing to save; submit it again to run it anew",
+            markup=False,
+            soft_wrap=True,
+        )
+        return
     saved = client.download(job, out, overwrite=overwrite)
     for artifact, path in zip(job.outputs, saved, strict=True):
         wanted = Path(artifact.name).name
@@ -316,6 +325,8 @@ def _follow(client: Client, job_id: str, out: Path, *, overwrite: bool = False) 
         _say_ended(job_id, job)
         raise typer.Exit(1)
     save_results(client, job, out, overwrite=overwrite)
+    if job.results_expired:
+        raise typer.Exit(1)
 
 
 def _say_ended(label: str, job: JobPublic, stages: Mapping[str, str] | None = None) -> None:
