@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 
 from longplay.store import db
-from longplay.store.db import alembic_config, get_engine, migrate, normalise_url
+from longplay.store.db import NewerSchema, alembic_config, get_engine, migrate, normalise_url
 
 BEFORE_REBUILDS = "0007"
 """The last revision before the first that rebuilds ``jobs`` on SQLite (0008 adds a
@@ -173,7 +173,7 @@ def test_a_schema_a_newer_longplay_made_is_refused_in_one_line(
     data_dir = tmp_path / "data"
     started = longplay(url, data_dir, "worker")
     said = started.stderr.strip()
-    assert started.returncode == 1, said
+    assert started.returncode == NewerSchema.EXIT_CODE, said  # up does not restart it
     assert said.endswith(
         "the database's schema is at revision 9999, which this longplay does not know: "
         "a newer longplay upgraded it. Run that one, or move the schema back with it "
