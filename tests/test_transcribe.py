@@ -24,6 +24,7 @@ from test_jobs_e2e import read_events
 
 from longplay.engines import SAMPLE_RATE, Segment, Word, get_synthesizer
 from longplay.engines.transcription import (
+    DOUBTFUL_LOGPROB,
     MEDIA_TYPES,
     Transcript,
     cut_into_pieces,
@@ -52,6 +53,12 @@ PARAGRAPH = (
     "the little ones. Before closing time the staff put every book back on the shelves, so "
     "that everything is ready for the next day."
 )
+GERMAN = (
+    "Es hat drei Tage lang ohne Pause geregnet, und die Straßen waren überflutet. "
+    "Die Fähre fährt um halb sieben ab, also seien Sie bitte pünktlich."
+)
+"""Read by the English voice: German words with English sounds, speech that Whisper
+tiny.en does not know (a German speaker is not what the tests have)."""
 DATABASE = pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)
 
 
@@ -101,6 +108,13 @@ def talk(tmp_path_factory: pytest.TempPathFactory) -> Talk:
     return Talk(write_wav(path, np.concatenate(parts), rate), spans)
 
 
+@pytest.fixture(scope="module")
+def german(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    speech = get_synthesizer().synthesize(GERMAN)
+    path = tmp_path_factory.mktemp("german") / "rede.wav"
+    return write_wav(path, speech.samples, speech.sample_rate)
+
+
 def decoded_16k(path: Path) -> np.ndarray:
     return np.concatenate([b.samples for b in decode(path, sample_rate=SAMPLE_RATE, channels=1)])
 
@@ -122,7 +136,8 @@ def test_steps_keep_four_transcripts_that_agree(talk: Talk, tmp_path: Path) -> N
     ]
     files = {out.name.rsplit(".", 1)[1]: out.path.read_text() for _, out in ctx.kept}
     transcript = json.loads(files["json"])
-    assert transcript["language"] == "en"
+    # An English-only model detects nothing: it does not claim to be sure (1.0).
+    assert (transcript["language"], transcript["language_probability"]) == ("en", None)
     assert transcript["duration"] == pytest.approx(talk.duration, abs=0.05)
     assert word_error_rate(" ".join(SENTENCES), files["txt"]) < 0.15
     assert normalized(transcript["text"]) == normalized(files["txt"])
@@ -139,7 +154,9 @@ def test_steps_keep_four_transcripts_that_agree(talk: Talk, tmp_path: Path) -> N
         "segments": len(cues),
         "words": len(words),
     }
-    assert ctx.notes == []
+    assert ctx.warnings == [], "plain English is not warned of"
+    mean = sum((s["end"] - s["start"]) * s["avg_logprob"] for s in transcript["segments"])
+    assert mean / sum(s["end"] - s["start"] for s in transcript["segments"]) > -0.4
 
 
 def test_progress_is_reported_per_segment(talk: Talk, tmp_path: Path) -> None:
@@ -212,7 +229,8 @@ def test_pieces_go_out_with_the_language_detected_once(talk: Talk, tmp_path: Pat
     pieces = [first, *cut]
 
     assert len(pieces) >= 3
-    assert {(p["language"], p["language_probability"]) for p in pieces} == {("en", 1.0)}
+    heard = {(p["language"], p["language_probability"], p["language_assumed"]) for p in pieces}
+    assert heard == {("en", None, True)}
     with pytest.raises(InvalidParams, match="only English, not 'fr'"):  # the piece's language
         transcribe_piece(
             {**pieces[1], "language": "fr"}, folder, TranscribeParams(), progress=no_progress
@@ -227,9 +245,47 @@ def test_pieces_go_out_with_the_language_detected_once(talk: Talk, tmp_path: Pat
     results = [
         transcribe_piece(p, folder, TranscribeParams(), progress=no_progress) for p in pieces
     ]
-    transcript = join_pieces(pieces, results, None)
-    assert (transcript.language, transcript.language_probability) == ("en", 1.0)
+    notes: list[str] = []
+    transcript = join_pieces(pieces, results, None, note=lambda message, **_: notes.append(message))
+    assert (transcript.language, transcript.language_probability) == ("en", None)
     assert word_error_rate(" ".join(SENTENCES), transcript.text) < 0.15
+    assert notes == []
+
+
+def test_speech_the_model_does_not_know_completes_with_a_warning(
+    german: Path, tmp_path: Path
+) -> None:
+    """tiny.en writes German down as confident English nonsense ("He's had great tage
+    laying on ..."); how unsure it was of every token gives it away."""
+    source = input_file(german, "audio/wav")
+
+    ctx = run_kind("transcribe", TranscribeParams(), [source], tmp_path / "unset")
+
+    transcript = json.loads(ctx.kept[0][1].path.read_text())
+    assert (transcript["language"], transcript["language_probability"]) == ("en", None)
+    assert transcript["segments"], "it still writes something down"
+    [warned] = ctx.warnings
+    doubt = warned["message"]
+    assert warned["code"] == "language_doubtful"
+    assert doubt.startswith("the speech may not be in English, or the audio is very"), doubt
+    assert "knows only English" in doubt and "LONGPLAY_STT_MODEL" in doubt
+    mean = float(re.findall(r"log-probability of (-[\d.]+)", doubt)[0])
+    assert mean < DOUBTFUL_LOGPROB - 0.1, "a clear margin, as measured"
+
+    # English asked for: nothing assumed, the doubt all the same.
+    asked = run_kind("transcribe", TranscribeParams(language="en"), [source], tmp_path / "en")
+    [warned] = asked.warnings
+    assert warned["code"] == "language_doubtful" and "knows only" not in warned["message"]
+
+    # A long recording's pieces, transcribed side by side, are joined with the same notes.
+    pieces = list(cut_into_pieces(source, tmp_path / "pieces", piece_s=5))
+    results = [
+        transcribe_piece(p, tmp_path / "pieces", TranscribeParams(), progress=no_progress)
+        for p in pieces
+    ]
+    codes: list[str] = []
+    join_pieces(pieces, results, None, note=lambda _, **data: codes.append(data["code"]))
+    assert codes == ["language_doubtful"]
 
 
 def test_no_speech_gives_an_empty_transcript_and_a_note(tmp_path: Path) -> None:
@@ -293,6 +349,30 @@ def test_plain_text_starts_a_paragraph_after_a_long_pause() -> None:
     assert transcript.text == "One. Two.\n\nThree."
     assert transcript.as_dict()["text"] == "One. Two. Three."
     assert Transcript.from_dict(json.loads(json.dumps(transcript.as_dict()))) == transcript
+
+
+def test_how_sure_the_model_must_be_depends_on_how_much_it_heard() -> None:
+    """A word or two of clear English scores low (-0.65 for "Hello there."): a short
+    transcript must score lower still to be doubted."""
+
+    def doubts(seconds: float, avg_logprob: float) -> list[str]:
+        """The notes on a transcript of two segments whose mean is ``avg_logprob``."""
+        halves = ((0.0, seconds / 2, avg_logprob + 0.1), (seconds / 2, seconds, avg_logprob - 0.1))
+        segments = [
+            {"start": start, "end": end, "text": "Words.", "words": [], "avg_logprob": logprob}
+            for start, end, logprob in halves
+        ]
+        result = {"language": "en", "segments": segments}
+        codes: list[str] = []
+        join_pieces(
+            [{"seconds": seconds}], [result], "en", note=lambda _, **d: codes.append(d["code"])
+        )
+        return codes
+
+    assert doubts(6.0, -0.5) == []
+    assert doubts(6.0, -0.65) == ["language_doubtful"]
+    assert doubts(2.0, -0.65) == []
+    assert doubts(2.0, -0.8) == ["language_doubtful"]
 
 
 def test_params() -> None:

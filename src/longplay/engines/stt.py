@@ -77,6 +77,10 @@ class Transcription:
     segments: Iterator[Segment]
     """Consumed once; decoding happens as it is iterated."""
     language_probability: float | None = None
+    """How sure the engine is of ``language`` (0-1); None where it did not detect it."""
+    language_assumed: bool = False
+    """True where no language was asked for and the model knows only one: ``language`` is
+    that one, taken for granted rather than heard."""
 
 
 @dataclass(frozen=True)
@@ -166,9 +170,13 @@ class WhisperTranscriber:
             )
         except RuntimeError as exc:
             raise _runtime_error(exc) from exc
+        # An English-only model detects nothing: faster-whisper answers "en" with a
+        # probability of 1.0 whatever the speech, which would claim a certainty it lacks.
+        assumed = language is None and not self._whisper.model.is_multilingual
         return Transcription(
             language=info.language,
-            language_probability=info.language_probability,
+            language_probability=None if assumed else info.language_probability,
+            language_assumed=assumed,
             duration=info.duration,
             speech_duration=info.duration_after_vad,
             segments=_whisper_segments(segments, info.duration),

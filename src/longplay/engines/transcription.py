@@ -41,6 +41,7 @@ from longplay.framework import InputFile, Note, Progress, no_note
 from longplay.media import AudioBlock, decode, probe
 from longplay.settings import get_settings
 from longplay.text import format_srt, format_vtt
+from longplay.text.languages import Language
 
 Audio = npt.NDArray[np.float32]
 TranscriptFormat = Literal["json", "txt", "srt", "vtt"]
@@ -57,6 +58,17 @@ CUT_SEARCH_S = 60.0
 """How far back from the end of a full window a silence to cut at is looked for."""
 MIN_CUT_SILENCE_S = 0.3
 PARAGRAPH_PAUSE_S = 2.0
+DOUBTFUL_LOGPROB = -0.58
+"""Below this mean log-probability per token (the segments' ``avg_logprob``, weighted by
+their length) the speech is likely in a language the model does not know, which it
+still writes down as confident-looking words. Measured with Whisper tiny.en on the
+bundled Piper voice, over ``SHORT_SPEECH_S`` or more: English -0.22 to -0.56 (the worst
+full of names), the same English voice reading German -0.61 to -0.86, French, Dutch,
+Italian, Portuguese and Spanish -0.66 to -1.08. Real German speech scored -0.98."""
+DOUBTFUL_LOGPROB_SHORT = -0.7
+"""The same for less speech, where the first, least sure tokens weigh more: a word or
+two of English scored -0.42 to -0.65, of German read by the voice -0.77 to -1.03."""
+SHORT_SPEECH_S = 4.0
 
 
 class TranscriptionOptions(BaseModel):
@@ -195,7 +207,8 @@ def transcribe_audio(
     ``seconds``, ``segments`` (found so far), ``duration`` and ``input`` as details.
     Raises :class:`~longplay.media.UndecodableAudio` naming the file when it has no
     audio that PyAV decodes, and the engine's ``InvalidParams`` for a language it
-    cannot do. ``note`` hears of an input that ends early (``truncated_input``).
+    cannot do. ``note`` hears of an input that ends early (``truncated_input``) and of
+    doubts about the language (:func:`_note_language`).
     """
     info = probe(source.path, name=source.name)
     stt = get_transcriber(on_fallback=on_fallback)
@@ -204,7 +217,9 @@ def transcribe_audio(
     with gpu_slot(stt.device, timeout_s=get_settings().engines.gpu_wait_timeout), closing(blocks):
         for offset, piece in split_at_silences(blocks, window_s=window_s):
             run.add(offset, piece)
-    return run.finish()
+    transcript = run.finish()
+    _note_language(transcript, assumed=run.language_assumed, note=note)
+    return transcript
 
 
 def _heard_blocks(source: InputFile, note: Note) -> Generator[AudioBlock, None, None]:
@@ -233,18 +248,21 @@ def cut_into_pieces(
     :func:`transcribe_piece` to take up in any process that sees ``folder``.
 
     Yields the pieces as JSON items, in order, each once its file is written:
-    ``{"file", "offset", "seconds", "language", "language_probability"}``. The language
-    is detected once, on the first piece with speech, before that piece or any before
-    it goes out, so that every piece is transcribed in it, as one pass would do: each
-    piece detecting its own, a music intro or a noisy stretch could be heard as another
-    language. Where no piece has speech the language is None; a ``language`` given is
-    every piece's, with nothing detected. Raises
+    ``{"file", "offset", "seconds", "language", "language_probability",
+    "language_assumed"}`` (the last as :class:`~longplay.engines.stt.Transcription` has
+    it). The language is detected once, on the first piece with speech, before that
+    piece or any before it goes out, so that every piece is transcribed in it, as one
+    pass would do: each piece detecting its own, a music intro or a noisy stretch could
+    be heard as another language. Where no piece has speech the language is None; a
+    ``language`` given is every piece's, with nothing detected. Raises
     :class:`~longplay.media.UndecodableAudio` like :func:`transcribe_audio`.
     """
     folder.mkdir(parents=True, exist_ok=True)
     blocks = _heard_blocks(source, note)
     held: list[dict[str, Any]] = []  # the pieces before the first one with speech
-    heard = None if language is None else {"language": language, "language_probability": None}
+    heard = None
+    if language is not None:
+        heard = {"language": language, "language_probability": None, "language_assumed": False}
     with closing(blocks):
         for n, (offset, audio) in enumerate(split_at_silences(blocks, window_s=piece_s)):
             name = f"piece-{n:05d}.npy"
@@ -256,7 +274,8 @@ def cut_into_pieces(
             if heard is not None:
                 yield from ({**piece, **heard} for piece in held)
                 held = []
-    yield from ({**piece, "language": None, "language_probability": None} for piece in held)
+    unheard = {"language": None, "language_probability": None, "language_assumed": False}
+    yield from ({**piece, **unheard} for piece in held)
 
 
 def transcribe_piece(
@@ -290,23 +309,29 @@ def transcribe_piece(
     return {
         "language": run.language,
         "language_probability": _rounded(run.language_probability),
+        "language_assumed": run.language_assumed,
         "segments": segments,
     }
 
 
 def join_pieces(
-    pieces: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]], language: str | None
+    pieces: Sequence[dict[str, Any]],
+    results: Sequence[dict[str, Any]],
+    language: str | None,
+    *,
+    note: Note = no_note,
 ) -> Transcript:
     """The transcript of the whole input from its pieces' (in order): segments one after
     another, the language the one asked for, else the one :func:`cut_into_pieces`
-    detected, else (no speech) the one the first piece heard."""
+    detected, else (no speech) the one the first piece heard. ``note`` hears of doubts
+    about the language, as from :func:`transcribe_audio`."""
     heard = [r for r in results if r["segments"]] or list(results)
     first = heard[0] if heard else {"language": language or "", "language_probability": None}
     if pieces and pieces[0].get("language"):
         first = pieces[0]
     duration = sum(float(p["seconds"]) for p in pieces)
     segments = [s for r in results for s in r["segments"]]
-    return Transcript.from_dict(
+    transcript = Transcript.from_dict(
         {
             "language": language or first["language"],
             "language_probability": None if language else first["language_probability"],
@@ -314,6 +339,61 @@ def join_pieces(
             "segments": segments,
         }
     )
+    assumed = language is None and bool(first.get("language_assumed"))
+    _note_language(transcript, assumed=assumed, note=note)
+    return transcript
+
+
+def _note_language(transcript: Transcript, *, assumed: bool, note: Note) -> None:
+    """Tell of speech the model was unsure of throughout (``language_doubtful``): most
+    likely in a language it does not know, which it writes down as confident nonsense in
+    the one it does (an English-only model, where the language was ``assumed`` rather
+    than detected, calls all speech English), or very poor audio. An English-only
+    model's every transcript is not warned of: a warning on every job is read by no
+    one; its JSON's ``language_probability`` is null instead of a certainty."""
+    if not transcript.segments:
+        return
+    speech_s = sum(s.end - s.start for s in transcript.segments)
+    bar = DOUBTFUL_LOGPROB if speech_s >= SHORT_SPEECH_S else DOUBTFUL_LOGPROB_SHORT
+    mean = _mean_logprob(transcript.segments)
+    if mean is None or mean >= bar:
+        return
+    name = _language_name(transcript.language)
+    why = (
+        f"the speech-to-text model here knows only {name}, and writes other speech down "
+        f"as {name} words never said (LONGPLAY_STT_MODEL may name a multilingual Whisper "
+        "model)"
+        if assumed
+        else "the transcript may be words never said"
+    )
+    note(
+        f"the speech may not be in {name}, or the audio is very poor: the model was unsure "
+        f"of it throughout (a mean log-probability of {mean:.2f} per token, below {bar}); "
+        f"{why}",
+        code="language_doubtful",
+        mean_logprob=round(mean, 3),
+        language_assumed=assumed,
+    )
+
+
+def _mean_logprob(segments: Iterable[Segment]) -> float | None:
+    """The segments' mean ``avg_logprob``, each weighted by its length; None where no
+    segment has one."""
+    weighted = [
+        (s.end - s.start, s.avg_logprob)
+        for s in segments
+        if s.avg_logprob is not None and s.end > s.start
+    ]
+    seconds = sum(length for length, _ in weighted)
+    return sum(length * logprob for length, logprob in weighted) / seconds if seconds else None
+
+
+def _language_name(code: str) -> str:
+    """``en`` → English; a code the list of languages lacks, quoted."""
+    try:
+        return Language.find(code).name
+    except ValueError:
+        return repr(code)
 
 
 def _language_heard(audio: Audio) -> dict[str, Any] | None:
@@ -329,7 +409,11 @@ def _language_heard(audio: Audio) -> dict[str, Any] | None:
     stt = get_transcriber()
     with gpu_slot(stt.device, timeout_s=get_settings().engines.gpu_wait_timeout):
         run = stt.transcribe(audio, vad=True)
-    return {"language": run.language, "language_probability": _rounded(run.language_probability)}
+    return {
+        "language": run.language,
+        "language_probability": _rounded(run.language_probability),
+        "language_assumed": run.language_assumed,
+    }
 
 
 def split_at_silences(
@@ -395,6 +479,7 @@ class _Run:
         self.segments: list[Segment] = []
         self.language = options.language
         self.language_probability: float | None = None
+        self.language_assumed = False
         self.heard_language = ""
         self.decoded = 0.0
 
@@ -412,6 +497,7 @@ class _Run:
         for segment in run.segments:
             if self.language is None:  # the first piece with speech decides for the rest
                 self.language, self.language_probability = run.language, run.language_probability
+                self.language_assumed = run.language_assumed
             self.segments.append(_shifted(segment, offset))
             self._report(offset + segment.end)
         self._report(self.decoded)

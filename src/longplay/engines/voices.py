@@ -115,14 +115,24 @@ def check_speakable(text: str, field: str = "text") -> None:
 
 
 def check_language_speakable(language: Language, field: str) -> None:
-    """Refuse to voice ``language`` where it is not written in a script the voice
-    reads (:class:`FieldError` naming ``field``)."""
+    """Refuse to voice ``language`` where it is not the voice's (:class:`FieldError`
+    naming ``field``), as a podcast in it is refused: a Piper voice reads another
+    language's words with its own language's sounds. One written in a script the
+    voice does not read is told so, since it would not even be read."""
     speaks = voice_speaks()
+    if speaks is None:
+        return
     needed = scripts_of_language(language.code)
-    if speaks is not None and not needed & speaks.scripts:
+    if not needed & speaks.scripts:
         raise FieldError(
             f"the voice {speaks.voice} speaks {speaks.language} and cannot read "
             f"{language.name}, which is written in {' or '.join(sorted(needed))} script; "
+            f"{_ANOTHER_VOICE}",
+            field=field,
+        )
+    if speaks.code != language.base:
+        raise FieldError(
+            f"the voice {speaks.voice} speaks {speaks.language} only, not {language.name}; "
             f"{_ANOTHER_VOICE}",
             field=field,
         )

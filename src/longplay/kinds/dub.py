@@ -50,8 +50,8 @@ class DubParams(TranslationOptions, SpeechOptions):
 
 
 def check(params: DubParams, inputs: Sequence[SubmittedInput]) -> None:
-    """At submit: the voice is one the engine has and can read the language dubbed
-    into, and speech recognition knows the language the input is said to be in."""
+    """At submit: the voice is one the engine has and speaks the language dubbed into,
+    and speech recognition knows the language the input is said to be in."""
     check_voice(params.voice)
     check_language_speakable(params.target, field="target_language")
     if params.source is not None and params.source.base not in whisper_languages():

@@ -98,7 +98,7 @@ def _side_by_side(
             yield piece
 
     results = ctx.map(transcribe_one_piece, cut())
-    return join_pieces(pieces, results, ctx.params.language)
+    return join_pieces(pieces, results, ctx.params.language, note=ctx.note)
 
 
 def transcribe_one_piece(
