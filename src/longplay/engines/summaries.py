@@ -25,12 +25,13 @@ from longplay.engines.llm import LanguageModel, TokenCount
 from longplay.framework import InvalidParams, Note, PermanentError, Progress, no_note, no_progress
 from longplay.text.chunks import chunk_text, estimate_tokens
 from longplay.text.documents import Document
-from longplay.text.languages import Language
+from longplay.text.languages import LANGUAGES, Language, other_language
 from longplay.text.sentences import count_words, split_sentences
 from longplay.text.summary import (
     BUILTIN_TEMPLATES,
     LENGTHS,
     TEMPLATE_NAME,
+    Bounds,
     Chapter,
     Length,
     SectionSpec,
@@ -44,11 +45,13 @@ from longplay.text.summary import (
     builtin_template,
     chapter_times,
     distinct_sections,
+    joined,
     names_in,
     own_template,
     parse_json_answer,
     read_answer,
     without_echoes,
+    without_ungrounded,
 )
 
 RUNNING_SUMMARY_TOKENS = 300
@@ -246,24 +249,77 @@ class _Run:
                 sections, echoes = without_echoes(
                     read, source=source, instructions=_instructions(self), example=_example(self)
                 )
+                written = self._other_language(sections)
+                if written is not None and temperature == 0.0:
+                    raise UnusableAnswer(f"it is in {written}, not {self.language}")
                 if echoes and temperature == 0.0:
                     echoing = sections
                     raise UnusableAnswer(self._repeated(read, source, echoes[0]))
+                if written is not None:
+                    return self._in_other_language(sections, echoing, source, written)
                 if echoing is not None and len(_plain(echoing)) > len(_plain(sections)):
-                    return self._filled(echoing, source)
-                return self._filled(sections, source)
+                    return self._finished(echoing, source)
+                return self._finished(sections, source)
             except UnusableAnswer as exc:
                 problem = str(exc)
                 if temperature == 0.0:
                     self.retries += 1
                     self.note(f"the model's summary was not usable ({problem}); asked again")
         if echoing is not None:
-            return self._filled(echoing, source)
+            return self._finished(echoing, source)
         raise PermanentError(
             f"the model gave no usable summary in two tries ({problem}); a stronger model "
             "does better (see the README)",
             code="summary_unusable",
         )
+
+    def _other_language(self, sections: list[SummarySection]) -> str | None:
+        """The language (or script) ``sections`` are plainly written in where that is
+        not the one asked for; None where it may be, or where none was asked for."""
+        if self.language is None:
+            return None
+        other = other_language(_written(sections), Language.find(self.language).code)
+        return _name_of(other)
+
+    def language_written(self, sections: list[SummarySection]) -> str | None:
+        """The language the finished summary is in, as its JSON says it: the one asked
+        for, unless ``sections`` are plainly in another (the text's own sentences
+        standing in, or a model that would not write the one asked for), named then
+        with a note; None where it is not one the catalogue or the check knows."""
+        written = self._other_language(sections)
+        if written is None:
+            return self.language
+        self.note(
+            f"the summary is in {written}, not {self.language} as asked",
+            code="summary_language",
+            written=written,
+            asked=self.language,
+        )
+        return written if written in LANGUAGES.values() else None
+
+    def _in_other_language(
+        self,
+        sections: list[SummarySection],
+        echoing: list[SummarySection] | None,
+        source: str,
+        written: str,
+    ) -> list[SummarySection]:
+        """What to give when the second answer, too, is in another language than the
+        one asked for: the first answer if it was in the right one (less its echoes),
+        else sentences of the text, as where the model wrote nothing of its own
+        (:meth:`_filled`); the summary's language says what they are in."""
+        if echoing is not None:
+            return self._finished(echoing, source)
+        self.note(
+            f"the model wrote its summary in {written}, not {self.language}, twice: "
+            "sentences of the text stand in (a stronger model does better, see the README)",
+            code="summary_language",
+            written=written,
+            asked=self.language,
+        )
+        emptied = [s if s.form == "chapters" else replace(s, text="", items=[]) for s in sections]
+        filled, _ = _stand_ins(emptied, source, LENGTHS[self.options.length])
+        return filled
 
     def _repeated(self, read: list[SummarySection], source: str, echo: str) -> str:
         """What the answer's first ``echo`` repeated, said as it is: the template's
@@ -279,24 +335,34 @@ class _Run:
             return f"it repeats the instructions: {echo!r}"
         return f"it copied the worked example: {echo!r}"
 
+    def _finished(self, sections: list[SummarySection], source: str) -> list[SummarySection]:
+        """A usable answer's sections as given: without what says a number or a web
+        address that ``source`` does not (:meth:`_grounded`), and filled where the
+        summary cannot go without a section (:meth:`_filled`)."""
+        return self._filled(self._grounded(sections, source), source)
+
+    def _grounded(self, sections: list[SummarySection], source: str) -> list[SummarySection]:
+        """``sections`` less the sentences and items with a number or web address the
+        text does not have, with a note that counts them and says what they were."""
+        kept, taken = without_ungrounded(sections, source)
+        if taken:
+            figures = list(dict.fromkeys(f for _, missing in taken for f in missing))
+            count = f"{len(taken)} sentence{'s' if len(taken) > 1 else ''} or point"
+            self.note(
+                f"left out {count}{'s' if len(taken) > 1 else ''} of the model's with "
+                f"numbers or web addresses the text does not have ({', '.join(figures[:8])})",
+                code="summary_ungrounded",
+                left_out=len(taken),
+                figures=figures,
+            )
+        return kept
+
     def _filled(self, sections: list[SummarySection], source: str) -> list[SummarySection]:
         """Sections the model left empty, or filled only with its prompt's words, where
-        the summary cannot go without them, taken from the text itself, with a note: a
-        prose section holds the text's opening sentences; a list that is the whole
-        summary (key points) holds the first sentence of each paragraph. A small model
-        does this with some texts, and what it wrote was not about the text at all."""
-        bounds = LENGTHS[self.options.length]
-        lists_only = all(s.form != "prose" for s in sections)
-        filled, names = [], []
-        for section in sections:
-            if section.form == "prose" and not section.text.strip():
-                section = replace(section, text=_opening(source, bounds.prose_chars))
-                names.append(section.name)
-            elif section.form == "list" and lists_only and not section.items:
-                points = _first_sentences(source)[: bounds.items]
-                section = replace(section, items=[_cut(p, bounds.item_chars) for p in points])
-                names.append(section.name)
-            filled.append(section)
+        the summary cannot go without them, taken from the text itself, with a note
+        (:func:`_stand_ins`). A small model does this with some texts, and what it
+        wrote was not about the text at all."""
+        filled, names = _stand_ins(sections, source, LENGTHS[self.options.length])
         if names:
             self.note(
                 f"the model wrote nothing of the text's own in {', '.join(names)}: sentences "
@@ -304,6 +370,38 @@ class _Run:
                 code="summary_from_text",
             )
         return filled
+
+
+def _stand_ins(
+    sections: list[SummarySection], source: str, bounds: Bounds
+) -> tuple[list[SummarySection], list[str]]:
+    """``sections`` with the empty ones the summary cannot go without filled from
+    ``source``, and their names: a prose section holds the text's opening sentences; a
+    list that is the whole summary (key points) holds the first sentence of each
+    paragraph."""
+    lists_only = all(s.form != "prose" for s in sections)
+    filled, names = [], []
+    for section in sections:
+        if section.form == "prose" and not section.text.strip():
+            section = replace(section, text=_opening(source, bounds.prose_chars))
+            names.append(section.name)
+        elif section.form == "list" and lists_only and not section.items:
+            points = _first_sentences(source)[: bounds.items]
+            section = replace(section, items=[_cut(p, bounds.item_chars) for p in points])
+            names.append(section.name)
+        filled.append(section)
+    return filled, names
+
+
+def _name_of(code: str | None) -> str | None:
+    """A language's name as prompts say it (``German``) for its code, or a script's
+    name (``Latin``) as it is."""
+    if code is None:
+        return None
+    try:
+        return Language.find(code).name
+    except ValueError:
+        return code
 
 
 def summarize_document(
@@ -360,7 +458,8 @@ def summarize_document(
         chunks=chunks,
         passes="one" if chunks == 1 else "map-reduce",
     )
-    return Summary(sections, template.name, language, coverage, run.retries)
+    written = run.language_written(sections)
+    return Summary(sections, template.name, written, coverage, run.retries)
 
 
 def _within(units: list[Unit], max_characters: int | None) -> list[Unit]:
@@ -579,15 +678,25 @@ def _example(run: _Run) -> str:
     summaries of seven short texts came back empty, all seven. With the example, six
     had points from their own text. Prose-only templates go without: there the model
     copied the example's summary instead. What it copies of the example is taken out
-    as an echo (:func:`~longplay.text.summary.without_echoes`)."""
+    as an echo (:func:`~longplay.text.summary.without_echoes`).
+
+    The example is English, so a summary asked for in another language goes without:
+    given it, the model copied the example in six of nine summaries asked for in German,
+    Spanish and other languages, and wrote English in others."""
     forms = {spec.form for spec in run.template.sections}
-    if not forms & {"list", "actions"}:
+    if not forms & {"list", "actions"} or not _english(run.language):
         return ""
     shown = [EXAMPLE_SECTIONS[form] for form in EXAMPLE_SECTIONS if form in forms]
     specs = [spec for spec, _ in shown]
     answer = json.dumps({spec.key: value for spec, value in shown})
     text = _text_block(EXAMPLE_TEXT)
     return f"{_instructions_for(specs, 'short', None)}\n\n{text}{answer}\n\n"
+
+
+def _english(language: str | None) -> bool:
+    """Whether a summary in ``language`` (a name, as prompts say it; None: the text's
+    own, not known) may be shown the English example."""
+    return language is None or Language.find(language).base == "en"
 
 
 def _asked(run: _Run) -> str:
@@ -604,7 +713,7 @@ def _opening(source: str, limit: int) -> str:
         if kept and sum(len(k) + 1 for k in kept) + len(sentence) > limit:
             break
         kept.append(sentence)
-    return _cut(" ".join(kept), limit)
+    return _cut(joined(kept), limit)
 
 
 def _first_sentences(source: str) -> list[str]:
@@ -672,6 +781,15 @@ def _combine_prompt(run: _Run, parts: Sequence[list[SummarySection]]) -> str:
         "keeps every decision, task and name they give.)\n"
         f"{_text_block(_plain_parts(parts))}"
     )
+
+
+def _written(sections: Sequence[SummarySection]) -> str:
+    """What the model wrote in ``sections``, without their names (a built-in
+    template's are English): the text whose language is checked."""
+    lines: list[str] = []
+    for section in sections:
+        lines += [section.text] if section.form == "prose" else map(_item_text, section.items)
+    return "\n".join(lines)
 
 
 def _plain(sections: Sequence[SummarySection]) -> str:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from dataclasses import dataclass
+
+from longplay.text.writing import foreign_script, script_of, scripts_of_language
 
 LANGUAGES = {
     "ar": "Arabic", "bg": "Bulgarian", "bn": "Bengali", "ca": "Catalan", "cs": "Czech",
@@ -64,3 +68,89 @@ class Language:
 def is_language_code(value: str) -> bool:
     """Whether ``value`` is a code of the catalogue or an alias of one, in any case."""
     return value.lower() in _CODES
+
+
+COMMON_WORDS: dict[str, frozenset[str]] = {
+    "en": frozenset({
+        "the", "and", "of", "it", "is", "are", "was", "were", "that", "this", "with", "for", "from",
+        "have", "has", "had", "will", "would", "which", "their", "they", "there", "about", "been",
+        "not", "but", "what", "when", "who", "its", "than", "into",
+    }),
+    "de": frozenset({
+        "der", "die", "das", "und", "ist", "sind", "war", "wurde", "werden", "wird", "nicht", "mit",
+        "von", "den", "dem", "des", "ein", "eine", "einen", "einer", "auf", "für", "sich", "auch",
+        "bei", "nach", "über", "aus", "oder", "noch", "nur", "wie", "wir", "sie", "es", "im", "zum",
+        "zur", "dass",
+    }),
+    "fr": frozenset({
+        "le", "la", "les", "et", "est", "sont", "était", "des", "une", "un", "du", "dans", "pour",
+        "pas", "que", "qui", "sur", "avec", "ce", "cette", "au", "aux", "par", "plus", "été", "ont",
+        "leur", "mais", "comme", "nous", "vous", "il", "elle",
+    }),
+    "es": frozenset({
+        "el", "la", "los", "las", "y", "es", "son", "fue", "del", "que", "en", "un", "una", "por",
+        "con", "para", "se", "su", "sus", "al", "como", "más", "está", "este", "esta", "pero",
+        "también", "ha", "han", "sobre", "entre",
+    }),
+    "it": frozenset({
+        "il", "lo", "la", "gli", "le", "e", "è", "di", "che", "un", "una", "per", "con", "del",
+        "della", "dei", "delle", "sono", "non", "si", "al", "nel", "nella", "alla", "come", "anche",
+        "più", "ha", "hanno", "questo", "questa",
+    }),
+    "pt": frozenset({
+        "o", "a", "os", "as", "e", "é", "do", "da", "dos", "das", "que", "em", "um", "uma", "para",
+        "com", "não", "se", "no", "na", "por", "mais", "foi", "são", "ao", "à", "está", "este",
+        "esta", "também", "pelo", "pela",
+    }),
+    "nl": frozenset({
+        "de", "het", "een", "en", "van", "is", "zijn", "dat", "niet", "op", "te", "met", "voor",
+        "ook", "aan", "die", "er", "maar", "bij", "wordt", "werd", "worden", "naar", "uit", "dit",
+        "deze", "heeft", "hebben",
+    }),
+}  # fmt: skip
+"""Short words that are common in one language's writing, by code: enough to tell a
+few of the languages written in Latin letters apart, not to tell every one. Words two
+of them share count for both, so it is the words of one alone that decide."""
+MIN_COMMON_WORDS = 2
+"""The fewest common words a text needs for its language to be told by them."""
+_ONE_SCRIPT = {"Kana": "ja", "Hangul": "ko", "Greek": "el", "Hebrew": "he", "Thai": "th"}
+"""Scripts that one language of the catalogue is written in (Chinese characters alone
+are Chinese; with kana, Japanese)."""
+_LATIN_WORD = re.compile(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)?")
+
+
+def language_of_text(text: str) -> str | None:
+    """The code of the language ``text`` is most likely written in: by its letters'
+    script, and for Latin letters by its common words (:data:`COMMON_WORDS`); None
+    where neither tells (a Cyrillic text, a Polish one, a few words)."""
+    letters = Counter(s for s in map(script_of, text) if s is not None)
+    if not letters:
+        return None
+    script = letters.most_common(1)[0][0]
+    if script in ("Han", "Kana"):
+        return "ja" if letters["Kana"] > 0.05 * (letters["Han"] + letters["Kana"]) else "zh"
+    if script != "Latin":
+        return _ONE_SCRIPT.get(script)
+    return _by_common_words(text)
+
+
+def _by_common_words(text: str) -> str | None:
+    words = [w.lower() for w in _LATIN_WORD.findall(text)]
+    counts = Counter({code: sum(w in said for w in words) for code, said in COMMON_WORDS.items()})
+    [(best, hits), (_, second)] = counts.most_common(2)
+    return best if hits >= MIN_COMMON_WORDS and hits > second else None
+
+
+def other_language(text: str, code: str) -> str | None:
+    """What ``text`` is plainly written in where that is not the language ``code``: a
+    language's code, or, where only its letters tell, their script (``Latin``); None
+    where it may well be in ``code``. A Latin-script language without common words of
+    its own is told apart from English only."""
+    guess = language_of_text(text)
+    script = foreign_script(text, scripts_of_language(code))
+    if script is not None:
+        return guess or script
+    base = code.split("-")[0]
+    if guess is None or guess == base:
+        return None
+    return guess if base in COMMON_WORDS or guess == "en" else None

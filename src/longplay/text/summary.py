@@ -16,14 +16,16 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from longplay.text.sentences import split_sentences
+from longplay.text.languages import Language
+from longplay.text.sentences import DENSE_PUNCTUATION, split_sentences
+from longplay.unspaced import DENSE_SCRIPT
 
 Form = Literal["prose", "list", "actions", "chapters"]
 OwnForm = Literal["prose", "list"]
@@ -536,7 +538,7 @@ def without_echoes(
     cleaned = []
     for section in sections:
         if section.form == "prose":
-            text = " ".join(t for t in split_sentences(section.text) if keep(t))
+            text = joined(t for t in split_sentences(section.text) if keep(t))
             cleaned.append(replace(section, text=text))
         elif section.form == "list":
             cleaned.append(replace(section, items=[t for t in section.items if keep(t)]))
@@ -556,6 +558,115 @@ def without_echoes(
     return cleaned, taken
 
 
+# -- numbers and web addresses the text has -----------------------------------------------
+
+_ADDRESS = re.compile(r"(?:https?://|www\.)[^\s<>\"'()\[\]{}]+", re.I)
+_NUMBER = re.compile(r"\d+(?:[.,'\u2019]\d+)*")
+"""A number as written, with its thousands separators or decimal mark: 4,2 or 4.200."""
+_SPACED_THOUSANDS = re.compile(r"(?<!\d)\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?!\d)")
+"""A number with spaces between its thousands: 4 200 000."""
+FREE_NUMBER = 10
+"""A whole number up to this needs no figure in the text: it may spell it as a word
+("six buses", "sechs Busse")."""
+
+
+def _digits(number: str) -> str:
+    """The digits of a number as written, without separators or leading zeros: 4,2 and
+    4.2 are both ``42``, 4.200 and 4 200 both ``4200``."""
+    digits = "".join(str(unicodedata.decimal(c)) for c in number if c.isdecimal())
+    return digits.lstrip("0") or "0"
+
+
+def _address(url: str) -> str:
+    """A web address without its scheme, ``www.``, case or closing punctuation."""
+    bare = re.sub(r"^(?:https?://)?(?:www\.)?", "", url.lower())
+    return bare.rstrip("/.,;:!?")
+
+
+@dataclass(frozen=True)
+class Grounds:
+    """The numbers and web addresses of a text, as a summary of it may write them."""
+
+    numbers: frozenset[str]
+    """Each number's digits (:func:`_digits`) and each of its parts' (1.3.2026 has 1,
+    3 and 2026)."""
+    text: str
+    """The text in lower case, web addresses without scheme or ``www.``."""
+
+    @classmethod
+    def of(cls, source: str) -> Grounds:
+        flat = unicodedata.normalize("NFKC", source)
+        numbers: set[str] = set()
+        for match in [*_NUMBER.finditer(flat), *_SPACED_THOUSANDS.finditer(flat)]:
+            numbers.add(_digits(match.group()))
+            numbers.update(_digits(part) for part in re.findall(r"\d+", match.group()))
+        text = _ADDRESS.sub(lambda m: _address(m.group()), flat.lower())
+        return cls(frozenset(numbers), text)
+
+    def missing(self, text: str) -> list[str]:
+        """The numbers and web addresses of ``text`` that the source does not have, in
+        any of its spellings (4,2 or 4.2; 12 % or 12%; 4,200 or 4 200; 4,2 million as
+        4,200,000); a small whole number (:data:`FREE_NUMBER`) is never missing."""
+        flat = unicodedata.normalize("NFKC", text)
+        urls = [url.rstrip(".,;:!?") for url in _ADDRESS.findall(flat)]
+        missing = [url for url in urls if _address(url) not in self.text]
+        for match in _NUMBER.finditer(_ADDRESS.sub(" ", flat)):
+            if not self._has_number(match.group()):
+                missing.append(match.group())
+        return missing
+
+    def _has_number(self, number: str) -> bool:
+        digits = _digits(number)
+        if digits in self.numbers:
+            return True
+        separated = not number.isdecimal()
+        if not separated:
+            return int(digits) <= FREE_NUMBER
+        if digits.rstrip("0") in {n.rstrip("0") for n in self.numbers}:
+            return True  # 4,2 million written out as 4,200,000
+        parts = re.findall(r"\d+", number)
+        return len(parts) > 2 and all(_digits(p) in self.numbers for p in parts)  # a date
+
+
+def without_ungrounded(
+    sections: list[SummarySection], source: str
+) -> tuple[list[SummarySection], list[tuple[str, list[str]]]]:
+    """``sections`` without the sentences and items that say a number or a web address
+    ``source`` (the text summarized) does not (:meth:`Grounds.missing`), and each text
+    taken out with what it said that the source does not. A small model writes years,
+    percentages and addresses of its own ("a 5% increase" of a text that says a 5 %
+    drop, a library's made-up website): a sentence leaves its prose, an item its list,
+    an action item goes with its task and loses a due date, a chapter its gist. Nothing
+    else is checked: a right number in a wrong claim stays."""
+    grounds = Grounds.of(source)
+    taken: list[tuple[str, list[str]]] = []
+
+    def keep(text: str) -> bool:
+        missing = grounds.missing(text)
+        if missing:
+            taken.append((text, missing))
+        return not missing
+
+    cleaned = []
+    for section in sections:
+        if section.form == "prose":
+            text = joined(t for t in split_sentences(section.text) if keep(t))
+            cleaned.append(replace(section, text=text))
+        elif section.form == "list":
+            cleaned.append(replace(section, items=[t for t in section.items if keep(t)]))
+        elif section.form == "actions":
+            items = [
+                replace(item, due=item.due if item.due and keep(item.due) else None)
+                for item in section.items
+                if keep(item.task)
+            ]
+            cleaned.append(replace(section, items=items))
+        else:
+            items = [(at, title, gist if keep(gist) else "") for at, title, gist in section.items]
+            cleaned.append(replace(section, items=items))
+    return cleaned, taken
+
+
 def _once_each(text: str) -> str:
     """Prose with each sentence once, and without a last sentence the length bound cut
     off: a small model loops on a sentence until the grammar stops it."""
@@ -564,7 +675,19 @@ def _once_each(text: str) -> str:
     ended = [at for at, sentence in enumerate(sentences) if sentence.rstrip()[-1:] in _ENDS]
     if ended:
         sentences = sentences[: ended[-1] + 1]
-    return " ".join(_distinct(sentences))
+    return joined(_distinct(sentences))
+
+
+def joined(sentences: Iterable[str]) -> str:
+    """Sentences as one text: a space between two, unless the first ends with a Chinese
+    or Japanese character or full stop ("…休館します。工事は…"): those scripts are
+    written without spaces."""
+    text = ""
+    for sentence in sentences:
+        last = text[-1:]
+        dense = bool(last) and bool(DENSE_SCRIPT.match(last) or DENSE_PUNCTUATION.match(last))
+        text = f"{text}{'' if dense or not text else ' '}{sentence}"
+    return text
 
 
 _ENDS = ".!?…\"')"
@@ -676,16 +799,19 @@ def action_text(item: ActionItem) -> str:
     return f"{item.task} ({extra})" if extra else item.task
 
 
-def render_markdown(title: str, sections: Sequence[SummarySection]) -> str:
+def render_markdown(
+    title: str, sections: Sequence[SummarySection], *, none: str = "_None._"
+) -> str:
     """The summary as Markdown: a heading per section, prose as a paragraph, the rest
-    as bullets (action items with owner and due date, chapters with their times)."""
+    as bullets (action items with owner and due date, chapters with their times), and
+    ``none`` for an empty list."""
     lines = [f"# {title}", ""]
     for section in sections:
         lines += [f"## {section.name}", ""]
         if section.form == "prose":
             lines.append(section.text)
         elif not section.items:
-            lines.append("_None._")
+            lines.append(none)
         for item in section.items:
             if isinstance(item, ActionItem):
                 lines.append(f"- {action_text(item)}")
@@ -700,6 +826,59 @@ def render_markdown(title: str, sections: Sequence[SummarySection]) -> str:
                 lines.append(f"- {item}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+@dataclass(frozen=True)
+class Labels:
+    """The fixed words of a summary's Markdown in one language: its title (with
+    ``{name}``, the input's), a built-in section's heading by its key, and what an
+    empty list says."""
+
+    title: str
+    none: str
+    headings: Mapping[str, str] = field(default_factory=dict)
+
+
+def _labels(title: str, none: str, *headings: str) -> Labels:
+    """Labels with the headings of summary, key_points, decisions, action_items,
+    open_questions and chapters, in that order."""
+    keys = ("summary", "key_points", "decisions", "action_items", "open_questions", "chapters")
+    return Labels(title, none, dict(zip(keys, headings, strict=True)))
+
+
+ENGLISH_LABELS = Labels("Summary of {name}", "_None._")
+MARKDOWN_LABELS: dict[str, Labels] = {
+    "de": _labels("Zusammenfassung von {name}", "_Keine._", "Zusammenfassung", "Kernpunkte",
+                  "Beschlüsse", "Aufgaben", "Offene Fragen", "Kapitel"),
+    "fr": _labels("Résumé de {name}", "_Aucun._", "Résumé", "Points clés", "Décisions",
+                  "Actions à mener", "Questions ouvertes", "Chapitres"),
+    "es": _labels("Resumen de {name}", "_Ninguno._", "Resumen", "Puntos clave", "Decisiones",
+                  "Tareas", "Preguntas abiertas", "Capítulos"),
+    "it": _labels("Riassunto di {name}", "_Nessuno._", "Riassunto", "Punti chiave", "Decisioni",
+                  "Azioni da fare", "Domande aperte", "Capitoli"),
+    "pt": _labels("Resumo de {name}", "_Nenhum._", "Resumo", "Pontos-chave", "Decisões",
+                  "Ações", "Questões em aberto", "Capítulos"),
+    "nl": _labels("Samenvatting van {name}", "_Geen._", "Samenvatting", "Kernpunten",
+                  "Besluiten", "Actiepunten", "Open vragen", "Hoofdstukken"),
+    "ru": _labels("Краткое содержание: {name}", "_Нет._", "Краткое содержание",
+                  "Ключевые моменты", "Решения", "Задачи", "Открытые вопросы", "Главы"),
+    "ja": _labels("「{name}」の要約", "_なし_", "要約", "要点", "決定事項", "アクションアイテム",
+                  "未解決の質問", "チャプター"),
+    "zh": _labels("《{name}》摘要", "_无_", "摘要", "要点", "决定", "待办事项", "未决问题", "章节"),
+}  # fmt: skip
+"""The Markdown's fixed words by language (ISO 639-1): the languages a podcast's
+phrases are written in too. Any other language's summary has the English ones."""
+
+
+def labels_for(language: str | None) -> Labels:
+    """The labels of a summary in ``language`` (a name or code, as the summary's JSON
+    says it; None: not known)."""
+    if not language:
+        return ENGLISH_LABELS
+    try:
+        return MARKDOWN_LABELS.get(Language.find(language).base, ENGLISH_LABELS)
+    except ValueError:
+        return ENGLISH_LABELS
 
 
 def summary_as_data(sections: Sequence[SummarySection]) -> list[dict[str, Any]]:
@@ -722,13 +901,19 @@ def summary_as_data(sections: Sequence[SummarySection]) -> list[dict[str, Any]]:
 def write_summary(
     out_dir: Path, stem: str, sections: Sequence[SummarySection], meta: Mapping[str, Any]
 ) -> tuple[Path, Path]:
-    """Write ``summary.md`` (titled after ``stem``) and ``summary.json`` (``meta`` and
-    the sections). The files are not named after ``stem``, which may be longer than a
-    file name can be: the job names its outputs ``STEM.summary.md`` and
-    ``STEM.summary.json`` when it keeps them, and the store fits such a name."""
+    """Write ``summary.md`` (titled after ``stem``, its fixed words in the summary's
+    language where :data:`MARKDOWN_LABELS` has them) and ``summary.json`` (``meta``
+    and the sections, named as the template names them). The files are not named
+    after ``stem``, which may be longer than a file name can be: the job names its
+    outputs ``STEM.summary.md`` and ``STEM.summary.json`` when it keeps them, and the
+    store fits such a name."""
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown = out_dir / "summary.md"
-    markdown.write_text(render_markdown(f"Summary of {stem}", sections), encoding="utf-8")
+    labels = labels_for(meta.get("language"))
+    if meta.get("template") in BUILTIN_TEMPLATES:
+        sections = [replace(s, name=labels.headings.get(s.key, s.name)) for s in sections]
+    title = labels.title.format(name=stem)
+    markdown.write_text(render_markdown(title, sections, none=labels.none), encoding="utf-8")
     body = {**meta, "sections": summary_as_data(sections)}
     data = out_dir / "summary.json"
     data.write_text(json.dumps(body, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
