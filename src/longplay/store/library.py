@@ -23,19 +23,31 @@ from sqlalchemy import Float, Integer, Subquery, column, delete, func, select, t
 from sqlalchemy.orm import Session
 
 from longplay.store.models import Collection, Document, Passage
+from longplay.store.stopwords import COMMON_WORDS
 from longplay.unspaced import DENSE_SCRIPT
 
 _DENSE_RUNS = re.compile(f"{DENSE_SCRIPT.pattern}+|(?:(?!{DENSE_SCRIPT.pattern}).)+")
 """Runs of Chinese or Japanese, and runs of anything else."""
 
 
+TYPED_OTHERWISE = {
+    "ß": "ss",
+    "\N{LATIN CAPITAL LETTER SHARP S}": "SS",
+    "\N{CYRILLIC SMALL LETTER IO}": "\N{CYRILLIC SMALL LETTER IE}",
+    "\N{CYRILLIC CAPITAL LETTER IO}": "\N{CYRILLIC CAPITAL LETTER IE}",
+}
+"""Letters folded to the letters they are often typed as (:func:`_folding`)."""
+
+
 def _folding() -> dict[int, str | None]:
     """What :func:`searchable` changes, character by character: Hebrew points and
     Arabic harakat removed (a pointed word then matches its plain form, which is how
-    most text is written), and a Latin letter with accents made its plain letter
+    most text is written), a Latin letter with accents made its plain letter
     (PostgreSQL's ``english`` does not fold ``café`` to ``cafe``; SQLite's tokenizer
-    does, and now both do)."""
-    table: dict[int, str | None] = {}
+    does, and now both do), and the letters that are often typed as others: German
+    ``ß`` as ``ss`` (Swiss German never uses it) and Russian ``ё`` without its dots
+    (as most Russian text is written). Since migration 0019 for ``ß`` and ``ё``."""
+    table: dict[int, str | None] = {ord(old): new for old, new in TYPED_OTHERWISE.items()}
     for low, high in ((0x0591, 0x05C7), (0x0610, 0x061A), (0x064B, 0x065F), (0x0670, 0x0670)):
         for code in range(low, high + 1):
             if unicodedata.category(chr(code)) == "Mn":  # not the maqaf, a hyphen
@@ -103,15 +115,11 @@ def _pieces(word: str) -> list[str]:
 
 MAX_QUERY_WORDS = 32
 """Words of a query searched for; the rest are ignored."""
-STOPWORDS = frozenset({
-    "a", "an", "and", "are", "as", "at", "be", "but", "by", "can", "could", "did", "do",
-    "does", "for", "from", "had", "has", "have", "how", "i", "if", "in", "into", "is",
-    "it", "its", "me", "my", "no", "not", "of", "on", "or", "our", "so", "than", "that",
-    "the", "their", "them", "then", "there", "these", "they", "this", "those", "to", "was",
-    "we", "were", "what", "when", "where", "which", "who", "whom", "why", "will", "with",
-    "would", "you", "your",
-})  # fmt: skip
-"""Words nearly every English passage has: they would match them all and rank none."""
+STOPWORDS: dict[str, frozenset[str]] = {
+    language: frozenset(_folded(word) for word in words) for language, words in COMMON_WORDS.items()
+}
+"""Each language's common words (:mod:`longplay.store.stopwords`) as a query is read:
+folded, so that ``été`` is ``ete`` and ``daß`` is ``dass``."""
 
 
 def collection_of(session: Session, owner_id: str, collection_id: str) -> Collection | None:
@@ -175,12 +183,18 @@ def query_words(query: str) -> list[str]:
     """The words of a query, lower-cased, each once, in order, without the common words
     that every passage has (unless it has no others); nothing else of the query is
     passed to the database's query language. Read as :func:`searchable` reads a
-    passage; a Chinese or Japanese word is a pair of characters (:func:`_pieces`)."""
+    passage; a Chinese or Japanese word is a pair of characters (:func:`_pieces`).
+
+    The common words left out are those of the language the query has most common
+    words of (English on a tie): one language's common word may be another's word of
+    content (German ``war``, Dutch ``door``), which a question in that other language
+    keeps."""
     seen: dict[str, None] = {}
     for token in _tokens(_folded(query).lower()):
         for word in _pieces(token):
             seen.setdefault(word, None)
-    words = [w for w in seen if w not in STOPWORDS] or list(seen)
+    common = max(STOPWORDS.values(), key=lambda words: sum(word in words for word in seen))
+    words = [w for w in seen if w not in common] or list(seen)
     return words[:MAX_QUERY_WORDS]
 
 
