@@ -296,3 +296,53 @@ def test_a_documents_file_outlives_the_jobs_that_made_it_until_the_document_goes
     for artifact_id in (source, output):
         assert client.get(f"/v1/artifacts/{artifact_id}").status_code == 404, artifact_id
         assert not file_of(deployment, artifact_id).exists(), artifact_id
+
+
+def test_passages_an_older_longplay_stored_are_made_searchable(
+    make_stack: Callable[[], Stack],
+) -> None:
+    """In a rolling upgrade, an ``index`` job of an older longplay's worker stores
+    passages without their searchable text (migration 0018 added it): search found none
+    of them, for good. The cleanup's round gives it to them."""
+    from sqlalchemy import update
+
+    from longplay.store.db import session_scope
+    from longplay.store.models import Passage
+
+    deployment = make_stack()
+    deployment.env["LONGPLAY_EMBED_ENGINE"] = "off"  # words alone: what the index holds
+    deployment.start_api()
+    deployment.start_worker(concurrency=1)
+    client = deployment.client()
+    collection = client.post("/v1/collections", json={"name": "Rolling"}).json()["id"]
+    added = client.post(
+        f"/v1/collections/{collection}/documents",
+        files=[
+            ("file", ("notes.md", b"# Shore\n\nA walrus sleeps on the ice floe.", "text/markdown"))
+        ],
+    ).json()
+    assert (
+        wait_for_status(client, added["job"]["id"], {"completed", "failed"})["status"]
+        == "completed"
+    )
+
+    def found(query: str) -> list[Any]:
+        answer = client.get(f"/v1/collections/{collection}/search", params={"q": query})
+        assert answer.status_code == 200, answer.text
+        return list(answer.json()["items"])
+
+    assert found("walrus")
+    with session_scope(deployment.database_url) as session:  # as an older worker stores them
+        session.execute(
+            update(Passage)
+            .where(Passage.collection_id == collection)
+            .values(search_text=None, search_heading=None)
+        )
+    assert found("walrus") == []
+    dry = cleanup(deployment, "--dry-run")
+    assert dry["passages_made_searchable"] >= 1 and found("walrus") == []
+    real = cleanup(deployment)
+    assert real["passages_made_searchable"] == dry["passages_made_searchable"]
+    [hit] = found("walrus")
+    assert hit["heading"] == "Shore"
+    assert cleanup(deployment)["passages_made_searchable"] == 0

@@ -57,6 +57,7 @@ from longplay.jobs.service import (
 from longplay.settings import Settings, get_settings
 from longplay.store import files
 from longplay.store.db import affected, session_scope
+from longplay.store.library import make_searchable
 from longplay.store.models import (
     FINISHED,
     Artifact,
@@ -64,6 +65,7 @@ from longplay.store.models import (
     Flow,
     Job,
     JobStatus,
+    Passage,
     ViewerToken,
     utcnow,
 )
@@ -97,6 +99,9 @@ class CleanupReport:
     """Artifact files removed with the jobs, results and uploads above."""
     viewer_tokens: int = 0
     """Viewer tokens past their expiry (they read nothing already)."""
+    passages_made_searchable: int = 0
+    """Passages an older longplay's ``index`` job stored without their searchable text
+    (a worker left running in a rolling upgrade), which search found none of: given it."""
     dry_run: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -122,6 +127,7 @@ def run_cleanup(*, dry_run: bool = False, settings: Settings | None = None) -> C
         _sweep_stray_files(kept.upload_retention, settings, report)
     _sweep_turns(settings, report)
     _sweep_viewer_tokens(now, report)
+    _make_passages_searchable(settings, report)
     log.info("cleanup%s: %s", " (dry run)" if dry_run else "", report.as_dict())
     return report
 
@@ -457,6 +463,24 @@ def _sweep_viewer_tokens(now: datetime, report: CleanupReport) -> None:
             delete(ViewerToken).where(expired).execution_options(synchronize_session=False)
         )
         report.viewer_tokens = affected(result)
+
+
+def _make_passages_searchable(settings: Settings, report: CleanupReport) -> None:
+    """Not retention, but its round: passages stored without their searchable text are
+    given it (:func:`~longplay.store.library.make_searchable`), a batch at a time."""
+    batch, most = settings.retention.cleanup_batch, settings.retention.cleanup_max_per_run
+    if report.dry_run:
+        with session_scope() as session:
+            unsearchable = select(Passage.seq).where(Passage.search_text.is_(None)).limit(most)
+            counted = session.scalar(select(func.count()).select_from(unsearchable.subquery()))
+        report.passages_made_searchable = int(counted or 0)
+        return
+    while report.passages_made_searchable < most and not STOPPING.is_set():
+        with session_scope() as session:
+            done = make_searchable(session, min(batch, most - report.passages_made_searchable))
+        report.passages_made_searchable += done
+        if done < batch:
+            return
 
 
 def _sweep_turns(settings: Settings, report: CleanupReport) -> None:

@@ -19,7 +19,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Float, Integer, Subquery, column, delete, func, select, text
+from sqlalchemy import Float, Integer, Subquery, column, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from longplay.store.models import Collection, Document, Passage
@@ -336,6 +336,29 @@ def found(session: Session, scored: Sequence[tuple[int, float]]) -> list[Found]:
     ).all()
     by_seq = {row[0].seq: (row[0], row[1]) for row in rows}
     return [Found(by_seq[seq][0], by_seq[seq][1], score) for seq, score in scored if seq in by_seq]
+
+
+def make_searchable(session: Session, most: int) -> int:
+    """Give up to ``most`` passages stored without their searchable heading and text
+    their :func:`searchable` ones; how many. An ``index`` job of a longplay from before
+    migration 0018 (a worker left running in a rolling upgrade) stores them so, and the
+    full-text index, over those columns, never found them."""
+    rows = session.execute(
+        select(Passage.seq, Passage.heading, Passage.text)
+        .where(Passage.search_text.is_(None))
+        .order_by(Passage.seq)
+        .limit(most)
+    ).all()
+    for seq, heading, body in rows:
+        session.execute(
+            update(Passage)
+            .where(Passage.seq == seq)
+            .values(
+                search_heading=None if heading is None else searchable(heading),
+                search_text=searchable(body),
+            )
+        )
+    return len(rows)
 
 
 def replace_passages(session: Session, document_id: str, passages: Sequence[Passage]) -> None:
