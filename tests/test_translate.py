@@ -148,6 +148,9 @@ def test_languages_are_normalised_and_unknown_ones_refused() -> None:
     # Withdrawn codes older systems still send (Hebrew, Indonesian), and Filipino.
     for given, code in (("iw", "he"), ("in", "id"), ("fil", "tl"), ("zh-HK", "zh-Hant")):
         assert TranslateParams(target_language=given, text="x").target.code == code
+    # Their own names, as their speakers type them, with or without accents.
+    for given, code in (("Deutsch", "de"), ("Français", "fr"), ("espanol", "es"), ("日本語", "ja")):
+        assert TranslateParams(target_language=given, text="x").target.code == code
     with pytest.raises(pydantic.ValidationError, match="unknown language 'Germna'"):
         TranslateParams(target_language="Germna", text="x")
     with pytest.raises(pydantic.ValidationError, match="text is empty"):

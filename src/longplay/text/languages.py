@@ -32,11 +32,26 @@ _ALIASES = {
     # Filipino, the standard form of Tagalog.
     "iw": "he", "in": "id", "fil": "tl",
 }  # fmt: skip
+_OWN_NAMES = {
+    "deutsch": "de", "français": "fr", "francais": "fr", "español": "es", "espanol": "es",
+    "castellano": "es", "italiano": "it", "português": "pt", "portugues": "pt",
+    "nederlands": "nl", "polski": "pl", "svenska": "sv", "dansk": "da", "norsk": "no",
+    "suomi": "fi", "türkçe": "tr", "turkce": "tr", "čeština": "cs", "cestina": "cs",
+    "magyar": "hu", "română": "ro", "romana": "ro", "ελληνικά": "el", "русский": "ru",
+    "українська": "uk", "العربية": "ar", "עברית": "he", "हिन्दी": "hi", "日本語": "ja",
+    "中文": "zh", "한국어": "ko", "tiếng việt": "vi", "bahasa indonesia": "id",
+}  # fmt: skip
+"""Languages by their own names, as their speakers type them (``Deutsch``, ``日本語``),
+with and without their accents: a German team wrote ``Deutsch`` and got a 422."""
 _CODES = {
     **{alias.lower(): code for alias, code in _ALIASES.items()},
     **{code.lower(): code for code in LANGUAGES},
 }
-_LOOKUP = {**_CODES, **{name.lower(): code for code, name in LANGUAGES.items()}}
+_LOOKUP = {
+    **_OWN_NAMES,
+    **_CODES,
+    **{name.lower(): code for code, name in LANGUAGES.items()},
+}
 
 
 @dataclass(frozen=True)
@@ -54,13 +69,14 @@ class Language:
 
     @classmethod
     def find(cls, value: str) -> Language:
-        """``de``, ``DE``, ``de_DE``'s base, ``German`` or ``german`` → German (``de``)."""
+        """``de``, ``DE``, ``de_DE``'s base, ``German``, ``german`` or ``Deutsch`` →
+        German (``de``)."""
         key = value.strip().replace("_", "-").lower()
         code = _LOOKUP.get(key) or _LOOKUP.get(key.split("-")[0])
         if code is None:
             raise ValueError(
-                f"unknown language {value!r}: give an ISO 639-1 code such as 'de' or an "
-                "English name such as 'German'"
+                f"unknown language {value!r}: give an ISO 639-1 code such as 'de' or a "
+                "name such as 'German' or 'Deutsch'"
             )
         return cls(code, LANGUAGES[code])
 
