@@ -367,6 +367,33 @@ GERMAN_EPISODE = {
 }
 
 
+def test_documents_in_another_language_than_the_episode_are_said_to_be(tmp_path: Path) -> None:
+    """French or German documents and the default ``en``: the hosts would speak English
+    around the documents' own sentences. The job says so, and what to set."""
+    load_kinds()
+    kind = get_kind("podcast")
+    assert kind is not None
+    [retrieve] = [step for step in kind.steps if step.name == "retrieving_content"]
+    for n, (passages, language, said) in enumerate(
+        [(GERMAN_PASSAGES, "en", True), (GERMAN_PASSAGES, "de", False), (PASSAGES, "en", False)]
+    ):
+        params = PodcastParams(collection="col-1", minutes=1, language=language, script_only=True)
+        ctx = RecordingContext(params, [], tmp_path / str(n))
+        ctx.shelf.collections["col-1"] = list(passages)
+        retrieve.run(ctx)
+        mixed = [w["message"] for w in ctx.warnings if w["code"] == "languages_mixed"]
+        assert bool(mixed) == said, (language, ctx.warnings)
+    assert mixed == [] and said is False
+    ctx = RecordingContext(
+        PodcastParams(collection="col-1", minutes=1, script_only=True), [], tmp_path / "again"
+    )
+    ctx.shelf.collections["col-1"] = list(GERMAN_PASSAGES)
+    retrieve.run(ctx)
+    [message] = ctx.notes
+    assert message.startswith("the documents are in German, the episode in English")
+    assert "set language=de" in message
+
+
 def test_a_language_without_written_phrases_has_the_model_translate_them(
     http_german: FastAPI, tmp_path: Path
 ) -> None:

@@ -66,7 +66,7 @@ from longplay.media.episode import (
     tag_chapters,
 )
 from longplay.settings import get_settings
-from longplay.text.languages import Language
+from longplay.text.languages import Language, other_language
 from longplay.text.script import (
     Chapter,
     Script,
@@ -84,6 +84,8 @@ MAX_FIT_ROUNDS = 4
 PASSAGE_SHARE = 0.8
 """The share of an episode's words its passages give, at the least (the host's
 questions, the intro and the outro are the rest)."""
+LANGUAGE_SAMPLE = 20
+"""How many of the episode's passages (the best ones first) its language is told from."""
 SPARE_CONTENT = 2.0
 """Retrieve this many times the words the episode needs, for the length fit to draw on."""
 SEARCH_LIMIT = 200
@@ -141,8 +143,8 @@ class PodcastParams(BaseModel):
         min_length=2,
         max_length=10,
         description=(
-            "The episode's language, a code (de) or an English name; the phrases the "
-            "script writer adds itself are translated into it."
+            "The episode's language, a code (de) or a name (German, Deutsch); the "
+            "phrases the script writer adds itself are in it."
         ),
     )
     format: OutputFormatName = "mp3"
@@ -231,7 +233,30 @@ def retrieve_content(ctx: StepContext[PodcastParams]) -> None:
             code="not_enough_content",
         )
     ctx.state["passages"] = [_passage_json(p) for p in passages]
+    _note_other_language(ctx, passages)
     ctx.advance(1.0, 1.0, passages=len(passages), words=have)
+
+
+def _note_other_language(ctx: StepContext[PodcastParams], passages: Sequence[Passage]) -> None:
+    """A note where the passages are plainly in another language than the episode's:
+    the hosts' phrases are in the episode's, what they quote in the documents', so one
+    episode would speak two (French documents and the default ``en``: English questions,
+    French answers, all read by English voices, and nothing said of it)."""
+    wanted = Language.find(ctx.params.language)
+    other = other_language(" ".join(p.text for p in passages[:LANGUAGE_SAMPLE]), wanted.code)
+    if other is None:
+        return
+    try:
+        found = Language.find(other)
+        named, advice = found.name, f"set language={found.code} (and a voice that speaks it)"
+    except ValueError:  # only its letters tell (Cyrillic, say)
+        named, advice = f"{other} letters", "set language to theirs"
+    ctx.note(
+        f"the documents are in {named}, the episode in {wanted.name}: its hosts would speak "
+        f"{wanted.name} around the documents' own sentences; {advice} for one language "
+        "throughout",
+        code="languages_mixed",
+    )
 
 
 def generate_script(ctx: StepContext[PodcastParams]) -> None:
