@@ -101,6 +101,12 @@ def test_a_running_job_whose_worker_fell_silent_says_so_until_it_is_taken_back(
     client = deployment.client()
     job = submit(client, params={"seconds": 3, "ticks": 30})
     assert wait_for_status(client, job["id"], {"running"})["stalled"] is None
+
+    def paced() -> dict[str, Any] | None:
+        shown = client.get(f"/v1/jobs/{job['id']}").json()
+        return shown if shown["eta_seconds"] is not None else None
+
+    wait_until(paced, timeout=10)
     deployment.kill_worker()
 
     def silent() -> dict[str, Any] | None:
@@ -114,6 +120,7 @@ def test_a_running_job_whose_worker_fell_silent_says_so_until_it_is_taken_back(
         shown["stalled"],
     )
     assert shown["status"] == "running" and told, shown
+    assert shown["eta_seconds"] is None, "the last pace it told is no word on a stopped run"
     since, by = (datetime.strptime(t, "%H:%M:%S") for t in told.groups())
     assert (by - since).seconds == 41  # the lease and a reaper's round
     page = signed_in_browser(deployment, "alice").get(f"/jobs/{job['id']}").text

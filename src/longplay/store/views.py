@@ -171,7 +171,11 @@ class JobPublic(BaseModel):
     progress: float = Field(description="Percent done, 0 to 100.")
     current_step: str | None
     step_details: dict[str, Any]
-    eta_seconds: float | None
+    eta_seconds: float | None = Field(
+        description="While running: seconds left at the run's recent pace; null until it "
+        "has one, and while its worker is silent (`stalled`): the last pace it told is no "
+        "word on a run that may have stopped.",
+    )
     queue_position: int | None = Field(
         None,
         description="While queued: how many jobs start before this one, counted up to "
@@ -245,7 +249,7 @@ class JobPublic(BaseModel):
             progress=job.progress,
             current_step=job.current_step,
             step_details=job.step_details,
-            eta_seconds=job.eta_seconds,
+            eta_seconds=None if stalled else job.eta_seconds,
             queue_position=queue_position,
             stalled=stalled,
             attempts=job.attempts,
