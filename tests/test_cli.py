@@ -5,10 +5,12 @@ from __future__ import annotations
 import enum
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,11 +18,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Stack, free_port, run_longplay, wait_until
+from conftest import Stack, free_port, run_longplay, submit, wait_for_status, wait_until
 from harness import stop_process
 from pydantic import BaseModel
 
-from longplay.cli.jobs import _wants_text
+from longplay.cli.jobs import QUEUE_LOOK_EVERY_S, _wants_text
 
 
 def longplay(stack: Stack, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -594,6 +596,54 @@ def test_ctrl_c_while_following_says_the_job_goes_on(stack: Stack) -> None:
             process.kill()
             process.wait()
     assert longplay(stack, "cancel", job_id).returncode == 0
+
+
+def test_watch_says_where_a_waiting_job_stands_as_it_moves(stack: Stack) -> None:
+    """A job that waits in the queue gets no events: ``watch`` asks where it stands every
+    few seconds and says so on its bar ("queued, next", then "queued, 1 ahead" once a
+    high-priority job comes in before it)."""
+    busy = stack.client("blocker")
+    blockers = [submit(busy, params={"seconds": 60}) for _ in range(2)]  # the worker's slots
+    for job in blockers:
+        wait_for_status(busy, job["id"], {"running"})
+    client = stack.client("quinn")
+    waiting = submit(client, params={"seconds": 0})
+    env = {
+        **stack.env,
+        "LONGPLAY_API_URL": stack.api_url,
+        "LONGPLAY_API_KEY": stack.key("quinn"),
+        "TTY_INTERACTIVE": "1",  # a live bar, as on a terminal
+        "TTY_COMPATIBLE": "1",
+        "COLUMNS": "120",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "longplay", "watch", waiting["id"]],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ahead = None
+    try:
+        time.sleep(3)  # its bar is up
+        ahead = submit(stack.client("rush"), params={"seconds": 0}, priority="high")
+        time.sleep(2 * QUEUE_LOOK_EVERY_S)
+        assert client.post(f"/v1/jobs/{waiting['id']}/cancel").status_code == 200
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if ahead is not None:
+            stack.client("rush").post(f"/v1/jobs/{ahead['id']}/cancel")
+        for job in blockers:
+            busy.post(f"/v1/jobs/{job['id']}/cancel")
+    seen = [
+        0 if said == "next" else int(said.split()[0])
+        for said in dict.fromkeys(re.findall(r"queued, (next|\d+ ahead)", out))
+    ]
+    assert seen == [0, 1], (seen, out[-2000:], err)
+    assert process.returncode == 1 and "cancelled" in err
 
 
 def test_retry_and_delete_a_job(stack: Stack) -> None:

@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -404,9 +405,13 @@ def _followed(client: Client, job_id: str) -> JobPublic:
     """The job once it has ended, followed with a live bar (step, percent, ETA); first a
     line saying why, if it is stuck (no worker takes its kind's work, or its worker has
     fallen silent)."""
-    stalled = client.get(job_id).stalled  # an unknown id fails here, before a bar shows
-    if stalled:
-        err.print(f"waiting: {stalled}", markup=False, soft_wrap=True)
+    import httpx
+
+    from longplay.client import ApiError
+
+    first = client.get(job_id)  # an unknown id fails here, before a bar shows
+    if first.stalled:
+        err.print(f"waiting: {first.stalled}", markup=False, soft_wrap=True)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -414,9 +419,27 @@ def _followed(client: Client, job_id: str) -> JobPublic:
         TextColumn("{task.fields[eta]}"),
     )
     with Progress(*columns, console=console) as bar:
-        task = bar.add_task("queued", total=100, eta="")
+        task = bar.add_task(_in_line(first), total=100, eta="")
+        moved = threading.Event()
+        """Set once the job left the queue: the line says no more where it stands."""
+
+        def place() -> None:
+            """While it waits: where it stands, every few seconds (its events say
+            nothing of that)."""
+            while not moved.wait(QUEUE_LOOK_EVERY_S):
+                try:
+                    now = client.get(job_id)
+                except (ApiError, httpx.HTTPError):  # a look missed; the events go on
+                    continue
+                if now.status.value != "queued" or moved.is_set():
+                    return
+                bar.update(task, description=_in_line(now))
+
+        threading.Thread(target=place, daemon=True).start()
 
         def show(event: Event) -> None:
+            if event.type != "queued":
+                moved.set()
             if event.type == "progress":
                 eta = event.eta_seconds
                 bar.update(
@@ -432,7 +455,24 @@ def _followed(client: Client, job_id: str) -> JobPublic:
             elif event.type != "token":  # no time left to tell once it waits or ended
                 bar.update(task, description=event.type, eta="")
 
-        return client.wait(job_id, on_event=show)
+        try:
+            return client.wait(job_id, on_event=show)
+        finally:
+            moved.set()
+
+
+QUEUE_LOOK_EVERY_S = 5.0
+"""How often a followed job that waits in the queue is asked where it stands."""
+
+
+def _in_line(job: JobPublic) -> str:
+    """The bar's words for a job: where it stands while it waits in the queue."""
+    if job.status.value != "queued" or job.queue_position is None:
+        return job.status.value
+    if job.queue_position == 0:
+        return "queued, next"
+    more = "+" if job.queue_position >= 100 else ""
+    return f"queued, {job.queue_position}{more} ahead"
 
 
 @app.command()
