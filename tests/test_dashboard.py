@@ -906,6 +906,35 @@ def test_a_job_page_redraws_its_facts_as_an_attempt_starts_and_a_cancel_says_sto
 
 
 @DATABASE
+def test_a_job_page_says_where_its_waiting_job_stands_as_it_moves(stack: Stack, visit: Any) -> None:
+    """No event tells of a place in the queue: a job page asks again every few seconds
+    while its job waits there, so "#1 in the queue" becomes "#2" once a high-priority
+    job comes in before it, without a reload."""
+    you = visit("dash-place")
+    with you.api() as api, stack.client("dash-busy") as busy, stack.client("dash-rush") as rush:
+        blockers = [submit(busy, params={"seconds": 60})["id"] for _ in range(2)]
+        for job in blockers:
+            wait_for_status(busy, job, {"running"})
+        waiting = submit(api, params={"seconds": 0})["id"]
+        ahead = None
+        try:
+            page = you.sign_in()
+            page.goto(f"/jobs/{waiting}")
+            place = page.locator(".headline [data-position]")
+            expect(place).to_have_text("#1 in the queue")
+            page.evaluate("() => { window.__samePage = true; }")
+            ahead = submit(rush, params={"seconds": 0}, priority="high")["id"]
+            expect(place).to_have_text("#2 in the queue", timeout=15_000)
+            assert page.evaluate("window.__samePage") is True
+        finally:
+            api.post(f"/v1/jobs/{waiting}/cancel")
+            if ahead is not None:
+                rush.post(f"/v1/jobs/{ahead}/cancel")
+            for job in blockers:
+                busy.post(f"/v1/jobs/{job}/cancel")
+
+
+@DATABASE
 def test_step_details_are_rounded_and_no_eta_is_told_at_100(stack: Stack, visit: Any) -> None:
     """A fraction in a step's details is drawn rounded; the log's last progress line of
     a finished step tells no time left."""

@@ -5,6 +5,8 @@
 
 (function () {
   const ENDED = new Set(["completed", "failed", "cancelled", "stopped", "expired", "deleted"]);
+  // How often a job page asks again where its job stands while it waits in the queue.
+  const PLACE_EVERY_MS = 5000;
 
   function entryKey(id) {
     const [ms, seq] = String(id).split("-");
@@ -327,6 +329,14 @@
     }, () => {
       if (live && ended) refresh(root);
     });
+    // Where it stands in the queue: no event tells of that, so the page is asked for
+    // again every few seconds while the job waits there.
+    if (live) {
+      const placing = setInterval(() => {
+        if (root.querySelector("[data-position]")) refresh(root, false);
+        else clearInterval(placing);
+      }, PLACE_EVERY_MS);
+    }
   }
 
   // A form posts once: a second click while the answer loads would send it again (the
