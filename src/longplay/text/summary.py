@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -537,11 +537,8 @@ def without_echoes(
 
     cleaned = []
     for section in sections:
-        if section.form == "prose":
-            text = joined(t for t in split_sentences(section.text) if keep(t))
-            cleaned.append(replace(section, text=text))
-        elif section.form == "list":
-            cleaned.append(replace(section, items=[t for t in section.items if keep(t)]))
+        if (kept := _kept_texts(section, keep)) is not None:
+            cleaned.append(kept)
         elif section.form == "actions":
             items = []
             for item in section.items:
@@ -649,11 +646,8 @@ def without_ungrounded(
 
     cleaned = []
     for section in sections:
-        if section.form == "prose":
-            text = joined(t for t in split_sentences(section.text) if keep(t))
-            cleaned.append(replace(section, text=text))
-        elif section.form == "list":
-            cleaned.append(replace(section, items=[t for t in section.items if keep(t)]))
+        if (kept := _kept_texts(section, keep)) is not None:
+            cleaned.append(kept)
         elif section.form == "actions":
             items = [
                 replace(item, due=item.due if item.due and keep(item.due) else None)
@@ -665,6 +659,16 @@ def without_ungrounded(
             items = [(at, title, gist if keep(gist) else "") for at, title, gist in section.items]
             cleaned.append(replace(section, items=items))
     return cleaned, taken
+
+
+def _kept_texts(section: SummarySection, keep: Callable[[str], bool]) -> SummarySection | None:
+    """A prose section without the sentences ``keep`` refuses, a list without such
+    items; None for a section of another form, which its caller sees to."""
+    if section.form == "prose":
+        return replace(section, text=joined(t for t in split_sentences(section.text) if keep(t)))
+    if section.form == "list":
+        return replace(section, items=[t for t in section.items if keep(t)])
+    return None
 
 
 def _once_each(text: str) -> str:
