@@ -155,7 +155,9 @@ def plain_order(
 def plain_positions(jobs: list[Row], now: datetime, horizon: int) -> dict[str, int]:
     """Each queued job's position by the rules over every job: the jobs with the broker
     first, then the held ones in the order admission takes them (no caps, one resource
-    at a time), a held job not due placed where it would stand if it were."""
+    at a time), a held job not due placed where it would stand if it were; and ahead of
+    a job with the broker, the held, due ones of a better priority, which may be handed
+    over and taken before it."""
     flying = Counter(j["owner_id"] for j in jobs if in_flight(j))
     found = {}
     for resource in ("cpu", "gpu"):
@@ -177,7 +179,15 @@ def plain_positions(jobs: list[Row], now: datetime, horizon: int) -> dict[str, i
                 continue
             if job.get("dispatched_at") is not None:
                 key = (job["priority_rank"], job["dispatched_at"], job["id"])
-                found[job["id"]] = min(horizon, bisect_left(handed, key))
+                better = sum(
+                    1
+                    for j in jobs
+                    if j["resource"] == resource
+                    and not in_flight(j)
+                    and is_due(j, now)
+                    and j["priority_rank"] < job["priority_rank"]
+                )
+                found[job["id"]] = min(horizon, bisect_left(handed, key) + better)
                 continue
             own = sum(
                 1

@@ -91,9 +91,12 @@ def test_positions_follow_the_order_of_admission(db_url: str) -> None:
         assert queue_positions(session, [one])[one.id] == 3
 
 
-def test_a_better_priority_held_goes_before_a_worse_one_with_the_broker(db_url: str) -> None:
+def test_a_better_priority_held_and_a_worse_one_with_the_broker_count_each_other(
+    db_url: str,
+) -> None:
     """The broker has a queue per priority, and a worker takes from the best one: a high
-    job handed over when the next slot frees starts before a normal one already there."""
+    job handed over as the next slot frees may start before a normal one already there,
+    or after it. A position says how many may start first, so each counts the other."""
     now, later = utcnow(), utcnow() + timedelta(hours=1)
     add_jobs(
         db_url,
@@ -107,11 +110,11 @@ def test_a_better_priority_held_goes_before_a_worse_one_with_the_broker(db_url: 
     )
     found, _ = positions(db_url)
     assert found == {
-        "job_h1": 0,
-        "job_n1": 1,  # the high one is handed over and taken first
-        "job_m1": 2,  # after the normal one with the broker, before the low one there
-        "job_l1": 3,
-        "job_h2": 1,  # not due: where it would stand if it were, after bob's first
+        "job_n1": 1,  # the high one, handed over as a slot frees, may go first
+        "job_l1": 3,  # so may the high and the normal held ones; and n1
+        "job_h1": 2,  # the two with the broker may go first
+        "job_m1": 3,  # both with the broker, and h1
+        "job_h2": 3,  # not due: where it would stand if it were, after bob's first
     }
 
 

@@ -92,8 +92,9 @@ def owners_set(
         typer.Option("--admin/--no-admin", help="Whether the owner may see every owner's jobs."),
     ] = None,
 ) -> None:
-    """Set an owner's tier, its own limits (a limit it has none of is its tier's) and
-    whether it is an admin."""
+    """Set an owner's tier, limits and whether it is an admin.
+
+    A limit the owner has none of is its tier's."""
     from longplay.store.db import session_scope
     from longplay.store.owners import find_owner
 

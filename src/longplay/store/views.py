@@ -178,7 +178,7 @@ class JobPublic(BaseModel):
     )
     queue_position: int | None = Field(
         None,
-        description="While queued: how many jobs start before this one, counted up to "
+        description="While queued: how many jobs may start before this one, counted up to "
         "100 (100 means 100 or more: counting further would read the whole queue).",
     )
     stalled: str | None = Field(

@@ -1,16 +1,19 @@
-"""Where queued jobs stand: how many queued jobs will start before each, across owners,
+"""Where queued jobs stand: how many queued jobs may start before each, across owners,
 counted up to :data:`HORIZON`.
 
-Priority comes first, even over the broker: the broker has a queue per priority and a
-worker takes from the best one that holds a message, so a held job of a better priority,
-handed over when the next slot frees, starts before the jobs of a worse one already with
-the broker (a normal job that stood next for 17 s saw two high ones start before it).
-Within a priority, the jobs with the broker go first (as handed over); then the held
-ones in the order admission takes them (:class:`~longplay.jobs.admission.choice.Order`:
+The jobs already with the broker go first (by priority, then as handed over); then the
+held ones in the order admission takes them (:class:`~longplay.jobs.admission.choice.Order`:
 priority, then the owner with the fewest jobs in flight, then age), leaving out owners'
 ``max_running`` (a capped owner's jobs are placed sooner than they start) and the other
 resource. A held job that is not due yet (scheduled, or waiting for its retry) is placed
 where it would stand if it were.
+
+One order is not known: the broker has a queue per priority and a worker takes from the
+best one, so a held job of a better priority, handed over as a slot frees, starts before
+a worse one already with the broker when it is handed over before the worker looks, and
+after it otherwise (a normal job that stood next for 17 s saw two high ones start first;
+a low one with the broker went before a high one in two runs of three). Each is counted
+ahead of the other: a position says how many jobs may start first, never fewer.
 
 Counting exactly how many jobs are ahead costs a read of all of them, so the count stops
 at :data:`HORIZON`: a job further back is given ``HORIZON``, "that many or more". A page
@@ -20,7 +23,7 @@ the held ones in admission's order, and the page's owner's own line.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -87,25 +90,23 @@ def queue_positions(session: Session, jobs: Sequence[Job]) -> dict[str, int]:
                 HORIZON, bisect_left(handed[job.resource], key) + overtaking[place]
             )
     for resource, jobs_here in held.items():
-        ranks = [key[0] for key in handed[resource]]  # sorted, as the keys are
+        with_broker = len(handed[resource])
         ahead = _held_ahead(
             Waiting(session, resource, now),
             jobs_here,
             flying,
             flying_ids,
-            most=HORIZON + 1,
+            most=max(0, HORIZON - with_broker + 1),
         )
         for job in jobs_here:
-            # The jobs with the broker of its priority or a better one; not itself, if it
-            # was handed over since it was read.
-            with_broker = bisect_right(ranks, job.priority_rank) - (job.id in handed_ids)
-            positions[job.id] = min(HORIZON, with_broker + ahead[job.id])
+            # Not itself, if it was handed over since it was read.
+            positions[job.id] = min(HORIZON, with_broker - (job.id in handed_ids) + ahead[job.id])
     return positions
 
 
 def _held_better(session: Session, resource: str, rank: int, now: datetime) -> int:
     """How many held, due jobs on ``resource`` have a better priority than ``rank``
-    (counted up to :data:`HORIZON`): each is handed over when a slot frees, and taken
+    (counted up to :data:`HORIZON`): each, handed over as a slot frees, may be taken
     before a job of ``rank`` that waits with the broker."""
     if rank == min(PRIORITY_RANK.values()):
         return 0
