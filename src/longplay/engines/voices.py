@@ -130,10 +130,18 @@ def check_language_speakable(language: Language, field: str) -> None:
             f"{_ANOTHER_VOICE}",
             field=field,
         )
-    if speaks.code != language.base:
+    check_voice_language(language, field)
+
+
+def check_voice_language(language: Language, field: str, *, besides: str = "") -> None:
+    """Refuse ``language`` where the voice speaks another (:class:`FieldError` naming
+    ``field``); ``besides`` adds a way out of the caller's own to the advice. An HTTP
+    speech engine is not checked: it says nothing of its languages."""
+    speaks = voice_speaks()
+    if speaks is not None and speaks.code != language.base:
         raise FieldError(
             f"the voice {speaks.voice} speaks {speaks.language} only, not {language.name}; "
-            f"{_ANOTHER_VOICE}",
+            f"{_ANOTHER_VOICE}{besides}",
             field=field,
         )
 

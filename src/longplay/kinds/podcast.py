@@ -44,7 +44,7 @@ from longplay.engines.scripts import (
 )
 from longplay.engines.tts import get_synthesizer
 from longplay.engines.turns import TurnVoicer, turn_cache
-from longplay.engines.voices import check_voice, known_voices, voice_speaks
+from longplay.engines.voices import check_voice, check_voice_language, known_voices
 from longplay.framework import (
     FieldError,
     InputFile,
@@ -182,14 +182,8 @@ def check(params: PodcastParams, inputs: Sequence[SubmittedInput]) -> None:
         language = Language.find(params.language)
     except ValueError as exc:
         raise FieldError(str(exc), field="language") from exc
-    speaks = voice_speaks()
-    if not params.script_only and speaks is not None and speaks.code != language.base:
-        raise FieldError(
-            f"the voice {speaks.voice} speaks {speaks.language} only, not {language.name}; "
-            "set LONGPLAY_TTS_VOICE to a Piper voice of the language, or "
-            "LONGPLAY_TTS_ENGINE=http for a server that speaks it, or ask for script_only",
-            field="language",
-        )
+    if not params.script_only:
+        check_voice_language(language, "language", besides=", or ask for script_only")
     if params.script is not None:
         _voices_of(params, params.script)
 
