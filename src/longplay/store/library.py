@@ -349,16 +349,18 @@ def make_searchable(session: Session, most: int) -> int:
         .order_by(Passage.seq)
         .limit(most)
     ).all()
+    values = []
     for seq, heading, body in rows:
-        session.execute(
-            update(Passage)
-            .where(Passage.seq == seq)
-            .values(
-                search_heading=None if heading is None else searchable(heading),
-                search_text=searchable(body),
-            )
-        )
+        search_heading, search_text = _search_columns(heading, body)
+        values.append({"seq": seq, "search_heading": search_heading, "search_text": search_text})
+    if values:  # one UPDATE by primary key, sent with every row's values
+        session.execute(update(Passage), values)
     return len(rows)
+
+
+def _search_columns(heading: str | None, body: str) -> tuple[str | None, str]:
+    """A passage's ``search_heading`` and ``search_text``, as the index reads them."""
+    return None if heading is None else searchable(heading), searchable(body)
 
 
 def replace_passages(session: Session, document_id: str, passages: Sequence[Passage]) -> None:
@@ -366,6 +368,5 @@ def replace_passages(session: Session, document_id: str, passages: Sequence[Pass
     over their :func:`searchable` heading and text, set here)."""
     session.execute(delete(Passage).where(Passage.document_id == document_id))
     for passage in passages:
-        passage.search_heading = None if passage.heading is None else searchable(passage.heading)
-        passage.search_text = searchable(passage.text)
+        passage.search_heading, passage.search_text = _search_columns(passage.heading, passage.text)
     session.add_all(passages)
