@@ -567,6 +567,39 @@ def test_a_job_cancelled_for_its_upstream_can_be_retried_from_its_page(visit: An
         expect(page.locator("button:has-text('Retry')")).to_have_count(0)
 
 
+def test_a_job_waiting_a_minute_to_retry_is_run_at_once_from_its_page(visit: Any) -> None:
+    """A job whose disk was full waits a minute, then two, for a person to free space;
+    once freed, Retry now runs it without the rest of the wait."""
+    you = visit("dash-retry-now")
+    with you.api() as api:
+        job = submit(api, params={"seconds": 0, "fail": "disk"})
+        waiting = wait_until(
+            lambda: (
+                (j := api.get(f"/v1/jobs/{job['id']}").json())["status"] == "queued"
+                and j["error"]
+                and j
+            ),
+        )
+        assert waiting["error"]["retry_in_seconds"] >= 60, waiting
+        page = you.sign_in()
+        page.goto(f"/jobs/{job['id']}")
+        expect(page.locator("[data-refresh=error] .code")).to_have_text("storage_unavailable")
+        page.click("button:has-text('Retry now')")
+        expect(page).to_have_url(re.compile(f"/jobs/{job['id']}$"))
+        # Run again at once (its disk still full here, so it fails again and waits two
+        # minutes), in the attempts it had.
+        again = wait_until(
+            lambda: (
+                (j := api.get(f"/v1/jobs/{job['id']}").json())["attempts"] == 2
+                and j["status"] == "queued"
+                and j
+            ),
+            timeout=30,
+        )
+        assert again["max_attempts"] == waiting["max_attempts"]
+        assert again["error"]["retry_in_seconds"] >= 120, again
+
+
 @DATABASE
 def test_a_failed_job_shows_the_step_it_failed_in(visit: Any) -> None:
     you = visit("dash-failed-step")

@@ -448,13 +448,21 @@ def first_run_error(client: httpx.Client, job_id: str) -> dict[str, Any]:
 def retried_to_completion(
     client: httpx.Client, job_id: str, error: dict[str, Any], data_dir: Path
 ) -> None:
-    """``error`` was a storage fault to retry, naming no server path, and the job, its
-    storage mended, completed: after a minute, time for a person to mend it."""
+    """``error`` was a storage fault to retry, naming no server path, and the job
+    waits a minute, time for a person to mend it; its storage mended, a retry by hand
+    runs it at once, and it completes in the same attempts."""
     assert error["code"] == "storage_unavailable" and error["retryable"] is True, error
     assert str(data_dir) not in error["message"]
     assert error["retry_in_seconds"] >= 60, error
-    done = wait_for_status(client, job_id, {"completed", "failed"}, timeout=150)
+    waiting = wait_for_status(client, job_id, {"queued"})
+    assert waiting["retry_at"] is not None and waiting["attempts"] == 1, waiting
+    retried = client.post(f"/v1/jobs/{job_id}/retry")
+    assert retried.status_code == 200, retried.text
+    done = wait_for_status(client, job_id, {"completed", "failed"}, timeout=30)
     assert done["status"] == "completed", done["error"]
+    assert (done["attempts"], done["max_attempts"]) == (2, waiting["max_attempts"])
+    again = client.post(f"/v1/jobs/{job_id}/retry")
+    assert again.status_code == 409 and "one waiting to retry" in again.text, again.text
 
 
 def test_a_data_folder_that_could_not_be_written_serves_again_once_it_can(

@@ -103,11 +103,11 @@ def nothing_listens(data_dir: Path, port: int) -> bool:
 @pytest.mark.timeout(300)
 def test_up_keeps_queued_jobs_across_restart(tmp_path: Path) -> None:
     data_dir, port = tmp_path / "data", free_port()
-    process = start_up(data_dir, port)
+    process = start_up(data_dir, port, LONGPLAY_SHUTDOWN_GRACE="2")
     try:
         client = api_client(data_dir, port)
         # Longer than the worker's shutdown grace: stopped, and run again after the restart.
-        blocker = submit(client, params={"seconds": 20, "ticks": 40})
+        blocker = submit(client, params={"seconds": 8, "ticks": 16})
         wait_for_status(client, blocker["id"], {"running"})
         queued = [submit(client, params={"seconds": 0.2})["id"] for _ in range(3)]
         process.send_signal(signal.SIGINT)  # Ctrl-C

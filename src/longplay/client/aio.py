@@ -222,7 +222,8 @@ class AsyncClient:
 
     async def retry(self, job: JobRef) -> JobPublic:
         """Run a failed job again (see :meth:`Client.retry`: a job cancelled as
-        ``upstream_failed`` waits again; any other is a ``conflict``)."""
+        ``upstream_failed`` waits again, one queued to retry runs at once; any other is a
+        ``conflict``)."""
         return await self._answer(JobPublic, "POST", core.api_path("jobs", id_of(job), "retry"))
 
     async def delete(self, job: JobRef) -> None:

@@ -219,7 +219,8 @@ class Client:
     def retry(self, job: JobRef) -> JobPublic:
         """Run a failed job again, from after the last step it finished; a job cancelled
         because a job it waited for failed (error code ``upstream_failed``) waits again,
-        once that job was retried. Any other job is a ``conflict`` (409)."""
+        once that job was retried; a job queued to retry runs at once, without waiting
+        out its backoff. Any other job is a ``conflict`` (409)."""
         path = core.api_path("jobs", id_of(job), "retry")
         return self._answer(JobPublic, "POST", path)
 

@@ -35,7 +35,7 @@ from longplay.framework.errors import MENDED_BY_SETTINGS, same_result_again
 from longplay.jobs import refusals
 from longplay.jobs.outages import STORAGE_FULL, part_down, storage_full
 from longplay.store.files import UploadTooLarge
-from longplay.store.views import ErrorPublic, OutputRef
+from longplay.store.views import ErrorPublic, JobPublic, OutputRef
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -163,7 +163,18 @@ def mended_by_settings(error: ErrorPublic | None) -> bool:
     return error is not None and error.code in MENDED_BY_SETTINGS
 
 
+def waiting_to_retry(job: JobPublic) -> bool:
+    """Queued to retry after a failure, its backoff not over: Retry now runs it at once."""
+    return (
+        job.status.value == "queued"
+        and job.error is not None
+        and job.retry_at is not None
+        and _as_utc(job.retry_at) > datetime.now(UTC)
+    )
+
+
 templates.tests["failed_for_good"] = failed_for_good
+templates.tests["waiting_to_retry"] = waiting_to_retry
 templates.tests["mended_by_settings"] = mended_by_settings
 templates.filters["utc_text"] = _utc_text
 templates.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)

@@ -167,6 +167,8 @@ def _requeue(unit: UnitOfWork, *, owner: Owner, job_id: str) -> Job:
     job = get_job(session, owner=owner, job_id=job_id)
     if (job.error or {}).get("code") == dependencies.UPSTREAM_FAILED:
         return _wait_again(unit, job)
+    if job.status == JobStatus.QUEUED.value and job.error:
+        return _retry_now(unit, job)
     kind = get_kind(job.kind)
     if kind is None:
         raise Conflict(f"job {job.id} is of kind {job.kind!r}, which this service no longer has")
@@ -183,12 +185,37 @@ def _requeue(unit: UnitOfWork, *, owner: Owner, job_id: str) -> Job:
         dispatched_at=None,
     ):
         _reread(session, job)
-        raise Conflict(f"job {job.id} is {job.status}; only a failed job can be retried")
+        raise Conflict(
+            f"job {job.id} is {job.status}; only a failed job, or one waiting to retry, "
+            "can be retried"
+        )
     _reread(session, job)
     events.drop_ends(unit, job.id)
     if job.flow_id is not None:
         flow_events.reopen(unit, job.flow_id)
     unit.announce("queued", job.id, status="queued", kind=job.kind, priority=job.priority)
+    return job
+
+
+def _retry_now(unit: UnitOfWork, job: Job) -> Job:
+    """A job waiting out the backoff of its retry is due now: once a person has mended
+    what failed it (freed a full disk, say), the wait, a minute and doubling for a
+    storage fault, has no more to give. A job already due is left as it is."""
+    now = utcnow()
+    due = unit.session.execute(
+        update(Job)
+        .where(
+            Job.id == job.id,
+            Job.status == JobStatus.QUEUED.value,
+            Job.dispatched_at.is_(None),
+            Job.retry_at > now,
+        )
+        .values(retry_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    _reread(unit.session, job)
+    if affected(due):
+        unit.announce("queued", job.id, status="queued", kind=job.kind, priority=job.priority)
     return job
 
 

@@ -332,7 +332,8 @@ async def cancel_job(job_id: str, key: KeyDep) -> JobPublic:
     openapi_extra=json_body(RetryMany),
 )
 async def retry_jobs(request: Request, key: KeyDep) -> RetryManyResult:
-    """Retry many failed jobs at once; the others are listed with the reason."""
+    """Retry many failed jobs (or ones queued to retry) at once; the others are listed
+    with the reason."""
     _, raw = await bodies.read_json_body(request)
     body = bodies.validated(RetryMany, raw)
 
@@ -348,7 +349,8 @@ async def retry_jobs(request: Request, key: KeyDep) -> RetryManyResult:
 
 @router.post("/{job_id}/retry", response_model=JobPublic, responses=errors(401, 404, 409))
 async def retry_job(job_id: str, key: KeyDep) -> JobPublic:
-    """Run a failed job again; it resumes after the last step it finished."""
+    """Run a failed job again; it resumes after the last step it finished. A job queued
+    to retry runs at once instead of waiting out its backoff."""
     return await as_owner(
         key,
         lambda session, owner: present(
