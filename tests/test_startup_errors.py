@@ -9,6 +9,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 from conftest import PG_ADMIN, free_port, postgres_reachable, run_longplay
 from sqlalchemy.engine import make_url
@@ -153,9 +154,55 @@ def test_a_data_folder_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
 
 def test_an_empty_url_is_unset(tmp_path: Path) -> None:
     """``LONGPLAY_DATABASE_URL=${DATABASE_URL:-}`` in a Compose file: the defaults."""
-    done = longplay(tmp_path, "keys", "create", "alice", LONGPLAY_DATABASE_URL="")
+    done = longplay(tmp_path, "schema", "upgrade", LONGPLAY_DATABASE_URL="")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "data" / "longplay.db").exists()
+
+
+def test_an_admin_command_makes_no_database_of_its_own(tmp_path: Path) -> None:
+    """Run in a shell without the service's settings, ``keys create`` made a new empty
+    database and printed a key the service never knew; ``cleanup`` cleaned nothing and
+    said so as a success. Each now says whose database it looked for and how one is
+    made; ``schema upgrade`` makes it (keys before the service first starts)."""
+    database = tmp_path / "data" / "longplay.db"
+    for command in (
+        ["keys", "create", "alice"],
+        ["keys", "list", "alice"],
+        ["keys", "revoke", "alice", "lp_0123456789"],
+        ["owners", "list"],
+        ["owners", "set", "alice", "--max-running", "2"],
+        ["cleanup", "--dry-run"],
+    ):
+        done = longplay(tmp_path, *command)
+        assert done.returncode == 1, (command, done.stderr)
+        assert_short(
+            done,
+            f"no database at {database}: this command acts on the service's database",
+            "`longplay schema upgrade`",
+            "LONGPLAY_DATA_DIR or LONGPLAY_DATABASE_URL",
+        )
+        assert not database.exists(), command
+    made = longplay(tmp_path, "schema", "upgrade")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith(f"sqlite:///{database}: at "), made.stdout
+    key = longplay(tmp_path, "keys", "create", "alice")
+    assert key.returncode == 0 and key.stdout.startswith("lp_"), key.stderr
+
+    if not postgres_reachable():
+        return
+    name = f"longplay_empty_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = make_url(PG_ADMIN).set(database=name).render_as_string(False)
+        done = longplay(tmp_path, "owners", "list", LONGPLAY_DATABASE_URL=url)
+        assert_short(done, "no longplay tables in the database at postgresql://")
+        assert longplay(tmp_path, "schema", "upgrade", LONGPLAY_DATABASE_URL=url).returncode == 0
+        listed = longplay(tmp_path, "owners", "list", LONGPLAY_DATABASE_URL=url)
+        assert listed.returncode == 0, listed.stderr
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def test_a_group_variable_that_is_not_json_is_one_line(tmp_path: Path) -> None:
@@ -173,6 +220,7 @@ def test_bad_json_inside_a_setting_says_where(tmp_path: Path) -> None:
 
 
 def test_a_short_retention_without_a_unit_is_warned_about_and_kept(tmp_path: Path) -> None:
+    assert longplay(tmp_path, "schema", "upgrade").returncode == 0
     done = longplay(tmp_path, "cleanup", "--dry-run", LONGPLAY_JOB_RETENTION="30")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1])["dry_run"] is True
@@ -211,7 +259,7 @@ def test_an_unreachable_database_hides_its_password(tmp_path: Path) -> None:
 def test_a_sqlite_database_in_no_folder_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("not a folder")
     url = f"sqlite:///{tmp_path / 'a-file' / 'longplay.db'}"
-    done = longplay(tmp_path, "keys", "create", "alice", LONGPLAY_DATABASE_URL=url)
+    done = longplay(tmp_path, "schema", "upgrade", LONGPLAY_DATABASE_URL=url)
     assert done.returncode == 1, done.stderr
     assert_short(done, f"cannot open the database at {url}")
 
@@ -219,7 +267,7 @@ def test_a_sqlite_database_in_no_folder_is_one_line(tmp_path: Path) -> None:
 def test_a_data_folder_or_database_others_can_read_is_warned_about(tmp_path: Path) -> None:
     """A folder made by hand and filled from a backup keeps the copy's modes: every
     command says so, with the command that closes it; one made by longplay is quiet."""
-    made = longplay(tmp_path, "cleanup", "--dry-run")
+    made = longplay(tmp_path, "schema", "upgrade")
     assert made.returncode == 0 and "open to other users" not in made.stderr, made.stderr
     assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
 
@@ -229,7 +277,8 @@ def test_a_data_folder_or_database_others_can_read_is_warned_about(tmp_path: Pat
     outside = tmp_path / "db"
     outside.mkdir()
     database = outside / "longplay.db"
-    database.touch()
+    made = longplay(tmp_path, "schema", "upgrade", LONGPLAY_DATABASE_URL=f"sqlite:///{database}")
+    assert made.returncode == 0, made.stderr
     database.chmod(0o644)
     done = longplay(
         tmp_path,

@@ -32,7 +32,7 @@ def cleanup(
 
     settings = get_settings()
     setup_logging(settings)
-    prepare(settings)
+    prepare(settings, make=False)
     typer.echo(json.dumps(run_cleanup(dry_run=dry_run).as_dict()))
 
 
@@ -53,7 +53,7 @@ def keys_create(
 
     settings = get_settings()
     _check_tier(settings, tier)
-    prepare(settings)
+    prepare(settings, make=False)
     with session_scope() as session:
         found = get_or_create_owner(session, owner, is_admin=admin)
         made_admin = admin and not found.is_admin
@@ -100,7 +100,7 @@ def owners_set(
 
     settings = get_settings()
     _check_tier(settings, tier)
-    prepare(settings)
+    prepare(settings, make=False)
     with session_scope() as session:
         found = find_owner(session, name)
         if found is None:
@@ -123,7 +123,7 @@ def owners_set(
 @owners_app.command("list")
 def owners_list() -> None:
     """Every owner with its tier and the limits that apply to it."""
-    prepare(get_settings())
+    prepare(get_settings(), make=False)
     _print_owners(None)
 
 
@@ -163,7 +163,7 @@ def keys_list(owner: str) -> None:
     from longplay.store.db import session_scope
     from longplay.store.owners import find_owner, live_keys
 
-    prepare(get_settings())
+    prepare(get_settings(), make=False)
     table = Table("key", "label", "created")
     with session_scope() as session:
         found = find_owner(session, owner)
@@ -190,7 +190,7 @@ def keys_revoke(
     from longplay.store.db import session_scope
     from longplay.store.owners import PREFIX_LENGTH, find_owner, revoke_key
 
-    prepare(get_settings())
+    prepare(get_settings(), make=False)
     key = key.strip()
     shown = f"{key[:PREFIX_LENGTH]}…"
     with session_scope() as session:
@@ -238,7 +238,7 @@ def keys_webhook_secret(
     from longplay.store.db import session_scope
     from longplay.store.owners import find_owner
 
-    prepare(get_settings())
+    prepare(get_settings(), make=False)
     with session_scope() as session:
         found = find_owner(session, owner)
         if found is None:
@@ -267,6 +267,21 @@ def schema_show() -> None:
         f"{where}: at {current or 'no revision'}; this longplay's newest is {newest}",
         soft_wrap=True,
     )
+
+
+@schema_app.command("upgrade")
+def schema_upgrade() -> None:
+    """Make the database's schema, or bring it to this longplay's newest.
+
+    Every part does it as it starts; this is for keys and owners made before then."""
+    from longplay.store.db import schema_revisions
+
+    settings = get_settings()
+    setup_logging(settings)
+    prepare(settings)
+    url = settings.effective_database_url
+    current, _ = schema_revisions(url)
+    console.print(f"{hide_passwords(url)}: at {current}", soft_wrap=True)
 
 
 @schema_app.command("downgrade")

@@ -127,12 +127,17 @@ def keep_private() -> None:
     os.umask(PRIVATE_UMASK)
 
 
-def prepare(settings: Settings) -> None:
+def prepare(settings: Settings, *, make: bool = True) -> None:
     """Data folder and schema: every part calls this before it serves anything (and
     so before it creates a file; see :func:`keep_private`). A database that cannot be
     opened (not there, unreachable, refused, an unknown URL) or whose schema a newer
-    longplay made ends the command with one line saying why."""
-    from longplay.store.db import NewerSchema, migrate
+    longplay made ends the command with one line saying why.
+
+    ``make=False``, for the admin commands: a database longplay never made (no SQLite
+    file, or an empty database) ends the command too, rather than be made: in a shell
+    without the service's settings, such a command acted on a new empty database and
+    said nothing (keys that the service never knew, a cleanup of nothing)."""
+    from longplay.store.db import NewerSchema, NoDatabase, migrate, must_hold_schema
     from longplay.store.files import NoDataFolder, make_data_folder
 
     keep_private()
@@ -144,7 +149,20 @@ def prepare(settings: Settings) -> None:
     url = settings.effective_database_url
     try:
         with opening_database(url):
+            if not make:
+                must_hold_schema(url)
             migrate(url)
+    except NoDatabase as exc:
+        where = "" if url.startswith("sqlite") else f" at {hide_passwords(url)}"
+        err.print(
+            f"{exc}{where}: this command acts on the service's database, "
+            "which `longplay up`, `api` or `worker` makes as it starts (or `longplay schema "
+            "upgrade`); where the service runs with other settings, set the same "
+            "LONGPLAY_DATA_DIR or LONGPLAY_DATABASE_URL here",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
     except NewerSchema as exc:
         err.print(
             f"cannot use the database at {hide_passwords(url)}: {exc}", markup=False, soft_wrap=True

@@ -517,8 +517,9 @@ def cancel(job_id: Annotated[str, typer.Argument(help="A job's id, or a flow's."
 @app.command()
 @_one_line_errors
 def retry(job_id: str) -> None:
-    """Run a failed job again, or one queued to retry at once; put one cancelled by its
-    failed --after job back to wait."""
+    """Run a failed job again, or one waiting to retry at once.
+
+    A job cancelled because its --after job failed waits for that job again."""
     job = _client().retry(job_id)
     console.print(f"{job.id} {job.status.value}")
 

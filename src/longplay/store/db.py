@@ -224,6 +224,16 @@ def schema_revisions(url: str) -> tuple[str | None, str | None]:
         return MigrationContext.configure(connection).get_current_revision(), head
 
 
+def must_hold_schema(url: str) -> None:
+    """Raise :class:`NoDatabase` where ``url`` names no database longplay made: a
+    SQLite file that is not there (none is made), or a database without a schema
+    revision (an empty one)."""
+    _must_exist(url)
+    with _engine_for(url).connect() as connection:
+        if MigrationContext.configure(connection).get_current_revision() is None:
+            raise NoDatabase("no longplay tables in the database")
+
+
 def downgrade(url: str, revision: str) -> None:
     """Move the schema back to ``revision``, for an older longplay: run by this one,
     which has the migrations to undo. What the later revisions added is dropped.
