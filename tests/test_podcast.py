@@ -393,6 +393,29 @@ def test_documents_in_another_language_than_the_episode_are_said_to_be(tmp_path:
     assert message.startswith("the documents are in German, the episode in English")
     assert "set language=de" in message
 
+    # German and English documents: told passage by passage, in either episode. As one
+    # text they were "in German" for a French episode, and nothing for a German one.
+    mixed_up = passages_of([f for pair in zip(GERMAN_FACTS, FACTS, strict=False) for f in pair])
+    for language, said in [
+        (
+            "fr",
+            r"of the \d+ passages the episode draws on, \d+ in (German|English), \d+ in "
+            r"(German|English), the episode in French: ",
+        ),
+        (
+            "de",
+            r"of the \d+ passages the episode draws on, \d+ in English, the episode in "
+            r"German: ",
+        ),
+    ]:
+        params = PodcastParams(collection="col-1", minutes=1, language=language, script_only=True)
+        ctx = RecordingContext(params, [], tmp_path / f"mixed-{language}")
+        ctx.shelf.collections["col-1"] = mixed_up
+        retrieve.run(ctx)
+        [message] = ctx.notes
+        assert re.match(said, message), message
+        assert "a collection (or a topic) of one language makes an episode of one" in message
+
 
 def test_a_language_without_written_phrases_has_the_model_translate_them(
     http_german: FastAPI, tmp_path: Path

@@ -198,6 +198,22 @@ def test_a_summary_in_another_language_is_asked_again_then_the_text_stands_in() 
     ]
 
 
+def test_a_summary_without_a_language_is_in_its_texts_own() -> None:
+    """No ``language`` given: a German text got English headings, no check of the
+    answer's language, and the English example, whose words the model copied into
+    its German summary. Its language is now told from the text."""
+    model = ScriptedModel(ENGLISH_POINTS)
+    summary, notes = summarized(BIBLIOTHEK, model, template="key-points")
+    assert summary.language == "German" and summary.retries == 1
+    assert "(it is in English, not German); asked again" in notes[0][0]
+    assert EXAMPLE_TEXT not in model.prompts[0] and "summary in German" in model.prompts[0]
+    # An English text keeps the prompt it had: the example, no language named.
+    english = ScriptedModel({"key_points": ["Fish sales fell by 5 %."]})
+    summary, notes = summarized(MARKET, english, template="key-points")
+    assert summary.language is None and not coded(notes, "summary_language")
+    assert EXAMPLE_TEXT in english.prompts[0] and "summary in" not in english.prompts[0]
+
+
 def test_a_second_answer_in_the_language_asked_for_is_kept() -> None:
     model = ScriptedModel(ENGLISH_POINTS, {"key_points": ["Der Umbau kostet 4,2 Millionen Euro."]})
     summary, notes = summarized(BIBLIOTHEK, model, template="key-points", language="German")

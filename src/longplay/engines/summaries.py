@@ -25,7 +25,7 @@ from longplay.engines.llm import LanguageModel, TokenCount
 from longplay.framework import InvalidParams, Note, PermanentError, Progress, no_note, no_progress
 from longplay.text.chunks import chunk_text, estimate_tokens
 from longplay.text.documents import Document
-from longplay.text.languages import LANGUAGES, Language, other_language
+from longplay.text.languages import LANGUAGES, Language, language_of_text, other_language
 from longplay.text.sentences import count_words, split_sentences
 from longplay.text.summary import (
     BUILTIN_TEMPLATES,
@@ -432,7 +432,7 @@ def summarize_document(
             "the rest is left out of the summary",
             code="input_left_out",
         )
-    language = options.language or _language_of(document)
+    language = options.language or _language_of(document) or _language_read(units)
     run = _Run(llm, template, options, language, note)
     answer = answer_tokens(template, options.length)
     room = context_tokens - answer - PROMPT_MARGIN_TOKENS
@@ -483,6 +483,20 @@ def _language_of(document: Document) -> str | None:
         return Language.find(code).name if isinstance(code, str) and code else None
     except ValueError:
         return None
+
+
+LANGUAGE_SAMPLE_CHARS = 20_000
+"""How much of the text read tells its language (its start)."""
+
+
+def _language_read(units: Sequence[Unit]) -> str | None:
+    """The language the text read is plainly written in, as prompts name it, where it
+    is not English: a German text summarized without a ``language`` got English
+    headings, went unchecked, and was shown the English example, whose words it
+    copied. An English text (or one that cannot be told) keeps the prompts as they were."""
+    sample = "\n".join(u.text for u in units)[:LANGUAGE_SAMPLE_CHARS]
+    code = language_of_text(sample)
+    return None if code in (None, "en") else Language.find(code).name
 
 
 def _map_reduce(

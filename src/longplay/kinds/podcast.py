@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any
 
@@ -66,7 +67,7 @@ from longplay.media.episode import (
     tag_chapters,
 )
 from longplay.settings import get_settings
-from longplay.text.languages import Language, other_language
+from longplay.text.languages import LANGUAGES, Language, language_of_text, other_language
 from longplay.text.script import (
     Chapter,
     Script,
@@ -232,25 +233,43 @@ def retrieve_content(ctx: StepContext[PodcastParams]) -> None:
 
 
 def _note_other_language(ctx: StepContext[PodcastParams], passages: Sequence[Passage]) -> None:
-    """A note where the passages are plainly in another language than the episode's:
-    the hosts' phrases are in the episode's, what they quote in the documents', so one
+    """A note where passages are plainly in another language than the episode's: the
+    hosts' phrases are in the episode's, what they quote in the documents', so one
     episode would speak two (French documents and the default ``en``: English questions,
-    French answers, all read by English voices, and nothing said of it)."""
+    French answers, all read by English voices, and nothing said of it). Each passage is
+    told apart: a collection of English, German and French documents, told as one text,
+    was said to be German whatever the episode's language, or said nothing."""
     wanted = Language.find(ctx.params.language)
-    other = other_language(" ".join(p.text for p in passages[:LANGUAGE_SAMPLE]), wanted.code)
-    if other is None:
+    sample = passages[:LANGUAGE_SAMPLE]
+    others = Counter(o for p in sample if (o := other_language(p.text, wanted.code)) is not None)
+    if not others:
         return
-    try:
-        found = Language.find(other)
-        named, advice = found.name, f"set language={found.code} (and a voice that speaks it)"
-    except ValueError:  # only its letters tell (Cyrillic, say)
-        named, advice = f"{other} letters", "set language to theirs"
+    if len(others) == 1 and not any(language_of_text(p.text) == wanted.code for p in sample):
+        [only] = others
+        said = f"the documents are in {_language_named(only)}"
+        advice = (
+            f"set language={only} (and a voice that speaks it)"
+            if only in LANGUAGES
+            else "set language to theirs"  # only its letters tell (Cyrillic, say)
+        )
+    else:
+        parts = ", ".join(f"{n} in {_language_named(c)}" for c, n in others.most_common())
+        said = f"of the {len(sample)} passages the episode draws on, {parts}"
+        advice = "a collection (or a topic) of one language makes an episode of one"
     ctx.note(
-        f"the documents are in {named}, the episode in {wanted.name}: its hosts would speak "
-        f"{wanted.name} around the documents' own sentences; {advice} for one language "
-        "throughout",
+        f"{said}, the episode in {wanted.name}: its hosts would speak {wanted.name} around "
+        f"the documents' own sentences; {advice} for one language throughout",
         code="languages_mixed",
+        languages=dict(others),
     )
+
+
+def _language_named(code: str) -> str:
+    """``de`` → German; a script's name (only its letters tell) → Cyrillic letters."""
+    try:
+        return Language.find(code).name
+    except ValueError:
+        return f"{code} letters"
 
 
 def generate_script(ctx: StepContext[PodcastParams]) -> None:
