@@ -28,12 +28,51 @@ _ABBREVIATIONS = frozenset(
         "mr", "mrs", "ms", "mx", "dr", "prof", "sr", "jr", "st", "mt", "ft", "rev", "hon",
         "gen", "col", "capt", "lt", "sgt", "gov", "pres", "sen", "vs", "cf", "approx", "ca",
         "e.g", "i.e", "a.m", "p.m", "u.s", "u.k", "jan", "feb", "mar", "apr", "jun", "jul",
-        "aug", "sep", "sept", "oct", "nov", "dec",
+        "aug", "sep", "sept", "oct", "nov", "dec", "mär", "mrz", "okt", "dez", "des",
     }
 )  # fmt: skip
 # Abbreviations only before a number ("No. 5", "Fig. 3"); ordinary words before a capital
 # ("The answer is no. Then ...").
 _NUMBER_ABBREVIATIONS = frozenset({"no", "nos", "vol", "fig", "figs", "eq", "ch", "sec", "art"})
+_AFTER_ORDINAL = frozenset(
+    {
+        # German, with its abbreviations (Danish and Norwegian share most)
+        "januar", "februar", "märz", "april", "mai", "juni", "juli", "august", "september",
+        "oktober", "november", "dezember", "jan", "feb", "mär", "mrz", "apr", "jun", "jul",
+        "aug", "sep", "sept", "okt", "nov", "dez",
+        # Danish and Norwegian
+        "marts", "mars", "maj", "december", "desember", "mar", "dec", "des",
+        # Finnish
+        "tammikuuta", "helmikuuta", "maaliskuuta", "huhtikuuta", "toukokuuta", "kesäkuuta",
+        "heinäkuuta", "elokuuta", "syyskuuta", "lokakuuta", "marraskuuta", "joulukuuta",
+        # Czech
+        "ledna", "února", "března", "dubna", "května", "června", "července", "srpna",
+        "září", "října", "listopadu", "prosince",
+        # Polish
+        "stycznia", "lutego", "marca", "kwietnia", "maja", "czerwca", "lipca", "sierpnia",
+        "września", "października", "listopada", "grudnia",
+        # Slovak
+        "januára", "februára", "apríla", "mája", "júna", "júla", "augusta", "septembra",
+        "októbra", "novembra", "decembra",
+        # Croatian
+        "siječnja", "veljače", "ožujka", "travnja", "svibnja", "lipnja", "srpnja",
+        "kolovoza", "rujna", "studenoga", "studenog", "prosinca",
+        # German nouns counted with an ordinal ("im 19. Jahrhundert", "zum 2. Mal")
+        "jahrhundert", "jahrtausend", "weltkrieg", "jahrestag", "geburtstag", "mal", "tag",
+        "woche", "stock", "etage", "klasse", "auflage", "kapitel", "runde", "halbzeit",
+        "spieltag", "liga", "bundesliga",
+    }
+)  # fmt: skip
+"""Words before which a period after a number of one or two digits is an ordinal's, not
+a sentence's end: German, Danish, Norwegian, Finnish, Czech, Polish, Slovak and Croatian
+write the day of a date so ("14. Oktober 2019", "14. lokakuuta"), and German counts
+some nouns so. Only a capital after the period could end a sentence, so the months
+matter most in German (the other languages write them in lower case but for headings
+and capitals); the nouns are ones German counts with an ordinal and seldom begins a
+sentence with. "Platz" is not one: it comes before its number ("auf Platz 2."). Swedish,
+Dutch and Hungarian write no period between the day and the month. The price: an
+English sentence ending in a small number before "April", "August" or "Stock" stays
+joined to the next, a rarer thing than a German date."""
 PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 """A blank line: where one paragraph ends and the next begins."""
 _CLOSERS = "\"'\u201d\u2019)\\]\u300d\u300f\u3011\u3009\u300b\uff09"
@@ -53,6 +92,7 @@ _CANDIDATE_END = re.compile(
 )
 _NEXT_STARTS_SENTENCE = re.compile(r"\s+[\"'\u201c\u2018(\[\u300c\u300e\u00ab\u00bf\u00a1]*(\w)")
 _LAST_WORD = re.compile(r"([\w.]+)\.$")
+_WORD = re.compile(r"\w+")
 _LAST_WORD_REACH = 64
 """How far before a period :data:`_LAST_WORD` looks: searched from the paragraph's
 start, it made splitting quadratic in a paragraph's length (13 s for one paragraph of
@@ -161,7 +201,14 @@ def _is_sentence_end(paragraph: str, match: re.Match[str]) -> bool:
     token = word.group(1).lower()
     is_initial = len(token) == 1 and token.isalpha()
     before_number = token in _NUMBER_ABBREVIATIONS and following.group(1).isdigit()
-    return token not in _ABBREVIATIONS and not is_initial and not before_number
+    is_ordinal = token.isdecimal() and len(token) <= 2 and _next_word(following) in _AFTER_ORDINAL
+    return token not in _ABBREVIATIONS and not is_initial and not before_number and not is_ordinal
+
+
+def _next_word(following: re.Match[str]) -> str:
+    """The word whose first letter ``following`` found, in lower case."""
+    word = _WORD.match(following.string, following.start(1))
+    return word.group().lower() if word else ""
 
 
 def _starts_sentence(char: str) -> bool:
