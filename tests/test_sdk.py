@@ -275,6 +275,12 @@ def test_async_client_collections(stack: Stack, tmp_path: Path) -> None:
             found = await client.search(made["id"], "when does the Kestrelwind leave", limit=3)
             best = found["items"][0]
             assert best["document_name"] == "ferry.md" and fact in best["text"], found
+
+            # A file the service holds already (an upload, a job's output) by its artifact.
+            upload = await client.upload(note, name="ferry-again.md")
+            again = await client.add_artifacts(made["id"], upload)
+            assert [d["name"] for d in again["documents"]] == ["ferry-again.md"]
+            assert (await client.wait(again["job"]["id"], timeout=120)).status == "completed"
             assert (await client.search(made["id"], "Plumbagoria"))["items"] == []
 
             with pytest.raises(ApiError) as read:
@@ -287,6 +293,27 @@ def test_async_client_collections(stack: Stack, tmp_path: Path) -> None:
                 assert (caught.value.code, caught.value.status_code) == ("not_found", 404)
 
     asyncio.run(run())
+
+
+def test_a_stored_file_is_added_to_a_collection_by_its_artifact(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The API takes ``{"artifacts": [ids]}``; the SDK took only paths, and an id given
+    as one was a FileNotFoundError."""
+    note = tmp_path / "tide.txt"
+    note.write_text("Spring tides at Skerry Point rise more than five metres.\n")
+    with Client(stack.api_url, stack.key(OWNER)) as client:
+        made = client.create_collection(f"SDK artifacts {uuid.uuid4()}")
+        upload = client.upload(note)
+        added = client.add_artifacts(made["id"], [upload.id])
+        assert [d["name"] for d in added["documents"]] == ["tide.txt"]
+        assert client.wait(added["job"]["id"], timeout=120).status == JobStatus.COMPLETED
+        [found] = client.search(made["id"], "spring tides", limit=1)["items"]
+        assert found["document_name"] == "tide.txt", found
+        with pytest.raises(ApiError) as missing:
+            client.add_artifacts(made["id"], "art_nope")
+        assert missing.value.status_code == 422, missing.value
+        assert "no such artifact: art_nope" in str(missing.value)
 
 
 def test_events_resume_after_the_link_breaks(stack: Stack, proxy: Proxy) -> None:

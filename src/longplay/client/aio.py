@@ -542,6 +542,15 @@ class AsyncClient:
         path = core.api_path("collections", collection_id, "documents")
         return dict(await self._json("POST", path, files=opened))
 
+    async def add_artifacts(
+        self, collection_id: str, artifacts: str | ArtifactPublic | Iterable[str | ArtifactPublic]
+    ) -> dict[str, Any]:
+        """Add files the service holds already to a collection, by artifact (see
+        :meth:`Client.add_artifacts`)."""
+        ids = [core.id_of(a) for a in core.items(artifacts, (str, ArtifactPublic))]
+        path = core.api_path("collections", collection_id, "documents")
+        return dict(await self._json("POST", path, json={"artifacts": ids}))
+
     async def search(self, collection_id: str, query: str, limit: int = 10) -> dict[str, Any]:
         return dict(
             await self._json(

@@ -573,6 +573,15 @@ class Client:
         path = core.api_path("collections", collection_id, "documents")
         return dict(self._json("POST", path, files=files))
 
+    def add_artifacts(
+        self, collection_id: str, artifacts: str | ArtifactPublic | Iterable[str | ArtifactPublic]
+    ) -> dict[str, Any]:
+        """Add files the service holds already (uploads, a job's outputs such as a
+        transcript) to a collection, by artifact: the documents and the ``index`` job."""
+        ids = [core.id_of(a) for a in core.items(artifacts, (str, ArtifactPublic))]
+        path = core.api_path("collections", collection_id, "documents")
+        return dict(self._json("POST", path, json={"artifacts": ids}))
+
     def search(self, collection_id: str, query: str, limit: int = 10) -> dict[str, Any]:
         return dict(
             self._json(
