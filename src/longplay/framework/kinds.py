@@ -73,6 +73,9 @@ class StepContext(ABC, Generic[P]):
     attempt: int
     """Which run of the job this is: 1 at first, one more after each transient error,
     lost worker or retry (a step may then try something more careful)."""
+    partial: bool = False
+    """Whether a step of this run said it had nothing to do in it (:meth:`nothing_to_do`):
+    the run is of another shape than the kind's whole runs."""
 
     @abstractmethod
     def advance(self, done: float, total: float, **details: Any) -> None:
@@ -106,6 +109,14 @@ class StepContext(ABC, Generic[P]):
         ``token`` event, so a follower shows it as it is written. Call it at a bounded
         rate, with batches. A context nobody follows live drops it: the step's outputs
         still carry the whole text."""
+
+    def nothing_to_do(self) -> None:
+        """Say the running step has nothing to do in this run (a podcast that writes only
+        its script voices nothing), then return from it: its part of the bar is done, and
+        the run teaches the kind's ETA nothing. A whole run's steps' times are what the
+        ETA learns; one whose voicing took no time taught it that voicing takes none."""
+        self.advance(1.0, 1.0)
+        self.partial = True
 
     def records(self) -> JobRecords:
         """The job records of the owner this job acts for (its own, or the one an admin

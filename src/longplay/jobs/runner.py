@@ -203,7 +203,7 @@ def _run_steps(
     finally:
         heartbeat.stop()
     log.info("job %s completed", job.id)
-    if not reporter.tracker.skipped:
+    if not (reporter.tracker.skipped or ctx.partial):  # a whole run's times, all its own
         step_times.learn(kind.name, reporter.tracker.seconds)
 
 

@@ -62,8 +62,11 @@ def shares_of(kind: str, steps: Sequence[str]) -> dict[str, float] | None:
 
 
 def learn(kind: str, seconds: Mapping[str, float]) -> None:
-    """Blend a completed run's step times (every step of ``kind``, run, none skipped)
-    into the kind's shares, unless the run was unusually short for it."""
+    """Blend a completed run's step times into the kind's shares, unless the run was
+    unusually short for it. The run is a whole one: every step of ``kind`` run in it,
+    none skipped by a retry nor with nothing to do in it (the runner sees to it). A
+    podcast that wrote only its script voiced nothing in 0 s: learned from, its shares
+    told the next episode's ETA "0 s left" with 13 of its 18 s to go."""
     total = sum(seconds.values())
     if total < LEARN_FROM_S:
         return

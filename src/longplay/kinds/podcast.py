@@ -362,7 +362,7 @@ def generate_audio(ctx: StepContext[PodcastParams]) -> None:
     """Voice every turn (kept ones are not synthesized again); a written script is then
     fitted to ``minutes`` by the voiced lengths, voicing what that adds."""
     if ctx.params.script_only:
-        ctx.advance(1.0, 1.0)
+        ctx.nothing_to_do()
         return
     params = ctx.params
     script = Script.model_validate(ctx.state["script"])
@@ -439,7 +439,7 @@ def generate_audio(ctx: StepContext[PodcastParams]) -> None:
 def combine_audio(ctx: StepContext[PodcastParams]) -> None:
     """Join the voiced turns with pauses, master the episode, check it, tag chapters."""
     if ctx.params.script_only:
-        ctx.advance(1.0, 1.0)
+        ctx.nothing_to_do()
         return
     params = ctx.params
     script = Script.model_validate(ctx.state["script"])
@@ -480,7 +480,7 @@ def combine_audio(ctx: StepContext[PodcastParams]) -> None:
 def store_audio(ctx: StepContext[PodcastParams]) -> None:
     """Keep the script (JSON, Markdown) and the transcript (WebVTT) beside the episode."""
     if ctx.params.script_only:
-        ctx.advance(1.0, 1.0)
+        ctx.nothing_to_do()
         return
     script = Script.model_validate(ctx.state["script"])
     _write_script_files(ctx, script, episode_stem(script), vtt=True)
