@@ -833,6 +833,8 @@ def test_a_podcast_from_a_collection_is_heard_back_and_an_edit_voices_one_turn(
          "script", "speaker 'Zed' is not one of"),
         ({"language": "de"}, "language", "the voice joe speaks English only, not German"),
         ({"language": "klingon"}, "language", "unknown language"),
+        # Longer than a code: a name, told as unknown, not as "at most 10 characters".
+        ({"language": "Klingonisch"}, "language", "unknown language 'Klingonisch'"),
         ({"collection": None, "script": {"turns": [{"speaker": "Joe", "text": "Hi."}],
                                          "chapters": [{"title": "Intro", "first_turn": 0},
                                                       {"title": "Outro", "first_turn": 3}]}},

@@ -142,7 +142,7 @@ class PodcastParams(BaseModel):
     language: str = Field(
         default="en",
         min_length=2,
-        max_length=10,
+        max_length=40,
         description=(
             "The episode's language, a code (de) or a name (German, Deutsch); the "
             "phrases the script writer adds itself are in it."
