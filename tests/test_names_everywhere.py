@@ -58,6 +58,20 @@ def test_a_shortened_name_ends_on_no_dangling_joiner() -> None:
         assert cut.endswith(".ogg") and not cut.removesuffix(".ogg").endswith("\u200d"), cut
 
 
+def test_outputs_named_after_one_long_name_share_their_stem() -> None:
+    """A summary of a document with a 300-character name was ``…-Stra.summary.md`` and
+    ``…-St.summary.json``: a client pairing them by name found no pair."""
+    stem = "Die Geschichte der Straßenbrücke über den Fluss " * 7
+    cut = [shorten(stem + ext, NAME_MAX_BYTES) for ext in (".summary.md", ".summary.json", ".md")]
+    assert {name.split(".")[0] for name in cut} == {cut[0].split(".")[0]}, cut
+    assert all(len(name.encode()) <= NAME_MAX_BYTES for name in cut)
+    assert [name[len(cut[0].split(".")[0]) :] for name in cut] == [
+        ".summary.md",
+        ".summary.json",
+        ".md",
+    ]
+
+
 def test_an_upload_is_stored_by_its_composed_name(stack: Stack, tmp_path: Path) -> None:
     path = tmp_path / "upload"
     path.write_bytes(b"x")

@@ -136,14 +136,19 @@ def _cleaned(char: str) -> str:
 
 def shorten(name: str, max_bytes: int) -> str:
     """``name`` cut to ``max_bytes`` of UTF-8 before its extensions, on a character
-    boundary: ``talk.summary.md`` keeps ``.summary.md`` (:func:`_extensions`)."""
+    boundary: ``talk.summary.md`` keeps ``.summary.md`` (:func:`_extensions`). The stem
+    is cut as far whatever its extensions, room left for the longest kept, so the
+    outputs named after one long name (``….summary.md``, ``….summary.json``) still
+    share their stem."""
     if len(name.encode()) <= max_bytes:
         return name
     suffix = _extensions(name)
-    stem = name[: len(name) - len(suffix)]
-    room = max_bytes - len(suffix.encode())
-    cut = stem.encode()[:room].decode(errors="ignore").rstrip(_LOOSE_ENDS)
-    return cut + suffix if cut else name.encode()[:max_bytes].decode(errors="ignore")
+    stem = name[: len(name) - len(suffix)].encode()
+    for room in (max_bytes - _LONGEST_EXTENSION, max_bytes - len(suffix.encode())):
+        cut = stem[: max(room, 0)].decode(errors="ignore").rstrip(_LOOSE_ENDS)
+        if cut:
+            return cut + suffix
+    return name.encode()[:max_bytes].decode(errors="ignore")
 
 
 def _extensions(name: str) -> str:
