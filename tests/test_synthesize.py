@@ -103,6 +103,25 @@ def test_speak_step_voices_the_text_at_the_target_loudness(tmp_path: Path) -> No
     assert any("mastering" in d for d in ctx.details("speak"))
 
 
+def test_a_text_in_another_language_than_the_voices_is_spoken_with_a_note(
+    tmp_path: Path,
+) -> None:
+    """German given to the English voice was read with English sounds, and the job
+    said nothing; its transcript came back as "Dibruk Uber Dibruk". An English text
+    goes without a note."""
+    german = "Die Brücke über den Fluss ist wieder offen, und die Fähre fährt nicht mehr."
+    ctx = run_kind("synthesize", SynthesizeParams(text=german, format="wav"), [], tmp_path / "de")
+    assert [out.name for _, out in ctx.kept] == ["speech.wav"], "spoken all the same"
+    [note] = ctx.warnings
+    assert note["code"] == "voice_language", note
+    assert note["message"].startswith(
+        "the text is in German and the voice joe speaks English: it reads the words with "
+        "English sounds; set LONGPLAY_TTS_VOICE"
+    ), note
+    english = run_kind("synthesize", SynthesizeParams(text=TEXT, format="wav"), [], tmp_path / "en")
+    assert english.warnings == []
+
+
 @pytest.mark.parametrize("target", [-18.0, -16.0])
 def test_convert_and_synthesize_master_through_the_limiter_to_the_target(
     tmp_path: Path, target: float

@@ -19,7 +19,7 @@ from longplay.engines.models import DEFAULT_VOICE_NAME, piper_voice_file, piper_
 from longplay.engines.tts import SECOND_VOICE_NAME
 from longplay.framework import FieldError, PermanentError
 from longplay.settings import Settings, get_settings
-from longplay.text.languages import Language
+from longplay.text.languages import LANGUAGES, Language, other_language
 from longplay.text.writing import foreign_script, scripts_of_language
 
 
@@ -144,6 +144,29 @@ def check_voice_language(language: Language, field: str, *, besides: str = "") -
             f"{_ANOTHER_VOICE}{besides}",
             field=field,
         )
+
+
+LANGUAGE_SAMPLE_CHARS = 5_000
+"""How much of a text (its start) tells its language."""
+
+
+def spoken_in_another_language(text: str) -> str | None:
+    """Why ``text`` will sound wrong, where it is plainly in another language than the
+    voice's, written in a script the voice reads (German for an English voice): read
+    with the voice's own sounds, it is heard as nonsense; None where it is the voice's,
+    cannot be told, or the voice's language is not known. Not refused: a name or a
+    quotation in another language is common, and a text may be meant so."""
+    speaks = voice_speaks()
+    if speaks is None:
+        return None
+    other = other_language(text[:LANGUAGE_SAMPLE_CHARS], speaks.code)
+    if other is None or other not in LANGUAGES:  # a script alone: check_speakable's
+        return None
+    return (
+        f"the text is in {LANGUAGES[other]} and the voice {speaks.voice} speaks "
+        f"{speaks.language}: it reads the words with {speaks.language} sounds; "
+        f"{_ANOTHER_VOICE}"
+    )
 
 
 _ANOTHER_VOICE = (

@@ -12,7 +12,12 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from longplay.engines.speech import SpeechOptions, synthesize_speech
-from longplay.engines.voices import check_speakable, check_voice, unspeakable
+from longplay.engines.voices import (
+    check_speakable,
+    check_voice,
+    spoken_in_another_language,
+    unspeakable,
+)
 from longplay.framework import (
     UPLOAD_READ_BYTES,
     FieldError,
@@ -73,6 +78,8 @@ def speak(ctx: StepContext[SynthesizeParams]) -> None:
     """Voice the text of the job and keep the audio."""
     params = ctx.params
     text, stem = _text_and_stem(params, ctx.inputs)
+    if (elsewhere := spoken_in_another_language(text)) is not None:
+        ctx.note(elsewhere, code="voice_language")
     speech = synthesize_speech(
         text,
         ctx.workdir,
