@@ -84,6 +84,40 @@ def script_of(
     return draft.script({i: len(section.beats) for i, section in enumerate(draft.sections)})
 
 
+class Asking:
+    """A model that writes the same question, in English, whatever it is asked."""
+
+    model, device = "asking", "cpu"
+
+    def complete(self, prompt: str, **options: object) -> str:
+        return "Who wrote down every storm and every ship she saw"  # the writer adds "?"
+
+
+def test_a_question_in_another_language_than_the_episodes_is_not_taken() -> None:
+    """A small model told to use the passage's words wrote English questions of
+    English passages inside German and French episodes; the question made from the
+    passage, in the episode's language, stands instead. In English, it is taken."""
+    for language, taken in [("en", True), ("de", False), ("fr", False)]:
+        writer = ScriptWriter(
+            cast(LanguageModel, Asking()),
+            voices=SPEAKERS[:2],
+            style="deep-dive",
+            topic=None,
+            instructions=None,
+            language=language,
+            chat=False,
+        )
+        writer.translate(PASSAGES[:3], context_tokens=2048, progress=lambda *_, **__: None)
+        draft = writer.outline(PASSAGES[:3])
+        writer.ask(draft, range(len(draft.sections)), progress=lambda *_: None)
+        openings = [section.beats[0][0].text for section in draft.sections]
+        asked = "Who wrote down every storm and every ship she saw?"
+        assert (draft.questions_written, draft.questions_replaced) == (
+            (3, 0) if taken else (0, 3)
+        ), language
+        assert (asked in openings) == taken, (language, openings)
+
+
 def test_every_phrase_is_written_in_nine_languages_with_its_placeholders() -> None:
     for english, texts in TRANSLATIONS.items():
         assert sorted(texts) == sorted(WRITTEN), english

@@ -47,7 +47,7 @@ from longplay.framework import Progress
 from longplay.framework.library import Passage
 from longplay.text.answers import normal
 from longplay.text.host_phrases import host_phrases
-from longplay.text.languages import Language
+from longplay.text.languages import Language, other_language
 from longplay.text.script import (
     Chapter,
     CitedPassage,
@@ -430,16 +430,21 @@ class ScriptWriter:
     ) -> None:
         """Have the model write the host's opening question of each of ``sections``
         (indexes into ``draft.sections``); one that fails the check keeps the question
-        made from the passage."""
+        made from the passage. So does one plainly in another language than the
+        episode's: asked to use the passage's words, a small model wrote English
+        questions of English passages in a German episode, and in a French one too."""
         documents = [s.passage.document_name for s in draft.sections]
         allowed = self._allowed(documents)
+        spoken = Language.find(self.language).code
         for done, index in enumerate(sections, start=1):
             section = draft.sections[index]
             opening = section.beats[0][0]
             if self.others and not section.asked:
                 question = self._question(section.passage)
-                written = question is not None and not ungrounded_words(
-                    question, [section.passage.text], allowed
+                written = (
+                    question is not None
+                    and not ungrounded_words(question, [section.passage.text], allowed)
+                    and other_language(question, spoken) is None
                 )
                 if written:
                     section.beats[0][0] = opening.model_copy(update={"text": question})
