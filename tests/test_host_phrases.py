@@ -118,6 +118,17 @@ def test_a_question_in_another_language_than_the_episodes_is_not_taken() -> None
         assert (asked in openings) == taken, (language, openings)
 
 
+def test_a_question_made_from_a_heading_names_the_passages_own() -> None:
+    """A passage's heading is its path ("Harbour history > Timetable"); the question
+    made from it read the path out, its sign and all."""
+    nested = passage(0, "Harbour", "Harbour history > Timetable")
+    for language, said in [("en", "about Timetable?"), ("de", "zum Thema Timetable?")]:
+        script = script_of(language, 2, "deep-dive", None, [nested])
+        asked = [turn.text for turn in script.turns if turn.text.endswith(said)]
+        assert asked, (language, [turn.text for turn in script.turns])
+        assert not [turn.text for turn in script.turns if ">" in turn.text]
+
+
 def test_every_phrase_is_written_in_nine_languages_with_its_placeholders() -> None:
     for english, texts in TRANSLATIONS.items():
         assert sorted(texts) == sorted(WRITTEN), english

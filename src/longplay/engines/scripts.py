@@ -48,6 +48,7 @@ from longplay.framework.library import Passage
 from longplay.text.answers import normal
 from longplay.text.host_phrases import host_phrases
 from longplay.text.languages import Language, other_language
+from longplay.text.passages import HEADING_SEPARATOR
 from longplay.text.script import (
     Chapter,
     CitedPassage,
@@ -574,10 +575,13 @@ def _usable(english: str, text: str, names: Sequence[str]) -> bool:
 
 
 def _made_question(passage: Passage) -> Phrase:
-    """The host's question when the model's is not there or not good enough."""
+    """The host's question when the model's is not there or not good enough, about the
+    passage's own heading: its whole path ("about Harbour history > Timetable?") was
+    read out, the sign and all."""
     document = {"document": passage.document_name}
     if passage.heading:
-        return Phrase((ASK_HEADING,), {**document, "heading": passage.heading})
+        heading = passage.heading.rsplit(HEADING_SEPARATOR, 1)[-1]
+        return Phrase((ASK_HEADING,), {**document, "heading": heading})
     return Phrase((ASK_DOCUMENT,), document)
 
 

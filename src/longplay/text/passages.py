@@ -22,6 +22,8 @@ from longplay.text.chunks import chunk_text
 from longplay.text.reading import Block, StructuredDocument
 from longplay.text.sentences import count_words, split_sentences
 
+HEADING_SEPARATOR = " > "
+"""Between the headings of a passage's path (``Harbour history > Timetable``)."""
 MAX_WORDS = 160
 OVERLAP_WORDS = 30
 
@@ -80,7 +82,7 @@ def _sections(blocks: Sequence[Block]) -> Iterator[tuple[str | None, list[Block]
 
 
 def _path(path: Sequence[tuple[int, str]]) -> str | None:
-    return " > ".join(text for _, text in path) or None
+    return HEADING_SEPARATOR.join(text for _, text in path) or None
 
 
 def _pieces(block: Block, max_words: int) -> list[_Piece]:
