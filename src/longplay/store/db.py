@@ -192,7 +192,8 @@ class NewerSchema(Exception):
 
 
 class NoDatabase(Exception):
-    """A SQLite file that is not there, where a command must not make one."""
+    """No database longplay made, where a command must not make one: a SQLite file that
+    is not there, or an empty database."""
 
 
 def migrate(url: str) -> None:
