@@ -139,7 +139,7 @@ def test_a_part_that_finds_a_newer_schema_stops_up_instead_of_coming_back(
     line, and ``up`` stops, rather than start it every few seconds for ever."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LONGPLAY_")}
     env["LONGPLAY_DATA_DIR"] = str(tmp_path / "data")
-    made = run_longplay("cleanup", "--dry-run", env=env)
+    made = run_longplay("schema", "upgrade", env=env)
     assert made.returncode == 0, made.stderr
     with sqlite3.connect(tmp_path / "data" / "longplay.db") as db:
         db.execute("UPDATE alembic_version SET version_num = '9999_from_a_newer_longplay'")
