@@ -20,7 +20,7 @@ from test_podcast import GERMAN_PASSAGES, data_dir, local, output, run_podcast
 from longplay.engines.llm import LanguageModel
 from longplay.engines.scripts import FOLLOW_UPS, LEAD_INS, ScriptWriter, Style, Voice
 from longplay.framework.library import Passage
-from longplay.text.host_phrases import TRANSLATIONS, WRITTEN, host_phrases
+from longplay.text.host_phrases import SOURCES_HEADING, TRANSLATIONS, WRITTEN, host_phrases
 from longplay.text.languages import Language
 from longplay.text.script import Script
 
@@ -130,6 +130,7 @@ def test_a_question_made_from_a_heading_names_the_passages_own() -> None:
 
 
 def test_every_phrase_is_written_in_nine_languages_with_its_placeholders() -> None:
+    assert sorted(SOURCES_HEADING) == sorted(WRITTEN)
     for english, texts in TRANSLATIONS.items():
         assert sorted(texts) == sorted(WRITTEN), english
         for language, text in texts.items():
@@ -192,6 +193,7 @@ def test_a_german_script_by_the_real_writer_says_the_written_phrases(
     )
 
     script = Script.model_validate_json(output(ctx, ".script.json").read_text())
+    assert "\n## Quellen\n" in output(ctx, ".md").read_text()  # the page's own heading too
     german = {english: texts["de"] for english, texts in TRANSLATIONS.items()}
     first, *rest = dict.fromkeys(p.document for p in script.passages)  # in episode order
     listed = german["{first} and {last}"].format(first=first, last=rest[0]) if rest else first

@@ -67,6 +67,7 @@ from longplay.media.episode import (
     tag_chapters,
 )
 from longplay.settings import get_settings
+from longplay.text.host_phrases import sources_heading
 from longplay.text.languages import LANGUAGES, Language, language_of_text, other_language
 from longplay.text.script import (
     Chapter,
@@ -640,7 +641,11 @@ def _write_script_files(
             json.dumps(script.model_dump(mode="json"), indent=2),
             "application/json",
         ),
-        (f"{stem}.md", to_markdown(script), "text/markdown"),
+        (
+            f"{stem}.md",
+            to_markdown(script, sources=sources_heading(Language.find(ctx.params.language))),
+            "text/markdown",
+        ),
     ]
     if vtt:
         files.append((f"{stem}.vtt", to_vtt(script.turns), "text/vtt"))

@@ -339,6 +339,21 @@ OTHER_SCRIPT = frozenset({"zh-Hant"})
 not read from the Simplified phrases (the model translates those)."""
 
 
+SOURCES_HEADING = {
+    "de": "Quellen", "fr": "Sources", "es": "Fuentes", "it": "Fonti", "pt": "Fontes",
+    "nl": "Bronnen", "ru": "Источники", "ja": "出典", "zh": "来源",
+}  # fmt: skip
+"""The heading of the script page's list of sources, in the languages written here."""
+
+
+def sources_heading(language: Language) -> str:
+    """The script page's heading of its sources in ``language``; English for a language
+    not written here."""
+    if language.code in OTHER_SCRIPT:
+        return "Sources"
+    return SOURCES_HEADING.get(language.base, "Sources")
+
+
 def host_phrases(language: Language) -> dict[str, str]:
     """The writer's phrases in ``language`` by their English; empty for a language not
     written here."""

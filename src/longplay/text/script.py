@@ -219,8 +219,9 @@ def _forms(word: str) -> set[str]:
     return forms
 
 
-def to_markdown(script: Script) -> str:
-    """The script as a readable Markdown page: chapters, turns, and the sources cited."""
+def to_markdown(script: Script, *, sources: str = "Sources") -> str:
+    """The script as a readable Markdown page: chapters, turns, and the sources cited,
+    under the heading ``sources`` (in the episode's language)."""
     numbers = {p.id: n for n, p in enumerate(script.passages, start=1)}
     chapter_at = {c.first_turn: c for c in script.chapters}
     lines = [f"# {script.title}", ""]
@@ -232,7 +233,7 @@ def to_markdown(script: Script) -> str:
         cited = "".join(f"[{numbers[s]}]" for s in turn.sources if s in numbers)
         lines += [f"**{turn.speaker}:** {turn.text} {cited}".rstrip(), ""]
     if script.passages:
-        lines += ["## Sources", ""]
+        lines += [f"## {sources}", ""]
         for number, passage in enumerate(script.passages, start=1):
             where = f", {passage.heading}" if passage.heading else ""
             lines.append(f"{number}. *{passage.document}{where}* ({passage.id}): {passage.text}")
