@@ -19,11 +19,11 @@ import numpy as np
 import pydantic
 import pytest
 from conftest import Stack, short_wav, submit, wait_for_status
+from steady_speech import steady_synthesizer
 from step_context import input_file, run_kind
 from test_jobs_e2e import read_events
 
 from longplay.engines import SAMPLE_RATE, Segment, Word, get_synthesizer
-from longplay.engines.models import piper_voice_file
 from longplay.engines.transcription import (
     DOUBTFUL_LOGPROB,
     MEDIA_TYPES,
@@ -39,7 +39,6 @@ from longplay.engines.transcription import (
 from longplay.framework import InvalidParams, get_kind, no_progress
 from longplay.kinds.transcribe import TranscribeParams
 from longplay.media import AudioEncoder, UndecodableAudio, decode
-from longplay.settings import get_settings
 from longplay.text import parse_srt, parse_transcript_json, parse_vtt
 
 SENTENCES = (
@@ -115,14 +114,9 @@ def german(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """GERMAN read without Piper's noise, so the same audio every run: with it, the
     measure the warning reads varied from -0.63 to -0.88 over fresh syntheses (the one
     at -0.63 failed a CI run); without it, -0.81 every time."""
-    from piper import PiperVoice
-    from piper.config import SynthesisConfig
-
-    voice = PiperVoice.load(piper_voice_file(get_settings()))
-    steady = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
-    samples = np.concatenate([c.audio_float_array for c in voice.synthesize(GERMAN, steady)])
+    speech = steady_synthesizer().synthesize(GERMAN)
     path = tmp_path_factory.mktemp("german") / "rede.wav"
-    return write_wav(path, samples, voice.config.sample_rate)
+    return write_wav(path, speech.samples, speech.sample_rate)
 
 
 def decoded_16k(path: Path) -> np.ndarray:

@@ -114,7 +114,8 @@ class PiperSynthesizer:
     ) -> None:
         self._piper = piper
         self._session = session
-        self._styles = styles
+        self.styles = styles
+        """Each voice's name and how it is made from the model, the default first."""
         self.model = model
         self.device: str = device
         self.sample_rate: int = piper.config.sample_rate
@@ -151,7 +152,7 @@ class PiperSynthesizer:
     @property
     def voices(self) -> tuple[str, ...]:
         """See :attr:`Synthesizer.voices`."""
-        return tuple(self._styles)
+        return tuple(self.styles)
 
     def synthesize(
         self, text: str, *, voice: str | None = None, length_scale: float = 1.0
@@ -190,9 +191,9 @@ class PiperSynthesizer:
 
     def _style(self, voice: str | None) -> VoiceStyle:
         name = voice or self.voices[0]
-        if name not in self._styles:
+        if name not in self.styles:
             raise InvalidParams(f"no voice {name!r}; the voices are {', '.join(self.voices)}")
-        return self._styles[name]
+        return self.styles[name]
 
 
 class HttpSynthesizer:
