@@ -96,7 +96,15 @@ def test_beat_deletes_old_finished_jobs_only(make_stack) -> None:  # type: ignor
     wait_until(lambda: client.get(f"/v1/jobs/{old['id']}").status_code == 404, timeout=30)
     assert not file_of(deployment, old_input).exists()
     assert not file_of(deployment, old_output).exists()
-    assert client.get(f"/v1/artifacts/{old_output}").status_code == 404
+    # Asked for right after, what went with the job says so (it is remembered as long as
+    # a finished job is, 3 s here); then it is a plain 404.
+    for artifact_id in (old_output, old_input):
+        gone = client.get(f"/v1/artifacts/{artifact_id}")
+        assert gone.status_code == 410, gone.text
+        assert gone.json()["error"]["code"] == "gone"
+        said = gone.json()["error"]["message"]
+        assert f"is gone with job {old['id']}" in said and "LONGPLAY_JOB_RETENTION" in said
+    wait_until(lambda: client.get(f"/v1/artifacts/{old_output}").status_code == 404, timeout=30)
     assert not events.exists(keys.events_stream(old["id"]))
     assert client.get(f"/v1/jobs/{old['id']}/attempts").status_code == 404
 
@@ -164,11 +172,36 @@ def test_results_uploads_and_dry_run(make_stack) -> None:  # type: ignore[no-unt
         assert shown["status"] == "completed", "the job stays"
         assert shown["outputs"] == [] and shown["results_expired"] is True
         assert shown["step_details"]["results_expired"] is True
-    for artifact_id in outputs:
+    # Asked for, what retention removed is 410 Gone, saying when and by which setting.
+    for artifact_id, job in zip(outputs, done, strict=True):
         assert not file_of(deployment, artifact_id).exists()
-        assert client.get(f"/v1/artifacts/{artifact_id}").status_code == 404
-    assert client.get(f"/v1/artifacts/{orphan['id']}").status_code == 404
+        for path in (f"/v1/artifacts/{artifact_id}", f"/v1/artifacts/{artifact_id}/content"):
+            gone = client.get(path)
+            assert gone.status_code == 410, gone.text
+            said = gone.json()["error"]["message"]
+            assert f"the results of job {job['id']} were removed on 20" in said, said
+            assert "LONGPLAY_RESULT_RETENTION" in said and "submit the job again" in said
+    gone = client.get(f"/v1/artifacts/{orphan['id']}")
+    assert gone.status_code == 410 and gone.json()["error"]["code"] == "gone", gone.text
+    said = gone.json()["error"]["message"]
+    assert "orphan.txt" in said and "LONGPLAY_UPLOAD_RETENTION" in said, said
     assert not file_of(deployment, orphan["id"]).exists()
+    # A viewer token of a job hears of that job's outputs alone; another owner of none.
+    token = client.post(f"/v1/jobs/{done[0]['id']}/viewer-tokens").json()["token"]
+    reader = httpx.Client(base_url=deployment.api_url, timeout=30)
+    assert reader.get(f"/v1/artifacts/{outputs[0]}?token={token}").status_code == 410
+    assert reader.get(f"/v1/artifacts/{outputs[1]}?token={token}").status_code == 404
+    assert reader.get(f"/v1/artifacts/{orphan['id']}?token={token}").status_code == 404
+    assert deployment.client("bob").get(f"/v1/artifacts/{outputs[0]}").status_code == 404
+    # Named in a submission or a collection's documents, it is refused with the reason.
+    refused = client.post("/v1/jobs", json={"kind": "sleep", "inputs": [orphan["id"]]})
+    assert refused.status_code == 422, refused.text
+    [problem] = refused.json()["error"]["details"]
+    assert problem["type"] == "gone" and "LONGPLAY_UPLOAD_RETENTION" in problem["message"]
+    shelf = client.post("/v1/collections", json={"name": "Shelf"}).json()["id"]
+    refused = client.post(f"/v1/collections/{shelf}/documents", json={"artifacts": [outputs[1]]})
+    assert refused.status_code == 422, refused.text
+    assert "LONGPLAY_RESULT_RETENTION" in refused.json()["error"]["message"]
     # Following such a job to save its results says they went, and fails.
     out = deployment.data_dir.parent / "saved"
     watched = subprocess.run(
@@ -203,6 +236,13 @@ def test_results_uploads_and_dry_run(make_stack) -> None:  # type: ignore[no-unt
     # process takes to start on a loaded machine, which is seconds).
     young = cleanup(deployment, **{**settings, "result_retention": 600})
     assert young["results"] == 0, "it finished just now"
+
+    # What retention removed is remembered as long as finished jobs are kept.
+    time.sleep(RETENTION)
+    forgetting = cleanup(deployment, **{**settings, "job_retention": RETENTION})
+    assert forgetting["gone_artifacts"] == 3, forgetting
+    for artifact_id in [*outputs, orphan["id"]]:
+        assert client.get(f"/v1/artifacts/{artifact_id}").status_code == 404
 
 
 def test_turns_no_job_used_for_a_while_go_and_so_do_abandoned_partial_files(
@@ -294,7 +334,9 @@ def test_a_documents_file_outlives_the_jobs_that_made_it_until_the_document_goes
     swept = cleanup(deployment, **settings, upload_retention=RETENTION)
     assert swept["uploads"] == 2, swept
     for artifact_id in (source, output):
-        assert client.get(f"/v1/artifacts/{artifact_id}").status_code == 404, artifact_id
+        gone = client.get(f"/v1/artifacts/{artifact_id}")
+        assert gone.status_code == 410, artifact_id
+        assert "LONGPLAY_UPLOAD_RETENTION" in gone.json()["error"]["message"]
         assert not file_of(deployment, artifact_id).exists(), artifact_id
 
 

@@ -57,6 +57,7 @@ from longplay.store.files import UploadTooLarge
 log = logging.getLogger(__name__)
 
 ERROR_STATUS: dict[type[refusals.ServiceError], int] = {
+    refusals.Gone: status.HTTP_410_GONE,
     refusals.NotFound: status.HTTP_404_NOT_FOUND,
     refusals.Invalid: status.HTTP_422_UNPROCESSABLE_CONTENT,
     refusals.Conflict: status.HTTP_409_CONFLICT,

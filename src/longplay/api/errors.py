@@ -144,6 +144,8 @@ _DESCRIPTIONS: dict[int, str] = {
     403: "The key is valid but may not do this (`forbidden`).",
     404: "No such thing among yours (`not_found`); another owner's is a 404 too.",
     409: "Not in a state that allows this (`conflict`).",
+    410: "Removed by the service's retention settings (`gone`): the message says when "
+    "and by which.",
     413: "The body is over the limit (`too_large`); nothing was stored.",
     416: "The Range asks for bytes past the end (`range_not_satisfiable`).",
     422: "The request is well-formed but not valid (`invalid_request`, `invalid_params`, "

@@ -49,6 +49,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 _STATUS_OF: list[tuple[type[refusals.ServiceError], int]] = [
+    (refusals.Gone, status.HTTP_410_GONE),
     (refusals.NotFound, status.HTTP_404_NOT_FOUND),
     (refusals.Invalid, status.HTTP_422_UNPROCESSABLE_CONTENT),
     (refusals.Conflict, status.HTTP_409_CONFLICT),

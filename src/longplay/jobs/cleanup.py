@@ -18,7 +18,9 @@ One run, in this order:
 6. **kept turns** of podcasts (``<data dir>/cache/turns/``) no job has used for
    ``turn_cache_retention`` (using one touches its file), and the temporary files of
    turns whose job was killed mid-write, an hour after it;
-7. **viewer tokens** past their expiry.
+7. **viewer tokens** past their expiry;
+8. **records of removed artifacts** (:mod:`longplay.jobs.gone`, written by 1 to 3 so
+   that asking for one answers ``410 Gone``) older than ``job_retention``.
 
 Nothing of a queued or running job is touched: every delete re-checks the status in
 the statement that deletes. Rows go in batches of ``cleanup_batch``, one short
@@ -45,7 +47,7 @@ from sqlalchemy import delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from longplay.engines.turns import PARTIAL_SUFFIX, turn_cache
-from longplay.jobs import events
+from longplay.jobs import events, gone
 from longplay.jobs.service import (
     delete_empty_flows,
     doomed_with_job,
@@ -63,6 +65,7 @@ from longplay.store.models import (
     Artifact,
     ArtifactRole,
     Flow,
+    GoneArtifact,
     Job,
     JobStatus,
     Passage,
@@ -99,6 +102,9 @@ class CleanupReport:
     """Artifact files removed with the jobs, results and uploads above."""
     viewer_tokens: int = 0
     """Viewer tokens past their expiry (they read nothing already)."""
+    gone_artifacts: int = 0
+    """Records of artifacts removed by retention (a request for one said why), as old
+    as a finished job is kept."""
     passages_made_searchable: int = 0
     """Passages an older longplay's ``index`` job stored without their searchable text
     (a worker left running in a rolling upgrade), which search found none of: given it."""
@@ -127,6 +133,8 @@ def run_cleanup(*, dry_run: bool = False, settings: Settings | None = None) -> C
         _sweep_stray_files(kept.upload_retention, settings, report)
     _sweep_turns(settings, report)
     _sweep_viewer_tokens(now, report)
+    if job_cutoff is not None:
+        _sweep_gone(job_cutoff, report)
     _make_passages_searchable(settings, report)
     log.info("cleanup%s: %s", " (dry run)" if dry_run else "", report.as_dict())
     return report
@@ -198,9 +206,10 @@ def _sweep_jobs(cutoff: datetime, settings: Settings, report: CleanupReport) -> 
                 .where(Artifact.id.in_([a.id for a in doomed]))
                 .execution_options(synchronize_session=False)
             )
+            gone.remember(session, doomed, "job")
         # A flow whose last jobs these were goes with them; one another transaction
         # holds now is left to the flows' sweep.
-        gone = delete_empty_flows(session, [f for f in flow_of.values() if f], wait=False)
+        emptied = delete_empty_flows(session, [f for f in flow_of.values() if f], wait=False)
         session.commit()
         for job_id, flow_id in flow_of.items():
             _remove_job_files(
@@ -208,10 +217,10 @@ def _sweep_jobs(cutoff: datetime, settings: Settings, report: CleanupReport) -> 
                 [a for a in doomed if a.job_id == job_id],
                 settings,
                 flow_id=flow_id,
-                flow_deleted=flow_id in gone,
+                flow_deleted=flow_id in emptied,
             )
         report.jobs += len(deleted)
-        report.flows += len(gone)
+        report.flows += len(emptied)
         report.files += len(doomed)
 
 
@@ -264,14 +273,14 @@ def _sweep_flows(job_cutoff: datetime | None, settings: Settings, report: Cleanu
         if report.dry_run:
             report.flows += len(ids)
             continue
-        gone = delete_empty_flows(session, ids, wait=False)
+        emptied = delete_empty_flows(session, ids, wait=False)
         session.commit()
-        for flow_id in sorted(gone):
+        for flow_id in sorted(emptied):
             try:
                 events.forget_flow(flow_id)
             except redis.RedisError as exc:  # the stream expires by itself
                 log.warning("flow %s: could not delete its event stream: %s", flow_id, exc)
-        report.flows += len(gone)
+        report.flows += len(emptied)
 
 
 # -- 2. expired results ----------------------------------------------------------------
@@ -307,6 +316,7 @@ def _sweep_results(cutoff: datetime, settings: Settings, report: CleanupReport) 
             outputs = [a for a in owned if a.id not in kept]
             for artifact in outputs:
                 session.delete(artifact)
+            gone.remember(session, outputs, "results")
             removed += outputs
             report.results += 1
         session.commit()
@@ -366,11 +376,16 @@ def _sweep_uploads(cutoff: datetime, settings: Settings, report: CleanupReport) 
             continue
         if not orphans:
             continue
-        session.execute(
-            delete(Artifact)
-            .where(Artifact.id.in_([a.id for a in orphans]), unattached(""))
-            .execution_options(synchronize_session=False)
+        deleted = set(
+            session.scalars(
+                delete(Artifact)
+                .where(Artifact.id.in_([a.id for a in orphans]), unattached(""))
+                .returning(Artifact.id)
+                .execution_options(synchronize_session=False)
+            )
         )
+        orphans = [a for a in orphans if a.id in deleted]
+        gone.remember(session, orphans, "upload")
         session.commit()
         for artifact in orphans:
             files.remove(artifact)
@@ -463,6 +478,21 @@ def _sweep_viewer_tokens(now: datetime, report: CleanupReport) -> None:
             delete(ViewerToken).where(expired).execution_options(synchronize_session=False)
         )
         report.viewer_tokens = affected(result)
+
+
+def _sweep_gone(cutoff: datetime, report: CleanupReport) -> None:
+    """Forget the artifacts removed before ``cutoff``: a request for one is a plain 404
+    again, as one for a job that old is."""
+    old = GoneArtifact.removed_at < cutoff
+    with session_scope() as session:
+        if report.dry_run:
+            counted = session.scalar(select(func.count()).select_from(GoneArtifact).where(old))
+            report.gone_artifacts = int(counted or 0)
+            return
+        result = session.execute(
+            delete(GoneArtifact).where(old).execution_options(synchronize_session=False)
+        )
+        report.gone_artifacts = affected(result)
 
 
 def _make_passages_searchable(settings: Settings, report: CleanupReport) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from longplay.framework.library import Passage
-from longplay.jobs import retrieval
+from longplay.jobs import gone, retrieval
 from longplay.jobs.collection_checks import COLLECTION_FIELD, check_document
 from longplay.jobs.library import as_passage
 from longplay.jobs.refusals import Conflict, Invalid, NotFound
@@ -196,12 +196,19 @@ def _new_documents(
     }
     missing = [i for i, artifact_id in enumerate(artifact_ids) if artifact_id not in named]
     if missing:
-        message = f"no such artifact: {', '.join(artifact_ids[i] for i in missing)}"
+        why = gone.why_gone(
+            session, owner_id=owner.id, artifact_ids=[artifact_ids[i] for i in missing]
+        )
+        said = [why.get(artifact_ids[i], f"no such artifact: {artifact_ids[i]}") for i in missing]
         problems = [
-            {"loc": ["body", "artifacts", i], "msg": "no such artifact", "type": "not_found"}
+            {
+                "loc": ["body", "artifacts", i],
+                "msg": why.get(artifact_ids[i], "no such artifact"),
+                "type": "gone" if artifact_ids[i] in why else "not_found",
+            }
             for i in missing
         ]
-        raise Invalid(message, problems)
+        raise Invalid("; ".join(said), problems)
     listed = [named[i] for i in artifact_ids]
     for field, sent in (("artifacts", listed), ("file", uploaded)):
         for index, artifact in enumerate(sent):

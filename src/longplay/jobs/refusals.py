@@ -22,6 +22,13 @@ class NotFound(ServiceError):
     code = "not_found"
 
 
+class Gone(NotFound):
+    """Something that was there and that retention removed: the message says when and
+    which setting removed it (:mod:`longplay.jobs.gone`)."""
+
+    code = "gone"
+
+
 class Invalid(ServiceError):
     """A request that is well-formed but not valid; nothing was stored.
 

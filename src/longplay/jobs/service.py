@@ -17,12 +17,12 @@ from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session
 
 from longplay.framework import get_kind
-from longplay.jobs import dependencies, events, flow_events, lifecycle, paging
+from longplay.jobs import dependencies, events, flow_events, gone, lifecycle, paging
 from longplay.jobs.admission import position
 from longplay.jobs.admission.position import queue_positions as queue_positions
 from longplay.jobs.dependencies import waiting_for as waiting_for
 from longplay.jobs.reaper import silent
-from longplay.jobs.refusals import Conflict, Forbidden, Invalid, NotFound, ServiceError
+from longplay.jobs.refusals import Conflict, Forbidden, Gone, Invalid, NotFound, ServiceError
 from longplay.jobs.unit import UnitOfWork, unit_of_work
 from longplay.settings import get_settings
 from longplay.store import files, queries
@@ -409,11 +409,18 @@ def remove_job_files(
     shutil.rmtree(get_settings().work_dir / job_id, ignore_errors=True)
 
 
-def get_artifact(session: Session, *, owner: Owner, artifact_id: str) -> Artifact:
+def get_artifact(
+    session: Session, *, owner: Owner, artifact_id: str, job_id: str | None = None
+) -> Artifact:
+    """The owner's artifact; one retention removed is :class:`Gone`, saying why (with
+    ``job_id``, a viewer token's job, only one of that job is)."""
     artifact = session.scalar(
         select(Artifact).where(Artifact.id == artifact_id, Artifact.owner_id == owner.id)
     )
     if artifact is None:
+        why = gone.why_gone(session, owner_id=owner.id, artifact_ids=[artifact_id], job_id=job_id)
+        if why:
+            raise Gone(why[artifact_id])
         raise NotFound(f"no artifact {artifact_id}")
     return artifact
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from longplay.framework import JobKind, get_kind
 from longplay.framework.unknown_params import unknown_params
-from longplay.jobs import dependencies
+from longplay.jobs import dependencies, gone
 from longplay.jobs.admission import pump
 from longplay.jobs.admission.limits import limits_of, refuse_submission
 from longplay.jobs.checks import check_submission
@@ -172,10 +172,15 @@ def create_job(
     )
     missing = [i for i in artifact_ids if i not in found]
     if missing:
+        why = gone.why_gone(session, owner_id=owner.id, artifact_ids=missing)
         raise Invalid(
-            f"no such artifact: {', '.join(missing)}",
+            "; ".join(why.get(i, f"no such artifact: {i}") for i in missing),
             [
-                {"loc": ["body", "inputs"], "msg": f"no such artifact: {i}", "type": "not_found"}
+                {
+                    "loc": ["body", "inputs"],
+                    "msg": why.get(i, f"no such artifact: {i}"),
+                    "type": "gone" if i in why else "not_found",
+                }
                 for i in missing
             ],
         )

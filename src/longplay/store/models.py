@@ -288,6 +288,23 @@ class Artifact(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class GoneArtifact(Base):
+    """An artifact the retention settings removed, remembered so that asking for it
+    says why (``410 Gone``) instead of that there is no such thing; ``reason`` is
+    ``results``, ``job`` or ``upload`` (:mod:`longplay.jobs.gone`). Kept as long as
+    finished jobs are."""
+
+    __tablename__ = "gone_artifacts"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("owners.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(40))
+    """The job that made or read it; no foreign key, since the job may be gone too."""
+    name: Mapped[str] = mapped_column(String(1024))
+    reason: Mapped[str] = mapped_column(String(8))
+    removed_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
 class WebhookDelivery(Base):
     """One webhook message about a job and how sending it went; its id is the
     ``webhook-id`` header, the same on every retry, so receivers can drop repeats."""

@@ -92,7 +92,7 @@ async def upload(request: Request, key: UploaderKeyDep) -> ArtifactPublic:
         raise
 
 
-@router.get("/{artifact_id}", response_model=ArtifactPublic, responses=errors(401, 404))
+@router.get("/{artifact_id}", response_model=ArtifactPublic, responses=errors(401, 404, 410))
 async def get_artifact(artifact_id: str, credential: ReaderDep) -> ArtifactPublic:
     """An artifact's name, type, size and checksum. Takes an API key, or a viewer token
     of the job that made it."""
@@ -104,7 +104,9 @@ async def _readable(artifact_id: str, credential: str) -> tuple[Artifact, Reader
     """The artifact, if the key's owner has it or the viewer token's job made it."""
 
     def read(session: Session, reader: Reader) -> tuple[Artifact, Reader]:
-        artifact = service.get_artifact(session, owner=reader.owner, artifact_id=artifact_id)
+        artifact = service.get_artifact(
+            session, owner=reader.owner, artifact_id=artifact_id, job_id=reader.job_id
+        )
         reader.check_artifact(artifact)
         return artifact, reader
 
@@ -138,7 +140,7 @@ CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {"*/*": {}},
     },
     304: {"description": "`If-None-Match` names the file's `ETag`: the client's copy is current."},
-    **errors(401, 404, 416),
+    **errors(401, 404, 410, 416),
 }
 
 
@@ -152,7 +154,7 @@ async def download(artifact_id: str, credential: ReaderDep, request: Request) ->
 @router.head(
     "/{artifact_id}/content",
     response_class=Response,
-    responses={s: CONTENT_RESPONSES[s] for s in (200, 304, 401, 404)},
+    responses={s: CONTENT_RESPONSES[s] for s in (200, 304, 401, 404, 410)},
 )
 async def download_headers(artifact_id: str, credential: ReaderDep, request: Request) -> Response:
     """The headers a `GET` of the artifact's bytes would answer, without the bytes;
