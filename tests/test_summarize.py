@@ -867,6 +867,42 @@ def test_what_only_repeats_the_instructions_is_taken_out() -> None:
     assert prose.text == "", "all of it echoes: left for the summarizer to fill"
 
 
+def test_a_task_that_runs_on_into_the_transcript_ends_with_its_first_sentence() -> None:
+    """What the bundled model wrote for one reading of the said meeting: Bob's task ran
+    on through Carol's and the next sentence. A task's own second sentence stays."""
+    source = (
+        "Action item Bob will write the press release by Friday. Action item Carol will "
+        "test the checkout page next week. We still do not know who pays for the new "
+        "servers."
+    )
+    answer = {
+        "summary": "The team planned the launch.",
+        "decisions": [],
+        "action_items": [
+            {
+                "task": "Write the press release by Friday. Action item Carol will test the "
+                "checkout page next week. We still do not know who pays for the new server",
+                "owner": "Bob",
+                "due": "Friday",
+            },
+            {
+                "task": "Test the checkout page. Ask Bob which browsers the launch needs.",
+                "owner": "Carol",
+                "due": "",
+            },
+        ],
+        "open_questions": [],
+    }
+    read = read_answer(answer, BUILTIN_TEMPLATES["meeting-notes"])
+    cleaned, taken = without_echoes(read, source=source, instructions="")
+    tasks = [(a.task, a.owner) for a in cleaned[2].items]
+    assert tasks == [
+        ("Write the press release by Friday.", "Bob"),
+        ("Test the checkout page. Ask Bob which browsers the launch needs.", "Carol"),
+    ]
+    assert taken == [], "a cut task is no echo: the answer is not asked for again"
+
+
 def test_what_is_copied_from_the_worked_example_is_taken_out() -> None:
     """Three words in a row from the example that the text does not say: the model
     wrote about the example, not about the text."""

@@ -499,8 +499,32 @@ def _words(text: str) -> set[str]:
 
 def _runs(text: str, length: int = 3) -> set[tuple[str, ...]]:
     """Every ``length`` words in a row in ``text``, lower case."""
+    return set(_runs_in_order(text, length))
+
+
+def _runs_in_order(text: str, length: int = 3) -> list[tuple[str, ...]]:
     words = [w.lower() for w in _WORD.findall(text)]
-    return {tuple(words[i : i + length]) for i in range(len(words) - length + 1)}
+    return [tuple(words[i : i + length]) for i in range(len(words) - length + 1)]
+
+
+COPIED_SHARE = 0.8
+"""The share of three-word runs a task's sentences after its first take from the text
+for them to be the text copied on, not more of the task."""
+
+
+def _one_task(task: str, source_runs: set[tuple[str, ...]]) -> str:
+    """``task`` cut after its first sentence where the rest is the summarized text copied
+    on: a small model writes "Write the press release by Friday. Action item Carol will
+    test the checkout page next week. We still do not know who …" as Bob's task. A
+    second sentence of the task's own ("Send the draft. Ask Dana to check the figures")
+    takes few of its word runs from the text, and stays."""
+    sentences = split_sentences(task)
+    if len(sentences) < 2:
+        return task
+    runs = _runs_in_order(" ".join(sentences[1:]))
+    if len(runs) < 4 or sum(r in source_runs for r in runs) < COPIED_SHARE * len(runs):
+        return task
+    return sentences[0].strip()
 
 
 def without_echoes(
@@ -508,7 +532,8 @@ def without_echoes(
 ) -> tuple[list[SummarySection], list[str]]:
     """``sections`` without what only repeats the prompt's instructions (a small model
     given "Questions left open." as the instruction writes it back as an open
-    question), and the texts taken out.
+    question), and the texts taken out. An action item's task that runs on into the
+    text is cut where it does (:func:`_one_task`), and not counted as taken out.
 
     A text echoes when every word of it is in ``instructions`` and some are not in
     ``source`` (the text summarized): "Risk: flooding" draws on a text about floods and
@@ -521,7 +546,8 @@ def without_echoes(
     instructions' do, and a text that takes three words in a row from it which
     ``source`` does not have ("Maria ordered the six electric buses") echoes too."""
     said, asked = _words(source), _words(instructions) | _words(example)
-    borrowed = _runs(example) - _runs(source)
+    source_runs = _runs(source)
+    borrowed = _runs(example) - source_runs
 
     def echoes(text: str) -> bool:
         words = _words(text)
@@ -544,11 +570,12 @@ def without_echoes(
             for item in section.items:
                 if not keep(item.task):
                     continue
+                task = _one_task(item.task, source_runs)
                 owner = item.owner if item.owner and not (_words(item.owner) - said) else None
                 if owner != item.owner:
                     taken.append(f"owner {item.owner}")
                 due = item.due if item.due and keep(item.due) else None
-                items.append(ActionItem(item.task, owner, due))
+                items.append(ActionItem(task, owner, due))
             cleaned.append(replace(section, items=items))
         else:
             cleaned.append(section)
