@@ -494,7 +494,13 @@ def _language_read(units: Sequence[Unit]) -> str | None:
     is not English: a German text summarized without a ``language`` got English
     headings, went unchecked, and was shown the English example, whose words it
     copied. An English text (or one that cannot be told) keeps the prompts as they were."""
-    sample = "\n".join(u.text for u in units)[:LANGUAGE_SAMPLE_CHARS]
+    taken, size = [], 0
+    for unit in units:  # the first units only: a long document is not copied whole
+        if size >= LANGUAGE_SAMPLE_CHARS:
+            break
+        taken.append(unit.text)
+        size += len(unit.text) + 1
+    sample = "\n".join(taken)[:LANGUAGE_SAMPLE_CHARS]
     code = language_of_text(sample)
     return None if code in (None, "en") else Language.find(code).name
 
