@@ -236,6 +236,10 @@ def test_script_only_then_an_edited_script_voices_only_the_changed_turn(
     )
     assert edited.state["voicing"]["synthesized"] == 1
     assert edited.state["voicing"]["kept"] == len(script.turns) - 1
+    # Neither shape teaches the ETA of whole runs: one voices nothing, the other writes
+    # nothing (its script was given).
+    assert written.partial and first.partial and edited.partial
+    assert first.details("retrieving_content") == [{"script": "given"}]
     # Progress: the steps; turn by turn while voicing.
     kind = get_kind("podcast")
     assert kind is not None

@@ -110,12 +110,13 @@ class StepContext(ABC, Generic[P]):
         rate, with batches. A context nobody follows live drops it: the step's outputs
         still carry the whole text."""
 
-    def nothing_to_do(self) -> None:
+    def nothing_to_do(self, **details: Any) -> None:
         """Say the running step has nothing to do in this run (a podcast that writes only
-        its script voices nothing), then return from it: its part of the bar is done, and
-        the run teaches the kind's ETA nothing. A whole run's steps' times are what the
-        ETA learns; one whose voicing took no time taught it that voicing takes none."""
-        self.advance(1.0, 1.0)
+        its script voices nothing), then return from it: its part of the bar is done
+        (with ``details``, as :meth:`advance` takes them), and the run teaches the kind's
+        ETA nothing. A whole run's steps' times are what the ETA learns; one whose
+        voicing took no time taught it that voicing takes none."""
+        self.advance(1.0, 1.0, **details)
         self.partial = True
 
     def records(self) -> JobRecords:

@@ -208,7 +208,7 @@ def retrieve_content(ctx: StepContext[PodcastParams]) -> None:
     rest of the collection in order, until there is more than enough to say."""
     params = ctx.params
     if _given(ctx):
-        ctx.advance(1.0, 1.0, script="given")
+        ctx.nothing_to_do(script="given")
         return
     assert params.collection is not None  # the submit check saw to it
     needed = params.minutes * 60 * WORDS_PER_SECOND
@@ -278,7 +278,7 @@ def generate_script(ctx: StepContext[PodcastParams]) -> None:
     episode is likely to use, after translating the writer's own phrases where the
     episode is not in English."""
     if _given(ctx):
-        ctx.advance(1.0, 1.0)
+        ctx.nothing_to_do()
         return
     params = ctx.params
     passages = [Passage(**p) for p in ctx.state["passages"]]
