@@ -107,6 +107,25 @@ def test_a_statement_error_is_told_without_its_sql() -> None:
     )
 
 
+def test_a_permission_refused_outside_the_data_folder_is_the_kinds_own_error() -> None:
+    """A kind reading a token file of its own that it may not read has a bug (or a
+    deployment) to fix: not a storage fault, waited out for minutes and retried. Refused
+    on a path in the data folder, it is one: the operator's to mend."""
+    from longplay.jobs.failures import job_error
+    from longplay.settings import get_settings
+    from longplay.store.models import Job
+
+    job = Job(id="job_x", kind="mistakes")
+    own = job_error(job, None, PermissionError(13, "Permission denied", "/etc/team/token"))
+    assert (own.code, own.retryable) == ("internal_error", False), own
+    assert str(own).startswith("internal error: PermissionError: [Errno 13] Permission denied")
+    denied = PermissionError(13, "Permission denied", str(get_settings().work_dir / "job_x"))
+    stored = job_error(job, None, denied)
+    assert (stored.code, stored.retryable) == ("storage_unavailable", True), stored
+    full = job_error(job, None, OSError(28, "No space left on device"))
+    assert full.code == "storage_unavailable", full
+
+
 def test_a_failure_whose_progress_cannot_be_kept_is_kept_without(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

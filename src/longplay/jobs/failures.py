@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import OperationalError, StatementError
@@ -14,6 +16,7 @@ from sqlalchemy.exc import OperationalError, StatementError
 from longplay.broker import SoftTimeLimitExceeded
 from longplay.framework import JobError, JobKind, PermanentError, RetryableError
 from longplay.jobs.outages import note_store_full, storage_full
+from longplay.settings import get_settings
 from longplay.store.db import driver_message
 from longplay.store.models import Job
 
@@ -35,6 +38,23 @@ STORAGE_ERRNOS = frozenset(
 """What the data folder (the file store, a job's scratch space) answers while it cannot
 be written: the operator's to mend, after which the job passes; the job's own input
 never causes these (it is read from the store)."""
+ABOUT_A_PATH = frozenset({errno.EACCES, errno.EPERM})
+"""Of those, the ones a kind's own code meets elsewhere as well (a file of its own
+outside the data folder, a signal to another user's process): a storage fault only
+where they name a path in the data folder, a bug of the kind's otherwise."""
+
+
+def _storage_fault(exc: OSError) -> bool:
+    """Whether ``exc`` says the data folder cannot be written now (see
+    :data:`STORAGE_ERRNOS`): a full or read-only disk wherever it is met, a permission
+    refused on a path in the data folder."""
+    if exc.errno not in STORAGE_ERRNOS:
+        return False
+    if exc.errno not in ABOUT_A_PATH:
+        return True
+    data_dir = get_settings().data_dir.resolve()
+    named = [n for n in (exc.filename, exc.filename2) if isinstance(n, str | bytes | os.PathLike)]
+    return any(Path(os.fsdecode(n)).resolve().is_relative_to(data_dir) for n in named)
 
 
 def job_error(job: Job, kind: JobKind[Any] | None, exc: Exception) -> JobError:
@@ -62,7 +82,7 @@ def job_error(job: Job, kind: JobKind[Any] | None, exc: Exception) -> JobError:
         return RetryableError(
             f"the database did not answer: {driver_message(exc)}", code="store_unavailable"
         )
-    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+    if isinstance(exc, OSError) and _storage_fault(exc):
         log.warning("job %s: its files could not be written: %s", job.id, exc)  # the path
         return RetryableError(
             f"the worker could not write its files: {exc.strerror}", code="storage_unavailable"
