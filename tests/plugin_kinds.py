@@ -266,7 +266,15 @@ class Label(BaseModel):
 
 class MistakesParams(BaseModel):
     mistake: Literal[
-        "details", "big_details", "keys", "state", "twice", "vanished", "outputs", "returns"
+        "details",
+        "big_details",
+        "keys",
+        "state",
+        "twice",
+        "vanished",
+        "outputs",
+        "returns",
+        "secret",
     ]
     """``details``: reports a datetime and a Path as progress details; ``big_details``:
     reports a small detail, then the text so far, 20 KiB of it; ``keys``: keeps
@@ -274,7 +282,8 @@ class MistakesParams(BaseModel):
     ``twice``: adds the same output twice; ``vanished``: adds an output, then deletes
     it (after another one) before the step ends; ``outputs``: asks for the outputs of a
     step the kind does not have; ``returns``: returns the path of the file it made
-    instead of adding it as an output."""
+    instead of adding it as an output; ``secret``: raises an error whose message has a
+    database URL with its password, and a password as a DSN's keyword."""
     retry: bool = False
     """The second step fails retryably the first time."""
     fail: bool = False
@@ -304,6 +313,11 @@ def make_mistake(ctx: StepContext[MistakesParams]) -> None:
         ctx.add_output(out)
     elif mistake == "outputs":
         ctx.outputs("mistak")
+    elif mistake == "secret":
+        raise ValueError(
+            "could not connect to postgresql://admin:hunter2@db.internal:5432/prod "
+            "(or host=db.internal password=hunter2 dbname=prod); mail ops@example.org"
+        )
     elif mistake == "returns":
         made = ctx.workdir / "made.txt"
         made.write_text("made, and returned rather than added")

@@ -107,6 +107,22 @@ def test_a_statement_error_is_told_without_its_sql() -> None:
     )
 
 
+def test_a_password_in_a_kinds_own_error_is_not_shown(stack: Stack) -> None:
+    """A kind's code that could not reach its database says where, password and all:
+    the job's error, its attempts and its events tell where, without the password."""
+    client = stack.client()
+    job = submit(client, "mistakes", params={"mistake": "secret"})
+    failed = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=15)
+    assert failed["error"]["code"] == "internal_error", failed["error"]
+    said = failed["error"]["message"]
+    assert "postgresql://admin:***@db.internal:5432/prod" in said, said
+    assert "password=*** dbname=prod" in said and "ops@example.org" in said, said
+    [attempt] = client.get(f"/v1/jobs/{job['id']}/attempts").json()
+    events = client.get(job["links"]["events"], timeout=15).text
+    for told in (said, attempt["error"]["message"], events):
+        assert "hunter2" not in told, told
+
+
 def test_a_permission_refused_outside_the_data_folder_is_the_kinds_own_error() -> None:
     """A kind reading a token file of its own that it may not read has a bug (or a
     deployment) to fix: not a storage fault, waited out for minutes and retried. Refused

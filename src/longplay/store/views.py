@@ -18,15 +18,21 @@ from longplay.store.models import Artifact, Flow, Job, JobStatus, Priority
 _SERVER_PATH = re.compile(r"""(?<![\w.:/~-])(?:/[^\s'"`/:;,()<>\[\]{}|]+){2,}/?""")
 """An absolute path of two or more parts, not inside a URL (``http://host/a/b``)."""
 _API_PATH = "/v1/"
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^\s:/@]*):[^\s/@]+@")
+"""The password of a URL's ``user:password@``, in running text."""
+_PASSWORD_KEYWORD = re.compile(r"(\bpassword\s*=\s*)[^\s&;,)]+", re.IGNORECASE)
+"""A ``password=`` of a query string or a keyword DSN (``host=db password=…``)."""
 
 
 def public_message(text: str) -> str:
-    """``text`` without the server's own paths, for a message a client sees.
+    """``text`` without the server's own paths or passwords, for a message a client sees.
 
     Each absolute path becomes its last part: ``File name too long: '/srv/longplay/
     work/job_1/a.mp3.part'`` reads ``File name too long: 'a.mp3.part'``, which still
     says which file, and nothing of how the server is laid out. The data folder goes
-    first, whole, in case it has a space in it. API paths (``/v1/...``) stay.
+    first, whole, in case it has a space in it. API paths (``/v1/...``) stay. A
+    password in a URL or after ``password=`` (a kind's own error naming the database
+    it could not reach) is ``***``.
     """
     data_dir = str(get_settings().data_dir)
     text = text.replace(data_dir + "/", "/").replace(data_dir, "")
@@ -37,6 +43,8 @@ def public_message(text: str) -> str:
             return path
         return path.rstrip("/").rsplit("/", 1)[-1]
 
+    text = _URL_PASSWORD.sub(r"\1:***@", text)
+    text = _PASSWORD_KEYWORD.sub(r"\1***", text)
     return _SERVER_PATH.sub(last_part, text)
 
 
