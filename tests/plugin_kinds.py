@@ -275,6 +275,7 @@ class MistakesParams(BaseModel):
         "outputs",
         "returns",
         "secret",
+        "big_state",
     ]
     """``details``: reports a datetime and a Path as progress details; ``big_details``:
     reports a small detail, then the text so far, 20 KiB of it; ``keys``: keeps
@@ -283,7 +284,8 @@ class MistakesParams(BaseModel):
     it (after another one) before the step ends; ``outputs``: asks for the outputs of a
     step the kind does not have; ``returns``: returns the path of the file it made
     instead of adding it as an output; ``secret``: raises an error whose message has a
-    database URL with its password, and a password as a DSN's keyword."""
+    database URL with its password, and a password as a DSN's keyword; ``big_state``:
+    keeps 200 KB of words and a count in ``ctx.state``."""
     retry: bool = False
     """The second step fails retryably the first time."""
     fail: bool = False
@@ -313,6 +315,9 @@ def make_mistake(ctx: StepContext[MistakesParams]) -> None:
         ctx.add_output(out)
     elif mistake == "outputs":
         ctx.outputs("mistak")
+    elif mistake == "big_state":
+        ctx.state["words"] = ["word"] * 40_000
+        ctx.state["count"] = 40_000
     elif mistake == "secret":
         raise ValueError(
             "could not connect to postgresql://admin:hunter2@db.internal:5432/prod "

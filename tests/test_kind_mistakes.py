@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import Stack, submit, wait_for_status
+from test_jobs_e2e import read_events
 
 AT = "2024-05-06 07:08:09"
 
@@ -105,6 +106,20 @@ def test_a_statement_error_is_told_without_its_sql() -> None:
     assert (
         str(error) == "internal error: TypeError: Object of type datetime is not JSON serializable"
     )
+
+
+def test_a_large_state_is_kept_but_not_sent_to_every_follower(stack: Stack) -> None:
+    """The ``completed`` event carries the state to every follower: its largest values
+    stay out of it, named, until the rest is within 64 KiB."""
+    client = stack.client()
+    job = submit(client, "mistakes", params={"mistake": "big_state"})
+    done = wait_for_status(client, job["id"], {"completed", "failed"}, timeout=15)
+    assert done["status"] == "completed", done["error"]
+    assert seen(client, done)["keys"] == ["'count'", "'words'"], "the next step saw it all"
+    [completed] = [e for e in read_events(client, job["id"]) if e["event"] == "completed"]
+    result = completed["data"]["result"]
+    assert result["state"] == {"count": 40_000} and result["state_left_out"] == ["words"]
+    assert len(json.dumps(completed)) < 64 * 1024
 
 
 def test_a_password_in_a_kinds_own_error_is_not_shown(stack: Stack) -> None:
