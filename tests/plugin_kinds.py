@@ -264,6 +264,13 @@ class Label(BaseModel):
     text: str = "plain"
 
 
+class ErrorPublic(BaseModel):
+    """Named as one of the API's own models (a job's error): the OpenAPI document keeps
+    both, this one under a name of its own."""
+
+    severity: int = 1
+
+
 class MistakesParams(BaseModel):
     mistake: Literal[
         "details",
@@ -291,6 +298,7 @@ class MistakesParams(BaseModel):
     fail: bool = False
     """The first step fails at its end (a failed job keeps its step details)."""
     label: Label = Label()
+    error: ErrorPublic = ErrorPublic()
 
 
 def make_mistake(ctx: StepContext[MistakesParams]) -> None:

@@ -80,6 +80,12 @@ def test_openapi_document_is_valid_and_complete(stack: Stack) -> None:
     assert "target_language" in schemas["DubParams"]["required"]
     sleep = schemas[mapping["sleep"].rsplit("/", 1)[1]]  # a plugin's kind is there too
     assert sleep["properties"]["params"]["$ref"].endswith("/SleepParams")
+    # A plugin's params nest a model named as one of the API's: both are documented.
+    assert {"code", "message"} <= set(schemas["ErrorPublic"]["properties"])
+    mistakes = schemas[mapping["mistakes"].rsplit("/", 1)[1]]
+    params = schemas[mistakes["properties"]["params"]["$ref"].rsplit("/", 1)[1]]
+    assert params["properties"]["error"]["$ref"].endswith("/ErrorPublicInParams"), params
+    assert set(schemas["ErrorPublicInParams"]["properties"]) == {"severity"}
     body = spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
     assert body["application/json"]["schema"]["$ref"].endswith("/JobCreate")
     assert body["multipart/form-data"]["schema"]["$ref"].endswith("/JobCreateForm")

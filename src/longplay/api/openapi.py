@@ -12,6 +12,7 @@ Built once, on the first request for it, after the kinds were loaded.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -67,17 +68,46 @@ def document(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
-def _add_schemas(schemas: dict[str, Any], models: Sequence[type[BaseModel]]) -> dict[str, str]:
-    """Put the models' schemas (and the ones they refer to) in ``components``; their names."""
+def _add_schemas(
+    schemas: dict[str, Any], models: Sequence[type[BaseModel]], *, rename: bool = False
+) -> dict[str, str]:
+    """Put the models' schemas (and the ones they refer to) in ``components``; their
+    ``$ref`` by model name. With ``rename`` (the kinds' params, plugins' included), one
+    named as a different schema already there is put under a name of its own: a kind
+    whose params nest a model called ``ErrorPublic`` broke the whole document."""
     keys, made = models_json_schema([(m, "validation") for m in models], ref_template=REF)
-    for name, schema in made.get("$defs", {}).items():
-        if name not in schemas:
-            schemas[name] = schema
-        elif _without_defaults(schemas[name]) != _without_defaults(schema):
-            # FastAPI made one of that name for a route (leaving out defaults): it must
-            # be the same model, or one of them would be documented wrongly.
-            raise ValueError(f"two different schemas are both named {name} in the OpenAPI document")
-    return {m.__name__: keys[(m, "validation")]["$ref"] for m in models}
+    defs: dict[str, Any] = made.get("$defs", {})
+    moved: dict[str, str] = {}
+    for name, schema in defs.items():
+        if name in schemas and _without_defaults(schemas[name]) != _without_defaults(schema):
+            if not rename:
+                # FastAPI made one of that name for a route (leaving out defaults): it
+                # must be the same model, or one of them would be documented wrongly.
+                raise ValueError(
+                    f"two different schemas are both named {name} in the OpenAPI document"
+                )
+            moved[name] = next(
+                new
+                for n in itertools.count(1)
+                if (new := f"{name}InParams{n if n > 1 else ''}") not in schemas
+                and new not in defs
+            )
+    refs = {REF.format(model=old): REF.format(model=new) for old, new in moved.items()}
+    for name, schema in _with_refs(defs, refs).items():
+        schemas.setdefault(moved.get(name, name), schema)
+    found = {m.__name__: keys[(m, "validation")]["$ref"] for m in models}
+    return {name: refs.get(ref, ref) for name, ref in found.items()}
+
+
+def _with_refs(schema: Any, refs: dict[str, str]) -> Any:
+    """``schema`` with each ``$ref`` in ``refs`` pointing to its new place."""
+    if isinstance(schema, dict):
+        return {
+            k: refs.get(v, v) if k == "$ref" else _with_refs(v, refs) for k, v in schema.items()
+        }
+    if isinstance(schema, list):
+        return [_with_refs(v, refs) for v in schema]
+    return schema
 
 
 def _without_defaults(schema: Any) -> Any:
@@ -120,7 +150,7 @@ def _event_streams(spec: dict[str, Any]) -> None:
 def _submit_body(spec: dict[str, Any], schemas: dict[str, Any]) -> None:
     kinds = all_kinds()
     models = [job_create_model(kind) for kind in kinds]
-    refs = _add_schemas(schemas, models)
+    refs = _add_schemas(schemas, models, rename=True)
     mapping = {kind.name: refs[model.__name__] for kind, model in zip(kinds, models, strict=True)}
     schemas["JobCreate"] = {
         "title": "JobCreate",
