@@ -213,3 +213,12 @@ def test_a_name_the_params_do_not_take_is_refused_as_a_submission_is(tmp_path: P
         "invalid_params",
         "squares has no parameter 'wrods'; its parameters: words",
     )
+
+
+def test_params_of_the_wrong_json_type_are_refused_as_a_submission_is(tmp_path: Path) -> None:
+    """The API refuses ``"3"`` for a number (a 422): a kind's test that sent it passed,
+    and the kind's first real submission did not."""
+    with pytest.raises(pydantic.ValidationError) as refused:
+        run_steps(SQUARES, {"words": "3"}, [], tmp_path / "work")
+    [problem] = refused.value.errors()
+    assert (problem["loc"], problem["type"]) == (("words",), "int_type")

@@ -20,6 +20,7 @@ be retried or cancelled between steps; a test of those runs the service.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -155,12 +156,19 @@ def run_steps(
 ) -> RecordingContext:
     """Run every step of ``kind`` in order on ``inputs``, in ``workdir`` (made if need
     be); the context they ran in. ``params`` as a submission gives them (validated by
-    the kind's model) or as the model. ``context``: one made beforehand, to give it
-    collections (``context.shelf.collections``) or state. A name the params model
-    does not take, at any depth, is refused as a submission is (:class:`InvalidParams`)."""
+    the kind's model from their JSON, as strictly as the API does: ``"2"`` is not a
+    number, ``0`` not a boolean) or as the model. ``context``: one made beforehand, to
+    give it collections (``context.shelf.collections``) or state. A name the params
+    model does not take, at any depth, is refused as a submission is
+    (:class:`InvalidParams`); a value of the wrong type raises pydantic's
+    ``ValidationError``, as the API answers it with a 422."""
     if isinstance(params, Mapping) and (unknown := unknown_params(kind.params, params)):
         raise InvalidParams(unknown[0].message(kind.name))  # as a submission is refused
-    checked = kind.params.model_validate(params) if isinstance(params, Mapping) else params
+    checked = (
+        kind.params.model_validate_json(json.dumps(params), strict=True)
+        if isinstance(params, Mapping)
+        else params
+    )
     workdir.mkdir(parents=True, exist_ok=True)
     ctx = context or RecordingContext(checked, inputs, workdir)
     ctx.kind = kind
