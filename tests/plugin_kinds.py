@@ -33,7 +33,7 @@ from longplay.framework import (
 class SleepParams(BaseModel):
     seconds: float = Field(1.0, ge=0, le=600)
     ticks: int = Field(10, ge=1, le=10_000)
-    fail: Literal["permanent", "retryable", "settings", "disk", "database"] | None = None
+    fail: Literal["permanent", "retryable", "settings", "disk", "database", "bug"] | None = None
     text: str = "done"
 
 
@@ -63,6 +63,8 @@ def work(ctx: StepContext[SleepParams]) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
     if params.fail == "database":  # as PostgreSQL refuses a write when its disk is full
         raise OperationalError("UPDATE jobs", {}, psycopg.errors.DiskFull("could not extend"))
+    if params.fail == "bug":  # as a kind's own code does, with a mistake in it
+        raise KeyError("speaker")
     out.write_text(params.text)
     ctx.add_output(out, media_type="text/plain")
 

@@ -494,6 +494,14 @@ def test_retry_failed_jobs_from_the_failed_page(visit: Any) -> None:
         expect(page.locator("[data-settings]")).to_contain_text("fix the engine's settings")
         page.click("button:has-text('Retry')")
         wait_until(lambda: api.get(f"/v1/jobs/{refused}").json()["attempts"] == 2)
+        # A fault in the kind's code is mended by a fix: the page says so, and retries.
+        bug = submit(api, params={"seconds": 0, "ticks": 1, "fail": "bug"})["id"]
+        assert wait_for_status(api, bug, {"failed"})["error"]["code"] == "internal_error"
+        page.goto(f"/jobs/{bug}")
+        expect(page.locator("[data-permanent]")).to_have_count(0)
+        expect(page.locator("[data-code-fault]")).to_contain_text("once a fixed version runs")
+        page.click("button:has-text('Retry')")
+        wait_until(lambda: api.get(f"/v1/jobs/{bug}").json()["attempts"] == 2)
 
 
 @DATABASE
@@ -584,6 +592,12 @@ def test_a_job_waiting_a_minute_to_retry_is_run_at_once_from_its_page(visit: Any
         page = you.sign_in()
         page.goto(f"/jobs/{job['id']}")
         expect(page.locator("[data-refresh=error] .code")).to_have_text("storage_unavailable")
+        # Waiting out its backoff, it is not "#1 in the queue": it says when it is retried.
+        expect(page.locator("[data-retrying]")).to_contain_text("retried in")
+        expect(page.locator("[data-position]")).to_have_count(0)
+        page.goto("/jobs")
+        expect(page.locator(f"tr[data-job={job['id']}] [data-retrying]")).to_contain_text("in")
+        page.goto(f"/jobs/{job['id']}")
         page.click("button:has-text('Retry now')")
         expect(page).to_have_url(re.compile(f"/jobs/{job['id']}$"))
         # Run again at once (its disk still full here, so it fails again and waits two
@@ -755,6 +769,14 @@ def test_a_schema_makes_fields_and_a_form_gives_typed_params() -> None:
     for name, bad in (("count", "five"), ("extra", "{not json")):
         with pytest.raises(Invalid, match=name):
             params_from_form(SCHEMA, {name: bad})
+    # Every bad value at once, each field's problem without its label (the form's
+    # summary puts the label before it).
+    with pytest.raises(Invalid) as refused:
+        params_from_form(SCHEMA, {"count": "five", "extra": "{not json"})
+    assert [(e["loc"], e["msg"]) for e in refused.value.errors] == [
+        (["params", "count"], "'five' is not a whole number"),
+        (["params", "extra"], "'{not json' is not a JSON value"),
+    ]
 
 
 def test_sign_in_goes_back_only_to_pages_of_this_site() -> None:

@@ -89,8 +89,7 @@ def _add_schemas(
             moved[name] = next(
                 new
                 for n in itertools.count(1)
-                if (new := f"{name}InParams{n if n > 1 else ''}") not in schemas
-                and new not in defs
+                if (new := f"{name}InParams{n if n > 1 else ''}") not in schemas and new not in defs
             )
     refs = {REF.format(model=old): REF.format(model=new) for old, new in moved.items()}
     for name, schema in _with_refs(defs, refs).items():

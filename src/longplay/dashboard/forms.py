@@ -130,8 +130,10 @@ def _field(name: str, node: dict[str, Any], required: bool, values: dict[str, st
 
 def params_from_form(schema: dict[str, Any], form: dict[str, str]) -> dict[str, Any]:
     """The parameters a submitted form gives: an empty field is left out (the model's
-    default applies); a value that is not of its field's type is refused with a 422."""
+    default applies); values that are not of their fields' types are refused with a 422
+    naming each, so one submit shows every one of them."""
     params: dict[str, Any] = {}
+    problems: list[tuple[Field, str]] = []
     for made in fields_of(schema, form):
         raw = form.get(made.name, "")
         if made.widget == "checkbox":
@@ -139,25 +141,41 @@ def params_from_form(schema: dict[str, Any], form: dict[str, str]) -> dict[str, 
             continue
         if raw.strip() == "":
             continue
-        params[made.name] = _typed(made, raw)
+        try:
+            params[made.name] = _typed(made, raw)
+        except ValueError:
+            said = _TYPE_WORDS.get(made.type, made.type)
+            problems.append((made, f"{raw!r} is not a {said}"))
+    if problems:
+        raise refusals.Invalid(
+            "; ".join(f"{made.label}: {problem}" for made, problem in problems),
+            [
+                {"loc": ["params", made.name], "msg": problem, "type": made.type}
+                for made, problem in problems
+            ],
+        )
     return params
 
 
+_TYPE_WORDS = {
+    "integer": "whole number",
+    "number": "number",
+    "json": "JSON value",
+    "enum": "JSON value",
+}
+"""A field's type as a problem with its value says it."""
+
+
 def _typed(made: Field, raw: str) -> Any:
-    try:
-        if made.type == "integer":
-            return int(raw)
-        if made.type == "number":
-            return float(raw)
-        if made.type == "lines":
-            return [line.strip() for line in raw.splitlines() if line.strip()]
-        if made.type in ("json", "enum") and made.widget != "select":
-            return json.loads(raw)
-    except ValueError:
-        problem = f"{made.label}: {raw!r} is not a valid {made.type}"
-        raise refusals.Invalid(
-            problem, [{"loc": ["params", made.name], "msg": problem, "type": made.type}]
-        ) from None
+    """``raw`` as its field's type says; a ValueError where it is not one."""
+    if made.type == "integer":
+        return int(raw)
+    if made.type == "number":
+        return float(raw)
+    if made.type == "lines":
+        return [line.strip() for line in raw.splitlines() if line.strip()]
+    if made.type in ("json", "enum") and made.widget != "select":
+        return json.loads(raw)
     if made.widget == "select":
         return _option(raw)
     return raw

@@ -164,6 +164,12 @@ def mended_by_settings(error: ErrorPublic | None) -> bool:
     return error is not None and error.code in MENDED_BY_SETTINGS
 
 
+def mended_by_a_fix(error: ErrorPublic | None) -> bool:
+    """A fault in the kind's code (``internal_error``): it fails the same way until a
+    fixed version is deployed, and then a retry runs the job as it should have run."""
+    return error is not None and error.code == "internal_error"
+
+
 def waiting_to_retry(job: JobPublic) -> bool:
     """Queued to retry after a failure, its backoff not over: Retry now runs it at once."""
     return (
@@ -177,6 +183,7 @@ def waiting_to_retry(job: JobPublic) -> bool:
 templates.tests["failed_for_good"] = failed_for_good
 templates.tests["waiting_to_retry"] = waiting_to_retry
 templates.tests["mended_by_settings"] = mended_by_settings
+templates.tests["mended_by_a_fix"] = mended_by_a_fix
 templates.filters["utc_text"] = _utc_text
 templates.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)
 
