@@ -183,10 +183,16 @@ def test_bad_submissions_are_refused_naming_the_field(stack: Stack, owner: httpx
     # misspelt one is refused all the same, as a kind's author means it.
     typo = owner.post("/v1/jobs", json={"kind": "sleep", "params": {"secnds": 0}})
     assert locs(error_of(typo, 422, "invalid_params")) == [["body", "params", "secnds"]]
-    # A built-in kind (its model forbids extras itself) says it in the same words.
+    # Beside a misspelt name, a value of the wrong type is named in the same answer.
+    both = owner.post("/v1/jobs", json={"kind": "sleep", "params": {"secnds": 0, "ticks": "x"}})
+    said = error_of(both, 422, "invalid_params")
+    assert locs(said) == [["body", "params", "secnds"], ["body", "params", "ticks"]]
+    assert said["message"].startswith("sleep has no parameter 'secnds'")
+    # A built-in kind (its model forbids extras itself) says it in the same words; the
+    # parameter it needs and was not given is named too.
     built_in = owner.post("/v1/jobs", json={"kind": "translate", "params": {"languge": "de"}})
     said = error_of(built_in, 422, "invalid_params")
-    assert locs(said) == [["body", "params", "languge"]]
+    assert locs(said) == [["body", "params", "languge"], ["body", "params", "target_language"]]
     assert said["message"].startswith("translate has no parameter 'languge'; its parameters: ")
     assert "target_language" in said["message"]
     # A misspelt name inside a nested model too (it ran on the default before).

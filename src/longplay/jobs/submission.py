@@ -72,20 +72,30 @@ def refuse_unknown_params(kind: JobKind[Any], params: Mapping[str, Any]) -> None
     """Refuse a parameter name ``kind`` does not take, at any depth, naming the ones it
     does (:func:`~longplay.framework.unknown_params.unknown_params`); checked before the
     values, for every kind alike (a built-in model forbids extras itself, and pydantic
-    would say only "Extra inputs are not permitted")."""
+    would say only "Extra inputs are not permitted"). The refusal names the values of
+    the wrong type too, as strictly as they are checked after, so that one answer tells
+    every problem."""
     unknown = unknown_params(kind.params, params)
     if not unknown:
         return
     message = unknown[0].message(kind.name)
+    try:
+        kind.params.model_validate_json(json.dumps(params), strict=True)
+        typed = []
+    except ValidationError as exc:
+        typed = [p for p in problems_of(exc, ("body", "params")) if p["type"] != "extra_forbidden"]
     raise Invalid(
         message,
         [
-            {
-                "loc": ["body", "params", *each.path],
-                "msg": each.message(kind.name),
-                "type": "extra_forbidden",
-            }
-            for each in unknown
+            *(
+                {
+                    "loc": ["body", "params", *each.path],
+                    "msg": each.message(kind.name),
+                    "type": "extra_forbidden",
+                }
+                for each in unknown
+            ),
+            *typed,
         ],
         code="invalid_params",
     )
