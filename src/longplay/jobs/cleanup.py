@@ -469,30 +469,27 @@ def _sweep_stray_files(min_age: float, settings: Settings, report: CleanupReport
 def _sweep_viewer_tokens(now: datetime, report: CleanupReport) -> None:
     """Delete the viewer tokens that have expired: a row each, and nothing else."""
     expired = ViewerToken.expires_at <= now
-    with session_scope() as session:
-        if report.dry_run:
-            counted = session.scalar(select(func.count()).select_from(ViewerToken).where(expired))
-            report.viewer_tokens = int(counted or 0)
-            return
-        result = session.execute(
-            delete(ViewerToken).where(expired).execution_options(synchronize_session=False)
-        )
-        report.viewer_tokens = affected(result)
+    report.viewer_tokens = _delete_rows(ViewerToken, expired, dry_run=report.dry_run)
 
 
 def _sweep_gone(cutoff: datetime, report: CleanupReport) -> None:
     """Forget the artifacts removed before ``cutoff``: a request for one is a plain 404
     again, as one for a job that old is."""
     old = GoneArtifact.removed_at < cutoff
+    report.gone_artifacts = _delete_rows(GoneArtifact, old, dry_run=report.dry_run)
+
+
+def _delete_rows(model: type[ViewerToken | GoneArtifact], where: Any, *, dry_run: bool) -> int:
+    """Delete the rows of ``model`` that ``where`` picks, in one statement (a dry run
+    counts them); how many."""
     with session_scope() as session:
-        if report.dry_run:
-            counted = session.scalar(select(func.count()).select_from(GoneArtifact).where(old))
-            report.gone_artifacts = int(counted or 0)
-            return
-        result = session.execute(
-            delete(GoneArtifact).where(old).execution_options(synchronize_session=False)
+        if dry_run:
+            counted = session.scalar(select(func.count()).select_from(model).where(where))
+            return int(counted or 0)
+        deleted = session.execute(
+            delete(model).where(where).execution_options(synchronize_session=False)
         )
-        report.gone_artifacts = affected(result)
+        return affected(deleted)
 
 
 def _make_passages_searchable(settings: Settings, report: CleanupReport) -> None:
