@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import plugin_kinds  # noqa: F401  (registers `sleep` here too, for run_job)
 import pytest
-from conftest import Stack, submit, wait_for_status, wait_until
+from conftest import Stack, signed_in_browser, submit, wait_for_status, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
@@ -68,6 +68,10 @@ def test_a_stopped_worker_requeues_its_job_with_the_attempt_closed(
     assert [(run["attempt"], run["outcome"]) for run in runs] == [(1, "requeued"), (2, "completed")]
     assert runs[0] == stopped, "the closed attempt is left as it was"
     assert runs[1]["finished_at"] is not None and runs[1]["worker"] != stopped["worker"]
+    # Its page lists two runs under one attempt spent, and says why they differ.
+    page = signed_in_browser(deployment, "alice").get(f"/jobs/{job['id']}").text
+    assert "<h2>Runs</h2>" in page and "Attempts</dt><dd>1 of" in page
+    assert "data-requeued" in page and "spent no attempt" in page
     # The stopped run is timed as requeued, from its start to the stop (past 30 % of 6 s).
     page = httpx.get(f"{deployment.api_url}/metrics", timeout=10).text
     runs_timed = {
