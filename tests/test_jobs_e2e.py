@@ -759,15 +759,25 @@ def test_idempotency_key_returns_the_first_job(stack: Stack) -> None:
     client = stack.client()
     headers = {"Idempotency-Key": "order-42"}
     first = client.post("/v1/jobs", json={"kind": "sleep"}, headers=headers)
-    again = client.post(
-        "/v1/jobs",
-        data={"kind": "sleep"},
-        files={"file": ("x.txt", b"ignored", "text/plain")},
-        headers=headers,
-    )
+    again = client.post("/v1/jobs", json={"kind": "sleep"}, headers=headers)
     assert first.status_code == again.status_code == 202
     assert again.json()["id"] == first.json()["id"]
     assert again.json()["inputs"] == []
+    # A file sent again with its request (a retry after a lost answer) is the same job,
+    # though it is stored under a new id until the key is found: its bytes are the same.
+    sent = {"Idempotency-Key": "order-42-file"}
+    with_file = [
+        client.post(
+            "/v1/jobs",
+            data={"kind": "sleep"},
+            files={"file": ("x.txt", b"the same bytes", "text/plain")},
+            headers=sent,
+        )
+        for _ in range(2)
+    ]
+    assert [r.status_code for r in with_file] == [202, 202]
+    assert with_file[0].json()["id"] == with_file[1].json()["id"]
+    assert with_file[1].json()["inputs"] == with_file[0].json()["inputs"]
     other_owner = stack.client("bob").post("/v1/jobs", json={"kind": "sleep"}, headers=headers)
     assert other_owner.json()["id"] != first.json()["id"]
     wait_for_status(client, first.json()["id"], {"completed"})
@@ -778,11 +788,28 @@ def test_an_idempotency_key_reused_for_another_request_is_refused(stack: Stack) 
     headers = {"Idempotency-Key": "order-43"}
     first = client.post("/v1/jobs", json={"kind": "sleep"}, headers=headers)
     assert first.status_code == 202
-    for other in ({"kind": "sleep", "params": {"seconds": 2}}, {"kind": "flaky"}):
+    for other, differs in (
+        ({"kind": "sleep", "params": {"seconds": 2}}, "other parameters"),
+        ({"kind": "flaky"}, "other kind"),
+        ({"kind": "sleep", "priority": "high"}, "other priority"),
+        ({"kind": "sleep", "run_at": "2099-01-01T00:00:00Z"}, "other times"),
+    ):
         again = client.post("/v1/jobs", json=other, headers=headers)
         assert again.status_code == 422, again.text
-        assert again.json()["error"]["code"] == "idempotency_key_reused"
-        assert first.json()["id"] in again.json()["error"]["message"]
+        said = again.json()["error"]
+        assert said["code"] == "idempotency_key_reused"
+        assert first.json()["id"] in said["message"] and differs in said["message"], said
+    # Other files, or another upload named, with the key are another request: refused,
+    # not answered with the first job, whose inputs are not these.
+    sent = {"Idempotency-Key": "order-43-file"}
+    files = {"file": ("a.txt", b"first bytes", "text/plain")}
+    assert client.post("/v1/jobs", data={"kind": "sleep"}, files=files, headers=sent).is_success
+    files = {"file": ("b.txt", b"other bytes", "text/plain")}
+    again = client.post("/v1/jobs", data={"kind": "sleep"}, files=files, headers=sent)
+    assert again.status_code == 422 and "other inputs" in again.text, again.text
+    upload = client.post("/v1/artifacts", files={"file": ("c.txt", b"c", "text/plain")}).json()
+    named = client.post("/v1/jobs", json={"kind": "sleep", "inputs": [upload["id"]]}, headers=sent)
+    assert named.status_code == 422 and "other inputs" in named.text, named.text
     wait_for_status(client, first.json()["id"], {"completed"})
 
 

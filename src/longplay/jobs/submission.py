@@ -46,6 +46,7 @@ from longplay.store.models import (
     PRIORITY_RANK,
     Artifact,
     Job,
+    JobDependency,
     JobStatus,
     Owner,
     Priority,
@@ -298,8 +299,12 @@ def submit_job(
     if idempotency_key is not None:
         existing = _by_idempotency_key(session, owner, idempotency_key)
         if existing is not None:
+            asked = _Asked(
+                kind_name, params, input_ids, [a.sha256 for a in uploaded], priority,
+                run_at, deadline, callback_url, callback_events, after,
+            )  # fmt: skip
             _discard(unit, uploaded)
-            return Submission(_same_request(existing, kind_name, params))
+            return Submission(_same_request(session, existing, asked))
     try:
         session.flush()
         job = create_job(
@@ -335,11 +340,15 @@ def submit_job(
         )
         unit.commit()
     except IntegrityError:
+        asked = _Asked(
+            kind_name, params, input_ids, [a.sha256 for a in uploaded], priority,
+            run_at, deadline, callback_url, callback_events, after,
+        )  # fmt: skip
         _discard(unit, uploaded)
         raced = _by_idempotency_key(session, owner, idempotency_key or "")
         if raced is None:
             raise
-        return Submission(_same_request(raced, kind_name, params))
+        return Submission(_same_request(session, raced, asked))
     except BaseException:
         _discard(unit, uploaded)
         raise
@@ -410,26 +419,78 @@ def _duplicate_of(session: Session, job: Job) -> Job | None:
     return None
 
 
-def _same_request(job: Job, kind_name: str, params: dict[str, Any]) -> Job:
-    """The job an idempotency key names, when this request asks for the same kind with
-    the same parameters; a key reused for another request is refused (the IETF
-    Idempotency-Key draft's 422), so a client's mistake does not pass for a retry."""
-    kind = get_kind(kind_name)
-    try:
-        same = (
-            kind is not None
-            and job.kind == kind.name
-            and kind.params.model_validate(params).model_dump(mode="json") == job.params
-        )
-    except ValidationError:
-        same = False
-    if not same:
+@dataclass(frozen=True)
+class _Asked:
+    """A submission as sent, to hold against the job its idempotency key made."""
+
+    kind_name: str
+    params: dict[str, Any]
+    input_ids: Sequence[Input]
+    sent: Sequence[str]
+    """The SHA-256 of each file sent with it, in order."""
+    priority: Priority | None
+    run_at: datetime | None
+    deadline: datetime | None
+    callback_url: str | None
+    callback_events: Sequence[str]
+    after: Sequence[str]
+
+
+def _same_request(session: Session, job: Job, asked: _Asked) -> Job:
+    """The job an idempotency key names, when this request is the one that made it: the
+    same kind and parameters, the same inputs (files sent with it by their bytes), and
+    the same priority (where one is asked for), times, webhook and jobs waited for. A
+    key reused for another request is refused (the IETF Idempotency-Key draft's 422),
+    so a client's mistake does not pass for a retry, and gets no other upload's job."""
+    differs = _differences(session, job, asked)
+    if differs:
         raise Invalid(
             f"this Idempotency-Key was first used for another request (job {job.id}, "
-            f"kind {job.kind}, other parameters); send a new key for a new job",
+            f"kind {job.kind}, other {', '.join(differs)}); send a new key for a new job",
             code="idempotency_key_reused",
         )
     return job
+
+
+def _differences(session: Session, job: Job, asked: _Asked) -> list[str]:
+    """What of ``asked`` is not as ``job`` was asked for, in words."""
+    kind = get_kind(asked.kind_name)
+    if kind is None or job.kind != kind.name:
+        return ["kind"]
+    differs = []
+    try:
+        if kind.params.model_validate(asked.params).model_dump(mode="json") != job.params:
+            differs.append("parameters")
+    except ValidationError:
+        differs.append("parameters")
+    named = [i if isinstance(i, str) else i.model_dump(exclude_none=True) for i in asked.input_ids]
+    stored = list(job.inputs or [])
+    if stored[: len(named)] != named or _sha256s(session, stored[len(named) :]) != asked.sent:
+        differs.append("inputs")
+    if asked.priority is not None and asked.priority.value != job.priority:
+        differs.append("priority")
+    if (asked.run_at, asked.deadline) != (job.run_at, job.deadline):
+        differs.append("times")
+    webhook = (asked.callback_url, list(asked.callback_events) or None)
+    if webhook != (job.callback_url, job.callback_events):
+        differs.append("webhook")
+    upstream = {*asked.after, *(i.job for i in asked.input_ids if isinstance(i, OutputRef))}
+    waited = set(
+        session.scalars(select(JobDependency.after_id).where(JobDependency.job_id == job.id))
+    )
+    if upstream != waited:
+        differs.append("jobs to wait for")
+    return differs
+
+
+def _sha256s(session: Session, inputs: Sequence[Any]) -> list[str | None]:
+    """The SHA-256 of each of ``inputs`` (artifact ids), in order; None for one gone or
+    not an artifact id."""
+    ids = [i for i in inputs if isinstance(i, str)]
+    found = dict(
+        session.execute(select(Artifact.id, Artifact.sha256).where(Artifact.id.in_(ids))).all()
+    )
+    return [found.get(i) if isinstance(i, str) else None for i in inputs]
 
 
 def _by_idempotency_key(session: Session, owner: Owner, key: str) -> Job | None:
