@@ -449,6 +449,25 @@ def test_the_same_idempotency_key_gives_the_same_job(api: Client, tmp_path: Path
         api.submit("sleep", params={"seconds": 0}).id
         != api.submit("sleep", params={"seconds": 0}).id
     )
+    # Another file with the key is another request: refused, the API's words in message.
+    other = tmp_path / "other.txt"
+    other.write_text("other input")
+    with pytest.raises(ApiError) as reused:
+        api.submit("sleep", files=[other], params={"seconds": 0}, idempotency_key=key)
+    error = reused.value
+    assert (error.code, error.status_code) == ("idempotency_key_reused", 422)
+    assert error.message.startswith("this Idempotency-Key was first used for another request")
+    assert "other inputs" in error.message and str(error).startswith("422 ")
+
+
+def test_an_upload_is_deleted_given_as_itself(api: Client, tmp_path: Path) -> None:
+    note = tmp_path / "unused.txt"
+    note.write_text("never named")
+    upload = api.upload(note)
+    api.delete_artifact(upload)
+    with pytest.raises(ApiError) as gone:
+        api.download(upload, tmp_path / "copy.txt")
+    assert gone.value.status_code == 404 and gone.value.message == f"no artifact {upload.id}"
 
 
 def test_dedupe_says_when_the_job_is_an_earlier_one(api: Client, tmp_path: Path) -> None:

@@ -230,9 +230,9 @@ class AsyncClient:
         """Delete a job that has ended (see :meth:`Client.delete`)."""
         checked(await self._send("DELETE", core.api_path("jobs", id_of(job))))
 
-    async def delete_artifact(self, artifact: str) -> None:
+    async def delete_artifact(self, artifact: ArtifactPublic | str) -> None:
         """Delete an unused upload (see :meth:`Client.delete_artifact`)."""
-        checked(await self._send("DELETE", core.api_path("artifacts", artifact)))
+        checked(await self._send("DELETE", core.api_path("artifacts", id_of(artifact))))
 
     async def kinds(self) -> builtins.list[KindPublic]:
         return await self._answer(list[KindPublic], "GET", "/v1/kinds")

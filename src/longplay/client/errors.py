@@ -40,7 +40,8 @@ class ApiError(_Picklable):
     :attr:`details` the per-field problems of a 422; :attr:`retryable` whether the same
     request may pass later unchanged (the API's word; true where no answer came);
     :attr:`idempotency_key` the key a submission carried, to send it again with (it
-    gets the same job back). ``str()`` says it in one line.
+    gets the same job back); :attr:`message` the API's own sentence, to show a person
+    as it is. ``str()`` says it all in one line, status and code first.
     """
 
     def __init__(
@@ -53,8 +54,10 @@ class ApiError(_Picklable):
         details: list[Any] | None = None,
         retryable: bool | None = None,
         idempotency_key: str | None = None,
+        said: str | None = None,
     ) -> None:
         super().__init__(message)
+        self.message = said if said is not None else message
         self.code = code
         self.status_code = status_code
         self.retry_after = retry_after
@@ -83,13 +86,16 @@ class ApiError(_Picklable):
             code = str(error.get("code") or "error")
             details = error.get("details")
             message = str(error.get("message") or response.reason_phrase)
+            said = " ".join(message.split())
             message += _details(details, message)
         elif body is None and response.content:
             code, message = _not_json(response)
+            said = " ".join(message.split())
         else:
             code = "error"
             detail = body.get("detail") if isinstance(body, dict) else None
             message = str(detail) if detail else response.reason_phrase
+            said = " ".join(message.split())
         text = " ".join(message.split())  # one line
         return cls(
             f"{response.status_code} {code}: {text}",
@@ -99,6 +105,7 @@ class ApiError(_Picklable):
             details=details if isinstance(details, list) else None,
             retryable=retryable if retryable is not None else response.status_code >= 500,
             idempotency_key=_sent_key(response),
+            said=said,
         )
 
 

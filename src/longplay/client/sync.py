@@ -229,10 +229,10 @@ class Client:
         a job not yet ended is a ``conflict`` (409): cancel it first."""
         checked(self._send("DELETE", core.api_path("jobs", id_of(job))))
 
-    def delete_artifact(self, artifact: str) -> None:
+    def delete_artifact(self, artifact: ArtifactPublic | str) -> None:
         """Delete an upload no job and no collection document reads, with its file; a
         job's output, or an upload a job names, is a ``conflict`` (409)."""
-        checked(self._send("DELETE", core.api_path("artifacts", artifact)))
+        checked(self._send("DELETE", core.api_path("artifacts", id_of(artifact))))
 
     def kinds(self) -> builtins.list[KindPublic]:
         """The job kinds the service runs, with their parameters' JSON Schemas."""
