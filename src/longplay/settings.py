@@ -164,20 +164,20 @@ class WorkerSettings(BaseSettings):
     concurrency: int = Field(default=2, ge=1, alias="LONGPLAY_WORKER_CONCURRENCY")
     queues: str = Field(default="cpu", alias="LONGPLAY_WORKER_QUEUES")
     """Resources a worker takes work for: ``cpu``, ``gpu`` or ``cpu,gpu``."""
-    shutdown_grace: float = Field(default=10.0, ge=0)
+    shutdown_grace: Seconds = Field(default=10.0, ge=0)
     """Seconds a stopping worker gives running jobs before it sends them back to the queue."""
-    progress_write_interval: float = Field(default=0.5, gt=0)
+    progress_write_interval: Seconds = Field(default=0.5, gt=0)
     """Seconds between store writes of a running job's progress; events go out on every change."""
-    heartbeat_interval: float = Field(default=10.0, gt=0)
-    lease_seconds: float = Field(default=60.0, gt=0)
+    heartbeat_interval: Seconds = Field(default=10.0, gt=0)
+    lease_seconds: Seconds = Field(default=60.0, gt=0)
     """A running job whose heartbeat is older than this is taken to have lost its worker."""
     visibility_timeout: WholeSeconds = Field(default=7 * 24 * 3600, ge=1)
     """Seconds before Redis hands an unacknowledged job message out again. Leases decide
     when a worker is gone; a redelivery of a job still running does nothing, so this
     only backs them up and can be short or long without running a job twice."""
-    reaper_interval: float = Field(default=15.0, gt=0)
+    reaper_interval: Seconds = Field(default=15.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
-    cancel_grace: float = Field(default=10.0, ge=0)
+    cancel_grace: Seconds = Field(default=10.0, ge=0)
     """Seconds a cancelled job may run on before its process is stopped (and replaced)."""
     max_memory_mb: int = Field(default=0, ge=0, alias="LONGPLAY_WORKER_MAX_MEMORY_MB")
     """A pool process whose resident memory is over this many MiB once a job ended is
@@ -235,10 +235,10 @@ class AdmissionSettings(BaseSettings):
     """Jobs per resource (cpu, gpu) handed to the broker beyond the free worker slots.
     A slot that frees takes one at once; the rest wait in the store, where their order
     (priority, then the owner with the fewest jobs in flight) can still change."""
-    dispatch_interval: float = Field(default=5.0, gt=0)
+    dispatch_interval: Seconds = Field(default=5.0, gt=0)
     """Seconds between beat's admission rounds: due ``run_at`` and retries, deadlines,
     messages lost with the broker."""
-    redispatch_after: float = Field(default=60.0, gt=0)
+    redispatch_after: Seconds = Field(default=60.0, gt=0)
     """A job handed to the broker that is still queued this long after, while its broker
     queue is empty, was lost with the broker (a Redis restarted without its data): it is
     handed over again."""
@@ -262,17 +262,17 @@ class WebhookSettings(BaseSettings):
 
     model_config = _group("WEBHOOK_")
 
-    timeout: float = Field(default=10.0, gt=0)
+    timeout: Seconds = Field(default=10.0, gt=0)
     """Seconds one webhook POST may take before the attempt counts as failed."""
     max_attempts: int = Field(default=8, ge=1)
     """Attempts at one webhook before it is given up (status ``failed``)."""
-    retry_base: float = Field(default=5.0, gt=0)
+    retry_base: Seconds = Field(default=5.0, gt=0)
     """Seconds before the first retry of a webhook; each next wait is four times longer."""
     retry_max: Seconds = Field(default=3600.0, gt=0)
     """The longest wait between two attempts; it also caps a receiver's ``Retry-After``."""
-    progress_interval: float = Field(default=5.0, gt=0)
+    progress_interval: Seconds = Field(default=5.0, gt=0)
     """Seconds between two progress webhooks of one job (and one per whole percent at most)."""
-    sweep_interval: float = Field(default=30.0, gt=0)
+    sweep_interval: Seconds = Field(default=30.0, gt=0)
     """Seconds between beat's sweeps that resend due webhooks whose task message was lost."""
     secret_overlap: Seconds = Field(default=86400.0, ge=0)
     """How long after a rotation messages are signed with the old secret as well as the
@@ -369,11 +369,11 @@ class SttSettings(BaseSettings):
     url: str | None = None
     api_key: str | None = None
     http_model: str = "whisper-1"
-    timeout: float = Field(default=600.0, gt=0)
-    fan_out_above: float = Field(default=1200.0, gt=0)
+    timeout: Seconds = Field(default=600.0, gt=0)
+    fan_out_above: Seconds = Field(default=1200.0, gt=0)
     """Seconds: a longer recording is cut at silences into pieces that the worker pool
     transcribes side by side (the local engine only); a shorter one takes one pass."""
-    fan_out_piece: float = Field(default=120.0, ge=10)
+    fan_out_piece: Seconds = Field(default=120.0, ge=10)
     """Seconds: the longest piece of a recording transcribed side by side."""
 
 
@@ -396,7 +396,7 @@ class TtsSettings(BaseSettings):
     ones. ``*``: the server's own names, not checked (and a podcast's all speak
     ``http_voice``)."""
     http_format: Literal["wav", "pcm"] = "wav"
-    timeout: float = Field(default=300.0, gt=0)
+    timeout: Seconds = Field(default=300.0, gt=0)
 
 
 class LlmSettings(BaseSettings):
@@ -412,7 +412,7 @@ class LlmSettings(BaseSettings):
     http_model: str = "gpt-4o-mini"
     context_tokens: int = Field(default=4096, ge=512)
     """The local model's context (its cache grows with it); translation chunks need under 1,500."""
-    timeout: float = Field(default=300.0, gt=0)
+    timeout: Seconds = Field(default=300.0, gt=0)
 
 
 class MusicSettings(BaseSettings):
@@ -444,7 +444,7 @@ class EmbedSettings(BaseSettings):
     url: str | None = None
     api_key: str | None = None
     http_model: str = "text-embedding-3-small"
-    timeout: float = Field(default=60.0, gt=0)
+    timeout: Seconds = Field(default=60.0, gt=0)
 
 
 class Settings(BaseSettings):
