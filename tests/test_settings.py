@@ -100,12 +100,18 @@ def test_retention_takes_a_unit_and_a_plain_number_is_seconds(
     assert kept.upload_retention == kept.turn_cache_retention == seconds
 
 
-def test_other_long_durations_take_a_unit(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_every_duration_takes_a_unit(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Long ones and short ones alike: a setting whose default is a few seconds read
+    "2s" as no number and refused the start. A plain number is still seconds."""
     for name, value in {
         "LONGPLAY_CLEANUP_INTERVAL": "30m",
         "LONGPLAY_EVENT_RETENTION_SECONDS": "2d",
         "LONGPLAY_VISIBILITY_TIMEOUT": "1d12h",
         "LONGPLAY_WEBHOOK_RETRY_MAX": "2h",
+        "LONGPLAY_WEBHOOK_RETRY_BASE": "2s",
+        "LONGPLAY_SHUTDOWN_GRACE": "1m",
+        "LONGPLAY_HEARTBEAT_INTERVAL": "5",
+        "LONGPLAY_STT_TIMEOUT": "1h",
     }.items():
         monkeypatch.setenv(name, value)
     settings = Settings(data_dir=tmp_path)
@@ -114,19 +120,6 @@ def test_other_long_durations_take_a_unit(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert settings.worker.visibility_timeout == 36 * 3600
     assert isinstance(settings.worker.visibility_timeout, int)
     assert settings.webhooks.retry_max == 7200
-
-
-def test_short_durations_take_a_unit_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """A setting whose default is a few seconds read "2s" as no number and refused the
-    start: every duration takes a unit, and a plain number is still seconds."""
-    for name, value in {
-        "LONGPLAY_WEBHOOK_RETRY_BASE": "2s",
-        "LONGPLAY_SHUTDOWN_GRACE": "1m",
-        "LONGPLAY_HEARTBEAT_INTERVAL": "5",
-        "LONGPLAY_STT_TIMEOUT": "1h",
-    }.items():
-        monkeypatch.setenv(name, value)
-    settings = Settings(data_dir=tmp_path)
     assert settings.webhooks.retry_base == 2
     assert settings.worker.shutdown_grace == 60 and settings.worker.heartbeat_interval == 5
     assert settings.stt.timeout == 3600

@@ -81,22 +81,21 @@ class ApiError(_Picklable):
         error = body.get("error") if isinstance(body, dict) else None
         details: Any = None
         retryable: bool | None = None
+        fields = ""
         if isinstance(error, dict):
             retryable = error.get("retryable") is True
             code = str(error.get("code") or "error")
             details = error.get("details")
             message = str(error.get("message") or response.reason_phrase)
-            said = " ".join(message.split())
-            message += _details(details, message)
+            fields = _details(details, message)
         elif body is None and response.content:
             code, message = _not_json(response)
-            said = " ".join(message.split())
         else:
             code = "error"
             detail = body.get("detail") if isinstance(body, dict) else None
             message = str(detail) if detail else response.reason_phrase
-            said = " ".join(message.split())
-        text = " ".join(message.split())  # one line
+        said = " ".join(message.split())  # one line
+        text = " ".join((message + fields).split())
         return cls(
             f"{response.status_code} {code}: {text}",
             code=code,

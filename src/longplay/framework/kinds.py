@@ -26,7 +26,7 @@ import numbers
 import random
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
@@ -372,6 +372,12 @@ class JobKind(Generic[P]):
         if not self.input_types or media_type in ("", UNKNOWN_MEDIA_TYPE):
             return True
         return any(media_type.startswith(prefix) for prefix in self.input_types)
+
+    def params_from_json(self, params: Mapping[str, Any]) -> P:
+        """``params`` as a submission sends them, read as the API reads them: strictly,
+        from their JSON (``"3"`` is no number, ``0`` no boolean); pydantic's
+        ``ValidationError`` where they do not pass."""
+        return self.params.model_validate_json(json.dumps(params), strict=True)
 
     @property
     def total_weight(self) -> float:

@@ -20,7 +20,6 @@ be retried or cancelled between steps; a test of those runs the service.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -164,11 +163,7 @@ def run_steps(
     ``ValidationError``, as the API answers it with a 422."""
     if isinstance(params, Mapping) and (unknown := unknown_params(kind.params, params)):
         raise InvalidParams(unknown[0].message(kind.name))  # as a submission is refused
-    checked = (
-        kind.params.model_validate_json(json.dumps(params), strict=True)
-        if isinstance(params, Mapping)
-        else params
-    )
+    checked = kind.params_from_json(params) if isinstance(params, Mapping) else params
     workdir.mkdir(parents=True, exist_ok=True)
     ctx = context or RecordingContext(checked, inputs, workdir)
     ctx.kind = kind

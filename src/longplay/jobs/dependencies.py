@@ -62,6 +62,13 @@ def add(session: Session, job_id: str, after: Iterable[str]) -> None:
     session.add_all(JobDependency(job_id=job_id, after_id=a) for a in dict.fromkeys(after))
 
 
+def upstream_of(session: Session, job_id: str) -> set[str]:
+    """Every job ``job_id`` waits (or waited) for, whatever its status."""
+    return set(
+        session.scalars(select(JobDependency.after_id).where(JobDependency.job_id == job_id))
+    )
+
+
 def waiting_for(
     session: Session, job_ids: Sequence[str], known: Mapping[str, str] | None = None
 ) -> dict[str, list[str]]:

@@ -23,19 +23,20 @@ Reason = Literal["results", "job", "upload"]
 
 
 def remember(session: Session, artifacts: Sequence[Artifact], reason: Reason) -> None:
-    """Record ``artifacts`` as removed for ``reason``, in the transaction removing them."""
+    """Record ``artifacts`` as removed for ``reason``, in the transaction removing them
+    (an artifact's row goes once, so its record is new)."""
     now = utcnow()
-    for artifact in artifacts:
-        session.merge(
-            GoneArtifact(
-                id=artifact.id,
-                owner_id=artifact.owner_id,
-                job_id=artifact.job_id,
-                name=artifact.name,
-                reason=reason,
-                removed_at=now,
-            )
+    session.add_all(
+        GoneArtifact(
+            id=artifact.id,
+            owner_id=artifact.owner_id,
+            job_id=artifact.job_id,
+            name=artifact.name,
+            reason=reason,
+            removed_at=now,
         )
+        for artifact in artifacts
+    )
 
 
 def why_gone(

@@ -46,7 +46,6 @@ from longplay.store.models import (
     PRIORITY_RANK,
     Artifact,
     Job,
-    JobDependency,
     JobStatus,
     Owner,
     Priority,
@@ -81,7 +80,7 @@ def refuse_unknown_params(kind: JobKind[Any], params: Mapping[str, Any]) -> None
         return
     message = unknown[0].message(kind.name)
     try:
-        kind.params.model_validate_json(json.dumps(params), strict=True)
+        kind.params_from_json(params)
         typed = []
     except ValidationError as exc:
         typed = [p for p in problems_of(exc, ("body", "params")) if p["type"] != "extra_forbidden"]
@@ -198,9 +197,7 @@ def create_job(
     check_submission(session, kind, checked, input_ids)
     check_for_owner(session, owner, checked)
     checked = with_own_template(session, owner, checked)
-    upstream = list(
-        dict.fromkeys([*after, *(i.job for i in input_ids if isinstance(i, OutputRef))])
-    )
+    upstream = _upstream(after, input_ids)
     _check_upstream(session, owner, upstream)
     check_named_collection(session, owner.id, checked, waits=bool(upstream))
     priority = priority or kind_priority(limits_of(owner).priority, kind)
@@ -228,6 +225,12 @@ def create_job(
     session.flush()
     dependencies.add(session, job.id, upstream)
     return job
+
+
+def _upstream(after: Sequence[str], input_ids: Sequence[Input]) -> list[str]:
+    """The jobs a submission waits for: those of ``after`` and those whose outputs its
+    inputs name, each once, in order."""
+    return list(dict.fromkeys([*after, *(i.job for i in input_ids if isinstance(i, OutputRef))]))
 
 
 def _check_upstream(session: Session, owner: Owner, job_ids: Sequence[str]) -> None:
@@ -296,13 +299,13 @@ def submit_job(
     whose outputs are still there; that job comes back marked ``deduplicated``.
     """
     unit = UnitOfWork(session)
+    asked = _Asked(
+        kind_name, params, input_ids, [a.sha256 for a in uploaded], priority,
+        run_at, deadline, callback_url, callback_events, after,
+    )  # fmt: skip
     if idempotency_key is not None:
         existing = _by_idempotency_key(session, owner, idempotency_key)
         if existing is not None:
-            asked = _Asked(
-                kind_name, params, input_ids, [a.sha256 for a in uploaded], priority,
-                run_at, deadline, callback_url, callback_events, after,
-            )  # fmt: skip
             _discard(unit, uploaded)
             return Submission(_same_request(session, existing, asked))
     try:
@@ -340,10 +343,6 @@ def submit_job(
         )
         unit.commit()
     except IntegrityError:
-        asked = _Asked(
-            kind_name, params, input_ids, [a.sha256 for a in uploaded], priority,
-            run_at, deadline, callback_url, callback_events, after,
-        )  # fmt: skip
         _discard(unit, uploaded)
         raced = _by_idempotency_key(session, owner, idempotency_key or "")
         if raced is None:
@@ -474,11 +473,7 @@ def _differences(session: Session, job: Job, asked: _Asked) -> list[str]:
     webhook = (asked.callback_url, list(asked.callback_events) or None)
     if webhook != (job.callback_url, job.callback_events):
         differs.append("webhook")
-    upstream = {*asked.after, *(i.job for i in asked.input_ids if isinstance(i, OutputRef))}
-    waited = set(
-        session.scalars(select(JobDependency.after_id).where(JobDependency.job_id == job.id))
-    )
-    if upstream != waited:
+    if set(_upstream(asked.after, asked.input_ids)) != dependencies.upstream_of(session, job.id):
         differs.append("jobs to wait for")
     return differs
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Annotated, Any, get_args
 
@@ -173,7 +172,7 @@ def _checked(fields: Any, raw: bytes | None) -> JobCreate:
         submission.refuse_unknown_params(kind, params)
         if raw is None:
             try:
-                kind.params.model_validate_json(json.dumps(params), strict=True)
+                kind.params_from_json(params)
             except ValidationError as exc:
                 refused = bodies.refusal_of(exc, code="invalid_params", at=("body", "params"))
                 raise refused from exc
